@@ -1,0 +1,59 @@
+/* kd_checkpoint.h - models to and from safetensors checkpoints. Parameter names follow
+ * torch.nn.Sequential's state_dict; __metadata__ holds format "distill/1", the arch JSON, class
+ * names and preprocessing; training checkpoints also carry the exact-resume state. */
+#ifndef KD_CHECKPOINT_H
+#define KD_CHECKPOINT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "kd_common.h"
+#include "kd_data.h"
+#include "kd_nn.h"
+#include "kd_rng.h"
+#include "kd_safetensors.h"
+
+#define KD_FORMAT "distill/1"
+
+/* What a run needs to resume exactly (saved only in training checkpoints). */
+typedef struct {
+    uint64_t step;          /* optimizer steps taken */
+    uint64_t epoch;         /* completed epochs */
+    uint64_t batch_in_epoch;/* batches done in the current epoch (0 at an epoch boundary) */
+    kd_rng rng;             /* the run's RNG state */
+    size_t *order;          /* current epoch's training order (n_order indices), or NULL */
+    size_t n_order;
+    double best_val;        /* best validation accuracy so far */
+} kd_train_state;
+
+/* Extra description saved in metadata (all optional: NULL / 0 = absent). */
+typedef struct {
+    char **class_names;
+    size_t n_classes;
+    const kd_preprocess *pp;
+    const char *extra_json;   /* free-form JSON string stored as metadata "run" */
+} kd_ckpt_meta;
+
+/* Saves model parameters (+ buffers) as F32, with metadata; with ts non-NULL also optimizer
+ * moments and the resume state. Atomic. */
+kd_status kd_ckpt_save(const char *path, const kd_model *m, const kd_ckpt_meta *meta,
+                       const kd_train_state *ts, kd_err *err);
+
+/* Loads a checkpoint into a newly built model. If the file has "arch" metadata the model is
+ * built from it; otherwise arch_json must be supplied (else KD_EUSAGE). If both, the file's
+ * tensors must match the supplied arch. Every expected tensor must exist with the exact shape;
+ * unexpected tensors are an error unless allow_extra. Any float dtype (F32/F16/BF16) and int8
+ * quantised exports (weight I8 + "<name>_scale" F32 per row) load into float parameters.
+ * with_grads as in kd_model_init. pp / class names, if the file records them, are returned via
+ * out_pp (may be NULL) and out_classes (malloc'd array of malloc'd strings; may be NULL). */
+kd_status kd_ckpt_load(const char *path, const char *arch_json, int with_grads, int allow_extra,
+                       kd_model *m, kd_preprocess *out_pp, int *has_pp, char ***out_classes,
+                       size_t *out_n_classes, kd_err *err);
+
+/* Restores optimizer moments and resume state from a training checkpoint into m (built with
+ * grads) and ts (ts->order malloc'd). KD_EINPUT if the file has no training state. */
+kd_status kd_ckpt_load_train_state(const char *path, kd_model *m, kd_train_state *ts,
+                                   kd_err *err);
+
+void kd_free_strings(char **s, size_t n);
+
+#endif

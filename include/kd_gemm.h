@@ -1,0 +1,21 @@
+/* kd_gemm.h - the one entry point for dense matrix products (row-major), over cblas_sgemm,
+ * plus a plain reference loop used by the tests. Only src/core/gemm.c includes <cblas.h>. */
+#ifndef KD_GEMM_H
+#define KD_GEMM_H
+
+#include <stddef.h>
+
+/* C[M,N] = alpha * op(A)[M,K] * op(B)[K,N] + beta * C, row-major.
+ * trans_a: 0 -> A is [M,K] (lda >= K); 1 -> A is [K,M] (lda >= M). Same for B with [K,N]/[N,K]. */
+void kd_sgemm(int trans_a, int trans_b, size_t M, size_t N, size_t K, float alpha,
+              const float *A, size_t lda, const float *B, size_t ldb, float beta, float *C,
+              size_t ldc);
+/* Same contract, naive triple loop with double accumulation. */
+void kd_sgemm_ref(int trans_a, int trans_b, size_t M, size_t N, size_t K, float alpha,
+                  const float *A, size_t lda, const float *B, size_t ldb, float beta, float *C,
+                  size_t ldc);
+/* Sets the BLAS thread count once (0 = leave OpenBLAS's default). */
+void kd_blas_set_threads(int n);
+int kd_blas_get_threads(void);
+
+#endif

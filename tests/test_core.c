@@ -1,0 +1,136 @@
+/* test_core.c - sgemm wrapper vs the reference loop, the PRNG, checked sizes, atomic writes. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "kd_common.h"
+#include "kd_gemm.h"
+#include "kd_rng.h"
+#include "kd_test.h"
+
+static void fill(kd_rng *r, float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) x[i] = kd_rng_uniform(r) * 2.0f - 1.0f;
+}
+
+KD_TEST(sgemm_matches_reference_all_transposes_odd_shapes) {
+    static const size_t sizes[] = {1, 7, 129};
+    kd_rng r;
+    kd_rng_seed(&r, 42);
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++)
+            for (size_t a = 0; a < 3; a++)
+                for (size_t b = 0; b < 3; b++)
+                    for (size_t c = 0; c < 3; c++) {
+                        size_t M = sizes[a], N = sizes[b], K = sizes[c];
+                        /* Padded leading dimensions catch lda/ldb/ldc mix-ups. */
+                        size_t lda = (ta ? M : K) + 3, ldb = (tb ? K : N) + 2, ldc = N + 1;
+                        size_t rows_a = ta ? K : M, rows_b = tb ? N : K;
+                        float *A = malloc(rows_a * lda * sizeof *A);
+                        float *B = malloc(rows_b * ldb * sizeof *B);
+                        float *C1 = malloc(M * ldc * sizeof *C1), *C2 = malloc(M * ldc * sizeof *C2);
+                        fill(&r, A, rows_a * lda);
+                        fill(&r, B, rows_b * ldb);
+                        fill(&r, C1, M * ldc);
+                        memcpy(C2, C1, M * ldc * sizeof *C1);
+                        kd_sgemm(ta, tb, M, N, K, 0.75f, A, lda, B, ldb, 0.5f, C1, ldc);
+                        kd_sgemm_ref(ta, tb, M, N, K, 0.75f, A, lda, B, ldb, 0.5f, C2, ldc);
+                        CHECK_FLOATS(C1, C2, M * ldc, 1e-4, 1e-4);
+                        free(A);
+                        free(B);
+                        free(C1);
+                        free(C2);
+                    }
+}
+
+KD_TEST(sgemm_reference_hand_computed) {
+    /* [1 2; 3 4] * [5 6; 7 8] = [19 22; 43 50]; with A transposed: [1 3; 2 4] * B = [26 30; 38 44]. */
+    const float A[] = {1, 2, 3, 4}, B[] = {5, 6, 7, 8};
+    float C[4];
+    kd_sgemm_ref(0, 0, 2, 2, 2, 1.0f, A, 2, B, 2, 0.0f, C, 2);
+    const float want[] = {19, 22, 43, 50};
+    CHECK_FLOATS(C, want, 4, 0, 0);
+    kd_sgemm_ref(1, 0, 2, 2, 2, 1.0f, A, 2, B, 2, 0.0f, C, 2);
+    const float want_t[] = {26, 30, 38, 44};
+    CHECK_FLOATS(C, want_t, 4, 0, 0);
+}
+
+KD_TEST(rng_is_seeded_and_uniform) {
+    kd_rng a, b;
+    kd_rng_seed(&a, 7);
+    kd_rng_seed(&b, 7);
+    for (int i = 0; i < 100; i++) CHECK(kd_rng_u64(&a) == kd_rng_u64(&b));
+    kd_rng_seed(&b, 8);
+    CHECK(kd_rng_u64(&a) != kd_rng_u64(&b));
+    double sum = 0, sumsq = 0, nsum = 0, nsq = 0;
+    const int n = 100000;
+    for (int i = 0; i < n; i++) {
+        float u = kd_rng_uniform(&a);
+        CHECK(u >= 0.0f && u < 1.0f);
+        sum += u;
+        sumsq += (double)u * u;
+        float z = kd_rng_normal(&a);
+        nsum += z;
+        nsq += (double)z * z;
+    }
+    CHECK_CLOSE(sum / n, 0.5, 0.01, 0);
+    CHECK_CLOSE(sumsq / n - (sum / n) * (sum / n), 1.0 / 12, 0.005, 0);
+    CHECK_CLOSE(nsum / n, 0.0, 0.02, 0);
+    CHECK_CLOSE(nsq / n, 1.0, 0.02, 0);
+}
+
+KD_TEST(rng_shuffle_is_a_permutation) {
+    kd_rng r;
+    kd_rng_seed(&r, 1);
+    size_t idx[1000];
+    int seen[1000] = {0};
+    for (size_t i = 0; i < 1000; i++) idx[i] = i;
+    kd_rng_shuffle(&r, idx, 1000);
+    size_t fixed = 0;
+    for (size_t i = 0; i < 1000; i++) {
+        CHECK(idx[i] < 1000);
+        if (idx[i] < 1000) seen[idx[i]]++;
+        fixed += idx[i] == i;
+    }
+    for (size_t i = 0; i < 1000; i++) CHECK_EQ_INT(seen[i], 1);
+    CHECK(fixed < 20); /* a real shuffle moves almost everything */
+}
+
+KD_TEST(checked_size_arithmetic) {
+    size_t out;
+    CHECK(kd_mul_size(SIZE_MAX / 2, 3, &out) == -1);
+    CHECK(kd_mul_size(1000, 1000, &out) == 0 && out == 1000000);
+    CHECK(kd_add_size(SIZE_MAX, 1, &out) == -1);
+    float *p = kd_alloc_floats(SIZE_MAX / 2);
+    CHECK(p == NULL);
+    p = kd_alloc_floats(3);
+    CHECK(p != NULL && ((uintptr_t)p % 64) == 0 && p[2] == 0.0f);
+    kd_free_aligned(p);
+}
+
+static kd_status write_text(FILE *f, void *ctx, kd_err *err) {
+    (void)err;
+    fputs((const char *)ctx, f);
+    return KD_OK;
+}
+
+KD_TEST(atomic_write_keeps_old_file_on_failure) {
+    char path[600], *buf;
+    size_t len;
+    kd_err err;
+    const char *dir = kd_test_tmpdir();
+    snprintf(path, sizeof path, "%s/out.txt", dir);
+    CHECK(kd_write_atomic(path, write_text, "first", &err) == KD_OK);
+    kd_fault_write_after = 1;
+    CHECK(kd_write_atomic(path, write_text, "second", &err) == KD_EIO);
+    kd_fault_write_after = 0;
+    CHECK_CONTAINS(err.msg, "out.txt");
+    CHECK(kd_read_file(path, 100, &buf, &len, &err) == KD_OK);
+    CHECK(len == 5 && memcmp(buf, "first", 5) == 0);
+    free(buf);
+    char cmd[700], out[256];
+    snprintf(cmd, sizeof cmd, "ls -a '%s' | wc -l", dir);
+    kd_test_run(cmd, out, sizeof out);
+    CHECK(atoi(out) == 3); /* ., .. and out.txt: no temp file left behind */
+    /* An unwritable directory is an I/O error with the path in the message. */
+    CHECK(kd_write_atomic("/nonexistent-dir/x.txt", write_text, "x", &err) == KD_EIO);
+    CHECK_CONTAINS(err.msg, "/nonexistent-dir/x.txt");
+}

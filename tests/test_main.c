@@ -1,0 +1,162 @@
+/* test_main.c - runs every registered test case (optionally those whose name contains argv[1])
+ * and prints "N passed, N failed, N skipped". Exit status 1 if any case failed. */
+#define _GNU_SOURCE
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "kd_test.h"
+
+#define MAX_TESTS 1024
+
+typedef struct {
+    const char *name, *file;
+    kd_test_fn fn;
+} test_case;
+
+static test_case g_tests[MAX_TESTS];
+static int g_n_tests;
+static int g_cur_failed, g_cur_skipped;
+static char g_tmpdir[512];
+
+void kd_test_register(const char *name, const char *file, kd_test_fn fn) {
+    if (g_n_tests == MAX_TESTS) {
+        fprintf(stderr, "too many tests\n");
+        exit(2);
+    }
+    g_tests[g_n_tests++] = (test_case){name, file, fn};
+}
+
+void kd_test_fail(const char *file, int line, const char *fmt, ...) {
+    va_list ap;
+    if (g_cur_failed < 20) {
+        fprintf(stdout, "    %s:%d: ", file, line);
+        va_start(ap, fmt);
+        vfprintf(stdout, fmt, ap);
+        va_end(ap);
+        fputc('\n', stdout);
+    }
+    g_cur_failed++;
+}
+
+void kd_test_skip(const char *fmt, ...) {
+    va_list ap;
+    fprintf(stdout, "    skipped: ");
+    va_start(ap, fmt);
+    vfprintf(stdout, fmt, ap);
+    va_end(ap);
+    fputc('\n', stdout);
+    g_cur_skipped = 1;
+}
+
+int kd_test_failed_now(void) { return g_cur_failed > 0; }
+
+int kd_check_floats(const char *file, int line, const char *what, const float *got,
+                    const float *want, size_t n, double atol, double rtol) {
+    size_t first = n, worst = 0;
+    double worst_diff = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)got[i] - (double)want[i]);
+        int bad = !(d <= atol + rtol * fabs((double)want[i]));
+        if (bad && first == n) first = i;
+        if (d > worst_diff || d != d) {
+            worst_diff = d;
+            worst = i;
+        }
+    }
+    if (first == n) return 1;
+    kd_test_fail(file, line, "%s: first mismatch at [%zu]: %.9g vs %.9g; largest diff %.3g at [%zu]",
+                 what, first, got[first], want[first], worst_diff, worst);
+    return 0;
+}
+
+static int rm_rf(const char *path) {
+    char cmd[1100];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", path);
+    return system(cmd);
+}
+
+const char *kd_test_tmpdir(void) {
+    static int counter;
+    const char *base = getenv("TMPDIR");
+    if (!base || !*base) base = "/tmp";
+    if (g_tmpdir[0]) rm_rf(g_tmpdir);
+    snprintf(g_tmpdir, sizeof g_tmpdir, "%s/kdtest.%ld.%d", base, (long)getpid(), ++counter);
+    rm_rf(g_tmpdir);
+    if (mkdir(g_tmpdir, 0700) != 0) {
+        perror(g_tmpdir);
+        exit(2);
+    }
+    return g_tmpdir;
+}
+
+int kd_test_run(const char *cmd, char *out, size_t cap) {
+    char full[8192];
+    snprintf(full, sizeof full, "(%s) 2>&1", cmd);
+    FILE *p = popen(full, "r");
+    if (!p) return -1;
+    size_t len = 0;
+    char buf[4096];
+    size_t got;
+    while ((got = fread(buf, 1, sizeof buf, p)) > 0) {
+        if (out && len + 1 < cap) {
+            size_t take = got < cap - 1 - len ? got : cap - 1 - len;
+            memcpy(out + len, buf, take);
+            len += take;
+        }
+    }
+    if (out && cap) out[len] = '\0';
+    int status = pclose(p);
+    if (status == -1) return -1;
+    if (WIFEXITED(status)) return WEXITSTATUS(status);
+    if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+    return -1;
+}
+
+const char *kd_test_distill(void) {
+    const char *p = getenv("KD_DISTILL");
+    return p && *p ? p : "./distill";
+}
+
+int kd_test_write_file(const char *path, const void *data, size_t n) {
+    FILE *f = fopen(path, "wb");
+    if (!f) return -1;
+    size_t w = fwrite(data, 1, n, f);
+    return (fclose(f) == 0 && w == n) ? 0 : -1;
+}
+
+static int cmp_case(const void *a, const void *b) {
+    const test_case *x = a, *y = b;
+    int c = strcmp(x->file, y->file);
+    return c ? c : strcmp(x->name, y->name);
+}
+
+int main(int argc, char **argv) {
+    const char *filter = argc > 1 ? argv[1] : NULL;
+    int passed = 0, failed = 0, skipped = 0;
+    qsort(g_tests, (size_t)g_n_tests, sizeof g_tests[0], cmp_case);
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    for (int i = 0; i < g_n_tests; i++) {
+        test_case *t = &g_tests[i];
+        if (filter && !strstr(t->name, filter) && !strstr(t->file, filter)) continue;
+        g_cur_failed = 0;
+        g_cur_skipped = 0;
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        t->fn();
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        double secs = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+        const char *verdict = g_cur_failed ? "FAIL" : g_cur_skipped ? "skip" : "ok";
+        printf("%-4s %s (%s, %.2fs)\n", verdict, t->name, t->file, secs);
+        if (g_cur_failed) failed++;
+        else if (g_cur_skipped) skipped++;
+        else passed++;
+    }
+    if (g_tmpdir[0]) rm_rf(g_tmpdir);
+    printf("%d passed, %d failed, %d skipped\n", passed, failed, skipped);
+    return failed ? 1 : 0;
+}
