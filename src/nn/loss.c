@@ -1,0 +1,146 @@
+/* loss.c - temperature softmax / log-softmax, cross-entropy and the distillation loss
+ * (DESIGN.md section 4), each with its closed-form gradient with respect to the logits. */
+#include <math.h>
+
+#include "kd_common.h"
+#include "kd_loss.h"
+
+/* Single-letter dimensions used below: B = batch rows, C = classes. All rows are stabilised
+ * by subtracting their max before exp, so |z| ~ 1e4 with T as small as 0.5 stays finite:
+ * the largest exponent is exactly 0 and the sum is in [1, C]. Sums are kept in double. */
+
+static float row_max(const float *z, size_t C) {
+    float m = z[0];
+    for (size_t j = 1; j < C; j++)
+        if (z[j] > m) m = z[j];
+    return m;
+}
+
+/* e[j] = exp((z[j] - m) / T) (written when e != NULL); returns sum_j e[j]. e may alias z. */
+static double row_exp_sum(const float *z, float *e, size_t C, float m, double T) {
+    double sum = 0.0;
+    for (size_t j = 0; j < C; j++) {
+        double x = exp(((double)z[j] - m) / T);
+        sum += x;
+        if (e) e[j] = (float)x;
+    }
+    return sum;
+}
+
+void kd_softmax(const float *z, float *p, size_t B, size_t C, float T) {
+    KD_ASSERT(T > 0.0f && C > 0);
+    for (size_t i = 0; i < B; i++) {
+        const float *zi = z + i * C;  /* (C) */
+        float *pi = p + i * C;        /* (C) */
+        float m = row_max(zi, C);
+        /* Each z[j] is read before p[j] is written, so z == p works. */
+        double inv = 1.0 / row_exp_sum(zi, pi, C, m, T);
+        for (size_t j = 0; j < C; j++) pi[j] = (float)(pi[j] * inv);
+    }
+}
+
+void kd_log_softmax(const float *z, float *lp, size_t B, size_t C, float T) {
+    KD_ASSERT(T > 0.0f && C > 0);
+    for (size_t i = 0; i < B; i++) {
+        const float *zi = z + i * C;  /* (C) */
+        float *li = lp + i * C;       /* (C) */
+        float m = row_max(zi, C);
+        /* log softmax = (z - m)/T - log sum exp((z - m)/T); computed directly rather than as
+         * log(softmax), so tiny probabilities keep their (large negative) log exactly. */
+        double lse = log(row_exp_sum(zi, NULL, C, m, T));
+        for (size_t j = 0; j < C; j++) li[j] = (float)(((double)zi[j] - m) / T - lse);
+    }
+}
+
+double kd_loss_ce(const float *z, const int32_t *y, size_t B, size_t C, float *dz) {
+    KD_ASSERT(y != NULL && B > 0 && C > 0);
+    double loss = 0.0, invB = 1.0 / (double)B;
+    for (size_t i = 0; i < B; i++) {
+        const float *zi = z + i * C;  /* (C) */
+        /* Labels are validated against the class count by the data loader. */
+        KD_ASSERT(y[i] >= 0 && (size_t)y[i] < C);
+        float m = row_max(zi, C);
+        double sum = row_exp_sum(zi, NULL, C, m, 1.0);
+        /* CE = -log p_y = lse - (z_y - m) */
+        loss += log(sum) - ((double)zi[y[i]] - m);
+        if (dz) {
+            float *di = dz + i * C;  /* (C) */
+            double inv = 1.0 / sum;
+            for (size_t j = 0; j < C; j++) {
+                double p = exp((double)zi[j] - m) * inv;
+                di[j] = (float)((p - (j == (size_t)y[i] ? 1.0 : 0.0)) * invB);
+            }
+        }
+    }
+    return loss * invB;
+}
+
+/* exp(((double)z[j] - m) / T) / sum: one probability, in double. */
+static double prob(const float *z, size_t j, float m, double T, double sum) {
+    return exp(((double)z[j] - m) / T) / sum;
+}
+
+kd_loss_terms kd_loss_distill(const kd_distill_cfg *cfg, const float *zs, const float *zt,
+                              const int32_t *labels, size_t B, size_t C, float *dzs,
+                              float *scratch) {
+    KD_ASSERT(cfg && zs && zt && B > 0 && C > 0);
+    KD_ASSERT(cfg->alpha >= 0.0f && cfg->alpha <= 1.0f);
+    /* Unlabeled transfer sets are only legal for a pure soft loss; the caller enforces it. */
+    KD_ASSERT(labels != NULL || cfg->alpha == 1.0f);
+    KD_ASSERT(cfg->kind == KD_DISTILL_MSE || cfg->temperature > 0.0f);
+    /* The scratch (3 * B * C floats in the contract) is not used: caching the exps as floats
+     * would cost T * 6e-8 relative precision in the cancellation T * (p_s^T - p_t^T), so the
+     * few B * C exps are recomputed in double instead (negligible next to the sgemms). */
+    (void)scratch;
+
+    const double alpha = cfg->alpha, T = cfg->temperature, invB = 1.0 / (double)B;
+    const int kl = cfg->kind == KD_DISTILL_KL;
+    /* The hard term is reported whenever labels exist (even at alpha = 1, for the log). */
+    const int use_hard = labels != NULL;
+    double soft = 0.0, hard = 0.0;
+    for (size_t i = 0; i < B; i++) {
+        const float *zsi = zs + i * C, *zti = zt + i * C;  /* (C) each */
+        float ms = row_max(zsi, C), mt = row_max(zti, C);
+        double sum_s = 0.0, sum_t = 0.0, sum_1 = 0.0;
+        if (kl) {
+            sum_s = row_exp_sum(zsi, NULL, C, ms, T);
+            sum_t = row_exp_sum(zti, NULL, C, mt, T);
+            double lse_s = log(sum_s), lse_t = log(sum_t), row = 0.0;
+            /* KL(p_t || p_s) = sum p_t (log p_t - log p_s) with both logs from log-softmax:
+             * a class with p_t = 0 (underflow) contributes 0 * finite = 0, never NaN. */
+            for (size_t j = 0; j < C; j++) {
+                double lpt = ((double)zti[j] - mt) / T - lse_t;
+                double lps = ((double)zsi[j] - ms) / T - lse_s;
+                row += exp(lpt) * (lpt - lps);
+            }
+            soft += row;
+        } else {
+            for (size_t j = 0; j < C; j++) {
+                double d = (double)zti[j] - zsi[j];
+                soft += d * d;
+            }
+        }
+        if (use_hard) {
+            /* Labels are validated against the class count by the data loader. */
+            KD_ASSERT(labels[i] >= 0 && (size_t)labels[i] < C);
+            sum_1 = row_exp_sum(zsi, NULL, C, ms, 1.0);
+            hard += log(sum_1) - ((double)zsi[labels[i]] - ms);
+        }
+        if (!dzs) continue;
+        float *di = dzs + i * C;  /* (C) */
+        for (size_t j = 0; j < C; j++) {
+            /* d(T^2 KL)/dzs = T (p_s^T - p_t^T); d(||zt - zs||^2)/dzs = 2 (zs - zt). */
+            double g = kl ? alpha * T * (prob(zsi, j, ms, T, sum_s) - prob(zti, j, mt, T, sum_t))
+                          : alpha * 2.0 * ((double)zsi[j] - zti[j]);
+            if (use_hard && alpha < 1.0)
+                g += (1.0 - alpha) *
+                     (prob(zsi, j, ms, 1.0, sum_1) - (j == (size_t)labels[i] ? 1.0 : 0.0));
+            di[j] = (float)(g * invB);
+        }
+    }
+    kd_loss_terms t;
+    t.soft = (kl ? T * T : 1.0) * soft * invB;
+    t.hard = use_hard ? hard * invB : 0.0;
+    t.total = alpha * t.soft + (1.0 - alpha) * t.hard;
+    return t;
+}
