@@ -11,7 +11,7 @@ CC      ?= cc
 BUILD   ?= build
 BIN     ?= distill
 PKGS    := openblas libcjson zlib
-OPT     ?= -O2
+OPT     ?= -O3
 WERROR  ?= 0
 
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) stb 2>/dev/null)

@@ -65,7 +65,8 @@ typedef struct {
     float *workspace;    /* shared scratch (set by kd_model_forward/backward from the model) */
 } kd_ctx;
 
-/* One table of operations per layer type. */
+/* One table of operations per layer type. tensors, cache_floats, workspace_floats, init,
+ * describe and macs are optional: NULL means "none" / 0 / nothing to do. */
 typedef struct {
     const char *type;  /* JSON "type" and the name shown to users */
     /* Reads hyperparameters from spec (already checked to be an object with a known "type"),
@@ -172,5 +173,52 @@ kd_tensor *kd_model_tensor(kd_model *m, const char *name);
 size_t kd_model_macs(const kd_model *m);
 /* Multi-line human description: one line per layer with output shape and parameter count. */
 void kd_model_print(const kd_model *m, FILE *f);
+
+/* ---- Helpers for layer implementations (src/nn/layer.c) ----
+ * Every message starts "layer <index> (<type>): " so the user finds the entry in the list. */
+
+/* Sets err (KD_EUSAGE) to "layer <i> (<type>): <fmt...>"; returns KD_EUSAGE. */
+kd_status kd_layer_err(const kd_layer *l, kd_err *err, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Rejects any key of spec other than "type" and the NULL-terminated list known (with a
+ * did-you-mean suggestion for a near miss). */
+kd_status kd_spec_check_fields(const kd_layer *l, const cJSON *spec, const char *const *known,
+                               kd_err *err);
+/* Reads an integer field in [lo, hi]. Absent: error if required, else *out = def. A
+ * non-number, a fraction or an out-of-range value is an error that quotes the JSON value. */
+kd_status kd_spec_size(const kd_layer *l, const cJSON *spec, const char *field, int required,
+                       size_t def, size_t lo, size_t hi, size_t *out, kd_err *err);
+/* Reads a finite number field with lo <= v < hi (hi_open) or lo <= v <= hi; absent -> def. */
+kd_status kd_spec_float(const kd_layer *l, const cJSON *spec, const char *field, float def,
+                        double lo, double hi, int hi_open, float *out, kd_err *err);
+/* Reads a true/false field; absent -> def. */
+kd_status kd_spec_bool(const kd_layer *l, const cJSON *spec, const char *field, int def,
+                       int *out, kd_err *err);
+/* Adds a float to a JSON object as the shortest decimal that reads back to the same float
+ * ("0.01", not "0.0099999997764825821"), so arch strings stay readable and round-trip. */
+void kd_spec_add_float(cJSON *obj, const char *field, float v);
+
+/* Fills w[0..n) for a weight with the given fans:
+ *   He (xavier = 0):     w ~ Normal(0, 1) * sqrt(2 / fan_in)        (ReLU nets; He et al. 2015)
+ *   Xavier (xavier = 1): w ~ Uniform(-a, a), a = sqrt(6 / (fan_in + fan_out)) (Glorot 2010)
+ * fan_in of a conv is in_channels * kh * kw, fan_out is out_channels * kh * kw. */
+void kd_init_fill(float *w, size_t n, size_t fan_in, size_t fan_out, kd_rng *rng, int xavier);
+
+/* Elementwise loop over i in [0, n) that GCC vectorises at -O2: its default "very cheap" cost
+ * model only vectorises loops whose trip count is a known multiple of the vector width, so the
+ * body runs in fixed blocks of 8 and then a scalar tail. Use restrict-qualified pointers in the
+ * body (runtime alias checks are not "very cheap" either). */
+#define KD_VEC_FOR(i, n, body)                                                             \
+    do {                                                                                   \
+        const size_t kd_n_ = (n), kd_nb_ = kd_n_ / 8 * 8;                                  \
+        for (size_t kd_b_ = 0; kd_b_ < kd_nb_; kd_b_ += 8)                                 \
+            for (size_t kd_k_ = 0; kd_k_ < 8; kd_k_++) {                                   \
+                const size_t i = kd_b_ + kd_k_;                                            \
+                body;                                                                      \
+            }                                                                              \
+        for (size_t i = kd_nb_; i < kd_n_; i++) {                                          \
+            body;                                                                          \
+        }                                                                                  \
+    } while (0)
 
 #endif

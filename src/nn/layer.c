@@ -1,11 +1,16 @@
 /* layer.c - the table of layer types and shape helpers. */
+#include <cJSON.h>
+#include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "kd_nn.h"
 
-/* Weak while the layer files are written in parallel; a missing type is simply unknown. */
-#define KD_LAYER_DECL(x) extern const kd_layer_ops x __attribute__((weak))
+/* Plain (strong) references: the layers live in a static archive, and a weak reference would
+ * not make the linker pull their object files in, leaving every type "unknown". */
+#define KD_LAYER_DECL(x) extern const kd_layer_ops x
 KD_LAYER_DECL(kd_layer_dense);
 KD_LAYER_DECL(kd_layer_relu);
 KD_LAYER_DECL(kd_layer_leaky_relu);
@@ -58,4 +63,138 @@ const char *kd_shape_str(const kd_shape *s, char *buf, size_t cap) {
         len += (size_t)snprintf(buf + len, cap - len, "%s%zu", i ? ", " : "", s->d[i]);
     if (len < cap) snprintf(buf + len, cap - len, "]");
     return buf;
+}
+
+/* ---- Helpers shared by the layer implementations ---- */
+
+kd_status kd_layer_err(const kd_layer *l, kd_err *err, const char *fmt, ...) {
+    char msg[sizeof err->msg];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return kd_err_set(err, KD_EUSAGE, "layer %d (%s): %s", l->index, l->ops->type, msg);
+}
+
+/* The JSON text of an item for messages ("\"ten\"", "-3"), into buf. */
+static const char *json_text(const cJSON *item, char *buf, size_t cap) {
+    char *s = cJSON_PrintUnformatted(item);
+    snprintf(buf, cap, "%s", s ? s : "?");
+    if (strlen(buf) == cap - 1 && cap > 4) memcpy(buf + cap - 4, "...", 4);
+    free(s);
+    return buf;
+}
+
+/* Levenshtein distance, capped: used only to suggest a near-miss field name. */
+static size_t edit_distance(const char *a, const char *b) {
+    size_t la = strlen(a), lb = strlen(b);
+    if (la > 63 || lb > 63) return 99;
+    size_t prev[64], cur[64];
+    for (size_t j = 0; j <= lb; j++) prev[j] = j;
+    for (size_t i = 1; i <= la; i++) {
+        cur[0] = i;
+        for (size_t j = 1; j <= lb; j++) {
+            size_t best = prev[j - 1] + (a[i - 1] != b[j - 1]);
+            if (prev[j] + 1 < best) best = prev[j] + 1;
+            if (cur[j - 1] + 1 < best) best = cur[j - 1] + 1;
+            cur[j] = best;
+        }
+        memcpy(prev, cur, (lb + 1) * sizeof prev[0]);
+    }
+    return prev[lb];
+}
+
+kd_status kd_spec_check_fields(const kd_layer *l, const cJSON *spec, const char *const *known,
+                               kd_err *err) {
+    for (const cJSON *it = spec->child; it; it = it->next) {
+        const char *key = it->string ? it->string : "";
+        if (strcmp(key, "type") == 0) continue;
+        int ok = 0;
+        for (const char *const *k = known; k && *k; k++)
+            if (strcmp(*k, key) == 0) ok = 1;
+        if (ok) continue;
+        char list[256] = "";
+        size_t len = 0;
+        const char *near = NULL;
+        for (const char *const *k = known; k && *k; k++) {
+            len += (size_t)snprintf(list + len, len < sizeof list ? sizeof list - len : 0,
+                                    "%s%s", len ? ", " : "", *k);
+            if (!near && edit_distance(key, *k) <= 2) near = *k;
+        }
+        if (near)
+            return kd_layer_err(l, err, "unknown field \"%s\" (did you mean \"%s\"?)", key, near);
+        if (!list[0]) return kd_layer_err(l, err, "unknown field \"%s\" (this type takes none)", key);
+        return kd_layer_err(l, err, "unknown field \"%s\" (known fields: %s)", key, list);
+    }
+    return KD_OK;
+}
+
+kd_status kd_spec_size(const kd_layer *l, const cJSON *spec, const char *field, int required,
+                       size_t def, size_t lo, size_t hi, size_t *out, kd_err *err) {
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(spec, field);
+    char buf[64];
+    if (!it) {
+        if (required) return kd_layer_err(l, err, "missing \"%s\" (an integer >= %zu)", field, lo);
+        *out = def;
+        return KD_OK;
+    }
+    double v = cJSON_IsNumber(it) ? it->valuedouble : NAN;
+    if (!(v >= (double)lo && v <= (double)hi) || v != floor(v))
+        return kd_layer_err(l, err, "%s: expected an integer in [%zu, %zu], got %s", field, lo, hi,
+                            json_text(it, buf, sizeof buf));
+    *out = (size_t)v;
+    return KD_OK;
+}
+
+kd_status kd_spec_float(const kd_layer *l, const cJSON *spec, const char *field, float def,
+                        double lo, double hi, int hi_open, float *out, kd_err *err) {
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(spec, field);
+    char buf[64];
+    if (!it) {
+        *out = def;
+        return KD_OK;
+    }
+    double v = cJSON_IsNumber(it) ? it->valuedouble : NAN;
+    int ok = v >= lo && (hi_open ? v < hi : v <= hi);
+    if (!ok)
+        return kd_layer_err(l, err, "%s: expected a number in [%g, %g%c, got %s", field, lo, hi,
+                            hi_open ? ')' : ']', json_text(it, buf, sizeof buf));
+    *out = (float)v;
+    return KD_OK;
+}
+
+kd_status kd_spec_bool(const kd_layer *l, const cJSON *spec, const char *field, int def,
+                       int *out, kd_err *err) {
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(spec, field);
+    char buf[64];
+    if (!it) {
+        *out = def;
+        return KD_OK;
+    }
+    if (!cJSON_IsBool(it))
+        return kd_layer_err(l, err, "%s: expected true or false, got %s", field,
+                            json_text(it, buf, sizeof buf));
+    *out = cJSON_IsTrue(it) ? 1 : 0;
+    return KD_OK;
+}
+
+void kd_spec_add_float(cJSON *obj, const char *field, float v) {
+    char buf[32];
+    double d = v;
+    for (int digits = 1; digits <= 9; digits++) {
+        snprintf(buf, sizeof buf, "%.*g", digits, (double)v);
+        d = strtod(buf, NULL);
+        if ((float)d == v) break;
+    }
+    cJSON_AddNumberToObject(obj, field, d);
+}
+
+void kd_init_fill(float *w, size_t n, size_t fan_in, size_t fan_out, kd_rng *rng, int xavier) {
+    if (xavier) {
+        float a = (float)sqrt(6.0 / (double)(fan_in + fan_out));
+        for (size_t i = 0; i < n; i++) w[i] = (2.0f * kd_rng_uniform(rng) - 1.0f) * a;
+    } else {
+        float s = (float)sqrt(2.0 / (double)fan_in);
+        for (size_t i = 0; i < n; i++) w[i] = kd_rng_normal(rng) * s;
+    }
 }

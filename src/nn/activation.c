@@ -1,0 +1,159 @@
+/* activation.c - elementwise activations: relu, leaky_relu, tanh, sigmoid, gelu.
+ * Each works on B * numel(in) floats; the loops are plain so the compiler can vectorise them. */
+#include <cJSON.h>
+#include <math.h>
+#include <string.h>
+
+#include "kd_nn.h"
+
+static size_t act_count(const kd_layer *l, size_t B) { return B * kd_shape_numel(&l->in); }
+
+static kd_status act_configure(kd_layer *l, const cJSON *spec, kd_err *err) {
+    static const char *const none[] = {NULL};
+    kd_status st = kd_spec_check_fields(l, spec, none, err);
+    if (st) return st;
+    l->out = l->in;
+    return KD_OK;
+}
+
+/* Kernels on restrict pointers in the KD_VEC_FOR shape, so -O2 vectorises them (max/min and
+ * plain arithmetic; GCC's cheapest vectoriser does not if-convert a select between loads). */
+static void relu_kernel(const float *restrict x, float *restrict y, size_t n) {
+    KD_VEC_FOR(i, n, y[i] = x[i] > 0.0f ? x[i] : 0.0f);
+}
+
+/* max(x, 0) + slope * min(x, 0): the same values as the branchy form, but vectorisable. */
+static void leaky_relu_kernel(const float *restrict x, float *restrict y, size_t n, float slope) {
+    KD_VEC_FOR(i, n, y[i] = (x[i] > 0.0f ? x[i] : 0.0f) + slope * (x[i] < 0.0f ? x[i] : 0.0f));
+}
+
+static void tanh_backward_kernel(const float *restrict y, const float *restrict dy,
+                                 float *restrict dx, size_t n) {
+    KD_VEC_FOR(i, n, dx[i] = dy[i] * (1.0f - y[i] * y[i]));
+}
+
+static void sigmoid_backward_kernel(const float *restrict y, const float *restrict dy,
+                                    float *restrict dx, size_t n) {
+    KD_VEC_FOR(i, n, dx[i] = dy[i] * y[i] * (1.0f - y[i]));
+}
+
+/* ---- relu: y = max(x, 0); dx = dy where x > 0 (the kink at 0 gets gradient 0, as torch) ---- */
+
+static void relu_forward(kd_layer *l, const float *x, float *y, size_t B, kd_ctx *ctx) {
+    (void)ctx;
+    relu_kernel(x, y, act_count(l, B));
+}
+
+static void relu_backward(kd_layer *l, const float *x, const float *y, const float *dy, float *dx,
+                          size_t B, kd_ctx *ctx) {
+    (void)y;
+    (void)ctx;
+    if (!dx) return;
+    const size_t n = act_count(l, B);
+    for (size_t i = 0; i < n; i++) dx[i] = x[i] > 0.0f ? dy[i] : 0.0f;
+}
+
+/* ---- leaky_relu: y = x for x > 0, slope * x otherwise ---- */
+
+static kd_status leaky_relu_configure(kd_layer *l, const cJSON *spec, kd_err *err) {
+    static const char *const fields[] = {"slope", NULL};
+    kd_status st = kd_spec_check_fields(l, spec, fields, err);
+    if (!st) st = kd_spec_float(l, spec, "slope", 0.01f, -1e6, 1e6, 0, &l->hp.slope, err);
+    if (st) return st;
+    l->out = l->in;
+    return KD_OK;
+}
+
+static void leaky_relu_forward(kd_layer *l, const float *x, float *y, size_t B, kd_ctx *ctx) {
+    (void)ctx;
+    leaky_relu_kernel(x, y, act_count(l, B), l->hp.slope);
+}
+
+static void leaky_relu_backward(kd_layer *l, const float *x, const float *y, const float *dy, float *dx,
+                           size_t B, kd_ctx *ctx) {
+    (void)y;
+    (void)ctx;
+    if (!dx) return;
+    const size_t n = act_count(l, B);
+    const float s = l->hp.slope;
+    for (size_t i = 0; i < n; i++) dx[i] = x[i] > 0.0f ? dy[i] : s * dy[i];
+}
+
+static void leaky_relu_describe(const kd_layer *l, cJSON *obj) {
+    kd_spec_add_float(obj, "slope", l->hp.slope);
+}
+
+/* ---- tanh: dx = dy * (1 - y^2) ---- */
+
+static void tanh_forward(kd_layer *l, const float *x, float *y, size_t B, kd_ctx *ctx) {
+    (void)ctx;
+    const size_t n = act_count(l, B);
+    for (size_t i = 0; i < n; i++) y[i] = tanhf(x[i]);
+}
+
+static void tanh_backward(kd_layer *l, const float *x, const float *y, const float *dy, float *dx,
+                          size_t B, kd_ctx *ctx) {
+    (void)x;
+    (void)ctx;
+    if (!dx) return;
+    tanh_backward_kernel(y, dy, dx, act_count(l, B));
+}
+
+/* ---- sigmoid: y = 1 / (1 + e^-x); dx = dy * y * (1 - y). For x << 0, e^-x overflows to inf
+ * and y becomes exactly 0, which is the right limit, so no branch is needed. ---- */
+
+static void sigmoid_forward(kd_layer *l, const float *x, float *y, size_t B, kd_ctx *ctx) {
+    (void)ctx;
+    const size_t n = act_count(l, B);
+    for (size_t i = 0; i < n; i++) y[i] = 1.0f / (1.0f + expf(-x[i]));
+}
+
+static void sigmoid_backward(kd_layer *l, const float *x, const float *y, const float *dy,
+                             float *dx, size_t B, kd_ctx *ctx) {
+    (void)x;
+    (void)ctx;
+    if (!dx) return;
+    sigmoid_backward_kernel(y, dy, dx, act_count(l, B));
+}
+
+/* ---- gelu, the exact form (torch.nn.GELU() default, approximate='none'):
+ *   y  = x * Phi(x) = 0.5 * x * (1 + erf(x / sqrt(2)))
+ *   dy/dx = Phi(x) + x * phi(x),  phi(x) = exp(-x^2 / 2) / sqrt(2 pi)
+ * The tanh approximation differs by up to ~1e-3, enough to break PyTorch parity. ---- */
+
+#define KD_INV_SQRT2 0.70710678118654752440f
+#define KD_INV_SQRT_2PI 0.39894228040143267794f
+
+static void gelu_forward(kd_layer *l, const float *x, float *y, size_t B, kd_ctx *ctx) {
+    (void)ctx;
+    const size_t n = act_count(l, B);
+    for (size_t i = 0; i < n; i++) y[i] = 0.5f * x[i] * (1.0f + erff(x[i] * KD_INV_SQRT2));
+}
+
+static void gelu_backward(kd_layer *l, const float *x, const float *y, const float *dy, float *dx,
+                          size_t B, kd_ctx *ctx) {
+    (void)y;
+    (void)ctx;
+    if (!dx) return;
+    const size_t n = act_count(l, B);
+    for (size_t i = 0; i < n; i++) {
+        float cdf = 0.5f * (1.0f + erff(x[i] * KD_INV_SQRT2));
+        float pdf = KD_INV_SQRT_2PI * expf(-0.5f * x[i] * x[i]);
+        dx[i] = dy[i] * (cdf + x[i] * pdf);
+    }
+}
+
+#define KD_ACTIVATION(name_, str_, configure_, describe_)                                 \
+    const kd_layer_ops kd_layer_##name_ = {                                                \
+        .type = str_,                                                                      \
+        .configure = configure_,                                                           \
+        .forward = name_##_forward,                                                        \
+        .backward = name_##_backward,                                                      \
+        .describe = describe_,                                                             \
+    }
+
+KD_ACTIVATION(relu, "relu", act_configure, NULL);
+KD_ACTIVATION(leaky_relu, "leaky_relu", leaky_relu_configure, leaky_relu_describe);
+KD_ACTIVATION(tanh, "tanh", act_configure, NULL);
+KD_ACTIVATION(sigmoid, "sigmoid", act_configure, NULL);
+KD_ACTIVATION(gelu, "gelu", act_configure, NULL);

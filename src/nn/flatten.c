@@ -1,0 +1,36 @@
+/* flatten.c - reshapes [C, H, W] (or any per-sample shape) to [C * H * W], like
+ * torch.nn.Flatten(); the data is already contiguous, so forward and backward are copies. */
+#include <cJSON.h>
+#include <string.h>
+
+#include "kd_nn.h"
+
+static kd_status flatten_configure(kd_layer *l, const cJSON *spec, kd_err *err) {
+    static const char *const none[] = {NULL};
+    kd_status st = kd_spec_check_fields(l, spec, none, err);
+    if (st) return st;
+    l->out.rank = 1;
+    memset(l->out.d, 0, sizeof l->out.d);
+    l->out.d[0] = kd_shape_numel(&l->in);  /* the model has checked numel(in) for overflow */
+    return KD_OK;
+}
+
+static void flatten_forward(kd_layer *l, const float *x, float *y, size_t B, kd_ctx *ctx) {
+    (void)ctx;
+    memcpy(y, x, B * l->out.d[0] * sizeof *y);
+}
+
+static void flatten_backward(kd_layer *l, const float *x, const float *y, const float *dy,
+                             float *dx, size_t B, kd_ctx *ctx) {
+    (void)x;
+    (void)y;
+    (void)ctx;
+    if (dx) memcpy(dx, dy, B * l->out.d[0] * sizeof *dx);
+}
+
+const kd_layer_ops kd_layer_flatten = {
+    .type = "flatten",
+    .configure = flatten_configure,
+    .forward = flatten_forward,
+    .backward = flatten_backward,
+};

@@ -1,0 +1,439 @@
+/* model.c - sequential models: building from a JSON layer list, the flat parameter buffers,
+ * batch-sized memory, forward/backward over the layer list, and the arch string. */
+#include <cJSON.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kd_nn.h"
+
+/* Largest single tensor / per-sample activation / total parameter count we accept (floats).
+ * 2^31 floats is 8 GiB: far above any model this tool trains, low enough that a typo such as
+ * "units": 1e9 fails with a clear message instead of an out-of-memory crash. */
+#define KD_MAX_FLOATS ((size_t)1 << 31)
+/* Offsets inside the batch-sized arenas are rounded to 16 floats so every view is 64-byte
+ * aligned, like the arenas themselves. */
+#define KD_ALIGN_FLOATS 16
+#define KD_MAX_LAYER_TENSORS 5
+
+/* numel with overflow and emptiness checks: 0 on success. */
+static int shape_numel_checked(const kd_shape *s, size_t *out) {
+    size_t n = 1;
+    if (s->rank < 1 || s->rank > KD_MAX_RANK) return -1;
+    for (int i = 0; i < s->rank; i++)
+        if (s->d[i] == 0 || kd_mul_size(n, s->d[i], &n)) return -1;
+    if (n > KD_MAX_FLOATS) return -1;
+    *out = n;
+    return 0;
+}
+
+/* Rounds n up to a multiple of KD_ALIGN_FLOATS and adds it to *total; 0 on success. */
+static int add_aligned(size_t *total, size_t n) {
+    size_t r;
+    if (kd_add_size(n, KD_ALIGN_FLOATS - 1, &r)) return -1;
+    r -= r % KD_ALIGN_FLOATS;
+    return kd_add_size(*total, r, total);
+}
+
+/* Connects a declared tensor to the layer view it backs (by its state_dict suffix). */
+static void bind_view(kd_model *m, kd_layer *l, kd_tensor *t, const char *suffix) {
+    if (t->kind == KD_TENSOR_COUNTER) {
+        t->counter = &l->n_batches;
+        return;
+    }
+    if (t->kind == KD_TENSOR_BUFFER) {
+        t->data = m->buffers + t->offset;
+        if (strcmp(suffix, "running_mean") == 0) l->bn_mean = t->data;
+        else if (strcmp(suffix, "running_var") == 0) l->bn_var = t->data;
+        else KD_ASSERT(!"unknown buffer name");
+        return;
+    }
+    t->data = m->params + t->offset;
+    float *g = m->grads ? m->grads + t->offset : NULL;
+    if (strcmp(suffix, "weight") == 0) {
+        l->w = t->data;
+        l->dw = g;
+    } else if (strcmp(suffix, "bias") == 0) {
+        l->b = t->data;
+        l->db = g;
+    } else {
+        KD_ASSERT(!"unknown parameter name");
+    }
+}
+
+kd_status kd_model_init(kd_model *m, const kd_shape *input, const cJSON *layers, int with_grads,
+                        kd_err *err) {
+    kd_status st = KD_OK;
+    char buf[128];
+    char *text = NULL;
+    memset(m, 0, sizeof *m);
+
+    size_t numel;
+    if (shape_numel_checked(input, &numel)) {
+        st = kd_err_set(err, KD_EUSAGE,
+                        "input: expected 1 to %d positive dimensions (at most %zu values), got %s",
+                        KD_MAX_RANK, KD_MAX_FLOATS,
+                        input->rank >= 0 && input->rank <= KD_MAX_RANK
+                            ? kd_shape_str(input, buf, sizeof buf)
+                            : "a shape of the wrong rank");
+        goto cleanup;
+    }
+    if (!cJSON_IsArray(layers)) {
+        text = layers ? cJSON_PrintUnformatted(layers) : NULL;
+        st = kd_err_set(err, KD_EUSAGE,
+                        "layers: expected a JSON array of layer objects like "
+                        "[{\"type\":\"dense\",\"units\":10}], got %.80s",
+                        text ? text : "nothing");
+        goto cleanup;
+    }
+    size_t n = (size_t)cJSON_GetArraySize(layers);
+    if (n == 0) {
+        st = kd_err_set(err, KD_EUSAGE, "layers: the list is empty; a model needs at least one layer");
+        goto cleanup;
+    }
+    m->input = *input;
+    m->layers = calloc(n, sizeof *m->layers);
+    m->tensors = calloc(n * KD_MAX_LAYER_TENSORS, sizeof *m->tensors);
+    if (!m->layers || !m->tensors) {
+        st = kd_err_set(err, KD_EIO, "out of memory building a model of %zu layers", n);
+        goto cleanup;
+    }
+    m->n_layers = n;
+
+    /* Pass 1: types, hyperparameters, shapes and tensor declarations with their offsets. */
+    kd_shape cur = *input;
+    size_t i = 0;
+    for (const cJSON *spec = layers->child; spec; spec = spec->next, i++) {
+        kd_layer *l = &m->layers[i];
+        if (!cJSON_IsObject(spec)) {
+            text = cJSON_PrintUnformatted(spec);
+            st = kd_err_set(err, KD_EUSAGE,
+                            "layer %zu: expected an object like {\"type\":\"dense\",\"units\":10}, got %.80s",
+                            i, text ? text : "?");
+            goto cleanup;
+        }
+        const cJSON *type = cJSON_GetObjectItemCaseSensitive(spec, "type");
+        if (!cJSON_IsString(type)) {
+            st = kd_err_set(err, KD_EUSAGE, "layer %zu: missing \"type\" (one of: %s)", i,
+                            kd_layer_type_list());
+            goto cleanup;
+        }
+        l->ops = kd_layer_find(type->valuestring);
+        if (!l->ops) {
+            st = kd_err_set(err, KD_EUSAGE, "layer %zu: unknown type \"%.60s\" (known: %s)", i,
+                            type->valuestring, kd_layer_type_list());
+            goto cleanup;
+        }
+        l->index = (int)i;
+        l->in = cur;
+        l->hp.bias = 1;
+        st = l->ops->configure(l, spec, err);
+        if (st) goto cleanup;
+        if (shape_numel_checked(&l->out, &numel)) {
+            st = kd_layer_err(l, err, "input %s gives an empty or too large output",
+                              kd_shape_str(&l->in, buf, sizeof buf));
+            goto cleanup;
+        }
+        cur = l->out;
+
+        kd_tensor decl[KD_MAX_LAYER_TENSORS];
+        int n_decl = l->ops->tensors ? l->ops->tensors(l, decl) : 0;
+        KD_ASSERT(n_decl >= 0 && n_decl <= KD_MAX_LAYER_TENSORS);
+        for (int k = 0; k < n_decl; k++) {
+            kd_tensor *t = &m->tensors[m->n_tensors++];
+            *t = decl[k];
+            snprintf(t->name, sizeof t->name, "%zu.%s", i, decl[k].name);
+            t->data = NULL;
+            t->counter = NULL;
+            if (t->kind == KD_TENSOR_COUNTER) {
+                t->numel = 1;
+                continue;
+            }
+            size_t *total = t->kind == KD_TENSOR_PARAM ? &m->n_params : &m->n_buffers;
+            if (shape_numel_checked(&t->shape, &t->numel) ||
+                kd_add_size(*total, t->numel, total) || *total > KD_MAX_FLOATS) {
+                st = kd_layer_err(l, err, "%s is too large (more than %zu values in all)",
+                                  t->name, KD_MAX_FLOATS);
+                goto cleanup;
+            }
+            t->offset = *total - t->numel;
+        }
+    }
+    m->n_classes = kd_shape_numel(&cur);
+
+    /* One buffer each, in state_dict order, so zeroing, the optimizer and saving are flat loops. */
+    m->params = kd_alloc_floats(m->n_params);
+    m->buffers = kd_alloc_floats(m->n_buffers);
+    if (with_grads) {
+        m->grads = kd_alloc_floats(m->n_params);
+        m->m = kd_alloc_floats(m->n_params);
+        m->v = kd_alloc_floats(m->n_params);
+    }
+    if (!m->params || !m->buffers || (with_grads && (!m->grads || !m->m || !m->v))) {
+        st = kd_err_set(err, KD_EIO, "out of memory allocating %zu parameters", m->n_params);
+        goto cleanup;
+    }
+
+    /* Pass 2: views. Tensors are grouped by layer in order, so walk both together. */
+    for (size_t t = 0; t < m->n_tensors; t++) {
+        kd_tensor *tt = &m->tensors[t];
+        size_t li = strtoul(tt->name, NULL, 10);
+        bind_view(m, &m->layers[li], tt, strchr(tt->name, '.') + 1);
+    }
+
+cleanup:
+    free(text);
+    if (st) kd_model_free(m);
+    return st;
+}
+
+/* Reads {"input": [...], "layers": [...]} into a shape and the layer array. */
+kd_status kd_model_init_arch(kd_model *m, const char *arch_json, int with_grads, kd_err *err) {
+    kd_status st = KD_OK;
+    memset(m, 0, sizeof *m);
+    cJSON *root = cJSON_Parse(arch_json);
+    if (!root) {
+        const char *at = cJSON_GetErrorPtr();
+        size_t off = at && at >= arch_json ? (size_t)(at - arch_json) : 0;
+        st = kd_err_set(err, KD_EUSAGE, "arch: not valid JSON (near byte %zu)", off);
+        goto cleanup;
+    }
+    if (!cJSON_IsObject(root)) {
+        st = kd_err_set(err, KD_EUSAGE, "arch: expected an object {\"input\": [...], \"layers\": [...]}");
+        goto cleanup;
+    }
+    for (const cJSON *it = root->child; it; it = it->next) {
+        if (strcmp(it->string, "input") != 0 && strcmp(it->string, "layers") != 0) {
+            st = kd_err_set(err, KD_EUSAGE, "arch: unknown key \"%.60s\" (expected input, layers)",
+                            it->string);
+            goto cleanup;
+        }
+    }
+    const cJSON *in = cJSON_GetObjectItemCaseSensitive(root, "input");
+    kd_shape shape = {0, {0}};
+    int n_in = cJSON_IsArray(in) ? cJSON_GetArraySize(in) : 0;
+    if (n_in < 1 || n_in > KD_MAX_RANK) {
+        st = kd_err_set(err, KD_EUSAGE,
+                        "arch.input: expected an array of 1 to %d positive integers like [1, 28, 28]",
+                        KD_MAX_RANK);
+        goto cleanup;
+    }
+    shape.rank = n_in;
+    int k = 0;
+    for (const cJSON *d = in->child; d; d = d->next, k++) {
+        double v = cJSON_IsNumber(d) ? d->valuedouble : 0;
+        if (!(v >= 1 && v <= (double)KD_MAX_FLOATS) || v != (double)(size_t)v) {
+            st = kd_err_set(err, KD_EUSAGE, "arch.input[%d]: expected a positive integer", k);
+            goto cleanup;
+        }
+        shape.d[k] = (size_t)v;
+    }
+    const cJSON *layers = cJSON_GetObjectItemCaseSensitive(root, "layers");
+    if (!layers) {
+        st = kd_err_set(err, KD_EUSAGE, "arch: missing \"layers\"");
+        goto cleanup;
+    }
+    st = kd_model_init(m, &shape, layers, with_grads, err);
+    if (st) kd_err_prefix(err, "arch");
+
+cleanup:
+    cJSON_Delete(root);
+    return st;
+}
+
+char *kd_model_arch_json(const kd_model *m) {
+    char *out = NULL;
+    cJSON *root = cJSON_CreateObject();
+    cJSON *in = cJSON_AddArrayToObject(root, "input");
+    cJSON *layers = cJSON_AddArrayToObject(root, "layers");
+    if (!root || !in || !layers) goto cleanup;
+    for (int i = 0; i < m->input.rank; i++) {
+        cJSON *d = cJSON_CreateNumber((double)m->input.d[i]);
+        if (!d || !cJSON_AddItemToArray(in, d)) goto cleanup;
+    }
+    for (size_t i = 0; i < m->n_layers; i++) {
+        const kd_layer *l = &m->layers[i];
+        cJSON *obj = cJSON_CreateObject();
+        if (!obj || !cJSON_AddItemToArray(layers, obj)) {
+            cJSON_Delete(obj);
+            goto cleanup;
+        }
+        if (!cJSON_AddStringToObject(obj, "type", l->ops->type)) goto cleanup;
+        if (l->ops->describe) l->ops->describe(l, obj);
+    }
+    out = cJSON_PrintUnformatted(root);
+cleanup:
+    cJSON_Delete(root);
+    return out;
+}
+
+static void free_batch_memory(kd_model *m) {
+    free(m->acts);
+    kd_free_aligned(m->act_mem);
+    kd_free_aligned(m->grad_a);
+    kd_free_aligned(m->grad_b);
+    kd_free_aligned(m->cache_mem);
+    kd_free_aligned(m->workspace);
+    m->acts = NULL;
+    m->act_mem = m->grad_a = m->grad_b = m->cache_mem = m->workspace = NULL;
+    for (size_t i = 0; i < m->n_layers; i++) m->layers[i].cache = NULL;
+    m->batch_cap = 0;
+}
+
+void kd_model_free(kd_model *m) {
+    if (!m) return;
+    free_batch_memory(m);
+    free(m->layers);
+    free(m->tensors);
+    kd_free_aligned(m->params);
+    kd_free_aligned(m->grads);
+    kd_free_aligned(m->m);
+    kd_free_aligned(m->v);
+    kd_free_aligned(m->buffers);
+    memset(m, 0, sizeof *m);
+}
+
+/* Initialisation is per layer (each knows its fans): dense and conv weights get He
+ * (Normal(0,1) * sqrt(2/fan_in)) or Xavier (Uniform(-a,a), a = sqrt(6/(fan_in+fan_out))),
+ * biases 0, batch-norm weight 1 / bias 0 / running stats 0 and 1 (see kd_init_fill). Layers are
+ * visited in order from one RNG, so the same seed gives the same weights. */
+void kd_model_init_weights(kd_model *m, kd_rng *rng, kd_init_kind kind) {
+    for (size_t i = 0; i < m->n_layers; i++) {
+        kd_layer *l = &m->layers[i];
+        if (l->ops->init) l->ops->init(l, rng, kind == KD_INIT_XAVIER);
+    }
+}
+
+kd_status kd_model_reserve(kd_model *m, size_t B, kd_err *err) {
+    if (B <= m->batch_cap) return KD_OK;
+    kd_status st = KD_OK;
+    size_t act_total = 0, cache_total = 0, grad_floats = 0, ws = 0, max_numel = 0;
+    float **acts = NULL;
+    float *act_mem = NULL, *grad_a = NULL, *grad_b = NULL, *cache_mem = NULL, *workspace = NULL;
+
+    /* Sizes first, all overflow-checked; then allocate everything at once. */
+    int bad = 0;
+    max_numel = kd_shape_numel(&m->input);
+    for (size_t i = 0; i < m->n_layers && !bad; i++) {
+        const kd_layer *l = &m->layers[i];
+        size_t out_n = kd_shape_numel(&l->out), n_act, n_cache;
+        if (out_n > max_numel) max_numel = out_n;
+        bad |= kd_mul_size(out_n, B, &n_act) || add_aligned(&act_total, n_act);
+        n_cache = l->ops->cache_floats ? l->ops->cache_floats(l, B) : 0;
+        bad |= add_aligned(&cache_total, n_cache);
+        size_t w = l->ops->workspace_floats ? l->ops->workspace_floats(l, B) : 0;
+        if (w > ws) ws = w;
+    }
+    bad = bad || kd_mul_size(max_numel, B, &grad_floats);
+    if (bad) {
+        st = kd_err_set(err, KD_EUSAGE, "batch size %zu is too large for this model", B);
+        goto cleanup;
+    }
+    acts = calloc(m->n_layers, sizeof *acts);
+    act_mem = kd_alloc_floats(act_total);
+    cache_mem = kd_alloc_floats(cache_total);
+    workspace = kd_alloc_floats(ws);
+    if (m->grads) {
+        grad_a = kd_alloc_floats(grad_floats);
+        grad_b = kd_alloc_floats(grad_floats);
+    }
+    if (!acts || !act_mem || !cache_mem || !workspace || (m->grads && (!grad_a || !grad_b))) {
+        st = kd_err_set(err, KD_EIO, "out of memory reserving activations for batch size %zu", B);
+        goto cleanup;
+    }
+    free_batch_memory(m);
+    size_t act_off = 0, cache_off = 0;
+    for (size_t i = 0; i < m->n_layers; i++) {
+        kd_layer *l = &m->layers[i];
+        acts[i] = act_mem + act_off;
+        l->cache = cache_mem + cache_off;
+        add_aligned(&act_off, kd_shape_numel(&l->out) * B);
+        add_aligned(&cache_off, l->ops->cache_floats ? l->ops->cache_floats(l, B) : 0);
+    }
+    m->acts = acts;
+    m->act_mem = act_mem;
+    m->grad_a = grad_a;
+    m->grad_b = grad_b;
+    m->cache_mem = cache_mem;
+    m->workspace = workspace;
+    m->batch_cap = B;
+    return KD_OK;
+
+cleanup:
+    free(acts);
+    kd_free_aligned(act_mem);
+    kd_free_aligned(grad_a);
+    kd_free_aligned(grad_b);
+    kd_free_aligned(cache_mem);
+    kd_free_aligned(workspace);
+    return st;
+}
+
+const float *kd_model_forward(kd_model *m, const float *x, size_t B, kd_ctx *ctx) {
+    KD_ASSERT(B <= m->batch_cap && m->n_layers > 0);
+    kd_ctx eval_ctx = {0, NULL, NULL};
+    if (!ctx) ctx = &eval_ctx;
+    ctx->workspace = m->workspace;
+    const float *in = x;
+    for (size_t i = 0; i < m->n_layers; i++) {
+        kd_layer *l = &m->layers[i];
+        l->ops->forward(l, in, m->acts[i], B, ctx);
+        in = m->acts[i];
+    }
+    return m->acts[m->n_layers - 1];
+}
+
+void kd_model_backward(kd_model *m, const float *x, const float *dlogits, size_t B, kd_ctx *ctx) {
+    KD_ASSERT(m->grads && B <= m->batch_cap);
+    kd_ctx eval_ctx = {0, NULL, NULL};
+    if (!ctx) ctx = &eval_ctx;
+    ctx->workspace = m->workspace;
+    /* Layers before the first one with parameters need no gradient at all, and that first
+     * layer needs no input gradient (the input is data). */
+    size_t first = 0;
+    while (first < m->n_layers && !m->layers[first].w && !m->layers[first].b) first++;
+    if (first == m->n_layers) return;
+    const float *dy = dlogits;
+    float *spare = m->grad_a;
+    for (size_t i = m->n_layers; i-- > first;) {
+        kd_layer *l = &m->layers[i];
+        float *dx = i > first ? spare : NULL;
+        l->ops->backward(l, i ? m->acts[i - 1] : x, m->acts[i], dy, dx, B, ctx);
+        if (dx) {
+            dy = dx;
+            spare = dx == m->grad_a ? m->grad_b : m->grad_a;
+        }
+    }
+}
+
+void kd_model_zero_grad(kd_model *m) {
+    if (m->grads) memset(m->grads, 0, m->n_params * sizeof *m->grads);
+}
+
+kd_tensor *kd_model_tensor(kd_model *m, const char *name) {
+    for (size_t i = 0; i < m->n_tensors; i++)
+        if (strcmp(m->tensors[i].name, name) == 0) return &m->tensors[i];
+    return NULL;
+}
+
+size_t kd_model_macs(const kd_model *m) {
+    size_t total = 0;
+    for (size_t i = 0; i < m->n_layers; i++)
+        if (m->layers[i].ops->macs) total += m->layers[i].ops->macs(&m->layers[i]);
+    return total;
+}
+
+void kd_model_print(const kd_model *m, FILE *f) {
+    char buf[64];
+    fprintf(f, "  input %s\n", kd_shape_str(&m->input, buf, sizeof buf));
+    for (size_t i = 0; i < m->n_layers; i++) {
+        const kd_layer *l = &m->layers[i];
+        size_t n = 0;
+        for (size_t t = 0; t < m->n_tensors; t++)
+            if (m->tensors[t].kind == KD_TENSOR_PARAM && strtoul(m->tensors[t].name, NULL, 10) == i)
+                n += m->tensors[t].numel;
+        fprintf(f, "  %3zu  %-16s -> %-16s %12zu params\n", i, l->ops->type,
+                kd_shape_str(&l->out, buf, sizeof buf), n);
+    }
+    fprintf(f, "  total %zu parameters, %zu multiply-accumulates per sample\n", m->n_params,
+            kd_model_macs(m));
+}

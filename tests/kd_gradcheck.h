@@ -1,0 +1,23 @@
+/* kd_gradcheck.h - finite-difference gradient check of a model built from a JSON layer list,
+ * shared by the layer tests (dense, activations, conv, pools, batchnorm). */
+#ifndef KD_GRADCHECK_H
+#define KD_GRADCHECK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kd_nn.h"
+
+/* Builds the model from layers_json on a per-sample input shape, fills parameters and a batch
+ * of B inputs with seeded random values, and compares the analytic gradient of
+ * loss = sum_i r_i * logits_i (r seeded random) with central differences for every parameter
+ * tensor and for the input (up to ~64 elements per tensor). Relative error
+ * |a - n| / max(|a| + |n|, 1e-3) must be below tol. Kinks (the numeric derivatives at steps h and
+ * h/2 disagree by more than tol) are skipped and counted; more than 10% skipped is a failure.
+ * training selects the training forward (dropout masks are identical between evaluations).
+ * Reports each mismatch through kd_test_fail with tensor name and index; returns the number of
+ * failures (0 = pass). */
+int kd_gradcheck(const kd_shape *input, const char *layers_json, size_t B, uint64_t seed,
+                 int training, double tol);
+
+#endif
