@@ -1,6 +1,7 @@
 /* kd_config.h - run configuration: strict JSON (unknown keys, wrong types and out-of-range
  * values are errors naming the JSON path, with a suggestion for near-miss keys), relative paths
- * resolved against the config file's directory, --set overrides on the same paths. */
+ * resolved against the config file's directory, --set overrides on the same paths.
+ * Every key is documented in configs/README.md. */
 #ifndef KD_CONFIG_H
 #define KD_CONFIG_H
 
@@ -13,54 +14,72 @@
 #include "kd_optim.h"
 
 typedef struct {
-    char path[KD_PATH_MAX];      /* the config file ("" when built in code) */
+    char path[KD_PATH_MAX];      /* the config file as given ("" when parsed from text) */
     char name[256];              /* file name without .json: the default run folder name */
 
-    /* data */
+    /* data (all paths absolute) */
     kd_data_source train;        /* required */
     int has_test;
     kd_data_source test;         /* optional */
     int has_val_source;
     kd_data_source val;          /* optional separate validation source */
     size_t val_count;            /* held out from train when no val source (count wins) */
-    float val_fraction;          /* ... or as a fraction of train (default 0.1 => see README) */
+    float val_fraction;          /* ... or as a fraction of train (default 0.1; 0 and count 0
+                                    = no validation) */
     int use_labels;              /* 0: train labels withheld (pure distillation, alpha must be 1) */
-    kd_preprocess pp;
+    kd_preprocess pp;            /* pp.scale 0 = auto (the data module picks 1/255 for u8) */
 
     /* model (the one being trained) */
     kd_shape input;              /* inferred from the data when not given */
     int has_input;
-    cJSON *layers;               /* owned JSON array of layer specs */
+    cJSON *layers;               /* owned JSON array of layer specs (each an object with "type") */
     kd_init_kind init;
 
     /* teacher (optional) */
     int has_teacher;
     char teacher_path[KD_PATH_MAX];
     cJSON *teacher_layers;       /* optional arch for a file without "arch" metadata (owned) */
-    kd_distill_cfg distill;
+    kd_distill_cfg distill;      /* filled (defaults kl, T 4, alpha 0.9) only when has_teacher */
 
     /* optimisation */
     kd_optim_cfg optim;
-    kd_sched_cfg sched;          /* sched.base_lr = optimizer.lr; total_steps filled by trainer */
+    kd_sched_cfg sched;          /* sched.base_lr = optimizer.lr; total_steps filled by trainer
+                                    (or use kd_config_sched, which also converts epochs) */
+    double warmup_epochs;        /* > 0: warmup given in epochs (sched.warmup_steps is then 0) */
+    double step_epochs;          /* > 0: step schedule period in epochs (sched.step_size 0) */
     size_t epochs;
     size_t batch_size;
     uint64_t seed;
     int threads;                 /* 0 = all cores */
 
     /* output */
-    char out_dir[KD_PATH_MAX];   /* default "runs/<name>" relative to the current directory */
+    char out_dir[KD_PATH_MAX];   /* absolute; default "runs/<name>" relative to the current
+                                    directory (as is a relative output.dir) */
     int save_best;               /* default 1 */
 
     cJSON *resolved;             /* the whole resolved config as JSON (owned), for printing/saving */
 } kd_config;
 
 /* Parses a config file plus "path=value" overrides (value parsed as JSON, or as a string if it
- * is not valid JSON). Errors: KD_EUSAGE with "FILE: json.path: expected ..., got ..." (and
- * "did you mean ...?"); KD_EIO/KD_EUSAGE if the file is missing (names the file). */
+ * is not valid JSON; the value null removes the key, e.g. "teacher=null"). Overrides are
+ * applied to the JSON before validation, so they get the same checks and paths. Errors:
+ * KD_EUSAGE with "FILE: json.path: expected ..., got ..." (and "did you mean ...?"), also for a
+ * missing or unreadable file (naming it) and invalid JSON (naming line and column); KD_EIO only
+ * for out-of-memory. On failure *c is left empty (kd_config_free is still safe). */
 kd_status kd_config_load(kd_config *c, const char *path, const char *const *overrides,
                          size_t n_overrides, kd_err *err);
-void kd_config_free(kd_config *c);  /* NULL-safe */
-/* Pretty JSON of the resolved config; malloc'd. */
+/* The same from JSON text in memory (len bytes). `path` names the config in messages and gives
+ * the default run name (NULL: "config"); relative paths resolve against base_dir (NULL: the
+ * current directory). */
+kd_status kd_config_parse(kd_config *c, const char *text, size_t len, const char *path,
+                          const char *base_dir, const char *const *overrides,
+                          size_t n_overrides, kd_err *err);
+void kd_config_free(kd_config *c);  /* NULL-safe; leaves *c zeroed */
+/* Pretty JSON of the resolved config (defaults filled, absolute paths); loading it again gives
+ * the same config. malloc'd: the caller frees it with free(). NULL on out-of-memory. */
 char *kd_config_to_json(const kd_config *c);
+/* The schedule in optimizer steps for a run of c->epochs epochs of steps_per_epoch steps:
+ * base_lr, total_steps, and warmup/step sizes converted from epochs where given that way. */
+kd_sched_cfg kd_config_sched(const kd_config *c, size_t steps_per_epoch);
 
 #endif
