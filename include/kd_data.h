@@ -1,7 +1,10 @@
 /* kd_data.h - datasets (IDX raw/gzip, CSV, image folders), preprocessing, splits and a
  * batch loader. Every loader yields float32 samples laid out [C, H, W] (or [features]) with
  * int32 labels (-1 when the source has no labels). Readers validate every size against the
- * header and against caps before allocating. */
+ * header and against caps before allocating.
+ *
+ * Conventions: CSV lines and columns in messages are 1-based; an IDX byte offset is counted in
+ * the decompressed stream (the same as the file offset for raw files). */
 #ifndef KD_DATA_H
 #define KD_DATA_H
 
@@ -14,13 +17,21 @@
 #define KD_MAX_CHANNELS 4
 #define KD_PATH_MAX 4096
 
+/* Caps applied before any allocation sized from a file. */
+#define KD_DATA_MAX_BYTES ((size_t)2 << 30)   /* one IDX payload / one CSV file: 2 GiB */
+#define KD_IDX_MAX_DIM ((size_t)1 << 30)      /* any single IDX dimension */
+#define KD_IMAGE_MAX_SIDE 8192                /* stbi_info width/height cap before decoding */
+#define KD_IMAGE_MAX_FILE ((size_t)256 << 20)   /* one image file: 256 MiB */
+#define KD_MAX_CLASSES 65536                  /* labels must lie in [0, KD_MAX_CLASSES) */
+
 typedef enum { KD_FMT_IDX = 0, KD_FMT_CSV = 1, KD_FMT_IMAGES = 2 } kd_data_format;
 
 /* Preprocessing applied per sample when a batch is produced: x = (raw * scale - mean[c]) / std[c].
  * Recorded in runs and checkpoints so eval/predict apply the same. */
 typedef struct {
     float scale;                    /* default 1/255 for u8 sources (IDX u8, images), 1 otherwise */
-    int n_channels;                 /* entries used in mean/std (0 = no normalisation) */
+    int n_channels;                 /* entries used in mean/std (0 = no normalisation; 1 = the
+                                       same values for every channel; else = the data's C) */
     float mean[KD_MAX_CHANNELS];
     float std[KD_MAX_CHANNELS];
     int flatten;                    /* present samples as [numel] instead of [C,H,W] */
@@ -32,7 +43,8 @@ typedef struct {
     char path[KD_PATH_MAX];         /* IDX images / CSV file / image folder root */
     char labels_path[KD_PATH_MAX];  /* IDX labels file ("" = unlabeled) */
     /* CSV */
-    char label_column[256];         /* name, or decimal index; "" = last column; "none" = unlabeled */
+    char label_column[256];         /* name, or decimal 0-based index (negative counts from the
+                                       end); "" = last column; "none" = unlabeled */
     int has_header;                 /* -1 auto-detect, 0 no, 1 yes */
     char delimiter;                 /* default ',' */
     /* Image folders */
@@ -40,14 +52,20 @@ typedef struct {
     size_t height, width;           /* resize target */
     int skip_bad;                   /* skip undecodable images with a warning instead of failing */
     int unlabeled;                  /* flat folder of images, no classes */
-    /* Subset: keep first N samples (subset_seeded = 0) or a seeded sample of N (1). 0 = all. */
+    /* Subset: keep first N samples (subset_seeded = 0) or a seeded sample of N (1). 0 = all.
+     * N larger than the data keeps everything. A seeded sample keeps source order. */
     size_t subset;
     int subset_seeded;
     uint64_t subset_seed;
+    /* Expected number of classes (0 = derive: max label + 1 for numeric labels). When set, a
+     * label >= n_classes is an error naming the file and sample. */
+    size_t n_classes;
 } kd_data_source;
 
 /* Fills defaults (comma, auto header, 1 channel, 28x28, scale 0 meaning "auto"). */
 void kd_data_source_defaults(kd_data_source *src);
+/* Preprocessing defaults: scale 0 (auto), no normalisation, no flatten. */
+void kd_preprocess_defaults(kd_preprocess *pp);
 
 typedef struct kd_dataset kd_dataset;  /* opaque */
 
@@ -57,14 +75,26 @@ typedef struct {
     int has_labels;
     size_t n_classes;       /* from class names, or max label + 1 (IDX), 0 if unknown */
     char **class_names;     /* n_classes names, or NULL; owned by the dataset */
+    /* Added: */
+    kd_data_format format;
+    size_t n_source;        /* samples in the source before the subset */
+    size_t n_skipped;       /* image folders with skip_bad: files skipped at open */
+    const char *skip_note;  /* NULL, or "skipped N undecodable images (first: PATH: reason)";
+                               owned by the dataset; the CLI prints it as a warning */
 } kd_data_info;
 
 /* Opens a source (reads the index / header / compact data). Errors: KD_EINPUT naming the file,
- * the byte offset or line/column, and what was expected; KD_EUSAGE for bad settings. */
+ * the byte offset or line/column, and what was expected; KD_EUSAGE for bad settings.
+ * pp may be NULL (defaults). */
 kd_status kd_dataset_open(kd_dataset **out, const kd_data_source *src, const kd_preprocess *pp,
                           kd_err *err);
 void kd_dataset_close(kd_dataset *ds);  /* NULL-safe */
 const kd_data_info *kd_dataset_info(const kd_dataset *ds);
+/* The preprocessing in effect, with scale resolved (never 0): record this in runs. */
+const kd_preprocess *kd_dataset_preprocess(const kd_dataset *ds);
+/* Image folders with skip_bad: samples that passed the open-time check but failed to decode
+ * later; they are delivered as all-zero inputs (label kept). Always 0 for other sources. */
+size_t kd_dataset_n_decode_failures(const kd_dataset *ds);
 
 /* Decodes samples idx[0..B) into x (B, numel(shape)) and y (B) (y may be NULL). Thread-safe
  * for distinct output buffers (the loader's worker calls it). */
@@ -72,9 +102,18 @@ kd_status kd_dataset_get(kd_dataset *ds, const size_t *idx, size_t B, float *x, 
                          kd_err *err);
 
 /* Deterministic split of n samples: the last n_val of a seeded permutation (seed-only
- * dependent) are validation, the rest training, each list sorted ascending. Caller frees. */
+ * dependent) are validation, the rest training, each list sorted ascending. Caller frees.
+ * n_val > n is KD_EUSAGE. The lists are always allocated (at least one element). */
 kd_status kd_split(size_t n, size_t n_val, uint64_t seed, size_t **train_idx, size_t *n_train,
                    size_t **val_idx, kd_err *err);
+/* Validation count from a fraction in [0, 1) (rounded to nearest) or an absolute count
+ * (fraction < 0 means "use count"). KD_EUSAGE when the result is out of [0, n). */
+kd_status kd_split_count(size_t n, double fraction, size_t count, size_t *n_val, kd_err *err);
+
+/* Decodes one image file (PNG/JPEG) to [channels, height, width] floats with pp applied
+ * (pp may be NULL: scale 1/255, no normalisation). For `predict` on single files. */
+kd_status kd_image_load(const char *path, int channels, size_t height, size_t width,
+                        const kd_preprocess *pp, float *out, kd_err *err);
 
 /* A batch loader over a fixed index order. For image folders it decodes in a background
  * thread with a bounded prefetch queue; for in-memory sources it converts on demand. */
@@ -87,8 +126,63 @@ typedef struct {
 
 kd_status kd_loader_open(kd_loader **out, kd_dataset *ds, const size_t *order, size_t n,
                          size_t batch_size, kd_err *err);
+/* The same, choosing the mode: KD_LOADER_AUTO (thread for image folders), or forcing one.
+ * Both modes produce identical batches. order is copied. */
+typedef enum { KD_LOADER_AUTO = 0, KD_LOADER_SYNC = 1, KD_LOADER_THREAD = 2 } kd_loader_mode;
+kd_status kd_loader_open_mode(kd_loader **out, kd_dataset *ds, const size_t *order, size_t n,
+                              size_t batch_size, kd_loader_mode mode, kd_err *err);
 /* Next batch: returns KD_OK and fills b (valid until the next call); sets b->n = 0 at the end. */
 kd_status kd_loader_next(kd_loader *l, kd_batch *b, kd_err *err);
 void kd_loader_close(kd_loader *l);  /* NULL-safe; joins the worker */
+
+/* ---- Internal: the format readers behind kd_dataset_open (the files in src/data). ---- */
+
+/* Compact in-memory data: exactly one of u8 / f32 holds n * numel values. */
+typedef struct {
+    size_t n;
+    kd_shape shape;       /* per-sample shape as read ([1,H,W] for rank-3 IDX, [D] for rank 2) */
+    uint8_t *u8;          /* malloc'd, or NULL */
+    float *f32;           /* malloc'd, or NULL */
+    int32_t *labels;      /* n labels, or NULL (unlabeled) */
+    size_t n_classes;
+    char **class_names;   /* n_classes malloc'd strings, or NULL */
+} kd_data_mem;
+void kd_data_mem_free(kd_data_mem *m);  /* frees the members, zeroes m */
+
+/* IDX: one file into rank/dims and values (u8 kept as u8, other types as float). */
+typedef struct {
+    int type;             /* 0x08 u8, 0x09 i8, 0x0B i16, 0x0C i32, 0x0D f32, 0x0E f64 */
+    int rank;
+    size_t dims[4];
+    uint8_t *u8;
+    float *f32;
+} kd_idx;
+kd_status kd_idx_read(const char *path, kd_idx *out, kd_err *err);
+/* Test hook: the largest payload buffer (bytes) the last kd_idx_read call allocated, so a test
+ * can check that a small file claiming a huge payload never made us allocate it. */
+extern size_t kd_idx_last_alloc;
+void kd_idx_free(kd_idx *x);
+kd_status kd_idx_load(const kd_data_source *src, kd_data_mem *out, kd_err *err);
+kd_status kd_csv_load(const kd_data_source *src, kd_data_mem *out, kd_err *err);
+
+/* Image folder index: file paths (one string pool) and labels; images are decoded per batch. */
+typedef struct {
+    size_t n;
+    char *pool;           /* NUL-separated paths */
+    size_t *offsets;      /* n offsets into pool */
+    int32_t *labels;      /* n labels, or NULL (unlabeled) */
+    size_t n_classes;
+    char **class_names;
+    size_t n_skipped;
+    char *skip_note;
+} kd_image_index;
+kd_status kd_image_index_build(const kd_data_source *src, kd_image_index *out, kd_err *err);
+void kd_image_index_free(kd_image_index *ix);
+/* Decodes path into raw [channels, height, width] values in 0..255 (bilinear resize). */
+kd_status kd_image_decode(const char *path, int channels, size_t height, size_t width, float *out,
+                          kd_err *err);
+/* Bilinear resize of one [H, W] plane with half-pixel centres (like PIL/torch without
+ * antialias); src is (sh, sw), dst is (dh, dw), both row-major. */
+void kd_resize_bilinear(const float *src, size_t sh, size_t sw, float *dst, size_t dh, size_t dw);
 
 #endif

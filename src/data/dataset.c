@@ -1,0 +1,327 @@
+/* dataset.c - opens a data source (dispatching to the IDX / CSV / image-folder readers),
+ * applies subset and preprocessing, produces float samples, and makes seeded splits. */
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kd_data.h"
+
+struct kd_dataset {
+    kd_data_source src;
+    kd_preprocess pp;       /* scale resolved */
+    kd_data_info info;
+    kd_shape raw_shape;     /* [C,H,W] or [D], before flatten */
+    size_t numel;           /* values per sample */
+    size_t C, plane;        /* channels and values per channel, for mean/std */
+    size_t *map;            /* subset: dataset index -> source index (NULL = identity) */
+    kd_data_mem mem;        /* IDX / CSV */
+    kd_image_index images;  /* image folders */
+    atomic_size_t n_decode_failures;
+    float mul[KD_MAX_CHANNELS], add[KD_MAX_CHANNELS];  /* x = raw * mul[c] + add[c] */
+};
+
+void kd_data_source_defaults(kd_data_source *src) {
+    memset(src, 0, sizeof *src);
+    src->format = KD_FMT_IDX;
+    src->has_header = -1;
+    src->delimiter = ',';
+    src->channels = 1;
+    src->height = 28;
+    src->width = 28;
+}
+
+void kd_preprocess_defaults(kd_preprocess *pp) { memset(pp, 0, sizeof *pp); }
+
+const kd_data_info *kd_dataset_info(const kd_dataset *ds) { return &ds->info; }
+const kd_preprocess *kd_dataset_preprocess(const kd_dataset *ds) { return &ds->pp; }
+size_t kd_dataset_n_decode_failures(const kd_dataset *ds) {
+    return atomic_load(&((kd_dataset *)ds)->n_decode_failures);
+}
+
+void kd_dataset_close(kd_dataset *ds) {
+    if (!ds) return;
+    kd_data_mem_free(&ds->mem);
+    kd_image_index_free(&ds->images);
+    free(ds->map);
+    free(ds);
+}
+
+static int cmp_size(const void *a, const void *b) {
+    size_t x = *(const size_t *)a, y = *(const size_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Resolves scale and folds (raw * scale - mean) / std into one multiply-add per channel. */
+static kd_status resolve_preprocess(kd_dataset *ds, const kd_preprocess *pp, int u8_source,
+                                    kd_err *err) {
+    if (pp) ds->pp = *pp;
+    else kd_preprocess_defaults(&ds->pp);
+    kd_preprocess *q = &ds->pp;
+    if (!isfinite(q->scale) || q->scale < 0)
+        return kd_err_set(err, KD_EUSAGE, "preprocess.scale: expected a finite number >= 0 (0 = auto), got %g",
+                          (double)q->scale);
+    if (q->scale == 0) q->scale = u8_source ? 1.0f / 255.0f : 1.0f;
+    if (q->n_channels < 0 || q->n_channels > KD_MAX_CHANNELS)
+        return kd_err_set(err, KD_EUSAGE, "preprocess.mean/std: expected at most %d values, got %d",
+                          KD_MAX_CHANNELS, q->n_channels);
+    if (q->n_channels > 1 && (size_t)q->n_channels != ds->C)
+        return kd_err_set(err, KD_EUSAGE,
+                          "preprocess.mean/std: %d values given, but the data has %zu channel%s "
+                          "(give 1 value or %zu)",
+                          q->n_channels, ds->C, ds->C == 1 ? "" : "s", ds->C);
+    for (size_t c = 0; c < ds->C; c++) {
+        float mean = 0, sd = 1;
+        if (q->n_channels > 0) {
+            size_t k = q->n_channels == 1 ? 0 : c;
+            mean = q->mean[k];
+            sd = q->std[k];
+            if (!isfinite(mean) || !isfinite(sd) || !(sd > 0))
+                return kd_err_set(err, KD_EUSAGE,
+                                  "preprocess.std[%zu]: expected a finite number > 0, got %g (mean %g)",
+                                  k, (double)sd, (double)mean);
+        }
+        ds->mul[c] = q->scale / sd;
+        ds->add[c] = -mean / sd;
+    }
+    return KD_OK;
+}
+
+kd_status kd_dataset_open(kd_dataset **out, const kd_data_source *src, const kd_preprocess *pp,
+                          kd_err *err) {
+    kd_status st = KD_OK;
+    size_t *perm = NULL;
+    *out = NULL;
+    kd_dataset *ds = calloc(1, sizeof *ds);
+    if (!ds) return kd_err_set(err, KD_EIO, "out of memory");
+    ds->src = *src;
+    atomic_init(&ds->n_decode_failures, 0);
+    if (!src->path[0]) {
+        st = kd_err_set(err, KD_EUSAGE, "data.path: expected a file or folder, got \"\"");
+        goto cleanup;
+    }
+    int u8_source = 0;
+    size_t n_src = 0;
+    char **names = NULL;
+    int has_labels = 0;
+    switch (src->format) {
+    case KD_FMT_IDX:
+        if ((st = kd_idx_load(src, &ds->mem, err))) goto cleanup;
+        u8_source = ds->mem.u8 != NULL;
+        break;
+    case KD_FMT_CSV:
+        if ((st = kd_csv_load(src, &ds->mem, err))) goto cleanup;
+        break;
+    case KD_FMT_IMAGES:
+        if (src->channels != 1 && src->channels != 3) {
+            st = kd_err_set(err, KD_EUSAGE, "data.channels: expected 1 or 3, got %d", src->channels);
+            goto cleanup;
+        }
+        if (src->height < 1 || src->width < 1 || src->height > KD_IMAGE_MAX_SIDE ||
+            src->width > KD_IMAGE_MAX_SIDE) {
+            st = kd_err_set(err, KD_EUSAGE,
+                            "data.height/width: expected 1 to %d, got %zux%zu", KD_IMAGE_MAX_SIDE,
+                            src->height, src->width);
+            goto cleanup;
+        }
+        if ((st = kd_image_index_build(src, &ds->images, err))) goto cleanup;
+        u8_source = 1;
+        break;
+    default:
+        st = kd_err_set(err, KD_EUSAGE, "data.format: unknown format %d", (int)src->format);
+        goto cleanup;
+    }
+    if (src->format == KD_FMT_IMAGES) {
+        n_src = ds->images.n;
+        ds->raw_shape.rank = 3;
+        ds->raw_shape.d[0] = (size_t)src->channels;
+        ds->raw_shape.d[1] = src->height;
+        ds->raw_shape.d[2] = src->width;
+        names = ds->images.class_names;
+        ds->info.n_classes = ds->images.n_classes;
+        has_labels = ds->images.labels != NULL;
+        ds->info.n_skipped = ds->images.n_skipped;
+        ds->info.skip_note = ds->images.skip_note;
+    } else {
+        n_src = ds->mem.n;
+        ds->raw_shape = ds->mem.shape;
+        names = ds->mem.class_names;
+        ds->info.n_classes = ds->mem.n_classes;
+        has_labels = ds->mem.labels != NULL;
+    }
+    ds->numel = kd_shape_numel(&ds->raw_shape);
+    ds->C = ds->raw_shape.rank == 3 ? ds->raw_shape.d[0] : 1;
+    ds->plane = ds->numel / ds->C;
+    if (ds->C > KD_MAX_CHANNELS) {
+        st = kd_err_set(err, KD_EINPUT, "%s: %zu channels, expected at most %d", src->path, ds->C,
+                        KD_MAX_CHANNELS);
+        goto cleanup;
+    }
+    if ((st = resolve_preprocess(ds, pp, u8_source, err))) goto cleanup;
+
+    /* Subset: first N, or a seeded sample of N kept in source order. */
+    size_t n = n_src;
+    if (src->subset && src->subset < n_src) {
+        n = src->subset;
+        if (src->subset_seeded) {
+            perm = malloc(n_src * sizeof(size_t));
+            ds->map = malloc(n * sizeof(size_t));
+            if (!perm || !ds->map) {
+                st = kd_err_set(err, KD_EIO, "out of memory");
+                goto cleanup;
+            }
+            for (size_t i = 0; i < n_src; i++) perm[i] = i;
+            kd_rng r;
+            kd_rng_seed(&r, src->subset_seed);
+            /* Partial Fisher-Yates: the first n slots are a uniform sample. */
+            for (size_t i = 0; i < n; i++) {
+                size_t j = i + (size_t)kd_rng_below(&r, n_src - i);
+                size_t t = perm[i];
+                perm[i] = perm[j];
+                perm[j] = t;
+            }
+            memcpy(ds->map, perm, n * sizeof(size_t));
+            qsort(ds->map, n, sizeof(size_t), cmp_size);
+        }
+    }
+    ds->info.n = n;
+    ds->info.n_source = n_src;
+    ds->info.format = src->format;
+    ds->info.has_labels = has_labels;
+    ds->info.class_names = names;
+    if (ds->pp.flatten) {
+        ds->info.shape.rank = 1;
+        ds->info.shape.d[0] = ds->numel;
+    } else {
+        ds->info.shape = ds->raw_shape;
+    }
+
+cleanup:
+    free(perm);
+    if (st) {
+        kd_dataset_close(ds);
+        return st;
+    }
+    *out = ds;
+    return KD_OK;
+}
+
+kd_status kd_dataset_get(kd_dataset *ds, const size_t *idx, size_t B, float *x, int32_t *y,
+                         kd_err *err) {
+    const size_t D = ds->numel, P = ds->plane, C = ds->C;
+    for (size_t b = 0; b < B; b++) {
+        if (idx[b] >= ds->info.n)
+            return kd_err_set(err, KD_EUSAGE, "sample index %zu out of range (dataset has %zu)",
+                              idx[b], ds->info.n);
+        size_t s = ds->map ? ds->map[idx[b]] : idx[b];
+        float *xb = x + b * D;
+        int32_t label = -1;
+        if (ds->src.format == KD_FMT_IMAGES) {
+            const char *path = ds->images.pool + ds->images.offsets[s];
+            kd_status st = kd_image_decode(path, ds->src.channels, ds->src.height, ds->src.width,
+                                           xb, err);
+            if (st) {
+                if (!ds->src.skip_bad || st != KD_EINPUT) return st;
+                /* Passed the open-time header check but the body is broken: deliver zeros and
+                 * count it, rather than stopping a run the user asked to be tolerant. */
+                memset(xb, 0, D * sizeof(float));
+                atomic_fetch_add(&ds->n_decode_failures, 1);
+                kd_err_clear(err);
+                if (ds->images.labels) label = ds->images.labels[s];
+                if (y) y[b] = label;
+                continue;
+            }
+            if (ds->images.labels) label = ds->images.labels[s];
+            for (size_t c = 0; c < C; c++) {
+                float m = ds->mul[c], a = ds->add[c];
+                float *xc = xb + c * P;
+                for (size_t k = 0; k < P; k++) xc[k] = xc[k] * m + a;
+            }
+        } else {
+            if (ds->mem.labels) label = ds->mem.labels[s];
+            for (size_t c = 0; c < C; c++) {
+                float m = ds->mul[c], a = ds->add[c];
+                float *xc = xb + c * P;
+                if (ds->mem.u8) {
+                    const uint8_t *sc = ds->mem.u8 + s * D + c * P;
+                    for (size_t k = 0; k < P; k++) xc[k] = (float)sc[k] * m + a;
+                } else {
+                    const float *sc = ds->mem.f32 + s * D + c * P;
+                    for (size_t k = 0; k < P; k++) xc[k] = sc[k] * m + a;
+                }
+            }
+        }
+        if (y) y[b] = label;
+    }
+    return KD_OK;
+}
+
+kd_status kd_split(size_t n, size_t n_val, uint64_t seed, size_t **train_idx, size_t *n_train,
+                   size_t **val_idx, kd_err *err) {
+    *train_idx = NULL;
+    *val_idx = NULL;
+    *n_train = 0;
+    if (n_val > n)
+        return kd_err_set(err, KD_EUSAGE, "validation split of %zu samples, but the data has only %zu",
+                          n_val, n);
+    size_t nt = n - n_val;
+    size_t *perm = malloc((n ? n : 1) * sizeof(size_t));
+    size_t *tr = malloc((nt ? nt : 1) * sizeof(size_t));
+    size_t *va = malloc((n_val ? n_val : 1) * sizeof(size_t));
+    if (!perm || !tr || !va) {
+        free(perm);
+        free(tr);
+        free(va);
+        return kd_err_set(err, KD_EIO, "out of memory");
+    }
+    for (size_t i = 0; i < n; i++) perm[i] = i;
+    kd_rng r;
+    kd_rng_seed(&r, seed);
+    kd_rng_shuffle(&r, perm, n);
+    memcpy(tr, perm, nt * sizeof(size_t));
+    memcpy(va, perm + nt, n_val * sizeof(size_t));
+    free(perm);
+    qsort(tr, nt, sizeof(size_t), cmp_size);
+    qsort(va, n_val, sizeof(size_t), cmp_size);
+    *train_idx = tr;
+    *val_idx = va;
+    *n_train = nt;
+    return KD_OK;
+}
+
+kd_status kd_split_count(size_t n, double fraction, size_t count, size_t *n_val, kd_err *err) {
+    *n_val = 0;
+    if (fraction >= 0) {
+        if (!(fraction < 1))
+            return kd_err_set(err, KD_EUSAGE, "validation fraction: expected a number in [0, 1), got %g",
+                              fraction);
+        count = (size_t)floor(fraction * (double)n + 0.5);
+    }
+    if (count >= n && count > 0)
+        return kd_err_set(err, KD_EUSAGE,
+                          "validation split of %zu samples leaves no training data (the data has %zu)",
+                          count, n);
+    *n_val = count;
+    return KD_OK;
+}
+
+kd_status kd_image_load(const char *path, int channels, size_t height, size_t width,
+                        const kd_preprocess *pp, float *out, kd_err *err) {
+    kd_status st;
+    if (channels != 1 && channels != 3)
+        return kd_err_set(err, KD_EUSAGE, "image channels: expected 1 or 3, got %d", channels);
+    if (height < 1 || width < 1 || height > KD_IMAGE_MAX_SIDE || width > KD_IMAGE_MAX_SIDE)
+        return kd_err_set(err, KD_EUSAGE, "image size: expected 1 to %d, got %zux%zu", KD_IMAGE_MAX_SIDE,
+                          height, width);
+    /* Reuse the dataset's preprocessing resolution on a stack dataset (no source data). */
+    kd_dataset tmp;
+    memset(&tmp, 0, sizeof tmp);
+    tmp.C = (size_t)channels;
+    if ((st = resolve_preprocess(&tmp, pp, 1, err))) return st;
+    if ((st = kd_image_decode(path, channels, height, width, out, err))) return st;
+    size_t P = height * width;
+    for (size_t c = 0; c < tmp.C; c++)
+        for (size_t k = 0; k < P; k++) out[c * P + k] = out[c * P + k] * tmp.mul[c] + tmp.add[c];
+    return KD_OK;
+}

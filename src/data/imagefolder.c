@@ -1,0 +1,317 @@
+/* imagefolder.c - image-folder index (root/<class>/<file>.png|jpg|jpeg, or a flat unlabeled folder)
+ * and per-image decoding with stb_image, forced channel count and bilinear resize. */
+#include <dirent.h>
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+
+#include <stb_image.h>
+
+#include "kd_data.h"
+
+/* A growable list of malloc'd strings. */
+typedef struct {
+    char **v;
+    size_t n, cap;
+} strlist;
+
+static int strlist_push(strlist *l, const char *s) {
+    if (l->n == l->cap) {
+        size_t nc = l->cap ? l->cap * 2 : 64;
+        char **nv = realloc(l->v, nc * sizeof(char *));
+        if (!nv) return -1;
+        l->v = nv;
+        l->cap = nc;
+    }
+    if (!(l->v[l->n] = strdup(s))) return -1;
+    l->n++;
+    return 0;
+}
+
+static void strlist_free(strlist *l) {
+    for (size_t i = 0; i < l->n; i++) free(l->v[i]);
+    free(l->v);
+    memset(l, 0, sizeof *l);
+}
+
+static int cmp_str(const void *a, const void *b) {
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+static int has_image_ext(const char *name) {
+    const char *dot = strrchr(name, '.');
+    return dot && (!strcasecmp(dot, ".png") || !strcasecmp(dot, ".jpg") || !strcasecmp(dot, ".jpeg"));
+}
+
+/* Lists dir's entries (not starting with '.') that are directories (want_dirs) or image
+ * files, sorted by name. */
+static kd_status list_dir(const char *dir, int want_dirs, strlist *out, kd_err *err) {
+    DIR *d = opendir(dir);
+    if (!d) return kd_err_set(err, KD_EINPUT, "%s: cannot open folder: %s", dir, strerror(errno));
+    kd_status st = KD_OK;
+    struct dirent *e;
+    char path[KD_PATH_MAX + 256];
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.') continue;
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        struct stat sb;
+        if (stat(path, &sb) != 0) continue;
+        int ok = want_dirs ? S_ISDIR(sb.st_mode) : (S_ISREG(sb.st_mode) && has_image_ext(e->d_name));
+        if (ok && strlist_push(out, e->d_name)) {
+            st = kd_err_set(err, KD_EIO, "out of memory");
+            break;
+        }
+    }
+    closedir(d);
+    if (!st && out->n > 1) qsort(out->v, out->n, sizeof(char *), cmp_str);
+    return st;
+}
+
+void kd_image_index_free(kd_image_index *ix) {
+    if (!ix) return;
+    free(ix->pool);
+    free(ix->offsets);
+    free(ix->labels);
+    if (ix->class_names)
+        for (size_t i = 0; i < ix->n_classes; i++) free(ix->class_names[i]);
+    free(ix->class_names);
+    free(ix->skip_note);
+    memset(ix, 0, sizeof *ix);
+}
+
+/* Header-only check (stbi_info) against the dimension cap; 0 if fine, else a reason. */
+static const char *check_image_header(const char *path, int *w, int *h) {
+    int comp;
+    if (!stbi_info(path, w, h, &comp)) {
+        const char *r = stbi_failure_reason();
+        return r ? r : "not a PNG or JPEG image";
+    }
+    if (*w <= 0 || *h <= 0 || *w > KD_IMAGE_MAX_SIDE || *h > KD_IMAGE_MAX_SIDE)
+        return "image dimensions outside 1..8192";
+    return NULL;
+}
+
+/* Appends one file to the index (after the header check). */
+typedef struct {
+    size_t pool_cap, pool_used, idx_cap;
+} index_caps;
+
+static kd_status index_add(kd_image_index *ix, index_caps *cp, const char *path, int32_t label,
+                           int skip_bad, kd_err *err) {
+    int w, h;
+    const char *why = check_image_header(path, &w, &h);
+    if (why) {
+        if (!skip_bad) {
+            if (w > 0 && h > 0 && strstr(why, "dimensions"))
+                return kd_err_set(err, KD_EINPUT, "%s: image is %dx%d: expected at most %dx%d", path,
+                                  w, h, KD_IMAGE_MAX_SIDE, KD_IMAGE_MAX_SIDE);
+            return kd_err_set(err, KD_EINPUT,
+                              "%s: cannot decode image: %s (set data.skip_bad to skip such files)",
+                              path, why);
+        }
+        if (ix->n_skipped++ == 0) {
+            char note[KD_PATH_MAX + 256];
+            snprintf(note, sizeof note, "%s: %s", path, why);
+            free(ix->skip_note);
+            if (!(ix->skip_note = strdup(note))) return kd_err_set(err, KD_EIO, "out of memory");
+        }
+        return KD_OK;
+    }
+    size_t len = strlen(path) + 1;
+    if (cp->pool_used + len > cp->pool_cap) {
+        size_t nc = cp->pool_cap ? cp->pool_cap * 2 : 1 << 16;
+        while (nc < cp->pool_used + len) nc *= 2;
+        char *np = realloc(ix->pool, nc);
+        if (!np) return kd_err_set(err, KD_EIO, "out of memory");
+        ix->pool = np;
+        cp->pool_cap = nc;
+    }
+    if (ix->n == cp->idx_cap) {
+        size_t nc = cp->idx_cap ? cp->idx_cap * 2 : 1024;
+        size_t *no = realloc(ix->offsets, nc * sizeof(size_t));
+        if (!no) return kd_err_set(err, KD_EIO, "out of memory");
+        ix->offsets = no;
+        int32_t *nl = realloc(ix->labels, nc * sizeof(int32_t));
+        if (!nl) return kd_err_set(err, KD_EIO, "out of memory");
+        ix->labels = nl;
+        cp->idx_cap = nc;
+    }
+    memcpy(ix->pool + cp->pool_used, path, len);
+    ix->offsets[ix->n] = cp->pool_used;
+    cp->pool_used += len;
+    ix->labels[ix->n] = label;
+    ix->n++;
+    return KD_OK;
+}
+
+kd_status kd_image_index_build(const kd_data_source *src, kd_image_index *out, kd_err *err) {
+    kd_status st = KD_OK;
+    strlist classes = {0}, files = {0};
+    index_caps caps = {0, 0, 0};
+    char path[2 * KD_PATH_MAX + 512];
+    memset(out, 0, sizeof *out);
+    const char *root = src->path;
+    struct stat sb;
+    if (stat(root, &sb) != 0)
+        return kd_err_set(err, KD_EINPUT, "%s: cannot open folder: %s", root, strerror(errno));
+    if (!S_ISDIR(sb.st_mode))
+        return kd_err_set(err, KD_EINPUT, "%s: expected a folder of images, found a file", root);
+    if (src->unlabeled) {
+        if ((st = list_dir(root, 0, &files, err))) goto cleanup;
+        for (size_t i = 0; i < files.n; i++) {
+            snprintf(path, sizeof path, "%s/%s", root, files.v[i]);
+            if ((st = index_add(out, &caps, path, -1, src->skip_bad, err))) goto cleanup;
+        }
+        if (out->n == 0 && out->n_skipped == 0) {
+            st = kd_err_set(err, KD_EINPUT, "%s: no images (.png, .jpg, .jpeg) in the folder", root);
+            goto cleanup;
+        }
+    } else {
+        if ((st = list_dir(root, 1, &classes, err))) goto cleanup;
+        if (classes.n == 0) {
+            st = kd_err_set(err, KD_EINPUT,
+                            "%s: no class subfolders: expected root/<class>/*.png|jpg|jpeg "
+                            "(or set data.unlabeled for a flat folder)",
+                            root);
+            goto cleanup;
+        }
+        if (src->n_classes && classes.n != src->n_classes) {
+            st = kd_err_set(err, KD_EINPUT, "%s: %zu class subfolders, expected %zu", root, classes.n,
+                            src->n_classes);
+            goto cleanup;
+        }
+        if (classes.n > KD_MAX_CLASSES) {
+            st = kd_err_set(err, KD_EINPUT, "%s: %zu class subfolders, expected at most %d", root,
+                            classes.n, KD_MAX_CLASSES);
+            goto cleanup;
+        }
+        for (size_t c = 0; c < classes.n; c++) {
+            char dir[KD_PATH_MAX + 512];
+            snprintf(dir, sizeof dir, "%s/%s", root, classes.v[c]);
+            strlist_free(&files);
+            if ((st = list_dir(dir, 0, &files, err))) goto cleanup;
+            for (size_t i = 0; i < files.n; i++) {
+                snprintf(path, sizeof path, "%s/%s", dir, files.v[i]);
+                if ((st = index_add(out, &caps, path, (int32_t)c, src->skip_bad, err)))
+                    goto cleanup;
+            }
+        }
+        out->n_classes = classes.n;
+        out->class_names = classes.v;  /* take ownership of the sorted names */
+        classes.v = NULL;
+        classes.n = classes.cap = 0;
+    }
+    if (out->n == 0) {
+        if (out->n_skipped)
+            st = kd_err_set(err, KD_EINPUT, "%s: no decodable images (all %zu skipped; first: %s)",
+                            root, out->n_skipped, out->skip_note);
+        else
+            st = kd_err_set(err, KD_EINPUT, "%s: no images (.png, .jpg, .jpeg) in any class folder",
+                            root);
+        goto cleanup;
+    }
+    if (src->unlabeled) {
+        free(out->labels);
+        out->labels = NULL;
+    }
+    if (out->n_skipped) {
+        char note[KD_PATH_MAX + 512];
+        snprintf(note, sizeof note, "skipped %zu undecodable image%s (first: %s)", out->n_skipped,
+                 out->n_skipped == 1 ? "" : "s", out->skip_note);
+        free(out->skip_note);
+        if (!(out->skip_note = strdup(note))) {
+            st = kd_err_set(err, KD_EIO, "out of memory");
+            goto cleanup;
+        }
+    }
+
+cleanup:
+    strlist_free(&classes);
+    strlist_free(&files);
+    if (st) kd_image_index_free(out);
+    return st;
+}
+
+void kd_resize_bilinear(const float *src, size_t sh, size_t sw, float *dst, size_t dh, size_t dw) {
+    if (sh == dh && sw == dw) {
+        memcpy(dst, src, sh * sw * sizeof(float));
+        return;
+    }
+    /* Half-pixel centres: destination pixel i samples source coordinate (i + 0.5) * s/d - 0.5,
+     * clamped to the edge. */
+    double ry = (double)sh / (double)dh, rx = (double)sw / (double)dw;
+    for (size_t i = 0; i < dh; i++) {
+        double fy = ((double)i + 0.5) * ry - 0.5;
+        if (fy < 0) fy = 0;
+        size_t y0 = (size_t)fy;
+        if (y0 > sh - 1) y0 = sh - 1;
+        size_t y1 = y0 + 1 < sh ? y0 + 1 : sh - 1;
+        float wy = (float)(fy - (double)y0);
+        for (size_t j = 0; j < dw; j++) {
+            double fx = ((double)j + 0.5) * rx - 0.5;
+            if (fx < 0) fx = 0;
+            size_t x0 = (size_t)fx;
+            if (x0 > sw - 1) x0 = sw - 1;
+            size_t x1 = x0 + 1 < sw ? x0 + 1 : sw - 1;
+            float wx = (float)(fx - (double)x0);
+            float top = src[y0 * sw + x0] * (1 - wx) + src[y0 * sw + x1] * wx;
+            float bot = src[y1 * sw + x0] * (1 - wx) + src[y1 * sw + x1] * wx;
+            dst[i * dw + j] = top * (1 - wy) + bot * wy;
+        }
+    }
+}
+
+kd_status kd_image_decode(const char *path, int channels, size_t height, size_t width, float *out,
+                          kd_err *err) {
+    kd_status st = KD_OK;
+    unsigned char *pix = NULL;
+    char *file = NULL;
+    float *plane = NULL;
+    size_t len = 0;
+    int w = 0, h = 0, comp;
+    /* One read of the file, then header check and decode from memory (half the syscalls of
+     * stbi_info + stbi_load on the path). */
+    if ((st = kd_read_file(path, KD_IMAGE_MAX_FILE, &file, &len, err))) return st;
+    if (len > INT_MAX) {
+        st = kd_err_set(err, KD_EINPUT, "%s: image file too large", path);
+        goto cleanup;
+    }
+    const stbi_uc *buf = (const stbi_uc *)file;
+    if (!stbi_info_from_memory(buf, (int)len, &w, &h, &comp)) {
+        const char *r = stbi_failure_reason();
+        st = kd_err_set(err, KD_EINPUT, "%s: cannot decode image: %s", path, r ? r : "not a PNG or JPEG");
+        goto cleanup;
+    }
+    if (w <= 0 || h <= 0 || w > KD_IMAGE_MAX_SIDE || h > KD_IMAGE_MAX_SIDE) {
+        st = kd_err_set(err, KD_EINPUT, "%s: image is %dx%d: expected at most %dx%d", path, w, h,
+                        KD_IMAGE_MAX_SIDE, KD_IMAGE_MAX_SIDE);
+        goto cleanup;
+    }
+    pix = stbi_load_from_memory(buf, (int)len, &w, &h, &comp, channels);
+    if (!pix) {
+        const char *r = stbi_failure_reason();
+        st = kd_err_set(err, KD_EINPUT, "%s: cannot decode image: %s", path, r ? r : "unknown error");
+        goto cleanup;
+    }
+    size_t W = (size_t)w, H = (size_t)h, C = (size_t)channels;
+    plane = malloc(W * H * sizeof(float));
+    if (!plane) {
+        st = kd_err_set(err, KD_EIO, "out of memory decoding %s", path);
+        goto cleanup;
+    }
+    /* stb gives interleaved HWC bytes; distill wants planar CHW. */
+    for (size_t c = 0; c < C; c++) {
+        for (size_t k = 0; k < W * H; k++) plane[k] = (float)pix[k * C + c];
+        kd_resize_bilinear(plane, H, W, out + c * height * width, height, width);
+    }
+
+cleanup:
+    free(plane);
+    free(file);
+    stbi_image_free(pix);
+    return st;
+}

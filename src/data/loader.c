@@ -1,0 +1,204 @@
+/* loader.c - batch loader over a fixed index order: synchronous conversion for in-memory
+ * sources, a background decoding thread with a bounded prefetch queue for image folders. Both
+ * paths call kd_dataset_get on the same index slices, so they produce identical batches. */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kd_data.h"
+
+#define KD_LOADER_QUEUE 3  /* batches in flight: bounds memory whatever the dataset size */
+
+typedef struct {
+    float *x;          /* (batch_size, numel) */
+    int32_t *y;        /* (batch_size) */
+    size_t n;
+    int full;          /* produced and not yet released by the consumer */
+    kd_status st;
+    kd_err err;
+} slot;
+
+struct kd_loader {
+    kd_dataset *ds;
+    size_t *order, n, batch_size, numel, n_batches;
+    int threaded;
+    slot slots[KD_LOADER_QUEUE];
+    size_t n_slots;
+    size_t next_batch;        /* consumer: next batch number to hand out */
+    int held;                 /* consumer holds slot (next_batch - 1) % n_slots */
+    kd_status failed;         /* sticky error */
+    kd_err fail_err;
+    /* worker */
+    pthread_t thread;
+    int thread_started;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int stop;
+};
+
+static void batch_span(const kd_loader *l, size_t k, size_t *start, size_t *count) {
+    *start = k * l->batch_size;
+    size_t left = l->n - *start;
+    *count = left < l->batch_size ? left : l->batch_size;
+}
+
+static void *worker_main(void *arg) {
+    kd_loader *l = arg;
+    for (size_t k = 0; k < l->n_batches; k++) {
+        slot *s = &l->slots[k % l->n_slots];
+        pthread_mutex_lock(&l->mu);
+        while (s->full && !l->stop) pthread_cond_wait(&l->cv, &l->mu);
+        int stop = l->stop;
+        pthread_mutex_unlock(&l->mu);
+        if (stop) break;
+        size_t start, count;
+        batch_span(l, k, &start, &count);
+        kd_err_clear(&s->err);
+        s->st = kd_dataset_get(l->ds, l->order + start, count, s->x, s->y, &s->err);
+        s->n = count;
+        pthread_mutex_lock(&l->mu);
+        s->full = 1;
+        pthread_cond_broadcast(&l->cv);
+        pthread_mutex_unlock(&l->mu);
+        if (s->st) break;  /* the consumer reports it; nothing after an error is useful */
+    }
+    return NULL;
+}
+
+void kd_loader_close(kd_loader *l) {
+    if (!l) return;
+    if (l->thread_started) {
+        pthread_mutex_lock(&l->mu);
+        l->stop = 1;
+        pthread_cond_broadcast(&l->cv);
+        pthread_mutex_unlock(&l->mu);
+        pthread_join(l->thread, NULL);
+    }
+    if (l->threaded) {
+        pthread_cond_destroy(&l->cv);
+        pthread_mutex_destroy(&l->mu);
+    }
+    for (size_t i = 0; i < KD_LOADER_QUEUE; i++) {
+        kd_free_aligned(l->slots[i].x);
+        free(l->slots[i].y);
+    }
+    free(l->order);
+    free(l);
+}
+
+kd_status kd_loader_open_mode(kd_loader **out, kd_dataset *ds, const size_t *order, size_t n,
+                              size_t batch_size, kd_loader_mode mode, kd_err *err) {
+    kd_status st = KD_OK;
+    *out = NULL;
+    if (batch_size == 0) return kd_err_set(err, KD_EUSAGE, "batch size: expected > 0, got 0");
+    const kd_data_info *info = kd_dataset_info(ds);
+    for (size_t i = 0; i < n; i++)
+        if (order[i] >= info->n)
+            return kd_err_set(err, KD_EUSAGE, "loader order[%zu] = %zu: expected < %zu", i, order[i],
+                              info->n);
+    kd_loader *l = calloc(1, sizeof *l);
+    if (!l) return kd_err_set(err, KD_EIO, "out of memory");
+    l->ds = ds;
+    l->n = n;
+    l->batch_size = batch_size;
+    l->numel = kd_shape_numel(&info->shape);
+    l->n_batches = n / batch_size + (n % batch_size != 0);
+    l->threaded = mode == KD_LOADER_THREAD || (mode == KD_LOADER_AUTO && info->format == KD_FMT_IMAGES);
+    l->n_slots = l->threaded ? KD_LOADER_QUEUE : 1;
+    l->order = malloc((n ? n : 1) * sizeof(size_t));
+    if (!l->order) {
+        st = kd_err_set(err, KD_EIO, "out of memory");
+        goto cleanup;
+    }
+    if (n) memcpy(l->order, order, n * sizeof(size_t));
+    size_t cap_b = batch_size < n ? batch_size : (n ? n : 1);
+    size_t xs;
+    if (kd_mul_size(cap_b, l->numel, &xs)) {
+        st = kd_err_set(err, KD_EUSAGE, "batch size %zu too large", batch_size);
+        goto cleanup;
+    }
+    for (size_t i = 0; i < l->n_slots; i++) {
+        l->slots[i].x = kd_alloc_floats(xs);
+        l->slots[i].y = malloc(cap_b * sizeof(int32_t));
+        if (!l->slots[i].x || !l->slots[i].y) {
+            st = kd_err_set(err, KD_EIO, "out of memory for %zu batch buffers", l->n_slots);
+            goto cleanup;
+        }
+    }
+    if (l->threaded) {
+        pthread_mutex_init(&l->mu, NULL);
+        pthread_cond_init(&l->cv, NULL);
+        if (l->n_batches > 0) {
+            if (pthread_create(&l->thread, NULL, worker_main, l) != 0) {
+                st = kd_err_set(err, KD_EIO, "cannot start the data loader thread");
+                goto cleanup;
+            }
+            l->thread_started = 1;
+        }
+    }
+
+cleanup:
+    if (st) {
+        kd_loader_close(l);
+        return st;
+    }
+    *out = l;
+    return KD_OK;
+}
+
+kd_status kd_loader_open(kd_loader **out, kd_dataset *ds, const size_t *order, size_t n,
+                         size_t batch_size, kd_err *err) {
+    return kd_loader_open_mode(out, ds, order, n, batch_size, KD_LOADER_AUTO, err);
+}
+
+kd_status kd_loader_next(kd_loader *l, kd_batch *b, kd_err *err) {
+    memset(b, 0, sizeof *b);
+    if (l->failed) {
+        *err = l->fail_err;
+        return l->failed;
+    }
+    if (!l->threaded) {
+        if (l->next_batch >= l->n_batches) return KD_OK;
+        slot *s = &l->slots[0];
+        size_t start, count;
+        batch_span(l, l->next_batch, &start, &count);
+        kd_status st = kd_dataset_get(l->ds, l->order + start, count, s->x, s->y, err);
+        if (st) {
+            l->failed = st;
+            l->fail_err = *err;
+            return st;
+        }
+        l->next_batch++;
+        b->x = s->x;
+        b->y = s->y;
+        b->n = count;
+        return KD_OK;
+    }
+    pthread_mutex_lock(&l->mu);
+    if (l->held) {
+        /* The previous batch's buffer goes back to the worker only now: b stays valid until
+         * this call, as documented. */
+        l->slots[(l->next_batch - 1) % l->n_slots].full = 0;
+        l->held = 0;
+        pthread_cond_broadcast(&l->cv);
+    }
+    if (l->next_batch >= l->n_batches) {
+        pthread_mutex_unlock(&l->mu);
+        return KD_OK;
+    }
+    slot *s = &l->slots[l->next_batch % l->n_slots];
+    while (!s->full) pthread_cond_wait(&l->cv, &l->mu);
+    pthread_mutex_unlock(&l->mu);
+    if (s->st) {
+        l->failed = s->st;
+        l->fail_err = s->err;
+        *err = s->err;
+        return s->st;
+    }
+    l->held = 1;
+    l->next_batch++;
+    b->x = s->x;
+    b->y = s->y;
+    b->n = s->n;
+    return KD_OK;
+}

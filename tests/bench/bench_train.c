@@ -1,0 +1,246 @@
+/* bench_train.c - sgemm peak, the MLP training step and the distillation step, each as
+ * samples/s and GFLOP/s against the sgemm rate on the same shapes (DESIGN.md section 9).
+ * Usage: bench_train [threads]   (default: all cores) */
+#include <cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include "kd_gemm.h"
+#include "kd_loss.h"
+#include "kd_nn.h"
+#include "kd_optim.h"
+
+#define BATCH 128
+
+static double best_of(int reps, double (*fn)(void *), void *ctx) {
+    double best = 1e30;
+    for (int i = 0; i < reps; i++) {
+        double t = fn(ctx);
+        if (t < best) best = t;
+    }
+    return best;
+}
+
+typedef struct {
+    size_t n;
+    float *a, *b, *c;
+} square_ctx;
+
+static double run_square(void *p) {
+    square_ctx *s = p;
+    double t0 = kd_now();
+    kd_sgemm(0, 0, s->n, s->n, s->n, 1.0f, s->a, s->n, s->b, s->n, 0.0f, s->c, s->n);
+    return kd_now() - t0;
+}
+
+/* The products one training step of a dense stack makes at batch B, with the same shapes and
+ * transposes as src/nn/dense.c: forward y = x W^T; backward dW += dy^T x, dx = dy W (not for
+ * the first layer). fwd_only: teacher. */
+typedef struct {
+    size_t n_layers;
+    size_t dims[8];
+    int fwd_only;
+    float *x, *w, *y;
+} shapes_ctx;
+
+static double flops_of_shapes(const shapes_ctx *s) {
+    double f = 0;
+    for (size_t l = 0; l < s->n_layers; l++) {
+        double macs = (double)BATCH * s->dims[l] * s->dims[l + 1];
+        f += 2 * macs;
+        if (!s->fwd_only) f += 2 * macs + (l > 0 ? 2 * macs : 0);
+    }
+    return f;
+}
+
+static double run_shapes(void *p) {
+    shapes_ctx *s = p;
+    double t0 = kd_now();
+    for (size_t l = 0; l < s->n_layers; l++) {
+        size_t in = s->dims[l], out = s->dims[l + 1];
+        kd_sgemm(0, 1, BATCH, out, in, 1.0f, s->x, in, s->w, in, 0.0f, s->y, out);
+    }
+    if (!s->fwd_only)
+        for (size_t l = s->n_layers; l-- > 0;) {
+            size_t in = s->dims[l], out = s->dims[l + 1];
+            kd_sgemm(1, 0, out, in, BATCH, 1.0f, s->y, out, s->x, in, 1.0f, s->w, in);
+            if (l > 0) kd_sgemm(0, 0, BATCH, in, out, 1.0f, s->y, out, s->w, in, 0.0f, s->x, in);
+        }
+    return kd_now() - t0;
+}
+
+static double run_two(shapes_ctx *a, shapes_ctx *b, int reps) {
+    double best = 1e30;
+    for (int i = 0; i < reps; i++) {
+        double t = run_shapes(a) + (b ? run_shapes(b) : 0);
+        if (t < best) best = t;
+    }
+    return best;
+}
+
+static cJSON *mlp_layers(const size_t *dims, size_t n_layers, float dropout) {
+    cJSON *arr = cJSON_CreateArray();
+    for (size_t l = 0; l < n_layers; l++) {
+        cJSON *d = cJSON_CreateObject();
+        cJSON_AddStringToObject(d, "type", "dense");
+        cJSON_AddNumberToObject(d, "units", (double)dims[l + 1]);
+        cJSON_AddItemToArray(arr, d);
+        if (l + 1 < n_layers) {
+            cJSON *r = cJSON_CreateObject();
+            cJSON_AddStringToObject(r, "type", "relu");
+            cJSON_AddItemToArray(arr, r);
+            if (dropout > 0) {
+                cJSON *dr = cJSON_CreateObject();
+                cJSON_AddStringToObject(dr, "type", "dropout");
+                cJSON_AddNumberToObject(dr, "p", dropout);
+                cJSON_AddItemToArray(arr, dr);
+            }
+        }
+    }
+    return arr;
+}
+
+static int build(kd_model *m, const size_t *dims, size_t n_layers, int with_grads, kd_rng *rng) {
+    kd_err err;
+    kd_shape in = {1, {dims[0]}};
+    cJSON *layers = mlp_layers(dims, n_layers, with_grads ? 0.5f : 0.0f);
+    kd_status st = kd_model_init(m, &in, layers, with_grads, &err);
+    cJSON_Delete(layers);
+    if (st == KD_OK) st = kd_model_reserve(m, BATCH, &err);
+    if (st != KD_OK) {
+        fprintf(stderr, "bench: %s\n", err.msg);
+        return -1;
+    }
+    kd_model_init_weights(m, rng, KD_INIT_HE);
+    return 0;
+}
+
+static float *alloc_shapes(shapes_ctx *s) {
+    size_t maxd = 0;
+    for (size_t l = 0; l <= s->n_layers; l++)
+        if (s->dims[l] > maxd) maxd = s->dims[l];
+    s->x = kd_alloc_floats(BATCH * maxd);
+    s->y = kd_alloc_floats(BATCH * maxd);
+    s->w = kd_alloc_floats(maxd * maxd);
+    return s->x;
+}
+
+static void free_shapes(shapes_ctx *s) {
+    kd_free_aligned(s->x);
+    kd_free_aligned(s->y);
+    kd_free_aligned(s->w);
+}
+
+int main(int argc, char **argv) {
+    int threads = argc > 1 ? atoi(argv[1]) : 0;
+    kd_blas_set_threads(threads);
+    printf("threads: %d (OpenBLAS)\n\n", kd_blas_get_threads());
+
+    /* 1. Peak: large square products. */
+    square_ctx sq = {2048, NULL, NULL, NULL};
+    sq.a = kd_alloc_floats(sq.n * sq.n);
+    sq.b = kd_alloc_floats(sq.n * sq.n);
+    sq.c = kd_alloc_floats(sq.n * sq.n);
+    for (size_t i = 0; i < sq.n * sq.n; i++) sq.a[i] = sq.b[i] = (float)(i % 7) * 0.1f;
+    run_square(&sq);
+    double t_sq = best_of(5, run_square, &sq);
+    double peak = 2.0 * sq.n * sq.n * sq.n / t_sq / 1e9;
+    kd_free_aligned(sq.a);
+    kd_free_aligned(sq.b);
+    kd_free_aligned(sq.c);
+
+    /* 2. MLP 784-1200-1200-10 training step: sgemm alone on its shapes vs the whole step. */
+    static const size_t tdims[] = {784, 1200, 1200, 10};
+    static const size_t sdims[] = {784, 800, 800, 10};
+    shapes_ctx tsh = {3, {784, 1200, 1200, 10}, 0, 0, 0, 0};
+    alloc_shapes(&tsh);
+    run_shapes(&tsh);
+    double t_tshapes = run_two(&tsh, NULL, 20);
+    double gemm_rate_t = flops_of_shapes(&tsh) / t_tshapes / 1e9;
+
+    kd_rng rng;
+    kd_rng_seed(&rng, 1);
+    kd_model teacher = {0}, student = {0}, tinf = {0};
+    if (build(&teacher, tdims, 3, 1, &rng) || build(&student, sdims, 3, 1, &rng) ||
+        build(&tinf, tdims, 3, 0, &rng))
+        return 1;
+    float *x = kd_alloc_floats(BATCH * 784);
+    int32_t y[BATCH];
+    for (size_t i = 0; i < BATCH * 784; i++) x[i] = kd_rng_uniform(&rng);
+    for (size_t i = 0; i < BATCH; i++) y[i] = (int32_t)(i % 10);
+    float *dz = kd_alloc_floats(BATCH * 10), *scratch = kd_alloc_floats(3 * BATCH * 10);
+    kd_optim_cfg oc = kd_optim_defaults(KD_OPT_ADAM);
+    kd_ctx train_ctx = {1, &rng, NULL}, eval_ctx = {0, &rng, NULL};
+
+    const int steps = 30;
+    double best_step = 1e30;
+    for (int rep = 0; rep < steps + 3; rep++) {
+        double t0 = kd_now();
+        const float *z = kd_model_forward(&teacher, x, BATCH, &train_ctx);
+        kd_loss_ce(z, y, BATCH, 10, dz);
+        kd_model_zero_grad(&teacher);
+        kd_model_backward(&teacher, x, dz, BATCH, &train_ctx);
+        kd_optim_step(&oc, teacher.params, teacher.grads, teacher.m, teacher.v, teacher.n_params,
+                      1e-3f, (uint64_t)rep + 1);
+        double t = kd_now() - t0;
+        if (rep >= 3 && t < best_step) best_step = t;
+    }
+    double step_flops = 6.0 * (double)kd_model_macs(&teacher) * BATCH;
+    double step_rate = step_flops / best_step / 1e9;
+
+    /* 3. Distillation step: teacher forward + student forward/backward/update. */
+    shapes_ctx ssh = {3, {784, 800, 800, 10}, 0, 0, 0, 0};
+    shapes_ctx tfwd = {3, {784, 1200, 1200, 10}, 1, 0, 0, 0};
+    alloc_shapes(&ssh);
+    alloc_shapes(&tfwd);
+    run_two(&tfwd, &ssh, 2);
+    double t_dshapes = run_two(&tfwd, &ssh, 20);
+    double dflops_shapes = flops_of_shapes(&tfwd) + flops_of_shapes(&ssh);
+    double gemm_rate_d = dflops_shapes / t_dshapes / 1e9;
+    kd_distill_cfg dc = {0.9f, 4.0f, KD_DISTILL_KL};
+    double best_d = 1e30;
+    for (int rep = 0; rep < steps + 3; rep++) {
+        double t0 = kd_now();
+        const float *zt = kd_model_forward(&tinf, x, BATCH, &eval_ctx);
+        const float *zs = kd_model_forward(&student, x, BATCH, &train_ctx);
+        kd_loss_distill(&dc, zs, zt, y, BATCH, 10, dz, scratch);
+        kd_model_zero_grad(&student);
+        kd_model_backward(&student, x, dz, BATCH, &train_ctx);
+        kd_optim_step(&oc, student.params, student.grads, student.m, student.v, student.n_params,
+                      1e-3f, (uint64_t)rep + 1);
+        double t = kd_now() - t0;
+        if (rep >= 3 && t < best_d) best_d = t;
+    }
+    double dflops = (2.0 * (double)kd_model_macs(&tinf) + 6.0 * (double)kd_model_macs(&student)) * BATCH;
+    double d_rate = dflops / best_d / 1e9;
+
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    printf("%-52s %12s %10s %8s\n", "benchmark (batch 128, best of runs)", "samples/s", "GFLOP/s",
+           "ratio");
+    printf("%-52s %12s %10.1f %8s\n", "sgemm 2048x2048x2048 (machine peak)", "-", peak, "1.00");
+    printf("%-52s %12s %10.1f %7.2f%%\n", "sgemm on MLP 784-1200-1200-10 train shapes", "-",
+           gemm_rate_t, 100 * gemm_rate_t / peak);
+    printf("%-52s %12.0f %10.1f %7.2f%%  (of its sgemm rate; %.0f%% of peak)\n",
+           "MLP 784-1200-1200-10 train step (fwd+bwd+Adam)", BATCH / best_step, step_rate,
+           100 * step_rate / gemm_rate_t, 100 * step_rate / peak);
+    printf("%-52s %12s %10.1f %7.2f%%\n", "sgemm on distillation shapes (T fwd + S train)", "-",
+           gemm_rate_d, 100 * gemm_rate_d / peak);
+    printf("%-52s %12.0f %10.1f %7.2f%%  (of its sgemm rate; %.0f%% of peak)\n",
+           "distill step 1200x2 teacher -> 800x2 student", BATCH / best_d, d_rate,
+           100 * d_rate / gemm_rate_d, 100 * d_rate / peak);
+    printf("peak RSS: %.1f MiB\n", ru.ru_maxrss / 1024.0);
+
+    free_shapes(&tsh);
+    free_shapes(&ssh);
+    free_shapes(&tfwd);
+    kd_free_aligned(x);
+    kd_free_aligned(dz);
+    kd_free_aligned(scratch);
+    kd_model_free(&teacher);
+    kd_model_free(&student);
+    kd_model_free(&tinf);
+    return 0;
+}
