@@ -470,18 +470,6 @@ static kd_status get_path(pctx *p, const cJSON *obj, const char *key, const char
 
 static const char *const format_names[] = {"idx", "csv", "images"};
 
-/* Same values as the data module's kd_data_source_defaults (kept here so the config does not
- * depend on the data readers being linked). */
-static void source_defaults(kd_data_source *s) {
-    memset(s, 0, sizeof *s);
-    s->format = KD_FMT_IDX;
-    s->has_header = -1;
-    s->delimiter = ',';
-    s->channels = 1;
-    s->height = 28;
-    s->width = 28;
-}
-
 static int ends_with(const char *s, const char *suffix) {
     size_t ls = strlen(s), lx = strlen(suffix);
     return ls >= lx && strcmp(s + ls - lx, suffix) == 0;
@@ -509,7 +497,7 @@ static kd_status parse_source(pctx *p, const cJSON *parent, const char *key, con
     char path[JPATH_MAX], sub[JPATH_MAX], got[64], raw[KD_PATH_MAX];
     const cJSON *o = NULL;
     kd_status st;
-    source_defaults(s);
+    kd_data_source_defaults(s);
     *present = 0;
     if ((st = get_section(p, parent, key, ppath, &source_schema, &o)) || !o) return st;
     *present = 1;
