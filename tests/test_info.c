@@ -1,0 +1,146 @@
+/* test_info.c - `distill info`: the description of a checkpoint (text and JSON), exit code 3
+ * with the reader's message for bad files, and usage errors. Runs the real binary. */
+#include <cjson/cJSON.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kd_checkpoint.h"
+#include "kd_test.h"
+
+static const char *ARCH =
+    "{\"input\":[6],\"layers\":[{\"type\":\"dense\",\"units\":5},{\"type\":\"batchnorm\"},"
+    "{\"type\":\"relu\"},{\"type\":\"dense\",\"units\":3}]}";
+
+/* Saves a small training checkpoint with classes into dir; returns its path. */
+static const char *make_checkpoint(const char *dir) {
+    static char path[600];
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    kd_model m;
+    kd_err err;
+    if (kd_model_init_arch(&m, ARCH, 1, &err) != KD_OK) {
+        kd_test_fail(__FILE__, __LINE__, "%s", err.msg);
+        return path;
+    }
+    for (size_t i = 0; i < m.n_params; i++) m.params[i] = 0.01f * (float)i;
+    char *classes[] = {"a", "b", "c"};
+    kd_ckpt_meta meta = {classes, 3, NULL, NULL};
+    size_t order[4] = {3, 1, 0, 2};
+    kd_train_state ts = {.step = 7, .epoch = 1, .order = order, .n_order = 4, .best_val = 0.5};
+    ts.rng.s[0] = 1;
+    if (kd_ckpt_save(path, &m, &meta, &ts, &err) != KD_OK)
+        kd_test_fail(__FILE__, __LINE__, "%s", err.msg);
+    kd_model_free(&m);
+    return path;
+}
+
+KD_TEST(info_describes_a_checkpoint) {
+    const char *path = make_checkpoint(kd_test_tmpdir());
+    char cmd[1200], out[16384];
+    snprintf(cmd, sizeof cmd, "'%s' info '%s'", kd_test_distill(), path);
+    CHECK_EQ_INT(kd_test_run(cmd, out, sizeof out), 0);
+    CHECK_CONTAINS(out, "format    distill/1");
+    CHECK_CONTAINS(out, "dense");
+    CHECK_CONTAINS(out, "batchnorm");
+    CHECK_CONTAINS(out, "-> [5]");
+    CHECK_CONTAINS(out, "-> [3]");
+    /* Tensor table rows: name, dtype, shape, bytes. */
+    CHECK_CONTAINS(out, "0.weight");
+    CHECK_CONTAINS(out, "[5, 6]");
+    CHECK_CONTAINS(out, "120\n");
+    CHECK_CONTAINS(out, "1.num_batches_tracked");
+    CHECK_CONTAINS(out, "I64");
+    CHECK_CONTAINS(out, "optim.m.3.weight");
+    /* 30+5 + 5+5 (+5+5 running stats) + 1 counter + 15+3 = 74 values; training state apart. */
+    CHECK_CONTAINS(out, "total     9 tensors, 74 values, 300 bytes");
+    CHECK_CONTAINS(out, "training  13 tensors, 536 bytes");
+    CHECK_CONTAINS(out, "classes: [\"a\",\"b\",\"c\"]");
+    CHECK_CONTAINS(out, "train.step: 7");
+}
+
+KD_TEST(info_json_is_machine_readable) {
+    const char *path = make_checkpoint(kd_test_tmpdir());
+    char cmd[1200];
+    static char out[65536];
+    snprintf(cmd, sizeof cmd, "'%s' info --json '%s' 2>/dev/null", kd_test_distill(), path);
+    CHECK_EQ_INT(kd_test_run(cmd, out, sizeof out), 0);
+    cJSON *o = cJSON_Parse(out);
+    CHECK(o != NULL);
+    if (!o) return;
+    const cJSON *fmt = cJSON_GetObjectItemCaseSensitive(o, "format");
+    CHECK(cJSON_IsString(fmt) && strcmp(fmt->valuestring, "distill/1") == 0);
+    const cJSON *layers = cJSON_GetObjectItemCaseSensitive(o, "layers");
+    CHECK_EQ_INT(cJSON_GetArraySize(layers), 4);
+    const cJSON *l0 = cJSON_GetArrayItem(layers, 0);
+    CHECK_EQ_INT(cJSON_GetObjectItemCaseSensitive(l0, "params")->valuedouble, 35);
+    CHECK_EQ_INT(cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(l0, "output"), 0)->valuedouble, 5);
+    const cJSON *ts = cJSON_GetObjectItemCaseSensitive(o, "tensors");
+    CHECK_EQ_INT(cJSON_GetArraySize(ts), 9 + 13);
+    const cJSON *t0 = cJSON_GetArrayItem(ts, 0);
+    CHECK(strcmp(cJSON_GetObjectItemCaseSensitive(t0, "name")->valuestring, "0.weight") == 0);
+    CHECK_EQ_INT(cJSON_GetObjectItemCaseSensitive(t0, "bytes")->valuedouble, 120);
+    const cJSON *tot = cJSON_GetObjectItemCaseSensitive(o, "totals");
+    CHECK_EQ_INT(cJSON_GetObjectItemCaseSensitive(tot, "values")->valuedouble, 74);
+    const cJSON *md = cJSON_GetObjectItemCaseSensitive(o, "metadata");
+    CHECK(cJSON_IsString(cJSON_GetObjectItemCaseSensitive(md, "train.rng")));
+    CHECK(cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(o, "arch")));
+    cJSON_Delete(o);
+}
+
+KD_TEST(info_bad_files_exit_3_with_the_reason) {
+    const char *dir = kd_test_tmpdir();
+    static const struct {
+        const char *bytes;
+        size_t n;
+        const char *expect;
+    } cases[] = {
+        {"\x05\0\0", 3, "shorter than the 8-byte"},
+        {"\x40\0\0\0\0\0\0\0{}", 10, "header length 64 is larger than the 2 bytes"},
+        {"\x08\0\0\0\0\0\0\0{\"a\":1} ", 16, "tensor a: expected an object"},
+        {"\x38\0\0\0\0\0\0\0{\"w\":{\"dtype\":\"F64\",\"shape\":[],\"data_offsets\":[0,8]}}   "
+         "\0\0\0\0\0\0\0\0", 72, "tensor w: unsupported dtype \"F64\""},
+    };
+    char path[700], cmd[1600], out[4096];
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        snprintf(path, sizeof path, "%s/bad%zu.safetensors", dir, i);
+        CHECK_EQ_INT(kd_test_write_file(path, cases[i].bytes, cases[i].n), 0);
+        snprintf(cmd, sizeof cmd, "'%s' info '%s'", kd_test_distill(), path);
+        CHECK_EQ_INT(kd_test_run(cmd, out, sizeof out), 3);
+        CHECK_CONTAINS(out, path);
+        CHECK_CONTAINS(out, cases[i].expect);
+    }
+    /* Valid safetensors whose tensors contradict its own arch: also exit 3. */
+    snprintf(path, sizeof path, "%s/mismatch.safetensors", dir);
+    float w[8] = {0};
+    kd_st_out t[] = {{"0.weight", KD_DT_F32, 2, {2, 3}, w}, {"0.bias", KD_DT_F32, 1, {2}, w}};
+    const char *k[] = {"arch"}, *v[] = {"{\"input\":[4],\"layers\":[{\"type\":\"dense\",\"units\":2}]}"};
+    kd_err err;
+    CHECK_EQ_INT(kd_st_write(path, t, 2, k, v, 1, &err), KD_OK);
+    snprintf(cmd, sizeof cmd, "'%s' info '%s'", kd_test_distill(), path);
+    CHECK_EQ_INT(kd_test_run(cmd, out, sizeof out), 3);
+    CHECK_CONTAINS(out, "tensor 0.weight: expected shape [2, 4], found [2, 3]");
+    /* Without arch metadata the file is still described (a plain PyTorch export). */
+    kd_st_out u[] = {{"0.weight", KD_DT_F32, 2, {2, 3}, w}};
+    CHECK_EQ_INT(kd_st_write(path, u, 1, NULL, NULL, 0, &err), KD_OK);
+    CHECK_EQ_INT(kd_test_run(cmd, out, sizeof out), 0);
+    CHECK_CONTAINS(out, "no \"arch\" metadata");
+    CHECK_CONTAINS(out, "total     1 tensors, 6 values, 24 bytes");
+}
+
+KD_TEST(info_usage_errors_exit_2) {
+    char cmd[1200], out[4096];
+    const char *d = kd_test_distill();
+    snprintf(cmd, sizeof cmd, "'%s' info", d);
+    CHECK_EQ_INT(kd_test_run(cmd, out, sizeof out), 2);
+    CHECK_CONTAINS(out, "missing FILE");
+    snprintf(cmd, sizeof cmd, "'%s' info --bogus x.safetensors", d);
+    CHECK_EQ_INT(kd_test_run(cmd, out, sizeof out), 2);
+    CHECK_CONTAINS(out, "unknown option '--bogus'");
+    snprintf(cmd, sizeof cmd, "'%s' info a.safetensors b.safetensors", d);
+    CHECK_EQ_INT(kd_test_run(cmd, out, sizeof out), 2);
+    snprintf(cmd, sizeof cmd, "'%s' help info", d);
+    CHECK_EQ_INT(kd_test_run(cmd, out, sizeof out), 0);
+    CHECK_CONTAINS(out, "Usage: distill info FILE [--json]");
+    snprintf(cmd, sizeof cmd, "'%s' info /nonexistent/x.safetensors", d);
+    CHECK_EQ_INT(kd_test_run(cmd, out, sizeof out), 3);
+    CHECK_CONTAINS(out, "/nonexistent/x.safetensors: cannot open");
+}
