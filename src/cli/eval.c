@@ -1,9 +1,471 @@
-/* eval.c - `distill eval` (placeholder until its issue lands). */
-#include "kd_cli.h"
+/* eval.c - `distill eval`: teacher and students side by side on one dataset: size, accuracy
+ * with Wilson intervals, agreement and KL against the first model, calibration, speed. */
+#include <cJSON.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
 
-static int run(int argc, char **argv) {
-    (void)argc;
-    return kd_cli_usage_error(argv[0], "not available in this build yet");
+#include "kd_checkpoint.h"
+#include "kd_cli.h"
+#include "kd_eval.h"
+#include "kd_gemm.h"
+
+static const char usage[] =
+    "Usage: distill eval [--config FILE | --run DIR | --data IDX_IMAGES [--labels IDX_LABELS]]\n"
+    "                    [--split test|validation] [--batch N] [--threads N]\n"
+    "                    [--per-class] [--confusion] [--json] CHECKPOINT...\n"
+    "\n"
+    "Evaluates one or more checkpoints (teacher first, then students; any mix of f32, f16,\n"
+    "bf16 and int8 files) on the same data and prints one table with a column per model:\n"
+    "  params          trainable parameters\n"
+    "  file size       bytes on disk, and compression against the first column\n"
+    "  top-1, top-5    accuracy with a Wilson 95% confidence interval\n"
+    "  agreement       fraction of samples whose top-1 class matches the first model's\n"
+    "  KL              mean KL(first || model) of the softmax outputs at T = 1 (nats)\n"
+    "  ECE             expected calibration error, 15 equal-width confidence bins\n"
+    "  samples/s       forward throughput at --batch (default 256) on the first samples,\n"
+    "                  repeated for 0.2 s; data decoding excluded\n"
+    "  latency         single-sample forward time, p50 and p99 in microseconds\n"
+    "With one checkpoint the columns relative to the first model are left out.\n"
+    "\n"
+    "Data (one of):\n"
+    "  --config FILE   the config's data.test (or the validation split, see --split)\n"
+    "  --run DIR       the same, from a training run folder's DIR/config.json\n"
+    "  --data FILE     an IDX images file (raw or .gz), with --labels FILE for its labels\n"
+    "Each model sees its data with the preprocessing recorded in its checkpoint metadata, else\n"
+    "the config's, else the defaults (u8 pixels scaled by 1/255).\n"
+    "\n"
+    "Options:\n"
+    "  --split S       test (default) or validation (the config's validation source, else the\n"
+    "                  same hold-out of the training data that training used)\n"
+    "  --batch N       batch size for the accuracy pass and the throughput figure (256)\n"
+    "  --threads N     BLAS threads (default: the config's, else all cores)\n"
+    "  --per-class     also print per-class top-1 accuracy for every model\n"
+    "  --confusion     also print each model's confusion matrix (rows: true, columns: predicted)\n"
+    "  --json          print {\"split\", \"n\", \"models\": [{\"path\", \"params\", \"bytes\",\n"
+    "                  \"compression\", \"top1\", \"top1_ci\": [lo, hi], \"top5\", \"top5_ci\",\n"
+    "                  \"agreement\", \"kl\", \"ece\", \"samples_per_s\", \"latency_us_p50\",\n"
+    "                  \"latency_us_p99\"}, ...]} instead (fractions in [0, 1]; null where a\n"
+    "                  value does not apply)\n"
+    "\n"
+    "Exit codes: 0 ok, 1 I/O failure, 2 usage error, 3 bad input file (including a model whose\n"
+    "input shape or class count does not fit the data, or a model whose class count differs\n"
+    "from the first model's).\n";
+
+typedef struct {
+    const char *path;
+    size_t params;
+    long long bytes;
+    kd_metrics met;
+    int has_ref;
+    double samples_per_s, p50, p99;
+} model_result;
+
+typedef struct {
+    int per_class, confusion, json;
+    size_t batch;
+} eval_opts;
+
+static long long file_size(const char *path) {
+    struct stat sb;
+    return stat(path, &sb) == 0 ? (long long)sb.st_size : -1;
 }
 
-const kd_command kd_cmd_eval = {"eval", "(not yet available)", "distill eval: not yet available\n", run};
+static int same_pp(const kd_preprocess *a, const kd_preprocess *b) {
+    if (a->scale != b->scale || a->n_channels != b->n_channels || a->flatten != b->flatten) return 0;
+    for (int c = 0; c < a->n_channels && c < KD_MAX_CHANNELS; c++)
+        if (a->mean[c] != b->mean[c] || a->std[c] != b->std[c]) return 0;
+    return 1;
+}
+
+static const char *base_name(const char *p) {
+    const char *s = strrchr(p, '/');
+    return s ? s + 1 : p;
+}
+
+/* Evaluates every checkpoint; results[k] filled. Owns only what it allocates here. */
+static kd_status evaluate(kd_eval_data *d, char **paths, size_t n_models, const eval_opts *o,
+                          model_result *res, char ***class_names, size_t *n_names, kd_err *err) {
+    kd_dataset *ds = NULL;
+    kd_preprocess ds_pp;
+    float *ref = NULL, *logits = NULL;
+    int32_t *labels = NULL;
+    size_t C0 = 0;
+    kd_model m;
+    memset(&m, 0, sizeof m);
+    kd_status st = kd_eval_data_open(d, &d->pp, &ds, err);
+    if (st) return st;
+    ds_pp = d->pp;
+    kd_shape data_shape = kd_dataset_info(ds)->shape;
+    labels = malloc((d->n ? d->n : 1) * sizeof *labels);
+    if (!labels) {
+        st = kd_err_set(err, KD_EIO, "out of memory");
+        goto cleanup;
+    }
+    for (size_t k = 0; k < n_models; k++) {
+        kd_preprocess pp;
+        int has_pp = 0;
+        char **names = NULL;
+        size_t n_cls_names = 0;
+        st = kd_eval_load_model(paths[k], d, &data_shape, &m, &pp, &has_pp, &names, &n_cls_names,
+                                err);
+        if (st) goto cleanup;
+        if (names && !*class_names) {
+            *class_names = names;
+            *n_names = n_cls_names;
+        } else {
+            kd_free_strings(names, n_cls_names);
+        }
+        if (!has_pp) pp = d->pp;
+        if (!same_pp(&pp, &ds_pp)) {
+            kd_dataset_close(ds);
+            ds = NULL;
+            st = kd_eval_data_open(d, &pp, &ds, err);
+            if (st) goto cleanup;
+            ds_pp = pp;
+        }
+        const kd_data_info *info = kd_dataset_info(ds);
+        st = kd_eval_check_fit(&m, paths[k], info, d->src.path, err);
+        if (st) goto cleanup;
+        size_t C = m.n_classes, cells;
+        if (k == 0) C0 = C;
+        if (C != C0) {
+            st = kd_err_set(err, KD_EINPUT, "%s: model has %zu classes but the first model %s has %zu",
+                            paths[k], C, paths[0], C0);
+            goto cleanup;
+        }
+        if (kd_mul_size(d->n ? d->n : 1, C, &cells) ||
+            !(logits = malloc(cells * sizeof *logits))) {
+            st = kd_err_set(err, KD_EIO, "out of memory for %zu x %zu logits", d->n, C);
+            goto cleanup;
+        }
+        st = kd_eval_forward_all(&m, ds, d->order, d->n, o->batch, logits, labels, NULL, err);
+        if (st) {
+            kd_err_prefix(err, "%s", paths[k]);
+            goto cleanup;
+        }
+        model_result *r = &res[k];
+        r->path = paths[k];
+        r->params = m.n_params;
+        r->bytes = file_size(paths[k]);
+        st = kd_metrics_init(&r->met, C, err);
+        if (st) goto cleanup;
+        r->has_ref = n_models > 1;
+        kd_metrics_add(&r->met, logits, r->has_ref ? (k == 0 ? logits : ref) : NULL,
+                       info->has_labels ? labels : NULL, d->n);
+        st = kd_eval_throughput(&m, ds, d->order, d->n, o->batch, 0.2, &r->samples_per_s, err);
+        if (!st) st = kd_eval_latency(&m, ds, d->order, d->n, 0.25, &r->p50, &r->p99, err);
+        if (st) goto cleanup;
+        if (k == 0) {
+            ref = logits;
+        } else {
+            free(logits);
+        }
+        logits = NULL;
+        kd_model_free(&m);
+        memset(&m, 0, sizeof m);
+    }
+    if (!*class_names) {
+        const kd_data_info *info = kd_dataset_info(ds);
+        if (info->class_names && info->n_classes == C0) {
+            char **copy = calloc(C0, sizeof *copy);
+            for (size_t c = 0; copy && c < C0; c++) copy[c] = strdup(info->class_names[c]);
+            *class_names = copy;
+            *n_names = copy ? C0 : 0;
+        }
+    }
+cleanup:
+    kd_model_free(&m);
+    kd_dataset_close(ds);
+    free(ref);
+    free(logits);
+    free(labels);
+    return st;
+}
+
+static double frac(size_t k, size_t n) { return n ? (double)k / (double)n : 0.0; }
+
+static void print_row_label(const char *label) { printf("%-24s", label); }
+
+static void print_table(const kd_eval_data *d, const model_result *res, size_t n_models,
+                        const eval_opts *o, char **names, size_t n_names) {
+    int w = 14;
+    for (size_t k = 0; k < n_models; k++) {
+        int len = (int)strlen(base_name(res[k].path));
+        if (len + 2 > w) w = len + 2;
+    }
+    if (w > 40) w = 40;
+    printf("eval: %s split of %s, %zu samples, %d BLAS thread%s\n\n", d->split, d->src.path, d->n,
+           kd_blas_get_threads(), kd_blas_get_threads() == 1 ? "" : "s");
+    char cell[64];
+    print_row_label("");
+    for (size_t k = 0; k < n_models; k++) printf("%*.*s", w, w - 2, base_name(res[k].path));
+    printf("\n");
+#define ROW(label, ...)                                                                    \
+    do {                                                                                   \
+        print_row_label(label);                                                            \
+        for (size_t k = 0; k < n_models; k++) {                                            \
+            const model_result *r = &res[k];                                               \
+            (void)r;                                                                       \
+            __VA_ARGS__;                                                                   \
+            printf("%*s", w, cell);                                                        \
+        }                                                                                  \
+        printf("\n");                                                                      \
+    } while (0)
+    ROW("params", snprintf(cell, sizeof cell, "%zu", r->params));
+    ROW("file size (bytes)", snprintf(cell, sizeof cell, "%lld", r->bytes));
+    if (n_models > 1)
+        ROW("compression vs first", snprintf(cell, sizeof cell, "%.2fx",
+                                             r->bytes > 0 ? (double)res[0].bytes / (double)r->bytes : 0.0));
+    int labelled = res[0].met.n > 0;
+    if (labelled) {
+        double lo, hi;
+        ROW("top-1 accuracy", snprintf(cell, sizeof cell, "%.2f%%", 100.0 * frac(r->met.top1, r->met.n)));
+        ROW("  95% CI (Wilson)", kd_wilson95(r->met.top1, r->met.n, &lo, &hi);
+            snprintf(cell, sizeof cell, "[%.2f, %.2f]", 100.0 * lo, 100.0 * hi));
+        ROW("top-5 accuracy", snprintf(cell, sizeof cell, "%.2f%%", 100.0 * frac(r->met.top5, r->met.n)));
+        ROW("  95% CI (Wilson)", kd_wilson95(r->met.top5, r->met.n, &lo, &hi);
+            snprintf(cell, sizeof cell, "[%.2f, %.2f]", 100.0 * lo, 100.0 * hi));
+    }
+    if (n_models > 1) {
+        ROW("agreement with first", snprintf(cell, sizeof cell, "%.2f%%", 100.0 * frac(r->met.agree, r->met.n_ref)));
+        ROW("KL(first || model)", snprintf(cell, sizeof cell, "%.4f",
+                                           r->met.n_ref ? r->met.kl_sum / (double)r->met.n_ref : 0.0));
+    }
+    if (labelled) ROW("ECE (15 bins)", snprintf(cell, sizeof cell, "%.4f", kd_metrics_ece(&r->met)));
+    {
+        char label[48];
+        snprintf(label, sizeof label, "samples/s (batch %zu)", o->batch);
+        ROW(label, snprintf(cell, sizeof cell, "%.0f", r->samples_per_s));
+    }
+    ROW("latency p50 (us)", snprintf(cell, sizeof cell, "%.1f", r->p50));
+    ROW("latency p99 (us)", snprintf(cell, sizeof cell, "%.1f", r->p99));
+#undef ROW
+    if (!labelled) printf("\n(the data has no labels: accuracy and calibration not measured)\n");
+    size_t C = res[0].met.n_classes;
+    if (o->per_class && labelled) {
+        printf("\nper-class top-1 accuracy\n");
+        printf("%-24s%8s", "class", "n");
+        for (size_t k = 0; k < n_models; k++) printf("%*.*s", w, w - 2, base_name(res[k].path));
+        printf("\n");
+        for (size_t c = 0; c < C; c++) {
+            char label[64];
+            if (names && c < n_names) snprintf(label, sizeof label, "%zu %s", c, names[c]);
+            else snprintf(label, sizeof label, "%zu", c);
+            printf("%-24.24s%8zu", label, res[0].met.class_n[c]);
+            for (size_t k = 0; k < n_models; k++) {
+                char cell2[32];
+                if (res[k].met.class_n[c])
+                    snprintf(cell2, sizeof cell2, "%.2f%%",
+                             100.0 * frac(res[k].met.class_hits[c], res[k].met.class_n[c]));
+                else
+                    snprintf(cell2, sizeof cell2, "-");
+                printf("%*s", w, cell2);
+            }
+            printf("\n");
+        }
+    }
+    if (o->confusion && labelled) {
+        for (size_t k = 0; k < n_models; k++) {
+            printf("\nconfusion matrix of %s (rows: true class, columns: predicted)\n", res[k].path);
+            printf("%6s", "");
+            for (size_t c = 0; c < C; c++) printf("%7zu", c);
+            printf("\n");
+            for (size_t t = 0; t < C; t++) {
+                printf("%6zu", t);
+                for (size_t c = 0; c < C; c++) printf("%7zu", res[k].met.confusion[t * C + c]);
+                if (names && t < n_names) printf("  %s", names[t]);
+                printf("\n");
+            }
+        }
+    }
+}
+
+static cJSON *json_ci(size_t k, size_t n) {
+    double lo, hi;
+    kd_wilson95(k, n, &lo, &hi);
+    cJSON *a = cJSON_CreateArray();
+    cJSON_AddItemToArray(a, cJSON_CreateNumber(lo));
+    cJSON_AddItemToArray(a, cJSON_CreateNumber(hi));
+    return a;
+}
+
+static kd_status print_json(const kd_eval_data *d, const model_result *res, size_t n_models,
+                            const eval_opts *o, char **names, size_t n_names, kd_err *err) {
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddStringToObject(root, "split", d->split);
+    cJSON_AddStringToObject(root, "data", d->src.path);
+    cJSON_AddNumberToObject(root, "n", (double)d->n);
+    cJSON_AddNumberToObject(root, "threads", kd_blas_get_threads());
+    cJSON_AddNumberToObject(root, "batch", (double)o->batch);
+    size_t C = res[0].met.n_classes;
+    if (names) {
+        cJSON *cn = cJSON_AddArrayToObject(root, "classes");
+        for (size_t c = 0; c < n_names; c++) cJSON_AddItemToArray(cn, cJSON_CreateString(names[c]));
+    }
+    cJSON *models = cJSON_AddArrayToObject(root, "models");
+    for (size_t k = 0; k < n_models; k++) {
+        const model_result *r = &res[k];
+        int lab = r->met.n > 0;
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "path", r->path);
+        cJSON_AddNumberToObject(j, "params", (double)r->params);
+        cJSON_AddNumberToObject(j, "bytes", (double)r->bytes);
+        if (n_models > 1 && r->bytes > 0)
+            cJSON_AddNumberToObject(j, "compression", (double)res[0].bytes / (double)r->bytes);
+        else
+            cJSON_AddNullToObject(j, "compression");
+        if (lab) {
+            cJSON_AddNumberToObject(j, "top1", frac(r->met.top1, r->met.n));
+            cJSON_AddItemToObject(j, "top1_ci", json_ci(r->met.top1, r->met.n));
+            cJSON_AddNumberToObject(j, "top5", frac(r->met.top5, r->met.n));
+            cJSON_AddItemToObject(j, "top5_ci", json_ci(r->met.top5, r->met.n));
+            cJSON_AddNumberToObject(j, "ece", kd_metrics_ece(&r->met));
+        } else {
+            cJSON_AddNullToObject(j, "top1");
+            cJSON_AddNullToObject(j, "top1_ci");
+            cJSON_AddNullToObject(j, "top5");
+            cJSON_AddNullToObject(j, "top5_ci");
+            cJSON_AddNullToObject(j, "ece");
+        }
+        if (r->has_ref && r->met.n_ref) {
+            cJSON_AddNumberToObject(j, "agreement", frac(r->met.agree, r->met.n_ref));
+            cJSON_AddNumberToObject(j, "kl", r->met.kl_sum / (double)r->met.n_ref);
+        } else {
+            cJSON_AddNullToObject(j, "agreement");
+            cJSON_AddNullToObject(j, "kl");
+        }
+        cJSON_AddNumberToObject(j, "samples_per_s", r->samples_per_s);
+        cJSON_AddNumberToObject(j, "latency_us_p50", r->p50);
+        cJSON_AddNumberToObject(j, "latency_us_p99", r->p99);
+        if (o->per_class && lab) {
+            cJSON *pc = cJSON_AddArrayToObject(j, "per_class");
+            for (size_t c = 0; c < C; c++)
+                cJSON_AddItemToArray(pc, r->met.class_n[c]
+                                             ? cJSON_CreateNumber(frac(r->met.class_hits[c], r->met.class_n[c]))
+                                             : cJSON_CreateNull());
+        }
+        if (o->confusion && lab) {
+            cJSON *cm = cJSON_AddArrayToObject(j, "confusion");
+            for (size_t t = 0; t < C; t++) {
+                cJSON *row = cJSON_CreateArray();
+                for (size_t c = 0; c < C; c++)
+                    cJSON_AddItemToArray(row, cJSON_CreateNumber((double)r->met.confusion[t * C + c]));
+                cJSON_AddItemToArray(cm, row);
+            }
+        }
+        cJSON_AddItemToArray(models, j);
+    }
+    char *s = cJSON_Print(root);
+    cJSON_Delete(root);
+    if (!s) return kd_err_set(err, KD_EIO, "out of memory printing JSON");
+    printf("%s\n", s);
+    free(s);
+    return KD_OK;
+}
+
+static int run(int argc, char **argv) {
+    const char *config = NULL, *run_dir = NULL, *data = NULL, *labels = NULL, *split = NULL;
+    long threads = -1;
+    eval_opts o = {0, 0, 0, 256};
+    char **paths = calloc((size_t)argc, sizeof *paths);
+    size_t n_models = 0;
+    if (!paths) {
+        fprintf(stderr, "distill: out of memory\n");
+        return KD_EIO;
+    }
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--per-class")) o.per_class = 1;
+        else if (!strcmp(a, "--confusion")) o.confusion = 1;
+        else if (!strcmp(a, "--json")) o.json = 1;
+        else if (!strcmp(a, "--config") || !strcmp(a, "--run") || !strcmp(a, "--data") ||
+                 !strcmp(a, "--labels") || !strcmp(a, "--split") || !strcmp(a, "--batch") ||
+                 !strcmp(a, "--threads")) {
+            if (i + 1 >= argc) {
+                free(paths);
+                return kd_cli_usage_error(argv[0], "%s needs a value", a);
+            }
+            const char *v = argv[++i];
+            char *end;
+            long x;
+            if (!strcmp(a, "--config")) config = v;
+            else if (!strcmp(a, "--run")) run_dir = v;
+            else if (!strcmp(a, "--data")) data = v;
+            else if (!strcmp(a, "--labels")) labels = v;
+            else if (!strcmp(a, "--split")) split = v;
+            else if (!strcmp(a, "--batch")) {
+                x = strtol(v, &end, 10);
+                if (*end || x < 1 || x > 65536) {
+                    free(paths);
+                    return kd_cli_usage_error(argv[0], "--batch: expected 1..65536, got \"%s\"", v);
+                }
+                o.batch = (size_t)x;
+            } else {
+                threads = strtol(v, &end, 10);
+                if (*end || threads < 0 || threads > 1024) {
+                    free(paths);
+                    return kd_cli_usage_error(argv[0], "--threads: expected 0..1024, got \"%s\"", v);
+                }
+            }
+        } else if (a[0] == '-' && a[1]) {
+            free(paths);
+            return kd_cli_usage_error(argv[0], "unknown option '%s'", a);
+        } else {
+            paths[n_models++] = argv[i];
+        }
+    }
+    int n_sources = (config != NULL) + (run_dir != NULL) + (data != NULL);
+    const char *problem = NULL;
+    if (n_models == 0) problem = "expected at least one CHECKPOINT";
+    else if (n_sources == 0) problem = "no data: give --config FILE, --run DIR or --data FILE";
+    else if (n_sources > 1) problem = "give only one of --config, --run and --data";
+    else if (labels && !data) problem = "--labels goes with --data";
+    else if (split && strcmp(split, "test") && strcmp(split, "validation"))
+        problem = "--split: expected test or validation";
+    else if (data && split && strcmp(split, "test"))
+        problem = "--split validation needs --config or --run (explicit data is used whole)";
+    if (problem) {
+        free(paths);
+        return kd_cli_usage_error(argv[0], "%s", problem);
+    }
+
+    kd_err err = {0};
+    kd_eval_data d;
+    char cfg_path[KD_PATH_MAX + 16];
+    char **names = NULL;
+    size_t n_names = 0;
+    model_result *res = calloc(n_models, sizeof *res);
+    kd_status st = KD_OK;
+    memset(&d, 0, sizeof d);
+    if (!res) {
+        st = kd_err_set(&err, KD_EIO, "out of memory");
+        goto cleanup;
+    }
+    if (run_dir) {
+        snprintf(cfg_path, sizeof cfg_path, "%s/config.json", run_dir);
+        config = cfg_path;
+    }
+    st = config ? kd_eval_data_from_config(&d, config, split, &err)
+                : kd_eval_data_from_idx(&d, data, labels, &err);
+    if (st) goto cleanup;
+    if (threads >= 0) kd_blas_set_threads((int)threads);
+    else if (d.threads > 0) kd_blas_set_threads(d.threads);
+    st = evaluate(&d, paths, n_models, &o, res, &names, &n_names, &err);
+    if (st) goto cleanup;
+    if (o.json)
+        st = print_json(&d, res, n_models, &o, names, n_names, &err);
+    else
+        print_table(&d, res, n_models, &o, names, n_names);
+cleanup:
+    for (size_t k = 0; res && k < n_models; k++) kd_metrics_free(&res[k].met);
+    free(res);
+    kd_free_strings(names, n_names);
+    kd_eval_data_free(&d);
+    free(paths);
+    return st ? kd_cli_fail(&err) : 0;
+}
+
+const kd_command kd_cmd_eval = {
+    "eval", "compare teacher and students: accuracy, agreement, KL, calibration, size, speed",
+    usage, run};

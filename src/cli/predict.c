@@ -1,9 +1,391 @@
-/* predict.c - `distill predict` (placeholder until its issue lands). */
-#include "kd_cli.h"
+/* predict.c - `distill predict`: top-k classes with probabilities for images, IDX samples or
+ * CSV rows, with the preprocessing recorded in the checkpoint. */
+#include <cJSON.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
 
-static int run(int argc, char **argv) {
-    (void)argc;
-    return kd_cli_usage_error(argv[0], "not available in this build yet");
+#include "kd_checkpoint.h"
+#include "kd_cli.h"
+#include "kd_eval.h"
+
+static const char usage[] =
+    "Usage: distill predict --model M.safetensors [--top K] [--json] [--index N]\n"
+    "                       [--labels IDX_LABELS] [--channels C] [--size HxW] INPUT...\n"
+    "\n"
+    "Prints the K most likely classes (default 5, at most the class count) with their softmax\n"
+    "probabilities for every input, using the class names and the preprocessing recorded in\n"
+    "the checkpoint. Any checkpoint distill reads works (f32, f16, bf16, int8 exports,\n"
+    "training checkpoints). INPUT is one of:\n"
+    "  image (PNG, JPEG)  decoded, converted to the model's channel count and resized\n"
+    "                     (bilinear) to its input height and width\n"
+    "  IDX file (.gz ok)  every sample, or only sample N with --index N (0-based); with\n"
+    "                     --labels FILE the true label is shown beside each prediction\n"
+    "  CSV file (.csv)    one prediction per row of numeric features; a row with one value more\n"
+    "                     than the model's inputs has its last column taken as the label\n"
+    "\n"
+    "Options:\n"
+    "  --model FILE       the checkpoint (required)\n"
+    "  --top K            classes per input (default 5)\n"
+    "  --json             print {\"model\", \"predictions\": [{\"input\", \"index\", \"label\",\n"
+    "                     \"top\": [{\"class\", \"name\", \"p\"}, ...]}, ...]}\n"
+    "  --index N          only sample N of IDX / CSV inputs\n"
+    "  --labels FILE      IDX labels for an IDX input\n"
+    "  --channels C       image channels (1 grey, 3 RGB) when the model's input is flat\n"
+    "                     (default 1); ignored when the arch says [C, H, W]\n"
+    "  --size HxW         image size for a flat model input (default: square, from the input\n"
+    "                     size divided by the channels)\n"
+    "\n"
+    "Output (text): one line per input, 'INPUT: NAME (p=0.8123), NAME (p=0.1000), ...', where\n"
+    "NAME is the class name, or 'class N' when the checkpoint records none; IDX and CSV\n"
+    "inputs are shown as FILE[index].\n"
+    "\n"
+    "Exit codes: 0 ok, 1 I/O failure, 2 usage error, 3 bad input (missing or unreadable model,\n"
+    "an input that does not fit the model, an undecodable image).\n";
+
+typedef struct {
+    const char *model_path;
+    size_t top;
+    int json;
+    long index;            /* -1 = every sample */
+    const char *labels;
+    int channels;          /* 0 = default */
+    size_t height, width;  /* 0 = default */
+} predict_opts;
+
+typedef struct {
+    kd_model m;
+    kd_preprocess pp;
+    int has_pp;
+    char **names;
+    size_t n_names;
+    cJSON *preds;          /* JSON output array, or NULL for text */
+    float *probs;          /* (n_classes) scratch */
+    size_t *rank;          /* (n_classes) scratch */
+} predictor;
+
+/* Stable softmax in double, then the top k by repeated selection (k is small). */
+static void top_k(const float *z, size_t C, size_t k, float *p, size_t *rank) {
+    double mx = z[kd_argmax(z, C)], s = 0.0;
+    for (size_t c = 0; c < C; c++) s += exp((double)z[c] - mx);
+    for (size_t c = 0; c < C; c++) p[c] = (float)(exp((double)z[c] - mx) / s);
+    for (size_t c = 0; c < C; c++) rank[c] = c;
+    for (size_t i = 0; i < k; i++) {
+        size_t best = i;
+        for (size_t j = i + 1; j < C; j++)
+            if (p[rank[j]] > p[rank[best]] || (p[rank[j]] == p[rank[best]] && rank[j] < rank[best]))
+                best = j;
+        size_t t = rank[i];
+        rank[i] = rank[best];
+        rank[best] = t;
+    }
 }
 
-const kd_command kd_cmd_predict = {"predict", "(not yet available)", "distill predict: not yet available\n", run};
+static const char *class_name(const predictor *pr, size_t c, char *buf, size_t cap) {
+    if (pr->names && c < pr->n_names && pr->names[c]) return pr->names[c];
+    snprintf(buf, cap, "class %zu", c);
+    return buf;
+}
+
+/* Reports one sample's logits: a text line or a JSON entry. index < 0: a single file. */
+static void report(predictor *pr, const predict_opts *o, const char *input, long index,
+                   int32_t label, const float *z) {
+    size_t C = pr->m.n_classes, k = o->top < C ? o->top : C;
+    char buf[64];
+    top_k(z, C, k, pr->probs, pr->rank);
+    if (pr->preds) {
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "input", input);
+        if (index >= 0) cJSON_AddNumberToObject(j, "index", (double)index);
+        else cJSON_AddNullToObject(j, "index");
+        if (label >= 0) {
+            cJSON_AddNumberToObject(j, "label", label);
+            if (pr->names && (size_t)label < pr->n_names)
+                cJSON_AddStringToObject(j, "label_name", pr->names[label]);
+        } else {
+            cJSON_AddNullToObject(j, "label");
+        }
+        cJSON *top = cJSON_AddArrayToObject(j, "top");
+        for (size_t i = 0; i < k; i++) {
+            cJSON *e = cJSON_CreateObject();
+            size_t c = pr->rank[i];
+            cJSON_AddNumberToObject(e, "class", (double)c);
+            if (pr->names && c < pr->n_names) cJSON_AddStringToObject(e, "name", pr->names[c]);
+            else cJSON_AddNullToObject(e, "name");
+            cJSON_AddNumberToObject(e, "p", pr->probs[c]);
+            cJSON_AddItemToArray(top, e);
+        }
+        cJSON_AddItemToArray(pr->preds, j);
+        return;
+    }
+    if (index >= 0) printf("%s[%ld]", input, index);
+    else printf("%s", input);
+    if (label >= 0) printf(" (label: %s)", class_name(pr, (size_t)label, buf, sizeof buf));
+    printf(":");
+    for (size_t i = 0; i < k; i++) {
+        size_t c = pr->rank[i];
+        printf("%s %s (p=%.4f)", i ? "," : "", class_name(pr, c, buf, sizeof buf), pr->probs[c]);
+    }
+    printf("\n");
+}
+
+typedef enum { IN_IMAGE, IN_IDX, IN_CSV, IN_UNKNOWN } input_kind;
+
+static int ends_with(const char *s, const char *suffix) {
+    size_t a = strlen(s), b = strlen(suffix);
+    if (a < b) return 0;
+    for (size_t i = 0; i < b; i++) {
+        char c = s[a - b + i];
+        if (c >= 'A' && c <= 'Z') c = (char)(c - 'A' + 'a');
+        if (c != suffix[i]) return 0;
+    }
+    return 1;
+}
+
+/* By content first (PNG/JPEG/gzip/IDX magic), then by extension. */
+static input_kind classify(const char *path, kd_err *err, kd_status *st) {
+    unsigned char h[4] = {0};
+    FILE *f = fopen(path, "rb");
+    *st = KD_OK;
+    if (!f) {
+        *st = kd_err_set(err, KD_EINPUT, "%s: cannot open input file", path);
+        return IN_UNKNOWN;
+    }
+    size_t got = fread(h, 1, sizeof h, f);
+    fclose(f);
+    if (got >= 4 && h[0] == 0x89 && h[1] == 'P' && h[2] == 'N' && h[3] == 'G') return IN_IMAGE;
+    if (got >= 3 && h[0] == 0xFF && h[1] == 0xD8 && h[2] == 0xFF) return IN_IMAGE;
+    if (got >= 2 && h[0] == 0x1F && h[1] == 0x8B) return IN_IDX; /* gzip: an .idx*.gz file */
+    if (got >= 4 && h[0] == 0 && h[1] == 0 &&
+        (h[2] == 0x08 || h[2] == 0x09 || (h[2] >= 0x0B && h[2] <= 0x0E)) && h[3] >= 1 && h[3] <= 4)
+        return IN_IDX;
+    if (ends_with(path, ".png") || ends_with(path, ".jpg") || ends_with(path, ".jpeg"))
+        return IN_IMAGE; /* the decoder will say what is wrong with it */
+    if (ends_with(path, ".csv") || ends_with(path, ".tsv") || ends_with(path, ".txt")) return IN_CSV;
+    *st = kd_err_set(err, KD_EINPUT,
+                     "%s: not a PNG, JPEG, IDX or CSV file (unrecognised content and extension)",
+                     path);
+    return IN_UNKNOWN;
+}
+
+static kd_status predict_image(predictor *pr, const predict_opts *o, const char *path,
+                               kd_err *err) {
+    const kd_shape *in = &pr->m.input;
+    size_t numel = kd_shape_numel(in), C = 1, H = 0, W = 0;
+    char sh[96];
+    if (in->rank == 3) {
+        C = in->d[0];
+        H = in->d[1];
+        W = in->d[2];
+    } else if (in->rank == 2) {
+        H = in->d[0];
+        W = in->d[1];
+    } else {
+        C = o->channels ? (size_t)o->channels : 1;
+        if (o->height) {
+            H = o->height;
+            W = o->width;
+        } else if (numel % C == 0) {
+            size_t side = (size_t)llround(sqrt((double)(numel / C)));
+            if (side * side * C == numel) H = W = side;
+        }
+    }
+    if (!H || !W || C * H * W != numel || (C != 1 && C != 3))
+        return kd_err_set(err, KD_EINPUT,
+                          "%s: cannot map an image onto the model input %s (use --size HxW and "
+                          "--channels C with C*H*W = %zu)",
+                          path, kd_shape_str(in, sh, sizeof sh), numel);
+    kd_preprocess pp = pr->pp;
+    if (pp.scale == 0.0f) pp.scale = 1.0f / 255.0f;
+    float *x = malloc(numel * sizeof *x);
+    if (!x) return kd_err_set(err, KD_EIO, "out of memory");
+    kd_status st = kd_image_load(path, (int)C, H, W, &pp, x, err);
+    if (!st) st = kd_model_reserve(&pr->m, 1, err);
+    if (!st) {
+        kd_ctx ctx = {0};
+        report(pr, o, path, -1, -1, kd_model_forward(&pr->m, x, 1, &ctx));
+    }
+    free(x);
+    return st;
+}
+
+/* IDX and CSV files: through the data module, so the layout and preprocessing match training. */
+static kd_status predict_dataset(predictor *pr, const predict_opts *o, const char *path,
+                                 input_kind kind, kd_err *err) {
+    kd_data_source src;
+    kd_dataset *ds = NULL;
+    kd_loader *ld = NULL;
+    size_t *order = NULL;
+    kd_status st;
+    kd_data_source_defaults(&src);
+    src.format = kind == IN_IDX ? KD_FMT_IDX : KD_FMT_CSV;
+    snprintf(src.path, sizeof src.path, "%s", path);
+    if (kind == IN_IDX && o->labels) snprintf(src.labels_path, sizeof src.labels_path, "%s", o->labels);
+    if (kind == IN_CSV) snprintf(src.label_column, sizeof src.label_column, "none");
+    size_t numel = kd_shape_numel(&pr->m.input);
+    st = kd_dataset_open(&ds, &src, &pr->pp, err);
+    if (!st && kind == IN_CSV && kd_shape_numel(&kd_dataset_info(ds)->shape) == numel + 1) {
+        /* One column more than the model takes: the last one is the label. */
+        kd_dataset_close(ds);
+        ds = NULL;
+        src.label_column[0] = '\0';
+        st = kd_dataset_open(&ds, &src, &pr->pp, err);
+    }
+    if (st) goto cleanup;
+    const kd_data_info *info = kd_dataset_info(ds);
+    st = kd_eval_check_fit(&pr->m, o->model_path, info, path, err);
+    if (st) goto cleanup;
+    size_t n = info->n, first = 0;
+    if (o->index >= 0) {
+        if ((size_t)o->index >= n) {
+            st = kd_err_set(err, KD_EUSAGE, "%s: --index %ld is out of range (the file has %zu samples)",
+                            path, o->index, n);
+            goto cleanup;
+        }
+        first = (size_t)o->index;
+        n = 1;
+    }
+    order = malloc((n ? n : 1) * sizeof *order);
+    if (!order) {
+        st = kd_err_set(err, KD_EIO, "out of memory");
+        goto cleanup;
+    }
+    for (size_t i = 0; i < n; i++) order[i] = first + i;
+    const size_t batch = 256;
+    st = kd_model_reserve(&pr->m, batch, err);
+    if (!st) st = kd_loader_open(&ld, ds, order, n, batch, err);
+    size_t done = 0;
+    kd_ctx ctx = {0};
+    while (!st) {
+        kd_batch b;
+        st = kd_loader_next(ld, &b, err);
+        if (st || b.n == 0) break;
+        const float *z = kd_model_forward(&pr->m, b.x, b.n, &ctx);
+        for (size_t i = 0; i < b.n; i++)
+            report(pr, o, path, (long)(first + done + i), info->has_labels ? b.y[i] : -1,
+                   z + i * pr->m.n_classes);
+        done += b.n;
+    }
+cleanup:
+    kd_loader_close(ld);
+    kd_dataset_close(ds);
+    free(order);
+    return st;
+}
+
+static int parse_size(const char *v, size_t *h, size_t *w) {
+    char *end;
+    long a = strtol(v, &end, 10);
+    if (end == v || (*end != 'x' && *end != 'X')) return -1;
+    const char *s = end + 1;
+    long b = strtol(s, &end, 10);
+    if (end == s || *end || a < 1 || b < 1 || a > 8192 || b > 8192) return -1;
+    *h = (size_t)a;
+    *w = (size_t)b;
+    return 0;
+}
+
+static int run(int argc, char **argv) {
+    predict_opts o = {NULL, 5, 0, -1, NULL, 0, 0, 0};
+    char **inputs = calloc((size_t)argc, sizeof *inputs);
+    size_t n_inputs = 0;
+    if (!inputs) {
+        fprintf(stderr, "distill: out of memory\n");
+        return KD_EIO;
+    }
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--json")) {
+            o.json = 1;
+            continue;
+        }
+        if (!strcmp(a, "--model") || !strcmp(a, "--top") || !strcmp(a, "--index") ||
+            !strcmp(a, "--labels") || !strcmp(a, "--channels") || !strcmp(a, "--size")) {
+            if (i + 1 >= argc) {
+                free(inputs);
+                return kd_cli_usage_error(argv[0], "%s needs a value", a);
+            }
+            const char *v = argv[++i];
+            char *end;
+            long x = 0;
+            int bad = 0;
+            if (!strcmp(a, "--model")) o.model_path = v;
+            else if (!strcmp(a, "--labels")) o.labels = v;
+            else if (!strcmp(a, "--size")) bad = parse_size(v, &o.height, &o.width);
+            else {
+                x = strtol(v, &end, 10);
+                bad = *end != '\0' || end == v;
+                if (!strcmp(a, "--top")) {
+                    bad |= x < 1 || x > 65536;
+                    o.top = (size_t)x;
+                } else if (!strcmp(a, "--index")) {
+                    bad |= x < 0;
+                    o.index = x;
+                } else {
+                    bad |= x != 1 && x != 3;
+                    o.channels = (int)x;
+                }
+            }
+            if (bad) {
+                free(inputs);
+                return kd_cli_usage_error(argv[0], "%s: bad value \"%s\"", a, v);
+            }
+        } else if (a[0] == '-' && a[1]) {
+            free(inputs);
+            return kd_cli_usage_error(argv[0], "unknown option '%s'", a);
+        } else {
+            inputs[n_inputs++] = argv[i];
+        }
+    }
+    if (!o.model_path || n_inputs == 0) {
+        free(inputs);
+        return kd_cli_usage_error(argv[0], "expected --model FILE and at least one INPUT");
+    }
+
+    kd_err err = {0};
+    predictor pr;
+    memset(&pr, 0, sizeof pr);
+    kd_status st = kd_eval_load_model(o.model_path, NULL, NULL, &pr.m, &pr.pp, &pr.has_pp,
+                                      &pr.names, &pr.n_names, &err);
+    if (st) goto cleanup;
+    if (!pr.has_pp) kd_preprocess_defaults(&pr.pp);
+    pr.probs = malloc(pr.m.n_classes * sizeof *pr.probs);
+    pr.rank = malloc(pr.m.n_classes * sizeof *pr.rank);
+    if (o.json) pr.preds = cJSON_CreateArray();
+    if (!pr.probs || !pr.rank || (o.json && !pr.preds)) {
+        st = kd_err_set(&err, KD_EIO, "out of memory");
+        goto cleanup;
+    }
+    for (size_t i = 0; i < n_inputs && !st; i++) {
+        input_kind kind = classify(inputs[i], &err, &st);
+        if (st) break;
+        if (kind == IN_IMAGE) st = predict_image(&pr, &o, inputs[i], &err);
+        else st = predict_dataset(&pr, &o, inputs[i], kind, &err);
+        fflush(stdout);
+    }
+    if (!st && pr.preds) {
+        cJSON *root = cJSON_CreateObject();
+        cJSON_AddStringToObject(root, "model", o.model_path);
+        cJSON_AddItemToObject(root, "predictions", pr.preds);
+        pr.preds = NULL;
+        char *s = cJSON_Print(root);
+        cJSON_Delete(root);
+        if (!s) {
+            st = kd_err_set(&err, KD_EIO, "out of memory printing JSON");
+            goto cleanup;
+        }
+        printf("%s\n", s);
+        free(s);
+    }
+cleanup:
+    cJSON_Delete(pr.preds);
+    free(pr.probs);
+    free(pr.rank);
+    kd_free_strings(pr.names, pr.n_names);
+    kd_model_free(&pr.m);
+    free(inputs);
+    return st ? kd_cli_fail(&err) : 0;
+}
+
+const kd_command kd_cmd_predict = {
+    "predict", "top-k classes for images, IDX samples or CSV rows", usage, run};
