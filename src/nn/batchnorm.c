@@ -1,0 +1,171 @@
+/* batchnorm.c - batch normalisation over the batch (and the spatial axes of [C, H, W] inputs),
+ * one type for torch.nn.BatchNorm1d ([C] or [C, L]) and BatchNorm2d ([C, H, W]), with the same
+ * state_dict: weight, bias, running_mean, running_var, num_batches_tracked. */
+#include <cJSON.h>
+#include <math.h>
+#include <string.h>
+
+#include "kd_nn.h"
+
+/* Channels are the first per-sample axis; everything after it is "spatial" (S values per
+ * channel per sample). N = B * S values are normalised together. */
+static size_t n_channels(const kd_layer *l) { return l->in.d[0]; }
+static size_t n_spatial(const kd_layer *l) { return kd_shape_numel(&l->in) / l->in.d[0]; }
+
+static kd_status bn_configure(kd_layer *l, const cJSON *spec, kd_err *err) {
+    static const char *const fields[] = {"momentum", "eps", NULL};
+    char buf[64];
+    kd_status st = kd_spec_check_fields(l, spec, fields, err);
+    if (!st) st = kd_spec_float(l, spec, "momentum", 0.1f, 0.0, 1.0, 0, &l->hp.momentum, err);
+    if (!st) st = kd_spec_float(l, spec, "eps", 1e-5f, 0.0, 1.0, 0, &l->hp.eps, err);
+    if (st) return st;
+    if (!(l->hp.eps > 0.0f)) return kd_layer_err(l, err, "eps: expected a number > 0");
+    if (l->in.rank < 1 || l->in.rank > 3 || l->in.d[0] == 0)
+        return kd_layer_err(l, err, "expects a [C], [C, L] or [C, H, W] input, got %s",
+                            kd_shape_str(&l->in, buf, sizeof buf));
+    l->out = l->in;
+    return KD_OK;
+}
+
+static int bn_tensors(const kd_layer *l, kd_tensor *out) {
+    static const char *const names[] = {"weight", "bias", "running_mean", "running_var",
+                                        "num_batches_tracked"};
+    static const kd_tensor_kind kinds[] = {KD_TENSOR_PARAM, KD_TENSOR_PARAM, KD_TENSOR_BUFFER,
+                                           KD_TENSOR_BUFFER, KD_TENSOR_COUNTER};
+    memset(out, 0, 5 * sizeof *out);
+    for (int i = 0; i < 5; i++) {
+        strcpy(out[i].name, names[i]);
+        out[i].kind = kinds[i];
+        /* PyTorch stores num_batches_tracked as a 0-d tensor. */
+        out[i].shape = i < 4 ? (kd_shape){1, {n_channels(l)}} : (kd_shape){0, {0}};
+    }
+    return 5;
+}
+
+/* Cache layout: inv_std (C) | xhat (B, in), kept for backward. */
+static size_t bn_cache(const kd_layer *l, size_t B) {
+    return n_channels(l) + B * kd_shape_numel(&l->in);
+}
+
+static size_t bn_workspace(const kd_layer *l, size_t B) {
+    (void)l;
+    (void)B;
+    return 0;
+}
+
+static void bn_init(kd_layer *l, kd_rng *rng, int xavier) {
+    (void)rng;
+    (void)xavier;
+    for (size_t c = 0; c < n_channels(l); c++) {
+        l->w[c] = 1.0f;
+        l->b[c] = 0.0f;
+        l->bn_mean[c] = 0.0f;
+        l->bn_var[c] = 1.0f;
+    }
+    l->n_batches = 0;
+}
+
+/* Training: per channel, mean and biased variance over the N = B*S values;
+ *   xhat = (x - mean) / sqrt(var + eps),  y = weight * xhat + bias,
+ *   running_mean = (1 - m) running_mean + m mean,
+ *   running_var  = (1 - m) running_var  + m var * N / (N - 1)   (unbiased, as PyTorch).
+ * Eval: the same with running_mean / running_var in place of the batch statistics.
+ * Sums run in double (two passes) so large batches of large planes keep their precision. */
+static void bn_forward(kd_layer *l, const float *x, float *y, size_t B, kd_ctx *ctx) {
+    const size_t C = n_channels(l), S = n_spatial(l), N = B * S;
+    float *inv_std = l->cache, *xhat = l->cache + C;
+    for (size_t c = 0; c < C; c++) {
+        double mean, var;
+        if (ctx->training) {
+            double s = 0.0;
+            for (size_t b = 0; b < B; b++) {
+                const float *xp = x + (b * C + c) * S;
+                for (size_t i = 0; i < S; i++) s += xp[i];
+            }
+            mean = s / (double)N;
+            double q = 0.0;
+            for (size_t b = 0; b < B; b++) {
+                const float *xp = x + (b * C + c) * S;
+                for (size_t i = 0; i < S; i++) q += ((double)xp[i] - mean) * ((double)xp[i] - mean);
+            }
+            var = q / (double)N;
+            /* With a single value per channel the unbiased estimate is undefined (PyTorch
+             * refuses); we keep the biased one rather than write Inf into the running stats. */
+            double unbiased = N > 1 ? q / (double)(N - 1) : var;
+            double m = l->hp.momentum;
+            l->bn_mean[c] = (float)((1.0 - m) * l->bn_mean[c] + m * mean);
+            l->bn_var[c] = (float)((1.0 - m) * l->bn_var[c] + m * unbiased);
+        } else {
+            mean = l->bn_mean[c];
+            var = l->bn_var[c];
+        }
+        const float is = (float)(1.0 / sqrt(var + (double)l->hp.eps));
+        const float mu = (float)mean, g = l->w[c], beta = l->b[c];
+        inv_std[c] = is;
+        for (size_t b = 0; b < B; b++) {
+            const size_t off = (b * C + c) * S;
+            for (size_t i = 0; i < S; i++) {
+                float h = (x[off + i] - mu) * is;
+                xhat[off + i] = h;
+                y[off + i] = g * h + beta;
+            }
+        }
+    }
+    if (ctx->training) l->n_batches++;
+}
+
+/* dweight += sum(dy * xhat);  dbias += sum(dy);
+ * training: dx = weight * inv_std * (dy - sum(dy)/N - xhat * sum(dy * xhat)/N)
+ *   (the mean and variance depend on x, hence the two correction terms);
+ * eval: dx = weight * inv_std * dy (the statistics are constants). */
+static void bn_backward(kd_layer *l, const float *x, const float *y, const float *dy, float *dx,
+                        size_t B, kd_ctx *ctx) {
+    (void)x;
+    (void)y;
+    const size_t C = n_channels(l), S = n_spatial(l), N = B * S;
+    const float *inv_std = l->cache, *xhat = l->cache + C;
+    for (size_t c = 0; c < C; c++) {
+        double sdy = 0.0, sdyx = 0.0;
+        for (size_t b = 0; b < B; b++) {
+            const size_t off = (b * C + c) * S;
+            for (size_t i = 0; i < S; i++) {
+                sdy += dy[off + i];
+                sdyx += (double)dy[off + i] * xhat[off + i];
+            }
+        }
+        l->dw[c] += (float)sdyx;
+        l->db[c] += (float)sdy;
+        if (!dx) continue;
+        const float k = l->w[c] * inv_std[c];
+        const float a = ctx->training ? (float)(sdy / (double)N) : 0.0f;
+        const float bq = ctx->training ? (float)(sdyx / (double)N) : 0.0f;
+        for (size_t b = 0; b < B; b++) {
+            const size_t off = (b * C + c) * S;
+            for (size_t i = 0; i < S; i++) dx[off + i] = k * (dy[off + i] - a - xhat[off + i] * bq);
+        }
+    }
+}
+
+static void bn_describe(const kd_layer *l, cJSON *obj) {
+    if (l->hp.momentum != 0.1f) kd_spec_add_float(obj, "momentum", l->hp.momentum);
+    if (l->hp.eps != 1e-5f) kd_spec_add_float(obj, "eps", l->hp.eps);
+}
+
+/* Normalisation is elementwise work, not multiply-accumulates of a product. */
+static size_t bn_macs(const kd_layer *l) {
+    (void)l;
+    return 0;
+}
+
+const kd_layer_ops kd_layer_batchnorm = {
+    .type = "batchnorm",
+    .configure = bn_configure,
+    .tensors = bn_tensors,
+    .cache_floats = bn_cache,
+    .workspace_floats = bn_workspace,
+    .init = bn_init,
+    .forward = bn_forward,
+    .backward = bn_backward,
+    .describe = bn_describe,
+    .macs = bn_macs,
+};

@@ -1,0 +1,390 @@
+/* conv2d.c - 2-D convolution, torch.nn.Conv2d layout (NCHW, weight [out, in, kh, kw]), lowered
+ * to sgemm through im2col columns kept in the model's shared workspace. */
+#include <cJSON.h>
+#include <math.h>
+#include <string.h>
+
+#include "kd_gemm.h"
+#include "kd_nn.h"
+
+/* Caps far above useful sizes, low enough that every product below fits in size_t. */
+#define CONV_MAX_CHANNELS ((size_t)1 << 20)
+#define CONV_MAX_KERNEL ((size_t)1 << 12)
+
+/* Samples per lowering chunk: enough that the column matrix [C*kh*kw, nb*OH*OW] gives sgemm a
+ * wide N (tiny per-sample products run far below peak on OpenBLAS's threads), but bounded so the
+ * columns of one chunk stay cache-sized and the workspace does not grow with the batch. */
+#ifndef CONV_COL_TARGET /* overridable (-DCONV_COL_TARGET=...) for benchmarking */
+#define CONV_COL_TARGET ((size_t)1 << 20)
+#endif
+
+/* Shared with pool.c: reads "kernel" as an integer or [kh, kw]. */
+kd_status kd_spec_kernel(const kd_layer *l, const cJSON *spec, size_t *kh, size_t *kw,
+                         kd_err *err);
+
+kd_status kd_spec_kernel(const kd_layer *l, const cJSON *spec, size_t *kh, size_t *kw,
+                         kd_err *err) {
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(spec, "kernel");
+    if (!it) return kd_layer_err(l, err, "missing \"kernel\" (an integer or [kh, kw])");
+    size_t v[2];
+    int n = 0;
+    if (cJSON_IsNumber(it)) {
+        v[0] = v[1] = 0;
+        double d = it->valuedouble;
+        if (d >= 1 && d <= (double)CONV_MAX_KERNEL && d == floor(d)) v[0] = v[1] = (size_t)d, n = 2;
+    } else if (cJSON_IsArray(it) && cJSON_GetArraySize(it) == 2) {
+        for (const cJSON *e = it->child; e; e = e->next) {
+            double d = cJSON_IsNumber(e) ? e->valuedouble : NAN;
+            if (!(d >= 1 && d <= (double)CONV_MAX_KERNEL && d == floor(d))) break;
+            v[n++] = (size_t)d;
+        }
+    }
+    if (n != 2) {
+        char *s = cJSON_PrintUnformatted(it);
+        kd_status st = kd_layer_err(l, err,
+                                    "kernel: expected an integer in [1, %zu] or [kh, kw], got %s",
+                                    CONV_MAX_KERNEL, s ? s : "?");
+        cJSON_free(s);
+        return st;
+    }
+    *kh = v[0];
+    *kw = v[1];
+    return KD_OK;
+}
+
+typedef struct {
+    size_t C, H, W;      /* input */
+    size_t O, OH, OW;    /* output */
+    size_t KH, KW, S, P;
+    size_t K;            /* C * KH * KW: rows of the column matrix */
+    size_t OHW;          /* OH * OW: columns per sample */
+} conv_dims;
+
+static conv_dims dims_of(const kd_layer *l) {
+    conv_dims d;
+    d.C = l->in.d[0], d.H = l->in.d[1], d.W = l->in.d[2];
+    d.O = l->hp.channels, d.OH = l->out.d[1], d.OW = l->out.d[2];
+    d.KH = l->hp.kh, d.KW = l->hp.kw, d.S = l->hp.stride, d.P = l->hp.padding;
+    d.K = d.C * d.KH * d.KW;
+    d.OHW = d.OH * d.OW;
+    return d;
+}
+
+static size_t chunk_samples(const conv_dims *d, size_t B) {
+    size_t per = d->K * d->OHW, nb = per ? CONV_COL_TARGET / per : B;
+    if (nb < 1) nb = 1;
+    return nb < B ? nb : B;
+}
+
+static kd_status conv_configure(kd_layer *l, const cJSON *spec, kd_err *err) {
+    static const char *const fields[] = {"channels", "kernel", "stride", "padding", "bias", NULL};
+    char buf[64];
+    kd_status st = kd_spec_check_fields(l, spec, fields, err);
+    if (!st)
+        st = kd_spec_size(l, spec, "channels", 1, 0, 1, CONV_MAX_CHANNELS, &l->hp.channels, err);
+    if (!st) st = kd_spec_kernel(l, spec, &l->hp.kh, &l->hp.kw, err);
+    if (!st) st = kd_spec_size(l, spec, "stride", 0, 1, 1, CONV_MAX_KERNEL, &l->hp.stride, err);
+    if (!st) st = kd_spec_size(l, spec, "padding", 0, 0, 0, CONV_MAX_KERNEL, &l->hp.padding, err);
+    if (!st) st = kd_spec_bool(l, spec, "bias", 1, &l->hp.bias, err);
+    if (st) return st;
+    if (l->in.rank != 3)
+        return kd_layer_err(l, err, "expects a [C, H, W] input, got %s",
+                            kd_shape_str(&l->in, buf, sizeof buf));
+    size_t C = l->in.d[0], H = l->in.d[1], W = l->in.d[2];
+    size_t kh = l->hp.kh, kw = l->hp.kw, s = l->hp.stride, p = l->hp.padding;
+    if (C > CONV_MAX_CHANNELS || H > ((size_t)1 << 24) || W > ((size_t)1 << 24))
+        return kd_layer_err(l, err, "input %s is too large", kd_shape_str(&l->in, buf, sizeof buf));
+    if (kh > H + 2 * p || kw > W + 2 * p) {
+        char kbuf[48];
+        if (kh == kw) snprintf(kbuf, sizeof kbuf, "%zu", kh);
+        else snprintf(kbuf, sizeof kbuf, "%zux%zu", kh, kw);
+        return kd_layer_err(l, err, "kernel %s larger than padded input %zux%zu", kbuf, H + 2 * p,
+                            W + 2 * p);
+    }
+    size_t OH = (H + 2 * p - kh) / s + 1, OW = (W + 2 * p - kw) / s + 1, n;
+    /* Every size used later (weights, columns per sample, outputs) must fit. */
+    if (kd_mul_size(C * kh, kw, &n) || kd_mul_size(n, l->hp.channels, &n) ||
+        kd_mul_size(C * kh * kw, OH * OW, &n) || kd_mul_size(l->hp.channels, OH * OW, &n))
+        return kd_layer_err(l, err, "sizes overflow for input %s",
+                            kd_shape_str(&l->in, buf, sizeof buf));
+    l->out.rank = 3;
+    l->out.d[0] = l->hp.channels;
+    l->out.d[1] = OH;
+    l->out.d[2] = OW;
+    return KD_OK;
+}
+
+static int conv_tensors(const kd_layer *l, kd_tensor *out) {
+    memset(out, 0, 2 * sizeof *out);
+    strcpy(out[0].name, "weight");
+    out[0].kind = KD_TENSOR_PARAM;
+    out[0].shape = (kd_shape){4, {l->hp.channels, l->in.d[0], l->hp.kh, l->hp.kw}};
+    if (!l->hp.bias) return 1;
+    strcpy(out[1].name, "bias");
+    out[1].kind = KD_TENSOR_PARAM;
+    out[1].shape = (kd_shape){1, {l->hp.channels}};
+    return 2;
+}
+
+static size_t conv_cache(const kd_layer *l, size_t B) {
+    (void)l;
+    (void)B;
+    return 0;
+}
+
+/* Columns [K, nb*OHW] plus, when a chunk holds several samples, the product in [O, nb*OHW]
+ * order before it is scattered into NCHW. */
+static size_t conv_workspace(const kd_layer *l, size_t B) {
+    conv_dims d = dims_of(l);
+    size_t nb = chunk_samples(&d, B);
+    return d.K * nb * d.OHW + (nb > 1 ? d.O * nb * d.OHW : 0);
+}
+
+static void conv_init(kd_layer *l, kd_rng *rng, int xavier) {
+    conv_dims d = dims_of(l);
+    kd_init_fill(l->w, d.O * d.K, d.K, d.O * d.KH * d.KW, rng, xavier);
+    if (l->b) memset(l->b, 0, d.O * sizeof *l->b);
+}
+
+/* For kernel offset k along an axis of length n (output length on), the output positions o
+ * whose input index o*S - P + k lies inside [0, n): o in [*lo, *hi). */
+static void valid_range(size_t n, size_t on, size_t S, size_t P, size_t k, size_t *lo,
+                        size_t *hi) {
+    size_t a = P > k ? (P - k + S - 1) / S : 0;     /* first o with o*S + k >= P */
+    size_t b = n + P > k ? (n + P - k + S - 1) / S : 0;  /* first o with o*S + k >= n + P */
+    if (a > on) a = on;
+    if (b > on) b = on;
+    if (b < a) b = a;
+    *lo = a;
+    *hi = b;
+}
+
+/* Eight floats as one GCC/Clang vector: at -O2 GCC 12 only vectorises loops whose trip count
+ * it knows, so the hot col2im accumulation is written with explicit vectors (two SSE adds
+ * without AVX; memcpy keeps the loads and stores unaligned-safe). */
+typedef float conv_v8 __attribute__((vector_size(32)));
+
+static void add_row(float *restrict dst, const float *restrict src, size_t n) {
+    size_t k = 0;
+    for (; k + 8 <= n; k += 8) {
+        conv_v8 a, b;
+        memcpy(&a, dst + k, sizeof a);
+        memcpy(&b, src + k, sizeof b);
+        a += b;
+        memcpy(dst + k, &a, sizeof a);
+    }
+    for (; k < n; k++) dst[k] += src[k];
+}
+/* dst = src + bias. */
+static void bias_row(float *restrict dst, const float *restrict src, float bias, size_t n) {
+    size_t k = 0;
+    for (; k + 8 <= n; k += 8) {
+        conv_v8 a;
+        memcpy(&a, src + k, sizeof a);
+        a += bias;
+        memcpy(dst + k, &a, sizeof a);
+    }
+    for (; k < n; k++) dst[k] = src[k] + bias;
+}
+/* Sum of src[0..n) with eight partial sums (a fixed order, so results stay deterministic). */
+static float row_sum(const float *src, size_t n) {
+    conv_v8 acc = {0};
+    size_t k = 0;
+    for (; k + 8 <= n; k += 8) {
+        conv_v8 a;
+        memcpy(&a, src + k, sizeof a);
+        acc += a;
+    }
+    float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    for (; k < n; k++) s += src[k];
+    return s;
+}
+static void copy_strided(float *restrict dst, const float *restrict src, size_t n, size_t S) {
+    for (size_t k = 0; k < n; k++) dst[k] = src[k * S];
+}
+static void add_strided(float *restrict dst, const float *restrict src, size_t n, size_t S) {
+    for (size_t k = 0; k < n; k++) dst[k * S] += src[k];
+}
+
+/* col (K, ld) at column offset 0 <- the patches of one sample x (C, H, W):
+ * col[(c*KH + i)*KW + j][oh*OW + ow] = x[c][oh*S - P + i][ow*S - P + j], zero outside. */
+static void im2col(const conv_dims *d, const float *x, float *col, size_t ld) {
+    const size_t OW = d->OW, S = d->S, P = d->P, W = d->W;
+    /* Stride 1 with OW == W ("same" width): a col row is the input plane shifted by
+     * (i - P) * W + (j - P) as one flat array, so one memcpy per row plus re-zeroing the few
+     * columns that wrapped around from the neighbouring image row. This is the common case
+     * (3x3 padding 1) and replaces OH short copies by one long one. */
+    const int flat = S == 1 && OW == W;
+    for (size_t c = 0; c < d->C; c++) {
+        const float *xc = x + c * d->H * W;
+        for (size_t i = 0; i < d->KH; i++) {
+            size_t oh_lo, oh_hi;
+            valid_range(d->H, d->OH, S, P, i, &oh_lo, &oh_hi);
+            for (size_t j = 0; j < d->KW; j++) {
+                size_t ow_lo, ow_hi;
+                valid_range(W, OW, S, P, j, &ow_lo, &ow_hi);
+                float *dst = col + ((c * d->KH + i) * d->KW + j) * ld;
+                if (oh_lo) memset(dst, 0, oh_lo * OW * sizeof *dst);
+                if (oh_hi < d->OH) memset(dst + oh_hi * OW, 0, (d->OH - oh_hi) * OW * sizeof *dst);
+                if (oh_lo == oh_hi) continue;
+                if (ow_lo == ow_hi) {  /* this kernel column only ever sees padding */
+                    memset(dst + oh_lo * OW, 0, (oh_hi - oh_lo) * OW * sizeof *dst);
+                    continue;
+                }
+                if (flat) {
+                    /* Flat positions [oh_lo*W + ow_lo, (oh_hi-1)*W + ow_hi) all map inside x. */
+                    size_t a = oh_lo * W + ow_lo, b = (oh_hi - 1) * W + ow_hi;
+                    memcpy(dst + a, xc + (a + i * W + j - P * W - P), (b - a) * sizeof *dst);
+                    for (size_t oh = oh_lo; oh < oh_hi; oh++) {
+                        float *row = dst + oh * OW;
+                        for (size_t ow = 0; ow < ow_lo; ow++) row[ow] = 0.0f;
+                        for (size_t ow = ow_hi; ow < OW; ow++) row[ow] = 0.0f;
+                    }
+                    continue;
+                }
+                for (size_t oh = oh_lo; oh < oh_hi; oh++) {
+                    float *row = dst + oh * OW;
+                    const float *src = xc + (oh * S + i - P) * W + (ow_lo * S + j - P);
+                    for (size_t ow = 0; ow < ow_lo; ow++) row[ow] = 0.0f;
+                    if (S == 1) memcpy(row + ow_lo, src, (ow_hi - ow_lo) * sizeof *row);
+                    else copy_strided(row + ow_lo, src, ow_hi - ow_lo, S);
+                    for (size_t ow = ow_hi; ow < OW; ow++) row[ow] = 0.0f;
+                }
+            }
+        }
+    }
+}
+
+/* dx (C, H, W) += the column gradients of one sample, the adjoint of im2col. In the
+ * stride-1 same-width case the columns that correspond to padding are zeroed first (col is
+ * scratch), so each row is added back as one long flat run, mirroring im2col's fast path. */
+static void col2im(const conv_dims *d, float *col, size_t ld, float *dx) {
+    const size_t OW = d->OW, S = d->S, P = d->P, W = d->W;
+    const int flat = S == 1 && OW == W;
+    for (size_t c = 0; c < d->C; c++) {
+        float *xc = dx + c * d->H * W;
+        for (size_t i = 0; i < d->KH; i++) {
+            size_t oh_lo, oh_hi;
+            valid_range(d->H, d->OH, S, P, i, &oh_lo, &oh_hi);
+            for (size_t j = 0; j < d->KW; j++) {
+                size_t ow_lo, ow_hi;
+                valid_range(W, OW, S, P, j, &ow_lo, &ow_hi);
+                if (ow_lo == ow_hi || oh_lo == oh_hi) continue;
+                float *src = col + ((c * d->KH + i) * d->KW + j) * ld;
+                if (flat) {
+                    for (size_t oh = oh_lo; oh < oh_hi; oh++) {
+                        float *row = src + oh * OW;
+                        for (size_t ow = 0; ow < ow_lo; ow++) row[ow] = 0.0f;
+                        for (size_t ow = ow_hi; ow < OW; ow++) row[ow] = 0.0f;
+                    }
+                    size_t a = oh_lo * W + ow_lo, b = (oh_hi - 1) * W + ow_hi;
+                    add_row(xc + (a + i * W + j - P * W - P), src + a, b - a);
+                    continue;
+                }
+                for (size_t oh = oh_lo; oh < oh_hi; oh++) {
+                    const float *row = src + oh * OW + ow_lo;
+                    float *dst = xc + (oh * S + i - P) * W + (ow_lo * S + j - P);
+                    if (S == 1) add_row(dst, row, ow_hi - ow_lo);
+                    else add_strided(dst, row, ow_hi - ow_lo, S);
+                }
+            }
+        }
+    }
+}
+
+/* x (B, C, H, W) -> y (B, O, OH, OW). Per chunk of nb samples:
+ *   col (K, nb*OHW) = im2col(x);  Y (O, nb*OHW) = W (O, K) col;  y[b][o][:] = Y[o][b*OHW:] + bias[o].
+ * With one sample per chunk Y is already y[b], so sgemm writes there directly on top of the
+ * bias (beta = 1). */
+static void conv_forward(kd_layer *l, const float *x, float *y, size_t B, kd_ctx *ctx) {
+    const conv_dims d = dims_of(l);
+    const size_t nb_max = chunk_samples(&d, B), in_n = d.C * d.H * d.W, out_n = d.O * d.OHW;
+    float *col = ctx->workspace, *ybuf = col + d.K * nb_max * d.OHW;
+    for (size_t b0 = 0; b0 < B; b0 += nb_max) {
+        const size_t nb = B - b0 < nb_max ? B - b0 : nb_max, N = nb * d.OHW;
+        for (size_t b = 0; b < nb; b++) im2col(&d, x + (b0 + b) * in_n, col + b * d.OHW, N);
+        if (nb == 1) {
+            float *yb = y + b0 * out_n, beta = 0.0f;
+            if (l->b) {
+                for (size_t o = 0; o < d.O; o++)
+                    for (size_t p = 0; p < d.OHW; p++) yb[o * d.OHW + p] = l->b[o];
+                beta = 1.0f;
+            }
+            kd_sgemm(0, 0, d.O, d.OHW, d.K, 1.0f, l->w, d.K, col, N, beta, yb, d.OHW);
+            continue;
+        }
+        kd_sgemm(0, 0, d.O, N, d.K, 1.0f, l->w, d.K, col, N, 0.0f, ybuf, N);
+        for (size_t b = 0; b < nb; b++) {
+            float *yb = y + (b0 + b) * out_n;
+            for (size_t o = 0; o < d.O; o++)
+                bias_row(yb + o * d.OHW, ybuf + o * N + b * d.OHW, l->b ? l->b[o] : 0.0f, d.OHW);
+        }
+    }
+}
+
+/* Per chunk, with dY (O, nb*OHW) the output gradient in column order and col = im2col(x):
+ *   dW (O, K) += dY col^T;  db (O) += row sums of dY;  dcol (K, nb*OHW) = W^T dY;  dx = col2im(dcol).
+ * The columns are rebuilt from x rather than kept from forward: that costs one pass over memory,
+ * while keeping them would cost K*OHW floats per sample for every conv layer. */
+static void conv_backward(kd_layer *l, const float *x, const float *y, const float *dy,
+                          float *dx, size_t B, kd_ctx *ctx) {
+    (void)y;
+    const conv_dims d = dims_of(l);
+    const size_t nb_max = chunk_samples(&d, B), in_n = d.C * d.H * d.W, out_n = d.O * d.OHW;
+    float *col = ctx->workspace, *ybuf = col + d.K * nb_max * d.OHW;
+    for (size_t b0 = 0; b0 < B; b0 += nb_max) {
+        const size_t nb = B - b0 < nb_max ? B - b0 : nb_max, N = nb * d.OHW;
+        const float *g = dy + b0 * out_n;  /* (O, N) view when nb == 1 */
+        if (nb > 1) {
+            for (size_t b = 0; b < nb; b++)
+                for (size_t o = 0; o < d.O; o++)
+                    memcpy(ybuf + o * N + b * d.OHW, dy + (b0 + b) * out_n + o * d.OHW,
+                           d.OHW * sizeof *ybuf);
+            g = ybuf;
+        }
+        if (l->db) {
+            for (size_t o = 0; o < d.O; o++) l->db[o] += row_sum(g + o * N, N);
+        }
+        for (size_t b = 0; b < nb; b++) im2col(&d, x + (b0 + b) * in_n, col + b * d.OHW, N);
+        kd_sgemm(0, 1, d.O, d.K, N, 1.0f, g, N, col, N, 1.0f, l->dw, d.K);
+        if (!dx) continue;
+        kd_sgemm(1, 0, d.K, N, d.O, 1.0f, l->w, d.K, g, N, 0.0f, col, N);
+        float *dxc = dx + b0 * in_n;
+        memset(dxc, 0, nb * in_n * sizeof *dxc);
+        for (size_t b = 0; b < nb; b++) col2im(&d, col + b * d.OHW, N, dxc + b * in_n);
+    }
+}
+
+static void conv_describe(const kd_layer *l, cJSON *obj) {
+    cJSON_AddNumberToObject(obj, "channels", (double)l->hp.channels);
+    if (l->hp.kh == l->hp.kw) {
+        cJSON_AddNumberToObject(obj, "kernel", (double)l->hp.kh);
+    } else {
+        cJSON *k = cJSON_AddArrayToObject(obj, "kernel");
+        if (k) {
+            cJSON_AddItemToArray(k, cJSON_CreateNumber((double)l->hp.kh));
+            cJSON_AddItemToArray(k, cJSON_CreateNumber((double)l->hp.kw));
+        }
+    }
+    if (l->hp.stride != 1) cJSON_AddNumberToObject(obj, "stride", (double)l->hp.stride);
+    if (l->hp.padding) cJSON_AddNumberToObject(obj, "padding", (double)l->hp.padding);
+    if (!l->hp.bias) cJSON_AddBoolToObject(obj, "bias", 0);
+}
+
+static size_t conv_macs(const kd_layer *l) {
+    conv_dims d = dims_of(l);
+    return d.O * d.OHW * d.K;
+}
+
+const kd_layer_ops kd_layer_conv2d = {
+    .type = "conv2d",
+    .configure = conv_configure,
+    .tensors = conv_tensors,
+    .cache_floats = conv_cache,
+    .workspace_floats = conv_workspace,
+    .init = conv_init,
+    .forward = conv_forward,
+    .backward = conv_backward,
+    .describe = conv_describe,
+    .macs = conv_macs,
+};

@@ -1,0 +1,304 @@
+/* pool.c - max and average pooling over [C, H, W] (torch.nn.MaxPool2d / AvgPool2d with
+ * floor-mode output sizes) and global average pooling [C, H, W] -> [C]. */
+#include <cJSON.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "kd_nn.h"
+
+/* Defined in conv2d.c: reads "kernel" as an integer or [kh, kw]. Not in kd_nn.h because only
+ * the convolution family uses it. */
+kd_status kd_spec_kernel(const kd_layer *l, const cJSON *spec, size_t *kh, size_t *kw,
+                         kd_err *err);
+
+#define POOL_MAX_STRIDE ((size_t)1 << 12)
+
+/* hp.stride == 0 means "the kernel size", per axis, as PyTorch's default stride=None. */
+static size_t stride_h(const kd_layer *l) { return l->hp.stride ? l->hp.stride : l->hp.kh; }
+static size_t stride_w(const kd_layer *l) { return l->hp.stride ? l->hp.stride : l->hp.kw; }
+
+static kd_status pool_configure(kd_layer *l, const cJSON *spec, kd_err *err) {
+    static const char *const fields[] = {"kernel", "stride", "padding", NULL};
+    char buf[64];
+    kd_status st = kd_spec_check_fields(l, spec, fields, err);
+    if (!st) st = kd_spec_kernel(l, spec, &l->hp.kh, &l->hp.kw, err);
+    if (!st) st = kd_spec_size(l, spec, "stride", 0, 0, 1, POOL_MAX_STRIDE, &l->hp.stride, err);
+    if (!st) st = kd_spec_size(l, spec, "padding", 0, 0, 0, POOL_MAX_STRIDE, &l->hp.padding, err);
+    if (st) return st;
+    if (l->in.rank != 3)
+        return kd_layer_err(l, err, "expects a [C, H, W] input, got %s",
+                            kd_shape_str(&l->in, buf, sizeof buf));
+    size_t H = l->in.d[1], W = l->in.d[2], kh = l->hp.kh, kw = l->hp.kw, p = l->hp.padding;
+    /* PyTorch's rule: with at most half a kernel of padding every window holds a real input. */
+    if (2 * p > kh || 2 * p > kw)
+        return kd_layer_err(l, err, "padding %zu is more than half the kernel", p);
+    if (kh > H + 2 * p || kw > W + 2 * p) {
+        char kbuf[48];
+        if (kh == kw) snprintf(kbuf, sizeof kbuf, "%zu", kh);
+        else snprintf(kbuf, sizeof kbuf, "%zux%zu", kh, kw);
+        return kd_layer_err(l, err, "kernel %s larger than padded input %zux%zu", kbuf, H + 2 * p,
+                            W + 2 * p);
+    }
+    l->out.rank = 3;
+    l->out.d[0] = l->in.d[0];
+    l->out.d[1] = (H + 2 * p - kh) / stride_h(l) + 1;
+    l->out.d[2] = (W + 2 * p - kw) / stride_w(l) + 1;
+    return KD_OK;
+}
+
+static int pool_tensors(const kd_layer *l, kd_tensor *out) {
+    (void)l;
+    (void)out;
+    return 0;
+}
+
+static size_t pool_zero(const kd_layer *l, size_t B) {
+    (void)l;
+    (void)B;
+    return 0;
+}
+
+static void pool_init(kd_layer *l, kd_rng *rng, int xavier) {
+    (void)l;
+    (void)rng;
+    (void)xavier;
+}
+
+static void pool_describe(const kd_layer *l, cJSON *obj) {
+    if (l->hp.kh == l->hp.kw) {
+        cJSON_AddNumberToObject(obj, "kernel", (double)l->hp.kh);
+    } else {
+        cJSON *k = cJSON_AddArrayToObject(obj, "kernel");
+        if (k) {
+            cJSON_AddItemToArray(k, cJSON_CreateNumber((double)l->hp.kh));
+            cJSON_AddItemToArray(k, cJSON_CreateNumber((double)l->hp.kw));
+        }
+    }
+    if (l->hp.stride) cJSON_AddNumberToObject(obj, "stride", (double)l->hp.stride);
+    if (l->hp.padding) cJSON_AddNumberToObject(obj, "padding", (double)l->hp.padding);
+}
+
+/* Pools do no multiplications worth counting next to the products around them. */
+static size_t pool_macs(const kd_layer *l) {
+    (void)l;
+    return 0;
+}
+
+/* Window of output (oh, ow) clipped to the real input: rows [*h0, *h1), columns [*w0, *w1). */
+static void window(const kd_layer *l, size_t oh, size_t ow, size_t *h0, size_t *h1, size_t *w0,
+                   size_t *w1) {
+    size_t H = l->in.d[1], W = l->in.d[2], P = l->hp.padding;
+    size_t hs = oh * stride_h(l), ws = ow * stride_w(l);  /* in padded coordinates */
+    *h0 = hs > P ? hs - P : 0;
+    *w0 = ws > P ? ws - P : 0;
+    *h1 = hs + l->hp.kh - P < H ? hs + l->hp.kh - P : H;
+    *w1 = ws + l->hp.kw - P < W ? ws + l->hp.kw - P : W;
+}
+
+/* ---- maxpool2d: the cache holds, per output, the index (h*W + w) of the first maximum in its
+ * window, so backward routes each gradient to exactly that input. ---- */
+
+static size_t maxpool_cache(const kd_layer *l, size_t B) { return B * kd_shape_numel(&l->out); }
+
+static void maxpool_forward(kd_layer *l, const float *x, float *y, size_t B, kd_ctx *ctx) {
+    (void)ctx;
+    const size_t C = l->in.d[0], H = l->in.d[1], W = l->in.d[2];
+    const size_t OH = l->out.d[1], OW = l->out.d[2];
+    uint32_t *arg = (uint32_t *)l->cache;
+    const size_t KH = l->hp.kh, KW = l->hp.kw, SH = stride_h(l), SW = stride_w(l);
+    for (size_t bc = 0; bc < B * C; bc++) {
+        const float *xp = x + bc * H * W;
+        float *yp = y + bc * OH * OW;
+        uint32_t *ap = arg + bc * OH * OW;
+        if (!l->hp.padding) {
+            /* Without padding every window lies inside the plane: no clipping per output. */
+            for (size_t oh = 0; oh < OH; oh++) {
+                for (size_t ow = 0; ow < OW; ow++) {
+                    size_t first = oh * SH * W + ow * SW, best_i = first;
+                    float best = xp[first];
+                    for (size_t i = 0; i < KH; i++) {
+                        const float *row = xp + first + i * W;
+                        for (size_t j = 0; j < KW; j++)
+                            if (row[j] > best) best = row[j], best_i = first + i * W + j;
+                    }
+                    yp[oh * OW + ow] = best;
+                    ap[oh * OW + ow] = (uint32_t)best_i;
+                }
+            }
+            continue;
+        }
+        for (size_t oh = 0; oh < OH; oh++) {
+            for (size_t ow = 0; ow < OW; ow++) {
+                size_t h0, h1, w0, w1;
+                window(l, oh, ow, &h0, &h1, &w0, &w1);
+                size_t best_i = h0 * W + w0;
+                float best = xp[best_i];
+                for (size_t h = h0; h < h1; h++)
+                    for (size_t w = w0; w < w1; w++)
+                        if (xp[h * W + w] > best) best = xp[h * W + w], best_i = h * W + w;
+                yp[oh * OW + ow] = best;
+                ap[oh * OW + ow] = (uint32_t)best_i;
+            }
+        }
+    }
+}
+
+static void maxpool_backward(kd_layer *l, const float *x, const float *y, const float *dy,
+                             float *dx, size_t B, kd_ctx *ctx) {
+    (void)x;
+    (void)y;
+    (void)ctx;
+    if (!dx) return;
+    const size_t C = l->in.d[0], HW = l->in.d[1] * l->in.d[2], OHW = l->out.d[1] * l->out.d[2];
+    const uint32_t *arg = (const uint32_t *)l->cache;
+    memset(dx, 0, B * C * HW * sizeof *dx);
+    for (size_t bc = 0; bc < B * C; bc++) {
+        float *dxp = dx + bc * HW;
+        for (size_t o = 0; o < OHW; o++) dxp[arg[bc * OHW + o]] += dy[bc * OHW + o];
+    }
+}
+
+/* Plane indices must fit the uint32 cache slots. */
+static kd_status maxpool_configure(kd_layer *l, const cJSON *spec, kd_err *err) {
+    kd_status st = pool_configure(l, spec, err);
+    if (st) return st;
+    if (l->in.d[1] * l->in.d[2] > UINT32_MAX)
+        return kd_layer_err(l, err, "input planes of %zux%zu are too large", l->in.d[1],
+                            l->in.d[2]);
+    return KD_OK;
+}
+
+const kd_layer_ops kd_layer_maxpool2d = {
+    .type = "maxpool2d",
+    .configure = maxpool_configure,
+    .tensors = pool_tensors,
+    .cache_floats = maxpool_cache,
+    .workspace_floats = pool_zero,
+    .init = pool_init,
+    .forward = maxpool_forward,
+    .backward = maxpool_backward,
+    .describe = pool_describe,
+    .macs = pool_macs,
+};
+
+/* ---- avgpool2d: y = sum over the window / (kh*kw); padded zeros count towards the divisor,
+ * as PyTorch's default count_include_pad=True. ---- */
+
+static void avgpool_forward(kd_layer *l, const float *x, float *y, size_t B, kd_ctx *ctx) {
+    (void)ctx;
+    const size_t C = l->in.d[0], H = l->in.d[1], W = l->in.d[2];
+    const size_t OH = l->out.d[1], OW = l->out.d[2];
+    const float scale = 1.0f / (float)(l->hp.kh * l->hp.kw);
+    for (size_t bc = 0; bc < B * C; bc++) {
+        const float *xp = x + bc * H * W;
+        float *yp = y + bc * OH * OW;
+        for (size_t oh = 0; oh < OH; oh++) {
+            for (size_t ow = 0; ow < OW; ow++) {
+                size_t h0, h1, w0, w1;
+                window(l, oh, ow, &h0, &h1, &w0, &w1);
+                float s = 0.0f;
+                for (size_t h = h0; h < h1; h++)
+                    for (size_t w = w0; w < w1; w++) s += xp[h * W + w];
+                yp[oh * OW + ow] = s * scale;
+            }
+        }
+    }
+}
+
+static void avgpool_backward(kd_layer *l, const float *x, const float *y, const float *dy,
+                             float *dx, size_t B, kd_ctx *ctx) {
+    (void)x;
+    (void)y;
+    (void)ctx;
+    if (!dx) return;
+    const size_t C = l->in.d[0], H = l->in.d[1], W = l->in.d[2];
+    const size_t OH = l->out.d[1], OW = l->out.d[2];
+    const float scale = 1.0f / (float)(l->hp.kh * l->hp.kw);
+    memset(dx, 0, B * C * H * W * sizeof *dx);
+    for (size_t bc = 0; bc < B * C; bc++) {
+        float *dxp = dx + bc * H * W;
+        const float *dyp = dy + bc * OH * OW;
+        for (size_t oh = 0; oh < OH; oh++) {
+            for (size_t ow = 0; ow < OW; ow++) {
+                size_t h0, h1, w0, w1;
+                window(l, oh, ow, &h0, &h1, &w0, &w1);
+                float g = dyp[oh * OW + ow] * scale;
+                for (size_t h = h0; h < h1; h++)
+                    for (size_t w = w0; w < w1; w++) dxp[h * W + w] += g;
+            }
+        }
+    }
+}
+
+const kd_layer_ops kd_layer_avgpool2d = {
+    .type = "avgpool2d",
+    .configure = pool_configure,
+    .tensors = pool_tensors,
+    .cache_floats = pool_zero,
+    .workspace_floats = pool_zero,
+    .init = pool_init,
+    .forward = avgpool_forward,
+    .backward = avgpool_backward,
+    .describe = pool_describe,
+    .macs = pool_macs,
+};
+
+/* ---- global_avgpool: [C, H, W] -> [C], the mean of each plane (AdaptiveAvgPool2d(1) followed
+ * by a flatten). ---- */
+
+static kd_status gap_configure(kd_layer *l, const cJSON *spec, kd_err *err) {
+    static const char *const fields[] = {NULL};
+    char buf[64];
+    kd_status st = kd_spec_check_fields(l, spec, fields, err);
+    if (st) return st;
+    if (l->in.rank != 3)
+        return kd_layer_err(l, err, "expects a [C, H, W] input, got %s",
+                            kd_shape_str(&l->in, buf, sizeof buf));
+    l->out.rank = 1;
+    l->out.d[0] = l->in.d[0];
+    return KD_OK;
+}
+
+static void gap_forward(kd_layer *l, const float *x, float *y, size_t B, kd_ctx *ctx) {
+    (void)ctx;
+    const size_t HW = l->in.d[1] * l->in.d[2];
+    const float scale = 1.0f / (float)HW;
+    for (size_t bc = 0; bc < B * l->in.d[0]; bc++) {
+        const float *xp = x + bc * HW;
+        float s = 0.0f;
+        for (size_t i = 0; i < HW; i++) s += xp[i];
+        y[bc] = s * scale;
+    }
+}
+
+static void gap_backward(kd_layer *l, const float *x, const float *y, const float *dy, float *dx,
+                         size_t B, kd_ctx *ctx) {
+    (void)x;
+    (void)y;
+    (void)ctx;
+    if (!dx) return;
+    const size_t HW = l->in.d[1] * l->in.d[2];
+    const float scale = 1.0f / (float)HW;
+    for (size_t bc = 0; bc < B * l->in.d[0]; bc++) {
+        float *dxp = dx + bc * HW, g = dy[bc] * scale;
+        for (size_t i = 0; i < HW; i++) dxp[i] = g;
+    }
+}
+
+static void gap_describe(const kd_layer *l, cJSON *obj) {
+    (void)l;
+    (void)obj;
+}
+
+const kd_layer_ops kd_layer_global_avgpool = {
+    .type = "global_avgpool",
+    .configure = gap_configure,
+    .tensors = pool_tensors,
+    .cache_floats = pool_zero,
+    .workspace_floats = pool_zero,
+    .init = pool_init,
+    .forward = gap_forward,
+    .backward = gap_backward,
+    .describe = gap_describe,
+    .macs = pool_macs,
+};
