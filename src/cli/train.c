@@ -1,9 +1,415 @@
-/* train.c - `distill train` (placeholder until its issue lands). */
-#include "kd_cli.h"
+/* train.c - `distill train`: argument parsing, config with overrides, run folder, progress
+ * printing and Ctrl-C handling around kd_train_run (src/train/trainer.c). */
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
-static int run(int argc, char **argv) {
-    (void)argc;
-    return kd_cli_usage_error(argv[0], "not available in this build yet");
+#include "kd_cli.h"
+#include "kd_config.h"
+#include "kd_train.h"
+
+#define MAX_OVERRIDES 256
+#define EXIT_INTERRUPTED 130  /* 128 + SIGINT, as shells report it: "interrupted, resumable" */
+
+static const char usage[] =
+    "Usage: distill train --config FILE.json [options]\n"
+    "\n"
+    "Trains the model of a config on labels, or distils it from a teacher checkpoint when the\n"
+    "config has a teacher section. Writes config.json, metrics.jsonl, last.safetensors (every\n"
+    "epoch, resumable) and best.safetensors (best validation accuracy) into the run folder\n"
+    "(default runs/<config name>/) and ends with a summary line.\n"
+    "\n"
+    "Options:\n"
+    "  --config FILE        the run's JSON config (see configs/README.md)\n"
+    "  --set PATH=VALUE     override a config value by its JSON path, e.g.\n"
+    "                       --set optimizer.lr=0.01 (repeatable; VALUE is JSON or a string)\n"
+    "  --epochs N           same as --set train.epochs=N\n"
+    "  --seed N             same as --set train.seed=N\n"
+    "  --threads N          same as --set train.threads=N (BLAS threads; 0 = all cores)\n"
+    "  --out DIR            run folder (overrides the config's output folder)\n"
+    "  --resume RUN         continue an interrupted run: RUN is a run folder (uses\n"
+    "                       RUN/last.safetensors, and RUN/config.json when --config is not\n"
+    "                       given) or a checkpoint file. The final weights are bitwise identical\n"
+    "                       to an uninterrupted run with the same seed and thread count.\n"
+    "  --quiet              print only errors and the summary line\n"
+    "  -h, --help           this help\n"
+    "\n"
+    "Ctrl-C finishes the current step, writes a resumable last.safetensors and exits 130.\n"
+    "Exit codes: 0 ok, 1 internal/I-O failure, 2 usage or config error, 3 bad input file\n"
+    "(dataset, checkpoint), 4 numeric failure (NaN/Inf; the last good checkpoint is kept),\n"
+    "130 interrupted (resumable).\n";
+
+static volatile sig_atomic_t g_stop;
+
+static void on_signal(int sig) {
+    (void)sig;
+    g_stop = 1;
 }
 
-const kd_command kd_cmd_train = {"train", "(not yet available)", "distill train: not yet available\n", run};
+/* The first Ctrl-C asks for a clean stop; SA_RESETHAND makes a second one kill at once. */
+static void install_handlers(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESETHAND;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}
+
+typedef struct {
+    unsigned long long stop_after;  /* test hook KD_TRAIN_STOP_AFTER_STEPS: act as if Ctrl-C came
+                                       during step N (0 = off), for exact interruption tests */
+    int quiet;
+    int bar;               /* live progress bar on stderr (a terminal) */
+    double last_draw;
+    double epoch_t0;
+    size_t epoch_batch0;   /* batches already done when the epoch (re)started */
+    int bar_shown;
+} printer;
+
+static void clear_bar(printer *p) {
+    if (p->bar_shown) {
+        fputs("\r\033[K", stderr);
+        fflush(stderr);
+        p->bar_shown = 0;
+    }
+}
+
+static void fmt_duration(double s, char *buf, size_t cap) {
+    if (!isfinite(s) || s < 0) s = 0;
+    long t = (long)(s + 0.5);
+    if (t >= 3600)
+        snprintf(buf, cap, "%ld:%02ld:%02ld", t / 3600, (t / 60) % 60, t % 60);
+    else
+        snprintf(buf, cap, "%ld:%02ld", t / 60, t % 60);
+}
+
+static void fmt_pct(double v, char *buf, size_t cap) {
+    if (isfinite(v))
+        snprintf(buf, cap, "%.2f%%", 100 * v);
+    else
+        snprintf(buf, cap, "n/a");
+}
+
+static void draw_bar(printer *p, const kd_train_event *ev) {
+    double now = kd_now();
+    if (ev->batch < ev->n_batches && now - p->last_draw < 0.1) return;
+    p->last_draw = now;
+    const int width = 24;
+    int fill = ev->n_batches ? (int)((double)width * (double)ev->batch / (double)ev->n_batches) : 0;
+    char bar[32];
+    for (int i = 0; i < width; i++) bar[i] = i < fill ? '=' : (i == fill ? '>' : ' ');
+    bar[width] = '\0';
+    double done = (double)(ev->batch - p->epoch_batch0);
+    double per_batch = done > 0 ? ev->epoch_seconds / done : 0;
+    char eta[32];
+    fmt_duration(per_batch * (double)(ev->n_batches - ev->batch), eta, sizeof eta);
+    fprintf(stderr, "\r\033[Kepoch %zu/%zu [%s] %zu/%zu loss %.4f %.0f samples/s ETA %s",
+            ev->epoch, ev->n_epochs, bar, ev->batch, ev->n_batches, ev->running_loss,
+            ev->samples_per_s, eta);
+    fflush(stderr);
+    p->bar_shown = 1;
+}
+
+static void on_progress(const kd_train_event *ev, void *user) {
+    printer *p = user;
+    char a[32], b[32], c[32];
+    switch (ev->kind) {
+    case KD_EV_WARNING:
+        clear_bar(p);
+        fprintf(stderr, "%s\n", ev->msg);  /* warnings show even with --quiet */
+        break;
+    case KD_EV_NOTE:
+        if (p->quiet) break;
+        clear_bar(p);
+        printf("note: %s\n", ev->msg);
+        break;
+    case KD_EV_SETUP:
+        if (p->quiet) break;
+        printf("model: %zu parameters, %zu multiply-adds per sample\n", ev->model->n_params,
+               kd_model_macs(ev->model));
+        kd_model_print(ev->model, stdout);
+        if (ev->teacher)
+            printf("teacher: %zu parameters, %zu multiply-adds per sample\n",
+                   ev->teacher->n_params, kd_model_macs(ev->teacher));
+        printf("data: %zu training, %zu validation, %zu test samples; %zu batches per epoch\n",
+               ev->n_train, ev->n_val, ev->n_test, ev->n_batches);
+        if (ev->epoch > 0 || ev->step > 0)
+            printf("resuming after epoch %zu, step %llu\n", ev->epoch,
+                   (unsigned long long)ev->step);
+        break;
+    case KD_EV_TEACHER:
+        if (p->quiet) break;
+        fmt_pct(ev->value, a, sizeof a);
+        printf("teacher validation accuracy: %s\n", a);
+        break;
+    case KD_EV_EPOCH_BEGIN:
+        p->epoch_t0 = kd_now();
+        p->epoch_batch0 = ev->batch;
+        p->last_draw = 0;
+        break;
+    case KD_EV_BATCH:
+        if (p->stop_after && ev->step >= p->stop_after) g_stop = 1;
+        if (p->bar && !p->quiet) draw_bar(p, ev);
+        break;
+    case KD_EV_EPOCH_END: {
+        if (p->quiet) break;
+        clear_bar(p);
+        const kd_epoch_metrics *m = ev->metrics;
+        fmt_pct(m->train_acc, a, sizeof a);
+        fmt_pct(m->val_acc, b, sizeof b);
+        fmt_duration(m->seconds, c, sizeof c);
+        printf("epoch %zu/%zu  loss %.4f (soft %.4f, hard %.4f)  train_acc %s  val_acc %s  "
+               "lr %.3g  %.0f samples/s  %s\n",
+               m->epoch, ev->n_epochs, m->loss, m->soft, isfinite(m->hard) ? m->hard : 0.0, a, b,
+               m->lr, m->samples_per_s, c);
+        fflush(stdout);
+        break;
+    }
+    case KD_EV_EVAL:
+        if (p->quiet) break;
+        clear_bar(p);
+        printf("evaluating on the %s set\n", ev->msg);
+        fflush(stdout);
+        break;
+    }
+}
+
+static int is_dir(const char *path) {
+    struct stat sb;
+    return stat(path, &sb) == 0 && S_ISDIR(sb.st_mode);
+}
+
+/* Value of "--name VALUE" or "--name=VALUE" at argv[*i]; NULL if this is not that flag. Sets
+ * *missing when the value is absent. */
+static const char *flag_value(int argc, char **argv, int *i, const char *name, int *missing) {
+    size_t n = strlen(name);
+    if (strncmp(argv[*i], name, n) != 0) return NULL;
+    if (argv[*i][n] == '=') return argv[*i] + n + 1;
+    if (argv[*i][n] != '\0') return NULL;
+    if (*i + 1 >= argc) {
+        *missing = 1;
+        return NULL;
+    }
+    return argv[++*i];
+}
+
+static int parse_count(const char *s, unsigned long long *out) {
+    if (!s || !*s || *s == '-' || *s == '+') return -1;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || *end) return -1;
+    *out = v;
+    return 0;
+}
+
+/* "key=\"value\"" with value escaped as a JSON string (a folder named "123" or "true" must
+ * stay a string). Returns -1 if it does not fit. */
+static int json_string_override(char *buf, size_t cap, const char *key, const char *value) {
+    size_t n = (size_t)snprintf(buf, cap, "%s=\"", key);
+    const unsigned char *c = (const unsigned char *)value;
+    for (; *c && n + 8 < cap; c++) {
+        if (*c == '"' || *c == '\\') {
+            buf[n++] = '\\';
+            buf[n++] = (char)*c;
+        } else if (*c < 0x20) {
+            n += (size_t)snprintf(buf + n, cap - n, "\\u%04x", *c);
+        } else {
+            buf[n++] = (char)*c;
+        }
+    }
+    if (*c || n + 2 >= cap) return -1;
+    buf[n++] = '"';
+    buf[n] = '\0';
+    return 0;
+}
+
+static void print_summary(const kd_train_result *r, int has_teacher) {
+    char test[32], btest[32], val[32], best[32], tval[32], ttest[32];
+    snprintf(test, sizeof test, isfinite(r->test_acc) ? "%.4f" : "n/a", r->test_acc);
+    snprintf(btest, sizeof btest, isfinite(r->best_test_acc) ? "%.4f" : "n/a", r->best_test_acc);
+    snprintf(val, sizeof val, isfinite(r->val_acc) ? "%.4f" : "n/a", r->val_acc);
+    snprintf(best, sizeof best, isfinite(r->best_val) ? "%.4f" : "n/a", r->best_val);
+    snprintf(tval, sizeof tval, isfinite(r->teacher_val_acc) ? "%.4f" : "n/a", r->teacher_val_acc);
+    snprintf(ttest, sizeof ttest, isfinite(r->teacher_test_acc) ? "%.4f" : "n/a",
+             r->teacher_test_acc);
+    printf("summary: test_acc %s best_test_acc %s val_acc %s best_val %s params %zu", test, btest,
+           val, best, r->n_params);
+    if (has_teacher)
+        printf(" teacher_test_acc %s teacher_val_acc %s teacher_params %zu", ttest, tval,
+               r->teacher_params);
+    printf(" samples_per_s %.0f seconds %.1f out %s\n",
+           isfinite(r->samples_per_s) ? r->samples_per_s : 0.0, r->seconds, r->out_dir);
+    fflush(stdout);
+}
+
+static int run(int argc, char **argv) {
+    const char *config = NULL, *out = NULL, *resume_arg = NULL;
+    const char *overrides[MAX_OVERRIDES];
+    char flag_sets[16][64];
+    size_t n_over = 0;
+    int quiet = 0, n_flag_sets = 0;
+    kd_config cfg;
+    int cfg_loaded = 0, code = 0;
+    char out_set[2 * KD_PATH_MAX + 32];
+    char resume_ckpt[KD_PATH_MAX], resume_cfg[KD_PATH_MAX], resume_out[KD_PATH_MAX];
+    kd_err err;
+    kd_err_clear(&err);
+    memset(&cfg, 0, sizeof cfg);
+
+    for (int i = 1; i < argc; i++) {
+        int missing = 0;
+        const char *v;
+        const char *a = argv[i];
+        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+            fputs(usage, stdout);
+            return 0;
+        } else if (strcmp(a, "--quiet") == 0 || strcmp(a, "-q") == 0) {
+            quiet = 1;
+        } else if ((v = flag_value(argc, argv, &i, "--config", &missing)) || missing) {
+            if (missing) return kd_cli_usage_error(argv[0], "--config needs a file");
+            config = v;
+        } else if ((v = flag_value(argc, argv, &i, "--set", &missing)) || missing) {
+            if (missing) return kd_cli_usage_error(argv[0], "--set needs PATH=VALUE");
+            if (!strchr(v, '=') || v[0] == '=')
+                return kd_cli_usage_error(argv[0], "--set %s: expected PATH=VALUE", v);
+            if (n_over + 3 >= MAX_OVERRIDES)
+                return kd_cli_usage_error(argv[0], "too many --set options");
+            overrides[n_over++] = v;
+        } else if ((v = flag_value(argc, argv, &i, "--out", &missing)) || missing) {
+            if (missing || !*v) return kd_cli_usage_error(argv[0], "--out needs a folder");
+            out = v;
+        } else if ((v = flag_value(argc, argv, &i, "--resume", &missing)) || missing) {
+            if (missing || !*v)
+                return kd_cli_usage_error(argv[0], "--resume needs a run folder or checkpoint");
+            resume_arg = v;
+        } else {
+            static const char *const numeric[] = {"--epochs", "--seed", "--threads"};
+            static const char *const paths[] = {"train.epochs", "train.seed", "train.threads"};
+            int matched = 0;
+            for (int k = 0; k < 3 && !matched; k++) {
+                v = flag_value(argc, argv, &i, numeric[k], &missing);
+                if (!v && !missing) continue;
+                matched = 1;
+                unsigned long long n;
+                if (missing || parse_count(v, &n))
+                    return kd_cli_usage_error(argv[0], "%s needs a non-negative integer%s%s",
+                                              numeric[k], v ? ", got " : "", v ? v : "");
+                if (n_flag_sets == 16 || n_over + 1 >= MAX_OVERRIDES)
+                    return kd_cli_usage_error(argv[0], "too many options");
+                snprintf(flag_sets[n_flag_sets], sizeof flag_sets[0], "%s=%llu", paths[k], n);
+                overrides[n_over++] = flag_sets[n_flag_sets++];
+            }
+            if (!matched) {
+                if (a[0] == '-')
+                    return kd_cli_usage_error(argv[0], "unknown option '%s'", a);
+                return kd_cli_usage_error(argv[0], "unexpected argument '%s'", a);
+            }
+        }
+    }
+
+    /* The handler goes in before anything slow, so an early Ctrl-C is a clean stop too. */
+    install_handlers();
+
+    if (resume_arg) {
+        if (is_dir(resume_arg)) {
+            snprintf(resume_ckpt, sizeof resume_ckpt, "%s/last.safetensors", resume_arg);
+            snprintf(resume_cfg, sizeof resume_cfg, "%s/config.json", resume_arg);
+            snprintf(resume_out, sizeof resume_out, "%s", resume_arg);
+        } else {
+            snprintf(resume_ckpt, sizeof resume_ckpt, "%s", resume_arg);
+            snprintf(resume_out, sizeof resume_out, "%s", resume_arg);
+            char *slash = strrchr(resume_out, '/');
+            if (slash)
+                *slash = '\0';
+            else
+                snprintf(resume_out, sizeof resume_out, ".");
+            snprintf(resume_cfg, sizeof resume_cfg, "%s/config.json", resume_out);
+        }
+        if (access(resume_ckpt, R_OK) != 0) {
+            fprintf(stderr, "distill: --resume %s: cannot read %s: %s\n", resume_arg, resume_ckpt,
+                    strerror(errno));
+            return KD_EINPUT;
+        }
+        if (!config) {
+            if (access(resume_cfg, R_OK) != 0)
+                return kd_cli_usage_error(argv[0],
+                                          "--resume %s: no %s to take the config from; give "
+                                          "--config",
+                                          resume_arg, resume_cfg);
+            config = resume_cfg;
+        }
+        if (!out) out = resume_out;
+    }
+    if (!config) return kd_cli_usage_error(argv[0], "--config FILE is required");
+    /* --out becomes output.dir, so the saved config.json names the folder it lives in. */
+    if (out) {
+        if (json_string_override(out_set, sizeof out_set, "output.dir", out) ||
+            n_over + 1 >= MAX_OVERRIDES)
+            return kd_cli_usage_error(argv[0], "--out %s: path too long", out);
+        overrides[n_over++] = out_set;
+    }
+
+    if (kd_config_load(&cfg, config, overrides, n_over, &err) != KD_OK) {
+        code = kd_cli_fail(&err);
+        goto cleanup;
+    }
+    cfg_loaded = 1;
+
+    printer pr = {0};
+    pr.quiet = quiet;
+    pr.bar = isatty(STDERR_FILENO);
+    const char *hook = getenv("KD_TRAIN_STOP_AFTER_STEPS");
+    if (hook && parse_count(hook, &pr.stop_after)) pr.stop_after = 0;
+    char formula[256];
+    kd_train_loss_formula(&cfg, formula, sizeof formula);
+    if (!quiet) {
+        char *json = kd_config_to_json(&cfg);
+        printf("distill train: config %s, run folder %s\n", config, cfg.out_dir);
+        if (json) printf("%s\n", json);
+        free(json);
+        printf("%s\n", formula);
+        fflush(stdout);
+    }
+
+    kd_train_opts opts = {0};
+    opts.cfg = &cfg;
+    opts.out_dir = NULL;
+    opts.resume = resume_arg ? resume_ckpt : NULL;
+    opts.stop = &g_stop;
+    opts.progress = on_progress;
+    opts.user = &pr;
+    kd_train_result res;
+    kd_status st = kd_train_run(&opts, &res, &err);
+    clear_bar(&pr);
+    if (st != KD_OK) {
+        code = kd_cli_fail(&err);
+        goto cleanup;
+    }
+    if (res.interrupted) {
+        fprintf(stderr,
+                "distill: interrupted after %zu epochs, step %llu; resumable checkpoint %s\n"
+                "resume with: distill train --resume %s\n",
+                res.epochs_done, (unsigned long long)res.steps, res.last_path, res.out_dir);
+        code = EXIT_INTERRUPTED;
+        goto cleanup;
+    }
+    if (!quiet && cfg.has_test)
+        printf("test_acc is the final model's; best_test_acc is best.safetensors' (the epoch "
+               "with the best validation accuracy)\n");
+    print_summary(&res, cfg.has_teacher);
+    code = 0;
+cleanup:
+    if (cfg_loaded) kd_config_free(&cfg);
+    return code;
+}
+
+const kd_command kd_cmd_train = {"train", "train a model on labels or distil it from a teacher",
+                                 usage, run};
