@@ -101,6 +101,12 @@ size_t kd_dataset_n_decode_failures(const kd_dataset *ds);
 kd_status kd_dataset_get(kd_dataset *ds, const size_t *idx, size_t B, float *x, int32_t *y,
                          kd_err *err);
 
+/* The seed of the validation hold-out used by train and eval alike (not train.seed): every run
+ * on the same data (the teacher, its students, every seed of a comparison) holds out the same
+ * images, so a teacher's validation accuracy inside a student run is not inflated by images it
+ * trained on, and `distill eval --split validation` sees exactly the trainer's split. */
+#define KD_SPLIT_SEED 20240601u
+
 /* Deterministic split of n samples: the last n_val of a seeded permutation (seed-only
  * dependent) are validation, the rest training, each list sorted ascending. Caller frees.
  * n_val > n is KD_EUSAGE. The lists are always allocated (at least one element). */

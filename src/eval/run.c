@@ -11,10 +11,6 @@
 #include "kd_config.h"
 #include "kd_eval.h"
 
-/* The trainer's fixed seed for holding validation samples out of the training data; must
- * equal KD_SPLIT_SEED in src/train/trainer.c (which keeps it private). */
-#define KD_EVAL_SPLIT_SEED 20240601u
-
 void kd_eval_data_free(kd_eval_data *d) {
     if (!d) return;
     free(d->layers_json);
@@ -110,7 +106,7 @@ kd_status kd_eval_data_open(kd_eval_data *d, const kd_preprocess *pp, kd_dataset
                             n_val, d->src.path, n);
             goto cleanup;
         }
-        st = kd_split(n, n_val, KD_EVAL_SPLIT_SEED, &train_idx, &n_train, &val_idx, err);
+        st = kd_split(n, n_val, KD_SPLIT_SEED, &train_idx, &n_train, &val_idx, err);
         if (st) goto cleanup;
         if (n_val == 0) {
             st = kd_err_set(err, KD_EUSAGE,

@@ -19,7 +19,9 @@ static kd_status act_configure(kd_layer *l, const cJSON *spec, kd_err *err) {
 /* Kernels on restrict pointers in the KD_VEC_FOR shape, so -O2 vectorises them (max/min and
  * plain arithmetic; GCC's cheapest vectoriser does not if-convert a select between loads). */
 static void relu_kernel(const float *restrict x, float *restrict y, size_t n) {
-    KD_VEC_FOR(i, n, y[i] = x[i] > 0.0f ? x[i] : 0.0f);
+    /* x < 0 ? 0 : x (not x > 0 ? x : 0) so a NaN passes through, as in PyTorch, and the
+     * trainer's finite checks see it. */
+    KD_VEC_FOR(i, n, y[i] = x[i] < 0.0f ? 0.0f : x[i]);
 }
 
 /* max(x, 0) + slope * min(x, 0): the same values as the branchy form, but vectorisable. */

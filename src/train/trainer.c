@@ -18,11 +18,6 @@
 #include "kd_rng.h"
 #include "kd_safetensors.h"
 
-/* The validation split uses this fixed seed, not train.seed: every run on the same data (the
- * teacher, its students, every seed of a comparison) holds out the same images, so a teacher's
- * validation accuracy measured inside a student run is not inflated by images it trained on. */
-#define KD_SPLIT_SEED 20240601u
-
 /* Everything one run holds; zero-initialised, released in one place. */
 typedef struct {
     const kd_config *cfg;
