@@ -17,7 +17,7 @@ WERROR  ?= 0
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) stb 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
-CFLAGS  += -std=c11 $(OPT) -g -Wall -Wextra -Wshadow -Wno-format-truncation -D_POSIX_C_SOURCE=200809L \
+CFLAGS  += -std=c11 $(OPT) -g -Wall -Wextra -Wshadow -Wno-format-truncation -fno-math-errno -D_POSIX_C_SOURCE=200809L \
            -Iinclude $(PKG_CFLAGS) -MMD -MP $(EXTRA_CFLAGS)
 ifeq ($(WERROR),1)
 CFLAGS  += -Werror

@@ -11,9 +11,24 @@ typedef struct {
 } kd_rng;
 
 void kd_rng_seed(kd_rng *r, uint64_t seed);
-uint64_t kd_rng_u64(kd_rng *r);
+/* Inline: dropout draws one number per activation, and a call per draw cost more than the draw. */
+static inline uint64_t kd_rng_rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+static inline uint64_t kd_rng_u64(kd_rng *r) {
+    uint64_t *s = r->s;
+    uint64_t result = kd_rng_rotl(s[1] * 5, 7) * 9;
+    uint64_t t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = kd_rng_rotl(s[3], 45);
+    return result;
+}
 /* Uniform in [0, 1) with 24 random bits (exactly representable as float). */
-float kd_rng_uniform(kd_rng *r);
+static inline float kd_rng_uniform(kd_rng *r) {
+    return (float)(kd_rng_u64(r) >> 40) * (1.0f / 16777216.0f);
+}
 /* Uniform integer in [0, n), unbiased (n > 0). */
 uint64_t kd_rng_below(kd_rng *r, uint64_t n);
 /* Standard normal (Box-Muller, no cached second value so the state alone is the whole state). */

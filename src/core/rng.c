@@ -15,23 +15,6 @@ void kd_rng_seed(kd_rng *r, uint64_t seed) {
     for (int i = 0; i < 4; i++) r->s[i] = splitmix64(&x);
 }
 
-static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
-
-uint64_t kd_rng_u64(kd_rng *r) {
-    uint64_t *s = r->s;
-    uint64_t result = rotl(s[1] * 5, 7) * 9;
-    uint64_t t = s[1] << 17;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl(s[3], 45);
-    return result;
-}
-
-float kd_rng_uniform(kd_rng *r) { return (float)(kd_rng_u64(r) >> 40) * (1.0f / 16777216.0f); }
-
 uint64_t kd_rng_below(kd_rng *r, uint64_t n) {
     /* Rejection sampling on the top of the range keeps it unbiased. */
     uint64_t limit = UINT64_MAX - UINT64_MAX % n;
