@@ -197,6 +197,10 @@ kd_status kd_spec_bool(const kd_layer *l, const cJSON *spec, const char *field, 
 /* Adds a float to a JSON object as the shortest decimal that reads back to the same float
  * ("0.01", not "0.0099999997764825821"), so arch strings stay readable and round-trip. */
 void kd_spec_add_float(cJSON *obj, const char *field, float v);
+/* The convolution family's "kernel": an integer or [kh, kw] (conv2d.c), read and written back. */
+kd_status kd_spec_kernel(const kd_layer *l, const cJSON *spec, size_t *kh, size_t *kw,
+                         kd_err *err);
+void kd_spec_add_kernel(cJSON *obj, size_t kh, size_t kw);
 
 /* Fills w[0..n) for a weight with the given fans:
  *   He (xavier = 0):     w ~ Normal(0, 1) * sqrt(2 / fan_in)        (ReLU nets; He et al. 2015)

@@ -18,9 +18,17 @@
 #define CONV_COL_TARGET ((size_t)1 << 20)
 #endif
 
-/* Shared with pool.c: reads "kernel" as an integer or [kh, kw]. */
-kd_status kd_spec_kernel(const kd_layer *l, const cJSON *spec, size_t *kh, size_t *kw,
-                         kd_err *err);
+void kd_spec_add_kernel(cJSON *obj, size_t kh, size_t kw) {
+    if (kh == kw) {
+        cJSON_AddNumberToObject(obj, "kernel", (double)kh);
+        return;
+    }
+    cJSON *k = cJSON_AddArrayToObject(obj, "kernel");
+    if (k) {
+        cJSON_AddItemToArray(k, cJSON_CreateNumber((double)kh));
+        cJSON_AddItemToArray(k, cJSON_CreateNumber((double)kw));
+    }
+}
 
 kd_status kd_spec_kernel(const kd_layer *l, const cJSON *spec, size_t *kh, size_t *kw,
                          kd_err *err) {
@@ -357,15 +365,7 @@ static void conv_backward(kd_layer *l, const float *x, const float *y, const flo
 
 static void conv_describe(const kd_layer *l, cJSON *obj) {
     cJSON_AddNumberToObject(obj, "channels", (double)l->hp.channels);
-    if (l->hp.kh == l->hp.kw) {
-        cJSON_AddNumberToObject(obj, "kernel", (double)l->hp.kh);
-    } else {
-        cJSON *k = cJSON_AddArrayToObject(obj, "kernel");
-        if (k) {
-            cJSON_AddItemToArray(k, cJSON_CreateNumber((double)l->hp.kh));
-            cJSON_AddItemToArray(k, cJSON_CreateNumber((double)l->hp.kw));
-        }
-    }
+    kd_spec_add_kernel(obj, l->hp.kh, l->hp.kw);
     if (l->hp.stride != 1) cJSON_AddNumberToObject(obj, "stride", (double)l->hp.stride);
     if (l->hp.padding) cJSON_AddNumberToObject(obj, "padding", (double)l->hp.padding);
     if (!l->hp.bias) cJSON_AddBoolToObject(obj, "bias", 0);

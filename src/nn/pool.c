@@ -6,11 +6,6 @@
 
 #include "kd_nn.h"
 
-/* Defined in conv2d.c: reads "kernel" as an integer or [kh, kw]. Not in kd_nn.h because only
- * the convolution family uses it. */
-kd_status kd_spec_kernel(const kd_layer *l, const cJSON *spec, size_t *kh, size_t *kw,
-                         kd_err *err);
-
 #define POOL_MAX_STRIDE ((size_t)1 << 12)
 
 /* hp.stride == 0 means "the kernel size", per axis, as PyTorch's default stride=None. */
@@ -65,15 +60,7 @@ static void pool_init(kd_layer *l, kd_rng *rng, int xavier) {
 }
 
 static void pool_describe(const kd_layer *l, cJSON *obj) {
-    if (l->hp.kh == l->hp.kw) {
-        cJSON_AddNumberToObject(obj, "kernel", (double)l->hp.kh);
-    } else {
-        cJSON *k = cJSON_AddArrayToObject(obj, "kernel");
-        if (k) {
-            cJSON_AddItemToArray(k, cJSON_CreateNumber((double)l->hp.kh));
-            cJSON_AddItemToArray(k, cJSON_CreateNumber((double)l->hp.kw));
-        }
-    }
+    kd_spec_add_kernel(obj, l->hp.kh, l->hp.kw);
     if (l->hp.stride) cJSON_AddNumberToObject(obj, "stride", (double)l->hp.stride);
     if (l->hp.padding) cJSON_AddNumberToObject(obj, "padding", (double)l->hp.padding);
 }

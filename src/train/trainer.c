@@ -369,6 +369,24 @@ static kd_status open_source(kd_dataset **ds, const kd_data_source *src, const k
     return st;
 }
 
+/* Opens a validation or test source whose samples must have the training data's size. */
+static kd_status open_matching_source(kd_dataset **ds, const kd_data_source *src,
+                                      const kd_preprocess *pp, const char *what,
+                                      const kd_data_source *train, const kd_data_info *train_info,
+                                      kd_err *err) {
+    kd_status st = open_source(ds, src, pp, what, err);
+    if (st) return st;
+    const kd_data_info *info = kd_dataset_info(*ds);
+    if (kd_shape_numel(&info->shape) != kd_shape_numel(&train_info->shape)) {
+        char a[64], b[64];
+        return kd_err_set(err, KD_EINPUT,
+                          "%s data %s gives samples of shape %s but the training data %s gives %s",
+                          what, src->path, kd_shape_str(&info->shape, a, sizeof a), train->path,
+                          kd_shape_str(&train_info->shape, b, sizeof b));
+    }
+    return KD_OK;
+}
+
 static kd_status open_data(trainer *t, kd_err *err) {
     const kd_config *cfg = t->cfg;
     kd_status st = open_source(&t->train_ds, &cfg->train, &cfg->pp, "training", err);
@@ -380,18 +398,10 @@ static kd_status open_data(trainer *t, kd_err *err) {
         return kd_err_set(err, KD_EINPUT, "training data %s: no samples", cfg->train.path);
 
     if (cfg->has_val_source) {
-        st = open_source(&t->val_ds, &cfg->val, &cfg->pp, "validation", err);
+        st = open_matching_source(&t->val_ds, &cfg->val, &cfg->pp, "validation", &cfg->train,
+                                  info, err);
         if (st) return st;
-        const kd_data_info *vi = kd_dataset_info(t->val_ds);
-        if (kd_shape_numel(&vi->shape) != kd_shape_numel(&info->shape)) {
-            char a[64], b[64];
-            return kd_err_set(err, KD_EINPUT,
-                              "validation data %s gives samples of shape %s but the training "
-                              "data %s gives %s",
-                              cfg->val.path, kd_shape_str(&vi->shape, a, sizeof a),
-                              cfg->train.path, kd_shape_str(&info->shape, b, sizeof b));
-        }
-        t->n_val = vi->n;
+        t->n_val = kd_dataset_info(t->val_ds)->n;
         t->train_idx = malloc(info->n * sizeof *t->train_idx);
         if (!t->train_idx) return kd_err_set(err, KD_EIO, "out of memory");
         for (size_t i = 0; i < info->n; i++) t->train_idx[i] = i;
@@ -421,17 +431,10 @@ static kd_status open_data(trainer *t, kd_err *err) {
     }
 
     if (cfg->has_test) {
-        st = open_source(&t->test_ds, &cfg->test, &cfg->pp, "test", err);
+        st = open_matching_source(&t->test_ds, &cfg->test, &cfg->pp, "test", &cfg->train, info,
+                                  err);
         if (st) return st;
         const kd_data_info *ti = kd_dataset_info(t->test_ds);
-        if (kd_shape_numel(&ti->shape) != kd_shape_numel(&info->shape)) {
-            char a[64], b[64];
-            return kd_err_set(err, KD_EINPUT,
-                              "test data %s gives samples of shape %s but the training data %s "
-                              "gives %s",
-                              cfg->test.path, kd_shape_str(&ti->shape, a, sizeof a),
-                              cfg->train.path, kd_shape_str(&info->shape, b, sizeof b));
-        }
         t->n_test = ti->has_labels ? ti->n : 0;
         if (!ti->has_labels) emit_msg(t, KD_EV_NOTE, "test data has no labels: no test accuracy");
     }

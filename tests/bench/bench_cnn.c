@@ -1,0 +1,232 @@
+/* bench_cnn.c - the Fashion-MNIST CNN teacher's training step (forward + CE + backward + Adam) at
+ * batch 128 as samples/s and GFLOP/s against the sgemm peak (target >= 60%), its forward-only
+ * rate (what distillation pays per batch) and the CNN students' forward rates, with the step
+ * split by layer type. The architectures are read from configs/fmnist-cnn-*.json, so the bench
+ * always measures the models the experiments train. Run from the repository root (make bench).
+ * Usage: bench_cnn [threads]   (default: all cores) */
+#include <cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kd_config.h"
+#include "kd_gemm.h"
+#include "kd_loss.h"
+#include "kd_nn.h"
+#include "kd_optim.h"
+
+#define BATCH 128
+#define MAX_TYPES 16
+
+/* Seconds per layer type, summed over the timed steps. */
+typedef struct {
+    size_t n;
+    const char *type[MAX_TYPES];
+    double fwd[MAX_TYPES], bwd[MAX_TYPES];
+} split;
+
+static size_t split_slot(split *s, const char *type) {
+    for (size_t i = 0; i < s->n; i++)
+        if (strcmp(s->type[i], type) == 0) return i;
+    KD_ASSERT(s->n < MAX_TYPES);
+    s->type[s->n] = type;
+    return s->n++;
+}
+
+/* Builds the model of configs/<name>.json (seeded He init); the input shape is the config's or,
+ * as the trainer infers it from Fashion-MNIST, [1, 28, 28]. */
+static int build(kd_model *m, const char *name, int with_grads, kd_rng *rng) {
+    char path[256];
+    kd_err err = {0};
+    kd_config cfg = {0};
+    int rc = -1;
+    snprintf(path, sizeof path, "configs/%s.json", name);
+    kd_status st = kd_config_load(&cfg, path, NULL, 0, &err);
+    if (st == KD_OK) {
+        kd_shape in = cfg.has_input ? cfg.input : (kd_shape){3, {1, 28, 28}};
+        st = kd_model_init(m, &in, cfg.layers, with_grads, &err);
+    }
+    if (st == KD_OK) st = kd_model_reserve(m, BATCH, &err);
+    if (st != KD_OK) {
+        fprintf(stderr, "bench_cnn: %s (run from the repository root)\n", err.msg);
+        goto cleanup;
+    }
+    kd_model_init_weights(m, rng, KD_INIT_HE);
+    rc = 0;
+cleanup:
+    kd_config_free(&cfg);
+    return rc;
+}
+
+static double sgemm_peak(void) {
+    const size_t n = 2048;
+    float *a = kd_alloc_floats(n * n), *b = kd_alloc_floats(n * n), *c = kd_alloc_floats(n * n);
+    for (size_t i = 0; i < n * n; i++) a[i] = b[i] = (float)(i % 7) * 0.1f;
+    double best = 1e30;
+    for (int rep = 0; rep < 6; rep++) {  /* the first is a warm-up like any other: keep the best */
+        double t0 = kd_now();
+        kd_sgemm(0, 0, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+        double t = kd_now() - t0;
+        if (t < best) best = t;
+    }
+    kd_free_aligned(a);
+    kd_free_aligned(b);
+    kd_free_aligned(c);
+    return 2.0 * n * n * n / best / 1e9;
+}
+
+/* One training step as the trainer makes it; returns seconds. */
+static double train_step(kd_model *m, const float *x, const int32_t *y, float *dz, kd_ctx *ctx,
+                         const kd_optim_cfg *oc, uint64_t t) {
+    double t0 = kd_now();
+    const float *z = kd_model_forward(m, x, BATCH, ctx);
+    kd_loss_ce(z, y, BATCH, m->n_classes, dz);
+    kd_model_zero_grad(m);
+    kd_model_backward(m, x, dz, BATCH, ctx);
+    kd_optim_step(oc, m->params, m->grads, m->m, m->v, m->n_params, 1e-3f, t);
+    return kd_now() - t0;
+}
+
+/* The same step with each layer timed: the loops of kd_model_forward/backward, spelled out.
+ * Returns the seconds spent outside the layers (loss, zero_grad, Adam). */
+static double train_step_split(kd_model *m, const float *x, const int32_t *y, float *dz,
+                               kd_ctx *ctx, const kd_optim_cfg *oc, uint64_t t, split *s) {
+    ctx->workspace = m->workspace;
+    const float *in = x;
+    for (size_t i = 0; i < m->n_layers; i++) {
+        kd_layer *l = &m->layers[i];
+        double t0 = kd_now();
+        l->ops->forward(l, in, m->acts[i], BATCH, ctx);
+        s->fwd[split_slot(s, l->ops->type)] += kd_now() - t0;
+        in = m->acts[i];
+    }
+    double t0 = kd_now();
+    kd_loss_ce(in, y, BATCH, m->n_classes, dz);
+    kd_model_zero_grad(m);
+    double other = kd_now() - t0;
+    size_t first = 0;  /* as in kd_model_backward: no gradient before the first parameters */
+    while (first < m->n_layers && !m->layers[first].w && !m->layers[first].b) first++;
+    const float *dy = dz;
+    float *spare = m->grad_a;
+    for (size_t i = m->n_layers; i-- > first;) {
+        kd_layer *l = &m->layers[i];
+        float *dx = i > first ? spare : NULL;
+        double t1 = kd_now();
+        l->ops->backward(l, i ? m->acts[i - 1] : x, m->acts[i], dy, dx, BATCH, ctx);
+        s->bwd[split_slot(s, l->ops->type)] += kd_now() - t1;
+        if (dx) {
+            dy = dx;
+            spare = dx == m->grad_a ? m->grad_b : m->grad_a;
+        }
+    }
+    t0 = kd_now();
+    kd_optim_step(oc, m->params, m->grads, m->m, m->v, m->n_params, 1e-3f, t);
+    return other + kd_now() - t0;
+}
+
+/* Best-of forward-only time at batch 128 (eval mode, as a teacher or at inference). */
+static double forward_time(kd_model *m, const float *x, int reps) {
+    kd_ctx ctx = {0, NULL, NULL};
+    kd_model_forward(m, x, BATCH, &ctx);
+    double best = 1e30;
+    for (int i = 0; i < reps; i++) {
+        double t0 = kd_now();
+        kd_model_forward(m, x, BATCH, &ctx);
+        double t = kd_now() - t0;
+        if (t < best) best = t;
+    }
+    return best;
+}
+
+int main(int argc, char **argv) {
+    int threads = argc > 1 ? atoi(argv[1]) : 0;
+    int rc = 1;
+    kd_blas_set_threads(threads);
+    printf("threads: %d (OpenBLAS)\n\n", kd_blas_get_threads());
+
+    kd_rng rng;
+    kd_rng_seed(&rng, 1);
+    kd_model teacher = {0}, tinf = {0}, small = {0}, compact = {0};
+    float *x = NULL, *dz = NULL;
+    int32_t y[BATCH];
+    if (build(&teacher, "fmnist-cnn-teacher", 1, &rng) || build(&tinf, "fmnist-cnn-teacher", 0, &rng) ||
+        build(&small, "fmnist-cnn-small-scratch", 0, &rng) ||
+        build(&compact, "fmnist-cnn-compact-scratch", 0, &rng))
+        goto cleanup;
+    const size_t D = kd_shape_numel(&teacher.input);
+    x = kd_alloc_floats(BATCH * D);
+    dz = kd_alloc_floats(BATCH * teacher.n_classes);
+    for (size_t i = 0; i < BATCH * D; i++) x[i] = kd_rng_normal(&rng);
+    for (size_t i = 0; i < BATCH; i++) y[i] = (int32_t)(i % teacher.n_classes);
+
+    double peak = sgemm_peak();
+
+    /* Training step: 3 warm-up steps, then the best of 20. */
+    kd_optim_cfg oc = kd_optim_defaults(KD_OPT_ADAM);
+    kd_ctx ctx = {1, &rng, NULL};
+    uint64_t t = 0;
+    for (int i = 0; i < 3; i++) train_step(&teacher, x, y, dz, &ctx, &oc, ++t);
+    double best_step = 1e30, sum_step = 0;
+    const int steps = 20;
+    for (int i = 0; i < steps; i++) {
+        double s = train_step(&teacher, x, y, dz, &ctx, &oc, ++t);
+        sum_step += s;
+        if (s < best_step) best_step = s;
+    }
+    const double step_gflop = 6.0 * (double)kd_model_macs(&teacher) * BATCH / 1e9;
+    const double step_rate = step_gflop / best_step;
+
+    /* Per-layer-type split, averaged over 10 instrumented steps. */
+    split sp = {0};
+    double other = 0, split_total = 0;
+    const int split_steps = 10;
+    for (int i = 0; i < split_steps; i++) {
+        double t0 = kd_now();
+        other += train_step_split(&teacher, x, y, dz, &ctx, &oc, ++t, &sp);
+        split_total += kd_now() - t0;
+    }
+
+    double t_tfwd = forward_time(&tinf, x, 30);
+    double t_small = forward_time(&small, x, 50);
+    double t_compact = forward_time(&compact, x, 100);
+
+    printf("teacher configs/fmnist-cnn-teacher.json: %zu parameters, %zu MACs/sample\n",
+           teacher.n_params, kd_model_macs(&teacher));
+    printf("%-50s %10s %9s %8s\n", "benchmark (batch 128, best of runs)", "samples/s", "GFLOP/s",
+           "of peak");
+    printf("%-50s %10s %9.1f %7.1f%%\n", "sgemm 2048x2048x2048 (machine peak)", "-", peak, 100.0);
+    printf("%-50s %10.0f %9.1f %7.1f%%  (mean step %.1f ms)\n",
+           "CNN teacher train step (fwd+CE+bwd+Adam, 6*MACs)", BATCH / best_step, step_rate,
+           100 * step_rate / peak, 1e3 * sum_step / steps);
+    double fwd_rate = 2.0 * (double)kd_model_macs(&tinf) * BATCH / t_tfwd / 1e9;
+    printf("%-50s %10.0f %9.1f %7.1f%%\n", "CNN teacher forward only (eval, 2*MACs)",
+           BATCH / t_tfwd, fwd_rate, 100 * fwd_rate / peak);
+    printf("%-50s %10.0f %9.1f %7.1f%%  (%zu params, %.1fx faster than the teacher)\n",
+           "small CNN student forward (fmnist-cnn-small)", BATCH / t_small,
+           2.0 * (double)kd_model_macs(&small) * BATCH / t_small / 1e9,
+           100 * 2.0 * (double)kd_model_macs(&small) * BATCH / t_small / 1e9 / peak,
+           small.n_params, t_tfwd / t_small);
+    printf("%-50s %10.0f %9.1f %7.1f%%  (%zu params, %.1fx faster than the teacher)\n",
+           "compact MLP student forward (fmnist-cnn-compact)", BATCH / t_compact,
+           2.0 * (double)kd_model_macs(&compact) * BATCH / t_compact / 1e9,
+           100 * 2.0 * (double)kd_model_macs(&compact) * BATCH / t_compact / 1e9 / peak,
+           compact.n_params, t_tfwd / t_compact);
+
+    printf("\nteacher train step by layer type (mean of %d steps, %.1f ms each):\n", split_steps,
+           1e3 * split_total / split_steps);
+    printf("  %-16s %10s %10s %8s\n", "layer type", "fwd ms", "bwd ms", "share");
+    for (size_t i = 0; i < sp.n; i++)
+        printf("  %-16s %10.2f %10.2f %7.1f%%\n", sp.type[i], 1e3 * sp.fwd[i] / split_steps,
+               1e3 * sp.bwd[i] / split_steps, 100 * (sp.fwd[i] + sp.bwd[i]) / split_total);
+    printf("  %-16s %21.2f %7.1f%%\n", "CE + zero + Adam", 1e3 * other / split_steps,
+           100 * other / split_total);
+    rc = 0;
+cleanup:
+    kd_free_aligned(x);
+    kd_free_aligned(dz);
+    kd_model_free(&teacher);
+    kd_model_free(&tinf);
+    kd_model_free(&small);
+    kd_model_free(&compact);
+    return rc;
+}
