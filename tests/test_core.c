@@ -4,6 +4,7 @@
 
 #include "kd_common.h"
 #include "kd_gemm.h"
+#include "kd_reduce.h"
 #include "kd_rng.h"
 #include "kd_test.h"
 
@@ -133,4 +134,27 @@ KD_TEST(atomic_write_keeps_old_file_on_failure) {
     /* An unwritable directory is an I/O error with the path in the message. */
     CHECK(kd_write_atomic("/nonexistent-dir/x.txt", write_text, "x", &err) == KD_EIO);
     CHECK_CONTAINS(err.msg, "/nonexistent-dir/x.txt");
+}
+
+KD_TEST(reductions_match_naive_double_sums) {
+    static const size_t sizes[] = {0, 1, 7, 8, 9, 1000, 1003};
+    kd_rng r;
+    kd_rng_seed(&r, 5);
+    float a[1003], b[1003];
+    fill(&r, a, 1003);
+    fill(&r, b, 1003);
+    for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
+        size_t n = sizes[s];
+        double sum = 0, dev = 0, dot = 0;
+        for (size_t i = 0; i < n; i++) {
+            sum += a[i];
+            dev += ((double)a[i] - 0.25) * ((double)a[i] - 0.25);
+            dot += (double)a[i] * b[i];
+        }
+        CHECK_CLOSE(kd_sum(a, n), sum, 1e-12, 1e-12);
+        CHECK_CLOSE(kd_sum_sq_dev(a, n, 0.25), dev, 1e-12, 1e-12);
+        CHECK_CLOSE(kd_dot(a, b, n), dot, 1e-12, 1e-12);
+    }
+    const float three[] = {1.0f, 2.0f, 3.5f};
+    CHECK(kd_sum(three, 3) == 6.5 && kd_dot(three, three, 3) == 17.25);
 }

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "kd_nn.h"
+#include "kd_reduce.h"
 
 /* Channels are the first per-sample axis; everything after it is "spatial" (S values per
  * channel per sample). N = B * S values are normalised together. */
@@ -78,16 +79,10 @@ static void bn_forward(kd_layer *l, const float *x, float *y, size_t B, kd_ctx *
         double mean, var;
         if (ctx->training) {
             double s = 0.0;
-            for (size_t b = 0; b < B; b++) {
-                const float *xp = x + (b * C + c) * S;
-                for (size_t i = 0; i < S; i++) s += xp[i];
-            }
+            for (size_t b = 0; b < B; b++) s += kd_sum(x + (b * C + c) * S, S);
             mean = s / (double)N;
             double q = 0.0;
-            for (size_t b = 0; b < B; b++) {
-                const float *xp = x + (b * C + c) * S;
-                for (size_t i = 0; i < S; i++) q += ((double)xp[i] - mean) * ((double)xp[i] - mean);
-            }
+            for (size_t b = 0; b < B; b++) q += kd_sum_sq_dev(x + (b * C + c) * S, S, mean);
             var = q / (double)N;
             /* With a single value per channel the unbiased estimate is undefined (PyTorch
              * refuses); we keep the biased one rather than write Inf into the running stats. */
@@ -128,10 +123,8 @@ static void bn_backward(kd_layer *l, const float *x, const float *y, const float
         double sdy = 0.0, sdyx = 0.0;
         for (size_t b = 0; b < B; b++) {
             const size_t off = (b * C + c) * S;
-            for (size_t i = 0; i < S; i++) {
-                sdy += dy[off + i];
-                sdyx += (double)dy[off + i] * xhat[off + i];
-            }
+            sdy += kd_sum(dy + off, S);
+            sdyx += kd_dot(dy + off, xhat + off, S);
         }
         l->dw[c] += (float)sdyx;
         l->db[c] += (float)sdy;

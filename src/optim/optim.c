@@ -4,6 +4,7 @@
 
 #include "kd_common.h"
 #include "kd_optim.h"
+#include "kd_reduce.h"
 
 kd_optim_cfg kd_optim_defaults(kd_optim_kind kind) {
     kd_optim_cfg c;
@@ -18,18 +19,8 @@ kd_optim_cfg kd_optim_defaults(kd_optim_kind kind) {
     return c;
 }
 
-/* Global L2 norm of g (n), accumulated in double; NaN/Inf propagate. Eight independent
- * partial sums (a fixed order, so still deterministic): one running sum is bound by the add
- * latency and cost ~3 ms per step on a 2.4M-parameter model. */
-static double grad_norm(const float *g, size_t n) {
-    double acc[8] = {0};
-    const size_t nb = n / 8 * 8;
-    for (size_t i = 0; i < nb; i += 8)
-        for (size_t k = 0; k < 8; k++) acc[k] += (double)g[i + k] * g[i + k];
-    for (size_t i = nb; i < n; i++) acc[i - nb] += (double)g[i] * g[i];
-    double s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-    return sqrt(s);
-}
+/* Global L2 norm of g (n), accumulated in double; NaN/Inf propagate. */
+static double grad_norm(const float *g, size_t n) { return sqrt(kd_dot(g, g, n)); }
 
 /* torch.optim.SGD with dampening 0:
  *   g = grad + wd * p;  buf = g (first step) or mu * buf + g;
