@@ -27,6 +27,7 @@ typedef struct {
     float val_fraction;          /* ... or as a fraction of train (default 0.1; 0 and count 0
                                     = no validation) */
     int use_labels;              /* 0: train labels withheld (pure distillation, alpha must be 1) */
+    cJSON *classes;              /* data.classes: owned array of class-name strings, or NULL */
     kd_preprocess pp;            /* pp.scale 0 = auto (the data module picks 1/255 for u8) */
 
     /* model (the one being trained) */

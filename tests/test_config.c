@@ -126,6 +126,12 @@ static const bad_case bad_corpus[] = {
      NULL, "data.preprocess.std: missing (required with mean)"},
     {"{'data': {'train': {'format': 'idx', 'path': 'a'}, 'preprocess': {'scale': 0}}, " MODEL "}",
      NULL, "data.preprocess.scale: expected a number > 0 or \"auto\", got 0"},
+    {"{'data': {'train': {'format': 'idx', 'path': 'a'}, 'classes': 'cat'}, " MODEL "}", NULL,
+     "data.classes: expected a non-empty array of class names, got \"cat\""},
+    {"{'data': {'train': {'format': 'idx', 'path': 'a'}, 'classes': ['cat', 3]}, " MODEL "}", NULL,
+     "data.classes[1]: expected a non-empty string, got 3"},
+    {"{'data': {'train': {'format': 'idx', 'path': 'a'}, 'classes': ['cat', 'dog', 'cat']}, " MODEL "}",
+     NULL, "data.classes[2]: \"cat\" is listed twice"},
     /* cross-field rules */
     {"{'data': {'train': {'format': 'idx', 'path': 'a'}, 'use_labels': false}, " MODEL "}", NULL,
      "data.use_labels: false needs a teacher section"},

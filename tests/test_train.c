@@ -427,3 +427,22 @@ KD_TEST(train_usage_and_setup_errors) {
     CHECK_EQ_INT(train("--help"), 0);
     CHECK_CONTAINS(g_out, "--resume");
 }
+
+KD_TEST(train_records_class_names_from_config) {
+    if (!have_data()) return;
+    const char *dir = kd_test_tmpdir();
+    /* Shell-quoted JSON array of ten names; a wrong count is a config error naming the key. */
+    int rc = train("--config " TINY " --out %s/run --quiet --set train.epochs=1 --set "
+                   "'data.classes=[\"top\",\"trouser\",\"pullover\",\"dress\",\"coat\",\"sandal\","
+                   "\"shirt\",\"sneaker\",\"bag\",\"boot\"]'",
+                   dir);
+    CHECK_EQ_INT(rc, 0);
+    char cmd[1024], out[16384];
+    snprintf(cmd, sizeof cmd, "%s info %s/run/best.safetensors", kd_test_distill(), dir);
+    CHECK_EQ_INT(kd_test_run(cmd, out, sizeof out), 0);
+    CHECK_CONTAINS(out, "\"trouser\"");
+    CHECK_CONTAINS(out, "\"boot\"");
+    rc = train("--config " TINY " --out %s/bad --quiet --set 'data.classes=[\"a\",\"b\"]'", dir);
+    CHECK_EQ_INT(rc, 2);
+    CHECK_CONTAINS(g_out, "data.classes: 2 names, but the model gives 10 classes");
+}

@@ -59,6 +59,7 @@ static const schema_key data_keys[] = {
     {"validation", K_SECTION, &source_schema},
     {"validation_split", K_LEAF, NULL},
     {"use_labels", K_LEAF, NULL},
+    {"classes", K_LEAF, NULL},
     {"preprocess", K_SECTION, &preprocess_schema},
 };
 static const schema data_schema = {data_keys, N_OF(data_keys)};
@@ -639,6 +640,29 @@ static kd_status parse_preprocess(pctx *p, const cJSON *data, kd_preprocess *pp)
     return get_bool(p, o, "flatten", path, &pp->flatten, NULL);
 }
 
+/* data.classes: names for the class indices (label i is classes[i]), recorded in checkpoints so
+ * eval and predict print names; the trainer checks the count against the data. */
+static kd_status parse_classes(pctx *p, const cJSON *d, kd_config *c) {
+    char got[64], sub[64];
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(d, "classes");
+    if (!v) return KD_OK;
+    if (!cJSON_IsArray(v) || !v->child)
+        return fail(p, "data.classes", "expected a non-empty array of class names, got %s",
+                    describe(v, got, sizeof got));
+    int i = 0;
+    for (const cJSON *e = v->child; e; e = e->next, i++) {
+        snprintf(sub, sizeof sub, "data.classes[%d]", i);
+        if (!cJSON_IsString(e) || !e->valuestring[0])
+            return fail(p, sub, "expected a non-empty string, got %s", describe(e, got, sizeof got));
+        for (const cJSON *f = v->child; f != e; f = f->next)
+            if (strcmp(f->valuestring, e->valuestring) == 0)
+                return fail(p, sub, "\"%s\" is listed twice", e->valuestring);
+    }
+    c->classes = cJSON_Duplicate(v, 1);
+    if (!c->classes) return fail(p, "data.classes", "out of memory");
+    return KD_OK;
+}
+
 static kd_status parse_data(pctx *p, const cJSON *root, kd_config *c) {
     const cJSON *d = NULL;
     kd_status st;
@@ -669,6 +693,7 @@ static kd_status parse_data(pctx *p, const cJSON *root, kd_config *c) {
     }
     c->use_labels = 1;
     if ((st = get_bool(p, d, "use_labels", "data", &c->use_labels, NULL))) return st;
+    if ((st = parse_classes(p, d, c))) return st;
     return parse_preprocess(p, d, &c->pp);
 }
 
@@ -987,6 +1012,13 @@ static cJSON *build_resolved(const kd_config *c) {
     else if (c->val_count) b_num(&b, data, "validation_split", (double)c->val_count);
     else b_flt(&b, data, "validation_split", c->val_fraction);
     b_bool(&b, data, "use_labels", c->use_labels);
+    if (c->classes && data) {
+        cJSON *names = cJSON_Duplicate(c->classes, 1);
+        if (!names || !cJSON_AddItemToObject(data, "classes", names)) {
+            cJSON_Delete(names);
+            b.ok = 0;
+        }
+    }
     cJSON *pp = data ? b_obj(&b, data, "preprocess") : NULL;
     if (c->pp.scale > 0) b_flt(&b, pp, "scale", c->pp.scale);
     else b_str(&b, pp, "scale", "auto");
@@ -1344,6 +1376,7 @@ void kd_config_free(kd_config *c) {
     if (!c) return;
     cJSON_Delete(c->layers);
     cJSON_Delete(c->teacher_layers);
+    cJSON_Delete(c->classes);
     cJSON_Delete(c->resolved);
     memset(c, 0, sizeof *c);
 }

@@ -33,6 +33,8 @@ typedef struct {
     const kd_preprocess *pp;
 
     kd_model model, teacher;
+    char **class_names;                        /* recorded in checkpoints (n_class_names) */
+    size_t n_class_names;
     int has_teacher;
     size_t C;                                  /* classes (model outputs) */
     float *dlogits;                            /* (B, C) */
@@ -321,12 +323,11 @@ static void read_partial(const char *path, epoch_sums *s) {
 static kd_status save_checkpoint(trainer *t, const char *path, const kd_train_state *ts,
                                  size_t epoch, uint64_t step, double val_acc,
                                  const epoch_sums *partial, kd_err *err) {
-    const kd_data_info *info = kd_dataset_info(t->train_ds);
     char *run = run_json(epoch, step, val_acc, partial);
     if (!run) return kd_err_set(err, KD_EIO, "out of memory");
     kd_ckpt_meta meta = {0};
-    meta.class_names = info->class_names;
-    meta.n_classes = info->class_names ? info->n_classes : 0;
+    meta.class_names = t->class_names;
+    meta.n_classes = t->n_class_names;
     meta.pp = t->pp;
     meta.extra_json = run;
     kd_status st = kd_ckpt_save(path, &t->model, &meta, ts, err);
@@ -480,6 +481,21 @@ static kd_status build_model(trainer *t, kd_err *err) {
     if (t->C < 2)
         return kd_err_set(err, KD_EUSAGE, "model.layers: the last layer gives %zu output; a "
                           "classifier needs at least 2", t->C);
+    if (cfg->classes) {
+        /* Names from the config replace the data's ("0".."9" for IDX files). */
+        size_t n = (size_t)cJSON_GetArraySize(cfg->classes);
+        if (n != t->C)
+            return kd_err_set(err, KD_EUSAGE,
+                              "data.classes: %zu names, but the model gives %zu classes", n, t->C);
+        t->class_names = calloc(n, sizeof *t->class_names);
+        if (!t->class_names) return kd_err_set(err, KD_EIO, "out of memory");
+        size_t i = 0;
+        for (const cJSON *e = cfg->classes->child; e; e = e->next) t->class_names[i++] = e->valuestring;
+        t->n_class_names = n;
+    } else if (info->class_names) {
+        t->class_names = info->class_names;
+        t->n_class_names = info->n_classes;
+    }
     kd_model_init_weights(&t->model, &t->rng, cfg->init);
     return kd_model_reserve(&t->model, t->B, err);
 }
@@ -973,6 +989,7 @@ cleanup:
     kd_free_aligned(t->scratch);
     kd_model_free(&t->model);
     kd_model_free(&t->teacher);
+    if (t->cfg->classes) free(t->class_names); /* else it is the dataset's */
     free(t->train_idx);
     free(t->val_idx);
     if (t->val_ds && t->val_ds != t->train_ds) kd_dataset_close(t->val_ds);
