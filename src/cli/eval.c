@@ -83,6 +83,20 @@ static const char *base_name(const char *p) {
     return s ? s + 1 : p;
 }
 
+/* A column's heading: the file name, or "folder/file" when another column has the same file
+ * name (runs/teacher/best.safetensors vs runs/student/best.safetensors). */
+static const char *column_label(const model_result *res, size_t n, size_t k) {
+    const char *p = res[k].path, *base = base_name(p);
+    for (size_t j = 0; j < n; j++) {
+        if (j == k || strcmp(base_name(res[j].path), base) != 0) continue;
+        if (base == p) return base; /* no folder to add */
+        const char *s = base - 1;   /* the '/' before base */
+        while (s > p && s[-1] != '/') s--;
+        return s;
+    }
+    return base;
+}
+
 /* Evaluates every checkpoint; results[k] filled. Owns only what it allocates here. */
 static kd_status evaluate(kd_eval_data *d, char **paths, size_t n_models, const eval_opts *o,
                           model_result *res, char ***class_names, size_t *n_names, kd_err *err) {
@@ -191,7 +205,7 @@ static void print_table(const kd_eval_data *d, const model_result *res, size_t n
                         const eval_opts *o, char **names, size_t n_names) {
     int w = 14;
     for (size_t k = 0; k < n_models; k++) {
-        int len = (int)strlen(base_name(res[k].path));
+        int len = (int)strlen(column_label(res, n_models, k));
         if (len + 2 > w) w = len + 2;
     }
     if (w > 40) w = 40;
@@ -199,7 +213,7 @@ static void print_table(const kd_eval_data *d, const model_result *res, size_t n
            kd_blas_get_threads(), kd_blas_get_threads() == 1 ? "" : "s");
     char cell[64];
     print_row_label("");
-    for (size_t k = 0; k < n_models; k++) printf("%*.*s", w, w - 2, base_name(res[k].path));
+    for (size_t k = 0; k < n_models; k++) printf("%*.*s", w, w - 2, column_label(res, n_models, k));
     printf("\n");
 #define ROW(label, ...)                                                                    \
     do {                                                                                   \
@@ -246,7 +260,7 @@ static void print_table(const kd_eval_data *d, const model_result *res, size_t n
     if (o->per_class && labelled) {
         printf("\nper-class top-1 accuracy\n");
         printf("%-24s%8s", "class", "n");
-        for (size_t k = 0; k < n_models; k++) printf("%*.*s", w, w - 2, base_name(res[k].path));
+        for (size_t k = 0; k < n_models; k++) printf("%*.*s", w, w - 2, column_label(res, n_models, k));
         printf("\n");
         for (size_t c = 0; c < C; c++) {
             char label[64];
