@@ -64,6 +64,10 @@ extern int kd_fault_write_after;
 /* Monotonic seconds. */
 double kd_now(void);
 
+/* The shortest decimal that reads back as the same float, as a double (0.1f -> 0.1, not
+ * 0.10000000149011612), so JSON written from floats stays readable and round-trips exactly. */
+double kd_float_shortest(float v);
+
 /* Returns 1 if every value is finite. */
 int kd_all_finite(const float *x, size_t n);
 

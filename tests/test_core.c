@@ -158,3 +158,16 @@ KD_TEST(reductions_match_naive_double_sums) {
     const float three[] = {1.0f, 2.0f, 3.5f};
     CHECK(kd_sum(three, 3) == 6.5 && kd_dot(three, three, 3) == 17.25);
 }
+
+KD_TEST(float_shortest_round_trips_with_few_digits) {
+    CHECK(kd_float_shortest(0.1f) == 0.1);
+    CHECK(kd_float_shortest(0.286f) == 0.286);
+    CHECK(kd_float_shortest(1e-8f) == 1e-8);
+    CHECK(kd_float_shortest(-3.0f) == -3.0);
+    kd_rng r;
+    kd_rng_seed(&r, 9);
+    for (int i = 0; i < 10000; i++) {
+        float v = (kd_rng_uniform(&r) - 0.5f) * 1e3f * kd_rng_uniform(&r);
+        CHECK((float)kd_float_shortest(v) == v);
+    }
+}

@@ -925,15 +925,6 @@ static kd_status parse_output(pctx *p, const cJSON *root, kd_config *c) {
 
 /* The shortest decimal that reads back as the same float, as a double (so the saved config
  * says 0.01, not 0.009999999776482582). */
-static double float_json(float f) {
-    char buf[48];
-    for (int prec = 6; prec <= 9; prec++) {
-        snprintf(buf, sizeof buf, "%.*g", prec, (double)f);
-        if ((float)strtod(buf, NULL) == f) break;
-    }
-    return strtod(buf, NULL);
-}
-
 typedef struct {
     int ok;
 } builder;
@@ -946,7 +937,7 @@ static cJSON *b_obj(builder *b, cJSON *parent, const char *key) {
 static void b_num(builder *b, cJSON *o, const char *key, double v) {
     if (o && !cJSON_AddNumberToObject(o, key, v)) b->ok = 0;
 }
-static void b_flt(builder *b, cJSON *o, const char *key, float v) { b_num(b, o, key, float_json(v)); }
+static void b_flt(builder *b, cJSON *o, const char *key, float v) { b_num(b, o, key, kd_float_shortest(v)); }
 static void b_str(builder *b, cJSON *o, const char *key, const char *v) {
     if (o && !cJSON_AddStringToObject(o, key, v)) b->ok = 0;
 }
@@ -967,7 +958,7 @@ static void b_floats(builder *b, cJSON *o, const char *key, const float *v, int 
         return;
     }
     for (int i = 0; i < n; i++) {
-        cJSON *x = cJSON_CreateNumber(float_json(v[i]));
+        cJSON *x = cJSON_CreateNumber(kd_float_shortest(v[i]));
         if (!x || !cJSON_AddItemToArray(a, x)) {
             cJSON_Delete(x);
             b->ok = 0;

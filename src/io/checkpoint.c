@@ -59,12 +59,12 @@ static char *preprocess_json(const kd_preprocess *pp) {
     cJSON *o = cJSON_CreateObject();
     if (!o) return NULL;
     cJSON *mean = cJSON_AddArrayToObject(o, "mean"), *std = cJSON_AddArrayToObject(o, "std");
-    if (!cJSON_AddNumberToObject(o, "scale", (double)pp->scale) || !mean || !std ||
+    if (!cJSON_AddNumberToObject(o, "scale", kd_float_shortest(pp->scale)) || !mean || !std ||
         !cJSON_AddBoolToObject(o, "flatten", pp->flatten != 0))
         goto cleanup;
     for (int c = 0; c < pp->n_channels && c < KD_MAX_CHANNELS; c++) {
-        if (!cJSON_AddItemToArray(mean, cJSON_CreateNumber((double)pp->mean[c])) ||
-            !cJSON_AddItemToArray(std, cJSON_CreateNumber((double)pp->std[c])))
+        if (!cJSON_AddItemToArray(mean, cJSON_CreateNumber(kd_float_shortest(pp->mean[c]))) ||
+            !cJSON_AddItemToArray(std, cJSON_CreateNumber(kd_float_shortest(pp->std[c]))))
             goto cleanup;
     }
     out = cJSON_PrintUnformatted(o);

@@ -179,14 +179,7 @@ kd_status kd_spec_bool(const kd_layer *l, const cJSON *spec, const char *field, 
 }
 
 void kd_spec_add_float(cJSON *obj, const char *field, float v) {
-    char buf[32];
-    double d = v;
-    for (int digits = 1; digits <= 9; digits++) {
-        snprintf(buf, sizeof buf, "%.*g", digits, (double)v);
-        d = strtod(buf, NULL);
-        if ((float)d == v) break;
-    }
-    cJSON_AddNumberToObject(obj, field, d);
+    cJSON_AddNumberToObject(obj, field, kd_float_shortest(v));
 }
 
 void kd_init_fill(float *w, size_t n, size_t fan_in, size_t fan_out, kd_rng *rng, int xavier) {
