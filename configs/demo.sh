@@ -17,7 +17,7 @@ start=$(date +%s)
 mkdir -p "$RUNS"
 teacher="$RUNS/fmnist-teacher/best.safetensors"
 # Hide the printed config and model table; keep the run's story (epochs, accuracy, summary).
-show() { grep -v -e '^[[:space:]]' -e '^[{}]' || true; }
+show() { grep --line-buffered -v -e '^[[:space:]]' -e '^[{}]' || true; }
 if [ -r "$teacher" ] && grep -q '^summary:' "$RUNS/fmnist-teacher.log" 2>/dev/null; then
     echo "== 1/3 teacher: reusing $teacher (delete $RUNS/fmnist-teacher.log to retrain)"
 else

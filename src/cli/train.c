@@ -71,6 +71,7 @@ typedef struct {
     double epoch_t0;
     size_t epoch_batch0;   /* batches already done when the epoch (re)started */
     int bar_shown;
+    int distilling;        /* the config has a teacher */
 } printer;
 
 static void clear_bar(printer *p) {
@@ -165,10 +166,12 @@ static void on_progress(const kd_train_event *ev, void *user) {
         fmt_pct(m->train_acc, a, sizeof a);
         fmt_pct(m->val_acc, b, sizeof b);
         fmt_duration(m->seconds, c, sizeof c);
-        printf("epoch %zu/%zu  loss %.4f (soft %.4f, hard %.4f)  train_acc %s  val_acc %s  "
-               "lr %.3g  %.0f samples/s  %s\n",
-               m->epoch, ev->n_epochs, m->loss, m->soft, isfinite(m->hard) ? m->hard : 0.0, a, b,
-               m->lr, m->samples_per_s, c);
+        printf("epoch %zu/%zu  loss %.4f", m->epoch, ev->n_epochs, m->loss);
+        /* The two terms only mean something when distilling (soft is 0 without a teacher). */
+        if (p->distilling)
+            printf(" (soft %.4f, hard %.4f)", m->soft, isfinite(m->hard) ? m->hard : 0.0);
+        printf("  train_acc %s  val_acc %s  lr %.3g  %.0f samples/s  %s\n", a, b, m->lr,
+               m->samples_per_s, c);
         fflush(stdout);
         break;
     }
@@ -366,6 +369,7 @@ static int run(int argc, char **argv) {
     printer pr = {0};
     pr.quiet = quiet;
     pr.bar = isatty(STDERR_FILENO);
+    pr.distilling = cfg.has_teacher;
     const char *hook = getenv("KD_TRAIN_STOP_AFTER_STEPS");
     if (hook && parse_count(hook, &pr.stop_after)) pr.stop_after = 0;
     char formula[256];
