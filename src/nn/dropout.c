@@ -1,6 +1,7 @@
 /* dropout.c - inverted dropout: in training each element is zeroed with probability p and the
  * survivors are scaled by 1 / (1 - p), so evaluation is the identity with no rescaling. */
 #include <cJSON.h>
+#include <math.h>
 #include <string.h>
 
 #include "kd_nn.h"
@@ -30,10 +31,19 @@ static void dropout_forward(kd_layer *l, const float *x, float *y, size_t B, kd_
         memcpy(y, x, n * sizeof *y);
         return;
     }
-    /* Draw the mask first (the RNG call is not vectorisable), then apply it in a plain loop. */
+    /* Draw the mask first (the RNG is not vectorisable), then apply it in a plain loop. Each
+     * 64-bit draw gives two 24-bit uniforms u (bits 40-63, then 16-39); an element is kept
+     * when u / 2^24 >= p, i.e. u >= ceil(p * 2^24), compared as integers. */
     const float scale = 1.0f / (1.0f - p);
+    const uint64_t keep_from = (uint64_t)ceil((double)p * 16777216.0);
     float *mask = l->cache;
-    for (size_t i = 0; i < n; i++) mask[i] = kd_rng_uniform(ctx->rng) >= p ? scale : 0.0f;
+    size_t i = 0;
+    for (; i + 1 < n; i += 2) {
+        uint64_t r = kd_rng_u64(ctx->rng);
+        mask[i] = (r >> 40) >= keep_from ? scale : 0.0f;
+        mask[i + 1] = ((r >> 16) & 0xffffff) >= keep_from ? scale : 0.0f;
+    }
+    if (i < n) mask[i] = (kd_rng_u64(ctx->rng) >> 40) >= keep_from ? scale : 0.0f;
     mul_kernel(x, mask, y, n);
 }
 
