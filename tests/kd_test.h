@@ -71,6 +71,11 @@ const char *kd_test_tmpdir(void);
 int kd_test_run(const char *cmd, char *out, size_t cap);
 /* Path of the distill binary under test (env KD_DISTILL, default ./distill). */
 const char *kd_test_distill(void);
+/* 1 if python3 can be run (the reference scripts need it). */
+int kd_test_have_python(void);
+/* Parses the numbers that follow `prefix` on the k-th line (0-based) of out that starts with
+ * `prefix` (include the trailing space: "logits "); stores up to cap; returns how many. */
+size_t kd_test_line_values(const char *out, const char *prefix, int k, double *vals, size_t cap);
 /* Writes bytes to a file; returns 0 on success. */
 int kd_test_write_file(const char *path, const void *data, size_t n);
 

@@ -21,7 +21,6 @@ static const char *ARCH_PY =
 static const float PY_INPUTS[3][4] = {
     {0.5f, -1.0f, 0.25f, 2.0f}, {-0.3f, 0.8f, -1.5f, 0.1f}, {1.0f, 1.0f, 1.0f, 1.0f}};
 
-static int have_python(void) { return kd_test_run("command -v python3", NULL, 0) == 0; }
 
 static void fill_random(kd_rng *r, float *x, size_t n) {
     for (size_t i = 0; i < n; i++) x[i] = kd_rng_normal(r);
@@ -157,30 +156,8 @@ cleanup:
     kd_model_free(&m);
 }
 
-/* Finds "<tag> [name ]v1 v2 ..." (the k-th line with that prefix) in out; returns the count. */
-static size_t py_values(const char *out, const char *prefix, int k, double *vals, size_t cap) {
-    const char *p = out;
-    size_t plen = strlen(prefix);
-    for (;;) {
-        if (strncmp(p, prefix, plen) == 0 && k-- == 0) break;
-        p = strchr(p, '\n');
-        if (!p) return 0;
-        p++;
-    }
-    p += plen;
-    size_t n = 0;
-    char *end;
-    while (n < cap && *p != '\n' && *p) {
-        double v = strtod(p, &end);
-        if (end == p) break;
-        vals[n++] = v;
-        p = end;
-    }
-    return n;
-}
-
 KD_TEST(ckpt_loads_python_files_and_matches_python_logits) {
-    if (!have_python()) {
+    if (!kd_test_have_python()) {
         kd_test_skip("python3 not available");
         return;
     }
@@ -207,13 +184,13 @@ KD_TEST(ckpt_loads_python_files_and_matches_python_logits) {
         const float *z = kd_model_forward(&m, &PY_INPUTS[0][0], 3, &ctx);
         for (int s = 0; s < 3; s++) {
             double want[2] = {NAN, NAN};
-            CHECK_EQ_INT(py_values(out, "logits ", s, want, 2), 2);
+            CHECK_EQ_INT(kd_test_line_values(out, "logits ", s, want, 2), 2);
             CHECK_CLOSE(z[2 * s], want[0], 1e-6, 1e-5);
             CHECK_CLOSE(z[2 * s + 1], want[1], 1e-6, 1e-5);
         }
         /* Python's view of the weights equals what we loaded. */
         double w[12] = {0};
-        CHECK_EQ_INT(py_values(out, "tensor 0.weight ", 0, w, 12), 12);
+        CHECK_EQ_INT(kd_test_line_values(out, "tensor 0.weight ", 0, w, 12), 12);
         for (int i = 0; i < 12; i++) CHECK((double)kd_model_tensor(&m, "0.weight")->data[i] == w[i]);
 
         if (d == 0) {
@@ -231,7 +208,7 @@ KD_TEST(ckpt_loads_python_files_and_matches_python_logits) {
                 double v[12] = {0};
                 snprintf(prefix, sizeof prefix, "tensor %s ", names[i]);
                 kd_tensor *t = kd_model_tensor(&m, names[i]);
-                CHECK_EQ_INT(py_values(out, prefix, 0, v, 12), t->numel);
+                CHECK_EQ_INT(kd_test_line_values(out, prefix, 0, v, 12), t->numel);
                 for (size_t k = 0; k < t->numel; k++) CHECK((double)t->data[k] == v[k]);
             }
         }

@@ -14,28 +14,6 @@
     "{\"type\":\"batchnorm\"},{\"type\":\"relu\"},{\"type\":\"maxpool2d\",\"kernel\":2},"    \
     "{\"type\":\"flatten\"},{\"type\":\"dense\",\"units\":3}]}"
 
-/* Parses up to max numbers following the n-th line that starts with "<tag> " in out. */
-static size_t tagged_values(const char *out, const char *tag, int nth, double *vals, size_t max) {
-    size_t tl = strlen(tag);
-    const char *p = out;
-    for (;;) {
-        if (strncmp(p, tag, tl) == 0 && p[tl] == ' ' && nth-- == 0) break;
-        p = strchr(p, '\n');
-        if (!p) return 0;
-        p++;
-    }
-    p += tl;
-    size_t n = 0;
-    while (n < max && *p != '\n' && *p) {
-        char *end;
-        double v = strtod(p, &end);
-        if (end == p) break;
-        vals[n++] = v;
-        p = end;
-    }
-    return n;
-}
-
 KD_TEST(cnn_pytorch_checkpoint_logits_match_python) {
     char out[8192];
     if (kd_test_run("python3 -c pass", out, sizeof out) != 0) {
@@ -66,9 +44,9 @@ KD_TEST(cnn_pytorch_checkpoint_logits_match_python) {
         int ok = 1;
         for (int s = 0; s < 3; s++) {
             double v[16];
-            ok &= tagged_values(out, "input", s, v, 16) == 16;
+            ok &= kd_test_line_values(out, "input ", s, v, 16) == 16;
             for (int i = 0; i < 16; i++) x[s * 16 + i] = (float)v[i];
-            ok &= tagged_values(out, "logits", s, want + 3 * s, 3) == 3;
+            ok &= kd_test_line_values(out, "logits ", s, want + 3 * s, 3) == 3;
         }
         CHECK(ok);
         kd_ctx eval = {0, NULL, NULL};

@@ -122,6 +122,29 @@ const char *kd_test_distill(void) {
     return p && *p ? p : "./distill";
 }
 
+int kd_test_have_python(void) { return kd_test_run("command -v python3", NULL, 0) == 0; }
+
+size_t kd_test_line_values(const char *out, const char *prefix, int k, double *vals, size_t cap) {
+    const char *p = out;
+    size_t plen = strlen(prefix);
+    for (;;) {
+        if (strncmp(p, prefix, plen) == 0 && k-- == 0) break;
+        p = strchr(p, '\n');
+        if (!p) return 0;
+        p++;
+    }
+    p += plen;
+    size_t n = 0;
+    while (n < cap && *p != '\n' && *p) {
+        char *end;
+        double v = strtod(p, &end);
+        if (end == p) break;
+        vals[n++] = v;
+        p = end;
+    }
+    return n;
+}
+
 int kd_test_write_file(const char *path, const void *data, size_t n) {
     FILE *f = fopen(path, "wb");
     if (!f) return -1;

@@ -15,7 +15,6 @@ static float bits_f32(uint32_t u) {
     return x;
 }
 
-static int have_python(void) { return kd_test_run("command -v python3", NULL, 0) == 0; }
 
 /* ---- f16 / bf16 ------------------------------------------------------------------------- */
 
@@ -265,33 +264,15 @@ KD_TEST(safetensors_failed_write_keeps_previous_file) {
 
 /* ---- interop with the independent Python implementation ------------------------------------ */
 
-/* Finds the line "<tag> <name> v1 v2 ..." (name may be NULL for "<tag> v1 ...": the k-th such
- * line) in the script's output and parses the values; returns how many. */
-static size_t py_values(const char *out, const char *tag, const char *name, int k, double *vals,
-                        size_t cap) {
+/* The values of the script's line "tensor <name> v1 v2 ...". */
+static size_t tensor_values(const char *out, const char *name, double *vals, size_t cap) {
     char key[128];
-    snprintf(key, sizeof key, name ? "%s %s " : "%s ", tag, name);
-    const char *p = out;
-    for (;;) {
-        if (strncmp(p, key, strlen(key)) == 0 && k-- == 0) break;
-        p = strchr(p, '\n');
-        if (!p) return 0;
-        p++;
-    }
-    p += strlen(key);
-    size_t n = 0;
-    char *end;
-    while (n < cap && *p != '\n' && *p) {
-        double v = strtod(p, &end);
-        if (end == p) break;
-        vals[n++] = v;
-        p = end;
-    }
-    return n;
+    snprintf(key, sizeof key, "tensor %s ", name);
+    return kd_test_line_values(out, key, 0, vals, cap);
 }
 
 KD_TEST(safetensors_reads_python_written_files) {
-    if (!have_python()) {
+    if (!kd_test_have_python()) {
         kd_test_skip("python3 not available");
         return;
     }
@@ -323,7 +304,7 @@ KD_TEST(safetensors_reads_python_written_files) {
             float got[16];
             double want[16];
             kd_st_to_f32(&f.tensors[i], got);
-            size_t n = py_values(out, "tensor", f.tensors[i].name, 0, want, 16);
+            size_t n = tensor_values(out, f.tensors[i].name, want, 16);
             CHECK_EQ_INT(n, f.tensors[i].numel);
             for (size_t k = 0; k < n; k++) CHECK((double)got[k] == want[k]);
         }
@@ -332,7 +313,7 @@ KD_TEST(safetensors_reads_python_written_files) {
 }
 
 KD_TEST(safetensors_python_accepts_our_files) {
-    if (!have_python()) {
+    if (!kd_test_have_python()) {
         kd_test_skip("python3 not available");
         return;
     }
@@ -358,19 +339,19 @@ KD_TEST(safetensors_python_accepts_our_files) {
     CHECK_EQ_INT(kd_test_run(cmd, out, sizeof out), 0);
     CHECK_CONTAINS(out, "OK 5 tensors");
     double v[16];
-    CHECK_EQ_INT(py_values(out, "tensor", "0.weight", 0, v, 16), 12);
+    CHECK_EQ_INT(tensor_values(out, "0.weight", v, 16), 12);
     for (int i = 0; i < 12; i++) CHECK(v[i] == (double)w[i]);
-    CHECK_EQ_INT(py_values(out, "tensor", "1.num_batches_tracked", 0, v, 16), 1);
+    CHECK_EQ_INT(tensor_values(out, "1.num_batches_tracked", v, 16), 1);
     CHECK(v[0] == 42.0);
-    CHECK_EQ_INT(py_values(out, "tensor", "b", 0, v, 16), 3);
+    CHECK_EQ_INT(tensor_values(out, "b", v, 16), 3);
     CHECK(v[0] == 1.5 && (float)v[1] == kd_bf16_to_f32(bf[1]) && (float)v[2] == kd_bf16_to_f32(bf[2]));
     /* Python's struct 'e' decodes our halves: an independent check of the encoding. */
-    CHECK_EQ_INT(py_values(out, "tensor", "h", 0, v, 16), 3);
+    CHECK_EQ_INT(tensor_values(out, "h", v, 16), 3);
     CHECK(v[0] == 1.5);
     CHECK_CLOSE(v[1], -0.1, 1e-4, 0);
     CHECK_CLOSE(v[2], 6e-8, 3e-8, 0);
     CHECK(v[1] == (double)kd_f16_to_f32(hf[1]));
-    CHECK_EQ_INT(py_values(out, "tensor", "q", 0, v, 16), 3);
+    CHECK_EQ_INT(tensor_values(out, "q", v, 16), 3);
     CHECK(v[0] == -5 && v[2] == 5);
     /* The Python checker is not a rubber stamp: it refuses a file with a trailing byte. */
     snprintf(cmd, sizeof cmd, "printf x >> '%s' && python3 tests/st_interop.py check '%s'", path,
