@@ -9,4 +9,15 @@ double kd_sum(const float *x, size_t n);                          /* sum x */
 double kd_sum_sq_dev(const float *x, size_t n, double mean);      /* sum (x - mean)^2 */
 double kd_dot(const float *a, const float *b, size_t n);          /* sum a * b */
 
+/* Fused one-pass sums for batch statistics, ADDED to the outputs. Float partial sums over
+ * blocks of KD_REDUCE_BLOCK values (8 lanes, fixed order) are folded into the doubles, so they
+ * run at vector speed while long rows keep double precision; shifting by a value near the mean
+ * keeps sum((x - shift)^2) free of cancellation. */
+#define KD_REDUCE_BLOCK 256
+/* *s += sum(x - shift);  *q += sum((x - shift)^2) */
+void kd_sum_sq_shifted(const float *x, size_t n, float shift, double *s, double *q);
+/* *sa += sum(a);  *sab += sum(a * (b - shift)) */
+void kd_sum_dot_shifted(const float *a, const float *b, size_t n, float shift, double *sa,
+                        double *sab);
+
 #endif

@@ -176,7 +176,10 @@ KD_TEST(conv2d_forward_backward_match_naive_loops) {
         {1, 3, 4, 2, 4, 5, 1, 2, 1, 2},
         /* Large planes: several samples per lowering chunk with a remainder chunk of one. */
         {4, 104, 104, 3, 3, 3, 1, 1, 1, 3},
-        /* Very large planes: one sample per chunk (sgemm writes into the output directly). */
+        /* Columns over CONV_KEEP_COLUMNS floats per sample, so backward rebuilds them: three
+         * samples per chunk and a remainder of one; then one sample per chunk (sgemm writes into
+         * the output directly). All the cases above keep forward's columns. */
+        {8, 64, 64, 2, 3, 3, 1, 1, 1, 4},
         {16, 64, 64, 2, 3, 3, 1, 1, 1, 2},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) check_conv_vs_naive(&cases[i], 100 + i);

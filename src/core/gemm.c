@@ -7,8 +7,12 @@
 /* Small products (output layers, thin students) run faster on one thread than on two on this
  * class of machine: 128x10x1200 takes 50 us on one thread, 123 us on two; 128x64x784 127 us vs
  * 278 us; from 128x128x784 (12.8M multiply-adds) on, two threads win. So products under 8M
- * multiply-adds run on one thread. Switching the OpenBLAS thread count costs ~15 ns. */
+ * multiply-adds run on one thread. So do products with a tiny output and a long reduction (a
+ * first conv layer's weight gradient, 32x9 summed over 100352 positions: 1.6 ms on one thread,
+ * 2.6 ms on two), which OpenBLAS cannot split between threads. Switching the OpenBLAS thread
+ * count costs ~15 ns. */
 #define KD_SMALL_MACS 8e6
+#define KD_SMALL_OUTPUT 1024
 static int g_threads;  /* the configured count (0 until kd_blas_set_threads) */
 
 void kd_sgemm(int trans_a, int trans_b, size_t M, size_t N, size_t K, float alpha,
@@ -26,7 +30,8 @@ void kd_sgemm(int trans_a, int trans_b, size_t M, size_t N, size_t K, float alph
                         A, 1, beta, C, 1);
         return;
     }
-    int thin = g_threads > 1 && (double)M * (double)N * (double)K < KD_SMALL_MACS;
+    int thin = g_threads > 1 && ((double)M * (double)N * (double)K < KD_SMALL_MACS ||
+                                 (double)M * (double)N <= KD_SMALL_OUTPUT);
     if (thin) openblas_set_num_threads(1);
     cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
                 trans_b ? CblasTrans : CblasNoTrans, (blasint)M, (blasint)N, (blasint)K, alpha, A,

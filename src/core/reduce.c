@@ -3,6 +3,8 @@
  * the order never depends on the data or the thread count, so results are reproducible. */
 #include "kd_reduce.h"
 
+#include <string.h>
+
 #define LANES 8
 
 /* acc[k] += term(i + k) over blocks of 8, the tail into the first lanes, then a fixed tree. */
@@ -26,3 +28,66 @@ double kd_sum_sq_dev(const float *x, size_t n, double mean) {
 }
 
 double kd_dot(const float *a, const float *b, size_t n) { KD_REDUCE(n, (double)a[i] * b[i]); }
+
+/* Four floats as one GCC/Clang vector (one SSE register; the baseline x86-64 target has no
+ * wider one), two per sum for eight lanes; memcpy keeps the loads unaligned-safe. */
+typedef float v4f __attribute__((vector_size(16)));
+
+static double fold8(v4f a, v4f b) {
+    return (((double)a[0] + a[1]) + ((double)a[2] + a[3])) +
+           (((double)b[0] + b[1]) + ((double)b[2] + b[3]));
+}
+
+void kd_sum_sq_shifted(const float *x, size_t n, float shift, double *s, double *q) {
+    for (size_t b0 = 0; b0 < n; b0 += KD_REDUCE_BLOCK) {
+        const size_t b1 = n - b0 < KD_REDUCE_BLOCK ? n : b0 + KD_REDUCE_BLOCK;
+        v4f s0 = {0}, s1 = {0}, q0 = {0}, q1 = {0};
+        size_t i = b0;
+        for (; i + 8 <= b1; i += 8) {
+            v4f u, v;
+            memcpy(&u, x + i, sizeof u);
+            memcpy(&v, x + i + 4, sizeof v);
+            u -= shift;
+            v -= shift;
+            s0 += u;
+            s1 += v;
+            q0 += u * u;
+            q1 += v * v;
+        }
+        float ts = 0.0f, tq = 0.0f;  /* the tail, under 8 values */
+        for (; i < b1; i++) {
+            float d = x[i] - shift;
+            ts += d;
+            tq += d * d;
+        }
+        *s += fold8(s0, s1) + ts;
+        *q += fold8(q0, q1) + tq;
+    }
+}
+
+void kd_sum_dot_shifted(const float *a, const float *b, size_t n, float shift, double *sa,
+                        double *sab) {
+    for (size_t b0 = 0; b0 < n; b0 += KD_REDUCE_BLOCK) {
+        const size_t b1 = n - b0 < KD_REDUCE_BLOCK ? n : b0 + KD_REDUCE_BLOCK;
+        v4f a0 = {0}, a1 = {0}, p0 = {0}, p1 = {0};
+        size_t i = b0;
+        for (; i + 8 <= b1; i += 8) {
+            v4f u0, u1, v0, v1;
+            memcpy(&u0, a + i, sizeof u0);
+            memcpy(&u1, a + i + 4, sizeof u1);
+            memcpy(&v0, b + i, sizeof v0);
+            memcpy(&v1, b + i + 4, sizeof v1);
+            a0 += u0;
+            a1 += u1;
+            p0 += u0 * (v0 - shift);
+            p1 += u1 * (v1 - shift);
+        }
+        float ta = 0.0f, tp = 0.0f;
+        for (; i < b1; i++) {
+            ta += a[i];
+            tp += a[i] * (b[i] - shift);
+        }
+        *sa += fold8(a0, a1) + ta;
+        *sab += fold8(p0, p1) + tp;
+    }
+}

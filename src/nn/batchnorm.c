@@ -43,15 +43,17 @@ static int bn_tensors(const kd_layer *l, kd_tensor *out) {
     return 5;
 }
 
-/* Cache layout: inv_std (C) | xhat (B, in), kept for backward. */
+/* Cache layout: mean (C) | inv_std (C), the statistics forward normalised with, kept for
+ * backward, which recomputes xhat from x rather than storing a copy of the whole input. */
 static size_t bn_cache(const kd_layer *l, size_t B) {
-    return n_channels(l) + B * kd_shape_numel(&l->in);
+    (void)B;
+    return 2 * n_channels(l);
 }
 
+/* Two double accumulators per channel. */
 static size_t bn_workspace(const kd_layer *l, size_t B) {
-    (void)l;
     (void)B;
-    return 0;
+    return 4 * n_channels(l);
 }
 
 static void bn_init(kd_layer *l, kd_rng *rng, int xavier) {
@@ -71,42 +73,46 @@ static void bn_init(kd_layer *l, kd_rng *rng, int xavier) {
  *   running_mean = (1 - m) running_mean + m mean,
  *   running_var  = (1 - m) running_var  + m var * N / (N - 1)   (unbiased, as PyTorch).
  * Eval: the same with running_mean / running_var in place of the batch statistics.
- * Sums run in double (two passes) so large batches of large planes keep their precision. */
+ * Both passes walk memory in order (sample, channel, plane); the statistics come from one
+ * pass of sums shifted by the channel's first value, accumulated in double. */
 static void bn_forward(kd_layer *l, const float *x, float *y, size_t B, kd_ctx *ctx) {
     const size_t C = n_channels(l), S = n_spatial(l), N = B * S;
-    float *inv_std = l->cache, *xhat = l->cache + C;
-    for (size_t c = 0; c < C; c++) {
-        double mean, var;
-        if (ctx->training) {
-            double s = 0.0;
-            for (size_t b = 0; b < B; b++) s += kd_sum(x + (b * C + c) * S, S);
-            mean = s / (double)N;
-            double q = 0.0;
-            for (size_t b = 0; b < B; b++) q += kd_sum_sq_dev(x + (b * C + c) * S, S, mean);
-            var = q / (double)N;
+    float *mean_c = l->cache, *inv_std = l->cache + C;
+    if (ctx->training) {
+        double *s = (double *)ctx->workspace, *q = s + C;
+        for (size_t c = 0; c < C; c++) s[c] = q[c] = 0.0;
+        for (size_t b = 0; b < B; b++)
+            for (size_t c = 0; c < C; c++)
+                kd_sum_sq_shifted(x + (b * C + c) * S, S, x[c * S], &s[c], &q[c]);
+        const double m = l->hp.momentum;
+        for (size_t c = 0; c < C; c++) {
+            const double d = s[c] / (double)N, mean = x[c * S] + d;
+            double sq = q[c] - s[c] * d;  /* sum of squared deviations from the mean */
+            if (sq < 0.0) sq = 0.0;
+            const double var = sq / (double)N;
             /* With a single value per channel the unbiased estimate is undefined (PyTorch
              * refuses); we keep the biased one rather than write Inf into the running stats. */
-            double unbiased = N > 1 ? q / (double)(N - 1) : var;
-            double m = l->hp.momentum;
+            const double unbiased = N > 1 ? sq / (double)(N - 1) : var;
             l->bn_mean[c] = (float)((1.0 - m) * l->bn_mean[c] + m * mean);
             l->bn_var[c] = (float)((1.0 - m) * l->bn_var[c] + m * unbiased);
-        } else {
-            mean = l->bn_mean[c];
-            var = l->bn_var[c];
+            mean_c[c] = (float)mean;
+            inv_std[c] = (float)(1.0 / sqrt(var + (double)l->hp.eps));
         }
-        const float is = (float)(1.0 / sqrt(var + (double)l->hp.eps));
-        const float mu = (float)mean, g = l->w[c], beta = l->b[c];
-        inv_std[c] = is;
-        for (size_t b = 0; b < B; b++) {
-            const size_t off = (b * C + c) * S;
-            for (size_t i = 0; i < S; i++) {
-                float h = (x[off + i] - mu) * is;
-                xhat[off + i] = h;
-                y[off + i] = g * h + beta;
-            }
+        l->n_batches++;
+    } else {
+        for (size_t c = 0; c < C; c++) {
+            mean_c[c] = l->bn_mean[c];
+            inv_std[c] = (float)(1.0 / sqrt((double)l->bn_var[c] + (double)l->hp.eps));
         }
     }
-    if (ctx->training) l->n_batches++;
+    for (size_t b = 0; b < B; b++)
+        for (size_t c = 0; c < C; c++) {
+            const size_t off = (b * C + c) * S;
+            const float mu = mean_c[c], k = l->w[c] * inv_std[c], beta = l->b[c];
+            const float *restrict xp = x + off;
+            float *restrict yp = y + off;
+            for (size_t i = 0; i < S; i++) yp[i] = k * (xp[i] - mu) + beta;
+        }
 }
 
 /* dweight += sum(dy * xhat);  dbias += sum(dy);
@@ -115,28 +121,32 @@ static void bn_forward(kd_layer *l, const float *x, float *y, size_t B, kd_ctx *
  * eval: dx = weight * inv_std * dy (the statistics are constants). */
 static void bn_backward(kd_layer *l, const float *x, const float *y, const float *dy, float *dx,
                         size_t B, kd_ctx *ctx) {
-    (void)x;
     (void)y;
     const size_t C = n_channels(l), S = n_spatial(l), N = B * S;
-    const float *inv_std = l->cache, *xhat = l->cache + C;
+    const float *mean_c = l->cache, *inv_std = l->cache + C;
+    double *sdy = (double *)ctx->workspace, *sdyx = sdy + C;
+    for (size_t c = 0; c < C; c++) sdy[c] = sdyx[c] = 0.0;
+    for (size_t b = 0; b < B; b++)
+        for (size_t c = 0; c < C; c++) {
+            const size_t off = (b * C + c) * S;
+            kd_sum_dot_shifted(dy + off, x + off, S, mean_c[c], &sdy[c], &sdyx[c]);
+        }
     for (size_t c = 0; c < C; c++) {
-        double sdy = 0.0, sdyx = 0.0;
-        for (size_t b = 0; b < B; b++) {
-            const size_t off = (b * C + c) * S;
-            sdy += kd_sum(dy + off, S);
-            sdyx += kd_dot(dy + off, xhat + off, S);
-        }
-        l->dw[c] += (float)sdyx;
-        l->db[c] += (float)sdy;
-        if (!dx) continue;
-        const float k = l->w[c] * inv_std[c];
-        const float a = ctx->training ? (float)(sdy / (double)N) : 0.0f;
-        const float bq = ctx->training ? (float)(sdyx / (double)N) : 0.0f;
-        for (size_t b = 0; b < B; b++) {
-            const size_t off = (b * C + c) * S;
-            for (size_t i = 0; i < S; i++) dx[off + i] = k * (dy[off + i] - a - xhat[off + i] * bq);
-        }
+        sdyx[c] *= inv_std[c];  /* sum(dy * (x - mean)) * inv_std = sum(dy * xhat) */
+        l->dw[c] += (float)sdyx[c];
+        l->db[c] += (float)sdy[c];
     }
+    if (!dx) return;
+    for (size_t b = 0; b < B; b++)
+        for (size_t c = 0; c < C; c++) {
+            const size_t off = (b * C + c) * S;
+            const float is = inv_std[c], k = l->w[c] * is, mu = mean_c[c];
+            const float a = ctx->training ? (float)(sdy[c] / (double)N) : 0.0f;
+            const float bq = ctx->training ? (float)(sdyx[c] / (double)N) * is : 0.0f;
+            const float *restrict dyp = dy + off, *restrict xp = x + off;
+            float *restrict dxp = dx + off;
+            for (size_t i = 0; i < S; i++) dxp[i] = k * (dyp[i] - a - (xp[i] - mu) * bq);
+        }
 }
 
 static void bn_describe(const kd_layer *l, cJSON *obj) {

@@ -18,6 +18,12 @@
 #define CONV_COL_TARGET ((size_t)1 << 20)
 #endif
 
+/* A trainable layer keeps forward's columns in its cache for backward when they take at most
+ * this many floats per sample (1 MiB; the Fashion-MNIST teacher's second conv needs 56K):
+ * rebuilding them costs a pass over memory per step, keeping them costs K*OH*OW floats per
+ * sample. Larger layers (big images) rebuild them in backward instead. */
+#define CONV_KEEP_COLUMNS ((size_t)1 << 18)
+
 void kd_spec_add_kernel(cJSON *obj, size_t kh, size_t kw) {
     if (kh == kw) {
         cJSON_AddNumberToObject(obj, "kernel", (double)kh);
@@ -134,10 +140,15 @@ static int conv_tensors(const kd_layer *l, kd_tensor *out) {
     return 2;
 }
 
+/* Whether forward leaves the columns of the whole batch in l->cache, chunk after chunk
+ * (chunk b0 at b0 * K * OHW, laid out [K, nb*OHW] as in the workspace). */
+static int keeps_columns(const kd_layer *l, const conv_dims *d) {
+    return l->dw && d->K * d->OHW <= CONV_KEEP_COLUMNS;
+}
+
 static size_t conv_cache(const kd_layer *l, size_t B) {
-    (void)l;
-    (void)B;
-    return 0;
+    conv_dims d = dims_of(l);
+    return keeps_columns(l, &d) ? B * d.K * d.OHW : 0;
 }
 
 /* Columns [K, nb*OHW] plus, when a chunk holds several samples, the product in [O, nb*OHW]
@@ -307,9 +318,11 @@ static void col2im(const conv_dims *d, float *col, size_t ld, float *dx) {
 static void conv_forward(kd_layer *l, const float *x, float *y, size_t B, kd_ctx *ctx) {
     const conv_dims d = dims_of(l);
     const size_t nb_max = chunk_samples(&d, B), in_n = d.C * d.H * d.W, out_n = d.O * d.OHW;
-    float *col = ctx->workspace, *ybuf = col + d.K * nb_max * d.OHW;
+    const int keep = keeps_columns(l, &d);
+    float *ybuf = ctx->workspace + d.K * nb_max * d.OHW;
     for (size_t b0 = 0; b0 < B; b0 += nb_max) {
         const size_t nb = B - b0 < nb_max ? B - b0 : nb_max, N = nb * d.OHW;
+        float *col = keep ? l->cache + b0 * d.K * d.OHW : ctx->workspace;
         for (size_t b = 0; b < nb; b++) im2col(&d, x + (b0 + b) * in_n, col + b * d.OHW, N);
         if (nb == 1) {
             float *yb = y + b0 * out_n, beta = 0.0f;
@@ -330,16 +343,16 @@ static void conv_forward(kd_layer *l, const float *x, float *y, size_t B, kd_ctx
     }
 }
 
-/* Per chunk, with dY (O, nb*OHW) the output gradient in column order and col = im2col(x):
- *   dW (O, K) += dY col^T;  db (O) += row sums of dY;  dcol (K, nb*OHW) = W^T dY;  dx = col2im(dcol).
- * The columns are rebuilt from x rather than kept from forward: that costs one pass over memory,
- * while keeping them would cost K*OHW floats per sample for every conv layer. */
+/* Per chunk, with dY (O, nb*OHW) the output gradient in column order and col = im2col(x) (kept
+ * from forward, or rebuilt from x for very large layers, see CONV_KEEP_COLUMNS):
+ *   dW (O, K) += dY col^T;  db (O) += row sums of dY;  dcol (K, nb*OHW) = W^T dY;  dx = col2im(dcol). */
 static void conv_backward(kd_layer *l, const float *x, const float *y, const float *dy,
                           float *dx, size_t B, kd_ctx *ctx) {
     (void)y;
     const conv_dims d = dims_of(l);
     const size_t nb_max = chunk_samples(&d, B), in_n = d.C * d.H * d.W, out_n = d.O * d.OHW;
-    float *col = ctx->workspace, *ybuf = col + d.K * nb_max * d.OHW;
+    const int keep = keeps_columns(l, &d);
+    float *dcol = ctx->workspace, *ybuf = dcol + d.K * nb_max * d.OHW;
     for (size_t b0 = 0; b0 < B; b0 += nb_max) {
         const size_t nb = B - b0 < nb_max ? B - b0 : nb_max, N = nb * d.OHW;
         const float *g = dy + b0 * out_n;  /* (O, N) view when nb == 1 */
@@ -353,13 +366,18 @@ static void conv_backward(kd_layer *l, const float *x, const float *y, const flo
         if (l->db) {
             for (size_t o = 0; o < d.O; o++) l->db[o] += row_sum(g + o * N, N);
         }
-        for (size_t b = 0; b < nb; b++) im2col(&d, x + (b0 + b) * in_n, col + b * d.OHW, N);
+        const float *col = dcol;
+        if (keep) {
+            col = l->cache + b0 * d.K * d.OHW;
+        } else {
+            for (size_t b = 0; b < nb; b++) im2col(&d, x + (b0 + b) * in_n, dcol + b * d.OHW, N);
+        }
         kd_sgemm(0, 1, d.O, d.K, N, 1.0f, g, N, col, N, 1.0f, l->dw, d.K);
         if (!dx) continue;
-        kd_sgemm(1, 0, d.K, N, d.O, 1.0f, l->w, d.K, g, N, 0.0f, col, N);
+        kd_sgemm(1, 0, d.K, N, d.O, 1.0f, l->w, d.K, g, N, 0.0f, dcol, N);
         float *dxc = dx + b0 * in_n;
         memset(dxc, 0, nb * in_n * sizeof *dxc);
-        for (size_t b = 0; b < nb; b++) col2im(&d, col + b * d.OHW, N, dxc + b * in_n);
+        for (size_t b = 0; b < nb; b++) col2im(&d, dcol + b * d.OHW, N, dxc + b * in_n);
     }
 }
 

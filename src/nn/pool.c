@@ -87,12 +87,71 @@ static void window(const kd_layer *l, size_t oh, size_t ow, size_t *h0, size_t *
 
 static size_t maxpool_cache(const kd_layer *l, size_t B) { return B * kd_shape_numel(&l->out); }
 
+/* The common 2x2, stride 2, unpadded pool over a plane of even size: branch-free selects in
+ * the scan order of the general loop (a strict > keeps the first maximum). */
+static int is_pool2x2(const kd_layer *l) {
+    return l->hp.kh == 2 && l->hp.kw == 2 && stride_h(l) == 2 && stride_w(l) == 2 &&
+           !l->hp.padding && l->in.d[1] == 2 * l->out.d[1] && l->in.d[2] == 2 * l->out.d[2];
+}
+
+static void maxpool2x2_plane(const float *restrict xp, float *restrict yp,
+                             uint32_t *restrict ap, size_t OH, size_t OW) {
+    const size_t W = 2 * OW;
+    for (size_t oh = 0; oh < OH; oh++) {
+        const float *r0 = xp + 2 * oh * W, *r1 = r0 + W;
+        const uint32_t base = (uint32_t)(2 * oh * W);
+        for (size_t ow = 0; ow < OW; ow++) {
+            const float a = r0[2 * ow], b = r0[2 * ow + 1], c = r1[2 * ow], d = r1[2 * ow + 1];
+            /* Comparisons as 0/1 integers, not branches: which element wins is data, and a
+             * mispredicted branch per window costs more than the whole window. */
+            const uint32_t ba = b > a, dc = d > c;
+            const float m1 = ba ? b : a, m2 = dc ? d : c;
+            const uint32_t lower = m2 > m1;
+            yp[oh * OW + ow] = m2 > m1 ? m2 : m1;
+            ap[oh * OW + ow] = base + (uint32_t)(2 * ow) + ba + lower * ((uint32_t)W + dc - ba);
+        }
+    }
+}
+
+/* g where the condition holds, else +0, by masking the bits (no branch, and no 0 * g that would
+ * turn an infinite gradient into NaN elsewhere). */
+static inline float keep_if(uint32_t cond, float g) {
+    uint32_t u;
+    memcpy(&u, &g, sizeof u);
+    u &= 0u - cond;
+    memcpy(&g, &u, sizeof g);
+    return g;
+}
+
+/* Writes every input of the plane once (the gradient or 0): no separate clearing pass. */
+static void maxpool2x2_plane_backward(const float *restrict dyp, const uint32_t *restrict ap,
+                                      float *restrict dxp, size_t OH, size_t OW) {
+    const size_t W = 2 * OW;
+    for (size_t oh = 0; oh < OH; oh++) {
+        float *r0 = dxp + 2 * oh * W, *r1 = r0 + W;
+        const uint32_t base = (uint32_t)(2 * oh * W);
+        for (size_t ow = 0; ow < OW; ow++) {
+            const float g = dyp[oh * OW + ow];
+            const uint32_t k = ap[oh * OW + ow] - base - (uint32_t)(2 * ow);  /* 0, 1, W, W+1 */
+            r0[2 * ow] = keep_if(k == 0, g);
+            r0[2 * ow + 1] = keep_if(k == 1, g);
+            r1[2 * ow] = keep_if(k == W, g);
+            r1[2 * ow + 1] = keep_if(k == W + 1, g);
+        }
+    }
+}
+
 static void maxpool_forward(kd_layer *l, const float *x, float *y, size_t B, kd_ctx *ctx) {
     (void)ctx;
     const size_t C = l->in.d[0], H = l->in.d[1], W = l->in.d[2];
     const size_t OH = l->out.d[1], OW = l->out.d[2];
     uint32_t *arg = (uint32_t *)l->cache;
     const size_t KH = l->hp.kh, KW = l->hp.kw, SH = stride_h(l), SW = stride_w(l);
+    if (is_pool2x2(l)) {
+        for (size_t bc = 0; bc < B * C; bc++)
+            maxpool2x2_plane(x + bc * H * W, y + bc * OH * OW, arg + bc * OH * OW, OH, OW);
+        return;
+    }
     for (size_t bc = 0; bc < B * C; bc++) {
         const float *xp = x + bc * H * W;
         float *yp = y + bc * OH * OW;
@@ -138,6 +197,12 @@ static void maxpool_backward(kd_layer *l, const float *x, const float *y, const 
     if (!dx) return;
     const size_t C = l->in.d[0], HW = l->in.d[1] * l->in.d[2], OHW = l->out.d[1] * l->out.d[2];
     const uint32_t *arg = (const uint32_t *)l->cache;
+    if (is_pool2x2(l)) {
+        for (size_t bc = 0; bc < B * C; bc++)
+            maxpool2x2_plane_backward(dy + bc * OHW, arg + bc * OHW, dx + bc * HW, l->out.d[1],
+                                      l->out.d[2]);
+        return;
+    }
     memset(dx, 0, B * C * HW * sizeof *dx);
     for (size_t bc = 0; bc < B * C; bc++) {
         float *dxp = dx + bc * HW;
