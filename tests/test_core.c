@@ -159,6 +159,46 @@ KD_TEST(reductions_match_naive_double_sums) {
     CHECK(kd_sum(three, 3) == 6.5 && kd_dot(three, three, 3) == 17.25);
 }
 
+/* The fused batch-statistics sums against double loops, across the float-block boundaries
+ * (256) and with data far from zero, where an unshifted float sum of squares would lose
+ * most digits: values 1000 + u, u in [-1, 1), shifted by the first value. */
+KD_TEST(shifted_sums_match_double_loops) {
+    static const size_t sizes[] = {0, 1, 7, 8, 255, 256, 257, 700, 2000};
+    enum { NMAX = 2000 };
+    kd_rng r;
+    kd_rng_seed(&r, 9);
+    static float a[NMAX], b[NMAX];
+    fill(&r, a, NMAX);
+    fill(&r, b, NMAX);
+    for (size_t i = 0; i < NMAX; i++) b[i] += 1000.0f;
+    for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
+        const size_t n = sizes[s];
+        const float shift = b[0];
+        double sb = 0, qb = 0, sa = 0, sab = 0;
+        for (size_t i = 0; i < n; i++) {
+            double d = (double)b[i] - shift;
+            sb += d;
+            qb += d * d;
+            sa += a[i];
+            sab += (double)a[i] * d;
+        }
+        double s1 = 1.0, q1 = 2.0, s2 = -1.0, p2 = 0.5;  /* the functions add to what is there */
+        kd_sum_sq_shifted(b, n, shift, &s1, &q1);
+        kd_sum_dot_shifted(a, b, n, shift, &s2, &p2);
+        CHECK_CLOSE(s1, 1.0 + sb, 1e-4, 1e-5);
+        CHECK_CLOSE(q1, 2.0 + qb, 1e-4, 1e-5);
+        CHECK_CLOSE(s2, -1.0 + sa, 1e-4, 1e-5);
+        CHECK_CLOSE(p2, 0.5 + sab, 1e-4, 1e-5);
+    }
+    /* Hand-computed: x = {3, 5, 10}, shift 3: sum 0 + 2 + 7 = 9, squares 0 + 4 + 49 = 53;
+     * a = {1, 2, 0.5}: sum 3.5, sum a (x - 3) = 0 + 4 + 3.5 = 7.5. */
+    const float x[] = {3.0f, 5.0f, 10.0f}, w[] = {1.0f, 2.0f, 0.5f};
+    double s0 = 0, q0 = 0, a0 = 0, p0 = 0;
+    kd_sum_sq_shifted(x, 3, 3.0f, &s0, &q0);
+    kd_sum_dot_shifted(w, x, 3, 3.0f, &a0, &p0);
+    CHECK(s0 == 9.0 && q0 == 53.0 && a0 == 3.5 && p0 == 7.5);
+}
+
 KD_TEST(float_shortest_round_trips_with_few_digits) {
     CHECK(kd_float_shortest(0.1f) == 0.1);
     CHECK(kd_float_shortest(0.286f) == 0.286);
