@@ -29,6 +29,7 @@ typedef struct {
     int use_labels;              /* 0: train labels withheld (pure distillation, alpha must be 1) */
     cJSON *classes;              /* data.classes: owned array of class-name strings, or NULL */
     kd_preprocess pp;            /* pp.scale 0 = auto (the data module picks 1/255 for u8) */
+    kd_augment augment;          /* data.augment: training batches only (none by default) */
 
     /* model (the one being trained) */
     kd_shape input;              /* inferred from the data when not given */

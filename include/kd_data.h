@@ -37,6 +37,26 @@ typedef struct {
     int flatten;                    /* present samples as [numel] instead of [C,H,W] */
 } kd_preprocess;
 
+/* Training-time augmentation (data.augment), applied to training batches only, never to
+ * validation or test data: each sample is flipped left-right with probability 1/2 (flip) and
+ * translated by (dy, dx) drawn uniformly from [-shift, shift]^2, the pixels that come in from
+ * outside repeating the nearest edge pixel (the background, for centred images). Needs samples
+ * shaped [C, H, W]. */
+#define KD_AUGMENT_MAX_SHIFT 64
+typedef struct {
+    size_t shift;                   /* 0 = no translation */
+    int flip;
+} kd_augment;
+
+/* out[c][h][w] = x[c][clamp(h - dy)][clamp(w' - dx)], w' = W-1-w when flip else w. */
+void kd_augment_sample(const float *x, float *out, const kd_shape *shape, int dy, int dx,
+                       int flip);
+/* out = an augmented copy of the n samples of x, the draws taken from rng (in sample order:
+ * flip bit, then dy, then dx), so a run's seed fixes them and a resumed run repeats them. */
+void kd_augment_batch(const kd_augment *a, const kd_shape *shape, const float *x, float *out,
+                      size_t n, kd_rng *rng);
+static inline int kd_augment_active(const kd_augment *a) { return a->shift > 0 || a->flip; }
+
 /* One data source, as the config describes it. */
 typedef struct {
     kd_data_format format;

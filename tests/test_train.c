@@ -221,6 +221,37 @@ static void check_resume(const char *dir, const char *name, const char *extra, i
     CHECK_EQ_INT(count_lines(a), 3);
 }
 
+/* tiny.json on [1, 28, 28] images with shifts of up to 2 pixels and flips. */
+#define AUG_ARGS                                                                           \
+    "--epochs 3 --set data.preprocess.flatten=false "                                      \
+    "--set 'data.augment={\"shift\":2,\"flip\":true}' "                                   \
+    "--set 'model.layers=[{\"type\":\"flatten\"},{\"type\":\"dense\",\"units\":64},"     \
+    "{\"type\":\"relu\"},{\"type\":\"dense\",\"units\":10}]'"
+
+/* Augmentation is applied (the weights differ from the same run without it), still learns,
+ * and is recorded in the run's resolved config. */
+KD_TEST(train_with_augmentation_learns_and_differs) {
+    if (!have_data()) return;
+    const char *dir = kd_test_tmpdir();
+    CHECK_EQ_INT(train("--config " TINY " --out %s/aug --quiet " AUG_ARGS, dir), 0);
+    double acc = summary("test_acc");
+    CHECK(acc >= 0.70);
+    CHECK_EQ_INT(train("--config " TINY " --out %s/plain --quiet " AUG_ARGS
+                       " --set 'data.augment={}'", dir), 0);
+    char a[1024], b[1024];
+    snprintf(a, sizeof a, "%s/aug/last.safetensors", dir);
+    snprintf(b, sizeof b, "%s/plain/last.safetensors", dir);
+    CHECK(!same_file(a, b));
+    snprintf(a, sizeof a, "%s/aug/config.json", dir);
+    char *json = NULL;
+    size_t len = 0;
+    kd_err err;
+    CHECK_EQ_INT(kd_read_file(a, 1u << 20, &json, &len, &err), KD_OK);
+    CHECK(json && strstr(json, "\"augment\"") && strstr(json, "\"shift\":\t2") &&
+          strstr(json, "\"flip\":\ttrue"));
+    free(json);
+}
+
 KD_TEST(train_resume_is_bitwise_exact) {
     if (!have_data()) return;
     const char *dir = kd_test_tmpdir();
@@ -231,6 +262,8 @@ KD_TEST(train_resume_is_bitwise_exact) {
                        "{\"type\":\"dense\",\"units\":10}]'";
     check_resume(dir, "mid", drop, 17);
     check_resume(dir, "edge", drop, 12);
+    /* Augmentation draws from the same RNG: a resumed run repeats the flips and shifts. */
+    check_resume(dir, "aug", AUG_ARGS, 17);
     /* Distillation resumes exactly too. */
     CHECK_EQ_INT(make_teacher(dir), 0);
     char kd[2048];
@@ -420,6 +453,10 @@ KD_TEST(train_usage_and_setup_errors) {
                  2);
     CHECK_CONTAINS(g_out, "5 outputs");
     CHECK_CONTAINS(g_out, "10 classes");
+    /* Augmentation needs [C, H, W] samples (tiny.json flattens them). */
+    CHECK_EQ_INT(train("--config " TINY " --out %s/x --set data.augment.shift=2", dir), 2);
+    CHECK_CONTAINS(g_out, "data.augment needs image samples [C, H, W]");
+    CHECK_CONTAINS(g_out, "data.preprocess.flatten is on");
     /* Validation larger than the data. */
     CHECK_EQ_INT(train("--config " TINY " --out %s/x --set data.validation_split=5000", dir), 2);
     CHECK_CONTAINS(g_out, "data.validation_split");

@@ -53,6 +53,9 @@ static const schema_key preprocess_keys[] = {
 };
 static const schema preprocess_schema = {preprocess_keys, N_OF(preprocess_keys)};
 
+static const schema_key augment_keys[] = {{"shift", K_LEAF, NULL}, {"flip", K_LEAF, NULL}};
+static const schema augment_schema = {augment_keys, N_OF(augment_keys)};
+
 static const schema_key data_keys[] = {
     {"train", K_SECTION, &source_schema},
     {"test", K_SECTION, &source_schema},
@@ -61,6 +64,7 @@ static const schema_key data_keys[] = {
     {"use_labels", K_LEAF, NULL},
     {"classes", K_LEAF, NULL},
     {"preprocess", K_SECTION, &preprocess_schema},
+    {"augment", K_SECTION, &augment_schema},
 };
 static const schema data_schema = {data_keys, N_OF(data_keys)};
 
@@ -640,6 +644,17 @@ static kd_status parse_preprocess(pctx *p, const cJSON *data, kd_preprocess *pp)
     return get_bool(p, o, "flatten", path, &pp->flatten, NULL);
 }
 
+/* data.augment: {"shift": pixels, "flip": bool}, both optional (absent: no augmentation). */
+static kd_status parse_augment(pctx *p, const cJSON *data, kd_augment *a) {
+    static const range R_SHIFT = {0, KD_AUGMENT_MAX_SHIFT, 0, 0, 1, "an integer in [0, 64]"};
+    const cJSON *o = NULL;
+    kd_status st;
+    memset(a, 0, sizeof *a);
+    if ((st = get_section(p, data, "augment", "data", &augment_schema, &o)) || !o) return st;
+    if ((st = get_size(p, o, "shift", "data.augment", &R_SHIFT, &a->shift, NULL))) return st;
+    return get_bool(p, o, "flip", "data.augment", &a->flip, NULL);
+}
+
 /* data.classes: names for the class indices (label i is classes[i]), recorded in checkpoints so
  * eval and predict print names; the trainer checks the count against the data. */
 static kd_status parse_classes(pctx *p, const cJSON *d, kd_config *c) {
@@ -694,6 +709,7 @@ static kd_status parse_data(pctx *p, const cJSON *root, kd_config *c) {
     c->use_labels = 1;
     if ((st = get_bool(p, d, "use_labels", "data", &c->use_labels, NULL))) return st;
     if ((st = parse_classes(p, d, c))) return st;
+    if ((st = parse_augment(p, d, &c->augment))) return st;
     return parse_preprocess(p, d, &c->pp);
 }
 
@@ -1018,6 +1034,11 @@ static cJSON *build_resolved(const kd_config *c) {
         b_floats(&b, pp, "std", c->pp.std, c->pp.n_channels);
     }
     b_bool(&b, pp, "flatten", c->pp.flatten);
+    if (kd_augment_active(&c->augment)) {
+        cJSON *aug = data ? b_obj(&b, data, "augment") : NULL;
+        b_num(&b, aug, "shift", (double)c->augment.shift);
+        b_bool(&b, aug, "flip", c->augment.flip);
+    }
 
     cJSON *model = b_obj(&b, root, "model");
     if (c->has_input) {

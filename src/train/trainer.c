@@ -40,6 +40,7 @@ typedef struct {
     float *dlogits;                            /* (B, C) */
     float *scratch;                            /* (3 * B * C) for the loss */
     size_t *order;                             /* (n_train) this epoch's order */
+    float *aug_x;                              /* (B, D) augmented batch, when data.augment */
     kd_rng rng;
     kd_sched_cfg sched;
     size_t B, n_batches;
@@ -455,6 +456,17 @@ static kd_status open_data(trainer *t, kd_err *err) {
                               ? "distill.alpha must be 1 (the label term needs labels)"
                               : "training without a teacher needs labels");
     t->labels_available = cfg->use_labels && info->has_labels;
+    if (kd_augment_active(&cfg->augment)) {
+        char a[64];
+        if (info->shape.rank != 3)
+            return kd_err_set(err, KD_EUSAGE,
+                              "data.augment needs image samples [C, H, W], but the training data "
+                              "%s gives %s%s",
+                              cfg->train.path, kd_shape_str(&info->shape, a, sizeof a),
+                              cfg->pp.flatten ? " (data.preprocess.flatten is on)" : "");
+        t->aug_x = kd_alloc_floats(t->B * kd_shape_numel(&info->shape));
+        if (!t->aug_x) return kd_err_set(err, KD_EIO, "out of memory for augmented batches");
+    }
     return KD_OK;
 }
 
@@ -798,21 +810,30 @@ kd_status kd_train_run(const kd_train_opts *opts, kd_train_result *res, kd_err *
             if (st) goto cleanup;
             if (b.n == 0) break;
             const int32_t *labels = t->labels_available ? b.y : NULL;
+            /* Teacher and student see the same augmented batch: the teacher's soft targets
+             * describe the image the student is shown. The draws come from the run's RNG, so
+             * the checkpointed RNG state makes a resumed run repeat them. */
+            const float *x = b.x;
+            if (t->aug_x) {
+                kd_augment_batch(&cfg->augment, &kd_dataset_info(t->train_ds)->shape, b.x,
+                                 t->aug_x, b.n, &t->rng);
+                x = t->aug_x;
+            }
             /* Step: teacher forward (eval) -> student forward (train) -> loss -> backward -> update. */
             kd_loss_terms lt = {0};
             const float *zs;
             if (use_teacher) {
-                const float *zt = kd_model_forward(&t->teacher, b.x, b.n, &tctx);
+                const float *zt = kd_model_forward(&t->teacher, x, b.n, &tctx);
                 if (!kd_all_finite(zt, b.n * t->C)) {
                     st = numeric_failure(t, "teacher logits contain NaN/Inf", epoch + 1, step + 1,
                                          batch + 1, err);
                     goto cleanup;
                 }
-                zs = kd_model_forward(&t->model, b.x, b.n, &sctx);
+                zs = kd_model_forward(&t->model, x, b.n, &sctx);
                 lt = kd_loss_distill(&cfg->distill, zs, zt, labels, b.n, t->C, t->dlogits,
                                      t->scratch);
             } else {
-                zs = kd_model_forward(&t->model, b.x, b.n, &sctx);
+                zs = kd_model_forward(&t->model, x, b.n, &sctx);
                 lt.hard = kd_loss_ce(zs, labels, b.n, t->C, t->dlogits);
                 lt.total = lt.hard;
             }
@@ -829,7 +850,7 @@ kd_status kd_train_run(const kd_train_opts *opts, kd_train_result *res, kd_err *
                     sums.correct += argmax_row(zs + i * t->C, t->C) == (size_t)labels[i];
                 }
             kd_model_zero_grad(&t->model);
-            kd_model_backward(&t->model, b.x, t->dlogits, b.n, &sctx);
+            kd_model_backward(&t->model, x, t->dlogits, b.n, &sctx);
             lr = kd_sched_lr(&t->sched, step);
             double gnorm = kd_optim_step(&cfg->optim, t->model.params, t->model.grads,
                                          t->model.m, t->model.v, t->model.n_params, lr, step + 1);
@@ -985,6 +1006,7 @@ cleanup:
     free(cfg_json);
     free(t->metrics);
     free(t->order);
+    kd_free_aligned(t->aug_x);
     kd_free_aligned(t->dlogits);
     kd_free_aligned(t->scratch);
     kd_model_free(&t->model);

@@ -1,0 +1,42 @@
+/* augment.c - training-time augmentation: random left-right flips and translations with the
+ * edge pixels repeated, drawn from the run's RNG (see kd_augment in kd_data.h). */
+#include <string.h>
+
+#include "kd_data.h"
+
+static size_t clamp_index(ptrdiff_t i, size_t n) {
+    if (i < 0) return 0;
+    if ((size_t)i >= n) return n - 1;
+    return (size_t)i;
+}
+
+void kd_augment_sample(const float *x, float *out, const kd_shape *shape, int dy, int dx,
+                       int flip) {
+    const size_t C = shape->d[0], H = shape->d[1], W = shape->d[2];
+    for (size_t c = 0; c < C; c++) {
+        const float *xc = x + c * H * W;
+        float *oc = out + c * H * W;
+        for (size_t h = 0; h < H; h++) {
+            const float *src = xc + clamp_index((ptrdiff_t)h - dy, H) * W;
+            float *dst = oc + h * W;
+            for (size_t w = 0; w < W; w++) {
+                size_t wf = flip ? W - 1 - w : w;
+                dst[w] = src[clamp_index((ptrdiff_t)wf - dx, W)];
+            }
+        }
+    }
+}
+
+void kd_augment_batch(const kd_augment *a, const kd_shape *shape, const float *x, float *out,
+                      size_t n, kd_rng *rng) {
+    const size_t D = kd_shape_numel(shape), span = 2 * a->shift + 1;
+    for (size_t i = 0; i < n; i++) {
+        int flip = a->flip ? (int)(kd_rng_u64(rng) >> 63) : 0;
+        int dy = 0, dx = 0;
+        if (a->shift) {
+            dy = (int)kd_rng_below(rng, span) - (int)a->shift;
+            dx = (int)kd_rng_below(rng, span) - (int)a->shift;
+        }
+        kd_augment_sample(x + i * D, out + i * D, shape, dy, dx, flip);
+    }
+}
