@@ -176,6 +176,9 @@ KD_TEST(conv2d_forward_backward_match_naive_loops) {
         {1, 3, 4, 2, 4, 5, 1, 2, 1, 2},
         /* Large planes: several samples per lowering chunk with a remainder chunk of one. */
         {4, 104, 104, 3, 3, 3, 1, 1, 1, 3},
+        /* Columns kept from forward over several chunks: 5 samples per chunk, then a chunk of
+         * one (sgemm writes into the output directly), each at its own offset in the cache. */
+        {8, 52, 52, 2, 3, 3, 1, 1, 1, 6},
         /* Columns over CONV_KEEP_COLUMNS floats per sample, so backward rebuilds them: three
          * samples per chunk and a remainder of one; then one sample per chunk (sgemm writes into
          * the output directly). All the cases above keep forward's columns. */
