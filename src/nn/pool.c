@@ -88,7 +88,11 @@ static void window(const kd_layer *l, size_t oh, size_t ow, size_t *h0, size_t *
 static size_t maxpool_cache(const kd_layer *l, size_t B) { return B * kd_shape_numel(&l->out); }
 
 /* The common 2x2, stride 2, unpadded pool over a plane of even size: branch-free selects in
- * the scan order of the general loop (a strict > keeps the first maximum). */
+ * the scan order of the general loop (a strict > keeps the first maximum): the max of the top
+ * pair, of the bottom pair, then of the two. Finite windows give exactly the general loop's
+ * value and index. A NaN never wins a comparison in either path (as there, a NaN in the first
+ * position is kept); with a NaN bottom-left value this path keeps the top pair's maximum where
+ * the general loop could still take the bottom-right one. */
 static int is_pool2x2(const kd_layer *l) {
     return l->hp.kh == 2 && l->hp.kw == 2 && stride_h(l) == 2 && stride_w(l) == 2 &&
            !l->hp.padding && l->in.d[1] == 2 * l->out.d[1] && l->in.d[2] == 2 * l->out.d[2];
