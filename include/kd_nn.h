@@ -11,6 +11,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include "kd_common.h"
 #include "kd_rng.h"
 
@@ -207,6 +208,17 @@ void kd_spec_add_kernel(cJSON *obj, size_t kh, size_t kw);
  *   Xavier (xavier = 1): w ~ Uniform(-a, a), a = sqrt(6 / (fan_in + fan_out)) (Glorot 2010)
  * fan_in of a conv is in_channels * kh * kw, fan_out is out_channels * kh * kw. */
 void kd_init_fill(float *w, size_t n, size_t fan_in, size_t fan_out, kd_rng *rng, int xavier);
+
+/* v where cond (0 or 1) holds, else +0.0f, by masking v's bits: no branch (a branch on data
+ * such as a random draw or a max-pool winner is mispredicted often) and no 0 * v (which would
+ * turn an infinite v into NaN). */
+static inline float kd_float_if(uint32_t cond, float v) {
+    uint32_t u;
+    memcpy(&u, &v, sizeof u);
+    u &= 0u - cond;
+    memcpy(&v, &u, sizeof v);
+    return v;
+}
 
 /* Elementwise loop over i in [0, n) that GCC vectorises at -O2: its default "very cheap" cost
  * model only vectorises loops whose trip count is a known multiple of the vector width, so the

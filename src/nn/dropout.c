@@ -2,7 +2,6 @@
  * survivors are scaled by 1 / (1 - p), so evaluation is the identity with no rescaling. */
 #include <cJSON.h>
 #include <math.h>
-#include <stdint.h>
 #include <string.h>
 
 #include "kd_nn.h"
@@ -22,15 +21,6 @@ static void mul_kernel(const float *restrict a, const float *restrict b, float *
     KD_VEC_FOR(i, n, out[i] = a[i] * b[i]);
 }
 
-/* scale if the 24-bit uniform u >= keep_from, else 0, without a branch: scale's bits ANDed
- * with all ones or all zeros (a branch on random data is mispredicted every p-th element). */
-static inline float mask_value(uint64_t u, uint64_t keep_from, uint32_t scale_bits) {
-    uint32_t bits = scale_bits & (0u - (uint32_t)(u >= keep_from));
-    float f;
-    memcpy(&f, &bits, sizeof f);
-    return f;
-}
-
 /* The mask (scale or 0 per element) is kept from forward to backward. */
 static size_t dropout_cache(const kd_layer *l, size_t B) { return B * kd_shape_numel(&l->in); }
 
@@ -46,17 +36,15 @@ static void dropout_forward(kd_layer *l, const float *x, float *y, size_t B, kd_
      * when u / 2^24 >= p, i.e. u >= ceil(p * 2^24), compared as integers. */
     const float scale = 1.0f / (1.0f - p);
     const uint64_t keep_from = (uint64_t)ceil((double)p * 16777216.0);
-    uint32_t scale_bits;
-    memcpy(&scale_bits, &scale, sizeof scale_bits);
     float *mask = l->cache;
     kd_rng rng = *ctx->rng;  /* a local copy stays in registers */
     size_t i = 0;
     for (; i + 1 < n; i += 2) {
         uint64_t r = kd_rng_u64(&rng);
-        mask[i] = mask_value(r >> 40, keep_from, scale_bits);
-        mask[i + 1] = mask_value((r >> 16) & 0xffffff, keep_from, scale_bits);
+        mask[i] = kd_float_if((r >> 40) >= keep_from, scale);
+        mask[i + 1] = kd_float_if(((r >> 16) & 0xffffff) >= keep_from, scale);
     }
-    if (i < n) mask[i] = mask_value(kd_rng_u64(&rng) >> 40, keep_from, scale_bits);
+    if (i < n) mask[i] = kd_float_if((kd_rng_u64(&rng) >> 40) >= keep_from, scale);
     *ctx->rng = rng;
     mul_kernel(x, mask, y, n);
 }

@@ -117,16 +117,6 @@ static void maxpool2x2_plane(const float *restrict xp, float *restrict yp,
     }
 }
 
-/* g where the condition holds, else +0, by masking the bits (no branch, and no 0 * g that would
- * turn an infinite gradient into NaN elsewhere). */
-static inline float keep_if(uint32_t cond, float g) {
-    uint32_t u;
-    memcpy(&u, &g, sizeof u);
-    u &= 0u - cond;
-    memcpy(&g, &u, sizeof g);
-    return g;
-}
-
 /* Writes every input of the plane once (the gradient or 0): no separate clearing pass. */
 static void maxpool2x2_plane_backward(const float *restrict dyp, const uint32_t *restrict ap,
                                       float *restrict dxp, size_t OH, size_t OW) {
@@ -137,10 +127,10 @@ static void maxpool2x2_plane_backward(const float *restrict dyp, const uint32_t 
         for (size_t ow = 0; ow < OW; ow++) {
             const float g = dyp[oh * OW + ow];
             const uint32_t k = ap[oh * OW + ow] - base - (uint32_t)(2 * ow);  /* 0, 1, W, W+1 */
-            r0[2 * ow] = keep_if(k == 0, g);
-            r0[2 * ow + 1] = keep_if(k == 1, g);
-            r1[2 * ow] = keep_if(k == W, g);
-            r1[2 * ow + 1] = keep_if(k == W + 1, g);
+            r0[2 * ow] = kd_float_if(k == 0, g);
+            r0[2 * ow + 1] = kd_float_if(k == 1, g);
+            r1[2 * ow] = kd_float_if(k == W, g);
+            r1[2 * ow + 1] = kd_float_if(k == W + 1, g);
         }
     }
 }
