@@ -26,6 +26,16 @@
 
 typedef enum { KD_FMT_IDX = 0, KD_FMT_CSV = 1, KD_FMT_IMAGES = 2 } kd_data_format;
 
+/* Data format names, in one table (src/data/format.c): the values of a source's "format". */
+const char *kd_data_format_name(kd_data_format f);
+/* All names in enum order (*n set to their count), for config enums and messages. */
+const char *const *kd_data_format_names(size_t *n);
+/* 0 and *out for a known name; -1 otherwise. */
+int kd_data_format_find(const char *name, kd_data_format *out);
+/* The format a path's name implies (".csv", ".tsv", ".csv.gz" -> csv; "ubyte", ".idx",
+ * ".idx.gz" -> idx); -1 when the name does not tell. */
+int kd_data_format_guess(const char *path, kd_data_format *out);
+
 /* Preprocessing applied per sample when a batch is produced: x = (raw * scale - mean[c]) / std[c].
  * Recorded in runs and checkpoints so eval/predict apply the same. */
 typedef struct {
