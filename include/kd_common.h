@@ -53,13 +53,16 @@ void kd_free_aligned(void *p);
 kd_status kd_read_file(const char *path, size_t max_bytes, char **out, size_t *len, kd_err *err);
 
 /* Atomic, durable write: the callback writes to a temp file in path's directory; then fsync,
- * rename over path, fsync the directory. On any failure the temp file is removed, an existing
- * file at path is untouched, and err says what failed. */
+ * rename over path, fsync the directory.
+ * - Failure (any step up to the rename): the temp file is removed, an existing file at path is
+ *   untouched, and err says what failed.
+ * - KD_OK: path holds the complete new data. err is cleared, except when only the final fsync
+ *   of the directory failed: then err->code is KD_OK and err->msg is a warning (the data are
+ *   written and in place, but a power loss could still bring back the old file). That is not a
+ *   failure, because undoing the rename is impossible and retrying gains nothing; a caller
+ *   that talks to the user shows the warning (the CLI: kd_cli_warn_if_any). */
 typedef kd_status (*kd_write_fn)(FILE *f, void *ctx, kd_err *err);
 kd_status kd_write_atomic(const char *path, kd_write_fn fn, void *ctx, kd_err *err);
-/* Test hook: when > 0, the Nth subsequent fwrite-level check inside kd_write_atomic fails
- * as if the disk were full (0 = off). */
-extern int kd_fault_write_after;
 
 /* Monotonic seconds. */
 double kd_now(void);

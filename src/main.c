@@ -1,9 +1,9 @@
 /* main.c - `distill`: dispatches to a subcommand; nothing else happens here. */
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
-#include "kd_cli.h"
+#include "cli/cli.h"
+#include "kd_suggest.h"
 
 static const kd_command *const commands[] = {&kd_cmd_train, &kd_cmd_eval, &kd_cmd_export,
                                              &kd_cmd_predict, &kd_cmd_info};
@@ -29,25 +29,16 @@ static const kd_command *find_command(const char *name) {
     return NULL;
 }
 
-int kd_cli_fail(const kd_err *err) {
-    fprintf(stderr, "distill: %s\n", err->msg[0] ? err->msg : "unknown error");
-    return err->code ? (int)err->code : 1;
-}
-
-int kd_cli_usage_error(const char *cmd, const char *fmt, ...) {
-    va_list ap;
-    fprintf(stderr, "distill %s: ", cmd);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fprintf(stderr, "\nTry 'distill help %s'.\n", cmd);
+/* "unknown command 'trian' (did you mean train?)". */
+static int unknown_command(const char *name) {
+    const char *names[N_COMMANDS + 1];
+    for (size_t i = 0; i < N_COMMANDS; i++) names[i] = commands[i]->name;
+    names[N_COMMANDS] = "help";
+    const char *near = name[0] == '-' ? NULL : kd_suggest(name, names, N_COMMANDS + 1);
+    fprintf(stderr, "distill: unknown %s '%s'", name[0] == '-' ? "option" : "command", name);
+    if (near) fprintf(stderr, " (did you mean %s?)", near);
+    fprintf(stderr, "\nTry 'distill --help'.\n");
     return KD_EUSAGE;
-}
-
-int kd_cli_wants_help(int argc, char **argv) {
-    for (int i = 1; i < argc; i++)
-        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) return 1;
-    return 0;
 }
 
 int main(int argc, char **argv) {
@@ -70,22 +61,12 @@ int main(int argc, char **argv) {
             return 0;
         }
         const kd_command *c = find_command(argv[2]);
-        if (!c) {
-            fprintf(stderr, "distill: unknown command '%s'\nTry 'distill --help'.\n", argv[2]);
-            return KD_EUSAGE;
-        }
+        if (!c) return unknown_command(argv[2]);
         fputs(c->usage, stdout);
         return 0;
     }
     const kd_command *c = find_command(name);
-    if (!c) {
-        fprintf(stderr, "distill: unknown %s '%s'\nTry 'distill --help'.\n",
-                name[0] == '-' ? "option" : "command", name);
-        return KD_EUSAGE;
-    }
-    if (kd_cli_wants_help(argc - 1, argv + 1)) {
-        fputs(c->usage, stdout);
-        return 0;
-    }
+    if (!c) return unknown_command(name);
+    /* The command's own parser handles -h / --help like any other option. */
     return c->run(argc - 1, argv + 1);
 }

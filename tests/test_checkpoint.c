@@ -9,6 +9,7 @@
 #include "kd_checkpoint.h"
 #include "kd_rng.h"
 #include "kd_test.h"
+#include "../src/core/test_hooks.h"
 
 /* input 6 -> dense 5 -> batchnorm -> relu -> dropout -> dense 3 */
 static const char *ARCH_BN =

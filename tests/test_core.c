@@ -7,6 +7,7 @@
 #include "kd_reduce.h"
 #include "kd_rng.h"
 #include "kd_test.h"
+#include "../src/core/test_hooks.h"
 
 static void fill(kd_rng *r, float *x, size_t n) {
     for (size_t i = 0; i < n; i++) x[i] = kd_rng_uniform(r) * 2.0f - 1.0f;
@@ -134,6 +135,38 @@ KD_TEST(atomic_write_keeps_old_file_on_failure) {
     /* An unwritable directory is an I/O error with the path in the message. */
     CHECK(kd_write_atomic("/nonexistent-dir/x.txt", write_text, "x", &err) == KD_EIO);
     CHECK_CONTAINS(err.msg, "/nonexistent-dir/x.txt");
+}
+
+/* Once the rename is done the new file is in place: a failing directory fsync after it is a
+ * warning beside KD_OK, not a failure that would claim the old file is still there. */
+KD_TEST(atomic_write_dir_fsync_failure_warns_after_the_rename) {
+    char path[600], cmd[700], out[256], *buf;
+    size_t len;
+    kd_err err;
+    const char *dir = kd_test_tmpdir();
+    snprintf(path, sizeof path, "%s/out.txt", dir);
+    CHECK(kd_write_atomic(path, write_text, "first", &err) == KD_OK);
+    CHECK(err.code == KD_OK && err.msg[0] == '\0');
+    /* The second directory fsync from now on fails: one clean write, then one that warns. */
+    kd_fault_dirsync_after = 2;
+    CHECK(kd_write_atomic(path, write_text, "second", &err) == KD_OK);
+    CHECK(err.msg[0] == '\0');
+    CHECK(kd_write_atomic(path, write_text, "third", &err) == KD_OK);
+    CHECK_EQ_INT(kd_fault_dirsync_after, 0);
+    kd_fault_dirsync_after = 0;
+    CHECK_EQ_INT(err.code, KD_OK);
+    CHECK_CONTAINS(err.msg, path);
+    CHECK_CONTAINS(err.msg, "fsync of its directory failed");
+    CHECK(kd_read_file(path, 100, &buf, &len, &err) == KD_OK);
+    CHECK(len == 5 && memcmp(buf, "third", 5) == 0);
+    free(buf);
+    snprintf(cmd, sizeof cmd, "ls -a '%s' | wc -l", dir);
+    kd_test_run(cmd, out, sizeof out);
+    CHECK(atoi(out) == 3); /* ., .. and out.txt: no temp file left behind */
+    /* A message left in err by an earlier failure does not read as a warning afterwards. */
+    kd_err_set(&err, KD_EIO, "stale");
+    CHECK(kd_write_atomic(path, write_text, "fourth", &err) == KD_OK);
+    CHECK(err.code == KD_OK && err.msg[0] == '\0');
 }
 
 KD_TEST(reductions_match_naive_double_sums) {

@@ -323,3 +323,34 @@ KD_TEST(eval_cli_mixed_dtypes_and_bad_inputs) {
     CHECK_CONTAINS(out, "--per-class");
     CHECK_CONTAINS(out, "Wilson");
 }
+
+/* eval and export take --opt=value like train (they once rejected it), and "--" before the
+ * checkpoints. */
+KD_TEST(eval_and_export_accept_opt_equals_value) {
+    const char *dir = kd_test_tmpdir();
+    char cmd[4096], tp[512];
+    static char out[1 << 16];
+    write_idx_pair(dir, 0);
+    snprintf(tp, sizeof tp, "%s/teacher.safetensors", dir);
+    write_dense_model(tp, 4, 3, k_wt, k_b0);
+    snprintf(cmd, sizeof cmd, "%s export %s %s/t16.safetensors --dtype=f16", kd_test_distill(), tp,
+             dir);
+    CHECK_EQ_INT(kd_test_run(cmd, out, sizeof out), 0);
+    CHECK_CONTAINS(out, "f16");
+    snprintf(cmd, sizeof cmd,
+             "%s eval --data=%s/img.idx --labels=%s/lab.idx --batch=3 --threads=1 --json -- %s "
+             "%s/t16.safetensors",
+             kd_test_distill(), dir, dir, tp, dir);
+    int rc;
+    cJSON *j = run_json(cmd, &rc);
+    CHECK_EQ_INT(rc, 0);
+    if (!j) return;
+    CHECK_CLOSE(jnum(j, "batch"), 3, 0, 0);
+    CHECK_CLOSE(jnum(j, "threads"), 1, 0, 0);
+    CHECK_CLOSE(jnum(j, "n"), 8, 0, 0);
+    const cJSON *models = cJSON_GetObjectItemCaseSensitive(j, "models");
+    CHECK(cJSON_GetArraySize(models) == 2);
+    for (int k = 0; k < 2 && cJSON_GetArraySize(models) == 2; k++)
+        CHECK_CLOSE(jnum(cJSON_GetArrayItem(models, k), "top1"), 0.75, 1e-12, 0);
+    cJSON_Delete(j);
+}

@@ -275,6 +275,23 @@ KD_TEST(predict_bad_inputs_exit_3_naming_the_file) {
     CHECK_CONTAINS(out, "--top K");
 }
 
+/* predict takes --opt=value (it once rejected it) and "--" before the inputs. */
+KD_TEST(predict_accepts_opt_equals_value) {
+    const char *dir = kd_test_tmpdir();
+    char model[512], cmd[4096], png[512];
+    static char out[1 << 16];
+    snprintf(model, sizeof model, "%s/bright.safetensors", dir);
+    write_brightness_model(model);
+    snprintf(png, sizeof png, "%s/white.png", dir);
+    write_uniform_png(png, 4, 4, 1, 255);
+    snprintf(cmd, sizeof cmd, "%s predict --model=%s --top=1 -- %s", kd_test_distill(), model, png);
+    CHECK_EQ_INT(kd_test_run(cmd, out, sizeof out), 0);
+    CHECK_CONTAINS(out, "white.png: bright (p=1.0000)\n"); /* one class only: --top=1 */
+    snprintf(cmd, sizeof cmd, "%s predict --model=%s --top=0 %s", kd_test_distill(), model, png);
+    CHECK_EQ_INT(kd_test_run(cmd, out, sizeof out), 2);
+    CHECK_CONTAINS(out, "--top needs an integer in 1..65536, got \"0\"");
+}
+
 /* Defined in test_export.c: trains and saves a small Fashion-MNIST student. */
 int kd_test_eval_train_fmnist(const char *path, size_t n_train);
 

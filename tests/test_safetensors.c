@@ -8,6 +8,7 @@
 #include "kd_rng.h"
 #include "kd_safetensors.h"
 #include "kd_test.h"
+#include "../src/core/test_hooks.h"
 
 static float bits_f32(uint32_t u) {
     float x;
@@ -260,6 +261,29 @@ KD_TEST(safetensors_failed_write_keeps_previous_file) {
     snprintf(cmd, sizeof cmd, "ls -A '%s'", dir);
     CHECK_EQ_INT(kd_test_run(cmd, out, sizeof out), 0);
     CHECK(strcmp(out, "keep.safetensors\n") == 0); /* no temp file left behind */
+}
+
+/* The directory-fsync warning of kd_write_atomic reaches kd_st_write's caller beside KD_OK
+ * (export prints it), and the file read back is the new one. */
+KD_TEST(safetensors_dir_fsync_failure_is_a_warning_with_the_new_file) {
+    const char *dir = kd_test_tmpdir();
+    char path[600];
+    snprintf(path, sizeof path, "%s/new.safetensors", dir);
+    float a[2] = {1, 2}, b[2] = {3, 4};
+    kd_st_out ta[] = {{"x", KD_DT_F32, 1, {2}, a}}, tb[] = {{"x", KD_DT_F32, 1, {2}, b}};
+    kd_err err;
+    CHECK_EQ_INT(kd_st_write(path, ta, 1, NULL, NULL, 0, &err), KD_OK);
+    kd_fault_dirsync_after = 1;
+    CHECK_EQ_INT(kd_st_write(path, tb, 1, NULL, NULL, 0, &err), KD_OK);
+    kd_fault_dirsync_after = 0;
+    CHECK_EQ_INT(err.code, KD_OK);
+    CHECK_CONTAINS(err.msg, "fsync of its directory failed");
+    kd_st_file f;
+    CHECK_EQ_INT(kd_st_read(&f, path, &err), KD_OK);
+    float got[2] = {0, 0};
+    if (f.n_tensors == 1) kd_st_to_f32(&f.tensors[0], got);
+    CHECK(got[0] == 3 && got[1] == 4);
+    kd_st_free(&f);
 }
 
 /* ---- interop with the independent Python implementation ------------------------------------ */

@@ -1,12 +1,11 @@
 /* eval.c - `distill eval`: teacher and students side by side on one dataset: size, accuracy
  * with Wilson intervals, agreement and KL against the first model, calibration, speed. */
-#include <cJSON.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
+#include "cli.h"
 #include "kd_checkpoint.h"
-#include "kd_cli.h"
 #include "kd_eval.h"
 #include "kd_gemm.h"
 
@@ -97,6 +96,19 @@ static const char *column_label(const model_result *res, size_t n, size_t k) {
     return base;
 }
 
+/* *out = a copy of the n names (caller frees with kd_free_strings); returns n, or 0 with *out
+ * NULL when memory runs out (names only label the output, so none is no error). */
+static size_t copy_names(char *const *names, size_t n, char ***out) {
+    char **copy = calloc(n, sizeof *copy);
+    for (size_t c = 0; copy && c < n; c++) {
+        if ((copy[c] = strdup(names[c]))) continue;
+        kd_free_strings(copy, c);
+        copy = NULL;
+    }
+    *out = copy;
+    return copy ? n : 0;
+}
+
 /* Evaluates every checkpoint; results[k] filled. Owns only what it allocates here. */
 static kd_status evaluate(kd_eval_data *d, char **paths, size_t n_models, const eval_opts *o,
                           model_result *res, char ***class_names, size_t *n_names, kd_err *err) {
@@ -181,12 +193,8 @@ static kd_status evaluate(kd_eval_data *d, char **paths, size_t n_models, const 
     }
     if (!*class_names) {
         const kd_data_info *info = kd_dataset_info(ds);
-        if (info->class_names && info->n_classes == C0) {
-            char **copy = calloc(C0, sizeof *copy);
-            for (size_t c = 0; copy && c < C0; c++) copy[c] = strdup(info->class_names[c]);
-            *class_names = copy;
-            *n_names = copy ? C0 : 0;
-        }
+        if (info->class_names && info->n_classes == C0)
+            *n_names = copy_names(info->class_names, C0, class_names);
     }
 cleanup:
     kd_model_free(&m);
@@ -295,154 +303,112 @@ static void print_table(const kd_eval_data *d, const model_result *res, size_t n
     }
 }
 
-static cJSON *json_ci(size_t k, size_t n) {
+/* A number, or null where the value does not apply. */
+static cJSON *num_or_null(int has, double v) {
+    return has ? cJSON_CreateNumber(v) : cJSON_CreateNull();
+}
+
+/* [lo, hi] of the Wilson interval, or null without labels. */
+static cJSON *json_ci(int has, size_t k, size_t n, int *bad) {
+    if (!has) return cJSON_CreateNull();
     double lo, hi;
     kd_wilson95(k, n, &lo, &hi);
     cJSON *a = cJSON_CreateArray();
-    cJSON_AddItemToArray(a, cJSON_CreateNumber(lo));
-    cJSON_AddItemToArray(a, cJSON_CreateNumber(hi));
+    kd_cli_json_add(a, NULL, cJSON_CreateNumber(lo), bad);
+    kd_cli_json_add(a, NULL, cJSON_CreateNumber(hi), bad);
     return a;
+}
+
+static void json_model(cJSON *models, const model_result *res, size_t n_models, size_t k,
+                       const eval_opts *o, int *bad) {
+    const model_result *r = &res[k];
+    const kd_metrics *met = &r->met;
+    int lab = met->n > 0, ref = r->has_ref && met->n_ref, comp = n_models > 1 && r->bytes > 0;
+    size_t C = met->n_classes;
+    cJSON *j = kd_cli_json_add(models, NULL, cJSON_CreateObject(), bad);
+    kd_cli_json_add(j, "path", cJSON_CreateString(r->path), bad);
+    kd_cli_json_add(j, "params", cJSON_CreateNumber((double)r->params), bad);
+    kd_cli_json_add(j, "bytes", cJSON_CreateNumber((double)r->bytes), bad);
+    kd_cli_json_add(j, "compression",
+                    num_or_null(comp, comp ? (double)res[0].bytes / (double)r->bytes : 0), bad);
+    kd_cli_json_add(j, "top1", num_or_null(lab, frac(met->top1, met->n)), bad);
+    kd_cli_json_add(j, "top1_ci", json_ci(lab, met->top1, met->n, bad), bad);
+    kd_cli_json_add(j, "top5", num_or_null(lab, frac(met->top5, met->n)), bad);
+    kd_cli_json_add(j, "top5_ci", json_ci(lab, met->top5, met->n, bad), bad);
+    kd_cli_json_add(j, "ece", num_or_null(lab, lab ? kd_metrics_ece(met) : 0), bad);
+    kd_cli_json_add(j, "agreement", num_or_null(ref, frac(met->agree, met->n_ref)), bad);
+    kd_cli_json_add(j, "kl", num_or_null(ref, ref ? met->kl_sum / (double)met->n_ref : 0), bad);
+    kd_cli_json_add(j, "samples_per_s", cJSON_CreateNumber(r->samples_per_s), bad);
+    kd_cli_json_add(j, "latency_us_p50", cJSON_CreateNumber(r->p50), bad);
+    kd_cli_json_add(j, "latency_us_p99", cJSON_CreateNumber(r->p99), bad);
+    if (o->per_class && lab) {
+        cJSON *pc = kd_cli_json_add(j, "per_class", cJSON_CreateArray(), bad);
+        for (size_t c = 0; c < C; c++)
+            kd_cli_json_add(pc, NULL,
+                            num_or_null(met->class_n[c] > 0,
+                                        frac(met->class_hits[c], met->class_n[c])),
+                            bad);
+    }
+    if (o->confusion && lab) {
+        cJSON *cm = kd_cli_json_add(j, "confusion", cJSON_CreateArray(), bad);
+        for (size_t t = 0; t < C; t++) {
+            cJSON *row = kd_cli_json_add(cm, NULL, cJSON_CreateArray(), bad);
+            for (size_t c = 0; c < C; c++)
+                kd_cli_json_add(row, NULL, cJSON_CreateNumber((double)met->confusion[t * C + c]),
+                                bad);
+        }
+    }
 }
 
 static kd_status print_json(const kd_eval_data *d, const model_result *res, size_t n_models,
                             const eval_opts *o, char **names, size_t n_names, kd_err *err) {
+    int bad = 0;
     cJSON *root = cJSON_CreateObject();
-    cJSON_AddStringToObject(root, "split", d->split);
-    cJSON_AddStringToObject(root, "data", d->src.path);
-    cJSON_AddNumberToObject(root, "n", (double)d->n);
-    cJSON_AddNumberToObject(root, "threads", kd_blas_get_threads());
-    cJSON_AddNumberToObject(root, "batch", (double)o->batch);
-    size_t C = res[0].met.n_classes;
+    kd_cli_json_add(root, "split", cJSON_CreateString(d->split), &bad);
+    kd_cli_json_add(root, "data", cJSON_CreateString(d->src.path), &bad);
+    kd_cli_json_add(root, "n", cJSON_CreateNumber((double)d->n), &bad);
+    kd_cli_json_add(root, "threads", cJSON_CreateNumber(kd_blas_get_threads()), &bad);
+    kd_cli_json_add(root, "batch", cJSON_CreateNumber((double)o->batch), &bad);
     if (names) {
-        cJSON *cn = cJSON_AddArrayToObject(root, "classes");
-        for (size_t c = 0; c < n_names; c++) cJSON_AddItemToArray(cn, cJSON_CreateString(names[c]));
+        cJSON *cn = kd_cli_json_add(root, "classes", cJSON_CreateArray(), &bad);
+        for (size_t c = 0; c < n_names; c++)
+            kd_cli_json_add(cn, NULL, cJSON_CreateString(names[c]), &bad);
     }
-    cJSON *models = cJSON_AddArrayToObject(root, "models");
-    for (size_t k = 0; k < n_models; k++) {
-        const model_result *r = &res[k];
-        int lab = r->met.n > 0;
-        cJSON *j = cJSON_CreateObject();
-        cJSON_AddStringToObject(j, "path", r->path);
-        cJSON_AddNumberToObject(j, "params", (double)r->params);
-        cJSON_AddNumberToObject(j, "bytes", (double)r->bytes);
-        if (n_models > 1 && r->bytes > 0)
-            cJSON_AddNumberToObject(j, "compression", (double)res[0].bytes / (double)r->bytes);
-        else
-            cJSON_AddNullToObject(j, "compression");
-        if (lab) {
-            cJSON_AddNumberToObject(j, "top1", frac(r->met.top1, r->met.n));
-            cJSON_AddItemToObject(j, "top1_ci", json_ci(r->met.top1, r->met.n));
-            cJSON_AddNumberToObject(j, "top5", frac(r->met.top5, r->met.n));
-            cJSON_AddItemToObject(j, "top5_ci", json_ci(r->met.top5, r->met.n));
-            cJSON_AddNumberToObject(j, "ece", kd_metrics_ece(&r->met));
-        } else {
-            cJSON_AddNullToObject(j, "top1");
-            cJSON_AddNullToObject(j, "top1_ci");
-            cJSON_AddNullToObject(j, "top5");
-            cJSON_AddNullToObject(j, "top5_ci");
-            cJSON_AddNullToObject(j, "ece");
-        }
-        if (r->has_ref && r->met.n_ref) {
-            cJSON_AddNumberToObject(j, "agreement", frac(r->met.agree, r->met.n_ref));
-            cJSON_AddNumberToObject(j, "kl", r->met.kl_sum / (double)r->met.n_ref);
-        } else {
-            cJSON_AddNullToObject(j, "agreement");
-            cJSON_AddNullToObject(j, "kl");
-        }
-        cJSON_AddNumberToObject(j, "samples_per_s", r->samples_per_s);
-        cJSON_AddNumberToObject(j, "latency_us_p50", r->p50);
-        cJSON_AddNumberToObject(j, "latency_us_p99", r->p99);
-        if (o->per_class && lab) {
-            cJSON *pc = cJSON_AddArrayToObject(j, "per_class");
-            for (size_t c = 0; c < C; c++)
-                cJSON_AddItemToArray(pc, r->met.class_n[c]
-                                             ? cJSON_CreateNumber(frac(r->met.class_hits[c], r->met.class_n[c]))
-                                             : cJSON_CreateNull());
-        }
-        if (o->confusion && lab) {
-            cJSON *cm = cJSON_AddArrayToObject(j, "confusion");
-            for (size_t t = 0; t < C; t++) {
-                cJSON *row = cJSON_CreateArray();
-                for (size_t c = 0; c < C; c++)
-                    cJSON_AddItemToArray(row, cJSON_CreateNumber((double)r->met.confusion[t * C + c]));
-                cJSON_AddItemToArray(cm, row);
-            }
-        }
-        cJSON_AddItemToArray(models, j);
-    }
-    char *s = cJSON_Print(root);
-    cJSON_Delete(root);
-    if (!s) return kd_err_set(err, KD_EIO, "out of memory printing JSON");
-    printf("%s\n", s);
-    free(s);
-    return KD_OK;
+    cJSON *models = kd_cli_json_add(root, "models", cJSON_CreateArray(), &bad);
+    for (size_t k = 0; k < n_models; k++) json_model(models, res, n_models, k, o, &bad);
+    return kd_cli_json_print(root, bad, err);
 }
 
 static int run(int argc, char **argv) {
     const char *config = NULL, *run_dir = NULL, *data = NULL, *labels = NULL, *split = NULL;
-    long threads = -1;
+    long long threads = -1;
     eval_opts o = {0, 0, 0, 256};
-    char **paths = calloc((size_t)argc, sizeof *paths);
-    size_t n_models = 0;
-    if (!paths) {
-        fprintf(stderr, "distill: out of memory\n");
-        return KD_EIO;
-    }
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--per-class")) o.per_class = 1;
-        else if (!strcmp(a, "--confusion")) o.confusion = 1;
-        else if (!strcmp(a, "--json")) o.json = 1;
-        else if (!strcmp(a, "--config") || !strcmp(a, "--run") || !strcmp(a, "--data") ||
-                 !strcmp(a, "--labels") || !strcmp(a, "--split") || !strcmp(a, "--batch") ||
-                 !strcmp(a, "--threads")) {
-            if (i + 1 >= argc) {
-                free(paths);
-                return kd_cli_usage_error(argv[0], "%s needs a value", a);
-            }
-            const char *v = argv[++i];
-            char *end;
-            long x;
-            if (!strcmp(a, "--config")) config = v;
-            else if (!strcmp(a, "--run")) run_dir = v;
-            else if (!strcmp(a, "--data")) data = v;
-            else if (!strcmp(a, "--labels")) labels = v;
-            else if (!strcmp(a, "--split")) split = v;
-            else if (!strcmp(a, "--batch")) {
-                x = strtol(v, &end, 10);
-                if (*end || x < 1 || x > 65536) {
-                    free(paths);
-                    return kd_cli_usage_error(argv[0], "--batch: expected 1..65536, got \"%s\"", v);
-                }
-                o.batch = (size_t)x;
-            } else {
-                threads = strtol(v, &end, 10);
-                if (*end || threads < 0 || threads > 1024) {
-                    free(paths);
-                    return kd_cli_usage_error(argv[0], "--threads: expected 0..1024, got \"%s\"", v);
-                }
-            }
-        } else if (a[0] == '-' && a[1]) {
-            free(paths);
-            return kd_cli_usage_error(argv[0], "unknown option '%s'", a);
-        } else {
-            paths[n_models++] = argv[i];
-        }
-    }
+    size_t n_models;
+    const kd_cli_opt cli_opts[] = {
+        {.name = "--config", .kind = KD_OPT_STRING, .to.str = &config, .needs = "a file"},
+        {.name = "--run", .kind = KD_OPT_STRING, .to.str = &run_dir, .needs = "a folder"},
+        {.name = "--data", .kind = KD_OPT_STRING, .to.str = &data, .needs = "a file"},
+        {.name = "--labels", .kind = KD_OPT_STRING, .to.str = &labels, .needs = "a file"},
+        KD_CLI_OPT_SPLIT(&split),
+        KD_CLI_OPT_BATCH(&o.batch),
+        KD_CLI_OPT_THREADS(&threads, NULL),
+        {.name = "--per-class", .kind = KD_OPT_FLAG, .to.flag = &o.per_class},
+        {.name = "--confusion", .kind = KD_OPT_FLAG, .to.flag = &o.confusion},
+        {.name = "--json", .kind = KD_OPT_FLAG, .to.flag = &o.json},
+    };
+    const kd_cli_spec spec = {cli_opts, KD_CLI_N_OPTS(cli_opts), SIZE_MAX, usage};
+    int rc = kd_cli_parse(&spec, argc, argv, &n_models);
+    if (rc != KD_CLI_GO) return rc;
+    char **paths = argv + 1;
     int n_sources = (config != NULL) + (run_dir != NULL) + (data != NULL);
     const char *problem = NULL;
     if (n_models == 0) problem = "expected at least one CHECKPOINT";
     else if (n_sources == 0) problem = "no data: give --config FILE, --run DIR or --data FILE";
     else if (n_sources > 1) problem = "give only one of --config, --run and --data";
     else if (labels && !data) problem = "--labels goes with --data";
-    else if (split && strcmp(split, "test") && strcmp(split, "validation"))
-        problem = "--split: expected test or validation";
     else if (data && split && strcmp(split, "test"))
         problem = "--split validation needs --config or --run (explicit data is used whole)";
-    if (problem) {
-        free(paths);
-        return kd_cli_usage_error(argv[0], "%s", problem);
-    }
+    if (problem) return kd_cli_usage_error(argv[0], "%s", problem);
 
     kd_err err = {0};
     kd_eval_data d;
@@ -476,7 +442,6 @@ cleanup:
     free(res);
     kd_free_strings(names, n_names);
     kd_eval_data_free(&d);
-    free(paths);
     return st ? kd_cli_fail(&err) : 0;
 }
 

@@ -4,8 +4,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "cli.h"
 #include "kd_checkpoint.h"
-#include "kd_cli.h"
 #include "kd_eval.h"
 #include "kd_gemm.h"
 
@@ -119,49 +119,28 @@ static kd_status check_accuracy(kd_eval_data *d, const char *in, const char *out
 }
 
 static int run(int argc, char **argv) {
-    const char *in = NULL, *out = NULL, *dtype_s = NULL, *config = NULL, *run_dir = NULL;
-    const char *split = "test";
-    long batch = 256, threads = -1;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        int has_val = i + 1 < argc;
-        if (!strcmp(a, "--dtype") || !strcmp(a, "--config") || !strcmp(a, "--run") ||
-            !strcmp(a, "--split") || !strcmp(a, "--batch") || !strcmp(a, "--threads")) {
-            if (!has_val) return kd_cli_usage_error(argv[0], "%s needs a value", a);
-            const char *v = argv[++i];
-            char *end;
-            if (!strcmp(a, "--dtype")) dtype_s = v;
-            else if (!strcmp(a, "--config")) config = v;
-            else if (!strcmp(a, "--run")) run_dir = v;
-            else if (!strcmp(a, "--split")) split = v;
-            else if (!strcmp(a, "--batch")) {
-                batch = strtol(v, &end, 10);
-                if (*end || batch < 1 || batch > 65536)
-                    return kd_cli_usage_error(argv[0], "--batch: expected 1..65536, got \"%s\"", v);
-            } else {
-                threads = strtol(v, &end, 10);
-                if (*end || threads < 0 || threads > 1024)
-                    return kd_cli_usage_error(argv[0], "--threads: expected 0..1024, got \"%s\"", v);
-            }
-        } else if (a[0] == '-' && a[1]) {
-            return kd_cli_usage_error(argv[0], "unknown option '%s'", a);
-        } else if (!in) {
-            in = a;
-        } else if (!out) {
-            out = a;
-        } else {
-            return kd_cli_usage_error(argv[0], "unexpected argument '%s'", a);
-        }
-    }
-    if (!in || !out) return kd_cli_usage_error(argv[0], "expected IN.safetensors OUT.safetensors");
+    const char *dtype_s = NULL, *config = NULL, *run_dir = NULL, *split = "test";
+    size_t batch = 256, n_args;
+    long long threads = -1;
+    const kd_cli_opt cli_opts[] = {
+        {.name = "--dtype", .kind = KD_OPT_STRING, .to.str = &dtype_s},
+        {.name = "--config", .kind = KD_OPT_STRING, .to.str = &config, .needs = "a file"},
+        {.name = "--run", .kind = KD_OPT_STRING, .to.str = &run_dir, .needs = "a folder"},
+        KD_CLI_OPT_SPLIT(&split),
+        KD_CLI_OPT_BATCH(&batch),
+        KD_CLI_OPT_THREADS(&threads, NULL),
+    };
+    const kd_cli_spec spec = {cli_opts, KD_CLI_N_OPTS(cli_opts), 2, usage};
+    int rc = kd_cli_parse(&spec, argc, argv, &n_args);
+    if (rc != KD_CLI_GO) return rc;
+    if (n_args < 2) return kd_cli_usage_error(argv[0], "expected IN.safetensors OUT.safetensors");
+    const char *in = argv[1], *out = argv[2];
     if (!dtype_s) return kd_cli_usage_error(argv[0], "--dtype is required (f32, f16, bf16 or int8)");
     kd_dtype dtype;
     if (kd_export_dtype_parse(dtype_s, &dtype))
         return kd_cli_usage_error(argv[0], "--dtype: expected f32, f16, bf16 or int8, got \"%s\"",
                                   dtype_s);
     if (config && run_dir) return kd_cli_usage_error(argv[0], "give --config or --run, not both");
-    if (strcmp(split, "test") && strcmp(split, "validation"))
-        return kd_cli_usage_error(argv[0], "--split: expected test or validation, got \"%s\"", split);
     if (same_file(in, out))
         return kd_cli_usage_error(argv[0], "OUT is the same file as IN (%s); choose another path", in);
 
@@ -208,6 +187,7 @@ static int run(int argc, char **argv) {
         free(keys);
         free(vals);
         if (st) goto cleanup;
+        kd_cli_warn_if_any(&err);  /* written and renamed, but perhaps not durably */
     }
     {
         const char *src_dtype = kd_st_meta(&f, "dtype");
@@ -217,7 +197,7 @@ static int run(int argc, char **argv) {
         printf("ratio     %.2fx smaller (%zu tensors in, %zu model tensors out, %zu parameters)\n",
                after > 0 ? (double)before / (double)after : 0.0, f.n_tensors, m.n_tensors, m.n_params);
     }
-    if (have_data) st = check_accuracy(&d, in, out, (size_t)batch, &err);
+    if (have_data) st = check_accuracy(&d, in, out, batch, &err);
 cleanup:
     kd_model_free(&m);
     kd_st_free(&f);

@@ -1,13 +1,12 @@
 /* info.c - `distill info FILE [--json]`: validates a safetensors checkpoint and describes it
  * (format, architecture with output shapes, tensor table, totals, metadata). */
-#include <cjson/cJSON.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli.h"
 #include "kd_checkpoint.h"
-#include "kd_cli.h"
 
 static const char usage[] =
     "Usage: distill info FILE [--json]\n"
@@ -120,87 +119,87 @@ static void print_text(const char *path, const kd_st_file *f, const kd_model *m,
     }
 }
 
-static int print_json(const char *path, const kd_st_file *f, const kd_model *m, int has_model) {
-    cJSON *o = cJSON_CreateObject();
-    const char *format = kd_st_meta(f, "format"), *arch = kd_st_meta(f, "arch");
-    cJSON_AddStringToObject(o, "file", path);
-    cJSON_AddNumberToObject(o, "size", (double)f->blob_size);
-    cJSON_AddNumberToObject(o, "header_bytes", (double)f->header_len);
-    if (format) cJSON_AddStringToObject(o, "format", format);
-    else cJSON_AddNullToObject(o, "format");
-    cJSON *a = arch ? cJSON_Parse(arch) : NULL;
-    if (a) cJSON_AddItemToObject(o, "arch", a);
-    else cJSON_AddNullToObject(o, "arch");
-    if (has_model) {
-        cJSON *layers = cJSON_AddArrayToObject(o, "layers");
-        for (size_t i = 0; i < m->n_layers; i++) {
-            const kd_layer *l = &m->layers[i];
-            cJSON *lo = cJSON_CreateObject();
-            cJSON_AddNumberToObject(lo, "index", (double)i);
-            cJSON_AddStringToObject(lo, "type", l->ops->type);
-            cJSON *out = cJSON_AddArrayToObject(lo, "output");
-            for (int d = 0; d < l->out.rank; d++)
-                cJSON_AddItemToArray(out, cJSON_CreateNumber((double)l->out.d[d]));
-            cJSON_AddNumberToObject(lo, "params", (double)layer_params(m, i));
-            cJSON_AddItemToArray(layers, lo);
-        }
-    } else {
-        cJSON_AddNullToObject(o, "layers");
+/* cJSON number / string / null shorthands for the document below. */
+#define NUM(v) cJSON_CreateNumber((double)(v))
+#define STR(v) cJSON_CreateString(v)
+#define STR_OR_NULL(v) ((v) ? cJSON_CreateString(v) : cJSON_CreateNull())
+
+static void json_layers(cJSON *o, const kd_model *m, int *bad) {
+    cJSON *layers = kd_cli_json_add(o, "layers", cJSON_CreateArray(), bad);
+    for (size_t i = 0; layers && i < m->n_layers; i++) {
+        const kd_layer *l = &m->layers[i];
+        cJSON *lo = kd_cli_json_add(layers, NULL, cJSON_CreateObject(), bad);
+        kd_cli_json_add(lo, "index", NUM(i), bad);
+        kd_cli_json_add(lo, "type", STR(l->ops->type), bad);
+        cJSON *out = kd_cli_json_add(lo, "output", cJSON_CreateArray(), bad);
+        for (int d = 0; d < l->out.rank; d++) kd_cli_json_add(out, NULL, NUM(l->out.d[d]), bad);
+        kd_cli_json_add(lo, "params", NUM(layer_params(m, i)), bad);
     }
-    cJSON *ts = cJSON_AddArrayToObject(o, "tensors");
-    for (size_t i = 0; i < f->n_tensors; i++) {
+}
+
+static void json_tensors(cJSON *o, const kd_st_file *f, int *bad) {
+    cJSON *ts = kd_cli_json_add(o, "tensors", cJSON_CreateArray(), bad);
+    for (size_t i = 0; ts && i < f->n_tensors; i++) {
         const kd_st_tensor *t = &f->tensors[i];
-        cJSON *to = cJSON_CreateObject();
-        cJSON_AddStringToObject(to, "name", t->name);
-        cJSON_AddStringToObject(to, "dtype", kd_dtype_name(t->dtype));
-        cJSON *sh = cJSON_AddArrayToObject(to, "shape");
-        for (int d = 0; d < t->rank; d++)
-            cJSON_AddItemToArray(sh, cJSON_CreateNumber((double)t->shape[d]));
-        cJSON_AddNumberToObject(to, "bytes", (double)(t->end - t->begin));
-        cJSON *off = cJSON_AddArrayToObject(to, "data_offsets");
-        cJSON_AddItemToArray(off, cJSON_CreateNumber((double)t->begin));
-        cJSON_AddItemToArray(off, cJSON_CreateNumber((double)t->end));
-        cJSON_AddItemToArray(ts, to);
+        cJSON *to = kd_cli_json_add(ts, NULL, cJSON_CreateObject(), bad);
+        kd_cli_json_add(to, "name", STR(t->name), bad);
+        kd_cli_json_add(to, "dtype", STR(kd_dtype_name(t->dtype)), bad);
+        cJSON *sh = kd_cli_json_add(to, "shape", cJSON_CreateArray(), bad);
+        for (int d = 0; d < t->rank; d++) kd_cli_json_add(sh, NULL, NUM(t->shape[d]), bad);
+        kd_cli_json_add(to, "bytes", NUM(t->end - t->begin), bad);
+        cJSON *off = kd_cli_json_add(to, "data_offsets", cJSON_CreateArray(), bad);
+        kd_cli_json_add(off, NULL, NUM(t->begin), bad);
+        kd_cli_json_add(off, NULL, NUM(t->end), bad);
     }
+}
+
+static kd_status print_json(const char *path, const kd_st_file *f, const kd_model *m,
+                            int has_model, kd_err *err) {
+    int bad = 0;
+    cJSON *o = cJSON_CreateObject();
+    const char *arch = kd_st_meta(f, "arch");
+    kd_cli_json_add(o, "file", STR(path), &bad);
+    kd_cli_json_add(o, "size", NUM(f->blob_size), &bad);
+    kd_cli_json_add(o, "header_bytes", NUM(f->header_len), &bad);
+    kd_cli_json_add(o, "format", STR_OR_NULL(kd_st_meta(f, "format")), &bad);
+    cJSON *a = arch ? cJSON_Parse(arch) : NULL;  /* an unparsable arch shows as null */
+    kd_cli_json_add(o, "arch", a ? a : cJSON_CreateNull(), &bad);
+    if (has_model)
+        json_layers(o, m, &bad);
+    else
+        kd_cli_json_add(o, "layers", cJSON_CreateNull(), &bad);
+    json_tensors(o, f, &bad);
     totals tt = count(f);
-    cJSON *to = cJSON_AddObjectToObject(o, "totals");
-    cJSON_AddNumberToObject(to, "tensors", (double)tt.n_model);
-    cJSON_AddNumberToObject(to, "values", (double)tt.values);
-    cJSON_AddNumberToObject(to, "bytes", (double)tt.bytes);
-    cJSON_AddNumberToObject(to, "training_tensors", (double)tt.n_state);
-    cJSON_AddNumberToObject(to, "training_bytes", (double)tt.state_bytes);
-    cJSON *md = cJSON_AddObjectToObject(o, "metadata");
+    cJSON *to = kd_cli_json_add(o, "totals", cJSON_CreateObject(), &bad);
+    kd_cli_json_add(to, "tensors", NUM(tt.n_model), &bad);
+    kd_cli_json_add(to, "values", NUM(tt.values), &bad);
+    kd_cli_json_add(to, "bytes", NUM(tt.bytes), &bad);
+    kd_cli_json_add(to, "training_tensors", NUM(tt.n_state), &bad);
+    kd_cli_json_add(to, "training_bytes", NUM(tt.state_bytes), &bad);
+    cJSON *md = kd_cli_json_add(o, "metadata", cJSON_CreateObject(), &bad);
     for (size_t i = 0; i < f->n_meta; i++)
-        cJSON_AddStringToObject(md, f->meta_keys[i], f->meta_vals[i]);
-    char *text = cJSON_Print(o);
-    cJSON_Delete(o);
-    if (!text) {
-        fprintf(stderr, "distill info: out of memory\n");
-        return KD_EIO;
-    }
-    puts(text);
-    free(text);
-    return 0;
+        kd_cli_json_add(md, f->meta_keys[i], STR(f->meta_vals[i]), &bad);
+    return kd_cli_json_print(o, bad, err);
 }
 
 static int run(int argc, char **argv) {
-    const char *path = NULL;
     int json = 0;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--json") == 0) json = 1;
-        else if (argv[i][0] == '-' && argv[i][1])
-            return kd_cli_usage_error(argv[0], "unknown option '%s'", argv[i]);
-        else if (path)
-            return kd_cli_usage_error(argv[0], "expected one FILE, got '%s' and '%s'", path, argv[i]);
-        else path = argv[i];
-    }
-    if (!path) return kd_cli_usage_error(argv[0], "missing FILE (a .safetensors checkpoint)");
+    size_t n_args;
+    const kd_cli_opt cli_opts[] = {{.name = "--json", .kind = KD_OPT_FLAG, .to.flag = &json}};
+    const kd_cli_spec spec = {cli_opts, KD_CLI_N_OPTS(cli_opts), SIZE_MAX, usage};
+    int rc = kd_cli_parse(&spec, argc, argv, &n_args);
+    if (rc != KD_CLI_GO) return rc;
+    if (n_args == 0) return kd_cli_usage_error(argv[0], "missing FILE (a .safetensors checkpoint)");
+    if (n_args > 1)
+        return kd_cli_usage_error(argv[0], "expected one FILE, got '%s' and '%s'", argv[1], argv[2]);
+    const char *path = argv[1];
 
     kd_err err;
     kd_err_clear(&err);
     kd_st_file f = {0};
     kd_model m = {0};
-    int rc = 0, has_model = 0;
+    int has_model = 0;
+    rc = 0;
     if (kd_st_read(&f, path, &err) != KD_OK) {
         rc = kd_cli_fail(&err);
         goto cleanup;
@@ -214,8 +213,11 @@ static int run(int argc, char **argv) {
         }
         has_model = 1;
     }
-    if (json) rc = print_json(path, &f, &m, has_model);
-    else print_text(path, &f, &m, has_model);
+    if (json) {
+        if (print_json(path, &f, &m, has_model, &err) != KD_OK) rc = kd_cli_fail(&err);
+    } else {
+        print_text(path, &f, &m, has_model);
+    }
 cleanup:
     kd_model_free(&m);
     kd_st_free(&f);

@@ -1,12 +1,11 @@
 /* predict.c - `distill predict`: top-k classes with probabilities for images, IDX samples or
  * CSV rows, with the preprocessing recorded in the checkpoint. */
-#include <cJSON.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli.h"
 #include "kd_checkpoint.h"
-#include "kd_cli.h"
 #include "kd_eval.h"
 
 static const char usage[] =
@@ -60,11 +59,15 @@ typedef struct {
     char **names;
     size_t n_names;
     cJSON *preds;          /* JSON output array, or NULL for text */
+    int json_failed;       /* an allocation for the JSON output failed */
     float *probs;          /* (n_classes) scratch */
     size_t *rank;          /* (n_classes) scratch */
 } predictor;
 
-/* Stable softmax in double, then the top k by repeated selection (k is small). */
+/* Stable softmax in double, then the top k by repeated selection (k is small). Not
+ * kd_softmax (nn/loss.c, float rows for training): it rounds every exp to float before the
+ * division, so about one probability in four would differ in the last bit, which the JSON
+ * output prints. */
 static void top_k(const float *z, size_t C, size_t k, float *p, size_t *rank) {
     double mx = z[kd_argmax(z, C)], s = 0.0;
     for (size_t c = 0; c < C; c++) s += exp((double)z[c] - mx);
@@ -94,28 +97,24 @@ static void report(predictor *pr, const predict_opts *o, const char *input, long
     char buf[64];
     top_k(z, C, k, pr->probs, pr->rank);
     if (pr->preds) {
-        cJSON *j = cJSON_CreateObject();
-        cJSON_AddStringToObject(j, "input", input);
-        if (index >= 0) cJSON_AddNumberToObject(j, "index", (double)index);
-        else cJSON_AddNullToObject(j, "index");
-        if (label >= 0) {
-            cJSON_AddNumberToObject(j, "label", label);
-            if (pr->names && (size_t)label < pr->n_names)
-                cJSON_AddStringToObject(j, "label_name", pr->names[label]);
-        } else {
-            cJSON_AddNullToObject(j, "label");
-        }
-        cJSON *top = cJSON_AddArrayToObject(j, "top");
+        int *bad = &pr->json_failed;
+        int has_name = pr->names && label >= 0 && (size_t)label < pr->n_names;
+        cJSON *j = kd_cli_json_add(pr->preds, NULL, cJSON_CreateObject(), bad);
+        kd_cli_json_add(j, "input", cJSON_CreateString(input), bad);
+        kd_cli_json_add(j, "index", index >= 0 ? cJSON_CreateNumber((double)index) : cJSON_CreateNull(),
+                        bad);
+        kd_cli_json_add(j, "label", label >= 0 ? cJSON_CreateNumber(label) : cJSON_CreateNull(), bad);
+        if (has_name) kd_cli_json_add(j, "label_name", cJSON_CreateString(pr->names[label]), bad);
+        cJSON *top = kd_cli_json_add(j, "top", cJSON_CreateArray(), bad);
         for (size_t i = 0; i < k; i++) {
-            cJSON *e = cJSON_CreateObject();
             size_t c = pr->rank[i];
-            cJSON_AddNumberToObject(e, "class", (double)c);
-            if (pr->names && c < pr->n_names) cJSON_AddStringToObject(e, "name", pr->names[c]);
-            else cJSON_AddNullToObject(e, "name");
-            cJSON_AddNumberToObject(e, "p", pr->probs[c]);
-            cJSON_AddItemToArray(top, e);
+            cJSON *e = kd_cli_json_add(top, NULL, cJSON_CreateObject(), bad);
+            kd_cli_json_add(e, "class", cJSON_CreateNumber((double)c), bad);
+            kd_cli_json_add(e, "name", pr->names && c < pr->n_names ? cJSON_CreateString(pr->names[c])
+                                                                     : cJSON_CreateNull(),
+                            bad);
+            kd_cli_json_add(e, "p", cJSON_CreateNumber(pr->probs[c]), bad);
         }
-        cJSON_AddItemToArray(pr->preds, j);
         return;
     }
     if (index >= 0) printf("%s[%ld]", input, index);
@@ -273,6 +272,7 @@ cleanup:
     return st;
 }
 
+/* "HxW", each side 1..8192. */
 static int parse_size(const char *v, size_t *h, size_t *w) {
     char *end;
     long a = strtol(v, &end, 10);
@@ -287,60 +287,32 @@ static int parse_size(const char *v, size_t *h, size_t *w) {
 
 static int run(int argc, char **argv) {
     predict_opts o = {NULL, 5, 0, -1, NULL, 0, 0, 0};
-    char **inputs = calloc((size_t)argc, sizeof *inputs);
-    size_t n_inputs = 0;
-    if (!inputs) {
-        fprintf(stderr, "distill: out of memory\n");
-        return KD_EIO;
-    }
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--json")) {
-            o.json = 1;
-            continue;
-        }
-        if (!strcmp(a, "--model") || !strcmp(a, "--top") || !strcmp(a, "--index") ||
-            !strcmp(a, "--labels") || !strcmp(a, "--channels") || !strcmp(a, "--size")) {
-            if (i + 1 >= argc) {
-                free(inputs);
-                return kd_cli_usage_error(argv[0], "%s needs a value", a);
-            }
-            const char *v = argv[++i];
-            char *end;
-            long x = 0;
-            int bad = 0;
-            if (!strcmp(a, "--model")) o.model_path = v;
-            else if (!strcmp(a, "--labels")) o.labels = v;
-            else if (!strcmp(a, "--size")) bad = parse_size(v, &o.height, &o.width);
-            else {
-                x = strtol(v, &end, 10);
-                bad = *end != '\0' || end == v;
-                if (!strcmp(a, "--top")) {
-                    bad |= x < 1 || x > 65536;
-                    o.top = (size_t)x;
-                } else if (!strcmp(a, "--index")) {
-                    bad |= x < 0;
-                    o.index = x;
-                } else {
-                    bad |= x != 1 && x != 3;
-                    o.channels = (int)x;
-                }
-            }
-            if (bad) {
-                free(inputs);
-                return kd_cli_usage_error(argv[0], "%s: bad value \"%s\"", a, v);
-            }
-        } else if (a[0] == '-' && a[1]) {
-            free(inputs);
-            return kd_cli_usage_error(argv[0], "unknown option '%s'", a);
-        } else {
-            inputs[n_inputs++] = argv[i];
-        }
-    }
-    if (!o.model_path || n_inputs == 0) {
-        free(inputs);
+    static const char *const channel_counts[] = {"1", "3", NULL};
+    static const char size_words[] = "HxW (each side 1..8192)";
+    const char *channels = NULL, *size = NULL;
+    long long index = -1;
+    size_t n_inputs;
+    const kd_cli_opt cli_opts[] = {
+        {.name = "--model", .kind = KD_OPT_STRING, .to.str = &o.model_path, .needs = "a file"},
+        {.name = "--top", .kind = KD_OPT_SIZE, .to.size = &o.top, .min = 1, .max = 65536},
+        {.name = "--json", .kind = KD_OPT_FLAG, .to.flag = &o.json},
+        {.name = "--index", .kind = KD_OPT_INT, .to.num = &index, .min = 0, .max = LONG_MAX},
+        {.name = "--labels", .kind = KD_OPT_STRING, .to.str = &o.labels, .needs = "a file"},
+        {.name = "--channels", .kind = KD_OPT_STRING, .to.str = &channels,
+         .choices = channel_counts},
+        {.name = "--size", .kind = KD_OPT_STRING, .to.str = &size,
+         .needs = size_words},
+    };
+    const kd_cli_spec spec = {cli_opts, KD_CLI_N_OPTS(cli_opts), SIZE_MAX, usage};
+    int rc = kd_cli_parse(&spec, argc, argv, &n_inputs);
+    if (rc != KD_CLI_GO) return rc;
+    char **inputs = argv + 1;
+    o.index = (long)index;
+    if (channels) o.channels = atoi(channels);
+    if (size && parse_size(size, &o.height, &o.width))
+        return kd_cli_usage_error(argv[0], "--size needs %s, got \"%s\"", size_words, size);
+    if (!o.model_path || n_inputs == 0)
         return kd_cli_usage_error(argv[0], "expected --model FILE and at least one INPUT");
-    }
 
     kd_err err = {0};
     predictor pr;
@@ -364,18 +336,12 @@ static int run(int argc, char **argv) {
         fflush(stdout);
     }
     if (!st && pr.preds) {
+        int *bad = &pr.json_failed;
         cJSON *root = cJSON_CreateObject();
-        cJSON_AddStringToObject(root, "model", o.model_path);
-        cJSON_AddItemToObject(root, "predictions", pr.preds);
+        kd_cli_json_add(root, "model", cJSON_CreateString(o.model_path), bad);
+        kd_cli_json_add(root, "predictions", pr.preds, bad);  /* root owns it now */
         pr.preds = NULL;
-        char *s = cJSON_Print(root);
-        cJSON_Delete(root);
-        if (!s) {
-            st = kd_err_set(&err, KD_EIO, "out of memory printing JSON");
-            goto cleanup;
-        }
-        printf("%s\n", s);
-        free(s);
+        st = kd_cli_json_print(root, *bad, &err);
     }
 cleanup:
     cJSON_Delete(pr.preds);
@@ -383,7 +349,6 @@ cleanup:
     free(pr.rank);
     kd_free_strings(pr.names, pr.n_names);
     kd_model_free(&pr.m);
-    free(inputs);
     return st ? kd_cli_fail(&err) : 0;
 }
 

@@ -9,7 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "kd_cli.h"
+#include "cli.h"
 #include "kd_config.h"
 #include "kd_train.h"
 
@@ -51,15 +51,18 @@ static void on_signal(int sig) {
     g_stop = 1;
 }
 
-/* The first Ctrl-C asks for a clean stop; SA_RESETHAND makes a second one kill at once. */
+/* The first Ctrl-C asks for a clean stop; SA_RESETHAND makes a second one kill at once.
+ * Without the handlers training still works, only a stop loses the current epoch: a warning,
+ * not a reason to refuse the run. */
 static void install_handlers(void) {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
     sigemptyset(&sa.sa_mask);
     sa.sa_flags = SA_RESETHAND;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
+    if (sigaction(SIGINT, &sa, NULL) != 0 || sigaction(SIGTERM, &sa, NULL) != 0)
+        fprintf(stderr, "distill: warning: cannot catch Ctrl-C (%s); an interrupted run will "
+                        "not write a resumable checkpoint\n", strerror(errno));
 }
 
 typedef struct {
@@ -189,20 +192,6 @@ static int is_dir(const char *path) {
     return stat(path, &sb) == 0 && S_ISDIR(sb.st_mode);
 }
 
-/* Value of "--name VALUE" or "--name=VALUE" at argv[*i]; NULL if this is not that flag. Sets
- * *missing when the value is absent. */
-static const char *flag_value(int argc, char **argv, int *i, const char *name, int *missing) {
-    size_t n = strlen(name);
-    if (strncmp(argv[*i], name, n) != 0) return NULL;
-    if (argv[*i][n] == '=') return argv[*i] + n + 1;
-    if (argv[*i][n] != '\0') return NULL;
-    if (*i + 1 >= argc) {
-        *missing = 1;
-        return NULL;
-    }
-    return argv[++*i];
-}
-
 static int parse_count(const char *s, unsigned long long *out) {
     if (!s || !*s || *s == '-' || *s == '+') return -1;
     char *end;
@@ -255,10 +244,14 @@ static void print_summary(const kd_train_result *r, int has_teacher) {
 
 static int run(int argc, char **argv) {
     const char *config = NULL, *out = NULL, *resume_arg = NULL;
+    /* --set, --epochs, --seed and --threads become config overrides in command-line order;
+     * one slot is kept for --out. */
+    kd_cli_item given_items[MAX_OVERRIDES - 1];
+    kd_cli_list given = {given_items, 0, MAX_OVERRIDES - 1};
     const char *overrides[MAX_OVERRIDES];
-    char flag_sets[16][64];
-    size_t n_over = 0;
-    int quiet = 0, n_flag_sets = 0;
+    char numbers[MAX_OVERRIDES][48];
+    size_t n_over = 0, n_args;
+    int quiet = 0;
     kd_config cfg;
     int cfg_loaded = 0, code = 0;
     char out_set[2 * KD_PATH_MAX + 32];
@@ -267,54 +260,29 @@ static int run(int argc, char **argv) {
     kd_err_clear(&err);
     memset(&cfg, 0, sizeof cfg);
 
-    for (int i = 1; i < argc; i++) {
-        int missing = 0;
-        const char *v;
-        const char *a = argv[i];
-        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
-            fputs(usage, stdout);
-            return 0;
-        } else if (strcmp(a, "--quiet") == 0 || strcmp(a, "-q") == 0) {
-            quiet = 1;
-        } else if ((v = flag_value(argc, argv, &i, "--config", &missing)) || missing) {
-            if (missing) return kd_cli_usage_error(argv[0], "--config needs a file");
-            config = v;
-        } else if ((v = flag_value(argc, argv, &i, "--set", &missing)) || missing) {
-            if (missing) return kd_cli_usage_error(argv[0], "--set needs PATH=VALUE");
-            if (!strchr(v, '=') || v[0] == '=')
-                return kd_cli_usage_error(argv[0], "--set %s: expected PATH=VALUE", v);
-            if (n_over + 3 >= MAX_OVERRIDES)
-                return kd_cli_usage_error(argv[0], "too many --set options");
-            overrides[n_over++] = v;
-        } else if ((v = flag_value(argc, argv, &i, "--out", &missing)) || missing) {
-            if (missing || !*v) return kd_cli_usage_error(argv[0], "--out needs a folder");
-            out = v;
-        } else if ((v = flag_value(argc, argv, &i, "--resume", &missing)) || missing) {
-            if (missing || !*v)
-                return kd_cli_usage_error(argv[0], "--resume needs a run folder or checkpoint");
-            resume_arg = v;
-        } else {
-            static const char *const numeric[] = {"--epochs", "--seed", "--threads"};
-            static const char *const paths[] = {"train.epochs", "train.seed", "train.threads"};
-            int matched = 0;
-            for (int k = 0; k < 3 && !matched; k++) {
-                v = flag_value(argc, argv, &i, numeric[k], &missing);
-                if (!v && !missing) continue;
-                matched = 1;
-                unsigned long long n;
-                if (missing || parse_count(v, &n))
-                    return kd_cli_usage_error(argv[0], "%s needs a non-negative integer%s%s",
-                                              numeric[k], v ? ", got " : "", v ? v : "");
-                if (n_flag_sets == 16 || n_over + 1 >= MAX_OVERRIDES)
-                    return kd_cli_usage_error(argv[0], "too many options");
-                snprintf(flag_sets[n_flag_sets], sizeof flag_sets[0], "%s=%llu", paths[k], n);
-                overrides[n_over++] = flag_sets[n_flag_sets++];
-            }
-            if (!matched) {
-                if (a[0] == '-')
-                    return kd_cli_usage_error(argv[0], "unknown option '%s'", a);
-                return kd_cli_usage_error(argv[0], "unexpected argument '%s'", a);
-            }
+    const kd_cli_opt cli_opts[] = {
+        {.name = "--config", .kind = KD_OPT_STRING, .to.str = &config, .needs = "a file"},
+        {.name = "--set", .kind = KD_OPT_STRING, .list = &given, .needs = "PATH=VALUE"},
+        {.name = "--epochs", .kind = KD_OPT_INT, .list = &given, .min = 0, .max = LLONG_MAX},
+        {.name = "--seed", .kind = KD_OPT_INT, .list = &given, .min = 0, .max = LLONG_MAX},
+        KD_CLI_OPT_THREADS(NULL, &given),
+        {.name = "--out", .kind = KD_OPT_STRING, .to.str = &out, .needs = "a folder"},
+        {.name = "--resume", .kind = KD_OPT_STRING, .to.str = &resume_arg,
+         .needs = "a run folder or checkpoint"},
+        {.name = "--quiet", .short_name = 'q', .kind = KD_OPT_FLAG, .to.flag = &quiet},
+    };
+    const kd_cli_spec spec = {cli_opts, KD_CLI_N_OPTS(cli_opts), 0, usage};
+    int rc = kd_cli_parse(&spec, argc, argv, &n_args);
+    if (rc != KD_CLI_GO) return rc;
+    for (size_t i = 0; i < given.n; i++) {
+        const kd_cli_item *it = &given.items[i];
+        if (it->opt->kind == KD_OPT_STRING) {  /* --set PATH=VALUE */
+            if (!strchr(it->value, '=') || it->value[0] == '=')
+                return kd_cli_usage_error(argv[0], "--set %s: expected PATH=VALUE", it->value);
+            overrides[n_over++] = it->value;
+        } else {                               /* --epochs N: train.epochs=N */
+            snprintf(numbers[i], sizeof numbers[i], "train.%s=%lld", it->opt->name + 2, it->num);
+            overrides[n_over++] = numbers[i];
         }
     }
 
@@ -355,7 +323,7 @@ static int run(int argc, char **argv) {
     /* --out becomes output.dir, so the saved config.json names the folder it lives in. */
     if (out) {
         if (json_string_override(out_set, sizeof out_set, "output.dir", out) ||
-            n_over + 1 >= MAX_OVERRIDES)
+            n_over >= MAX_OVERRIDES)
             return kd_cli_usage_error(argv[0], "--out %s: path too long", out);
         overrides[n_over++] = out_set;
     }
