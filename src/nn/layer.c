@@ -27,7 +27,8 @@
     X(maxpool2d)                                                                           \
     X(avgpool2d)                                                                           \
     X(global_avgpool)                                                                      \
-    X(batchnorm)
+    X(batchnorm)                                                                           \
+    /* new types go above this line: one X(name) line each */
 
 #define KD_LAYER_DECL(name) extern const kd_layer_ops kd_layer_##name;
 #define KD_LAYER_REF(name) &kd_layer_##name,
