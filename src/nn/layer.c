@@ -28,6 +28,7 @@
     X(avgpool2d)                                                                           \
     X(global_avgpool)                                                                      \
     X(batchnorm)                                                                           \
+    X(layernorm)                                                                           \
     /* new types go above this line: one X(name) line each */
 
 #define KD_LAYER_DECL(name) extern const kd_layer_ops kd_layer_##name;
