@@ -146,6 +146,11 @@ KD_TEST(model_construction_errors_name_the_layer) {
         {0, "[{\"type\":\"relu\"},{\"type\":\"dense\",\"units\":10,\"unit\":3}]",
          "layer 1 (dense): unknown field \"unit\"", "did you mean \"units\""},
         {0, "[{\"type\":\"relu\",\"slope\":0.1}]", "layer 0 (relu): unknown field \"slope\"", "none"},
+        /* kd_suggest's rules: case-insensitive, and a prefix of a known field. */
+        {0, "[{\"type\":\"batchnorm\",\"mom\":0.2}]", "layer 0 (batchnorm): unknown field \"mom\"",
+         "(did you mean \"momentum\"?)"},
+        {0, "[{\"type\":\"dense\",\"UNITS\":3}]", "layer 0 (dense): unknown field \"UNITS\"",
+         "(did you mean \"units\"?)"},
         {0, "[{\"type\":\"dense\",\"units\":4,\"zzz\":1}]", "layer 0 (dense): unknown field \"zzz\"",
          "known fields: units, bias"},
         {1, "[{\"type\":\"dense\",\"units\":10}]",
