@@ -98,7 +98,9 @@ typedef struct {
 #define KD_LAYER_MAX_TENSORS 5
 
 /* A layer of a model. Other modules read ops->type, index, in and out; the rest belongs to
- * the layer implementations and the model. */
+ * the layer implementations and the model. (kd_layer_ops and this struct stay in the public
+ * header only because src/cli/info.c reads l->ops->type and l->out directly; with an accessor
+ * there they could move into src/nn/layer_impl.h with the other layer internals.) */
 struct kd_layer {
     const kd_layer_ops *ops;
     int index;             /* position in the model's list */
