@@ -11,7 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "kd_common.h"
-#include "kd_nn.h"
+#include "kd_shape.h"
 #include "kd_rng.h"
 
 #define KD_MAX_CHANNELS 4

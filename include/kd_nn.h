@@ -11,21 +11,11 @@
 
 #include <stddef.h>
 #include <stdint.h>
-#include <string.h>
 #include "kd_common.h"
 #include "kd_rng.h"
+#include "kd_shape.h"
 
 typedef struct cJSON cJSON;
-
-#define KD_MAX_RANK 4
-/* Per-sample shape (no batch dimension): {784} for vectors, {C, H, W} for images. */
-typedef struct {
-    int rank;
-    size_t d[KD_MAX_RANK];
-} kd_shape;
-size_t kd_shape_numel(const kd_shape *s);
-/* "[1, 28, 28]" into buf; returns buf. */
-const char *kd_shape_str(const kd_shape *s, char *buf, size_t cap);
 
 /* What a layer tensor is, for naming, saving and the optimizer. */
 typedef enum {
@@ -34,30 +24,27 @@ typedef enum {
     KD_TENSOR_COUNTER    /* a single int64 (num_batches_tracked), stored in the layer */
 } kd_tensor_kind;
 
-/* One named tensor of a model ("0.weight"). data points into the model's buffers. */
+/* One named tensor of a model ("0.weight"). data points into the model's buffers. The layer
+ * that declared it is recorded here, so nobody parses it back out of the name. */
 typedef struct {
     char name[48];
     kd_tensor_kind kind;
     kd_shape shape;      /* full tensor shape, e.g. {2, {out, in}} for a dense weight */
+    size_t layer;        /* index of the layer that declared it (the "<index>." of the name) */
+    int quantise;        /* int8 export stores it as int8 rows (rows = shape[0]) + per-row scales */
     size_t offset;       /* offset in floats into params (PARAM) or buffers (BUFFER) */
     size_t numel;
     float *data;         /* PARAM/BUFFER: the values; COUNTER: NULL */
     int64_t *counter;    /* COUNTER: the value; otherwise NULL */
 } kd_tensor;
 
-/* Layer hyperparameters, parsed from the JSON layer spec; each type uses the fields it needs. */
-typedef struct {
-    size_t units;              /* dense: output features */
-    float slope;               /* leaky_relu: negative slope (default 0.01) */
-    float p;                   /* dropout: drop probability in [0, 1) */
-    size_t channels;           /* conv2d: output channels */
-    size_t kh, kw;             /* conv2d/pools: kernel */
-    size_t stride, padding;    /* conv2d/pools */
-    int bias;                  /* dense/conv2d: has a bias (default 1) */
-    float momentum, eps;       /* batchnorm */
-} kd_layer_hp;
-
 typedef struct kd_layer kd_layer;
+/* A layer's tensor declaration (src/nn/layer_impl.h). */
+typedef struct kd_tensor_decl kd_tensor_decl;
+/* The deployment exporters' emitter contexts: defined by each exporter, opaque to the layers,
+ * which add their nodes / code through the exporter's functions. */
+typedef struct kd_onnx_emitter kd_onnx_emitter;
+typedef struct kd_c_emitter kd_c_emitter;
 
 /* Everything a layer may touch during a step besides its own tensors. */
 typedef struct {
@@ -66,16 +53,21 @@ typedef struct {
     float *workspace;    /* shared scratch (set by kd_model_forward/backward from the model) */
 } kd_ctx;
 
-/* One table of operations per layer type. tensors, cache_floats, workspace_floats, init,
- * describe and macs are optional: NULL means "none" / 0 / nothing to do. */
+/* One table of operations per layer type (one per file in src/nn; the list of types is in
+ * layer.c). Every pointer but configure, forward and backward is optional: NULL means "none" /
+ * 0 / nothing to do. Writing a layer: see src/nn/layer_impl.h. */
 typedef struct {
     const char *type;  /* JSON "type" and the name shown to users */
-    /* Reads hyperparameters from spec (already checked to be an object with a known "type"),
-     * computes l->out from l->in. Errors name the layer index: "layer 3 (dense): ...". */
+    /* Bytes of the type's private hyperparameter struct: the model gives each layer that much
+     * zeroed memory at l->hp before configure and frees it with the model (0: l->hp is NULL). */
+    size_t hp_size;
+    /* Reads hyperparameters from spec (already checked to be an object with a known "type")
+     * into l->hp, computes l->out from l->in. Errors name the layer: "layer 3 (dense): ...". */
     kd_status (*configure)(kd_layer *l, const cJSON *spec, kd_err *err);
-    /* Declares the layer's tensors (suffix "weight", kind, shape) into out[0..]; returns count
-     * (at most 5). The model prefixes "<index>." and assigns storage. */
-    int (*tensors)(const kd_layer *l, kd_tensor *out);
+    /* Declares the layer's tensors in state_dict order into out[0..]; returns the count (at most
+     * KD_LAYER_MAX_TENSORS). The model names them "<index>.<name>", gives them storage and sets
+     * l->t[i] / l->dt[i] / l->count[i] for the i-th declared tensor. */
+    int (*tensors)(const kd_layer *l, kd_tensor_decl *out);
     /* Scratch floats kept from forward to backward for batch B (masks, normalised inputs). */
     size_t (*cache_floats)(const kd_layer *l, size_t B);
     /* Shared workspace floats needed during forward or backward for batch B (im2col columns). */
@@ -84,7 +76,7 @@ typedef struct {
     void (*init)(kd_layer *l, kd_rng *rng, int xavier);
     /* y (B, out) from x (B, in). */
     void (*forward)(kd_layer *l, const float *x, float *y, size_t B, kd_ctx *ctx);
-    /* Given x, y from forward and dy, ACCUMULATES parameter gradients into l->grads views and
+    /* Given x, y from forward and dy, ACCUMULATES parameter gradients into l->dt[i] and
      * writes dx (B, in); dx may be NULL (first layer: input gradient not needed). */
     void (*backward)(kd_layer *l, const float *x, const float *y, const float *dy, float *dx,
                      size_t B, kd_ctx *ctx);
@@ -93,25 +85,35 @@ typedef struct {
     void (*describe)(const kd_layer *l, cJSON *obj);
     /* Multiply-accumulates per sample in forward (for FLOP accounting). */
     size_t (*macs)(const kd_layer *l);
+    /* Deployment formats, one slot each, called by the exporter in layer order (no switch on
+     * the type there): append this layer's computation to the emitter em (ONNX opset 13 nodes
+     * and initializers / C99 code and constant arrays), reading the layer's hyperparameters
+     * and its tensors l->t[i]. The emitter knows the current input name and shape and offers
+     * the functions to add to it. Return KD_OK or an error naming the layer (kd_layer_err).
+     * NULL: the format cannot express this layer; the exporter says so and names the layer. */
+    kd_status (*export_onnx)(const kd_layer *l, kd_onnx_emitter *em, kd_err *err);
+    kd_status (*export_c)(const kd_layer *l, kd_c_emitter *em, kd_err *err);
 } kd_layer_ops;
 
+#define KD_LAYER_MAX_TENSORS 5
+
+/* A layer of a model. Other modules read ops->type, index, in and out; the rest belongs to
+ * the layer implementations and the model. (kd_layer_ops and this struct stay in the public
+ * header only because src/cli/info.c reads l->ops->type and l->out directly; with an accessor
+ * there they could move into src/nn/layer_impl.h with the other layer internals.) */
 struct kd_layer {
     const kd_layer_ops *ops;
     int index;             /* position in the model's list */
     kd_shape in, out;      /* per-sample shapes */
-    kd_layer_hp hp;
-    /* Views set by the model after allocation (NULL where the layer has none). */
-    float *w, *b;          /* weight, bias (PARAM) */
-    float *dw, *db;        /* their gradients (NULL in inference-only models) */
-    float *bn_mean, *bn_var;  /* batchnorm running statistics (BUFFER) */
-    int64_t n_batches;     /* batchnorm num_batches_tracked (COUNTER) */
+    void *hp;              /* the type's own hyperparameters (ops->hp_size bytes; model-owned) */
+    /* The declared tensors, by declaration position (set by the model after allocation). */
+    int n_tensors;
+    float *t[KD_LAYER_MAX_TENSORS];      /* values (PARAM, BUFFER); NULL for a COUNTER */
+    float *dt[KD_LAYER_MAX_TENSORS];     /* gradient of a PARAM; NULL otherwise and in
+                                          * inference-only models */
+    int64_t count[KD_LAYER_MAX_TENSORS]; /* value of a COUNTER (num_batches_tracked) */
     float *cache;          /* cache_floats(l, batch_cap) floats, owned by the model */
 };
-
-/* Looks up a layer type by name; NULL if unknown. */
-const kd_layer_ops *kd_layer_find(const char *type);
-/* Comma-separated list of known types, for error messages. */
-const char *kd_layer_type_list(void);
 
 typedef enum { KD_INIT_HE = 0, KD_INIT_XAVIER = 1 } kd_init_kind;
 
@@ -167,6 +169,9 @@ const float *kd_model_forward(kd_model *m, const float *x, size_t B, kd_ctx *ctx
  * into m->grads (call kd_model_zero_grad first). */
 void kd_model_backward(kd_model *m, const float *x, const float *dlogits, size_t B, kd_ctx *ctx);
 void kd_model_zero_grad(kd_model *m);
+/* Index of the first layer with a trainable tensor (n_layers if none): backward stops there,
+ * since nothing before it has parameters and its input gradient is not needed. */
+size_t kd_model_first_trainable(const kd_model *m);
 
 /* Finds a tensor by name ("2.weight"); NULL if absent. */
 kd_tensor *kd_model_tensor(kd_model *m, const char *name);
@@ -174,67 +179,5 @@ kd_tensor *kd_model_tensor(kd_model *m, const char *name);
 size_t kd_model_macs(const kd_model *m);
 /* Multi-line human description: one line per layer with output shape and parameter count. */
 void kd_model_print(const kd_model *m, FILE *f);
-
-/* ---- Helpers for layer implementations (src/nn/layer.c) ----
- * Every message starts "layer <index> (<type>): " so the user finds the entry in the list. */
-
-/* Sets err (KD_EUSAGE) to "layer <i> (<type>): <fmt...>"; returns KD_EUSAGE. */
-kd_status kd_layer_err(const kd_layer *l, kd_err *err, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-/* Rejects any key of spec other than "type" and the NULL-terminated list known (with a
- * did-you-mean suggestion for a near miss). */
-kd_status kd_spec_check_fields(const kd_layer *l, const cJSON *spec, const char *const *known,
-                               kd_err *err);
-/* Reads an integer field in [lo, hi]. Absent: error if required, else *out = def. A
- * non-number, a fraction or an out-of-range value is an error that quotes the JSON value. */
-kd_status kd_spec_size(const kd_layer *l, const cJSON *spec, const char *field, int required,
-                       size_t def, size_t lo, size_t hi, size_t *out, kd_err *err);
-/* Reads a finite number field with lo <= v < hi (hi_open) or lo <= v <= hi; absent -> def. */
-kd_status kd_spec_float(const kd_layer *l, const cJSON *spec, const char *field, float def,
-                        double lo, double hi, int hi_open, float *out, kd_err *err);
-/* Reads a true/false field; absent -> def. */
-kd_status kd_spec_bool(const kd_layer *l, const cJSON *spec, const char *field, int def,
-                       int *out, kd_err *err);
-/* Adds a float to a JSON object as the shortest decimal that reads back to the same float
- * ("0.01", not "0.0099999997764825821"), so arch strings stay readable and round-trip. */
-void kd_spec_add_float(cJSON *obj, const char *field, float v);
-/* The convolution family's "kernel": an integer or [kh, kw] (conv2d.c), read and written back. */
-kd_status kd_spec_kernel(const kd_layer *l, const cJSON *spec, size_t *kh, size_t *kw,
-                         kd_err *err);
-void kd_spec_add_kernel(cJSON *obj, size_t kh, size_t kw);
-
-/* Fills w[0..n) for a weight with the given fans:
- *   He (xavier = 0):     w ~ Normal(0, 1) * sqrt(2 / fan_in)        (ReLU nets; He et al. 2015)
- *   Xavier (xavier = 1): w ~ Uniform(-a, a), a = sqrt(6 / (fan_in + fan_out)) (Glorot 2010)
- * fan_in of a conv is in_channels * kh * kw, fan_out is out_channels * kh * kw. */
-void kd_init_fill(float *w, size_t n, size_t fan_in, size_t fan_out, kd_rng *rng, int xavier);
-
-/* v where cond (0 or 1) holds, else +0.0f, by masking v's bits: no branch (a branch on data
- * such as a random draw or a max-pool winner is mispredicted often) and no 0 * v (which would
- * turn an infinite v into NaN). */
-static inline float kd_float_if(uint32_t cond, float v) {
-    uint32_t u;
-    memcpy(&u, &v, sizeof u);
-    u &= 0u - cond;
-    memcpy(&v, &u, sizeof v);
-    return v;
-}
-
-/* Elementwise loop over i in [0, n) that GCC vectorises at -O2: its default "very cheap" cost
- * model only vectorises loops whose trip count is a known multiple of the vector width, so the
- * body runs in fixed blocks of 8 and then a scalar tail. Use restrict-qualified pointers in the
- * body (runtime alias checks are not "very cheap" either). */
-#define KD_VEC_FOR(i, n, body)                                                             \
-    do {                                                                                   \
-        const size_t kd_n_ = (n), kd_nb_ = kd_n_ / 8 * 8;                                  \
-        for (size_t kd_b_ = 0; kd_b_ < kd_nb_; kd_b_ += 8)                                 \
-            for (size_t kd_k_ = 0; kd_k_ < 8; kd_k_++) {                                   \
-                const size_t i = kd_b_ + kd_k_;                                            \
-                body;                                                                      \
-            }                                                                              \
-        for (size_t i = kd_nb_; i < kd_n_; i++) {                                          \
-            body;                                                                          \
-        }                                                                                  \
-    } while (0)
 
 #endif

@@ -1,4 +1,5 @@
-/* gradcheck.c - central-difference gradient checks of whole layer stacks (see kd_gradcheck.h). */
+/* gradcheck.c - central-difference gradient checks of whole layer stacks, and the layer
+ * hyperparameter probe (see kd_gradcheck.h). */
 #include <cJSON.h>
 #include <math.h>
 #include <stdlib.h>
@@ -87,6 +88,17 @@ static void gc_tensor(gc_state *s, const char *name, float *data, const float *a
                      "  %s[%zu]: analytic %.7g, numeric %.7g (h = %g) .. %.7g (h = %g), rel. error %.3g > %g",
                      name, idx, a, num[0], GC_STEP, num[GC_N_STEPS - 1], h * 2, gc_rel(a, num[0]), tol);
     }
+}
+
+double kd_test_layer_field(const kd_layer *l, const char *field) {
+    double v = NAN;
+    cJSON *obj = cJSON_CreateObject();
+    if (obj && l->ops->describe) l->ops->describe(l, obj);
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, field);
+    if (cJSON_IsNumber(it)) v = it->valuedouble;
+    if (cJSON_IsBool(it)) v = cJSON_IsTrue(it) ? 1.0 : 0.0;
+    cJSON_Delete(obj);
+    return v;
 }
 
 int kd_gradcheck(const kd_shape *input, const char *layers_json, size_t B, uint64_t seed,

@@ -1,5 +1,6 @@
 /* kd_gradcheck.h - finite-difference gradient check of a model built from a JSON layer list,
- * shared by the layer tests (dense, activations, conv, pools, batchnorm). */
+ * and a hyperparameter probe, shared by the layer tests (dense, activations, conv, pools,
+ * batchnorm, layernorm). */
 #ifndef KD_GRADCHECK_H
 #define KD_GRADCHECK_H
 
@@ -19,5 +20,10 @@
  * failures (0 = pass). */
 int kd_gradcheck(const kd_shape *input, const char *layers_json, size_t B, uint64_t seed,
                  int training, double tol);
+
+/* The value of field in the layer's own description (ops->describe, what the arch string
+ * records): numbers as doubles, true/false as 1/0; NAN when the layer does not write it (a
+ * default). Hyperparameters are private to each layer's file; this is how tests read them. */
+double kd_test_layer_field(const kd_layer *l, const char *field);
 
 #endif

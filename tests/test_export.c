@@ -105,7 +105,7 @@ static void make_training_checkpoint(const char *path, kd_model *m) {
     kd_model_init_weights(m, &rng, KD_INIT_HE);
     for (size_t i = 0; i < m->n_buffers; i++) m->buffers[i] = 0.25f + 0.125f * (float)i;
     for (size_t i = 0; i < m->n_params; i++) m->m[i] = 0.5f, m->v[i] = 0.25f;
-    m->layers[1].n_batches = 42;
+    *kd_model_tensor(m, "1.num_batches_tracked")->counter = 42;
     char *names[4] = {"a", "b", "c", "d"};
     kd_preprocess pp;
     kd_preprocess_defaults(&pp);

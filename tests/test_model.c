@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kd_gradcheck.h"
 #include "kd_nn.h"
 #include "kd_test.h"
 
@@ -52,9 +53,20 @@ KD_TEST(model_mlp_state_dict_names_shapes_count) {
     CHECK_EQ_INT(kd_model_macs(&m), 784 * 1200 + 1200 * 10);
     CHECK(((uintptr_t)m.params & 63) == 0 && ((uintptr_t)m.grads & 63) == 0);
     CHECK(m.grads && m.m && m.v);
-    CHECK(m.layers[0].w == m.params && m.layers[0].dw == m.grads);
-    CHECK(m.layers[2].b == m.params + 784 * 1200 + 1200 + 12000);
-    CHECK(m.layers[1].w == NULL && m.layers[1].b == NULL);
+    /* Layers see their tensors by declaration position; tensors know their layer. */
+    CHECK(m.layers[0].t[0] == m.params && m.layers[0].dt[0] == m.grads);
+    CHECK(m.layers[2].t[1] == m.params + 784 * 1200 + 1200 + 12000);
+    CHECK(m.layers[2].dt[1] == m.grads + 784 * 1200 + 1200 + 12000);
+    CHECK_EQ_INT(m.layers[0].n_tensors, 2);
+    CHECK_EQ_INT(m.layers[1].n_tensors, 0);
+    CHECK(m.layers[1].t[0] == NULL && m.layers[1].t[1] == NULL);
+    static const size_t layer_of[] = {0, 0, 2, 2};
+    static const int quantised[] = {1, 0, 1, 0};  /* int8 export: weights yes, biases no */
+    for (size_t i = 0; i < 4 && i < m.n_tensors; i++) {
+        CHECK_EQ_INT(m.tensors[i].layer, layer_of[i]);
+        CHECK_EQ_INT(m.tensors[i].quantise, quantised[i]);
+    }
+    CHECK_EQ_INT(kd_model_first_trainable(&m), 0);
 
     char *text = NULL;
     size_t len = 0;
@@ -69,7 +81,8 @@ KD_TEST(model_mlp_state_dict_names_shapes_count) {
 
     /* The teacher: no gradient or optimizer memory. */
     CHECK_EQ_INT(init_json(&m, &in, mlp_json, 0, &err), KD_OK);
-    CHECK(m.grads == NULL && m.m == NULL && m.v == NULL && m.layers[0].dw == NULL);
+    CHECK(m.grads == NULL && m.m == NULL && m.v == NULL && m.layers[0].dt[0] == NULL);
+    CHECK(m.layers[0].t[0] == m.params);
     CHECK_EQ_INT(kd_model_reserve(&m, 4, &err), KD_OK);
     CHECK(m.grad_a == NULL);
     kd_model_free(&m);
@@ -106,7 +119,9 @@ KD_TEST(model_arch_json_round_trip) {
         CHECK_EQ_INT(a.tensors[i].offset, b.tensors[i].offset);
         CHECK_EQ_INT(a.tensors[i].kind, b.tensors[i].kind);
     }
-    CHECK(b.layers[2].hp.slope == 0.2f && b.layers[3].hp.p == 0.1f);
+    /* The rebuilt layers' own hyperparameters, as their describe writes them. */
+    CHECK((float)kd_test_layer_field(&b.layers[2], "slope") == 0.2f);
+    CHECK((float)kd_test_layer_field(&b.layers[3], "p") == 0.1f);
     char *arch2 = kd_model_arch_json(&b);
     CHECK(arch2 && strcmp(arch, arch2) == 0);
     free(arch);
@@ -131,6 +146,11 @@ KD_TEST(model_construction_errors_name_the_layer) {
         {0, "[{\"type\":\"relu\"},{\"type\":\"dense\",\"units\":10,\"unit\":3}]",
          "layer 1 (dense): unknown field \"unit\"", "did you mean \"units\""},
         {0, "[{\"type\":\"relu\",\"slope\":0.1}]", "layer 0 (relu): unknown field \"slope\"", "none"},
+        /* kd_suggest's rules: case-insensitive, and a prefix of a known field. */
+        {0, "[{\"type\":\"batchnorm\",\"mom\":0.2}]", "layer 0 (batchnorm): unknown field \"mom\"",
+         "(did you mean \"momentum\"?)"},
+        {0, "[{\"type\":\"dense\",\"UNITS\":3}]", "layer 0 (dense): unknown field \"UNITS\"",
+         "(did you mean \"units\"?)"},
         {0, "[{\"type\":\"dense\",\"units\":4,\"zzz\":1}]", "layer 0 (dense): unknown field \"zzz\"",
          "known fields: units, bias"},
         {1, "[{\"type\":\"dense\",\"units\":10}]",
@@ -220,12 +240,12 @@ KD_TEST(model_he_and_xavier_statistics) {
     double mean, sd, mx;
     kd_rng_seed(&rng, 1);
     kd_model_init_weights(&m, &rng, KD_INIT_HE);
-    stats(m.layers[0].w, 1200 * 784, &mean, &sd, &mx);
+    stats(m.layers[0].t[0], 1200 * 784, &mean, &sd, &mx);
     CHECK_CLOSE(mean, 0.0, 1e-3, 0);
     CHECK_CLOSE(sd, sqrt(2.0 / 784), 0, 0.01);
-    stats(m.layers[2].w, 10 * 1200, &mean, &sd, &mx);
+    stats(m.layers[2].t[0], 10 * 1200, &mean, &sd, &mx);
     CHECK_CLOSE(sd, sqrt(2.0 / 1200), 0, 0.03);  /* 12000 samples: ~0.7% sd of the estimate */
-    stats(m.layers[0].b, 1200, &mean, &sd, &mx);
+    stats(m.layers[0].t[1], 1200, &mean, &sd, &mx);
     CHECK(mx == 0.0);
     float *first = malloc(m.n_params * sizeof *first);
     memcpy(first, m.params, m.n_params * sizeof *first);
@@ -234,13 +254,13 @@ KD_TEST(model_he_and_xavier_statistics) {
     kd_rng_seed(&rng, 1);
     kd_model_init_weights(&m, &rng, KD_INIT_XAVIER);
     double a = sqrt(6.0 / (784 + 1200));
-    stats(m.layers[0].w, 1200 * 784, &mean, &sd, &mx);
+    stats(m.layers[0].t[0], 1200 * 784, &mean, &sd, &mx);
     CHECK_CLOSE(mean, 0.0, 1e-3, 0);
     CHECK_CLOSE(sd, a / sqrt(3.0), 0, 0.01);
     CHECK(mx <= a && mx > 0.99 * a);
-    stats(m.layers[2].w, 10 * 1200, &mean, &sd, &mx);
+    stats(m.layers[2].t[0], 10 * 1200, &mean, &sd, &mx);
     CHECK(mx <= sqrt(6.0 / 1210));
-    stats(m.layers[2].b, 10, &mean, &sd, &mx);
+    stats(m.layers[2].t[1], 10, &mean, &sd, &mx);
     CHECK(mx == 0.0);
 
     /* Same seed, same weights; another seed, other weights. */

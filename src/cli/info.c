@@ -50,7 +50,7 @@ static const char *shape_str(const kd_st_tensor *t, char *buf, size_t cap) {
 static size_t layer_params(const kd_model *m, size_t i) {
     size_t n = 0;
     for (size_t t = 0; t < m->n_tensors; t++)
-        if (m->tensors[t].kind == KD_TENSOR_PARAM && strtoul(m->tensors[t].name, NULL, 10) == i)
+        if (m->tensors[t].kind == KD_TENSOR_PARAM && m->tensors[t].layer == i)
             n += m->tensors[t].numel;
     return n;
 }

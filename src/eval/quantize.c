@@ -55,23 +55,11 @@ int kd_export_dtype_parse(const char *s, kd_dtype *out) {
     return -1;
 }
 
-/* The layer a tensor belongs to, from its "<index>." prefix; NULL if it does not parse. */
-static const kd_layer *tensor_layer(const kd_model *m, const char *name) {
-    char *end;
-    unsigned long idx = strtoul(name, &end, 10);
-    if (end == name || *end != '.') return NULL;
-    for (size_t i = 0; i < m->n_layers; i++)
-        if (m->layers[i].index >= 0 && (unsigned long)m->layers[i].index == idx) return &m->layers[i];
-    return NULL;
-}
-
-/* Weights that int8 quantises: the matrices of dense and conv2d layers ([out, ...]). */
+/* Weights that int8 quantises: those their layer declares so (the matrices of dense and conv2d
+ * layers, [out, ...]); biases and normalisation tensors stay F32. */
 static int quantised_weight(const kd_model *m, const kd_tensor *t) {
-    if (t->kind != KD_TENSOR_PARAM || t->shape.rank < 2) return 0;
-    const char *dot = strrchr(t->name, '.');
-    if (!dot || strcmp(dot, ".weight") != 0) return 0;
-    const kd_layer *l = tensor_layer(m, t->name);
-    return l && (strcmp(l->ops->type, "dense") == 0 || strcmp(l->ops->type, "conv2d") == 0);
+    (void)m;
+    return t->kind == KD_TENSOR_PARAM && t->quantise;
 }
 
 static const char *dtype_word(kd_dtype t) {

@@ -4,7 +4,12 @@
 #include <math.h>
 #include <string.h>
 
-#include "kd_nn.h"
+#include "layer_impl.h"
+
+/* leaky_relu's hyperparameter; the other activations have none. */
+typedef struct {
+    float slope;  /* negative slope (default 0.01) */
+} leaky_relu_hp;
 
 static size_t act_count(const kd_layer *l, size_t B) { return B * kd_shape_numel(&l->in); }
 
@@ -80,7 +85,8 @@ static void relu_backward(kd_layer *l, const float *x, const float *y, const flo
 static kd_status leaky_relu_configure(kd_layer *l, const cJSON *spec, kd_err *err) {
     static const char *const fields[] = {"slope", NULL};
     kd_status st = kd_spec_check_fields(l, spec, fields, err);
-    if (!st) st = kd_spec_float(l, spec, "slope", 0.01f, -1e6, 1e6, 0, &l->hp.slope, err);
+    leaky_relu_hp *hp = l->hp;
+    if (!st) st = kd_spec_float(l, spec, "slope", 0.01f, -1e6, 1e6, 0, &hp->slope, err);
     if (st) return st;
     l->out = l->in;
     return KD_OK;
@@ -88,7 +94,8 @@ static kd_status leaky_relu_configure(kd_layer *l, const cJSON *spec, kd_err *er
 
 static void leaky_relu_forward(kd_layer *l, const float *x, float *y, size_t B, kd_ctx *ctx) {
     (void)ctx;
-    leaky_relu_kernel(x, y, act_count(l, B), l->hp.slope);
+    const leaky_relu_hp *hp = l->hp;
+    leaky_relu_kernel(x, y, act_count(l, B), hp->slope);
 }
 
 static void leaky_relu_backward(kd_layer *l, const float *x, const float *y, const float *dy, float *dx,
@@ -97,11 +104,13 @@ static void leaky_relu_backward(kd_layer *l, const float *x, const float *y, con
     (void)ctx;
     if (!dx) return;
     const size_t n = act_count(l, B);
-    leaky_relu_backward_kernel(x, dy, dx, n, l->hp.slope);
+    const leaky_relu_hp *hp = l->hp;
+    leaky_relu_backward_kernel(x, dy, dx, n, hp->slope);
 }
 
 static void leaky_relu_describe(const kd_layer *l, cJSON *obj) {
-    kd_spec_add_float(obj, "slope", l->hp.slope);
+    const leaky_relu_hp *hp = l->hp;
+    kd_spec_add_float(obj, "slope", hp->slope);
 }
 
 /* ---- tanh: dx = dy * (1 - y^2) ---- */
@@ -164,17 +173,19 @@ static void gelu_backward(kd_layer *l, const float *x, const float *y, const flo
     }
 }
 
-#define KD_ACTIVATION(name_, str_, configure_, describe_)                                 \
+#define KD_ACTIVATION(name_, str_, hp_size_, configure_, describe_)                       \
     const kd_layer_ops kd_layer_##name_ = {                                                \
         .type = str_,                                                                      \
+        .hp_size = hp_size_,                                                               \
         .configure = configure_,                                                           \
         .forward = name_##_forward,                                                        \
         .backward = name_##_backward,                                                      \
         .describe = describe_,                                                             \
     }
 
-KD_ACTIVATION(relu, "relu", act_configure, NULL);
-KD_ACTIVATION(leaky_relu, "leaky_relu", leaky_relu_configure, leaky_relu_describe);
-KD_ACTIVATION(tanh, "tanh", act_configure, NULL);
-KD_ACTIVATION(sigmoid, "sigmoid", act_configure, NULL);
-KD_ACTIVATION(gelu, "gelu", act_configure, NULL);
+KD_ACTIVATION(relu, "relu", 0, act_configure, NULL);
+KD_ACTIVATION(leaky_relu, "leaky_relu", sizeof(leaky_relu_hp), leaky_relu_configure,
+              leaky_relu_describe);
+KD_ACTIVATION(tanh, "tanh", 0, act_configure, NULL);
+KD_ACTIVATION(sigmoid, "sigmoid", 0, act_configure, NULL);
+KD_ACTIVATION(gelu, "gelu", 0, act_configure, NULL);

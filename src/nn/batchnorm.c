@@ -5,8 +5,16 @@
 #include <math.h>
 #include <string.h>
 
-#include "kd_nn.h"
 #include "kd_reduce.h"
+#include "layer_impl.h"
+
+typedef struct {
+    float momentum;  /* running-statistics update weight (PyTorch's momentum, default 0.1) */
+    float eps;       /* added to the variance (default 1e-5) */
+} bn_hp;
+
+/* Declared tensors, by position (PyTorch's state_dict order). */
+enum { BN_W, BN_B, BN_MEAN, BN_VAR, BN_COUNT, BN_N_TENSORS };
 
 /* Channels are the first per-sample axis; everything after it is "spatial" (S values per
  * channel per sample). N = B * S values are normalised together. */
@@ -15,12 +23,13 @@ static size_t n_spatial(const kd_layer *l) { return kd_shape_numel(&l->in) / l->
 
 static kd_status bn_configure(kd_layer *l, const cJSON *spec, kd_err *err) {
     static const char *const fields[] = {"momentum", "eps", NULL};
+    bn_hp *hp = l->hp;
     char buf[64];
     kd_status st = kd_spec_check_fields(l, spec, fields, err);
-    if (!st) st = kd_spec_float(l, spec, "momentum", 0.1f, 0.0, 1.0, 0, &l->hp.momentum, err);
-    if (!st) st = kd_spec_float(l, spec, "eps", 1e-5f, 0.0, 1.0, 0, &l->hp.eps, err);
+    if (!st) st = kd_spec_float(l, spec, "momentum", 0.1f, 0.0, 1.0, 0, &hp->momentum, err);
+    if (!st) st = kd_spec_float(l, spec, "eps", 1e-5f, 0.0, 1.0, 0, &hp->eps, err);
     if (st) return st;
-    if (!(l->hp.eps > 0.0f)) return kd_layer_err(l, err, "eps: expected a number > 0");
+    if (!(hp->eps > 0.0f)) return kd_layer_err(l, err, "eps: expected a number > 0");
     if (l->in.rank < 1 || l->in.rank > 3 || l->in.d[0] == 0)
         return kd_layer_err(l, err, "expects a [C], [C, L] or [C, H, W] input, got %s",
                             kd_shape_str(&l->in, buf, sizeof buf));
@@ -28,19 +37,17 @@ static kd_status bn_configure(kd_layer *l, const cJSON *spec, kd_err *err) {
     return KD_OK;
 }
 
-static int bn_tensors(const kd_layer *l, kd_tensor *out) {
+static int bn_tensors(const kd_layer *l, kd_tensor_decl *out) {
     static const char *const names[] = {"weight", "bias", "running_mean", "running_var",
                                         "num_batches_tracked"};
     static const kd_tensor_kind kinds[] = {KD_TENSOR_PARAM, KD_TENSOR_PARAM, KD_TENSOR_BUFFER,
                                            KD_TENSOR_BUFFER, KD_TENSOR_COUNTER};
-    memset(out, 0, 5 * sizeof *out);
-    for (int i = 0; i < 5; i++) {
-        strcpy(out[i].name, names[i]);
-        out[i].kind = kinds[i];
+    for (int i = 0; i < BN_N_TENSORS; i++) {
         /* PyTorch stores num_batches_tracked as a 0-d tensor. */
-        out[i].shape = i < 4 ? (kd_shape){1, {n_channels(l)}} : (kd_shape){0, {0}};
+        kd_shape shape = i < BN_COUNT ? (kd_shape){1, {n_channels(l)}} : (kd_shape){0, {0}};
+        out[i] = (kd_tensor_decl){names[i], kinds[i], shape, 0};
     }
-    return 5;
+    return BN_N_TENSORS;
 }
 
 /* Cache layout: mean (C) | inv_std (C), the statistics forward normalised with, kept for
@@ -60,12 +67,12 @@ static void bn_init(kd_layer *l, kd_rng *rng, int xavier) {
     (void)rng;
     (void)xavier;
     for (size_t c = 0; c < n_channels(l); c++) {
-        l->w[c] = 1.0f;
-        l->b[c] = 0.0f;
-        l->bn_mean[c] = 0.0f;
-        l->bn_var[c] = 1.0f;
+        l->t[BN_W][c] = 1.0f;
+        l->t[BN_B][c] = 0.0f;
+        l->t[BN_MEAN][c] = 0.0f;
+        l->t[BN_VAR][c] = 1.0f;
     }
-    l->n_batches = 0;
+    l->count[BN_COUNT] = 0;
 }
 
 /* Training: per channel, mean and biased variance over the N = B*S values;
@@ -76,15 +83,17 @@ static void bn_init(kd_layer *l, kd_rng *rng, int xavier) {
  * Both passes walk memory in order (sample, channel, plane); the statistics come from one
  * pass of sums shifted by the channel's first value, accumulated in double. */
 static void bn_forward(kd_layer *l, const float *x, float *y, size_t B, kd_ctx *ctx) {
+    const bn_hp *hp = l->hp;
     const size_t C = n_channels(l), S = n_spatial(l), N = B * S;
     float *mean_c = l->cache, *inv_std = l->cache + C;
+    float *run_mean = l->t[BN_MEAN], *run_var = l->t[BN_VAR];
     if (ctx->training) {
         double *s = (double *)ctx->workspace, *q = s + C;
         for (size_t c = 0; c < C; c++) s[c] = q[c] = 0.0;
         for (size_t b = 0; b < B; b++)
             for (size_t c = 0; c < C; c++)
                 kd_sum_sq_shifted(x + (b * C + c) * S, S, x[c * S], &s[c], &q[c]);
-        const double m = l->hp.momentum;
+        const double m = hp->momentum;
         for (size_t c = 0; c < C; c++) {
             const double d = s[c] / (double)N, mean = x[c * S] + d;
             double sq = q[c] - s[c] * d;  /* sum of squared deviations from the mean */
@@ -93,22 +102,22 @@ static void bn_forward(kd_layer *l, const float *x, float *y, size_t B, kd_ctx *
             /* With a single value per channel the unbiased estimate is undefined (PyTorch
              * refuses); we keep the biased one rather than write Inf into the running stats. */
             const double unbiased = N > 1 ? sq / (double)(N - 1) : var;
-            l->bn_mean[c] = (float)((1.0 - m) * l->bn_mean[c] + m * mean);
-            l->bn_var[c] = (float)((1.0 - m) * l->bn_var[c] + m * unbiased);
+            run_mean[c] = (float)((1.0 - m) * run_mean[c] + m * mean);
+            run_var[c] = (float)((1.0 - m) * run_var[c] + m * unbiased);
             mean_c[c] = (float)mean;
-            inv_std[c] = (float)(1.0 / sqrt(var + (double)l->hp.eps));
+            inv_std[c] = (float)(1.0 / sqrt(var + (double)hp->eps));
         }
-        l->n_batches++;
+        l->count[BN_COUNT]++;
     } else {
         for (size_t c = 0; c < C; c++) {
-            mean_c[c] = l->bn_mean[c];
-            inv_std[c] = (float)(1.0 / sqrt((double)l->bn_var[c] + (double)l->hp.eps));
+            mean_c[c] = run_mean[c];
+            inv_std[c] = (float)(1.0 / sqrt((double)run_var[c] + (double)hp->eps));
         }
     }
     for (size_t b = 0; b < B; b++)
         for (size_t c = 0; c < C; c++) {
             const size_t off = (b * C + c) * S;
-            const float mu = mean_c[c], k = l->w[c] * inv_std[c], beta = l->b[c];
+            const float mu = mean_c[c], k = l->t[BN_W][c] * inv_std[c], beta = l->t[BN_B][c];
             const float *restrict xp = x + off;
             float *restrict yp = y + off;
             for (size_t i = 0; i < S; i++) yp[i] = k * (xp[i] - mu) + beta;
@@ -133,14 +142,14 @@ static void bn_backward(kd_layer *l, const float *x, const float *y, const float
         }
     for (size_t c = 0; c < C; c++) {
         sdyx[c] *= inv_std[c];  /* sum(dy * (x - mean)) * inv_std = sum(dy * xhat) */
-        l->dw[c] += (float)sdyx[c];
-        l->db[c] += (float)sdy[c];
+        l->dt[BN_W][c] += (float)sdyx[c];
+        l->dt[BN_B][c] += (float)sdy[c];
     }
     if (!dx) return;
     for (size_t b = 0; b < B; b++)
         for (size_t c = 0; c < C; c++) {
             const size_t off = (b * C + c) * S;
-            const float is = inv_std[c], k = l->w[c] * is, mu = mean_c[c];
+            const float is = inv_std[c], k = l->t[BN_W][c] * is, mu = mean_c[c];
             const float a = ctx->training ? (float)(sdy[c] / (double)N) : 0.0f;
             const float bq = ctx->training ? (float)(sdyx[c] / (double)N) * is : 0.0f;
             const float *restrict dyp = dy + off, *restrict xp = x + off;
@@ -150,8 +159,9 @@ static void bn_backward(kd_layer *l, const float *x, const float *y, const float
 }
 
 static void bn_describe(const kd_layer *l, cJSON *obj) {
-    if (l->hp.momentum != 0.1f) kd_spec_add_float(obj, "momentum", l->hp.momentum);
-    if (l->hp.eps != 1e-5f) kd_spec_add_float(obj, "eps", l->hp.eps);
+    const bn_hp *hp = l->hp;
+    if (hp->momentum != 0.1f) kd_spec_add_float(obj, "momentum", hp->momentum);
+    if (hp->eps != 1e-5f) kd_spec_add_float(obj, "eps", hp->eps);
 }
 
 /* Normalisation is elementwise work, not multiply-accumulates of a product. */
@@ -162,6 +172,7 @@ static size_t bn_macs(const kd_layer *l) {
 
 const kd_layer_ops kd_layer_batchnorm = {
     .type = "batchnorm",
+    .hp_size = sizeof(bn_hp),
     .configure = bn_configure,
     .tensors = bn_tensors,
     .cache_floats = bn_cache,

@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "kd_gemm.h"
-#include "kd_nn.h"
+#include "layer_impl.h"
 
 /* Caps far above useful sizes, low enough that every product below fits in size_t. */
 #define CONV_MAX_CHANNELS ((size_t)1 << 20)
@@ -23,6 +23,16 @@
  * rebuilding them costs a pass over memory per step, keeping them costs K*OH*OW floats per
  * sample. Larger layers (big images) rebuild them in backward instead. */
 #define CONV_KEEP_COLUMNS ((size_t)1 << 18)
+
+typedef struct {
+    size_t channels;         /* output channels */
+    size_t kh, kw;           /* kernel */
+    size_t stride, padding;
+    int bias;                /* has a bias (default true) */
+} conv_hp;
+
+/* Declared tensors, by position. */
+enum { CONV_W, CONV_B };
 
 void kd_spec_add_kernel(cJSON *obj, size_t kh, size_t kw) {
     if (kh == kw) {
@@ -75,10 +85,11 @@ typedef struct {
 } conv_dims;
 
 static conv_dims dims_of(const kd_layer *l) {
+    const conv_hp *hp = l->hp;
     conv_dims d;
     d.C = l->in.d[0], d.H = l->in.d[1], d.W = l->in.d[2];
-    d.O = l->hp.channels, d.OH = l->out.d[1], d.OW = l->out.d[2];
-    d.KH = l->hp.kh, d.KW = l->hp.kw, d.S = l->hp.stride, d.P = l->hp.padding;
+    d.O = hp->channels, d.OH = l->out.d[1], d.OW = l->out.d[2];
+    d.KH = hp->kh, d.KW = hp->kw, d.S = hp->stride, d.P = hp->padding;
     d.K = d.C * d.KH * d.KW;
     d.OHW = d.OH * d.OW;
     return d;
@@ -92,20 +103,21 @@ static size_t chunk_samples(const conv_dims *d, size_t B) {
 
 static kd_status conv_configure(kd_layer *l, const cJSON *spec, kd_err *err) {
     static const char *const fields[] = {"channels", "kernel", "stride", "padding", "bias", NULL};
+    conv_hp *hp = l->hp;
     char buf[64];
     kd_status st = kd_spec_check_fields(l, spec, fields, err);
     if (!st)
-        st = kd_spec_size(l, spec, "channels", 1, 0, 1, CONV_MAX_CHANNELS, &l->hp.channels, err);
-    if (!st) st = kd_spec_kernel(l, spec, &l->hp.kh, &l->hp.kw, err);
-    if (!st) st = kd_spec_size(l, spec, "stride", 0, 1, 1, CONV_MAX_KERNEL, &l->hp.stride, err);
-    if (!st) st = kd_spec_size(l, spec, "padding", 0, 0, 0, CONV_MAX_KERNEL, &l->hp.padding, err);
-    if (!st) st = kd_spec_bool(l, spec, "bias", 1, &l->hp.bias, err);
+        st = kd_spec_size(l, spec, "channels", 1, 0, 1, CONV_MAX_CHANNELS, &hp->channels, err);
+    if (!st) st = kd_spec_kernel(l, spec, &hp->kh, &hp->kw, err);
+    if (!st) st = kd_spec_size(l, spec, "stride", 0, 1, 1, CONV_MAX_KERNEL, &hp->stride, err);
+    if (!st) st = kd_spec_size(l, spec, "padding", 0, 0, 0, CONV_MAX_KERNEL, &hp->padding, err);
+    if (!st) st = kd_spec_bool(l, spec, "bias", 1, &hp->bias, err);
     if (st) return st;
     if (l->in.rank != 3)
         return kd_layer_err(l, err, "expects a [C, H, W] input, got %s",
                             kd_shape_str(&l->in, buf, sizeof buf));
     size_t C = l->in.d[0], H = l->in.d[1], W = l->in.d[2];
-    size_t kh = l->hp.kh, kw = l->hp.kw, s = l->hp.stride, p = l->hp.padding;
+    size_t kh = hp->kh, kw = hp->kw, s = hp->stride, p = hp->padding;
     if (C > CONV_MAX_CHANNELS || H > ((size_t)1 << 24) || W > ((size_t)1 << 24))
         return kd_layer_err(l, err, "input %s is too large", kd_shape_str(&l->in, buf, sizeof buf));
     if (kh > H + 2 * p || kw > W + 2 * p) {
@@ -117,33 +129,29 @@ static kd_status conv_configure(kd_layer *l, const cJSON *spec, kd_err *err) {
     }
     size_t OH = (H + 2 * p - kh) / s + 1, OW = (W + 2 * p - kw) / s + 1, n;
     /* Every size used later (weights, columns per sample, outputs) must fit. */
-    if (kd_mul_size(C * kh, kw, &n) || kd_mul_size(n, l->hp.channels, &n) ||
-        kd_mul_size(C * kh * kw, OH * OW, &n) || kd_mul_size(l->hp.channels, OH * OW, &n))
+    if (kd_mul_size(C * kh, kw, &n) || kd_mul_size(n, hp->channels, &n) ||
+        kd_mul_size(C * kh * kw, OH * OW, &n) || kd_mul_size(hp->channels, OH * OW, &n))
         return kd_layer_err(l, err, "sizes overflow for input %s",
                             kd_shape_str(&l->in, buf, sizeof buf));
     l->out.rank = 3;
-    l->out.d[0] = l->hp.channels;
+    l->out.d[0] = hp->channels;
     l->out.d[1] = OH;
     l->out.d[2] = OW;
     return KD_OK;
 }
 
-static int conv_tensors(const kd_layer *l, kd_tensor *out) {
-    memset(out, 0, 2 * sizeof *out);
-    strcpy(out[0].name, "weight");
-    out[0].kind = KD_TENSOR_PARAM;
-    out[0].shape = (kd_shape){4, {l->hp.channels, l->in.d[0], l->hp.kh, l->hp.kw}};
-    if (!l->hp.bias) return 1;
-    strcpy(out[1].name, "bias");
-    out[1].kind = KD_TENSOR_PARAM;
-    out[1].shape = (kd_shape){1, {l->hp.channels}};
-    return 2;
+static int conv_tensors(const kd_layer *l, kd_tensor_decl *out) {
+    const conv_hp *hp = l->hp;
+    out[CONV_W] = (kd_tensor_decl){
+        "weight", KD_TENSOR_PARAM, {4, {hp->channels, l->in.d[0], hp->kh, hp->kw}}, 1};
+    out[CONV_B] = (kd_tensor_decl){"bias", KD_TENSOR_PARAM, {1, {hp->channels}}, 0};
+    return hp->bias ? 2 : 1;
 }
 
 /* Whether forward leaves the columns of the whole batch in l->cache, chunk after chunk
  * (chunk b0 at b0 * K * OHW, laid out [K, nb*OHW] as in the workspace). */
 static int keeps_columns(const kd_layer *l, const conv_dims *d) {
-    return l->dw && d->K * d->OHW <= CONV_KEEP_COLUMNS;
+    return l->dt[CONV_W] && d->K * d->OHW <= CONV_KEEP_COLUMNS;
 }
 
 static size_t conv_cache(const kd_layer *l, size_t B) {
@@ -161,8 +169,8 @@ static size_t conv_workspace(const kd_layer *l, size_t B) {
 
 static void conv_init(kd_layer *l, kd_rng *rng, int xavier) {
     conv_dims d = dims_of(l);
-    kd_init_fill(l->w, d.O * d.K, d.K, d.O * d.KH * d.KW, rng, xavier);
-    if (l->b) memset(l->b, 0, d.O * sizeof *l->b);
+    kd_init_fill(l->t[CONV_W], d.O * d.K, d.K, d.O * d.KH * d.KW, rng, xavier);
+    if (((const conv_hp *)l->hp)->bias) memset(l->t[CONV_B], 0, d.O * sizeof(float));
 }
 
 /* For kernel offset k along an axis of length n (output length on), the output positions o
@@ -319,6 +327,7 @@ static void conv_forward(kd_layer *l, const float *x, float *y, size_t B, kd_ctx
     const conv_dims d = dims_of(l);
     const size_t nb_max = chunk_samples(&d, B), in_n = d.C * d.H * d.W, out_n = d.O * d.OHW;
     const int keep = keeps_columns(l, &d);
+    const float *w = l->t[CONV_W], *bias = ((const conv_hp *)l->hp)->bias ? l->t[CONV_B] : NULL;
     float *ybuf = ctx->workspace + d.K * nb_max * d.OHW;
     for (size_t b0 = 0; b0 < B; b0 += nb_max) {
         const size_t nb = B - b0 < nb_max ? B - b0 : nb_max, N = nb * d.OHW;
@@ -326,19 +335,19 @@ static void conv_forward(kd_layer *l, const float *x, float *y, size_t B, kd_ctx
         for (size_t b = 0; b < nb; b++) im2col(&d, x + (b0 + b) * in_n, col + b * d.OHW, N);
         if (nb == 1) {
             float *yb = y + b0 * out_n, beta = 0.0f;
-            if (l->b) {
+            if (bias) {
                 for (size_t o = 0; o < d.O; o++)
-                    for (size_t p = 0; p < d.OHW; p++) yb[o * d.OHW + p] = l->b[o];
+                    for (size_t p = 0; p < d.OHW; p++) yb[o * d.OHW + p] = bias[o];
                 beta = 1.0f;
             }
-            kd_sgemm(0, 0, d.O, d.OHW, d.K, 1.0f, l->w, d.K, col, N, beta, yb, d.OHW);
+            kd_sgemm(0, 0, d.O, d.OHW, d.K, 1.0f, w, d.K, col, N, beta, yb, d.OHW);
             continue;
         }
-        kd_sgemm(0, 0, d.O, N, d.K, 1.0f, l->w, d.K, col, N, 0.0f, ybuf, N);
+        kd_sgemm(0, 0, d.O, N, d.K, 1.0f, w, d.K, col, N, 0.0f, ybuf, N);
         for (size_t b = 0; b < nb; b++) {
             float *yb = y + (b0 + b) * out_n;
             for (size_t o = 0; o < d.O; o++)
-                bias_row(yb + o * d.OHW, ybuf + o * N + b * d.OHW, l->b ? l->b[o] : 0.0f, d.OHW);
+                bias_row(yb + o * d.OHW, ybuf + o * N + b * d.OHW, bias ? bias[o] : 0.0f, d.OHW);
         }
     }
 }
@@ -352,6 +361,8 @@ static void conv_backward(kd_layer *l, const float *x, const float *y, const flo
     const conv_dims d = dims_of(l);
     const size_t nb_max = chunk_samples(&d, B), in_n = d.C * d.H * d.W, out_n = d.O * d.OHW;
     const int keep = keeps_columns(l, &d);
+    const float *w = l->t[CONV_W];
+    float *dw = l->dt[CONV_W], *db = ((const conv_hp *)l->hp)->bias ? l->dt[CONV_B] : NULL;
     float *dcol = ctx->workspace, *ybuf = dcol + d.K * nb_max * d.OHW;
     for (size_t b0 = 0; b0 < B; b0 += nb_max) {
         const size_t nb = B - b0 < nb_max ? B - b0 : nb_max, N = nb * d.OHW;
@@ -363,8 +374,8 @@ static void conv_backward(kd_layer *l, const float *x, const float *y, const flo
                            d.OHW * sizeof *ybuf);
             g = ybuf;
         }
-        if (l->db) {
-            for (size_t o = 0; o < d.O; o++) l->db[o] += row_sum(g + o * N, N);
+        if (db) {
+            for (size_t o = 0; o < d.O; o++) db[o] += row_sum(g + o * N, N);
         }
         const float *col = dcol;
         if (keep) {
@@ -372,9 +383,9 @@ static void conv_backward(kd_layer *l, const float *x, const float *y, const flo
         } else {
             for (size_t b = 0; b < nb; b++) im2col(&d, x + (b0 + b) * in_n, dcol + b * d.OHW, N);
         }
-        kd_sgemm(0, 1, d.O, d.K, N, 1.0f, g, N, col, N, 1.0f, l->dw, d.K);
+        kd_sgemm(0, 1, d.O, d.K, N, 1.0f, g, N, col, N, 1.0f, dw, d.K);
         if (!dx) continue;
-        kd_sgemm(1, 0, d.K, N, d.O, 1.0f, l->w, d.K, g, N, 0.0f, dcol, N);
+        kd_sgemm(1, 0, d.K, N, d.O, 1.0f, w, d.K, g, N, 0.0f, dcol, N);
         float *dxc = dx + b0 * in_n;
         memset(dxc, 0, nb * in_n * sizeof *dxc);
         for (size_t b = 0; b < nb; b++) col2im(&d, dcol + b * d.OHW, N, dxc + b * in_n);
@@ -382,11 +393,12 @@ static void conv_backward(kd_layer *l, const float *x, const float *y, const flo
 }
 
 static void conv_describe(const kd_layer *l, cJSON *obj) {
-    cJSON_AddNumberToObject(obj, "channels", (double)l->hp.channels);
-    kd_spec_add_kernel(obj, l->hp.kh, l->hp.kw);
-    if (l->hp.stride != 1) cJSON_AddNumberToObject(obj, "stride", (double)l->hp.stride);
-    if (l->hp.padding) cJSON_AddNumberToObject(obj, "padding", (double)l->hp.padding);
-    if (!l->hp.bias) cJSON_AddBoolToObject(obj, "bias", 0);
+    const conv_hp *hp = l->hp;
+    cJSON_AddNumberToObject(obj, "channels", (double)hp->channels);
+    kd_spec_add_kernel(obj, hp->kh, hp->kw);
+    if (hp->stride != 1) cJSON_AddNumberToObject(obj, "stride", (double)hp->stride);
+    if (hp->padding) cJSON_AddNumberToObject(obj, "padding", (double)hp->padding);
+    if (!hp->bias) cJSON_AddBoolToObject(obj, "bias", 0);
 }
 
 static size_t conv_macs(const kd_layer *l) {
@@ -396,6 +408,7 @@ static size_t conv_macs(const kd_layer *l) {
 
 const kd_layer_ops kd_layer_conv2d = {
     .type = "conv2d",
+    .hp_size = sizeof(conv_hp),
     .configure = conv_configure,
     .tensors = conv_tensors,
     .cache_floats = conv_cache,

@@ -3,17 +3,26 @@
 #include <string.h>
 
 #include "kd_gemm.h"
-#include "kd_nn.h"
+#include "layer_impl.h"
 
 /* Widest layer we accept; far above any useful size, low enough that out * in cannot overflow. */
 #define DENSE_MAX_UNITS ((size_t)1 << 24)
 
+typedef struct {
+    size_t units;  /* output features */
+    int bias;      /* has a bias (default true) */
+} dense_hp;
+
+/* Declared tensors, by position. */
+enum { DENSE_W, DENSE_B };
+
 static kd_status dense_configure(kd_layer *l, const cJSON *spec, kd_err *err) {
     static const char *const fields[] = {"units", "bias", NULL};
+    dense_hp *hp = l->hp;
     char buf[64];
     kd_status st = kd_spec_check_fields(l, spec, fields, err);
-    if (!st) st = kd_spec_size(l, spec, "units", 1, 0, 1, DENSE_MAX_UNITS, &l->hp.units, err);
-    if (!st) st = kd_spec_bool(l, spec, "bias", 1, &l->hp.bias, err);
+    if (!st) st = kd_spec_size(l, spec, "units", 1, 0, 1, DENSE_MAX_UNITS, &hp->units, err);
+    if (!st) st = kd_spec_bool(l, spec, "bias", 1, &hp->bias, err);
     if (st) return st;
     /* A dense layer on an image would silently mean "flatten first" in some frameworks and an
      * error in others; we make the flatten explicit so the layer indices match PyTorch's. */
@@ -24,33 +33,22 @@ static kd_status dense_configure(kd_layer *l, const cJSON *spec, kd_err *err) {
         return kd_layer_err(l, err, "input has %zu features, more than the %zu supported",
                             l->in.d[0], DENSE_MAX_UNITS);
     l->out.rank = 1;
-    l->out.d[0] = l->hp.units;
+    l->out.d[0] = hp->units;
     return KD_OK;
 }
 
-static int dense_tensors(const kd_layer *l, kd_tensor *out) {
-    size_t in = l->in.d[0], units = l->hp.units;
-    memset(out, 0, 2 * sizeof *out);
-    strcpy(out[0].name, "weight");
-    out[0].kind = KD_TENSOR_PARAM;
-    out[0].shape = (kd_shape){2, {units, in}};
-    if (!l->hp.bias) return 1;
-    strcpy(out[1].name, "bias");
-    out[1].kind = KD_TENSOR_PARAM;
-    out[1].shape = (kd_shape){1, {units}};
-    return 2;
-}
-
-static size_t dense_zero(const kd_layer *l, size_t B) {
-    (void)l;
-    (void)B;
-    return 0;
+static int dense_tensors(const kd_layer *l, kd_tensor_decl *out) {
+    const dense_hp *hp = l->hp;
+    out[DENSE_W] = (kd_tensor_decl){"weight", KD_TENSOR_PARAM, {2, {hp->units, l->in.d[0]}}, 1};
+    out[DENSE_B] = (kd_tensor_decl){"bias", KD_TENSOR_PARAM, {1, {hp->units}}, 0};
+    return hp->bias ? 2 : 1;
 }
 
 static void dense_init(kd_layer *l, kd_rng *rng, int xavier) {
-    size_t in = l->in.d[0], units = l->hp.units;
-    kd_init_fill(l->w, units * in, in, units, rng, xavier);
-    if (l->b) memset(l->b, 0, units * sizeof *l->b);
+    const dense_hp *hp = l->hp;
+    size_t in = l->in.d[0], units = hp->units;
+    kd_init_fill(l->t[DENSE_W], units * in, in, units, rng, xavier);
+    if (hp->bias) memset(l->t[DENSE_B], 0, units * sizeof(float));
 }
 
 /* acc += x elementwise (restrict + KD_VEC_FOR: vectorised at -O2). */
@@ -62,13 +60,15 @@ static void add_kernel(const float *restrict x, float *restrict acc, size_t n) {
  * (beta = 1), so the bias costs one pass over y and no separate add. */
 static void dense_forward(kd_layer *l, const float *x, float *y, size_t B, kd_ctx *ctx) {
     (void)ctx;
-    const size_t in = l->in.d[0], out = l->hp.units;
+    const dense_hp *hp = l->hp;
+    const size_t in = l->in.d[0], out = hp->units;
+    const float *w = l->t[DENSE_W], *b = l->t[DENSE_B];
     float beta = 0.0f;
-    if (l->b) {
-        for (size_t i = 0; i < B; i++) memcpy(y + i * out, l->b, out * sizeof *y);
+    if (hp->bias) {
+        for (size_t i = 0; i < B; i++) memcpy(y + i * out, b, out * sizeof *y);
         beta = 1.0f;
     }
-    kd_sgemm(0, 1, B, out, in, 1.0f, x, in, l->w, in, beta, y, out);
+    kd_sgemm(0, 1, B, out, in, 1.0f, x, in, w, in, beta, y, out);
 }
 
 /* dW (out, in) += dy^T x;  db (out) += sum over the batch of dy;  dx (B, in) = dy W. */
@@ -76,26 +76,28 @@ static void dense_backward(kd_layer *l, const float *x, const float *y, const fl
                            float *dx, size_t B, kd_ctx *ctx) {
     (void)y;
     (void)ctx;
-    const size_t in = l->in.d[0], out = l->hp.units;
-    kd_sgemm(1, 0, out, in, B, 1.0f, dy, out, x, in, 1.0f, l->dw, in);
-    if (l->db)
-        for (size_t i = 0; i < B; i++) add_kernel(dy + i * out, l->db, out);
-    if (dx) kd_sgemm(0, 0, B, in, out, 1.0f, dy, out, l->w, in, 0.0f, dx, in);
+    const dense_hp *hp = l->hp;
+    const size_t in = l->in.d[0], out = hp->units;
+    float *db = l->dt[DENSE_B];
+    kd_sgemm(1, 0, out, in, B, 1.0f, dy, out, x, in, 1.0f, l->dt[DENSE_W], in);
+    if (hp->bias)
+        for (size_t i = 0; i < B; i++) add_kernel(dy + i * out, db, out);
+    if (dx) kd_sgemm(0, 0, B, in, out, 1.0f, dy, out, l->t[DENSE_W], in, 0.0f, dx, in);
 }
 
 static void dense_describe(const kd_layer *l, cJSON *obj) {
-    cJSON_AddNumberToObject(obj, "units", (double)l->hp.units);
-    if (!l->hp.bias) cJSON_AddBoolToObject(obj, "bias", 0);
+    const dense_hp *hp = l->hp;
+    cJSON_AddNumberToObject(obj, "units", (double)hp->units);
+    if (!hp->bias) cJSON_AddBoolToObject(obj, "bias", 0);
 }
 
-static size_t dense_macs(const kd_layer *l) { return l->in.d[0] * l->hp.units; }
+static size_t dense_macs(const kd_layer *l) { return l->in.d[0] * ((const dense_hp *)l->hp)->units; }
 
 const kd_layer_ops kd_layer_dense = {
     .type = "dense",
+    .hp_size = sizeof(dense_hp),
     .configure = dense_configure,
     .tensors = dense_tensors,
-    .cache_floats = dense_zero,
-    .workspace_floats = dense_zero,
     .init = dense_init,
     .forward = dense_forward,
     .backward = dense_backward,

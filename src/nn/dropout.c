@@ -4,12 +4,17 @@
 #include <math.h>
 #include <string.h>
 
-#include "kd_nn.h"
+#include "layer_impl.h"
+
+typedef struct {
+    float p;  /* drop probability in [0, 1) (default 0.5) */
+} dropout_hp;
 
 static kd_status dropout_configure(kd_layer *l, const cJSON *spec, kd_err *err) {
     static const char *const fields[] = {"p", NULL};
+    dropout_hp *hp = l->hp;
     kd_status st = kd_spec_check_fields(l, spec, fields, err);
-    if (!st) st = kd_spec_float(l, spec, "p", 0.5f, 0.0, 1.0, 1, &l->hp.p, err);
+    if (!st) st = kd_spec_float(l, spec, "p", 0.5f, 0.0, 1.0, 1, &hp->p, err);
     if (st) return st;
     l->out = l->in;
     return KD_OK;
@@ -26,7 +31,8 @@ static size_t dropout_cache(const kd_layer *l, size_t B) { return B * kd_shape_n
 
 static void dropout_forward(kd_layer *l, const float *x, float *y, size_t B, kd_ctx *ctx) {
     const size_t n = B * kd_shape_numel(&l->in);
-    const float p = l->hp.p;
+    const dropout_hp *hp = l->hp;
+    const float p = hp->p;
     if (!ctx->training || p == 0.0f) {
         memcpy(y, x, n * sizeof *y);
         return;
@@ -55,7 +61,8 @@ static void dropout_backward(kd_layer *l, const float *x, const float *y, const 
     (void)y;
     if (!dx) return;
     const size_t n = B * kd_shape_numel(&l->in);
-    if (!ctx->training || l->hp.p == 0.0f) {
+    const dropout_hp *hp = l->hp;
+    if (!ctx->training || hp->p == 0.0f) {
         memcpy(dx, dy, n * sizeof *dx);
         return;
     }
@@ -63,10 +70,14 @@ static void dropout_backward(kd_layer *l, const float *x, const float *y, const 
     mul_kernel(dy, mask, dx, n);
 }
 
-static void dropout_describe(const kd_layer *l, cJSON *obj) { kd_spec_add_float(obj, "p", l->hp.p); }
+static void dropout_describe(const kd_layer *l, cJSON *obj) {
+    const dropout_hp *hp = l->hp;
+    kd_spec_add_float(obj, "p", hp->p);
+}
 
 const kd_layer_ops kd_layer_dropout = {
     .type = "dropout",
+    .hp_size = sizeof(dropout_hp),
     .configure = dropout_configure,
     .cache_floats = dropout_cache,
     .forward = dropout_forward,

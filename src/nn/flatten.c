@@ -3,7 +3,7 @@
 #include <cJSON.h>
 #include <string.h>
 
-#include "kd_nn.h"
+#include "layer_impl.h"
 
 static kd_status flatten_configure(kd_layer *l, const cJSON *spec, kd_err *err) {
     static const char *const none[] = {NULL};

@@ -1,4 +1,5 @@
-/* layer.c - the table of layer types and shape helpers. */
+/* layer.c - the table of layer types and the helpers layer implementations share (spec
+ * readers, weight initialisation). */
 #include <cJSON.h>
 #include <math.h>
 #include <stdarg.h>
@@ -6,31 +7,34 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kd_nn.h"
+#include "kd_suggest.h"
+#include "layer_impl.h"
 
-/* Plain (strong) references: the layers live in a static archive, and a weak reference would
- * not make the linker pull their object files in, leaving every type "unknown". */
-#define KD_LAYER_DECL(x) extern const kd_layer_ops x
-KD_LAYER_DECL(kd_layer_dense);
-KD_LAYER_DECL(kd_layer_relu);
-KD_LAYER_DECL(kd_layer_leaky_relu);
-KD_LAYER_DECL(kd_layer_tanh);
-KD_LAYER_DECL(kd_layer_sigmoid);
-KD_LAYER_DECL(kd_layer_gelu);
-KD_LAYER_DECL(kd_layer_dropout);
-KD_LAYER_DECL(kd_layer_flatten);
-KD_LAYER_DECL(kd_layer_conv2d);
-KD_LAYER_DECL(kd_layer_maxpool2d);
-KD_LAYER_DECL(kd_layer_avgpool2d);
-KD_LAYER_DECL(kd_layer_global_avgpool);
-KD_LAYER_DECL(kd_layer_batchnorm);
+/* The layer types, one line each, in the order messages list them. Each names a
+ * `const kd_layer_ops kd_layer_<name>` defined in its own file. Plain (strong) references: the
+ * layers live in a static archive, and a weak reference would not make the linker pull their
+ * object files in, leaving every type "unknown". */
+#define KD_LAYER_TYPES(X)                                                                  \
+    X(dense)                                                                               \
+    X(relu)                                                                                \
+    X(leaky_relu)                                                                          \
+    X(tanh)                                                                                \
+    X(sigmoid)                                                                             \
+    X(gelu)                                                                                \
+    X(dropout)                                                                             \
+    X(flatten)                                                                             \
+    X(conv2d)                                                                              \
+    X(maxpool2d)                                                                           \
+    X(avgpool2d)                                                                           \
+    X(global_avgpool)                                                                      \
+    X(batchnorm)                                                                           \
+    X(layernorm)                                                                           \
+    /* new types go above this line: one X(name) line each */
 
-static const kd_layer_ops *const layer_types[] = {
-    &kd_layer_dense,     &kd_layer_relu,      &kd_layer_leaky_relu, &kd_layer_tanh,
-    &kd_layer_sigmoid,   &kd_layer_gelu,      &kd_layer_dropout,    &kd_layer_flatten,
-    &kd_layer_conv2d,    &kd_layer_maxpool2d, &kd_layer_avgpool2d,  &kd_layer_global_avgpool,
-    &kd_layer_batchnorm,
-};
+#define KD_LAYER_DECL(name) extern const kd_layer_ops kd_layer_##name;
+#define KD_LAYER_REF(name) &kd_layer_##name,
+KD_LAYER_TYPES(KD_LAYER_DECL)
+static const kd_layer_ops *const layer_types[] = {KD_LAYER_TYPES(KD_LAYER_REF)};
 #define N_LAYER_TYPES (sizeof layer_types / sizeof layer_types[0])
 
 const kd_layer_ops *kd_layer_find(const char *type) {
@@ -49,20 +53,6 @@ const char *kd_layer_type_list(void) {
                                 layer_types[i]->type);
     }
     return list;
-}
-
-size_t kd_shape_numel(const kd_shape *s) {
-    size_t n = 1;
-    for (int i = 0; i < s->rank; i++) n *= s->d[i];
-    return n;
-}
-
-const char *kd_shape_str(const kd_shape *s, char *buf, size_t cap) {
-    size_t len = (size_t)snprintf(buf, cap, "[");
-    for (int i = 0; i < s->rank && len < cap; i++)
-        len += (size_t)snprintf(buf + len, cap - len, "%s%zu", i ? ", " : "", s->d[i]);
-    if (len < cap) snprintf(buf + len, cap - len, "]");
-    return buf;
 }
 
 /* ---- Helpers shared by the layer implementations ---- */
@@ -85,25 +75,6 @@ static const char *json_text(const cJSON *item, char *buf, size_t cap) {
     return buf;
 }
 
-/* Levenshtein distance, capped: used only to suggest a near-miss field name. */
-static size_t edit_distance(const char *a, const char *b) {
-    size_t la = strlen(a), lb = strlen(b);
-    if (la > 63 || lb > 63) return 99;
-    size_t prev[64], cur[64];
-    for (size_t j = 0; j <= lb; j++) prev[j] = j;
-    for (size_t i = 1; i <= la; i++) {
-        cur[0] = i;
-        for (size_t j = 1; j <= lb; j++) {
-            size_t best = prev[j - 1] + (a[i - 1] != b[j - 1]);
-            if (prev[j] + 1 < best) best = prev[j] + 1;
-            if (cur[j - 1] + 1 < best) best = cur[j - 1] + 1;
-            cur[j] = best;
-        }
-        memcpy(prev, cur, (lb + 1) * sizeof prev[0]);
-    }
-    return prev[lb];
-}
-
 kd_status kd_spec_check_fields(const kd_layer *l, const cJSON *spec, const char *const *known,
                                kd_err *err) {
     for (const cJSON *it = spec->child; it; it = it->next) {
@@ -114,13 +85,11 @@ kd_status kd_spec_check_fields(const kd_layer *l, const cJSON *spec, const char 
             if (strcmp(*k, key) == 0) ok = 1;
         if (ok) continue;
         char list[256] = "";
-        size_t len = 0;
-        const char *near = NULL;
-        for (const char *const *k = known; k && *k; k++) {
+        size_t len = 0, n_known = 0;
+        for (const char *const *k = known; k && *k; k++, n_known++)
             len += (size_t)snprintf(list + len, len < sizeof list ? sizeof list - len : 0,
                                     "%s%s", len ? ", " : "", *k);
-            if (!near && edit_distance(key, *k) <= 2) near = *k;
-        }
+        const char *near = n_known ? kd_suggest(key, known, n_known) : NULL;
         if (near)
             return kd_layer_err(l, err, "unknown field \"%s\" (did you mean \"%s\"?)", key, near);
         if (!list[0]) return kd_layer_err(l, err, "unknown field \"%s\" (this type takes none)", key);

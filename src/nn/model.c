@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kd_nn.h"
+#include "layer_impl.h"
 
 /* Largest single tensor / per-sample activation / total parameter count we accept (floats).
  * 2^31 floats is 8 GiB: far above any model this tool trains, low enough that a typo such as
@@ -13,7 +13,6 @@
 /* Offsets inside the batch-sized arenas are rounded to 16 floats so every view is 64-byte
  * aligned, like the arenas themselves. */
 #define KD_ALIGN_FLOATS 16
-#define KD_MAX_LAYER_TENSORS 5
 
 /* numel with overflow and emptiness checks: 0 on success. */
 static int shape_numel_checked(const kd_shape *s, size_t *out) {
@@ -34,29 +33,20 @@ static int add_aligned(size_t *total, size_t n) {
     return kd_add_size(*total, r, total);
 }
 
-/* Connects a declared tensor to the layer view it backs (by its state_dict suffix). */
-static void bind_view(kd_model *m, kd_layer *l, kd_tensor *t, const char *suffix) {
-    if (t->kind == KD_TENSOR_COUNTER) {
-        t->counter = &l->n_batches;
-        return;
-    }
-    if (t->kind == KD_TENSOR_BUFFER) {
-        t->data = m->buffers + t->offset;
-        if (strcmp(suffix, "running_mean") == 0) l->bn_mean = t->data;
-        else if (strcmp(suffix, "running_var") == 0) l->bn_var = t->data;
-        else KD_ASSERT(!"unknown buffer name");
-        return;
-    }
-    t->data = m->params + t->offset;
-    float *g = m->grads ? m->grads + t->offset : NULL;
-    if (strcmp(suffix, "weight") == 0) {
-        l->w = t->data;
-        l->dw = g;
-    } else if (strcmp(suffix, "bias") == 0) {
-        l->b = t->data;
-        l->db = g;
-    } else {
-        KD_ASSERT(!"unknown parameter name");
+/* Gives the k-th tensor layer l declared its storage (offsets were assigned in pass 1) and
+ * the layer its views by the same position: no per-name slots. */
+static void bind_tensor(kd_model *m, kd_layer *l, int k, kd_tensor *t) {
+    switch (t->kind) {
+    case KD_TENSOR_COUNTER:
+        t->counter = &l->count[k];
+        break;
+    case KD_TENSOR_BUFFER:
+        t->data = l->t[k] = m->buffers + t->offset;
+        break;
+    case KD_TENSOR_PARAM:
+        t->data = l->t[k] = m->params + t->offset;
+        l->dt[k] = m->grads ? m->grads + t->offset : NULL;
+        break;
     }
 }
 
@@ -92,7 +82,7 @@ kd_status kd_model_init(kd_model *m, const kd_shape *input, const cJSON *layers,
     }
     m->input = *input;
     m->layers = calloc(n, sizeof *m->layers);
-    m->tensors = calloc(n * KD_MAX_LAYER_TENSORS, sizeof *m->tensors);
+    m->tensors = calloc(n * KD_LAYER_MAX_TENSORS, sizeof *m->tensors);
     if (!m->layers || !m->tensors) {
         st = kd_err_set(err, KD_EIO, "out of memory building a model of %zu layers", n);
         goto cleanup;
@@ -125,7 +115,10 @@ kd_status kd_model_init(kd_model *m, const kd_shape *input, const cJSON *layers,
         }
         l->index = (int)i;
         l->in = cur;
-        l->hp.bias = 1;
+        if (l->ops->hp_size && !(l->hp = calloc(1, l->ops->hp_size))) {
+            st = kd_err_set(err, KD_EIO, "out of memory building layer %zu", i);
+            goto cleanup;
+        }
         st = l->ops->configure(l, spec, err);
         if (st) goto cleanup;
         if (shape_numel_checked(&l->out, &numel)) {
@@ -135,15 +128,18 @@ kd_status kd_model_init(kd_model *m, const kd_shape *input, const cJSON *layers,
         }
         cur = l->out;
 
-        kd_tensor decl[KD_MAX_LAYER_TENSORS];
+        kd_tensor_decl decl[KD_LAYER_MAX_TENSORS];
         int n_decl = l->ops->tensors ? l->ops->tensors(l, decl) : 0;
-        KD_ASSERT(n_decl >= 0 && n_decl <= KD_MAX_LAYER_TENSORS);
+        KD_ASSERT(n_decl >= 0 && n_decl <= KD_LAYER_MAX_TENSORS);
+        l->n_tensors = n_decl;
         for (int k = 0; k < n_decl; k++) {
             kd_tensor *t = &m->tensors[m->n_tensors++];
-            *t = decl[k];
+            memset(t, 0, sizeof *t);
             snprintf(t->name, sizeof t->name, "%zu.%s", i, decl[k].name);
-            t->data = NULL;
-            t->counter = NULL;
+            t->kind = decl[k].kind;
+            t->shape = decl[k].shape;
+            t->layer = i;
+            t->quantise = decl[k].quantise;
             if (t->kind == KD_TENSOR_COUNTER) {
                 t->numel = 1;
                 continue;
@@ -174,11 +170,10 @@ kd_status kd_model_init(kd_model *m, const kd_shape *input, const cJSON *layers,
     }
 
     /* Pass 2: views. Tensors are grouped by layer in order, so walk both together. */
-    for (size_t t = 0; t < m->n_tensors; t++) {
-        kd_tensor *tt = &m->tensors[t];
-        size_t li = strtoul(tt->name, NULL, 10);
-        bind_view(m, &m->layers[li], tt, strchr(tt->name, '.') + 1);
-    }
+    size_t t = 0;
+    for (i = 0; i < n; i++)
+        for (int k = 0; k < m->layers[i].n_tensors; k++, t++)
+            bind_tensor(m, &m->layers[i], k, &m->tensors[t]);
 
 cleanup:
     free(text);
@@ -282,6 +277,7 @@ static void free_batch_memory(kd_model *m) {
 void kd_model_free(kd_model *m) {
     if (!m) return;
     free_batch_memory(m);
+    for (size_t i = 0; i < m->n_layers; i++) free(m->layers[i].hp);
     free(m->layers);
     free(m->tensors);
     kd_free_aligned(m->params);
@@ -389,8 +385,7 @@ void kd_model_backward(kd_model *m, const float *x, const float *dlogits, size_t
     ctx->workspace = m->workspace;
     /* Layers before the first one with parameters need no gradient at all, and that first
      * layer needs no input gradient (the input is data). */
-    size_t first = 0;
-    while (first < m->n_layers && !m->layers[first].w && !m->layers[first].b) first++;
+    const size_t first = kd_model_first_trainable(m);
     if (first == m->n_layers) return;
     const float *dy = dlogits;
     float *spare = m->grad_a;
@@ -403,6 +398,12 @@ void kd_model_backward(kd_model *m, const float *x, const float *dlogits, size_t
             spare = dx == m->grad_a ? m->grad_b : m->grad_a;
         }
     }
+}
+
+size_t kd_model_first_trainable(const kd_model *m) {
+    for (size_t t = 0; t < m->n_tensors; t++)
+        if (m->tensors[t].kind == KD_TENSOR_PARAM) return m->tensors[t].layer;
+    return m->n_layers;
 }
 
 void kd_model_zero_grad(kd_model *m) {
@@ -429,7 +430,7 @@ void kd_model_print(const kd_model *m, FILE *f) {
         const kd_layer *l = &m->layers[i];
         size_t n = 0;
         for (size_t t = 0; t < m->n_tensors; t++)
-            if (m->tensors[t].kind == KD_TENSOR_PARAM && strtoul(m->tensors[t].name, NULL, 10) == i)
+            if (m->tensors[t].kind == KD_TENSOR_PARAM && m->tensors[t].layer == i)
                 n += m->tensors[t].numel;
         fprintf(f, "  %3zu  %-16s -> %-16s %12zu params\n", i, l->ops->type,
                 kd_shape_str(&l->out, buf, sizeof buf), n);

@@ -4,26 +4,38 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "kd_nn.h"
+#include "layer_impl.h"
 
 #define POOL_MAX_STRIDE ((size_t)1 << 12)
 
-/* hp.stride == 0 means "the kernel size", per axis, as PyTorch's default stride=None. */
-static size_t stride_h(const kd_layer *l) { return l->hp.stride ? l->hp.stride : l->hp.kh; }
-static size_t stride_w(const kd_layer *l) { return l->hp.stride ? l->hp.stride : l->hp.kw; }
+/* maxpool2d and avgpool2d; global_avgpool has no hyperparameters. */
+typedef struct {
+    size_t kh, kw;   /* kernel */
+    size_t stride;   /* 0 means "the kernel size", per axis, as PyTorch's default stride=None */
+    size_t padding;
+} pool_hp;
+
+static const pool_hp *hp_of(const kd_layer *l) { return l->hp; }
+static size_t stride_h(const kd_layer *l) {
+    return hp_of(l)->stride ? hp_of(l)->stride : hp_of(l)->kh;
+}
+static size_t stride_w(const kd_layer *l) {
+    return hp_of(l)->stride ? hp_of(l)->stride : hp_of(l)->kw;
+}
 
 static kd_status pool_configure(kd_layer *l, const cJSON *spec, kd_err *err) {
     static const char *const fields[] = {"kernel", "stride", "padding", NULL};
+    pool_hp *hp = l->hp;
     char buf[64];
     kd_status st = kd_spec_check_fields(l, spec, fields, err);
-    if (!st) st = kd_spec_kernel(l, spec, &l->hp.kh, &l->hp.kw, err);
-    if (!st) st = kd_spec_size(l, spec, "stride", 0, 0, 1, POOL_MAX_STRIDE, &l->hp.stride, err);
-    if (!st) st = kd_spec_size(l, spec, "padding", 0, 0, 0, POOL_MAX_STRIDE, &l->hp.padding, err);
+    if (!st) st = kd_spec_kernel(l, spec, &hp->kh, &hp->kw, err);
+    if (!st) st = kd_spec_size(l, spec, "stride", 0, 0, 1, POOL_MAX_STRIDE, &hp->stride, err);
+    if (!st) st = kd_spec_size(l, spec, "padding", 0, 0, 0, POOL_MAX_STRIDE, &hp->padding, err);
     if (st) return st;
     if (l->in.rank != 3)
         return kd_layer_err(l, err, "expects a [C, H, W] input, got %s",
                             kd_shape_str(&l->in, buf, sizeof buf));
-    size_t H = l->in.d[1], W = l->in.d[2], kh = l->hp.kh, kw = l->hp.kw, p = l->hp.padding;
+    size_t H = l->in.d[1], W = l->in.d[2], kh = hp->kh, kw = hp->kw, p = hp->padding;
     /* PyTorch's rule: with at most half a kernel of padding every window holds a real input. */
     if (2 * p > kh || 2 * p > kw)
         return kd_layer_err(l, err, "padding %zu is more than half the kernel", p);
@@ -41,45 +53,26 @@ static kd_status pool_configure(kd_layer *l, const cJSON *spec, kd_err *err) {
     return KD_OK;
 }
 
-static int pool_tensors(const kd_layer *l, kd_tensor *out) {
-    (void)l;
-    (void)out;
-    return 0;
-}
-
-static size_t pool_zero(const kd_layer *l, size_t B) {
-    (void)l;
-    (void)B;
-    return 0;
-}
-
-static void pool_init(kd_layer *l, kd_rng *rng, int xavier) {
-    (void)l;
-    (void)rng;
-    (void)xavier;
-}
-
 static void pool_describe(const kd_layer *l, cJSON *obj) {
-    kd_spec_add_kernel(obj, l->hp.kh, l->hp.kw);
-    if (l->hp.stride) cJSON_AddNumberToObject(obj, "stride", (double)l->hp.stride);
-    if (l->hp.padding) cJSON_AddNumberToObject(obj, "padding", (double)l->hp.padding);
+    const pool_hp *hp = l->hp;
+    kd_spec_add_kernel(obj, hp->kh, hp->kw);
+    if (hp->stride) cJSON_AddNumberToObject(obj, "stride", (double)hp->stride);
+    if (hp->padding) cJSON_AddNumberToObject(obj, "padding", (double)hp->padding);
 }
 
-/* Pools do no multiplications worth counting next to the products around them. */
-static size_t pool_macs(const kd_layer *l) {
-    (void)l;
-    return 0;
-}
+/* Pools declare no tensors, and do no multiplications worth counting next to the products
+ * around them: their tensors, macs, init and workspace slots stay NULL. */
 
 /* Window of output (oh, ow) clipped to the real input: rows [*h0, *h1), columns [*w0, *w1). */
 static void window(const kd_layer *l, size_t oh, size_t ow, size_t *h0, size_t *h1, size_t *w0,
                    size_t *w1) {
-    size_t H = l->in.d[1], W = l->in.d[2], P = l->hp.padding;
+    const pool_hp *hp = l->hp;
+    size_t H = l->in.d[1], W = l->in.d[2], P = hp->padding;
     size_t hs = oh * stride_h(l), ws = ow * stride_w(l);  /* in padded coordinates */
     *h0 = hs > P ? hs - P : 0;
     *w0 = ws > P ? ws - P : 0;
-    *h1 = hs + l->hp.kh - P < H ? hs + l->hp.kh - P : H;
-    *w1 = ws + l->hp.kw - P < W ? ws + l->hp.kw - P : W;
+    *h1 = hs + hp->kh - P < H ? hs + hp->kh - P : H;
+    *w1 = ws + hp->kw - P < W ? ws + hp->kw - P : W;
 }
 
 /* ---- maxpool2d: the cache holds, per output, the index (h*W + w) of the first maximum in its
@@ -94,8 +87,9 @@ static size_t maxpool_cache(const kd_layer *l, size_t B) { return B * kd_shape_n
  * position is kept); with a NaN bottom-left value this path keeps the top pair's maximum where
  * the general loop could still take the bottom-right one. */
 static int is_pool2x2(const kd_layer *l) {
-    return l->hp.kh == 2 && l->hp.kw == 2 && stride_h(l) == 2 && stride_w(l) == 2 &&
-           !l->hp.padding && l->in.d[1] == 2 * l->out.d[1] && l->in.d[2] == 2 * l->out.d[2];
+    const pool_hp *hp = l->hp;
+    return hp->kh == 2 && hp->kw == 2 && stride_h(l) == 2 && stride_w(l) == 2 && !hp->padding &&
+           l->in.d[1] == 2 * l->out.d[1] && l->in.d[2] == 2 * l->out.d[2];
 }
 
 static void maxpool2x2_plane(const float *restrict xp, float *restrict yp,
@@ -140,7 +134,8 @@ static void maxpool_forward(kd_layer *l, const float *x, float *y, size_t B, kd_
     const size_t C = l->in.d[0], H = l->in.d[1], W = l->in.d[2];
     const size_t OH = l->out.d[1], OW = l->out.d[2];
     uint32_t *arg = (uint32_t *)l->cache;
-    const size_t KH = l->hp.kh, KW = l->hp.kw, SH = stride_h(l), SW = stride_w(l);
+    const pool_hp *hp = l->hp;
+    const size_t KH = hp->kh, KW = hp->kw, SH = stride_h(l), SW = stride_w(l);
     if (is_pool2x2(l)) {
         for (size_t bc = 0; bc < B * C; bc++)
             maxpool2x2_plane(x + bc * H * W, y + bc * OH * OW, arg + bc * OH * OW, OH, OW);
@@ -150,7 +145,7 @@ static void maxpool_forward(kd_layer *l, const float *x, float *y, size_t B, kd_
         const float *xp = x + bc * H * W;
         float *yp = y + bc * OH * OW;
         uint32_t *ap = arg + bc * OH * OW;
-        if (!l->hp.padding) {
+        if (!hp->padding) {
             /* Without padding every window lies inside the plane: no clipping per output. */
             for (size_t oh = 0; oh < OH; oh++) {
                 for (size_t ow = 0; ow < OW; ow++) {
@@ -216,15 +211,12 @@ static kd_status maxpool_configure(kd_layer *l, const cJSON *spec, kd_err *err) 
 
 const kd_layer_ops kd_layer_maxpool2d = {
     .type = "maxpool2d",
+    .hp_size = sizeof(pool_hp),
     .configure = maxpool_configure,
-    .tensors = pool_tensors,
     .cache_floats = maxpool_cache,
-    .workspace_floats = pool_zero,
-    .init = pool_init,
     .forward = maxpool_forward,
     .backward = maxpool_backward,
     .describe = pool_describe,
-    .macs = pool_macs,
 };
 
 /* ---- avgpool2d: y = sum over the window / (kh*kw); padded zeros count towards the divisor,
@@ -234,7 +226,7 @@ static void avgpool_forward(kd_layer *l, const float *x, float *y, size_t B, kd_
     (void)ctx;
     const size_t C = l->in.d[0], H = l->in.d[1], W = l->in.d[2];
     const size_t OH = l->out.d[1], OW = l->out.d[2];
-    const float scale = 1.0f / (float)(l->hp.kh * l->hp.kw);
+    const float scale = 1.0f / (float)(hp_of(l)->kh * hp_of(l)->kw);
     for (size_t bc = 0; bc < B * C; bc++) {
         const float *xp = x + bc * H * W;
         float *yp = y + bc * OH * OW;
@@ -259,7 +251,7 @@ static void avgpool_backward(kd_layer *l, const float *x, const float *y, const 
     if (!dx) return;
     const size_t C = l->in.d[0], H = l->in.d[1], W = l->in.d[2];
     const size_t OH = l->out.d[1], OW = l->out.d[2];
-    const float scale = 1.0f / (float)(l->hp.kh * l->hp.kw);
+    const float scale = 1.0f / (float)(hp_of(l)->kh * hp_of(l)->kw);
     memset(dx, 0, B * C * H * W * sizeof *dx);
     for (size_t bc = 0; bc < B * C; bc++) {
         float *dxp = dx + bc * H * W;
@@ -278,15 +270,11 @@ static void avgpool_backward(kd_layer *l, const float *x, const float *y, const 
 
 const kd_layer_ops kd_layer_avgpool2d = {
     .type = "avgpool2d",
+    .hp_size = sizeof(pool_hp),
     .configure = pool_configure,
-    .tensors = pool_tensors,
-    .cache_floats = pool_zero,
-    .workspace_floats = pool_zero,
-    .init = pool_init,
     .forward = avgpool_forward,
     .backward = avgpool_backward,
     .describe = pool_describe,
-    .macs = pool_macs,
 };
 
 /* ---- global_avgpool: [C, H, W] -> [C], the mean of each plane (AdaptiveAvgPool2d(1) followed
@@ -331,20 +319,9 @@ static void gap_backward(kd_layer *l, const float *x, const float *y, const floa
     }
 }
 
-static void gap_describe(const kd_layer *l, cJSON *obj) {
-    (void)l;
-    (void)obj;
-}
-
 const kd_layer_ops kd_layer_global_avgpool = {
     .type = "global_avgpool",
     .configure = gap_configure,
-    .tensors = pool_tensors,
-    .cache_floats = pool_zero,
-    .workspace_floats = pool_zero,
-    .init = pool_init,
     .forward = gap_forward,
     .backward = gap_backward,
-    .describe = gap_describe,
-    .macs = pool_macs,
 };

@@ -104,8 +104,8 @@ static double train_step_split(kd_model *m, const float *x, const int32_t *y, fl
     kd_loss_ce(in, y, BATCH, m->n_classes, dz);
     kd_model_zero_grad(m);
     double other = kd_now() - t0;
-    size_t first = 0;  /* as in kd_model_backward: no gradient before the first parameters */
-    while (first < m->n_layers && !m->layers[first].w && !m->layers[first].b) first++;
+    /* as in kd_model_backward: no gradient before the first parameters */
+    const size_t first = kd_model_first_trainable(m);
     const float *dy = dz;
     float *spare = m->grad_a;
     for (size_t i = m->n_layers; i-- > first;) {
