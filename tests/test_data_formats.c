@@ -1,7 +1,9 @@
-/* test_data_formats.c - every data format through kd_dataset_open and the loader (both modes):
- * each batch value is raw * (scale / std[c]) + (-mean[c] / std[c]) bit for bit, the formula and
- * order of operations the dataset has always used, so a change to the readers or their table
- * cannot change a run's numbers; plus kd_preprocess_same's rule. */
+/* test_data_formats.c - the table of data formats and each format's reader operations, and
+ * every format through kd_dataset_open and the loader (both modes): each batch value is
+ * raw * (scale / std[c]) + (-mean[c] / std[c]) bit for bit, the formula and order of operations
+ * the dataset has always used, so a change to the readers or their table cannot change a run's
+ * numbers. Also the loader's failed thread start and kd_preprocess_same's rule. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -20,7 +22,7 @@
 #pragma GCC diagnostic pop
 #endif
 
-#include "kd_data.h"
+#include "../src/data/data_impl.h"
 #include "kd_test.h"
 
 enum { MAX_N = 8, MAX_NUMEL = 36 };
@@ -256,4 +258,156 @@ KD_TEST(data_formats_images_batches_match_the_preprocessing_formula) {
         check_batches(ds, &fx, 0);
     }
     kd_dataset_close(ds);
+}
+
+KD_TEST(data_formats_table_has_one_row_per_format) {
+    size_t n;
+    const char *const *names = kd_data_format_names(&n);
+    CHECK_EQ_INT(n, 3);
+    for (size_t f = 0; f < n; f++) {
+        const kd_format_ops *ops = kd_data_format_ops((kd_data_format)f);
+        CHECK(ops != NULL);
+        if (!ops) continue;
+        CHECK(ops->open && ops->read && ops->close);
+        /* Only image folders decode files per sample, so only they prefetch in a thread. */
+        CHECK_EQ_INT(ops->decodes_per_batch, f == KD_FMT_IMAGES);
+        kd_data_format back;
+        CHECK(kd_data_format_find(names[f], &back) == 0 && back == (kd_data_format)f);
+    }
+    CHECK(kd_data_format_ops((kd_data_format)n) == NULL);
+    CHECK(kd_data_format_ops((kd_data_format)-1) == NULL);
+    /* Guessing: a suffix wins over a marker anywhere in the path. */
+    struct { const char *path; int want; } g[] = {
+        {"data/x.csv", KD_FMT_CSV},         {"data/ubyte/x.csv", KD_FMT_CSV},
+        {"a/b.tsv", KD_FMT_CSV},            {"t.csv.gz", KD_FMT_CSV},
+        {"t.idx.gz", KD_FMT_IDX},           {"train-images-idx3-ubyte.gz", KD_FMT_IDX},
+        {"x.idx", KD_FMT_IDX},              {"photos/", -1},
+        {"x.png", -1}};
+    for (size_t i = 0; i < sizeof g / sizeof g[0]; i++) {
+        kd_data_format f = (kd_data_format)99;
+        int rc = kd_data_format_guess(g[i].path, &f);
+        if (g[i].want < 0) CHECK(rc == -1);
+        else if (rc != 0 || (int)f != g[i].want)
+            kd_test_fail(__FILE__, __LINE__, "guess(%s) = %d (rc %d), expected %d", g[i].path,
+                         (int)f, rc, g[i].want);
+    }
+}
+
+/* Opens src with its format's ops and checks what the reader reports and every raw sample. */
+static void check_reader(const kd_data_source *src, const fixture *fx, int u8, int rank) {
+    const kd_format_ops *ops = kd_data_format_ops(src->format);
+    void *h = NULL;
+    kd_reader_info info;
+    kd_err err;
+    kd_err_clear(&err);
+    kd_status st = ops->open(src, &h, &info, &err);
+    CHECK_EQ_INT(st, KD_OK);
+    if (st) {
+        printf("    %s\n", err.msg);
+        return;
+    }
+    CHECK_EQ_INT(info.n, fx->n);
+    CHECK_EQ_INT(info.u8, u8);
+    CHECK_EQ_INT(info.shape.rank, rank);
+    CHECK_EQ_INT(kd_shape_numel(&info.shape), fx->C * fx->P);
+    if (rank == 3) CHECK_EQ_INT(info.shape.d[0], fx->C);
+    CHECK(info.labels != NULL);
+    CHECK(info.class_names != NULL && info.n_classes > 0);
+    CHECK_EQ_INT(info.n_skipped, 0);
+    for (size_t s = 0; s < fx->n && info.labels; s++) {
+        float got[MAX_NUMEL];
+        CHECK_EQ_INT(ops->read(h, s, got, &err), KD_OK);
+        CHECK_FLOATS(got, fx->raw[s], fx->C * fx->P, 0, 0);
+        CHECK_EQ_INT(info.labels[s], fx->label[s]);
+    }
+    ops->close(h);
+    ops->close(NULL);  /* NULL-safe */
+}
+
+KD_TEST(data_formats_each_reader_reports_its_source_and_raw_values) {
+    kd_data_source src;
+    fixture fx;
+    make_idx(kd_test_tmpdir(), &src, &fx);
+    check_reader(&src, &fx, 1, 3);
+    make_csv(kd_test_tmpdir(), &src, &fx);
+    check_reader(&src, &fx, 0, 1);
+    make_images(kd_test_tmpdir(), &src, &fx);
+    check_reader(&src, &fx, 1, 3);
+    /* A reader's own settings are checked at its open. */
+    const kd_format_ops *ops = kd_data_format_ops(KD_FMT_IMAGES);
+    void *h = (void *)1;
+    kd_reader_info info;
+    kd_err err;
+    src.channels = 2;
+    CHECK_EQ_INT(ops->open(&src, &h, &info, &err), KD_EUSAGE);
+    CHECK_CONTAINS(err.msg, "data.channels: expected 1 or 3, got 2");
+    CHECK(h == NULL);
+}
+
+KD_TEST(data_formats_failed_thread_start_is_an_error_not_a_hang) {
+    kd_data_source src;
+    fixture fx;
+    make_images(kd_test_tmpdir(), &src, &fx);
+    kd_dataset *ds = open_ok(&src, NULL);
+    if (!ds) return;
+    size_t order[5] = {0, 1, 2, 3, 4};
+    kd_loader *l = (kd_loader *)1;
+    kd_err err;
+    kd_err_clear(&err);
+    kd_loader_fail_thread_start = 1;
+    CHECK_EQ_INT(kd_loader_open(&l, ds, order, 5, 2, &err), KD_EIO);  /* AUTO: threaded */
+    CHECK(l == NULL);
+    CHECK_CONTAINS(err.msg, "cannot start the data loader thread");
+    /* The hook fires once; the next loader starts its thread and delivers every batch. */
+    CHECK_EQ_INT(kd_loader_fail_thread_start, 0);
+    CHECK_EQ_INT(kd_loader_open(&l, ds, order, 5, 2, &err), KD_OK);
+    kd_batch b;
+    size_t seen = 0;
+    while (l && kd_loader_next(l, &b, &err) == KD_OK && b.n) seen += b.n;
+    CHECK_EQ_INT(seen, 5);
+    kd_loader_close(l);
+    kd_dataset_close(ds);
+}
+
+KD_TEST(data_preprocess_same_compares_what_changes_the_values) {
+    kd_preprocess a, b;
+    kd_preprocess_defaults(&a);
+    a.scale = 1.0f / 255.0f;
+    a.n_channels = 3;
+    for (int c = 0; c < 3; c++) a.mean[c] = 0.1f * (float)(c + 1), a.std[c] = 0.2f + 0.01f * (float)c;
+    b = a;
+    CHECK(kd_preprocess_same(&a, &b));
+    /* flatten changes only the shape: the same values in the same order. */
+    b.flatten = 1;
+    CHECK(kd_preprocess_same(&a, &b) && kd_preprocess_same(&b, &a));
+    /* 0.0078 lies just under 2^-7, where one float step is 6.0e-8 relative: within 1e-7, the
+     * same. Two steps (1.2e-7) or one part in a million are different, whichever side is
+     * larger. (Just above 2^-8, at 1/255, one step is already 1.19e-7: different.) */
+    a.scale = 0.0078f;
+    b = a;
+    b.scale = nextafterf(a.scale, 1.0f);
+    CHECK(kd_preprocess_same(&a, &b) && kd_preprocess_same(&b, &a));
+    b.scale = nextafterf(b.scale, 1.0f);
+    CHECK(!kd_preprocess_same(&a, &b) && !kd_preprocess_same(&b, &a));
+    b.scale = a.scale * 1.000001f;
+    CHECK(!kd_preprocess_same(&a, &b) && !kd_preprocess_same(&b, &a));
+    b.scale = NAN;
+    CHECK(!kd_preprocess_same(&a, &b) && !kd_preprocess_same(&b, &a));
+    a.scale = 1.0f / 255.0f;
+    b = a;
+    b.scale = nextafterf(a.scale, 1.0f);
+    CHECK(!kd_preprocess_same(&a, &b));
+    b = a;
+    b.n_channels = 1;
+    CHECK(!kd_preprocess_same(&a, &b));
+    b = a;
+    b.mean[2] = nextafterf(a.mean[2], 1.0f);
+    CHECK(!kd_preprocess_same(&a, &b));
+    b = a;
+    b.std[0] = 0.3f;
+    CHECK(!kd_preprocess_same(&a, &b));
+    /* Entries past n_channels are unused, so they do not count. */
+    b = a;
+    b.mean[3] = 42.0f, b.std[3] = 7.0f;
+    CHECK(kd_preprocess_same(&a, &b));
 }

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kd_data.h"
+#include "data_impl.h"
 
 /* Splits one line in place: fields are unquoted and NUL-terminated inside the buffer (they only
  * shrink, so writing behind the read position is safe). Returns the position after the line.
@@ -360,3 +360,10 @@ cleanup:
     if (st) kd_data_mem_free(out);
     return st;
 }
+
+static kd_status csv_open(const kd_data_source *src, void **handle, kd_reader_info *info,
+                          kd_err *err) {
+    return kd_data_mem_open(src, kd_csv_load, handle, info, err);
+}
+
+const kd_format_ops kd_csv_format_ops = {csv_open, kd_data_mem_read, kd_data_mem_close, 0};

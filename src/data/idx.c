@@ -4,7 +4,7 @@
 #include <string.h>
 #include <zlib.h>
 
-#include "kd_data.h"
+#include "data_impl.h"
 
 /* Bytes per element of an IDX type code, 0 if unknown. */
 static size_t idx_elem_size(int type) {
@@ -261,17 +261,6 @@ cleanup:
     return st;
 }
 
-void kd_data_mem_free(kd_data_mem *m) {
-    if (!m) return;
-    free(m->u8);
-    free(m->f32);
-    free(m->labels);
-    if (m->class_names)
-        for (size_t i = 0; i < m->n_classes; i++) free(m->class_names[i]);
-    free(m->class_names);
-    memset(m, 0, sizeof *m);
-}
-
 /* Class names "0".."K-1" for numeric labels. */
 static kd_status numeric_class_names(kd_data_mem *m, kd_err *err) {
     m->class_names = calloc(m->n_classes ? m->n_classes : 1, sizeof(char *));
@@ -363,3 +352,10 @@ cleanup:
     if (st) kd_data_mem_free(out);
     return st;
 }
+
+static kd_status idx_open(const kd_data_source *src, void **handle, kd_reader_info *info,
+                          kd_err *err) {
+    return kd_data_mem_open(src, kd_idx_load, handle, info, err);
+}
+
+const kd_format_ops kd_idx_format_ops = {idx_open, kd_data_mem_read, kd_data_mem_close, 0};
