@@ -1,5 +1,6 @@
 /* csv.c - CSV reader: numeric feature columns plus one label column (numeric or string),
- * optional header row, any one-character delimiter, RFC 4180 quotes. Held as float rows. */
+ * optional header row, any one-character delimiter, RFC 4180 quotes. Held as float rows: the
+ * "csv" format (its ops at the end, over the shared in-memory reader of mem.c). */
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>

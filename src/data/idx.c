@@ -1,5 +1,6 @@
 /* idx.c - IDX reader (raw or gzip via zlib) with every size checked before it is trusted, and
- * the images + labels pairing used by MNIST-style datasets. */
+ * the images + labels pairing used by MNIST-style datasets: the "idx" format (its ops at the
+ * end, over the shared in-memory reader of mem.c). */
 #include <stdlib.h>
 #include <string.h>
 #include <zlib.h>
