@@ -96,6 +96,13 @@ typedef struct {
 void kd_data_source_defaults(kd_data_source *src);
 /* Preprocessing defaults: scale 0 (auto), no normalisation, no flatten. */
 void kd_preprocess_defaults(kd_preprocess *pp);
+/* 1 when a and b give a model the same input values: scales equal within 1e-7 relative (one
+ * float step at most, so a scale read back from a checkpoint's JSON still matches), the same
+ * number of normalised channels and the same mean and std for each. flatten is not compared:
+ * it changes only the shape the values are presented in, not the values or their order, and
+ * callers check shapes separately (kd_eval_check_fit). Symmetric; a NaN scale is never the
+ * same. */
+int kd_preprocess_same(const kd_preprocess *a, const kd_preprocess *b);
 
 typedef struct kd_dataset kd_dataset;  /* opaque */
 
@@ -170,55 +177,5 @@ kd_status kd_loader_open_mode(kd_loader **out, kd_dataset *ds, const size_t *ord
 /* Next batch: returns KD_OK and fills b (valid until the next call); sets b->n = 0 at the end. */
 kd_status kd_loader_next(kd_loader *l, kd_batch *b, kd_err *err);
 void kd_loader_close(kd_loader *l);  /* NULL-safe; joins the worker */
-
-/* ---- Internal: the format readers behind kd_dataset_open (the files in src/data). ---- */
-
-/* Compact in-memory data: exactly one of u8 / f32 holds n * numel values. */
-typedef struct {
-    size_t n;
-    kd_shape shape;       /* per-sample shape as read ([1,H,W] for rank-3 IDX, [D] for rank 2) */
-    uint8_t *u8;          /* malloc'd, or NULL */
-    float *f32;           /* malloc'd, or NULL */
-    int32_t *labels;      /* n labels, or NULL (unlabeled) */
-    size_t n_classes;
-    char **class_names;   /* n_classes malloc'd strings, or NULL */
-} kd_data_mem;
-void kd_data_mem_free(kd_data_mem *m);  /* frees the members, zeroes m */
-
-/* IDX: one file into rank/dims and values (u8 kept as u8, other types as float). */
-typedef struct {
-    int type;             /* 0x08 u8, 0x09 i8, 0x0B i16, 0x0C i32, 0x0D f32, 0x0E f64 */
-    int rank;
-    size_t dims[4];
-    uint8_t *u8;
-    float *f32;
-} kd_idx;
-kd_status kd_idx_read(const char *path, kd_idx *out, kd_err *err);
-/* Test hook: the largest payload buffer (bytes) the last kd_idx_read call allocated, so a test
- * can check that a small file claiming a huge payload never made us allocate it. */
-extern size_t kd_idx_last_alloc;
-void kd_idx_free(kd_idx *x);
-kd_status kd_idx_load(const kd_data_source *src, kd_data_mem *out, kd_err *err);
-kd_status kd_csv_load(const kd_data_source *src, kd_data_mem *out, kd_err *err);
-
-/* Image folder index: file paths (one string pool) and labels; images are decoded per batch. */
-typedef struct {
-    size_t n;
-    char *pool;           /* NUL-separated paths */
-    size_t *offsets;      /* n offsets into pool */
-    int32_t *labels;      /* n labels, or NULL (unlabeled) */
-    size_t n_classes;
-    char **class_names;
-    size_t n_skipped;
-    char *skip_note;
-} kd_image_index;
-kd_status kd_image_index_build(const kd_data_source *src, kd_image_index *out, kd_err *err);
-void kd_image_index_free(kd_image_index *ix);
-/* Decodes path into raw [channels, height, width] values in 0..255 (bilinear resize). */
-kd_status kd_image_decode(const char *path, int channels, size_t height, size_t width, float *out,
-                          kd_err *err);
-/* Bilinear resize of one [H, W] plane with half-pixel centres (like PIL/torch without
- * antialias); src is (sh, sw), dst is (dh, dw), both row-major. */
-void kd_resize_bilinear(const float *src, size_t sh, size_t sw, float *dst, size_t dh, size_t dw);
 
 #endif

@@ -67,7 +67,7 @@ void kd_metrics_free(kd_metrics *m);  /* NULL-safe, idempotent */
 void kd_metrics_add(kd_metrics *m, const float *z, const float *ref, const int32_t *y, size_t B);
 double kd_metrics_ece(const kd_metrics *m);
 
-/* ---- Weight formats for export ---- */
+/* ---- Weight formats for export (the codecs of kd_dtype.h; these are array shorthands) ---- */
 
 /* int8 symmetric per output row: scale[r] = max|w[r,:]| / 127 (1 if the row is all zero, so
  * dequantisation gives exact zeros), q = round(w / scale) clamped to [-127, 127]. Every
@@ -80,13 +80,16 @@ void kd_quant_bf16(const float *x, uint16_t *h, size_t n);
 void kd_dequant_f16(const uint16_t *h, float *x, size_t n);
 void kd_dequant_bf16(const uint16_t *h, float *x, size_t n);
 
-/* Parses "f32" | "f16" | "bf16" | "int8" (KD_DT_F32/F16/BF16/I8); -1 if unknown. */
+/* Parses a codec name ("f32" | "f16" | "bf16" | "int8") into the dtype it stores
+ * (KD_DT_F32/F16/BF16/I8); -1 if unknown. */
 int kd_export_dtype_parse(const char *s, kd_dtype *out);
 
-/* Writes model m's weights (no optimizer or training state) to path as dtype, in state_dict
- * order, atomically. F16/BF16: trainable parameters converted, batch-norm running statistics
- * stay F32. I8: weights of dense and conv2d layers become I8 "<name>" plus F32 "<name>_scale"
- * [out]; every other float tensor stays F32. num_batches_tracked counters are I64.
+/* Writes model m's weights (no optimizer or training state) to path in the codec storing dtype
+ * (kd_codec_for), in state_dict order, atomically. Codecs without row scales (f32, f16, bf16):
+ * trainable parameters converted, batch-norm running statistics stay F32. Row-scaled (int8):
+ * weights of dense and conv2d layers become I8 "<name>" plus F32 "<name>_scale" [out]; every
+ * other float tensor stays F32. num_batches_tracked counters are I64. KD_EUSAGE for a dtype
+ * no codec stores.
  * Metadata: the given pairs (copied by the caller: arch, classes, preprocess, ...) plus
  * "format", "dtype" and, for int8, "quantization"; "arch" defaults to the model's own arch.
  * Keys "format", "dtype", "quantization" in the given pairs are ignored. */

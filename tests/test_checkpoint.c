@@ -1,10 +1,13 @@
 /* test_checkpoint.c - model checkpoints: exact round trip with training state, loading plain
  * PyTorch-style files (Python-written) against logits computed independently, shape/name/dtype
- * validation against the architecture, int8 exports, and failed writes. */
+ * validation against the architecture, int8 exports, failed writes, and running out of memory
+ * while building the metadata. */
+#include <cJSON.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "kd_checkpoint.h"
 #include "kd_rng.h"
@@ -452,5 +455,64 @@ KD_TEST(ckpt_refuses_corrupt_training_state) {
         CHECK(got.order == NULL);
     }
     kd_st_free(&f);
+    kd_model_free(&m);
+}
+
+/* cJSON allocations that succeed this many more times, then fail (out of memory). */
+static int g_cjson_allocs_left;
+static void *failing_malloc(size_t n) {
+    if (g_cjson_allocs_left <= 0) return NULL;
+    g_cjson_allocs_left--;
+    return malloc(n);
+}
+
+KD_TEST(ckpt_save_out_of_memory_in_metadata_is_an_error_not_a_partial_header) {
+    const char *dir = kd_test_tmpdir();
+    char p[600];
+    snprintf(p, sizeof p, "%s/m.safetensors", dir);
+    kd_model m = {0};
+    if (!build(&m, ARCH_BN, 0)) return;
+    char *names[3] = {"cat", "dog", "emu"};
+    kd_preprocess pp;
+    kd_preprocess_defaults(&pp);
+    pp.scale = 0.5f;
+    pp.n_channels = 1;
+    pp.mean[0] = 0.25f;
+    pp.std[0] = 2.0f;
+    kd_ckpt_meta meta = {names, 3, &pp, NULL};
+    /* The arch, classes and preprocess builders all allocate through cJSON: let the k-th
+     * allocation fail, for every k until the save needs no more. */
+    int failures = 0, saved = 0;
+    for (int k = 0; k < 1000 && !saved; k++) {
+        kd_err err;
+        kd_err_clear(&err);
+        cJSON_Hooks hooks = {failing_malloc, free};
+        g_cjson_allocs_left = k;
+        cJSON_InitHooks(&hooks);
+        kd_status st = kd_ckpt_save(p, &m, &meta, NULL, &err);
+        cJSON_InitHooks(NULL);
+        if (st == KD_OK) {
+            saved = 1;
+            break;
+        }
+        failures++;
+        CHECK_EQ_INT(st, KD_EIO);
+        CHECK_CONTAINS(err.msg, "out of memory");
+        CHECK(access(p, F_OK) != 0);  /* nothing written, not a file with a partial header */
+    }
+    CHECK(saved && failures >= 6);
+    /* The save that went through has all of its metadata. */
+    kd_model back = {0};
+    kd_preprocess got;
+    int has_pp = 0;
+    char **cls = NULL;
+    size_t n_cls = 0;
+    kd_err err;
+    CHECK_EQ_INT(kd_ckpt_load(p, NULL, 0, 0, &back, &got, &has_pp, &cls, &n_cls, &err), KD_OK);
+    CHECK(has_pp && got.scale == 0.5f && got.n_channels == 1 && got.mean[0] == 0.25f &&
+          got.std[0] == 2.0f);
+    CHECK(n_cls == 3 && cls && strcmp(cls[2], "emu") == 0);
+    kd_free_strings(cls, n_cls);
+    kd_model_free(&back);
     kd_model_free(&m);
 }

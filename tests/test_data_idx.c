@@ -4,7 +4,7 @@
 #include <string.h>
 #include <zlib.h>
 
-#include "kd_data.h"
+#include "../src/data/data_impl.h"
 #include "kd_test.h"
 
 /* Builds an IDX file image in memory: magic, big-endian dims, then payload bytes as given. */

@@ -17,7 +17,7 @@
 #pragma GCC diagnostic pop
 #endif
 
-#include "kd_data.h"
+#include "../src/data/data_impl.h"
 #include "kd_test.h"
 
 static void mkdir_p2(const char *a, const char *b) {

@@ -6,6 +6,7 @@
 
 #include "cli.h"
 #include "kd_checkpoint.h"
+#include "kd_dtype.h"
 #include "kd_eval.h"
 #include "kd_gemm.h"
 
@@ -135,11 +136,12 @@ static int run(int argc, char **argv) {
     if (rc != KD_CLI_GO) return rc;
     if (n_args < 2) return kd_cli_usage_error(argv[0], "expected IN.safetensors OUT.safetensors");
     const char *in = argv[1], *out = argv[2];
-    if (!dtype_s) return kd_cli_usage_error(argv[0], "--dtype is required (f32, f16, bf16 or int8)");
+    char dtypes[128];
+    kd_codec_names(dtypes, sizeof dtypes);
+    if (!dtype_s) return kd_cli_usage_error(argv[0], "--dtype is required (%s)", dtypes);
     kd_dtype dtype;
     if (kd_export_dtype_parse(dtype_s, &dtype))
-        return kd_cli_usage_error(argv[0], "--dtype: expected f32, f16, bf16 or int8, got \"%s\"",
-                                  dtype_s);
+        return kd_cli_usage_error(argv[0], "--dtype: expected %s, got \"%s\"", dtypes, dtype_s);
     if (config && run_dir) return kd_cli_usage_error(argv[0], "give --config or --run, not both");
     if (same_file(in, out))
         return kd_cli_usage_error(argv[0], "OUT is the same file as IN (%s); choose another path", in);

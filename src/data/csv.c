@@ -1,11 +1,12 @@
 /* csv.c - CSV reader: numeric feature columns plus one label column (numeric or string),
- * optional header row, any one-character delimiter, RFC 4180 quotes. Held as float rows. */
+ * optional header row, any one-character delimiter, RFC 4180 quotes. Held as float rows: the
+ * "csv" format (its ops at the end, over the shared in-memory reader of mem.c). */
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "kd_data.h"
+#include "data_impl.h"
 
 /* Splits one line in place: fields are unquoted and NUL-terminated inside the buffer (they only
  * shrink, so writing behind the read position is safe). Returns the position after the line.
@@ -360,3 +361,10 @@ cleanup:
     if (st) kd_data_mem_free(out);
     return st;
 }
+
+static kd_status csv_open(const kd_data_source *src, void **handle, kd_reader_info *info,
+                          kd_err *err) {
+    return kd_data_mem_open(src, kd_csv_load, handle, info, err);
+}
+
+const kd_format_ops kd_csv_format_ops = {csv_open, kd_data_mem_read, kd_data_mem_close, 0};

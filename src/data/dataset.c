@@ -1,23 +1,23 @@
-/* dataset.c - opens a data source (dispatching to the IDX / CSV / image-folder readers),
- * applies subset and preprocessing, produces float samples, and makes seeded splits. */
+/* dataset.c - opens a data source through its format's reader (the table in format.c), applies
+ * subset and preprocessing, produces float samples, and makes seeded splits. */
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "kd_data.h"
+#include "data_impl.h"
 
 struct kd_dataset {
     kd_data_source src;
     kd_preprocess pp;       /* scale resolved */
     kd_data_info info;
-    kd_shape raw_shape;     /* [C,H,W] or [D], before flatten */
     size_t numel;           /* values per sample */
     size_t C, plane;        /* channels and values per channel, for mean/std */
     size_t *map;            /* subset: dataset index -> source index (NULL = identity) */
-    kd_data_mem mem;        /* IDX / CSV */
-    kd_image_index images;  /* image folders */
+    const kd_format_ops *ops;
+    void *reader;           /* the format's open source (ops->close frees it) */
+    kd_reader_info rd;      /* the source as the reader describes it (shape before flatten) */
     atomic_size_t n_decode_failures;
     float mul[KD_MAX_CHANNELS], add[KD_MAX_CHANNELS];  /* x = raw * mul[c] + add[c] */
 };
@@ -34,6 +34,15 @@ void kd_data_source_defaults(kd_data_source *src) {
 
 void kd_preprocess_defaults(kd_preprocess *pp) { memset(pp, 0, sizeof *pp); }
 
+int kd_preprocess_same(const kd_preprocess *a, const kd_preprocess *b) {
+    /* Relative to the larger scale, so the rule is symmetric; NaN is never the same. */
+    float tol = 1e-7f * fmaxf(fabsf(a->scale), fabsf(b->scale));
+    if (!(fabsf(a->scale - b->scale) <= tol) || a->n_channels != b->n_channels) return 0;
+    for (int c = 0; c < a->n_channels && c < KD_MAX_CHANNELS; c++)
+        if (a->mean[c] != b->mean[c] || a->std[c] != b->std[c]) return 0;
+    return 1;
+}
+
 const kd_data_info *kd_dataset_info(const kd_dataset *ds) { return &ds->info; }
 const kd_preprocess *kd_dataset_preprocess(const kd_dataset *ds) { return &ds->pp; }
 size_t kd_dataset_n_decode_failures(const kd_dataset *ds) {
@@ -42,8 +51,7 @@ size_t kd_dataset_n_decode_failures(const kd_dataset *ds) {
 
 void kd_dataset_close(kd_dataset *ds) {
     if (!ds) return;
-    kd_data_mem_free(&ds->mem);
-    kd_image_index_free(&ds->images);
+    if (ds->ops) ds->ops->close(ds->reader);
     free(ds->map);
     free(ds);
 }
@@ -101,64 +109,25 @@ kd_status kd_dataset_open(kd_dataset **out, const kd_data_source *src, const kd_
         st = kd_err_set(err, KD_EUSAGE, "data.path: expected a file or folder, got \"\"");
         goto cleanup;
     }
-    int u8_source = 0;
-    size_t n_src = 0;
-    char **names = NULL;
-    int has_labels = 0;
-    switch (src->format) {
-    case KD_FMT_IDX:
-        if ((st = kd_idx_load(src, &ds->mem, err))) goto cleanup;
-        u8_source = ds->mem.u8 != NULL;
-        break;
-    case KD_FMT_CSV:
-        if ((st = kd_csv_load(src, &ds->mem, err))) goto cleanup;
-        break;
-    case KD_FMT_IMAGES:
-        if (src->channels != 1 && src->channels != 3) {
-            st = kd_err_set(err, KD_EUSAGE, "data.channels: expected 1 or 3, got %d", src->channels);
-            goto cleanup;
-        }
-        if (src->height < 1 || src->width < 1 || src->height > KD_IMAGE_MAX_SIDE ||
-            src->width > KD_IMAGE_MAX_SIDE) {
-            st = kd_err_set(err, KD_EUSAGE,
-                            "data.height/width: expected 1 to %d, got %zux%zu", KD_IMAGE_MAX_SIDE,
-                            src->height, src->width);
-            goto cleanup;
-        }
-        if ((st = kd_image_index_build(src, &ds->images, err))) goto cleanup;
-        u8_source = 1;
-        break;
-    default:
+    ds->ops = kd_data_format_ops(src->format);
+    if (!ds->ops) {
         st = kd_err_set(err, KD_EUSAGE, "data.format: unknown format %d", (int)src->format);
         goto cleanup;
     }
-    if (src->format == KD_FMT_IMAGES) {
-        n_src = ds->images.n;
-        ds->raw_shape.rank = 3;
-        ds->raw_shape.d[0] = (size_t)src->channels;
-        ds->raw_shape.d[1] = src->height;
-        ds->raw_shape.d[2] = src->width;
-        names = ds->images.class_names;
-        ds->info.n_classes = ds->images.n_classes;
-        has_labels = ds->images.labels != NULL;
-        ds->info.n_skipped = ds->images.n_skipped;
-        ds->info.skip_note = ds->images.skip_note;
-    } else {
-        n_src = ds->mem.n;
-        ds->raw_shape = ds->mem.shape;
-        names = ds->mem.class_names;
-        ds->info.n_classes = ds->mem.n_classes;
-        has_labels = ds->mem.labels != NULL;
-    }
-    ds->numel = kd_shape_numel(&ds->raw_shape);
-    ds->C = ds->raw_shape.rank == 3 ? ds->raw_shape.d[0] : 1;
+    if ((st = ds->ops->open(src, &ds->reader, &ds->rd, err))) goto cleanup;
+    size_t n_src = ds->rd.n;
+    ds->info.n_classes = ds->rd.n_classes;
+    ds->info.n_skipped = ds->rd.n_skipped;
+    ds->info.skip_note = ds->rd.skip_note;
+    ds->numel = kd_shape_numel(&ds->rd.shape);
+    ds->C = ds->rd.shape.rank == 3 ? ds->rd.shape.d[0] : 1;
     ds->plane = ds->numel / ds->C;
     if (ds->C > KD_MAX_CHANNELS) {
         st = kd_err_set(err, KD_EINPUT, "%s: %zu channels, expected at most %d", src->path, ds->C,
                         KD_MAX_CHANNELS);
         goto cleanup;
     }
-    if ((st = resolve_preprocess(ds, pp, u8_source, err))) goto cleanup;
+    if ((st = resolve_preprocess(ds, pp, ds->rd.u8, err))) goto cleanup;
 
     /* Subset: first N, or a seeded sample of N kept in source order. */
     size_t n = n_src;
@@ -188,13 +157,13 @@ kd_status kd_dataset_open(kd_dataset **out, const kd_data_source *src, const kd_
     ds->info.n = n;
     ds->info.n_source = n_src;
     ds->info.format = src->format;
-    ds->info.has_labels = has_labels;
-    ds->info.class_names = names;
+    ds->info.has_labels = ds->rd.labels != NULL;
+    ds->info.class_names = ds->rd.class_names;
     if (ds->pp.flatten) {
         ds->info.shape.rank = 1;
         ds->info.shape.d[0] = ds->numel;
     } else {
-        ds->info.shape = ds->raw_shape;
+        ds->info.shape = ds->rd.shape;
     }
 
 cleanup:
@@ -216,40 +185,20 @@ kd_status kd_dataset_get(kd_dataset *ds, const size_t *idx, size_t B, float *x, 
                               idx[b], ds->info.n);
         size_t s = ds->map ? ds->map[idx[b]] : idx[b];
         float *xb = x + b * D;
-        int32_t label = -1;
-        if (ds->src.format == KD_FMT_IMAGES) {
-            const char *path = ds->images.pool + ds->images.offsets[s];
-            kd_status st = kd_image_decode(path, ds->src.channels, ds->src.height, ds->src.width,
-                                           xb, err);
-            if (st) {
-                if (!ds->src.skip_bad || st != KD_EINPUT) return st;
-                /* Passed the open-time header check but the body is broken: deliver zeros and
-                 * count it, rather than stopping a run the user asked to be tolerant. */
-                memset(xb, 0, D * sizeof(float));
-                atomic_fetch_add(&ds->n_decode_failures, 1);
-                kd_err_clear(err);
-                if (ds->images.labels) label = ds->images.labels[s];
-                if (y) y[b] = label;
-                continue;
-            }
-            if (ds->images.labels) label = ds->images.labels[s];
+        int32_t label = ds->rd.labels ? ds->rd.labels[s] : -1;
+        kd_status st = ds->ops->read(ds->reader, s, xb, err);
+        if (st) {
+            if (!ds->src.skip_bad || st != KD_EINPUT) return st;
+            /* Passed the open-time check but the body is broken: deliver zeros and count it,
+             * rather than stopping a run the user asked to be tolerant. */
+            memset(xb, 0, D * sizeof(float));
+            atomic_fetch_add(&ds->n_decode_failures, 1);
+            kd_err_clear(err);
+        } else {
             for (size_t c = 0; c < C; c++) {
                 float m = ds->mul[c], a = ds->add[c];
                 float *xc = xb + c * P;
                 for (size_t k = 0; k < P; k++) xc[k] = xc[k] * m + a;
-            }
-        } else {
-            if (ds->mem.labels) label = ds->mem.labels[s];
-            for (size_t c = 0; c < C; c++) {
-                float m = ds->mul[c], a = ds->add[c];
-                float *xc = xb + c * P;
-                if (ds->mem.u8) {
-                    const uint8_t *sc = ds->mem.u8 + s * D + c * P;
-                    for (size_t k = 0; k < P; k++) xc[k] = (float)sc[k] * m + a;
-                } else {
-                    const float *sc = ds->mem.f32 + s * D + c * P;
-                    for (size_t k = 0; k < P; k++) xc[k] = sc[k] * m + a;
-                }
             }
         }
         if (y) y[b] = label;

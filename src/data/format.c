@@ -1,26 +1,28 @@
-/* format.c - the table of data formats: each format's config name and the file names it is
- * guessed from. */
+/* format.c - the table of data formats: each format's config name, the file names it is
+ * guessed from, and its reader's operations (data_impl.h). */
 #include <string.h>
 
-#include "kd_data.h"
+#include "data_impl.h"
 
 typedef struct {
     const char *const *suffixes;   /* names ending so imply the format */
     const char *marker;            /* ... or containing this (NULL: none) */
+    const kd_format_ops *ops;
 } format_desc;
 
 static const char *const idx_suffixes[] = {".idx", ".idx.gz", NULL};
 static const char *const csv_suffixes[] = {".csv", ".tsv", ".csv.gz", NULL};
 static const char *const no_suffixes[] = {NULL};
 
-/* Both indexed by kd_data_format. */
+/* Both indexed by kd_data_format (names apart because kd_data_format_names hands out the
+ * array). */
 static const char *const names[] = {[KD_FMT_IDX] = "idx", [KD_FMT_CSV] = "csv",
                                     [KD_FMT_IMAGES] = "images"};
 #define N_FORMATS (sizeof names / sizeof names[0])
 static const format_desc formats[N_FORMATS] = {
-    [KD_FMT_IDX] = {idx_suffixes, "ubyte"},
-    [KD_FMT_CSV] = {csv_suffixes, NULL},
-    [KD_FMT_IMAGES] = {no_suffixes, NULL},
+    [KD_FMT_IDX] = {idx_suffixes, "ubyte", &kd_idx_format_ops},
+    [KD_FMT_CSV] = {csv_suffixes, NULL, &kd_csv_format_ops},
+    [KD_FMT_IMAGES] = {no_suffixes, NULL, &kd_images_format_ops},
 };
 
 const char *kd_data_format_name(kd_data_format f) {
@@ -41,22 +43,31 @@ int kd_data_format_find(const char *name, kd_data_format *out) {
     return -1;
 }
 
+const kd_format_ops *kd_data_format_ops(kd_data_format f) {
+    return (size_t)f < N_FORMATS ? formats[f].ops : NULL;
+}
+
 static int ends_with(const char *s, const char *suffix) {
     size_t ls = strlen(s), lx = strlen(suffix);
     return ls >= lx && strcmp(s + ls - lx, suffix) == 0;
 }
 
 int kd_data_format_guess(const char *path, kd_data_format *out) {
-    /* csv first: "x.csv" must not match idx's "ubyte" marker by accident of a folder name. */
-    static const kd_data_format order[] = {KD_FMT_CSV, KD_FMT_IDX, KD_FMT_IMAGES};
-    for (size_t k = 0; k < N_FORMATS; k++) {
-        const format_desc *d = &formats[order[k]];
-        int hit = d->marker && strstr(path, d->marker);
-        for (const char *const *s = d->suffixes; *s && !hit; s++) hit = ends_with(path, *s);
-        if (hit) {
-            *out = order[k];
-            return 0;
+    /* Every suffix before any marker: "runs/ubyte/x.csv" is a CSV whatever its folder is
+     * called. (A name ends in at most one of the suffixes, so the table order does not
+     * matter.) */
+    for (int pass = 0; pass < 2; pass++)
+        for (size_t f = 0; f < N_FORMATS; f++) {
+            const format_desc *d = &formats[f];
+            int hit = 0;
+            if (pass == 0)
+                for (const char *const *s = d->suffixes; *s && !hit; s++) hit = ends_with(path, *s);
+            else
+                hit = d->marker && strstr(path, d->marker);
+            if (hit) {
+                *out = (kd_data_format)f;
+                return 0;
+            }
         }
-    }
     return -1;
 }

@@ -1,10 +1,11 @@
 /* idx.c - IDX reader (raw or gzip via zlib) with every size checked before it is trusted, and
- * the images + labels pairing used by MNIST-style datasets. */
+ * the images + labels pairing used by MNIST-style datasets: the "idx" format (its ops at the
+ * end, over the shared in-memory reader of mem.c). */
 #include <stdlib.h>
 #include <string.h>
 #include <zlib.h>
 
-#include "kd_data.h"
+#include "data_impl.h"
 
 /* Bytes per element of an IDX type code, 0 if unknown. */
 static size_t idx_elem_size(int type) {
@@ -261,17 +262,6 @@ cleanup:
     return st;
 }
 
-void kd_data_mem_free(kd_data_mem *m) {
-    if (!m) return;
-    free(m->u8);
-    free(m->f32);
-    free(m->labels);
-    if (m->class_names)
-        for (size_t i = 0; i < m->n_classes; i++) free(m->class_names[i]);
-    free(m->class_names);
-    memset(m, 0, sizeof *m);
-}
-
 /* Class names "0".."K-1" for numeric labels. */
 static kd_status numeric_class_names(kd_data_mem *m, kd_err *err) {
     m->class_names = calloc(m->n_classes ? m->n_classes : 1, sizeof(char *));
@@ -363,3 +353,10 @@ cleanup:
     if (st) kd_data_mem_free(out);
     return st;
 }
+
+static kd_status idx_open(const kd_data_source *src, void **handle, kd_reader_info *info,
+                          kd_err *err) {
+    return kd_data_mem_open(src, kd_idx_load, handle, info, err);
+}
+
+const kd_format_ops kd_idx_format_ops = {idx_open, kd_data_mem_read, kd_data_mem_close, 0};

@@ -1,5 +1,6 @@
-/* imagefolder.c - image-folder index (root/<class>/<file>.png|jpg|jpeg, or a flat unlabeled folder)
- * and per-image decoding with stb_image, forced channel count and bilinear resize. */
+/* imagefolder.c - the image-folder format: an index of files (root/<class>/<file>.png|jpg|jpeg,
+ * or a flat unlabeled folder) built at open, and per-image decoding with stb_image, forced
+ * channel count and bilinear resize when a sample is read. */
 #include <dirent.h>
 #include <errno.h>
 #include <limits.h>
@@ -11,7 +12,7 @@
 
 #include <stb_image.h>
 
-#include "kd_data.h"
+#include "data_impl.h"
 
 /* A growable list of malloc'd strings. */
 typedef struct {
@@ -315,3 +316,60 @@ cleanup:
     stbi_image_free(pix);
     return st;
 }
+
+/* The reader: the index plus the size every image is decoded to. */
+typedef struct {
+    kd_image_index ix;
+    int channels;
+    size_t height, width;
+} image_reader;
+
+static void images_close(void *handle) {
+    image_reader *r = handle;
+    if (!r) return;
+    kd_image_index_free(&r->ix);
+    free(r);
+}
+
+static kd_status images_open(const kd_data_source *src, void **handle, kd_reader_info *info,
+                             kd_err *err) {
+    *handle = NULL;
+    if (src->channels != 1 && src->channels != 3)
+        return kd_err_set(err, KD_EUSAGE, "data.channels: expected 1 or 3, got %d", src->channels);
+    if (src->height < 1 || src->width < 1 || src->height > KD_IMAGE_MAX_SIDE ||
+        src->width > KD_IMAGE_MAX_SIDE)
+        return kd_err_set(err, KD_EUSAGE, "data.height/width: expected 1 to %d, got %zux%zu",
+                          KD_IMAGE_MAX_SIDE, src->height, src->width);
+    image_reader *r = calloc(1, sizeof *r);
+    if (!r) return kd_err_set(err, KD_EIO, "out of memory");
+    kd_status st = kd_image_index_build(src, &r->ix, err);
+    if (st) {
+        free(r);
+        return st;
+    }
+    r->channels = src->channels;
+    r->height = src->height;
+    r->width = src->width;
+    memset(info, 0, sizeof *info);
+    info->n = r->ix.n;
+    info->shape.rank = 3;
+    info->shape.d[0] = (size_t)src->channels;
+    info->shape.d[1] = src->height;
+    info->shape.d[2] = src->width;
+    info->labels = r->ix.labels;
+    info->n_classes = r->ix.n_classes;
+    info->class_names = r->ix.class_names;
+    info->u8 = 1;
+    info->n_skipped = r->ix.n_skipped;
+    info->skip_note = r->ix.skip_note;
+    *handle = r;
+    return KD_OK;
+}
+
+static kd_status images_read(const void *handle, size_t s, float *out, kd_err *err) {
+    const image_reader *r = handle;
+    return kd_image_decode(r->ix.pool + r->ix.offsets[s], r->channels, r->height, r->width, out,
+                           err);
+}
+
+const kd_format_ops kd_images_format_ops = {images_open, images_read, images_close, 1};

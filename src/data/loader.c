@@ -1,11 +1,13 @@
-/* loader.c - batch loader over a fixed index order: synchronous conversion for in-memory
- * sources, a background decoding thread with a bounded prefetch queue for image folders. Both
- * paths call kd_dataset_get on the same index slices, so they produce identical batches. */
+/* loader.c - batch loader over a fixed index order: synchronous conversion for fast formats, a
+ * background decoding thread with a bounded prefetch queue for formats whose samples are slow
+ * to read (kd_format_ops.decodes_per_batch: image folders). Both paths call kd_dataset_get on
+ * the same index slices, so they produce identical batches. */
+#include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "kd_data.h"
+#include "data_impl.h"
 
 #define KD_LOADER_QUEUE 3  /* batches in flight: bounds memory whatever the dataset size */
 
@@ -31,10 +33,20 @@ struct kd_loader {
     /* worker */
     pthread_t thread;
     int thread_started;
+    int have_mu, have_cv;     /* initialised, so close destroys exactly those */
     pthread_mutex_t mu;
     pthread_cond_t cv;
     int stop;
 };
+
+int kd_loader_fail_thread_start;
+
+/* Lock, unlock and wait on a mutex and condition that init succeeded for cannot fail (POSIX
+ * lists only misuse errors for them), so a failure is a bug in this file, not a user error. */
+static void lock(kd_loader *l) { KD_ASSERT(pthread_mutex_lock(&l->mu) == 0); }
+static void unlock(kd_loader *l) { KD_ASSERT(pthread_mutex_unlock(&l->mu) == 0); }
+static void wait_cv(kd_loader *l) { KD_ASSERT(pthread_cond_wait(&l->cv, &l->mu) == 0); }
+static void wake(kd_loader *l) { KD_ASSERT(pthread_cond_broadcast(&l->cv) == 0); }
 
 static void batch_span(const kd_loader *l, size_t k, size_t *start, size_t *count) {
     *start = k * l->batch_size;
@@ -46,20 +58,20 @@ static void *worker_main(void *arg) {
     kd_loader *l = arg;
     for (size_t k = 0; k < l->n_batches; k++) {
         slot *s = &l->slots[k % l->n_slots];
-        pthread_mutex_lock(&l->mu);
-        while (s->full && !l->stop) pthread_cond_wait(&l->cv, &l->mu);
+        lock(l);
+        while (s->full && !l->stop) wait_cv(l);
         int stop = l->stop;
-        pthread_mutex_unlock(&l->mu);
+        unlock(l);
         if (stop) break;
         size_t start, count;
         batch_span(l, k, &start, &count);
         kd_err_clear(&s->err);
         s->st = kd_dataset_get(l->ds, l->order + start, count, s->x, s->y, &s->err);
         s->n = count;
-        pthread_mutex_lock(&l->mu);
+        lock(l);
         s->full = 1;
-        pthread_cond_broadcast(&l->cv);
-        pthread_mutex_unlock(&l->mu);
+        wake(l);
+        unlock(l);
         if (s->st) break;  /* the consumer reports it; nothing after an error is useful */
     }
     return NULL;
@@ -68,16 +80,14 @@ static void *worker_main(void *arg) {
 void kd_loader_close(kd_loader *l) {
     if (!l) return;
     if (l->thread_started) {
-        pthread_mutex_lock(&l->mu);
+        lock(l);
         l->stop = 1;
-        pthread_cond_broadcast(&l->cv);
-        pthread_mutex_unlock(&l->mu);
-        pthread_join(l->thread, NULL);
+        wake(l);
+        unlock(l);
+        KD_ASSERT(pthread_join(l->thread, NULL) == 0);
     }
-    if (l->threaded) {
-        pthread_cond_destroy(&l->cv);
-        pthread_mutex_destroy(&l->mu);
-    }
+    if (l->have_cv) KD_ASSERT(pthread_cond_destroy(&l->cv) == 0);
+    if (l->have_mu) KD_ASSERT(pthread_mutex_destroy(&l->mu) == 0);
     for (size_t i = 0; i < KD_LOADER_QUEUE; i++) {
         kd_free_aligned(l->slots[i].x);
         free(l->slots[i].y);
@@ -103,7 +113,9 @@ kd_status kd_loader_open_mode(kd_loader **out, kd_dataset *ds, const size_t *ord
     l->batch_size = batch_size;
     l->numel = kd_shape_numel(&info->shape);
     l->n_batches = n / batch_size + (n % batch_size != 0);
-    l->threaded = mode == KD_LOADER_THREAD || (mode == KD_LOADER_AUTO && info->format == KD_FMT_IMAGES);
+    const kd_format_ops *ops = kd_data_format_ops(info->format);
+    l->threaded = mode == KD_LOADER_THREAD ||
+                  (mode == KD_LOADER_AUTO && ops && ops->decodes_per_batch);
     l->n_slots = l->threaded ? KD_LOADER_QUEUE : 1;
     l->order = malloc((n ? n : 1) * sizeof(size_t));
     if (!l->order) {
@@ -126,10 +138,18 @@ kd_status kd_loader_open_mode(kd_loader **out, kd_dataset *ds, const size_t *ord
         }
     }
     if (l->threaded) {
-        pthread_mutex_init(&l->mu, NULL);
-        pthread_cond_init(&l->cv, NULL);
+        l->have_mu = pthread_mutex_init(&l->mu, NULL) == 0;
+        l->have_cv = l->have_mu && pthread_cond_init(&l->cv, NULL) == 0;
+        if (!l->have_cv) {
+            st = kd_err_set(err, KD_EIO, "cannot set up the data loader thread's lock");
+            goto cleanup;
+        }
         if (l->n_batches > 0) {
-            if (pthread_create(&l->thread, NULL, worker_main, l) != 0) {
+            /* The test hook stands in for a system out of threads. */
+            int rc = kd_loader_fail_thread_start ? EAGAIN
+                                                 : pthread_create(&l->thread, NULL, worker_main, l);
+            kd_loader_fail_thread_start = 0;
+            if (rc != 0) {
                 st = kd_err_set(err, KD_EIO, "cannot start the data loader thread");
                 goto cleanup;
             }
@@ -174,21 +194,21 @@ kd_status kd_loader_next(kd_loader *l, kd_batch *b, kd_err *err) {
         b->n = count;
         return KD_OK;
     }
-    pthread_mutex_lock(&l->mu);
+    lock(l);
     if (l->held) {
         /* The previous batch's buffer goes back to the worker only now: b stays valid until
          * this call, as documented. */
         l->slots[(l->next_batch - 1) % l->n_slots].full = 0;
         l->held = 0;
-        pthread_cond_broadcast(&l->cv);
+        wake(l);
     }
     if (l->next_batch >= l->n_batches) {
-        pthread_mutex_unlock(&l->mu);
+        unlock(l);
         return KD_OK;
     }
     slot *s = &l->slots[l->next_batch % l->n_slots];
-    while (!s->full) pthread_cond_wait(&l->cv, &l->mu);
-    pthread_mutex_unlock(&l->mu);
+    while (!s->full) wait_cv(l);
+    unlock(l);
     if (s->st) {
         l->failed = s->st;
         l->fail_err = s->err;

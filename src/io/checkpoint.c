@@ -28,9 +28,10 @@
  *   train.rng             the run's xoshiro256** state: 4 words of 16 hex digits, space-separated
  *   train.best_val        best validation accuracy so far (%.17g, exact round trip)
  *
- * Loading accepts any float dtype (F32/F16/BF16) for parameters and buffers, and int8
- * quantised weights as `distill export --dtype int8` writes them: "<name>" I8 with
- * "<name>_scale" F32 of shape [out], symmetric per output row (w[r][c] = q[r][c] * scale[r]).
+ * Loading decodes every export dtype through the codecs of kd_dtype.h: any float dtype
+ * (F32/F16/BF16) for parameters and buffers, and int8 quantised weights as `distill export
+ * --dtype int8` writes them: "<name>" I8 with "<name>_scale" F32 of shape [out], symmetric per
+ * output row (w[r][c] = q[r][c] * scale[r]).
  * num_batches_tracked may be any integer dtype. Every tensor the architecture expects must
  * be present with its exact shape; any other tensor is an error unless the caller allows
  * extras, except training state ("optim.*", "train.*"), which is always allowed. */
@@ -41,6 +42,8 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "kd_dtype.h"
 
 #define MAX_META 16
 
@@ -231,33 +234,33 @@ static kd_status load_tensor(const kd_st_file *f, kd_tensor *t, kd_err *err) {
         *t->counter = kd_st_get_i64(s, 0);
         return KD_OK;
     }
-    if (is_float_dtype(s->dtype)) {
-        kd_st_to_f32(s, t->data);
+    const kd_codec *c = kd_codec_for(s->dtype);
+    if (c && !c->row_scales) {
+        c->decode(s->data, NULL, 1, t->numel, t->data);
         return KD_OK;
     }
-    if (s->dtype == KD_DT_I8 && t->kind == KD_TENSOR_PARAM && t->shape.rank >= 1) {
+    if (c && t->kind == KD_TENSOR_PARAM && t->shape.rank >= 1) {
         char sname[80];
-        snprintf(sname, sizeof sname, "%s_scale", t->name);
+        if (kd_codec_scale_name(t->name, sname, sizeof sname))
+            return kd_err_set(err, KD_EINPUT, "%s: tensor %s: name too long", f->path, t->name);
         const kd_st_tensor *sc = kd_st_find(f, sname);
         size_t rows = t->shape.d[0];
         if (!sc)
             return kd_err_set(err, KD_EINPUT,
-                              "%s: tensor %s: int8 weights need their per-row scales in tensor %s, "
-                              "which is missing", f->path, t->name, sname);
+                              "%s: tensor %s: %s weights need their per-row scales in tensor %s, "
+                              "which is missing", f->path, t->name, c->name, sname);
         if (sc->dtype != KD_DT_F32 || sc->rank != 1 || sc->shape[0] != rows)
             return kd_err_set(err, KD_EINPUT, "%s: tensor %s: expected F32 [%zu] (one scale per "
                               "output row), found %s %s", f->path, sname, rows,
                               kd_dtype_name(sc->dtype), st_shape_str(sc, b, sizeof b));
-        size_t cols = rows ? t->numel / rows : 0;
         for (size_t r = 0; r < rows; r++) {
             float scale;
             memcpy(&scale, sc->data + 4 * r, sizeof scale);
             if (!isfinite(scale))
                 return kd_err_set(err, KD_EINPUT, "%s: tensor %s: scale %zu is not finite",
                                   f->path, sname, r);
-            const int8_t *q = (const int8_t *)s->data + r * cols;
-            for (size_t c = 0; c < cols; c++) t->data[r * cols + c] = (float)q[c] * scale;
         }
+        c->decode(s->data, sc->data, rows, rows ? t->numel / rows : 0, t->data);
         return KD_OK;
     }
     return kd_err_set(err, KD_EINPUT,
@@ -267,17 +270,18 @@ static kd_status load_tensor(const kd_st_file *f, kd_tensor *t, kd_err *err) {
                       t->kind == KD_TENSOR_PARAM ? ", or I8 with a <name>_scale tensor" : "");
 }
 
-/* Is file tensor `name` one the model consumed (itself or an int8 weight's scale)? */
+/* Is file tensor `name` one the model consumed (itself or a row-scaled weight's scales)? */
 static int expected_name(kd_model *m, const kd_st_file *f, const char *name) {
     if (kd_model_tensor(m, name)) return 1;
-    size_t n = strlen(name);
-    if (n > 6 && strcmp(name + n - 6, "_scale") == 0) {
+    size_t n = strlen(name), ns = strlen(KD_CODEC_SCALE_SUFFIX);
+    if (n > ns && strcmp(name + n - ns, KD_CODEC_SCALE_SUFFIX) == 0) {
         char base[80];
-        if (n - 6 >= sizeof base) return 0;
-        memcpy(base, name, n - 6);
-        base[n - 6] = '\0';
+        if (n - ns >= sizeof base) return 0;
+        memcpy(base, name, n - ns);
+        base[n - ns] = '\0';
         const kd_st_tensor *w = kd_st_find(f, base);
-        return w && w->dtype == KD_DT_I8 && kd_model_tensor(m, base);
+        const kd_codec *c = w ? kd_codec_for(w->dtype) : NULL;
+        return c && c->row_scales && kd_model_tensor(m, base);
     }
     return 0;
 }
