@@ -70,13 +70,6 @@ static long long file_size(const char *path) {
     return stat(path, &sb) == 0 ? (long long)sb.st_size : -1;
 }
 
-static int same_pp(const kd_preprocess *a, const kd_preprocess *b) {
-    if (a->scale != b->scale || a->n_channels != b->n_channels || a->flatten != b->flatten) return 0;
-    for (int c = 0; c < a->n_channels && c < KD_MAX_CHANNELS; c++)
-        if (a->mean[c] != b->mean[c] || a->std[c] != b->std[c]) return 0;
-    return 1;
-}
-
 static const char *base_name(const char *p) {
     const char *s = strrchr(p, '/');
     return s ? s + 1 : p;
@@ -143,7 +136,7 @@ static kd_status evaluate(kd_eval_data *d, char **paths, size_t n_models, const 
             kd_free_strings(names, n_cls_names);
         }
         if (!has_pp) pp = d->pp;
-        if (!same_pp(&pp, &ds_pp)) {
+        if (!kd_preprocess_same(&pp, &ds_pp)) {
             kd_dataset_close(ds);
             ds = NULL;
             st = kd_eval_data_open(d, &pp, &ds, err);
