@@ -209,12 +209,30 @@ static kd_status predict_image(predictor *pr, const predict_opts *o, const char 
     return st;
 }
 
+/* predict_dataset's callback: reports each sample of a batch from the evaluation loop. */
+typedef struct {
+    predictor *pr;
+    const predict_opts *o;
+    const char *path;
+    size_t first;          /* file index of the first sample evaluated */
+    int has_labels;
+} dataset_report;
+
+static kd_status report_batch(void *user, size_t done, const float *z, const int32_t *y, size_t n,
+                              kd_err *err) {
+    dataset_report *r = user;
+    (void)err;
+    for (size_t i = 0; i < n; i++)
+        report(r->pr, r->o, r->path, (long)(r->first + done + i), r->has_labels ? y[i] : -1,
+               z + i * r->pr->m.n_classes);
+    return KD_OK;
+}
+
 /* IDX and CSV files: through the data module, so the layout and preprocessing match training. */
 static kd_status predict_dataset(predictor *pr, const predict_opts *o, const char *path,
                                  input_kind kind, kd_err *err) {
     kd_data_source src;
     kd_dataset *ds = NULL;
-    kd_loader *ld = NULL;
     size_t *order = NULL;
     kd_status st;
     kd_data_source_defaults(&src);
@@ -251,23 +269,9 @@ static kd_status predict_dataset(predictor *pr, const predict_opts *o, const cha
         goto cleanup;
     }
     for (size_t i = 0; i < n; i++) order[i] = first + i;
-    const size_t batch = 256;
-    st = kd_model_reserve(&pr->m, batch, err);
-    if (!st) st = kd_loader_open(&ld, ds, order, n, batch, err);
-    size_t done = 0;
-    kd_ctx ctx = {0};
-    while (!st) {
-        kd_batch b;
-        st = kd_loader_next(ld, &b, err);
-        if (st || b.n == 0) break;
-        const float *z = kd_model_forward(&pr->m, b.x, b.n, &ctx);
-        for (size_t i = 0; i < b.n; i++)
-            report(pr, o, path, (long)(first + done + i), info->has_labels ? b.y[i] : -1,
-                   z + i * pr->m.n_classes);
-        done += b.n;
-    }
+    dataset_report r = {pr, o, path, first, info->has_labels};
+    st = kd_eval_forward(&pr->m, ds, order, n, 256, report_batch, &r, NULL, err);
 cleanup:
-    kd_loader_close(ld);
     kd_dataset_close(ds);
     free(order);
     return st;
