@@ -49,6 +49,15 @@ static int add_num_or_null(cJSON *o, const char *k, double v) {
                        : cJSON_AddNullToObject(o, k) != NULL;
 }
 
+/* v with all 17 significant digits (null if not finite). cJSON's own printing is not exact:
+ * 1.7.15 writes 3.0000000000000004 as 3, and the resumed epoch's sums must be the saved ones. */
+static cJSON *exact_number(double v) {
+    char buf[32];
+    if (!isfinite(v)) return cJSON_CreateNull();
+    snprintf(buf, sizeof buf, "%.17g", v);
+    return cJSON_CreateRaw(buf);
+}
+
 /* mkdir -p; errors name the directory. */
 static kd_status make_dirs(const char *path, kd_err *err) {
     char buf[KD_PATH_MAX];
@@ -189,8 +198,8 @@ char *kd_run_meta_json(size_t epoch, uint64_t step, double val_acc,
         cJSON *p = cJSON_AddObjectToObject(o, "partial");
         ok = p != NULL;
         for (size_t i = 0; ok && i < N_SUM_FIELDS; i++)
-            ok = cJSON_AddNumberToObject(p, sum_fields[i].name,
-                                         field_get(partial, &sum_fields[i])) != NULL;
+            ok = cJSON_AddItemToObject(p, sum_fields[i].name,
+                                       exact_number(field_get(partial, &sum_fields[i])));
     }
     if (ok) s = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
