@@ -87,36 +87,51 @@ static const char *class_name(const predictor *pr, size_t c, char *buf, size_t c
     return buf;
 }
 
+/* One sample's JSON entry (appended to pr->preds); 0 when out of memory. */
+static int report_json(predictor *pr, const char *input, long index, int32_t label, size_t k) {
+    cJSON *j = cJSON_CreateObject();
+    if (!j || !cJSON_AddItemToArray(pr->preds, j)) {
+        cJSON_Delete(j);
+        return 0;
+    }
+    int ok = cJSON_AddStringToObject(j, "input", input) != NULL;
+    if (ok) ok = (index >= 0 ? cJSON_AddNumberToObject(j, "index", (double)index)
+                             : cJSON_AddNullToObject(j, "index")) != NULL;
+    if (ok && label >= 0) {
+        ok = cJSON_AddNumberToObject(j, "label", label) != NULL;
+        if (ok && pr->names && (size_t)label < pr->n_names)
+            ok = cJSON_AddStringToObject(j, "label_name", pr->names[label]) != NULL;
+    } else if (ok) {
+        ok = cJSON_AddNullToObject(j, "label") != NULL;
+    }
+    cJSON *top = ok ? cJSON_AddArrayToObject(j, "top") : NULL;
+    ok = top != NULL;
+    for (size_t i = 0; ok && i < k; i++) {
+        cJSON *e = cJSON_CreateObject();
+        size_t c = pr->rank[i];
+        ok = e && cJSON_AddItemToArray(top, e);
+        if (!ok) {
+            cJSON_Delete(e);
+            break;
+        }
+        ok = cJSON_AddNumberToObject(e, "class", (double)c) &&
+             (pr->names && c < pr->n_names ? cJSON_AddStringToObject(e, "name", pr->names[c])
+                                           : cJSON_AddNullToObject(e, "name")) &&
+             cJSON_AddNumberToObject(e, "p", pr->probs[c]);
+    }
+    return ok;
+}
+
 /* Reports one sample's logits: a text line or a JSON entry. index < 0: a single file. */
-static void report(predictor *pr, const predict_opts *o, const char *input, long index,
-                   int32_t label, const float *z) {
+static kd_status report(predictor *pr, const predict_opts *o, const char *input, long index,
+                        int32_t label, const float *z, kd_err *err) {
     size_t C = pr->m.n_classes, k = o->top < C ? o->top : C;
     char buf[64];
     top_k(z, C, k, pr->probs, pr->rank);
     if (pr->preds) {
-        cJSON *j = cJSON_CreateObject();
-        cJSON_AddStringToObject(j, "input", input);
-        if (index >= 0) cJSON_AddNumberToObject(j, "index", (double)index);
-        else cJSON_AddNullToObject(j, "index");
-        if (label >= 0) {
-            cJSON_AddNumberToObject(j, "label", label);
-            if (pr->names && (size_t)label < pr->n_names)
-                cJSON_AddStringToObject(j, "label_name", pr->names[label]);
-        } else {
-            cJSON_AddNullToObject(j, "label");
-        }
-        cJSON *top = cJSON_AddArrayToObject(j, "top");
-        for (size_t i = 0; i < k; i++) {
-            cJSON *e = cJSON_CreateObject();
-            size_t c = pr->rank[i];
-            cJSON_AddNumberToObject(e, "class", (double)c);
-            if (pr->names && c < pr->n_names) cJSON_AddStringToObject(e, "name", pr->names[c]);
-            else cJSON_AddNullToObject(e, "name");
-            cJSON_AddNumberToObject(e, "p", pr->probs[c]);
-            cJSON_AddItemToArray(top, e);
-        }
-        cJSON_AddItemToArray(pr->preds, j);
-        return;
+        if (!report_json(pr, input, index, label, k))
+            return kd_err_set(err, KD_EIO, "out of memory building the JSON output");
+        return KD_OK;
     }
     if (index >= 0) printf("%s[%ld]", input, index);
     else printf("%s", input);
@@ -127,6 +142,7 @@ static void report(predictor *pr, const predict_opts *o, const char *input, long
         printf("%s %s (p=%.4f)", i ? "," : "", class_name(pr, c, buf, sizeof buf), pr->probs[c]);
     }
     printf("\n");
+    return KD_OK;
 }
 
 typedef enum { IN_IMAGE, IN_IDX, IN_CSV, IN_UNKNOWN } input_kind;
@@ -203,7 +219,7 @@ static kd_status predict_image(predictor *pr, const predict_opts *o, const char 
     if (!st) st = kd_model_reserve(&pr->m, 1, err);
     if (!st) {
         kd_ctx ctx = {0};
-        report(pr, o, path, -1, -1, kd_model_forward(&pr->m, x, 1, &ctx));
+        st = report(pr, o, path, -1, -1, kd_model_forward(&pr->m, x, 1, &ctx), err);
     }
     free(x);
     return st;
@@ -221,11 +237,11 @@ typedef struct {
 static kd_status report_batch(void *user, size_t done, const float *z, const int32_t *y, size_t n,
                               kd_err *err) {
     dataset_report *r = user;
-    (void)err;
-    for (size_t i = 0; i < n; i++)
-        report(r->pr, r->o, r->path, (long)(r->first + done + i), r->has_labels ? y[i] : -1,
-               z + i * r->pr->m.n_classes);
-    return KD_OK;
+    kd_status st = KD_OK;
+    for (size_t i = 0; i < n && !st; i++)
+        st = report(r->pr, r->o, r->path, (long)(r->first + done + i), r->has_labels ? y[i] : -1,
+                    z + i * r->pr->m.n_classes, err);
+    return st;
 }
 
 /* IDX and CSV files: through the data module, so the layout and preprocessing match training. */
