@@ -286,8 +286,9 @@ KD_TEST(train_resume_is_bitwise_exact) {
 KD_TEST(train_sigint_then_resume_matches_uninterrupted) {
     if (!have_data()) return;
     const char *dir = kd_test_tmpdir();
-    /* Long enough (30 epochs, ~2 s) that the signal lands mid-run. */
-    const char *args = "--epochs 30 --set 'model.layers=[{\"type\":\"dense\",\"units\":128},"
+    /* Long enough (80 epochs, ~1.5 s on an idle machine; 30 epochs took 0.55 s, so the
+     * signal at 0.6 s could come after the end) that the signal lands mid-run. */
+    const char *args = "--epochs 80 --set 'model.layers=[{\"type\":\"dense\",\"units\":128},"
                        "{\"type\":\"relu\"},{\"type\":\"dropout\",\"p\":0.2},"
                        "{\"type\":\"dense\",\"units\":10}]'";
     char cmd[4096];
