@@ -54,6 +54,15 @@ kd_status kd_ckpt_load(const char *path, const char *arch_json, int with_grads, 
 kd_status kd_ckpt_load_train_state(const char *path, kd_model *m, kd_train_state *ts,
                                    kd_err *err);
 
+/* Everything a resumed run needs, from ONE read of the file: builds m with gradients and
+ * optimizer buffers (from arch_json checked against the file's arch, or from the file's own
+ * when arch_json is NULL), loads its weights as kd_ckpt_load (no extra tensors), the moments
+ * and resume state as kd_ckpt_load_train_state (ts->order malloc'd), and *run_json = a malloc'd
+ * copy of the "run" metadata (NULL when the file has none; its content is the trainer's). On
+ * failure m is freed, ts zeroed and *run_json NULL. */
+kd_status kd_ckpt_load_resume(const char *path, const char *arch_json, kd_model *m,
+                              kd_train_state *ts, char **run_json, kd_err *err);
+
 void kd_free_strings(char **s, size_t n);
 
 #endif

@@ -146,9 +146,22 @@ kd_status kd_eval_load_model(const char *path, const kd_eval_data *d, const kd_s
 kd_status kd_eval_check_fit(const kd_model *m, const char *model_path, const kd_data_info *info,
                             const char *data_path, kd_err *err);
 
-/* Runs the model (inference mode) over samples order[0..n) in batches of `batch`, writing
- * logits (n, n_classes) and labels (n) (labels may be NULL). *fwd_seconds = time spent in
- * forward passes only (no data decoding). */
+/* One batch of the evaluation loop: logits z (n, n_classes) of the samples at positions
+ * done .. done + n of the index list, and their labels y (n; -1 where unlabeled). Both are
+ * valid only during the call. A status other than KD_OK stops the loop and is returned. */
+typedef kd_status (*kd_eval_batch_fn)(void *user, size_t done, const float *z, const int32_t *y,
+                                      size_t n, kd_err *err);
+
+/* THE evaluation loop (src/eval/forward.c), shared by the trainer's accuracy, eval, export and
+ * predict: runs m in inference mode over samples idx[0..n) of ds (idx NULL = 0..n-1), in order,
+ * in batches of at most `batch` (m is reserved for it), and hands each batch to fn.
+ * *fwd_seconds (may be NULL) = time in forward passes only (no data decoding). KD_EIO if the
+ * loader delivers more or fewer than n samples. */
+kd_status kd_eval_forward(kd_model *m, kd_dataset *ds, const size_t *idx, size_t n, size_t batch,
+                          kd_eval_batch_fn fn, void *user, double *fwd_seconds, kd_err *err);
+
+/* kd_eval_forward writing logits (n, n_classes) and labels (n) (labels may be NULL);
+ * KD_ENUMERIC if any logit is NaN or Inf. */
 kd_status kd_eval_forward_all(kd_model *m, kd_dataset *ds, const size_t *order, size_t n,
                               size_t batch, float *logits, int32_t *labels, double *fwd_seconds,
                               kd_err *err);

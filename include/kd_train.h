@@ -1,6 +1,8 @@
-/* kd_train.h - the training loop: trains a model on labels, or distils it from a teacher, from a
- * resolved kd_config; writes the run folder (config.json, metrics.jsonl, last/best checkpoints)
- * and resumes exactly. No command-line knowledge: progress goes to a callback, errors to kd_err. */
+/* kd_train.h - training: the step (teacher forward, student forward, loss, backward, optimizer
+ * update) as one object that the run loop, the benchmarks and the tests all call, the epoch over
+ * a loader, and the whole run from a resolved kd_config (run folder with config.json,
+ * metrics.jsonl, last/best checkpoints; exact resume). No command-line knowledge: progress goes
+ * to a callback, errors to kd_err. */
 #ifndef KD_TRAIN_H
 #define KD_TRAIN_H
 
@@ -10,7 +12,10 @@
 #include "kd_common.h"
 #include "kd_config.h"
 #include "kd_data.h"
+#include "kd_loss.h"
 #include "kd_nn.h"
+#include "kd_optim.h"
+#include "kd_rng.h"
 
 /* One epoch's numbers, as written to metrics.jsonl (NaN is written as null). */
 typedef struct {
@@ -93,5 +98,94 @@ const char *kd_train_loss_formula(const kd_config *cfg, char *buf, size_t cap);
  * most m->batch_cap (reserved by the caller). Labels < 0 are skipped; *acc is NaN if none. */
 kd_status kd_train_accuracy(kd_model *m, kd_dataset *ds, const size_t *idx, size_t n,
                             double *acc, kd_err *err);
+
+/* ---- The training step and the epoch (src/train/step.c) ---- */
+
+/* What a trainer works on. Pointers are borrowed and must outlive the trainer. */
+typedef struct {
+    kd_model *model;                /* being trained: built with gradients and moments */
+    kd_model *teacher;              /* inference-only teacher, or NULL */
+    const kd_distill_cfg *distill;  /* the loss when there is a teacher */
+    const kd_optim_cfg *optim;
+    const kd_sched_cfg *sched;      /* learning rate of step t (0-based) */
+    const kd_augment *augment;      /* NULL or inactive: none */
+    kd_shape sample_shape;          /* with augment: the samples' shape [C, H, W] */
+    size_t batch_cap;               /* largest batch a step will get */
+    kd_rng *rng;                    /* the run's RNG: augmentation draws, dropout masks */
+} kd_trainer_setup;
+
+/* One step's buffers, allocated once by kd_trainer_init: a step allocates nothing. */
+typedef struct {
+    kd_trainer_setup s;
+    int use_teacher;   /* a teacher, and distill->alpha > 0 (alpha 0 never needs its logits) */
+    size_t n_classes;
+    float *dlogits;    /* (batch_cap, n_classes) loss gradient */
+    float *scratch;    /* (3 * batch_cap * n_classes) for kd_loss_distill */
+    float *aug_x;      /* (batch_cap, numel(sample_shape)) augmented batch, or NULL */
+    uint64_t step;     /* optimizer steps taken; a resumed run sets it */
+} kd_trainer;
+
+typedef struct {
+    kd_loss_terms loss;      /* batch means; soft 0 without the teacher, hard 0 without labels */
+    size_t correct;          /* labelled samples whose training-mode argmax is their label */
+    size_t labelled;         /* samples with a label >= 0 (0 when y is NULL) */
+    float lr;                /* learning rate used */
+    double grad_norm;        /* global L2 norm before clipping */
+} kd_step_result;
+
+/* Checks the setup, reserves both models for batch_cap and allocates the step's buffers.
+ * KD_EUSAGE for a model without gradients, a teacher with another class count or augmentation
+ * of samples that are not [C, H, W]; KD_EIO out of memory. kd_trainer_free is safe after a
+ * failure. */
+kd_status kd_trainer_init(kd_trainer *t, const kd_trainer_setup *s, kd_err *err);
+void kd_trainer_free(kd_trainer *t);  /* NULL-safe, idempotent */
+
+/* One optimizer step on n <= batch_cap samples x (n, D) with labels y (n; NULL = no label term,
+ * then the loss must be the teacher's alone, alpha 1):
+ *   augment (draws from rng) -> teacher forward (eval mode; its logits must be finite) ->
+ *   student forward (training mode) -> loss and dlogits -> zero grad -> backward ->
+ *   lr = sched(step) -> kd_optim_step (returns the gradient norm) -> step++.
+ * KD_ENUMERIC, with err->msg "teacher logits contain NaN/Inf", "loss is NaN" (or Inf) or
+ * "gradient norm is NaN" (or Inf); the caller adds where it happened. Before the update the
+ * parameters are untouched (a bad teacher or loss); a bad gradient norm is found after the
+ * update, so the parameters must then be discarded. r may be NULL. */
+kd_status kd_trainer_step(kd_trainer *t, const float *x, const int32_t *y, size_t n,
+                          kd_step_result *r, kd_err *err);
+
+/* Running sums of one epoch; saved in an interrupted checkpoint so the resumed epoch reports
+ * the same metrics as an uninterrupted one. */
+typedef struct {
+    double loss, soft, hard;   /* sums of per-batch means times batch size */
+    double correct, labelled;  /* training accuracy counts */
+    double seen;               /* samples */
+    double train_seconds;      /* time in training steps (loading included) */
+    double seconds;            /* wall time of the epoch so far */
+} kd_epoch_sums;
+
+/* One pass of kd_trainer_epoch: the inputs, and where it got to. */
+typedef struct {
+    kd_dataset *ds;
+    const size_t *order;          /* the epoch's sample order (n entries) */
+    size_t n;
+    int use_labels;               /* hand the batches' labels to the step (else NULL) */
+    size_t epoch, n_epochs;       /* 1-based epoch and total, for KD_EV_BATCH */
+    size_t n_batches;             /* batches per epoch, for KD_EV_BATCH and the stop rule */
+    double t_start;               /* kd_now() when the epoch began (for epoch_seconds) */
+    const volatile sig_atomic_t *stop;  /* may be NULL */
+    kd_train_progress_fn progress;      /* may be NULL */
+    void *user;
+    size_t batch;                 /* in: batches of the epoch already done (skipped);
+                                     out: batches done */
+    kd_epoch_sums sums;           /* in/out: accumulated over the steps */
+    float lr;                     /* out: learning rate of the last step */
+    int stopped;                  /* out: *stop was seen before the epoch's last batch */
+} kd_epoch_pass;
+
+/* Runs the steps of one epoch over order[batch * batch_cap ..] in batches of batch_cap,
+ * accumulating sums and emitting KD_EV_BATCH after each step; after a step that finds *stop
+ * set it returns with stopped = 1 unless that was the epoch's last batch. Errors as
+ * kd_trainer_step (batch and t->step then count the steps done before the failing one) or the
+ * loader's. */
+kd_status kd_trainer_epoch(kd_trainer *t, kd_epoch_pass *e, kd_err *err);
 
 #endif

@@ -1,7 +1,9 @@
 /* test_train.c - `distill train` end to end on the real binary: accuracy floors for training and
  * distillation on a Fashion-MNIST subset, bitwise-exact resume (epoch boundary, mid-epoch,
  * extended run, real SIGINT), pure distillation without labels, numeric failures (exit 4, last
- * checkpoint untouched) and the config/teacher errors that need the trainer. */
+ * checkpoint untouched), a mid-epoch checkpoint with damaged "run" metadata refused, and the
+ * config/teacher errors that need the trainer. */
+#include <cJSON.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -486,4 +488,127 @@ KD_TEST(train_records_class_names_from_config) {
     rc = train("--config " TINY " --out %s/bad --quiet --set 'data.classes=[\"a\",\"b\"]'", dir);
     CHECK_EQ_INT(rc, 2);
     CHECK_CONTAINS(g_out, "data.classes: 2 names, but the model gives 10 classes");
+}
+
+/* Copies checkpoint src to dst with its "run" metadata replaced by run (NULL: left out). */
+static int rewrite_run(const char *src, const char *dst, const char *run) {
+    kd_st_file f = {0};
+    kd_err err;
+    int ok = 0;
+    kd_st_out *outs = NULL;
+    const char **keys = NULL, **vals = NULL;
+    size_t n_meta = 0;
+    if (kd_st_read(&f, src, &err) != KD_OK) goto cleanup;
+    outs = calloc(f.n_tensors, sizeof *outs);
+    keys = calloc(f.n_meta + 1, sizeof *keys);
+    vals = calloc(f.n_meta + 1, sizeof *vals);
+    if (!outs || !keys || !vals) goto cleanup;
+    for (size_t i = 0; i < f.n_tensors; i++) {
+        const kd_st_tensor *t = &f.tensors[i];
+        outs[i] = (kd_st_out){t->name, t->dtype, t->rank, {0}, t->data};
+        memcpy(outs[i].shape, t->shape, sizeof t->shape);
+    }
+    for (size_t i = 0; i < f.n_meta; i++) {
+        if (strcmp(f.meta_keys[i], "run") == 0) continue;
+        keys[n_meta] = f.meta_keys[i];
+        vals[n_meta++] = f.meta_vals[i];
+    }
+    if (run) {
+        keys[n_meta] = "run";
+        vals[n_meta++] = run;
+    }
+    ok = kd_st_write(dst, outs, f.n_tensors, keys, vals, n_meta, &err) == KD_OK;
+cleanup:
+    free(outs);
+    free(keys);
+    free(vals);
+    kd_st_free(&f);
+    return ok;
+}
+
+/* The checkpoint's "run" metadata with partial.FIELD set to the JSON value (NULL: removed);
+ * malloc'd. */
+static char *run_with_field(const char *path, const char *field, const char *value) {
+    kd_st_file f = {0};
+    kd_err err;
+    char *out = NULL;
+    if (kd_st_read(&f, path, &err) != KD_OK) return NULL;
+    cJSON *j = cJSON_Parse(kd_st_meta(&f, "run"));
+    cJSON *p = cJSON_GetObjectItemCaseSensitive(j, "partial");
+    if (p) {
+        cJSON_DeleteItemFromObjectCaseSensitive(p, field);
+        if (value) cJSON_AddItemToObject(p, field, cJSON_CreateRaw(value));
+        out = cJSON_PrintUnformatted(j);
+    }
+    cJSON_Delete(j);
+    kd_st_free(&f);
+    return out;
+}
+
+/* Resumes dir (whose last.safetensors is damaged) and expects exit 3 naming the file and msg. */
+static void check_resume_refused(const char *dir, const char *msg) {
+    char want[1200];
+    CHECK_EQ_INT(train("--resume %s --quiet", dir), 3);
+    snprintf(want, sizeof want, "resume %s/last.safetensors: %s", dir, msg);
+    CHECK_CONTAINS(g_out, want);
+}
+
+KD_TEST(train_resume_refuses_mid_epoch_checkpoint_with_damaged_run_metadata) {
+    if (!have_data()) return;
+    const char *dir = kd_test_tmpdir();
+    char cut[1024], last[1024], good[1024], cmd[4096];
+    snprintf(cut, sizeof cut, "%s/cut", dir);
+    snprintf(last, sizeof last, "%s/last.safetensors", cut);
+    snprintf(good, sizeof good, "%s/good.safetensors", dir);
+    /* 12 batches per epoch: stopped after step 5, mid-epoch 1. */
+    snprintf(cmd, sizeof cmd, "KD_TRAIN_STOP_AFTER_STEPS=5 %s train --config " TINY
+             " --out %s --quiet", kd_test_distill(), cut);
+    CHECK_EQ_INT(kd_test_run(cmd, g_out, sizeof g_out), 130);
+    snprintf(cmd, sizeof cmd, "cp %s %s", last, good);
+    CHECK_EQ_INT(kd_test_run(cmd, NULL, 0), 0);
+    kd_st_file f = {0};
+    kd_err err;
+    CHECK_EQ_INT(kd_st_read(&f, good, &err), KD_OK);
+    CHECK(kd_st_meta(&f, "train.batch_in_epoch") &&
+          strcmp(kd_st_meta(&f, "train.batch_in_epoch"), "5") == 0);
+    kd_st_free(&f);
+
+    CHECK(rewrite_run(good, last, NULL));
+    check_resume_refused(cut, "metadata run: missing");
+    CHECK(rewrite_run(good, last, "{\"epoch\": 0, \"partial\": {\"loss\""));
+    check_resume_refused(cut, "metadata run: expected a JSON object");
+    CHECK(rewrite_run(good, last, "{\"epoch\":0,\"step\":5,\"val_acc\":null}"));
+    check_resume_refused(cut, "metadata run.partial: expected an object");
+    static const char *const cases[][2] = {
+        {"seen", NULL}, {"loss", "-1"}, {"hard", "\"3.5\""}, {"correct", "1e999"},
+        {"seconds", "null"}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *run = run_with_field(good, cases[i][0], cases[i][1]);
+        CHECK(run != NULL);
+        CHECK(run && rewrite_run(good, last, run));
+        char want[128];
+        snprintf(want, sizeof want, "metadata run.partial.%s: expected a number >= 0",
+                 cases[i][0]);
+        check_resume_refused(cut, want);
+        free(run);
+    }
+    /* The same file undamaged resumes; the refusals above wrote nothing. */
+    snprintf(cmd, sizeof cmd, "cp %s %s", good, last);
+    CHECK_EQ_INT(kd_test_run(cmd, NULL, 0), 0);
+    CHECK_EQ_INT(train("--resume %s --quiet", cut), 0);
+}
+
+KD_TEST(train_resume_at_epoch_boundary_needs_no_partial_sums) {
+    if (!have_data()) return;
+    const char *dir = kd_test_tmpdir();
+    char cut[1024], last[1024], cmd[4096];
+    snprintf(cut, sizeof cut, "%s/edge", dir);
+    snprintf(last, sizeof last, "%s/last.safetensors", cut);
+    /* Stopped after step 12, the end of epoch 1: an epoch-boundary checkpoint. */
+    snprintf(cmd, sizeof cmd, "KD_TRAIN_STOP_AFTER_STEPS=12 %s train --config " TINY
+             " --out %s --quiet", kd_test_distill(), cut);
+    CHECK_EQ_INT(kd_test_run(cmd, g_out, sizeof g_out), 130);
+    CHECK(rewrite_run(last, last, NULL));
+    CHECK_EQ_INT(train("--resume %s --quiet", cut), 0);
+    CHECK_CONTAINS(g_out, "summary:");
 }

@@ -91,12 +91,13 @@ static const char *class_name(const predictor *pr, size_t c, char *buf, size_t c
 }
 
 /* Reports one sample's logits: a text line or a JSON entry. index < 0: a single file. */
-static void report(predictor *pr, const predict_opts *o, const char *input, long index,
-                   int32_t label, const float *z) {
+static kd_status report(predictor *pr, const predict_opts *o, const char *input, long index,
+                        int32_t label, const float *z, kd_err *err) {
     size_t C = pr->m.n_classes, k = o->top < C ? o->top : C;
     char buf[64];
     top_k(z, C, k, pr->probs, pr->rank);
     if (pr->preds) {
+        /* A failed allocation sets json_failed; the output is then refused as a whole. */
         int *bad = &pr->json_failed;
         int has_name = pr->names && label >= 0 && (size_t)label < pr->n_names;
         cJSON *j = kd_cli_json_add(pr->preds, NULL, cJSON_CreateObject(), bad);
@@ -115,7 +116,8 @@ static void report(predictor *pr, const predict_opts *o, const char *input, long
                             bad);
             kd_cli_json_add(e, "p", cJSON_CreateNumber(pr->probs[c]), bad);
         }
-        return;
+        (void)err;
+        return KD_OK;
     }
     if (index >= 0) printf("%s[%ld]", input, index);
     else printf("%s", input);
@@ -126,6 +128,7 @@ static void report(predictor *pr, const predict_opts *o, const char *input, long
         printf("%s %s (p=%.4f)", i ? "," : "", class_name(pr, c, buf, sizeof buf), pr->probs[c]);
     }
     printf("\n");
+    return KD_OK;
 }
 
 typedef enum { IN_IMAGE, IN_IDX, IN_CSV, IN_UNKNOWN } input_kind;
@@ -202,9 +205,28 @@ static kd_status predict_image(predictor *pr, const predict_opts *o, const char 
     if (!st) st = kd_model_reserve(&pr->m, 1, err);
     if (!st) {
         kd_ctx ctx = {0};
-        report(pr, o, path, -1, -1, kd_model_forward(&pr->m, x, 1, &ctx));
+        st = report(pr, o, path, -1, -1, kd_model_forward(&pr->m, x, 1, &ctx), err);
     }
     free(x);
+    return st;
+}
+
+/* predict_dataset's callback: reports each sample of a batch from the evaluation loop. */
+typedef struct {
+    predictor *pr;
+    const predict_opts *o;
+    const char *path;
+    size_t first;          /* file index of the first sample evaluated */
+    int has_labels;
+} dataset_report;
+
+static kd_status report_batch(void *user, size_t done, const float *z, const int32_t *y, size_t n,
+                              kd_err *err) {
+    dataset_report *r = user;
+    kd_status st = KD_OK;
+    for (size_t i = 0; i < n && !st; i++)
+        st = report(r->pr, r->o, r->path, (long)(r->first + done + i), r->has_labels ? y[i] : -1,
+                    z + i * r->pr->m.n_classes, err);
     return st;
 }
 
@@ -213,7 +235,6 @@ static kd_status predict_dataset(predictor *pr, const predict_opts *o, const cha
                                  input_kind kind, kd_err *err) {
     kd_data_source src;
     kd_dataset *ds = NULL;
-    kd_loader *ld = NULL;
     size_t *order = NULL;
     kd_status st;
     kd_data_source_defaults(&src);
@@ -250,23 +271,9 @@ static kd_status predict_dataset(predictor *pr, const predict_opts *o, const cha
         goto cleanup;
     }
     for (size_t i = 0; i < n; i++) order[i] = first + i;
-    const size_t batch = 256;
-    st = kd_model_reserve(&pr->m, batch, err);
-    if (!st) st = kd_loader_open(&ld, ds, order, n, batch, err);
-    size_t done = 0;
-    kd_ctx ctx = {0};
-    while (!st) {
-        kd_batch b;
-        st = kd_loader_next(ld, &b, err);
-        if (st || b.n == 0) break;
-        const float *z = kd_model_forward(&pr->m, b.x, b.n, &ctx);
-        for (size_t i = 0; i < b.n; i++)
-            report(pr, o, path, (long)(first + done + i), info->has_labels ? b.y[i] : -1,
-                   z + i * pr->m.n_classes);
-        done += b.n;
-    }
+    dataset_report r = {pr, o, path, first, info->has_labels};
+    st = kd_eval_forward(&pr->m, ds, order, n, 256, report_batch, &r, NULL, err);
 cleanup:
-    kd_loader_close(ld);
     kd_dataset_close(ds);
     free(order);
     return st;

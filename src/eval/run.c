@@ -1,6 +1,6 @@
 /* run.c - evaluation runs shared by `eval` and `export`: choosing the data (config, run folder
  * or IDX files; test or validation split), loading checkpoints against it, checking that a
- * model fits the data, and timing forward passes. */
+ * model fits the data, and timing forward passes (the evaluation loop itself: forward.c). */
 #include <cJSON.h>
 #include <math.h>
 #include <stdlib.h>
@@ -200,39 +200,6 @@ kd_status kd_eval_check_fit(const kd_model *m, const char *model_path, const kd_
                           model_path, m->n_classes, data_path, info->n_classes - 1,
                           info->n_classes);
     return KD_OK;
-}
-
-kd_status kd_eval_forward_all(kd_model *m, kd_dataset *ds, const size_t *order, size_t n,
-                              size_t batch, float *logits, int32_t *labels, double *fwd_seconds,
-                              kd_err *err) {
-    kd_loader *ld = NULL;
-    kd_ctx ctx = {0};
-    size_t done = 0, C = m->n_classes;
-    double t_fwd = 0.0;
-    kd_status st = kd_model_reserve(m, batch, err);
-    if (!st) st = kd_loader_open(&ld, ds, order, n, batch, err);
-    while (!st) {
-        kd_batch b;
-        st = kd_loader_next(ld, &b, err);
-        if (st || b.n == 0) break;
-        if (done + b.n > n) {
-            st = kd_err_set(err, KD_EIO, "loader returned more samples than requested");
-            break;
-        }
-        double t0 = kd_now();
-        const float *z = kd_model_forward(m, b.x, b.n, &ctx);
-        t_fwd += kd_now() - t0;
-        memcpy(logits + done * C, z, b.n * C * sizeof *z);
-        if (labels) memcpy(labels + done, b.y, b.n * sizeof *b.y);
-        done += b.n;
-    }
-    if (!st && done != n)
-        st = kd_err_set(err, KD_EIO, "loader stopped after %zu of %zu samples", done, n);
-    if (!st && !kd_all_finite(logits, n * C))
-        st = kd_err_set(err, KD_ENUMERIC, "the model produced NaN or Inf logits");
-    kd_loader_close(ld);
-    if (fwd_seconds) *fwd_seconds = t_fwd;
-    return st;
 }
 
 static int cmp_double(const void *a, const void *b) {

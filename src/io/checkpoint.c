@@ -406,12 +406,59 @@ cleanup:
     return st;
 }
 
+/* Builds m from the file (its own "arch", or arch_json checked against it) and loads every
+ * tensor the architecture expects. On failure m may be half built: the caller frees it. */
+static kd_status model_from_file(const kd_st_file *f, const char *arch_json, int with_grads,
+                                 int allow_extra, kd_model *m, kd_err *err) {
+    kd_status st = KD_OK;
+    kd_model fm = {0};
+    const char *format = kd_st_meta(f, "format");
+    if (format && strncmp(format, "distill/", 8) == 0 && strcmp(format, KD_FORMAT) != 0) {
+        st = kd_err_set(err, KD_EINPUT, "%s: format \"%.40s\" is not supported (this build reads %s)",
+                        f->path, format, KD_FORMAT);
+        goto cleanup;
+    }
+    const char *file_arch = kd_st_meta(f, "arch");
+    if (!file_arch && !arch_json) {
+        st = kd_err_set(err, KD_EUSAGE,
+                        "%s has no arch metadata: give the architecture in the config (teacher.layers)",
+                        f->path);
+        goto cleanup;
+    }
+    if (file_arch) {
+        /* The file describes itself: a broken description is a bad input file. */
+        st = kd_model_init_arch(arch_json ? &fm : m, file_arch, arch_json ? 0 : with_grads, err);
+        if (st) {
+            if (st == KD_EUSAGE) err->code = st = KD_EINPUT;
+            kd_err_prefix(err, "%s: metadata", f->path);
+            goto cleanup;
+        }
+    }
+    if (arch_json) {
+        if ((st = kd_model_init_arch(m, arch_json, with_grads, err)) != KD_OK) goto cleanup;
+        if (file_arch && (st = compare_arch(f, &fm, m, err)) != KD_OK) goto cleanup;
+    }
+
+    for (size_t i = 0; i < m->n_tensors; i++)
+        if ((st = load_tensor(f, &m->tensors[i], err)) != KD_OK) goto cleanup;
+    for (size_t i = 0; i < f->n_tensors; i++) {
+        const char *name = f->tensors[i].name;
+        if (allow_extra || is_train_state_name(name) || expected_name(m, f, name)) continue;
+        st = kd_err_set(err, KD_EINPUT,
+                        "%s: tensor %s: not part of the architecture (%zu layers, %zu tensors "
+                        "expected)", f->path, name, m->n_layers, m->n_tensors);
+        goto cleanup;
+    }
+cleanup:
+    kd_model_free(&fm);
+    return st;
+}
+
 kd_status kd_ckpt_load(const char *path, const char *arch_json, int with_grads, int allow_extra,
                        kd_model *m, kd_preprocess *out_pp, int *has_pp, char ***out_classes,
                        size_t *out_n_classes, kd_err *err) {
     kd_status st = KD_OK;
     kd_st_file f = {0};
-    kd_model fm = {0};
     char **classes = NULL;
     size_t n_classes = 0;
     kd_preprocess pp;
@@ -421,43 +468,8 @@ kd_status kd_ckpt_load(const char *path, const char *arch_json, int with_grads, 
     if (out_n_classes) *out_n_classes = 0;
 
     if ((st = kd_st_read(&f, path, err)) != KD_OK) goto cleanup;
-    const char *format = kd_st_meta(&f, "format");
-    if (format && strncmp(format, "distill/", 8) == 0 && strcmp(format, KD_FORMAT) != 0) {
-        st = kd_err_set(err, KD_EINPUT, "%s: format \"%.40s\" is not supported (this build reads %s)",
-                        path, format, KD_FORMAT);
+    if ((st = model_from_file(&f, arch_json, with_grads, allow_extra, m, err)) != KD_OK)
         goto cleanup;
-    }
-    const char *file_arch = kd_st_meta(&f, "arch");
-    if (!file_arch && !arch_json) {
-        st = kd_err_set(err, KD_EUSAGE,
-                        "%s has no arch metadata: give the architecture in the config (teacher.layers)",
-                        path);
-        goto cleanup;
-    }
-    if (file_arch) {
-        /* The file describes itself: a broken description is a bad input file. */
-        st = kd_model_init_arch(arch_json ? &fm : m, file_arch, arch_json ? 0 : with_grads, err);
-        if (st) {
-            if (st == KD_EUSAGE) err->code = st = KD_EINPUT;
-            kd_err_prefix(err, "%s: metadata", path);
-            goto cleanup;
-        }
-    }
-    if (arch_json) {
-        if ((st = kd_model_init_arch(m, arch_json, with_grads, err)) != KD_OK) goto cleanup;
-        if (file_arch && (st = compare_arch(&f, &fm, m, err)) != KD_OK) goto cleanup;
-    }
-
-    for (size_t i = 0; i < m->n_tensors; i++)
-        if ((st = load_tensor(&f, &m->tensors[i], err)) != KD_OK) goto cleanup;
-    for (size_t i = 0; i < f.n_tensors; i++) {
-        const char *name = f.tensors[i].name;
-        if (allow_extra || is_train_state_name(name) || expected_name(m, &f, name)) continue;
-        st = kd_err_set(err, KD_EINPUT,
-                        "%s: tensor %s: not part of the architecture (%zu layers, %zu tensors "
-                        "expected)", path, name, m->n_layers, m->n_tensors);
-        goto cleanup;
-    }
 
     const char *pp_text = kd_st_meta(&f, "preprocess");
     if (pp_text && out_pp) {
@@ -478,7 +490,6 @@ cleanup:
         if (has_pp) *has_pp = 0;
     }
     kd_free_strings(classes, n_classes);
-    kd_model_free(&fm);
     kd_st_free(&f);
     return st;
 }
@@ -522,93 +533,105 @@ static int parse_rng(const char *s, kd_rng *r) {
     return (r->s[0] | r->s[1] | r->s[2] | r->s[3]) ? 0 : -1;
 }
 
-kd_status kd_ckpt_load_train_state(const char *path, kd_model *m, kd_train_state *ts,
-                                   kd_err *err) {
-    kd_status st = KD_OK;
-    kd_st_file f = {0};
-    memset(ts, 0, sizeof *ts);
-    if ((st = kd_st_read(&f, path, err)) != KD_OK) goto cleanup;
-    if (!kd_st_meta(&f, "train.step")) {
-        st = kd_err_set(err, KD_EINPUT,
-                        "%s: no training state (metadata train.step missing): not a training "
-                        "checkpoint, cannot resume from it", path);
-        goto cleanup;
-    }
-    if (!m->m || !m->v) {
-        st = kd_err_set(err, KD_EIO, "%s: internal error: model built without optimizer buffers",
-                        path);
-        goto cleanup;
-    }
+/* Reads the resume state (metadata train.*, optimizer moments into m, train.order) of a file
+ * already read. On failure ts->order may be allocated: the caller frees it. */
+static kd_status train_state_from_file(const kd_st_file *f, kd_model *m, kd_train_state *ts,
+                                       kd_err *err) {
+    const char *path = f->path;
+    if (!kd_st_meta(f, "train.step"))
+        return kd_err_set(err, KD_EINPUT,
+                          "%s: no training state (metadata train.step missing): not a training "
+                          "checkpoint, cannot resume from it", path);
+    if (!m->m || !m->v)
+        return kd_err_set(err, KD_EIO, "%s: internal error: model built without optimizer buffers",
+                          path);
     static const char *const keys[3] = {"train.step", "train.epoch", "train.batch_in_epoch"};
     uint64_t *dst[3] = {&ts->step, &ts->epoch, &ts->batch_in_epoch};
     for (int k = 0; k < 3; k++) {
-        const char *v = kd_st_meta(&f, keys[k]);
-        if (parse_u64(v, dst[k]) != 0) {
-            st = kd_err_set(err, KD_EINPUT, "%s: metadata %s: expected a non-negative integer, "
-                            "got \"%.40s\"", path, keys[k], v ? v : "(missing)");
-            goto cleanup;
-        }
+        const char *v = kd_st_meta(f, keys[k]);
+        if (parse_u64(v, dst[k]) != 0)
+            return kd_err_set(err, KD_EINPUT, "%s: metadata %s: expected a non-negative integer, "
+                              "got \"%.40s\"", path, keys[k], v ? v : "(missing)");
     }
-    const char *rng = kd_st_meta(&f, "train.rng");
-    if (parse_rng(rng, &ts->rng) != 0) {
-        st = kd_err_set(err, KD_EINPUT, "%s: metadata train.rng: expected 4 hexadecimal words "
-                        "(not all zero) separated by spaces, got \"%.80s\"", path,
-                        rng ? rng : "(missing)");
-        goto cleanup;
-    }
-    const char *best = kd_st_meta(&f, "train.best_val");
+    const char *rng = kd_st_meta(f, "train.rng");
+    if (parse_rng(rng, &ts->rng) != 0)
+        return kd_err_set(err, KD_EINPUT, "%s: metadata train.rng: expected 4 hexadecimal words "
+                          "(not all zero) separated by spaces, got \"%.80s\"", path,
+                          rng ? rng : "(missing)");
+    const char *best = kd_st_meta(f, "train.best_val");
     char *end = NULL;
     ts->best_val = best ? strtod(best, &end) : 0;
-    if (!best || end == best || *end || isnan(ts->best_val)) {
-        st = kd_err_set(err, KD_EINPUT, "%s: metadata train.best_val: expected a number, got "
-                        "\"%.40s\"", path, best ? best : "(missing)");
-        goto cleanup;
-    }
+    if (!best || end == best || *end || isnan(ts->best_val))
+        return kd_err_set(err, KD_EINPUT, "%s: metadata train.best_val: expected a number, got "
+                          "\"%.40s\"", path, best ? best : "(missing)");
     for (int which = 0; which < 2; which++)
         for (size_t i = 0; i < m->n_tensors; i++) {
             const kd_tensor *t = &m->tensors[i];
             if (t->kind != KD_TENSOR_PARAM) continue;
             char name[80], a[96], b[96];
             snprintf(name, sizeof name, "optim.%c.%s", which ? 'v' : 'm', t->name);
-            const kd_st_tensor *s = kd_st_find(&f, name);
+            const kd_st_tensor *s = kd_st_find(f, name);
             if (!s || s->dtype != KD_DT_F32 || !same_shape(t, s)) {
-                st = kd_err_set(err, KD_EINPUT, "%s: tensor %s: expected F32 %s, %s%s%s", path,
-                                name, model_shape_str(t, a, sizeof a), s ? "found " : "missing",
-                                s ? kd_dtype_name(s->dtype) : "", s ? " " : "");
+                kd_status st = kd_err_set(err, KD_EINPUT, "%s: tensor %s: expected F32 %s, %s%s%s",
+                                          path, name, model_shape_str(t, a, sizeof a),
+                                          s ? "found " : "missing",
+                                          s ? kd_dtype_name(s->dtype) : "", s ? " " : "");
                 if (s) {
                     size_t len = strlen(err->msg);
                     snprintf(err->msg + len, sizeof err->msg - len, "%s",
                              st_shape_str(s, b, sizeof b));
                 }
-                goto cleanup;
+                return st;
             }
             kd_st_to_f32(s, (which ? m->v : m->m) + t->offset);
         }
-    const kd_st_tensor *o = kd_st_find(&f, "train.order");
+    const kd_st_tensor *o = kd_st_find(f, "train.order");
     if (o) {
-        if (o->dtype != KD_DT_I64 || o->rank != 1) {
-            st = kd_err_set(err, KD_EINPUT, "%s: tensor train.order: expected I64 [n], found %s "
-                            "of rank %d", path, kd_dtype_name(o->dtype), o->rank);
-            goto cleanup;
-        }
+        if (o->dtype != KD_DT_I64 || o->rank != 1)
+            return kd_err_set(err, KD_EINPUT, "%s: tensor train.order: expected I64 [n], found "
+                              "%s of rank %d", path, kd_dtype_name(o->dtype), o->rank);
         ts->n_order = (size_t)o->numel;
         ts->order = malloc((ts->n_order ? ts->n_order : 1) * sizeof *ts->order);
-        if (!ts->order) {
-            st = kd_err_set(err, KD_EIO, "%s: out of memory", path);
-            goto cleanup;
-        }
+        if (!ts->order) return kd_err_set(err, KD_EIO, "%s: out of memory", path);
         for (size_t i = 0; i < ts->n_order; i++) {
             int64_t v = kd_st_get_i64(o, i);
-            if (v < 0) {
-                st = kd_err_set(err, KD_EINPUT, "%s: tensor train.order: entry %zu is negative "
-                                "(%" PRId64 ")", path, i, v);
-                goto cleanup;
-            }
+            if (v < 0)
+                return kd_err_set(err, KD_EINPUT, "%s: tensor train.order: entry %zu is "
+                                  "negative (%" PRId64 ")", path, i, v);
             ts->order[i] = (size_t)v;
         }
     }
-cleanup:
+    return KD_OK;
+}
+
+kd_status kd_ckpt_load_train_state(const char *path, kd_model *m, kd_train_state *ts,
+                                   kd_err *err) {
+    kd_st_file f = {0};
+    memset(ts, 0, sizeof *ts);
+    kd_status st = kd_st_read(&f, path, err);
+    if (st == KD_OK) st = train_state_from_file(&f, m, ts, err);
     if (st != KD_OK) {
+        free(ts->order);
+        memset(ts, 0, sizeof *ts);
+    }
+    kd_st_free(&f);
+    return st;
+}
+
+kd_status kd_ckpt_load_resume(const char *path, const char *arch_json, kd_model *m,
+                              kd_train_state *ts, char **run_json, kd_err *err) {
+    kd_st_file f = {0};
+    memset(m, 0, sizeof *m);
+    memset(ts, 0, sizeof *ts);
+    *run_json = NULL;
+    kd_status st = kd_st_read(&f, path, err);
+    if (st == KD_OK) st = model_from_file(&f, arch_json, 1, 0, m, err);
+    if (st == KD_OK) st = train_state_from_file(&f, m, ts, err);
+    const char *run = kd_st_meta(&f, "run");
+    if (st == KD_OK && run && !(*run_json = strdup(run)))
+        st = kd_err_set(err, KD_EIO, "%s: out of memory", path);
+    if (st != KD_OK) {
+        kd_model_free(m);
         free(ts->order);
         memset(ts, 0, sizeof *ts);
     }

@@ -2,7 +2,8 @@
  * batch 128 as samples/s and GFLOP/s against the sgemm peak (target >= 60%), its forward-only
  * rate (what distillation pays per batch) and the CNN students' forward rates, with the step
  * split by layer type. The architectures are read from configs/fmnist-cnn-*.json, so the bench
- * always measures the models the experiments train. Run from the repository root (make bench).
+ * always measures the models the experiments train. The step timed is kd_trainer_step, the one
+ * `distill train` runs. Run from the repository root (make bench).
  * Usage: bench_cnn [threads]   (default: all cores) */
 #include <cJSON.h>
 #include <stdio.h>
@@ -14,6 +15,7 @@
 #include "kd_loss.h"
 #include "kd_nn.h"
 #include "kd_optim.h"
+#include "kd_train.h"
 
 #define BATCH 128
 #define MAX_TYPES 16
@@ -75,20 +77,20 @@ static double sgemm_peak(void) {
     return 2.0 * n * n * n / best / 1e9;
 }
 
-/* One training step as the trainer makes it; returns seconds. */
-static double train_step(kd_model *m, const float *x, const int32_t *y, float *dz, kd_ctx *ctx,
-                         const kd_optim_cfg *oc, uint64_t t) {
+/* One training step, the trainer's own; returns seconds (negative on failure). */
+static double train_step(kd_trainer *tr, const float *x, const int32_t *y) {
+    kd_err err;
     double t0 = kd_now();
-    const float *z = kd_model_forward(m, x, BATCH, ctx);
-    kd_loss_ce(z, y, BATCH, m->n_classes, dz);
-    kd_model_zero_grad(m);
-    kd_model_backward(m, x, dz, BATCH, ctx);
-    kd_optim_step(oc, m->params, m->grads, m->m, m->v, m->n_params, 1e-3f, t);
+    if (kd_trainer_step(tr, x, y, BATCH, NULL, &err) != KD_OK) {
+        fprintf(stderr, "bench_cnn: %s\n", err.msg);
+        return -1;
+    }
     return kd_now() - t0;
 }
 
-/* The same step with each layer timed: the loops of kd_model_forward/backward, spelled out.
- * Returns the seconds spent outside the layers (loss, zero_grad, Adam). */
+/* kd_trainer_step's cross-entropy path with each layer timed: the loops of
+ * kd_model_forward/backward spelled out, which the step itself cannot time. Returns the seconds
+ * spent outside the layers (loss, zero_grad, Adam). */
 static double train_step_split(kd_model *m, const float *x, const int32_t *y, float *dz,
                                kd_ctx *ctx, const kd_optim_cfg *oc, uint64_t t, split *s) {
     ctx->workspace = m->workspace;
@@ -147,7 +149,9 @@ int main(int argc, char **argv) {
     kd_rng rng;
     kd_rng_seed(&rng, 1);
     kd_model teacher = {0}, tinf = {0}, small = {0}, compact = {0};
-    float *x = NULL, *dz = NULL;
+    float *x = NULL;
+    kd_trainer tr = {0};
+    kd_ctx ctx = {1, &rng, NULL};
     int32_t y[BATCH];
     if (build(&teacher, "fmnist-cnn-teacher", 1, &rng) || build(&tinf, "fmnist-cnn-teacher", 0, &rng) ||
         build(&small, "fmnist-cnn-small-scratch", 0, &rng) ||
@@ -155,7 +159,6 @@ int main(int argc, char **argv) {
         goto cleanup;
     const size_t D = kd_shape_numel(&teacher.input);
     x = kd_alloc_floats(BATCH * D);
-    dz = kd_alloc_floats(BATCH * teacher.n_classes);
     for (size_t i = 0; i < BATCH * D; i++) x[i] = kd_rng_normal(&rng);
     for (size_t i = 0; i < BATCH; i++) y[i] = (int32_t)(i % teacher.n_classes);
 
@@ -163,13 +166,25 @@ int main(int argc, char **argv) {
 
     /* Training step: 3 warm-up steps, then the best of 20. */
     kd_optim_cfg oc = kd_optim_defaults(KD_OPT_ADAM);
-    kd_ctx ctx = {1, &rng, NULL};
-    uint64_t t = 0;
-    for (int i = 0; i < 3; i++) train_step(&teacher, x, y, dz, &ctx, &oc, ++t);
+    kd_sched_cfg sc = {.kind = KD_SCHED_CONSTANT, .base_lr = 1e-3f};
+    kd_trainer_setup ts = {0};
+    ts.model = &teacher;
+    ts.optim = &oc;
+    ts.sched = &sc;
+    ts.batch_cap = BATCH;
+    ts.rng = &rng;
+    kd_err err;
+    if (kd_trainer_init(&tr, &ts, &err) != KD_OK) {
+        fprintf(stderr, "bench_cnn: %s\n", err.msg);
+        goto cleanup;
+    }
+    for (int i = 0; i < 3; i++)
+        if (train_step(&tr, x, y) < 0) goto cleanup;
     double best_step = 1e30, sum_step = 0;
     const int steps = 20;
     for (int i = 0; i < steps; i++) {
-        double s = train_step(&teacher, x, y, dz, &ctx, &oc, ++t);
+        double s = train_step(&tr, x, y);
+        if (s < 0) goto cleanup;
         sum_step += s;
         if (s < best_step) best_step = s;
     }
@@ -182,7 +197,7 @@ int main(int argc, char **argv) {
     const int split_steps = 10;
     for (int i = 0; i < split_steps; i++) {
         double t0 = kd_now();
-        other += train_step_split(&teacher, x, y, dz, &ctx, &oc, ++t, &sp);
+        other += train_step_split(&teacher, x, y, tr.dlogits, &ctx, &oc, ++tr.step, &sp);
         split_total += kd_now() - t0;
     }
 
@@ -223,7 +238,7 @@ int main(int argc, char **argv) {
     rc = 0;
 cleanup:
     kd_free_aligned(x);
-    kd_free_aligned(dz);
+    kd_trainer_free(&tr);
     kd_model_free(&teacher);
     kd_model_free(&tinf);
     kd_model_free(&small);

@@ -1,5 +1,6 @@
 /* bench_train.c - sgemm peak, the MLP training step and the distillation step, each as
- * samples/s and GFLOP/s against the sgemm rate on the same shapes (DESIGN.md section 9).
+ * samples/s and GFLOP/s against the sgemm rate on the same shapes (DESIGN.md section 9). Both
+ * steps are kd_trainer_step, the step `distill train` runs.
  * Usage: bench_train [threads]   (default: all cores) */
 #include <cJSON.h>
 #include <stdio.h>
@@ -11,6 +12,7 @@
 #include "kd_loss.h"
 #include "kd_nn.h"
 #include "kd_optim.h"
+#include "kd_train.h"
 
 #define BATCH 128
 
@@ -170,20 +172,37 @@ int main(int argc, char **argv) {
     int32_t y[BATCH];
     for (size_t i = 0; i < BATCH * 784; i++) x[i] = kd_rng_uniform(&rng);
     for (size_t i = 0; i < BATCH; i++) y[i] = (int32_t)(i % 10);
-    float *dz = kd_alloc_floats(BATCH * 10), *scratch = kd_alloc_floats(3 * BATCH * 10);
     kd_optim_cfg oc = kd_optim_defaults(KD_OPT_ADAM);
-    kd_ctx train_ctx = {1, &rng, NULL}, eval_ctx = {0, &rng, NULL};
+    kd_sched_cfg sc = {.kind = KD_SCHED_CONSTANT, .base_lr = 1e-3f};
+    kd_distill_cfg dc = {0.9f, 4.0f, KD_DISTILL_KL};
+    kd_trainer_setup ts = {0};
+    ts.optim = &oc;
+    ts.sched = &sc;
+    ts.batch_cap = BATCH;
+    ts.rng = &rng;
+    kd_trainer train = {0}, distill = {0};
+    kd_err err;
+    ts.model = &teacher;
+    if (kd_trainer_init(&train, &ts, &err) != KD_OK) {
+        fprintf(stderr, "bench: %s\n", err.msg);
+        return 1;
+    }
+    ts.model = &student;
+    ts.teacher = &tinf;
+    ts.distill = &dc;
+    if (kd_trainer_init(&distill, &ts, &err) != KD_OK) {
+        fprintf(stderr, "bench: %s\n", err.msg);
+        return 1;
+    }
 
     const int steps = 30;
     double best_step = 1e30;
     for (int rep = 0; rep < steps + 3; rep++) {
         double t0 = kd_now();
-        const float *z = kd_model_forward(&teacher, x, BATCH, &train_ctx);
-        kd_loss_ce(z, y, BATCH, 10, dz);
-        kd_model_zero_grad(&teacher);
-        kd_model_backward(&teacher, x, dz, BATCH, &train_ctx);
-        kd_optim_step(&oc, teacher.params, teacher.grads, teacher.m, teacher.v, teacher.n_params,
-                      1e-3f, (uint64_t)rep + 1);
+        if (kd_trainer_step(&train, x, y, BATCH, NULL, &err) != KD_OK) {
+            fprintf(stderr, "bench: %s\n", err.msg);
+            return 1;
+        }
         double t = kd_now() - t0;
         if (rep >= 3 && t < best_step) best_step = t;
     }
@@ -199,17 +218,13 @@ int main(int argc, char **argv) {
     double t_dshapes = run_two(&tfwd, &ssh, 20);
     double dflops_shapes = flops_of_shapes(&tfwd) + flops_of_shapes(&ssh);
     double gemm_rate_d = dflops_shapes / t_dshapes / 1e9;
-    kd_distill_cfg dc = {0.9f, 4.0f, KD_DISTILL_KL};
     double best_d = 1e30;
     for (int rep = 0; rep < steps + 3; rep++) {
         double t0 = kd_now();
-        const float *zt = kd_model_forward(&tinf, x, BATCH, &eval_ctx);
-        const float *zs = kd_model_forward(&student, x, BATCH, &train_ctx);
-        kd_loss_distill(&dc, zs, zt, y, BATCH, 10, dz, scratch);
-        kd_model_zero_grad(&student);
-        kd_model_backward(&student, x, dz, BATCH, &train_ctx);
-        kd_optim_step(&oc, student.params, student.grads, student.m, student.v, student.n_params,
-                      1e-3f, (uint64_t)rep + 1);
+        if (kd_trainer_step(&distill, x, y, BATCH, NULL, &err) != KD_OK) {
+            fprintf(stderr, "bench: %s\n", err.msg);
+            return 1;
+        }
         double t = kd_now() - t0;
         if (rep >= 3 && t < best_d) best_d = t;
     }
@@ -237,8 +252,8 @@ int main(int argc, char **argv) {
     free_shapes(&ssh);
     free_shapes(&tfwd);
     kd_free_aligned(x);
-    kd_free_aligned(dz);
-    kd_free_aligned(scratch);
+    kd_trainer_free(&train);
+    kd_trainer_free(&distill);
     kd_model_free(&teacher);
     kd_model_free(&student);
     kd_model_free(&tinf);

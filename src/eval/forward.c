@@ -1,0 +1,75 @@
+/* forward.c - the one evaluation loop: a model in inference mode over chosen samples of a
+ * dataset, batch by batch, each batch's logits handed to a callback. The trainer's accuracy,
+ * `eval`, `export` and `predict` all run through it, so they batch, order and time alike. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "kd_eval.h"
+
+kd_status kd_eval_forward(kd_model *m, kd_dataset *ds, const size_t *idx, size_t n, size_t batch,
+                          kd_eval_batch_fn fn, void *user, double *fwd_seconds, kd_err *err) {
+    kd_loader *ld = NULL;
+    size_t *all = NULL;
+    kd_ctx ctx = {0, NULL, NULL};
+    size_t done = 0;
+    double t_fwd = 0.0;
+    kd_status st = KD_OK;
+    if (!idx) {
+        all = malloc((n ? n : 1) * sizeof *all);
+        if (!all) {
+            st = kd_err_set(err, KD_EIO, "out of memory for %zu indices", n);
+            goto cleanup;
+        }
+        for (size_t i = 0; i < n; i++) all[i] = i;
+        idx = all;
+    }
+    st = kd_model_reserve(m, batch, err);
+    if (!st) st = kd_loader_open(&ld, ds, idx, n, batch, err);
+    while (!st) {
+        kd_batch b;
+        st = kd_loader_next(ld, &b, err);
+        if (st || b.n == 0) break;
+        if (done + b.n > n) {
+            st = kd_err_set(err, KD_EIO, "loader returned more samples than requested");
+            break;
+        }
+        double t0 = kd_now();
+        const float *z = kd_model_forward(m, b.x, b.n, &ctx);
+        t_fwd += kd_now() - t0;
+        st = fn(user, done, z, b.y, b.n, err);
+        done += b.n;
+    }
+    if (!st && done != n)
+        st = kd_err_set(err, KD_EIO, "loader stopped after %zu of %zu samples", done, n);
+cleanup:
+    kd_loader_close(ld);
+    free(all);
+    if (fwd_seconds) *fwd_seconds = t_fwd;
+    return st;
+}
+
+/* kd_eval_forward_all's callback: copies each batch into the caller's arrays. */
+typedef struct {
+    float *logits;    /* (n, C) */
+    int32_t *labels;  /* (n) or NULL */
+    size_t C;
+} fill_ctx;
+
+static kd_status fill_batch(void *user, size_t done, const float *z, const int32_t *y, size_t n,
+                            kd_err *err) {
+    fill_ctx *f = user;
+    (void)err;
+    memcpy(f->logits + done * f->C, z, n * f->C * sizeof *z);
+    if (f->labels) memcpy(f->labels + done, y, n * sizeof *y);
+    return KD_OK;
+}
+
+kd_status kd_eval_forward_all(kd_model *m, kd_dataset *ds, const size_t *order, size_t n,
+                              size_t batch, float *logits, int32_t *labels, double *fwd_seconds,
+                              kd_err *err) {
+    fill_ctx f = {logits, labels, m->n_classes};
+    kd_status st = kd_eval_forward(m, ds, order, n, batch, fill_batch, &f, fwd_seconds, err);
+    if (!st && !kd_all_finite(logits, n * m->n_classes))
+        st = kd_err_set(err, KD_ENUMERIC, "the model produced NaN or Inf logits");
+    return st;
+}

@@ -1,0 +1,307 @@
+/* runfolder.c - a run's folder: its paths, config.json, metrics.jsonl (reloaded on resume,
+ * rewritten atomically after each epoch), checkpoints with the "run" metadata, and the one read
+ * of a checkpoint that resumes a run. The partial-epoch sums go to and come from the metadata
+ * through one table, so the writer and the reader cannot drift apart. */
+#include <cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "train_impl.h"
+
+/* A double field of a struct, by JSON name: the one list that both writes and reads it. */
+typedef struct {
+    const char *name;
+    size_t offset;
+} double_field;
+
+#define SUM(f) {#f, offsetof(kd_epoch_sums, f)}
+static const double_field sum_fields[] = {
+    SUM(loss), SUM(soft), SUM(hard), SUM(correct), SUM(labelled), SUM(seen),
+    SUM(train_seconds), SUM(seconds),
+};
+#undef SUM
+#define N_SUM_FIELDS (sizeof sum_fields / sizeof sum_fields[0])
+_Static_assert(sizeof(kd_epoch_sums) == N_SUM_FIELDS * sizeof(double),
+               "every field of kd_epoch_sums is in sum_fields");
+
+/* The metrics.jsonl fields after "epoch", in the order they are written. */
+#define MET(f) {#f, offsetof(kd_epoch_metrics, f)}
+static const double_field metric_fields[] = {
+    MET(loss), MET(soft), MET(hard), MET(train_acc), MET(val_acc), MET(lr), MET(samples_per_s),
+    MET(seconds),
+};
+#undef MET
+
+static double field_get(const void *base, const double_field *f) {
+    return *(const double *)((const char *)base + f->offset);
+}
+
+static void field_set(void *base, const double_field *f, double v) {
+    *(double *)((char *)base + f->offset) = v;
+}
+
+/* Adds v as a number, or null when it is not finite (JSON has no NaN); 0 when out of memory. */
+static int add_num_or_null(cJSON *o, const char *k, double v) {
+    return isfinite(v) ? cJSON_AddNumberToObject(o, k, v) != NULL
+                       : cJSON_AddNullToObject(o, k) != NULL;
+}
+
+/* v with all 17 significant digits (null if not finite). cJSON's own printing is not exact:
+ * 1.7.15 writes 3.0000000000000004 as 3, and the resumed epoch's sums must be the saved ones. */
+static cJSON *exact_number(double v) {
+    char buf[32];
+    if (!isfinite(v)) return cJSON_CreateNull();
+    snprintf(buf, sizeof buf, "%.17g", v);
+    return cJSON_CreateRaw(buf);
+}
+
+/* mkdir -p; errors name the directory. */
+static kd_status make_dirs(const char *path, kd_err *err) {
+    char buf[KD_PATH_MAX];
+    size_t len = strlen(path);
+    if (len == 0 || len >= sizeof buf)
+        return kd_err_set(err, KD_EUSAGE, "output folder '%s': bad path", path);
+    memcpy(buf, path, len + 1);
+    for (size_t i = 1; i <= len; i++) {
+        if (buf[i] != '/' && buf[i] != '\0') continue;
+        char saved = buf[i];
+        buf[i] = '\0';
+        if (mkdir(buf, 0777) != 0 && errno != EEXIST)
+            return kd_err_set(err, KD_EIO, "cannot create output folder '%s': %s", buf,
+                              strerror(errno));
+        buf[i] = saved;
+    }
+    struct stat sb;
+    if (stat(path, &sb) != 0 || !S_ISDIR(sb.st_mode))
+        return kd_err_set(err, KD_EIO, "output path '%s' exists and is not a folder", path);
+    return KD_OK;
+}
+
+static kd_status write_text_cb(FILE *f, void *ctx, kd_err *err) {
+    const char *s = ctx;
+    size_t n = strlen(s);
+    if (fwrite(s, 1, n, f) != n) return kd_err_set(err, KD_EIO, "write failed");
+    return KD_OK;
+}
+
+static kd_status write_text(const char *path, const char *text, kd_err *err) {
+    return kd_write_atomic(path, write_text_cb, (void *)text, err);
+}
+
+static int join_path(char *out, size_t cap, const char *dir, const char *file) {
+    int n = snprintf(out, cap, "%s/%s", dir, file);
+    return n > 0 && (size_t)n < cap ? 0 : -1;
+}
+
+kd_status kd_runfolder_init(kd_runfolder *rf, const char *out_dir, kd_err *err) {
+    memset(rf, 0, sizeof *rf);
+    if (snprintf(rf->out_dir, sizeof rf->out_dir, "%s", out_dir) >= (int)sizeof rf->out_dir ||
+        join_path(rf->last_path, sizeof rf->last_path, out_dir, "last.safetensors") ||
+        join_path(rf->best_path, sizeof rf->best_path, out_dir, "best.safetensors") ||
+        join_path(rf->metrics_path, sizeof rf->metrics_path, out_dir, "metrics.jsonl"))
+        return kd_err_set(err, KD_EUSAGE, "output folder path too long: %s", out_dir);
+    return KD_OK;
+}
+
+void kd_runfolder_free(kd_runfolder *rf) {
+    free(rf->metrics);
+    rf->metrics = NULL;
+    rf->metrics_len = rf->metrics_cap = 0;
+}
+
+kd_status kd_runfolder_create(kd_runfolder *rf, const kd_config *cfg, kd_err *err) {
+    kd_status st = make_dirs(rf->out_dir, err);
+    if (st) return st;
+    char *json = kd_config_to_json(cfg);
+    if (!json) return kd_err_set(err, KD_EIO, "out of memory");
+    char p[KD_PATH_MAX + 16];
+    snprintf(p, sizeof p, "%s/config.json", rf->out_dir);
+    st = write_text(p, json, err);
+    free(json);
+    return st;
+}
+
+static kd_status metrics_append(kd_runfolder *rf, const char *line, kd_err *err) {
+    size_t n = strlen(line), need;
+    if (kd_add_size(rf->metrics_len, n + 2, &need))
+        return kd_err_set(err, KD_EIO, "metrics too large");
+    if (need > rf->metrics_cap) {
+        size_t cap = rf->metrics_cap ? rf->metrics_cap : 1024;
+        while (cap < need) cap *= 2;
+        char *p = realloc(rf->metrics, cap);
+        if (!p) return kd_err_set(err, KD_EIO, "out of memory for metrics");
+        rf->metrics = p;
+        rf->metrics_cap = cap;
+    }
+    memcpy(rf->metrics + rf->metrics_len, line, n);
+    rf->metrics_len += n;
+    rf->metrics[rf->metrics_len++] = '\n';
+    rf->metrics[rf->metrics_len] = '\0';
+    return KD_OK;
+}
+
+kd_status kd_runfolder_reload_metrics(kd_runfolder *rf, size_t done, kd_err *err) {
+    char *text = NULL;
+    size_t len = 0;
+    kd_err ignore;
+    if (kd_read_file(rf->metrics_path, (size_t)64 << 20, &text, &len, &ignore) != KD_OK)
+        return KD_OK;
+    kd_status st = KD_OK;
+    char *line = text;
+    while (line && *line) {
+        char *nl = strchr(line, '\n');
+        if (nl) *nl = '\0';
+        cJSON *j = cJSON_Parse(line);
+        const cJSON *e = j ? cJSON_GetObjectItemCaseSensitive(j, "epoch") : NULL;
+        if (cJSON_IsNumber(e) && e->valuedouble >= 1 && e->valuedouble <= (double)done)
+            st = metrics_append(rf, line, err);
+        cJSON_Delete(j);
+        if (st) break;
+        line = nl ? nl + 1 : NULL;
+    }
+    free(text);
+    return st;
+}
+
+/* One metrics.jsonl line (NaN written as null); NULL when out of memory. */
+static char *metrics_line(const kd_epoch_metrics *m) {
+    cJSON *o = cJSON_CreateObject();
+    char *s = NULL;
+    int ok = o && cJSON_AddNumberToObject(o, "epoch", (double)m->epoch);
+    for (size_t i = 0; ok && i < sizeof metric_fields / sizeof metric_fields[0]; i++)
+        ok = add_num_or_null(o, metric_fields[i].name, field_get(m, &metric_fields[i]));
+    if (ok) s = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    return s;
+}
+
+kd_status kd_runfolder_add_metrics(kd_runfolder *rf, const kd_epoch_metrics *em, kd_err *err) {
+    char *line = metrics_line(em);
+    if (!line) return kd_err_set(err, KD_EIO, "out of memory");
+    kd_status st = metrics_append(rf, line, err);
+    free(line);
+    if (st == KD_OK) st = write_text(rf->metrics_path, rf->metrics, err);
+    return st;
+}
+
+char *kd_run_meta_json(size_t epoch, uint64_t step, double val_acc,
+                       const kd_epoch_sums *partial) {
+    cJSON *o = cJSON_CreateObject();
+    char *s = NULL;
+    int ok = o && cJSON_AddNumberToObject(o, "epoch", (double)epoch) &&
+             cJSON_AddNumberToObject(o, "step", (double)step) &&
+             add_num_or_null(o, "val_acc", val_acc);
+    if (ok && partial) {
+        cJSON *p = cJSON_AddObjectToObject(o, "partial");
+        ok = p != NULL;
+        for (size_t i = 0; ok && i < N_SUM_FIELDS; i++)
+            ok = cJSON_AddItemToObject(p, sum_fields[i].name,
+                                       exact_number(field_get(partial, &sum_fields[i])));
+    }
+    if (ok) s = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    return s;
+}
+
+kd_status kd_run_meta_partial(const char *path, const char *run_json, kd_epoch_sums *out,
+                              kd_err *err) {
+    kd_status st = KD_OK;
+    cJSON *j = NULL;
+    memset(out, 0, sizeof *out);
+    if (!run_json) {
+        st = kd_err_set(err, KD_EINPUT, "resume %s: metadata run: missing (a mid-epoch "
+                        "checkpoint needs the epoch's running sums)", path);
+        goto cleanup;
+    }
+    j = cJSON_Parse(run_json);
+    if (!cJSON_IsObject(j)) {
+        st = kd_err_set(err, KD_EINPUT, "resume %s: metadata run: expected a JSON object, got "
+                        "\"%.60s\"", path, run_json);
+        goto cleanup;
+    }
+    const cJSON *p = cJSON_GetObjectItemCaseSensitive(j, "partial");
+    if (!cJSON_IsObject(p)) {
+        st = kd_err_set(err, KD_EINPUT, "resume %s: metadata run.partial: expected an object "
+                        "with the interrupted epoch's running sums", path);
+        goto cleanup;
+    }
+    for (size_t i = 0; i < N_SUM_FIELDS; i++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(p, sum_fields[i].name);
+        if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble) || v->valuedouble < 0) {
+            st = kd_err_set(err, KD_EINPUT, "resume %s: metadata run.partial.%s: expected a "
+                            "number >= 0", path, sum_fields[i].name);
+            goto cleanup;
+        }
+        field_set(out, &sum_fields[i], v->valuedouble);
+    }
+cleanup:
+    cJSON_Delete(j);
+    if (st) memset(out, 0, sizeof *out);
+    return st;
+}
+
+kd_status kd_runfolder_save(const kd_runfolder *rf, const char *path, const kd_model *m,
+                            const kd_train_state *ts, size_t epoch, uint64_t step,
+                            double val_acc, const kd_epoch_sums *partial, kd_err *err) {
+    char *run = kd_run_meta_json(epoch, step, val_acc, partial);
+    if (!run) return kd_err_set(err, KD_EIO, "out of memory");
+    kd_ckpt_meta meta = {0};
+    meta.class_names = rf->class_names;
+    meta.n_classes = rf->n_class_names;
+    meta.pp = rf->pp;
+    meta.extra_json = run;
+    kd_status st = kd_ckpt_save(path, m, &meta, ts, err);
+    free(run);
+    return st;
+}
+
+void kd_resume_free(kd_resume *r) {
+    kd_model_free(&r->model);
+    free(r->ts.order);
+    memset(r, 0, sizeof *r);
+}
+
+kd_status kd_resume_load(const char *path, const char *arch_json, size_t batch, size_t n_train,
+                         size_t n_data, size_t n_batches, kd_resume *r, kd_err *err) {
+    char *run = NULL;
+    memset(r, 0, sizeof *r);
+    kd_status st = kd_ckpt_load_resume(path, arch_json, &r->model, &r->ts, &run, err);
+    if (st == KD_OK) st = kd_model_reserve(&r->model, batch, err);
+    if (st) {
+        /* Whatever went wrong reading it, the file given to --resume is the bad input. */
+        if (st == KD_EIO) err->code = st = KD_EINPUT;
+        if (!strstr(err->msg, path)) kd_err_prefix(err, "resume %s", path);
+        goto cleanup;
+    }
+    const kd_train_state *ts = &r->ts;
+    if (ts->batch_in_epoch > 0 && (ts->n_order != n_train || !ts->order)) {
+        st = kd_err_set(err, KD_EINPUT,
+                        "resume %s: the checkpoint's epoch order has %zu samples but this "
+                        "config's training set has %zu (different data or validation split?)",
+                        path, ts->n_order, n_train);
+        goto cleanup;
+    }
+    if (ts->batch_in_epoch >= n_batches) {
+        st = kd_err_set(err, KD_EINPUT,
+                        "resume %s: the checkpoint is at batch %llu of an epoch of %zu batches "
+                        "(different batch size?)",
+                        path, (unsigned long long)ts->batch_in_epoch, n_batches);
+        goto cleanup;
+    }
+    for (size_t i = 0; ts->batch_in_epoch > 0 && i < ts->n_order; i++) {
+        if (ts->order[i] >= n_data) {
+            st = kd_err_set(err, KD_EINPUT, "resume %s: order entry %zu is out of range", path,
+                            i);
+            goto cleanup;
+        }
+    }
+    /* Mid-epoch, the epoch's metrics continue from the saved sums: refuse to guess them. */
+    if (ts->batch_in_epoch > 0) st = kd_run_meta_partial(path, run, &r->partial, err);
+cleanup:
+    free(run);
+    if (st) kd_resume_free(r);
+    return st;
+}

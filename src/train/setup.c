@@ -1,0 +1,269 @@
+/* setup.c - a run's setup: the training, validation and test data with the validation split,
+ * the model built from the config, and the teacher loaded and checked against both. */
+#include <cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "train_impl.h"
+
+void kd_run_emit(kd_run *t, kd_train_event *ev) {
+    if (t->opts->progress) t->opts->progress(ev, t->opts->user);
+}
+
+void kd_run_emit_msg(kd_run *t, kd_train_event_kind kind, const char *fmt, ...) {
+    char buf[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    kd_train_event ev = {0};
+    ev.kind = kind;
+    ev.msg = buf;
+    kd_run_emit(t, &ev);
+}
+
+static int same_pp(const kd_preprocess *a, const kd_preprocess *b) {
+    if (fabsf(a->scale - b->scale) > 1e-7f * fabsf(b->scale) || a->n_channels != b->n_channels)
+        return 0;
+    for (int c = 0; c < a->n_channels && c < KD_MAX_CHANNELS; c++)
+        if (a->mean[c] != b->mean[c] || a->std[c] != b->std[c]) return 0;
+    return 1;
+}
+
+/* {"input": [...], "layers": LAYERS} for a teacher file without "arch"; NULL when out of
+ * memory. */
+static char *arch_with_input(const kd_shape *in, const cJSON *layers) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON *dims = o ? cJSON_AddArrayToObject(o, "input") : NULL;
+    char *s = NULL;
+    int ok = dims && cJSON_AddItemToObject(o, "layers", cJSON_Duplicate(layers, 1));
+    for (int i = 0; ok && i < in->rank; i++)
+        ok = cJSON_AddItemToArray(dims, cJSON_CreateNumber((double)in->d[i]));
+    if (ok) s = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    return s;
+}
+
+static kd_status open_source(kd_dataset **ds, const kd_data_source *src, const kd_preprocess *pp,
+                             const char *what, kd_err *err) {
+    kd_status st = kd_dataset_open(ds, src, pp, err);
+    if (st) {
+        /* A data file that cannot be read is bad input to this run, not an internal failure. */
+        if (st == KD_EIO) err->code = st = KD_EINPUT;
+        kd_err_prefix(err, "%s data", what);
+    }
+    return st;
+}
+
+/* Opens a validation or test source whose samples must have the training data's size. */
+static kd_status open_matching_source(kd_dataset **ds, const kd_data_source *src,
+                                      const kd_preprocess *pp, const char *what,
+                                      const kd_data_source *train, const kd_data_info *train_info,
+                                      kd_err *err) {
+    kd_status st = open_source(ds, src, pp, what, err);
+    if (st) return st;
+    const kd_data_info *info = kd_dataset_info(*ds);
+    if (kd_shape_numel(&info->shape) != kd_shape_numel(&train_info->shape)) {
+        char a[64], b[64];
+        return kd_err_set(err, KD_EINPUT,
+                          "%s data %s gives samples of shape %s but the training data %s gives %s",
+                          what, src->path, kd_shape_str(&info->shape, a, sizeof a), train->path,
+                          kd_shape_str(&train_info->shape, b, sizeof b));
+    }
+    return KD_OK;
+}
+
+kd_status kd_run_open_data(kd_run *t, kd_err *err) {
+    const kd_config *cfg = t->cfg;
+    kd_status st = open_source(&t->train_ds, &cfg->train, &cfg->pp, "training", err);
+    if (st) return st;
+    const kd_data_info *info = kd_dataset_info(t->train_ds);
+    t->pp = kd_dataset_preprocess(t->train_ds);
+    if (info->skip_note) kd_run_emit_msg(t, KD_EV_WARNING, "WARNING: training data: %s", info->skip_note);
+    if (info->n == 0)
+        return kd_err_set(err, KD_EINPUT, "training data %s: no samples", cfg->train.path);
+
+    if (cfg->has_val_source) {
+        st = open_matching_source(&t->val_ds, &cfg->val, &cfg->pp, "validation", &cfg->train,
+                                  info, err);
+        if (st) return st;
+        t->n_val = kd_dataset_info(t->val_ds)->n;
+        t->train_idx = malloc(info->n * sizeof *t->train_idx);
+        if (!t->train_idx) return kd_err_set(err, KD_EIO, "out of memory");
+        for (size_t i = 0; i < info->n; i++) t->train_idx[i] = i;
+        t->n_train = info->n;
+    } else {
+        size_t n_val = 0;
+        if (cfg->val_count > 0)
+            n_val = cfg->val_count;
+        else if (cfg->val_fraction > 0)
+            n_val = (size_t)llround((double)cfg->val_fraction * (double)info->n);
+        if (n_val >= info->n)
+            return kd_err_set(err, KD_EUSAGE,
+                              "data.validation_split holds out %zu samples but the training "
+                              "data %s has only %zu",
+                              n_val, cfg->train.path, info->n);
+        st = kd_split(info->n, n_val, KD_SPLIT_SEED, &t->train_idx, &t->n_train, &t->val_idx, err);
+        if (st) return st;
+        t->n_val = n_val;
+        if (n_val) {
+            t->val_ds = t->train_ds;
+        }
+    }
+    if (t->val_ds && !kd_dataset_info(t->val_ds)->has_labels) {
+        kd_run_emit_msg(t, KD_EV_NOTE, "validation data has no labels: no validation accuracy");
+        t->n_val = 0;
+    }
+
+    if (cfg->has_test) {
+        st = open_matching_source(&t->test_ds, &cfg->test, &cfg->pp, "test", &cfg->train, info,
+                                  err);
+        if (st) return st;
+        const kd_data_info *ti = kd_dataset_info(t->test_ds);
+        t->n_test = ti->has_labels ? ti->n : 0;
+        if (!ti->has_labels) kd_run_emit_msg(t, KD_EV_NOTE, "test data has no labels: no test accuracy");
+    }
+
+    /* Which training signal is available. */
+    int want_labels = !cfg->has_teacher || cfg->distill.alpha < 1.0f;
+    if (want_labels && !cfg->use_labels)
+        return kd_err_set(err, KD_EUSAGE,
+                          "data.use_labels is false, so training needs a teacher with "
+                          "distill.alpha = 1 (alpha is %g%s)",
+                          (double)cfg->distill.alpha, cfg->has_teacher ? "" : ", no teacher");
+    if (want_labels && !info->has_labels)
+        return kd_err_set(err, KD_EUSAGE,
+                          "the training data %s has no labels: %s",
+                          cfg->train.path,
+                          cfg->has_teacher
+                              ? "distill.alpha must be 1 (the label term needs labels)"
+                              : "training without a teacher needs labels");
+    t->labels_available = cfg->use_labels && info->has_labels;
+    char a[64];
+    if (kd_augment_active(&cfg->augment) && info->shape.rank != 3)
+        return kd_err_set(err, KD_EUSAGE,
+                          "data.augment needs image samples [C, H, W], but the training data "
+                          "%s gives %s%s",
+                          cfg->train.path, kd_shape_str(&info->shape, a, sizeof a),
+                          cfg->pp.flatten ? " (data.preprocess.flatten is on)" : "");
+    return KD_OK;
+}
+
+kd_status kd_run_build_model(kd_run *t, kd_err *err) {
+    const kd_config *cfg = t->cfg;
+    const kd_data_info *info = kd_dataset_info(t->train_ds);
+    kd_shape in = cfg->has_input ? cfg->input : info->shape;
+    char a[64], b[64];
+    if (kd_shape_numel(&in) != kd_shape_numel(&info->shape))
+        return kd_err_set(err, KD_EUSAGE, "model.input %s does not match the data's %s (%s)",
+                          kd_shape_str(&in, a, sizeof a), kd_shape_str(&info->shape, b, sizeof b),
+                          cfg->train.path);
+    kd_status st = kd_model_init(&t->model, &in, cfg->layers, 1, err);
+    if (st) {
+        kd_err_prefix(err, "model.layers");
+        return st;
+    }
+    t->C = t->model.n_classes;
+    if (info->n_classes > t->C)
+        return kd_err_set(err, KD_EUSAGE,
+                          "model.layers: the last layer gives %zu outputs but the data %s has "
+                          "%zu classes",
+                          t->C, cfg->train.path, info->n_classes);
+    if (t->C < 2)
+        return kd_err_set(err, KD_EUSAGE, "model.layers: the last layer gives %zu output; a "
+                          "classifier needs at least 2", t->C);
+    if (cfg->classes) {
+        /* Names from the config replace the data's ("0".."9" for IDX files). */
+        size_t n = (size_t)cJSON_GetArraySize(cfg->classes);
+        if (n != t->C)
+            return kd_err_set(err, KD_EUSAGE,
+                              "data.classes: %zu names, but the model gives %zu classes", n, t->C);
+        t->class_names = calloc(n, sizeof *t->class_names);
+        if (!t->class_names) return kd_err_set(err, KD_EIO, "out of memory");
+        size_t i = 0;
+        for (const cJSON *e = cfg->classes->child; e; e = e->next) t->class_names[i++] = e->valuestring;
+        t->n_class_names = n;
+    } else if (info->class_names) {
+        t->class_names = info->class_names;
+        t->n_class_names = info->n_classes;
+    }
+    kd_model_init_weights(&t->model, &t->rng, cfg->init);
+    return kd_model_reserve(&t->model, t->B, err);
+}
+
+kd_status kd_run_build_teacher(kd_run *t, kd_err *err) {
+    const kd_config *cfg = t->cfg;
+    const kd_data_info *info = kd_dataset_info(t->train_ds);
+    char *arch = NULL;
+    kd_preprocess tpp;
+    int has_pp = 0;
+    kd_status st = KD_OK;
+    char a[64], b[64];
+    struct stat sb;
+    if (stat(cfg->teacher_path, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        return kd_err_set(err, KD_EINPUT,
+                          "teacher.checkpoint %s: %s (train the teacher first, e.g. "
+                          "'distill train --config configs/fmnist-teacher.json')",
+                          cfg->teacher_path,
+                          stat(cfg->teacher_path, &sb) != 0 ? strerror(errno) : "not a file");
+    }
+    if (cfg->teacher_layers) {
+        arch = arch_with_input(&info->shape, cfg->teacher_layers);
+        if (!arch) return kd_err_set(err, KD_EIO, "out of memory");
+    }
+    st = kd_ckpt_load(cfg->teacher_path, arch, 0, 0, &t->teacher, &tpp, &has_pp, NULL, NULL, err);
+    if (st) {
+        if (st == KD_EIO) err->code = st = KD_EINPUT;
+        if (!strstr(err->msg, cfg->teacher_path)) kd_err_prefix(err, "teacher %s", cfg->teacher_path);
+        goto cleanup;
+    }
+    t->has_teacher = 1;
+    if (kd_shape_numel(&t->teacher.input) != kd_shape_numel(&info->shape)) {
+        st = kd_err_set(err, KD_EINPUT,
+                        "teacher %s expects inputs of shape %s but the data %s gives %s",
+                        cfg->teacher_path, kd_shape_str(&t->teacher.input, a, sizeof a),
+                        cfg->train.path, kd_shape_str(&info->shape, b, sizeof b));
+        goto cleanup;
+    }
+    if (info->n_classes > t->teacher.n_classes) {
+        st = kd_err_set(err, KD_EINPUT,
+                        "teacher %s gives %zu classes but the data %s has %zu classes",
+                        cfg->teacher_path, t->teacher.n_classes, cfg->train.path, info->n_classes);
+        goto cleanup;
+    }
+    if (t->teacher.n_classes != t->C) {
+        st = kd_err_set(err, KD_EINPUT,
+                        "teacher %s gives %zu classes but the model being trained "
+                        "(model.layers) gives %zu",
+                        cfg->teacher_path, t->teacher.n_classes, t->C);
+        goto cleanup;
+    }
+    if (has_pp && !same_pp(&tpp, t->pp))
+        kd_run_emit_msg(t, KD_EV_WARNING,
+                 "WARNING: the teacher was trained with different preprocessing (scale %g, %d "
+                 "normalised channels) than this run (scale %g, %d): its soft targets may be "
+                 "poor",
+                 (double)tpp.scale, tpp.n_channels, (double)t->pp->scale, t->pp->n_channels);
+    st = kd_model_reserve(&t->teacher, t->B, err);
+cleanup:
+    free(arch);
+    return st;
+}
+
+void kd_run_free(kd_run *t) {
+    kd_trainer_free(&t->trainer);
+    kd_runfolder_free(&t->rf);
+    free(t->order);
+    kd_model_free(&t->model);
+    kd_model_free(&t->teacher);
+    if (t->cfg->classes) free(t->class_names); /* else it is the dataset's */
+    free(t->train_idx);
+    free(t->val_idx);
+    if (t->val_ds && t->val_ds != t->train_ds) kd_dataset_close(t->val_ds);
+    kd_dataset_close(t->train_ds);
+    kd_dataset_close(t->test_ds);
+}
