@@ -26,14 +26,6 @@ void kd_run_emit_msg(kd_run *t, kd_train_event_kind kind, const char *fmt, ...) 
     kd_run_emit(t, &ev);
 }
 
-static int same_pp(const kd_preprocess *a, const kd_preprocess *b) {
-    if (fabsf(a->scale - b->scale) > 1e-7f * fabsf(b->scale) || a->n_channels != b->n_channels)
-        return 0;
-    for (int c = 0; c < a->n_channels && c < KD_MAX_CHANNELS; c++)
-        if (a->mean[c] != b->mean[c] || a->std[c] != b->std[c]) return 0;
-    return 1;
-}
-
 /* {"input": [...], "layers": LAYERS} for a teacher file without "arch"; NULL when out of
  * memory. */
 static char *arch_with_input(const kd_shape *in, const cJSON *layers) {
@@ -242,7 +234,7 @@ kd_status kd_run_build_teacher(kd_run *t, kd_err *err) {
                         cfg->teacher_path, t->teacher.n_classes, t->C);
         goto cleanup;
     }
-    if (has_pp && !same_pp(&tpp, t->pp))
+    if (has_pp && !kd_preprocess_same(&tpp, t->pp))
         kd_run_emit_msg(t, KD_EV_WARNING,
                  "WARNING: the teacher was trained with different preprocessing (scale %g, %d "
                  "normalised channels) than this run (scale %g, %d): its soft targets may be "
