@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../src/core/test_hooks.h"
 #include "../src/train/train_impl.h"
 #include "kd_eval.h"
 #include "kd_loss.h"
@@ -438,4 +439,51 @@ KD_TEST(step_partial_sums_refuse_damaged_metadata) {
                      fields[f]);
             check_refused(text, want);
         }
+}
+
+/* A checkpoint or metrics write whose directory fsync fails after the rename (kd_write_atomic:
+ * KD_OK plus a message) reaches the user as a warning event and the run completes; every kth
+ * write is hit in turn (config.json, best, last, metrics.jsonl of a one-epoch run). */
+static int n_warnings;
+static char last_warning[1100];
+static void on_warning_event(const kd_train_event *ev, void *user) {
+    (void)user;
+    if (ev->kind != KD_EV_WARNING) return;
+    n_warnings++;
+    snprintf(last_warning, sizeof last_warning, "%s", ev->msg);
+}
+
+KD_TEST(train_run_turns_a_failed_directory_fsync_into_a_warning) {
+    const char *dir = kd_test_tmpdir();
+    kd_dataset *ds = open_rows(dir);
+    if (!ds) return;
+    kd_dataset_close(ds);
+    char text[1024];
+    snprintf(text, sizeof text,
+             "{\"data\": {\"train\": {\"format\": \"csv\", \"path\": \"%s/rows.csv\", "
+             "\"header\": false}, \"validation_split\": 0},"
+             " \"model\": {\"layers\": [{\"type\": \"dense\", \"units\": 3}]},"
+             " \"train\": {\"epochs\": 1, \"batch_size\": 4}}", dir);
+    for (int k = 1; k <= 4; k++) {
+        kd_config cfg = {0};
+        kd_err err;
+        CHECK_EQ_INT(kd_config_parse(&cfg, text, strlen(text), "fsync.json", dir, NULL, 0, &err),
+                     KD_OK);
+        char out[1024];
+        snprintf(out, sizeof out, "%s/run%d", dir, k);
+        kd_train_opts opts = {0};
+        opts.cfg = &cfg;
+        opts.out_dir = out;
+        opts.progress = on_warning_event;
+        kd_train_result res;
+        n_warnings = 0;
+        kd_fault_dirsync_after = k;
+        CHECK_EQ_INT(kd_train_run(&opts, &res, &err), KD_OK);
+        CHECK_EQ_INT(kd_fault_dirsync_after, 0);
+        kd_fault_dirsync_after = 0;
+        CHECK_EQ_INT(n_warnings, 1);
+        CHECK_CONTAINS(last_warning, "WARNING: ");
+        CHECK_EQ_INT(res.epochs_done, 1);
+        kd_config_free(&cfg);
+    }
 }

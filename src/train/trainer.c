@@ -241,6 +241,13 @@ static kd_status run_epoch(kd_run *t, size_t epoch, kd_epoch_pass *e, kd_err *er
     return KD_OK;
 }
 
+/* A write that succeeded but could not make its rename durable (kd_write_atomic: KD_OK with a
+ * message) is shown as a warning and the run goes on. */
+static void warn_if_any(kd_run *t, kd_err *err) {
+    if (err->msg[0]) kd_run_emit_msg(t, KD_EV_WARNING, "WARNING: %s", err->msg);
+    kd_err_clear(err);
+}
+
 /* last.safetensors, resumable: after `epoch` completed epochs and `batch` batches of the next
  * (mid-epoch with the epoch's partial sums). */
 static kd_status save_last(kd_run *t, size_t epoch, size_t batch, double val_acc,
@@ -255,7 +262,10 @@ static kd_status save_last(kd_run *t, size_t epoch, size_t batch, double val_acc
     s.best_val = t->best_val;
     kd_status st = kd_runfolder_save(&t->rf, t->rf.last_path, &t->model, &s, epoch,
                                      t->trainer.step, val_acc, partial, err);
-    if (st == KD_OK) memcpy(t->res->last_path, t->rf.last_path, sizeof t->res->last_path);
+    if (st == KD_OK) {
+        warn_if_any(t, err);
+        memcpy(t->res->last_path, t->rf.last_path, sizeof t->res->last_path);
+    }
     return st;
 }
 
@@ -285,6 +295,7 @@ static kd_status end_epoch(kd_run *t, size_t epoch, const kd_epoch_pass *e, kd_e
         st = kd_runfolder_save(&t->rf, t->rf.best_path, &t->model, NULL, epoch + 1,
                                t->trainer.step, em.val_acc, NULL, err);
         if (st) return st;
+        warn_if_any(t, err);
         memcpy(res->best_path, t->rf.best_path, sizeof res->best_path);
     }
     if ((st = save_last(t, epoch + 1, 0, em.val_acc, NULL, err))) return st;
@@ -292,6 +303,7 @@ static kd_status end_epoch(kd_run *t, size_t epoch, const kd_epoch_pass *e, kd_e
     res->epochs_done = epoch + 1;
     em.seconds = kd_now() - e->t_start;
     if ((st = kd_runfolder_add_metrics(&t->rf, &em, err))) return st;
+    warn_if_any(t, err);
     kd_train_event ev = {0};
     ev.kind = KD_EV_EPOCH_END;
     ev.epoch = epoch + 1;
@@ -353,7 +365,7 @@ kd_status kd_train_run(const kd_train_opts *opts, kd_train_result *res, kd_err *
     if (!st && opts->resume) st = run_resume(t, err);
     if (!st) st = run_trainer_init(t, err);
     /* Output folder: resolved config first, so a failed run still says what it ran. */
-    if (!st) st = kd_runfolder_create(&t->rf, cfg, err);
+    if (!st && !(st = kd_runfolder_create(&t->rf, cfg, err))) warn_if_any(t, err);
     if (!st && opts->resume) st = kd_runfolder_reload_metrics(&t->rf, t->start_epoch, err);
     if (st) goto cleanup;
     emit_setup(t);
