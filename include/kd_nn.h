@@ -38,82 +38,13 @@ typedef struct {
     int64_t *counter;    /* COUNTER: the value; otherwise NULL */
 } kd_tensor;
 
-typedef struct kd_layer kd_layer;
-/* A layer's tensor declaration (src/nn/layer_impl.h). */
-typedef struct kd_tensor_decl kd_tensor_decl;
-/* The deployment exporters' emitter contexts: defined by each exporter, opaque to the layers,
- * which add their nodes / code through the exporter's functions. */
-typedef struct kd_onnx_emitter kd_onnx_emitter;
-typedef struct kd_c_emitter kd_c_emitter;
-
+typedef struct kd_layer kd_layer;  /* opaque outside src/nn (layer_impl.h) */
 /* Everything a layer may touch during a step besides its own tensors. */
 typedef struct {
     int training;        /* dropout active, batch-norm uses batch statistics */
     kd_rng *rng;         /* dropout masks (only used when training) */
     float *workspace;    /* shared scratch (set by kd_model_forward/backward from the model) */
 } kd_ctx;
-
-/* One table of operations per layer type (one per file in src/nn; the list of types is in
- * layer.c). Every pointer but configure, forward and backward is optional: NULL means "none" /
- * 0 / nothing to do. Writing a layer: see src/nn/layer_impl.h. */
-typedef struct {
-    const char *type;  /* JSON "type" and the name shown to users */
-    /* Bytes of the type's private hyperparameter struct: the model gives each layer that much
-     * zeroed memory at l->hp before configure and frees it with the model (0: l->hp is NULL). */
-    size_t hp_size;
-    /* Reads hyperparameters from spec (already checked to be an object with a known "type")
-     * into l->hp, computes l->out from l->in. Errors name the layer: "layer 3 (dense): ...". */
-    kd_status (*configure)(kd_layer *l, const cJSON *spec, kd_err *err);
-    /* Declares the layer's tensors in state_dict order into out[0..]; returns the count (at most
-     * KD_LAYER_MAX_TENSORS). The model names them "<index>.<name>", gives them storage and sets
-     * l->t[i] / l->dt[i] / l->count[i] for the i-th declared tensor. */
-    int (*tensors)(const kd_layer *l, kd_tensor_decl *out);
-    /* Scratch floats kept from forward to backward for batch B (masks, normalised inputs). */
-    size_t (*cache_floats)(const kd_layer *l, size_t B);
-    /* Shared workspace floats needed during forward or backward for batch B (im2col columns). */
-    size_t (*workspace_floats)(const kd_layer *l, size_t B);
-    /* Initialises the layer's tensors (He/Xavier from rng; running stats to 0/1). */
-    void (*init)(kd_layer *l, kd_rng *rng, int xavier);
-    /* y (B, out) from x (B, in). */
-    void (*forward)(kd_layer *l, const float *x, float *y, size_t B, kd_ctx *ctx);
-    /* Given x, y from forward and dy, ACCUMULATES parameter gradients into l->dt[i] and
-     * writes dx (B, in); dx may be NULL (first layer: input gradient not needed). */
-    void (*backward)(kd_layer *l, const float *x, const float *y, const float *dy, float *dx,
-                     size_t B, kd_ctx *ctx);
-    /* Writes the JSON spec back (for the arch string): adds fields to obj (type is added by
-     * the model). */
-    void (*describe)(const kd_layer *l, cJSON *obj);
-    /* Multiply-accumulates per sample in forward (for FLOP accounting). */
-    size_t (*macs)(const kd_layer *l);
-    /* Deployment formats, one slot each, called by the exporter in layer order (no switch on
-     * the type there): append this layer's computation to the emitter em (ONNX opset 13 nodes
-     * and initializers / C99 code and constant arrays), reading the layer's hyperparameters
-     * and its tensors l->t[i]. The emitter knows the current input name and shape and offers
-     * the functions to add to it. Return KD_OK or an error naming the layer (kd_layer_err).
-     * NULL: the format cannot express this layer; the exporter says so and names the layer. */
-    kd_status (*export_onnx)(const kd_layer *l, kd_onnx_emitter *em, kd_err *err);
-    kd_status (*export_c)(const kd_layer *l, kd_c_emitter *em, kd_err *err);
-} kd_layer_ops;
-
-#define KD_LAYER_MAX_TENSORS 5
-
-/* A layer of a model. Other modules read ops->type, index, in and out; the rest belongs to
- * the layer implementations and the model. (kd_layer_ops and this struct stay in the public
- * header only because src/cli/info.c reads l->ops->type and l->out directly; with an accessor
- * there they could move into src/nn/layer_impl.h with the other layer internals.) */
-struct kd_layer {
-    const kd_layer_ops *ops;
-    int index;             /* position in the model's list */
-    kd_shape in, out;      /* per-sample shapes */
-    void *hp;              /* the type's own hyperparameters (ops->hp_size bytes; model-owned) */
-    /* The declared tensors, by declaration position (set by the model after allocation). */
-    int n_tensors;
-    float *t[KD_LAYER_MAX_TENSORS];      /* values (PARAM, BUFFER); NULL for a COUNTER */
-    float *dt[KD_LAYER_MAX_TENSORS];     /* gradient of a PARAM; NULL otherwise and in
-                                          * inference-only models */
-    int64_t count[KD_LAYER_MAX_TENSORS]; /* value of a COUNTER (num_batches_tracked) */
-    float *cache;          /* cache_floats(l, batch_cap) floats, owned by the model */
-};
 
 typedef enum { KD_INIT_HE = 0, KD_INIT_XAVIER = 1 } kd_init_kind;
 
@@ -173,6 +104,9 @@ void kd_model_zero_grad(kd_model *m);
  * since nothing before it has parameters and its input gradient is not needed. */
 size_t kd_model_first_trainable(const kd_model *m);
 
+/* Layer i's type name ("dense") and per-sample output shape, i < m->n_layers. */
+const char *kd_model_layer_type(const kd_model *m, size_t i);
+kd_shape kd_model_layer_out(const kd_model *m, size_t i);
 /* Finds a tensor by name ("2.weight"); NULL if absent. */
 kd_tensor *kd_model_tensor(kd_model *m, const char *name);
 /* Total forward multiply-accumulates per sample. */

@@ -7,7 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "kd_nn.h"
+#include "../src/nn/layer_impl.h"
 
 /* Builds the model from layers_json on a per-sample input shape, fills parameters and a batch
  * of B inputs with seeded random values, and compares the analytic gradient of

@@ -127,12 +127,12 @@ static void print_text(const char *path, const kd_st_file *f, const kd_model *m,
 static void json_layers(cJSON *o, const kd_model *m, int *bad) {
     cJSON *layers = kd_cli_json_add(o, "layers", cJSON_CreateArray(), bad);
     for (size_t i = 0; layers && i < m->n_layers; i++) {
-        const kd_layer *l = &m->layers[i];
+        kd_shape shape = kd_model_layer_out(m, i);
         cJSON *lo = kd_cli_json_add(layers, NULL, cJSON_CreateObject(), bad);
         kd_cli_json_add(lo, "index", NUM(i), bad);
-        kd_cli_json_add(lo, "type", STR(l->ops->type), bad);
+        kd_cli_json_add(lo, "type", STR(kd_model_layer_type(m, i)), bad);
         cJSON *out = kd_cli_json_add(lo, "output", cJSON_CreateArray(), bad);
-        for (int d = 0; d < l->out.rank; d++) kd_cli_json_add(out, NULL, NUM(l->out.d[d]), bad);
+        for (int d = 0; d < shape.rank; d++) kd_cli_json_add(out, NULL, NUM(shape.d[d]), bad);
         kd_cli_json_add(lo, "params", NUM(layer_params(m, i)), bad);
     }
 }

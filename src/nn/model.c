@@ -438,3 +438,7 @@ void kd_model_print(const kd_model *m, FILE *f) {
     fprintf(f, "  total %zu parameters, %zu multiply-accumulates per sample\n", m->n_params,
             kd_model_macs(m));
 }
+
+const char *kd_model_layer_type(const kd_model *m, size_t i) { return m->layers[i].ops->type; }
+
+kd_shape kd_model_layer_out(const kd_model *m, size_t i) { return m->layers[i].out; }

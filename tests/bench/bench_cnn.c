@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../../src/nn/layer_impl.h"
 #include "kd_config.h"
 #include "kd_gemm.h"
 #include "kd_loss.h"
