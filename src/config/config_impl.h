@@ -114,6 +114,8 @@ struct kd_cfg_key {
     double def;                           /* CFG_DEFAULT */
     const char *required;                 /* absent is "missing (<required>)"; NULL: optional */
     const char *unused_note;              /* replaces "(only by ...)" in "not used by" */
+    int phase;                            /* -1 / 0 / 1: parsed before / with / after the
+                                             other keys (table order is the JSON's order) */
     kd_cfg_parse_fn parse;
     kd_cfg_write_fn write;
 };

@@ -341,14 +341,16 @@ kd_status kd_cfg_parse_section(kd_cfg_ctx *p, const kd_cfg_section *sec, const c
         if (k->kind == CFG_NUMBER) kd_cfg_store_number(base, k, k->def);
         else *(int *)(base + k->off) = (int)k->def;  /* bools and enums */
     }
-    for (size_t i = 0; i < sec->n; i++) {
-        const kd_cfg_key *k = &sec->keys[i];
-        const cJSON *v = obj ? cJSON_GetObjectItemCaseSensitive(obj, k->name) : NULL;
-        if (v && k->has) *(int *)(base + k->has - 1) = 1;
-        if ((st = k->parse ? k->parse(&s, k, v) : kd_cfg_parse_value(&s, k, v))) return st;
-        if ((k->flags & CFG_SELECTOR) && (v || (k->flags & CFG_DEFAULT)))
-            s.variant = *(const int *)(base + k->off);
-        if ((k->flags & CFG_CHECK_VARIANTS) && (st = check_variants(&s))) return st;
-    }
+    for (int phase = -1; phase <= 1; phase++)
+        for (size_t i = 0; i < sec->n; i++) {
+            const kd_cfg_key *k = &sec->keys[i];
+            if (k->phase != phase) continue;
+            const cJSON *v = obj ? cJSON_GetObjectItemCaseSensitive(obj, k->name) : NULL;
+            if (v && k->has) *(int *)(base + k->has - 1) = 1;
+            if ((st = k->parse ? k->parse(&s, k, v) : kd_cfg_parse_value(&s, k, v))) return st;
+            if ((k->flags & CFG_SELECTOR) && (v || (k->flags & CFG_DEFAULT)))
+                s.variant = *(const int *)(base + k->off);
+            if ((k->flags & CFG_CHECK_VARIANTS) && (st = check_variants(&s))) return st;
+        }
     return KD_OK;
 }

@@ -392,7 +392,8 @@ static kd_status parse_output_dir(kd_cfg_sec *s, const kd_cfg_key *k, const cJSO
 }
 
 /* ---------------------------------------------------------------------------------------- */
-/* The tables. Order is the order of parsing, of "known keys here" and of the resolved JSON. */
+/* The tables. Order is the order of parsing (within a phase), of "known keys here" and of the
+ * resolved JSON. */
 
 #define IDX ONLY(KD_FMT_IDX)
 #define CSV ONLY(KD_FMT_CSV)
@@ -449,7 +450,9 @@ static const kd_cfg_key data_keys[] = {
      .write = write_validation_split},
     {"use_labels", CFG_BOOL, .off = CFG(use_labels), .flags = CFG_DEFAULT, .def = 1},
     {"classes", CFG_JSON, .off = CFG(classes), .parse = parse_classes},
-    {"preprocess", CFG_SECTION, .off = CFG(pp), .sub = &preprocess_section},
+    /* Phases keep the order the parser always had, so a config with two errors still gets
+     * the same one reported: augment before preprocess, the layer list before model.input. */
+    {"preprocess", CFG_SECTION, .off = CFG(pp), .sub = &preprocess_section, .phase = 1},
     {"augment", CFG_SECTION, .off = CFG(augment), .sub = &augment_section, .flags = CFG_NONZERO},
 };
 static const kd_cfg_section data_section = SECTION(data_keys, NULL, 0);
@@ -458,7 +461,7 @@ static const kd_cfg_key model_keys[] = {
     {"input", CFG_CUSTOM, .has = HAS(kd_config, has_input), .parse = parse_input,
      .write = write_input},
     {"layers", CFG_JSON, .off = CFG(layers), .flags = CFG_INDEXED,
-     .required = "required: the list of layers", .parse = parse_layers},
+     .required = "required: the list of layers", .parse = parse_layers, .phase = -1},
     {"init", CFG_ENUM, .off = CFG(init), .names = init_names, .flags = CFG_DEFAULT,
      .def = KD_INIT_HE},
 };
