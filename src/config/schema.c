@@ -15,7 +15,7 @@
 #define AUG(f) offsetof(kd_augment, f)
 #define DIS(f) offsetof(kd_distill_cfg, f)
 #define SIZE_OF(T, f) sizeof(((T *)0)->f)
-#define HAS(T, f) (offsetof(T, f) + 1)
+#define OFF1(T, f) (offsetof(T, f) + 1) /* "1 + offset" fields: 0 means none */
 #define ONLY(v) (1u << (v))
 #define SECTION(keys, init, flags) {keys, N_OF(keys), init, flags}
 
@@ -419,16 +419,16 @@ static const kd_cfg_key source_keys[] = {
     {"unlabeled", CFG_BOOL, .off = SRC(unlabeled), .variants = IMG},
     {"subset", CFG_NUMBER, CFG_SIZE, SRC(subset), .range = &R_COUNT0},
     {"subset_seed", CFG_NUMBER, CFG_U64, SRC(subset_seed), .range = &R_SEED,
-     .has = HAS(kd_data_source, subset_seeded), .parse = parse_subset_seed},
+     .has = OFF1(kd_data_source, subset_seeded), .parse = parse_subset_seed},
 };
 static const kd_cfg_section source_section = SECTION(source_keys, source_init, 0);
 
 static const kd_cfg_key preprocess_keys[] = {
     {"scale", CFG_CUSTOM, .off = PP(scale), .parse = parse_scale, .write = write_scale},
     {"mean", CFG_FLOATS, .off = PP(mean), .cap = KD_MAX_CHANNELS,
-     .count = HAS(kd_preprocess, n_channels), .range = &R_ANY},
+     .count = OFF1(kd_preprocess, n_channels), .range = &R_ANY},
     {"std", CFG_FLOATS, .off = PP(std), .cap = KD_MAX_CHANNELS,
-     .count = HAS(kd_preprocess, n_channels), .range = &R_POS, .parse = parse_std},
+     .count = OFF1(kd_preprocess, n_channels), .range = &R_POS, .parse = parse_std},
     {"flatten", CFG_BOOL, .off = PP(flatten)},
 };
 static const kd_cfg_section preprocess_section = SECTION(preprocess_keys, preprocess_init, 0);
@@ -443,9 +443,9 @@ static const kd_cfg_key data_keys[] = {
     {"train", CFG_SECTION, .off = CFG(train), .sub = &source_section,
      .required = "required: the training data source"},
     {"test", CFG_SECTION, .off = CFG(test), .sub = &source_section,
-     .has = HAS(kd_config, has_test)},
+     .has = OFF1(kd_config, has_test)},
     {"validation", CFG_SECTION, .off = CFG(val), .sub = &source_section,
-     .has = HAS(kd_config, has_val_source)},
+     .has = OFF1(kd_config, has_val_source)},
     {"validation_split", CFG_CUSTOM, .range = &R_SPLIT, .parse = parse_validation_split,
      .write = write_validation_split},
     {"use_labels", CFG_BOOL, .off = CFG(use_labels), .flags = CFG_DEFAULT, .def = 1},
@@ -458,7 +458,7 @@ static const kd_cfg_key data_keys[] = {
 static const kd_cfg_section data_section = SECTION(data_keys, NULL, 0);
 
 static const kd_cfg_key model_keys[] = {
-    {"input", CFG_CUSTOM, .has = HAS(kd_config, has_input), .parse = parse_input,
+    {"input", CFG_CUSTOM, .has = OFF1(kd_config, has_input), .parse = parse_input,
      .write = write_input},
     {"layers", CFG_JSON, .off = CFG(layers), .flags = CFG_INDEXED,
      .required = "required: the list of layers", .parse = parse_layers, .phase = -1},
@@ -545,7 +545,7 @@ static const kd_cfg_key root_keys[] = {
      .required = "required section: at least data.train"},
     {"model", CFG_SECTION, .sub = &model_section,
      .required = "required section: at least model.layers"},
-    {"teacher", CFG_SECTION, .sub = &teacher_section, .has = HAS(kd_config, has_teacher)},
+    {"teacher", CFG_SECTION, .sub = &teacher_section, .has = OFF1(kd_config, has_teacher)},
     {"distill", CFG_SECTION, .off = CFG(distill), .sub = &distill_section, .parse = parse_distill,
      .write = write_distill},
     {"optimizer", CFG_SECTION, .sub = &optimizer_section},
