@@ -163,6 +163,23 @@ static const bad_case bad_corpus[] = {
     {BASE "}", "train[0]=3", "train: is not a list"},
     {BASE ", 'train': {'epochs': 3}}", "train=5", "train: expected an object (a section), got 5 (from --set train=5)"},
     {BASE "}", "model.layers[0].type=null", "model.layers[0].type: missing (every layer needs a \"type\") (from --set"},
+    /* messages built from the key table: variant lists, alternatives, cross-key paths */
+    {BASE ", 'optimizer': {'beta1': 0.8}}", NULL,
+     "optimizer.beta1: not used by optimizer \"sgd\" (only by \"adam\" and \"adamw\")"},
+    {BASE ", 'schedule': {'name': 'step', 'step_size': 3, 'min_lr': 0}}", NULL,
+     "schedule.min_lr: not used by schedule \"step\" (only by \"cosine\")"},
+    {BASE ", 'schedule': {'warmup_epochs': 1, 'warmup_steps': 3}}", NULL,
+     "schedule.warmup_steps: give warmup_steps or warmup_epochs, not both"},
+    {"{'data': {'train': {'path': 'folder'}}, " MODEL "}", NULL,
+     "data.train.format: missing, and \"folder\" does not tell (give \"idx\", \"csv\" or \"images\")"},
+    {"{'data': {'train': {'format': 'images'}}, " MODEL "}", NULL,
+     "data.train.path: missing (required: the image file or folder)"},
+    {"{'data': {'train': {'path': 'a.csv'}, 'validation': {'path': 'v.csv', 'width': 3}}, " MODEL "}",
+     NULL, "data.validation.width: not used by format \"csv\""},
+    {"{'data': {'train': {'format': 'idx', 'path': 'a'}, 'preprocess': {'std': [1]}}, " MODEL "}",
+     NULL, "data.preprocess.mean: missing (required with std)"},
+    {BASE "}", "optimizer[0]=3", "optimizer: is not a list ([N] only indexes model.layers and teacher.layers)"},
+    {BASE ", 'output': {'dir': 3}}", NULL, "output.dir: expected a non-empty string, got 3"},
 };
 
 KD_TEST(config_bad_corpus_names_file_and_path) {

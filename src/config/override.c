@@ -1,0 +1,180 @@
+/* override.c - --set PATH=VALUE: applied to the config's JSON before validation, so an
+ * override gets the checks and messages a value in the file would. Paths are walked through the
+ * key table (unknown keys get a suggestion); inside a layer list anything goes (kd_model_init
+ * checks layers). */
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config_impl.h"
+
+typedef struct {
+    char *buf;
+    size_t len;
+    int n;
+} indexed_list;
+
+static int add_indexed(const char *path, const kd_cfg_key *k, const kd_cfg_section *sec,
+                       size_t off, void *user) {
+    indexed_list *l = user;
+    (void)sec, (void)off;
+    if (!(k->flags & CFG_INDEXED)) return 0;
+    l->len += (size_t)snprintf(l->buf + l->len, l->len < 256 ? 256 - l->len : 0, "%s%s",
+                               l->n++ ? " and " : "", path);
+    return 0;
+}
+
+/* "model.layers and teacher.layers": the keys [N] may index. */
+static const char *indexed_keys(char buf[256]) {
+    indexed_list l = {buf, 0, 0};
+    buf[0] = '\0';
+    kd_cfg_walk(add_indexed, &l);
+    return buf;
+}
+
+/* Puts value at cur[name] (or removes the key when value is JSON null). Takes value. */
+static kd_status set_key(kd_cfg_ctx *p, cJSON *cur, const char *name, cJSON *value) {
+    if (cJSON_IsNull(value)) {
+        cJSON_DeleteItemFromObjectCaseSensitive(cur, name);
+        cJSON_Delete(value);
+        return KD_OK;
+    }
+    int ok = cJSON_GetObjectItemCaseSensitive(cur, name)
+                 ? cJSON_ReplaceItemInObjectCaseSensitive(cur, name, value)
+                 : cJSON_AddItemToObject(cur, name, value);
+    if (!ok) {
+        cJSON_Delete(value);
+        return kd_cfg_oom(p);
+    }
+    return KD_OK;
+}
+
+/* Applies "a.b[2].c=value" to the tree. Keys are checked against the table as the path is
+ * walked; missing sections are created; [N] indexes an existing list entry. JSON null removes
+ * the key. */
+kd_status kd_cfg_apply_override(kd_cfg_ctx *p, cJSON *root, const char *ov) {
+    char spec[KD_CFG_JPATH_MAX], path[KD_CFG_JPATH_MAX + 64], got[64], lists[256];
+    kd_status st = KD_OK;
+    cJSON *value = NULL;
+    const char *eq = strchr(ov, '=');
+    if (!eq || eq == ov)
+        return kd_err_set(p->err, KD_EUSAGE,
+                          "%s: --set %s: expected PATH=VALUE (for example optimizer.lr=0.01)",
+                          p->file, ov);
+    size_t plen = (size_t)(eq - ov);
+    if (plen >= sizeof spec)
+        return kd_err_set(p->err, KD_EUSAGE, "%s: --set %.64s...: path too long", p->file, ov);
+    memcpy(spec, ov, plen);
+    spec[plen] = '\0';
+    const char *vend = NULL;
+    value = cJSON_ParseWithOpts(eq + 1, &vend, 1);
+    if (!value && !(value = cJSON_CreateString(eq + 1))) return kd_cfg_oom(p);
+
+    cJSON *cur = root;
+    const kd_cfg_section *sec = &kd_cfg_root;
+    int opaque = 0;
+    path[0] = '\0';
+    char *s = spec;
+    for (;;) {
+        char *dot = strchr(s, '.');
+        if (dot) *dot = '\0';
+        char *br = strchr(s, '[');
+        size_t nlen = br ? (size_t)(br - s) : strlen(s);
+        char name[KD_CFG_JPATH_MAX];
+        memcpy(name, s, nlen);
+        name[nlen] = '\0';
+        size_t pl = strlen(path);
+        snprintf(path + pl, sizeof path - pl, "%s%s", pl ? "." : "", name);
+        if (!name[0]) {
+            st = kd_cfg_fail_set(p, path, ov, "empty key in the --set path");
+            goto cleanup;
+        }
+        const kd_cfg_section *next_sec = NULL;
+        int next_opaque = opaque;
+        if (!opaque) {
+            const kd_cfg_key *k = kd_cfg_find(sec, name);
+            if (!k) {
+                st = kd_cfg_unknown_key(p, path, ov, name, sec);
+                goto cleanup;
+            }
+            int indexed = (k->flags & CFG_INDEXED) != 0;
+            if (br && !indexed) {
+                st = kd_cfg_fail_set(p, path, ov, "is not a list ([N] only indexes %s)",
+                                     indexed_keys(lists));
+                goto cleanup;
+            }
+            if (!k->sub && !indexed && dot) {
+                st = kd_cfg_fail_set(p, path, ov, "is a value, not a section (cannot set %s)", spec);
+                goto cleanup;
+            }
+            next_sec = k->sub;
+            next_opaque = indexed;
+        }
+        if (!dot && !br) {
+            st = set_key(p, cur, name, value);
+            value = NULL;
+            break;
+        }
+        cJSON *child = cJSON_GetObjectItemCaseSensitive(cur, name);
+        if (!child) {
+            if (br) {
+                st = kd_cfg_fail_set(p, path, ov, "does not exist, so it cannot be indexed");
+                goto cleanup;
+            }
+            if (!(child = cJSON_AddObjectToObject(cur, name))) {
+                st = kd_cfg_oom(p);
+                goto cleanup;
+            }
+        }
+        while (br) {
+            char *end = NULL;
+            errno = 0;
+            unsigned long idx = strtoul(br + 1, &end, 10);
+            if (end == br + 1 || *end != ']' || errno || !isdigit((unsigned char)br[1]) ||
+                (end[1] != '\0' && end[1] != '[')) {
+                st = kd_cfg_fail_set(p, path, ov, "malformed index (expected name[N])");
+                goto cleanup;
+            }
+            if (!cJSON_IsArray(child)) {
+                st = kd_cfg_fail_set(p, path, ov, "is %s, not a list",
+                                     kd_cfg_describe(child, got, sizeof got));
+                goto cleanup;
+            }
+            int n = cJSON_GetArraySize(child);
+            pl = strlen(path);
+            snprintf(path + pl, sizeof path - pl, "[%lu]", idx);
+            if (idx >= (unsigned long)n) {
+                st = kd_cfg_fail_set(p, path, ov, "index out of range (the list has %d entries)", n);
+                goto cleanup;
+            }
+            br = end[1] == '[' ? end + 1 : NULL;
+            if (!br && !dot) {
+                if (cJSON_IsNull(value)) {
+                    cJSON_DeleteItemFromArray(child, (int)idx);
+                } else {
+                    if (!cJSON_ReplaceItemInArray(child, (int)idx, value)) {
+                        st = kd_cfg_oom(p);
+                        goto cleanup;
+                    }
+                    value = NULL;
+                }
+                goto cleanup;
+            }
+            child = cJSON_GetArrayItem(child, (int)idx);
+        }
+        if (!cJSON_IsObject(child)) {
+            st = kd_cfg_fail_set(p, path, ov, "is %s, not a section (cannot set %s)",
+                                 kd_cfg_describe(child, got, sizeof got), spec);
+            goto cleanup;
+        }
+        cur = child;
+        sec = next_sec;
+        opaque = next_opaque;
+        s = dot + 1;
+    }
+cleanup:
+    cJSON_Delete(value);
+    return st;
+}

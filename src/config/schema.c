@@ -1,0 +1,595 @@
+/* schema.c - the config's keys, one table entry each: name, kind, where the value goes, range,
+ * default, the variants that use it; the hooks for the few keys that need custom code; and the
+ * walk over the tables that messages and tests use. Keys are documented in configs/README.md. */
+#include <float.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "config_impl.h"
+
+#define N_OF(a) (sizeof(a) / sizeof((a)[0]))
+#define CFG(f) offsetof(kd_config, f)
+#define SRC(f) offsetof(kd_data_source, f)
+#define PP(f) offsetof(kd_preprocess, f)
+#define AUG(f) offsetof(kd_augment, f)
+#define DIS(f) offsetof(kd_distill_cfg, f)
+#define SIZE_OF(T, f) sizeof(((T *)0)->f)
+#define OFF1(T, f) (offsetof(T, f) + 1) /* "1 + offset" fields: 0 means none */
+#define ONLY(v) (1u << (v))
+#define SECTION(keys, init, flags) {keys, N_OF(keys), init, flags}
+
+/* Enum names, in enum order (the stored value indexes them). */
+#define NAMES(fn, ...)                                                                     \
+    static const char *const *fn(size_t *n) {                                              \
+        static const char *const v[] = {__VA_ARGS__};                                      \
+        *n = N_OF(v);                                                                      \
+        return v;                                                                          \
+    }
+NAMES(init_names, [KD_INIT_HE] = "he", [KD_INIT_XAVIER] = "xavier")
+NAMES(distill_names, [KD_DISTILL_KL] = "kl", [KD_DISTILL_MSE] = "mse")
+NAMES(optimizer_names, [KD_OPT_SGD] = "sgd", [KD_OPT_ADAM] = "adam", [KD_OPT_ADAMW] = "adamw")
+NAMES(schedule_names, [KD_SCHED_CONSTANT] = "constant", [KD_SCHED_STEP] = "step",
+      [KD_SCHED_COSINE] = "cosine")
+
+/* Enums are stored through an int. */
+_Static_assert(sizeof(kd_data_format) == sizeof(int), "enum size");
+_Static_assert(sizeof(kd_init_kind) == sizeof(int), "enum size");
+_Static_assert(sizeof(kd_distill_kind) == sizeof(int), "enum size");
+_Static_assert(sizeof(kd_optim_kind) == sizeof(int), "enum size");
+_Static_assert(sizeof(kd_sched_kind) == sizeof(int), "enum size");
+
+static const kd_cfg_range R_POS = {0, FLT_MAX, 1, 0, 0, "a number > 0"};
+static const kd_cfg_range R_NONNEG = {0, FLT_MAX, 0, 0, 0, "a number >= 0"};
+static const kd_cfg_range R_ANY = {-FLT_MAX, FLT_MAX, 0, 0, 0, "a number"};
+static const kd_cfg_range R_UNIT = {0, 1, 0, 0, 0, "a number in [0, 1]"};
+static const kd_cfg_range R_UNIT_OPEN = {0, 1, 0, 1, 0, "a number in [0, 1)"};
+static const kd_cfg_range R_GAMMA = {0, 1, 1, 0, 0, "a number in (0, 1]"};
+static const kd_cfg_range R_SEED = {0, KD_CFG_MAX_INT53, 0, 0, 1, "an integer in [0, 2^53)"};
+static const kd_cfg_range R_COUNT0 = {0, KD_CFG_MAX_INT53, 0, 0, 1, "an integer >= 0"};
+static const kd_cfg_range R_COUNT1 = {1, KD_CFG_MAX_INT53, 0, 0, 1, "an integer >= 1"};
+static const kd_cfg_range R_EPOCHS_REAL = {0, 1e9, 1, 0, 0, "a number of epochs > 0"};
+static const kd_cfg_range R_CHANNELS = {1, 3, 0, 0, 1, "1 (grey) or 3 (RGB)"};
+static const kd_cfg_range R_SIDE = {1, KD_IMAGE_MAX_SIDE, 0, 0, 1, "an integer in [1, 8192]"};
+static const kd_cfg_range R_SHIFT = {0, KD_AUGMENT_MAX_SHIFT, 0, 0, 1, "an integer in [0, 64]"};
+static const kd_cfg_range R_SPLIT = {0, KD_CFG_MAX_INT53, 0, 0, 0,
+                                     "a fraction in [0, 1) or a whole number of samples >= 1"};
+static const kd_cfg_range R_EPOCHS = {1, 1000000, 0, 0, 1, "an integer in [1, 1000000]"};
+static const kd_cfg_range R_BATCH = {1, 1 << 20, 0, 0, 1, "an integer in [1, 1048576]"};
+static const kd_cfg_range R_THREADS = {0, 1024, 0, 0, 1, "an integer in [0, 1024] (0 = all cores)"};
+
+/* ---------------------------------------------------------------------------------------- */
+/* Hooks: the rules a type and a range cannot say. */
+
+/* A source's path, which also settles its format: a missing "format" is guessed from the name. */
+static kd_status parse_source_path(kd_cfg_sec *s, const kd_cfg_key *k, const cJSON *v) {
+    kd_data_source *src = (kd_data_source *)s->base;
+    char raw[KD_PATH_MAX], list[128];
+    kd_status st;
+    if (v && (st = kd_cfg_get_string(s, k, v, raw, sizeof raw))) return st;
+    if (!v)
+        return kd_cfg_fail_key(s, k, "missing (required: the %s file or folder)",
+                               s->variant == KD_FMT_IMAGES ? "image" : "data");
+    if (s->variant < 0) {
+        kd_data_format f;
+        if (kd_data_format_guess(raw, &f) != 0) {
+            size_t n;
+            const char *const *names = kd_data_format_names(&n);
+            return kd_cfg_fail_key(s, kd_cfg_selector(s->sec),
+                                   "missing, and \"%s\" does not tell (give %s)", raw,
+                                   kd_cfg_list(list, sizeof list, names, n, 0, " or "));
+        }
+        s->variant = (int)f;
+    }
+    src->format = (kd_data_format)s->variant;
+    return kd_cfg_resolve(s, k, raw, s->p->base_dir, src->path);
+}
+
+/* A column name, or an index written as a number (kept as its decimal string). */
+static kd_status parse_label_column(kd_cfg_sec *s, const kd_cfg_key *k, const cJSON *v) {
+    kd_data_source *src = (kd_data_source *)s->base;
+    char got[64];
+    if (v && cJSON_IsNumber(v) && v->valuedouble == floor(v->valuedouble) &&
+        fabs(v->valuedouble) < 1e9) {
+        snprintf(src->label_column, sizeof src->label_column, "%.0f", v->valuedouble);
+        return KD_OK;
+    }
+    if (kd_cfg_parse_value(s, k, v))
+        return kd_cfg_fail_key(s, k, "expected a column name, a column index (negative counts "
+                               "from the end) or \"none\", got %s",
+                               kd_cfg_describe(v, got, sizeof got));
+    return KD_OK;
+}
+
+/* true, false or "auto" (stored as -1). */
+static kd_status parse_header(kd_cfg_sec *s, const kd_cfg_key *k, const cJSON *v) {
+    int *h = (int *)(s->base + k->off);
+    char got[64];
+    if (!v) return KD_OK;
+    if (cJSON_IsBool(v)) *h = cJSON_IsTrue(v);
+    else if (cJSON_IsString(v) && strcmp(v->valuestring, "auto") == 0) *h = -1;
+    else
+        return kd_cfg_fail_key(s, k, "expected true, false or \"auto\", got %s",
+                               kd_cfg_describe(v, got, sizeof got));
+    return KD_OK;
+}
+
+static int write_header(const kd_cfg_out *o, const kd_cfg_key *k, cJSON **item) {
+    int h = *(const int *)(o->base + k->off);
+    *item = h < 0 ? cJSON_CreateString("auto") : cJSON_CreateBool(h);
+    return *item ? 0 : -1;
+}
+
+static kd_status parse_delimiter(kd_cfg_sec *s, const kd_cfg_key *k, const cJSON *v) {
+    char got[64];
+    if (!v) return KD_OK;
+    if (!cJSON_IsString(v) || strlen(v->valuestring) != 1 ||
+        strchr("\"\r\n.-+0123456789eE", v->valuestring[0]))
+        return kd_cfg_fail_key(s, k, "expected one character that cannot occur in a number "
+                               "(\",\", \";\", \"\\t\", ...), got %s",
+                               kd_cfg_describe(v, got, sizeof got));
+    *(s->base + k->off) = v->valuestring[0];
+    return KD_OK;
+}
+
+static int write_delimiter(const kd_cfg_out *o, const kd_cfg_key *k, cJSON **item) {
+    char d[2] = {*(o->base + k->off), '\0'};
+    *item = cJSON_CreateString(d);
+    return *item ? 0 : -1;
+}
+
+static kd_status parse_channels(kd_cfg_sec *s, const kd_cfg_key *k, const cJSON *v) {
+    kd_status st = kd_cfg_parse_value(s, k, v);
+    if (!st && ((kd_data_source *)s->base)->channels == 2)
+        return kd_cfg_fail_key(s, k, "expected %s, got 2", k->range->desc);
+    return st;
+}
+
+static kd_status parse_subset_seed(kd_cfg_sec *s, const kd_cfg_key *k, const cJSON *v) {
+    kd_status st = kd_cfg_parse_value(s, k, v);
+    if (!st && v && ((kd_data_source *)s->base)->subset == 0)
+        return kd_cfg_fail_key(s, k, "needs a subset > 0 (the seed picks which subset samples "
+                               "are kept)");
+    return st;
+}
+
+static void source_init(void *base) { kd_data_source_defaults(base); }
+static void preprocess_init(void *base) { kd_preprocess_defaults(base); }
+
+/* "auto" (stored as 0: the data module picks 1/255 for 8-bit sources) or a number > 0. */
+static kd_status parse_scale(kd_cfg_sec *s, const kd_cfg_key *k, const cJSON *v) {
+    char got[64];
+    if (!v || (cJSON_IsString(v) && strcmp(v->valuestring, "auto") == 0)) return KD_OK;
+    if (!cJSON_IsNumber(v) || !(v->valuedouble > 0) || v->valuedouble > FLT_MAX)
+        return kd_cfg_fail_key(s, k, "expected a number > 0 or \"auto\", got %s",
+                               kd_cfg_describe(v, got, sizeof got));
+    *(float *)(s->base + k->off) = (float)v->valuedouble;
+    return KD_OK;
+}
+
+static int write_scale(const kd_cfg_out *o, const kd_cfg_key *k, cJSON **item) {
+    float x = *(const float *)(o->base + k->off);
+    *item = x > 0 ? cJSON_CreateNumber(kd_float_shortest(x)) : cJSON_CreateString("auto");
+    return *item ? 0 : -1;
+}
+
+/* std comes after mean: both or neither, with one value per channel each. */
+static kd_status parse_std(kd_cfg_sec *s, const kd_cfg_key *k, const cJSON *v) {
+    kd_preprocess *pp = (kd_preprocess *)s->base;
+    char mean_path[KD_CFG_JPATH_MAX];
+    int n_mean = pp->n_channels, n_std = 0;
+    kd_status st = kd_cfg_get_floats(s, k, v, &n_std);
+    if (st) return st;
+    if (n_mean && !n_std) return kd_cfg_fail_key(s, k, "missing (required with mean)");
+    if (n_std && !n_mean)
+        return kd_cfg_fail(s->p, kd_cfg_path_of(CFG(pp) + PP(mean), mean_path),
+                           "missing (required with std)");
+    if (n_mean != n_std)
+        return kd_cfg_fail_key(s, k, "has %d value%s but mean has %d", n_std,
+                               n_std == 1 ? "" : "s", n_mean);
+    return KD_OK;
+}
+
+/* The hold-out: a fraction of the training samples, or (a whole number >= 1) a count. */
+static kd_status parse_validation_split(kd_cfg_sec *s, const kd_cfg_key *k, const cJSON *v) {
+    kd_config *c = s->p->c;
+    double split = 0;
+    c->val_count = 0;
+    c->val_fraction = c->has_val_source ? 0.0f : 0.1f;
+    if (!v) return KD_OK;
+    kd_status st = kd_cfg_get_number(s, k, v, &split);
+    if (st) return st;
+    if (c->has_val_source)
+        return kd_cfg_fail_key(s, k, "not allowed together with data.validation (validation "
+                               "comes from there)");
+    if (split >= 1 && split != floor(split))
+        return kd_cfg_fail_key(s, k, "expected %s, got %.15g", k->range->desc, split);
+    if (split >= 1) c->val_count = (size_t)split, c->val_fraction = 0.0f;
+    else c->val_fraction = (float)split;
+    return KD_OK;
+}
+
+static int write_validation_split(const kd_cfg_out *o, const kd_cfg_key *k, cJSON **item) {
+    const kd_config *c = o->c;
+    (void)k;
+    *item = NULL;
+    if (c->has_val_source) return 0;
+    *item = cJSON_CreateNumber(c->val_count ? (double)c->val_count : kd_float_shortest(c->val_fraction));
+    return *item ? 0 : -1;
+}
+
+/* Names for the class indices (label i is classes[i]), recorded in checkpoints so eval and
+ * predict print names; the trainer checks the count against the data. */
+static kd_status parse_classes(kd_cfg_sec *s, const kd_cfg_key *k, const cJSON *v) {
+    char got[64], path[KD_CFG_JPATH_MAX], sub[KD_CFG_JPATH_MAX + 32];
+    if (!v) return KD_OK;
+    kd_cfg_key_path(s, k, path);
+    if (!cJSON_IsArray(v) || !v->child)
+        return kd_cfg_fail(s->p, path, "expected a non-empty array of class names, got %s",
+                           kd_cfg_describe(v, got, sizeof got));
+    int i = 0;
+    for (const cJSON *e = v->child; e; e = e->next, i++) {
+        snprintf(sub, sizeof sub, "%s[%d]", path, i);
+        if (!cJSON_IsString(e) || !e->valuestring[0])
+            return kd_cfg_fail(s->p, sub, "expected a non-empty string, got %s",
+                               kd_cfg_describe(e, got, sizeof got));
+        for (const cJSON *f = v->child; f != e; f = f->next)
+            if (strcmp(f->valuestring, e->valuestring) == 0)
+                return kd_cfg_fail(s->p, sub, "\"%s\" is listed twice", e->valuestring);
+    }
+    return kd_cfg_parse_value(s, k, v);
+}
+
+/* A layer list: a non-empty array of objects with a string "type". Everything else about the
+ * layers is checked by kd_model_init, which knows the layer types. */
+static kd_status parse_layers(kd_cfg_sec *s, const kd_cfg_key *k, const cJSON *v) {
+    char path[KD_CFG_JPATH_MAX], sub[KD_CFG_JPATH_MAX + 32], got[64];
+    if (!v) return kd_cfg_parse_value(s, k, v);
+    kd_cfg_key_path(s, k, path);
+    if (!cJSON_IsArray(v))
+        return kd_cfg_fail(s->p, path, "expected an array of layer objects, got %s",
+                           kd_cfg_describe(v, got, sizeof got));
+    if (!v->child) return kd_cfg_fail(s->p, path, "empty (a model needs at least one layer)");
+    int i = 0;
+    for (const cJSON *e = v->child; e; e = e->next, i++) {
+        snprintf(sub, sizeof sub, "%s[%d]", path, i);
+        if (!cJSON_IsObject(e))
+            return kd_cfg_fail(s->p, sub, "expected a layer object like {\"type\": \"dense\", "
+                               "\"units\": 10}, got %s", kd_cfg_describe(e, got, sizeof got));
+        const cJSON *t = cJSON_GetObjectItemCaseSensitive(e, "type");
+        snprintf(sub, sizeof sub, "%s[%d].type", path, i);
+        if (!t) return kd_cfg_fail(s->p, sub, "missing (every layer needs a \"type\")");
+        if (!cJSON_IsString(t) || !t->valuestring[0])
+            return kd_cfg_fail(s->p, sub, "expected a layer type name, got %s",
+                               kd_cfg_describe(t, got, sizeof got));
+    }
+    return kd_cfg_parse_value(s, k, v);
+}
+
+/* model.input: 1 to KD_MAX_RANK sizes. */
+static kd_status parse_input(kd_cfg_sec *s, const kd_cfg_key *k, const cJSON *v) {
+    kd_shape *in = &s->p->c->input;
+    char path[KD_CFG_JPATH_MAX], sub[KD_CFG_JPATH_MAX + 32], got[64];
+    if (!v) return KD_OK;
+    kd_cfg_key_path(s, k, path);
+    int n = cJSON_IsArray(v) ? cJSON_GetArraySize(v) : 0;
+    if (n < 1 || n > KD_MAX_RANK)
+        return kd_cfg_fail(s->p, path, "expected an array of 1 to %d sizes like [1, 28, 28], got %s",
+                           KD_MAX_RANK, kd_cfg_describe(v, got, sizeof got));
+    int i = 0;
+    size_t numel = 1;
+    for (const cJSON *e = v->child; e; e = e->next, i++) {
+        double x = e->valuedouble;
+        snprintf(sub, sizeof sub, "%s[%d]", path, i);
+        if (!cJSON_IsNumber(e) || x != floor(x) || x < 1 || x > (double)(1 << 24))
+            return kd_cfg_fail(s->p, sub, "expected an integer in [1, 2^24], got %s",
+                               kd_cfg_describe(e, got, sizeof got));
+        in->d[i] = (size_t)x;
+        numel *= in->d[i];
+        if (numel > ((size_t)1 << 31))
+            return kd_cfg_fail(s->p, path, "too large (more than 2^31 values per sample)");
+    }
+    in->rank = n;
+    return KD_OK;
+}
+
+static int write_input(const kd_cfg_out *o, const kd_cfg_key *k, cJSON **item) {
+    const kd_shape *in = &o->c->input;
+    (void)k;
+    cJSON *a = *item = cJSON_CreateArray();
+    for (int i = 0; a && i < in->rank; i++) {
+        cJSON *x = cJSON_CreateNumber((double)in->d[i]);
+        if (!x || !cJSON_AddItemToArray(a, x)) {
+            cJSON_Delete(x);
+            cJSON_Delete(a);
+            *item = NULL;
+            return -1;
+        }
+    }
+    return a ? 0 : -1;
+}
+
+/* Without labels the soft term is the only signal, so alpha defaults to 1 there (and must be). */
+static kd_status parse_alpha(kd_cfg_sec *s, const kd_cfg_key *k, const cJSON *v) {
+    kd_distill_cfg *d = (kd_distill_cfg *)s->base;
+    int use_labels = s->p->c->use_labels;
+    d->alpha = use_labels ? 0.9f : 1.0f;
+    kd_status st = kd_cfg_parse_value(s, k, v);
+    if (!st && !use_labels && d->alpha != 1.0f)
+        return kd_cfg_fail_key(s, k, "must be 1 when data.use_labels is false (no labels for "
+                               "the hard term), got %g", (double)d->alpha);
+    return st;
+}
+
+/* distill only with a teacher; and without labels a teacher is the only training signal. */
+static kd_status parse_distill(kd_cfg_sec *s, const kd_cfg_key *k, const cJSON *v) {
+    kd_config *c = s->p->c;
+    char path[KD_CFG_JPATH_MAX];
+    kd_status st = KD_OK;
+    if (c->has_teacher) {
+        st = kd_cfg_parse_value(s, k, v);
+    } else if (v) {
+        if (!cJSON_IsObject(v)) return kd_cfg_parse_value(s, k, v);  /* its type error */
+        if ((st = kd_cfg_check_keys(s->p, v, k->sub, kd_cfg_key_path(s, k, path)))) return st;
+        return kd_cfg_fail_key(s, k, "given, but there is no teacher section to distil from "
+                               "(add teacher.checkpoint, or remove distill)");
+    }
+    if (!st && !c->use_labels && !c->has_teacher)
+        return kd_cfg_fail(s->p, kd_cfg_path_of(CFG(use_labels), path),
+                           "false needs a teacher section (without labels the teacher's soft "
+                           "targets are the only training signal)");
+    return st;
+}
+
+static int write_distill(const kd_cfg_out *o, const kd_cfg_key *k, cJSON **item) {
+    *item = NULL;
+    return o->c->has_teacher ? kd_cfg_write_value(o, k, item) : 0;
+}
+
+/* The optimizer's defaults (torch's) and its default learning rate depend on its name. */
+static kd_status parse_optimizer_name(kd_cfg_sec *s, const kd_cfg_key *k, const cJSON *v) {
+    kd_config *c = s->p->c;
+    kd_status st = kd_cfg_parse_value(s, k, v);
+    c->optim = kd_optim_defaults(c->optim.kind);
+    c->sched.base_lr = c->optim.kind == KD_OPT_SGD ? 0.01f : 0.001f;
+    return st;
+}
+
+static kd_status parse_nesterov(kd_cfg_sec *s, const kd_cfg_key *k, const cJSON *v) {
+    kd_config *c = s->p->c;
+    kd_status st = kd_cfg_parse_value(s, k, v);
+    if (!st && c->optim.nesterov && !(c->optim.momentum > 0))
+        return kd_cfg_fail_key(s, k, "needs optimizer.momentum > 0");
+    return st;
+}
+
+static kd_status parse_step_size(kd_cfg_sec *s, const kd_cfg_key *k, const cJSON *v) {
+    kd_config *c = s->p->c;
+    kd_status st = kd_cfg_parse_value(s, k, v);
+    if (!st && c->sched.kind == KD_SCHED_STEP && !c->step_epochs && !c->sched.step_size)
+        return kd_cfg_fail_key(s, k, "missing (a \"step\" schedule needs step_size in steps or "
+                               "step_epochs)");
+    return st;
+}
+
+static kd_status parse_min_lr(kd_cfg_sec *s, const kd_cfg_key *k, const cJSON *v) {
+    kd_config *c = s->p->c;
+    kd_status st = kd_cfg_parse_value(s, k, v);
+    if (!st && c->sched.min_lr > c->sched.base_lr)
+        return kd_cfg_fail_key(s, k, "must not exceed optimizer.lr (%g), got %g",
+                               (double)c->sched.base_lr, (double)c->sched.min_lr);
+    return st;
+}
+
+/* Relative output folders follow the current directory, like --out, not the config file:
+ * runs land where the user works even when configs live elsewhere. Default: runs/<name>. */
+static kd_status parse_output_dir(kd_cfg_sec *s, const kd_cfg_key *k, const cJSON *v) {
+    kd_config *c = s->p->c;
+    char def[sizeof c->name + 8];
+    if (v) return kd_cfg_parse_value(s, k, v);
+    snprintf(def, sizeof def, "runs/%s", c->name);
+    return kd_cfg_resolve(s, k, def, s->p->cwd, c->out_dir);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* The tables. Order is the order of parsing (within a phase), of "known keys here" and of the
+ * resolved JSON. */
+
+#define IDX ONLY(KD_FMT_IDX)
+#define CSV ONLY(KD_FMT_CSV)
+#define IMG ONLY(KD_FMT_IMAGES)
+static const kd_cfg_key source_keys[] = {
+    {"format", CFG_ENUM, .off = SRC(format), .names = kd_data_format_names, .flags = CFG_SELECTOR},
+    {"path", CFG_PATH, .off = SRC(path), .cap = SIZE_OF(kd_data_source, path),
+     .flags = CFG_CHECK_VARIANTS, .parse = parse_source_path},
+    {"labels", CFG_PATH, .off = SRC(labels_path), .cap = SIZE_OF(kd_data_source, labels_path),
+     .variants = IDX, .flags = CFG_NONZERO},
+    {"label_column", CFG_STRING, .off = SRC(label_column),
+     .cap = SIZE_OF(kd_data_source, label_column), .variants = CSV, .flags = CFG_NONZERO,
+     .parse = parse_label_column},
+    {"header", CFG_CUSTOM, .off = SRC(has_header), .variants = CSV, .parse = parse_header,
+     .write = write_header},
+    {"delimiter", CFG_CUSTOM, .off = SRC(delimiter), .variants = CSV, .parse = parse_delimiter,
+     .write = write_delimiter},
+    {"channels", CFG_NUMBER, CFG_INT, SRC(channels), .range = &R_CHANNELS, .variants = IMG,
+     .parse = parse_channels},
+    {"height", CFG_NUMBER, CFG_SIZE, SRC(height), .range = &R_SIDE, .variants = IMG},
+    {"width", CFG_NUMBER, CFG_SIZE, SRC(width), .range = &R_SIDE, .variants = IMG},
+    {"skip_bad", CFG_BOOL, .off = SRC(skip_bad), .variants = IMG},
+    {"unlabeled", CFG_BOOL, .off = SRC(unlabeled), .variants = IMG},
+    {"subset", CFG_NUMBER, CFG_SIZE, SRC(subset), .range = &R_COUNT0},
+    {"subset_seed", CFG_NUMBER, CFG_U64, SRC(subset_seed), .range = &R_SEED,
+     .has = OFF1(kd_data_source, subset_seeded), .parse = parse_subset_seed},
+};
+static const kd_cfg_section source_section = SECTION(source_keys, source_init, 0);
+
+static const kd_cfg_key preprocess_keys[] = {
+    {"scale", CFG_CUSTOM, .off = PP(scale), .parse = parse_scale, .write = write_scale},
+    {"mean", CFG_FLOATS, .off = PP(mean), .cap = KD_MAX_CHANNELS,
+     .count = OFF1(kd_preprocess, n_channels), .range = &R_ANY},
+    {"std", CFG_FLOATS, .off = PP(std), .cap = KD_MAX_CHANNELS,
+     .count = OFF1(kd_preprocess, n_channels), .range = &R_POS, .parse = parse_std},
+    {"flatten", CFG_BOOL, .off = PP(flatten)},
+};
+static const kd_cfg_section preprocess_section = SECTION(preprocess_keys, preprocess_init, 0);
+
+static const kd_cfg_key augment_keys[] = {
+    {"shift", CFG_NUMBER, CFG_SIZE, AUG(shift), .range = &R_SHIFT},
+    {"flip", CFG_BOOL, .off = AUG(flip)},
+};
+static const kd_cfg_section augment_section = SECTION(augment_keys, NULL, 0);
+
+static const kd_cfg_key data_keys[] = {
+    {"train", CFG_SECTION, .off = CFG(train), .sub = &source_section,
+     .required = "required: the training data source"},
+    {"test", CFG_SECTION, .off = CFG(test), .sub = &source_section,
+     .has = OFF1(kd_config, has_test)},
+    {"validation", CFG_SECTION, .off = CFG(val), .sub = &source_section,
+     .has = OFF1(kd_config, has_val_source)},
+    {"validation_split", CFG_CUSTOM, .range = &R_SPLIT, .parse = parse_validation_split,
+     .write = write_validation_split},
+    {"use_labels", CFG_BOOL, .off = CFG(use_labels), .flags = CFG_DEFAULT, .def = 1},
+    {"classes", CFG_JSON, .off = CFG(classes), .parse = parse_classes},
+    /* Phases keep the order the parser always had, so a config with two errors still gets
+     * the same one reported: augment before preprocess, the layer list before model.input. */
+    {"preprocess", CFG_SECTION, .off = CFG(pp), .sub = &preprocess_section, .phase = 1},
+    {"augment", CFG_SECTION, .off = CFG(augment), .sub = &augment_section, .flags = CFG_NONZERO},
+};
+static const kd_cfg_section data_section = SECTION(data_keys, NULL, 0);
+
+static const kd_cfg_key model_keys[] = {
+    {"input", CFG_CUSTOM, .has = OFF1(kd_config, has_input), .parse = parse_input,
+     .write = write_input},
+    {"layers", CFG_JSON, .off = CFG(layers), .flags = CFG_INDEXED,
+     .required = "required: the list of layers", .parse = parse_layers, .phase = -1},
+    {"init", CFG_ENUM, .off = CFG(init), .names = init_names, .flags = CFG_DEFAULT,
+     .def = KD_INIT_HE},
+};
+static const kd_cfg_section model_section = SECTION(model_keys, NULL, 0);
+
+static const kd_cfg_key teacher_keys[] = {
+    {"checkpoint", CFG_PATH, .off = CFG(teacher_path), .cap = SIZE_OF(kd_config, teacher_path),
+     .required = "required: the teacher's safetensors file"},
+    {"layers", CFG_JSON, .off = CFG(teacher_layers), .flags = CFG_INDEXED, .parse = parse_layers},
+};
+static const kd_cfg_section teacher_section = SECTION(teacher_keys, NULL, 0);
+
+static const kd_cfg_key distill_keys[] = {
+    {"kind", CFG_ENUM, .off = DIS(kind), .names = distill_names,
+     .flags = CFG_SELECTOR | CFG_DEFAULT, .def = KD_DISTILL_KL},
+    /* Variants are checked after the temperature's own value, so a bad value is named first. */
+    {"temperature", CFG_NUMBER, CFG_FLOAT, DIS(temperature), .range = &R_POS,
+     .variants = ONLY(KD_DISTILL_KL), .flags = CFG_DEFAULT | CFG_CHECK_VARIANTS, .def = 4,
+     .unused_note = "it matches raw logits"},
+    {"alpha", CFG_NUMBER, CFG_FLOAT, DIS(alpha), .range = &R_UNIT, .parse = parse_alpha},
+};
+static const kd_cfg_section distill_section = SECTION(distill_keys, NULL, 0);
+
+#define SGD ONLY(KD_OPT_SGD)
+#define ADAMS (ONLY(KD_OPT_ADAM) | ONLY(KD_OPT_ADAMW))
+static const kd_cfg_key optimizer_keys[] = {
+    {"name", CFG_ENUM, .off = CFG(optim.kind), .names = optimizer_names,
+     .flags = CFG_SELECTOR | CFG_DEFAULT | CFG_CHECK_VARIANTS, .def = KD_OPT_SGD,
+     .parse = parse_optimizer_name},
+    {"lr", CFG_NUMBER, CFG_FLOAT, CFG(sched.base_lr), .range = &R_POS},
+    {"momentum", CFG_NUMBER, CFG_FLOAT, CFG(optim.momentum), .range = &R_UNIT_OPEN, .variants = SGD},
+    {"nesterov", CFG_BOOL, .off = CFG(optim.nesterov), .variants = SGD, .parse = parse_nesterov},
+    {"beta1", CFG_NUMBER, CFG_FLOAT, CFG(optim.beta1), .range = &R_UNIT_OPEN, .variants = ADAMS},
+    {"beta2", CFG_NUMBER, CFG_FLOAT, CFG(optim.beta2), .range = &R_UNIT_OPEN, .variants = ADAMS},
+    {"eps", CFG_NUMBER, CFG_FLOAT, CFG(optim.eps), .range = &R_POS, .variants = ADAMS},
+    {"weight_decay", CFG_NUMBER, CFG_FLOAT, CFG(optim.weight_decay), .range = &R_NONNEG},
+    {"clip_norm", CFG_NUMBER, CFG_FLOAT, CFG(optim.clip_norm), .range = &R_NONNEG},
+};
+static const kd_cfg_section optimizer_section =
+    SECTION(optimizer_keys, NULL, CFG_NOUN_IS_SECTION | CFG_LIST_USERS);
+
+#define STEP ONLY(KD_SCHED_STEP)
+static const kd_cfg_key schedule_keys[] = {
+    {"name", CFG_ENUM, .off = CFG(sched.kind), .names = schedule_names,
+     .flags = CFG_SELECTOR | CFG_DEFAULT | CFG_CHECK_VARIANTS, .def = KD_SCHED_CONSTANT},
+    {"warmup_epochs", CFG_NUMBER, CFG_DOUBLE, CFG(warmup_epochs), .range = &R_EPOCHS_REAL,
+     .flags = CFG_NONZERO},
+    {"warmup_steps", CFG_NUMBER, CFG_U64, CFG(sched.warmup_steps), .range = &R_COUNT0,
+     .flags = CFG_ALT_PREV},
+    {"step_epochs", CFG_NUMBER, CFG_DOUBLE, CFG(step_epochs), .range = &R_EPOCHS_REAL,
+     .variants = STEP, .flags = CFG_NONZERO},
+    {"step_size", CFG_NUMBER, CFG_U64, CFG(sched.step_size), .range = &R_COUNT1, .variants = STEP,
+     .flags = CFG_ALT_PREV, .parse = parse_step_size},
+    {"gamma", CFG_NUMBER, CFG_FLOAT, CFG(sched.gamma), .range = &R_GAMMA, .variants = STEP,
+     .flags = CFG_DEFAULT, .def = 0.1},
+    {"min_lr", CFG_NUMBER, CFG_FLOAT, CFG(sched.min_lr), .range = &R_NONNEG,
+     .variants = ONLY(KD_SCHED_COSINE), .parse = parse_min_lr},
+};
+static const kd_cfg_section schedule_section =
+    SECTION(schedule_keys, NULL, CFG_NOUN_IS_SECTION | CFG_LIST_USERS);
+
+static const kd_cfg_key train_keys[] = {
+    {"epochs", CFG_NUMBER, CFG_SIZE, CFG(epochs), .range = &R_EPOCHS, .flags = CFG_DEFAULT, .def = 10},
+    {"batch_size", CFG_NUMBER, CFG_SIZE, CFG(batch_size), .range = &R_BATCH, .flags = CFG_DEFAULT,
+     .def = 128},
+    {"seed", CFG_NUMBER, CFG_U64, CFG(seed), .range = &R_SEED, .flags = CFG_DEFAULT, .def = 0},
+    {"threads", CFG_NUMBER, CFG_INT, CFG(threads), .range = &R_THREADS, .flags = CFG_DEFAULT,
+     .def = 0},
+};
+static const kd_cfg_section train_section = SECTION(train_keys, NULL, 0);
+
+static const kd_cfg_key output_keys[] = {
+    {"dir", CFG_PATH, .off = CFG(out_dir), .cap = SIZE_OF(kd_config, out_dir), .flags = CFG_CWD,
+     .parse = parse_output_dir},
+    {"save_best", CFG_BOOL, .off = CFG(save_best), .flags = CFG_DEFAULT, .def = 1},
+};
+static const kd_cfg_section output_section = SECTION(output_keys, NULL, 0);
+
+static const kd_cfg_key root_keys[] = {
+    {"data", CFG_SECTION, .sub = &data_section,
+     .required = "required section: at least data.train"},
+    {"model", CFG_SECTION, .sub = &model_section,
+     .required = "required section: at least model.layers"},
+    {"teacher", CFG_SECTION, .sub = &teacher_section, .has = OFF1(kd_config, has_teacher)},
+    {"distill", CFG_SECTION, .off = CFG(distill), .sub = &distill_section, .parse = parse_distill,
+     .write = write_distill},
+    {"optimizer", CFG_SECTION, .sub = &optimizer_section},
+    {"schedule", CFG_SECTION, .sub = &schedule_section},
+    {"train", CFG_SECTION, .sub = &train_section},
+    {"output", CFG_SECTION, .sub = &output_section},
+};
+const kd_cfg_section kd_cfg_root = SECTION(root_keys, NULL, 0);
+
+/* ---------------------------------------------------------------------------------------- */
+/* Walking the tables. */
+
+static int walk(const kd_cfg_section *sec, const char *path, size_t base, kd_cfg_visit_fn fn,
+                void *user) {
+    char sub[KD_CFG_JPATH_MAX];
+    for (size_t i = 0; i < sec->n; i++) {
+        const kd_cfg_key *k = &sec->keys[i];
+        kd_cfg_join(sub, path, k->name);
+        int r = fn(sub, k, sec, base + k->off, user);
+        if (!r && k->sub) r = walk(k->sub, sub, base + k->off, fn, user);
+        if (r) return r;
+    }
+    return 0;
+}
+
+int kd_cfg_walk(kd_cfg_visit_fn fn, void *user) { return walk(&kd_cfg_root, "", 0, fn, user); }
+
+typedef struct {
+    size_t off;
+    char *buf;
+} find_off;
+
+static int match_off(const char *path, const kd_cfg_key *k, const kd_cfg_section *sec,
+                     size_t off, void *user) {
+    find_off *f = user;
+    (void)sec;
+    if (k->sub || k->kind == CFG_CUSTOM || off != f->off) return 0;
+    snprintf(f->buf, KD_CFG_JPATH_MAX, "%s", path);
+    return 1;
+}
+
+const char *kd_cfg_path_of(size_t off, char *buf) {
+    find_off f = {off, buf};
+    int found = kd_cfg_walk(match_off, &f);
+    KD_ASSERT(found);
+    return buf;
+}
