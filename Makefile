@@ -61,7 +61,8 @@ $(BUILD)/bench/%: tests/bench/%.c $(BUILD)/libdistill.a
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 # Tests run the real binary through KD_DISTILL; TEST=name filters cases by name or file.
-test: check-deps $(BIN) $(BUILD)/run_tests
+# The benchmarks are built (not run) with the tests, so a change that breaks them fails CI.
+test: check-deps $(BIN) $(BUILD)/run_tests $(BENCH_BIN)
 	KD_DISTILL=$(abspath $(BIN)) $(BUILD)/run_tests $(TEST)
 
 asan:

@@ -13,6 +13,8 @@
 #include "kd_nn.h"
 #include "kd_optim.h"
 
+typedef struct cJSON cJSON;  /* the config keeps layer lists and class names as JSON */
+
 typedef struct {
     char path[KD_PATH_MAX];      /* the config file as given ("" when parsed from text) */
     char name[256];              /* file name without .json: the default run folder name */

@@ -15,7 +15,6 @@
 #include "kd_rng.h"
 #include "kd_shape.h"
 
-typedef struct cJSON cJSON;
 
 /* What a layer tensor is, for naming, saving and the optimizer. */
 typedef enum {
@@ -73,13 +72,13 @@ typedef struct {
     float *workspace;
 } kd_model;
 
-/* Builds a model from an input shape and a JSON array of layer specs
- * ([{"type":"dense","units":1200}, {"type":"relu"}, ...]). with_grads = 0 builds an
+/* Builds a model from an input shape and the JSON text of an array of layer specs
+ * ('[{"type":"dense","units":1200}, {"type":"relu"}, ...]'; NULL or invalid JSON: KD_EUSAGE). with_grads = 0 builds an
  * inference-only model (teacher): no gradient or optimizer buffers. Parameters are zero until
  * kd_model_init_weights or a checkpoint load. Errors (unknown type, bad field, zero units,
  * shape mismatch) name the layer index; status KD_EUSAGE. */
-kd_status kd_model_init(kd_model *m, const kd_shape *input, const cJSON *layers, int with_grads,
-                        kd_err *err);
+kd_status kd_model_init(kd_model *m, const kd_shape *input, const char *layers_json,
+                        int with_grads, kd_err *err);
 /* Same, from an arch JSON string {"input":[...],"layers":[...]} (as stored in checkpoints). */
 kd_status kd_model_init_arch(kd_model *m, const char *arch_json, int with_grads, kd_err *err);
 void kd_model_free(kd_model *m);  /* NULL-safe, idempotent on a zeroed model */

@@ -57,9 +57,7 @@ KD_TEST(layers_gradcheck_deep_stack) {
 /* A model from a JSON literal, reserved for B samples; fails the case on error. */
 static int build(kd_model *m, const kd_shape *in, const char *json, size_t B) {
     kd_err err;
-    cJSON *layers = cJSON_Parse(json);
-    kd_status st = kd_model_init(m, in, layers, 1, &err);
-    cJSON_Delete(layers);
+    kd_status st = kd_model_init(m, in, json, 1, &err);
     if (!st) st = kd_model_reserve(m, B, &err);
     if (st) kd_test_fail(__FILE__, __LINE__, "%s: %s", json, err.msg);
     return st == KD_OK;

@@ -12,9 +12,7 @@
 
 static kd_status init_json(kd_model *m, const kd_shape *in, const char *json, int with_grads,
                            kd_err *err) {
-    cJSON *layers = cJSON_Parse(json);
-    kd_status st = kd_model_init(m, in, layers, with_grads, err);
-    cJSON_Delete(layers);
+    kd_status st = kd_model_init(m, in, json, with_grads, err);
     return st;
 }
 

@@ -24,10 +24,7 @@ static void build(kd_model *m, const char *layers, int with_grads, uint64_t seed
     kd_err err;
     kd_shape in = {3, {1, 4, 4}};
     kd_rng rng;
-    cJSON *spec = cJSON_Parse(layers);
-    CHECK(spec != NULL);
-    CHECK_EQ_INT(kd_model_init(m, &in, spec, with_grads, &err), KD_OK);
-    cJSON_Delete(spec);
+    CHECK_EQ_INT(kd_model_init(m, &in, layers, with_grads, &err), KD_OK);
     kd_rng_seed(&rng, seed);
     kd_model_init_weights(m, &rng, KD_INIT_HE);
     CHECK_EQ_INT(kd_model_reserve(m, B, &err), KD_OK);

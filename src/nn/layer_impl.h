@@ -13,6 +13,8 @@
 
 #include "kd_nn.h"
 
+typedef struct cJSON cJSON;
+
 /* A layer's tensor declaration (defined below). */
 typedef struct kd_tensor_decl kd_tensor_decl;
 /* The deployment exporters' emitter contexts: defined by each exporter, opaque to the layers,

@@ -50,8 +50,8 @@ static void bind_tensor(kd_model *m, kd_layer *l, int k, kd_tensor *t) {
     }
 }
 
-kd_status kd_model_init(kd_model *m, const kd_shape *input, const cJSON *layers, int with_grads,
-                        kd_err *err) {
+static kd_status init_layers(kd_model *m, const kd_shape *input, const cJSON *layers,
+                             int with_grads, kd_err *err) {
     kd_status st = KD_OK;
     char buf[128];
     char *text = NULL;
@@ -181,6 +181,18 @@ cleanup:
     return st;
 }
 
+kd_status kd_model_init(kd_model *m, const kd_shape *input, const char *layers_json,
+                        int with_grads, kd_err *err) {
+    cJSON *layers = layers_json ? cJSON_Parse(layers_json) : NULL;
+    if (layers_json && !layers) {
+        memset(m, 0, sizeof *m);
+        return kd_err_set(err, KD_EUSAGE, "layers: not valid JSON: %.80s", layers_json);
+    }
+    kd_status st = init_layers(m, input, layers, with_grads, err);
+    cJSON_Delete(layers);
+    return st;
+}
+
 /* Reads {"input": [...], "layers": [...]} into a shape and the layer array. */
 kd_status kd_model_init_arch(kd_model *m, const char *arch_json, int with_grads, kd_err *err) {
     kd_status st = KD_OK;
@@ -227,7 +239,7 @@ kd_status kd_model_init_arch(kd_model *m, const char *arch_json, int with_grads,
         st = kd_err_set(err, KD_EUSAGE, "arch: missing \"layers\"");
         goto cleanup;
     }
-    st = kd_model_init(m, &shape, layers, with_grads, err);
+    st = init_layers(m, &shape, layers, with_grads, err);
     if (st) kd_err_prefix(err, "arch");
 
 cleanup:

@@ -154,7 +154,10 @@ kd_status kd_run_build_model(kd_run *t, kd_err *err) {
         return kd_err_set(err, KD_EUSAGE, "model.input %s does not match the data's %s (%s)",
                           kd_shape_str(&in, a, sizeof a), kd_shape_str(&info->shape, b, sizeof b),
                           cfg->train.path);
-    kd_status st = kd_model_init(&t->model, &in, cfg->layers, 1, err);
+    char *layers = cJSON_PrintUnformatted(cfg->layers);
+    if (!layers) return kd_err_set(err, KD_EIO, "out of memory");
+    kd_status st = kd_model_init(&t->model, &in, layers, 1, err);
+    free(layers);
     if (st) {
         kd_err_prefix(err, "model.layers");
         return st;

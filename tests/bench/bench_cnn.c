@@ -47,7 +47,9 @@ static int build(kd_model *m, const char *name, int with_grads, kd_rng *rng) {
     kd_status st = kd_config_load(&cfg, path, NULL, 0, &err);
     if (st == KD_OK) {
         kd_shape in = cfg.has_input ? cfg.input : (kd_shape){3, {1, 28, 28}};
-        st = kd_model_init(m, &in, cfg.layers, with_grads, &err);
+        char *layers = cJSON_PrintUnformatted(cfg.layers);
+        st = kd_model_init(m, &in, layers, with_grads, &err);
+        free(layers);
     }
     if (st == KD_OK) st = kd_model_reserve(m, BATCH, &err);
     if (st != KD_OK) {

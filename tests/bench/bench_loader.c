@@ -24,6 +24,7 @@
 #pragma GCC diagnostic pop
 #endif
 
+#include "../../src/data/data_impl.h"
 #include "kd_data.h"
 #include "kd_gemm.h"
 

@@ -107,9 +107,11 @@ static cJSON *mlp_layers(const size_t *dims, size_t n_layers, float dropout) {
 static int build(kd_model *m, const size_t *dims, size_t n_layers, int with_grads, kd_rng *rng) {
     kd_err err;
     kd_shape in = {1, {dims[0]}};
-    cJSON *layers = mlp_layers(dims, n_layers, with_grads ? 0.5f : 0.0f);
+    cJSON *spec = mlp_layers(dims, n_layers, with_grads ? 0.5f : 0.0f);
+    char *layers = spec ? cJSON_PrintUnformatted(spec) : NULL;
     kd_status st = kd_model_init(m, &in, layers, with_grads, &err);
-    cJSON_Delete(layers);
+    free(layers);
+    cJSON_Delete(spec);
     if (st == KD_OK) st = kd_model_reserve(m, BATCH, &err);
     if (st != KD_OK) {
         fprintf(stderr, "bench: %s\n", err.msg);
