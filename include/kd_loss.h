@@ -8,6 +8,9 @@
 
 /* p[i,:] = softmax(z[i,:] / T), stable for |z| ~ 1e4 (row max subtracted). z may equal p. */
 void kd_softmax(const float *z, float *p, size_t B, size_t C, float T);
+/* p = softmax(z / T) of one row with each probability computed in double and rounded once (for
+ * reporting: kd_softmax rounds every exp to float before dividing, one float step off at times). */
+void kd_softmax_row_f64(const float *z, float *p, size_t C, float T);
 /* lp[i,:] = log_softmax(z[i,:] / T). */
 void kd_log_softmax(const float *z, float *lp, size_t B, size_t C, float T);
 

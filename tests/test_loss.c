@@ -309,3 +309,22 @@ KD_TEST(softmax_extreme_logits) {
     CHECK(isfinite(t.total) && isfinite(t.soft) && t.soft > 0);
     for (size_t k = 0; k < 16; k++) CHECK(isfinite(dz[k]));
 }
+
+/* The one-row reporting softmax: each probability is the double-precision value rounded once
+ * (a straightforward double loop here), at T = 1 and T = 2.5, with logits far from 0. */
+KD_TEST(softmax_row_f64_rounds_each_probability_once) {
+    const float z[5] = {1000.25f, 997.5f, 1003.0f, -4.0f, 1003.0f};
+    for (int k = 0; k < 2; k++) {
+        double T = k ? 2.5 : 1.0, mx = 1003.0, s = 0.0;
+        float p[5];
+        kd_softmax_row_f64(z, p, 5, (float)T);
+        for (int j = 0; j < 5; j++) s += exp(((double)z[j] - mx) / T);
+        double total = 0.0;
+        for (int j = 0; j < 5; j++) {
+            CHECK(p[j] == (float)(exp(((double)z[j] - mx) / T) / s));
+            total += p[j];
+        }
+        CHECK_CLOSE(total, 1.0, 1e-6, 0);
+        CHECK(p[2] == p[4] && p[2] > p[0] && p[0] > p[1] && p[3] >= 0.0f);
+    }
+}

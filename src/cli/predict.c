@@ -7,6 +7,7 @@
 #include "cli.h"
 #include "kd_checkpoint.h"
 #include "kd_eval.h"
+#include "kd_loss.h"
 
 static const char usage[] =
     "Usage: distill predict --model M.safetensors [--top K] [--json] [--index N]\n"
@@ -64,14 +65,10 @@ typedef struct {
     size_t *rank;          /* (n_classes) scratch */
 } predictor;
 
-/* Stable softmax in double, then the top k by repeated selection (k is small). Not
- * kd_softmax (nn/loss.c, float rows for training): it rounds every exp to float before the
- * division, so about one probability in four would differ in the last bit, which the JSON
- * output prints. */
+/* Softmax (each probability rounded once from double: the printed digits), then the top k by
+ * repeated selection (k is small). */
 static void top_k(const float *z, size_t C, size_t k, float *p, size_t *rank) {
-    double mx = z[kd_argmax(z, C)], s = 0.0;
-    for (size_t c = 0; c < C; c++) s += exp((double)z[c] - mx);
-    for (size_t c = 0; c < C; c++) p[c] = (float)(exp((double)z[c] - mx) / s);
+    kd_softmax_row_f64(z, p, C, 1.0f);
     for (size_t c = 0; c < C; c++) rank[c] = c;
     for (size_t i = 0; i < k; i++) {
         size_t best = i;

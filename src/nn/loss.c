@@ -80,6 +80,13 @@ static double prob(const float *z, size_t j, float m, double T, double sum) {
     return exp(((double)z[j] - m) / T) / sum;
 }
 
+void kd_softmax_row_f64(const float *z, float *p, size_t C, float T) {
+    KD_ASSERT(T > 0.0f && C > 0);
+    float m = row_max(z, C);
+    double sum = row_exp_sum(z, NULL, C, m, T);
+    for (size_t j = 0; j < C; j++) p[j] = (float)prob(z, j, m, T, sum);
+}
+
 kd_loss_terms kd_loss_distill(const kd_distill_cfg *cfg, const float *zs, const float *zt,
                               const int32_t *labels, size_t B, size_t C, float *dzs,
                               float *scratch) {
