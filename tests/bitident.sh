@@ -18,6 +18,7 @@ echo "building $base ..."
 make -C "$work/base-src" -j2 -s BUILD="$work/base-build" BIN="$work/base-src/distill" >/dev/null
 echo "building the working tree ..."
 make -C "$root" -j2 -s >/dev/null
+cp "$root/distill" "$work/new-distill"   # a rebuild during the run must not change this side
 
 names=("$@")
 if [ ${#names[@]} -eq 0 ]; then
@@ -38,7 +39,7 @@ run_side() {  # side binary configs-dir
 echo "training with $base ..."
 run_side base "$work/base-src/distill" "$work/base-src/configs"
 echo "training with the working tree ..."
-run_side new "$root/distill" "$root/configs"
+run_side new "$work/new-distill" "$root/configs"
 
 python3 - "$work" "${names[@]}" <<'PY'
 import json, struct, sys
