@@ -590,3 +590,25 @@ KD_TEST(config_parse_from_text) {
     CHECK_EQ_INT(kd_config_parse(&c, bad, strlen(bad), NULL, NULL, NULL, 0, &err), KD_EUSAGE);
     CHECK_CONTAINS(err.msg, "config: data: expected an object");
 }
+
+/* Integers up to 2^53 - 1 (the largest seed) keep every digit in the resolved JSON, so a rerun
+ * from a run folder's config.json uses the same seed and subset seed. */
+KD_TEST(config_resolved_json_keeps_large_integers_exact) {
+    const char *text = "{\"data\": {\"train\": {\"format\": \"idx\", \"path\": \"x\", \"subset\": 5,"
+                       " \"subset_seed\": 9007199254740990}},"
+                       " \"model\": {\"layers\": [{\"type\": \"dense\", \"units\": 10}]},"
+                       " \"train\": {\"seed\": 9007199254740991}}";
+    kd_config c = {0}, again = {0};
+    kd_err err;
+    CHECK_EQ_INT(kd_config_parse(&c, text, strlen(text), NULL, "/base", NULL, 0, &err), KD_OK);
+    char *json = kd_config_to_json(&c);
+    CHECK(json != NULL);
+    CHECK_CONTAINS(json, "9007199254740991");
+    CHECK_CONTAINS(json, "9007199254740990");
+    CHECK_EQ_INT(kd_config_parse(&again, json, strlen(json), NULL, "/base", NULL, 0, &err), KD_OK);
+    CHECK(again.seed == 9007199254740991ull);
+    CHECK(again.train.subset_seed == 9007199254740990ull);
+    free(json);
+    kd_config_free(&c);
+    kd_config_free(&again);
+}

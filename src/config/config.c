@@ -156,9 +156,33 @@ void kd_config_free(kd_config *c) {
     memset(c, 0, sizeof *c);
 }
 
+/* Replaces every whole number of 1e15 or more (below 2^53, where doubles hold integers exactly)
+ * by its exact digits. cJSON prints 15 significant digits whenever they read back within a
+ * relative epsilon, which turned seed 9007199254740991 into 9.00719925474099e+15, and a rerun
+ * from config.json into a run with another seed. */
+static int exact_big_integers(cJSON *item) {
+    for (cJSON *it = item; it; it = it->next) {
+        if (it->child && !exact_big_integers(it->child)) return 0;
+        double v = it->valuedouble;
+        if (!cJSON_IsNumber(it) || fabs(v) < 1e15 || fabs(v) >= 9007199254740992.0 || v != floor(v))
+            continue;
+        char digits[32];
+        snprintf(digits, sizeof digits, "%.0f", v);
+        char *raw = cJSON_malloc(strlen(digits) + 1);  /* freed by cJSON_Delete */
+        if (!raw) return 0;
+        memcpy(raw, digits, strlen(digits) + 1);
+        it->type = cJSON_Raw;
+        it->valuestring = raw;
+    }
+    return 1;
+}
+
 char *kd_config_to_json(const kd_config *c) {
     if (!c || !c->resolved) return NULL;
-    return cJSON_Print(c->resolved);
+    cJSON *copy = cJSON_Duplicate(c->resolved, 1);
+    char *text = copy && exact_big_integers(copy) ? cJSON_Print(copy) : NULL;
+    cJSON_Delete(copy);
+    return text;
 }
 
 kd_sched_cfg kd_config_sched(const kd_config *c, size_t steps_per_epoch) {
