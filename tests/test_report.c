@@ -49,11 +49,15 @@ KD_TEST(report_axis_nice_ticks_hand_computed) {
     CHECK_CLOSE(a.step, 200, 0, 0);
     CHECK_CLOSE(a.lo, 0, 0, 0);
     CHECK_CLOSE(a.hi, 1000, 0, 0);
-    /* Small learning rates go scientific with one exponent: 9.0e-4 style. */
-    kd_axis_linear(&a, 1e-4, 3e-4, 5, 0, 0, NULL);
+    /* Learning rates: fixed decimals down to a step of 1e-5, then scientific with one
+     * exponent for the axis. */
+    kd_axis_linear(&a, 0, 1e-3, 6, 0, 0, NULL);
     kd_axis_tick_label(&a, kd_axis_tick(&a, a.n_ticks - 1), label, sizeof label);
-    CHECK_CONTAINS(label, "e-4");
-    CHECK_CLOSE(strtod(label, NULL), a.hi, 1e-12, 0);
+    CHECK(strcmp(label, "0.0010") == 0);
+    kd_axis_linear(&a, 1e-6, 3e-6, 5, 0, 0, NULL);
+    kd_axis_tick_label(&a, kd_axis_tick(&a, a.n_ticks - 1), label, sizeof label);
+    CHECK(strcmp(label, "3.0e-6") == 0);
+    CHECK_CLOSE(strtod(label, NULL), a.hi, 1e-18, 0);
     /* Log axes: decades around the data, SI labels. */
     kd_axis_log(&a, 12730, 50890, NULL);
     CHECK_CLOSE(a.lo, 1e4, 0, 0);
@@ -436,4 +440,18 @@ KD_TEST(plot_bad_input_exit_3_and_writes_nothing) {
     CHECK_EQ_INT(kd_test_run(cmd, out, sizeof out), 0);
     for (size_t i = 0; kd_report_curve_name(i); i++) CHECK_CONTAINS(out, kd_report_curve_name(i));
     CHECK_EQ_INT(kd_report_n_curves(), 8);
+}
+
+/* The README's committed examples still keep to the markup contract (and so still read back). */
+KD_TEST(plot_committed_examples_decode) {
+    if (!kd_test_have_python()) {
+        kd_test_skip("python3 not available");
+        return;
+    }
+    CHECK_EQ_INT(kd_test_svg_decode("data/example-curves.svg", g_out, sizeof g_out), 0);
+    CHECK_CONTAINS(g_out, "legend fmnist-teacher\nlegend fmnist-student\n");
+    CHECK_CONTAINS(g_out, "mark val_acc line fmnist-student ");
+    CHECK_EQ_INT(kd_test_svg_decode("data/example-report.svg", g_out, sizeof g_out), 0);
+    CHECK_CONTAINS(g_out, "mark top1 interval fmnist-teacher/best.safetensors ");
+    CHECK_CONTAINS(g_out, "mark reliability-1 vbar fmnist-student/best.safetensors ");
 }

@@ -45,6 +45,17 @@ static void panel_top1(kd_strbuf *b, kd_panel *p, const kd_report_model *m, size
     kd_svg_panel_close(b);
 }
 
+/* n with thousands separators: 2,395,210. */
+static void group_digits(size_t n, char *out, size_t cap) {
+    char digits[32];
+    size_t len = (size_t)snprintf(digits, sizeof digits, "%zu", n), o = 0;
+    for (size_t i = 0; i < len && o + 2 < cap; i++) {
+        if (i && (len - i) % 3 == 0) out[o++] = ',';
+        out[o++] = digits[i];
+    }
+    out[o] = '\0';
+}
+
 /* The parameters panel: a bar per model on a log scale. */
 static void panel_params(kd_strbuf *b, kd_panel *p, const kd_report_model *m, size_t n) {
     double lo = INFINITY, hi = 0;
@@ -57,7 +68,7 @@ static void panel_params(kd_strbuf *b, kd_panel *p, const kd_report_model *m, si
     kd_svg_panel_open(b, p, "params", "parameters", NULL);
     for (size_t k = 0; k < n; k++) {
         char value[32];
-        snprintf(value, sizeof value, "%zu", m[k].params);
+        group_digits(m[k].params, value, sizeof value);
         kd_svg_mark_hbar(b, p, k, m[k].params ? (double)m[k].params : 1, k, m[k].label, NULL,
                          value);
     }
@@ -101,14 +112,17 @@ static void panel_latency(kd_strbuf *b, kd_panel *p, const kd_report_model *m, s
  * confidence conf_b = sum conf / n_b; ECE = sum_b (n_b / N) |acc_b - conf_b|. */
 static void panel_reliability(kd_strbuf *b, kd_panel *p, const kd_report_model *m, size_t k) {
     const kd_metrics *met = m->met;
-    char name[32], title[160], fitted[128];
+    char name[32], title[128], ece[32];
     snprintf(name, sizeof name, "reliability-%zu", k);
-    kd_svg_fit(m->label, 26, fitted, sizeof fitted);
-    if (met->n) snprintf(title, sizeof title, "%s: ECE %.4f", fitted, kd_metrics_ece(met));
-    else snprintf(title, sizeof title, "%s", fitted);
+    kd_svg_fit(m->label, (size_t)((p->w + 40) / KD_SVG_CHAR_PX), title, sizeof title);
     kd_axis_linear(&p->xa, 0, 1, 6, 0, 0, "confidence (max softmax probability)");
     kd_axis_linear(&p->ya, 0, 1, 6, 0, 0, "accuracy");
     kd_svg_panel_open(b, p, name, title, NULL);
+    if (met->n) {
+        /* Top left: the empty side of the diagonal for a well-calibrated model. */
+        snprintf(ece, sizeof ece, "ECE %.4f", kd_metrics_ece(met));
+        kd_svg_text(b, p->x + 6, p->y + 16, NULL, "ece", NULL, ece);
+    }
     kd_strbuf_printf(b, "<line class=\"diagonal\" x1=\"%.6g\" y1=\"%.6g\" x2=\"%.6g\" y2=\"%.6g\" "
                      "stroke=\"#888\" stroke-dasharray=\"4 3\"/>\n", kd_panel_px(p, 0),
                      kd_panel_py(p, 0), kd_panel_px(p, 1), kd_panel_py(p, 1));

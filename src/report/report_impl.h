@@ -21,6 +21,9 @@
 #include "kd_report.h"
 #include "kd_strbuf.h"
 
+#define KD_SVG_FONT_PX 11.0
+#define KD_SVG_CHAR_PX 6.2 /* average advance of a sans-serif character at KD_SVG_FONT_PX */
+
 typedef enum { KD_AXIS_LINEAR, KD_AXIS_LOG, KD_AXIS_CATEGORY } kd_axis_kind;
 
 typedef struct {
@@ -105,7 +108,8 @@ void kd_svg_mark_interval(kd_strbuf *b, const kd_panel *p, double x0, double y0,
 void kd_svg_mark_hbar(kd_strbuf *b, const kd_panel *p, size_t row, double v, size_t color,
                       const char *series, const char *tooltip, const char *value_text);
 /* A bar's number in category row `row`: after x_after (a bar's end, or a whisker's) when it
- * fits in the panel, else inside the bar, right-aligned at x_bar, in white. */
+ * fits in the panel, else inside the bar (right-aligned at x_bar, in white) when it fits there,
+ * else just after the bar on a white halo. */
 void kd_svg_value_text(kd_strbuf *b, const kd_panel *p, double x_bar, double x_after, size_t row,
                        const char *text);
 /* Vertical box over [x0, x1] from y0 to y1; kind "vbar" (y0 the axis start, y1 the value) or
@@ -119,7 +123,8 @@ void kd_svg_mark_box(kd_strbuf *b, const kd_panel *p, const char *kind, const ch
 double kd_svg_legend(kd_strbuf *b, double x, double y, double w, const char *const *names,
                      size_t n);
 
-/* Pixel width of text at the document's font size (an estimate for layout: 6.5 px a char). */
+/* Pixel width of text at the document's font size (an estimate for layout: KD_SVG_CHAR_PX a
+ * character). */
 double kd_svg_text_width(const char *text);
 
 #endif

@@ -7,8 +7,6 @@
 
 #include "report_impl.h"
 
-#define FONT_PX 11.0
-#define CHAR_PX 6.2 /* average advance of a sans-serif character at FONT_PX */
 
 /* Series colours: the colour-blind-safe palette of Okabe & Ito (2008). */
 static const char *const palette[] = {"#0072B2", "#D55E00", "#009E73", "#CC79A7",
@@ -106,8 +104,8 @@ void kd_axis_tick_label(const kd_axis *a, double v, char *buf, size_t cap) {
     if (fabs(v) < 1e-9 * s) v = 0; /* no "-0" or "1e-17" at the origin */
     /* Digits after the point: as many as the step has (0.05 -> 2). */
     int dec = s >= 1 ? 0 : (int)ceil(-log10(s) - 1e-9);
-    if (!a->percent && (s < 1e-3 || big >= 1e6)) {
-        /* Scientific with one exponent for the whole axis: 0.90e-3, 0.95e-3, 1.00e-3. */
+    if (!a->percent && (dec > 5 || big >= 1e6)) {
+        /* Scientific with one exponent for the whole axis: 0.90e-6, 0.95e-6, 1.00e-6. */
         int e = (int)floor(log10(big));
         int mdec = e - (int)floor(log10(s) + 1e-9);
         snprintf(buf, cap, "%.*fe%d", mdec > 0 ? mdec : 0, v / pow(10.0, e), e);
@@ -150,7 +148,7 @@ static void put_escaped(kd_strbuf *b, const char *s) {
 double kd_svg_text_width(const char *text) {
     size_t n = 0;
     for (const unsigned char *p = (const unsigned char *)text; *p; p++) n += (*p & 0xC0) != 0x80;
-    return (double)n * CHAR_PX;
+    return (double)n * KD_SVG_CHAR_PX;
 }
 
 void kd_svg_begin(kd_strbuf *b, double w, double h, const char *title) {
@@ -158,7 +156,7 @@ void kd_svg_begin(kd_strbuf *b, double w, double h, const char *title) {
                      "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
                      "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
                      "viewBox=\"0 0 %.0f %.0f\" font-family=\"sans-serif\" font-size=\"%.0f\">\n",
-                     w, h, w, h, FONT_PX);
+                     w, h, w, h, KD_SVG_FONT_PX);
     kd_strbuf_puts(b, "<title>");
     put_escaped(b, title);
     /* Shared presentation in one style sheet keeps the file small: a tick's line doubles as
@@ -197,7 +195,7 @@ void kd_svg_text(kd_strbuf *b, double x, double y, const char *anchor, const cha
 }
 
 void kd_svg_fit(const char *text, size_t max_chars, char *out, size_t cap) {
-    size_t n = (size_t)(kd_svg_text_width(text) / CHAR_PX + 0.5);
+    size_t n = (size_t)(kd_svg_text_width(text) / KD_SVG_CHAR_PX + 0.5);
     if (n <= max_chars || max_chars < 2) {
         snprintf(out, cap, "%s", text);
         return;
@@ -243,7 +241,7 @@ static void panel_ticks(kd_strbuf *b, const kd_panel *p, int vertical,
                 kd_svg_text(b, p->x - 7, y + 4, NULL, NULL, NULL, label);
             else if (cat_labels)
                 kd_svg_text_fit(b, p->x - 8, y + 4, NULL, "ycat", cat_labels[i],
-                                (size_t)(p->x / CHAR_PX) - 3);
+                                (size_t)(p->x / KD_SVG_CHAR_PX) - 3);
         } else {
             double x = kd_panel_px(p, v);
             kd_strbuf_printf(b, "<g class=\"xtick\"><line x1=\"%.6g\" y1=\"%.6g\" x2=\"%.6g\" "
@@ -395,11 +393,14 @@ void kd_svg_mark_hbar(kd_strbuf *b, const kd_panel *p, size_t row, double v, siz
 
 void kd_svg_value_text(kd_strbuf *b, const kd_panel *p, double x_bar, double x_after, size_t row,
                        const char *text) {
-    double y = kd_panel_py(p, (double)row) + 4;
-    if (x_after + 6 + kd_svg_text_width(text) <= p->x + p->w)
+    double y = kd_panel_py(p, (double)row) + 4, w = kd_svg_text_width(text);
+    if (x_after + 6 + w <= p->x + p->w)
         kd_svg_text(b, x_after + 6, y, NULL, "value", NULL, text);
-    else
+    else if (x_bar - p->x >= w + 8)
         kd_svg_text(b, x_bar - 4, y, "end", "value", "fill=\"#fff\"", text);
+    else /* over the whisker, on a white halo */
+        kd_svg_text(b, x_bar + 4, y, NULL, "value",
+                    "stroke=\"#fff\" stroke-width=\"3\" paint-order=\"stroke\"", text);
 }
 
 void kd_svg_mark_box(kd_strbuf *b, const kd_panel *p, const char *kind, const char *cls,
