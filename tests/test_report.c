@@ -383,6 +383,17 @@ KD_TEST(plot_edge_runs_stay_inside_their_panels) {
     CHECK(kd_read_file(svg, 1 << 20, &text, &len, &err) == KD_OK);
     CHECK_CONTAINS(text, "no values recorded");
     free(text);
+    /* Names that need escaping, or are not UTF-8, still make a well-formed document. */
+    char odd[1024], latin1[1024];
+    snprintf(odd, sizeof odd, "%s/a&b<c>", dir);
+    snprintf(latin1, sizeof latin1, "%s/caf\xe9", dir);
+    write_metrics(odd, 2, teacher_metric);
+    write_metrics(latin1, 2, teacher_metric);
+    snprintf(args, sizeof args, "\"%s\" \"%s\" -o %s", odd, latin1, svg);
+    if (plot_and_decode(args, svg, &rc) == 0) {
+        CHECK_CONTAINS(g_out, "legend a&b<c>\nlegend caf?\n");
+        CHECK_SVG_MARK(g_out, "loss", "line", "a&b<c>", 0, want, pairs(teacher_metric, 0, 1, 2, want));
+    }
     /* All together: each keeps its own values on the shared axes. */
     snprintf(args, sizeof args, "%s %s %s %s -o %s", one, flat, lng, noval, svg);
     if (plot_and_decode(args, svg, &rc) == 0) {
@@ -423,6 +434,17 @@ KD_TEST(plot_bad_input_exit_3_and_writes_nothing) {
     CHECK_CONTAINS(out, path);
     CHECK_CONTAINS(out, "line 3");
     CHECK_CONTAINS(out, "truncated");
+    CHECK(stat(svg, &sb) != 0 && errno == ENOENT);
+    /* A diverged value no axis can show. */
+    snprintf(run, sizeof run, "%s/diverged", dir);
+    mkdir(run, 0777);
+    snprintf(path, sizeof path, "%s/metrics.jsonl", run);
+    const char *huge = "{\"epoch\":1,\"loss\":1}\n{\"epoch\":2,\"loss\":1e200}\n";
+    CHECK(kd_test_write_file(path, huge, strlen(huge)) == 0);
+    snprintf(cmd, sizeof cmd, "%s plot %s -o %s", kd_test_distill(), run, svg);
+    CHECK_EQ_INT(kd_test_run(cmd, out, sizeof out), 3);
+    CHECK_CONTAINS(out, "loss at epoch 2");
+    CHECK_CONTAINS(out, "too large");
     CHECK(stat(svg, &sb) != 0 && errno == ENOENT);
     /* Usage errors: no run, an unknown metric (with a suggestion). */
     snprintf(cmd, sizeof cmd, "%s plot -o %s", kd_test_distill(), svg);

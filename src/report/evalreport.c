@@ -2,6 +2,7 @@
  * its Wilson interval, parameters, latency), then a reliability diagram per model. */
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "report_impl.h"
@@ -146,10 +147,8 @@ static void panel_reliability(kd_strbuf *b, kd_panel *p, const kd_report_model *
 kd_status kd_report_eval(const kd_report_model *models, size_t n, const char *subtitle,
                          kd_strbuf *svg, kd_err *err) {
     if (n == 0) return kd_err_set(err, KD_EUSAGE, "no models to report");
-    const char *labels[64];
-    if (n > sizeof labels / sizeof labels[0])
-        return kd_err_set(err, KD_EUSAGE, "a report shows at most %zu models, got %zu",
-                          sizeof labels / sizeof labels[0], n);
+    const char **labels = malloc(n * sizeof *labels);
+    if (!labels) return kd_err_set(err, KD_EIO, "out of memory");
     /* The model names sit left of the first panel: as wide as the longest, within reason. */
     double label_w = 90;
     for (size_t k = 0; k < n; k++) {
@@ -190,5 +189,6 @@ kd_status kd_report_eval(const kd_report_model *models, size_t n, const char *su
         panel_reliability(svg, &r, &models[k], k);
     }
     kd_svg_end(svg);
+    free(labels);
     return KD_OK;
 }

@@ -5,8 +5,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "kd_safetensors.h"
 #include "report_impl.h"
-
 
 /* Series colours: the colour-blind-safe palette of Okabe & Ito (2008). */
 static const char *const palette[] = {"#0072B2", "#D55E00", "#009E73", "#CC79A7",
@@ -129,9 +129,16 @@ double kd_panel_py(const kd_panel *p, double v) {
 
 /* ---- Text and the document ----------------------------------------------------------------- */
 
-/* XML-escaped text (element content and attribute values alike). */
+/* XML-escaped text (element content and attribute values alike). A name that is not valid
+ * UTF-8 (a file name in another encoding) would make the whole document unreadable: its
+ * non-ASCII bytes become '?'. */
 static void put_escaped(kd_strbuf *b, const char *s) {
+    int ascii_only = !kd_utf8_valid(s, strlen(s), NULL);
     for (; *s; s++) {
+        if (ascii_only && (unsigned char)*s >= 0x80) {
+            kd_strbuf_puts(b, "?");
+            continue;
+        }
         switch (*s) {
         case '&': kd_strbuf_puts(b, "&amp;"); break;
         case '<': kd_strbuf_puts(b, "&lt;"); break;
@@ -241,7 +248,7 @@ static void panel_ticks(kd_strbuf *b, const kd_panel *p, int vertical,
                 kd_svg_text(b, p->x - 7, y + 4, NULL, NULL, NULL, label);
             else if (cat_labels)
                 kd_svg_text_fit(b, p->x - 8, y + 4, NULL, "ycat", cat_labels[i],
-                                (size_t)(p->x / KD_SVG_CHAR_PX) - 3);
+                                (size_t)fmax(p->x / KD_SVG_CHAR_PX - 3, 4));
         } else {
             double x = kd_panel_px(p, v);
             kd_strbuf_printf(b, "<g class=\"xtick\"><line x1=\"%.6g\" y1=\"%.6g\" x2=\"%.6g\" "
