@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # demo.sh - the README's main job (`make demo`): trains the Fashion-MNIST teacher, distils the
 # 784-800-800-10 student from it, then compares teacher and student on the test set (accuracy,
-# size, speed). Run from the repository root after `bash .ci/setup.sh && make`.
+# size, speed) and draws both pictures into the student's run folder: curves.svg (training
+# curves of both runs) and report.svg (the comparison). Run from the repository root after
+# `bash .ci/setup.sh && make`.
 # Environment: DISTILL (the binary, default ./distill), RUNS (run folder root, default runs),
 # THREADS (BLAS threads, default all cores). A teacher already trained in $RUNS is reused.
 set -euo pipefail
@@ -35,8 +37,10 @@ abs_teacher="$(cd "$(dirname "$teacher")" && pwd)/best.safetensors"
 
 echo "== 3/3 teacher vs student on the test set"
 if ! "$DISTILL" eval --config configs/fmnist-student.json --threads "$THREADS" \
+        --report "$RUNS/fmnist-student/report.svg" \
         "$teacher" "$RUNS/fmnist-student/best.safetensors"; then
     echo "(distill eval failed; the run summaries say:)"
     grep -h '^summary:' "$RUNS/fmnist-teacher.log" "$RUNS/fmnist-student.log"
 fi
+"$DISTILL" plot "$RUNS/fmnist-teacher" "$RUNS/fmnist-student" --out "$RUNS/fmnist-student/curves.svg"
 echo "demo: done in $(( $(date +%s) - start )) s"

@@ -29,4 +29,9 @@ int kd_path_dirname(char *out, size_t cap, const char *path);
 /* The part after the last slash (path itself when there is none); points into path. */
 const char *kd_path_basename(const char *path);
 
+/* A short name for paths[k] among n paths, to label a column or a legend entry: its base name,
+ * or "folder/name" when another of the paths has the same base name (runs/teacher/best.safetensors
+ * and runs/student/best.safetensors). Points into paths[k]. */
+const char *kd_path_label(const char *const *paths, size_t n, size_t k);
+
 #endif

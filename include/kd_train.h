@@ -30,6 +30,34 @@ typedef struct {
     double seconds;         /* wall time of the epoch, validation and checkpoints included */
 } kd_epoch_metrics;
 
+/* ---- metrics.jsonl read back (src/train/runfolder.c, beside its writer) ---- */
+
+/* A double field of a struct, by its JSON name. */
+typedef struct {
+    const char *name;
+    size_t offset;
+} kd_double_field;
+
+/* The fields of a metrics.jsonl line after "epoch", in the order they are written: the one list
+ * the writer, the reader and `distill plot` use. */
+extern const kd_double_field kd_epoch_fields[];
+extern const size_t kd_n_epoch_fields;
+/* Index into kd_epoch_fields of a field name; -1 if there is none. */
+int kd_epoch_field_find(const char *name);
+/* Field `field` (an index into kd_epoch_fields) of m; NaN for an index out of range. */
+double kd_epoch_field_get(const kd_epoch_metrics *m, size_t field);
+
+#define KD_MAX_METRICS_BYTES ((size_t)64 << 20)
+#define KD_MAX_EPOCH_LINE 1e9
+/* Reads a run's metrics.jsonl: one JSON object per line (blank lines skipped) with "epoch", an
+ * integer in 1..1e9 larger than the previous line's, and each field of kd_epoch_fields a number
+ * or null (null or absent reads as NaN; other keys are ignored). *rows (malloc'd, caller frees)
+ * holds the n_rows >= 1 epochs in file order. KD_EINPUT naming the file, and the line and field,
+ * for a missing or unreadable file, a file over KD_MAX_METRICS_BYTES, a line that is not one
+ * complete JSON object (truncated), a bad epoch or field, or no epochs at all. */
+kd_status kd_metrics_read(const char *path, kd_epoch_metrics **rows, size_t *n_rows,
+                          kd_err *err);
+
 typedef enum {
     KD_EV_SETUP,        /* data and models ready: model, n_train, n_val, n_batches, teacher_model */
     KD_EV_WARNING,      /* msg: something the user must see ("WARNING: ...") */

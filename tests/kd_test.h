@@ -79,4 +79,18 @@ size_t kd_test_line_values(const char *out, const char *prefix, int k, double *v
 /* Writes bytes to a file; returns 0 on success. */
 int kd_test_write_file(const char *path, const void *data, size_t n);
 
+/* SVG pictures (`distill plot`, `eval --report`) read back by tests/svg_decode.py, which fits
+ * each axis to its printed tick labels. Runs it on svg: its exit status, its output in out
+ * ("error: ..." when the picture breaks the markup contract). Needs python3. */
+int kd_test_svg_decode(const char *svg, char *out, size_t cap);
+/* Checks the k-th decoded "mark PANEL KIND SERIES v..." line of out: exactly n values, each
+ * within half a pixel of want[i] on its axis (log axes compared in log10, category rows
+ * exactly). On failure reports the first value off and by how many pixels; returns 1 if all
+ * agree. */
+int kd_test_svg_check_mark(const char *file, int line, const char *out, const char *panel,
+                           const char *kind, const char *series, int k, const double *want,
+                           size_t n);
+#define CHECK_SVG_MARK(out, panel, kind, series, k, want, n)                               \
+    kd_test_svg_check_mark(__FILE__, __LINE__, (out), (panel), (kind), (series), (k), (want), (n))
+
 #endif

@@ -1,4 +1,5 @@
-/* test_core.c - sgemm wrapper vs the reference loop, the PRNG, checked sizes, atomic writes. */
+/* test_core.c - sgemm wrapper vs the reference loop, the PRNG, checked sizes, atomic writes, the
+ * text buffer. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -6,6 +7,7 @@
 #include "kd_gemm.h"
 #include "kd_reduce.h"
 #include "kd_rng.h"
+#include "kd_strbuf.h"
 #include "kd_test.h"
 #include "../src/core/test_hooks.h"
 
@@ -243,4 +245,26 @@ KD_TEST(float_shortest_round_trips_with_few_digits) {
         float v = (kd_rng_uniform(&r) - 0.5f) * 1e3f * kd_rng_uniform(&r);
         CHECK((float)kd_float_shortest(v) == v);
     }
+}
+
+/* Appends of every length land whole and in order (the printf path past its stack buffer too);
+ * free leaves a reusable empty buffer. */
+KD_TEST(strbuf_appends_long_text_in_order) {
+    kd_strbuf b = {0};
+    char long_word[1001];
+    memset(long_word, 'x', 1000);
+    long_word[1000] = '\0';
+    kd_strbuf_puts(&b, "a");
+    kd_strbuf_printf(&b, "<%s>%d", long_word, 42);
+    kd_strbuf_put(&b, "bcd", 2);
+    CHECK(!b.oom);
+    CHECK_EQ_INT(b.len, 1 + 1 + 1000 + 1 + 2 + 2);
+    CHECK(b.s && b.s[0] == 'a' && b.s[1] == '<' && b.s[1001] == 'x' && b.s[1002] == '>');
+    CHECK(b.s && strcmp(b.s + 1003, "42bc") == 0);
+    kd_strbuf_free(&b);
+    CHECK(b.s == NULL && b.len == 0);
+    kd_strbuf_printf(&b, "%.3f", 0.5);
+    CHECK(b.s && strcmp(b.s, "0.500") == 0);
+    kd_strbuf_free(&b);
+    kd_strbuf_free(&b);
 }

@@ -354,3 +354,72 @@ KD_TEST(eval_and_export_accept_opt_equals_value) {
         CHECK_CLOSE(jnum(cJSON_GetArrayItem(models, k), "top1"), 0.75, 1e-12, 0);
     cJSON_Delete(j);
 }
+
+/* eval --report: the picture, read back through its tick labels (tests/svg_decode.py), shows
+ * what eval measured: top-1 with its Wilson interval, the parameter counts, and each model's
+ * one occupied confidence bin (accuracy 3/4 as the bar, the gap up or down to its confidence).
+ * Without labels the accuracy and calibration panels say so and draw nothing. */
+KD_TEST(eval_report_svg_shows_the_measured_numbers) {
+    if (!kd_test_have_python()) {
+        kd_test_skip("python3 not available");
+        return;
+    }
+    const char *dir = kd_test_tmpdir();
+    char cmd[4096], tp[512], sp[512], svg[512];
+    static char out[1 << 16];
+    write_idx_pair(dir, 0);
+    snprintf(tp, sizeof tp, "%s/teacher.safetensors", dir);
+    snprintf(sp, sizeof sp, "%s/student.safetensors", dir);
+    snprintf(svg, sizeof svg, "%s/report.svg", dir);
+    write_dense_model(tp, 4, 3, k_wt, k_b0);
+    write_dense_model(sp, 4, 3, k_ws, k_b0);
+    snprintf(cmd, sizeof cmd, "%s eval --data %s/img.idx --labels %s/lab.idx --report %s %s %s",
+             kd_test_distill(), dir, dir, svg, tp, sp);
+    CHECK_EQ_INT(kd_test_run(cmd, out, sizeof out), 0);
+    CHECK_CONTAINS(out, "report: ");
+    CHECK_EQ_INT(kd_test_svg_decode(svg, out, sizeof out), 0);
+    double lo, hi;
+    kd_wilson95(6, 8, &lo, &hi);
+    const double t_ci[] = {lo, 0, hi, 0}, s_ci[] = {lo, 1, hi, 1};
+    const double t_top1[] = {0.75, 0}, s_top1[] = {0.75, 1};
+    CHECK_SVG_MARK(out, "top1", "interval", "teacher.safetensors", 0, t_ci, 4);
+    CHECK_SVG_MARK(out, "top1", "interval", "student.safetensors", 0, s_ci, 4);
+    CHECK_SVG_MARK(out, "top1", "point", "teacher.safetensors", 0, t_top1, 2);
+    CHECK_SVG_MARK(out, "top1", "point", "student.safetensors", 0, s_top1, 2);
+    const double t_params[] = {0, 15}, s_params[] = {1, 15};
+    CHECK_SVG_MARK(out, "params", "hbar", "teacher.safetensors", 0, t_params, 2);
+    CHECK_SVG_MARK(out, "params", "hbar", "student.safetensors", 0, s_params, 2);
+    double lat[2];
+    CHECK_EQ_INT(kd_test_line_values(out, "mark latency hbar student.safetensors ", 0, lat, 2), 2);
+    CHECK(lat[0] == 1 && lat[1] > 0);
+    /* Confidences: teacher e^2 / (e^2 + 2), student e / (e + 2), every row alike. */
+    double pT = exp(2.0) / (exp(2.0) + 2), pS = exp(1.0) / (exp(1.0) + 2);
+    double xT = (kd_ece_bin(pT) + 0.5) / KD_ECE_BINS, xS = (kd_ece_bin(pS) + 0.5) / KD_ECE_BINS;
+    const double t_bar[] = {xT, 0.75}, t_gap[] = {xT, 0.75, pT};
+    const double s_bar[] = {xS, 0.75}, s_gap[] = {xS, pS, 0.75};
+    CHECK_SVG_MARK(out, "reliability-0", "vbar", "teacher.safetensors", 0, t_bar, 2);
+    CHECK_SVG_MARK(out, "reliability-0", "vspan", "teacher.safetensors", 0, t_gap, 3);
+    CHECK_SVG_MARK(out, "reliability-1", "vbar", "student.safetensors", 0, s_bar, 2);
+    CHECK_SVG_MARK(out, "reliability-1", "vspan", "student.safetensors", 0, s_gap, 3);
+    /* 3 panels + 2 diagrams; marks: 2 intervals + 2 points, 2 bars, 2 bars + 2 whiskers, and
+     * 2 bars + 2 gaps. */
+    CHECK_CONTAINS(out, "ok 5 14\n");
+    char *text = NULL, ece[32];
+    size_t len = 0;
+    kd_err err = {0};
+    CHECK(kd_read_file(svg, 1 << 20, &text, &len, &err) == KD_OK);
+    snprintf(ece, sizeof ece, "ECE %.4f", fabs(0.75 - pT));
+    CHECK_CONTAINS(text, ece);
+    free(text);
+
+    /* No labels: no accuracy or calibration marks, a note instead; the rest is drawn. */
+    snprintf(cmd, sizeof cmd, "%s eval --data %s/img.idx --report %s %s", kd_test_distill(), dir,
+             svg, tp);
+    CHECK_EQ_INT(kd_test_run(cmd, out, sizeof out), 0);
+    CHECK_EQ_INT(kd_test_svg_decode(svg, out, sizeof out), 0);
+    CHECK(!strstr(out, "mark top1") && !strstr(out, "mark reliability"));
+    CHECK_SVG_MARK(out, "params", "hbar", "teacher.safetensors", 0, t_params, 2);
+    CHECK(kd_read_file(svg, 1 << 20, &text, &len, &err) == KD_OK);
+    CHECK_CONTAINS(text, "no labels");
+    free(text);
+}

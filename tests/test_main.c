@@ -152,6 +152,57 @@ int kd_test_write_file(const char *path, const void *data, size_t n) {
     return (fclose(f) == 0 && w == n) ? 0 : -1;
 }
 
+int kd_test_svg_decode(const char *svg, char *out, size_t cap) {
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "python3 tests/svg_decode.py '%s'", svg);
+    return kd_test_run(cmd, out, cap);
+}
+
+/* The start of the first line of out that begins with prefix, or NULL. */
+static const char *find_line(const char *out, const char *prefix) {
+    size_t n = strlen(prefix);
+    for (const char *p = out; p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL)
+        if (strncmp(p, prefix, n) == 0) return p;
+    return NULL;
+}
+
+int kd_test_svg_check_mark(const char *file, int line, const char *out, const char *panel,
+                           const char *kind, const char *series, int k, const double *want,
+                           size_t n) {
+    char prefix[512], scale[2][16];
+    double px[2];
+    snprintf(prefix, sizeof prefix, "panel %s ", panel);
+    const char *pl = find_line(out, prefix);
+    if (!pl || sscanf(pl + strlen(prefix), "%lf %lf %15s %15s", &px[0], &px[1], scale[0],
+                      scale[1]) != 4) {
+        kd_test_fail(file, line, "no decoded panel %s in: %.300s", panel, out);
+        return 0;
+    }
+    /* Which axis each value is on: hbar (row, x value), vbar (x, y), vspan (x, y, y), and
+     * x, y pairs for the rest. */
+    const char *axes = strcmp(kind, "hbar") == 0 ? "yx" : strcmp(kind, "vbar") == 0 ? "xy"
+                       : strcmp(kind, "vspan") == 0 ? "xyy" : NULL;
+    double *got = malloc((n + 1) * sizeof *got);
+    snprintf(prefix, sizeof prefix, "mark %s %s %s ", panel, kind, series);
+    size_t m = got ? kd_test_line_values(out, prefix, k, got, n + 1) : 0;
+    int ok = m == n;
+    if (!ok)
+        kd_test_fail(file, line, "%s #%d: %zu values decoded, expected %zu", prefix, k, m, n);
+    for (size_t i = 0; ok && i < n; i++) {
+        int ax = axes ? axes[i % strlen(axes)] == 'y' : (int)(i % 2);
+        double d = fabs(got[i] - want[i]);
+        if (strcmp(scale[ax], "log") == 0) d = fabs(log10(got[i]) - log10(want[i]));
+        double off = strcmp(scale[ax], "category") == 0 ? (d > 1e-9 ? 1e9 : 0) : d * px[ax];
+        if (!(off <= 0.5 + 1e-6)) {
+            kd_test_fail(file, line, "%s #%d value %zu: decoded %.9g, expected %.9g (%.3g px off)",
+                         prefix, k, i, got[i], want[i], off);
+            ok = 0;
+        }
+    }
+    free(got);
+    return ok;
+}
+
 static int cmp_case(const void *a, const void *b) {
     const test_case *x = a, *y = b;
     int c = strcmp(x->file, y->file);

@@ -69,3 +69,16 @@ KD_TEST(path_join_and_split) {
     CHECK(strcmp(kd_path_basename("tiny.json"), "tiny.json") == 0);
     CHECK(strcmp(kd_path_basename("dir/"), "") == 0);
 }
+
+/* Labels for columns and legends: the base name, one folder more where base names collide. */
+KD_TEST(path_label_adds_a_folder_only_on_collisions) {
+    const char *const paths[] = {"runs/teacher/best.safetensors", "runs/student/best.safetensors",
+                                 "/abs/other.safetensors", "best.safetensors", "x/runs/teacher"};
+    CHECK(strcmp(kd_path_label(paths, 5, 0), "teacher/best.safetensors") == 0);
+    CHECK(strcmp(kd_path_label(paths, 5, 1), "student/best.safetensors") == 0);
+    CHECK(strcmp(kd_path_label(paths, 5, 2), "other.safetensors") == 0);
+    CHECK(strcmp(kd_path_label(paths, 5, 3), "best.safetensors") == 0);  /* no folder to add */
+    CHECK(strcmp(kd_path_label(paths, 5, 4), "teacher") == 0);
+    CHECK(strcmp(kd_path_label(paths, 2, 1), "student/best.safetensors") == 0);
+    CHECK(strcmp(kd_path_label(paths + 1, 1, 0), "best.safetensors") == 0);
+}

@@ -16,7 +16,8 @@ typedef struct {
     int (*run)(int argc, char **argv);  /* argv[0] is the command name; returns the exit code */
 } kd_command;
 
-extern const kd_command kd_cmd_train, kd_cmd_eval, kd_cmd_export, kd_cmd_predict, kd_cmd_info;
+extern const kd_command kd_cmd_train, kd_cmd_eval, kd_cmd_export, kd_cmd_predict, kd_cmd_info,
+    kd_cmd_plot;
 
 /* ---- Options ---------------------------------------------------------------------------- */
 

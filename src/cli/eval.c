@@ -1,5 +1,6 @@
 /* eval.c - `distill eval`: teacher and students side by side on one dataset: size, accuracy
- * with Wilson intervals, agreement and KL against the first model, calibration, speed. */
+ * with Wilson intervals, agreement and KL against the first model, calibration, speed; as a
+ * table, JSON, or (--report) an SVG picture drawn by src/report. */
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -8,11 +9,14 @@
 #include "kd_checkpoint.h"
 #include "kd_eval.h"
 #include "kd_gemm.h"
+#include "kd_path.h"
+#include "kd_report.h"
 
 static const char usage[] =
     "Usage: distill eval [--config FILE | --run DIR | --data IDX_IMAGES [--labels IDX_LABELS]]\n"
     "                    [--split test|validation] [--batch N] [--threads N]\n"
-    "                    [--per-class] [--confusion] [--json] CHECKPOINT...\n"
+    "                    [--per-class] [--confusion] [--json] [--report FILE.svg]\n"
+    "                    CHECKPOINT...\n"
     "\n"
     "Evaluates one or more checkpoints (teacher first, then students; any mix of f32, f16,\n"
     "bf16 and int8 files) on the same data and prints one table with a column per model:\n"
@@ -46,6 +50,10 @@ static const char usage[] =
     "                  \"agreement\", \"kl\", \"ece\", \"samples_per_s\", \"latency_us_p50\",\n"
     "                  \"latency_us_p99\"}, ...]} instead (fractions in [0, 1]; null where a\n"
     "                  value does not apply)\n"
+    "  --report FILE   also draw the comparison as an SVG picture (a browser opens it): top-1\n"
+    "                  with its 95% interval, parameters and latency (p50 bar, p99 whisker) on\n"
+    "                  log scales, and a reliability diagram per model (accuracy per\n"
+    "                  confidence bin against the diagonal; the ECE picture)\n"
     "\n"
     "Exit codes: 0 ok, 1 I/O failure, 2 usage error, 3 bad input file (including a model whose\n"
     "input shape or class count does not fit the data, or a model whose class count differs\n"
@@ -53,6 +61,7 @@ static const char usage[] =
 
 typedef struct {
     const char *path;
+    const char *label;   /* the column heading (kd_path_label) */
     size_t params;
     long long bytes;
     kd_metrics met;
@@ -68,25 +77,6 @@ typedef struct {
 static long long file_size(const char *path) {
     struct stat sb;
     return stat(path, &sb) == 0 ? (long long)sb.st_size : -1;
-}
-
-static const char *base_name(const char *p) {
-    const char *s = strrchr(p, '/');
-    return s ? s + 1 : p;
-}
-
-/* A column's heading: the file name, or "folder/file" when another column has the same file
- * name (runs/teacher/best.safetensors vs runs/student/best.safetensors). */
-static const char *column_label(const model_result *res, size_t n, size_t k) {
-    const char *p = res[k].path, *base = base_name(p);
-    for (size_t j = 0; j < n; j++) {
-        if (j == k || strcmp(base_name(res[j].path), base) != 0) continue;
-        if (base == p) return base; /* no folder to add */
-        const char *s = base - 1;   /* the '/' before base */
-        while (s > p && s[-1] != '/') s--;
-        return s;
-    }
-    return base;
 }
 
 /* *out = a copy of the n names (caller frees with kd_free_strings); returns n, or 0 with *out
@@ -206,7 +196,7 @@ static void print_table(const kd_eval_data *d, const model_result *res, size_t n
                         const eval_opts *o, char **names, size_t n_names) {
     int w = 14;
     for (size_t k = 0; k < n_models; k++) {
-        int len = (int)strlen(column_label(res, n_models, k));
+        int len = (int)strlen(res[k].label);
         if (len + 2 > w) w = len + 2;
     }
     if (w > 40) w = 40;
@@ -214,7 +204,7 @@ static void print_table(const kd_eval_data *d, const model_result *res, size_t n
            kd_blas_get_threads(), kd_blas_get_threads() == 1 ? "" : "s");
     char cell[64];
     print_row_label("");
-    for (size_t k = 0; k < n_models; k++) printf("%*.*s", w, w - 2, column_label(res, n_models, k));
+    for (size_t k = 0; k < n_models; k++) printf("%*.*s", w, w - 2, res[k].label);
     printf("\n");
 #define ROW(label, ...)                                                                    \
     do {                                                                                   \
@@ -261,7 +251,7 @@ static void print_table(const kd_eval_data *d, const model_result *res, size_t n
     if (o->per_class && labelled) {
         printf("\nper-class top-1 accuracy\n");
         printf("%-24s%8s", "class", "n");
-        for (size_t k = 0; k < n_models; k++) printf("%*.*s", w, w - 2, column_label(res, n_models, k));
+        for (size_t k = 0; k < n_models; k++) printf("%*.*s", w, w - 2, res[k].label);
         printf("\n");
         for (size_t c = 0; c < C; c++) {
             char label[64];
@@ -372,8 +362,37 @@ static kd_status print_json(const kd_eval_data *d, const model_result *res, size
     return kd_cli_json_print(root, bad, err);
 }
 
+/* The --report picture: the measured numbers handed to kd_report_eval, saved atomically. */
+static kd_status write_report(const kd_eval_data *d, const model_result *res, size_t n_models,
+                              const char *path, kd_err *err) {
+    kd_strbuf svg = {0};
+    char subtitle[KD_PATH_MAX + 64];
+    kd_status st = KD_OK;
+    kd_report_model *rm = calloc(n_models, sizeof *rm);
+    if (!rm) {
+        st = kd_err_set(err, KD_EIO, "out of memory");
+        goto cleanup;
+    }
+    for (size_t k = 0; k < n_models; k++) {
+        rm[k].label = res[k].label;
+        rm[k].params = res[k].params;
+        rm[k].met = &res[k].met;
+        rm[k].latency_p50_us = res[k].p50;
+        rm[k].latency_p99_us = res[k].p99;
+    }
+    snprintf(subtitle, sizeof subtitle, "%s split of %s, %zu samples", d->split, d->src.path,
+             d->n);
+    st = kd_report_eval(rm, n_models, subtitle, &svg, err);
+    if (!st) st = kd_report_save(path, &svg, err);
+cleanup:
+    free(rm);
+    kd_strbuf_free(&svg);
+    return st;
+}
+
 static int run(int argc, char **argv) {
     const char *config = NULL, *run_dir = NULL, *data = NULL, *labels = NULL, *split = NULL;
+    const char *report = NULL;
     long long threads = -1;
     eval_opts o = {0, 0, 0, 256};
     size_t n_models;
@@ -388,6 +407,7 @@ static int run(int argc, char **argv) {
         {.name = "--per-class", .kind = KD_OPT_FLAG, .to.flag = &o.per_class},
         {.name = "--confusion", .kind = KD_OPT_FLAG, .to.flag = &o.confusion},
         {.name = "--json", .kind = KD_OPT_FLAG, .to.flag = &o.json},
+        {.name = "--report", .kind = KD_OPT_STRING, .to.str = &report, .needs = "an SVG file"},
     };
     const kd_cli_spec spec = {cli_opts, KD_CLI_N_OPTS(cli_opts), SIZE_MAX, usage};
     int rc = kd_cli_parse(&spec, argc, argv, &n_models);
@@ -426,10 +446,17 @@ static int run(int argc, char **argv) {
     else if (d.threads > 0) kd_blas_set_threads(d.threads);
     st = evaluate(&d, paths, n_models, &o, res, &names, &n_names, &err);
     if (st) goto cleanup;
+    for (size_t k = 0; k < n_models; k++)
+        res[k].label = kd_path_label((const char *const *)paths, n_models, k);
     if (o.json)
         st = print_json(&d, res, n_models, &o, names, n_names, &err);
     else
         print_table(&d, res, n_models, &o, names, n_names);
+    if (!st && report) {
+        st = write_report(&d, res, n_models, report, &err);
+        if (!st) kd_cli_warn_if_any(&err);
+        if (!st && !o.json) printf("\nreport: %s\n", report);
+    }
 cleanup:
     for (size_t k = 0; res && k < n_models; k++) kd_metrics_free(&res[k].met);
     free(res);

@@ -63,3 +63,15 @@ const char *kd_path_basename(const char *path) {
     const char *slash = strrchr(path, '/');
     return slash ? slash + 1 : path;
 }
+
+const char *kd_path_label(const char *const *paths, size_t n, size_t k) {
+    const char *p = paths[k], *base = kd_path_basename(p);
+    for (size_t j = 0; j < n; j++) {
+        if (j == k || strcmp(kd_path_basename(paths[j]), base) != 0) continue;
+        if (base == p) return base; /* no folder to add */
+        const char *s = base - 1;   /* the '/' before base */
+        while (s > p && s[-1] != '/') s--;
+        return s;
+    }
+    return base;
+}

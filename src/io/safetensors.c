@@ -11,6 +11,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "kd_strbuf.h"
+
 /* Tensor bytes are little-endian in the file and used in place: only little-endian hosts. */
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "safetensors.c assumes a little-endian host"
@@ -521,56 +523,20 @@ int64_t kd_st_get_i64(const kd_st_tensor *t, uint64_t i) {
 
 /* ---- writing ---------------------------------------------------------------------------- */
 
-typedef struct {
-    char *s;
-    size_t len, cap;
-    int oom;
-} strbuf;
-
-static void sb_put(strbuf *b, const char *s, size_t n) {
-    if (b->oom) return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + n + 1) cap *= 2;
-        char *p = realloc(b->s, cap);
-        if (!p) {
-            b->oom = 1;
-            return;
-        }
-        b->s = p;
-        b->cap = cap;
-    }
-    memcpy(b->s + b->len, s, n);
-    b->len += n;
-    b->s[b->len] = '\0';
-}
-
-static void sb_puts(strbuf *b, const char *s) { sb_put(b, s, strlen(s)); }
-
-static void sb_printf(strbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(strbuf *b, const char *fmt, ...) {
-    char tmp[128];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
-    va_end(ap);
-    if (n > 0) sb_put(b, tmp, (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
-}
-
 /* A JSON string literal; the text is already known to be valid UTF-8. */
-static void sb_json_str(strbuf *b, const char *s) {
-    sb_puts(b, "\"");
+static void sb_json_str(kd_strbuf *b, const char *s) {
+    kd_strbuf_puts(b, "\"");
     for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
         if (*p == '"' || *p == '\\') {
             char esc[2] = {'\\', (char)*p};
-            sb_put(b, esc, 2);
+            kd_strbuf_put(b, esc, 2);
         } else if (*p < 0x20) {
-            sb_printf(b, "\\u%04x", *p);
+            kd_strbuf_printf(b, "\\u%04x", *p);
         } else {
-            sb_put(b, (const char *)p, 1);
+            kd_strbuf_put(b, (const char *)p, 1);
         }
     }
-    sb_puts(b, "\"");
+    kd_strbuf_puts(b, "\"");
 }
 
 typedef struct {
@@ -598,7 +564,7 @@ kd_status kd_st_write(const char *path, const kd_st_out *tensors, size_t n_tenso
                       const char *const *meta_keys, const char *const *meta_vals, size_t n_meta,
                       kd_err *err) {
     kd_status st = KD_OK;
-    strbuf b = {0};
+    kd_strbuf b = {0};
     uint64_t *nbytes = calloc(n_tensors ? n_tensors : 1, sizeof *nbytes);
     char **names = calloc(n_tensors ? n_tensors : 1, sizeof *names);
     if (!nbytes || !names) {
@@ -647,29 +613,29 @@ kd_status kd_st_write(const char *path, const kd_st_out *tensors, size_t n_tenso
     }
 
     /* Header: metadata first, then tensors in the given order (as the reference writer does). */
-    sb_puts(&b, "{");
+    kd_strbuf_puts(&b, "{");
     if (n_meta) {
-        sb_puts(&b, "\"__metadata__\":{");
+        kd_strbuf_puts(&b, "\"__metadata__\":{");
         for (size_t i = 0; i < n_meta; i++) {
-            if (i) sb_puts(&b, ",");
+            if (i) kd_strbuf_puts(&b, ",");
             sb_json_str(&b, meta_keys[i]);
-            sb_puts(&b, ":");
+            kd_strbuf_puts(&b, ":");
             sb_json_str(&b, meta_vals[i]);
         }
-        sb_puts(&b, "}");
+        kd_strbuf_puts(&b, "}");
     }
     uint64_t pos = 0;
     for (size_t i = 0; i < n_tensors; i++) {
         const kd_st_out *t = &tensors[i];
-        if (n_meta || i) sb_puts(&b, ",");
+        if (n_meta || i) kd_strbuf_puts(&b, ",");
         sb_json_str(&b, t->name);
-        sb_printf(&b, ":{\"dtype\":\"%s\",\"shape\":[", kd_dtype_name(t->dtype));
-        for (int k = 0; k < t->rank; k++) sb_printf(&b, "%s%" PRIu64, k ? "," : "", t->shape[k]);
-        sb_printf(&b, "],\"data_offsets\":[%" PRIu64 ",%" PRIu64 "]}", pos, pos + nbytes[i]);
+        kd_strbuf_printf(&b, ":{\"dtype\":\"%s\",\"shape\":[", kd_dtype_name(t->dtype));
+        for (int k = 0; k < t->rank; k++) kd_strbuf_printf(&b, "%s%" PRIu64, k ? "," : "", t->shape[k]);
+        kd_strbuf_printf(&b, "],\"data_offsets\":[%" PRIu64 ",%" PRIu64 "]}", pos, pos + nbytes[i]);
         pos += nbytes[i];
     }
-    sb_puts(&b, "}");
-    while (!b.oom && b.len % 8) sb_puts(&b, " "); /* keeps every tensor 8-byte aligned */
+    kd_strbuf_puts(&b, "}");
+    while (!b.oom && b.len % 8) kd_strbuf_puts(&b, " "); /* keeps every tensor 8-byte aligned */
     if (b.oom) {
         st = kd_err_set(err, KD_EIO, "%s: out of memory", path);
         goto cleanup;
@@ -681,7 +647,7 @@ kd_status kd_st_write(const char *path, const kd_st_out *tensors, size_t n_tenso
     write_ctx ctx = {path, b.s, b.len, tensors, nbytes, n_tensors};
     st = kd_write_atomic(path, write_body, &ctx, err);
 cleanup:
-    free(b.s);
+    kd_strbuf_free(&b);
     free(nbytes);
     free(names);
     return st;

@@ -1,7 +1,8 @@
 /* runfolder.c - a run's folder: its paths, config.json, metrics.jsonl (reloaded on resume,
- * rewritten atomically after each epoch), checkpoints with the "run" metadata, and the one read
- * of a checkpoint that resumes a run. The partial-epoch sums go to and come from the metadata
- * through one table, so the writer and the reader cannot drift apart. */
+ * rewritten atomically after each epoch, read back for `distill plot`), checkpoints with the
+ * "run" metadata, and the one read of a checkpoint that resumes a run. The partial-epoch sums
+ * and the metrics.jsonl fields each go out and come back through one table, so a writer and its
+ * reader cannot drift apart. */
 #include <cJSON.h>
 #include <errno.h>
 #include <math.h>
@@ -12,10 +13,7 @@
 #include "train_impl.h"
 
 /* A double field of a struct, by JSON name: the one list that both writes and reads it. */
-typedef struct {
-    const char *name;
-    size_t offset;
-} double_field;
+typedef kd_double_field double_field;
 
 #define SUM(f) {#f, offsetof(kd_epoch_sums, f)}
 static const double_field sum_fields[] = {
@@ -29,11 +27,15 @@ _Static_assert(sizeof(kd_epoch_sums) == N_SUM_FIELDS * sizeof(double),
 
 /* The metrics.jsonl fields after "epoch", in the order they are written. */
 #define MET(f) {#f, offsetof(kd_epoch_metrics, f)}
-static const double_field metric_fields[] = {
+const kd_double_field kd_epoch_fields[] = {
     MET(loss), MET(soft), MET(hard), MET(train_acc), MET(val_acc), MET(lr), MET(samples_per_s),
     MET(seconds),
 };
 #undef MET
+const size_t kd_n_epoch_fields = sizeof kd_epoch_fields / sizeof kd_epoch_fields[0];
+_Static_assert(sizeof(kd_epoch_metrics) == sizeof(size_t) + sizeof kd_epoch_fields /
+                                                sizeof kd_epoch_fields[0] * sizeof(double),
+               "every metric of kd_epoch_metrics is in kd_epoch_fields");
 
 static double field_get(const void *base, const double_field *f) {
     return *(const double *)((const char *)base + f->offset);
@@ -171,8 +173,8 @@ static char *metrics_line(const kd_epoch_metrics *m) {
     cJSON *o = cJSON_CreateObject();
     char *s = NULL;
     int ok = o && cJSON_AddNumberToObject(o, "epoch", (double)m->epoch);
-    for (size_t i = 0; ok && i < sizeof metric_fields / sizeof metric_fields[0]; i++)
-        ok = add_num_or_null(o, metric_fields[i].name, field_get(m, &metric_fields[i]));
+    for (size_t i = 0; ok && i < kd_n_epoch_fields; i++)
+        ok = add_num_or_null(o, kd_epoch_fields[i].name, field_get(m, &kd_epoch_fields[i]));
     if (ok) s = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     return s;
@@ -184,6 +186,95 @@ kd_status kd_runfolder_add_metrics(kd_runfolder *rf, const kd_epoch_metrics *em,
     kd_status st = metrics_append(rf, line, err);
     free(line);
     if (st == KD_OK) st = write_text(rf->metrics_path, rf->metrics, err);
+    return st;
+}
+
+int kd_epoch_field_find(const char *name) {
+    for (size_t i = 0; i < kd_n_epoch_fields; i++)
+        if (strcmp(kd_epoch_fields[i].name, name) == 0) return (int)i;
+    return -1;
+}
+
+double kd_epoch_field_get(const kd_epoch_metrics *m, size_t field) {
+    return field < kd_n_epoch_fields ? field_get(m, &kd_epoch_fields[field]) : NAN;
+}
+
+/* One metrics.jsonl line into *row; prev is the previous line's epoch (0 before the first).
+ * Errors are KD_EINPUT "PATH line N: ...". */
+static kd_status metrics_parse_line(const char *path, size_t line_no, const char *line,
+                                    size_t prev, kd_epoch_metrics *row, kd_err *err) {
+    kd_status st = KD_OK;
+    const char *end = NULL;
+    cJSON *j = cJSON_ParseWithOpts(line, &end, 1);
+    if (!cJSON_IsObject(j)) {
+        st = kd_err_set(err, KD_EINPUT, "%s line %zu: expected one complete JSON object (a "
+                        "truncated or damaged line?), got \"%.60s\"", path, line_no, line);
+        goto cleanup;
+    }
+    const cJSON *e = cJSON_GetObjectItemCaseSensitive(j, "epoch");
+    double ev = cJSON_IsNumber(e) ? e->valuedouble : -1;
+    if (!(ev >= 1 && ev <= KD_MAX_EPOCH_LINE && ev == floor(ev)) || (size_t)ev <= prev) {
+        st = kd_err_set(err, KD_EINPUT, "%s line %zu: epoch: expected an integer in %zu..%.0f "
+                        "(epochs increase line by line)", path, line_no, prev + 1,
+                        (double)KD_MAX_EPOCH_LINE);
+        goto cleanup;
+    }
+    row->epoch = (size_t)ev;
+    for (size_t i = 0; i < kd_n_epoch_fields; i++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, kd_epoch_fields[i].name);
+        if (v && !cJSON_IsNumber(v) && !cJSON_IsNull(v)) {
+            st = kd_err_set(err, KD_EINPUT, "%s line %zu (epoch %zu): %s: expected a number or "
+                            "null", path, line_no, row->epoch, kd_epoch_fields[i].name);
+            goto cleanup;
+        }
+        field_set(row, &kd_epoch_fields[i], cJSON_IsNumber(v) ? v->valuedouble : NAN);
+    }
+cleanup:
+    cJSON_Delete(j);
+    return st;
+}
+
+kd_status kd_metrics_read(const char *path, kd_epoch_metrics **rows, size_t *n_rows,
+                          kd_err *err) {
+    char *text = NULL;
+    size_t len = 0, n_lines = 1, n = 0, line_no = 0;
+    kd_epoch_metrics *out = NULL;
+    *rows = NULL;
+    *n_rows = 0;
+    kd_status st = kd_read_file(path, KD_MAX_METRICS_BYTES, &text, &len, err);
+    if (st) goto cleanup;
+    if (strlen(text) != len) {
+        st = kd_err_set(err, KD_EINPUT, "%s: contains a NUL byte at offset %zu (not a "
+                        "metrics.jsonl text file)", path, strlen(text));
+        goto cleanup;
+    }
+    for (size_t i = 0; i < len; i++) n_lines += text[i] == '\n';
+    out = calloc(n_lines, sizeof *out);
+    if (!out) {
+        st = kd_err_set(err, KD_EIO, "%s: out of memory for %zu lines", path, n_lines);
+        goto cleanup;
+    }
+    for (char *line = text; line; ) {
+        char *nl = strchr(line, '\n');
+        if (nl) *nl = '\0';
+        line_no++;
+        if (line[strspn(line, " \t\r")] != '\0') {
+            st = metrics_parse_line(path, line_no, line, n ? out[n - 1].epoch : 0, &out[n], err);
+            if (st) goto cleanup;
+            n++;
+        }
+        line = nl ? nl + 1 : NULL;
+    }
+    if (n == 0) {
+        st = kd_err_set(err, KD_EINPUT, "%s: no epochs recorded (empty file)", path);
+        goto cleanup;
+    }
+    *rows = out;
+    *n_rows = n;
+    out = NULL;
+cleanup:
+    free(out);
+    free(text);
     return st;
 }
 
