@@ -3,17 +3,23 @@
 #include "kd_gemm.h"
 
 #include <cblas.h>
+#include <omp.h>
 
-/* Small products (output layers, thin students) run faster on one thread than on two on this
- * class of machine: 128x10x1200 takes 50 us on one thread, 123 us on two; 128x64x784 127 us vs
- * 278 us; from 128x128x784 (12.8M multiply-adds) on, two threads win. So products under 8M
- * multiply-adds run on one thread. So do products with a tiny output and a long reduction (a
- * first conv layer's weight gradient, 32x9 summed over 100352 positions: 1.6 ms on one thread,
- * 2.6 ms on two), which OpenBLAS cannot split between threads. Switching the OpenBLAS thread
- * count costs ~15 ns. */
+#include "test_hooks.h"
+
+/* Small products (output layers, thin students) ran faster on one thread than on two on this
+ * class of machine (pthreads OpenBLAS): 128x10x1200 took 50 us on one thread, 123 us on two;
+ * 128x64x784 127 us vs 278 us; from 128x128x784 (12.8M multiply-adds) on, two threads won. So
+ * products under 8M multiply-adds run on one thread. So do products with a tiny output and a
+ * long reduction (a first conv layer's weight gradient, 32x9 summed over 100352 positions:
+ * 1.6 ms on one thread, 2.6 ms on two), which OpenBLAS cannot split between threads. With the
+ * OpenMP build the switch is omp_set_num_threads (OpenBLAS reads the OpenMP count on every
+ * call), a store into libgomp's per-thread settings. tests/bench/bench_gemm.c times both sides
+ * of this rule under the current build. */
 #define KD_SMALL_MACS 8e6
 #define KD_SMALL_OUTPUT 1024
-static int g_threads;  /* the configured count (0 until kd_blas_set_threads) */
+
+unsigned long kd_hook_gemm_one_thread;
 
 void kd_sgemm(int trans_a, int trans_b, size_t M, size_t N, size_t K, float alpha,
               const float *A, size_t lda, const float *B, size_t ldb, float beta, float *C,
@@ -30,13 +36,20 @@ void kd_sgemm(int trans_a, int trans_b, size_t M, size_t N, size_t K, float alph
                         A, 1, beta, C, 1);
         return;
     }
-    int thin = g_threads > 1 && ((double)M * (double)N * (double)K < KD_SMALL_MACS ||
-                                 (double)M * (double)N <= KD_SMALL_OUTPUT);
-    if (thin) openblas_set_num_threads(1);
+    /* The count is read on every call, so a run that never set one (threads 0, the default)
+     * takes the same path as one that asked for all cores. Inside a parallel region (a
+     * per-chunk loop) OpenBLAS runs on the calling thread anyway. */
+    const int nt = omp_in_parallel() ? 1 : omp_get_max_threads();
+    const int thin = nt > 1 && ((double)M * (double)N * (double)K < KD_SMALL_MACS ||
+                                (double)M * (double)N <= KD_SMALL_OUTPUT);
+    if (thin) {
+        omp_set_num_threads(1);
+        kd_hook_gemm_one_thread++;
+    }
     cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
                 trans_b ? CblasTrans : CblasNoTrans, (blasint)M, (blasint)N, (blasint)K, alpha, A,
                 (blasint)lda, B, (blasint)ldb, beta, C, (blasint)ldc);
-    if (thin) openblas_set_num_threads(g_threads);
+    if (thin) omp_set_num_threads(nt);
 }
 
 void kd_sgemm_ref(int trans_a, int trans_b, size_t M, size_t N, size_t K, float alpha,
@@ -57,9 +70,4 @@ void kd_sgemm_ref(int trans_a, int trans_b, size_t M, size_t N, size_t K, float 
     }
 }
 
-void kd_blas_set_threads(int n) {
-    if (n > 0) openblas_set_num_threads(n);
-    g_threads = openblas_get_num_threads();
-}
-
-int kd_blas_get_threads(void) { return openblas_get_num_threads(); }
+int kd_blas_is_openmp(void) { return openblas_get_parallel() == 2; }

@@ -13,6 +13,7 @@
 #include "../../src/nn/layer_impl.h"
 #include "kd_config.h"
 #include "kd_gemm.h"
+#include "kd_threads.h"
 #include "kd_loss.h"
 #include "kd_nn.h"
 #include "kd_optim.h"
@@ -146,8 +147,8 @@ static double forward_time(kd_model *m, const float *x, int reps) {
 int main(int argc, char **argv) {
     int threads = argc > 1 ? atoi(argv[1]) : 0;
     int rc = 1;
-    kd_blas_set_threads(threads);
-    printf("threads: %d (OpenBLAS)\n\n", kd_blas_get_threads());
+    printf("threads: %d (OpenMP, shared with OpenBLAS: %s)\n\n", kd_threads_set(threads),
+           kd_blas_is_openmp() ? "its OpenMP build" : "NOT its OpenMP build");
 
     kd_rng rng;
     kd_rng_seed(&rng, 1);
