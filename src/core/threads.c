@@ -9,6 +9,8 @@
  * it, so that "0 = default" means the same count after an explicit one was set. */
 static int g_default;
 
+size_t kd_par_min = KD_PAR_MIN;
+
 int kd_threads_set(int n) {
     if (!g_default) g_default = omp_get_max_threads();
     omp_set_num_threads(n > 0 ? n : g_default);

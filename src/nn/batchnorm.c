@@ -80,19 +80,25 @@ static void bn_init(kd_layer *l, kd_rng *rng, int xavier) {
  *   running_mean = (1 - m) running_mean + m mean,
  *   running_var  = (1 - m) running_var  + m var * N / (N - 1)   (unbiased, as PyTorch).
  * Eval: the same with running_mean / running_var in place of the batch statistics.
- * Both passes walk memory in order (sample, channel, plane); the statistics come from one
- * pass of sums shifted by the channel's first value, accumulated in double. */
+ * The statistics come from one pass of sums shifted by the channel's first value, accumulated
+ * in double; threads split the channels, and one thread sums each channel over the samples in
+ * order, so the sums do not depend on the thread count. Normalising splits the (sample,
+ * channel) planes. */
 static void bn_forward(kd_layer *l, const float *x, float *y, size_t B, kd_ctx *ctx) {
     const bn_hp *hp = l->hp;
     const size_t C = n_channels(l), S = n_spatial(l), N = B * S;
     float *mean_c = l->cache, *inv_std = l->cache + C;
     float *run_mean = l->t[BN_MEAN], *run_var = l->t[BN_VAR];
+    const int par = KD_PAR(B * C * S);
     if (ctx->training) {
         double *s = (double *)ctx->workspace, *q = s + C;
-        for (size_t c = 0; c < C; c++) s[c] = q[c] = 0.0;
-        for (size_t b = 0; b < B; b++)
-            for (size_t c = 0; c < C; c++)
-                kd_sum_sq_shifted(x + (b * C + c) * S, S, x[c * S], &s[c], &q[c]);
+#pragma omp parallel for schedule(static) if (par)
+        for (size_t c = 0; c < C; c++) {
+            double sc = 0.0, qc = 0.0;
+            for (size_t b = 0; b < B; b++) kd_sum_sq_shifted(x + (b * C + c) * S, S, x[c * S], &sc, &qc);
+            s[c] = sc;
+            q[c] = qc;
+        }
         const double m = hp->momentum;
         for (size_t c = 0; c < C; c++) {
             const double d = s[c] / (double)N, mean = x[c * S] + d;
@@ -114,14 +120,15 @@ static void bn_forward(kd_layer *l, const float *x, float *y, size_t B, kd_ctx *
             inv_std[c] = (float)(1.0 / sqrt((double)run_var[c] + (double)hp->eps));
         }
     }
-    for (size_t b = 0; b < B; b++)
-        for (size_t c = 0; c < C; c++) {
-            const size_t off = (b * C + c) * S;
-            const float mu = mean_c[c], k = l->t[BN_W][c] * inv_std[c], beta = l->t[BN_B][c];
-            const float *restrict xp = x + off;
-            float *restrict yp = y + off;
-            for (size_t i = 0; i < S; i++) yp[i] = k * (xp[i] - mu) + beta;
-        }
+    const float *w = l->t[BN_W], *bias = l->t[BN_B];
+#pragma omp parallel for schedule(static) if (par)
+    for (size_t bc = 0; bc < B * C; bc++) {
+        const size_t c = bc % C;
+        const float mu = mean_c[c], k = w[c] * inv_std[c], beta = bias[c];
+        const float *restrict xp = x + bc * S;
+        float *restrict yp = y + bc * S;
+        for (size_t i = 0; i < S; i++) yp[i] = k * (xp[i] - mu) + beta;
+    }
 }
 
 /* dweight += sum(dy * xhat);  dbias += sum(dy);
@@ -134,28 +141,35 @@ static void bn_backward(kd_layer *l, const float *x, const float *y, const float
     const size_t C = n_channels(l), S = n_spatial(l), N = B * S;
     const float *mean_c = l->cache, *inv_std = l->cache + C;
     double *sdy = (double *)ctx->workspace, *sdyx = sdy + C;
-    for (size_t c = 0; c < C; c++) sdy[c] = sdyx[c] = 0.0;
-    for (size_t b = 0; b < B; b++)
-        for (size_t c = 0; c < C; c++) {
+    const int par = KD_PAR(B * C * S);
+#pragma omp parallel for schedule(static) if (par)
+    for (size_t c = 0; c < C; c++) {  /* one thread per channel: a fixed order (see forward) */
+        double a = 0.0, p = 0.0;
+        for (size_t b = 0; b < B; b++) {
             const size_t off = (b * C + c) * S;
-            kd_sum_dot_shifted(dy + off, x + off, S, mean_c[c], &sdy[c], &sdyx[c]);
+            kd_sum_dot_shifted(dy + off, x + off, S, mean_c[c], &a, &p);
         }
+        sdy[c] = a;
+        sdyx[c] = p;
+    }
     for (size_t c = 0; c < C; c++) {
         sdyx[c] *= inv_std[c];  /* sum(dy * (x - mean)) * inv_std = sum(dy * xhat) */
         l->dt[BN_W][c] += (float)sdyx[c];
         l->dt[BN_B][c] += (float)sdy[c];
     }
     if (!dx) return;
-    for (size_t b = 0; b < B; b++)
-        for (size_t c = 0; c < C; c++) {
-            const size_t off = (b * C + c) * S;
-            const float is = inv_std[c], k = l->t[BN_W][c] * is, mu = mean_c[c];
-            const float a = ctx->training ? (float)(sdy[c] / (double)N) : 0.0f;
-            const float bq = ctx->training ? (float)(sdyx[c] / (double)N) * is : 0.0f;
-            const float *restrict dyp = dy + off, *restrict xp = x + off;
-            float *restrict dxp = dx + off;
-            for (size_t i = 0; i < S; i++) dxp[i] = k * (dyp[i] - a - (xp[i] - mu) * bq);
-        }
+    const float *w = l->t[BN_W];
+    const int training = ctx->training;
+#pragma omp parallel for schedule(static) if (par)
+    for (size_t bc = 0; bc < B * C; bc++) {
+        const size_t c = bc % C, off = bc * S;
+        const float is = inv_std[c], k = w[c] * is, mu = mean_c[c];
+        const float a = training ? (float)(sdy[c] / (double)N) : 0.0f;
+        const float bq = training ? (float)(sdyx[c] / (double)N) * is : 0.0f;
+        const float *restrict dyp = dy + off, *restrict xp = x + off;
+        float *restrict dxp = dx + off;
+        for (size_t i = 0; i < S; i++) dxp[i] = k * (dyp[i] - a - (xp[i] - mu) * bq);
+    }
 }
 
 static void bn_describe(const kd_layer *l, cJSON *obj) {
