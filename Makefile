@@ -3,6 +3,7 @@
 #   make test       build and run the test suite (last line: "N passed, N failed, N skipped")
 #   make asan       the same suite under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make bench      benchmarks (sgemm peak, training step, loaders, ...)
+#   make bench-torch  the same jobs in distill and PyTorch side by side (if python3-torch is there)
 #   make demo       train the Fashion-MNIST teacher, distil a student, compare (README main job)
 #   make setup      install missing Debian packages (same as bash .ci/setup.sh)
 # WERROR=1 turns warnings into errors (CI sets it).
@@ -42,8 +43,10 @@ LIB_OBJ   := $(LIB_SRC:%.c=$(BUILD)/%.o)
 MAIN_OBJ  := $(MAIN_SRC:%.c=$(BUILD)/%.o)
 TEST_OBJ  := $(TEST_SRC:%.c=$(BUILD)/%.o)
 BENCH_BIN := $(BENCH_SRC:tests/bench/%.c=$(BUILD)/bench/%)
+# bench_jobs runs one job given on its command line: bench-torch's, not bench's.
+BENCH_RUN := $(filter-out %/bench_jobs,$(BENCH_BIN))
 
-.PHONY: all test asan bench demo setup clean check-deps
+.PHONY: all test asan bench bench-torch demo setup clean check-deps
 
 all: check-deps $(BIN)
 
@@ -81,7 +84,11 @@ asan:
 	  LDFLAGS="-fsanitize=address,undefined" test
 
 bench: check-deps $(BIN) $(BENCH_BIN)
-	@for b in $(BENCH_BIN); do echo "== $$b"; ./$$b || exit 1; done
+	@for b in $(BENCH_RUN); do echo "== $$b"; ./$$b || exit 1; done
+
+# One process per job and side, alternating; PyTorch's side only when /usr/bin/python3 has torch.
+bench-torch: check-deps $(BUILD)/bench/bench_jobs
+	/usr/bin/python3 tests/bench/side_by_side.py $(ARGS)
 
 demo: all
 	./configs/demo.sh
