@@ -20,6 +20,7 @@
 #define KD_SMALL_OUTPUT 1024
 
 unsigned long kd_hook_gemm_one_thread;
+int kd_gemm_small_rule = 1;
 
 void kd_sgemm(int trans_a, int trans_b, size_t M, size_t N, size_t K, float alpha,
               const float *A, size_t lda, const float *B, size_t ldb, float beta, float *C,
@@ -40,8 +41,9 @@ void kd_sgemm(int trans_a, int trans_b, size_t M, size_t N, size_t K, float alph
      * takes the same path as one that asked for all cores. Inside a parallel region (a
      * per-chunk loop) OpenBLAS runs on the calling thread anyway. */
     const int nt = omp_in_parallel() ? 1 : omp_get_max_threads();
-    const int thin = nt > 1 && ((double)M * (double)N * (double)K < KD_SMALL_MACS ||
-                                (double)M * (double)N <= KD_SMALL_OUTPUT);
+    const int thin = nt > 1 && kd_gemm_small_rule &&
+                     ((double)M * (double)N * (double)K < KD_SMALL_MACS ||
+                      (double)M * (double)N <= KD_SMALL_OUTPUT);
     if (thin) {
         omp_set_num_threads(1);
         kd_hook_gemm_one_thread++;

@@ -12,5 +12,7 @@ extern int kd_fault_dirsync_after;
 /* kd_sgemm: counts the products it ran on one thread while more were configured (the small
  * products rule), so a test can check that two runs took the same path. Not a countdown. */
 extern unsigned long kd_hook_gemm_one_thread;
+/* kd_sgemm: 0 turns the small-products rule off (tests/bench/bench_gemm.c times both sides). */
+extern int kd_gemm_small_rule;
 
 #endif
