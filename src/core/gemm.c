@@ -21,11 +21,13 @@
 
 unsigned long kd_hook_gemm_one_thread;
 int kd_gemm_small_rule = 1;
+void (*kd_hook_gemm_shape)(int trans_a, int trans_b, size_t M, size_t N, size_t K);
 
 void kd_sgemm(int trans_a, int trans_b, size_t M, size_t N, size_t K, float alpha,
               const float *A, size_t lda, const float *B, size_t ldb, float beta, float *C,
               size_t ldc) {
     if (M == 0 || N == 0) return;
+    if (kd_hook_gemm_shape) kd_hook_gemm_shape(trans_a, trans_b, M, N, K);
     if (M == 1 && !trans_a) {
         /* A single row (one-sample inference): OpenBLAS's sgemm pays ~20 us of set-up here,
          * sgemv does not. C[1,N] = alpha * op(B)^T-as-matrix-vector + beta * C. */

@@ -4,6 +4,8 @@
 #ifndef KD_TEST_HOOKS_H
 #define KD_TEST_HOOKS_H
 
+#include <stddef.h>
+
 /* kd_write_atomic: the write fails after the callback, as if the disk were full (ENOSPC). */
 extern int kd_fault_write_after;
 /* kd_write_atomic: the fsync of the directory after the rename fails (EIO). */
@@ -14,5 +16,8 @@ extern int kd_fault_dirsync_after;
 extern unsigned long kd_hook_gemm_one_thread;
 /* kd_sgemm: 0 turns the small-products rule off (tests/bench/bench_gemm.c times both sides). */
 extern int kd_gemm_small_rule;
+/* kd_sgemm: when set, called with every product's transposes and sizes before it runs, so a
+ * benchmark can record the products of a step and time them alone (bench_cnn.c). */
+extern void (*kd_hook_gemm_shape)(int trans_a, int trans_b, size_t M, size_t N, size_t K);
 
 #endif
