@@ -57,10 +57,46 @@ static size_t bn_cache(const kd_layer *l, size_t B) {
     return 2 * n_channels(l);
 }
 
-/* Two double accumulators per channel. */
+/* Blocks of kd_reduce's shifted sums per (sample, channel) plane. */
+static size_t plane_blocks(const kd_layer *l) {
+    return (n_spatial(l) + KD_REDUCE_BLOCK - 1) / KD_REDUCE_BLOCK;
+}
+
+/* Doubles (two floats each): two sums per channel, and two block terms per block of every
+ * (sample, channel) plane (see channel_sums). */
 static size_t bn_workspace(const kd_layer *l, size_t B) {
-    (void)B;
-    return 4 * n_channels(l);
+    return 2 * (2 * n_channels(l) + 2 * B * n_channels(l) * plane_blocks(l));
+}
+
+/* The two per-channel sums of batch norm, in a fixed order whatever the thread count. First
+ * the block terms of every (sample, channel) plane, planes split among the threads in memory
+ * order (x is read as one stream): terms (B, C, nblk). Then per channel the terms in (sample,
+ * block) order, the order of one serial pass over the samples. dot = 0: s = sum(a - shift),
+ * q = sum((a - shift)^2) with shift = shifts[c]; dot = 1: s = sum(a), q = sum(a * (b - shift)). */
+static void channel_sums(const float *a, const float *b, const float *shifts, size_t shift_stride,
+                         size_t B, size_t C, size_t S, int dot, double *ws, double *s, double *q) {
+    const size_t nblk = (S + KD_REDUCE_BLOCK - 1) / KD_REDUCE_BLOCK;
+    double *ts = ws, *tq = ws + B * C * nblk;
+    const int par = KD_PAR(B * C * S);
+#pragma omp parallel for schedule(static) if (par)
+    for (size_t bc = 0; bc < B * C; bc++) {
+        const float shift = shifts[(bc % C) * shift_stride];
+        if (dot)
+            kd_sum_dot_shifted_blocks(a + bc * S, b + bc * S, S, shift, ts + bc * nblk, tq + bc * nblk);
+        else
+            kd_sum_sq_shifted_blocks(a + bc * S, S, shift, ts + bc * nblk, tq + bc * nblk);
+    }
+#pragma omp parallel for schedule(static) if (par)
+    for (size_t c = 0; c < C; c++) {
+        double sc = 0.0, qc = 0.0;
+        for (size_t b0 = 0; b0 < B; b0++)
+            for (size_t k = 0; k < nblk; k++) {
+                sc += ts[(b0 * C + c) * nblk + k];
+                qc += tq[(b0 * C + c) * nblk + k];
+            }
+        s[c] = sc;
+        q[c] = qc;
+    }
 }
 
 static void bn_init(kd_layer *l, kd_rng *rng, int xavier) {
@@ -81,9 +117,8 @@ static void bn_init(kd_layer *l, kd_rng *rng, int xavier) {
  *   running_var  = (1 - m) running_var  + m var * N / (N - 1)   (unbiased, as PyTorch).
  * Eval: the same with running_mean / running_var in place of the batch statistics.
  * The statistics come from one pass of sums shifted by the channel's first value, accumulated
- * in double; threads split the channels, and one thread sums each channel over the samples in
- * order, so the sums do not depend on the thread count. Normalising splits the (sample,
- * channel) planes. */
+ * in double (channel_sums: the same bits on any thread count). Normalising splits the (sample,
+ * channel) planes among the threads. */
 static void bn_forward(kd_layer *l, const float *x, float *y, size_t B, kd_ctx *ctx) {
     const bn_hp *hp = l->hp;
     const size_t C = n_channels(l), S = n_spatial(l), N = B * S;
@@ -92,13 +127,7 @@ static void bn_forward(kd_layer *l, const float *x, float *y, size_t B, kd_ctx *
     const int par = KD_PAR(B * C * S);
     if (ctx->training) {
         double *s = (double *)ctx->workspace, *q = s + C;
-#pragma omp parallel for schedule(static) if (par)
-        for (size_t c = 0; c < C; c++) {
-            double sc = 0.0, qc = 0.0;
-            for (size_t b = 0; b < B; b++) kd_sum_sq_shifted(x + (b * C + c) * S, S, x[c * S], &sc, &qc);
-            s[c] = sc;
-            q[c] = qc;
-        }
+        channel_sums(x, NULL, x, S, B, C, S, 0, q + C, s, q);
         const double m = hp->momentum;
         for (size_t c = 0; c < C; c++) {
             const double d = s[c] / (double)N, mean = x[c * S] + d;
@@ -142,16 +171,7 @@ static void bn_backward(kd_layer *l, const float *x, const float *y, const float
     const float *mean_c = l->cache, *inv_std = l->cache + C;
     double *sdy = (double *)ctx->workspace, *sdyx = sdy + C;
     const int par = KD_PAR(B * C * S);
-#pragma omp parallel for schedule(static) if (par)
-    for (size_t c = 0; c < C; c++) {  /* one thread per channel: a fixed order (see forward) */
-        double a = 0.0, p = 0.0;
-        for (size_t b = 0; b < B; b++) {
-            const size_t off = (b * C + c) * S;
-            kd_sum_dot_shifted(dy + off, x + off, S, mean_c[c], &a, &p);
-        }
-        sdy[c] = a;
-        sdyx[c] = p;
-    }
+    channel_sums(dy, x, mean_c, 1, B, C, S, 1, sdyx + C, sdy, sdyx);
     for (size_t c = 0; c < C; c++) {
         sdyx[c] *= inv_std[c];  /* sum(dy * (x - mean)) * inv_std = sum(dy * xhat) */
         l->dt[BN_W][c] += (float)sdyx[c];
