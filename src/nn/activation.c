@@ -105,7 +105,8 @@ static void leaky_relu_backward(kd_layer *l, const float *x, const float *y, con
     (void)ctx;
     if (!dx) return;
     const float slope = ((const leaky_relu_hp *)l->hp)->slope;
-    KD_PAR_BLOCKS(act_count(l, B), o, k, leaky_relu_backward_kernel(x + o, dy + o, dx + o, k, slope));
+    KD_PAR_BLOCKS(act_count(l, B), o, k,
+                  leaky_relu_backward_kernel(x + o, dy + o, dx + o, k, slope));
 }
 
 static void leaky_relu_describe(const kd_layer *l, cJSON *obj) {

@@ -81,10 +81,9 @@ static void channel_sums(const float *a, const float *b, const float *shifts, si
 #pragma omp parallel for schedule(static) if (par)
     for (size_t bc = 0; bc < B * C; bc++) {
         const float shift = shifts[(bc % C) * shift_stride];
-        if (dot)
-            kd_sum_dot_shifted_blocks(a + bc * S, b + bc * S, S, shift, ts + bc * nblk, tq + bc * nblk);
-        else
-            kd_sum_sq_shifted_blocks(a + bc * S, S, shift, ts + bc * nblk, tq + bc * nblk);
+        double *s_blk = ts + bc * nblk, *q_blk = tq + bc * nblk;
+        if (dot) kd_sum_dot_shifted_blocks(a + bc * S, b + bc * S, S, shift, s_blk, q_blk);
+        else kd_sum_sq_shifted_blocks(a + bc * S, S, shift, s_blk, q_blk);
     }
 #pragma omp parallel for schedule(static) if (par)
     for (size_t c = 0; c < C; c++) {

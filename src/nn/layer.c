@@ -165,4 +165,6 @@ void kd_par_copy(float *dst, const float *src, size_t n) {
     KD_PAR_BLOCKS(n, o, k, memcpy(dst + o, src + o, k * sizeof *dst));
 }
 
-void kd_par_zero(float *dst, size_t n) { KD_PAR_BLOCKS(n, o, k, memset(dst + o, 0, k * sizeof *dst)); }
+void kd_par_zero(float *dst, size_t n) {
+    KD_PAR_BLOCKS(n, o, k, memset(dst + o, 0, k * sizeof *dst));
+}
