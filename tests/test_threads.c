@@ -272,3 +272,40 @@ KD_TEST(threads_default_run_takes_the_same_path_as_asking_for_every_core) {
     CHECK(same_tensors(a, b));
     kd_threads_set(def);
 }
+
+/* A tiny output with a long reduction is cut into fixed pieces along K (gemm.c): it must still
+ * be the product (against the double-precision loop, every transpose, beta 0 over garbage and
+ * beta != 0), with the same bits on 1, 2 and 3 threads. */
+KD_TEST(threads_split_k_product_matches_reference_on_any_thread_count) {
+    enum { M = 5, N = 7, K = 20011 };
+    float *a = malloc(M * K * sizeof *a), *b = malloc(K * N * sizeof *b);
+    float c0[M * N], c[M * N], ref[M * N];
+    kd_rng rng;
+    kd_rng_seed(&rng, 17);
+    for (size_t i = 0; i < M * K; i++) a[i] = kd_rng_normal(&rng);
+    for (size_t i = 0; i < K * N; i++) b[i] = kd_rng_normal(&rng);
+    for (size_t i = 0; i < M * N; i++) c0[i] = kd_rng_normal(&rng);
+    const int def = kd_threads_get();
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++)
+            for (int with_beta = 0; with_beta < 2; with_beta++) {
+                const float beta = with_beta ? 0.25f : 0.0f;
+                const size_t lda = ta ? M : K, ldb = tb ? K : N;
+                memcpy(ref, c0, sizeof ref);
+                kd_sgemm_ref(ta, tb, M, N, K, 0.5f, a, lda, b, ldb, beta, ref, N);
+                float first[M * N];
+                for (int t = 1; t <= 3; t++) {
+                    kd_threads_set(t);
+                    for (size_t i = 0; i < M * N; i++) c[i] = with_beta ? c0[i] : NAN;
+                    kd_sgemm(ta, tb, M, N, K, 0.5f, a, lda, b, ldb, beta, c, N);
+                    CHECK_FLOATS(c, ref, M * N, 2e-3, 1e-4);
+                    if (t == 1) memcpy(first, c, sizeof first);
+                    else if (memcmp(first, c, sizeof c) != 0)
+                        kd_test_fail(__FILE__, __LINE__, "ta %d tb %d beta %g: %d threads differ "
+                                     "from 1", ta, tb, (double)beta, t);
+                }
+            }
+    kd_threads_set(def);
+    free(a);
+    free(b);
+}

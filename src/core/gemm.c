@@ -11,13 +11,46 @@
  * class of machine (pthreads OpenBLAS): 128x10x1200 took 50 us on one thread, 123 us on two;
  * 128x64x784 127 us vs 278 us; from 128x128x784 (12.8M multiply-adds) on, two threads won. So
  * products under 8M multiply-adds run on one thread. So do products with a tiny output and a
- * long reduction (a first conv layer's weight gradient, 32x9 summed over 100352 positions:
- * 1.6 ms on one thread, 2.6 ms on two), which OpenBLAS cannot split between threads. With the
- * OpenMP build the switch is omp_set_num_threads (OpenBLAS reads the OpenMP count on every
- * call), a store into libgomp's per-thread settings. tests/bench/bench_gemm.c times both sides
- * of this rule under the current build. */
+ * short reduction, which OpenBLAS cannot split between threads usefully. With the OpenMP build
+ * the switch is omp_set_num_threads (OpenBLAS reads the OpenMP count on every call), a store
+ * into libgomp's per-thread settings. tests/bench/bench_gemm.c times both sides of this rule
+ * under the current build. */
 #define KD_SMALL_MACS 8e6
 #define KD_SMALL_OUTPUT 1024
+
+/* A tiny output with a long reduction (a first conv layer's weight gradient, 32x9 summed over
+ * 100352 positions: 1.6 ms on one thread, 2.6 ms on two under pthreads OpenBLAS, which cannot
+ * split it) is cut along K into KD_SPLIT_PIECES fixed pieces: each an sgemm into its own slot,
+ * run by the OpenMP team (an sgemm inside a parallel region runs on its calling thread), then
+ * the slots added in piece order. The pieces never depend on the thread count, so neither do
+ * the bits; one thread runs the same pieces in turn. */
+#define KD_SPLIT_PIECES 8
+#define KD_SPLIT_MIN_K 16384
+
+/* C = alpha * sum over pieces of op(A_p) op(B_p) + beta * C, M * N <= KD_SMALL_OUTPUT. */
+static void sgemm_split_k(int trans_a, int trans_b, size_t M, size_t N, size_t K, float alpha,
+                          const float *A, size_t lda, const float *B, size_t ldb, float beta,
+                          float *C, size_t ldc) {
+    float part[KD_SPLIT_PIECES][KD_SMALL_OUTPUT];  /* 32 KiB: no allocation in a step */
+#pragma omp parallel for schedule(static)
+    for (size_t p = 0; p < KD_SPLIT_PIECES; p++) {
+        const size_t k0 = K * p / KD_SPLIT_PIECES, k1 = K * (p + 1) / KD_SPLIT_PIECES;
+        /* op(A) is [M, K]: columns k0.. of A, or rows k0.. of A^T; op(B) is [K, N] likewise. */
+        const float *Ap = trans_a ? A + k0 * lda : A + k0;
+        const float *Bp = trans_b ? B + k0 : B + k0 * ldb;
+        cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
+                    trans_b ? CblasTrans : CblasNoTrans, (blasint)M, (blasint)N,
+                    (blasint)(k1 - k0), 1.0f, Ap, (blasint)lda, Bp, (blasint)ldb, 0.0f, part[p],
+                    (blasint)N);
+    }
+    for (size_t i = 0; i < M; i++)
+        for (size_t j = 0; j < N; j++) {
+            float acc = part[0][i * N + j];
+            for (size_t p = 1; p < KD_SPLIT_PIECES; p++) acc += part[p][i * N + j];
+            /* beta == 0 overwrites (C may hold garbage), as BLAS does. */
+            C[i * ldc + j] = alpha * acc + (beta == 0.0f ? 0.0f : beta * C[i * ldc + j]);
+        }
+}
 
 unsigned long kd_hook_gemm_one_thread;
 int kd_gemm_small_rule = 1;
@@ -37,6 +70,10 @@ void kd_sgemm(int trans_a, int trans_b, size_t M, size_t N, size_t K, float alph
         else /* B is [K,N]: c = B^T a */
             cblas_sgemv(CblasRowMajor, CblasTrans, (blasint)K, (blasint)N, alpha, B, (blasint)ldb,
                         A, 1, beta, C, 1);
+        return;
+    }
+    if (M * N <= KD_SMALL_OUTPUT && K >= KD_SPLIT_MIN_K && !omp_in_parallel()) {
+        sgemm_split_k(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
     }
     /* The count is read on every call, so a run that never set one (threads 0, the default)
