@@ -3,6 +3,7 @@
 #   make test       build and run the test suite (last line: "N passed, N failed, N skipped")
 #   make asan       the same suite under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make bench      benchmarks (sgemm peak, training step, loaders, ...)
+#   make bench-torch  the same jobs in distill and PyTorch side by side (if python3-torch is there)
 #   make demo       train the Fashion-MNIST teacher, distil a student, compare (README main job)
 #   make setup      install missing Debian packages (same as bash .ci/setup.sh)
 # WERROR=1 turns warnings into errors (CI sets it).
@@ -10,19 +11,28 @@
 CC      ?= cc
 BUILD   ?= build
 BIN     ?= distill
-PKGS    := openblas libcjson zlib
+PKGS    := libcjson zlib
 OPT     ?= -O3
 WERROR  ?= 0
 
-PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) stb 2>/dev/null)
-PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+# Debian's OpenMP build of OpenBLAS, by path: the system-wide libopenblas.so.0 alternative
+# prefers the pthreads build, whose own thread pool would fight libgomp's (DESIGN.md section 9).
+# The rpath makes the loader take the OpenMP build whatever the alternative says; a test checks
+# openblas_get_parallel() == 2 at run time.
+BLAS_PC    := /usr/lib/x86_64-linux-gnu/openblas-openmp/pkgconfig
+BLAS_CFLAGS := $(shell PKG_CONFIG_LIBDIR=$(BLAS_PC) pkg-config --cflags openblas 2>/dev/null)
+BLAS_LIBDIR := $(shell PKG_CONFIG_LIBDIR=$(BLAS_PC) pkg-config --variable=libdir openblas 2>/dev/null)
 
-CFLAGS  += -std=c11 $(OPT) -g -Wall -Wextra -Wshadow -Wno-format-truncation -fno-math-errno -D_POSIX_C_SOURCE=200809L \
+PKG_CFLAGS := $(BLAS_CFLAGS) $(shell pkg-config --cflags $(PKGS) stb 2>/dev/null)
+PKG_LIBS   := -L$(BLAS_LIBDIR) -Wl,-rpath,$(BLAS_LIBDIR) -lopenblas \
+              $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+CFLAGS  += -std=c11 $(OPT) -g -fopenmp -Wall -Wextra -Wshadow -Wno-format-truncation -fno-math-errno -D_POSIX_C_SOURCE=200809L \
            -Iinclude $(PKG_CFLAGS) -MMD -MP $(EXTRA_CFLAGS)
 ifeq ($(WERROR),1)
 CFLAGS  += -Werror
 endif
-LDLIBS  += $(PKG_LIBS) -lpthread -lm
+LDLIBS  += $(PKG_LIBS) -fopenmp -lpthread -lm
 
 LIB_SRC   := $(sort $(wildcard src/*/*.c))
 MAIN_SRC  := src/main.c
@@ -33,13 +43,16 @@ LIB_OBJ   := $(LIB_SRC:%.c=$(BUILD)/%.o)
 MAIN_OBJ  := $(MAIN_SRC:%.c=$(BUILD)/%.o)
 TEST_OBJ  := $(TEST_SRC:%.c=$(BUILD)/%.o)
 BENCH_BIN := $(BENCH_SRC:tests/bench/%.c=$(BUILD)/bench/%)
+# bench_jobs runs one job given on its command line: bench-torch's, not bench's.
+BENCH_RUN := $(filter-out %/bench_jobs,$(BENCH_BIN))
 
-.PHONY: all test asan bench demo setup clean check-deps
+.PHONY: all test asan bench bench-torch demo setup clean check-deps
 
 all: check-deps $(BIN)
 
 check-deps:
-	@pkg-config --exists $(PKGS) stb || { echo "missing libraries: run 'bash .ci/setup.sh' (as root) first" >&2; exit 1; }
+	@pkg-config --exists $(PKGS) stb && PKG_CONFIG_LIBDIR=$(BLAS_PC) pkg-config --exists openblas || \
+	  { echo "missing libraries: run 'bash .ci/setup.sh' (as root) first" >&2; exit 1; }
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -71,7 +84,11 @@ asan:
 	  LDFLAGS="-fsanitize=address,undefined" test
 
 bench: check-deps $(BIN) $(BENCH_BIN)
-	@for b in $(BENCH_BIN); do echo "== $$b"; ./$$b || exit 1; done
+	@for b in $(BENCH_RUN); do echo "== $$b"; ./$$b || exit 1; done
+
+# One process per job and side, alternating; PyTorch's side only when /usr/bin/python3 has torch.
+bench-torch: check-deps $(BUILD)/bench/bench_jobs
+	/usr/bin/python3 tests/bench/side_by_side.py $(ARGS)
 
 demo: all
 	./configs/demo.sh

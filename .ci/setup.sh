@@ -3,7 +3,7 @@
 # everything is present. Run as root (or with sudo available).
 set -euo pipefail
 need=()
-for p in build-essential pkg-config libopenblas-dev libcjson-dev libstb-dev zlib1g-dev \
+for p in build-essential pkg-config libopenblas-openmp-dev libcjson-dev libstb-dev zlib1g-dev \
          dataset-fashion-mnist python3; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
 done

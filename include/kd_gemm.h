@@ -14,8 +14,8 @@ void kd_sgemm(int trans_a, int trans_b, size_t M, size_t N, size_t K, float alph
 void kd_sgemm_ref(int trans_a, int trans_b, size_t M, size_t N, size_t K, float alpha,
                   const float *A, size_t lda, const float *B, size_t ldb, float beta, float *C,
                   size_t ldc);
-/* Sets the BLAS thread count once (0 = leave OpenBLAS's default). */
-void kd_blas_set_threads(int n);
-int kd_blas_get_threads(void);
+/* 1 when the OpenBLAS loaded at run time is its OpenMP build (openblas_get_parallel() == 2),
+ * the one that shares distill's thread pool; thread counts are set in kd_threads.h. */
+int kd_blas_is_openmp(void);
 
 #endif

@@ -19,5 +19,13 @@ void kd_sum_sq_shifted(const float *x, size_t n, float shift, double *s, double 
 /* *sa += sum(a);  *sab += sum(a * (b - shift)) */
 void kd_sum_dot_shifted(const float *a, const float *b, size_t n, float shift, double *sa,
                         double *sab);
+/* The same sums block by block: writes the ceil(n / KD_REDUCE_BLOCK) terms that the functions
+ * above add, in order, and returns their count. Adding them in order gives the same bits, so the
+ * blocks of many rows can be computed in parallel, in memory order, and summed per output in a
+ * fixed order afterwards (batch norm over the (sample, channel) planes). */
+size_t kd_sum_sq_shifted_blocks(const float *x, size_t n, float shift, double *s_blk,
+                                double *q_blk);
+size_t kd_sum_dot_shifted_blocks(const float *a, const float *b, size_t n, float shift,
+                                 double *sa_blk, double *sab_blk);
 
 #endif

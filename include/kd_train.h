@@ -109,6 +109,7 @@ typedef struct {
     double teacher_val_acc, teacher_test_acc;  /* NaN without a teacher / the set */
     double seconds;           /* wall time of this invocation */
     double samples_per_s;     /* mean training throughput of this invocation */
+    int threads;              /* threads in force (train.threads, 0 resolved to the default) */
     char out_dir[KD_PATH_MAX];
     char last_path[KD_PATH_MAX];  /* "" if no checkpoint has been written */
     char best_path[KD_PATH_MAX];

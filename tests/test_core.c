@@ -234,6 +234,27 @@ KD_TEST(shifted_sums_match_double_loops) {
     CHECK(s0 == 9.0 && q0 == 53.0 && a0 == 3.5 && p0 == 7.5);
 }
 
+/* The block terms, added in order, give exactly the accumulating functions' bits (batch norm
+ * computes them in parallel and relies on this). */
+KD_TEST(shifted_sum_blocks_add_up_to_the_same_bits) {
+    enum { N = 3 * KD_REDUCE_BLOCK + 37 };
+    static float a[N], b[N];
+    kd_rng rng;
+    kd_rng_seed(&rng, 21);
+    for (size_t i = 0; i < N; i++) a[i] = kd_rng_normal(&rng) * 3.0f + 1.0f, b[i] = kd_rng_normal(&rng);
+    double ts[4], tq[4], s = 0.5, q = 0.25, s2 = 0.5, q2 = 0.25;
+    CHECK_EQ_INT(kd_sum_sq_shifted_blocks(a, N, 0.7f, ts, tq), 4);
+    kd_sum_sq_shifted(a, N, 0.7f, &s, &q);
+    for (int k = 0; k < 4; k++) s2 += ts[k], q2 += tq[k];
+    CHECK(s == s2 && q == q2);
+    s = q = s2 = q2 = -1.0;
+    CHECK_EQ_INT(kd_sum_dot_shifted_blocks(b, a, N, 0.7f, ts, tq), 4);
+    kd_sum_dot_shifted(b, a, N, 0.7f, &s, &q);
+    for (int k = 0; k < 4; k++) s2 += ts[k], q2 += tq[k];
+    CHECK(s == s2 && q == q2);
+    CHECK_EQ_INT(kd_sum_sq_shifted_blocks(a, 0, 0.0f, ts, tq), 0);
+}
+
 KD_TEST(float_shortest_round_trips_with_few_digits) {
     CHECK(kd_float_shortest(0.1f) == 0.1);
     CHECK(kd_float_shortest(0.286f) == 0.286);

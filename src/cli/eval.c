@@ -8,9 +8,9 @@
 #include "cli.h"
 #include "kd_checkpoint.h"
 #include "kd_eval.h"
-#include "kd_gemm.h"
 #include "kd_path.h"
 #include "kd_report.h"
+#include "kd_threads.h"
 
 static const char usage[] =
     "Usage: distill eval [--config FILE | --run DIR | --data IDX_IMAGES [--labels IDX_LABELS]]\n"
@@ -42,7 +42,8 @@ static const char usage[] =
     "  --split S       test (default) or validation (the config's validation source, else the\n"
     "                  same hold-out of the training data that training used)\n"
     "  --batch N       batch size for the accuracy pass and the throughput figure (256)\n"
-    "  --threads N     BLAS threads (default: the config's, else all cores)\n"
+    "  --threads N     threads (BLAS and distill's own loops; default: the config's, else all\n"
+    "                  cores)\n"
     "  --per-class     also print per-class top-1 accuracy for every model\n"
     "  --confusion     also print each model's confusion matrix (rows: true, columns: predicted)\n"
     "  --json          print {\"split\", \"n\", \"models\": [{\"path\", \"params\", \"bytes\",\n"
@@ -200,8 +201,8 @@ static void print_table(const kd_eval_data *d, const model_result *res, size_t n
         if (len + 2 > w) w = len + 2;
     }
     if (w > 40) w = 40;
-    printf("eval: %s split of %s, %zu samples, %d BLAS thread%s\n\n", d->split, d->src.path, d->n,
-           kd_blas_get_threads(), kd_blas_get_threads() == 1 ? "" : "s");
+    printf("eval: %s split of %s, %zu samples, %d thread%s\n\n", d->split, d->src.path, d->n,
+           kd_threads_get(), kd_threads_get() == 1 ? "" : "s");
     char cell[64];
     print_row_label("");
     for (size_t k = 0; k < n_models; k++) printf("%*.*s", w, w - 2, res[k].label);
@@ -350,7 +351,7 @@ static kd_status print_json(const kd_eval_data *d, const model_result *res, size
     kd_cli_json_add(root, "split", cJSON_CreateString(d->split), &bad);
     kd_cli_json_add(root, "data", cJSON_CreateString(d->src.path), &bad);
     kd_cli_json_add(root, "n", cJSON_CreateNumber((double)d->n), &bad);
-    kd_cli_json_add(root, "threads", cJSON_CreateNumber(kd_blas_get_threads()), &bad);
+    kd_cli_json_add(root, "threads", cJSON_CreateNumber(kd_threads_get()), &bad);
     kd_cli_json_add(root, "batch", cJSON_CreateNumber((double)o->batch), &bad);
     if (names) {
         cJSON *cn = kd_cli_json_add(root, "classes", cJSON_CreateArray(), &bad);
@@ -442,8 +443,7 @@ static int run(int argc, char **argv) {
     st = config ? kd_eval_data_from_config(&d, config, split, &err)
                 : kd_eval_data_from_idx(&d, data, labels, &err);
     if (st) goto cleanup;
-    if (threads >= 0) kd_blas_set_threads((int)threads);
-    else if (d.threads > 0) kd_blas_set_threads(d.threads);
+    kd_threads_set(threads >= 0 ? (int)threads : d.threads);
     st = evaluate(&d, paths, n_models, &o, res, &names, &n_names, &err);
     if (st) goto cleanup;
     for (size_t k = 0; k < n_models; k++)

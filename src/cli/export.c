@@ -8,7 +8,7 @@
 #include "kd_checkpoint.h"
 #include "kd_dtype.h"
 #include "kd_eval.h"
-#include "kd_gemm.h"
+#include "kd_threads.h"
 
 static const char usage[] =
     "Usage: distill export IN.safetensors OUT.safetensors --dtype f32|f16|bf16|int8\n"
@@ -30,7 +30,8 @@ static const char usage[] =
     "  --run DIR       the same with DIR/config.json (a training run folder)\n"
     "  --split S       test (default) or validation, for the accuracy check\n"
     "  --batch N       batch size of the accuracy check (default 256)\n"
-    "  --threads N     BLAS threads (default: the config's, else all cores)\n"
+    "  --threads N     threads (BLAS and distill's own loops; default: the config's, else all\n"
+    "                  cores)\n"
     "\n"
     "Metadata of OUT: format, arch, class names and preprocessing copied from IN, plus \"dtype\"\n"
     "and, for int8, \"quantization\". OUT must differ from IN. Exported files load in eval,\n"
@@ -165,8 +166,7 @@ static int run(int argc, char **argv) {
         if (st) goto cleanup;
         have_data = 1;
     }
-    if (threads >= 0) kd_blas_set_threads((int)threads);
-    else if (have_data && d.threads > 0) kd_blas_set_threads(d.threads);
+    kd_threads_set(threads >= 0 ? (int)threads : have_data ? d.threads : 0);
 
     st = kd_st_read(&f, in, &err);
     if (!st) st = kd_eval_load_model(in, have_data ? &d : NULL, NULL, &m, NULL, NULL, NULL, NULL, &err);

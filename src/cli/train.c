@@ -30,7 +30,7 @@ static const char usage[] =
     "                       --set optimizer.lr=0.01 (repeatable; VALUE is JSON or a string)\n"
     "  --epochs N           same as --set train.epochs=N\n"
     "  --seed N             same as --set train.seed=N\n"
-    "  --threads N          same as --set train.threads=N (BLAS threads; 0 = all cores)\n"
+    "  --threads N          same as --set train.threads=N (BLAS and own loops; 0 = all cores)\n"
     "  --out DIR            run folder (overrides the config's output folder)\n"
     "  --resume RUN         continue an interrupted run: RUN is a run folder (uses\n"
     "                       RUN/last.safetensors, and RUN/config.json when --config is not\n"

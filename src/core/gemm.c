@@ -3,22 +3,64 @@
 #include "kd_gemm.h"
 
 #include <cblas.h>
+#include <omp.h>
 
-/* Small products (output layers, thin students) run faster on one thread than on two on this
- * class of machine: 128x10x1200 takes 50 us on one thread, 123 us on two; 128x64x784 127 us vs
- * 278 us; from 128x128x784 (12.8M multiply-adds) on, two threads win. So products under 8M
- * multiply-adds run on one thread. So do products with a tiny output and a long reduction (a
- * first conv layer's weight gradient, 32x9 summed over 100352 positions: 1.6 ms on one thread,
- * 2.6 ms on two), which OpenBLAS cannot split between threads. Switching the OpenBLAS thread
- * count costs ~15 ns. */
+#include "test_hooks.h"
+
+/* Small products (output layers, thin students) ran faster on one thread than on two on this
+ * class of machine (pthreads OpenBLAS): 128x10x1200 took 50 us on one thread, 123 us on two;
+ * 128x64x784 127 us vs 278 us; from 128x128x784 (12.8M multiply-adds) on, two threads won. So
+ * products under 8M multiply-adds run on one thread. So do products with a tiny output and a
+ * short reduction, which OpenBLAS cannot split between threads usefully. With the OpenMP build
+ * the switch is omp_set_num_threads (OpenBLAS reads the OpenMP count on every call), a store
+ * into libgomp's per-thread settings. tests/bench/bench_gemm.c times both sides of this rule
+ * under the current build. */
 #define KD_SMALL_MACS 8e6
 #define KD_SMALL_OUTPUT 1024
-static int g_threads;  /* the configured count (0 until kd_blas_set_threads) */
+
+/* A tiny output with a long reduction (a first conv layer's weight gradient, 32x9 summed over
+ * 100352 positions: 1.6 ms on one thread, 2.6 ms on two under pthreads OpenBLAS, which cannot
+ * split it) is cut along K into KD_SPLIT_PIECES fixed pieces: each an sgemm into its own slot,
+ * run by the OpenMP team (an sgemm inside a parallel region runs on its calling thread), then
+ * the slots added in piece order. The pieces never depend on the thread count, so neither do
+ * the bits; one thread runs the same pieces in turn. */
+#define KD_SPLIT_PIECES 8
+#define KD_SPLIT_MIN_K 16384
+
+/* C = alpha * sum over pieces of op(A_p) op(B_p) + beta * C, M * N <= KD_SMALL_OUTPUT. */
+static void sgemm_split_k(int trans_a, int trans_b, size_t M, size_t N, size_t K, float alpha,
+                          const float *A, size_t lda, const float *B, size_t ldb, float beta,
+                          float *C, size_t ldc) {
+    float part[KD_SPLIT_PIECES][KD_SMALL_OUTPUT];  /* 32 KiB: no allocation in a step */
+#pragma omp parallel for schedule(static)
+    for (size_t p = 0; p < KD_SPLIT_PIECES; p++) {
+        const size_t k0 = K * p / KD_SPLIT_PIECES, k1 = K * (p + 1) / KD_SPLIT_PIECES;
+        /* op(A) is [M, K]: columns k0.. of A, or rows k0.. of A^T; op(B) is [K, N] likewise. */
+        const float *Ap = trans_a ? A + k0 * lda : A + k0;
+        const float *Bp = trans_b ? B + k0 : B + k0 * ldb;
+        cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
+                    trans_b ? CblasTrans : CblasNoTrans, (blasint)M, (blasint)N,
+                    (blasint)(k1 - k0), 1.0f, Ap, (blasint)lda, Bp, (blasint)ldb, 0.0f, part[p],
+                    (blasint)N);
+    }
+    for (size_t i = 0; i < M; i++)
+        for (size_t j = 0; j < N; j++) {
+            float acc = part[0][i * N + j];
+            for (size_t p = 1; p < KD_SPLIT_PIECES; p++) acc += part[p][i * N + j];
+            /* beta == 0 overwrites (C may hold garbage), as BLAS does. */
+            C[i * ldc + j] = alpha * acc + (beta == 0.0f ? 0.0f : beta * C[i * ldc + j]);
+        }
+}
+
+unsigned long kd_hook_gemm_one_thread;
+int kd_gemm_small_rule = 1;
+void (*kd_hook_gemm_shape)(int trans_a, int trans_b, size_t M, size_t N, size_t K);
 
 void kd_sgemm(int trans_a, int trans_b, size_t M, size_t N, size_t K, float alpha,
               const float *A, size_t lda, const float *B, size_t ldb, float beta, float *C,
               size_t ldc) {
     if (M == 0 || N == 0) return;
+    if (kd_hook_gemm_shape) kd_hook_gemm_shape(trans_a, trans_b, M, N, K);
     if (M == 1 && !trans_a) {
         /* A single row (one-sample inference): OpenBLAS's sgemm pays ~20 us of set-up here,
          * sgemv does not. C[1,N] = alpha * op(B)^T-as-matrix-vector + beta * C. */
@@ -30,13 +72,25 @@ void kd_sgemm(int trans_a, int trans_b, size_t M, size_t N, size_t K, float alph
                         A, 1, beta, C, 1);
         return;
     }
-    int thin = g_threads > 1 && ((double)M * (double)N * (double)K < KD_SMALL_MACS ||
-                                 (double)M * (double)N <= KD_SMALL_OUTPUT);
-    if (thin) openblas_set_num_threads(1);
+    if (M * N <= KD_SMALL_OUTPUT && K >= KD_SPLIT_MIN_K && !omp_in_parallel()) {
+        sgemm_split_k(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    /* The count is read on every call, so a run that never set one (threads 0, the default)
+     * takes the same path as one that asked for all cores. Inside a parallel region (a
+     * per-chunk loop) OpenBLAS runs on the calling thread anyway. */
+    const int nt = omp_in_parallel() ? 1 : omp_get_max_threads();
+    const int thin = nt > 1 && kd_gemm_small_rule &&
+                     ((double)M * (double)N * (double)K < KD_SMALL_MACS ||
+                      (double)M * (double)N <= KD_SMALL_OUTPUT);
+    if (thin) {
+        omp_set_num_threads(1);
+        kd_hook_gemm_one_thread++;
+    }
     cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
                 trans_b ? CblasTrans : CblasNoTrans, (blasint)M, (blasint)N, (blasint)K, alpha, A,
                 (blasint)lda, B, (blasint)ldb, beta, C, (blasint)ldc);
-    if (thin) openblas_set_num_threads(g_threads);
+    if (thin) omp_set_num_threads(nt);
 }
 
 void kd_sgemm_ref(int trans_a, int trans_b, size_t M, size_t N, size_t K, float alpha,
@@ -57,9 +111,4 @@ void kd_sgemm_ref(int trans_a, int trans_b, size_t M, size_t N, size_t K, float 
     }
 }
 
-void kd_blas_set_threads(int n) {
-    if (n > 0) openblas_set_num_threads(n);
-    g_threads = openblas_get_num_threads();
-}
-
-int kd_blas_get_threads(void) { return openblas_get_num_threads(); }
+int kd_blas_is_openmp(void) { return openblas_get_parallel() == 2; }

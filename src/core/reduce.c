@@ -38,56 +38,90 @@ static double fold8(v4f a, v4f b) {
            (((double)b[0] + b[1]) + ((double)b[2] + b[3]));
 }
 
+/* The two terms of one block x[0..n), n <= KD_REDUCE_BLOCK: the values the sums are added. */
+static void sq_block(const float *x, size_t n, float shift, double *s, double *q) {
+    v4f s0 = {0}, s1 = {0}, q0 = {0}, q1 = {0};
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        v4f u, v;
+        memcpy(&u, x + i, sizeof u);
+        memcpy(&v, x + i + 4, sizeof v);
+        u -= shift;
+        v -= shift;
+        s0 += u;
+        s1 += v;
+        q0 += u * u;
+        q1 += v * v;
+    }
+    float ts = 0.0f, tq = 0.0f;  /* the tail, under 8 values */
+    for (; i < n; i++) {
+        float d = x[i] - shift;
+        ts += d;
+        tq += d * d;
+    }
+    *s = fold8(s0, s1) + ts;
+    *q = fold8(q0, q1) + tq;
+}
+
+static void dot_block(const float *a, const float *b, size_t n, float shift, double *sa,
+                      double *sab) {
+    v4f a0 = {0}, a1 = {0}, p0 = {0}, p1 = {0};
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        v4f u0, u1, v0, v1;
+        memcpy(&u0, a + i, sizeof u0);
+        memcpy(&u1, a + i + 4, sizeof u1);
+        memcpy(&v0, b + i, sizeof v0);
+        memcpy(&v1, b + i + 4, sizeof v1);
+        a0 += u0;
+        a1 += u1;
+        p0 += u0 * (v0 - shift);
+        p1 += u1 * (v1 - shift);
+    }
+    float ta = 0.0f, tp = 0.0f;
+    for (; i < n; i++) {
+        ta += a[i];
+        tp += a[i] * (b[i] - shift);
+    }
+    *sa = fold8(a0, a1) + ta;
+    *sab = fold8(p0, p1) + tp;
+}
+
+static size_t block_len(size_t n, size_t b0) {
+    return n - b0 < KD_REDUCE_BLOCK ? n - b0 : KD_REDUCE_BLOCK;
+}
+
 void kd_sum_sq_shifted(const float *x, size_t n, float shift, double *s, double *q) {
     for (size_t b0 = 0; b0 < n; b0 += KD_REDUCE_BLOCK) {
-        const size_t b1 = n - b0 < KD_REDUCE_BLOCK ? n : b0 + KD_REDUCE_BLOCK;
-        v4f s0 = {0}, s1 = {0}, q0 = {0}, q1 = {0};
-        size_t i = b0;
-        for (; i + 8 <= b1; i += 8) {
-            v4f u, v;
-            memcpy(&u, x + i, sizeof u);
-            memcpy(&v, x + i + 4, sizeof v);
-            u -= shift;
-            v -= shift;
-            s0 += u;
-            s1 += v;
-            q0 += u * u;
-            q1 += v * v;
-        }
-        float ts = 0.0f, tq = 0.0f;  /* the tail, under 8 values */
-        for (; i < b1; i++) {
-            float d = x[i] - shift;
-            ts += d;
-            tq += d * d;
-        }
-        *s += fold8(s0, s1) + ts;
-        *q += fold8(q0, q1) + tq;
+        double bs, bq;
+        sq_block(x + b0, block_len(n, b0), shift, &bs, &bq);
+        *s += bs;
+        *q += bq;
     }
+}
+
+size_t kd_sum_sq_shifted_blocks(const float *x, size_t n, float shift, double *s_blk,
+                                double *q_blk) {
+    size_t k = 0;
+    for (size_t b0 = 0; b0 < n; b0 += KD_REDUCE_BLOCK, k++)
+        sq_block(x + b0, block_len(n, b0), shift, &s_blk[k], &q_blk[k]);
+    return k;
 }
 
 void kd_sum_dot_shifted(const float *a, const float *b, size_t n, float shift, double *sa,
                         double *sab) {
     for (size_t b0 = 0; b0 < n; b0 += KD_REDUCE_BLOCK) {
-        const size_t b1 = n - b0 < KD_REDUCE_BLOCK ? n : b0 + KD_REDUCE_BLOCK;
-        v4f a0 = {0}, a1 = {0}, p0 = {0}, p1 = {0};
-        size_t i = b0;
-        for (; i + 8 <= b1; i += 8) {
-            v4f u0, u1, v0, v1;
-            memcpy(&u0, a + i, sizeof u0);
-            memcpy(&u1, a + i + 4, sizeof u1);
-            memcpy(&v0, b + i, sizeof v0);
-            memcpy(&v1, b + i + 4, sizeof v1);
-            a0 += u0;
-            a1 += u1;
-            p0 += u0 * (v0 - shift);
-            p1 += u1 * (v1 - shift);
-        }
-        float ta = 0.0f, tp = 0.0f;
-        for (; i < b1; i++) {
-            ta += a[i];
-            tp += a[i] * (b[i] - shift);
-        }
-        *sa += fold8(a0, a1) + ta;
-        *sab += fold8(p0, p1) + tp;
+        double ba, bp;
+        dot_block(a + b0, b + b0, block_len(n, b0), shift, &ba, &bp);
+        *sa += ba;
+        *sab += bp;
     }
+}
+
+size_t kd_sum_dot_shifted_blocks(const float *a, const float *b, size_t n, float shift,
+                                 double *sa_blk, double *sab_blk) {
+    size_t k = 0;
+    for (size_t b0 = 0; b0 < n; b0 += KD_REDUCE_BLOCK, k++)
+        dot_block(a + b0, b + b0, block_len(n, b0), shift, &sa_blk[k], &sab_blk[k]);
+    return k;
 }

@@ -1,5 +1,7 @@
 /* activation.c - elementwise activations: relu, leaky_relu, tanh, sigmoid, gelu.
- * Each works on B * numel(in) floats; the loops are plain so the compiler can vectorise them. */
+ * Each works on B * numel(in) floats: plain kernels the compiler vectorises, run on blocks
+ * that the OpenMP team shares (KD_PAR_BLOCKS; elementwise, so any thread count gives the same
+ * bits). */
 #include <cJSON.h>
 #include <math.h>
 #include <string.h>
@@ -68,7 +70,7 @@ static void leaky_relu_backward_kernel(const float *restrict x, const float *res
 
 static void relu_forward(kd_layer *l, const float *x, float *y, size_t B, kd_ctx *ctx) {
     (void)ctx;
-    relu_kernel(x, y, act_count(l, B));
+    KD_PAR_BLOCKS(act_count(l, B), o, k, relu_kernel(x + o, y + o, k));
 }
 
 static void relu_backward(kd_layer *l, const float *x, const float *y, const float *dy, float *dx,
@@ -76,8 +78,7 @@ static void relu_backward(kd_layer *l, const float *x, const float *y, const flo
     (void)y;
     (void)ctx;
     if (!dx) return;
-    const size_t n = act_count(l, B);
-    relu_backward_kernel(x, dy, dx, n);
+    KD_PAR_BLOCKS(act_count(l, B), o, k, relu_backward_kernel(x + o, dy + o, dx + o, k));
 }
 
 /* ---- leaky_relu: y = x for x > 0, slope * x otherwise ---- */
@@ -94,8 +95,8 @@ static kd_status leaky_relu_configure(kd_layer *l, const cJSON *spec, kd_err *er
 
 static void leaky_relu_forward(kd_layer *l, const float *x, float *y, size_t B, kd_ctx *ctx) {
     (void)ctx;
-    const leaky_relu_hp *hp = l->hp;
-    leaky_relu_kernel(x, y, act_count(l, B), hp->slope);
+    const float slope = ((const leaky_relu_hp *)l->hp)->slope;
+    KD_PAR_BLOCKS(act_count(l, B), o, k, leaky_relu_kernel(x + o, y + o, k, slope));
 }
 
 static void leaky_relu_backward(kd_layer *l, const float *x, const float *y, const float *dy, float *dx,
@@ -103,9 +104,9 @@ static void leaky_relu_backward(kd_layer *l, const float *x, const float *y, con
     (void)y;
     (void)ctx;
     if (!dx) return;
-    const size_t n = act_count(l, B);
-    const leaky_relu_hp *hp = l->hp;
-    leaky_relu_backward_kernel(x, dy, dx, n, hp->slope);
+    const float slope = ((const leaky_relu_hp *)l->hp)->slope;
+    KD_PAR_BLOCKS(act_count(l, B), o, k,
+                  leaky_relu_backward_kernel(x + o, dy + o, dx + o, k, slope));
 }
 
 static void leaky_relu_describe(const kd_layer *l, cJSON *obj) {
@@ -115,10 +116,13 @@ static void leaky_relu_describe(const kd_layer *l, cJSON *obj) {
 
 /* ---- tanh: dx = dy * (1 - y^2) ---- */
 
+static void tanh_kernel(const float *restrict x, float *restrict y, size_t n) {
+    for (size_t i = 0; i < n; i++) y[i] = tanhf(x[i]);
+}
+
 static void tanh_forward(kd_layer *l, const float *x, float *y, size_t B, kd_ctx *ctx) {
     (void)ctx;
-    const size_t n = act_count(l, B);
-    for (size_t i = 0; i < n; i++) y[i] = tanhf(x[i]);
+    KD_PAR_BLOCKS(act_count(l, B), o, k, tanh_kernel(x + o, y + o, k));
 }
 
 static void tanh_backward(kd_layer *l, const float *x, const float *y, const float *dy, float *dx,
@@ -126,16 +130,19 @@ static void tanh_backward(kd_layer *l, const float *x, const float *y, const flo
     (void)x;
     (void)ctx;
     if (!dx) return;
-    tanh_backward_kernel(y, dy, dx, act_count(l, B));
+    KD_PAR_BLOCKS(act_count(l, B), o, k, tanh_backward_kernel(y + o, dy + o, dx + o, k));
 }
 
 /* ---- sigmoid: y = 1 / (1 + e^-x); dx = dy * y * (1 - y). For x << 0, e^-x overflows to inf
  * and y becomes exactly 0, which is the right limit, so no branch is needed. ---- */
 
+static void sigmoid_kernel(const float *restrict x, float *restrict y, size_t n) {
+    for (size_t i = 0; i < n; i++) y[i] = 1.0f / (1.0f + expf(-x[i]));
+}
+
 static void sigmoid_forward(kd_layer *l, const float *x, float *y, size_t B, kd_ctx *ctx) {
     (void)ctx;
-    const size_t n = act_count(l, B);
-    for (size_t i = 0; i < n; i++) y[i] = 1.0f / (1.0f + expf(-x[i]));
+    KD_PAR_BLOCKS(act_count(l, B), o, k, sigmoid_kernel(x + o, y + o, k));
 }
 
 static void sigmoid_backward(kd_layer *l, const float *x, const float *y, const float *dy,
@@ -143,7 +150,7 @@ static void sigmoid_backward(kd_layer *l, const float *x, const float *y, const 
     (void)x;
     (void)ctx;
     if (!dx) return;
-    sigmoid_backward_kernel(y, dy, dx, act_count(l, B));
+    KD_PAR_BLOCKS(act_count(l, B), o, k, sigmoid_backward_kernel(y + o, dy + o, dx + o, k));
 }
 
 /* ---- gelu, the exact form (torch.nn.GELU() default, approximate='none'):
@@ -154,10 +161,22 @@ static void sigmoid_backward(kd_layer *l, const float *x, const float *y, const 
 #define KD_INV_SQRT2 0.70710678118654752440f
 #define KD_INV_SQRT_2PI 0.39894228040143267794f
 
+static void gelu_kernel(const float *restrict x, float *restrict y, size_t n) {
+    for (size_t i = 0; i < n; i++) y[i] = 0.5f * x[i] * (1.0f + erff(x[i] * KD_INV_SQRT2));
+}
+
+static void gelu_backward_kernel(const float *restrict x, const float *restrict dy,
+                                 float *restrict dx, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        float cdf = 0.5f * (1.0f + erff(x[i] * KD_INV_SQRT2));
+        float pdf = KD_INV_SQRT_2PI * expf(-0.5f * x[i] * x[i]);
+        dx[i] = dy[i] * (cdf + x[i] * pdf);
+    }
+}
+
 static void gelu_forward(kd_layer *l, const float *x, float *y, size_t B, kd_ctx *ctx) {
     (void)ctx;
-    const size_t n = act_count(l, B);
-    for (size_t i = 0; i < n; i++) y[i] = 0.5f * x[i] * (1.0f + erff(x[i] * KD_INV_SQRT2));
+    KD_PAR_BLOCKS(act_count(l, B), o, k, gelu_kernel(x + o, y + o, k));
 }
 
 static void gelu_backward(kd_layer *l, const float *x, const float *y, const float *dy, float *dx,
@@ -165,12 +184,7 @@ static void gelu_backward(kd_layer *l, const float *x, const float *y, const flo
     (void)y;
     (void)ctx;
     if (!dx) return;
-    const size_t n = act_count(l, B);
-    for (size_t i = 0; i < n; i++) {
-        float cdf = 0.5f * (1.0f + erff(x[i] * KD_INV_SQRT2));
-        float pdf = KD_INV_SQRT_2PI * expf(-0.5f * x[i] * x[i]);
-        dx[i] = dy[i] * (cdf + x[i] * pdf);
-    }
+    KD_PAR_BLOCKS(act_count(l, B), o, k, gelu_backward_kernel(x + o, dy + o, dx + o, k));
 }
 
 #define KD_ACTIVATION(name_, str_, hp_size_, configure_, describe_)                       \

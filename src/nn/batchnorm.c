@@ -57,10 +57,45 @@ static size_t bn_cache(const kd_layer *l, size_t B) {
     return 2 * n_channels(l);
 }
 
-/* Two double accumulators per channel. */
+/* Blocks of kd_reduce's shifted sums per (sample, channel) plane. */
+static size_t plane_blocks(const kd_layer *l) {
+    return (n_spatial(l) + KD_REDUCE_BLOCK - 1) / KD_REDUCE_BLOCK;
+}
+
+/* Doubles (two floats each): two sums per channel, and two block terms per block of every
+ * (sample, channel) plane (see channel_sums). */
 static size_t bn_workspace(const kd_layer *l, size_t B) {
-    (void)B;
-    return 4 * n_channels(l);
+    return 2 * (2 * n_channels(l) + 2 * B * n_channels(l) * plane_blocks(l));
+}
+
+/* The two per-channel sums of batch norm, in a fixed order whatever the thread count. First
+ * the block terms of every (sample, channel) plane, planes split among the threads in memory
+ * order (x is read as one stream): terms (B, C, nblk). Then per channel the terms in (sample,
+ * block) order, the order of one serial pass over the samples. dot = 0: s = sum(a - shift),
+ * q = sum((a - shift)^2) with shift = shifts[c]; dot = 1: s = sum(a), q = sum(a * (b - shift)). */
+static void channel_sums(const float *a, const float *b, const float *shifts, size_t shift_stride,
+                         size_t B, size_t C, size_t S, int dot, double *ws, double *s, double *q) {
+    const size_t nblk = (S + KD_REDUCE_BLOCK - 1) / KD_REDUCE_BLOCK;
+    double *ts = ws, *tq = ws + B * C * nblk;
+    const int par = KD_PAR(B * C * S);
+#pragma omp parallel for schedule(static) if (par)
+    for (size_t bc = 0; bc < B * C; bc++) {
+        const float shift = shifts[(bc % C) * shift_stride];
+        double *s_blk = ts + bc * nblk, *q_blk = tq + bc * nblk;
+        if (dot) kd_sum_dot_shifted_blocks(a + bc * S, b + bc * S, S, shift, s_blk, q_blk);
+        else kd_sum_sq_shifted_blocks(a + bc * S, S, shift, s_blk, q_blk);
+    }
+#pragma omp parallel for schedule(static) if (par)
+    for (size_t c = 0; c < C; c++) {
+        double sc = 0.0, qc = 0.0;
+        for (size_t b0 = 0; b0 < B; b0++)
+            for (size_t k = 0; k < nblk; k++) {
+                sc += ts[(b0 * C + c) * nblk + k];
+                qc += tq[(b0 * C + c) * nblk + k];
+            }
+        s[c] = sc;
+        q[c] = qc;
+    }
 }
 
 static void bn_init(kd_layer *l, kd_rng *rng, int xavier) {
@@ -80,19 +115,18 @@ static void bn_init(kd_layer *l, kd_rng *rng, int xavier) {
  *   running_mean = (1 - m) running_mean + m mean,
  *   running_var  = (1 - m) running_var  + m var * N / (N - 1)   (unbiased, as PyTorch).
  * Eval: the same with running_mean / running_var in place of the batch statistics.
- * Both passes walk memory in order (sample, channel, plane); the statistics come from one
- * pass of sums shifted by the channel's first value, accumulated in double. */
+ * The statistics come from one pass of sums shifted by the channel's first value, accumulated
+ * in double (channel_sums: the same bits on any thread count). Normalising splits the (sample,
+ * channel) planes among the threads. */
 static void bn_forward(kd_layer *l, const float *x, float *y, size_t B, kd_ctx *ctx) {
     const bn_hp *hp = l->hp;
     const size_t C = n_channels(l), S = n_spatial(l), N = B * S;
     float *mean_c = l->cache, *inv_std = l->cache + C;
     float *run_mean = l->t[BN_MEAN], *run_var = l->t[BN_VAR];
+    const int par = KD_PAR(B * C * S);
     if (ctx->training) {
         double *s = (double *)ctx->workspace, *q = s + C;
-        for (size_t c = 0; c < C; c++) s[c] = q[c] = 0.0;
-        for (size_t b = 0; b < B; b++)
-            for (size_t c = 0; c < C; c++)
-                kd_sum_sq_shifted(x + (b * C + c) * S, S, x[c * S], &s[c], &q[c]);
+        channel_sums(x, NULL, x, S, B, C, S, 0, q + C, s, q);
         const double m = hp->momentum;
         for (size_t c = 0; c < C; c++) {
             const double d = s[c] / (double)N, mean = x[c * S] + d;
@@ -114,14 +148,15 @@ static void bn_forward(kd_layer *l, const float *x, float *y, size_t B, kd_ctx *
             inv_std[c] = (float)(1.0 / sqrt((double)run_var[c] + (double)hp->eps));
         }
     }
-    for (size_t b = 0; b < B; b++)
-        for (size_t c = 0; c < C; c++) {
-            const size_t off = (b * C + c) * S;
-            const float mu = mean_c[c], k = l->t[BN_W][c] * inv_std[c], beta = l->t[BN_B][c];
-            const float *restrict xp = x + off;
-            float *restrict yp = y + off;
-            for (size_t i = 0; i < S; i++) yp[i] = k * (xp[i] - mu) + beta;
-        }
+    const float *w = l->t[BN_W], *bias = l->t[BN_B];
+#pragma omp parallel for schedule(static) if (par)
+    for (size_t bc = 0; bc < B * C; bc++) {
+        const size_t c = bc % C;
+        const float mu = mean_c[c], k = w[c] * inv_std[c], beta = bias[c];
+        const float *restrict xp = x + bc * S;
+        float *restrict yp = y + bc * S;
+        for (size_t i = 0; i < S; i++) yp[i] = k * (xp[i] - mu) + beta;
+    }
 }
 
 /* dweight += sum(dy * xhat);  dbias += sum(dy);
@@ -134,28 +169,26 @@ static void bn_backward(kd_layer *l, const float *x, const float *y, const float
     const size_t C = n_channels(l), S = n_spatial(l), N = B * S;
     const float *mean_c = l->cache, *inv_std = l->cache + C;
     double *sdy = (double *)ctx->workspace, *sdyx = sdy + C;
-    for (size_t c = 0; c < C; c++) sdy[c] = sdyx[c] = 0.0;
-    for (size_t b = 0; b < B; b++)
-        for (size_t c = 0; c < C; c++) {
-            const size_t off = (b * C + c) * S;
-            kd_sum_dot_shifted(dy + off, x + off, S, mean_c[c], &sdy[c], &sdyx[c]);
-        }
+    const int par = KD_PAR(B * C * S);
+    channel_sums(dy, x, mean_c, 1, B, C, S, 1, sdyx + C, sdy, sdyx);
     for (size_t c = 0; c < C; c++) {
         sdyx[c] *= inv_std[c];  /* sum(dy * (x - mean)) * inv_std = sum(dy * xhat) */
         l->dt[BN_W][c] += (float)sdyx[c];
         l->dt[BN_B][c] += (float)sdy[c];
     }
     if (!dx) return;
-    for (size_t b = 0; b < B; b++)
-        for (size_t c = 0; c < C; c++) {
-            const size_t off = (b * C + c) * S;
-            const float is = inv_std[c], k = l->t[BN_W][c] * is, mu = mean_c[c];
-            const float a = ctx->training ? (float)(sdy[c] / (double)N) : 0.0f;
-            const float bq = ctx->training ? (float)(sdyx[c] / (double)N) * is : 0.0f;
-            const float *restrict dyp = dy + off, *restrict xp = x + off;
-            float *restrict dxp = dx + off;
-            for (size_t i = 0; i < S; i++) dxp[i] = k * (dyp[i] - a - (xp[i] - mu) * bq);
-        }
+    const float *w = l->t[BN_W];
+    const int training = ctx->training;
+#pragma omp parallel for schedule(static) if (par)
+    for (size_t bc = 0; bc < B * C; bc++) {
+        const size_t c = bc % C, off = bc * S;
+        const float is = inv_std[c], k = w[c] * is, mu = mean_c[c];
+        const float a = training ? (float)(sdy[c] / (double)N) : 0.0f;
+        const float bq = training ? (float)(sdyx[c] / (double)N) * is : 0.0f;
+        const float *restrict dyp = dy + off, *restrict xp = x + off;
+        float *restrict dxp = dx + off;
+        for (size_t i = 0; i < S; i++) dxp[i] = k * (dyp[i] - a - (xp[i] - mu) * bq);
+    }
 }
 
 static void bn_describe(const kd_layer *l, cJSON *obj) {

@@ -1,5 +1,7 @@
 /* conv2d.c - 2-D convolution, torch.nn.Conv2d layout (NCHW, weight [out, in, kh, kw]), lowered
- * to sgemm through im2col columns kept in the model's shared workspace. */
+ * to sgemm through im2col columns kept in the model's shared workspace. The lowering, the
+ * reordering around each product and col2im run on the OpenMP team, split by (sample, channel)
+ * plane; each product is one sgemm over the chunk, which OpenBLAS spreads over the same team. */
 #include <cJSON.h>
 #include <math.h>
 #include <string.h>
@@ -233,90 +235,98 @@ static void add_strided(float *restrict dst, const float *restrict src, size_t n
     for (size_t k = 0; k < n; k++) dst[k * S] += src[k];
 }
 
-/* col (K, ld) at column offset 0 <- the patches of one sample x (C, H, W):
- * col[(c*KH + i)*KW + j][oh*OW + ow] = x[c][oh*S - P + i][ow*S - P + j], zero outside. */
-static void im2col(const conv_dims *d, const float *x, float *col, size_t ld) {
+/* The KH*KW rows (ld apart) that one channel of one sample contributes to the columns, from
+ * its plane xc (H, W): col[i*KW + j][oh*OW + ow] = xc[oh*S - P + i][ow*S - P + j], zero
+ * outside (col points at row c*KH*KW of the whole matrix). One call per (sample, channel): the
+ * unit the OpenMP team splits. */
+static void im2col(const conv_dims *d, const float *xc, float *col, size_t ld) {
     const size_t OW = d->OW, S = d->S, P = d->P, W = d->W;
     /* Stride 1 with OW == W ("same" width): a col row is the input plane shifted by
      * (i - P) * W + (j - P) as one flat array, so one memcpy per row plus re-zeroing the few
      * columns that wrapped around from the neighbouring image row. This is the common case
      * (3x3 padding 1) and replaces OH short copies by one long one. */
     const int flat = S == 1 && OW == W;
-    for (size_t c = 0; c < d->C; c++) {
-        const float *xc = x + c * d->H * W;
-        for (size_t i = 0; i < d->KH; i++) {
-            size_t oh_lo, oh_hi;
-            valid_range(d->H, d->OH, S, P, i, &oh_lo, &oh_hi);
-            for (size_t j = 0; j < d->KW; j++) {
-                size_t ow_lo, ow_hi;
-                valid_range(W, OW, S, P, j, &ow_lo, &ow_hi);
-                float *dst = col + ((c * d->KH + i) * d->KW + j) * ld;
-                if (oh_lo) memset(dst, 0, oh_lo * OW * sizeof *dst);
-                if (oh_hi < d->OH) memset(dst + oh_hi * OW, 0, (d->OH - oh_hi) * OW * sizeof *dst);
-                if (oh_lo == oh_hi) continue;
-                if (ow_lo == ow_hi) {  /* this kernel column only ever sees padding */
-                    memset(dst + oh_lo * OW, 0, (oh_hi - oh_lo) * OW * sizeof *dst);
-                    continue;
-                }
-                if (flat) {
-                    /* Flat positions [oh_lo*W + ow_lo, (oh_hi-1)*W + ow_hi) all map inside x. */
-                    size_t a = oh_lo * W + ow_lo, b = (oh_hi - 1) * W + ow_hi;
-                    memcpy(dst + a, xc + (a + i * W + j - P * W - P), (b - a) * sizeof *dst);
-                    for (size_t oh = oh_lo; oh < oh_hi; oh++) {
-                        float *row = dst + oh * OW;
-                        for (size_t ow = 0; ow < ow_lo; ow++) row[ow] = 0.0f;
-                        for (size_t ow = ow_hi; ow < OW; ow++) row[ow] = 0.0f;
-                    }
-                    continue;
-                }
+    for (size_t i = 0; i < d->KH; i++) {
+        size_t oh_lo, oh_hi;
+        valid_range(d->H, d->OH, S, P, i, &oh_lo, &oh_hi);
+        for (size_t j = 0; j < d->KW; j++) {
+            size_t ow_lo, ow_hi;
+            valid_range(W, OW, S, P, j, &ow_lo, &ow_hi);
+            float *dst = col + (i * d->KW + j) * ld;
+            if (oh_lo) memset(dst, 0, oh_lo * OW * sizeof *dst);
+            if (oh_hi < d->OH) memset(dst + oh_hi * OW, 0, (d->OH - oh_hi) * OW * sizeof *dst);
+            if (oh_lo == oh_hi) continue;
+            if (ow_lo == ow_hi) {  /* this kernel column only ever sees padding */
+                memset(dst + oh_lo * OW, 0, (oh_hi - oh_lo) * OW * sizeof *dst);
+                continue;
+            }
+            if (flat) {
+                /* Flat positions [oh_lo*W + ow_lo, (oh_hi-1)*W + ow_hi) all map inside x. */
+                size_t a = oh_lo * W + ow_lo, b = (oh_hi - 1) * W + ow_hi;
+                memcpy(dst + a, xc + (a + i * W + j - P * W - P), (b - a) * sizeof *dst);
                 for (size_t oh = oh_lo; oh < oh_hi; oh++) {
                     float *row = dst + oh * OW;
-                    const float *src = xc + (oh * S + i - P) * W + (ow_lo * S + j - P);
                     for (size_t ow = 0; ow < ow_lo; ow++) row[ow] = 0.0f;
-                    if (S == 1) memcpy(row + ow_lo, src, (ow_hi - ow_lo) * sizeof *row);
-                    else copy_strided(row + ow_lo, src, ow_hi - ow_lo, S);
                     for (size_t ow = ow_hi; ow < OW; ow++) row[ow] = 0.0f;
                 }
+                continue;
+            }
+            for (size_t oh = oh_lo; oh < oh_hi; oh++) {
+                float *row = dst + oh * OW;
+                const float *src = xc + (oh * S + i - P) * W + (ow_lo * S + j - P);
+                for (size_t ow = 0; ow < ow_lo; ow++) row[ow] = 0.0f;
+                if (S == 1) memcpy(row + ow_lo, src, (ow_hi - ow_lo) * sizeof *row);
+                else copy_strided(row + ow_lo, src, ow_hi - ow_lo, S);
+                for (size_t ow = ow_hi; ow < OW; ow++) row[ow] = 0.0f;
             }
         }
     }
 }
 
-/* dx (C, H, W) += the column gradients of one sample, the adjoint of im2col. In the
- * stride-1 same-width case the columns that correspond to padding are zeroed first (col is
- * scratch), so each row is added back as one long flat run, mirroring im2col's fast path. */
-static void col2im(const conv_dims *d, float *col, size_t ld, float *dx) {
+/* The plane xc (H, W) of channel c of one sample = the sum of its KH*KW column-gradient rows
+ * (col, ld apart), the adjoint of im2col; overlapping windows add in a fixed order within the
+ * plane's one thread. In the stride-1 same-width case the columns that correspond to padding
+ * are zeroed first (col is scratch), so each row is added back as one long flat run, mirroring
+ * im2col's fast path. */
+static void col2im(const conv_dims *d, float *col, size_t ld, float *xc) {
     const size_t OW = d->OW, S = d->S, P = d->P, W = d->W;
     const int flat = S == 1 && OW == W;
-    for (size_t c = 0; c < d->C; c++) {
-        float *xc = dx + c * d->H * W;
-        for (size_t i = 0; i < d->KH; i++) {
-            size_t oh_lo, oh_hi;
-            valid_range(d->H, d->OH, S, P, i, &oh_lo, &oh_hi);
-            for (size_t j = 0; j < d->KW; j++) {
-                size_t ow_lo, ow_hi;
-                valid_range(W, OW, S, P, j, &ow_lo, &ow_hi);
-                if (ow_lo == ow_hi || oh_lo == oh_hi) continue;
-                float *src = col + ((c * d->KH + i) * d->KW + j) * ld;
-                if (flat) {
-                    for (size_t oh = oh_lo; oh < oh_hi; oh++) {
-                        float *row = src + oh * OW;
-                        for (size_t ow = 0; ow < ow_lo; ow++) row[ow] = 0.0f;
-                        for (size_t ow = ow_hi; ow < OW; ow++) row[ow] = 0.0f;
-                    }
-                    size_t a = oh_lo * W + ow_lo, b = (oh_hi - 1) * W + ow_hi;
-                    add_row(xc + (a + i * W + j - P * W - P), src + a, b - a);
-                    continue;
-                }
+    memset(xc, 0, d->H * W * sizeof *xc);
+    for (size_t i = 0; i < d->KH; i++) {
+        size_t oh_lo, oh_hi;
+        valid_range(d->H, d->OH, S, P, i, &oh_lo, &oh_hi);
+        for (size_t j = 0; j < d->KW; j++) {
+            size_t ow_lo, ow_hi;
+            valid_range(W, OW, S, P, j, &ow_lo, &ow_hi);
+            if (ow_lo == ow_hi || oh_lo == oh_hi) continue;
+            float *src = col + (i * d->KW + j) * ld;
+            if (flat) {
                 for (size_t oh = oh_lo; oh < oh_hi; oh++) {
-                    const float *row = src + oh * OW + ow_lo;
-                    float *dst = xc + (oh * S + i - P) * W + (ow_lo * S + j - P);
-                    if (S == 1) add_row(dst, row, ow_hi - ow_lo);
-                    else add_strided(dst, row, ow_hi - ow_lo, S);
+                    float *row = src + oh * OW;
+                    for (size_t ow = 0; ow < ow_lo; ow++) row[ow] = 0.0f;
+                    for (size_t ow = ow_hi; ow < OW; ow++) row[ow] = 0.0f;
                 }
+                size_t a = oh_lo * W + ow_lo, b = (oh_hi - 1) * W + ow_hi;
+                add_row(xc + (a + i * W + j - P * W - P), src + a, b - a);
+                continue;
+            }
+            for (size_t oh = oh_lo; oh < oh_hi; oh++) {
+                const float *row = src + oh * OW + ow_lo;
+                float *dst = xc + (oh * S + i - P) * W + (ow_lo * S + j - P);
+                if (S == 1) add_row(dst, row, ow_hi - ow_lo);
+                else add_strided(dst, row, ow_hi - ow_lo, S);
             }
         }
     }
+}
+
+/* im2col of samples [0, nb) of x into col (K, ld), sample b at column b*OHW: the (sample,
+ * channel) units split among the OpenMP team. */
+static void im2col_chunk(const conv_dims *d, const float *x, size_t nb, float *col, size_t ld) {
+    const size_t C = d->C, HW = d->H * d->W, rows = d->KH * d->KW;
+#pragma omp parallel for schedule(static) if (KD_PAR(nb * d->K * d->OHW))
+    for (size_t bc = 0; bc < nb * C; bc++)
+        im2col(d, x + bc * HW, col + (bc % C) * rows * ld + (bc / C) * d->OHW, ld);
 }
 
 /* x (B, C, H, W) -> y (B, O, OH, OW). Per chunk of nb samples:
@@ -332,7 +342,7 @@ static void conv_forward(kd_layer *l, const float *x, float *y, size_t B, kd_ctx
     for (size_t b0 = 0; b0 < B; b0 += nb_max) {
         const size_t nb = B - b0 < nb_max ? B - b0 : nb_max, N = nb * d.OHW;
         float *col = keep ? l->cache + b0 * d.K * d.OHW : ctx->workspace;
-        for (size_t b = 0; b < nb; b++) im2col(&d, x + (b0 + b) * in_n, col + b * d.OHW, N);
+        im2col_chunk(&d, x + b0 * in_n, nb, col, N);
         if (nb == 1) {
             float *yb = y + b0 * out_n, beta = 0.0f;
             if (bias) {
@@ -344,10 +354,11 @@ static void conv_forward(kd_layer *l, const float *x, float *y, size_t B, kd_ctx
             continue;
         }
         kd_sgemm(0, 0, d.O, N, d.K, 1.0f, w, d.K, col, N, 0.0f, ybuf, N);
-        for (size_t b = 0; b < nb; b++) {
-            float *yb = y + (b0 + b) * out_n;
-            for (size_t o = 0; o < d.O; o++)
-                bias_row(yb + o * d.OHW, ybuf + o * N + b * d.OHW, bias ? bias[o] : 0.0f, d.OHW);
+        float *yc = y + b0 * out_n;
+#pragma omp parallel for schedule(static) if (KD_PAR(nb * out_n))
+        for (size_t bo = 0; bo < nb * d.O; bo++) {  /* (sample, output channel) planes */
+            const size_t b = bo / d.O, o = bo % d.O;
+            bias_row(yc + bo * d.OHW, ybuf + o * N + b * d.OHW, bias ? bias[o] : 0.0f, d.OHW);
         }
     }
 }
@@ -367,28 +378,32 @@ static void conv_backward(kd_layer *l, const float *x, const float *y, const flo
     for (size_t b0 = 0; b0 < B; b0 += nb_max) {
         const size_t nb = B - b0 < nb_max ? B - b0 : nb_max, N = nb * d.OHW;
         const float *g = dy + b0 * out_n;  /* (O, N) view when nb == 1 */
+        const int par = KD_PAR(nb * out_n);
         if (nb > 1) {
-            for (size_t b = 0; b < nb; b++)
-                for (size_t o = 0; o < d.O; o++)
-                    memcpy(ybuf + o * N + b * d.OHW, dy + (b0 + b) * out_n + o * d.OHW,
-                           d.OHW * sizeof *ybuf);
+            const float *dyc = dy + b0 * out_n;
+#pragma omp parallel for schedule(static) if (par)
+            for (size_t bo = 0; bo < nb * d.O; bo++) {
+                const size_t b = bo / d.O, o = bo % d.O;
+                memcpy(ybuf + o * N + b * d.OHW, dyc + bo * d.OHW, d.OHW * sizeof *ybuf);
+            }
             g = ybuf;
         }
         if (db) {
+            /* One thread sums each channel's row: the order does not depend on the count. */
+#pragma omp parallel for schedule(static) if (par)
             for (size_t o = 0; o < d.O; o++) db[o] += row_sum(g + o * N, N);
         }
         const float *col = dcol;
-        if (keep) {
-            col = l->cache + b0 * d.K * d.OHW;
-        } else {
-            for (size_t b = 0; b < nb; b++) im2col(&d, x + (b0 + b) * in_n, dcol + b * d.OHW, N);
-        }
+        if (keep) col = l->cache + b0 * d.K * d.OHW;
+        else im2col_chunk(&d, x + b0 * in_n, nb, dcol, N);
         kd_sgemm(0, 1, d.O, d.K, N, 1.0f, g, N, col, N, 1.0f, dw, d.K);
         if (!dx) continue;
         kd_sgemm(1, 0, d.K, N, d.O, 1.0f, w, d.K, g, N, 0.0f, dcol, N);
         float *dxc = dx + b0 * in_n;
-        memset(dxc, 0, nb * in_n * sizeof *dxc);
-        for (size_t b = 0; b < nb; b++) col2im(&d, dcol + b * d.OHW, N, dxc + b * in_n);
+        const size_t HW = d.H * d.W, rows = d.KH * d.KW;
+#pragma omp parallel for schedule(static) if (KD_PAR(nb * d.K * d.OHW))
+        for (size_t bc = 0; bc < nb * d.C; bc++)  /* (sample, input channel) planes */
+            col2im(&d, dcol + (bc % d.C) * rows * N + (bc / d.C) * d.OHW, N, dxc + bc * HW);
     }
 }
 

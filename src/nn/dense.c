@@ -56,6 +56,21 @@ static void add_kernel(const float *restrict x, float *restrict acc, size_t n) {
     KD_VEC_FOR(i, n, acc[i] += x[i]);
 }
 
+/* Columns of db per thread when the bias gradient is split among the OpenMP team. */
+#define DENSE_DB_COLS 256
+
+/* db (out) += sum over the B rows of dy (B, out), rows in order for every column: threads split
+ * the columns, so the sums do not depend on the thread count. */
+static void bias_grad(const float *dy, float *db, size_t B, size_t out) {
+    const size_t n_blocks = (out + DENSE_DB_COLS - 1) / DENSE_DB_COLS;
+#pragma omp parallel for schedule(static) if (KD_PAR(B * out) && n_blocks > 1)
+    for (size_t k = 0; k < n_blocks; k++) {
+        const size_t o0 = k * DENSE_DB_COLS;
+        const size_t len = out - o0 < DENSE_DB_COLS ? out - o0 : DENSE_DB_COLS;
+        for (size_t i = 0; i < B; i++) add_kernel(dy + i * out + o0, db + o0, len);
+    }
+}
+
 /* x (B, in) -> y (B, out). The bias is written into y first and sgemm adds x W^T on top
  * (beta = 1), so the bias costs one pass over y and no separate add. */
 static void dense_forward(kd_layer *l, const float *x, float *y, size_t B, kd_ctx *ctx) {
@@ -65,6 +80,7 @@ static void dense_forward(kd_layer *l, const float *x, float *y, size_t B, kd_ct
     const float *w = l->t[DENSE_W], *b = l->t[DENSE_B];
     float beta = 0.0f;
     if (hp->bias) {
+#pragma omp parallel for schedule(static) if (KD_PAR(B * out))
         for (size_t i = 0; i < B; i++) memcpy(y + i * out, b, out * sizeof *y);
         beta = 1.0f;
     }
@@ -80,8 +96,7 @@ static void dense_backward(kd_layer *l, const float *x, const float *y, const fl
     const size_t in = l->in.d[0], out = hp->units;
     float *db = l->dt[DENSE_B];
     kd_sgemm(1, 0, out, in, B, 1.0f, dy, out, x, in, 1.0f, l->dt[DENSE_W], in);
-    if (hp->bias)
-        for (size_t i = 0; i < B; i++) add_kernel(dy + i * out, db, out);
+    if (hp->bias) bias_grad(dy, db, B, out);
     if (dx) kd_sgemm(0, 0, B, in, out, 1.0f, dy, out, l->t[DENSE_W], in, 0.0f, dx, in);
 }
 

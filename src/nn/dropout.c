@@ -1,5 +1,6 @@
 /* dropout.c - inverted dropout: in training each element is zeroed with probability p and the
- * survivors are scaled by 1 / (1 - p), so evaluation is the identity with no rescaling. */
+ * survivors are scaled by 1 / (1 - p), so evaluation is the identity with no rescaling. The mask
+ * is drawn serially (one RNG stream); applying it runs on the OpenMP team. */
 #include <cJSON.h>
 #include <math.h>
 #include <string.h>
@@ -34,10 +35,11 @@ static void dropout_forward(kd_layer *l, const float *x, float *y, size_t B, kd_
     const dropout_hp *hp = l->hp;
     const float p = hp->p;
     if (!ctx->training || p == 0.0f) {
-        memcpy(y, x, n * sizeof *y);
+        kd_par_copy(y, x, n);
         return;
     }
-    /* Draw the mask first (the RNG is not vectorisable), then apply it in a plain loop. Each
+    /* Draw the mask first (one RNG stream: serial, and cheap next to the layers around it),
+     * then apply it in parallel blocks. Each
      * 64-bit draw gives two 24-bit uniforms u (bits 40-63, then 16-39); an element is kept
      * when u / 2^24 >= p, i.e. u >= ceil(p * 2^24), compared as integers. */
     const float scale = 1.0f / (1.0f - p);
@@ -52,7 +54,7 @@ static void dropout_forward(kd_layer *l, const float *x, float *y, size_t B, kd_
     }
     if (i < n) mask[i] = kd_float_if((kd_rng_u64(&rng) >> 40) >= keep_from, scale);
     *ctx->rng = rng;
-    mul_kernel(x, mask, y, n);
+    KD_PAR_BLOCKS(n, o, k, mul_kernel(x + o, mask + o, y + o, k));
 }
 
 static void dropout_backward(kd_layer *l, const float *x, const float *y, const float *dy,
@@ -63,11 +65,11 @@ static void dropout_backward(kd_layer *l, const float *x, const float *y, const 
     const size_t n = B * kd_shape_numel(&l->in);
     const dropout_hp *hp = l->hp;
     if (!ctx->training || hp->p == 0.0f) {
-        memcpy(dx, dy, n * sizeof *dx);
+        kd_par_copy(dx, dy, n);
         return;
     }
     const float *mask = l->cache;
-    mul_kernel(dy, mask, dx, n);
+    KD_PAR_BLOCKS(n, o, k, mul_kernel(dy + o, mask + o, dx + o, k));
 }
 
 static void dropout_describe(const kd_layer *l, cJSON *obj) {

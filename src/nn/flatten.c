@@ -17,7 +17,7 @@ static kd_status flatten_configure(kd_layer *l, const cJSON *spec, kd_err *err) 
 
 static void flatten_forward(kd_layer *l, const float *x, float *y, size_t B, kd_ctx *ctx) {
     (void)ctx;
-    memcpy(y, x, B * l->out.d[0] * sizeof *y);
+    kd_par_copy(y, x, B * l->out.d[0]);
 }
 
 static void flatten_backward(kd_layer *l, const float *x, const float *y, const float *dy,
@@ -25,7 +25,7 @@ static void flatten_backward(kd_layer *l, const float *x, const float *y, const 
     (void)x;
     (void)y;
     (void)ctx;
-    if (dx) memcpy(dx, dy, B * l->out.d[0] * sizeof *dx);
+    if (dx) kd_par_copy(dx, dy, B * l->out.d[0]);
 }
 
 const kd_layer_ops kd_layer_flatten = {

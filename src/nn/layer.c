@@ -160,3 +160,11 @@ void kd_init_fill(float *w, size_t n, size_t fan_in, size_t fan_out, kd_rng *rng
         for (size_t i = 0; i < n; i++) w[i] = kd_rng_normal(rng) * s;
     }
 }
+
+void kd_par_copy(float *dst, const float *src, size_t n) {
+    KD_PAR_BLOCKS(n, o, k, memcpy(dst + o, src + o, k * sizeof *dst));
+}
+
+void kd_par_zero(float *dst, size_t n) {
+    KD_PAR_BLOCKS(n, o, k, memset(dst + o, 0, k * sizeof *dst));
+}

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "kd_nn.h"
+#include "kd_threads.h"
 
 typedef struct cJSON cJSON;
 
@@ -157,5 +158,28 @@ static inline float kd_float_if(uint32_t cond, float v) {
             body;                                                                          \
         }                                                                                  \
     } while (0)
+
+/* Runs the statement(s) after `len` once per block [off, off + len) of [0, n), blocks of
+ * KD_PAR_BLOCK floats shared by the OpenMP team in a static schedule (serial below kd_par_min).
+ * For elementwise kernels: the statement calls a restrict-pointer kernel on the block, which
+ * vectorises as in the serial code, and each element is computed the same way on any thread,
+ * so the result does not depend on the thread count.
+ *   KD_PAR_BLOCKS(n, o, k, relu_kernel(x + o, y + o, k)); */
+#define KD_PAR_BLOCKS(n, off, len, ...)                                                    \
+    do {                                                                                   \
+        const size_t kd_pn_ = (n), kd_pnb_ = (kd_pn_ + KD_PAR_BLOCK - 1) / KD_PAR_BLOCK;   \
+        const int kd_par_ = KD_PAR(kd_pn_);                                                \
+        _Pragma("omp parallel for schedule(static) if (kd_par_)")                          \
+        for (size_t kd_pb_ = 0; kd_pb_ < kd_pnb_; kd_pb_++) {                              \
+            const size_t off = kd_pb_ * KD_PAR_BLOCK;                                      \
+            const size_t len = kd_pn_ - off < KD_PAR_BLOCK ? kd_pn_ - off : KD_PAR_BLOCK;  \
+            __VA_ARGS__;                                                                   \
+        }                                                                                  \
+    } while (0)
+
+/* dst = src and dst = 0 over n floats, shared by the team as above (activation copies,
+ * zeroed planes). */
+void kd_par_copy(float *dst, const float *src, size_t n);
+void kd_par_zero(float *dst, size_t n);
 
 #endif

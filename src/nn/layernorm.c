@@ -62,7 +62,8 @@ static void ln_forward(kd_layer *l, const float *x, float *y, size_t B, kd_ctx *
     const ln_hp *hp = l->hp;
     const size_t D = row_len(l), R = n_rows(l, B);
     const float *restrict w = l->t[LN_W], *restrict b = l->t[LN_B];
-    for (size_t r = 0; r < R; r++) {
+#pragma omp parallel for schedule(static) if (KD_PAR(R * D))
+    for (size_t r = 0; r < R; r++) {  /* rows are independent: the team splits them */
         const float *restrict xr = x + r * D;
         float *restrict yr = y + r * D;
         const double mean = kd_sum(xr, D) / (double)D;
@@ -78,31 +79,51 @@ static void ln_forward(kd_layer *l, const float *x, float *y, size_t B, kd_ctx *
  *   dweight += sum over rows of dy * xhat,  dbias += sum over rows of dy,
  *   dx = rstd * (g - sum(g) / D - xhat * sum(g * xhat) / D)
  * (the mean and the variance depend on every x of the row, hence the two correction terms).
- * Row sums and the weight/bias sums over rows accumulate in double. */
+ * Row sums and the weight/bias sums over rows accumulate in double. The team splits the rows
+ * for dx, then the columns for the sums over rows (each column summed by one thread, rows in
+ * order), so no sum depends on the thread count. */
+/* Columns per thread for the sums over rows. */
+#define LN_COLS 64
+
 static void ln_backward(kd_layer *l, const float *x, const float *y, const float *dy, float *dx,
                         size_t B, kd_ctx *ctx) {
     (void)y;
     const size_t D = row_len(l), R = n_rows(l, B);
     const float *restrict w = l->t[LN_W];
+    const float *cache = l->cache;
+    const int par = KD_PAR(R * D);
     double *restrict sw = (double *)ctx->workspace, *restrict sb = sw + D;
-    for (size_t d = 0; d < D; d++) sw[d] = sb[d] = 0.0;
-    for (size_t r = 0; r < R; r++) {
-        const float *restrict xr = x + r * D, *restrict dyr = dy + r * D;
-        const double mu = l->cache[2 * r], rs = l->cache[2 * r + 1];
-        double sg = 0.0, sgx = 0.0;
-        for (size_t d = 0; d < D; d++) {
-            const double xh = ((double)xr[d] - mu) * rs, g = (double)dyr[d] * w[d];
-            sw[d] += (double)dyr[d] * xh;
-            sb[d] += dyr[d];
-            sg += g;
-            sgx += g * xh;
+    if (dx) {
+#pragma omp parallel for schedule(static) if (par)
+        for (size_t r = 0; r < R; r++) {
+            const float *restrict xr = x + r * D, *restrict dyr = dy + r * D;
+            const double mu = cache[2 * r], rs = cache[2 * r + 1];
+            double sg = 0.0, sgx = 0.0;
+            for (size_t d = 0; d < D; d++) {
+                const double xh = ((double)xr[d] - mu) * rs, g = (double)dyr[d] * w[d];
+                sg += g;
+                sgx += g * xh;
+            }
+            const double mg = sg / (double)D, mgx = sgx / (double)D;
+            float *restrict dxr = dx + r * D;
+            for (size_t d = 0; d < D; d++) {
+                const double xh = ((double)xr[d] - mu) * rs;
+                dxr[d] = (float)(rs * ((double)dyr[d] * w[d] - mg - xh * mgx));
+            }
         }
-        if (!dx) continue;
-        const double mg = sg / (double)D, mgx = sgx / (double)D;
-        float *restrict dxr = dx + r * D;
-        for (size_t d = 0; d < D; d++) {
-            const double xh = ((double)xr[d] - mu) * rs;
-            dxr[d] = (float)(rs * ((double)dyr[d] * w[d] - mg - xh * mgx));
+    }
+    const size_t n_blocks = (D + LN_COLS - 1) / LN_COLS;
+#pragma omp parallel for schedule(static) if (par)
+    for (size_t k = 0; k < n_blocks; k++) {  /* columns [d0, d1), all rows, rows in order */
+        const size_t d0 = k * LN_COLS, d1 = D - d0 < LN_COLS ? D : d0 + LN_COLS;
+        for (size_t d = d0; d < d1; d++) sw[d] = sb[d] = 0.0;
+        for (size_t r = 0; r < R; r++) {
+            const double mu = cache[2 * r], rs = cache[2 * r + 1];
+            for (size_t d = d0; d < d1; d++) {
+                const double xh = ((double)x[r * D + d] - mu) * rs;
+                sw[d] += (double)dy[r * D + d] * xh;
+                sb[d] += dy[r * D + d];
+            }
         }
     }
     for (size_t d = 0; d < D; d++) {

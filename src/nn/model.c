@@ -419,7 +419,7 @@ size_t kd_model_first_trainable(const kd_model *m) {
 }
 
 void kd_model_zero_grad(kd_model *m) {
-    if (m->grads) memset(m->grads, 0, m->n_params * sizeof *m->grads);
+    if (m->grads) kd_par_zero(m->grads, m->n_params);
 }
 
 kd_tensor *kd_model_tensor(kd_model *m, const char *name) {

@@ -1,5 +1,7 @@
 /* pool.c - max and average pooling over [C, H, W] (torch.nn.MaxPool2d / AvgPool2d with
- * floor-mode output sizes) and global average pooling [C, H, W] -> [C]. */
+ * floor-mode output sizes) and global average pooling [C, H, W] -> [C]. Every loop runs over
+ * the (sample, channel) planes, which the OpenMP team splits: a plane's outputs and input
+ * gradients are written by one thread, so no sum depends on the thread count. */
 #include <cJSON.h>
 #include <stdint.h>
 #include <string.h>
@@ -136,11 +138,14 @@ static void maxpool_forward(kd_layer *l, const float *x, float *y, size_t B, kd_
     uint32_t *arg = (uint32_t *)l->cache;
     const pool_hp *hp = l->hp;
     const size_t KH = hp->kh, KW = hp->kw, SH = stride_h(l), SW = stride_w(l);
+    const int par = KD_PAR(B * C * H * W);
     if (is_pool2x2(l)) {
+#pragma omp parallel for schedule(static) if (par)
         for (size_t bc = 0; bc < B * C; bc++)
             maxpool2x2_plane(x + bc * H * W, y + bc * OH * OW, arg + bc * OH * OW, OH, OW);
         return;
     }
+#pragma omp parallel for schedule(static) if (par)
     for (size_t bc = 0; bc < B * C; bc++) {
         const float *xp = x + bc * H * W;
         float *yp = y + bc * OH * OW;
@@ -186,15 +191,20 @@ static void maxpool_backward(kd_layer *l, const float *x, const float *y, const 
     if (!dx) return;
     const size_t C = l->in.d[0], HW = l->in.d[1] * l->in.d[2], OHW = l->out.d[1] * l->out.d[2];
     const uint32_t *arg = (const uint32_t *)l->cache;
+    const int par = KD_PAR(B * C * HW);
     if (is_pool2x2(l)) {
+#pragma omp parallel for schedule(static) if (par)
         for (size_t bc = 0; bc < B * C; bc++)
             maxpool2x2_plane_backward(dy + bc * OHW, arg + bc * OHW, dx + bc * HW, l->out.d[1],
                                       l->out.d[2]);
         return;
     }
-    memset(dx, 0, B * C * HW * sizeof *dx);
+    /* Overlapping windows (stride < kernel) add into the same input: in output order, within
+     * the plane's one thread. */
+#pragma omp parallel for schedule(static) if (par)
     for (size_t bc = 0; bc < B * C; bc++) {
         float *dxp = dx + bc * HW;
+        memset(dxp, 0, HW * sizeof *dxp);
         for (size_t o = 0; o < OHW; o++) dxp[arg[bc * OHW + o]] += dy[bc * OHW + o];
     }
 }
@@ -227,6 +237,7 @@ static void avgpool_forward(kd_layer *l, const float *x, float *y, size_t B, kd_
     const size_t C = l->in.d[0], H = l->in.d[1], W = l->in.d[2];
     const size_t OH = l->out.d[1], OW = l->out.d[2];
     const float scale = 1.0f / (float)(hp_of(l)->kh * hp_of(l)->kw);
+#pragma omp parallel for schedule(static) if (KD_PAR(B * C * H * W))
     for (size_t bc = 0; bc < B * C; bc++) {
         const float *xp = x + bc * H * W;
         float *yp = y + bc * OH * OW;
@@ -252,10 +263,11 @@ static void avgpool_backward(kd_layer *l, const float *x, const float *y, const 
     const size_t C = l->in.d[0], H = l->in.d[1], W = l->in.d[2];
     const size_t OH = l->out.d[1], OW = l->out.d[2];
     const float scale = 1.0f / (float)(hp_of(l)->kh * hp_of(l)->kw);
-    memset(dx, 0, B * C * H * W * sizeof *dx);
+#pragma omp parallel for schedule(static) if (KD_PAR(B * C * H * W))
     for (size_t bc = 0; bc < B * C; bc++) {
         float *dxp = dx + bc * H * W;
         const float *dyp = dy + bc * OH * OW;
+        memset(dxp, 0, H * W * sizeof *dxp);
         for (size_t oh = 0; oh < OH; oh++) {
             for (size_t ow = 0; ow < OW; ow++) {
                 size_t h0, h1, w0, w1;
@@ -297,6 +309,7 @@ static void gap_forward(kd_layer *l, const float *x, float *y, size_t B, kd_ctx 
     (void)ctx;
     const size_t HW = l->in.d[1] * l->in.d[2];
     const float scale = 1.0f / (float)HW;
+#pragma omp parallel for schedule(static) if (KD_PAR(B * l->in.d[0] * HW))
     for (size_t bc = 0; bc < B * l->in.d[0]; bc++) {
         const float *xp = x + bc * HW;
         float s = 0.0f;
@@ -313,6 +326,7 @@ static void gap_backward(kd_layer *l, const float *x, const float *y, const floa
     if (!dx) return;
     const size_t HW = l->in.d[1] * l->in.d[2];
     const float scale = 1.0f / (float)HW;
+#pragma omp parallel for schedule(static) if (KD_PAR(B * l->in.d[0] * HW))
     for (size_t bc = 0; bc < B * l->in.d[0]; bc++) {
         float *dxp = dx + bc * HW, g = dy[bc] * scale;
         for (size_t i = 0; i < HW; i++) dxp[i] = g;

@@ -9,6 +9,7 @@
 
 #include "kd_eval.h"
 #include "kd_gemm.h"
+#include "kd_threads.h"
 #include "train_impl.h"
 
 const char *kd_train_loss_formula(const kd_config *cfg, char *buf, size_t cap) {
@@ -86,7 +87,13 @@ static kd_status run_setup(kd_run *t, kd_err *err) {
     if (st) return st;
     memcpy(t->res->out_dir, t->rf.out_dir, sizeof t->res->out_dir);
 
-    if (cfg->threads > 0) kd_blas_set_threads(cfg->threads);
+    /* Always set, 0 included: a default run and one asking for every core must take the same
+     * paths (the one-thread rule for small products reads the count in force). */
+    t->res->threads = kd_threads_set(cfg->threads);
+    kd_run_emit_msg(t, KD_EV_NOTE, "threads: %d", t->res->threads);
+    if (!kd_blas_is_openmp())
+        kd_run_emit_msg(t, KD_EV_WARNING, "WARNING: the OpenBLAS loaded is not its OpenMP build; "
+                        "its threads will compete with distill's (see README, Performance)");
     kd_rng_seed(&t->rng, cfg->seed);
     if ((st = kd_run_open_data(t, err)) || (st = kd_run_build_model(t, err))) return st;
     if (cfg->has_teacher && (st = kd_run_build_teacher(t, err))) return st;

@@ -9,6 +9,7 @@
 #include <sys/resource.h>
 
 #include "kd_gemm.h"
+#include "kd_threads.h"
 #include "kd_loss.h"
 #include "kd_nn.h"
 #include "kd_optim.h"
@@ -139,8 +140,8 @@ static void free_shapes(shapes_ctx *s) {
 
 int main(int argc, char **argv) {
     int threads = argc > 1 ? atoi(argv[1]) : 0;
-    kd_blas_set_threads(threads);
-    printf("threads: %d (OpenBLAS)\n\n", kd_blas_get_threads());
+    printf("threads: %d (OpenMP, shared with OpenBLAS: %s)\n\n", kd_threads_set(threads),
+           kd_blas_is_openmp() ? "its OpenMP build" : "NOT its OpenMP build");
 
     /* 1. Peak: large square products. */
     square_ctx sq = {2048, NULL, NULL, NULL};

@@ -1,0 +1,175 @@
+"""torch_jobs.py - PyTorch's side of `make bench-torch` (tests/bench/side_by_side.py): the same
+job as tests/bench/bench_jobs.c, with the same arguments, architecture (distill's layer list,
+built as the torch.nn.Sequential distill's checkpoints map to), data and optimizer, one job per
+process so the driver reads its peak RSS. Needs Debian's python3-torch; the tests never run it.
+
+  torch_jobs.py KIND ARCH [TEACHER_ARCH] [--steps N] [--batch B] [--threads T] [--data DIR]
+                [--alpha A] [--temperature T]
+
+Prints one line: result samples_per_s=S us_per_sample=U steps=N
+"""
+import argparse
+import gzip
+import json
+import os
+import struct
+import sys
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def build(arch):
+    """nn.Sequential of distill's layer list (the same indices, so state_dicts line up)."""
+    shape = list(arch["input"])
+    mods = []
+    for spec in arch["layers"]:
+        t = spec["type"]
+        if t == "dense":
+            mods.append(nn.Linear(shape[0], spec["units"], bias=spec.get("bias", True)))
+            shape = [spec["units"]]
+        elif t == "conv2d":
+            k = spec["kernel"]
+            kh, kw = (k, k) if isinstance(k, int) else k
+            s, p = spec.get("stride", 1), spec.get("padding", 0)
+            mods.append(nn.Conv2d(shape[0], spec["channels"], (kh, kw), s, p,
+                                  bias=spec.get("bias", True)))
+            shape = [spec["channels"], (shape[1] + 2 * p - kh) // s + 1,
+                     (shape[2] + 2 * p - kw) // s + 1]
+        elif t in ("maxpool2d", "avgpool2d"):
+            k = spec["kernel"]
+            kh, kw = (k, k) if isinstance(k, int) else k
+            s, p = spec.get("stride"), spec.get("padding", 0)
+            sh, sw = (s, s) if s else (kh, kw)
+            cls = nn.MaxPool2d if t == "maxpool2d" else nn.AvgPool2d
+            mods.append(cls((kh, kw), (sh, sw), p))
+            shape = [shape[0], (shape[1] + 2 * p - kh) // sh + 1, (shape[2] + 2 * p - kw) // sw + 1]
+        elif t == "batchnorm":
+            cls = nn.BatchNorm2d if len(shape) == 3 else nn.BatchNorm1d
+            mods.append(cls(shape[0], eps=spec.get("eps", 1e-5), momentum=spec.get("momentum", 0.1)))
+        elif t == "layernorm":
+            mods.append(nn.LayerNorm(shape[-1], eps=spec.get("eps", 1e-5)))
+        elif t == "flatten":
+            mods.append(nn.Flatten())
+            n = 1
+            for d in shape:
+                n *= d
+            shape = [n]
+        elif t == "global_avgpool":
+            mods.append(nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()))
+            shape = [shape[0]]
+        elif t == "dropout":
+            mods.append(nn.Dropout(spec.get("p", 0.5)))
+        elif t == "leaky_relu":
+            mods.append(nn.LeakyReLU(spec.get("slope", 0.01)))
+        else:
+            mods.append({"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid,
+                         "gelu": nn.GELU}[t]())
+    return nn.Sequential(*mods)
+
+
+def idx(path):
+    with gzip.open(path, "rb") as f:
+        data = f.read()
+    ndim = data[3]
+    dims = struct.unpack(">" + "I" * ndim, data[4:4 + 4 * ndim])
+    return dims, data[4 + 4 * ndim:]
+
+
+def load_data(args, shape, n, n_classes):
+    """The first n Fashion-MNIST training images, scaled and normalised as the configs do
+    (x / 255 - 0.286) / 0.353; seeded noise when the files are missing (as bench_jobs.c)."""
+    per = 1
+    for d in shape:
+        per *= d
+    try:
+        dims, img = idx(os.path.join(args.data, "train-images-idx3-ubyte.gz"))
+        _, lab = idx(os.path.join(args.data, "train-labels-idx1-ubyte.gz"))
+        if dims[1] * dims[2] != per or dims[0] < n:
+            raise ValueError("shape")
+        x = torch.frombuffer(bytearray(img[:n * per]), dtype=torch.uint8).float()
+        x = (x / 255.0 - 0.286) / 0.353
+        y = torch.frombuffer(bytearray(lab[:n]), dtype=torch.uint8).long()
+    except (OSError, ValueError):
+        print("torch_jobs: no data in %s, using noise" % args.data, file=sys.stderr)
+        g = torch.Generator().manual_seed(11)
+        x = torch.randn(n * per, generator=g)
+        y = torch.arange(n) % n_classes
+    return x.reshape([n] + list(shape)).contiguous(), y
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("kind", choices=["train", "distill", "infer", "latency"])
+    ap.add_argument("arch")
+    ap.add_argument("teacher", nargs="?")
+    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
+    ap.add_argument("--alpha", type=float, default=0.9)
+    ap.add_argument("--temperature", type=float, default=4.0)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(1)
+    arch = json.loads(args.arch)
+    model = build(arch)
+    B = 1 if args.kind == "latency" else args.batch
+    n_classes = arch["layers"][-1].get("units", 10)
+    n_b = min(args.steps, 20)
+    x, y = load_data(args, arch["input"], n_b * B, n_classes)
+    xs, ys = x.split(B), y.split(B)
+
+    if args.kind == "latency":
+        model.eval()
+        ts = []
+        with torch.inference_mode():
+            for i in range(-100, args.steps):
+                t0 = time.perf_counter()
+                model(xs[(i + 100) % len(xs)])
+                if i >= 0:
+                    ts.append(time.perf_counter() - t0)
+        ts.sort()
+        sec = ts[(len(ts) - 1) // 2]
+    elif args.kind == "infer":
+        model.eval()
+        with torch.inference_mode():
+            for i in range(-3, args.steps):
+                if i == 0:
+                    t0 = time.perf_counter()
+                model(xs[(i + 3) % n_b])
+        sec = (time.perf_counter() - t0) / (args.steps * B)
+    else:
+        teacher = None
+        if args.kind == "distill":
+            teacher = build(json.loads(args.teacher)).eval()
+        model.train()
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        a, T = args.alpha, args.temperature
+        for i in range(-3, args.steps):
+            if i == 0:
+                t0 = time.perf_counter()
+            k = (i + 3) % n_b
+            xb, yb = xs[k], ys[k]
+            opt.zero_grad()
+            z = model(xb)
+            if teacher is not None:
+                with torch.no_grad():
+                    zt = teacher(xb)
+                # The same loss as distill (DESIGN.md section 4), T^2 included.
+                soft = F.kl_div(F.log_softmax(z / T, dim=1), F.softmax(zt / T, dim=1),
+                                reduction="batchmean")
+                loss = a * T * T * soft + (1 - a) * F.cross_entropy(z, yb)
+            else:
+                loss = F.cross_entropy(z, yb)
+            loss.backward()
+            opt.step()
+        sec = (time.perf_counter() - t0) / (args.steps * B)
+    print("result samples_per_s=%.1f us_per_sample=%.3f steps=%d threads=%d"
+          % (1.0 / sec, 1e6 * sec, args.steps, torch.get_num_threads()))
+
+
+if __name__ == "__main__":
+    main()
