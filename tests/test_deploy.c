@@ -4,6 +4,7 @@
  * -Werror (and once under ASan + UBSan), needs no malloc, free or printf, and computes the same
  * logits. f32 within 1e-4 absolute + 1e-4 relative; int8 against distill's own int8 export. A
  * missing tool skips on a developer's machine and fails when CI=true. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -207,35 +208,43 @@ static float *c_logits(const char *dir, const char *path, const char *dtype, siz
     return read_floats(out, n * C);
 }
 
-/* The whole check for one network: checkpoint, distill's f32 and int8 logits, ONNX and C
- * exports of both, compared. */
+/* The whole check for one network: checkpoint and distill's logits, ONNX and C exports
+ * compared with them; with quantised, also the int8 (ONNX and C) and f16 (ONNX) exports, each
+ * against distill running its own safetensors export in the same dtype. */
 static void check_network(const kd_shape *input, const char *layers, int flatten, const char *shape,
-                          size_t n, int with_int8, int sanitize) {
+                          size_t n, int quantised, int sanitize) {
+    static const char *const dtypes[] = {"int8", "f16"};
     if (!have_tools(1)) return;
     const char *dir = kd_test_tmpdir();
-    char ck[1024], ck8[1024], cmd[4096];
-    size_t C = 0, C8 = 0;
+    char ck[1024], ckq[1024], cmd[4096], what[32];
+    size_t C = 0, Cq = 0;
     snprintf(ck, sizeof ck, "%s/model.safetensors", dir);
-    snprintf(ck8, sizeof ck8, "%s/model_int8.safetensors", dir);
     if (make_checkpoint(ck, input, layers, flatten, 7)) return;
-    float *ref = distill_logits(ck, n, &C), *ref8 = NULL, *z;
+    float *ref = distill_logits(ck, n, &C), *z;
     if (!ref) return;
     CHECK_EQ_INT(C, 10);
     if ((z = onnx_logits(dir, ck, "f32", shape, n, C))) compare("onnx f32", z, ref, n, C, 1);
     free(z);
     if ((z = c_logits(dir, ck, "f32", n, C, sanitize))) compare("c f32", z, ref, n, C, 1);
     free(z);
-    snprintf(cmd, sizeof cmd, "'%s' export '%s' '%s' --dtype int8", kd_test_distill(), ck, ck8);
-    if (with_int8 && run_ok(cmd) && (ref8 = distill_logits(ck8, n, &C8))) {
-        /* The int8 model run three ways: distill on the dequantised weights, ONNX Runtime
-         * through DequantizeLinear, the C header with per-row scales after the sum. */
-        if ((z = onnx_logits(dir, ck, "int8", shape, n, C))) compare("onnx int8", z, ref8, n, C, 1);
+    for (size_t k = 0; quantised && k < sizeof dtypes / sizeof dtypes[0]; k++) {
+        float *refq = NULL;
+        snprintf(ckq, sizeof ckq, "%s/model_%s.safetensors", dir, dtypes[k]);
+        snprintf(cmd, sizeof cmd, "'%s' export '%s' '%s' --dtype %s", kd_test_distill(), ck, ckq,
+                 dtypes[k]);
+        if (!run_ok(cmd) || !(refq = distill_logits(ckq, n, &Cq))) break;
+        /* The same weights run three ways: distill on the decoded values, ONNX Runtime through
+         * DequantizeLinear / Cast, the C header with its per-row scale after the sum. */
+        snprintf(what, sizeof what, "onnx %s", dtypes[k]);
+        if ((z = onnx_logits(dir, ck, dtypes[k], shape, n, C))) compare(what, z, refq, n, C, 1);
         free(z);
-        if ((z = c_logits(dir, ck, "int8", n, C, 0))) compare("c int8", z, ref8, n, C, 1);
-        free(z);
+        if (!strcmp(dtypes[k], "int8") && (z = c_logits(dir, ck, "int8", n, C, 0))) {
+            compare("c int8", z, refq, n, C, 1);
+            free(z);
+        }
+        free(refq);
     }
     free(ref);
-    free(ref8);
 }
 
 KD_TEST(deploy_mlp_onnx_and_c_match_distill) {
@@ -282,4 +291,93 @@ KD_TEST(deploy_every_layer_type_onnx_and_c_match_distill) {
     }
     const kd_shape in = {3, {1, 28, 28}};
     check_network(&in, zoo_layers, 0, "1,28,28", 200, 0, 1);
+}
+
+/* What the files hold and every way the command line can be wrong: each refused with exit 2
+ * (usage) / 3 (input) / 1 (I/O), a message naming the problem, and no output file. */
+KD_TEST(deploy_files_and_cli_errors) {
+    if (!have_tools(0)) return;
+    const char *dir = kd_test_tmpdir();
+    const kd_shape in = {1, {784}};
+    char ck[1024], cmd[4096], out[8192], path[1024];
+    snprintf(ck, sizeof ck, "%s/mlp.safetensors", dir);
+    if (make_checkpoint(ck, &in, "[{\"type\":\"dense\",\"units\":32},{\"type\":\"relu\"},"
+                                 "{\"type\":\"dense\",\"units\":10}]", 1, 3))
+        return;
+    const char *D = kd_test_distill();
+    static const struct {
+        const char *args, *msg;
+        int rc;
+    } bad[] = {
+        {"'%s' '%s/x.h' --format c --dtype f16", "a C header holds f32 or int8 weights, not f16", 2},
+        {"'%s' '%s/x.h' --format c --name 9lives", "--name: expected a C identifier", 2},
+        {"'%s' '%s/x.h' --format onnx --name net", "--name is for --format c", 2},
+        {"'%s' '%s/x.h' --format onxx", "(did you mean onnx?)", 2},
+        {"'%s' '%s/x.h' --format onnx --dtype int4", "--dtype: expected f32, f16, bf16 or int8", 2},
+        {"'%s' '%s/x.h'", "--dtype is required", 2},
+        {"'%s.missing' '%s/x.h' --format onnx", "mlp.safetensors.missing", 3},
+        {"'%s' '%s/no/such/dir/x.h' --format c", "x.h", 1},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char args[2048];
+        snprintf(args, sizeof args, bad[i].args, ck, dir);
+        snprintf(cmd, sizeof cmd, "'%s' export %s", D, args);
+        int rc = kd_test_run(cmd, out, sizeof out);
+        if (rc != bad[i].rc) kd_test_fail(__FILE__, __LINE__, "%s: exit %d, expected %d: %s", args, rc, bad[i].rc, out);
+        CHECK_CONTAINS(out, bad[i].msg);
+    }
+    snprintf(cmd, sizeof cmd, "ls '%s'", dir);
+    kd_test_run(cmd, out, sizeof out);
+    if (strstr(out, "x.h") || strstr(out, ".tmp.")) kd_test_fail(__FILE__, __LINE__, "left behind: %s", out);
+
+    /* A non-finite weight cannot be spelled in C nor meant in ONNX: refused, naming it. */
+    {
+        kd_model m;
+        kd_err err = {0};
+        char bad_ck[1100];
+        snprintf(bad_ck, sizeof bad_ck, "%s/nan.safetensors", dir);
+        if (kd_ckpt_load(ck, NULL, 0, 0, &m, NULL, NULL, NULL, NULL, &err) == KD_OK) {
+            kd_model_tensor(&m, "2.weight")->data[5] = NAN;
+            CHECK(kd_ckpt_save(bad_ck, &m, NULL, NULL, &err) == KD_OK);
+            kd_model_free(&m);
+        }
+        for (int f = 0; f < 2; f++) {
+            snprintf(cmd, sizeof cmd, "'%s' export '%s' '%s/nan.out' --format %s", D, bad_ck, dir,
+                     f ? "c" : "onnx");
+            CHECK_EQ_INT(kd_test_run(cmd, out, sizeof out), 2);
+            CHECK_CONTAINS(out, f ? "l2_weight: value 5 is nan" : "2.weight: value 5 is nan");
+        }
+    }
+
+    /* The C name: from the file name unless --name says otherwise; class names escaped. */
+    snprintf(cmd, sizeof cmd, "cd '%s' && '%s' export mlp.safetensors 3d-model.h --format c && "
+             "'%s' export mlp.safetensors other.h --format c --name Tiny && "
+             "grep -h -e '^#define' -e '^void' -e '^int' -e 'class_names\\[' -e Parameters "
+             "3d-model.h other.h",
+             dir, D, D);
+    CHECK_EQ_INT(kd_test_run(cmd, out, sizeof out), 0);
+    CHECK_CONTAINS(out, "#define M_3D_MODEL_INPUT_SIZE 784\n");
+    CHECK_CONTAINS(out, "void m_3d_model_forward(const float *raw_input, float *logits, float *scratch);");
+    CHECK_CONTAINS(out, "int tiny_predict(const float *raw_input, float *scratch);");
+    CHECK_CONTAINS(out, "#define TINY_SCRATCH_FLOATS ");
+    CHECK_CONTAINS(out, "\"Ankle \\\"boot\\\"\\?\"");
+    CHECK_CONTAINS(out, "Parameters: 25450;");
+
+    /* int8 ONNX: int8 initialisers decoded by DequantizeLinear, about 4x smaller than f32. */
+    long long size[2] = {0, 0};
+    for (int q = 0; q < 2; q++) {
+        snprintf(path, sizeof path, "%s/m%d.onnx", dir, q);
+        snprintf(cmd, sizeof cmd, "'%s' export '%s' '%s' --format onnx --dtype %s && "
+                 "/usr/bin/python3 tests/export/onnx_check.py '%s' && stat -c 'size %%s' '%s'",
+                 D, ck, path, q ? "int8" : "f32", path, path);
+        CHECK_EQ_INT(kd_test_run(cmd, out, sizeof out), 0);
+        CHECK_CONTAINS(out, "input input ['N', 784]\n");
+        CHECK_CONTAINS(out, q ? "initializers FLOAT INT8\n" : "initializers FLOAT\n");
+        CHECK_CONTAINS(out, q ? "DequantizeLinear" : "ops Add Gemm Identity Mul Relu Softmax\n");
+        CHECK_CONTAINS(out, q ? "meta quantization int8 symmetric per output row" : "meta dtype f32");
+        const char *sz = strstr(out, "size ");
+        size[q] = sz ? atoll(sz + 5) : 0;
+    }
+    if (!(size[0] > 100000 && (double)size[0] / (double)size[1] > 3.5))
+        kd_test_fail(__FILE__, __LINE__, "onnx f32 %lld bytes, int8 %lld bytes", size[0], size[1]);
 }
