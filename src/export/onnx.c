@@ -85,17 +85,13 @@ struct kd_onnx_emitter {
     size_t n_inits, cap_inits;
 };
 
-/* Appends item to a malloc'd array of pointers, doubling it when full; 0 on success. */
-#define PUSH(arr, n, cap, item)                                                            \
-    ((n) < (cap) || grow((void **)&(arr), &(cap), sizeof *(arr)) == 0 ? ((arr)[(n)++] = (item), 0) \
-                                                                     : -1)
-static int grow(void **arr, size_t *cap, size_t elem) {
+/* arr (a malloc'd array of *cap elements of elem bytes) grown to twice the size (64 at first);
+ * NULL when memory runs out (arr is then unchanged). */
+static void *grown(void *arr, size_t *cap, size_t elem) {
     size_t nc = *cap ? 2 * *cap : 64;
-    void *p = realloc(*arr, nc * elem);
-    if (!p) return -1;
-    *arr = p;
-    *cap = nc;
-    return 0;
+    void *p = nc <= SIZE_MAX / elem ? realloc(arr, nc * elem) : NULL;
+    if (p) *cap = nc;
+    return p;
 }
 
 static kd_status oom(kd_err *err) { return kd_err_set(err, KD_EIO, "ONNX export: out of memory"); }
@@ -131,7 +127,13 @@ static kd_status add_init(kd_onnx_emitter *em, const char *name, int32_t type,
     t->has_raw_data = 1;
     t->raw_data.len = n_bytes;
     if (n_bytes) memcpy(t->raw_data.data, bytes, n_bytes);
-    return PUSH(em->inits, em->n_inits, em->cap_inits, t) ? oom(err) : KD_OK;
+    if (em->n_inits == em->cap_inits) {
+        Onnx__TensorProto **g = grown(em->inits, &em->cap_inits, sizeof *g);
+        if (!g) return oom(err);
+        em->inits = g;
+    }
+    em->inits[em->n_inits++] = t;
+    return KD_OK;
 }
 
 /* Adds a node with one output, named out_name or "<layer>/<op>[_k]"; it becomes the current
@@ -181,7 +183,12 @@ static kd_status add_node(kd_onnx_emitter *em, const char *op, const char *const
         nd->attribute[i] = a;
     }
     nd->n_attribute = n_attrs;
-    if (PUSH(em->nodes, em->n_nodes, em->cap_nodes, nd)) return oom(err);
+    if (em->n_nodes == em->cap_nodes) {
+        Onnx__NodeProto **g = grown(em->nodes, &em->cap_nodes, sizeof *g);
+        if (!g) return oom(err);
+        em->nodes = g;
+    }
+    em->nodes[em->n_nodes++] = nd;
     if (set_current) em->current = nd->output[0];
     if (out) *out = nd->output[0];
     return KD_OK;
