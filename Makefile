@@ -3,7 +3,8 @@
 #   make test       build and run the test suite (last line: "N passed, N failed, N skipped")
 #   make asan       the same suite under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make bench      benchmarks (sgemm peak, training step, loaders, ...)
-#   make demo       train the Fashion-MNIST teacher, distil a student, compare (README main job)
+#   make demo       train the Fashion-MNIST teacher, distil two students, compare, ship the compact
+#                   one as int8 ONNX and C header (README main job)
 #   make setup      install missing Debian packages (same as bash .ci/setup.sh)
 # WERROR=1 turns warnings into errors (CI sets it).
 

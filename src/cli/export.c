@@ -252,6 +252,9 @@ static int run(int argc, char **argv) {
         keys[n_md] = f.meta_keys[i];
         vals[n_md++] = f.meta_vals[i];
     }
+    if (deploy && !has_pp)
+        printf("note      %s records no preprocessing: the exported model takes its inputs as "
+               "the model does\n", in);
     if (deploy)
         st = write_deployment(format, in, out, name, kd_codec_for(dtype), &m, has_pp ? &pp : NULL,
                               classes, n_classes, keys, vals, n_md, &err);
@@ -266,8 +269,13 @@ static int run(int argc, char **argv) {
         long long before = file_size(in), after = file_size(out);
         print_size("source", in, before, src_dtype ? src_dtype : "f32");
         print_size("exported", out, after, what);
-        printf("ratio     %.2fx smaller (%zu tensors in, %zu model tensors out, %zu parameters)\n",
-               after > 0 ? (double)before / (double)after : 0.0, f.n_tensors, m.n_tensors, m.n_params);
+        /* A C header is text, usually larger than the binary checkpoint. */
+        const int smaller = after <= before;
+        printf("ratio     %.2fx %s (%zu tensors in, %zu model tensors out, %zu parameters)\n",
+               after > 0 && before > 0 ? (smaller ? (double)before / (double)after
+                                                  : (double)after / (double)before)
+                                       : 0.0,
+               smaller ? "smaller" : "larger", f.n_tensors, m.n_tensors, m.n_params);
     }
     if (have_data && !deploy) st = check_accuracy(&d, in, out, batch, &err);
 cleanup:
