@@ -4,14 +4,19 @@
 #   make asan       the same suite under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make bench      benchmarks (sgemm peak, training step, loaders, ...)
 #   make bench-torch  the same jobs in distill and PyTorch side by side (if python3-torch is there)
-#   make demo       train the Fashion-MNIST teacher, distil a student, compare (README main job)
+#   make demo       train the Fashion-MNIST teacher, distil two students, compare, ship the compact
+#                   one as int8 ONNX and C header (README main job)
 #   make setup      install missing Debian packages (same as bash .ci/setup.sh)
 # WERROR=1 turns warnings into errors (CI sets it).
 
 CC      ?= cc
 BUILD   ?= build
 BIN     ?= distill
-PKGS    := libcjson zlib
+PKGS    := libcjson zlib libprotobuf-c
+# The ONNX exporter's protobuf code is generated at build time from Debian's onnx.proto
+# (libonnx-dev) by protoc-c (protobuf-c-compiler) into $(BUILD)/gen; never committed.
+ONNX_PROTO ?= /usr/include/onnx/onnx.proto
+PROTOC_C   ?= protoc-c
 OPT     ?= -O3
 WERROR  ?= 0
 
@@ -28,7 +33,7 @@ PKG_LIBS   := -L$(BLAS_LIBDIR) -Wl,-rpath,$(BLAS_LIBDIR) -lopenblas \
               $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
 CFLAGS  += -std=c11 $(OPT) -g -fopenmp -Wall -Wextra -Wshadow -Wno-format-truncation -fno-math-errno -D_POSIX_C_SOURCE=200809L \
-           -Iinclude $(PKG_CFLAGS) -MMD -MP $(EXTRA_CFLAGS)
+           -Iinclude -I$(BUILD)/gen $(PKG_CFLAGS) -MMD -MP $(EXTRA_CFLAGS)
 ifeq ($(WERROR),1)
 CFLAGS  += -Werror
 endif
@@ -39,7 +44,9 @@ MAIN_SRC  := src/main.c
 TEST_SRC  := $(sort $(wildcard tests/*.c))
 BENCH_SRC := $(sort $(wildcard tests/bench/*.c))
 
-LIB_OBJ   := $(LIB_SRC:%.c=$(BUILD)/%.o)
+GEN_SRC   := $(BUILD)/gen/onnx.pb-c.c
+GEN_HDR   := $(BUILD)/gen/onnx.pb-c.h
+LIB_OBJ   := $(LIB_SRC:%.c=$(BUILD)/%.o) $(GEN_SRC:%.c=%.o)
 MAIN_OBJ  := $(MAIN_SRC:%.c=$(BUILD)/%.o)
 TEST_OBJ  := $(TEST_SRC:%.c=$(BUILD)/%.o)
 BENCH_BIN := $(BENCH_SRC:tests/bench/%.c=$(BUILD)/bench/%)
@@ -51,8 +58,20 @@ BENCH_RUN := $(filter-out %/bench_jobs,$(BENCH_BIN))
 all: check-deps $(BIN)
 
 check-deps:
-	@pkg-config --exists $(PKGS) stb && PKG_CONFIG_LIBDIR=$(BLAS_PC) pkg-config --exists openblas || \
-	  { echo "missing libraries: run 'bash .ci/setup.sh' (as root) first" >&2; exit 1; }
+	@pkg-config --exists $(PKGS) stb && PKG_CONFIG_LIBDIR=$(BLAS_PC) pkg-config --exists openblas && \
+	  command -v $(PROTOC_C) >/dev/null && [ -r $(ONNX_PROTO) ] || \
+	  { echo "missing libraries or tools: run 'bash .ci/setup.sh' (as root) first" >&2; exit 1; }
+
+# protoc-c writes onnx.pb-c.c and onnx.pb-c.h together.
+$(GEN_SRC) $(GEN_HDR) &: $(ONNX_PROTO)
+	@mkdir -p $(BUILD)/gen
+	$(PROTOC_C) -I$(dir $(ONNX_PROTO)) --c_out=$(BUILD)/gen $(ONNX_PROTO)
+
+$(GEN_SRC:%.c=%.o): $(GEN_SRC) $(GEN_HDR)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+# Every object may include the generated header: it must exist before any compiles.
+$(LIB_OBJ) $(MAIN_OBJ) $(TEST_OBJ): | $(GEN_HDR)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)

@@ -2,18 +2,30 @@
 # setup.sh - installs whatever distill needs that this Debian machine lacks; does nothing when
 # everything is present. Run as root (or with sudo available).
 set -euo pipefail
+cd "$(dirname "$0")/.."
 need=()
+# protobuf-c + libonnx-dev (onnx.proto): the ONNX exporter, generated at build time;
+# python3-onnx: the ONNX checker the tests run (with /usr/bin/python3, which has Debian's packages).
 for p in build-essential pkg-config libopenblas-openmp-dev libcjson-dev libstb-dev zlib1g-dev \
-         dataset-fashion-mnist python3; do
+         dataset-fashion-mnist python3 libprotobuf-c-dev protobuf-c-compiler libonnx-dev \
+         python3-onnx; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
 done
+# The ONNX Runtime test needs Node.js with npm (the machine's own, else Debian's).
+command -v npm >/dev/null || need+=(nodejs npm)
 if [ ${#need[@]} -eq 0 ]; then
     echo "setup: all packages present"
-    exit 0
+else
+    echo "setup: installing ${need[*]}"
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -qq
+    $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"
 fi
-echo "setup: installing ${need[*]}"
-SUDO=""
-[ "$(id -u)" -eq 0 ] || SUDO="sudo"
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"
+# ONNX Runtime (npm onnxruntime-node, pinned) into a cache folder outside the repository. Its
+# tests skip without it on a developer's machine, but fail in CI (CI=true).
+if ! bash tests/export/ort_install.sh; then
+    [ "${CI:-}" = true ] && exit 1
+    echo "setup: ONNX Runtime not installed; the tests that need it will be skipped" >&2
+fi

@@ -106,6 +106,14 @@ size_t kd_model_first_trainable(const kd_model *m);
 /* Layer i's type name ("dense") and per-sample output shape, i < m->n_layers. */
 const char *kd_model_layer_type(const kd_model *m, size_t i);
 kd_shape kd_model_layer_out(const kd_model *m, size_t i);
+/* Deployment export of layer i < m->n_layers (the exporters in src/export walk the layers and
+ * call these): runs the layer type's export_onnx / export_c slot on the emitter (kd_export.h).
+ * A type without the slot is a KD_EUSAGE error naming the layer and the format. */
+typedef struct kd_onnx_emitter kd_onnx_emitter;
+typedef struct kd_c_emitter kd_c_emitter;
+kd_status kd_model_layer_export_onnx(const kd_model *m, size_t i, kd_onnx_emitter *em,
+                                     kd_err *err);
+kd_status kd_model_layer_export_c(const kd_model *m, size_t i, kd_c_emitter *em, kd_err *err);
 /* Finds a tensor by name ("2.weight"); NULL if absent. */
 kd_tensor *kd_model_tensor(kd_model *m, const char *name);
 /* Total forward multiply-accumulates per sample. */

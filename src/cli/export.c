@@ -1,5 +1,6 @@
-/* export.c - `distill export`: a weights-only checkpoint in f32, f16, bf16 or int8, with its
- * size against the source and, given data, the accuracy and agreement of both. */
+/* export.c - `distill export`: a weights-only checkpoint in f32, f16, bf16 or int8 (with, given
+ * data, the accuracy and agreement of source and export), or a deployment file: ONNX or a C
+ * header. */
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -7,37 +8,73 @@
 #include "cli.h"
 #include "kd_checkpoint.h"
 #include "kd_dtype.h"
+#include "kd_export.h"
 #include "kd_eval.h"
 #include "kd_threads.h"
 
 static const char usage[] =
-    "Usage: distill export IN.safetensors OUT.safetensors --dtype f32|f16|bf16|int8\n"
+    "Usage: distill export IN.safetensors OUT [--format safetensors|onnx|c]\n"
+    "                      [--dtype f32|f16|bf16|int8] [--name NAME]\n"
     "                      [--config FILE | --run DIR] [--split test|validation]\n"
     "                      [--batch N] [--threads N]\n"
     "\n"
-    "Writes the weights of checkpoint IN to OUT without optimizer or training state, in the\n"
-    "same tensor names and order (torch.nn.Sequential state_dict), atomically.\n"
+    "Writes the model in checkpoint IN to OUT, atomically, without optimizer or training state.\n"
     "\n"
-    "  --dtype f32|f16|bf16|int8  weight format (required)\n"
+    "  --format safetensors  (default) a weights-only checkpoint with the same tensor names and\n"
+    "                  order (torch.nn.Sequential state_dict); --dtype is required.\n"
+    "  --format onnx   an ONNX model (opset 13, IR version 7: ONNX Runtime 1.6 and later).\n"
+    "                  Input \"input\" [N, ...] is the RAW sample as the data source yields it\n"
+    "                  (u8 pixels as floats 0-255, [N, C, H, W], or [N, D] when the checkpoint\n"
+    "                  flattens); the recorded preprocessing is inside the graph. Outputs\n"
+    "                  \"logits\" [N, classes] and \"probabilities\" (softmax). metadata_props:\n"
+    "                  arch, classes, preprocess, dtype, distill_version. Batch norm is\n"
+    "                  BatchNormalization in inference form, GELU 0.5 x (1 + Erf(x / sqrt 2)),\n"
+    "                  layer norm its opset-13 decomposition; dropout disappears.\n"
+    "  --format c      one C99 header, stb-style: declarations always, the code under\n"
+    "                  #define NAME_IMPLEMENTATION (NAME upper case). No malloc, no stdio, only\n"
+    "                  <math.h>; weights as static const arrays (NAME_WEIGHT_ATTR places them);\n"
+    "                  the caller passes NAME_SCRATCH_FLOATS floats of scratch. API:\n"
+    "                  NAME_INPUT_SIZE, NAME_N_CLASSES, name_class_names[],\n"
+    "                  void name_forward(const float *raw_input, float *logits, float *scratch),\n"
+    "                  int name_predict(const float *raw_input, float *scratch) (top-1 class).\n"
+    "  --dtype f32|f16|bf16|int8  weight format (onnx and c: default f32; c: f32 or int8)\n"
     "       f16, bf16: trainable tensors in half / bfloat16 precision; batch-norm running\n"
-    "                  statistics stay F32.\n"
-    "       int8:      weights of dense and conv2d layers as I8 \"<name>\" plus F32\n"
-    "                  \"<name>_scale\" [out], symmetric per output row / channel:\n"
-    "                  scale = max|w_row| / 127, q = round(w / scale), w = q * scale.\n"
-    "                  Biases and batch-norm tensors stay F32, num_batches_tracked I64.\n"
-    "  --config FILE   also measure the accuracy of IN and OUT and their top-1 agreement on the\n"
-    "                  config's data (a file without \"arch\" takes the config's layers)\n"
+    "                  statistics stay F32 (onnx: decoded by Cast nodes).\n"
+    "       int8:      weights of dense and conv2d layers as int8 plus one F32 scale per\n"
+    "                  output row / channel, symmetric: scale = max|w_row| / 127,\n"
+    "                  q = round(w / scale), w = q * scale; activations stay float. Safetensors:\n"
+    "                  I8 \"<name>\" + F32 \"<name>_scale\"; onnx: DequantizeLinear (axis 0);\n"
+    "                  c: signed char arrays and float scales. Biases and batch norm stay F32.\n"
+    "  --name NAME     the C header's identifier prefix (default: OUT's file name)\n"
+    "  --config FILE   (safetensors) also measure the accuracy of IN and OUT and their top-1\n"
+    "                  agreement on the config's data (a file without \"arch\" takes the\n"
+    "                  config's layers; onnx and c take them too)\n"
     "  --run DIR       the same with DIR/config.json (a training run folder)\n"
     "  --split S       test (default) or validation, for the accuracy check\n"
     "  --batch N       batch size of the accuracy check (default 256)\n"
     "  --threads N     threads (BLAS and distill's own loops; default: the config's, else all\n"
     "                  cores)\n"
     "\n"
-    "Metadata of OUT: format, arch, class names and preprocessing copied from IN, plus \"dtype\"\n"
-    "and, for int8, \"quantization\". OUT must differ from IN. Exported files load in eval,\n"
-    "predict and info, and in any safetensors reader.\n"
+    "Metadata of a safetensors OUT: format, arch, class names and preprocessing copied from IN,\n"
+    "plus \"dtype\" and, for int8, \"quantization\". OUT must differ from IN. Exported\n"
+    "safetensors files load in eval, predict and info, and in any safetensors reader.\n"
     "\n"
-    "Exit codes: 0 ok, 1 I/O failure, 2 usage error, 3 bad input file.\n";
+    "Examples:\n"
+    "  distill export runs/s/best.safetensors s.onnx --format onnx --dtype int8\n"
+    "      python3: import onnxruntime as ort, numpy as np\n"
+    "               s = ort.InferenceSession(\"s.onnx\")\n"
+    "               x = np.zeros((1, 784), np.float32)  # raw pixels 0-255\n"
+    "               logits, probs = s.run(None, {\"input\": x})\n"
+    "               print(probs.argmax(1))\n"
+    "  distill export runs/s/best.safetensors fmnist.h --format c --dtype int8\n"
+    "      C:  #include <stdio.h>\n"
+    "          #define FMNIST_IMPLEMENTATION      /* in one .c file */\n"
+    "          #include \"fmnist.h\"\n"
+    "          static float img[FMNIST_INPUT_SIZE], scratch[FMNIST_SCRATCH_FLOATS];\n"
+    "          int main(void) { puts(fmnist_class_names[fmnist_predict(img, scratch)]); }\n"
+    "\n"
+    "Exit codes: 0 ok, 1 I/O failure, 2 usage error (also a layer or weight the format cannot\n"
+    "hold), 3 bad input file.\n";
 
 /* Metadata that describes the training run rather than the model ("train.*" resume state,
  * "run": the trainer's config and partial-epoch sums) is dropped; the rest (arch, classes,
@@ -120,12 +157,32 @@ static kd_status check_accuracy(kd_eval_data *d, const char *in, const char *out
     return st;
 }
 
+/* ONNX or C: the model with the checkpoint's preprocessing, classes and metadata. */
+static kd_status write_deployment(const char *format, const char *in, const char *out,
+                                  const char *name, const kd_codec *codec, const kd_model *m,
+                                  const kd_preprocess *pp, char **classes, size_t n_classes,
+                                  const char *const *keys, const char *const *vals, size_t n_md,
+                                  kd_err *err) {
+    const kd_export_info info = {codec, pp, classes, n_classes, in, keys, vals, n_md};
+    if (!strcmp(format, "onnx")) return kd_export_onnx(out, m, &info, err);
+    char derived[64];
+    if (!name) {
+        kd_export_c_name(out, derived, sizeof derived);
+        name = derived;
+    }
+    return kd_export_c(out, m, name, &info, err);
+}
+
 static int run(int argc, char **argv) {
+    static const char *const formats[] = {"safetensors", "onnx", "c", NULL};
     const char *dtype_s = NULL, *config = NULL, *run_dir = NULL, *split = "test";
+    const char *format = "safetensors", *name = NULL;
     size_t batch = 256, n_args;
     long long threads = -1;
     const kd_cli_opt cli_opts[] = {
+        {.name = "--format", .kind = KD_OPT_STRING, .to.str = &format, .choices = formats},
         {.name = "--dtype", .kind = KD_OPT_STRING, .to.str = &dtype_s},
+        {.name = "--name", .kind = KD_OPT_STRING, .to.str = &name, .needs = "a C identifier"},
         {.name = "--config", .kind = KD_OPT_STRING, .to.str = &config, .needs = "a file"},
         {.name = "--run", .kind = KD_OPT_STRING, .to.str = &run_dir, .needs = "a folder"},
         KD_CLI_OPT_SPLIT(&split),
@@ -135,14 +192,21 @@ static int run(int argc, char **argv) {
     const kd_cli_spec spec = {cli_opts, KD_CLI_N_OPTS(cli_opts), 2, usage};
     int rc = kd_cli_parse(&spec, argc, argv, &n_args);
     if (rc != KD_CLI_GO) return rc;
-    if (n_args < 2) return kd_cli_usage_error(argv[0], "expected IN.safetensors OUT.safetensors");
+    if (n_args < 2) return kd_cli_usage_error(argv[0], "expected IN.safetensors OUT");
     const char *in = argv[1], *out = argv[2];
+    const int deploy = strcmp(format, "safetensors") != 0;
     char dtypes[128];
     kd_codec_names(dtypes, sizeof dtypes);
-    if (!dtype_s) return kd_cli_usage_error(argv[0], "--dtype is required (%s)", dtypes);
+    if (!dtype_s && !deploy) return kd_cli_usage_error(argv[0], "--dtype is required (%s)", dtypes);
+    if (!dtype_s) dtype_s = "f32";
     kd_dtype dtype;
     if (kd_export_dtype_parse(dtype_s, &dtype))
         return kd_cli_usage_error(argv[0], "--dtype: expected %s, got \"%s\"", dtypes, dtype_s);
+    if (name && strcmp(format, "c"))
+        return kd_cli_usage_error(argv[0], "--name is for --format c");
+    if (name && !kd_export_c_name_ok(name))
+        return kd_cli_usage_error(argv[0], "--name: expected a C identifier of at most 48 "
+                                            "characters ([A-Za-z_][A-Za-z0-9_]*), got \"%s\"", name);
     if (config && run_dir) return kd_cli_usage_error(argv[0], "give --config or --run, not both");
     if (same_file(in, out))
         return kd_cli_usage_error(argv[0], "OUT is the same file as IN (%s); choose another path", in);
@@ -152,7 +216,11 @@ static int run(int argc, char **argv) {
     kd_st_file f;
     kd_model m;
     kd_eval_data d;
-    int have_data = 0;
+    kd_preprocess pp;
+    int have_data = 0, has_pp = 0;
+    char **classes = NULL;
+    size_t n_classes = 0, n_md = 0;
+    const char **keys = NULL, **vals = NULL;
     char cfg_path[KD_PATH_MAX + 16];
     memset(&f, 0, sizeof f);
     memset(&m, 0, sizeof m);
@@ -169,38 +237,51 @@ static int run(int argc, char **argv) {
     kd_threads_set(threads >= 0 ? (int)threads : have_data ? d.threads : 0);
 
     st = kd_st_read(&f, in, &err);
-    if (!st) st = kd_eval_load_model(in, have_data ? &d : NULL, NULL, &m, NULL, NULL, NULL, NULL, &err);
+    if (!st)
+        st = kd_eval_load_model(in, have_data ? &d : NULL, NULL, &m, &pp, &has_pp, &classes,
+                                &n_classes, &err);
     if (st) goto cleanup;
-    {
-        const char **keys = calloc(f.n_meta + 1, sizeof *keys), **vals = calloc(f.n_meta + 1, sizeof *vals);
-        size_t n_md = 0;
-        if (!keys || !vals) {
-            free(keys);
-            free(vals);
-            st = kd_err_set(&err, KD_EIO, "out of memory");
-            goto cleanup;
-        }
-        for (size_t i = 0; i < f.n_meta; i++) {
-            if (dropped_key(f.meta_keys[i])) continue;
-            keys[n_md] = f.meta_keys[i];
-            vals[n_md++] = f.meta_vals[i];
-        }
-        st = kd_export_write(out, &m, dtype, keys, vals, n_md, &err);
-        free(keys);
-        free(vals);
-        if (st) goto cleanup;
-        kd_cli_warn_if_any(&err);  /* written and renamed, but perhaps not durably */
+    keys = calloc(f.n_meta + 1, sizeof *keys);
+    vals = calloc(f.n_meta + 1, sizeof *vals);
+    if (!keys || !vals) {
+        st = kd_err_set(&err, KD_EIO, "out of memory");
+        goto cleanup;
     }
+    for (size_t i = 0; i < f.n_meta; i++) {
+        if (dropped_key(f.meta_keys[i])) continue;
+        keys[n_md] = f.meta_keys[i];
+        vals[n_md++] = f.meta_vals[i];
+    }
+    if (deploy && !has_pp)
+        printf("note      %s records no preprocessing: the exported model takes its inputs as "
+               "the model does\n", in);
+    if (deploy)
+        st = write_deployment(format, in, out, name, kd_codec_for(dtype), &m, has_pp ? &pp : NULL,
+                              classes, n_classes, keys, vals, n_md, &err);
+    else
+        st = kd_export_write(out, &m, dtype, keys, vals, n_md, &err);
+    if (st) goto cleanup;
+    kd_cli_warn_if_any(&err);  /* written and renamed, but perhaps not durably */
     {
         const char *src_dtype = kd_st_meta(&f, "dtype");
+        char what[48];
+        snprintf(what, sizeof what, "%s %s", deploy ? format : "safetensors", dtype_s);
         long long before = file_size(in), after = file_size(out);
         print_size("source", in, before, src_dtype ? src_dtype : "f32");
-        print_size("exported", out, after, dtype_s);
-        printf("ratio     %.2fx smaller (%zu tensors in, %zu model tensors out, %zu parameters)\n",
-               after > 0 ? (double)before / (double)after : 0.0, f.n_tensors, m.n_tensors, m.n_params);
+        print_size("exported", out, after, what);
+        /* A C header is text, usually larger than the binary checkpoint. */
+        const int smaller = after <= before;
+        printf("ratio     %.2fx %s (%zu tensors in, %zu model tensors out, %zu parameters)\n",
+               after > 0 && before > 0 ? (smaller ? (double)before / (double)after
+                                                  : (double)after / (double)before)
+                                       : 0.0,
+               smaller ? "smaller" : "larger", f.n_tensors, m.n_tensors, m.n_params);
     }
-    if (have_data) st = check_accuracy(&d, in, out, batch, &err);
+    if (have_data && !deploy) st = check_accuracy(&d, in, out, batch, &err);
 cleanup:
+    free(keys);
+    free(vals);
+    kd_free_strings(classes, n_classes);
     kd_model_free(&m);
     kd_st_free(&f);
     kd_eval_data_free(&d);
@@ -208,4 +289,5 @@ cleanup:
 }
 
 const kd_command kd_cmd_export = {
-    "export", "write a weights-only checkpoint as f32, f16, bf16 or int8", usage, run};
+    "export", "write a weights-only checkpoint (f32, f16, bf16, int8), an ONNX model or a C header",
+    usage, run};

@@ -187,6 +187,80 @@ static void gelu_backward(kd_layer *l, const float *x, const float *y, const flo
     KD_PAR_BLOCKS(act_count(l, B), o, k, gelu_backward_kernel(x + o, dy + o, dx + o, k));
 }
 
+/* ---- Deployment: one ONNX node each (GELU decomposed: opset 13 has no Gelu), and in C an
+ * in-place loop with the same float expression as the forward kernel above. ---- */
+
+static kd_status act_onnx(kd_onnx_emitter *em, const char *op, const kd_onnx_attr *attrs,
+                          size_t n_attrs, kd_err *err) {
+    const char *x = kd_onnx_current(em);
+    return kd_onnx_node(em, op, &x, 1, attrs, n_attrs, NULL, err);
+}
+
+/* y[i] = expr, where expr reads v = x[i]. */
+static kd_status act_c(const kd_layer *l, kd_c_emitter *em, const char *expr, kd_err *err) {
+    return kd_c_code(em, 1, err, "long i;\nfor (i = 0; i < %zuL; i++) {\n    const float v = x[i];\n"
+                                 "    y[i] = %s;\n}", kd_shape_numel(&l->in), expr);
+}
+
+static kd_status relu_export_onnx(const kd_layer *l, kd_onnx_emitter *em, kd_err *err) {
+    (void)l;
+    return act_onnx(em, "Relu", NULL, 0, err);
+}
+static kd_status relu_export_c(const kd_layer *l, kd_c_emitter *em, kd_err *err) {
+    return act_c(l, em, "v < 0.0f ? 0.0f : v", err);
+}
+
+static kd_status leaky_relu_export_onnx(const kd_layer *l, kd_onnx_emitter *em, kd_err *err) {
+    const leaky_relu_hp *hp = l->hp;
+    const kd_onnx_attr alpha = KD_ONNX_FLOAT("alpha", hp->slope);
+    return act_onnx(em, "LeakyRelu", &alpha, 1, err);
+}
+static kd_status leaky_relu_export_c(const kd_layer *l, kd_c_emitter *em, kd_err *err) {
+    const leaky_relu_hp *hp = l->hp;
+    char slope[40], expr[128];
+    snprintf(expr, sizeof expr, "(v > 0.0f ? v : 0.0f) + %s * (v < 0.0f ? v : 0.0f)",
+             kd_c_float(hp->slope, slope, sizeof slope));
+    return act_c(l, em, expr, err);
+}
+
+static kd_status tanh_export_onnx(const kd_layer *l, kd_onnx_emitter *em, kd_err *err) {
+    (void)l;
+    return act_onnx(em, "Tanh", NULL, 0, err);
+}
+static kd_status tanh_export_c(const kd_layer *l, kd_c_emitter *em, kd_err *err) {
+    return act_c(l, em, "tanhf(v)", err);
+}
+
+static kd_status sigmoid_export_onnx(const kd_layer *l, kd_onnx_emitter *em, kd_err *err) {
+    (void)l;
+    return act_onnx(em, "Sigmoid", NULL, 0, err);
+}
+static kd_status sigmoid_export_c(const kd_layer *l, kd_c_emitter *em, kd_err *err) {
+    return act_c(l, em, "1.0f / (1.0f + expf(-v))", err);
+}
+
+/* GELU as 0.5 x (1 + Erf(x / sqrt 2)), the division written as the forward's multiplication
+ * by 1/sqrt 2: Mul, Erf, Add, Mul, Mul. */
+static kd_status gelu_export_onnx(const kd_layer *l, kd_onnx_emitter *em, kd_err *err) {
+    const float inv_sqrt2 = KD_INV_SQRT2, one = 1.0f, half = 0.5f;
+    const kd_shape scalar = {0, {0}};
+    const char *x = kd_onnx_current(em), *k, *c1, *ch, *t;
+    kd_status st;
+    (void)l;
+    if ((st = kd_onnx_tensor(em, "inv_sqrt2", &inv_sqrt2, &scalar, KD_STORE_F32, &k, err)) ||
+        (st = kd_onnx_tensor(em, "one", &one, &scalar, KD_STORE_F32, &c1, err)) ||
+        (st = kd_onnx_tensor(em, "half", &half, &scalar, KD_STORE_F32, &ch, err)) ||
+        (st = kd_onnx_node(em, "Mul", (const char *[]){x, k}, 2, NULL, 0, &t, err)) ||
+        (st = kd_onnx_node(em, "Erf", &t, 1, NULL, 0, &t, err)) ||
+        (st = kd_onnx_node(em, "Add", (const char *[]){t, c1}, 2, NULL, 0, &t, err)) ||
+        (st = kd_onnx_node(em, "Mul", (const char *[]){x, t}, 2, NULL, 0, &t, err)))
+        return st;
+    return kd_onnx_node(em, "Mul", (const char *[]){t, ch}, 2, NULL, 0, NULL, err);
+}
+static kd_status gelu_export_c(const kd_layer *l, kd_c_emitter *em, kd_err *err) {
+    return act_c(l, em, "0.5f * v * (1.0f + erff(v * 0.707106781f))", err);
+}
+
 #define KD_ACTIVATION(name_, str_, hp_size_, configure_, describe_)                       \
     const kd_layer_ops kd_layer_##name_ = {                                                \
         .type = str_,                                                                      \
@@ -195,6 +269,8 @@ static void gelu_backward(kd_layer *l, const float *x, const float *y, const flo
         .forward = name_##_forward,                                                        \
         .backward = name_##_backward,                                                      \
         .describe = describe_,                                                             \
+        .export_onnx = name_##_export_onnx,                                                \
+        .export_c = name_##_export_c,                                                      \
     }
 
 KD_ACTIVATION(relu, "relu", 0, act_configure, NULL);

@@ -3,6 +3,7 @@
  * state_dict: weight, bias, running_mean, running_var, num_batches_tracked. */
 #include <cJSON.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "kd_reduce.h"
@@ -203,6 +204,40 @@ static size_t bn_macs(const kd_layer *l) {
     return 0;
 }
 
+/* ONNX: BatchNormalization in inference form (running statistics; an [N, C] input is valid,
+ * as BatchNorm1d). */
+static kd_status bn_export_onnx(const kd_layer *l, kd_onnx_emitter *em, kd_err *err) {
+    const bn_hp *hp = l->hp;
+    const char *in[5] = {kd_onnx_current(em)};
+    kd_status st = KD_OK;
+    for (int k = BN_W; k <= BN_VAR && !st; k++) st = kd_layer_onnx_tensor(l, em, k, &in[1 + k], err);
+    if (st) return st;
+    const kd_onnx_attr eps = KD_ONNX_FLOAT("epsilon", hp->eps);
+    return kd_onnx_node(em, "BatchNormalization", in, 5, &eps, 1, NULL, err);
+}
+
+/* C: the evaluation forward above with its per-channel constants computed here, in the same
+ * float operations: k = weight * inv_std, y = k * (x - running_mean) + bias, in place. */
+static kd_status bn_export_c(const kd_layer *l, kd_c_emitter *em, kd_err *err) {
+    const bn_hp *hp = l->hp;
+    const size_t C = n_channels(l), S = n_spatial(l);
+    float *k = malloc(C * sizeof *k);
+    const char *mu, *kn, *beta;
+    int q;
+    if (!k) return kd_err_set(err, KD_EIO, "out of memory");
+    for (size_t c = 0; c < C; c++)
+        k[c] = l->t[BN_W][c] * (float)(1.0 / sqrt((double)l->t[BN_VAR][c] + (double)hp->eps));
+    kd_status st = kd_c_tensor(em, "mean", l->t[BN_MEAN], 1, C, KD_STORE_F32, &mu, &q, err);
+    if (!st) st = kd_c_tensor(em, "k", k, 1, C, KD_STORE_F32, &kn, &q, err);
+    if (!st) st = kd_c_tensor(em, "bias", l->t[BN_B], 1, C, KD_STORE_F32, &beta, &q, err);
+    free(k);
+    if (st) return st;
+    return kd_c_code(em, 1, err,
+                     "long c, i;\nfor (c = 0; c < %zuL; c++)\n    for (i = 0; i < %zuL; i++)\n"
+                     "        y[c * %zuL + i] = %s[c] * (x[c * %zuL + i] - %s[c]) + %s[c];",
+                     C, S, S, kn, S, mu, beta);
+}
+
 const kd_layer_ops kd_layer_batchnorm = {
     .type = "batchnorm",
     .hp_size = sizeof(bn_hp),
@@ -215,4 +250,6 @@ const kd_layer_ops kd_layer_batchnorm = {
     .backward = bn_backward,
     .describe = bn_describe,
     .macs = bn_macs,
+    .export_onnx = bn_export_onnx,
+    .export_c = bn_export_c,
 };

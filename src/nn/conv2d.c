@@ -421,6 +421,67 @@ static size_t conv_macs(const kd_layer *l) {
     return d.O * d.OHW * d.K;
 }
 
+/* ONNX: Conv(x, W, b) with the same kernel, stride and symmetric zero padding. */
+static kd_status conv_export_onnx(const kd_layer *l, kd_onnx_emitter *em, kd_err *err) {
+    const conv_hp *hp = l->hp;
+    const char *x = kd_onnx_current(em), *w, *b = NULL;
+    kd_status st = kd_layer_onnx_tensor(l, em, CONV_W, &w, err);
+    if (!st && hp->bias) st = kd_layer_onnx_tensor(l, em, CONV_B, &b, err);
+    if (st) return st;
+    const int64_t s = (int64_t)hp->stride, p = (int64_t)hp->padding;
+    const kd_onnx_attr attrs[] = {KD_ONNX_INTS2("kernel_shape", (int64_t)hp->kh, (int64_t)hp->kw),
+                                  KD_ONNX_INTS2("strides", s, s), KD_ONNX_INTS4("pads", p, p, p, p)};
+    return kd_onnx_node(em, "Conv", (const char *[]){x, w, b}, hp->bias ? 3 : 2, attrs, 3, NULL,
+                        err);
+}
+
+/* C: a direct convolution (no im2col buffer, so scratch stays two activations):
+ *   y[o, oh, ow] = b[o] + sum_{c,i,j} w[o, c, i, j] x[c, oh*S - P + i, ow*S - P + j]
+ * over the taps inside the input (zero padding contributes nothing); int8 rows:
+ * b[o] + scale[o] * sum q x. */
+static const char conv_c_helper[] =
+    "static void $conv2d(const float *x, float *y, const float *w, const signed char *q,\n"
+    "                    const float *scale, const float *b, long C, long H, long W, long O,\n"
+    "                    long KH, long KW, long S, long P, long OH, long OW) {\n"
+    "    long o, oh, ow, c, i, j;\n"
+    "    for (o = 0; o < O; o++)\n"
+    "        for (oh = 0; oh < OH; oh++)\n"
+    "            for (ow = 0; ow < OW; ow++) {\n"
+    "                float s = 0.0f;\n"
+    "                for (c = 0; c < C; c++)\n"
+    "                    for (i = 0; i < KH; i++) {\n"
+    "                        const long h = oh * S - P + i, k = ((o * C + c) * KH + i) * KW;\n"
+    "                        const float *xr;\n"
+    "                        if (h < 0 || h >= H) continue;\n"
+    "                        xr = x + (c * H + h) * W;\n"
+    "                        for (j = 0; j < KW; j++) {\n"
+    "                            const long v = ow * S - P + j;\n"
+    "                            if (v < 0 || v >= W) continue;\n"
+    "                            s += (q ? (float)q[k + j] : w[k + j]) * xr[v];\n"
+    "                        }\n"
+    "                    }\n"
+    "                if (q) s *= scale[o];\n"
+    "                y[(o * OH + oh) * OW + ow] = b ? s + b[o] : s;\n"
+    "            }\n"
+    "}\n";
+
+static kd_status conv_export_c(const kd_layer *l, kd_c_emitter *em, kd_err *err) {
+    const conv_hp *hp = l->hp;
+    const conv_dims d = dims_of(l);
+    const char *w, *b = "0";
+    char wq[160];
+    int q, qb;
+    kd_status st = kd_layer_c_tensor(l, em, CONV_W, &w, &q, err);
+    if (!st && hp->bias) st = kd_layer_c_tensor(l, em, CONV_B, &b, &qb, err);
+    if (!st) st = kd_c_helper(em, "conv2d", conv_c_helper, err);
+    if (st) return st;
+    if (q) snprintf(wq, sizeof wq, "0, %s, %s_scale", w, w);
+    else snprintf(wq, sizeof wq, "%s, 0, 0", w);
+    return kd_c_code(em, 0, err,
+                     "$conv2d(x, y, %s, %s, %zuL, %zuL, %zuL, %zuL, %zuL, %zuL, %zuL, %zuL, %zuL, "
+                     "%zuL);", wq, b, d.C, d.H, d.W, d.O, d.KH, d.KW, d.S, d.P, d.OH, d.OW);
+}
+
 const kd_layer_ops kd_layer_conv2d = {
     .type = "conv2d",
     .hp_size = sizeof(conv_hp),
@@ -433,4 +494,6 @@ const kd_layer_ops kd_layer_conv2d = {
     .backward = conv_backward,
     .describe = conv_describe,
     .macs = conv_macs,
+    .export_onnx = conv_export_onnx,
+    .export_c = conv_export_c,
 };

@@ -108,6 +108,59 @@ static void dense_describe(const kd_layer *l, cJSON *obj) {
 
 static size_t dense_macs(const kd_layer *l) { return l->in.d[0] * ((const dense_hp *)l->hp)->units; }
 
+/* ONNX: Gemm(x, W, b, transB = 1), i.e. y = x W^T + b with W as stored ([out, in]). */
+static kd_status dense_export_onnx(const kd_layer *l, kd_onnx_emitter *em, kd_err *err) {
+    const dense_hp *hp = l->hp;
+    const char *x = kd_onnx_current(em), *w, *b = NULL;
+    kd_status st = kd_layer_onnx_tensor(l, em, DENSE_W, &w, err);
+    if (!st && hp->bias) st = kd_layer_onnx_tensor(l, em, DENSE_B, &b, err);
+    if (st) return st;
+    const kd_onnx_attr trans_b = KD_ONNX_INT("transB", 1);
+    return kd_onnx_node(em, "Gemm", (const char *[]){x, w, b}, hp->bias ? 3 : 2, &trans_b, 1,
+                        NULL, err);
+}
+
+/* C: y[o] = b[o] + sum_i w[o, i] x[i] (int8: b[o] + scale[o] * sum_i q[o, i] x[i]), with eight
+ * partial sums in fixed blocks, which -O2 turns into vector code (a single running sum is one
+ * chain of dependent additions and stays scalar; measured 2x faster on the MLP teacher). */
+static const char dense_c_helper[] =
+    "static void $dense(const float *x, float *y, const float *w, const signed char *q,\n"
+    "                   const float *scale, const float *b, long n_in, long n_out) {\n"
+    "    long o, i, k;\n"
+    "    for (o = 0; o < n_out; o++) {\n"
+    "        float a[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f}, s;\n"
+    "        if (q) {\n"
+    "            const signed char *r = q + o * n_in;\n"
+    "            for (i = 0; i + 8 <= n_in; i += 8)\n"
+    "                for (k = 0; k < 8; k++) a[k] += (float)r[i + k] * x[i + k];\n"
+    "            for (; i < n_in; i++) a[0] += (float)r[i] * x[i];\n"
+    "        } else {\n"
+    "            const float *r = w + o * n_in;\n"
+    "            for (i = 0; i + 8 <= n_in; i += 8)\n"
+    "                for (k = 0; k < 8; k++) a[k] += r[i + k] * x[i + k];\n"
+    "            for (; i < n_in; i++) a[0] += r[i] * x[i];\n"
+    "        }\n"
+    "        s = ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));\n"
+    "        if (q) s *= scale[o];\n"
+    "        y[o] = b ? s + b[o] : s;\n"
+    "    }\n"
+    "}\n";
+
+static kd_status dense_export_c(const kd_layer *l, kd_c_emitter *em, kd_err *err) {
+    const dense_hp *hp = l->hp;
+    const char *w, *b = "0";
+    int q, qb;
+    kd_status st = kd_layer_c_tensor(l, em, DENSE_W, &w, &q, err);
+    if (!st && hp->bias) st = kd_layer_c_tensor(l, em, DENSE_B, &b, &qb, err);
+    if (!st) st = kd_c_helper(em, "dense", dense_c_helper, err);
+    if (st) return st;
+    char wq[160];
+    if (q) snprintf(wq, sizeof wq, "0, %s, %s_scale", w, w);
+    else snprintf(wq, sizeof wq, "%s, 0, 0", w);
+    return kd_c_code(em, 0, err, "$dense(x, y, %s, %s, %zuL, %zuL);", wq, b, l->in.d[0],
+                     hp->units);
+}
+
 const kd_layer_ops kd_layer_dense = {
     .type = "dense",
     .hp_size = sizeof(dense_hp),
@@ -118,4 +171,6 @@ const kd_layer_ops kd_layer_dense = {
     .backward = dense_backward,
     .describe = dense_describe,
     .macs = dense_macs,
+    .export_onnx = dense_export_onnx,
+    .export_c = dense_export_c,
 };

@@ -77,6 +77,22 @@ static void dropout_describe(const kd_layer *l, cJSON *obj) {
     kd_spec_add_float(obj, "p", hp->p);
 }
 
+/* Deployment: inference is the identity (inverted dropout scaled during training), so the layer
+ * emits nothing and its input flows on. */
+static kd_status dropout_export_onnx(const kd_layer *l, kd_onnx_emitter *em, kd_err *err) {
+    (void)l;
+    (void)em;
+    (void)err;
+    return KD_OK;
+}
+
+static kd_status dropout_export_c(const kd_layer *l, kd_c_emitter *em, kd_err *err) {
+    (void)l;
+    (void)em;
+    (void)err;
+    return KD_OK;
+}
+
 const kd_layer_ops kd_layer_dropout = {
     .type = "dropout",
     .hp_size = sizeof(dropout_hp),
@@ -85,4 +101,6 @@ const kd_layer_ops kd_layer_dropout = {
     .forward = dropout_forward,
     .backward = dropout_backward,
     .describe = dropout_describe,
+    .export_onnx = dropout_export_onnx,
+    .export_c = dropout_export_c,
 };

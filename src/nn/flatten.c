@@ -28,9 +28,27 @@ static void flatten_backward(kd_layer *l, const float *x, const float *y, const 
     if (dx) kd_par_copy(dx, dy, B * l->out.d[0]);
 }
 
+/* ONNX: Flatten(axis = 1), [N, C, H, W] -> [N, C*H*W]. In C the sample is already one
+ * contiguous run of values: no code. */
+static kd_status flatten_export_onnx(const kd_layer *l, kd_onnx_emitter *em, kd_err *err) {
+    (void)l;
+    const char *x = kd_onnx_current(em);
+    const kd_onnx_attr axis = KD_ONNX_INT("axis", 1);
+    return kd_onnx_node(em, "Flatten", &x, 1, &axis, 1, NULL, err);
+}
+
+static kd_status flatten_export_c(const kd_layer *l, kd_c_emitter *em, kd_err *err) {
+    (void)l;
+    (void)em;
+    (void)err;
+    return KD_OK;
+}
+
 const kd_layer_ops kd_layer_flatten = {
     .type = "flatten",
     .configure = flatten_configure,
     .forward = flatten_forward,
     .backward = flatten_backward,
+    .export_onnx = flatten_export_onnx,
+    .export_c = flatten_export_c,
 };

@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "kd_export.h"
 #include "kd_nn.h"
 #include "kd_threads.h"
 
@@ -18,10 +19,9 @@ typedef struct cJSON cJSON;
 
 /* A layer's tensor declaration (defined below). */
 typedef struct kd_tensor_decl kd_tensor_decl;
-/* The deployment exporters' emitter contexts: defined by each exporter, opaque to the layers,
- * which add their nodes / code through the exporter's functions. */
-typedef struct kd_onnx_emitter kd_onnx_emitter;
-typedef struct kd_c_emitter kd_c_emitter;
+/* The deployment exporters' emitter contexts (kd_onnx_emitter, kd_c_emitter, declared in
+ * kd_nn.h) are opaque to the layers, which add their nodes / code through the functions of
+ * kd_export.h. */
 
 /* One table of operations per layer type (one per file in src/nn; the list of types is in
  * layer.c). Every pointer but configure, forward and backward is optional: NULL means "none" /
@@ -124,6 +124,14 @@ void kd_spec_add_float(cJSON *obj, const char *field, float v);
 kd_status kd_spec_kernel(const kd_layer *l, const cJSON *spec, size_t *kh, size_t *kw,
                          kd_err *err);
 void kd_spec_add_kernel(cJSON *obj, size_t kh, size_t kw);
+
+/* Layer l's k-th declared tensor (l->t[k]) through a deployment exporter (kd_export.h), named
+ * by its declaration ("weight") and stored as the declaration says: a quantisable weight as a
+ * matrix (int8 per output row), another parameter in the export dtype, a buffer as f32. */
+kd_status kd_layer_onnx_tensor(const kd_layer *l, kd_onnx_emitter *em, int k, const char **name,
+                               kd_err *err);
+kd_status kd_layer_c_tensor(const kd_layer *l, kd_c_emitter *em, int k, const char **name,
+                            int *quantised, kd_err *err);
 
 /* Fills w[0..n) for a weight with the given fans:
  *   He (xavier = 0):     w ~ Normal(0, 1) * sqrt(2 / fan_in)        (ReLU nets; He et al. 2015)

@@ -137,6 +137,62 @@ static void ln_describe(const kd_layer *l, cJSON *obj) {
     if (hp->eps != 1e-5f) kd_spec_add_float(obj, "eps", hp->eps);
 }
 
+/* ONNX: opset 13 has no LayerNormalization (it came in 17), so its decomposition over the last
+ * axis: mean = ReduceMean(x), d = x - mean, var = ReduceMean(d * d),
+ * y = d / Sqrt(var + eps) * weight + bias. */
+static kd_status ln_export_onnx(const kd_layer *l, kd_onnx_emitter *em, kd_err *err) {
+    const ln_hp *hp = l->hp;
+    const kd_shape scalar = {0, {0}};
+    const kd_onnx_attr axes[] = {KD_ONNX_INTS1("axes", -1), KD_ONNX_INT("keepdims", 1)};
+    const char *x = kd_onnx_current(em), *w, *b, *eps, *mean, *d, *t;
+    kd_status st;
+    if ((st = kd_layer_onnx_tensor(l, em, LN_W, &w, err)) ||
+        (st = kd_layer_onnx_tensor(l, em, LN_B, &b, err)) ||
+        (st = kd_onnx_tensor(em, "eps", &hp->eps, &scalar, KD_STORE_F32, &eps, err)) ||
+        (st = kd_onnx_node(em, "ReduceMean", &x, 1, axes, 2, &mean, err)) ||
+        (st = kd_onnx_node(em, "Sub", (const char *[]){x, mean}, 2, NULL, 0, &d, err)) ||
+        (st = kd_onnx_node(em, "Mul", (const char *[]){d, d}, 2, NULL, 0, &t, err)) ||
+        (st = kd_onnx_node(em, "ReduceMean", &t, 1, axes, 2, &t, err)) ||
+        (st = kd_onnx_node(em, "Add", (const char *[]){t, eps}, 2, NULL, 0, &t, err)) ||
+        (st = kd_onnx_node(em, "Sqrt", &t, 1, NULL, 0, &t, err)) ||
+        (st = kd_onnx_node(em, "Div", (const char *[]){d, t}, 2, NULL, 0, &t, err)) ||
+        (st = kd_onnx_node(em, "Mul", (const char *[]){t, w}, 2, NULL, 0, &t, err)))
+        return st;
+    return kd_onnx_node(em, "Add", (const char *[]){t, b}, 2, NULL, 0, NULL, err);
+}
+
+/* C: the forward above per row, mean and variance in double (two passes). */
+static const char ln_c_helper[] =
+    "static void $layernorm(const float *x, float *y, const float *w, const float *b, long R,\n"
+    "                       long D, double eps) {\n"
+    "    long r, d;\n"
+    "    for (r = 0; r < R; r++) {\n"
+    "        const float *xr = x + r * D;\n"
+    "        float *yr = y + r * D;\n"
+    "        double s = 0.0, q = 0.0;\n"
+    "        float mu, rs;\n"
+    "        for (d = 0; d < D; d++) s += xr[d];\n"
+    "        s /= (double)D;\n"
+    "        for (d = 0; d < D; d++) q += ((double)xr[d] - s) * ((double)xr[d] - s);\n"
+    "        mu = (float)s;\n"
+    "        rs = (float)(1.0 / sqrt(q / (double)D + eps));\n"
+    "        for (d = 0; d < D; d++) yr[d] = w[d] * ((xr[d] - mu) * rs) + b[d];\n"
+    "    }\n"
+    "}\n";
+
+static kd_status ln_export_c(const kd_layer *l, kd_c_emitter *em, kd_err *err) {
+    const ln_hp *hp = l->hp;
+    const char *w, *b;
+    char eps[40];
+    int q;
+    kd_status st = kd_layer_c_tensor(l, em, LN_W, &w, &q, err);
+    if (!st) st = kd_layer_c_tensor(l, em, LN_B, &b, &q, err);
+    if (!st) st = kd_c_helper(em, "layernorm", ln_c_helper, err);
+    if (st) return st;
+    return kd_c_code(em, 0, err, "$layernorm(x, y, %s, %s, %zuL, %zuL, (double)%s);", w, b,
+                     n_rows(l, 1), row_len(l), kd_c_float(hp->eps, eps, sizeof eps));
+}
+
 const kd_layer_ops kd_layer_layernorm = {
     .type = "layernorm",
     .hp_size = sizeof(ln_hp),
@@ -148,4 +204,6 @@ const kd_layer_ops kd_layer_layernorm = {
     .forward = ln_forward,
     .backward = ln_backward,
     .describe = ln_describe,
+    .export_onnx = ln_export_onnx,
+    .export_c = ln_export_c,
 };

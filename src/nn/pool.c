@@ -209,6 +209,69 @@ static void maxpool_backward(kd_layer *l, const float *x, const float *y, const 
     }
 }
 
+/* ---- Deployment of maxpool2d / avgpool2d: MaxPool / AveragePool (count_include_pad = 1, as
+ * the divisor above) with the same kernel, strides and pads; in C one helper with the same
+ * clipped windows as window() and the same float operations as the forward loops. ---- */
+
+static kd_status pool_export_onnx(const kd_layer *l, kd_onnx_emitter *em, const char *op,
+                                  kd_err *err) {
+    const pool_hp *hp = l->hp;
+    const char *x = kd_onnx_current(em);
+    const int64_t p = (int64_t)hp->padding;
+    const kd_onnx_attr attrs[] = {
+        KD_ONNX_INTS2("kernel_shape", (int64_t)hp->kh, (int64_t)hp->kw),
+        KD_ONNX_INTS2("strides", (int64_t)stride_h(l), (int64_t)stride_w(l)),
+        KD_ONNX_INTS4("pads", p, p, p, p), KD_ONNX_INT("count_include_pad", 1)};
+    /* MaxPool has no count_include_pad: the last attribute is for AveragePool only. */
+    return kd_onnx_node(em, op, &x, 1, attrs, strcmp(op, "MaxPool") ? 4 : 3, NULL, err);
+}
+
+static const char pool_c_helper[] =
+    "static void $pool2d(const float *x, float *y, long C, long H, long W, long KH, long KW,\n"
+    "                    long SH, long SW, long P, long OH, long OW, int is_max) {\n"
+    "    const float inv = 1.0f / (float)(KH * KW);\n"
+    "    long c, oh, ow, h, v;\n"
+    "    for (c = 0; c < C; c++)\n"
+    "        for (oh = 0; oh < OH; oh++)\n"
+    "            for (ow = 0; ow < OW; ow++) {\n"
+    "                const long hs = oh * SH - P, ws = ow * SW - P;\n"
+    "                const long h0 = hs < 0 ? 0 : hs, h1 = hs + KH < H ? hs + KH : H;\n"
+    "                const long w0 = ws < 0 ? 0 : ws, w1 = ws + KW < W ? ws + KW : W;\n"
+    "                const float *xp = x + c * H * W;\n"
+    "                float s = is_max ? xp[h0 * W + w0] : 0.0f;\n"
+    "                for (h = h0; h < h1; h++)\n"
+    "                    for (v = w0; v < w1; v++) {\n"
+    "                        const float t = xp[h * W + v];\n"
+    "                        if (!is_max) s += t;\n"
+    "                        else if (t > s) s = t;\n"
+    "                    }\n"
+    "                y[(c * OH + oh) * OW + ow] = is_max ? s : s * inv;\n"
+    "            }\n"
+    "}\n";
+
+static kd_status pool_export_c(const kd_layer *l, kd_c_emitter *em, int is_max, kd_err *err) {
+    const pool_hp *hp = l->hp;
+    kd_status st = kd_c_helper(em, "pool2d", pool_c_helper, err);
+    if (st) return st;
+    return kd_c_code(em, 0, err,
+                     "$pool2d(x, y, %zuL, %zuL, %zuL, %zuL, %zuL, %zuL, %zuL, %zuL, %zuL, %zuL, %d);",
+                     l->in.d[0], l->in.d[1], l->in.d[2], hp->kh, hp->kw, stride_h(l), stride_w(l),
+                     hp->padding, l->out.d[1], l->out.d[2], is_max);
+}
+
+static kd_status maxpool_export_onnx(const kd_layer *l, kd_onnx_emitter *em, kd_err *err) {
+    return pool_export_onnx(l, em, "MaxPool", err);
+}
+static kd_status maxpool_export_c(const kd_layer *l, kd_c_emitter *em, kd_err *err) {
+    return pool_export_c(l, em, 1, err);
+}
+static kd_status avgpool_export_onnx(const kd_layer *l, kd_onnx_emitter *em, kd_err *err) {
+    return pool_export_onnx(l, em, "AveragePool", err);
+}
+static kd_status avgpool_export_c(const kd_layer *l, kd_c_emitter *em, kd_err *err) {
+    return pool_export_c(l, em, 0, err);
+}
+
 /* Plane indices must fit the uint32 cache slots. */
 static kd_status maxpool_configure(kd_layer *l, const cJSON *spec, kd_err *err) {
     kd_status st = pool_configure(l, spec, err);
@@ -227,6 +290,8 @@ const kd_layer_ops kd_layer_maxpool2d = {
     .forward = maxpool_forward,
     .backward = maxpool_backward,
     .describe = pool_describe,
+    .export_onnx = maxpool_export_onnx,
+    .export_c = maxpool_export_c,
 };
 
 /* ---- avgpool2d: y = sum over the window / (kh*kw); padded zeros count towards the divisor,
@@ -287,6 +352,8 @@ const kd_layer_ops kd_layer_avgpool2d = {
     .forward = avgpool_forward,
     .backward = avgpool_backward,
     .describe = pool_describe,
+    .export_onnx = avgpool_export_onnx,
+    .export_c = avgpool_export_c,
 };
 
 /* ---- global_avgpool: [C, H, W] -> [C], the mean of each plane (AdaptiveAvgPool2d(1) followed
@@ -333,9 +400,31 @@ static void gap_backward(kd_layer *l, const float *x, const float *y, const floa
     }
 }
 
+/* ONNX: GlobalAveragePool gives [N, C, 1, 1]; Flatten makes it [N, C]. C: the forward's sum
+ * and multiplication by 1 / (H * W). */
+static kd_status gap_export_onnx(const kd_layer *l, kd_onnx_emitter *em, kd_err *err) {
+    (void)l;
+    const char *x = kd_onnx_current(em), *pooled;
+    const kd_onnx_attr axis = KD_ONNX_INT("axis", 1);
+    kd_status st = kd_onnx_node(em, "GlobalAveragePool", &x, 1, NULL, 0, &pooled, err);
+    return st ? st : kd_onnx_node(em, "Flatten", &pooled, 1, &axis, 1, NULL, err);
+}
+
+static kd_status gap_export_c(const kd_layer *l, kd_c_emitter *em, kd_err *err) {
+    const size_t HW = l->in.d[1] * l->in.d[2];
+    char scale[40];
+    kd_c_float(1.0f / (float)HW, scale, sizeof scale);
+    return kd_c_code(em, 0, err,
+                     "long c, i;\nfor (c = 0; c < %zuL; c++) {\n    float s = 0.0f;\n"
+                     "    for (i = 0; i < %zuL; i++) s += x[c * %zuL + i];\n    y[c] = s * %s;\n}",
+                     l->in.d[0], HW, HW, scale);
+}
+
 const kd_layer_ops kd_layer_global_avgpool = {
     .type = "global_avgpool",
     .configure = gap_configure,
     .forward = gap_forward,
     .backward = gap_backward,
+    .export_onnx = gap_export_onnx,
+    .export_c = gap_export_c,
 };
