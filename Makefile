@@ -5,6 +5,8 @@
 #   make bench      benchmarks (sgemm peak, training step, loaders, ...)
 #   make demo       train the Fashion-MNIST teacher, distil a student, compare (README main job)
 #   make setup      install missing Debian packages (same as bash .ci/setup.sh)
+#   make fuzz       libFuzzer targets (clang, ASan+UBSan), each run FUZZ_SECONDS (default 60)
+#   make valgrind   the end-to-end tests with every distill run under valgrind memcheck
 # WERROR=1 turns warnings into errors (CI sets it).
 
 CC      ?= cc
@@ -34,7 +36,7 @@ MAIN_OBJ  := $(MAIN_SRC:%.c=$(BUILD)/%.o)
 TEST_OBJ  := $(TEST_SRC:%.c=$(BUILD)/%.o)
 BENCH_BIN := $(BENCH_SRC:tests/bench/%.c=$(BUILD)/bench/%)
 
-.PHONY: all test asan bench demo setup clean check-deps
+.PHONY: all test asan bench demo setup clean check-deps fuzz fuzz-build valgrind
 
 all: check-deps $(BIN)
 
@@ -70,6 +72,33 @@ asan:
 	  EXTRA_CFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=all" \
 	  LDFLAGS="-fsanitize=address,undefined" test
 
+# Fuzzing: the library rebuilt by clang with coverage instrumentation and ASan + UBSan (the
+# first report aborts), one libFuzzer binary per parser (tests/fuzz/fuzz_*.c). tests/fuzz/run.sh
+# makes the seed corpora from the fixtures (with ./distill for real checkpoints), runs each target
+# for FUZZ_SECONDS and prints executions, exec/s and edges; any crash, timeout (> 1 s), leak or
+# out-of-memory (> 1 GiB) fails it. FUZZ_TARGETS="idx csv" runs a subset.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= safetensors idx csv config image
+FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=all
+FUZZ_ALL     := safetensors idx csv config image
+
+fuzz-build:
+	$(MAKE) CC=clang BUILD=build-fuzz OPT="-O1 -fno-omit-frame-pointer" \
+	  EXTRA_CFLAGS="-Wno-unknown-warning-option -fsanitize=fuzzer-no-link $(FUZZ_SAN)" LDFLAGS="-fsanitize=fuzzer $(FUZZ_SAN)" \
+	  $(FUZZ_ALL:%=build-fuzz/fuzz/fuzz_%) build-fuzz/fuzz/seed_images
+
+$(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(BUILD)/libdistill.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libdistill.a $(LDLIBS)
+
+# Writes the JPEG seeds (stb_image_write); an ordinary program, so no fuzzer runtime.
+$(BUILD)/fuzz/seed_images: tests/fuzz/seed_images.c
+	@mkdir -p $(dir $@)
+	$(CC) -O1 $(PKG_CFLAGS) -o $@ $< -lm
+
+fuzz: check-deps $(BIN) fuzz-build
+	FUZZ_SECONDS=$(FUZZ_SECONDS) bash tests/fuzz/run.sh $(FUZZ_TARGETS)
+
 bench: check-deps $(BIN) $(BENCH_BIN)
 	@for b in $(BENCH_BIN); do echo "== $$b"; ./$$b || exit 1; done
 
@@ -80,6 +109,6 @@ setup:
 	bash .ci/setup.sh
 
 clean:
-	rm -rf build build-asan distill
+	rm -rf build build-asan build-fuzz distill
 
--include $(LIB_OBJ:.o=.d) $(MAIN_OBJ:.o=.d) $(TEST_OBJ:.o=.d)
+-include $(LIB_OBJ:.o=.d) $(MAIN_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(wildcard $(BUILD)/fuzz/*.d)
