@@ -28,6 +28,7 @@ typedef struct {
     double lr;              /* learning rate of the epoch's last step */
     double samples_per_s;   /* training samples / seconds in training steps */
     double seconds;         /* wall time of the epoch, validation and checkpoints included */
+    double skipped;         /* training samples left out: undecodable images (data.skip_bad) */
 } kd_epoch_metrics;
 
 typedef enum {
@@ -160,6 +161,7 @@ typedef struct {
     double seen;               /* samples */
     double train_seconds;      /* time in training steps (loading included) */
     double seconds;            /* wall time of the epoch so far */
+    double skipped;            /* samples left out: undecodable images (data.skip_bad) */
 } kd_epoch_sums;
 
 /* One pass of kd_trainer_epoch: the inputs, and where it got to. */

@@ -41,7 +41,7 @@ KD_TEST(data_csv_numeric_labels_read_back_exactly) {
     size_t idx[3] = {0, 1, 2};
     float x[9];
     int32_t y[3];
-    CHECK_EQ_INT(kd_dataset_get(ds, idx, 3, x, y, &err), KD_OK);
+    CHECK_EQ_INT(kd_dataset_get(ds, idx, 3, x, y, NULL, &err), KD_OK);
     const float want[9] = {0.5f, -2, 1000, 3.25f, 4, 5, -0.125f, 7, 8};
     CHECK_FLOATS(x, want, 9, 0, 0);
     CHECK_EQ_INT(y[0], 2);
@@ -53,7 +53,7 @@ KD_TEST(data_csv_numeric_labels_read_back_exactly) {
     CHECK_EQ_INT(open_csv(dir, "b.csv", "1,10,20\n0,30,40", "0", -1, ',', &ds, &err), KD_OK);
     if (!ds) return;
     CHECK_EQ_INT(kd_dataset_info(ds)->n, 2);
-    CHECK_EQ_INT(kd_dataset_get(ds, idx, 2, x, y, &err), KD_OK);
+    CHECK_EQ_INT(kd_dataset_get(ds, idx, 2, x, y, NULL, &err), KD_OK);
     const float want_b[4] = {10, 20, 30, 40};
     CHECK_FLOATS(x, want_b, 4, 0, 0);
     CHECK_EQ_INT(y[0], 1);
@@ -65,7 +65,7 @@ KD_TEST(data_csv_numeric_labels_read_back_exactly) {
     if (!ds) return;
     CHECK_EQ_INT(kd_dataset_info(ds)->has_labels, 0);
     CHECK_EQ_INT(kd_dataset_info(ds)->shape.d[0], 2);
-    CHECK_EQ_INT(kd_dataset_get(ds, idx, 2, x, y, &err), KD_OK);
+    CHECK_EQ_INT(kd_dataset_get(ds, idx, 2, x, y, NULL, &err), KD_OK);
     CHECK_EQ_INT(y[1], -1);
     CHECK_CLOSE(x[3], 4, 0, 0);
     kd_dataset_close(ds);
@@ -94,7 +94,7 @@ KD_TEST(data_csv_string_labels_sorted_and_recorded) {
     size_t idx[4] = {0, 1, 2, 3};
     float x[8];
     int32_t y[4];
-    CHECK_EQ_INT(kd_dataset_get(ds, idx, 4, x, y, &err), KD_OK);
+    CHECK_EQ_INT(kd_dataset_get(ds, idx, 4, x, y, NULL, &err), KD_OK);
     const int32_t want_y[4] = {2, 0, 1, 0};
     const float want_x[8] = {1, 2, 3, 4, 5, 6, 7, 8};
     for (int i = 0; i < 4; i++) CHECK_EQ_INT(y[i], want_y[i]);

@@ -81,7 +81,7 @@ KD_TEST(data_images_folder_reads_back_exactly_with_sorted_classes) {
     size_t idx[3] = {0, 1, 2};
     float x[36];
     int32_t y[3];
-    CHECK_EQ_INT(kd_dataset_get(ds, idx, 3, x, y, &err), KD_OK);
+    CHECK_EQ_INT(kd_dataset_get(ds, idx, 3, x, y, NULL, &err), KD_OK);
     const int bases[3] = {7, 50, 100}, labels[3] = {0, 1, 1};
     for (int s = 0; s < 3; s++) {
         CHECK_EQ_INT(y[s], labels[s]);
@@ -134,7 +134,7 @@ KD_TEST(data_images_rgb_planar_resize_and_normalisation) {
     }
     float x[48];
     size_t i0 = 0;
-    CHECK_EQ_INT(kd_dataset_get(ds, &i0, 1, x, NULL, &err), KD_OK);
+    CHECK_EQ_INT(kd_dataset_get(ds, &i0, 1, x, NULL, NULL, &err), KD_OK);
     /* After (raw - 10c) / 0.5 every plane is 2 * want. */
     for (int c = 0; c < 3; c++)
         for (int k = 0; k < 16; k++) CHECK_CLOSE(x[c * 16 + k], 2 * want[k], 1e-5, 0);
@@ -222,7 +222,7 @@ KD_TEST(data_images_jpeg_and_unlabeled_flat_folder) {
     size_t idx[2] = {0, 1};
     float x[128];
     int32_t y[2] = {5, 5};
-    CHECK_EQ_INT(kd_dataset_get(ds, idx, 2, x, y, &err), KD_OK);
+    CHECK_EQ_INT(kd_dataset_get(ds, idx, 2, x, y, NULL, &err), KD_OK);
     CHECK_EQ_INT(y[0], -1);
     CHECK_EQ_INT(y[1], -1);
     /* A flat gray JPEG decodes to (nearly) its level: lossy, so within 2 levels. */
@@ -267,7 +267,7 @@ KD_TEST(data_images_loader_thread_matches_direct_decoding) {
         int32_t wy[5];
         while (kd_loader_next(l, &b, &err) == KD_OK && b.n > 0) {
             CHECK(b.n == (batches < 4 ? 5u : 1u));
-            CHECK_EQ_INT(kd_dataset_get(ds, order + seen, b.n, want, wy, &err), KD_OK);
+            CHECK_EQ_INT(kd_dataset_get(ds, order + seen, b.n, want, wy, NULL, &err), KD_OK);
             CHECK_FLOATS(b.x, want, b.n * 16, 0, 0);
             for (size_t i = 0; i < b.n; i++) CHECK_EQ_INT(b.y[i], wy[i]);
             seen += b.n;
@@ -359,23 +359,27 @@ KD_TEST(data_images_rejections_and_skip_bad) {
     src = folder_source(root, 1, 4, 4);
     snprintf(p, sizeof p, "%s/k/broken.png", root);
     remove(p);
-    expect_open_fails(&src, KD_EINPUT, "wide.png: image is 8193x1", "expected at most 8192x8192");
+    expect_open_fails(&src, KD_EINPUT, "wide.png: image is 8193x1", "expected sides of 1 to 8192");
     snprintf(p, sizeof p, "%s/k/wide.png", root);
     remove(p);
 
-    /* A PNG whose header is fine but whose data is cut: passes the open-time check, fails at
-     * decode. Without skip_bad the loader reports it by name; with it, zeros and a count. */
+    /* A PNG whose structure is fine (every chunk whole) but whose compressed data is damaged:
+     * passes the open-time check, fails at decode. Without skip_bad the loader reports it by
+     * name; with it, the sample is left out of its batch (never an all-zero stand-in), counted,
+     * and the first failure kept for the report. */
     unsigned char px[64 * 64];
-    uint32_t lcg = 1;  /* noise, so the compressed data is long enough to cut */
+    uint32_t lcg = 1;  /* noise, so the compressed data is long enough to damage */
     for (int i = 0; i < 64 * 64; i++) {
         lcg = lcg * 1664525u + 1013904223u;
         px[i] = (unsigned char)(lcg >> 24);
     }
     int len = 0;
     unsigned char *png = stbi_write_png_to_mem(px, 64, 64, 64, 1, &len);
-    CHECK(png && len > 200);
+    CHECK(png && len > 400);
+    if (!png) return;
+    memset(png + 100, 0xff, 64);  /* inside the IDAT data (it starts at byte 41) */
     snprintf(p, sizeof p, "%s/k/cut.png", root);
-    kd_test_write_file(p, png, (size_t)len / 2);
+    kd_test_write_file(p, png, (size_t)len);
     free(png);
     src = folder_source(root, 1, 4, 4);
     CHECK_EQ_INT(kd_dataset_open(&ds, &src, NULL, &err), KD_OK);
@@ -395,13 +399,35 @@ KD_TEST(data_images_rejections_and_skip_bad) {
     src.skip_bad = 1;
     CHECK_EQ_INT(kd_dataset_open(&ds, &src, NULL, &err), KD_OK);
     if (ds) {
-        size_t order[2] = {0, 1};
-        float x[32];
-        int32_t y[2];
-        CHECK_EQ_INT(kd_dataset_get(ds, order, 2, x, y, &err), KD_OK);
-        for (int k = 0; k < 16; k++) CHECK(x[k] == 0.0f);
+        size_t order[2] = {0, 1}, n_got = 99;
+        float x[32], want[16];
+        int32_t y[2] = {-7, -7};
+        CHECK_EQ_INT(kd_dataset_get(ds, order, 2, x, y, &n_got, &err), KD_OK);
+        CHECK_EQ_INT(n_got, 1);  /* cut.png left out: good.png is row 0 */
+        CHECK_EQ_INT(kd_dataset_get(ds, order + 1, 1, want, NULL, NULL, &err), KD_OK);
+        CHECK_FLOATS(x, want, 16, 0, 0);
         CHECK_EQ_INT(y[0], 0);
+        CHECK_EQ_INT(y[1], -7);  /* untouched */
         CHECK_EQ_INT(kd_dataset_n_decode_failures(ds), 1);
+        CHECK_CONTAINS(kd_dataset_decode_note(ds), "cut.png: cannot decode image");
+        /* Without n_out (a caller that needs every sample) the failure is the error. */
+        CHECK_EQ_INT(kd_dataset_get(ds, order, 2, x, y, NULL, &err), KD_EINPUT);
+        /* The loader: a batch of the good sample with the skipped count, in both modes; a
+         * slice whose samples all fail is no batch (n = 0 stays the end). */
+        for (int mode = KD_LOADER_SYNC; mode <= KD_LOADER_THREAD; mode++) {
+            kd_loader *l = NULL;
+            size_t ord3[3] = {0, 0, 1};
+            CHECK_EQ_INT(kd_loader_open_mode(&l, ds, ord3, 3, 1, (kd_loader_mode)mode, &err),
+                         KD_OK);
+            kd_batch b;
+            CHECK_EQ_INT(kd_loader_next(l, &b, &err), KD_OK);
+            CHECK_EQ_INT(b.n, 1);
+            CHECK_EQ_INT(b.n_skipped, 2);
+            CHECK_EQ_INT(b.slices, 3);
+            CHECK_EQ_INT(kd_loader_next(l, &b, &err), KD_OK);
+            CHECK_EQ_INT(b.n, 0);
+            kd_loader_close(l);
+        }
         kd_dataset_close(ds);
     }
 }

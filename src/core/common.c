@@ -1,4 +1,5 @@
-/* common.c - error messages, checked sizes, aligned memory, whole-file reads, atomic writes. */
+/* common.c - error messages, checked sizes, aligned memory, whole-file reads, atomic writes,
+ * the JSON nesting check. */
 #define _GNU_SOURCE
 #include "kd_common.h"
 #include "test_hooks.h"
@@ -162,6 +163,27 @@ kd_status kd_write_atomic(const char *path, kd_write_fn fn, void *ctx, kd_err *e
         kd_err_set(err, KD_OK, "%s: written, but the fsync of its directory failed (%s): the "
                    "new file may not survive a power loss", path, strerror(errno));
     return st;
+}
+
+int kd_json_depth_check(const char *text, size_t len, int max_depth, size_t *offset) {
+    int depth = 0, in_string = 0;
+    for (size_t i = 0; i < len; i++) {
+        char ch = text[i];
+        if (in_string) {
+            if (ch == '\\') i++;  /* the escaped character, whatever it is */
+            else if (ch == '"') in_string = 0;
+        } else if (ch == '"') {
+            in_string = 1;
+        } else if (ch == '{' || ch == '[') {
+            if (++depth > max_depth) {
+                *offset = i;
+                return -1;
+            }
+        } else if ((ch == '}' || ch == ']') && depth > 0) {
+            depth--;
+        }
+    }
+    return 0;
 }
 
 double kd_now(void) {
