@@ -77,6 +77,11 @@ asan:
 # makes the seed corpora from the fixtures (with ./distill for real checkpoints), runs each target
 # for FUZZ_SECONDS and prints executions, exec/s and edges; any crash, timeout (> 1 s), leak or
 # out-of-memory (> 1 GiB) fails it. FUZZ_TARGETS="idx csv" runs a subset.
+# stb_image 2.27 (Debian 12) shifts a 32-bit buffer by 32 or more when the entropy-coded data
+# of a corrupt JPEG runs out (stb_image.h:2065, fixed upstream in 2.28): the shift check is left
+# out for that one file, so the fuzzer keeps looking for everything else there (see README
+# "Reliability"). Every other check stays on in every file.
+STB_SAN_EXCEPT := -fno-sanitize=shift-exponent
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS ?= safetensors idx csv config image
 FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=all
@@ -85,7 +90,9 @@ FUZZ_ALL     := safetensors idx csv config image
 fuzz-build:
 	$(MAKE) CC=clang BUILD=build-fuzz OPT="-O1 -fno-omit-frame-pointer" \
 	  EXTRA_CFLAGS="-Wno-unknown-warning-option -fsanitize=fuzzer-no-link $(FUZZ_SAN)" LDFLAGS="-fsanitize=fuzzer $(FUZZ_SAN)" \
-	  $(FUZZ_ALL:%=build-fuzz/fuzz/fuzz_%) build-fuzz/fuzz/seed_images
+	  STB_CFLAGS="$(STB_SAN_EXCEPT)" $(FUZZ_ALL:%=build-fuzz/fuzz/fuzz_%) build-fuzz/fuzz/seed_images
+
+$(BUILD)/src/data/stb_impl.o: CFLAGS += $(STB_CFLAGS)
 
 $(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(BUILD)/libdistill.a
 	@mkdir -p $(dir $@)
@@ -98,6 +105,12 @@ $(BUILD)/fuzz/seed_images: tests/fuzz/seed_images.c
 
 fuzz: check-deps $(BIN) fuzz-build
 	FUZZ_SECONDS=$(FUZZ_SECONDS) bash tests/fuzz/run.sh $(FUZZ_TARGETS)
+
+# Valgrind memcheck on the end-to-end tests (every distill run of these test files; see
+# tests/valgrind.sh for the exit code and tests/valgrind.supp for the suppressions).
+VALGRIND_TESTS ?= test_cli test_info test_predict eval_cli eval_and_export export_cli test_faults
+valgrind: check-deps $(BIN) $(BUILD)/run_tests
+	bash tests/valgrind.sh $(VALGRIND_TESTS)
 
 bench: check-deps $(BIN) $(BENCH_BIN)
 	@for b in $(BENCH_BIN); do echo "== $$b"; ./$$b || exit 1; done

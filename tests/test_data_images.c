@@ -431,3 +431,76 @@ KD_TEST(data_images_rejections_and_skip_bad) {
         kd_dataset_close(ds);
     }
 }
+/* The whole path with data.skip_bad: an image whose structure passes the open-time check but
+ * whose pixels do not decode is left out of every training batch (not trained on as zeros),
+ * the count is printed with each epoch and recorded in metrics.jsonl ("skipped"), and without
+ * skip_bad the run stops with exit 3 naming the file. */
+KD_TEST(data_images_skip_bad_at_batch_time_in_training) {
+    const char *dir = kd_test_tmpdir();
+    char root[1024], p[1200], cfg[1200], cmd[4096];
+    static char out[65536];
+    snprintf(root, sizeof root, "%s/imgs", dir);
+    mkdir(root, 0700);
+    mkdir_p2(root, "a");
+    mkdir_p2(root, "b");
+    for (int i = 0; i < 6; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "a%d.png", i);
+        snprintf(p, sizeof p, "%s/a", root);
+        write_gray(p, name, 6, 6, 10 + i);
+        snprintf(name, sizeof name, "b%d.png", i);
+        snprintf(p, sizeof p, "%s/b", root);
+        write_gray(p, name, 6, 6, 150 + i);
+    }
+    /* Noise compresses badly, so damaging the middle of its data leaves the chunks whole. */
+    unsigned char px[64 * 64];
+    uint32_t lcg = 7;
+    for (int i = 0; i < 64 * 64; i++) {
+        lcg = lcg * 1664525u + 1013904223u;
+        px[i] = (unsigned char)(lcg >> 24);
+    }
+    int len = 0;
+    unsigned char *png = stbi_write_png_to_mem(px, 64, 64, 64, 1, &len);
+    CHECK(png && len > 400);
+    if (!png) return;
+    memset(png + 100, 0xff, 64);
+    snprintf(p, sizeof p, "%s/a/damaged.png", root);
+    kd_test_write_file(p, png, (size_t)len);
+    free(png);
+    for (int skip = 1; skip >= 0; skip--) {
+        snprintf(cfg, sizeof cfg, "%s/skip%d.json", dir, skip);
+        char json[2048];
+        int n = snprintf(json, sizeof json,
+                         "{\"data\": {\"train\": {\"format\": \"images\", \"path\": \"%s\", "
+                         "\"height\": 6, \"width\": 6, \"skip_bad\": %s}, \"validation_split\": 0, "
+                         "\"preprocess\": {\"flatten\": true}},"
+                         " \"model\": {\"layers\": [{\"type\": \"dense\", \"units\": 2}]},"
+                         " \"optimizer\": {\"name\": \"sgd\", \"lr\": 0.1},"
+                         " \"train\": {\"epochs\": 2, \"batch_size\": 4, \"seed\": 1}}",
+                         root, skip ? "true" : "false");
+        CHECK(kd_test_write_file(cfg, json, (size_t)n) == 0);
+        snprintf(cmd, sizeof cmd, "'%s' train --config '%s' --out '%s/run%d'", kd_test_distill(),
+                 cfg, dir, skip);
+        int rc = kd_test_run(cmd, out, sizeof out);
+        if (!skip) {
+            CHECK_EQ_INT(rc, 3);
+            CHECK_CONTAINS(out, "damaged.png: cannot decode image");
+            continue;
+        }
+        CHECK_EQ_INT(rc, 0);
+        CHECK_CONTAINS(out, "skipped 1 undecodable");
+        CHECK_CONTAINS(out, "WARNING: epoch 2: 1 training image could not be decoded and was "
+                            "left out (data.skip_bad; first: ");
+        CHECK_CONTAINS(out, "damaged.png: cannot decode image");
+        char *metrics = NULL;
+        size_t mlen = 0;
+        kd_err err;
+        snprintf(p, sizeof p, "%s/run1/metrics.jsonl", dir);
+        CHECK_EQ_INT(kd_read_file(p, 1 << 20, &metrics, &mlen, &err), KD_OK);
+        /* Both epochs: 12 samples trained on, 1 left out. */
+        const char *first = metrics ? strstr(metrics, "\"skipped\":1") : NULL;
+        CHECK(first != NULL);
+        CHECK(first && strstr(first + 1, "\"skipped\":1") != NULL);
+        free(metrics);
+    }
+}

@@ -81,6 +81,9 @@ KD_TEST(fuzz_regress_images_stb_2_27_bugs_refused_before_decoding) {
     expect_image_refused("image/jpeg-dht-257", "(at most 256)");
     expect_image_refused("image/png-empty-idat", "cannot decode image: PNG chunk IDAT at byte 33 "
                                                  "is empty");
+    /* The same table after 0xFF fill bytes before the SOI marker, which stb skips. */
+    expect_image_refused("image/jpeg-fill-before-soi", "JPEG Huffman table at byte 37 declares 758 "
+                                                       "codes (at most 256)");
 }
 
 /* An 88-byte PNG declaring a 1.8 GB IDAT chunk made stb_image allocate 1.8 GB (libFuzzer:

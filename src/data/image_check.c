@@ -23,19 +23,19 @@ static size_t be32(const unsigned char *p) {
  * counts, then as many symbols as codes, until the segment's declared length is used up). A
  * table may hold at most 256 codes (ITU T.81, B.2.4.2). Markers are found the way a decoder
  * finds them: 0xFF followed by anything but 0x00 (a stuffed byte), 0xFF (fill) or a restart. */
-static int jpeg_check(const unsigned char *b, size_t len, char *why, size_t cap) {
-    size_t i = 2;
+static int jpeg_check(const unsigned char *b, size_t len, size_t start, char *why, size_t cap) {
+    size_t i = start;
     while (i + 1 < len) {
         if (b[i] != 0xFF) { i++; continue; }
         unsigned m = b[i + 1];
         if (m == 0xFF) { i++; continue; }
         if (m == 0x00 || m == 0x01 || m == 0xD8 || (m >= 0xD0 && m <= 0xD7)) { i += 2; continue; }
         if (m == 0xD9 || i + 4 > len) break;
-        size_t seg_len = be16(b + i + 2), start = i + 4;
+        size_t seg_len = be16(b + i + 2), body = i + 4;
         if (m == 0xC4) {
             /* L counts down as in stb: the 17-byte table head, then its symbols. */
             long L = (long)seg_len - 2;
-            size_t p = start;
+            size_t p = body;
             while (L > 0) {
                 unsigned n = 0;
                 for (size_t k = 1; k <= 16; k++) n += p + k < len ? b[p + k] : 0;
@@ -48,7 +48,7 @@ static int jpeg_check(const unsigned char *b, size_t len, char *why, size_t cap)
                 p += 17 + n;
             }
         }
-        i = start + (seg_len >= 2 ? seg_len - 2 : 0);
+        i = body + (seg_len >= 2 ? seg_len - 2 : 0);
     }
     return 0;
 }
@@ -88,7 +88,10 @@ kd_image_verdict kd_image_header(const unsigned char *buf, size_t len, int whole
     *w = *h = 0;
     why[0] = '\0';
     if (len > INT_MAX) len = INT_MAX;  /* stb counts in int; a header is within the first bytes */
-    if (len >= 2 && buf[0] == 0xFF && buf[1] == 0xD8 && jpeg_check(buf, len, why, cap))
+    /* A JPEG as stb_image finds one: any number of 0xFF fill bytes, then the SOI marker. */
+    size_t soi = 0;
+    while (soi < len && buf[soi] == 0xFF) soi++;
+    if (soi > 0 && soi < len && buf[soi] == 0xD8 && jpeg_check(buf, len, soi + 1, why, cap))
         return KD_IMAGE_BAD;
     if (len >= 8 && memcmp(buf, "\x89PNG\r\n\x1a\n", 8) == 0 && png_check(buf, len, whole, why, cap))
         return KD_IMAGE_BAD;

@@ -70,9 +70,9 @@ static void dropout_backward(kd_layer *l, const float *x, const float *y, const 
     mul_kernel(dy, mask, dx, n);
 }
 
-static void dropout_describe(const kd_layer *l, cJSON *obj) {
+static int dropout_describe(const kd_layer *l, cJSON *obj) {
     const dropout_hp *hp = l->hp;
-    kd_spec_add_float(obj, "p", hp->p);
+    return kd_spec_add_float(obj, "p", hp->p);
 }
 
 const kd_layer_ops kd_layer_dropout = {

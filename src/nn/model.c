@@ -282,7 +282,7 @@ char *kd_model_arch_json(const kd_model *m) {
             goto cleanup;
         }
         if (!cJSON_AddStringToObject(obj, "type", l->ops->type)) goto cleanup;
-        if (l->ops->describe) l->ops->describe(l, obj);
+        if (l->ops->describe && l->ops->describe(l, obj)) goto cleanup;
     }
     out = cJSON_PrintUnformatted(root);
 cleanup:

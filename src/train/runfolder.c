@@ -89,7 +89,8 @@ static kd_status make_dirs(const char *path, kd_err *err) {
 static kd_status write_text_cb(FILE *f, void *ctx, kd_err *err) {
     const char *s = ctx;
     size_t n = strlen(s);
-    if (fwrite(s, 1, n, f) != n) return kd_err_set(err, KD_EIO, "write failed");
+    if (fwrite(s, 1, n, f) != n)
+        return kd_err_set(err, KD_EIO, "write failed: %s", strerror(errno));
     return KD_OK;
 }
 

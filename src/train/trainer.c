@@ -289,9 +289,10 @@ static kd_status end_epoch(kd_run *t, size_t epoch, const kd_epoch_pass *e, kd_e
     em.skipped = sums->skipped;
     if (sums->skipped > 0) {
         const char *note = kd_dataset_decode_note(t->train_ds);
-        kd_run_emit_msg(t, KD_EV_WARNING, "WARNING: epoch %zu: %.0f training images could not be "
-                        "decoded and were left out (data.skip_bad; first: %s)", epoch + 1,
-                        sums->skipped, note ? note : "?");
+        kd_run_emit_msg(t, KD_EV_WARNING, "WARNING: epoch %zu: %.0f training image%s could not be "
+                        "decoded and %s left out (data.skip_bad; first: %s)", epoch + 1,
+                        sums->skipped, sums->skipped == 1 ? "" : "s",
+                        sums->skipped == 1 ? "was" : "were", note ? note : "?");
     }
     em.val_acc = NAN;
     if (t->n_val &&
