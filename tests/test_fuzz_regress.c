@@ -75,12 +75,17 @@ static void expect_image_refused(const char *name, const char *why) {
 }
 
 /* stb_image 2.27 wrote past a 257-entry array for a JPEG Huffman table of more than 256 codes
- * (UBSan: index 257 out of bounds), and copied to NULL for an empty first PNG IDAT. */
+ * (UBSan: index 257 out of bounds), read out of bounds for a scan using an undefined table,
+ * and copied to NULL for an empty first PNG IDAT. */
 KD_TEST(fuzz_regress_images_stb_2_27_bugs_refused_before_decoding) {
     expect_image_refused("image/jpeg-dht-257", "cannot decode image: JPEG Huffman table at byte");
     expect_image_refused("image/jpeg-dht-257", "(at most 256)");
     expect_image_refused("image/png-empty-idat", "cannot decode image: PNG chunk IDAT at byte 33 "
                                                  "is empty");
+    /* A scan naming a DC table no DHT defined: stb decoded with uninitialised memory
+     * (UBSan: index -3210 out of bounds in stbi__jpeg_huff_decode). */
+    expect_image_refused("image/jpeg-undefined-table", "JPEG scan at byte 593 uses Huffman table "
+                                                       "DC 3, which no DHT defined before it");
     /* The same table after 0xFF fill bytes before the SOI marker, which stb skips. */
     expect_image_refused("image/jpeg-fill-before-soi", "JPEG Huffman table at byte 37 declares 758 "
                                                        "codes (at most 256)");

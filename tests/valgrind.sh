@@ -11,6 +11,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 logs=$root/build/valgrind
 rm -rf "$logs"
 mkdir -p "$logs"
+chmod 1777 "$logs"  # the permission test runs distill as an unprivileged user
 # The tests quote KD_DISTILL as one path, so valgrind goes in through a wrapper.
 cat > "$logs/distill" <<WRAP
 #!/bin/sh

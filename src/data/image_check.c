@@ -4,6 +4,8 @@
  * (tests/test_image_check.c):
  *   - a JPEG Huffman table (DHT) declaring more than 256 codes: stbi__build_huffman writes past
  *     its 257-entry size array (fixed upstream in 2.28);
+ *   - a JPEG scan using a Huffman table that was never defined: stb decodes with uninitialised
+ *     memory and indexes out of bounds;
  *   - a PNG whose first IDAT chunk is empty: stb adds 0 to a NULL buffer (undefined behaviour);
  *   - a PNG chunk longer than the file: stb allocates the declared length before reading.
  * Both checks only walk the marker/chunk structure; they never decode pixels. */
@@ -19,12 +21,38 @@ static size_t be32(const unsigned char *p) {
     return (size_t)p[0] << 24 | (size_t)p[1] << 16 | (size_t)p[2] << 8 | p[3];
 }
 
+/* A JPEG scan (SOS) whose components use a Huffman table no DHT defined before it: stb_image
+ * 2.27 decodes with the uninitialised table (its decoder struct is malloc'd), reading out of
+ * bounds. A scan needs its DC tables when it starts at coefficient 0 (Ss = 0) and its AC tables
+ * when it goes past it (Se > 0), as in stb's baseline and progressive paths. defined has bit
+ * (class * 4 + id) for every table defined so far. */
+static int jpeg_sos_check(const unsigned char *b, size_t len, size_t body, unsigned defined,
+                          char *why, size_t cap) {
+    if (body >= len) return 0;
+    size_t ns = b[body], end = body + 1 + 2 * ns;
+    if (end + 1 >= len) return 0;  /* not all here: stb stops there itself */
+    int need_dc = b[end] == 0, need_ac = b[end + 1] > 0;
+    for (size_t c = 0; c < ns; c++) {
+        unsigned sel = b[body + 2 + 2 * c], td = sel >> 4, ta = sel & 15;
+        int bad_dc = need_dc && (td > 3 || !(defined & (1u << td)));
+        int bad_ac = need_ac && (ta > 3 || !(defined & (1u << (4 + ta))));
+        if (bad_dc || bad_ac) {
+            snprintf(why, cap, "JPEG scan at byte %zu uses Huffman table %s %u, which no DHT "
+                     "defined before it", body - 4, bad_dc ? "DC" : "AC", bad_dc ? td : ta);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 /* JPEG: every DHT segment's tables, read as stb reads them (17 bytes: class/id and 16 code
  * counts, then as many symbols as codes, until the segment's declared length is used up). A
- * table may hold at most 256 codes (ITU T.81, B.2.4.2). Markers are found the way a decoder
- * finds them: 0xFF followed by anything but 0x00 (a stuffed byte), 0xFF (fill) or a restart. */
+ * table may hold at most 256 codes (ITU T.81, B.2.4.2). Every scan's tables must exist. Markers
+ * are found the way a decoder finds them: 0xFF followed by anything but 0x00 (a stuffed byte),
+ * 0xFF (fill) or a restart. */
 static int jpeg_check(const unsigned char *b, size_t len, size_t start, char *why, size_t cap) {
     size_t i = start;
+    unsigned defined = 0;
     while (i + 1 < len) {
         if (b[i] != 0xFF) { i++; continue; }
         unsigned m = b[i + 1];
@@ -44,10 +72,13 @@ static int jpeg_check(const unsigned char *b, size_t len, size_t start, char *wh
                              "256)", p, n);
                     return -1;
                 }
+                if (p < len && (b[p] >> 4) <= 1 && (b[p] & 15) <= 3)
+                    defined |= 1u << ((b[p] >> 4) * 4 + (b[p] & 15));
                 L -= 17 + (long)n;
                 p += 17 + n;
             }
         }
+        if (m == 0xDA && jpeg_sos_check(b, len, body, defined, why, cap)) return -1;
         i = body + (seg_len >= 2 ? seg_len - 2 : 0);
     }
     return 0;

@@ -7,7 +7,8 @@
 # Any crash, timeout, leak or out-of-memory leaves its input in build-fuzz/crashes/<target>/
 # and makes the script exit 1 (replay: build-fuzz/fuzz/fuzz_T FILE).
 #   usage: [FUZZ_SECONDS=N] [FUZZ_JOBS=N] bash tests/fuzz/run.sh [TARGET...]
-# FUZZ_JOBS > 1 runs that many fuzzing processes per target (the long run, on a quiet machine).
+# FUZZ_JOBS > 1 runs that many fuzzing processes per target (libFuzzer -fork: the long run, on a
+# quiet machine); its status lines count coverage differently (features), and report no RSS.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
@@ -54,7 +55,7 @@ for t in "${targets[@]}"; do
     execs=$(grep -o "stat::number_of_executed_units: *[0-9]*" "$log" | awk '{s+=$2} END {print s+0}')
     [ "$execs" -gt 0 ] || execs=$(sed -n 's/^#\([0-9]*\).*/\1/p' <<<"$line")
     rate=$(grep -o "stat::average_exec_per_sec: *[0-9]*" "$log" | awk '{s+=$2} END {print s+0}')
-    [ "$rate" -gt 0 ] || rate=$(sed -n 's/.*exec\/s: \([0-9]*\).*/\1/p' <<<"$line")
+    [ "$rate" -gt 0 ] || rate=$(sed -n 's/.*exec\/s:\{0,1\} \([0-9]*\).*/\1/p' <<<"$line")
     rss=$(grep -o "stat::peak_rss_mb: *[0-9]*" "$log" | awk '{if ($2>m) m=$2} END {print m+0}')
     edges=$(sed -n 's/.*cov: \([0-9]*\).*/\1/p' <<<"$line")
     feats=$(sed -n 's/.*ft: \([0-9]*\).*/\1/p' <<<"$line")
