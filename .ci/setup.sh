@@ -5,10 +5,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
 # protobuf-c + libonnx-dev (onnx.proto): the ONNX exporter, generated at build time;
-# python3-onnx: the ONNX checker the tests run (with /usr/bin/python3, which has Debian's packages).
+# python3-onnx: the ONNX checker the tests run (with /usr/bin/python3, which has Debian's packages);
+# clang + libclang-rt-14-dev: the libFuzzer targets (make fuzz); valgrind: make valgrind;
+# util-linux: setpriv, to run the permission tests as an unprivileged user.
 for p in build-essential pkg-config libopenblas-openmp-dev libcjson-dev libstb-dev zlib1g-dev \
          dataset-fashion-mnist python3 libprotobuf-c-dev protobuf-c-compiler libonnx-dev \
-         python3-onnx; do
+         python3-onnx clang libclang-rt-14-dev valgrind util-linux; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
 done
 # The ONNX Runtime test needs Node.js with npm (the machine's own, else Debian's).

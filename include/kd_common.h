@@ -64,6 +64,15 @@ kd_status kd_read_file(const char *path, size_t max_bytes, char **out, size_t *l
 typedef kd_status (*kd_write_fn)(FILE *f, void *ctx, kd_err *err);
 kd_status kd_write_atomic(const char *path, kd_write_fn fn, void *ctx, kd_err *err);
 
+/* JSON nesting cap of the files we read (configs, --set values, safetensors headers): far above
+ * any real one (a config nests 5 deep), and a clear message instead of cJSON's generic failure
+ * at its own recursion limit (1000). The outermost value is depth 1. */
+#define KD_JSON_MAX_DEPTH 64
+/* 0 when no object or array in the JSON text[0..len) is nested deeper than max_depth; else -1
+ * and *offset = the byte that opens the first level too deep. Brackets inside strings do not
+ * count. Does not validate the JSON otherwise. */
+int kd_json_depth_check(const char *text, size_t len, int max_depth, size_t *offset);
+
 /* Monotonic seconds. */
 double kd_now(void);
 

@@ -23,6 +23,10 @@
 #define KD_IMAGE_MAX_SIDE 8192                /* stbi_info width/height cap before decoding */
 #define KD_IMAGE_MAX_FILE ((size_t)256 << 20)   /* one image file: 256 MiB */
 #define KD_MAX_CLASSES 65536                  /* labels must lie in [0, KD_MAX_CLASSES) */
+#define KD_IMAGE_MAX_PIXELS ((size_t)1 << 24) /* width * height of one image (4096x4096):
+                                                 bounds a decode at 64 MiB of pixels */
+#define KD_CSV_MAX_LINE ((size_t)16 << 20)    /* one CSV record (line), in bytes */
+#define KD_CSV_MAX_COLUMNS ((size_t)1 << 20)  /* fields of one CSV record */
 
 typedef enum { KD_FMT_IDX = 0, KD_FMT_CSV = 1, KD_FMT_IMAGES = 2 } kd_data_format;
 
@@ -130,13 +134,18 @@ const kd_data_info *kd_dataset_info(const kd_dataset *ds);
 /* The preprocessing in effect, with scale resolved (never 0): record this in runs. */
 const kd_preprocess *kd_dataset_preprocess(const kd_dataset *ds);
 /* Image folders with skip_bad: samples that passed the open-time check but failed to decode
- * later; they are delivered as all-zero inputs (label kept). Always 0 for other sources. */
+ * later, and were left out of their batches. Always 0 for other sources. */
 size_t kd_dataset_n_decode_failures(const kd_dataset *ds);
+/* The first such failure's message ("PATH: cannot decode image: ..."), or NULL if none. */
+const char *kd_dataset_decode_note(const kd_dataset *ds);
 
-/* Decodes samples idx[0..B) into x (B, numel(shape)) and y (B) (y may be NULL). Thread-safe
- * for distinct output buffers (the loader's worker calls it). */
+/* Decodes samples idx[0..B) into x (B, numel(shape)) and y (B) (y may be NULL). With
+ * data.skip_bad and n_out non-NULL, a sample that fails to decode is left out: the others are
+ * packed at the front in order and *n_out says how many (B when none failed); the failures are
+ * counted (kd_dataset_n_decode_failures). Otherwise the first failure is the error (KD_EINPUT
+ * naming the file). Thread-safe for distinct output buffers (the loader's worker calls it). */
 kd_status kd_dataset_get(kd_dataset *ds, const size_t *idx, size_t B, float *x, int32_t *y,
-                         kd_err *err);
+                         size_t *n_out, kd_err *err);
 
 /* The seed of the validation hold-out used by train and eval alike (not train.seed): every run
  * on the same data (the teacher, its students, every seed of a comparison) holds out the same
@@ -164,7 +173,10 @@ typedef struct kd_loader kd_loader;
 typedef struct {
     const float *x;      /* (n, numel(shape)) */
     const int32_t *y;    /* (n) labels, -1 where unlabeled */
-    size_t n;            /* samples in this batch (last batch may be partial) */
+    size_t n;            /* samples in this batch (last batch may be partial); 0 at the end */
+    size_t n_skipped;    /* samples of its slices left out (data.skip_bad: undecodable) */
+    size_t slices;       /* batch_size slices of the order it covers: 1, plus any slices before
+                            it whose samples were all left out (also counted at the end) */
 } kd_batch;
 
 kd_status kd_loader_open(kd_loader **out, kd_dataset *ds, const size_t *order, size_t n,

@@ -155,13 +155,17 @@ typedef kd_status (*kd_eval_batch_fn)(void *user, size_t done, const float *z, c
 /* THE evaluation loop (src/eval/forward.c), shared by the trainer's accuracy, eval, export and
  * predict: runs m in inference mode over samples idx[0..n) of ds (idx NULL = 0..n-1), in order,
  * in batches of at most `batch` (m is reserved for it), and hands each batch to fn.
- * *fwd_seconds (may be NULL) = time in forward passes only (no data decoding). KD_EIO if the
- * loader delivers more or fewer than n samples. */
+ * *fwd_seconds (may be NULL) = time in forward passes only (no data decoding). Samples that
+ * cannot be decoded (image folders with data.skip_bad) are left out and counted in *n_skipped,
+ * fn never sees them and `done` counts only the samples handed over; with n_skipped NULL (the
+ * callers that need every position) they are an error (KD_EINPUT naming the first file).
+ * KD_EIO if the loader delivers more or fewer than n samples. */
 kd_status kd_eval_forward(kd_model *m, kd_dataset *ds, const size_t *idx, size_t n, size_t batch,
-                          kd_eval_batch_fn fn, void *user, double *fwd_seconds, kd_err *err);
+                          kd_eval_batch_fn fn, void *user, double *fwd_seconds, size_t *n_skipped,
+                          kd_err *err);
 
-/* kd_eval_forward writing logits (n, n_classes) and labels (n) (labels may be NULL);
- * KD_ENUMERIC if any logit is NaN or Inf. */
+/* kd_eval_forward writing logits (n, n_classes) and labels (n) (labels may be NULL), every
+ * sample decoded; KD_ENUMERIC if any logit is NaN or Inf. */
 kd_status kd_eval_forward_all(kd_model *m, kd_dataset *ds, const size_t *order, size_t n,
                               size_t batch, float *logits, int32_t *labels, double *fwd_seconds,
                               kd_err *err);

@@ -81,6 +81,11 @@ kd_status kd_model_init(kd_model *m, const kd_shape *input, const char *layers_j
                         int with_grads, kd_err *err);
 /* Same, from an arch JSON string {"input":[...],"layers":[...]} (as stored in checkpoints). */
 kd_status kd_model_init_arch(kd_model *m, const char *arch_json, int with_grads, kd_err *err);
+/* The same, refusing (KD_EUSAGE, before allocating) an architecture with more than max_values
+ * parameter and buffer values: a checkpoint's "arch" cannot make us allocate more than its
+ * data section could hold (every value takes at least one byte there). */
+kd_status kd_model_init_arch_capped(kd_model *m, const char *arch_json, int with_grads,
+                                    size_t max_values, kd_err *err);
 void kd_model_free(kd_model *m);  /* NULL-safe, idempotent on a zeroed model */
 
 /* Canonical arch JSON {"input":[...],"layers":[{"type":...},...]}; malloc'd, caller frees. */

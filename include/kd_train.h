@@ -28,14 +28,17 @@ typedef struct {
     double lr;              /* learning rate of the epoch's last step */
     double samples_per_s;   /* training samples / seconds in training steps */
     double seconds;         /* wall time of the epoch, validation and checkpoints included */
+    double skipped;         /* training samples left out: undecodable images (data.skip_bad) */
 } kd_epoch_metrics;
 
 /* ---- metrics.jsonl read back (src/train/runfolder.c, beside its writer) ---- */
 
-/* A double field of a struct, by its JSON name. */
+/* A double field of a struct, by its JSON name; optional: files written before the field
+ * existed may lack it. */
 typedef struct {
     const char *name;
     size_t offset;
+    int optional;
 } kd_double_field;
 
 /* The fields of a metrics.jsonl line after "epoch", in the order they are written: the one list
@@ -189,6 +192,7 @@ typedef struct {
     double seen;               /* samples */
     double train_seconds;      /* time in training steps (loading included) */
     double seconds;            /* wall time of the epoch so far */
+    double skipped;            /* samples left out: undecodable images (data.skip_bad) */
 } kd_epoch_sums;
 
 /* One pass of kd_trainer_epoch: the inputs, and where it got to. */

@@ -140,7 +140,7 @@ KD_TEST(data_idx_images_and_labels_through_dataset) {
     size_t idx[2] = {4, 1};
     float x[12];
     int32_t y[2];
-    CHECK_EQ_INT(kd_dataset_get(ds, idx, 2, x, y, &err), KD_OK);
+    CHECK_EQ_INT(kd_dataset_get(ds, idx, 2, x, y, NULL, &err), KD_OK);
     for (int k = 0; k < 6; k++) {
         CHECK_CLOSE(x[k], (40 + k) * (1.0f / 255.0f), 1e-7, 0);
         CHECK_CLOSE(x[6 + k], (10 + k) * (1.0f / 255.0f), 1e-7, 0);
@@ -160,7 +160,7 @@ KD_TEST(data_idx_images_and_labels_through_dataset) {
     if (!ds) return;
     CHECK_EQ_INT(kd_dataset_info(ds)->shape.rank, 1);
     CHECK_EQ_INT(kd_dataset_info(ds)->shape.d[0], 6);
-    CHECK_EQ_INT(kd_dataset_get(ds, idx, 1, x, NULL, &err), KD_OK);
+    CHECK_EQ_INT(kd_dataset_get(ds, idx, 1, x, NULL, NULL, &err), KD_OK);
     CHECK_CLOSE(x[5], (45.0 / 255.0 - 0.5) / 0.25, 1e-6, 0);
     kd_dataset_close(ds);
 
@@ -170,7 +170,7 @@ KD_TEST(data_idx_images_and_labels_through_dataset) {
     if (!ds) return;
     CHECK_EQ_INT(kd_dataset_info(ds)->has_labels, 0);
     y[0] = 7;
-    CHECK_EQ_INT(kd_dataset_get(ds, idx, 1, x, y, &err), KD_OK);
+    CHECK_EQ_INT(kd_dataset_get(ds, idx, 1, x, y, NULL, &err), KD_OK);
     CHECK_EQ_INT(y[0], -1);
     kd_dataset_close(ds);
 }

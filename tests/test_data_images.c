@@ -81,7 +81,7 @@ KD_TEST(data_images_folder_reads_back_exactly_with_sorted_classes) {
     size_t idx[3] = {0, 1, 2};
     float x[36];
     int32_t y[3];
-    CHECK_EQ_INT(kd_dataset_get(ds, idx, 3, x, y, &err), KD_OK);
+    CHECK_EQ_INT(kd_dataset_get(ds, idx, 3, x, y, NULL, &err), KD_OK);
     const int bases[3] = {7, 50, 100}, labels[3] = {0, 1, 1};
     for (int s = 0; s < 3; s++) {
         CHECK_EQ_INT(y[s], labels[s]);
@@ -134,7 +134,7 @@ KD_TEST(data_images_rgb_planar_resize_and_normalisation) {
     }
     float x[48];
     size_t i0 = 0;
-    CHECK_EQ_INT(kd_dataset_get(ds, &i0, 1, x, NULL, &err), KD_OK);
+    CHECK_EQ_INT(kd_dataset_get(ds, &i0, 1, x, NULL, NULL, &err), KD_OK);
     /* After (raw - 10c) / 0.5 every plane is 2 * want. */
     for (int c = 0; c < 3; c++)
         for (int k = 0; k < 16; k++) CHECK_CLOSE(x[c * 16 + k], 2 * want[k], 1e-5, 0);
@@ -222,7 +222,7 @@ KD_TEST(data_images_jpeg_and_unlabeled_flat_folder) {
     size_t idx[2] = {0, 1};
     float x[128];
     int32_t y[2] = {5, 5};
-    CHECK_EQ_INT(kd_dataset_get(ds, idx, 2, x, y, &err), KD_OK);
+    CHECK_EQ_INT(kd_dataset_get(ds, idx, 2, x, y, NULL, &err), KD_OK);
     CHECK_EQ_INT(y[0], -1);
     CHECK_EQ_INT(y[1], -1);
     /* A flat gray JPEG decodes to (nearly) its level: lossy, so within 2 levels. */
@@ -267,7 +267,7 @@ KD_TEST(data_images_loader_thread_matches_direct_decoding) {
         int32_t wy[5];
         while (kd_loader_next(l, &b, &err) == KD_OK && b.n > 0) {
             CHECK(b.n == (batches < 4 ? 5u : 1u));
-            CHECK_EQ_INT(kd_dataset_get(ds, order + seen, b.n, want, wy, &err), KD_OK);
+            CHECK_EQ_INT(kd_dataset_get(ds, order + seen, b.n, want, wy, NULL, &err), KD_OK);
             CHECK_FLOATS(b.x, want, b.n * 16, 0, 0);
             for (size_t i = 0; i < b.n; i++) CHECK_EQ_INT(b.y[i], wy[i]);
             seen += b.n;
@@ -359,23 +359,27 @@ KD_TEST(data_images_rejections_and_skip_bad) {
     src = folder_source(root, 1, 4, 4);
     snprintf(p, sizeof p, "%s/k/broken.png", root);
     remove(p);
-    expect_open_fails(&src, KD_EINPUT, "wide.png: image is 8193x1", "expected at most 8192x8192");
+    expect_open_fails(&src, KD_EINPUT, "wide.png: image is 8193x1", "expected sides of 1 to 8192");
     snprintf(p, sizeof p, "%s/k/wide.png", root);
     remove(p);
 
-    /* A PNG whose header is fine but whose data is cut: passes the open-time check, fails at
-     * decode. Without skip_bad the loader reports it by name; with it, zeros and a count. */
+    /* A PNG whose structure is fine (every chunk whole) but whose compressed data is damaged:
+     * passes the open-time check, fails at decode. Without skip_bad the loader reports it by
+     * name; with it, the sample is left out of its batch (never an all-zero stand-in), counted,
+     * and the first failure kept for the report. */
     unsigned char px[64 * 64];
-    uint32_t lcg = 1;  /* noise, so the compressed data is long enough to cut */
+    uint32_t lcg = 1;  /* noise, so the compressed data is long enough to damage */
     for (int i = 0; i < 64 * 64; i++) {
         lcg = lcg * 1664525u + 1013904223u;
         px[i] = (unsigned char)(lcg >> 24);
     }
     int len = 0;
     unsigned char *png = stbi_write_png_to_mem(px, 64, 64, 64, 1, &len);
-    CHECK(png && len > 200);
+    CHECK(png && len > 400);
+    if (!png) return;
+    memset(png + 100, 0xff, 64);  /* inside the IDAT data (it starts at byte 41) */
     snprintf(p, sizeof p, "%s/k/cut.png", root);
-    kd_test_write_file(p, png, (size_t)len / 2);
+    kd_test_write_file(p, png, (size_t)len);
     free(png);
     src = folder_source(root, 1, 4, 4);
     CHECK_EQ_INT(kd_dataset_open(&ds, &src, NULL, &err), KD_OK);
@@ -395,13 +399,108 @@ KD_TEST(data_images_rejections_and_skip_bad) {
     src.skip_bad = 1;
     CHECK_EQ_INT(kd_dataset_open(&ds, &src, NULL, &err), KD_OK);
     if (ds) {
-        size_t order[2] = {0, 1};
-        float x[32];
-        int32_t y[2];
-        CHECK_EQ_INT(kd_dataset_get(ds, order, 2, x, y, &err), KD_OK);
-        for (int k = 0; k < 16; k++) CHECK(x[k] == 0.0f);
+        size_t order[2] = {0, 1}, n_got = 99;
+        float x[32], want[16];
+        int32_t y[2] = {-7, -7};
+        CHECK_EQ_INT(kd_dataset_get(ds, order, 2, x, y, &n_got, &err), KD_OK);
+        CHECK_EQ_INT(n_got, 1);  /* cut.png left out: good.png is row 0 */
+        CHECK_EQ_INT(kd_dataset_get(ds, order + 1, 1, want, NULL, NULL, &err), KD_OK);
+        CHECK_FLOATS(x, want, 16, 0, 0);
         CHECK_EQ_INT(y[0], 0);
+        CHECK_EQ_INT(y[1], -7);  /* untouched */
         CHECK_EQ_INT(kd_dataset_n_decode_failures(ds), 1);
+        CHECK_CONTAINS(kd_dataset_decode_note(ds), "cut.png: cannot decode image");
+        /* Without n_out (a caller that needs every sample) the failure is the error. */
+        CHECK_EQ_INT(kd_dataset_get(ds, order, 2, x, y, NULL, &err), KD_EINPUT);
+        /* The loader: a batch of the good sample with the skipped count, in both modes; a
+         * slice whose samples all fail is no batch (n = 0 stays the end). */
+        for (int mode = KD_LOADER_SYNC; mode <= KD_LOADER_THREAD; mode++) {
+            kd_loader *l = NULL;
+            size_t ord3[3] = {0, 0, 1};
+            CHECK_EQ_INT(kd_loader_open_mode(&l, ds, ord3, 3, 1, (kd_loader_mode)mode, &err),
+                         KD_OK);
+            kd_batch b;
+            CHECK_EQ_INT(kd_loader_next(l, &b, &err), KD_OK);
+            CHECK_EQ_INT(b.n, 1);
+            CHECK_EQ_INT(b.n_skipped, 2);
+            CHECK_EQ_INT(b.slices, 3);
+            CHECK_EQ_INT(kd_loader_next(l, &b, &err), KD_OK);
+            CHECK_EQ_INT(b.n, 0);
+            kd_loader_close(l);
+        }
         kd_dataset_close(ds);
+    }
+}
+/* The whole path with data.skip_bad: an image whose structure passes the open-time check but
+ * whose pixels do not decode is left out of every training batch (not trained on as zeros),
+ * the count is printed with each epoch and recorded in metrics.jsonl ("skipped"), and without
+ * skip_bad the run stops with exit 3 naming the file. */
+KD_TEST(data_images_skip_bad_at_batch_time_in_training) {
+    const char *dir = kd_test_tmpdir();
+    char root[1024], p[1200], cfg[1200], cmd[4096];
+    static char out[65536];
+    snprintf(root, sizeof root, "%s/imgs", dir);
+    mkdir(root, 0700);
+    mkdir_p2(root, "a");
+    mkdir_p2(root, "b");
+    for (int i = 0; i < 6; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "a%d.png", i);
+        snprintf(p, sizeof p, "%s/a", root);
+        write_gray(p, name, 6, 6, 10 + i);
+        snprintf(name, sizeof name, "b%d.png", i);
+        snprintf(p, sizeof p, "%s/b", root);
+        write_gray(p, name, 6, 6, 150 + i);
+    }
+    /* Noise compresses badly, so damaging the middle of its data leaves the chunks whole. */
+    unsigned char px[64 * 64];
+    uint32_t lcg = 7;
+    for (int i = 0; i < 64 * 64; i++) {
+        lcg = lcg * 1664525u + 1013904223u;
+        px[i] = (unsigned char)(lcg >> 24);
+    }
+    int len = 0;
+    unsigned char *png = stbi_write_png_to_mem(px, 64, 64, 64, 1, &len);
+    CHECK(png && len > 400);
+    if (!png) return;
+    memset(png + 100, 0xff, 64);
+    snprintf(p, sizeof p, "%s/a/damaged.png", root);
+    kd_test_write_file(p, png, (size_t)len);
+    free(png);
+    for (int skip = 1; skip >= 0; skip--) {
+        snprintf(cfg, sizeof cfg, "%s/skip%d.json", dir, skip);
+        char json[2048];
+        int n = snprintf(json, sizeof json,
+                         "{\"data\": {\"train\": {\"format\": \"images\", \"path\": \"%s\", "
+                         "\"height\": 6, \"width\": 6, \"skip_bad\": %s}, \"validation_split\": 0, "
+                         "\"preprocess\": {\"flatten\": true}},"
+                         " \"model\": {\"layers\": [{\"type\": \"dense\", \"units\": 2}]},"
+                         " \"optimizer\": {\"name\": \"sgd\", \"lr\": 0.1},"
+                         " \"train\": {\"epochs\": 2, \"batch_size\": 4, \"seed\": 1}}",
+                         root, skip ? "true" : "false");
+        CHECK(kd_test_write_file(cfg, json, (size_t)n) == 0);
+        snprintf(cmd, sizeof cmd, "'%s' train --config '%s' --out '%s/run%d'", kd_test_distill(),
+                 cfg, dir, skip);
+        int rc = kd_test_run(cmd, out, sizeof out);
+        if (!skip) {
+            CHECK_EQ_INT(rc, 3);
+            CHECK_CONTAINS(out, "damaged.png: cannot decode image");
+            continue;
+        }
+        CHECK_EQ_INT(rc, 0);
+        CHECK_CONTAINS(out, "skipped 1 undecodable");
+        CHECK_CONTAINS(out, "WARNING: epoch 2: 1 training image could not be decoded and was "
+                            "left out (data.skip_bad; first: ");
+        CHECK_CONTAINS(out, "damaged.png: cannot decode image");
+        char *metrics = NULL;
+        size_t mlen = 0;
+        kd_err err;
+        snprintf(p, sizeof p, "%s/run1/metrics.jsonl", dir);
+        CHECK_EQ_INT(kd_read_file(p, 1 << 20, &metrics, &mlen, &err), KD_OK);
+        /* Both epochs: 12 samples trained on, 1 left out. */
+        const char *first = metrics ? strstr(metrics, "\"skipped\":1") : NULL;
+        CHECK(first != NULL);
+        CHECK(first && strstr(first + 1, "\"skipped\":1") != NULL);
+        free(metrics);
     }
 }

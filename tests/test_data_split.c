@@ -154,14 +154,14 @@ KD_TEST(data_subset_first_n_and_seeded_sample) {
     float x[40];
     int32_t y[20];
     for (size_t i = 0; i < 20; i++) idx[i] = i;
-    CHECK_EQ_INT(kd_dataset_get(ds, idx, 20, x, y, &err), KD_OK);
+    CHECK_EQ_INT(kd_dataset_get(ds, idx, 20, x, y, NULL, &err), KD_OK);
     for (size_t i = 0; i < 20; i++) {
         CHECK_CLOSE(x[2 * i], (float)i, 0, 0);
         CHECK_CLOSE(x[2 * i + 1], -(float)i, 0, 0);
         CHECK_EQ_INT(y[i], (int)(i % 3));
     }
     size_t out_of_range = 20;
-    CHECK_EQ_INT(kd_dataset_get(ds, &out_of_range, 1, x, y, &err), KD_EUSAGE);
+    CHECK_EQ_INT(kd_dataset_get(ds, &out_of_range, 1, x, y, NULL, &err), KD_EUSAGE);
     kd_dataset_close(ds);
 
     /* Seeded sample: distinct source samples in ascending order, reproducible by seed. */
@@ -172,7 +172,7 @@ KD_TEST(data_subset_first_n_and_seeded_sample) {
         src.subset_seed = seeds[t];
         CHECK_EQ_INT(kd_dataset_open(&ds, &src, NULL, &err), KD_OK);
         if (!ds) return;
-        CHECK_EQ_INT(kd_dataset_get(ds, idx, 20, x, y, &err), KD_OK);
+        CHECK_EQ_INT(kd_dataset_get(ds, idx, 20, x, y, NULL, &err), KD_OK);
         for (size_t i = 0; i < 20; i++) {
             picked[t][i] = (size_t)x[2 * i];
             CHECK_CLOSE(x[2 * i + 1], -x[2 * i], 0, 0);          /* a real row of the source */

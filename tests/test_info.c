@@ -126,6 +126,62 @@ KD_TEST(info_bad_files_exit_3_with_the_reason) {
     CHECK_CONTAINS(out, "total     1 tensors, 6 values, 24 bytes");
 }
 
+/* Sets (replaces or adds) the metadata value of key in a checkpoint written by make_checkpoint. */
+static int set_meta(const char *path, const char *key, const char *value) {
+    kd_st_file f;
+    kd_err err;
+    if (kd_st_read(&f, path, &err) != KD_OK) return -1;
+    kd_st_out t[32];
+    const char *k[16], *v[16];
+    size_t n = f.n_tensors < 32 ? f.n_tensors : 32, nm = f.n_meta < 16 ? f.n_meta : 16;
+    for (size_t i = 0; i < n; i++) {
+        const kd_st_tensor *s = &f.tensors[i];
+        t[i] = (kd_st_out){s->name, s->dtype, s->rank, {0}, s->data};
+        for (int d = 0; d < s->rank; d++) t[i].shape[d] = s->shape[d];
+    }
+    int found = 0;
+    for (size_t i = 0; i < nm; i++) {
+        k[i] = f.meta_keys[i];
+        found |= strcmp(k[i], key) == 0;
+        v[i] = strcmp(k[i], key) == 0 ? value : f.meta_vals[i];
+    }
+    if (!found && nm < 16) k[nm] = key, v[nm++] = value;
+    int rc = kd_st_write(path, t, n, k, v, nm, &err) == KD_OK ? 0 : -1;
+    kd_st_free(&f);
+    return rc;
+}
+
+/* Metadata that eval and predict refuse (class names, preprocessing) is refused by info too,
+ * with the error alone on stderr (its own line) and nothing on stdout: never a description
+ * followed by an error glued to its last line. */
+KD_TEST(info_refused_metadata_prints_only_the_error) {
+    const char *dir = kd_test_tmpdir();
+    static const struct {
+        const char *key, *value, *expect;
+    } cases[] = {
+        {"classes", "[\"a\", 3]", "classes[1]: expected a string"},
+        {"classes", "not json", "classes"},
+        {"preprocess", "{\"scale\": -1}", "preprocess"},
+    };
+    char cmd[2400], out[4096], errp[700], errtext[4096];
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *path = make_checkpoint(dir);
+        CHECK_EQ_INT(set_meta(path, cases[i].key, cases[i].value), 0);
+        snprintf(errp, sizeof errp, "%s/stderr.txt", dir);
+        snprintf(cmd, sizeof cmd, "'%s' info '%s' 2>'%s'", kd_test_distill(), path, errp);
+        CHECK_EQ_INT(kd_test_run(cmd, out, sizeof out), 3);
+        CHECK(out[0] == '\0');  /* stdout: nothing */
+        snprintf(cmd, sizeof cmd, "cat '%s'", errp);
+        CHECK_EQ_INT(kd_test_run(cmd, errtext, sizeof errtext), 0);
+        CHECK(strncmp(errtext, "distill: ", 9) == 0);
+        CHECK_CONTAINS(errtext, path);
+        CHECK_CONTAINS(errtext, cases[i].expect);
+        /* One line, ended by its newline. */
+        const char *nl = strchr(errtext, '\n');
+        CHECK(nl != NULL && nl[1] == '\0');
+    }
+}
+
 KD_TEST(info_usage_errors_exit_2) {
     char cmd[1200], out[4096];
     const char *d = kd_test_distill();

@@ -209,14 +209,20 @@ static int cmp_case(const void *a, const void *b) {
     return c ? c : strcmp(x->name, y->name);
 }
 
+/* A case runs when no filter is given or one of them is part of its name or file. */
+static int selected(const test_case *t, int n_filters, char **filters) {
+    for (int k = 0; k < n_filters; k++)
+        if (strstr(t->name, filters[k]) || strstr(t->file, filters[k])) return 1;
+    return n_filters == 0;
+}
+
 int main(int argc, char **argv) {
-    const char *filter = argc > 1 ? argv[1] : NULL;
     int passed = 0, failed = 0, skipped = 0;
     qsort(g_tests, (size_t)g_n_tests, sizeof g_tests[0], cmp_case);
     setvbuf(stdout, NULL, _IOLBF, 0);
     for (int i = 0; i < g_n_tests; i++) {
         test_case *t = &g_tests[i];
-        if (filter && !strstr(t->name, filter) && !strstr(t->file, filter)) continue;
+        if (!selected(t, argc - 1, argv + 1)) continue;
         g_cur_failed = 0;
         g_cur_skipped = 0;
         struct timespec t0, t1;

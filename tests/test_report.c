@@ -109,8 +109,8 @@ KD_TEST(report_axis_ticks_enclose_and_read_back) {
 /* ---- metrics.jsonl ---- */
 
 static const char *const k_fields[] = {"loss", "soft", "hard", "train_acc", "val_acc",
-                                       "lr", "samples_per_s", "seconds"};
-#define N_FIELDS 8
+                                       "lr", "samples_per_s", "seconds", "skipped"};
+#define N_FIELDS 9  /* the 9th, skipped, is 0 in every made-up run */
 
 /* A metric's value for a made-up run; NaN is written as null. */
 typedef double (*metric_fn)(size_t epoch, size_t field);

@@ -304,7 +304,7 @@ KD_TEST(step_epoch_equals_steps_one_by_one_and_honours_stop) {
         float x[4 * 16];
         int32_t y[4];
         kd_step_result r;
-        CHECK_EQ_INT(kd_dataset_get(ds, order + first, n, x, y, &err), KD_OK);
+        CHECK_EQ_INT(kd_dataset_get(ds, order + first, n, x, y, NULL, &err), KD_OK);
         CHECK_EQ_INT(kd_trainer_step(&tb, x, y, n, &r, &err), KD_OK);
         loss += r.loss.total * (double)n;
         hard += r.loss.hard * (double)n;

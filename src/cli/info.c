@@ -205,12 +205,20 @@ static int run(int argc, char **argv) {
         goto cleanup;
     }
     if (kd_st_meta(&f, "arch")) {
-        /* Builds the model and checks every tensor against it, as loading would (training
-         * state and extra tensors allowed, so any distill file describes itself). */
-        if (kd_ckpt_load(path, NULL, 0, 1, &m, NULL, NULL, NULL, NULL, &err) != KD_OK) {
+        /* Builds the model and checks every tensor against it, and the class names and the
+         * preprocessing, as eval and predict would (training state and extra tensors allowed,
+         * so any distill file describes itself). All of it before the first line of output:
+         * a refused file prints its error alone, never after a partial description. */
+        kd_preprocess pp;
+        int has_pp = 0;
+        char **classes = NULL;
+        size_t n_classes = 0;
+        if (kd_ckpt_load(path, NULL, 0, 1, &m, &pp, &has_pp, &classes, &n_classes, &err) !=
+            KD_OK) {
             rc = kd_cli_fail(&err);
             goto cleanup;
         }
+        kd_free_strings(classes, n_classes);
         has_model = 1;
     }
     if (json) {

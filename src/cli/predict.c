@@ -269,7 +269,7 @@ static kd_status predict_dataset(predictor *pr, const predict_opts *o, const cha
     }
     for (size_t i = 0; i < n; i++) order[i] = first + i;
     dataset_report r = {pr, o, path, first, info->has_labels};
-    st = kd_eval_forward(&pr->m, ds, order, n, 256, report_batch, &r, NULL, err);
+    st = kd_eval_forward(&pr->m, ds, order, n, 256, report_batch, &r, NULL, NULL, err);
 cleanup:
     kd_dataset_close(ds);
     free(order);

@@ -173,8 +173,10 @@ static void on_progress(const kd_train_event *ev, void *user) {
         /* The two terms only mean something when distilling (soft is 0 without a teacher). */
         if (p->distilling)
             printf(" (soft %.4f, hard %.4f)", m->soft, isfinite(m->hard) ? m->hard : 0.0);
-        printf("  train_acc %s  val_acc %s  lr %.3g  %.0f samples/s  %s\n", a, b, m->lr,
+        printf("  train_acc %s  val_acc %s  lr %.3g  %.0f samples/s  %s", a, b, m->lr,
                m->samples_per_s, c);
+        if (m->skipped > 0) printf("  skipped %.0f undecodable", m->skipped);
+        printf("\n");
         fflush(stdout);
         break;
     }

@@ -26,8 +26,13 @@ static void line_col(const char *text, size_t off, size_t *line, size_t *col) {
 
 static kd_status parse_json(kd_cfg_ctx *p, const char *text, size_t len, cJSON **out) {
     const char *end = NULL;
-    size_t line, col;
+    size_t line, col, deep;
     *out = NULL;
+    if (kd_json_depth_check(text, len, KD_JSON_MAX_DEPTH, &deep)) {
+        line_col(text, deep, &line, &col);
+        return kd_err_set(p->err, KD_EUSAGE, "%s: line %zu, column %zu: JSON nested deeper than "
+                          "%d levels", p->file, line, col, KD_JSON_MAX_DEPTH);
+    }
     cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
     if (!root) {
         size_t off = end && end >= text ? (size_t)(end - text) : 0;

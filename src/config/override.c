@@ -69,6 +69,11 @@ kd_status kd_cfg_apply_override(kd_cfg_ctx *p, cJSON *root, const char *ov) {
     memcpy(spec, ov, plen);
     spec[plen] = '\0';
     const char *vend = NULL;
+    size_t deep;
+    /* Deeper than the cap would not parse, and must not become a string value instead. */
+    if (kd_json_depth_check(eq + 1, strlen(eq + 1), KD_JSON_MAX_DEPTH, &deep))
+        return kd_err_set(p->err, KD_EUSAGE, "%s: --set %.64s: the value is nested deeper than "
+                          "%d levels", p->file, ov, KD_JSON_MAX_DEPTH);
     value = cJSON_ParseWithOpts(eq + 1, &vend, 1);
     if (!value && !(value = cJSON_CreateString(eq + 1))) return kd_cfg_oom(p);
 

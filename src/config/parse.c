@@ -175,11 +175,26 @@ double kd_cfg_load_number(const char *base, const kd_cfg_key *k) {
     return 0;
 }
 
+/* A value that passes the range as a double but not once stored as a float (1e-49 is > 0, but
+ * 0 in single precision; 1e39 becomes infinity): the message says so, since the number the
+ * user wrote looks right. "" when the float is fine too. */
+static const char *float_note(const kd_cfg_range *r, double x, int as_float, char *buf,
+                              size_t cap) {
+    buf[0] = '\0';
+    if (as_float && in_range(r, x) && !in_range(r, (double)(float)x))
+        snprintf(buf, cap, " (%g in single precision)", (double)(float)x);
+    return buf;
+}
+
 kd_status kd_cfg_get_number(kd_cfg_sec *s, const kd_cfg_key *k, const cJSON *v, double *out) {
-    char got[64];
-    if (!cJSON_IsNumber(v) || !in_range(k->range, v->valuedouble))
-        return kd_cfg_fail_key(s, k, "expected %s, got %s", k->range->desc,
-                               kd_cfg_describe(v, got, sizeof got));
+    char got[64], note[64];
+    const int as_float = k->store == CFG_FLOAT;
+    if (!cJSON_IsNumber(v) || !in_range(k->range, v->valuedouble) ||
+        (as_float && !in_range(k->range, (double)(float)v->valuedouble)))
+        return kd_cfg_fail_key(s, k, "expected %s, got %s%s", k->range->desc,
+                               kd_cfg_describe(v, got, sizeof got),
+                               cJSON_IsNumber(v) ? float_note(k->range, v->valuedouble, as_float,
+                                                              note, sizeof note) : "");
     *out = v->valuedouble;
     return KD_OK;
 }
@@ -213,8 +228,14 @@ static kd_status get_enum(kd_cfg_sec *s, const kd_cfg_key *k, const cJSON *v, in
                            kd_cfg_describe(v, got, sizeof got), hint);
 }
 
+/* A number within the range also as a float (the values are stored as floats). */
+static int float_in_range(const kd_cfg_range *r, const cJSON *v) {
+    return cJSON_IsNumber(v) && in_range(r, v->valuedouble) &&
+           in_range(r, (double)(float)v->valuedouble);
+}
+
 kd_status kd_cfg_get_floats(kd_cfg_sec *s, const kd_cfg_key *k, const cJSON *v, int *n_out) {
-    char path[KD_CFG_JPATH_MAX], sub[KD_CFG_JPATH_MAX + 16], got[64];
+    char path[KD_CFG_JPATH_MAX], sub[KD_CFG_JPATH_MAX + 16], got[64], note[64] = "";
     float *out = (float *)(s->base + k->off);
     const char *want = k->range->desc;
     *n_out = 0;
@@ -228,17 +249,21 @@ kd_status kd_cfg_get_floats(kd_cfg_sec *s, const kd_cfg_key *k, const cJSON *v, 
         int i = 0;
         for (const cJSON *e = v->child; e; e = e->next, i++) {
             snprintf(sub, sizeof sub, "%s[%d]", path, i);
-            if (!cJSON_IsNumber(e) || !in_range(k->range, e->valuedouble))
-                return kd_cfg_fail(s->p, sub, "expected %s, got %s", want,
-                                   kd_cfg_describe(e, got, sizeof got));
+            if (!float_in_range(k->range, e))
+                return kd_cfg_fail(s->p, sub, "expected %s, got %s%s", want,
+                                   kd_cfg_describe(e, got, sizeof got),
+                                   cJSON_IsNumber(e) ? float_note(k->range, e->valuedouble, 1,
+                                                                  note, sizeof note) : "");
             out[i] = (float)e->valuedouble;
         }
         *n_out = n;
         return KD_OK;
     }
-    if (!cJSON_IsNumber(v) || !in_range(k->range, v->valuedouble))
-        return kd_cfg_fail(s->p, path, "expected %s or an array of them (one per channel), got %s",
-                           want, kd_cfg_describe(v, got, sizeof got));
+    if (!float_in_range(k->range, v))
+        return kd_cfg_fail(s->p, path, "expected %s or an array of them (one per channel), got "
+                           "%s%s", want, kd_cfg_describe(v, got, sizeof got),
+                           cJSON_IsNumber(v) ? float_note(k->range, v->valuedouble, 1, note,
+                                                          sizeof note) : "");
     out[0] = (float)v->valuedouble;
     *n_out = 1;
     return KD_OK;

@@ -1,4 +1,5 @@
-/* common.c - error messages, checked sizes, aligned memory, whole-file reads, atomic writes. */
+/* common.c - error messages, checked sizes, aligned memory, whole-file reads, atomic writes,
+ * the JSON nesting check. */
 #define _GNU_SOURCE
 #include "kd_common.h"
 #include "test_hooks.h"
@@ -112,9 +113,14 @@ cleanup:
 
 int kd_fault_write_after = 0;
 int kd_fault_dirsync_after = 0;
+int kd_fault_fsync_after = 0;
+int kd_fault_create_after = 0;
+
+/* A countdown hook of test_hooks.h: 1 when this check is the one to fail. */
+static int fault_now(int *hook) { return *hook > 0 && --*hook == 0; }
 
 static int fsync_dir_of(const char *path) {
-    if (kd_fault_dirsync_after > 0 && --kd_fault_dirsync_after == 0) {
+    if (fault_now(&kd_fault_dirsync_after)) {
         errno = EIO;
         return -1;
     }
@@ -135,19 +141,28 @@ kd_status kd_write_atomic(const char *path, kd_write_fn fn, void *ctx, kd_err *e
     if (!tmp) return kd_err_set(err, KD_EIO, "%s: out of memory", path);
     snprintf(tmp, n, "%s.tmp.%ld", path, (long)getpid());
     kd_status st = KD_OK;
-    FILE *f = fopen(tmp, "wb");
+    FILE *f = fault_now(&kd_fault_create_after) ? (errno = EACCES, NULL) : fopen(tmp, "wb");
     if (!f) {
-        st = kd_err_set(err, KD_EIO, "%s: cannot create temporary file %s: %s", path, tmp,
-                        strerror(errno));
+        int e = errno;
+        struct stat sb;
+        char *dir = strdup(path);
+        /* The usual reason for ENOENT here: the output folder was deleted during the run. */
+        int gone = e == ENOENT && dir && stat(dirname(dir), &sb) != 0;
+        st = kd_err_set(err, KD_EIO, "%s: cannot create temporary file %s: %s%s", path, tmp,
+                        strerror(e), gone ? " (its folder no longer exists)" : "");
+        free(dir);
         free(tmp);
         return st;
     }
     st = fn(f, ctx, err);
-    if (st == KD_OK && kd_fault_write_after > 0 && --kd_fault_write_after == 0) {
+    /* Callbacks name what they write; the message must name the file too. */
+    if (st != KD_OK && !strstr(err->msg, path)) kd_err_prefix(err, "%s", path);
+    if (st == KD_OK && fault_now(&kd_fault_write_after))
         st = kd_err_set(err, KD_EIO, "%s: write failed: %s (injected)", path, strerror(ENOSPC));
-    }
     if (st == KD_OK && (fflush(f) != 0 || ferror(f)))
         st = kd_err_set(err, KD_EIO, "%s: write failed: %s", path, strerror(errno));
+    if (st == KD_OK && fault_now(&kd_fault_fsync_after))
+        st = kd_err_set(err, KD_EIO, "%s: fsync failed: %s (injected)", path, strerror(EIO));
     if (st == KD_OK && fsync(fileno(f)) != 0)
         st = kd_err_set(err, KD_EIO, "%s: fsync failed: %s", path, strerror(errno));
     if (fclose(f) != 0 && st == KD_OK)
@@ -162,6 +177,27 @@ kd_status kd_write_atomic(const char *path, kd_write_fn fn, void *ctx, kd_err *e
         kd_err_set(err, KD_OK, "%s: written, but the fsync of its directory failed (%s): the "
                    "new file may not survive a power loss", path, strerror(errno));
     return st;
+}
+
+int kd_json_depth_check(const char *text, size_t len, int max_depth, size_t *offset) {
+    int depth = 0, in_string = 0;
+    for (size_t i = 0; i < len; i++) {
+        char ch = text[i];
+        if (in_string) {
+            if (ch == '\\') i++;  /* the escaped character, whatever it is */
+            else if (ch == '"') in_string = 0;
+        } else if (ch == '"') {
+            in_string = 1;
+        } else if (ch == '{' || ch == '[') {
+            if (++depth > max_depth) {
+                *offset = i;
+                return -1;
+            }
+        } else if ((ch == '}' || ch == ']') && depth > 0) {
+            depth--;
+        }
+    }
+    return 0;
 }
 
 double kd_now(void) {

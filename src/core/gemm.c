@@ -4,6 +4,14 @@
 
 #include <cblas.h>
 #include <omp.h>
+#include <limits.h>
+
+#include "kd_common.h"
+
+/* cblas takes every dimension as a 32-bit int (blasint). The model refuses tensors and
+ * per-sample activations past INT_MAX values when it is built (model.c), so no layer can pass
+ * a larger size here: one that does is a bug, stopped before the narrowing conversion. */
+#define FITS_BLASINT(v) ((v) <= (size_t)INT_MAX)
 
 #include "test_hooks.h"
 
@@ -61,6 +69,8 @@ void kd_sgemm(int trans_a, int trans_b, size_t M, size_t N, size_t K, float alph
               size_t ldc) {
     if (M == 0 || N == 0) return;
     if (kd_hook_gemm_shape) kd_hook_gemm_shape(trans_a, trans_b, M, N, K);
+    KD_ASSERT(FITS_BLASINT(M) && FITS_BLASINT(N) && FITS_BLASINT(K) && FITS_BLASINT(lda) &&
+              FITS_BLASINT(ldb) && FITS_BLASINT(ldc));
     if (M == 1 && !trans_a) {
         /* A single row (one-sample inference): OpenBLAS's sgemm pays ~20 us of set-up here,
          * sgemv does not. C[1,N] = alpha * op(B)^T-as-matrix-vector + beta * C. */

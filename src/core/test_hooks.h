@@ -10,6 +10,11 @@
 extern int kd_fault_write_after;
 /* kd_write_atomic: the fsync of the directory after the rename fails (EIO). */
 extern int kd_fault_dirsync_after;
+/* kd_write_atomic: the fsync of the temporary file fails (EIO), as a failing disk does. */
+extern int kd_fault_fsync_after;
+/* kd_write_atomic: creating the temporary file fails with EACCES (a folder we may not write;
+ * root ignores permissions, so a test run as root cannot get this from chmod). */
+extern int kd_fault_create_after;
 
 /* kd_sgemm: counts the products it ran on one thread while more were configured (the small
  * products rule), so a test can check that two runs took the same path. Not a countdown. */

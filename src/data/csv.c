@@ -1,5 +1,5 @@
-/* csv.c - CSV reader: numeric feature columns plus one label column (numeric or string),
- * optional header row, any one-character delimiter, RFC 4180 quotes. Held as float rows: the
+/* csv.c - CSV reader (plain or gzip): numeric feature columns plus one label column (numeric or
+ * string), optional header row, any one-character delimiter, RFC 4180 quotes. Held as float rows: the
  * "csv" format (its ops at the end, over the shared in-memory reader of mem.c). */
 #include <errno.h>
 #include <math.h>
@@ -8,12 +8,15 @@
 
 #include "data_impl.h"
 
-/* Splits one line in place: fields are unquoted and NUL-terminated inside the buffer (they only
- * shrink, so writing behind the read position is safe). Returns the position after the line.
- * fields[] receives up to cap pointers; *n_fields is the true count (may exceed cap). */
+/* Splits one record in place: fields are unquoted and NUL-terminated inside the buffer (they
+ * only shrink, so writing behind the read position is safe). A quoted field may span lines
+ * (RFC 4180). Returns the position after the record. fields[] receives up to cap pointers;
+ * *n_fields is the true count (may exceed cap); *n_lines the newlines the record consumed. With
+ * write = 0 nothing is modified (a dry run that only counts, so the first record's count comes
+ * from the same rules as every other). */
 static char *split_line(char *p, char *end, char delim, char **fields, size_t cap,
-                        size_t *n_fields, int *bad_quote) {
-    size_t n = 0;
+                        size_t *n_fields, size_t *n_lines, int *bad_quote, int write) {
+    size_t n = 0, lines = 0;
     *bad_quote = 0;
     for (;;) {
         char *w = p, *start = p;
@@ -22,35 +25,67 @@ static char *split_line(char *p, char *end, char delim, char **fields, size_t ca
             for (;;) {
                 if (p >= end) { *bad_quote = 1; break; }
                 if (*p == '"') {
-                    if (p + 1 < end && p[1] == '"') { *w++ = '"'; p += 2; continue; }
+                    if (p + 1 < end && p[1] == '"') {
+                        if (write) *w = '"';
+                        w++;
+                        p += 2;
+                        continue;
+                    }
                     p++;
                     break;
                 }
-                *w++ = *p++;
+                lines += *p == '\n';
+                if (write) *w = *p;
+                w++, p++;
             }
             /* Anything between the closing quote and the delimiter is malformed. */
             if (p < end && *p != delim && *p != '\n' && *p != '\r') *bad_quote = 1;
             while (p < end && *p != delim && *p != '\n') p++;
         } else {
-            while (p < end && *p != delim && *p != '\n') *w++ = *p++;
+            while (p < end && *p != delim && *p != '\n') {
+                if (write) *w = *p;
+                w++, p++;
+            }
             if (w > start && w[-1] == '\r' && (p >= end || *p == '\n')) w--;
         }
         int at_delim = p < end && *p == delim;
-        int line_end = !at_delim;
         if (n < cap) fields[n] = start;
         n++;
-        *w = '\0';  /* may overwrite the delimiter/newline: already consumed above */
-        if (at_delim) {
-            p++;
-            continue;
-        }
-        if (line_end) {
-            if (p < end) p++;  /* the '\n' */
+        if (write) *w = '\0';  /* may overwrite the delimiter/newline: already consumed above */
+        if (!at_delim) {
+            if (p < end) p++, lines++;  /* the '\n' */
             break;
         }
+        p++;
     }
     *n_fields = n;
+    *n_lines = lines;
     return p;
+}
+
+/* Splits the record at *p (the caps and the quote check included), advancing *p and *line. */
+static kd_status next_record(const char *path, char **p, char *end, char delim, char **fields,
+                             size_t cap, size_t *n_fields, size_t *line, kd_err *err) {
+    int bad_quote;
+    size_t lines;
+    char *start = *p;
+    char *next =
+        split_line(start, end, delim, fields, cap, n_fields, &lines, &bad_quote, fields != NULL);
+    if ((size_t)(next - start) > KD_CSV_MAX_LINE)
+        return kd_err_set(err, KD_EINPUT, "%s: line %zu: %zu bytes long, more than the %zu-byte "
+                          "limit of a CSV line", path, *line, (size_t)(next - start),
+                          (size_t)KD_CSV_MAX_LINE);
+    if (*n_fields > KD_CSV_MAX_COLUMNS)
+        return kd_err_set(err, KD_EINPUT, "%s: line %zu: %zu columns, more than the limit of %zu",
+                          path, *line, *n_fields, (size_t)KD_CSV_MAX_COLUMNS);
+    if (bad_quote)
+        return kd_err_set(err, KD_EINPUT, "%s: line %zu: unterminated or malformed quoted field",
+                          path, *line);
+    if (fields) {
+        *line += lines;
+        *p = next;
+    }
+    return KD_OK;
 }
 
 /* Parses a finite float; 0 if the text is not entirely one number. */
@@ -85,7 +120,16 @@ kd_status kd_csv_load(const kd_data_source *src, kd_data_mem *out, kd_err *err) 
     if (delim == '"' || delim == '\n' || delim == '\r') {
         return kd_err_set(err, KD_EUSAGE, "data.delimiter: '%c' cannot be a CSV delimiter", delim);
     }
-    if ((st = kd_read_file(path, KD_DATA_MAX_BYTES, &text, &len, err))) return st;
+    /* Plain or gzip (".csv.gz"), as IDX files. */
+    int compressed = 0;
+    if ((st = kd_data_read_all(path, KD_DATA_MAX_BYTES, &text, &len, &compressed, err))) return st;
+    const char *nul = memchr(text, '\0', len);
+    if (nul) {
+        st = kd_err_set(err, KD_EINPUT, "%s: byte %zu%s: a NUL byte: not CSV text%s", path,
+                        (size_t)(nul - text), compressed ? " of the decompressed data" : "",
+                        compressed ? "" : " (a compressed file must be gzip)");
+        goto cleanup;
+    }
     char *p = text, *end = text + len;
     size_t line = 1;
     /* Skip leading blank lines and a UTF-8 byte order mark. */
@@ -101,37 +145,20 @@ kd_status kd_csv_load(const kd_data_source *src, kd_data_mem *out, kd_err *err) 
         st = kd_err_set(err, KD_EINPUT, "%s: no data rows (the file is empty)", path);
         goto cleanup;
     }
-    /* First line: fixes the column count, and may be the header. */
+    /* First record: fixes the column count, and may be the header. */
     size_t ncol = 0;
-    int bad_quote;
-    {
-        char *q = p;
-        size_t cnt = 0;
-        /* Count fields without modifying: a dry run over a copy is wasteful, so split once with
-         * cap 0 to learn the count, then the real split below. */
-        while (q < end && *q != '\n') q++;
-        size_t l0 = (size_t)(q - p);
-        char *copy = malloc(l0 + 1);
-        if (!copy) {
-            st = kd_err_set(err, KD_EIO, "out of memory");
-            goto cleanup;
-        }
-        memcpy(copy, p, l0);
-        split_line(copy, copy + l0, delim, NULL, 0, &cnt, &bad_quote);
-        free(copy);
-        ncol = cnt;
-    }
+    const size_t first_line = line;
+    char *next = p;
+    if ((st = next_record(path, &next, end, delim, NULL, 0, &ncol, &line, err))) goto cleanup;
     fields = malloc(ncol * sizeof(char *));
     if (!fields) {
         st = kd_err_set(err, KD_EIO, "out of memory");
         goto cleanup;
     }
-    size_t first_line = line;
-    char *next = split_line(p, end, delim, fields, ncol, &ncol, &bad_quote);
-    if (bad_quote) {
-        st = kd_err_set(err, KD_EINPUT, "%s: line %zu: unterminated or malformed quoted field", path, line);
+    size_t n_first;
+    if ((st = next_record(path, &next, end, delim, fields, ncol, &n_first, &line, err)))
         goto cleanup;
-    }
+    KD_ASSERT(n_first == ncol);
 
     /* Which column is the label. */
     int unlabeled = strcmp(src->label_column, "none") == 0;
@@ -150,7 +177,7 @@ kd_status kd_csv_load(const kd_data_source *src, kd_data_mem *out, kd_err *err) 
                     st = kd_err_set(err, KD_EINPUT,
                                     "%s: line %zu: label column %s: expected an index from 0 to "
                                     "%zu (the line has %zu columns)",
-                                    path, line, lc, ncol - 1, ncol);
+                                    path, first_line, lc, ncol - 1, ncol);
                     goto cleanup;
                 }
                 label_col = v;
@@ -187,19 +214,18 @@ kd_status kd_csv_load(const kd_data_source *src, kd_data_mem *out, kd_err *err) 
                 strncat(cols, fields[c], sizeof cols - strlen(cols) - 1);
             }
             st = kd_err_set(err, KD_EINPUT, "%s: line %zu: label column \"%s\" not found in the header (columns: %s)",
-                            path, line, src->label_column, cols);
+                            path, first_line, src->label_column, cols);
             goto cleanup;
         }
     }
     size_t nfeat = ncol - (label_col >= 0 ? 1 : 0);
     if (nfeat == 0) {
-        st = kd_err_set(err, KD_EINPUT, "%s: line %zu: no feature columns (only the label column)", path, line);
+        st = kd_err_set(err, KD_EINPUT, "%s: line %zu: no feature columns (only the label column)", path, first_line);
         goto cleanup;
     }
-    /* The first line is already split (in place); a data first row is consumed from fields. */
+    /* The first record is already split (in place); a data first row is consumed from fields. */
     int pending_first = !header;
     p = next;
-    if (header) line++;
 
     /* Data rows. Rows are at most one per line, so the line count bounds the allocation. */
     size_t max_rows = 1;
@@ -218,9 +244,8 @@ kd_status kd_csv_load(const kd_data_source *src, kd_data_mem *out, kd_err *err) 
         goto cleanup;
     }
     size_t n = 0;
-    (void)first_line;
     while (pending_first || p < end) {
-        size_t nf = ncol;
+        size_t nf = ncol, row_line = first_line;
         if (pending_first) {
             pending_first = 0;
             goto have_fields;
@@ -231,14 +256,11 @@ kd_status kd_csv_load(const kd_data_source *src, kd_data_mem *out, kd_err *err) 
             line++;
             continue;
         }
-        p = split_line(p, end, delim, fields, ncol, &nf, &bad_quote);
-        if (bad_quote) {
-            st = kd_err_set(err, KD_EINPUT, "%s: line %zu: unterminated or malformed quoted field", path, line);
-            goto cleanup;
-        }
+        row_line = line;
+        if ((st = next_record(path, &p, end, delim, fields, ncol, &nf, &line, err))) goto cleanup;
         if (nf != ncol) {
             st = kd_err_set(err, KD_EINPUT, "%s: line %zu: expected %zu columns (as on line %zu), found %zu",
-                            path, line, ncol, first_line, nf);
+                            path, row_line, ncol, first_line, nf);
             goto cleanup;
         }
     have_fields:;
@@ -252,13 +274,12 @@ kd_status kd_csv_load(const kd_data_source *src, kd_data_mem *out, kd_err *err) 
             if (!parse_float(fields[c], &row[k])) {
                 st = kd_err_set(err, KD_EINPUT,
                                 "%s: line %zu, column %zu: expected a finite number, found \"%.40s\"",
-                                path, line, c + 1, fields[c]);
+                                path, row_line, c + 1, fields[c]);
                 goto cleanup;
             }
             k++;
         }
         n++;
-        line++;
     }
     if (n == 0) {
         st = kd_err_set(err, KD_EINPUT, "%s: no data rows%s", path, header ? " after the header" : "");

@@ -70,6 +70,18 @@ kd_status kd_data_mem_open(const kd_data_source *src,
 kd_status kd_data_mem_read(const void *handle, size_t s, float *out, kd_err *err);
 void kd_data_mem_close(void *handle);
 
+/* zlib's message for f, without the "path: " prefix gzerror puts on it (our messages name the
+ * file themselves); *zerr gets zlib's error code. */
+typedef struct gzFile_s *gzFile;
+const char *kd_gz_msg(gzFile f, const char *path, int *zerr);
+/* Reads a whole text file, gzip-compressed or not (zlib reads plain files as they are), into a
+ * NUL-terminated buffer (caller frees), refusing more than max_bytes of content: the buffer
+ * grows with what actually arrives, so a small compressed file cannot make us allocate a large
+ * claimed size. *compressed tells which it was (may be NULL). KD_EINPUT names the file and the
+ * offset of a corrupt stream. */
+kd_status kd_data_read_all(const char *path, size_t max_bytes, char **out, size_t *len,
+                           int *compressed, kd_err *err);
+
 /* IDX: one file into rank/dims and values (u8 kept as u8, other types as float). */
 typedef struct {
     int type;             /* 0x08 u8, 0x09 i8, 0x0B i16, 0x0C i32, 0x0D f32, 0x0E f64 */
@@ -101,6 +113,13 @@ typedef struct {
 } kd_image_index;
 kd_status kd_image_index_build(const kd_data_source *src, kd_image_index *out, kd_err *err);
 void kd_image_index_free(kd_image_index *ix);
+/* What kd_image_header says of an image file's first bytes (image_check.c): its size is within
+ * the caps (KD_IMAGE_MAX_SIDE, KD_IMAGE_MAX_PIXELS) and nothing in its structure is known to
+ * break stb_image; or why not, in why (cap bytes). whole = 0: buf is only the first bytes of
+ * the file, and what is not there is not judged. */
+typedef enum { KD_IMAGE_OK = 0, KD_IMAGE_BAD = 1, KD_IMAGE_TOO_LARGE = 2 } kd_image_verdict;
+kd_image_verdict kd_image_header(const unsigned char *buf, size_t len, int whole, int *w, int *h,
+                                 char *why, size_t cap);
 /* Decodes path into raw [channels, height, width] values in 0..255 (bilinear resize). */
 kd_status kd_image_decode(const char *path, int channels, size_t height, size_t width, float *out,
                           kd_err *err);

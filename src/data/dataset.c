@@ -19,6 +19,8 @@ struct kd_dataset {
     void *reader;           /* the format's open source (ops->close frees it) */
     kd_reader_info rd;      /* the source as the reader describes it (shape before flatten) */
     atomic_size_t n_decode_failures;
+    atomic_int note_ready;  /* the first failure's message is in note */
+    char note[512];
     float mul[KD_MAX_CHANNELS], add[KD_MAX_CHANNELS];  /* x = raw * mul[c] + add[c] */
 };
 
@@ -47,6 +49,9 @@ const kd_data_info *kd_dataset_info(const kd_dataset *ds) { return &ds->info; }
 const kd_preprocess *kd_dataset_preprocess(const kd_dataset *ds) { return &ds->pp; }
 size_t kd_dataset_n_decode_failures(const kd_dataset *ds) {
     return atomic_load(&((kd_dataset *)ds)->n_decode_failures);
+}
+const char *kd_dataset_decode_note(const kd_dataset *ds) {
+    return atomic_load(&((kd_dataset *)ds)->note_ready) ? ds->note : NULL;
 }
 
 void kd_dataset_close(kd_dataset *ds) {
@@ -105,6 +110,7 @@ kd_status kd_dataset_open(kd_dataset **out, const kd_data_source *src, const kd_
     if (!ds) return kd_err_set(err, KD_EIO, "out of memory");
     ds->src = *src;
     atomic_init(&ds->n_decode_failures, 0);
+    atomic_init(&ds->note_ready, 0);
     if (!src->path[0]) {
         st = kd_err_set(err, KD_EUSAGE, "data.path: expected a file or folder, got \"\"");
         goto cleanup;
@@ -177,32 +183,38 @@ cleanup:
 }
 
 kd_status kd_dataset_get(kd_dataset *ds, const size_t *idx, size_t B, float *x, int32_t *y,
-                         kd_err *err) {
+                         size_t *n_out, kd_err *err) {
     const size_t D = ds->numel, P = ds->plane, C = ds->C;
+    size_t k = 0;  /* rows filled: a sample left out does not take one */
+    if (n_out) *n_out = 0;
     for (size_t b = 0; b < B; b++) {
         if (idx[b] >= ds->info.n)
             return kd_err_set(err, KD_EUSAGE, "sample index %zu out of range (dataset has %zu)",
                               idx[b], ds->info.n);
         size_t s = ds->map ? ds->map[idx[b]] : idx[b];
-        float *xb = x + b * D;
-        int32_t label = ds->rd.labels ? ds->rd.labels[s] : -1;
+        float *xb = x + k * D;
         kd_status st = ds->ops->read(ds->reader, s, xb, err);
         if (st) {
-            if (!ds->src.skip_bad || st != KD_EINPUT) return st;
-            /* Passed the open-time check but the body is broken: deliver zeros and count it,
-             * rather than stopping a run the user asked to be tolerant. */
-            memset(xb, 0, D * sizeof(float));
-            atomic_fetch_add(&ds->n_decode_failures, 1);
-            kd_err_clear(err);
-        } else {
-            for (size_t c = 0; c < C; c++) {
-                float m = ds->mul[c], a = ds->add[c];
-                float *xc = xb + c * P;
-                for (size_t k = 0; k < P; k++) xc[k] = xc[k] * m + a;
+            if (!ds->src.skip_bad || st != KD_EINPUT || !n_out) return st;
+            /* Passed the open-time check but the body is broken: leave it out of the batch
+             * (never train or score an all-zero stand-in) and count it, rather than stopping a
+             * run the user asked to be tolerant. The first message is kept for the report. */
+            if (atomic_fetch_add(&ds->n_decode_failures, 1) == 0) {
+                snprintf(ds->note, sizeof ds->note, "%s", err->msg);
+                atomic_store(&ds->note_ready, 1);
             }
+            kd_err_clear(err);
+            continue;
         }
-        if (y) y[b] = label;
+        for (size_t c = 0; c < C; c++) {
+            float m = ds->mul[c], a = ds->add[c];
+            float *xc = xb + c * P;
+            for (size_t q = 0; q < P; q++) xc[q] = xc[q] * m + a;
+        }
+        if (y) y[k] = ds->rd.labels ? ds->rd.labels[s] : -1;
+        k++;
     }
+    if (n_out) *n_out = k;
     return KD_OK;
 }
 

@@ -30,15 +30,6 @@ static const char *idx_type_name(int type) {
     }
 }
 
-/* zlib's message, without the "path: " prefix gzerror puts on it (our message names the file). */
-static const char *gz_msg(gzFile f, const char *path, int *zerr) {
-    const char *m = gzerror(f, zerr);
-    if (!m) return "unknown zlib error";
-    size_t pl = strlen(path);
-    if (strncmp(m, path, pl) == 0 && m[pl] == ':' && m[pl + 1] == ' ') m += pl + 2;
-    return m;
-}
-
 /* Reads exactly n bytes or reports why not. zlib only notices a truncated or corrupt stream
  * while reading (short count / -1 with gzerror), so both are turned into messages here. */
 static kd_status gz_read_exact(gzFile f, const char *path, void *buf, size_t n, size_t offset,
@@ -51,7 +42,7 @@ static kd_status gz_read_exact(gzFile f, const char *path, void *buf, size_t n, 
         int r = gzread(f, (char *)buf + got, (unsigned)want);
         if (r < 0) {
             int zerr;
-            const char *m = gz_msg(f, path, &zerr);
+            const char *m = kd_gz_msg(f, path, &zerr);
             return kd_err_set(err, KD_EINPUT,
                               "%s: byte %zu: corrupt or truncated gzip stream while reading %s: %s",
                               path, offset + got, what, m);
@@ -62,7 +53,7 @@ static kd_status gz_read_exact(gzFile f, const char *path, void *buf, size_t n, 
     }
     if (got < n) {
         int zerr = Z_OK;
-        const char *m = gz_msg(f, path, &zerr);
+        const char *m = kd_gz_msg(f, path, &zerr);
         if (zerr != Z_OK)
             return kd_err_set(err, KD_EINPUT,
                               "%s: byte %zu: corrupt or truncated gzip stream while reading %s: %s",
@@ -213,7 +204,7 @@ kd_status kd_idx_read(const char *path, kd_idx *out, kd_err *err) {
     int r = gzread(f, extra, sizeof extra);
     if (r < 0) {
         int zerr;
-        const char *m = gz_msg(f, path, &zerr);
+        const char *m = kd_gz_msg(f, path, &zerr);
         st = kd_err_set(err, KD_EINPUT, "%s: byte %zu: corrupt or truncated gzip stream: %s",
                         path, data_off + bytes, m);
         goto cleanup;
@@ -229,7 +220,7 @@ kd_status kd_idx_read(const char *path, kd_idx *out, kd_err *err) {
     }
     {
         int zerr = Z_OK;
-        const char *m = gz_msg(f, path, &zerr);
+        const char *m = kd_gz_msg(f, path, &zerr);
         if (zerr != Z_OK) {
             st = kd_err_set(err, KD_EINPUT, "%s: byte %zu: corrupt or truncated gzip stream: %s",
                             path, data_off + bytes, m);

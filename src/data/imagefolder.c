@@ -84,16 +84,35 @@ void kd_image_index_free(kd_image_index *ix) {
     memset(ix, 0, sizeof *ix);
 }
 
-/* Header-only check (stbi_info) against the dimension cap; 0 if fine, else a reason. */
-static const char *check_image_header(const char *path, int *w, int *h) {
-    int comp;
-    if (!stbi_info(path, w, h, &comp)) {
-        const char *r = stbi_failure_reason();
-        return r ? r : "not a PNG or JPEG image";
+/* The index-time check: the first bytes of the file through kd_image_header (structure and
+ * caps), without decoding pixels or reading whole files. A header that does not fit in the
+ * first KD_IMAGE_PREFIX bytes (large metadata before a JPEG's frame header) is looked for in the
+ * whole file. Returns the verdict and the reason in why. */
+#define KD_IMAGE_PREFIX ((size_t)64 << 10)
+static kd_image_verdict check_image_header(const char *path, int *w, int *h, char *why,
+                                           size_t cap) {
+    unsigned char prefix[KD_IMAGE_PREFIX];
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        snprintf(why, cap, "cannot open: %s", strerror(errno));
+        return KD_IMAGE_BAD;
     }
-    if (*w <= 0 || *h <= 0 || *w > KD_IMAGE_MAX_SIDE || *h > KD_IMAGE_MAX_SIDE)
-        return "image dimensions outside 1..8192";
-    return NULL;
+    size_t n = fread(prefix, 1, sizeof prefix, f);
+    int more = n == sizeof prefix && fgetc(f) != EOF;
+    fclose(f);
+    kd_image_verdict v = kd_image_header(prefix, n, !more, w, h, why, cap);
+    if (v == KD_IMAGE_BAD && more) {
+        char *all = NULL;
+        size_t len = 0;
+        kd_err err;
+        if (kd_read_file(path, KD_IMAGE_MAX_FILE, &all, &len, &err) != KD_OK) {
+            snprintf(why, cap, "%s", err.msg);
+            return KD_IMAGE_BAD;
+        }
+        v = kd_image_header((const unsigned char *)all, len, 1, w, h, why, cap);
+        free(all);
+    }
+    return v;
 }
 
 /* Appends one file to the index (after the header check). */
@@ -104,12 +123,12 @@ typedef struct {
 static kd_status index_add(kd_image_index *ix, index_caps *cp, const char *path, int32_t label,
                            int skip_bad, kd_err *err) {
     int w, h;
-    const char *why = check_image_header(path, &w, &h);
-    if (why) {
+    char why[256];
+    kd_image_verdict v = check_image_header(path, &w, &h, why, sizeof why);
+    if (v != KD_IMAGE_OK) {
         if (!skip_bad) {
-            if (w > 0 && h > 0 && strstr(why, "dimensions"))
-                return kd_err_set(err, KD_EINPUT, "%s: image is %dx%d: expected at most %dx%d", path,
-                                  w, h, KD_IMAGE_MAX_SIDE, KD_IMAGE_MAX_SIDE);
+            if (v == KD_IMAGE_TOO_LARGE)
+                return kd_err_set(err, KD_EINPUT, "%s: %s", path, why);
             return kd_err_set(err, KD_EINPUT,
                               "%s: cannot decode image: %s (set data.skip_bad to skip such files)",
                               path, why);
@@ -282,14 +301,11 @@ kd_status kd_image_decode(const char *path, int channels, size_t height, size_t 
         goto cleanup;
     }
     const stbi_uc *buf = (const stbi_uc *)file;
-    if (!stbi_info_from_memory(buf, (int)len, &w, &h, &comp)) {
-        const char *r = stbi_failure_reason();
-        st = kd_err_set(err, KD_EINPUT, "%s: cannot decode image: %s", path, r ? r : "not a PNG or JPEG");
-        goto cleanup;
-    }
-    if (w <= 0 || h <= 0 || w > KD_IMAGE_MAX_SIDE || h > KD_IMAGE_MAX_SIDE) {
-        st = kd_err_set(err, KD_EINPUT, "%s: image is %dx%d: expected at most %dx%d", path, w, h,
-                        KD_IMAGE_MAX_SIDE, KD_IMAGE_MAX_SIDE);
+    char why[256];
+    kd_image_verdict v = kd_image_header(buf, len, 1, &w, &h, why, sizeof why);
+    if (v != KD_IMAGE_OK) {
+        st = kd_err_set(err, KD_EINPUT, v == KD_IMAGE_BAD ? "%s: cannot decode image: %s" : "%s: %s",
+                        path, why);
         goto cleanup;
     }
     pix = stbi_load_from_memory(buf, (int)len, &w, &h, &comp, channels);

@@ -14,7 +14,8 @@
 typedef struct {
     float *x;          /* (batch_size, numel) */
     int32_t *y;        /* (batch_size) */
-    size_t n;
+    size_t n;          /* samples delivered */
+    size_t n_skipped;  /* samples of the slice left out (skip_bad) */
     int full;          /* produced and not yet released by the consumer */
     kd_status st;
     kd_err err;
@@ -66,8 +67,8 @@ static void *worker_main(void *arg) {
         size_t start, count;
         batch_span(l, k, &start, &count);
         kd_err_clear(&s->err);
-        s->st = kd_dataset_get(l->ds, l->order + start, count, s->x, s->y, &s->err);
-        s->n = count;
+        s->st = kd_dataset_get(l->ds, l->order + start, count, s->x, s->y, &s->n, &s->err);
+        s->n_skipped = s->st ? 0 : count - s->n;
         lock(l);
         s->full = 1;
         wake(l);
@@ -171,8 +172,11 @@ kd_status kd_loader_open(kd_loader **out, kd_dataset *ds, const size_t *order, s
     return kd_loader_open_mode(out, ds, order, n, batch_size, KD_LOADER_AUTO, err);
 }
 
-kd_status kd_loader_next(kd_loader *l, kd_batch *b, kd_err *err) {
-    memset(b, 0, sizeof *b);
+/* The next slice's slot, filled (decoded here in the synchronous mode, by the worker in the
+ * threaded one); NULL after the last. The slot handed out before goes back to the worker only
+ * now, so a batch stays valid until the next call, as documented. */
+static kd_status take_slice(kd_loader *l, slot **out, kd_err *err) {
+    *out = NULL;
     if (l->failed) {
         *err = l->fail_err;
         return l->failed;
@@ -182,22 +186,19 @@ kd_status kd_loader_next(kd_loader *l, kd_batch *b, kd_err *err) {
         slot *s = &l->slots[0];
         size_t start, count;
         batch_span(l, l->next_batch, &start, &count);
-        kd_status st = kd_dataset_get(l->ds, l->order + start, count, s->x, s->y, err);
+        kd_status st = kd_dataset_get(l->ds, l->order + start, count, s->x, s->y, &s->n, err);
         if (st) {
             l->failed = st;
             l->fail_err = *err;
             return st;
         }
+        s->n_skipped = count - s->n;
         l->next_batch++;
-        b->x = s->x;
-        b->y = s->y;
-        b->n = count;
+        *out = s;
         return KD_OK;
     }
     lock(l);
     if (l->held) {
-        /* The previous batch's buffer goes back to the worker only now: b stays valid until
-         * this call, as documented. */
         l->slots[(l->next_batch - 1) % l->n_slots].full = 0;
         l->held = 0;
         wake(l);
@@ -217,8 +218,23 @@ kd_status kd_loader_next(kd_loader *l, kd_batch *b, kd_err *err) {
     }
     l->held = 1;
     l->next_batch++;
-    b->x = s->x;
-    b->y = s->y;
-    b->n = s->n;
+    *out = s;
     return KD_OK;
+}
+
+kd_status kd_loader_next(kd_loader *l, kd_batch *b, kd_err *err) {
+    memset(b, 0, sizeof *b);
+    for (;;) {
+        slot *s;
+        kd_status st = take_slice(l, &s, err);
+        if (st || !s) return st;  /* the end: n = 0, with what trailing slices left out */
+        b->n_skipped += s->n_skipped;
+        b->slices++;
+        /* A slice whose samples were all left out is not a batch: n = 0 means the end. */
+        if (s->n == 0) continue;
+        b->x = s->x;
+        b->y = s->y;
+        b->n = s->n;
+        return KD_OK;
+    }
 }

@@ -7,11 +7,12 @@
 #include "kd_eval.h"
 
 kd_status kd_eval_forward(kd_model *m, kd_dataset *ds, const size_t *idx, size_t n, size_t batch,
-                          kd_eval_batch_fn fn, void *user, double *fwd_seconds, kd_err *err) {
+                          kd_eval_batch_fn fn, void *user, double *fwd_seconds, size_t *n_skipped,
+                          kd_err *err) {
     kd_loader *ld = NULL;
     size_t *all = NULL;
     kd_ctx ctx = {0, NULL, NULL};
-    size_t done = 0;
+    size_t done = 0, skipped = 0;
     double t_fwd = 0.0;
     kd_status st = KD_OK;
     if (!idx) {
@@ -28,8 +29,16 @@ kd_status kd_eval_forward(kd_model *m, kd_dataset *ds, const size_t *idx, size_t
     while (!st) {
         kd_batch b;
         st = kd_loader_next(ld, &b, err);
-        if (st || b.n == 0) break;
-        if (done + b.n > n) {
+        if (st) break;
+        skipped += b.n_skipped;
+        if (b.n_skipped && !n_skipped) {
+            const char *note = kd_dataset_decode_note(ds);
+            st = kd_err_set(err, KD_EINPUT, "%s (every sample is needed here, data.skip_bad "
+                            "notwithstanding)", note ? note : "a sample could not be decoded");
+            break;
+        }
+        if (b.n == 0) break;
+        if (done + b.n + skipped > n) {
             st = kd_err_set(err, KD_EIO, "loader returned more samples than requested");
             break;
         }
@@ -39,8 +48,9 @@ kd_status kd_eval_forward(kd_model *m, kd_dataset *ds, const size_t *idx, size_t
         st = fn(user, done, z, b.y, b.n, err);
         done += b.n;
     }
-    if (!st && done != n)
-        st = kd_err_set(err, KD_EIO, "loader stopped after %zu of %zu samples", done, n);
+    if (!st && done + skipped != n)
+        st = kd_err_set(err, KD_EIO, "loader stopped after %zu of %zu samples", done + skipped, n);
+    if (n_skipped) *n_skipped = skipped;
 cleanup:
     kd_loader_close(ld);
     free(all);
@@ -68,7 +78,8 @@ kd_status kd_eval_forward_all(kd_model *m, kd_dataset *ds, const size_t *order, 
                               size_t batch, float *logits, int32_t *labels, double *fwd_seconds,
                               kd_err *err) {
     fill_ctx f = {logits, labels, m->n_classes};
-    kd_status st = kd_eval_forward(m, ds, order, n, batch, fill_batch, &f, fwd_seconds, err);
+    kd_status st =
+        kd_eval_forward(m, ds, order, n, batch, fill_batch, &f, fwd_seconds, NULL, err);
     if (!st && !kd_all_finite(logits, n * m->n_classes))
         st = kd_err_set(err, KD_ENUMERIC, "the model produced NaN or Inf logits");
     return st;

@@ -225,7 +225,7 @@ kd_status kd_eval_latency(kd_model *m, kd_dataset *ds, const size_t *order, size
         st = kd_err_set(err, KD_EIO, "out of memory");
         goto cleanup;
     }
-    st = kd_dataset_get(ds, order, ns, x, NULL, err);
+    st = kd_dataset_get(ds, order, ns, x, NULL, NULL, err);
     if (!st) st = kd_model_reserve(m, 1, err);
     if (st) goto cleanup;
     for (size_t i = 0; i < 10; i++) kd_model_forward(m, x + (i % ns) * numel, 1, &ctx);
@@ -257,7 +257,7 @@ kd_status kd_eval_throughput(kd_model *m, kd_dataset *ds, const size_t *order, s
     if (B == 0) return KD_OK;
     x = malloc(B * numel * sizeof *x);
     if (!x) return kd_err_set(err, KD_EIO, "out of memory");
-    st = kd_dataset_get(ds, order, B, x, NULL, err);
+    st = kd_dataset_get(ds, order, B, x, NULL, NULL, err);
     if (!st) st = kd_model_reserve(m, B, err);
     if (!st) {
         /* Warm-up: first touch of the activations, BLAS thread start. */

@@ -427,7 +427,10 @@ static kd_status model_from_file(const kd_st_file *f, const char *arch_json, int
     }
     if (file_arch) {
         /* The file describes itself: a broken description is a bad input file. */
-        st = kd_model_init_arch(arch_json ? &fm : m, file_arch, arch_json ? 0 : with_grads, err);
+        /* Sized by the file: the values it declares must fit in its data section. */
+        size_t data_bytes = f->blob_size - 8 - f->header_len;
+        st = kd_model_init_arch_capped(arch_json ? &fm : m, file_arch, arch_json ? 0 : with_grads,
+                                       data_bytes, err);
         if (st) {
             if (st == KD_EUSAGE) err->code = st = KD_EINPUT;
             kd_err_prefix(err, "%s: metadata", f->path);

@@ -290,6 +290,10 @@ static kd_status parse_blob(kd_st_file *f, kd_err *err) {
                        h[i], i + 8);
     if (f->header_len == 0 || h[0] != '{')
         return bad(err, path, NULL, "header must be a JSON object starting with '{'");
+    size_t deep;
+    if (kd_json_depth_check((const char *)h, f->header_len, KD_JSON_MAX_DEPTH, &deep))
+        return bad(err, path, NULL, "header JSON is nested deeper than %d levels (at file offset "
+                   "%zu)", KD_JSON_MAX_DEPTH, deep + 8);
 
     hdr = malloc(f->header_len + 1);
     if (!hdr) {

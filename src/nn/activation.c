@@ -109,9 +109,9 @@ static void leaky_relu_backward(kd_layer *l, const float *x, const float *y, con
                   leaky_relu_backward_kernel(x + o, dy + o, dx + o, k, slope));
 }
 
-static void leaky_relu_describe(const kd_layer *l, cJSON *obj) {
+static int leaky_relu_describe(const kd_layer *l, cJSON *obj) {
     const leaky_relu_hp *hp = l->hp;
-    kd_spec_add_float(obj, "slope", hp->slope);
+    return kd_spec_add_float(obj, "slope", hp->slope);
 }
 
 /* ---- tanh: dx = dy * (1 - y^2) ---- */

@@ -192,10 +192,10 @@ static void bn_backward(kd_layer *l, const float *x, const float *y, const float
     }
 }
 
-static void bn_describe(const kd_layer *l, cJSON *obj) {
+static int bn_describe(const kd_layer *l, cJSON *obj) {
     const bn_hp *hp = l->hp;
-    if (hp->momentum != 0.1f) kd_spec_add_float(obj, "momentum", hp->momentum);
-    if (hp->eps != 1e-5f) kd_spec_add_float(obj, "eps", hp->eps);
+    if (hp->momentum != 0.1f && kd_spec_add_float(obj, "momentum", hp->momentum)) return -1;
+    return hp->eps != 1e-5f ? kd_spec_add_float(obj, "eps", hp->eps) : 0;
 }
 
 /* Normalisation is elementwise work, not multiply-accumulates of a product. */

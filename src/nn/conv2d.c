@@ -36,16 +36,17 @@ typedef struct {
 /* Declared tensors, by position. */
 enum { CONV_W, CONV_B };
 
-void kd_spec_add_kernel(cJSON *obj, size_t kh, size_t kw) {
-    if (kh == kw) {
-        cJSON_AddNumberToObject(obj, "kernel", (double)kh);
-        return;
-    }
+int kd_spec_add_kernel(cJSON *obj, size_t kh, size_t kw) {
+    if (kh == kw) return kd_spec_add_size(obj, "kernel", kh);
     cJSON *k = cJSON_AddArrayToObject(obj, "kernel");
-    if (k) {
-        cJSON_AddItemToArray(k, cJSON_CreateNumber((double)kh));
-        cJSON_AddItemToArray(k, cJSON_CreateNumber((double)kw));
+    for (int i = 0; k && i < 2; i++) {
+        cJSON *v = cJSON_CreateNumber((double)(i ? kw : kh));
+        if (!v || !cJSON_AddItemToArray(k, v)) {
+            cJSON_Delete(v);
+            return -1;
+        }
     }
+    return k ? 0 : -1;
 }
 
 kd_status kd_spec_kernel(const kd_layer *l, const cJSON *spec, size_t *kh, size_t *kw,
@@ -407,13 +408,13 @@ static void conv_backward(kd_layer *l, const float *x, const float *y, const flo
     }
 }
 
-static void conv_describe(const kd_layer *l, cJSON *obj) {
+static int conv_describe(const kd_layer *l, cJSON *obj) {
     const conv_hp *hp = l->hp;
-    cJSON_AddNumberToObject(obj, "channels", (double)hp->channels);
-    kd_spec_add_kernel(obj, hp->kh, hp->kw);
-    if (hp->stride != 1) cJSON_AddNumberToObject(obj, "stride", (double)hp->stride);
-    if (hp->padding) cJSON_AddNumberToObject(obj, "padding", (double)hp->padding);
-    if (!hp->bias) cJSON_AddBoolToObject(obj, "bias", 0);
+    if (kd_spec_add_size(obj, "channels", hp->channels) || kd_spec_add_kernel(obj, hp->kh, hp->kw))
+        return -1;
+    if (hp->stride != 1 && kd_spec_add_size(obj, "stride", hp->stride)) return -1;
+    if (hp->padding && kd_spec_add_size(obj, "padding", hp->padding)) return -1;
+    return !hp->bias ? kd_spec_add_false(obj, "bias") : 0;
 }
 
 static size_t conv_macs(const kd_layer *l) {

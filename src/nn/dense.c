@@ -100,10 +100,10 @@ static void dense_backward(kd_layer *l, const float *x, const float *y, const fl
     if (dx) kd_sgemm(0, 0, B, in, out, 1.0f, dy, out, l->t[DENSE_W], in, 0.0f, dx, in);
 }
 
-static void dense_describe(const kd_layer *l, cJSON *obj) {
+static int dense_describe(const kd_layer *l, cJSON *obj) {
     const dense_hp *hp = l->hp;
-    cJSON_AddNumberToObject(obj, "units", (double)hp->units);
-    if (!hp->bias) cJSON_AddBoolToObject(obj, "bias", 0);
+    if (kd_spec_add_size(obj, "units", hp->units)) return -1;
+    return !hp->bias ? kd_spec_add_false(obj, "bias") : 0;
 }
 
 static size_t dense_macs(const kd_layer *l) { return l->in.d[0] * ((const dense_hp *)l->hp)->units; }

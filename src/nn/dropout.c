@@ -72,9 +72,9 @@ static void dropout_backward(kd_layer *l, const float *x, const float *y, const 
     KD_PAR_BLOCKS(n, o, k, mul_kernel(dy + o, mask + o, dx + o, k));
 }
 
-static void dropout_describe(const kd_layer *l, cJSON *obj) {
+static int dropout_describe(const kd_layer *l, cJSON *obj) {
     const dropout_hp *hp = l->hp;
-    kd_spec_add_float(obj, "p", hp->p);
+    return kd_spec_add_float(obj, "p", hp->p);
 }
 
 /* Deployment: inference is the identity (inverted dropout scaled during training), so the layer

@@ -192,8 +192,16 @@ kd_status kd_spec_bool(const kd_layer *l, const cJSON *spec, const char *field, 
     return KD_OK;
 }
 
-void kd_spec_add_float(cJSON *obj, const char *field, float v) {
-    cJSON_AddNumberToObject(obj, field, kd_float_shortest(v));
+int kd_spec_add_float(cJSON *obj, const char *field, float v) {
+    return cJSON_AddNumberToObject(obj, field, kd_float_shortest(v)) ? 0 : -1;
+}
+
+int kd_spec_add_size(cJSON *obj, const char *field, size_t v) {
+    return cJSON_AddNumberToObject(obj, field, (double)v) ? 0 : -1;
+}
+
+int kd_spec_add_false(cJSON *obj, const char *field) {
+    return cJSON_AddBoolToObject(obj, field, 0) ? 0 : -1;
 }
 
 void kd_init_fill(float *w, size_t n, size_t fan_in, size_t fan_out, kd_rng *rng, int xavier) {

@@ -51,8 +51,9 @@ typedef struct {
     void (*backward)(kd_layer *l, const float *x, const float *y, const float *dy, float *dx,
                      size_t B, kd_ctx *ctx);
     /* Writes the JSON spec back (for the arch string): adds fields to obj (type is added by
-     * the model). */
-    void (*describe)(const kd_layer *l, cJSON *obj);
+     * the model). Returns 0, or -1 when cJSON ran out of memory (the arch is then dropped,
+     * never saved with a field missing). */
+    int (*describe)(const kd_layer *l, cJSON *obj);
     /* Multiply-accumulates per sample in forward (for FLOP accounting). */
     size_t (*macs)(const kd_layer *l);
     /* Deployment formats, one slot each, called by the exporter in layer order (no switch on
@@ -119,11 +120,14 @@ kd_status kd_spec_bool(const kd_layer *l, const cJSON *spec, const char *field, 
                        int *out, kd_err *err);
 /* Adds a float to a JSON object as the shortest decimal that reads back to the same float
  * ("0.01", not "0.0099999997764825821"), so arch strings stay readable and round-trip. */
-void kd_spec_add_float(cJSON *obj, const char *field, float v);
+int kd_spec_add_float(cJSON *obj, const char *field, float v);
+/* Adds a size / a false bool; 0, or -1 when out of memory (as every kd_spec_add_*). */
+int kd_spec_add_size(cJSON *obj, const char *field, size_t v);
+int kd_spec_add_false(cJSON *obj, const char *field);
 /* The convolution family's "kernel": an integer or [kh, kw] (conv2d.c), read and written back. */
 kd_status kd_spec_kernel(const kd_layer *l, const cJSON *spec, size_t *kh, size_t *kw,
                          kd_err *err);
-void kd_spec_add_kernel(cJSON *obj, size_t kh, size_t kw);
+int kd_spec_add_kernel(cJSON *obj, size_t kh, size_t kw);
 
 /* Layer l's k-th declared tensor (l->t[k]) through a deployment exporter (kd_export.h), named
  * by its declaration ("weight") and stored as the declaration says: a quantisable weight as a

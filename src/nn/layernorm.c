@@ -132,9 +132,9 @@ static void ln_backward(kd_layer *l, const float *x, const float *y, const float
     }
 }
 
-static void ln_describe(const kd_layer *l, cJSON *obj) {
+static int ln_describe(const kd_layer *l, cJSON *obj) {
     const ln_hp *hp = l->hp;
-    if (hp->eps != 1e-5f) kd_spec_add_float(obj, "eps", hp->eps);
+    return hp->eps != 1e-5f ? kd_spec_add_float(obj, "eps", hp->eps) : 0;
 }
 
 /* ONNX: opset 13 has no LayerNormalization (it came in 17), so its decomposition over the last

@@ -1,6 +1,7 @@
 /* model.c - sequential models: building from a JSON layer list, the flat parameter buffers,
  * batch-sized memory, forward/backward over the layer list, and the arch string. */
 #include <cJSON.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -10,6 +11,11 @@
  * 2^31 floats is 8 GiB: far above any model this tool trains, low enough that a typo such as
  * "units": 1e9 fails with a clear message instead of an out-of-memory crash. */
 #define KD_MAX_FLOATS ((size_t)1 << 31)
+/* One tensor or one sample's activation: BLAS (Debian's OpenBLAS, 32-bit blasint) takes every
+ * matrix dimension as an int, and a layer's dimensions are at most its tensors' and per-sample
+ * activations' sizes (convolution products are chunked below that), so this cap keeps every
+ * kd_sgemm argument representable. */
+#define KD_MAX_TENSOR_FLOATS ((size_t)INT_MAX)
 /* Offsets inside the batch-sized arenas are rounded to 16 floats so every view is 64-byte
  * aligned, like the arenas themselves. */
 #define KD_ALIGN_FLOATS 16
@@ -20,7 +26,7 @@ static int shape_numel_checked(const kd_shape *s, size_t *out) {
     if (s->rank < 1 || s->rank > KD_MAX_RANK) return -1;
     for (int i = 0; i < s->rank; i++)
         if (s->d[i] == 0 || kd_mul_size(n, s->d[i], &n)) return -1;
-    if (n > KD_MAX_FLOATS) return -1;
+    if (n > KD_MAX_TENSOR_FLOATS) return -1;
     *out = n;
     return 0;
 }
@@ -51,7 +57,7 @@ static void bind_tensor(kd_model *m, kd_layer *l, int k, kd_tensor *t) {
 }
 
 static kd_status init_layers(kd_model *m, const kd_shape *input, const cJSON *layers,
-                             int with_grads, kd_err *err) {
+                             int with_grads, size_t max_values, kd_err *err) {
     kd_status st = KD_OK;
     char buf[128];
     char *text = NULL;
@@ -61,7 +67,7 @@ static kd_status init_layers(kd_model *m, const kd_shape *input, const cJSON *la
     if (shape_numel_checked(input, &numel)) {
         st = kd_err_set(err, KD_EUSAGE,
                         "input: expected 1 to %d positive dimensions (at most %zu values), got %s",
-                        KD_MAX_RANK, KD_MAX_FLOATS,
+                        KD_MAX_RANK, KD_MAX_TENSOR_FLOATS,
                         input->rank >= 0 && input->rank <= KD_MAX_RANK
                             ? kd_shape_str(input, buf, sizeof buf)
                             : "a shape of the wrong rank");
@@ -122,8 +128,9 @@ static kd_status init_layers(kd_model *m, const kd_shape *input, const cJSON *la
         st = l->ops->configure(l, spec, err);
         if (st) goto cleanup;
         if (shape_numel_checked(&l->out, &numel)) {
-            st = kd_layer_err(l, err, "input %s gives an empty or too large output",
-                              kd_shape_str(&l->in, buf, sizeof buf));
+            st = kd_layer_err(l, err, "input %s gives an empty or too large output (at most "
+                              "%zu values per sample)", kd_shape_str(&l->in, buf, sizeof buf),
+                              KD_MAX_TENSOR_FLOATS);
             goto cleanup;
         }
         cur = l->out;
@@ -147,14 +154,19 @@ static kd_status init_layers(kd_model *m, const kd_shape *input, const cJSON *la
             size_t *total = t->kind == KD_TENSOR_PARAM ? &m->n_params : &m->n_buffers;
             if (shape_numel_checked(&t->shape, &t->numel) ||
                 kd_add_size(*total, t->numel, total) || *total > KD_MAX_FLOATS) {
-                st = kd_layer_err(l, err, "%s is too large (more than %zu values in all)",
-                                  t->name, KD_MAX_FLOATS);
+                st = kd_layer_err(l, err, "%s is too large (more than %zu values, or more "
+                                  "than %zu in all)", t->name, KD_MAX_TENSOR_FLOATS, KD_MAX_FLOATS);
                 goto cleanup;
             }
             t->offset = *total - t->numel;
         }
     }
     m->n_classes = kd_shape_numel(&cur);
+    if (m->n_params > max_values || m->n_buffers > max_values - m->n_params) {
+        st = kd_err_set(err, KD_EUSAGE, "declares %zu parameter and buffer values, more than the "
+                        "%zu its tensor data can hold", m->n_params + m->n_buffers, max_values);
+        goto cleanup;
+    }
 
     /* One buffer each, in state_dict order, so zeroing, the optimizer and saving are flat loops. */
     m->params = kd_alloc_floats(m->n_params);
@@ -188,13 +200,14 @@ kd_status kd_model_init(kd_model *m, const kd_shape *input, const char *layers_j
         memset(m, 0, sizeof *m);
         return kd_err_set(err, KD_EUSAGE, "layers: not valid JSON: %.80s", layers_json);
     }
-    kd_status st = init_layers(m, input, layers, with_grads, err);
+    kd_status st = init_layers(m, input, layers, with_grads, SIZE_MAX, err);
     cJSON_Delete(layers);
     return st;
 }
 
 /* Reads {"input": [...], "layers": [...]} into a shape and the layer array. */
-kd_status kd_model_init_arch(kd_model *m, const char *arch_json, int with_grads, kd_err *err) {
+kd_status kd_model_init_arch_capped(kd_model *m, const char *arch_json, int with_grads,
+                                    size_t max_values, kd_err *err) {
     kd_status st = KD_OK;
     memset(m, 0, sizeof *m);
     cJSON *root = cJSON_Parse(arch_json);
@@ -239,12 +252,16 @@ kd_status kd_model_init_arch(kd_model *m, const char *arch_json, int with_grads,
         st = kd_err_set(err, KD_EUSAGE, "arch: missing \"layers\"");
         goto cleanup;
     }
-    st = init_layers(m, &shape, layers, with_grads, err);
+    st = init_layers(m, &shape, layers, with_grads, max_values, err);
     if (st) kd_err_prefix(err, "arch");
 
 cleanup:
     cJSON_Delete(root);
     return st;
+}
+
+kd_status kd_model_init_arch(kd_model *m, const char *arch_json, int with_grads, kd_err *err) {
+    return kd_model_init_arch_capped(m, arch_json, with_grads, SIZE_MAX, err);
 }
 
 char *kd_model_arch_json(const kd_model *m) {
@@ -265,7 +282,7 @@ char *kd_model_arch_json(const kd_model *m) {
             goto cleanup;
         }
         if (!cJSON_AddStringToObject(obj, "type", l->ops->type)) goto cleanup;
-        if (l->ops->describe) l->ops->describe(l, obj);
+        if (l->ops->describe && l->ops->describe(l, obj)) goto cleanup;
     }
     out = cJSON_PrintUnformatted(root);
 cleanup:

@@ -55,11 +55,11 @@ static kd_status pool_configure(kd_layer *l, const cJSON *spec, kd_err *err) {
     return KD_OK;
 }
 
-static void pool_describe(const kd_layer *l, cJSON *obj) {
+static int pool_describe(const kd_layer *l, cJSON *obj) {
     const pool_hp *hp = l->hp;
-    kd_spec_add_kernel(obj, hp->kh, hp->kw);
-    if (hp->stride) cJSON_AddNumberToObject(obj, "stride", (double)hp->stride);
-    if (hp->padding) cJSON_AddNumberToObject(obj, "padding", (double)hp->padding);
+    if (kd_spec_add_kernel(obj, hp->kh, hp->kw)) return -1;
+    if (hp->stride && kd_spec_add_size(obj, "stride", hp->stride)) return -1;
+    return hp->padding ? kd_spec_add_size(obj, "padding", hp->padding) : 0;
 }
 
 /* Pools declare no tensors, and do no multiplications worth counting next to the products

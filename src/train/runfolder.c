@@ -4,21 +4,26 @@
  * and the metrics.jsonl fields each go out and come back through one table, so a writer and its
  * reader cannot drift apart. */
 #include <cJSON.h>
+#include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "train_impl.h"
 
-/* A double field of a struct, by JSON name: the one list that both writes and reads it. */
+/* A double field of a struct, by JSON name: the one list that both writes and reads it.
+ * optional: a checkpoint written before the field existed may lack it (read as 0). */
 typedef kd_double_field double_field;
 
-#define SUM(f) {#f, offsetof(kd_epoch_sums, f)}
+#define SUM(f) {#f, offsetof(kd_epoch_sums, f), 0}
 static const double_field sum_fields[] = {
     SUM(loss), SUM(soft), SUM(hard), SUM(correct), SUM(labelled), SUM(seen),
-    SUM(train_seconds), SUM(seconds),
+    SUM(train_seconds), SUM(seconds), {"skipped", offsetof(kd_epoch_sums, skipped), 1},
 };
 #undef SUM
 #define N_SUM_FIELDS (sizeof sum_fields / sizeof sum_fields[0])
@@ -26,10 +31,10 @@ _Static_assert(sizeof(kd_epoch_sums) == N_SUM_FIELDS * sizeof(double),
                "every field of kd_epoch_sums is in sum_fields");
 
 /* The metrics.jsonl fields after "epoch", in the order they are written. */
-#define MET(f) {#f, offsetof(kd_epoch_metrics, f)}
+#define MET(f) {#f, offsetof(kd_epoch_metrics, f), 0}
 const kd_double_field kd_epoch_fields[] = {
     MET(loss), MET(soft), MET(hard), MET(train_acc), MET(val_acc), MET(lr), MET(samples_per_s),
-    MET(seconds),
+    MET(seconds), MET(skipped),
 };
 #undef MET
 const size_t kd_n_epoch_fields = sizeof kd_epoch_fields / sizeof kd_epoch_fields[0];
@@ -85,7 +90,8 @@ static kd_status make_dirs(const char *path, kd_err *err) {
 static kd_status write_text_cb(FILE *f, void *ctx, kd_err *err) {
     const char *s = ctx;
     size_t n = strlen(s);
-    if (fwrite(s, 1, n, f) != n) return kd_err_set(err, KD_EIO, "write failed");
+    if (fwrite(s, 1, n, f) != n)
+        return kd_err_set(err, KD_EIO, "write failed: %s", strerror(errno));
     return KD_OK;
 }
 
@@ -114,9 +120,50 @@ void kd_runfolder_free(kd_runfolder *rf) {
     rf->metrics_len = rf->metrics_cap = 0;
 }
 
+/* The files of a run folder that kd_write_atomic replaces; their temporaries are named
+ * "<file>.tmp.<pid>". */
+static const char *const run_files[] = {"last.safetensors", "best.safetensors", "metrics.jsonl",
+                                        "config.json"};
+
+/* The pid of a temporary "<run file>.tmp.<pid>" name, or 0 when name is not one. */
+static long temp_owner(const char *name) {
+    for (size_t i = 0; i < sizeof run_files / sizeof run_files[0]; i++) {
+        size_t n = strlen(run_files[i]);
+        if (strncmp(name, run_files[i], n) != 0 || strncmp(name + n, ".tmp.", 5) != 0) continue;
+        const char *d = name + n + 5;
+        char *end;
+        if (!isdigit((unsigned char)*d)) return 0;
+        errno = 0;
+        long pid = strtol(d, &end, 10);
+        return *end || errno || pid <= 0 ? 0 : pid;
+    }
+    return 0;
+}
+
+size_t kd_runfolder_remove_stale(const char *dir, char *first, size_t cap) {
+    size_t removed = 0;
+    if (cap) first[0] = '\0';
+    DIR *d = opendir(dir);
+    if (!d) return 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        long pid = temp_owner(e->d_name);
+        /* A write in progress belongs to a live process (ours never has one here): only the
+         * temporaries of processes that no longer exist are stale. */
+        if (pid == 0 || pid == (long)getpid() || kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+            continue;
+        char path[KD_PATH_MAX + 300];
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        if (unlink(path) == 0 && removed++ == 0 && cap) snprintf(first, cap, "%s", e->d_name);
+    }
+    closedir(d);
+    return removed;
+}
+
 kd_status kd_runfolder_create(kd_runfolder *rf, const kd_config *cfg, kd_err *err) {
     kd_status st = make_dirs(rf->out_dir, err);
     if (st) return st;
+    rf->n_stale = kd_runfolder_remove_stale(rf->out_dir, rf->first_stale, sizeof rf->first_stale);
     char *json = kd_config_to_json(cfg);
     if (!json) return kd_err_set(err, KD_EIO, "out of memory");
     char p[KD_PATH_MAX + 16];
@@ -321,6 +368,7 @@ kd_status kd_run_meta_partial(const char *path, const char *run_json, kd_epoch_s
     }
     for (size_t i = 0; i < N_SUM_FIELDS; i++) {
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(p, sum_fields[i].name);
+        if (!v && sum_fields[i].optional) continue;
         if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble) || v->valuedouble < 0) {
             st = kd_err_set(err, KD_EINPUT, "resume %s: metadata run.partial.%s: expected a "
                             "number >= 0", path, sum_fields[i].name);

@@ -118,11 +118,18 @@ kd_status kd_trainer_epoch(kd_trainer *t, kd_epoch_pass *e, kd_err *err) {
         kd_step_result r;
         double t0 = kd_now();
         st = kd_loader_next(ld, &b, err);
-        if (st || b.n == 0) break;
+        if (st) break;
+        /* Undecodable samples (data.skip_bad) are left out; a slice that lost all of them still
+         * counts as a batch of the epoch, so positions match the order on resume. */
+        sums->skipped += (double)b.n_skipped;
+        if (b.n == 0) {
+            e->batch += b.slices;
+            break;
+        }
         st = kd_trainer_step(t, b.x, e->use_labels ? b.y : NULL, b.n, &r, err);
         if (st) break;
         e->lr = r.lr;
-        e->batch++;
+        e->batch += b.slices;
         /* Counts are whole numbers, exact in a double: adding a batch's count equals adding
          * its samples one by one. */
         sums->labelled += (double)r.labelled;

@@ -18,12 +18,19 @@ typedef struct {
     char **class_names;
     size_t n_class_names;
     const kd_preprocess *pp;
+    /* Temporaries of killed writes found and removed by kd_runfolder_create. */
+    size_t n_stale;
+    char first_stale[256];
 } kd_runfolder;
 
 /* Sets the paths under out_dir (KD_EUSAGE when too long); creates nothing. */
 kd_status kd_runfolder_init(kd_runfolder *rf, const char *out_dir, kd_err *err);
 void kd_runfolder_free(kd_runfolder *rf);
-/* mkdir -p the folder and write the resolved config as config.json. */
+/* Removes the temporaries ("last.safetensors.tmp.<pid>", ...) that writes killed mid-way left
+ * in dir: those whose process no longer exists. Returns how many; first gets the first name. */
+size_t kd_runfolder_remove_stale(const char *dir, char *first, size_t cap);
+/* mkdir -p the folder, remove stale temporaries (n_stale, first_stale) and write the resolved
+ * config as config.json. */
 kd_status kd_runfolder_create(kd_runfolder *rf, const kd_config *cfg, kd_err *err);
 /* On resume: keeps the lines of metrics.jsonl for epochs <= done (a crash may have left a line
  * for an epoch whose checkpoint was never written). A missing file is fine. */

@@ -60,7 +60,10 @@ kd_status kd_train_accuracy(kd_model *m, kd_dataset *ds, const size_t *idx, size
     *acc = NAN;
     if (n == 0) return KD_OK;
     KD_ASSERT(m->batch_cap > 0);
-    kd_status st = kd_eval_forward(m, ds, idx, n, m->batch_cap, count_hits, &h, NULL, err);
+    /* Undecodable samples (data.skip_bad) are left out of the accuracy, hits and misses. */
+    size_t skipped = 0;
+    kd_status st =
+        kd_eval_forward(m, ds, idx, n, m->batch_cap, count_hits, &h, NULL, &skipped, err);
     if (st == KD_OK && h.counted) *acc = (double)h.hits / (double)h.counted;
     return st;
 }
@@ -290,6 +293,14 @@ static kd_status end_epoch(kd_run *t, size_t epoch, const kd_epoch_pass *e, kd_e
     em.train_acc = sums->labelled ? sums->correct / sums->labelled : NAN;
     em.lr = kd_float_shortest(e->lr);
     em.samples_per_s = sums->train_seconds > 0 ? sums->seen / sums->train_seconds : NAN;
+    em.skipped = sums->skipped;
+    if (sums->skipped > 0) {
+        const char *note = kd_dataset_decode_note(t->train_ds);
+        kd_run_emit_msg(t, KD_EV_WARNING, "WARNING: epoch %zu: %.0f training image%s could not be "
+                        "decoded and %s left out (data.skip_bad; first: %s)", epoch + 1,
+                        sums->skipped, sums->skipped == 1 ? "" : "s",
+                        sums->skipped == 1 ? "was" : "were", note ? note : "?");
+    }
     em.val_acc = NAN;
     if (t->n_val &&
         (st = kd_train_accuracy(&t->model, t->val_ds, t->val_idx, t->n_val, &em.val_acc, err)))
@@ -373,6 +384,10 @@ kd_status kd_train_run(const kd_train_opts *opts, kd_train_result *res, kd_err *
     if (!st) st = run_trainer_init(t, err);
     /* Output folder: resolved config first, so a failed run still says what it ran. */
     if (!st && !(st = kd_runfolder_create(&t->rf, cfg, err))) warn_if_any(t, err);
+    if (!st && t->rf.n_stale)
+        kd_run_emit_msg(t, KD_EV_WARNING, "note: removed %zu temporary file%s left by an "
+                        "interrupted write (%s)", t->rf.n_stale, t->rf.n_stale == 1 ? "" : "s",
+                        t->rf.first_stale);
     if (!st && opts->resume) st = kd_runfolder_reload_metrics(&t->rf, t->start_epoch, err);
     if (st) goto cleanup;
     emit_setup(t);

@@ -58,9 +58,10 @@ static int load_data(const job *j, const kd_model *m, size_t n, batches *b) {
     size_t *idx = malloc(n * sizeof *idx);
     if (!idx) return -1;
     for (size_t i = 0; i < n; i++) idx[i] = i;
+    size_t got = 0;
     int ok = kd_dataset_open(&ds, &src, &pp, &err) == KD_OK &&
              kd_dataset_info(ds)->n == n && kd_shape_numel(&kd_dataset_info(ds)->shape) == b->D &&
-             kd_dataset_get(ds, idx, n, b->x, b->y, &err) == KD_OK;
+             kd_dataset_get(ds, idx, n, b->x, b->y, &got, &err) == KD_OK && got == n;
     kd_dataset_close(ds);
     free(idx);
     if (!ok) {  /* no Fashion-MNIST here: seeded noise of the same size (torch_jobs.py agrees) */

@@ -1,0 +1,193 @@
+#!/usr/bin/env bash
+# make_corpus.sh - writes the seed corpora of the fuzz targets into OUTDIR/<target>/, from the
+# fixtures the tests use (nothing binary is committed): checkpoints that ./distill trains and
+# exports on a small generated IDX set (a CNN with conv, batch norm, pooling, layer norm,
+# dropout; training state included), hand-written safetensors of every dtype, IDX files of
+# every element type raw and gzip (and the first images of Fashion-MNIST when installed), CSV
+# tables (header, string labels, quotes, TSV, CRLF, BOM, gzip), the configs/ files with --set
+# overrides, PNGs of every colour type and bit depth, and JPEGs from seed_images.
+# Each target reads a leading option byte (see tests/fuzz/fuzz_*.c), which the seeds carry.
+#   usage: make_corpus.sh OUTDIR DISTILL SEED_IMAGES
+set -euo pipefail
+[ $# -eq 3 ] || { sed -n 2,10p "$0"; exit 2; }
+out=$1 distill=$(realpath "$2") seed_images=$(realpath "$3")
+root=$(cd "$(dirname "$0")/../.." && pwd)
+rm -rf "$out"
+mkdir -p "$out"/{safetensors,idx,csv,config,image}
+work=$(mktemp -d /tmp/kd-corpus.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+
+# ---- generated data files (python3, standard library only) ----
+python3 - "$out" "$work" <<'PY'
+import gzip, json, os, struct, sys, zlib
+out, work = sys.argv[1], sys.argv[2]
+
+def put(target, name, data, prefix=b""):
+    with open(os.path.join(out, target, name), "wb") as f:
+        f.write(prefix + data)
+
+# IDX: every element type; images [N, H, W] and labels [N]; the fuzz target's byte 0 is the
+# mode (even: one file; odd: byte 1 = labels length, then labels, then images).
+def idx(type_code, dims, payload):
+    return bytes([0, 0, type_code, len(dims)]) + b"".join(struct.pack(">I", d) for d in dims) + payload
+imgs = idx(0x08, [3, 4, 4], bytes(range(48)))
+labels = idx(0x08, [3], bytes([0, 1, 2]))
+for name, data in [
+    ("u8-images", imgs), ("u8-labels", labels),
+    ("i8", idx(0x09, [2, 3], bytes([1, 255, 3, 128, 5, 6]))),
+    ("i16", idx(0x0B, [2, 2], struct.pack(">4h", 1, -2, 300, -32768))),
+    ("i32", idx(0x0C, [4], struct.pack(">4i", 0, 1, -1, 2**31 - 1))),
+    ("f32", idx(0x0D, [2, 2], struct.pack(">4f", 0.5, -1.25, 3e38, 1e-38))),
+    ("f64", idx(0x0E, [1, 3], struct.pack(">3d", 0.1, -2.5, 1e300))),
+    ("rank4", idx(0x08, [2, 1, 2, 2], bytes(8))),
+]:
+    put("idx", name, data, b"\x00")
+    put("idx", name + ".gz", gzip.compress(data, mtime=0), b"\x00")
+put("idx", "pair", bytes([len(labels)]) + labels + imgs, b"\x01")
+put("idx", "pair.gz", bytes([len(gzip.compress(labels, mtime=0))]) + gzip.compress(labels, mtime=0)
+    + gzip.compress(imgs, mtime=0), b"\x03")
+fm = "/usr/share/datasets/fashion-mnist"
+if os.path.exists(fm + "/train-images-idx3-ubyte.gz"):
+    with gzip.open(fm + "/train-images-idx3-ubyte.gz") as f:
+        head = f.read(16 + 3 * 784)
+    with gzip.open(fm + "/train-labels-idx1-ubyte.gz") as f:
+        lhead = f.read(8 + 3)
+    fimg = head[:4] + struct.pack(">I", 3) + head[8:]
+    flab = lhead[:4] + struct.pack(">I", 3) + lhead[8:]
+    put("idx", "fashion-mnist-3", gzip.compress(fimg, mtime=0), b"\x00")
+    put("idx", "fashion-mnist-3-pair", bytes([len(flab)]) + flab + fimg, b"\x01")
+
+# A small labelled IDX set for training the seed checkpoints: 48 images 1x6x6, 3 classes.
+n = 48
+px = bytearray()
+for i in range(n):
+    c = i % 3
+    px += bytes(((r * 6 + k) * (c + 1) * 7 + i) % 256 for r in range(6) for k in range(6))
+with open(os.path.join(work, "train-images.idx"), "wb") as f:
+    f.write(idx(0x08, [n, 6, 6], bytes(px)))
+with open(os.path.join(work, "train-labels.idx"), "wb") as f:
+    f.write(idx(0x08, [n], bytes(i % 3 for i in range(n))))
+
+# CSV: byte 0 = options (bits 0-1 delimiter , ; tab space; 2-3 label column "", "0", "none",
+# "label"; 4-5 header auto/no/yes; 7 n_classes 3).
+csvs = [
+    (0x00, b"1,2,3,0\n4,5,6,1\n7,8,9,2\n"),
+    (0x00, b"a,b,label\n1.5,-2e3,cat\n0,1,dog\n"),
+    (0x0C, b"x,y,label\n1,2,0\n3,4,1\n"),
+    (0x01, b"1;2;0\r\n3;4;1\r\n"),
+    (0x02, b"1\t2\t1\n3\t4\t0\n"),
+    (0x00, b"\xef\xbb\xbf\"q,1\",2,3\n\"x\"\"y\",5,6\n"),
+    (0x08, b"1,2\n3,4\n"),
+    (0x04, b"0,1.0,2.0\n2,3.0,4.0\n"),
+    (0x80, b"0.1,0.2,2\n0.3,0.4,1\n"),
+    (0x03, b"1 2 3\n4 5 6\n"),
+]
+for i, (opt, text) in enumerate(csvs):
+    put("csv", "csv-%02d" % i, text, bytes([opt]))
+    put("csv", "csv-%02d.gz" % i, gzip.compress(text, mtime=0), bytes([opt]))
+
+# safetensors written by hand: every dtype, zero-size and scalar tensors, metadata.
+def st(tensors, meta=None):
+    head, data = {}, b""
+    for name, dt, shape, raw in tensors:
+        head[name] = {"dtype": dt, "shape": shape, "data_offsets": [len(data), len(data) + len(raw)]}
+        data += raw
+    if meta is not None:
+        head["__metadata__"] = meta
+    h = json.dumps(head, separators=(",", ":")).encode()
+    h += b" " * (-len(h) % 8)
+    return struct.pack("<Q", len(h)) + h + data
+put("safetensors", "dtypes", st([
+    ("a", "F32", [2], struct.pack("<2f", 1.0, -2.0)), ("b", "F16", [2], b"\x00\x3c\x00\xc0"),
+    ("c", "BF16", [1], b"\x80\x3f"), ("d", "I8", [3], b"\x01\xff\x7f"), ("e", "U8", [1], b"\xff"),
+    ("f", "I32", [1], struct.pack("<i", -5)), ("g", "I64", [], struct.pack("<q", 7)),
+    ("h", "F32", [0, 3], b"")], {"format": "pt"}))
+put("safetensors", "empty", st([]))
+put("safetensors", "arch-dense", st([
+    ("0.weight", "F32", [2, 3], struct.pack("<6f", *range(6))), ("0.bias", "F32", [2], bytes(8))],
+    {"format": "distill/1", "arch": json.dumps({"input": [3], "layers": [{"type": "dense", "units": 2}]}),
+     "classes": "[\"a\",\"b\"]", "preprocess": json.dumps({"scale": 1, "mean": [0], "std": [1], "flatten": False})}))
+
+# PNG: every colour type and bit depth stb_image reads, interlaced too; byte 0 = options.
+def chunk(kind, body):
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+def png(w, h, depth, ctype, rows, plte=None, trns=None, interlace=0):
+    raw = b"".join(b"\x00" + r for r in rows)
+    body = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, depth, ctype, 0, 0, interlace))
+    if plte: body += chunk(b"PLTE", plte)
+    if trns: body += chunk(b"tRNS", trns)
+    return body + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+W = H = 5
+for name, data in [
+    ("gray8", png(W, H, 8, 0, [bytes((x * 50 + y) % 256 for x in range(W)) for y in range(H)])),
+    ("gray16", png(W, H, 16, 0, [b"".join(struct.pack(">H", x * 9000 + y) for x in range(W)) for y in range(H)])),
+    ("gray1", png(8, 2, 1, 0, [b"\xa5", b"\x5a"])),
+    ("gray4", png(4, 2, 4, 0, [b"\x12\x34", b"\xfe\xdc"])),
+    ("rgb8", png(W, H, 8, 2, [bytes((x * 40 + c * 80 + y) % 256 for x in range(W) for c in range(3)) for y in range(H)])),
+    ("rgb16", png(2, 2, 16, 2, [bytes(range(12)), bytes(range(12, 24))])),
+    ("graya8", png(W, H, 8, 4, [bytes((x * 30 + y) % 256 for x in range(W) for c in range(2)) for y in range(H)])),
+    ("rgba8", png(W, H, 8, 6, [bytes((x * 20 + c * 60) % 256 for x in range(W) for c in range(4)) for y in range(H)])),
+    ("palette", png(4, 2, 2, 3, [b"\x1b", b"\xe4"], plte=bytes(range(12)), trns=b"\x00\x80")),
+    ("interlaced", png(9, 9, 8, 0, [bytes(range(9))] * 9, interlace=1)),
+]:
+    put("image", name + ".png", data, b"\x00")
+    put("image", name + "-rgb.png", data, b"\x13")
+PY
+
+# ---- JPEG seeds (stb_image_write) ----
+jpgs="$work/jpg"
+mkdir -p "$jpgs"
+"$seed_images" "$jpgs"
+for f in "$jpgs"/*.jpg; do
+    { printf '\x00'; cat "$f"; } > "$out/image/$(basename "$f")"
+    { printf '\x95'; cat "$f"; } > "$out/image/rgb-$(basename "$f")"
+done
+
+# ---- configs: the repository's, and overrides after NUL bytes ----
+for f in "$root"/configs/*.json; do cp "$f" "$out/config/"; done
+{ cat "$root/configs/tiny.json"; printf '\0train.epochs=3\0model.layers[0].units=8\0teacher=null'; } \
+    > "$out/config/tiny-overrides"
+{ printf '{"data":{"train":{"path":"x.csv","label_column":"y","delimiter":";"}},'
+  printf '"model":{"layers":[{"type":"dense","units":2}]}}'
+  printf '\0data.train.header=true\0optimizer.name=adamw\0schedule={"name":"step","step_epochs":1}'; } \
+    > "$out/config/csv-overrides"
+
+# ---- checkpoints trained and exported by distill ----
+cat > "$work/seed.json" <<'EOF'
+{
+  "data": {
+    "train": {"format": "idx", "path": "train-images.idx", "labels": "train-labels.idx"},
+    "validation_split": 12,
+    "preprocess": {"mean": 0.5, "std": 0.25}
+  },
+  "model": {
+    "input": [1, 6, 6],
+    "layers": [
+      {"type": "conv2d", "channels": 2, "kernel": 3, "padding": 1},
+      {"type": "batchnorm"}, {"type": "relu"},
+      {"type": "maxpool2d", "kernel": 2},
+      {"type": "layernorm"}, {"type": "flatten"},
+      {"type": "dropout", "p": 0.1},
+      {"type": "dense", "units": 3}
+    ]
+  },
+  "optimizer": {"name": "adam", "lr": 0.01},
+  "train": {"epochs": 1, "batch_size": 8, "seed": 3, "threads": 1}
+}
+EOF
+(cd "$work" && "$distill" train --config seed.json --out run --quiet >/dev/null)
+cp "$work/run/last.safetensors" "$out/safetensors/train-last"
+cp "$work/run/best.safetensors" "$out/safetensors/train-best"
+for dt in f32 f16 bf16 int8; do
+    "$distill" export "$work/run/last.safetensors" "$work/export-$dt.safetensors" --dtype "$dt" >/dev/null
+    cp "$work/export-$dt.safetensors" "$out/safetensors/export-$dt"
+done
+# A mid-epoch checkpoint (with the running sums) through the trainer's stop hook.
+(cd "$work" && KD_TRAIN_STOP_AFTER_STEPS=2 "$distill" train --config seed.json --out mid --quiet \
+    >/dev/null 2>&1 || true)
+[ -f "$work/mid/last.safetensors" ] && cp "$work/mid/last.safetensors" "$out/safetensors/train-mid"
+cp "$work/run/config.json" "$out/config/resolved.json"
+
+for t in safetensors idx csv config image; do
+    printf '%-12s %3d seeds, %6d bytes\n' "$t" "$(ls "$out/$t" | wc -l)" "$(cat "$out/$t"/* | wc -c)"
+done

@@ -1,0 +1,126 @@
+/* test_fuzz_regress.c - every input the fuzz targets (tests/fuzz/) found to crash, hang or break
+ * an oracle, kept in tests/fuzz/regress/<target>/ in the target's own format (leading option
+ * byte included; `make fuzz` replays them as seeds too) and run here through the same reader,
+ * with the outcome it must have now: a clean refusal naming the file and what is wrong. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "../src/data/data_impl.h"
+#include "kd_config.h"
+#include "kd_test.h"
+
+#define REGRESS "tests/fuzz/regress"
+
+/* The input minus its option byte, as a file in the case's folder; returns its path. */
+static const char *input_file(const char *name, unsigned char *opt) {
+    static char path[1024];
+    char src[512], *data = NULL;
+    size_t len = 0;
+    kd_err err;
+    snprintf(src, sizeof src, REGRESS "/%s", name);
+    snprintf(path, sizeof path, "%s/input", kd_test_tmpdir());
+    if (kd_read_file(src, 1 << 20, &data, &len, &err) != KD_OK || len < 1) {
+        kd_test_fail(__FILE__, __LINE__, "cannot read %s", src);
+        free(data);
+        return NULL;
+    }
+    *opt = (unsigned char)data[0];
+    CHECK_EQ_INT(kd_test_write_file(path, data + 1, len - 1), 0);
+    free(data);
+    return path;
+}
+
+/* A CSV whose quoted first field spanned two lines was counted as one field too few, and the
+ * real split wrote fields past the array (heap overflow). Its bytes also hold NULs, which are
+ * now refused as not text. */
+KD_TEST(fuzz_regress_csv_quoted_newline_in_first_record) {
+    unsigned char opt;
+    const char *path = input_file("csv/quoted-newline-count", &opt);
+    if (!path) return;
+    kd_data_source src;
+    kd_data_source_defaults(&src);
+    src.format = KD_FMT_CSV;
+    snprintf(src.path, sizeof src.path, "%s", path);
+    kd_data_mem m;
+    kd_err err;
+    CHECK_EQ_INT(kd_csv_load(&src, &m, &err), KD_EINPUT);
+    CHECK_CONTAINS(err.msg, path);
+    CHECK_CONTAINS(err.msg, "byte 6: a NUL byte: not CSV text");
+    /* The shape of the bug without NULs: a header whose quoted name holds a newline, then one
+     * row. Three columns from the same rules for the first record as for every other. */
+    static const char text[] = "\"a\nb\",c,label\n1,2,0\n3,4,1\n";
+    CHECK_EQ_INT(kd_test_write_file(path, text, sizeof text - 1), 0);
+    CHECK_EQ_INT(kd_csv_load(&src, &m, &err), KD_OK);
+    CHECK_EQ_INT(m.n, 2);
+    CHECK_EQ_INT(m.shape.d[0], 2);
+    if (m.f32) CHECK(m.f32[2] == 3.0f && m.f32[3] == 4.0f);
+    if (m.labels) CHECK(m.labels[1] == 1);
+    kd_data_mem_free(&m);
+    /* Line numbers count the lines a quoted field spans. */
+    static const char bad[] = "x,\"y\nz\",label\n1,2,0\n3,oops,1\n";
+    CHECK_EQ_INT(kd_test_write_file(path, bad, sizeof bad - 1), 0);
+    CHECK_EQ_INT(kd_csv_load(&src, &m, &err), KD_EINPUT);
+    CHECK_CONTAINS(err.msg, "line 4, column 2: expected a finite number, found \"oops\"");
+}
+
+static void expect_image_refused(const char *name, const char *why) {
+    unsigned char opt;
+    const char *path = input_file(name, &opt);
+    if (!path) return;
+    float out[3 * 32 * 32];
+    kd_err err;
+    CHECK_EQ_INT(kd_image_decode(path, 3, 8, 8, out, &err), KD_EINPUT);
+    CHECK_CONTAINS(err.msg, path);
+    CHECK_CONTAINS(err.msg, why);
+}
+
+/* stb_image 2.27 wrote past a 257-entry array for a JPEG Huffman table of more than 256 codes
+ * (UBSan: index 257 out of bounds), read out of bounds for a scan using an undefined table,
+ * and copied to NULL for an empty first PNG IDAT. */
+KD_TEST(fuzz_regress_images_stb_2_27_bugs_refused_before_decoding) {
+    expect_image_refused("image/jpeg-dht-257", "cannot decode image: JPEG Huffman table at byte");
+    expect_image_refused("image/jpeg-dht-257", "(at most 256)");
+    expect_image_refused("image/png-empty-idat", "cannot decode image: PNG chunk IDAT at byte 33 "
+                                                 "is empty");
+    /* A scan naming a DC table no DHT defined: stb decoded with uninitialised memory
+     * (UBSan: index -3210 out of bounds in stbi__jpeg_huff_decode). */
+    expect_image_refused("image/jpeg-undefined-table", "JPEG scan at byte 593 uses Huffman table "
+                                                       "DC 3, which no DHT defined before it");
+    /* The same table after 0xFF fill bytes before the SOI marker, which stb skips. */
+    expect_image_refused("image/jpeg-fill-before-soi", "JPEG Huffman table at byte 37 declares 758 "
+                                                       "codes (at most 256)");
+}
+
+/* An 88-byte PNG declaring a 1.8 GB IDAT chunk made stb_image allocate 1.8 GB (libFuzzer:
+ * out-of-memory) before finding the data missing. */
+KD_TEST(fuzz_regress_png_chunk_longer_than_the_file) {
+    expect_image_refused("image/png-huge-idat", "PNG chunk at byte 33 declares 1877278749 bytes, "
+                                                "past the end of the 87-byte file");
+}
+
+/* optimizer.eps = 1e-49 passed "> 0" as a double but is 0 as the float it is stored in, so the
+ * resolved config.json the run wrote was refused when loaded back. */
+KD_TEST(fuzz_regress_config_float_underflow) {
+    char *text = NULL;
+    size_t len = 0;
+    kd_err err;
+    CHECK_EQ_INT(kd_read_file(REGRESS "/config/eps-underflow", 1 << 20, &text, &len, &err), KD_OK);
+    kd_config c;
+    CHECK_EQ_INT(kd_config_parse(&c, text, len, "eps.json", "/", NULL, 0, &err), KD_EUSAGE);
+    CHECK_CONTAINS(err.msg, "optimizer.eps: expected a number > 0, got 1e-49 (0 in single "
+                            "precision)");
+    free(text);
+    static const char *const sets[] = {"optimizer.lr=1e-46", "data.preprocess.std=[1, 1e-50]"};
+    static const char *const want[] = {"optimizer.lr: expected a number > 0, got 1e-46 (0 in "
+                                       "single precision)",
+                                       "data.preprocess.std[1]: expected a number > 0, got 1e-50 "
+                                       "(0 in single precision)"};
+    for (int i = 0; i < 2; i++) {
+        const char *t = "{\"data\":{\"train\":{\"path\":\"x.idx\"},"
+                        "\"preprocess\":{\"mean\":[0,0],\"std\":[1,1]}},"
+                        "\"model\":{\"layers\":[{\"type\":\"dense\",\"units\":2}]}}";
+        CHECK_EQ_INT(kd_config_parse(&c, t, strlen(t), "c.json", "/", &sets[i], 1, &err),
+                     KD_EUSAGE);
+        CHECK_CONTAINS(err.msg, want[i]);
+    }
+}
