@@ -124,3 +124,29 @@ KD_TEST(fuzz_regress_config_float_underflow) {
         CHECK_CONTAINS(err.msg, want[i]);
     }
 }
+
+/* The config fuzzer (CI's 20 s run) found that writing whole numbers of 1e15 and more as exact
+ * digits broke the resolved config's round trip: a layer field 9007199254740990.5 printed as
+ * 9.00719925474099e+15, which reads back as a whole number and then printed as digits. Writing
+ * a reloaded config must give the same text, and a seed that 15 digits cannot hold must keep
+ * its digits. */
+KD_TEST(fuzz_regress_config_resolved_big_number_round_trip) {
+    char *text = NULL;
+    size_t len = 0;
+    kd_err err;
+    CHECK_EQ_INT(kd_read_file(REGRESS "/config/resolved-big-number-round-trip", 1 << 20, &text,
+                              &len, &err), KD_OK);
+    kd_config c, c2;
+    CHECK_EQ_INT(kd_config_parse(&c, text, strlen(text), "big.json", "/", NULL, 0, &err), KD_OK);
+    char *json = kd_config_to_json(&c);
+    CHECK(json != NULL);
+    CHECK_EQ_INT(kd_config_parse(&c2, json, strlen(json), "resolved.json", "/", NULL, 0, &err),
+                 KD_OK);
+    char *json2 = kd_config_to_json(&c2);
+    CHECK(json2 != NULL && strcmp(json, json2) == 0);
+    free(json2);
+    free(json);
+    free(text);
+    kd_config_free(&c);
+    kd_config_free(&c2);
+}

@@ -162,7 +162,7 @@ void kd_config_free(kd_config *c) {
 }
 
 /* Replaces every whole number of 1e15 or more (below 2^53, where doubles hold integers exactly)
- * by its exact digits. cJSON prints 15 significant digits whenever they read back within a
+ * that 15 significant digits cannot hold by its exact digits. cJSON prints 15 significant digits whenever they read back within a
  * relative epsilon, which turned seed 9007199254740991 into 9.00719925474099e+15, and a rerun
  * from config.json into a run with another seed. */
 static int exact_big_integers(cJSON *item) {
@@ -171,7 +171,11 @@ static int exact_big_integers(cJSON *item) {
         double v = it->valuedouble;
         if (!cJSON_IsNumber(it) || fabs(v) < 1e15 || fabs(v) >= 9007199254740992.0 || v != floor(v))
             continue;
+        /* Only where cJSON's 15 digits would lose it: a value that those digits give back
+         * exactly prints as cJSON prints it, so writing a reloaded config gives the same text. */
         char digits[32];
+        snprintf(digits, sizeof digits, "%1.15g", v);
+        if (strtod(digits, NULL) == v) continue;
         snprintf(digits, sizeof digits, "%.0f", v);
         char *raw = cJSON_malloc(strlen(digits) + 1);  /* freed by cJSON_Delete */
         if (!raw) return 0;
