@@ -68,6 +68,18 @@ static void put_array(kd_c_emitter *em, const char *type, const char *name, size
             name + 1, n, em->upper);
 }
 
+/* A weight array of n floats, eight to a line; counted in the header's weight bytes. */
+static void put_floats(kd_c_emitter *em, const char *name, const float *v, size_t n) {
+    put_array(em, "float", name, n);
+    for (size_t i = 0; i < n; i++) {
+        fputs(i % 8 ? " " : "\n    ", em->weights);
+        put_float(em->weights, v[i]);
+        fputc(',', em->weights);
+    }
+    fputs("\n};\n", em->weights);
+    em->weight_bytes += n * sizeof(float);
+}
+
 kd_status kd_c_tensor(kd_c_emitter *em, const char *suffix, const float *data, size_t rows,
                       size_t cols, kd_export_store store, const char **name, int *quantised,
                       kd_err *err) {
@@ -79,14 +91,7 @@ kd_status kd_c_tensor(kd_c_emitter *em, const char *suffix, const float *data, s
     if (!(*name = keep_name(em, id))) return oom(err);
     *quantised = kd_export_encodes(em->codec, store);
     if (!*quantised) {
-        put_array(em, "float", id, n);
-        for (size_t i = 0; i < n; i++) {
-            fputs(i % 8 ? " " : "\n    ", em->weights);
-            put_float(em->weights, data[i]);
-            fputc(',', em->weights);
-        }
-        fputs("\n};\n", em->weights);
-        em->weight_bytes += n * sizeof(float);
+        put_floats(em, id, data, n);
         return KD_OK;
     }
     /* int8 rows through the codec (the int8 safetensors export's scales): values as signed
@@ -103,14 +108,8 @@ kd_status kd_c_tensor(kd_c_emitter *em, const char *suffix, const float *data, s
     for (size_t i = 0; i < n; i++) fprintf(em->weights, "%s%d,", i % 16 ? " " : "\n    ", q[i]);
     fputs("\n};\n", em->weights);
     snprintf(id + strlen(id), sizeof id - strlen(id), "_scale");
-    put_array(em, "float", id, rows);
-    for (size_t r = 0; r < rows; r++) {
-        fputs(r % 8 ? " " : "\n    ", em->weights);
-        put_float(em->weights, scale[r]);
-        fputc(',', em->weights);
-    }
-    fputs("\n};\n", em->weights);
-    em->weight_bytes += n + rows * sizeof(float);
+    put_floats(em, id, scale, rows);
+    em->weight_bytes += n;
     free(q);
     free(scale);
     return KD_OK;

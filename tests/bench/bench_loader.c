@@ -11,18 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define STB_IMAGE_WRITE_IMPLEMENTATION /* this standalone program's own copy */
-#if defined(__GNUC__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wshadow"
-#pragma GCC diagnostic ignored "-Wunused-function"
-#pragma GCC diagnostic ignored "-Wsign-compare"
-#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
-#endif
-#include <stb_image_write.h>
-#if defined(__GNUC__)
-#pragma GCC diagnostic pop
-#endif
+#include "../kd_image_write.h"
 
 #include "../../src/data/data_impl.h"
 #include "kd_data.h"
