@@ -459,3 +459,33 @@ KD_TEST(cache_file_hash) {
     CHECK_EQ_INT(kd_file_hash(dir, ha, sizeof ha, &err), KD_EINPUT);
     CHECK_CONTAINS(err.msg, "not a regular file");
 }
+
+/* Every number of the header reads back exactly: cJSON's printer would keep 15 digits of a
+ * view_seed of 2^53 - 1 (reading back as 2^53 - 2) and of weights like 1/3. */
+KD_TEST(cache_header_numbers_round_trip_exactly) {
+    char path[600];
+    snprintf(path, sizeof path, "%s/exact.kdcache", kd_test_tmpdir());
+    size_t idx[2] = {0, 4294967295u};
+    kd_cache_meta m = cache_fx_meta(2, 3, 3, 1, KD_CACHE_F32, 1, 1.0 / 3.0);
+    m.view_seed = ((uint64_t)1 << 53) - 1;
+    m.weight[0] = 0.1, m.weight[1] = 0.2, m.weight[2] = 0.7000000000000001;
+    m.teacher_val_acc[1] = 0.8765432109876543;
+    m.ensemble_val_acc = NAN;
+    cache_fx fx = {0};
+    kd_err err;
+    CHECK_EQ_INT(cache_fx_write(path, &m, idx, &fx, 2, &err), KD_OK);
+    kd_cache *c = NULL;
+    CHECK_EQ_INT(kd_cache_open(&c, path, &err), KD_OK);
+    if (!c) return;
+    const kd_cache_meta *g = kd_cache_info(c);
+    CHECK(g->view_seed == m.view_seed);
+    CHECK(g->temperature == 1.0 / 3.0);
+    for (int k = 0; k < 3; k++) CHECK(g->weight[k] == m.weight[k]);
+    CHECK(g->teacher_val_acc[1] == 0.8765432109876543 && isnan(g->teacher_val_acc[2]));
+    CHECK(isnan(g->ensemble_val_acc));
+    CHECK_EQ_INT(kd_cache_row(c, 4294967295u), 1);
+    kd_cache_close(c);
+    m.view_seed++;
+    CHECK_EQ_INT(cache_fx_write(path, &m, idx, &fx, 2, &err), KD_EUSAGE);
+    CHECK_CONTAINS(err.msg, "view_seed: expected an integer in 0..2^53-1, got 9007199254740992");
+}

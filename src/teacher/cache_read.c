@@ -117,7 +117,7 @@ static kd_status parse_keys(const char *name, const cJSON *root, kd_cache_meta *
     for (size_t k = 1; k <= 3; k++) {
         uint64_t u;
         if (json_whole(v[k], &u) != 0)
-            return bad(err, name, "header field %s: expected a whole number, got %s",
+            return bad(err, name, "header field %s: expected a whole number in 0..2^53-1, got %s",
                        header_keys[k], brief(v[k], vb, sizeof vb));
         *counts[k - 1] = (size_t)u;
     }
@@ -128,7 +128,7 @@ static kd_status parse_keys(const char *name, const cJSON *root, kd_cache_meta *
     if (json_whole(v[5], &top_k) != 0 || json_whole(v[7], &views) != 0 ||
         json_whole(v[8], &m->view_seed) != 0) {
         size_t k = json_whole(v[5], &top_k) != 0 ? 5 : json_whole(v[7], &views) != 0 ? 7 : 8;
-        return bad(err, name, "header field %s: expected a whole number, got %s", header_keys[k],
+        return bad(err, name, "header field %s: expected a whole number in 0..2^53-1, got %s", header_keys[k],
                    brief(v[k], vb, sizeof vb));
     }
     m->top_k = (size_t)top_k;

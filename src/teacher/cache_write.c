@@ -25,27 +25,38 @@ static void json_add(cJSON *parent, const char *key, cJSON *item, int *oom) {
     }
 }
 
-/* A fraction, or null when unknown (NaN). */
-static cJSON *json_acc(double a) { return isnan(a) ? cJSON_CreateNull() : cJSON_CreateNumber(a); }
+/* A number as the shortest text that reads back as exactly d. cJSON's own printer keeps 15
+ * digits whenever they read back within about one unit in the last place, which would turn a
+ * view_seed of 2^53 - 1 into 2^53 - 2 and move weights; so numbers go in as raw text. */
+static cJSON *json_number(double d) {
+    char buf[40];
+    for (int digits = 15; digits <= 17; digits++) {
+        snprintf(buf, sizeof buf, "%.*g", digits, d);
+        if (strtod(buf, NULL) == d) break;
+    }
+    return cJSON_CreateRaw(buf);
+}
 
-/* The header: one JSON object with the keys in the order the reader lists them. cJSON prints a
- * double with 17 significant digits when 15 do not read back exactly, so every number round
- * trips; view_seed <= 2^53 - 1 is an exact double. */
+/* A fraction, or null when unknown (NaN). */
+static cJSON *json_acc(double a) { return isnan(a) ? cJSON_CreateNull() : json_number(a); }
+
+/* The header: one JSON object with the keys in the order the reader lists them; every number
+ * reads back exactly (view_seed <= 2^53 - 1 is an exact double). */
 static char *header_json(const kd_cache_meta *m) {
     int oom = 0;
     cJSON *o = cJSON_CreateObject();
     json_add(o, "format", cJSON_CreateString(KD_CACHE_FORMAT), &oom);
-    json_add(o, "n_rows", cJSON_CreateNumber((double)m->n_rows), &oom);
-    json_add(o, "n_classes", cJSON_CreateNumber((double)m->n_classes), &oom);
-    json_add(o, "n_teachers", cJSON_CreateNumber((double)m->n_teachers), &oom);
+    json_add(o, "n_rows", json_number((double)m->n_rows), &oom);
+    json_add(o, "n_classes", json_number((double)m->n_classes), &oom);
+    json_add(o, "n_teachers", json_number((double)m->n_teachers), &oom);
     json_add(o, "dtype", cJSON_CreateString(kd_cache_dtype_name(m->dtype)), &oom);
-    json_add(o, "top_k", cJSON_CreateNumber((double)m->top_k), &oom);
-    json_add(o, "temperature", cJSON_CreateNumber(m->temperature), &oom);
-    json_add(o, "views", cJSON_CreateNumber((double)m->views), &oom);
-    json_add(o, "view_seed", cJSON_CreateNumber((double)m->view_seed), &oom);
+    json_add(o, "top_k", json_number((double)m->top_k), &oom);
+    json_add(o, "temperature", json_number(m->temperature), &oom);
+    json_add(o, "views", json_number((double)m->views), &oom);
+    json_add(o, "view_seed", json_number((double)m->view_seed), &oom);
     cJSON *w = cJSON_CreateArray(), *acc = cJSON_CreateArray();
     for (size_t k = 0; w && acc && k < m->n_teachers; k++) {
-        json_add(w, NULL, cJSON_CreateNumber(m->weight[k]), &oom);
+        json_add(w, NULL, json_number(m->weight[k]), &oom);
         json_add(acc, NULL, json_acc(m->teacher_val_acc[k]), &oom);
     }
     json_add(o, "weights", w, &oom);
