@@ -103,6 +103,9 @@ kd_status kd_cache_open(kd_cache **out, const char *path, kd_err *err);
 kd_status kd_cache_open_mem(kd_cache **out, const void *data, size_t len, const char *name,
                             kd_err *err);
 void kd_cache_close(kd_cache *c);  /* NULL-safe */
+/* 1 if the file at path starts with KD_CACHE_MAGIC (how `distill info` tells a cache from a
+ * checkpoint), else 0, also when it cannot be read. Verifies nothing else. */
+int kd_cache_sniff(const char *path);
 const kd_cache_meta *kd_cache_info(const kd_cache *c);
 /* The sample indices of the rows (n_rows, ascending). */
 const uint32_t *kd_cache_index(const kd_cache *c);

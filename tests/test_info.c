@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cache_fixture.h"
 #include "kd_checkpoint.h"
 #include "kd_test.h"
 
@@ -199,4 +200,85 @@ KD_TEST(info_usage_errors_exit_2) {
     snprintf(cmd, sizeof cmd, "'%s' info /nonexistent/x.safetensors", d);
     CHECK_EQ_INT(kd_test_run(cmd, out, sizeof out), 3);
     CHECK_CONTAINS(out, "/nonexistent/x.safetensors: cannot open");
+}
+
+/* A cache of 5 rows (samples 1, 4, ..., 13), 2 views, 2 teachers, f16 top-3 of 10 at T = 4. */
+static const char *make_cache(const char *dir) {
+    static char path[600];
+    snprintf(path, sizeof path, "%s/targets.kdcache", dir);
+    size_t *idx = cache_fx_index(5);
+    kd_cache_meta m = cache_fx_meta(5, 10, 2, 2, KD_CACHE_F16, 3, 4.0);
+    m.weight[0] = 0.75, m.weight[1] = 0.25;
+    cache_fx fx = {0};
+    kd_err err;
+    if (cache_fx_write(path, &m, idx, &fx, 4, &err) != KD_OK)
+        kd_test_fail(__FILE__, __LINE__, "%s", err.msg);
+    free(idx);
+    return path;
+}
+
+KD_TEST(info_describes_a_cache) {
+    const char *path = make_cache(kd_test_tmpdir());
+    char cmd[1200], out[8192];
+    snprintf(cmd, sizeof cmd, "'%s' info '%s'", kd_test_distill(), path);
+    CHECK_EQ_INT(kd_test_run(cmd, out, sizeof out), 0);
+    CHECK_CONTAINS(out, "format    distill-cache/1 (soft-target cache)");
+    CHECK_CONTAINS(out, "targets   f16, top 3 of 10 logits at T = 4");
+    CHECK_CONTAINS(out, "views     2 (view seed 12345)");
+    CHECK_CONTAINS(out, "rows      5 training samples (indices 1..13), 10 classes, 2 teachers");
+    CHECK_CONTAINS(out, "              0  0.75      80.00%");
+    CHECK_CONTAINS(out, "              1  0.25      unknown");
+    CHECK_CONTAINS(out, "ensemble  val acc 87.50%");
+    /* A teacher row: 3 u16 classes, 3 f16 values, one f32: 16 bytes. */
+    CHECK_CONTAINS(out, "bytes     64 per sample (32 per view, 16 per view and teacher)");
+    CHECK_CONTAINS(out, "teacher[0].checkpoint_hash: crc32:0badf00d adler32:1 size:7");
+    CHECK_CONTAINS(out, "data.train: train-images.idx");
+    snprintf(cmd, sizeof cmd, "'%s' info --json '%s' 2>/dev/null", kd_test_distill(), path);
+    CHECK_EQ_INT(kd_test_run(cmd, out, sizeof out), 0);
+    cJSON *o = cJSON_Parse(out);
+    CHECK(o != NULL);
+    if (!o) return;
+#define GET(key) cJSON_GetObjectItemCaseSensitive(o, key)
+    CHECK(strcmp(GET("format")->valuestring, "distill-cache/1") == 0);
+    CHECK(strcmp(GET("dtype")->valuestring, "f16") == 0);
+    CHECK_EQ_INT(GET("top_k")->valuedouble, 3);
+    CHECK(GET("temperature")->valuedouble == 4.0);
+    CHECK_EQ_INT(GET("views")->valuedouble, 2);
+    CHECK_EQ_INT(GET("view_seed")->valuedouble, 12345);
+    CHECK_EQ_INT(GET("rows")->valuedouble, 5);
+    CHECK_EQ_INT(GET("last_sample")->valuedouble, 13);
+    CHECK_EQ_INT(GET("classes")->valuedouble, 10);
+    CHECK_EQ_INT(GET("bytes_per_sample")->valuedouble, 64);
+    const cJSON *t1 = cJSON_GetArrayItem(GET("teachers"), 1);
+    CHECK(cJSON_GetObjectItemCaseSensitive(t1, "weight")->valuedouble == 0.25);
+    CHECK(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(t1, "val_acc")));
+    CHECK(GET("ensemble_val_acc")->valuedouble == 0.875);
+    CHECK(strcmp(cJSON_GetObjectItemCaseSensitive(GET("fields"), "data.train")->valuestring,
+                 "train-images.idx") == 0);
+#undef GET
+    cJSON_Delete(o);
+}
+
+KD_TEST(info_broken_cache_exits_3_with_the_reason) {
+    const char *path = make_cache(kd_test_tmpdir());
+    size_t len;
+    unsigned char *d = cache_fx_read(path, &len);
+    if (!d) return;
+    char cmd[1200], out[4096], want[200];
+    snprintf(cmd, sizeof cmd, "'%s' info '%s'", kd_test_distill(), path);
+    d[len - 6] ^= 0x20; /* the last block (the only one) */
+    CHECK_EQ_INT(kd_test_write_file(path, d, len), 0);
+    CHECK_EQ_INT(kd_test_run(cmd, out, sizeof out), 3);
+    CHECK_CONTAINS(out, path);
+    CHECK_CONTAINS(out, "block 0 (bytes ");
+    CHECK_CONTAINS(out, "checksum mismatch: the file is corrupt");
+    CHECK_EQ_INT(kd_test_write_file(path, d, len - 9), 0);
+    CHECK_EQ_INT(kd_test_run(cmd, out, sizeof out), 3);
+    snprintf(want, sizeof want, "the file is %zu bytes, its header implies %zu: truncated",
+             len - 9, len);
+    CHECK_CONTAINS(out, want);
+    CHECK_EQ_INT(kd_test_write_file(path, d, 8), 0); /* the magic alone is still a cache */
+    CHECK_EQ_INT(kd_test_run(cmd, out, sizeof out), 3);
+    CHECK_CONTAINS(out, "the file is 8 bytes, shorter than the 16 bytes");
+    free(d);
 }

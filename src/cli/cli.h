@@ -121,4 +121,8 @@ cJSON *kd_cli_json_add(cJSON *parent, const char *key, cJSON *item, int *failed)
  * document is incomplete (*failed) or cannot be printed. */
 kd_status kd_cli_json_print(cJSON *doc, int failed, kd_err *err);
 
+/* `distill info` for a soft-target cache file (info_cache.c): verifies and describes it (JSON
+ * with json); returns the exit code. */
+int kd_cli_info_cache(const char *path, int json);
+
 #endif

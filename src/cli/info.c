@@ -1,11 +1,13 @@
 /* info.c - `distill info FILE [--json]`: validates a safetensors checkpoint and describes it
- * (format, architecture with output shapes, tensor table, totals, metadata). */
+ * (format, architecture with output shapes, tensor table, totals, metadata), or a soft-target
+ * cache file (info_cache.c). */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
+#include "kd_cache.h"
 #include "kd_checkpoint.h"
 
 static const char usage[] =
@@ -20,6 +22,10 @@ static const char usage[] =
     "  - totals: model tensors, values and bytes; training state (optimizer moments and\n"
     "    resume position) listed separately\n"
     "  - the metadata (class names, preprocessing, run information, training step ...)\n"
+    "A soft-target cache (written by `distill logits`, starting with \"KDCACHE1\") is verified\n"
+    "completely (header, sizes, every checksum, index and value) and described: targets (dtype,\n"
+    "top-k and T), views and their seed, rows, classes, each teacher's weight and recorded\n"
+    "validation accuracy, bytes per sample, and what it was built from.\n"
     "\n"
     "Options:\n"
     "  --json     print one JSON object instead (keys: file, size, format, arch, layers,\n"
@@ -28,7 +34,7 @@ static const char usage[] =
     "\n"
     "Exit codes: 0 the file is valid; 2 usage error; 3 FILE is not a valid safetensors file or\n"
     "its tensors do not match its architecture (the message names the tensor and what was\n"
-    "expected); 1 I/O failure.\n"
+    "expected), or a broken cache (the message names the byte, field or block); 1 I/O failure.\n"
     "\n"
     "Example:\n"
     "  distill info runs/student/best.safetensors\n"
@@ -189,10 +195,12 @@ static int run(int argc, char **argv) {
     const kd_cli_spec spec = {cli_opts, KD_CLI_N_OPTS(cli_opts), SIZE_MAX, usage};
     int rc = kd_cli_parse(&spec, argc, argv, &n_args);
     if (rc != KD_CLI_GO) return rc;
-    if (n_args == 0) return kd_cli_usage_error(argv[0], "missing FILE (a .safetensors checkpoint)");
+    if (n_args == 0)
+        return kd_cli_usage_error(argv[0], "missing FILE (a .safetensors checkpoint or a cache)");
     if (n_args > 1)
         return kd_cli_usage_error(argv[0], "expected one FILE, got '%s' and '%s'", argv[1], argv[2]);
     const char *path = argv[1];
+    if (kd_cache_sniff(path)) return kd_cli_info_cache(path, json);
 
     kd_err err;
     kd_err_clear(&err);
@@ -232,5 +240,5 @@ cleanup:
     return rc;
 }
 
-const kd_command kd_cmd_info = {"info", "validate and describe a checkpoint (layers, tensors, metadata)",
+const kd_command kd_cmd_info = {"info", "validate and describe a checkpoint (layers, tensors, metadata) or a cache",
                                 usage, run};

@@ -421,6 +421,15 @@ cleanup:
     return st;
 }
 
+int kd_cache_sniff(const char *path) {
+    char magic[8];
+    FILE *f = fopen(path, "rb");
+    if (!f) return 0;
+    int yes = fread(magic, 1, 8, f) == 8 && memcmp(magic, KD_CACHE_MAGIC, 8) == 0;
+    fclose(f);
+    return yes;
+}
+
 void kd_cache_close(kd_cache *c) {
     if (!c) return;
     free(c->name);
