@@ -7,7 +7,12 @@
 #   bash configs/experiments.sh cnn-aug # the CNN teacher's students on augmented batches: compact
 #                                       # MLP 30 epochs, shifts of 2 + flips; small CNN 24 epochs,
 #                                       # shifts of 2; distilled vs from scratch
-# Environment: DISTILL (binary, default ./distill), RUNS (default runs/exp), SEEDS ("1 2 3").
+#   bash configs/experiments.sh ensemble  # the compact student from an ensemble of 3 CNN teachers
+#                                       # through the soft-target cache, EPOCHS (100) epochs, with
+#                                       # a small grid on each side chosen on validation (see
+#                                       # ensemble_suite below); then the label-scarce run
+# Environment: DISTILL (binary, default ./distill), RUNS (default runs/exp), SEEDS ("1 2 3"),
+#              EPOCHS (ensemble suite, 100), THREADS (ensemble suite's students, 1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DISTILL=${DISTILL:-./distill}
@@ -21,10 +26,105 @@ cnn) teacher=fmnist-cnn-teacher
      pairs="fmnist-cnn-compact:fmnist-cnn-compact-scratch fmnist-cnn-small:fmnist-cnn-small-scratch" ;;
 cnn-aug) teacher=fmnist-cnn-teacher  # pair fields: kd:scratch:epochs:shift:flip
      pairs="fmnist-cnn-compact:fmnist-cnn-compact-scratch:30:2:true fmnist-cnn-small:fmnist-cnn-small-scratch:24:2:false" ;;
-*) echo "usage: experiments.sh mlp|cnn|cnn-aug" >&2; exit 2 ;;
+ensemble) ;;
+*) echo "usage: experiments.sh mlp|cnn|cnn-aug|ensemble" >&2; exit 2 ;;
 esac
 mkdir -p "$RUNS"
 summary_field() { grep -o "$2 [0-9.]*" "$1" | head -1 | cut -d' ' -f2; }
+# "NAME mean +- sd (n=..., seeds: ...)" of the numbers after NAME, in percent.
+mean_sd() { awk '{ n = NF - 1; s = 0; q = 0;
+    for (i = 2; i <= NF; i++) { s += $i; q += $i * $i }
+    m = s / n; sd = n > 1 ? sqrt((q - n * m * m) / (n - 1)) : 0;
+    printf "%-44s %.2f%% +- %.2f (n=%d, seeds:", $1, 100 * m, 100 * sd, n;
+    for (i = 2; i <= NF; i++) printf " %.2f", 100 * $i;
+    printf ")\n" }'; }
+
+# The compact student (flatten-dense128-dense10) distilled through the cache from three CNN
+# teachers (seeds 1-3) against the same student from scratch. Same epoch budget both sides;
+# each side's recipe is picked on the validation split (seed 1) from its own small grid, then
+# run with every seed; the test accuracy of the best-validation checkpoint is reported.
+#   scratch:   lr {0.001, 0.003} x augmentation {none, shifts of 2 drawn every step}
+#   distilled: lr {0.001, 0.003} x (T, alpha) {(2, 0.5), (4, 0.9)} x
+#              views {1 cache view without augmentation, 8 cached views of shifts of 2}
+# Then label-scarce: the same student on the 55,000 training images without their labels
+# (alpha 1), from the ensemble with the distilled side's chosen recipe.
+ensemble_suite() {
+    local E=${EPOCHS:-100} T=${THREADS:-1} base=configs/fmnist-cnn-compact.json
+    local members="" s
+    for s in 1 2 3; do
+        local t="$RUNS/fmnist-cnn-teacher-s$s"
+        if [ ! -r "$t/best.safetensors" ]; then
+            "$DISTILL" train --config configs/fmnist-cnn-teacher.json --seed "$s" --out "$t" \
+                --quiet > "$t.log"
+        fi
+        echo "teacher seed $s: $(summary_field "$t.log" best_test_acc) test accuracy"
+        members="$members${members:+, }{\"checkpoint\": \"$(cd "$t" && pwd)/best.safetensors\"}"
+    done
+    local rabs; rabs="$(cd "$RUNS" && pwd)"
+    teacher_set() {  # $1: cache file, $2: views
+        echo "teacher={\"ensemble\": [$members], \"cache\": {\"path\": \"$rabs/$1\", \"views\": $2}}"
+    }
+    local aug8=(--set data.augment.shift=2)
+    for v in 1 8; do  # build both caches once, timed
+        if [ ! -r "$RUNS/ensemble-v$v.kdc" ]; then
+            local a=(); [ "$v" = 8 ] && a=("${aug8[@]}")
+            "$DISTILL" logits --config "$base" --set "$(teacher_set ensemble-v$v.kdc $v)" \
+                "${a[@]+"${a[@]}"}" --threads 2 --quiet > "$RUNS/ensemble-v$v.kdc.log"
+        fi
+        echo "cache views $v: $(grep -o 'bytes [0-9]*\|seconds [0-9.]*' "$RUNS/ensemble-v$v.kdc.log" | tr '\n' ' ')"
+    done
+    run() {  # $1 name, $2 seed, $3 config, rest: more train arguments
+        local out="$RUNS/ens-$1-s$2" seed=$2 cfg=$3; shift 3
+        if [ ! -r "$out.log" ] || ! grep -q '^summary:' "$out.log"; then
+            "$DISTILL" train --config "$cfg" --epochs "$E" --threads "$T" --seed "$seed" \
+                --out "$out" --quiet "$@" > "$out.log"
+        fi
+    }
+    local best_s="" best_sv=0 best_d="" best_dv=0 lr aug v ta name val seed
+    for lr in 0.001 0.003; do
+        for aug in 0 2; do
+            name="scratch-lr$lr-shift$aug"
+            run "$name" 1 "$base" --set teacher=null --set distill=null --set optimizer.lr=$lr \
+                --set data.augment.shift=$aug
+            val=$(summary_field "$RUNS/ens-$name-s1.log" best_val)
+            echo "  $name: val $val"
+            if awk -v a="$val" -v b="$best_sv" 'BEGIN { exit !(a > b) }'; then best_s=$name; best_sv=$val; fi
+        done
+        for ta in 2:0.5 4:0.9; do
+            for v in 1 8; do
+                name="kd-lr$lr-T${ta%%:*}-a${ta##*:}-v$v"
+                local a=(); [ "$v" = 8 ] && a=("${aug8[@]}")
+                run "$name" 1 "$base" --set "$(teacher_set ensemble-v$v.kdc $v)" --set optimizer.lr=$lr \
+                    --set distill.temperature=${ta%%:*} --set distill.alpha=${ta##*:} "${a[@]+"${a[@]}"}"
+                val=$(summary_field "$RUNS/ens-$name-s1.log" best_val)
+                echo "  $name: val $val"
+                if awk -v a="$val" -v b="$best_dv" 'BEGIN { exit !(a > b) }'; then best_d=$name; best_dv=$val; fi
+            done
+        done
+    done
+    echo "chosen on validation: scratch $best_s, distilled $best_d"
+    local tacc; tacc=$(grep -o 'ensemble validation accuracy: [0-9.]*' "$RUNS/ens-$best_d-s1.log" 2>/dev/null || true)
+    for name in "$best_s" "$best_d"; do
+        local accs=""
+        for seed in $SEEDS; do
+            if [ "$seed" != 1 ]; then
+                # the same arguments as the seed-1 run, from its saved config
+                run "$name" "$seed" "$RUNS/ens-$name-s1/config.json"
+            fi
+            accs="$accs $(summary_field "$RUNS/ens-$name-s$seed.log" best_test_acc)"
+        done
+        echo "$name$accs" | mean_sd
+    done
+    # Label-scarce: the chosen distilled recipe with alpha 1 and no labels.
+    local accs=""
+    for seed in $SEEDS; do
+        run "scarce-$best_d" "$seed" "$RUNS/ens-$best_d-s1/config.json" \
+            --set data.use_labels=false --set distill.alpha=1
+        accs="$accs $(summary_field "$RUNS/ens-scarce-$best_d-s$seed.log" best_test_acc)"
+    done
+    echo "no-labels-$best_d$accs" | mean_sd
+}
+if [ "$suite" = ensemble ]; then ensemble_suite; exit 0; fi
 
 if [ ! -r "$RUNS/$teacher/best.safetensors" ]; then
     "$DISTILL" train --config "configs/$teacher.json" --out "$RUNS/$teacher" --quiet \

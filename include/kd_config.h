@@ -15,6 +15,22 @@
 
 typedef struct cJSON cJSON;  /* the config keeps layer lists and class names as JSON */
 
+/* One teacher: teacher.checkpoint/layers, or one entry of teacher.ensemble. */
+typedef struct {
+    char path[KD_PATH_MAX];      /* its safetensors checkpoint (absolute) */
+    cJSON *layers;               /* optional arch for a file without "arch" metadata (owned) */
+    float weight;                /* as given (default 1); kd_config_teacher_weight normalises */
+} kd_teacher_cfg;
+
+/* teacher.cache: where the teachers' logits are kept, and what is kept. */
+typedef struct {
+    char path[KD_PATH_MAX];      /* absolute */
+    int dtype;                   /* kd_cache_dtype: 0 f32, 1 f16 */
+    size_t top_k;                /* 0 = every logit */
+    size_t views;                /* augmented views per sample (>= 1) */
+    uint64_t seed;               /* view v of sample i is a function of (seed, i, v) */
+} kd_cache_cfg;
+
 typedef struct {
     char path[KD_PATH_MAX];      /* the config file as given ("" when parsed from text) */
     char name[256];              /* file name without .json: the default run folder name */
@@ -39,10 +55,13 @@ typedef struct {
     cJSON *layers;               /* owned JSON array of layer specs (each an object with "type") */
     kd_init_kind init;
 
-    /* teacher (optional) */
+    /* teacher (optional): one checkpoint, or an ensemble (teacher.ensemble), and a cache */
     int has_teacher;
-    char teacher_path[KD_PATH_MAX];
-    cJSON *teacher_layers;       /* optional arch for a file without "arch" metadata (owned) */
+    int ensemble;                /* given as teacher.ensemble (written back that way) */
+    size_t n_teachers;           /* 1 for teacher.checkpoint; the ensemble's size */
+    kd_teacher_cfg teachers[KD_MAX_TEACHERS];
+    int has_cache;
+    kd_cache_cfg cache;
     kd_distill_cfg distill;      /* filled (defaults kl, T 4, alpha 0.9) only when has_teacher */
 
     /* optimisation */
@@ -82,6 +101,8 @@ void kd_config_free(kd_config *c);  /* NULL-safe; leaves *c zeroed */
 /* Pretty JSON of the resolved config (defaults filled, absolute paths); loading it again gives
  * the same config. malloc'd: the caller frees it with free(). NULL on out-of-memory. */
 char *kd_config_to_json(const kd_config *c);
+/* Teacher i's weight in the ensemble, normalised so the weights sum to 1. */
+float kd_config_teacher_weight(const kd_config *c, size_t i);
 /* The schedule in optimizer steps for a run of c->epochs epochs of steps_per_epoch steps:
  * base_lr, total_steps, and warmup/step sizes converted from epochs where given that way. */
 kd_sched_cfg kd_config_sched(const kd_config *c, size_t steps_per_epoch);

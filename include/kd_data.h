@@ -69,6 +69,12 @@ void kd_augment_sample(const float *x, float *out, const kd_shape *shape, int dy
  * flip bit, then dy, then dx), so a run's seed fixes them and a resumed run repeats them. */
 void kd_augment_batch(const kd_augment *a, const kd_shape *shape, const float *x, float *out,
                       size_t n, kd_rng *rng);
+/* View `view` of training sample `sample` (its index in the training source): one sample
+ * augmented as kd_augment_batch does, the draws taken from an RNG seeded by (seed, sample,
+ * view) alone. A teacher cache stores targets for views 0 .. V-1 of each sample and the trainer
+ * shows the student the same views, so a view is reproduced, never stored. */
+void kd_augment_view(const kd_augment *a, const kd_shape *shape, const float *x, float *out,
+                     uint64_t seed, size_t sample, uint32_t view);
 static inline int kd_augment_active(const kd_augment *a) { return a->shift > 0 || a->flip; }
 
 /* One data source, as the config describes it. */
@@ -173,6 +179,8 @@ typedef struct kd_loader kd_loader;
 typedef struct {
     const float *x;      /* (n, numel(shape)) */
     const int32_t *y;    /* (n) labels, -1 where unlabeled */
+    const size_t *idx;   /* (n) the samples' indices in the source; NULL when samples of the
+                            slice were left out (data.skip_bad) */
     size_t n;            /* samples in this batch (last batch may be partial); 0 at the end */
     size_t n_skipped;    /* samples of its slices left out (data.skip_bad: undecodable) */
     size_t slices;       /* batch_size slices of the order it covers: 1, plus any slices before

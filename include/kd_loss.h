@@ -42,4 +42,15 @@ kd_loss_terms kd_loss_distill(const kd_distill_cfg *cfg, const float *zs, const 
                               const int32_t *labels, size_t B, size_t C, float *dzs,
                               float *scratch);
 
+/* Teachers one loss may mix (a config's ensemble). */
+#define KD_MAX_TEACHERS 16
+
+/* The same loss with the teacher target at T the weighted mixture of K teachers' softmaxes,
+ * p_t^T = sum_k w_k softmax(zt[k] / T) (weights NULL: all 1; they should sum to 1), each
+ * zt[k] (B, C). KL only when K > 1: MSE matches one teacher's logits. K = 1 gives exactly
+ * kd_loss_distill (bit for bit). */
+kd_loss_terms kd_loss_distill_mix(const kd_distill_cfg *cfg, const float *zs,
+                                  const float *const *zt, const float *weights, size_t K,
+                                  const int32_t *labels, size_t B, size_t C, float *dzs);
+
 #endif

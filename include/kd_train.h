@@ -16,6 +16,7 @@
 #include "kd_nn.h"
 #include "kd_optim.h"
 #include "kd_rng.h"
+#include "kd_teacher.h"
 
 /* One epoch's numbers, as written to metrics.jsonl (NaN is written as null). */
 typedef struct {
@@ -65,11 +66,14 @@ typedef enum {
     KD_EV_SETUP,        /* data and models ready: model, n_train, n_val, n_batches, teacher_model */
     KD_EV_WARNING,      /* msg: something the user must see ("WARNING: ...") */
     KD_EV_NOTE,         /* msg: an informational line */
-    KD_EV_TEACHER,      /* value: teacher validation accuracy (NaN if no labelled validation) */
+    KD_EV_TEACHER,      /* value: teacher validation accuracy (NaN if no labelled validation);
+                           msg "teacher" or "ensemble" (the mixture of several teachers) */
     KD_EV_EPOCH_BEGIN,  /* epoch, n_epochs, batch (batches already done when resuming mid-epoch) */
     KD_EV_BATCH,        /* after each optimizer step: batch, running_loss, samples_per_s */
     KD_EV_EPOCH_END,    /* metrics */
-    KD_EV_EVAL          /* msg names the set being evaluated ("test"); emitted before the pass */
+    KD_EV_EVAL,         /* msg names the set being evaluated ("test"); emitted before the pass */
+    KD_EV_CACHE         /* building a cache: batch entries done of n_batches, view epoch of
+                           n_epochs, samples_per_s, epoch_seconds since the build began */
 } kd_train_event_kind;
 
 typedef struct {
@@ -123,6 +127,29 @@ typedef struct {
  * res is filled as far as the run got (also on failure). */
 kd_status kd_train_run(const kd_train_opts *opts, kd_train_result *res, kd_err *err);
 
+/* ---- The soft-target cache of a config (src/train/logits.c) ---- */
+typedef struct {
+    const kd_config *cfg;             /* resolved, with teacher.cache */
+    const char *out;                  /* the file to write; NULL = cfg->cache.path */
+    int force;                        /* replace an existing file (else KD_EUSAGE) */
+    kd_train_progress_fn progress;    /* KD_EV_CACHE, notes and warnings; may be NULL */
+    void *user;
+} kd_logits_opts;
+
+typedef struct {
+    char path[KD_PATH_MAX];
+    size_t n_rows, views, n_teachers;
+    long long bytes;                  /* the file's size */
+    double seconds, samples_per_s;    /* whole command; entries (sample x view) per second */
+    int threads;
+} kd_logits_result;
+
+/* Builds the cache the config describes: opens the data and the split as `train` does, loads
+ * the teachers, records their validation accuracy, and writes every training sample's logits
+ * (each view, each teacher) atomically. Errors as train's setup, KD_EUSAGE without
+ * teacher.cache or when the file exists and force is 0. */
+kd_status kd_logits_run(const kd_logits_opts *o, kd_logits_result *res, kd_err *err);
+
 /* "loss = 0.9 * T^2 * KL(p_t^T || p_s^T) + 0.1 * CE(y, p_s), T = 4" for cfg; returns buf. */
 const char *kd_train_loss_formula(const kd_config *cfg, char *buf, size_t cap);
 
@@ -136,7 +163,8 @@ kd_status kd_train_accuracy(kd_model *m, kd_dataset *ds, const size_t *idx, size
 /* What a trainer works on. Pointers are borrowed and must outlive the trainer. */
 typedef struct {
     kd_model *model;                /* being trained: built with gradients and moments */
-    kd_model *teacher;              /* inference-only teacher, or NULL */
+    kd_teacher_set *teachers;       /* online teachers or a cache; NULL: `teacher` alone */
+    kd_model *teacher;              /* one inference-only teacher (when teachers is NULL), or NULL */
     const kd_distill_cfg *distill;  /* the loss when there is a teacher */
     const kd_optim_cfg *optim;
     const kd_sched_cfg *sched;      /* learning rate of step t (0-based) */
@@ -152,8 +180,11 @@ typedef struct {
     int use_teacher;   /* a teacher, and distill->alpha > 0 (alpha 0 never needs its logits) */
     size_t n_classes;
     float *dlogits;    /* (batch_cap, n_classes) loss gradient */
-    float *scratch;    /* (3 * batch_cap * n_classes) for kd_loss_distill */
     float *aug_x;      /* (batch_cap, numel(sample_shape)) augmented batch, or NULL */
+    kd_teacher_set one;        /* `teacher` as a set of one */
+    kd_teacher_set *ts;        /* the teachers in use (NULL without) */
+    uint32_t *views;           /* (batch_cap) each sample's view, with a cache of views */
+    const float *zt[KD_MAX_TEACHERS];  /* this step's teacher logits */
     uint64_t step;     /* optimizer steps taken; a resumed run sets it */
 } kd_trainer;
 
@@ -173,16 +204,19 @@ kd_status kd_trainer_init(kd_trainer *t, const kd_trainer_setup *s, kd_err *err)
 void kd_trainer_free(kd_trainer *t);  /* NULL-safe, idempotent */
 
 /* One optimizer step on n <= batch_cap samples x (n, D) with labels y (n; NULL = no label term,
- * then the loss must be the teacher's alone, alpha 1):
- *   augment (draws from rng) -> teacher forward (eval mode; its logits must be finite) ->
+ * then the loss must be the teacher's alone, alpha 1) and their indices in the training source
+ * idx (n; needed only when the teachers are a cache, may be NULL otherwise):
+ *   augment (draws from rng; with a cache of V views: a view per sample drawn from rng, the
+ *   sample shown as that view, kd_augment_view) -> teacher logits (each online teacher's
+ *   eval-mode forward, finite; or the cache's rows) ->
  *   student forward (training mode) -> loss and dlogits -> zero grad -> backward ->
  *   lr = sched(step) -> kd_optim_step (returns the gradient norm) -> step++.
  * KD_ENUMERIC, with err->msg "teacher logits contain NaN/Inf", "loss is NaN" (or Inf) or
  * "gradient norm is NaN" (or Inf); the caller adds where it happened. Before the update the
  * parameters are untouched (a bad teacher or loss); a bad gradient norm is found after the
  * update, so the parameters must then be discarded. r may be NULL. */
-kd_status kd_trainer_step(kd_trainer *t, const float *x, const int32_t *y, size_t n,
-                          kd_step_result *r, kd_err *err);
+kd_status kd_trainer_step(kd_trainer *t, const float *x, const int32_t *y, const size_t *idx,
+                          size_t n, kd_step_result *r, kd_err *err);
 
 /* Running sums of one epoch; saved in an interrupted checkpoint so the resumed epoch reports
  * the same metrics as an uninterrupted one. */

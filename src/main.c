@@ -5,8 +5,9 @@
 #include "cli/cli.h"
 #include "kd_suggest.h"
 
-static const kd_command *const commands[] = {&kd_cmd_train, &kd_cmd_eval, &kd_cmd_export,
-                                             &kd_cmd_predict, &kd_cmd_info, &kd_cmd_plot};
+static const kd_command *const commands[] = {&kd_cmd_train,   &kd_cmd_logits, &kd_cmd_eval,
+                                             &kd_cmd_export,  &kd_cmd_predict, &kd_cmd_info,
+                                             &kd_cmd_plot};
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 
 static void print_help(FILE *f) {

@@ -100,6 +100,31 @@ static const bad_case bad_corpus[] = {
      "model.input[1]: expected an integer in [1, 2^24], got 0"},
     {BASE ", 'teacher': {}}", NULL, "teacher.checkpoint: missing"},
     {BASE ", 'teacher': {'checkpoint': 't', 'layers': 3}}", NULL, "teacher.layers: expected an array"},
+    /* ensembles and the cache */
+    {BASE ", 'teacher': {'checkpoint': 't', 'ensemble': [{'checkpoint': 'a'}]}}", NULL,
+     "teacher.checkpoint: give teacher.checkpoint or teacher.ensemble, not both"},
+    {BASE ", 'teacher': {'ensemble': []}}", NULL, "teacher.ensemble: empty"},
+    {BASE ", 'teacher': {'ensemble': {'checkpoint': 'a'}}}", NULL,
+     "teacher.ensemble: expected a list of teachers"},
+    {BASE ", 'teacher': {'ensemble': [{'weight': 1}]}}", NULL, "teacher.ensemble[0].checkpoint: missing"},
+    {BASE ", 'teacher': {'ensemble': [{'checkpoint': 'a'}, {'checkpoint': 'b', 'weight': 0}]}}",
+     NULL, "teacher.ensemble[1].weight: expected a number > 0, got 0"},
+    {BASE ", 'teacher': {'ensemble': [{'checkpoint': 'a', 'wieght': 2}]}}", NULL,
+     "teacher.ensemble[0].wieght: unknown key (did you mean \"weight\"?)"},
+    {BASE ", 'teacher': {'ensemble': [{'checkpoint': 'a'}], 'layers': [{'type': 'relu'}]}}", NULL,
+     "teacher.layers: with teacher.ensemble, give each teacher's layers in its own entry"},
+    {BASE ", 'teacher': {'ensemble': [{'checkpoint': 'a'}, {'checkpoint': 'b'}]}, "
+     "'distill': {'kind': 'mse'}}", NULL, "distill.kind: \"mse\" matches one teacher's logits"},
+    {BASE ", 'teacher': {'checkpoint': 't', 'cache': {}}}", NULL, "teacher.cache.path: missing"},
+    {BASE ", 'teacher': {'checkpoint': 't', 'cache': {'path': 'c', 'views': 2}}}", NULL,
+     "teacher.cache.views: 2 views need data.augment"},
+    {"{'data': {'train': {'format': 'idx', 'path': 'i'}, 'augment': {'shift': 1}}, " MODEL
+     ", 'teacher': {'checkpoint': 't', 'cache': {'path': 'c'}}}", NULL,
+     "teacher.cache.views: 1 view, but data.augment is on"},
+    {BASE ", 'teacher': {'checkpoint': 't', 'cache': {'path': 'c', 'dtype': 'f64'}}}", NULL,
+     "teacher.cache.dtype: expected"},
+    {BASE ", 'teacher': {'checkpoint': 't', 'cache': {'path': 'c', 'top_k': 2}}, "
+     "'distill': {'kind': 'mse'}}", NULL, "teacher.cache.top_k: \"mse\" matches every logit"},
     /* data details */
     {"{'data': {'train': {'format': 'csv', 'path': 'a.csv', 'labels': 'b'}}, " MODEL "}", NULL,
      "data.train.labels: not used by format \"csv\""},
@@ -178,7 +203,8 @@ static const bad_case bad_corpus[] = {
      NULL, "data.validation.width: not used by format \"csv\""},
     {"{'data': {'train': {'format': 'idx', 'path': 'a'}, 'preprocess': {'std': [1]}}, " MODEL "}",
      NULL, "data.preprocess.mean: missing (required with std)"},
-    {BASE "}", "optimizer[0]=3", "optimizer: is not a list ([N] only indexes model.layers and teacher.layers)"},
+    {BASE "}", "optimizer[0]=3", "optimizer: is not a list ([N] only indexes model.layers, teacher.layers and "
+     "teacher.ensemble)"},
     {BASE ", 'output': {'dir': 3}}", NULL, "output.dir: expected a non-empty string, got 3"},
 };
 
@@ -204,7 +230,7 @@ KD_TEST(config_bad_corpus_names_file_and_path) {
         if (!strstr(err.msg, want))
             kd_test_fail(__FILE__, __LINE__, "case %zu:\n  expected: %s\n  got:      %s", i, want, err.msg);
         /* A failed load leaves nothing behind to free or misuse. */
-        CHECK(c.layers == NULL && c.resolved == NULL && c.teacher_layers == NULL);
+        CHECK(c.layers == NULL && c.resolved == NULL && c.teachers[0].layers == NULL);
         kd_config_free(&c);
     }
 }
@@ -309,8 +335,8 @@ KD_TEST(config_full_values_and_relative_paths) {
     CHECK_EQ_INT(c.init, KD_INIT_XAVIER);
     CHECK_EQ_INT(c.has_teacher, 1);
     snprintf(want, sizeof want, "%s/cfgs/teach/t.safetensors", real);
-    CHECK(strcmp(c.teacher_path, want) == 0);
-    CHECK(c.teacher_layers && cJSON_GetArraySize(c.teacher_layers) == 1);
+    CHECK(strcmp(c.teachers[0].path, want) == 0);
+    CHECK(c.teachers[0].layers && cJSON_GetArraySize(c.teachers[0].layers) == 1);
     CHECK_EQ_INT(c.distill.kind, KD_DISTILL_KL);
     CHECK_CLOSE(c.distill.temperature, 2.5, 0, 0);
     CHECK_CLOSE(c.distill.alpha, 0.25, 0, 0);
@@ -455,7 +481,7 @@ KD_TEST(config_overrides) {
     CHECK_CLOSE(c.sched.base_lr, 0.25, 0, 0);
     CHECK_EQ_INT(c.has_teacher, 1);
     snprintf(want, sizeof want, "%s/t/x.st", real);
-    CHECK(strcmp(c.teacher_path, want) == 0);
+    CHECK(strcmp(c.teachers[0].path, want) == 0);
     CHECK_CLOSE(c.distill.alpha, 1, 0, 0);
     CHECK_EQ_INT(cJSON_GetObjectItem(cJSON_GetArrayItem(c.layers, 0), "units")->valueint, 64);
     CHECK_EQ_INT(c.train.subset, 100);
@@ -544,7 +570,7 @@ KD_TEST(config_resolved_json_round_trips) {
         /* The struct, field by field where it matters (the JSON could agree on a wrong value). */
         CHECK(strcmp(c1.train.path, c2.train.path) == 0);
         CHECK(strcmp(c1.train.labels_path, c2.train.labels_path) == 0);
-        CHECK(strcmp(c1.teacher_path, c2.teacher_path) == 0);
+        CHECK(strcmp(c1.teachers[0].path, c2.teachers[0].path) == 0);
         CHECK(strcmp(c1.out_dir, c2.out_dir) == 0);
         CHECK(memcmp(&c1.pp, &c2.pp, sizeof c1.pp) == 0);
         CHECK(memcmp(&c1.optim, &c2.optim, sizeof c1.optim) == 0);
@@ -562,7 +588,7 @@ KD_TEST(config_resolved_json_round_trips) {
             char real[KD_PATH_MAX], want[KD_PATH_MAX + 64];
             real_dir(tmp, real);
             snprintf(want, sizeof want, "%s/runs/fmnist-teacher/best.safetensors", real);
-            CHECK(strcmp(c2.teacher_path, want) == 0);
+            CHECK(strcmp(c2.teachers[0].path, want) == 0);
             CHECK_CONTAINS(j1, "\"lr\":\t0.01,");  /* floats print as written, not 0.00999... */
             CHECK_CONTAINS(j1, "\"label_column\":\t\"-1\"");
             CHECK_EQ_INT(c2.test.delimiter, '\t');

@@ -83,7 +83,7 @@ static void check_step_matches_manual(int with_teacher) {
     CHECK_EQ_INT(kd_trainer_init(&t, &setup, &err), KD_OK);
     t.step = 3; /* as a resumed run: the schedule and Adam's bias correction use it */
     kd_step_result r;
-    CHECK_EQ_INT(kd_trainer_step(&t, x, y, B, &r, &err), KD_OK);
+    CHECK_EQ_INT(kd_trainer_step(&t, x, y, NULL, B, &r, &err), KD_OK);
     CHECK_EQ_INT(t.step, 4);
 
     /* The same step by hand. */
@@ -163,14 +163,14 @@ KD_TEST(step_nan_input_is_numeric_failure_and_leaves_parameters) {
         kd_err err;
         CHECK_EQ_INT(kd_trainer_init(&t, &setup, &err), KD_OK);
         kd_err_clear(&err);
-        CHECK_EQ_INT(kd_trainer_step(&t, x, y, B, NULL, &err), KD_ENUMERIC);
+        CHECK_EQ_INT(kd_trainer_step(&t, x, y, NULL, B, NULL, &err), KD_ENUMERIC);
         CHECK_EQ_INT(err.code, KD_ENUMERIC);
         CHECK_CONTAINS(err.msg, with_teacher ? "teacher logits contain NaN/Inf" : "loss is NaN");
         CHECK_EQ_INT(t.step, 0);
         CHECK(same_bits(s.params, before.params, s.n_params));
         /* The same trainer still steps on a clean batch. */
         x[17] = 0.5f;
-        CHECK_EQ_INT(kd_trainer_step(&t, x, y, B, NULL, &err), KD_OK);
+        CHECK_EQ_INT(kd_trainer_step(&t, x, y, NULL, B, NULL, &err), KD_OK);
         CHECK_EQ_INT(t.step, 1);
         CHECK(!same_bits(s.params, before.params, s.n_params));
         kd_trainer_free(&t);
@@ -205,7 +205,7 @@ KD_TEST(step_init_refuses_a_model_without_gradients_and_missing_labels) {
     float x[B * 16];
     int32_t y[B];
     fill_batch(x, y);
-    CHECK_EQ_INT(kd_trainer_step(&t, x, NULL, B, NULL, &err), KD_EUSAGE);
+    CHECK_EQ_INT(kd_trainer_step(&t, x, NULL, NULL, B, NULL, &err), KD_EUSAGE);
     CHECK_EQ_INT(t.step, 0);
     kd_trainer_free(&t);
     kd_model_free(&inf);
@@ -305,7 +305,7 @@ KD_TEST(step_epoch_equals_steps_one_by_one_and_honours_stop) {
         int32_t y[4];
         kd_step_result r;
         CHECK_EQ_INT(kd_dataset_get(ds, order + first, n, x, y, NULL, &err), KD_OK);
-        CHECK_EQ_INT(kd_trainer_step(&tb, x, y, n, &r, &err), KD_OK);
+        CHECK_EQ_INT(kd_trainer_step(&tb, x, y, NULL, n, &r, &err), KD_OK);
         loss += r.loss.total * (double)n;
         hard += r.loss.hard * (double)n;
         labelled += (double)r.labelled;

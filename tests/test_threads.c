@@ -150,7 +150,7 @@ static size_t run_steps(int t, const kd_optim_cfg *oc, float *out, size_t cap) {
     s.rng = &rng;
     CHECK_EQ_INT(kd_trainer_init(&tr, &s, &err), KD_OK);
     for (int k = 0; k < 3 && !kd_test_failed_now(); k++)
-        CHECK_EQ_INT(kd_trainer_step(&tr, x, y, SB, NULL, &err), KD_OK);
+        CHECK_EQ_INT(kd_trainer_step(&tr, x, y, NULL, SB, NULL, &err), KD_OK);
     CHECK(m.n_params > 2 * 16384);
     const float *parts[] = {m.params, m.m, m.v, m.buffers};
     const size_t sizes[] = {m.n_params, m.n_params, m.n_params, m.n_buffers};

@@ -5,9 +5,11 @@
 
 #include <cJSON.h>
 #include <limits.h>
+#include <signal.h>
 #include <stddef.h>
 
 #include "kd_common.h"
+#include "kd_train.h"
 
 typedef struct {
     const char *name;
@@ -16,7 +18,7 @@ typedef struct {
     int (*run)(int argc, char **argv);  /* argv[0] is the command name; returns the exit code */
 } kd_command;
 
-extern const kd_command kd_cmd_train, kd_cmd_eval, kd_cmd_export, kd_cmd_predict, kd_cmd_info,
+extern const kd_command kd_cmd_logits, kd_cmd_train, kd_cmd_eval, kd_cmd_export, kd_cmd_predict, kd_cmd_info,
     kd_cmd_plot;
 
 /* ---- Options ---------------------------------------------------------------------------- */
@@ -124,5 +126,23 @@ kd_status kd_cli_json_print(cJSON *doc, int failed, kd_err *err);
 /* `distill info` for a soft-target cache file (info_cache.c): verifies and describes it (JSON
  * with json); returns the exit code. */
 int kd_cli_info_cache(const char *path, int json);
+
+/* ---- Progress of train and logits (progress.c) ----------------------------------------- */
+typedef struct {
+    unsigned long long stop_after;  /* test hook KD_TRAIN_STOP_AFTER_STEPS: act as if Ctrl-C came
+                                       during step N (0 = off), for exact interruption tests */
+    int quiet;
+    int bar;               /* live progress bar on stderr (a terminal) */
+    double last_draw;
+    double epoch_t0;
+    size_t epoch_batch0;   /* batches already done when the epoch (re)started */
+    int bar_shown;
+    int distilling;        /* the config has a teacher */
+    volatile sig_atomic_t *stop;  /* set by the stop_after hook */
+} kd_cli_printer;
+
+/* kd_train_progress_fn: prints to stdout (notes, setup, epochs) and stderr (warnings, bar). */
+void kd_cli_on_progress(const kd_train_event *ev, void *user);
+void kd_cli_clear_bar(kd_cli_printer *p);  /* erases a live bar before other output */
 
 #endif

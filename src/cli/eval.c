@@ -1,6 +1,8 @@
 /* eval.c - `distill eval`: teacher and students side by side on one dataset: size, accuracy
  * with Wilson intervals, agreement and KL against the first model, calibration, speed; as a
  * table, JSON, or (--report) an SVG picture drawn by src/report. */
+#include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -8,6 +10,7 @@
 #include "cli.h"
 #include "kd_checkpoint.h"
 #include "kd_eval.h"
+#include "kd_loss.h"
 #include "kd_path.h"
 #include "kd_report.h"
 #include "kd_threads.h"
@@ -16,6 +19,7 @@ static const char usage[] =
     "Usage: distill eval [--config FILE | --run DIR | --data IDX_IMAGES [--labels IDX_LABELS]]\n"
     "                    [--split test|validation] [--batch N] [--threads N]\n"
     "                    [--per-class] [--confusion] [--json] [--report FILE.svg]\n"
+    "                    [--ensemble CKPT,CKPT,...]\n"
     "                    CHECKPOINT...\n"
     "\n"
     "Evaluates one or more checkpoints (teacher first, then students; any mix of f32, f16,\n"
@@ -51,6 +55,10 @@ static const char usage[] =
     "                  \"agreement\", \"kl\", \"ece\", \"samples_per_s\", \"latency_us_p50\",\n"
     "                  \"latency_us_p99\"}, ...]} instead (fractions in [0, 1]; null where a\n"
     "                  value does not apply)\n"
+    "  --ensemble A,B  add a column \"ensemble\": the listed checkpoints' softmaxes averaged\n"
+    "                  with equal weights (what a teacher.ensemble distils from, at T = 1);\n"
+    "                  its params and file size are the members' sums; speed is not measured\n"
+    "                  (\"-\", null in --json) and the --report picture leaves it out\n"
     "  --report FILE   also draw the comparison as an SVG picture (a browser opens it): top-1\n"
     "                  with its 95% interval, parameters and latency (p50 bar, p99 whisker) on\n"
     "                  log scales, and a reliability diagram per model (accuracy per\n"
@@ -93,78 +101,135 @@ static size_t copy_names(char *const *names, size_t n, char ***out) {
     return copy ? n : 0;
 }
 
-/* Evaluates every checkpoint; results[k] filled. Owns only what it allocates here. */
-static kd_status evaluate(kd_eval_data *d, char **paths, size_t n_models, const eval_opts *o,
-                          model_result *res, char ***class_names, size_t *n_names, kd_err *err) {
-    kd_dataset *ds = NULL;
+/* The data one evaluation reads, reopened when a model records other preprocessing. */
+typedef struct {
+    kd_eval_data *d;
+    kd_dataset *ds;
     kd_preprocess ds_pp;
+    kd_shape data_shape;
+    int32_t *labels;         /* (n) */
+    size_t C0;               /* the first model's class count */
+    const char *first;       /* its path */
+    char ***class_names;     /* the first names found in a checkpoint (caller frees) */
+    size_t *n_names;
+} eval_ctx;
+
+/* Loads the checkpoint at path into *m, checks it fits the data and the first model's class
+ * count, and runs it over every sample: *logits (n, C) malloc'd, labels filled. */
+static kd_status forward_model(eval_ctx *e, const char *path, size_t batch, kd_model *m,
+                               float **logits, kd_err *err) {
+    kd_eval_data *d = e->d;
+    kd_preprocess pp;
+    int has_pp = 0;
+    char **names = NULL;
+    size_t n_cls_names = 0, cells;
+    kd_status st = kd_eval_load_model(path, d, &e->data_shape, m, &pp, &has_pp, &names,
+                                      &n_cls_names, err);
+    if (st) return st;
+    if (names && !*e->class_names) {
+        *e->class_names = names;
+        *e->n_names = n_cls_names;
+    } else {
+        kd_free_strings(names, n_cls_names);
+    }
+    if (!has_pp) pp = d->pp;
+    if (!kd_preprocess_same(&pp, &e->ds_pp)) {
+        kd_dataset_close(e->ds);
+        e->ds = NULL;
+        if ((st = kd_eval_data_open(d, &pp, &e->ds, err))) return st;
+        e->ds_pp = pp;
+    }
+    if ((st = kd_eval_check_fit(m, path, kd_dataset_info(e->ds), d->src.path, err))) return st;
+    if (!e->C0) e->C0 = m->n_classes, e->first = path;
+    if (m->n_classes != e->C0)
+        return kd_err_set(err, KD_EINPUT, "%s: model has %zu classes but the first model %s has %zu",
+                          path, m->n_classes, e->first, e->C0);
+    if (kd_mul_size(d->n ? d->n : 1, m->n_classes, &cells) ||
+        !(*logits = malloc(cells * sizeof **logits)))
+        return kd_err_set(err, KD_EIO, "out of memory for %zu x %zu logits", d->n, m->n_classes);
+    st = kd_eval_forward_all(m, e->ds, d->order, d->n, batch, *logits, e->labels, NULL, err);
+    if (st) kd_err_prefix(err, "%s", path);
+    return st;
+}
+
+/* The --ensemble column: the members' softmaxes averaged with equal weights (the mixture a
+ * teacher.ensemble distils from, at T = 1), scored through its log, whose softmax is the
+ * mixture itself. Speed is not measured: an ensemble is several models. */
+static kd_status evaluate_ensemble(eval_ctx *e, char **members, size_t n_members,
+                                   const eval_opts *o, const float *ref, model_result *r,
+                                   kd_err *err) {
+    const size_t n = e->d->n;
+    double *mix = NULL;
+    float *logits = NULL;
+    kd_model m;
+    kd_status st = KD_OK;
+    memset(&m, 0, sizeof m);
+    r->path = "ensemble";
+    r->samples_per_s = r->p50 = r->p99 = NAN;
+    for (size_t k = 0; k < n_members && !st; k++) {
+        if (!(st = forward_model(e, members[k], o->batch, &m, &logits, err))) {
+            size_t C = e->C0;
+            if (!mix && !(mix = calloc(n * C + 1, sizeof *mix))) {
+                st = kd_err_set(err, KD_EIO, "out of memory");
+                break;
+            }
+            for (size_t i = 0; i < n; i++) {
+                float *p = logits + i * C;
+                kd_softmax_row_f64(p, p, C, 1.0f);
+                for (size_t j = 0; j < C; j++) mix[i * C + j] += (double)p[j] / (double)n_members;
+            }
+            r->params += m.n_params;
+            r->bytes += file_size(members[k]);
+        }
+        free(logits);
+        logits = NULL;
+        kd_model_free(&m);
+        memset(&m, 0, sizeof m);
+    }
+    if (st) goto cleanup;
+    if (!(logits = malloc((n * e->C0 + 1) * sizeof *logits))) {
+        st = kd_err_set(err, KD_EIO, "out of memory");
+        goto cleanup;
+    }
+    /* log of the mixture; a probability that underflowed becomes the smallest float's log. */
+    for (size_t i = 0; i < n * e->C0; i++) logits[i] = (float)log(mix[i] > 1e-44 ? mix[i] : 1e-44);
+    if ((st = kd_metrics_init(&r->met, e->C0, err))) goto cleanup;
+    r->has_ref = 1;
+    kd_metrics_add(&r->met, logits, ref, kd_dataset_info(e->ds)->has_labels ? e->labels : NULL, n);
+cleanup:
+    free(mix);
+    free(logits);
+    return st;
+}
+
+/* Evaluates every checkpoint (res[k]) and, with members, their ensemble (res[n_models]). */
+static kd_status evaluate(kd_eval_data *d, char **paths, size_t n_models, char **members,
+                          size_t n_members, const eval_opts *o, model_result *res,
+                          char ***class_names, size_t *n_names, kd_err *err) {
+    eval_ctx e = {d, NULL, d->pp, {0}, NULL, 0, NULL, class_names, n_names};
     float *ref = NULL, *logits = NULL;
-    int32_t *labels = NULL;
-    size_t C0 = 0;
     kd_model m;
     memset(&m, 0, sizeof m);
-    kd_status st = kd_eval_data_open(d, &d->pp, &ds, err);
+    kd_status st = kd_eval_data_open(d, &d->pp, &e.ds, err);
     if (st) return st;
-    ds_pp = d->pp;
-    kd_shape data_shape = kd_dataset_info(ds)->shape;
-    labels = malloc((d->n ? d->n : 1) * sizeof *labels);
-    if (!labels) {
+    e.data_shape = kd_dataset_info(e.ds)->shape;
+    if (!(e.labels = malloc((d->n ? d->n : 1) * sizeof *e.labels))) {
         st = kd_err_set(err, KD_EIO, "out of memory");
         goto cleanup;
     }
     for (size_t k = 0; k < n_models; k++) {
-        kd_preprocess pp;
-        int has_pp = 0;
-        char **names = NULL;
-        size_t n_cls_names = 0;
-        st = kd_eval_load_model(paths[k], d, &data_shape, &m, &pp, &has_pp, &names, &n_cls_names,
-                                err);
-        if (st) goto cleanup;
-        if (names && !*class_names) {
-            *class_names = names;
-            *n_names = n_cls_names;
-        } else {
-            kd_free_strings(names, n_cls_names);
-        }
-        if (!has_pp) pp = d->pp;
-        if (!kd_preprocess_same(&pp, &ds_pp)) {
-            kd_dataset_close(ds);
-            ds = NULL;
-            st = kd_eval_data_open(d, &pp, &ds, err);
-            if (st) goto cleanup;
-            ds_pp = pp;
-        }
-        const kd_data_info *info = kd_dataset_info(ds);
-        st = kd_eval_check_fit(&m, paths[k], info, d->src.path, err);
-        if (st) goto cleanup;
-        size_t C = m.n_classes, cells;
-        if (k == 0) C0 = C;
-        if (C != C0) {
-            st = kd_err_set(err, KD_EINPUT, "%s: model has %zu classes but the first model %s has %zu",
-                            paths[k], C, paths[0], C0);
-            goto cleanup;
-        }
-        if (kd_mul_size(d->n ? d->n : 1, C, &cells) ||
-            !(logits = malloc(cells * sizeof *logits))) {
-            st = kd_err_set(err, KD_EIO, "out of memory for %zu x %zu logits", d->n, C);
-            goto cleanup;
-        }
-        st = kd_eval_forward_all(&m, ds, d->order, d->n, o->batch, logits, labels, NULL, err);
-        if (st) {
-            kd_err_prefix(err, "%s", paths[k]);
-            goto cleanup;
-        }
+        if ((st = forward_model(&e, paths[k], o->batch, &m, &logits, err))) goto cleanup;
+        const kd_data_info *info = kd_dataset_info(e.ds);
         model_result *r = &res[k];
         r->path = paths[k];
         r->params = m.n_params;
         r->bytes = file_size(paths[k]);
-        st = kd_metrics_init(&r->met, C, err);
-        if (st) goto cleanup;
-        r->has_ref = n_models > 1;
+        if ((st = kd_metrics_init(&r->met, m.n_classes, err))) goto cleanup;
+        r->has_ref = n_models + (n_members > 0) > 1;
         kd_metrics_add(&r->met, logits, r->has_ref ? (k == 0 ? logits : ref) : NULL,
-                       info->has_labels ? labels : NULL, d->n);
-        st = kd_eval_throughput(&m, ds, d->order, d->n, o->batch, 0.2, &r->samples_per_s, err);
-        if (!st) st = kd_eval_latency(&m, ds, d->order, d->n, 0.25, &r->p50, &r->p99, err);
+                       info->has_labels ? e.labels : NULL, d->n);
+        st = kd_eval_throughput(&m, e.ds, d->order, d->n, o->batch, 0.2, &r->samples_per_s, err);
+        if (!st) st = kd_eval_latency(&m, e.ds, d->order, d->n, 0.25, &r->p50, &r->p99, err);
         if (st) goto cleanup;
         if (k == 0) {
             ref = logits;
@@ -175,17 +240,19 @@ static kd_status evaluate(kd_eval_data *d, char **paths, size_t n_models, const 
         kd_model_free(&m);
         memset(&m, 0, sizeof m);
     }
+    if (n_members && (st = evaluate_ensemble(&e, members, n_members, o, ref, &res[n_models], err)))
+        goto cleanup;
     if (!*class_names) {
-        const kd_data_info *info = kd_dataset_info(ds);
-        if (info->class_names && info->n_classes == C0)
-            *n_names = copy_names(info->class_names, C0, class_names);
+        const kd_data_info *info = kd_dataset_info(e.ds);
+        if (info->class_names && info->n_classes == e.C0)
+            *n_names = copy_names(info->class_names, e.C0, class_names);
     }
 cleanup:
     kd_model_free(&m);
-    kd_dataset_close(ds);
+    kd_dataset_close(e.ds);
     free(ref);
     free(logits);
-    free(labels);
+    free(e.labels);
     return st;
 }
 
@@ -242,10 +309,11 @@ static void print_table(const kd_eval_data *d, const model_result *res, size_t n
     {
         char label[48];
         snprintf(label, sizeof label, "samples/s (batch %zu)", o->batch);
-        ROW(label, snprintf(cell, sizeof cell, "%.0f", r->samples_per_s));
+        ROW(label, snprintf(cell, sizeof cell, isfinite(r->samples_per_s) ? "%.0f" : "-",
+                            r->samples_per_s));
     }
-    ROW("latency p50 (us)", snprintf(cell, sizeof cell, "%.1f", r->p50));
-    ROW("latency p99 (us)", snprintf(cell, sizeof cell, "%.1f", r->p99));
+    ROW("latency p50 (us)", snprintf(cell, sizeof cell, isfinite(r->p50) ? "%.1f" : "-", r->p50));
+    ROW("latency p99 (us)", snprintf(cell, sizeof cell, isfinite(r->p99) ? "%.1f" : "-", r->p99));
 #undef ROW
     if (!labelled) printf("\n(the data has no labels: accuracy and calibration not measured)\n");
     size_t C = res[0].met.n_classes;
@@ -322,9 +390,10 @@ static void json_model(cJSON *models, const model_result *res, size_t n_models, 
     kd_cli_json_add(j, "ece", num_or_null(lab, lab ? kd_metrics_ece(met) : 0), bad);
     kd_cli_json_add(j, "agreement", num_or_null(ref, frac(met->agree, met->n_ref)), bad);
     kd_cli_json_add(j, "kl", num_or_null(ref, ref ? met->kl_sum / (double)met->n_ref : 0), bad);
-    kd_cli_json_add(j, "samples_per_s", cJSON_CreateNumber(r->samples_per_s), bad);
-    kd_cli_json_add(j, "latency_us_p50", cJSON_CreateNumber(r->p50), bad);
-    kd_cli_json_add(j, "latency_us_p99", cJSON_CreateNumber(r->p99), bad);
+    kd_cli_json_add(j, "samples_per_s", num_or_null(isfinite(r->samples_per_s), r->samples_per_s),
+                    bad);
+    kd_cli_json_add(j, "latency_us_p50", num_or_null(isfinite(r->p50), r->p50), bad);
+    kd_cli_json_add(j, "latency_us_p99", num_or_null(isfinite(r->p99), r->p99), bad);
     if (o->per_class && lab) {
         cJSON *pc = kd_cli_json_add(j, "per_class", cJSON_CreateArray(), bad);
         for (size_t c = 0; c < C; c++)
@@ -393,7 +462,9 @@ cleanup:
 
 static int run(int argc, char **argv) {
     const char *config = NULL, *run_dir = NULL, *data = NULL, *labels = NULL, *split = NULL;
-    const char *report = NULL;
+    const char *report = NULL, *ensemble = NULL;
+    char *members[KD_MAX_TEACHERS], *ens_copy = NULL;
+    size_t n_members = 0;
     long long threads = -1;
     eval_opts o = {0, 0, 0, 256};
     size_t n_models;
@@ -409,6 +480,8 @@ static int run(int argc, char **argv) {
         {.name = "--confusion", .kind = KD_OPT_FLAG, .to.flag = &o.confusion},
         {.name = "--json", .kind = KD_OPT_FLAG, .to.flag = &o.json},
         {.name = "--report", .kind = KD_OPT_STRING, .to.str = &report, .needs = "an SVG file"},
+        {.name = "--ensemble", .kind = KD_OPT_STRING, .to.str = &ensemble,
+         .needs = "a comma-separated list of checkpoints"},
     };
     const kd_cli_spec spec = {cli_opts, KD_CLI_N_OPTS(cli_opts), SIZE_MAX, usage};
     int rc = kd_cli_parse(&spec, argc, argv, &n_models);
@@ -423,13 +496,32 @@ static int run(int argc, char **argv) {
     else if (data && split && strcmp(split, "test"))
         problem = "--split validation needs --config or --run (explicit data is used whole)";
     if (problem) return kd_cli_usage_error(argv[0], "%s", problem);
+    if (ensemble) {
+        if (!(ens_copy = strdup(ensemble))) {
+            fprintf(stderr, "distill: out of memory\n");
+            return KD_EIO;
+        }
+        for (char *tok = strtok(ens_copy, ","); tok; tok = strtok(NULL, ",")) {
+            if (n_members == KD_MAX_TEACHERS) {
+                free(ens_copy);
+                return kd_cli_usage_error(argv[0], "--ensemble: at most %d checkpoints",
+                                          KD_MAX_TEACHERS);
+            }
+            members[n_members++] = tok;
+        }
+        if (!n_members) {
+            free(ens_copy);
+            return kd_cli_usage_error(argv[0], "--ensemble: expected checkpoints A,B,...");
+        }
+    }
+    const size_t n_cols = n_models + (n_members > 0);
 
     kd_err err = {0};
     kd_eval_data d;
     char cfg_path[KD_PATH_MAX + 16];
     char **names = NULL;
     size_t n_names = 0;
-    model_result *res = calloc(n_models, sizeof *res);
+    model_result *res = calloc(n_cols, sizeof *res);
     kd_status st = KD_OK;
     memset(&d, 0, sizeof d);
     if (!res) {
@@ -444,22 +536,24 @@ static int run(int argc, char **argv) {
                 : kd_eval_data_from_idx(&d, data, labels, &err);
     if (st) goto cleanup;
     kd_threads_set(threads >= 0 ? (int)threads : d.threads);
-    st = evaluate(&d, paths, n_models, &o, res, &names, &n_names, &err);
+    st = evaluate(&d, paths, n_models, members, n_members, &o, res, &names, &n_names, &err);
     if (st) goto cleanup;
     for (size_t k = 0; k < n_models; k++)
         res[k].label = kd_path_label((const char *const *)paths, n_models, k);
+    if (n_members) res[n_models].label = "ensemble";
     if (o.json)
-        st = print_json(&d, res, n_models, &o, names, n_names, &err);
+        st = print_json(&d, res, n_cols, &o, names, n_names, &err);
     else
-        print_table(&d, res, n_models, &o, names, n_names);
+        print_table(&d, res, n_cols, &o, names, n_names);
     if (!st && report) {
         st = write_report(&d, res, n_models, report, &err);
         if (!st) kd_cli_warn_if_any(&err);
         if (!st && !o.json) printf("\nreport: %s\n", report);
     }
 cleanup:
-    for (size_t k = 0; res && k < n_models; k++) kd_metrics_free(&res[k].met);
+    for (size_t k = 0; res && k < n_cols; k++) kd_metrics_free(&res[k].met);
     free(res);
+    free(ens_copy);
     kd_free_strings(names, n_names);
     kd_eval_data_free(&d);
     return st ? kd_cli_fail(&err) : 0;

@@ -65,130 +65,6 @@ static void install_handlers(void) {
                         "not write a resumable checkpoint\n", strerror(errno));
 }
 
-typedef struct {
-    unsigned long long stop_after;  /* test hook KD_TRAIN_STOP_AFTER_STEPS: act as if Ctrl-C came
-                                       during step N (0 = off), for exact interruption tests */
-    int quiet;
-    int bar;               /* live progress bar on stderr (a terminal) */
-    double last_draw;
-    double epoch_t0;
-    size_t epoch_batch0;   /* batches already done when the epoch (re)started */
-    int bar_shown;
-    int distilling;        /* the config has a teacher */
-} printer;
-
-static void clear_bar(printer *p) {
-    if (p->bar_shown) {
-        fputs("\r\033[K", stderr);
-        fflush(stderr);
-        p->bar_shown = 0;
-    }
-}
-
-static void fmt_duration(double s, char *buf, size_t cap) {
-    if (!isfinite(s) || s < 0) s = 0;
-    long t = (long)(s + 0.5);
-    if (t >= 3600)
-        snprintf(buf, cap, "%ld:%02ld:%02ld", t / 3600, (t / 60) % 60, t % 60);
-    else
-        snprintf(buf, cap, "%ld:%02ld", t / 60, t % 60);
-}
-
-static void fmt_pct(double v, char *buf, size_t cap) {
-    if (isfinite(v))
-        snprintf(buf, cap, "%.2f%%", 100 * v);
-    else
-        snprintf(buf, cap, "n/a");
-}
-
-static void draw_bar(printer *p, const kd_train_event *ev) {
-    double now = kd_now();
-    if (ev->batch < ev->n_batches && now - p->last_draw < 0.1) return;
-    p->last_draw = now;
-    const int width = 24;
-    int fill = ev->n_batches ? (int)((double)width * (double)ev->batch / (double)ev->n_batches) : 0;
-    char bar[32];
-    for (int i = 0; i < width; i++) bar[i] = i < fill ? '=' : (i == fill ? '>' : ' ');
-    bar[width] = '\0';
-    double done = (double)(ev->batch - p->epoch_batch0);
-    double per_batch = done > 0 ? ev->epoch_seconds / done : 0;
-    char eta[32];
-    fmt_duration(per_batch * (double)(ev->n_batches - ev->batch), eta, sizeof eta);
-    fprintf(stderr, "\r\033[Kepoch %zu/%zu [%s] %zu/%zu loss %.4f %.0f samples/s ETA %s",
-            ev->epoch, ev->n_epochs, bar, ev->batch, ev->n_batches, ev->running_loss,
-            ev->samples_per_s, eta);
-    fflush(stderr);
-    p->bar_shown = 1;
-}
-
-static void on_progress(const kd_train_event *ev, void *user) {
-    printer *p = user;
-    char a[32], b[32], c[32];
-    switch (ev->kind) {
-    case KD_EV_WARNING:
-        clear_bar(p);
-        fprintf(stderr, "%s\n", ev->msg);  /* warnings show even with --quiet */
-        break;
-    case KD_EV_NOTE:
-        if (p->quiet) break;
-        clear_bar(p);
-        printf("note: %s\n", ev->msg);
-        break;
-    case KD_EV_SETUP:
-        if (p->quiet) break;
-        printf("model: %zu parameters, %zu multiply-adds per sample\n", ev->model->n_params,
-               kd_model_macs(ev->model));
-        kd_model_print(ev->model, stdout);
-        if (ev->teacher)
-            printf("teacher: %zu parameters, %zu multiply-adds per sample\n",
-                   ev->teacher->n_params, kd_model_macs(ev->teacher));
-        printf("data: %zu training, %zu validation, %zu test samples; %zu batches per epoch\n",
-               ev->n_train, ev->n_val, ev->n_test, ev->n_batches);
-        if (ev->epoch > 0 || ev->step > 0)
-            printf("resuming after epoch %zu, step %llu\n", ev->epoch,
-                   (unsigned long long)ev->step);
-        break;
-    case KD_EV_TEACHER:
-        if (p->quiet) break;
-        fmt_pct(ev->value, a, sizeof a);
-        printf("teacher validation accuracy: %s\n", a);
-        break;
-    case KD_EV_EPOCH_BEGIN:
-        p->epoch_t0 = kd_now();
-        p->epoch_batch0 = ev->batch;
-        p->last_draw = 0;
-        break;
-    case KD_EV_BATCH:
-        if (p->stop_after && ev->step >= p->stop_after) g_stop = 1;
-        if (p->bar && !p->quiet) draw_bar(p, ev);
-        break;
-    case KD_EV_EPOCH_END: {
-        if (p->quiet) break;
-        clear_bar(p);
-        const kd_epoch_metrics *m = ev->metrics;
-        fmt_pct(m->train_acc, a, sizeof a);
-        fmt_pct(m->val_acc, b, sizeof b);
-        fmt_duration(m->seconds, c, sizeof c);
-        printf("epoch %zu/%zu  loss %.4f", m->epoch, ev->n_epochs, m->loss);
-        /* The two terms only mean something when distilling (soft is 0 without a teacher). */
-        if (p->distilling)
-            printf(" (soft %.4f, hard %.4f)", m->soft, isfinite(m->hard) ? m->hard : 0.0);
-        printf("  train_acc %s  val_acc %s  lr %.3g  %.0f samples/s  %s", a, b, m->lr,
-               m->samples_per_s, c);
-        if (m->skipped > 0) printf("  skipped %.0f undecodable", m->skipped);
-        printf("\n");
-        fflush(stdout);
-        break;
-    }
-    case KD_EV_EVAL:
-        if (p->quiet) break;
-        clear_bar(p);
-        printf("evaluating on the %s set\n", ev->msg);
-        fflush(stdout);
-        break;
-    }
-}
-
 static int is_dir(const char *path) {
     struct stat sb;
     return stat(path, &sb) == 0 && S_ISDIR(sb.st_mode);
@@ -336,7 +212,8 @@ static int run(int argc, char **argv) {
     }
     cfg_loaded = 1;
 
-    printer pr = {0};
+    kd_cli_printer pr = {0};
+    pr.stop = &g_stop;
     pr.quiet = quiet;
     pr.bar = isatty(STDERR_FILENO);
     pr.distilling = cfg.has_teacher;
@@ -358,11 +235,11 @@ static int run(int argc, char **argv) {
     opts.out_dir = NULL;
     opts.resume = resume_arg ? resume_ckpt : NULL;
     opts.stop = &g_stop;
-    opts.progress = on_progress;
+    opts.progress = kd_cli_on_progress;
     opts.user = &pr;
     kd_train_result res;
     kd_status st = kd_train_run(&opts, &res, &err);
-    clear_bar(&pr);
+    kd_cli_clear_bar(&pr);
     if (st != KD_OK) {
         code = kd_cli_fail(&err);
         goto cleanup;

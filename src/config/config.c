@@ -155,7 +155,7 @@ cleanup:
 void kd_config_free(kd_config *c) {
     if (!c) return;
     cJSON_Delete(c->layers);
-    cJSON_Delete(c->teacher_layers);
+    for (size_t i = 0; i < KD_MAX_TEACHERS; i++) cJSON_Delete(c->teachers[i].layers);
     cJSON_Delete(c->classes);
     cJSON_Delete(c->resolved);
     memset(c, 0, sizeof *c);
@@ -192,6 +192,13 @@ char *kd_config_to_json(const kd_config *c) {
     char *text = copy && exact_big_integers(copy) ? cJSON_Print(copy) : NULL;
     cJSON_Delete(copy);
     return text;
+}
+
+float kd_config_teacher_weight(const kd_config *c, size_t i) {
+    double sum = 0.0;
+    for (size_t k = 0; k < c->n_teachers; k++) sum += c->teachers[k].weight;
+    KD_ASSERT(i < c->n_teachers && sum > 0.0);
+    return (float)(c->teachers[i].weight / sum);
 }
 
 kd_sched_cfg kd_config_sched(const kd_config *c, size_t steps_per_epoch) {

@@ -183,6 +183,10 @@ double kd_cfg_load_number(const char *base, const kd_cfg_key *k);
 /* ---- The resolved config (write.c) and --set (override.c) ---- */
 cJSON *kd_cfg_write_resolved(const kd_config *c);  /* NULL on out-of-memory */
 int kd_cfg_write_value(const kd_cfg_out *o, const kd_cfg_key *k, cJSON **item);
+/* Writes the keys of sec with their values at base into obj: 0, or -1 on out-of-memory (obj
+ * then holds part of the section; the caller deletes it). */
+int kd_cfg_write_section(const kd_cfg_section *sec, const kd_config *c, const char *base,
+                         cJSON *obj);
 kd_status kd_cfg_apply_override(kd_cfg_ctx *p, cJSON *root, const char *ov);
 
 #endif

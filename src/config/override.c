@@ -11,9 +11,9 @@
 #include "config_impl.h"
 
 typedef struct {
-    char *buf;
+    char *buf;     /* NULL: only count */
     size_t len;
-    int n;
+    int i, n;      /* keys seen, keys in all */
 } indexed_list;
 
 static int add_indexed(const char *path, const kd_cfg_key *k, const kd_cfg_section *sec,
@@ -21,14 +21,18 @@ static int add_indexed(const char *path, const kd_cfg_key *k, const kd_cfg_secti
     indexed_list *l = user;
     (void)sec, (void)off;
     if (!(k->flags & CFG_INDEXED)) return 0;
-    l->len += (size_t)snprintf(l->buf + l->len, l->len < 256 ? 256 - l->len : 0, "%s%s",
-                               l->n++ ? " and " : "", path);
+    const char *sep = l->i == 0 ? "" : l->i == l->n - 1 ? " and " : ", ";
+    l->i++;
+    if (l->buf && l->len < 256)
+        l->len += (size_t)snprintf(l->buf + l->len, 256 - l->len, "%s%s", sep, path);
     return 0;
 }
 
-/* "model.layers and teacher.layers": the keys [N] may index. */
+/* "model.layers, teacher.layers and teacher.ensemble": the keys [N] may index. */
 static const char *indexed_keys(char buf[256]) {
-    indexed_list l = {buf, 0, 0};
+    indexed_list count = {NULL, 0, 0, 0};
+    kd_cfg_walk(add_indexed, &count);
+    indexed_list l = {buf, 0, 0, count.i};
     buf[0] = '\0';
     kd_cfg_walk(add_indexed, &l);
     return buf;

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "config_impl.h"
+#include "kd_cache.h"
 
 #define N_OF(a) (sizeof(a) / sizeof((a)[0]))
 #define CFG(f) offsetof(kd_config, f)
@@ -14,6 +15,8 @@
 #define PP(f) offsetof(kd_preprocess, f)
 #define AUG(f) offsetof(kd_augment, f)
 #define DIS(f) offsetof(kd_distill_cfg, f)
+#define TCH(f) offsetof(kd_teacher_cfg, f)
+#define CACHE(f) offsetof(kd_cache_cfg, f)
 #define SIZE_OF(T, f) sizeof(((T *)0)->f)
 #define OFF1(T, f) (offsetof(T, f) + 1) /* "1 + offset" fields: 0 means none */
 #define ONLY(v) (1u << (v))
@@ -31,6 +34,7 @@ NAMES(distill_names, [KD_DISTILL_KL] = "kl", [KD_DISTILL_MSE] = "mse")
 NAMES(optimizer_names, [KD_OPT_SGD] = "sgd", [KD_OPT_ADAM] = "adam", [KD_OPT_ADAMW] = "adamw")
 NAMES(schedule_names, [KD_SCHED_CONSTANT] = "constant", [KD_SCHED_STEP] = "step",
       [KD_SCHED_COSINE] = "cosine")
+NAMES(cache_dtype_names, [KD_CACHE_F32] = "f32", [KD_CACHE_F16] = "f16")
 
 /* Enums are stored through an int. */
 _Static_assert(sizeof(kd_data_format) == sizeof(int), "enum size");
@@ -56,6 +60,9 @@ static const kd_cfg_range R_SPLIT = {0, KD_CFG_MAX_INT53, 0, 0, 0,
                                      "a fraction in [0, 1) or a whole number of samples >= 1"};
 static const kd_cfg_range R_EPOCHS = {1, 1000000, 0, 0, 1, "an integer in [1, 1000000]"};
 static const kd_cfg_range R_BATCH = {1, 1 << 20, 0, 0, 1, "an integer in [1, 1048576]"};
+static const kd_cfg_range R_TOP_K = {0, KD_CACHE_MAX_CLASSES - 1, 0, 0, 1,
+                                     "an integer in [0, 65534] (0 = keep every logit)"};
+static const kd_cfg_range R_VIEWS = {1, KD_CACHE_MAX_VIEWS, 0, 0, 1, "an integer in [1, 1024]"};
 static const kd_cfg_range R_THREADS = {0, 1024, 0, 0, 1, "an integer in [0, 1024] (0 = all cores)"};
 
 /* ---------------------------------------------------------------------------------------- */
@@ -334,6 +341,14 @@ static kd_status parse_distill(kd_cfg_sec *s, const kd_cfg_key *k, const cJSON *
         return kd_cfg_fail_key(s, k, "given, but there is no teacher section to distil from "
                                "(add teacher.checkpoint, or remove distill)");
     }
+    if (!st && c->has_teacher && c->distill.kind == KD_DISTILL_MSE && c->n_teachers > 1)
+        return kd_cfg_fail(s->p, kd_cfg_path_of(CFG(distill.kind), path),
+                           "\"mse\" matches one teacher's logits, but an ensemble's target is a "
+                           "mixture of probabilities (use \"kl\")");
+    if (!st && c->has_cache && c->distill.kind == KD_DISTILL_MSE && c->cache.top_k)
+        return kd_cfg_fail(s->p, kd_cfg_path_of(CFG(cache.top_k), path),
+                           "\"mse\" matches every logit, but a top-k cache keeps only k of them "
+                           "(use \"kl\", or top_k 0)");
     if (!st && !c->use_labels && !c->has_teacher)
         return kd_cfg_fail(s->p, kd_cfg_path_of(CFG(use_labels), path),
                            "false needs a teacher section (without labels the teacher's soft "
@@ -390,6 +405,126 @@ static kd_status parse_output_dir(kd_cfg_sec *s, const kd_cfg_key *k, const cJSO
     snprintf(def, sizeof def, "runs/%s", c->name);
     return kd_cfg_resolve(s, k, def, s->p->cwd, c->out_dir);
 }
+
+/* teacher.checkpoint: required unless teacher.ensemble lists the teachers (parsed first). */
+static kd_status parse_teacher_checkpoint(kd_cfg_sec *s, const kd_cfg_key *k, const cJSON *v) {
+    kd_config *c = s->p->c;
+    if (c->ensemble)
+        return v ? kd_cfg_fail_key(s, k, "give teacher.checkpoint or teacher.ensemble, not both")
+                 : KD_OK;
+    if (!v)
+        return kd_cfg_fail_key(s, k, "missing (required: the teacher's safetensors file, or "
+                               "teacher.ensemble: a list of teachers)");
+    c->n_teachers = 1;
+    c->teachers[0].weight = 1.0f;
+    return kd_cfg_parse_value(s, k, v);
+}
+
+static kd_status parse_teacher_layers(kd_cfg_sec *s, const kd_cfg_key *k, const cJSON *v) {
+    if (v && s->p->c->ensemble)
+        return kd_cfg_fail_key(s, k, "with teacher.ensemble, give each teacher's layers in its "
+                               "own entry");
+    return parse_layers(s, k, v);
+}
+
+/* The single-teacher keys are written back only when there is no ensemble. */
+static int write_unless_ensemble(const kd_cfg_out *o, const kd_cfg_key *k, cJSON **item) {
+    *item = NULL;
+    return o->c->ensemble ? 0 : kd_cfg_write_value(o, k, item);
+}
+
+static const kd_cfg_key member_keys[] = {
+    {"checkpoint", CFG_PATH, .off = TCH(path), .cap = SIZE_OF(kd_teacher_cfg, path),
+     .required = "required: this teacher's safetensors file"},
+    {"layers", CFG_JSON, .off = TCH(layers), .parse = parse_layers},
+    {"weight", CFG_NUMBER, CFG_FLOAT, TCH(weight), .range = &R_POS, .flags = CFG_DEFAULT, .def = 1},
+};
+static const kd_cfg_section member_section = SECTION(member_keys, NULL, 0);
+
+/* teacher.ensemble: 1 .. KD_MAX_TEACHERS objects, each parsed with member_keys into
+ * c->teachers[i] and named teacher.ensemble[i] in messages. */
+static kd_status parse_ensemble(kd_cfg_sec *s, const kd_cfg_key *k, const cJSON *v) {
+    kd_config *c = s->p->c;
+    char path[KD_CFG_JPATH_MAX], sub[KD_CFG_JPATH_MAX + 32], got[64];
+    kd_status st;
+    if (!v) return KD_OK;
+    kd_cfg_key_path(s, k, path);
+    if (!cJSON_IsArray(v))
+        return kd_cfg_fail(s->p, path, "expected a list of teachers like [{\"checkpoint\": "
+                           "\"a.safetensors\"}, ...], got %s", kd_cfg_describe(v, got, sizeof got));
+    int n = cJSON_GetArraySize(v), i = 0;
+    if (n == 0) return kd_cfg_fail(s->p, path, "empty (list at least one teacher)");
+    if (n > KD_MAX_TEACHERS)
+        return kd_cfg_fail(s->p, path, "at most %d teachers, got %d", KD_MAX_TEACHERS, n);
+    for (const cJSON *e = v->child; e; e = e->next, i++) {
+        snprintf(sub, sizeof sub, "%s[%d]", path, i);
+        if (!cJSON_IsObject(e))
+            return kd_cfg_fail(s->p, sub, "expected a teacher object like {\"checkpoint\": "
+                               "\"a.safetensors\", \"weight\": 1}, got %s",
+                               kd_cfg_describe(e, got, sizeof got));
+        if ((st = kd_cfg_check_keys(s->p, e, &member_section, sub)) ||
+            (st = kd_cfg_parse_section(s->p, &member_section, e, sub, k->name,
+                                       (char *)&c->teachers[i])))
+            return st;
+    }
+    c->ensemble = 1;
+    c->n_teachers = (size_t)n;
+    return KD_OK;
+}
+
+static int write_ensemble(const kd_cfg_out *o, const kd_cfg_key *k, cJSON **item) {
+    (void)k;
+    *item = NULL;
+    if (!o->c->ensemble) return 0;
+    cJSON *a = cJSON_CreateArray();
+    for (size_t i = 0; a && i < o->c->n_teachers; i++) {
+        cJSON *obj = cJSON_CreateObject();
+        if (!obj || kd_cfg_write_section(&member_section, o->c, (const char *)&o->c->teachers[i],
+                                         obj) != 0 || !cJSON_AddItemToArray(a, obj)) {
+            cJSON_Delete(obj);
+            cJSON_Delete(a);
+            return -1;
+        }
+    }
+    *item = a;
+    return a ? 0 : -1;
+}
+
+/* teacher.cache: the rules that tie it to augmentation and the data (parsed after data). */
+static kd_status parse_cache(kd_cfg_sec *s, const kd_cfg_key *k, const cJSON *v) {
+    kd_config *c = s->p->c;
+    char sec[KD_CFG_JPATH_MAX], path[KD_CFG_JPATH_MAX];
+    kd_status st = kd_cfg_parse_value(s, k, v);
+    if (st || !v) return st;
+    int aug = kd_augment_active(&c->augment);
+    kd_cfg_join(path, kd_cfg_key_path(s, k, sec), "views");
+    if (aug && c->cache.views == 1)
+        return kd_cfg_fail(s->p, path, "1 view, but data.augment is on: cached targets "
+                           "describe fixed images, so a randomly augmented image would be taught "
+                           "with the targets of another; cache several augmented views per sample "
+                           "(e.g. \"views\": 8, one drawn per sample and epoch) or remove "
+                           "data.augment");
+    if (!aug && c->cache.views > 1)
+        return kd_cfg_fail(s->p, path, "%zu views need data.augment (shift and/or flip): "
+                           "without augmentation every view is the same image", c->cache.views);
+    if (c->train.skip_bad)
+        return kd_cfg_fail_key(s, k, "cannot be used with data.train.skip_bad (a sample that "
+                               "fails to decode would have no cached targets)");
+    return KD_OK;
+}
+
+static const kd_cfg_key cache_keys[] = {
+    {"path", CFG_PATH, .off = CACHE(path), .cap = SIZE_OF(kd_cache_cfg, path),
+     .required = "required: the cache file ('distill logits' or the first training run builds "
+                 "it)"},
+    {"dtype", CFG_ENUM, .off = CACHE(dtype), .names = cache_dtype_names, .flags = CFG_DEFAULT,
+     .def = KD_CACHE_F32},
+    {"top_k", CFG_NUMBER, CFG_SIZE, CACHE(top_k), .range = &R_TOP_K, .flags = CFG_DEFAULT, .def = 0},
+    {"views", CFG_NUMBER, CFG_SIZE, CACHE(views), .range = &R_VIEWS, .flags = CFG_DEFAULT,
+     .def = 1},
+    {"seed", CFG_NUMBER, CFG_U64, CACHE(seed), .range = &R_SEED, .flags = CFG_DEFAULT, .def = 0},
+};
+static const kd_cfg_section cache_section = SECTION(cache_keys, NULL, 0);
 
 /* ---------------------------------------------------------------------------------------- */
 /* The tables. Order is the order of parsing (within a phase), of "known keys here" and of the
@@ -468,9 +603,14 @@ static const kd_cfg_key model_keys[] = {
 static const kd_cfg_section model_section = SECTION(model_keys, NULL, 0);
 
 static const kd_cfg_key teacher_keys[] = {
-    {"checkpoint", CFG_PATH, .off = CFG(teacher_path), .cap = SIZE_OF(kd_config, teacher_path),
-     .required = "required: the teacher's safetensors file"},
-    {"layers", CFG_JSON, .off = CFG(teacher_layers), .flags = CFG_INDEXED, .parse = parse_layers},
+    {"checkpoint", CFG_PATH, .off = CFG(teachers[0].path), .cap = SIZE_OF(kd_teacher_cfg, path),
+     .parse = parse_teacher_checkpoint, .write = write_unless_ensemble},
+    {"layers", CFG_JSON, .off = CFG(teachers[0].layers), .flags = CFG_INDEXED,
+     .parse = parse_teacher_layers, .write = write_unless_ensemble},
+    {"ensemble", CFG_CUSTOM, .flags = CFG_INDEXED, .parse = parse_ensemble,
+     .write = write_ensemble, .phase = -1},
+    {"cache", CFG_SECTION, .off = CFG(cache), .sub = &cache_section,
+     .has = OFF1(kd_config, has_cache), .parse = parse_cache},
 };
 static const kd_cfg_section teacher_section = SECTION(teacher_keys, NULL, 0);
 

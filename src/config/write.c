@@ -5,9 +5,6 @@
 
 #include "config_impl.h"
 
-static int write_section(const kd_cfg_section *sec, const kd_config *c, const char *base,
-                         cJSON *obj);
-
 /* 1 if k's value is zero, empty or absent (a section: all of its values). */
 static int value_is_zero(const char *base, const kd_cfg_key *k) {
     const char *at = base + k->off;
@@ -65,7 +62,7 @@ int kd_cfg_write_value(const kd_cfg_out *o, const kd_cfg_key *k, cJSON **item) {
     }
     case CFG_SECTION: {
         cJSON *s = cJSON_CreateObject();
-        if (s && write_section(k->sub, o->c, at, s) != 0) {
+        if (s && kd_cfg_write_section(k->sub, o->c, at, s) != 0) {
             cJSON_Delete(s);
             s = NULL;
         }
@@ -83,8 +80,7 @@ int kd_cfg_write_value(const kd_cfg_out *o, const kd_cfg_key *k, cJSON **item) {
     return *item ? 0 : -1;
 }
 
-/* 0, or -1 on out-of-memory (obj then holds part of the section; the caller deletes it). */
-static int write_section(const kd_cfg_section *sec, const kd_config *c, const char *base,
+int kd_cfg_write_section(const kd_cfg_section *sec, const kd_config *c, const char *base,
                          cJSON *obj) {
     kd_cfg_out o = {c, base, -1};
     const kd_cfg_key *sel = kd_cfg_selector(sec);
@@ -112,7 +108,7 @@ static int write_section(const kd_cfg_section *sec, const kd_config *c, const ch
 
 cJSON *kd_cfg_write_resolved(const kd_config *c) {
     cJSON *root = cJSON_CreateObject();
-    if (root && write_section(&kd_cfg_root, c, (const char *)c, root) != 0) {
+    if (root && kd_cfg_write_section(&kd_cfg_root, c, (const char *)c, root) != 0) {
         cJSON_Delete(root);
         root = NULL;
     }

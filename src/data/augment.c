@@ -40,3 +40,18 @@ void kd_augment_batch(const kd_augment *a, const kd_shape *shape, const float *x
         kd_augment_sample(x + i * D, out + i * D, shape, dy, dx, flip);
     }
 }
+
+/* splitmix64's finaliser: a well-mixed 64-bit value of x. */
+static uint64_t mix64(uint64_t x) {
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+    return x ^ (x >> 31);
+}
+
+void kd_augment_view(const kd_augment *a, const kd_shape *shape, const float *x, float *out,
+                     uint64_t seed, size_t sample, uint32_t view) {
+    kd_rng r;
+    kd_rng_seed(&r, mix64(mix64(seed ^ 0x5643414348455631ULL) ^ (uint64_t)sample) ^
+                        ((uint64_t)view << 32 | view));
+    kd_augment_batch(a, shape, x, out, 1, &r);
+}

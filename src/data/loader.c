@@ -235,6 +235,8 @@ kd_status kd_loader_next(kd_loader *l, kd_batch *b, kd_err *err) {
         b->x = s->x;
         b->y = s->y;
         b->n = s->n;
+        /* The slice just taken is number next_batch - 1 of the order. */
+        b->idx = s->n_skipped ? NULL : l->order + (l->next_batch - 1) * l->batch_size;
         return KD_OK;
     }
 }

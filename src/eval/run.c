@@ -62,8 +62,8 @@ kd_status kd_eval_data_from_config(kd_eval_data *d, const char *config_path, con
         d->layers_json = cJSON_PrintUnformatted(c.layers);
         if (!d->layers_json) st = kd_err_set(err, KD_EIO, "out of memory");
     }
-    if (!st && c.teacher_layers) {
-        d->teacher_layers_json = cJSON_PrintUnformatted(c.teacher_layers);
+    if (!st && c.teachers[0].layers) {
+        d->teacher_layers_json = cJSON_PrintUnformatted(c.teachers[0].layers);
         if (!d->teacher_layers_json) st = kd_err_set(err, KD_EIO, "out of memory");
     }
 cleanup:

@@ -26,20 +26,6 @@ void kd_run_emit_msg(kd_run *t, kd_train_event_kind kind, const char *fmt, ...) 
     kd_run_emit(t, &ev);
 }
 
-/* {"input": [...], "layers": LAYERS} for a teacher file without "arch"; NULL when out of
- * memory. */
-static char *arch_with_input(const kd_shape *in, const cJSON *layers) {
-    cJSON *o = cJSON_CreateObject();
-    cJSON *dims = o ? cJSON_AddArrayToObject(o, "input") : NULL;
-    char *s = NULL;
-    int ok = dims && cJSON_AddItemToObject(o, "layers", cJSON_Duplicate(layers, 1));
-    for (int i = 0; ok && i < in->rank; i++)
-        ok = cJSON_AddItemToArray(dims, cJSON_CreateNumber((double)in->d[i]));
-    if (ok) s = cJSON_PrintUnformatted(o);
-    cJSON_Delete(o);
-    return s;
-}
-
 static kd_status open_source(kd_dataset **ds, const kd_data_source *src, const kd_preprocess *pp,
                              const char *what, kd_err *err) {
     kd_status st = kd_dataset_open(ds, src, pp, err);
@@ -190,63 +176,55 @@ kd_status kd_run_build_model(kd_run *t, kd_err *err) {
     return kd_model_reserve(&t->model, t->B, err);
 }
 
-kd_status kd_run_build_teacher(kd_run *t, kd_err *err) {
+kd_status kd_run_load_teachers(kd_run *t, kd_err *err) {
     const kd_config *cfg = t->cfg;
     const kd_data_info *info = kd_dataset_info(t->train_ds);
-    char *arch = NULL;
-    kd_preprocess tpp;
-    int has_pp = 0;
-    kd_status st = KD_OK;
-    char a[64], b[64];
-    struct stat sb;
-    if (stat(cfg->teacher_path, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        return kd_err_set(err, KD_EINPUT,
-                          "teacher.checkpoint %s: %s (train the teacher first, e.g. "
-                          "'distill train --config configs/fmnist-teacher.json')",
-                          cfg->teacher_path,
-                          stat(cfg->teacher_path, &sb) != 0 ? strerror(errno) : "not a file");
-    }
-    if (cfg->teacher_layers) {
-        arch = arch_with_input(&info->shape, cfg->teacher_layers);
-        if (!arch) return kd_err_set(err, KD_EIO, "out of memory");
-    }
-    st = kd_ckpt_load(cfg->teacher_path, arch, 0, 0, &t->teacher, &tpp, &has_pp, NULL, NULL, err);
-    if (st) {
-        if (st == KD_EIO) err->code = st = KD_EINPUT;
-        if (!strstr(err->msg, cfg->teacher_path)) kd_err_prefix(err, "teacher %s", cfg->teacher_path);
-        goto cleanup;
+    char warning[KD_PATH_MAX + 256];
+    kd_model *models[KD_MAX_TEACHERS];
+    float w[KD_MAX_TEACHERS];
+    for (size_t i = 0; i < cfg->n_teachers; i++) {
+        kd_status st = kd_teacher_load(cfg, i, &info->shape, info->n_classes, t->pp, t->C,
+                                       &t->teachers[i], warning, sizeof warning, err);
+        t->n_teachers = i + 1;  /* freed by kd_run_free, also after a failed load */
+        if (st) return st;
+        if (warning[0]) kd_run_emit_msg(t, KD_EV_WARNING, "%s", warning);
+        models[i] = &t->teachers[i];
+        w[i] = kd_config_teacher_weight(cfg, i);
     }
     t->has_teacher = 1;
-    if (kd_shape_numel(&t->teacher.input) != kd_shape_numel(&info->shape)) {
-        st = kd_err_set(err, KD_EINPUT,
-                        "teacher %s expects inputs of shape %s but the data %s gives %s",
-                        cfg->teacher_path, kd_shape_str(&t->teacher.input, a, sizeof a),
-                        cfg->train.path, kd_shape_str(&info->shape, b, sizeof b));
-        goto cleanup;
-    }
-    if (info->n_classes > t->teacher.n_classes) {
-        st = kd_err_set(err, KD_EINPUT,
-                        "teacher %s gives %zu classes but the data %s has %zu classes",
-                        cfg->teacher_path, t->teacher.n_classes, cfg->train.path, info->n_classes);
-        goto cleanup;
-    }
-    if (t->teacher.n_classes != t->C) {
-        st = kd_err_set(err, KD_EINPUT,
-                        "teacher %s gives %zu classes but the model being trained "
-                        "(model.layers) gives %zu",
-                        cfg->teacher_path, t->teacher.n_classes, t->C);
-        goto cleanup;
-    }
-    if (has_pp && !kd_preprocess_same(&tpp, t->pp))
-        kd_run_emit_msg(t, KD_EV_WARNING,
-                 "WARNING: the teacher was trained with different preprocessing (scale %g, %d "
-                 "normalised channels) than this run (scale %g, %d): its soft targets may be "
-                 "poor",
-                 (double)tpp.scale, tpp.n_channels, (double)t->pp->scale, t->pp->n_channels);
-    st = kd_model_reserve(&t->teacher, t->B, err);
-cleanup:
-    free(arch);
+    return kd_teacher_set_online(&t->tset, models, w, cfg->n_teachers, t->B, err);
+}
+
+kd_status kd_run_open_cache(kd_run *t, const char *path, kd_err *err) {
+    const kd_config *cfg = t->cfg;
+    kd_cache_meta want;
+    char rebuild[KD_PATH_MAX + 64];
+    kd_status st = kd_cache_open(&t->cache, path, err);
+    if (!st) st = kd_teacher_cache_meta(cfg, t->pp, t->n_train, t->C, &want, err);
+    snprintf(rebuild, sizeof rebuild, "distill logits --config %s --force",
+             cfg->path[0] ? cfg->path : "CONFIG");
+    if (!st) st = kd_cache_check(t->cache, &want, t->train_idx, t->n_train, rebuild, err);
+    if (!st) st = kd_teacher_set_cached(&t->tset, t->cache, t->B, err);
+    if (!st) t->has_teacher = 1;
     return st;
+}
+
+kd_status kd_run_build_teachers(kd_run *t, kd_err *err) {
+    const kd_config *cfg = t->cfg;
+    struct stat sb;
+    if (!cfg->has_cache) return kd_run_load_teachers(t, err);
+    const char *path = cfg->cache.path;
+    if (stat(path, &sb) != 0) {
+        /* No cache yet: build it from the teachers, then train from the file like any run. */
+        kd_run_emit_msg(t, KD_EV_NOTE, "teacher.cache %s does not exist: building it", path);
+        kd_status st = kd_run_load_teachers(t, err);
+        if (!st) st = kd_run_write_cache(t, path, err);
+        kd_teacher_set_free(&t->tset);
+        for (size_t i = 0; i < t->n_teachers; i++) kd_model_free(&t->teachers[i]);
+        t->n_teachers = 0;
+        if (st) return st;
+    }
+    return kd_run_open_cache(t, path, err);
 }
 
 void kd_run_free(kd_run *t) {
@@ -254,7 +232,9 @@ void kd_run_free(kd_run *t) {
     kd_runfolder_free(&t->rf);
     free(t->order);
     kd_model_free(&t->model);
-    kd_model_free(&t->teacher);
+    kd_teacher_set_free(&t->tset);
+    for (size_t i = 0; i < t->n_teachers; i++) kd_model_free(&t->teachers[i]);
+    kd_cache_close(t->cache);
     if (t->cfg->classes) free(t->class_names); /* else it is the dataset's */
     free(t->train_idx);
     free(t->val_idx);

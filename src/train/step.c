@@ -16,19 +16,26 @@ kd_status kd_trainer_init(kd_trainer *t, const kd_trainer_setup *s, kd_err *err)
         return kd_err_set(err, KD_EUSAGE, "trainer: the model was built without gradients");
     if (s->batch_cap == 0) return kd_err_set(err, KD_EUSAGE, "trainer: batch size 0");
     t->n_classes = m->n_classes;
-    if (s->teacher && s->teacher->n_classes != t->n_classes)
-        return kd_err_set(err, KD_EUSAGE, "trainer: teacher gives %zu classes, model %zu",
-                          s->teacher->n_classes, t->n_classes);
-    t->use_teacher = s->teacher && s->distill && s->distill->alpha > 0.0f;
     kd_status st = kd_model_reserve(m, s->batch_cap, err);
-    if (!st && s->teacher) st = kd_model_reserve(s->teacher, s->batch_cap, err);
     if (st) return st;
+    t->ts = s->teachers;
+    if (!t->ts && s->teacher) {
+        if ((st = kd_teacher_set_online(&t->one, &s->teacher, NULL, 1, s->batch_cap, err)))
+            return st;
+        t->ts = &t->one;
+    }
+    if (t->ts && t->ts->n_classes != t->n_classes)
+        return kd_err_set(err, KD_EUSAGE, "trainer: teacher gives %zu classes, model %zu",
+                          t->ts->n_classes, t->n_classes);
+    if (t->ts && t->ts->batch_cap < s->batch_cap)
+        return kd_err_set(err, KD_EUSAGE, "trainer: teachers set up for batches of %zu, not %zu",
+                          t->ts->batch_cap, s->batch_cap);
+    t->use_teacher = t->ts && s->distill && s->distill->alpha > 0.0f;
     size_t BC;
-    if (kd_mul_size(s->batch_cap, t->n_classes, &BC) || BC > SIZE_MAX / 3)
+    if (kd_mul_size(s->batch_cap, t->n_classes, &BC))
         return kd_err_set(err, KD_EIO, "out of memory for training buffers");
     t->dlogits = kd_alloc_floats(BC);
-    t->scratch = kd_alloc_floats(3 * BC);
-    if (!t->dlogits || !t->scratch)
+    if (!t->dlogits)
         return kd_err_set(err, KD_EIO, "out of memory for training buffers");
     if (s->augment && kd_augment_active(s->augment)) {
         size_t n;
@@ -38,44 +45,69 @@ kd_status kd_trainer_init(kd_trainer *t, const kd_trainer_setup *s, kd_err *err)
             !(t->aug_x = kd_alloc_floats(n)))
             return kd_err_set(err, KD_EIO, "out of memory for augmented batches");
     }
+    if (t->ts && t->ts->views > 1 && !t->aug_x)
+        return kd_err_set(err, KD_EUSAGE, "trainer: a cache of %zu views needs augmentation",
+                          t->ts->views);
+    if (t->ts && t->ts->views > 1 && !(t->views = malloc(s->batch_cap * sizeof *t->views)))
+        return kd_err_set(err, KD_EIO, "out of memory for training buffers");
     return KD_OK;
 }
 
 void kd_trainer_free(kd_trainer *t) {
     if (!t) return;
     kd_free_aligned(t->dlogits);
-    kd_free_aligned(t->scratch);
     kd_free_aligned(t->aug_x);
-    t->dlogits = t->scratch = t->aug_x = NULL;
+    t->dlogits = t->aug_x = NULL;
+    free(t->views);
+    t->views = NULL;
+    kd_teacher_set_free(&t->one);
+    t->ts = NULL;
 }
 
 static const char *nan_or_inf(double v) { return isnan(v) ? "NaN" : "Inf"; }
 
-kd_status kd_trainer_step(kd_trainer *t, const float *x, const int32_t *y, size_t n,
-                          kd_step_result *r, kd_err *err) {
+/* The batch as the student sees it: a view per sample drawn from the run's RNG when the cache
+ * holds views (the cached targets are those of that view), else the run's augmentation draws. */
+static const float *augment(kd_trainer *t, const float *x, const size_t *idx, size_t n) {
+    const kd_trainer_setup *s = &t->s;
+    if (!t->aug_x) return x;
+    if (!t->views) {
+        kd_augment_batch(s->augment, &s->sample_shape, x, t->aug_x, n, s->rng);
+        return t->aug_x;
+    }
+    const size_t D = kd_shape_numel(&s->sample_shape);
+    for (size_t i = 0; i < n; i++) {
+        t->views[i] = (uint32_t)kd_rng_below(s->rng, t->ts->views);
+        kd_augment_view(s->augment, &s->sample_shape, x + i * D, t->aug_x + i * D,
+                        t->ts->view_seed, idx[i], t->views[i]);
+    }
+    return t->aug_x;
+}
+
+kd_status kd_trainer_step(kd_trainer *t, const float *x, const int32_t *y, const size_t *idx,
+                          size_t n, kd_step_result *r, kd_err *err) {
     const kd_trainer_setup *s = &t->s;
     kd_model *m = s->model;
     const size_t C = t->n_classes;
-    kd_ctx sctx = {1, s->rng, NULL}, tctx = {0, NULL, NULL};
+    kd_ctx sctx = {1, s->rng, NULL};
     KD_ASSERT(n <= s->batch_cap);
     if (!y && (!t->use_teacher || s->distill->alpha < 1.0f))
         return kd_err_set(err, KD_EUSAGE, "trainer: the loss has a label term but the batch "
                           "has no labels");
+    if (t->ts && t->ts->cache && !idx)
+        return kd_err_set(err, KD_EUSAGE, "trainer: cached targets need the samples' indices");
     /* Teacher and student see the same augmented batch: the teacher's soft targets describe
      * the image the student is shown. The draws come from the run's RNG, so the checkpointed
      * RNG state makes a resumed run repeat them. */
-    if (t->aug_x) {
-        kd_augment_batch(s->augment, &s->sample_shape, x, t->aug_x, n, s->rng);
-        x = t->aug_x;
-    }
+    x = augment(t, x, idx, n);
     kd_loss_terms lt = {0};
     const float *zs;
     if (t->use_teacher) {
-        const float *zt = kd_model_forward(s->teacher, x, n, &tctx);
-        if (!kd_all_finite(zt, n * C))
-            return kd_err_set(err, KD_ENUMERIC, "teacher logits contain NaN/Inf");
+        kd_status st = kd_teacher_logits(t->ts, x, idx, t->views, n, t->zt, err);
+        if (st) return st;
         zs = kd_model_forward(m, x, n, &sctx);
-        lt = kd_loss_distill(s->distill, zs, zt, y, n, C, t->dlogits, t->scratch);
+        lt = kd_loss_distill_mix(s->distill, zs, t->zt, t->ts->weight, t->ts->n, y, n, C,
+                                 t->dlogits);
     } else {
         zs = kd_model_forward(m, x, n, &sctx);
         lt.hard = kd_loss_ce(zs, y, n, C, t->dlogits);
@@ -126,7 +158,7 @@ kd_status kd_trainer_epoch(kd_trainer *t, kd_epoch_pass *e, kd_err *err) {
             e->batch += b.slices;
             break;
         }
-        st = kd_trainer_step(t, b.x, e->use_labels ? b.y : NULL, b.n, &r, err);
+        st = kd_trainer_step(t, b.x, e->use_labels ? b.y : NULL, b.idx, b.n, &r, err);
         if (st) break;
         e->lr = r.lr;
         e->batch += b.slices;

@@ -6,6 +6,7 @@
 
 #include "kd_checkpoint.h"
 #include "kd_config.h"
+#include "kd_cache.h"
 #include "kd_train.h"
 
 /* ---- The run folder (runfolder.c) ---- */
@@ -80,7 +81,11 @@ typedef struct {
     int labels_available;                      /* training labels exist and may be used */
     const kd_preprocess *pp;
 
-    kd_model model, teacher;
+    kd_model model;
+    kd_model teachers[KD_MAX_TEACHERS];        /* the online teachers (n_teachers; 0 with a cache) */
+    size_t n_teachers;
+    kd_cache *cache;                           /* teacher.cache, open (NULL: online teachers) */
+    kd_teacher_set tset;                       /* what the step gets its teacher logits from */
     char **class_names;                        /* recorded in checkpoints (n_class_names) */
     size_t n_class_names;
     int has_teacher;
@@ -109,8 +114,16 @@ void kd_run_emit_msg(kd_run *t, kd_train_event_kind kind, const char *fmt, ...)
 kd_status kd_run_open_data(kd_run *t, kd_err *err);
 /* Builds and initialises the model from the config, reserved for the batch size. */
 kd_status kd_run_build_model(kd_run *t, kd_err *err);
-/* Loads and checks the teacher checkpoint against the data and the model. */
-kd_status kd_run_build_teacher(kd_run *t, kd_err *err);
+/* The teachers of the config: their checkpoints loaded and checked against the data and the
+ * model, or, with teacher.cache, the cache opened and checked against the config (built first
+ * from the checkpoints when the file does not exist). Sets t->tset. */
+kd_status kd_run_build_teachers(kd_run *t, kd_err *err);
+/* Loads the config's online teachers (t->teachers, t->n_teachers) and sets t->tset to them. */
+kd_status kd_run_load_teachers(kd_run *t, kd_err *err);
+/* Writes the cache the config describes to path from the online teachers (logits.c). */
+kd_status kd_run_write_cache(kd_run *t, const char *path, kd_err *err);
+/* The config's cache at path, opened and checked against the config (t->cache, t->tset). */
+kd_status kd_run_open_cache(kd_run *t, const char *path, kd_err *err);
 void kd_run_free(kd_run *t);
 
 #endif

@@ -99,9 +99,9 @@ static kd_status run_setup(kd_run *t, kd_err *err) {
                         "its threads will compete with distill's (see README, Performance)");
     kd_rng_seed(&t->rng, cfg->seed);
     if ((st = kd_run_open_data(t, err)) || (st = kd_run_build_model(t, err))) return st;
-    if (cfg->has_teacher && (st = kd_run_build_teacher(t, err))) return st;
+    if (cfg->has_teacher && (st = kd_run_build_teachers(t, err))) return st;
     t->res->n_params = t->model.n_params;
-    t->res->teacher_params = t->has_teacher ? t->teacher.n_params : 0;
+    for (size_t i = 0; i < t->n_teachers; i++) t->res->teacher_params += t->teachers[i].n_params;
     t->rf.class_names = t->class_names;
     t->rf.n_class_names = t->n_class_names;
     t->rf.pp = t->pp;
@@ -149,7 +149,7 @@ static kd_status run_trainer_init(kd_run *t, kd_err *err) {
     const kd_config *cfg = t->cfg;
     kd_trainer_setup s = {0};
     s.model = &t->model;
-    s.teacher = t->has_teacher ? &t->teacher : NULL;
+    s.teachers = t->has_teacher ? &t->tset : NULL;
     s.distill = &cfg->distill;
     s.optim = &cfg->optim;
     s.sched = &t->sched;
@@ -166,7 +166,7 @@ static void emit_setup(kd_run *t) {
     kd_train_event ev = {0};
     ev.kind = KD_EV_SETUP;
     ev.model = &t->model;
-    ev.teacher = t->has_teacher ? &t->teacher : NULL;
+    ev.teacher = t->n_teachers == 1 ? &t->teachers[0] : NULL;
     ev.n_train = t->n_train;
     ev.n_val = t->n_val;
     ev.n_test = t->n_test;
@@ -177,25 +177,46 @@ static void emit_setup(kd_run *t) {
     kd_run_emit(t, &ev);
 }
 
-/* The teacher's validation accuracy, with a warning when it is near chance. */
-static kd_status report_teacher(kd_run *t, kd_err *err) {
-    double acc = NAN;
-    if (t->n_val) {
-        kd_status st = kd_train_accuracy(&t->teacher, t->val_ds, t->val_idx, t->n_val, &acc, err);
+/* The teachers: each one's size and validation accuracy, and the ensemble's, from the models
+ * or as the cache recorded them; a warning when the target is near chance. */
+static kd_status report_teachers(kd_run *t, kd_err *err) {
+    const kd_config *cfg = t->cfg;
+    double acc[KD_MAX_TEACHERS], mix = NAN;
+    char name[KD_PATH_MAX + 64];
+    const size_t n = cfg->n_teachers;
+    if (t->cache) {
+        const kd_cache_meta *m = kd_cache_info(t->cache);
+        for (size_t k = 0; k < n; k++) acc[k] = m->teacher_val_acc[k];
+        mix = n > 1 ? m->ensemble_val_acc : acc[0];
+        kd_run_emit_msg(t, KD_EV_NOTE, "soft targets from the cache %s (%zu teacher%s, %s%s, "
+                        "%zu view%s): the teachers are not run; accuracies as recorded when it "
+                        "was built", cfg->cache.path, n, n == 1 ? "" : "s",
+                        kd_cache_dtype_name(m->dtype), m->top_k ? ", top-k" : "", m->views,
+                        m->views == 1 ? "" : "s");
+    } else if (t->n_val) {
+        kd_status st = kd_teacher_accuracy(&t->tset, t->val_ds, t->val_idx, t->n_val, acc, &mix, err);
         if (st) return st;
+    } else {
+        for (size_t k = 0; k < n; k++) acc[k] = NAN;
     }
-    t->res->teacher_val_acc = acc;
+    for (size_t k = 0; n > 1 && k < n; k++)
+        kd_run_emit_msg(t, KD_EV_NOTE, "%s: weight %.4g, %zu parameters, validation accuracy "
+                        "%.2f%%", kd_teacher_name(cfg, k, name, sizeof name),
+                        (double)t->tset.weight[k], t->n_teachers ? t->teachers[k].n_params : 0,
+                        100 * acc[k]);
+    t->res->teacher_val_acc = mix;
     kd_train_event ev = {0};
     ev.kind = KD_EV_TEACHER;
-    ev.value = acc;
+    ev.value = mix;
+    ev.msg = n > 1 ? "ensemble" : "teacher";
     kd_run_emit(t, &ev);
     double chance = 1.0 / (double)t->C;
-    if (isfinite(acc) && acc <= chance + 0.05)
+    if (isfinite(mix) && mix <= chance + 0.05)
         kd_run_emit_msg(t, KD_EV_WARNING,
-                        "WARNING: the teacher's validation accuracy %.2f%% is within 5 points of "
+                        "WARNING: the %s's validation accuracy %.2f%% is within 5 points of "
                         "chance (%.2f%%): it is untrained or does not fit this data, and the "
                         "student will learn little from it",
-                        100 * acc, 100 * chance);
+                        ev.msg, 100 * mix, 100 * chance);
     return KD_OK;
 }
 
@@ -357,8 +378,11 @@ static kd_status test_pass(kd_run *t, kd_err *err) {
         if ((st = test_accuracy_of_file(t, t->rf.best_path, &res->best_test_acc, err))) return st;
         memcpy(res->best_path, t->rf.best_path, sizeof res->best_path);
     }
-    if (t->has_teacher)
-        st = kd_train_accuracy(&t->teacher, t->test_ds, NULL, n, &res->teacher_test_acc, err);
+    /* The online teachers' (mixed) test accuracy; a cache never runs them. */
+    if (t->n_teachers) {
+        double acc[KD_MAX_TEACHERS];
+        st = kd_teacher_accuracy(&t->tset, t->test_ds, NULL, n, acc, &res->teacher_test_acc, err);
+    }
     return st;
 }
 
@@ -391,7 +415,7 @@ kd_status kd_train_run(const kd_train_opts *opts, kd_train_result *res, kd_err *
     if (!st && opts->resume) st = kd_runfolder_reload_metrics(&t->rf, t->start_epoch, err);
     if (st) goto cleanup;
     emit_setup(t);
-    if (t->has_teacher && (st = report_teacher(t, err))) goto cleanup;
+    if (t->has_teacher && (st = report_teachers(t, err))) goto cleanup;
 
     for (size_t epoch = t->start_epoch; epoch < cfg->epochs; epoch++) {
         kd_epoch_pass e;

@@ -132,7 +132,7 @@ static double products_time(int reps) {
 static double train_step(kd_trainer *tr, const float *x, const int32_t *y) {
     kd_err err;
     double t0 = kd_now();
-    if (kd_trainer_step(tr, x, y, BATCH, NULL, &err) != KD_OK) {
+    if (kd_trainer_step(tr, x, y, NULL, BATCH, NULL, &err) != KD_OK) {
         fprintf(stderr, "bench_cnn: %s\n", err.msg);
         return -1;
     }

@@ -4,16 +4,21 @@
  * kd_trainer_step, the step `distill train` runs.
  *   bench_jobs KIND ARCH [TEACHER_ARCH] [--steps N] [--batch B] [--threads T] [--data DIR]
  *              [--alpha A] [--temperature T]
- * KIND: train (CE + Adam), distill (teacher forward + student train, KL), infer (eval forward
- * of batches), latency (one-sample forwards; B is ignored). ARCH: {"input":[...],"layers":[...]}.
+ * KIND: train (CE + Adam), distill (teacher forward + student train, KL), cached (the same
+ * with the teacher's logits read from a soft-target cache written before the timing, as
+ * `distill train` with teacher.cache does), infer (eval forward of batches), latency
+ * (one-sample forwards; B is ignored). ARCH: {"input":[...],"layers":[...]}.
  * Data: the first images of DIR/train-images-idx3-ubyte.gz (Fashion-MNIST, scaled and
  * normalised as the configs do), or seeded noise when DIR has none. Prints one line:
  *   result samples_per_s=S us_per_sample=U steps=N
  * Not run by `make bench` (it needs arguments). */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "kd_cache.h"
 #include "kd_data.h"
 #include "kd_gemm.h"
 #include "kd_loss.h"
@@ -86,6 +91,40 @@ static int build(kd_model *m, const char *arch, int with_grads, size_t batch, ui
     return 0;
 }
 
+/* The cache's fill: the teacher's logits of samples [row, row + n) of the job's data. */
+typedef struct {
+    kd_model *t;
+    const batches *d;
+} cache_src;
+
+static kd_status fill_cache(void *user, size_t view, size_t row, size_t n, float *logits,
+                            kd_err *err) {
+    cache_src *c = user;
+    (void)view, (void)err;
+    const float *z = kd_model_forward(c->t, c->d->x + row * c->d->D, n, NULL);
+    memcpy(logits, z, n * c->t->n_classes * sizeof *logits);
+    return KD_OK;
+}
+
+/* Writes the teacher's logits for every sample of d to path (f32, one view) and opens it. */
+static kd_status open_cache(kd_model *t, const batches *d, size_t B, const char *path,
+                            kd_cache **out, kd_err *err) {
+    kd_cache_meta meta = {0};
+    cache_src c = {t, d};
+    size_t *idx = malloc(d->n * sizeof *idx);
+    if (!idx) return kd_err_set(err, KD_EIO, "out of memory");
+    for (size_t i = 0; i < d->n; i++) idx[i] = i;
+    meta.n_rows = d->n;
+    meta.n_classes = t->n_classes;
+    meta.n_teachers = 1;
+    meta.views = 1;
+    meta.weight[0] = 1.0;
+    meta.teacher_val_acc[0] = meta.ensemble_val_acc = NAN;
+    kd_status st = kd_cache_write(path, &meta, idx, B, fill_cache, &c, err);
+    free(idx);
+    return st ? st : kd_cache_open(out, path, err);
+}
+
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
@@ -125,24 +164,44 @@ static double run(const job *j, kd_model *m, kd_model *t, const batches *d) {
     kd_distill_cfg dc = {j->alpha, j->temperature, KD_DISTILL_KL};
     kd_trainer_setup s = {0};
     kd_trainer tr = {0};
+    kd_cache *cache = NULL;
+    kd_teacher_set set = {0};
+    size_t *idx = NULL;
+    char path[64];
+    const int cached = !strcmp(j->kind, "cached");
+    double t0 = 0, r = -1;
+    snprintf(path, sizeof path, "/tmp/bench_jobs.%d.kdc", (int)getpid());
+    if (cached) {
+        if (!(idx = malloc(d->n * sizeof *idx))) goto cleanup;
+        for (size_t i = 0; i < d->n; i++) idx[i] = i;
+        if (open_cache(t, d, B, path, &cache, &err) || kd_teacher_set_cached(&set, cache, B, &err))
+            goto cleanup;
+        s.teachers = &set;
+    } else {
+        s.teacher = t;
+    }
     s.model = m;
-    s.teacher = t;
     s.distill = t ? &dc : NULL;
     s.optim = &oc;
     s.sched = &sc;
     s.batch_cap = B;
     s.rng = &rng;
-    double t0 = 0, r = -1;
     if (kd_trainer_init(&tr, &s, &err)) goto cleanup;
     for (long i = -3; i < j->steps; i++) {
         if (i == 0) t0 = kd_now();
         size_t k = (size_t)((i + 3) % (long)n_b);
-        if (kd_trainer_step(&tr, d->x + k * B * d->D, d->y + k * B, B, NULL, &err)) goto cleanup;
+        if (kd_trainer_step(&tr, d->x + k * B * d->D, d->y + k * B, idx ? idx + k * B : NULL, B,
+                            NULL, &err))
+            goto cleanup;
     }
     r = (kd_now() - t0) / (double)(j->steps * j->batch);
 cleanup:
     if (r < 0) fprintf(stderr, "bench_jobs: %s\n", err.msg);
     kd_trainer_free(&tr);
+    kd_teacher_set_free(&set);
+    kd_cache_close(cache);
+    if (cached) unlink(path);
+    free(idx);
     return r;
 }
 
@@ -162,10 +221,10 @@ int main(int argc, char **argv) {
         else if (pos == 1) j.arch = a, pos++;
         else if (pos == 2) j.teacher = a, pos++;
     }
-    const int distill = j.kind && !strcmp(j.kind, "distill");
+    const int distill = j.kind && (!strcmp(j.kind, "distill") || !strcmp(j.kind, "cached"));
     if (!j.kind || !j.arch || j.steps < 1 || j.batch < 1 || (distill && !j.teacher) ||
         (strcmp(j.kind, "train") && !distill && strcmp(j.kind, "infer") && strcmp(j.kind, "latency"))) {
-        fprintf(stderr, "usage: bench_jobs train|distill|infer|latency ARCH [TEACHER_ARCH] "
+        fprintf(stderr, "usage: bench_jobs train|distill|cached|infer|latency ARCH [TEACHER_ARCH] "
                         "[--steps N] [--batch B] [--threads T] [--data DIR]\n");
         return 2;
     }

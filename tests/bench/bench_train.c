@@ -202,7 +202,7 @@ int main(int argc, char **argv) {
     double best_step = 1e30;
     for (int rep = 0; rep < steps + 3; rep++) {
         double t0 = kd_now();
-        if (kd_trainer_step(&train, x, y, BATCH, NULL, &err) != KD_OK) {
+        if (kd_trainer_step(&train, x, y, NULL, BATCH, NULL, &err) != KD_OK) {
             fprintf(stderr, "bench: %s\n", err.msg);
             return 1;
         }
@@ -224,7 +224,7 @@ int main(int argc, char **argv) {
     double best_d = 1e30;
     for (int rep = 0; rep < steps + 3; rep++) {
         double t0 = kd_now();
-        if (kd_trainer_step(&distill, x, y, BATCH, NULL, &err) != KD_OK) {
+        if (kd_trainer_step(&distill, x, y, NULL, BATCH, NULL, &err) != KD_OK) {
             fprintf(stderr, "bench: %s\n", err.msg);
             return 1;
         }

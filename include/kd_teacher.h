@@ -1,0 +1,70 @@
+/* kd_teacher.h - where a distillation step's teacher logits come from: one or several teacher
+ * models run on the batch (online), or the soft-target cache, read by sample index and view
+ * (kd_cache.h). Also loading a config's teachers, their validation accuracy (each and mixed),
+ * and what a cache built from a config must record (its provenance). */
+#ifndef KD_TEACHER_H
+#define KD_TEACHER_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "kd_cache.h"
+#include "kd_config.h"
+#include "kd_data.h"
+#include "kd_nn.h"
+
+/* The teachers of a step. The mixed target at T is sum_k weight[k] softmax(z_k / T). */
+typedef struct {
+    size_t n;                          /* teachers, 1 .. KD_MAX_TEACHERS */
+    size_t n_classes;
+    size_t batch_cap;
+    float weight[KD_MAX_TEACHERS];     /* summing to 1 */
+    kd_model *model[KD_MAX_TEACHERS];  /* online teachers (borrowed); unused with a cache */
+    const kd_cache *cache;             /* borrowed, or NULL: logits come from the file */
+    size_t views;                      /* the cache's views (1 online) */
+    uint64_t view_seed;
+    float *buf;                        /* (n, batch_cap, n_classes) cache rows; owned */
+} kd_teacher_set;
+
+/* n online models (weights NULL: equal), each reserved for batch_cap. KD_EUSAGE when their
+ * class counts differ. */
+kd_status kd_teacher_set_online(kd_teacher_set *ts, kd_model *const *models, const float *weights,
+                                size_t n, size_t batch_cap, kd_err *err);
+/* Logits from an open cache (its weights, views and seed). */
+kd_status kd_teacher_set_cached(kd_teacher_set *ts, const kd_cache *cache, size_t batch_cap,
+                                kd_err *err);
+void kd_teacher_set_free(kd_teacher_set *ts);  /* NULL-safe; leaves it zeroed */
+
+/* The batch's logits zt[k] (n, n_classes) per teacher. Online: each model's eval-mode forward
+ * of x; NaN/Inf is KD_ENUMERIC "teacher logits contain NaN/Inf" (with the teacher's number in
+ * an ensemble). Cached: the rows of training samples idx[0..n) in views view[0..n) (view NULL:
+ * view 0); x is not read. Pointers stay valid until the next call. */
+kd_status kd_teacher_logits(kd_teacher_set *ts, const float *x, const size_t *idx,
+                            const uint32_t *view, size_t n, const float **zt, kd_err *err);
+
+/* How a config names teacher i in messages: "teacher PATH" or "teacher.ensemble[i] PATH". */
+const char *kd_teacher_name(const kd_config *cfg, size_t i, char *buf, size_t cap);
+
+/* Loads the config's teacher i (inference only) for samples shaped `shape` with `n_data_classes`
+ * classes (0: unknown) and checks it fits: the same number of input values, at least the data's
+ * classes, exactly n_classes outputs (the model being trained; 0: not checked). A checkpoint
+ * whose recorded preprocessing differs from pp writes a warning into `warning` (else ""). Errors
+ * are KD_EINPUT naming the teacher (kd_teacher_name) and what did not fit. */
+kd_status kd_teacher_load(const kd_config *cfg, size_t i, const kd_shape *shape,
+                          size_t n_data_classes, const kd_preprocess *pp, size_t n_classes,
+                          kd_model *m, char *warning, size_t warning_cap, kd_err *err);
+
+/* Validation accuracy of each online teacher (acc[k]) and of their mixture at T = 1 (argmax of
+ * sum_k w_k softmax(z_k)) on samples idx[0..n) of ds (idx NULL: all), in batches of at most
+ * ts->batch_cap. NaN without labelled samples. */
+kd_status kd_teacher_accuracy(kd_teacher_set *ts, kd_dataset *ds, const size_t *idx, size_t n,
+                              double *acc, double *mix_acc, kd_err *err);
+
+/* What a cache of this config must hold and record: counts, dtype, top-k (with T), views,
+ * weights, and the provenance fields (each teacher checkpoint's hash and given layers, the
+ * training data files' hashes, preprocessing, subset and augmentation). n_rows is the number of
+ * training samples; the accuracies are left NaN. Reads every teacher checkpoint and data file
+ * to hash them; KD_EINPUT naming one that cannot be read. */
+kd_status kd_teacher_cache_meta(const kd_config *cfg, const kd_preprocess *pp, size_t n_rows,
+                                size_t n_classes, kd_cache_meta *meta, kd_err *err);
+
+#endif
