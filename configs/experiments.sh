@@ -7,6 +7,9 @@
 #   bash configs/experiments.sh cnn-aug # the CNN teacher's students on augmented batches: compact
 #                                       # MLP 30 epochs, shifts of 2 + flips; small CNN 24 epochs,
 #                                       # shifts of 2; distilled vs from scratch
+#   bash configs/experiments.sh cache   # the compact student distilled online and from caches of
+#                                       # the MLP teacher (f32, f16, top-k 4): accuracy, cache
+#                                       # size and build time against one online epoch
 #   bash configs/experiments.sh ensemble  # the compact student from an ensemble of 3 CNN teachers
 #                                       # through the soft-target cache, EPOCHS (100) epochs, with
 #                                       # a small grid on each side chosen on validation (see
@@ -26,8 +29,8 @@ cnn) teacher=fmnist-cnn-teacher
      pairs="fmnist-cnn-compact:fmnist-cnn-compact-scratch fmnist-cnn-small:fmnist-cnn-small-scratch" ;;
 cnn-aug) teacher=fmnist-cnn-teacher  # pair fields: kd:scratch:epochs:shift:flip
      pairs="fmnist-cnn-compact:fmnist-cnn-compact-scratch:30:2:true fmnist-cnn-small:fmnist-cnn-small-scratch:24:2:false" ;;
-ensemble) ;;
-*) echo "usage: experiments.sh mlp|cnn|cnn-aug|ensemble" >&2; exit 2 ;;
+ensemble|cache) ;;
+*) echo "usage: experiments.sh mlp|cnn|cnn-aug|ensemble|cache" >&2; exit 2 ;;
 esac
 mkdir -p "$RUNS"
 summary_field() { grep -o "$2 [0-9.]*" "$1" | head -1 | cut -d' ' -f2; }
@@ -124,7 +127,42 @@ ensemble_suite() {
     done
     echo "no-labels-$best_d$accs" | mean_sd
 }
+# configs/fmnist-compact (KD from the MLP teacher, 15 epochs) online and from three caches.
+cache_suite() {
+    local t="$RUNS/fmnist-teacher" rabs
+    if [ ! -r "$t/best.safetensors" ]; then
+        "$DISTILL" train --config configs/fmnist-teacher.json --out "$t" --quiet > "$t.log"
+    fi
+    rabs="$(cd "$RUNS" && pwd)"
+    local tset="teacher.checkpoint=$rabs/fmnist-teacher/best.safetensors" kind c accs seed out
+    for kind in online f32 f16 top4; do
+        c=()
+        case $kind in
+        f32) c=(--set "teacher.cache={\"path\": \"$rabs/mlp-f32.kdc\"}") ;;
+        f16) c=(--set "teacher.cache={\"path\": \"$rabs/mlp-f16.kdc\", \"dtype\": \"f16\"}") ;;
+        top4) c=(--set "teacher.cache={\"path\": \"$rabs/mlp-top4.kdc\", \"top_k\": 4}") ;;
+        esac
+        if [ "$kind" != online ] && [ ! -r "$RUNS/mlp-$kind.kdc" ]; then
+            "$DISTILL" logits --config configs/fmnist-compact.json --set "$tset" "${c[@]}" \
+                --quiet > "$RUNS/mlp-$kind.kdc.log"
+        fi
+        [ "$kind" != online ] && echo "cache $kind: $(cat "$RUNS/mlp-$kind.kdc.log")"
+        accs=""
+        for seed in $SEEDS; do
+            out="$RUNS/compact-$kind-s$seed"
+            if [ ! -r "$out.log" ] || ! grep -q '^summary:' "$out.log"; then
+                "$DISTILL" train --config configs/fmnist-compact.json --seed "$seed" --out "$out" \
+                    --quiet --set "$tset" "${c[@]+"${c[@]}"}" > "$out.log"
+            fi
+            accs="$accs $(summary_field "$out.log" best_test_acc)"
+        done
+        echo "compact-$kind$accs" | mean_sd
+        # seconds of the first epoch (the teacher runs in it when online)
+        echo "  first epoch: $(grep -o '"seconds":[0-9.]*' "$RUNS/compact-$kind-s1/metrics.jsonl" | head -1)"
+    done
+}
 if [ "$suite" = ensemble ]; then ensemble_suite; exit 0; fi
+if [ "$suite" = cache ]; then cache_suite; exit 0; fi
 
 if [ ! -r "$RUNS/$teacher/best.safetensors" ]; then
     "$DISTILL" train --config "configs/$teacher.json" --out "$RUNS/$teacher" --quiet \
