@@ -7,6 +7,7 @@
 
 #include "cache_impl.h"
 #include "kd_dtype.h"
+#include "kd_safetensors.h"
 
 static const char *const dtype_names[] = {[KD_CACHE_F32] = "f32", [KD_CACHE_F16] = "f16"};
 #define N_DTYPES (sizeof dtype_names / sizeof dtype_names[0])
@@ -147,6 +148,9 @@ int kd_cache_meta_invalid(const kd_cache_meta *m, char *msg, size_t cap) {
         if (vl == sizeof f->value)
             return invalid(msg, cap, "fields.%s: expected a value of at most %zu bytes", f->name,
                            sizeof f->value - 1);
+        if (!kd_utf8_valid(f->name, nl, NULL) || !kd_utf8_valid(f->value, vl, NULL))
+            return invalid(msg, cap, "fields.%s: expected UTF-8 text (the header is JSON)",
+                           kd_utf8_valid(f->name, nl, NULL) ? f->name : "(name)");
         for (size_t j = 0; j < i; j++)
             if (strcmp(m->fields[j].name, f->name) == 0)
                 return invalid(msg, cap, "fields.%s: expected each name once, got it twice",
