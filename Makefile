@@ -115,9 +115,9 @@ asan:
 # "Reliability"). Every other check stays on in every file.
 STB_SAN_EXCEPT := -fno-sanitize=shift-exponent
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS ?= safetensors idx csv config image
+FUZZ_TARGETS ?= safetensors idx csv config image cache
 FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=all
-FUZZ_ALL     := safetensors idx csv config image
+FUZZ_ALL     := safetensors idx csv config image cache
 
 fuzz-build:
 	$(MAKE) CC=clang BUILD=build-fuzz OPT="-O1 -fno-omit-frame-pointer" \

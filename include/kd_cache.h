@@ -45,17 +45,19 @@ typedef struct {
 /* What a cache holds and what it was made from. The builder fills it from the config; the
  * reader fills it from the file's header. */
 typedef struct {
-    size_t n_rows;                  /* training samples (each has `views` entries) */
+    size_t n_rows;                  /* training samples (each has `views` entries), 1 .. 2^32 */
     size_t n_classes;               /* 1 .. KD_CACHE_MAX_CLASSES */
     size_t n_teachers;              /* 1 .. KD_CACHE_MAX_TEACHERS */
     kd_cache_dtype dtype;
     size_t top_k;                   /* 0: all logits; else 1 .. n_classes - 1 */
-    double temperature;             /* top_k > 0: the T of the stored log-sum-exp (> 0); 0 else */
+    double temperature;             /* top_k > 0: the T of the stored log-sum-exp (> 0); 0 else
+                                       (kd_cache_write stores 0 whatever it is given) */
     size_t views;                   /* 1 .. KD_CACHE_MAX_VIEWS */
-    uint64_t view_seed;             /* view v of sample i is a function of (view_seed, i, v) */
-    double weight[KD_CACHE_MAX_TEACHERS];  /* ensemble weights, summing to 1 */
+    uint64_t view_seed;             /* view v of sample i is a function of (view_seed, i, v);
+                                       at most 2^53 - 1 (a JSON number holds it exactly) */
+    double weight[KD_CACHE_MAX_TEACHERS];  /* ensemble weights in [0, 1], summing to 1 */
     /* Informational (never compared): each teacher's and the mix's validation accuracy when
-     * the cache was built, NaN when unknown (no labelled validation set). */
+     * the cache was built, fractions in [0, 1], NaN when unknown (no labelled validation set). */
     double teacher_val_acc[KD_CACHE_MAX_TEACHERS];
     double ensemble_val_acc;
     size_t n_fields;
@@ -69,8 +71,9 @@ int kd_cache_dtype_find(const char *name, kd_cache_dtype *out);
 /* Bytes of one entry (all teachers of one sample in one view) under meta. */
 size_t kd_cache_entry_bytes(const kd_cache_meta *meta);
 
-/* Appends a provenance field (KD_EUSAGE if there are KD_CACHE_MAX_FIELDS already, or the name
- * or value does not fit). */
+/* Appends a provenance field (KD_EUSAGE if there are KD_CACHE_MAX_FIELDS already, the name
+ * or value does not fit, the name is empty or already recorded). Names and values are UTF-8
+ * text (the header is JSON): kd_cache_write refuses others with KD_EUSAGE. */
 kd_status kd_cache_meta_add(kd_cache_meta *meta, const char *name, const char *value,
                             kd_err *err);
 
@@ -84,8 +87,10 @@ typedef kd_status (*kd_cache_fill_fn)(void *user, size_t view, size_t row, size_
 /* Writes the cache for the training-source indices idx[0 .. meta->n_rows) (strictly
  * ascending, each < 2^32) to path atomically (kd_write_atomic: a failure leaves no file and an
  * existing file untouched). Rows are requested view by view, in chunks of at most `chunk`
- * samples. Logits that are NaN/Inf are KD_ENUMERIC naming the teacher and the sample index;
- * fill's own errors are passed on. KD_EUSAGE for a meta out of its ranges. */
+ * samples. Logits that are NaN/Inf, or that the dtype cannot hold (f16: |z| > 65504), are
+ * KD_ENUMERIC naming the teacher and the sample index; fill's own errors are passed on (the
+ * message prefixed with the path when it lacks it). KD_EUSAGE for a meta out of its ranges,
+ * idx not strictly ascending, or chunk 0. */
 kd_status kd_cache_write(const char *path, const kd_cache_meta *meta, const size_t *idx,
                          size_t chunk, kd_cache_fill_fn fill, void *user, kd_err *err);
 

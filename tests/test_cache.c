@@ -489,3 +489,23 @@ KD_TEST(cache_header_numbers_round_trip_exactly) {
     CHECK_EQ_INT(cache_fx_write(path, &m, idx, &fx, 2, &err), KD_EUSAGE);
     CHECK_CONTAINS(err.msg, "view_seed: expected an integer in 0..2^53-1, got 9007199254740992");
 }
+
+/* The header is JSON: a provenance field that is not UTF-8 (a Latin-1 file name) is refused
+ * when written, not turned into a cache nothing can read. */
+KD_TEST(cache_write_refuses_fields_that_are_not_utf8) {
+    char path[600];
+    snprintf(path, sizeof path, "%s/latin1.kdcache", kd_test_tmpdir());
+    size_t idx[2] = {0, 1};
+    kd_cache_meta m = cache_fx_meta(2, 3, 1, 1, KD_CACHE_F32, 0, 0);
+    kd_err err;
+    CHECK_EQ_INT(kd_cache_meta_add(&m, "data.test", "caf\xe9.idx", &err), KD_OK);
+    cache_fx fx = {0};
+    CHECK_EQ_INT(cache_fx_write(path, &m, idx, &fx, 2, &err), KD_EUSAGE);
+    CHECK_CONTAINS(err.msg, "fields.data.test: expected UTF-8 text (the header is JSON)");
+    snprintf(m.fields[2].value, sizeof m.fields[2].value, "caf\xc3\xa9.idx\n");
+    CHECK_EQ_INT(cache_fx_write(path, &m, idx, &fx, 2, &err), KD_OK);
+    kd_cache *c = NULL;
+    CHECK_EQ_INT(kd_cache_open(&c, path, &err), KD_OK);
+    if (c) CHECK(strcmp(kd_cache_info(c)->fields[2].value, "caf\xc3\xa9.idx\n") == 0);
+    kd_cache_close(c);
+}

@@ -179,7 +179,8 @@ KD_TEST(cache_bad_header_fields_are_named) {
     HEADER("n_rows", "4294967297", "header field n_rows: expected an integer in 1..4294967296, "
                                    "got 4294967297");
     HEADER("n_rows", "2.5", "header field n_rows: expected a whole number in 0..2^53-1, got 2.5");
-    HEADER("n_rows", "\"4\"", "header field n_rows: expected a whole number in 0..2^53-1, got \"4\"");
+    HEADER("n_rows", "\"4\"", "header field n_rows: expected a whole number in 0..2^53-1, got "
+                            "\"4\"");
     HEADER("n_rows", "-1", "header field n_rows: expected a whole number");
     HEADER("n_classes", "0", "header field n_classes: expected an integer in 1..65535, got 0");
     HEADER("n_classes", "65536", "header field n_classes: expected an integer in 1..65535, got "

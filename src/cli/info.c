@@ -29,7 +29,10 @@ static const char usage[] =
     "\n"
     "Options:\n"
     "  --json     print one JSON object instead (keys: file, size, format, arch, layers,\n"
-    "             tensors, totals, metadata)\n"
+    "             tensors, totals, metadata; for a cache: file, size, format, dtype, top_k,\n"
+    "             temperature, views, view_seed, rows, first_sample, last_sample, classes,\n"
+    "             teachers [{weight, val_acc}], ensemble_val_acc, bytes_per_sample,\n"
+    "             bytes_per_view, fields)\n"
     "  -h, --help this text\n"
     "\n"
     "Exit codes: 0 the file is valid; 2 usage error; 3 FILE is not a valid safetensors file or\n"
@@ -240,5 +243,7 @@ cleanup:
     return rc;
 }
 
-const kd_command kd_cmd_info = {"info", "validate and describe a checkpoint (layers, tensors, metadata) or a cache",
+const kd_command kd_cmd_info = {"info",
+                                "validate and describe a checkpoint (layers, tensors, metadata) "
+                                "or a cache",
                                 usage, run};

@@ -16,10 +16,16 @@ static const char *pct(double acc, char *buf, size_t cap) {
     return buf;
 }
 
-/* A provenance value on one line: control characters (a newline in a path) as spaces. */
+/* Text on one line: control characters (a newline in a path) as spaces. */
+static void put_line_text(const char *s) {
+    for (; *s; s++) putchar((unsigned char)*s < 0x20 ? ' ' : *s);
+}
+
 static void print_field(const kd_cache_field *f) {
-    printf("  %s: ", f->name);
-    for (const char *p = f->value; *p; p++) putchar((unsigned char)*p < 0x20 ? ' ' : *p);
+    printf("  ");
+    put_line_text(f->name);
+    printf(": ");
+    put_line_text(f->value);
     putchar('\n');
 }
 

@@ -7,6 +7,7 @@
 
 #include "cache_impl.h"
 #include "kd_dtype.h"
+#include "kd_safetensors.h"
 
 static const char *const dtype_names[] = {[KD_CACHE_F32] = "f32", [KD_CACHE_F16] = "f16"};
 #define N_DTYPES (sizeof dtype_names / sizeof dtype_names[0])
@@ -62,7 +63,8 @@ int kd_cache_layout_of(const kd_cache_meta *meta, size_t header_len, kd_cache_la
         return -1;
     l.n_blocks = l.n_entries / KD_CACHE_BLOCK_ROWS + (l.n_entries % KD_CACHE_BLOCK_ROWS != 0);
     l.index_off = KD_CACHE_PREAMBLE + header_len;
-    if (kd_mul_size(l.n_blocks, 4, &crc_bytes) || kd_add_size(l.index_off, index_bytes, &index_end) ||
+    if (kd_mul_size(l.n_blocks, 4, &crc_bytes) ||
+        kd_add_size(l.index_off, index_bytes, &index_end) ||
         kd_add_size(index_end, 4, &l.blocks_off) ||
         kd_add_size(l.blocks_off, data_bytes, &l.file_size) ||
         kd_add_size(l.file_size, crc_bytes, &l.file_size))
@@ -78,7 +80,8 @@ void kd_cache_block_span(const kd_cache_layout *lay, size_t b, size_t *begin, si
     *len = n * lay->entry_bytes;
 }
 
-static int invalid(char *msg, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int invalid(char *msg, size_t cap, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 static int invalid(char *msg, size_t cap, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
@@ -92,7 +95,8 @@ static int bad_acc(double a) { return !isnan(a) && !(a >= 0.0 && a <= 1.0); }
 
 int kd_cache_meta_invalid(const kd_cache_meta *m, char *msg, size_t cap) {
     if (m->n_rows < 1 || (uint64_t)m->n_rows > ((uint64_t)1 << 32))
-        return invalid(msg, cap, "n_rows: expected an integer in 1..4294967296, got %zu", m->n_rows);
+        return invalid(msg, cap, "n_rows: expected an integer in 1..4294967296, got %zu",
+                       m->n_rows);
     if (m->n_classes < 1 || m->n_classes > KD_CACHE_MAX_CLASSES)
         return invalid(msg, cap, "n_classes: expected an integer in 1..%d, got %zu",
                        KD_CACHE_MAX_CLASSES, m->n_classes);
@@ -144,6 +148,9 @@ int kd_cache_meta_invalid(const kd_cache_meta *m, char *msg, size_t cap) {
         if (vl == sizeof f->value)
             return invalid(msg, cap, "fields.%s: expected a value of at most %zu bytes", f->name,
                            sizeof f->value - 1);
+        if (!kd_utf8_valid(f->name, nl, NULL) || !kd_utf8_valid(f->value, vl, NULL))
+            return invalid(msg, cap, "fields.%s: expected UTF-8 text (the header is JSON)",
+                           kd_utf8_valid(f->name, nl, NULL) ? f->name : "(name)");
         for (size_t j = 0; j < i; j++)
             if (strcmp(m->fields[j].name, f->name) == 0)
                 return invalid(msg, cap, "fields.%s: expected each name once, got it twice",

@@ -29,10 +29,15 @@ static kd_status bad(kd_err *err, const char *name, const char *fmt, ...) {
 
 /* ---- The header ------------------------------------------------------------------------- */
 
+/* The header's keys, in the order the writer puts them; KEY_* are their positions. */
 static const char *const header_keys[] = {
     "format", "n_rows", "n_classes", "n_teachers", "dtype", "top_k", "temperature", "views",
     "view_seed", "weights", "teacher_val_acc", "ensemble_val_acc", "fields"};
-#define N_KEYS (sizeof header_keys / sizeof header_keys[0])
+enum {
+    KEY_FORMAT, KEY_N_ROWS, KEY_N_CLASSES, KEY_N_TEACHERS, KEY_DTYPE, KEY_TOP_K, KEY_TEMPERATURE,
+    KEY_VIEWS, KEY_VIEW_SEED, KEY_WEIGHTS, KEY_TEACHER_VAL_ACC, KEY_ENSEMBLE_VAL_ACC, KEY_FIELDS,
+    N_KEYS
+};
 
 /* A JSON value in a few words for messages. */
 static const char *brief(const cJSON *v, char *buf, size_t cap) {
@@ -110,47 +115,44 @@ static kd_status parse_keys(const char *name, const cJSON *root, kd_cache_meta *
     }
     for (size_t k = 0; k < N_KEYS; k++)
         if (!v[k]) return bad(err, name, "header field %s: missing", header_keys[k]);
-    if (!cJSON_IsString(v[0]) || strcmp(v[0]->valuestring, KD_CACHE_FORMAT) != 0)
+    if (!cJSON_IsString(v[KEY_FORMAT]) || strcmp(v[KEY_FORMAT]->valuestring, KD_CACHE_FORMAT))
         return bad(err, name, "header field format: expected \"%s\", got %s", KD_CACHE_FORMAT,
-                   brief(v[0], vb, sizeof vb));
-    size_t *counts[] = {&m->n_rows, &m->n_classes, &m->n_teachers};
-    for (size_t k = 1; k <= 3; k++) {
-        uint64_t u;
-        if (json_whole(v[k], &u) != 0)
+                   brief(v[KEY_FORMAT], vb, sizeof vb));
+    static const int whole[] = {KEY_N_ROWS, KEY_N_CLASSES, KEY_N_TEACHERS, KEY_TOP_K, KEY_VIEWS,
+                                KEY_VIEW_SEED};
+    uint64_t u[6];
+    for (size_t i = 0; i < 6; i++)
+        if (json_whole(v[whole[i]], &u[i]) != 0)
             return bad(err, name, "header field %s: expected a whole number in 0..2^53-1, got %s",
-                       header_keys[k], brief(v[k], vb, sizeof vb));
-        *counts[k - 1] = (size_t)u;
-    }
-    if (!cJSON_IsString(v[4]) || kd_cache_dtype_find(v[4]->valuestring, &m->dtype) != 0)
+                       header_keys[whole[i]], brief(v[whole[i]], vb, sizeof vb));
+    m->n_rows = (size_t)u[0];
+    m->n_classes = (size_t)u[1];
+    m->n_teachers = (size_t)u[2];
+    m->top_k = (size_t)u[3];
+    m->views = (size_t)u[4];
+    m->view_seed = u[5];
+    if (!cJSON_IsString(v[KEY_DTYPE]) || kd_cache_dtype_find(v[KEY_DTYPE]->valuestring, &m->dtype))
         return bad(err, name, "header field dtype: expected \"f32\" or \"f16\", got %s",
-                   brief(v[4], vb, sizeof vb));
-    uint64_t top_k, views;
-    if (json_whole(v[5], &top_k) != 0 || json_whole(v[7], &views) != 0 ||
-        json_whole(v[8], &m->view_seed) != 0) {
-        size_t k = json_whole(v[5], &top_k) != 0 ? 5 : json_whole(v[7], &views) != 0 ? 7 : 8;
-        return bad(err, name, "header field %s: expected a whole number in 0..2^53-1, got %s", header_keys[k],
-                   brief(v[k], vb, sizeof vb));
-    }
-    m->top_k = (size_t)top_k;
-    m->views = (size_t)views;
-    if (!cJSON_IsNumber(v[6]))
+                   brief(v[KEY_DTYPE], vb, sizeof vb));
+    if (!cJSON_IsNumber(v[KEY_TEMPERATURE]))
         return bad(err, name, "header field temperature: expected a number, got %s",
-                   brief(v[6], vb, sizeof vb));
-    m->temperature = v[6]->valuedouble;
+                   brief(v[KEY_TEMPERATURE], vb, sizeof vb));
+    m->temperature = v[KEY_TEMPERATURE]->valuedouble;
     /* The arrays need n_teachers in range first. */
     if (m->n_teachers < 1 || m->n_teachers > KD_CACHE_MAX_TEACHERS)
         return bad(err, name, "header field n_teachers: expected an integer in 1..%d, got %zu",
                    KD_CACHE_MAX_TEACHERS, m->n_teachers);
-    if (json_numbers(v[9], m->n_teachers, 0, m->weight) != 0)
+    if (json_numbers(v[KEY_WEIGHTS], m->n_teachers, 0, m->weight) != 0)
         return bad(err, name, "header field weights: expected an array of %zu numbers (one per "
-                   "teacher), got %s", m->n_teachers, brief(v[9], vb, sizeof vb));
-    if (json_numbers(v[10], m->n_teachers, 1, m->teacher_val_acc) != 0)
+                   "teacher), got %s", m->n_teachers, brief(v[KEY_WEIGHTS], vb, sizeof vb));
+    if (json_numbers(v[KEY_TEACHER_VAL_ACC], m->n_teachers, 1, m->teacher_val_acc) != 0)
         return bad(err, name, "header field teacher_val_acc: expected an array of %zu numbers or "
-                   "nulls (one per teacher), got %s", m->n_teachers, brief(v[10], vb, sizeof vb));
-    if (json_acc(v[11], &m->ensemble_val_acc) != 0)
+                   "nulls (one per teacher), got %s", m->n_teachers,
+                   brief(v[KEY_TEACHER_VAL_ACC], vb, sizeof vb));
+    if (json_acc(v[KEY_ENSEMBLE_VAL_ACC], &m->ensemble_val_acc) != 0)
         return bad(err, name, "header field ensemble_val_acc: expected a number or null, got %s",
-                   brief(v[11], vb, sizeof vb));
-    return parse_fields(name, v[12], m, err);
+                   brief(v[KEY_ENSEMBLE_VAL_ACC], vb, sizeof vb));
+    return parse_fields(name, v[KEY_FIELDS], m, err);
 }
 
 /* Checks the first 16 + header_len bytes of a file of file_size bytes (at least that many

@@ -5,7 +5,8 @@
 # dropout; training state included), hand-written safetensors of every dtype, IDX files of
 # every element type raw and gzip (and the first images of Fashion-MNIST when installed), CSV
 # tables (header, string labels, quotes, TSV, CRLF, BOM, gzip), the configs/ files with --set
-# overrides, PNGs of every colour type and bit depth, and JPEGs from seed_images.
+# overrides, PNGs of every colour type and bit depth, JPEGs from seed_images, and soft-target
+# caches (f32, f16, top-k) written here by a second implementation of kd_cache.h's layout.
 # Each target reads a leading option byte (see tests/fuzz/fuzz_*.c), which the seeds carry.
 #   usage: make_corpus.sh OUTDIR DISTILL SEED_IMAGES
 set -euo pipefail
@@ -13,7 +14,7 @@ set -euo pipefail
 out=$1 distill=$(realpath "$2") seed_images=$(realpath "$3")
 root=$(cd "$(dirname "$0")/../.." && pwd)
 rm -rf "$out"
-mkdir -p "$out"/{safetensors,idx,csv,config,image}
+mkdir -p "$out"/{safetensors,idx,csv,config,image,cache}
 work=$(mktemp -d /tmp/kd-corpus.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 
@@ -108,6 +109,50 @@ put("safetensors", "arch-dense", st([
     {"format": "distill/1", "arch": json.dumps({"input": [3], "layers": [{"type": "dense", "units": 2}]}),
      "classes": "[\"a\",\"b\"]", "preprocess": json.dumps({"scale": 1, "mean": [0], "std": [1], "flatten": False})}))
 
+# Soft-target caches (layout: include/kd_cache.h), byte 0 the fuzz target's option (bit 0:
+# repair checksums, bit 1: read through a file). Logits 5 sin(1.3 k + 0.7 s + 2.1 v + 0.9 c).
+import math
+def f32(x):
+    return struct.unpack("<f", struct.pack("<f", x))[0]
+def cache(n_rows, C, nt, views, dtype, top_k=0, T=0.0):
+    idx = [3 * r + 1 for r in range(n_rows)]
+    head = {"format": "distill-cache/1", "n_rows": n_rows, "n_classes": C, "n_teachers": nt,
+            "dtype": dtype, "top_k": top_k, "temperature": T if top_k else 0, "views": views,
+            "view_seed": 12345, "weights": [1 / nt] * nt, "teacher_val_acc": [0.9] + [None] * (nt - 1),
+            "ensemble_val_acc": None,
+            "fields": {"teacher[0].checkpoint_hash": "crc32:01234567 adler32:89abcdef size:100",
+                       "data.train": "train-images.idx"}}
+    h = json.dumps(head, separators=(",", ":")).encode()
+    fmt = "<%de" if dtype == "f16" else "<%df"
+    entries = []
+    for v in range(views):
+        for s in idx:
+            e = b""
+            for k in range(nt):
+                z = [f32(5 * math.sin(1.3 * k + 0.7 * s + 2.1 * v + 0.9 * c)) for c in range(C)]
+                if not top_k:
+                    e += struct.pack(fmt % C, *z)
+                    continue
+                order = sorted(range(C), key=lambda c: (-z[c], c))
+                kept, rest = order[:top_k], order[top_k:]
+                mx = max(z[c] / T for c in rest)
+                lse = mx + math.log(sum(math.exp(z[c] / T - mx) for c in rest))
+                e += struct.pack("<%dH" % top_k, *kept) + struct.pack(fmt % top_k, *[z[c] for c in kept])
+                e += struct.pack("<f", lse)
+            entries.append(e)
+    index = struct.pack("<%dI" % n_rows, *idx)
+    body = b""
+    for b in range(0, len(entries), 4096):
+        block = b"".join(entries[b:b + 4096])
+        body += block + struct.pack("<I", zlib.crc32(block))
+    return (b"KDCACHE1" + struct.pack("<II", len(h), zlib.crc32(h)) + h + index
+            + struct.pack("<I", zlib.crc32(index)) + body)
+for name, data in [("f32", cache(4, 3, 2, 2, "f32")), ("f16", cache(3, 5, 1, 1, "f16")),
+                   ("topk-f16", cache(5, 6, 2, 2, "f16", 2, 2.0)),
+                   ("topk-f32", cache(3, 4, 3, 1, "f32", 3, 1.0))]:
+    for opt in (0, 1, 2):
+        put("cache", "%s-%d" % (name, opt), data, bytes([opt]))
+
 # PNG: every colour type and bit depth stb_image reads, interlaced too; byte 0 = options.
 def chunk(kind, body):
     return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
@@ -188,6 +233,6 @@ done
 [ -f "$work/mid/last.safetensors" ] && cp "$work/mid/last.safetensors" "$out/safetensors/train-mid"
 cp "$work/run/config.json" "$out/config/resolved.json"
 
-for t in safetensors idx csv config image; do
+for t in safetensors idx csv config image cache; do
     printf '%-12s %3d seeds, %6d bytes\n' "$t" "$(ls "$out/$t" | wc -l)" "$(cat "$out/$t"/* | wc -c)"
 done

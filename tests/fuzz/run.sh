@@ -15,7 +15,7 @@ cd "$root"
 seconds=${FUZZ_SECONDS:-60}
 jobs=${FUZZ_JOBS:-1}
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(safetensors idx csv config image)
+[ ${#targets[@]} -gt 0 ] || targets=(safetensors idx csv config image cache)
 bin=build-fuzz/fuzz
 for t in "${targets[@]}"; do
     [ -x "$bin/fuzz_$t" ] || { echo "run.sh: $bin/fuzz_$t is missing: run 'make fuzz-build'" >&2; exit 2; }
@@ -26,12 +26,12 @@ bash tests/fuzz/make_corpus.sh "$seeds" ./distill "$bin/seed_images" || exit 1
 # The config dictionary: JSON syntax plus every key and string value of the shipped configs.
 dicts=build-fuzz/dict
 mkdir -p "$dicts"
-cp tests/fuzz/safetensors.dict "$dicts/safetensors.dict"
+cp tests/fuzz/safetensors.dict tests/fuzz/cache.dict "$dicts/"
 { cat tests/fuzz/json.dict
   grep -oh '"[a-z_0-9.]*"' configs/*.json | sort -u | sed 's/"/\\"/g; s/.*/"&"/'; } > "$dicts/json.dict"
 
-declare -A max_len=([safetensors]=8192 [idx]=8192 [csv]=4096 [config]=8192 [image]=16384)
-declare -A dict=([safetensors]=safetensors [config]=json [csv]="" [idx]="" [image]="")
+declare -A max_len=([safetensors]=8192 [idx]=8192 [csv]=4096 [config]=8192 [image]=16384 [cache]=8192)
+declare -A dict=([safetensors]=safetensors [config]=json [csv]="" [idx]="" [image]="" [cache]=cache)
 status=0
 summary=build-fuzz/fuzz-summary.txt
 printf '%-12s %10s %8s %7s %7s %6s %7s %s\n' target executions exec/s edges features corpus rss_mb result \
