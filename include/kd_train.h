@@ -182,7 +182,9 @@ typedef struct {
     int stop;                /* some rank's stop flag was set (every rank sees the same) */
 } kd_step_result;
 
-/* Checks the setup, reserves both models for batch_cap and allocates the step's buffers.
+/* Checks the setup, reserves both models for batch_cap and allocates the step's buffers (with
+ * several ranks also the allreduce buffer, and the model becomes a replica reading t->dp.shard,
+ * so t must stay where it is until kd_trainer_free).
  * KD_EUSAGE for a model without gradients, a teacher with another class count or augmentation
  * of samples that are not [C, H, W]; KD_EIO out of memory. kd_trainer_free is safe after a
  * failure. */
