@@ -9,9 +9,18 @@
 #   make setup      install missing Debian packages (same as bash .ci/setup.sh)
 #   make fuzz       libFuzzer targets (clang, ASan+UBSan), each run FUZZ_SECONDS (default 60)
 #   make valgrind   the end-to-end tests with every distill run under valgrind memcheck
+#   make MPI=1      build build-mpi/distill for data-parallel training under mpirun (Open MPI)
+#   make mpi-test   that build, then tests/mpi.sh: two-rank runs checked against one process
+#   make mpi-bench  1 rank x 2 threads against 2 ranks x 1 thread (tests/bench/mpi_bench.sh)
 # WERROR=1 turns warnings into errors (CI sets it).
 
 CC      ?= cc
+MPI     ?= 0
+# The MPI build lives in its own folder: its objects never mix with the default build's.
+ifeq ($(MPI),1)
+BUILD   ?= build-mpi
+BIN     ?= build-mpi/distill
+endif
 BUILD   ?= build
 BIN     ?= distill
 PKGS    := libcjson zlib libprotobuf-c
@@ -40,6 +49,11 @@ ifeq ($(WERROR),1)
 CFLAGS  += -Werror
 endif
 LDLIBS  += $(PKG_LIBS) -fopenmp -lpthread -lm
+# Open MPI's C bindings (libopenmpi-dev); only src/dist/dist.c includes <mpi.h>.
+ifeq ($(MPI),1)
+CFLAGS  += -DKD_MPI $(shell pkg-config --cflags ompi-c 2>/dev/null)
+LDLIBS  += $(shell pkg-config --libs ompi-c 2>/dev/null)
+endif
 
 LIB_SRC   := $(sort $(wildcard src/*/*.c))
 MAIN_SRC  := src/main.c
@@ -55,7 +69,8 @@ BENCH_BIN := $(BENCH_SRC:tests/bench/%.c=$(BUILD)/bench/%)
 # bench_jobs runs one job given on its command line: bench-torch's, not bench's.
 BENCH_RUN := $(filter-out %/bench_jobs,$(BENCH_BIN))
 
-.PHONY: all test asan bench bench-torch demo setup clean check-deps fuzz fuzz-build valgrind
+.PHONY: all test asan bench bench-torch demo setup clean check-deps fuzz fuzz-build valgrind \
+        mpi mpi-test mpi-bench
 
 all: check-deps $(BIN)
 
@@ -63,6 +78,8 @@ check-deps:
 	@pkg-config --exists $(PKGS) stb && PKG_CONFIG_LIBDIR=$(BLAS_PC) pkg-config --exists openblas && \
 	  command -v $(PROTOC_C) >/dev/null && [ -r $(ONNX_PROTO) ] || \
 	  { echo "missing libraries or tools: run 'bash .ci/setup.sh' (as root) first" >&2; exit 1; }
+	@[ "$(MPI)" != 1 ] || { pkg-config --exists ompi-c && command -v mpirun >/dev/null; } || \
+	  { echo "MPI=1 needs Open MPI (libopenmpi-dev, openmpi-bin): run 'bash .ci/setup.sh'" >&2; exit 1; }
 
 # protoc-c writes onnx.pb-c.c and onnx.pb-c.h together.
 $(GEN_SRC) $(GEN_HDR) &: $(ONNX_PROTO)
@@ -88,6 +105,11 @@ $(BIN): $(MAIN_OBJ) $(BUILD)/libdistill.a
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/run_tests: $(TEST_OBJ) $(BUILD)/libdistill.a
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+# The MPI build's own benchmarks (tests/bench/mpi/, never built without MPI=1).
+$(BUILD)/bench/mpi_%: tests/bench/mpi/%.c $(BUILD)/libdistill.a
+	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/bench/%: tests/bench/%.c $(BUILD)/libdistill.a
@@ -144,6 +166,16 @@ VALGRIND_TESTS ?= test_cli test_info test_predict eval_cli eval_and_export expor
 valgrind: check-deps $(BIN) $(BUILD)/run_tests
 	bash tests/valgrind.sh $(VALGRIND_TESTS)
 
+# Data-parallel training: the MPI build (its own folder), then two-rank runs on tiny jobs
+# compared with one process (tests/mpi.sh prints "N passed, N failed, N skipped").
+mpi:
+	$(MAKE) MPI=1 all build-mpi/bench/mpi_bench_allreduce
+mpi-test: mpi
+	KD_DISTILL_MPI=$(abspath build-mpi/distill) bash tests/mpi.sh
+
+mpi-bench: mpi
+	KD_DISTILL_MPI=$(abspath build-mpi/distill) bash tests/bench/mpi_bench.sh $(ARGS)
+
 bench: check-deps $(BIN) $(BENCH_BIN)
 	@for b in $(BENCH_RUN); do echo "== $$b"; ./$$b || exit 1; done
 
@@ -158,6 +190,6 @@ setup:
 	bash .ci/setup.sh
 
 clean:
-	rm -rf build build-asan build-fuzz distill
+	rm -rf build build-asan build-fuzz build-mpi distill
 
 -include $(LIB_OBJ:.o=.d) $(MAIN_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(wildcard $(BUILD)/fuzz/*.d)

@@ -7,10 +7,11 @@ need=()
 # protobuf-c + libonnx-dev (onnx.proto): the ONNX exporter, generated at build time;
 # python3-onnx: the ONNX checker the tests run (with /usr/bin/python3, which has Debian's packages);
 # clang + libclang-rt-14-dev: the libFuzzer targets (make fuzz); valgrind: make valgrind;
-# util-linux: setpriv, to run the permission tests as an unprivileged user.
+# util-linux: setpriv, to run the permission tests as an unprivileged user;
+# libopenmpi-dev + openmpi-bin: the data-parallel build (make MPI=1) and its tests (tests/mpi.sh).
 for p in build-essential pkg-config libopenblas-openmp-dev libcjson-dev libstb-dev zlib1g-dev \
          dataset-fashion-mnist python3 libprotobuf-c-dev protobuf-c-compiler libonnx-dev \
-         python3-onnx clang libclang-rt-14-dev valgrind util-linux; do
+         python3-onnx clang libclang-rt-14-dev valgrind util-linux libopenmpi-dev openmpi-bin; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
 done
 # The ONNX Runtime test needs Node.js with npm (the machine's own, else Debian's).

@@ -75,6 +75,11 @@ void kd_augment_batch(const kd_augment *a, const kd_shape *shape, const float *x
  * shows the student the same views, so a view is reproduced, never stored. */
 void kd_augment_view(const kd_augment *a, const kd_shape *shape, const float *x, float *out,
                      uint64_t seed, size_t sample, uint32_t view);
+/* The same for a data-parallel shard: x holds rows [row0, row0 + n) of a global batch of `rows`
+ * (row0 + n <= rows); the draws of all `rows` samples are taken, so out equals those rows of
+ * kd_augment_batch over the whole batch and rng ends where that leaves it. */
+void kd_augment_rows(const kd_augment *a, const kd_shape *shape, const float *x, float *out,
+                     size_t row0, size_t n, size_t rows, kd_rng *rng);
 static inline int kd_augment_active(const kd_augment *a) { return a->shift > 0 || a->flip; }
 
 /* One data source, as the config describes it. */
@@ -194,6 +199,11 @@ kd_status kd_loader_open(kd_loader **out, kd_dataset *ds, const size_t *order, s
 typedef enum { KD_LOADER_AUTO = 0, KD_LOADER_SYNC = 1, KD_LOADER_THREAD = 2 } kd_loader_mode;
 kd_status kd_loader_open_mode(kd_loader **out, kd_dataset *ds, const size_t *order, size_t n,
                               size_t batch_size, kd_loader_mode mode, kd_err *err);
+/* Data-parallel: the loader of rank `rank` of `ranks`, which hands out that rank's shard
+ * (kd_dist_shard) of each batch_size slice of order, one per slice: b->slices is 1 and b->n may
+ * be 0 (an empty shard, or one whose samples were all left out); the end is b->slices == 0. */
+kd_status kd_loader_open_shard(kd_loader **out, kd_dataset *ds, const size_t *order, size_t n,
+                               size_t batch_size, size_t rank, size_t ranks, kd_err *err);
 /* Next batch: returns KD_OK and fills b (valid until the next call); sets b->n = 0 at the end. */
 kd_status kd_loader_next(kd_loader *l, kd_batch *b, kd_err *err);
 void kd_loader_close(kd_loader *l);  /* NULL-safe; joins the worker */

@@ -45,6 +45,19 @@ typedef struct {
     float *workspace;    /* shared scratch (set by kd_model_forward/backward from the model) */
 } kd_ctx;
 
+/* Data-parallel training (src/train/dataparallel.c over kd_dist.h): the model is one rank's
+ * replica and a training step's batch is that rank's shard, rows [row0, row0 + B) of a global
+ * batch of `rows` rows. Layers whose training result depends on the whole batch use it: dropout
+ * draws the masks of all `rows` rows from the one RNG stream, as a single process would, and
+ * keeps its own rows' (so the RNG stays the same on every rank); batch norm sums its statistics
+ * over the ranks (SyncBatchNorm). Evaluation ignores it. */
+typedef struct {
+    size_t row0, rows;
+    /* v[0..n) <- the element-wise sum of every rank's v, the same bits on every rank; every
+     * rank calls it at the same point of the step. */
+    void (*sum)(double *v, size_t n);
+} kd_shard;
+
 typedef enum { KD_INIT_HE = 0, KD_INIT_XAVIER = 1 } kd_init_kind;
 
 typedef struct {
@@ -93,6 +106,11 @@ char *kd_model_arch_json(const kd_model *m);
 
 /* Seeded He (default) or Xavier initialisation of all parameters; buffers to their defaults. */
 void kd_model_init_weights(kd_model *m, kd_rng *rng, kd_init_kind kind);
+
+/* Makes m a data-parallel replica whose training batches are the shards sh describes (read at
+ * every training forward and backward, so the caller updates *sh between steps); NULL: one
+ * process. sh must outlive its use. */
+void kd_model_set_shard(kd_model *m, const kd_shard *sh);
 
 /* Allocates activations/caches/workspace for batches up to B (no-op if already >= B). */
 kd_status kd_model_reserve(kd_model *m, size_t B, kd_err *err);

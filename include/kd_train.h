@@ -12,6 +12,7 @@
 #include "kd_common.h"
 #include "kd_config.h"
 #include "kd_data.h"
+#include "kd_dist.h"
 #include "kd_loss.h"
 #include "kd_nn.h"
 #include "kd_optim.h"
@@ -174,6 +175,16 @@ typedef struct {
     kd_rng *rng;                    /* the run's RNG: augmentation draws, dropout masks */
 } kd_trainer_setup;
 
+/* Data-parallel training when the job has several ranks (src/train/dataparallel.c): what the
+ * step needs beside its batch, which is then this rank's shard of a global batch. */
+typedef struct {
+    int on;              /* kd_dist_size() > 1 */
+    kd_shard shard;      /* this step's rows of the global batch (kd_trainer_epoch sets them) */
+    kd_dist_pack pack;   /* the step's one allreduce: gradients, then KD_DP_N_EXTRA values */
+    size_t skipped;      /* samples of this step's shard left out (data.skip_bad) */
+    int stop;            /* this rank's stop flag when the step began */
+} kd_trainer_dp;
+
 /* One step's buffers, allocated once by kd_trainer_init: a step allocates nothing. */
 typedef struct {
     kd_trainer_setup s;
@@ -186,6 +197,7 @@ typedef struct {
     uint32_t *views;           /* (batch_cap) each sample's view, with a cache of views */
     const float *zt[KD_MAX_TEACHERS];  /* this step's teacher logits */
     uint64_t step;     /* optimizer steps taken; a resumed run sets it */
+    kd_trainer_dp dp;
 } kd_trainer;
 
 typedef struct {
@@ -194,9 +206,16 @@ typedef struct {
     size_t labelled;         /* samples with a label >= 0 (0 when y is NULL) */
     float lr;                /* learning rate used */
     double grad_norm;        /* global L2 norm before clipping */
+    /* Over every rank of a data-parallel job (this process's batch with one rank): */
+    size_t n;                /* samples the step trained on */
+    size_t skipped;          /* samples of the global batch left out (data.skip_bad; 0 with one
+                                rank, where kd_trainer_epoch counts them from the loader) */
+    int stop;                /* some rank's stop flag was set (every rank sees the same) */
 } kd_step_result;
 
-/* Checks the setup, reserves both models for batch_cap and allocates the step's buffers.
+/* Checks the setup, reserves both models for batch_cap and allocates the step's buffers (with
+ * several ranks also the allreduce buffer, and the model becomes a replica reading t->dp.shard,
+ * so t must stay where it is until kd_trainer_free).
  * KD_EUSAGE for a model without gradients, a teacher with another class count or augmentation
  * of samples that are not [C, H, W]; KD_EIO out of memory. kd_trainer_free is safe after a
  * failure. */
@@ -214,7 +233,14 @@ void kd_trainer_free(kd_trainer *t);  /* NULL-safe, idempotent */
  * KD_ENUMERIC, with err->msg "teacher logits contain NaN/Inf", "loss is NaN" (or Inf) or
  * "gradient norm is NaN" (or Inf); the caller adds where it happened. Before the update the
  * parameters are untouched (a bad teacher or loss); a bad gradient norm is found after the
- * update, so the parameters must then be discarded. r may be NULL. */
+ * update, so the parameters must then be discarded. r may be NULL.
+ * Data-parallel (t->dp.on, set by kd_trainer_init when the job has several ranks): x is this
+ * rank's shard, rows t->dp.shard.row0.. of a global batch of t->dp.shard.rows (n may be 0),
+ * idx the shard's sample indices; augmentation, cached views and dropout draw for the whole
+ * global batch, batch norm sums its statistics over the ranks, and one allreduce after backward
+ * makes the gradient the global batch mean on every rank and r (loss, counts, n, skipped, stop)
+ * the global step's; a non-finite value on any rank is the same KD_ENUMERIC on every rank,
+ * before the update. */
 kd_status kd_trainer_step(kd_trainer *t, const float *x, const int32_t *y, const size_t *idx,
                           size_t n, kd_step_result *r, kd_err *err);
 
@@ -250,7 +276,9 @@ typedef struct {
 
 /* Runs the steps of one epoch over order[batch * batch_cap ..] in batches of batch_cap,
  * accumulating sums and emitting KD_EV_BATCH after each step; after a step that finds *stop
- * set it returns with stopped = 1 unless that was the epoch's last batch. Errors as
+ * set it returns with stopped = 1 unless that was the epoch's last batch. Data-parallel: each
+ * rank loads its shard of every global batch (kd_loader_open_shard), the sums are the global
+ * ones, and the stop is taken after the first step whose allreduce saw any rank's flag. Errors as
  * kd_trainer_step (batch and t->step then count the steps done before the failing one) or the
  * loader's. */
 kd_status kd_trainer_epoch(kd_trainer *t, kd_epoch_pass *e, kd_err *err);

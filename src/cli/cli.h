@@ -139,6 +139,7 @@ typedef struct {
     int bar_shown;
     int distilling;        /* the config has a teacher */
     volatile sig_atomic_t *stop;  /* set by the stop_after hook */
+    int silent;            /* a data-parallel rank other than 0: rank 0 speaks for the job */
 } kd_cli_printer;
 
 /* kd_train_progress_fn: prints to stdout (notes, setup, epochs) and stderr (warnings, bar). */

@@ -55,6 +55,7 @@ void kd_cli_on_progress(const kd_train_event *ev, void *user) {
     char a[32], b[32], c[32];
     switch (ev->kind) {
     case KD_EV_WARNING:
+        if (p->silent) break;
         kd_cli_clear_bar(p);
         fprintf(stderr, "%s\n", ev->msg);  /* warnings show even with --quiet */
         break;

@@ -11,6 +11,7 @@
 
 #include "cli.h"
 #include "kd_config.h"
+#include "kd_dist.h"
 #include "kd_train.h"
 
 #define MAX_OVERRIDES 256
@@ -120,6 +121,12 @@ static void print_summary(const kd_train_result *r, int has_teacher) {
     fflush(stdout);
 }
 
+/* Prints the error; a data-parallel rank other than 0 says which it is. */
+static int fail_on_rank(kd_err *err, int rank) {
+    if (rank != 0) kd_err_prefix(err, "rank %d of %d", rank, kd_dist_size());
+    return kd_cli_fail(err);
+}
+
 static int run(int argc, char **argv) {
     const char *config = NULL, *out = NULL, *resume_arg = NULL;
     /* --set, --epochs, --seed and --threads become config overrides in command-line order;
@@ -206,22 +213,27 @@ static int run(int argc, char **argv) {
         overrides[n_over++] = out_set;
     }
 
+    /* Data-parallel under mpirun (the MPI build): every rank runs this same command; rank 0
+     * prints and writes, and a failure on any rank ends the whole job (cleanup). */
+    if (kd_dist_init(&err) != KD_OK) return kd_cli_fail(&err);
+    const int rank = kd_dist_rank();
     if (kd_config_load(&cfg, config, overrides, n_over, &err) != KD_OK) {
-        code = kd_cli_fail(&err);
+        code = fail_on_rank(&err, rank);
         goto cleanup;
     }
     cfg_loaded = 1;
 
     kd_cli_printer pr = {0};
     pr.stop = &g_stop;
-    pr.quiet = quiet;
-    pr.bar = isatty(STDERR_FILENO);
+    pr.silent = rank != 0;
+    pr.quiet = quiet || pr.silent;
+    pr.bar = isatty(STDERR_FILENO) && !pr.silent;
     pr.distilling = cfg.has_teacher;
     const char *hook = getenv("KD_TRAIN_STOP_AFTER_STEPS");
     if (hook && parse_count(hook, &pr.stop_after)) pr.stop_after = 0;
     char formula[256];
     kd_train_loss_formula(&cfg, formula, sizeof formula);
-    if (!quiet) {
+    if (!pr.quiet) {
         char *json = kd_config_to_json(&cfg);
         printf("distill train: config %s, run folder %s\n", config, cfg.out_dir);
         if (json) printf("%s\n", json);
@@ -241,10 +253,12 @@ static int run(int argc, char **argv) {
     kd_status st = kd_train_run(&opts, &res, &err);
     kd_cli_clear_bar(&pr);
     if (st != KD_OK) {
-        code = kd_cli_fail(&err);
+        code = fail_on_rank(&err, rank);
         goto cleanup;
     }
     if (res.interrupted) {
+        code = EXIT_INTERRUPTED;
+        if (rank != 0) goto cleanup;
         fprintf(stderr,
                 "distill: interrupted after %zu epochs, step %llu; resumable checkpoint %s\n"
                 "resume with: distill train --resume %s\n",
@@ -252,13 +266,21 @@ static int run(int argc, char **argv) {
         code = EXIT_INTERRUPTED;
         goto cleanup;
     }
+    code = 0;
+    if (rank != 0) goto cleanup;
     if (!quiet && cfg.has_test)
         printf("test_acc is the final model's; best_test_acc is best.safetensors' (the epoch "
                "with the best validation accuracy)\n");
     print_summary(&res, cfg.has_teacher);
-    code = 0;
 cleanup:
     if (cfg_loaded) kd_config_free(&cfg);
+    /* Under mpirun the others may be waiting in a collective for this rank: MPI_Abort ends
+     * the job with this exit code (mpirun stops every rank). A stop (130) is agreed by all. */
+    if (code != 0 && code != EXIT_INTERRUPTED && kd_dist_size() > 1) {
+        fflush(stdout);
+        kd_dist_abort(code);
+    }
+    kd_dist_finalize();
     return code;
 }
 

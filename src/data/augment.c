@@ -27,17 +27,19 @@ void kd_augment_sample(const float *x, float *out, const kd_shape *shape, int dy
     }
 }
 
-void kd_augment_batch(const kd_augment *a, const kd_shape *shape, const float *x, float *out,
-                      size_t n, kd_rng *rng) {
+void kd_augment_rows(const kd_augment *a, const kd_shape *shape, const float *x, float *out,
+                     size_t row0, size_t n, size_t rows, kd_rng *rng) {
+    KD_ASSERT(row0 <= rows && n <= rows - row0);
     const size_t D = kd_shape_numel(shape), span = 2 * a->shift + 1;
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < rows; i++) {
         int flip = a->flip ? (int)(kd_rng_u64(rng) >> 63) : 0;
         int dy = 0, dx = 0;
         if (a->shift) {
             dy = (int)kd_rng_below(rng, span) - (int)a->shift;
             dx = (int)kd_rng_below(rng, span) - (int)a->shift;
         }
-        kd_augment_sample(x + i * D, out + i * D, shape, dy, dx, flip);
+        if (i >= row0 && i - row0 < n)
+            kd_augment_sample(x + (i - row0) * D, out + (i - row0) * D, shape, dy, dx, flip);
     }
 }
 
@@ -54,4 +56,9 @@ void kd_augment_view(const kd_augment *a, const kd_shape *shape, const float *x,
     kd_rng_seed(&r, mix64(mix64(seed ^ 0x5643414348455631ULL) ^ (uint64_t)sample) ^
                         ((uint64_t)view << 32 | view));
     kd_augment_batch(a, shape, x, out, 1, &r);
+}
+
+void kd_augment_batch(const kd_augment *a, const kd_shape *shape, const float *x, float *out,
+                      size_t n, kd_rng *rng) {
+    kd_augment_rows(a, shape, x, out, 0, n, n, rng);
 }

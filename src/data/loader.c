@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "data_impl.h"
+#include "kd_dist.h"
 
 #define KD_LOADER_QUEUE 3  /* batches in flight: bounds memory whatever the dataset size */
 
@@ -24,6 +25,7 @@ typedef struct {
 struct kd_loader {
     kd_dataset *ds;
     size_t *order, n, batch_size, numel, n_batches;
+    size_t rank, ranks;       /* data-parallel shard of each batch (kd_loader_open_shard); 0, 1 */
     int threaded;
     slot slots[KD_LOADER_QUEUE];
     size_t n_slots;
@@ -53,6 +55,12 @@ static void batch_span(const kd_loader *l, size_t k, size_t *start, size_t *coun
     *start = k * l->batch_size;
     size_t left = l->n - *start;
     *count = left < l->batch_size ? left : l->batch_size;
+    if (l->ranks > 1) {
+        size_t lo, hi;
+        kd_dist_shard(*count, l->rank, l->ranks, &lo, &hi);
+        *start += lo;
+        *count = hi - lo;
+    }
 }
 
 static void *worker_main(void *arg) {
@@ -97,11 +105,13 @@ void kd_loader_close(kd_loader *l) {
     free(l);
 }
 
-kd_status kd_loader_open_mode(kd_loader **out, kd_dataset *ds, const size_t *order, size_t n,
-                              size_t batch_size, kd_loader_mode mode, kd_err *err) {
+static kd_status loader_open(kd_loader **out, kd_dataset *ds, const size_t *order, size_t n,
+                             size_t batch_size, kd_loader_mode mode, size_t rank, size_t ranks,
+                             kd_err *err) {
     kd_status st = KD_OK;
     *out = NULL;
     if (batch_size == 0) return kd_err_set(err, KD_EUSAGE, "batch size: expected > 0, got 0");
+    KD_ASSERT(ranks > 0 && rank < ranks);
     const kd_data_info *info = kd_dataset_info(ds);
     for (size_t i = 0; i < n; i++)
         if (order[i] >= info->n)
@@ -112,6 +122,8 @@ kd_status kd_loader_open_mode(kd_loader **out, kd_dataset *ds, const size_t *ord
     l->ds = ds;
     l->n = n;
     l->batch_size = batch_size;
+    l->rank = rank;
+    l->ranks = ranks;
     l->numel = kd_shape_numel(&info->shape);
     l->n_batches = n / batch_size + (n % batch_size != 0);
     const kd_format_ops *ops = kd_data_format_ops(info->format);
@@ -167,9 +179,19 @@ cleanup:
     return KD_OK;
 }
 
+kd_status kd_loader_open_mode(kd_loader **out, kd_dataset *ds, const size_t *order, size_t n,
+                              size_t batch_size, kd_loader_mode mode, kd_err *err) {
+    return loader_open(out, ds, order, n, batch_size, mode, 0, 1, err);
+}
+
 kd_status kd_loader_open(kd_loader **out, kd_dataset *ds, const size_t *order, size_t n,
                          size_t batch_size, kd_err *err) {
-    return kd_loader_open_mode(out, ds, order, n, batch_size, KD_LOADER_AUTO, err);
+    return loader_open(out, ds, order, n, batch_size, KD_LOADER_AUTO, 0, 1, err);
+}
+
+kd_status kd_loader_open_shard(kd_loader **out, kd_dataset *ds, const size_t *order, size_t n,
+                               size_t batch_size, size_t rank, size_t ranks, kd_err *err) {
+    return loader_open(out, ds, order, n, batch_size, KD_LOADER_AUTO, rank, ranks, err);
 }
 
 /* The next slice's slot, filled (decoded here in the synchronous mode, by the worker in the
@@ -230,13 +252,16 @@ kd_status kd_loader_next(kd_loader *l, kd_batch *b, kd_err *err) {
         if (st || !s) return st;  /* the end: n = 0, with what trailing slices left out */
         b->n_skipped += s->n_skipped;
         b->slices++;
-        /* A slice whose samples were all left out is not a batch: n = 0 means the end. */
-        if (s->n == 0) continue;
+        /* A slice whose samples were all left out is not a batch: n = 0 means the end. A shard
+         * is handed out even when empty: every rank must step through every global batch. */
+        if (s->n == 0 && l->ranks == 1) continue;
         b->x = s->x;
         b->y = s->y;
         b->n = s->n;
-        /* The slice just taken is number next_batch - 1 of the order. */
-        b->idx = s->n_skipped ? NULL : l->order + (l->next_batch - 1) * l->batch_size;
+        /* The slice just taken is number next_batch - 1 of the order (this rank's shard of it). */
+        size_t start, count;
+        batch_span(l, l->next_batch - 1, &start, &count);
+        b->idx = s->n_skipped ? NULL : l->order + start;
         return KD_OK;
     }
 }

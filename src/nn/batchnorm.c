@@ -51,11 +51,12 @@ static int bn_tensors(const kd_layer *l, kd_tensor_decl *out) {
     return BN_N_TENSORS;
 }
 
-/* Cache layout: mean (C) | inv_std (C), the statistics forward normalised with, kept for
+/* Cache layout: mean (C) | inv_std (C) | N (one double in two floats): the statistics forward
+ * normalised with and how many values they cover (all ranks' under SyncBatchNorm), kept for
  * backward, which recomputes xhat from x rather than storing a copy of the whole input. */
 static size_t bn_cache(const kd_layer *l, size_t B) {
     (void)B;
-    return 2 * n_channels(l);
+    return 2 * n_channels(l) + 2;
 }
 
 /* Blocks of kd_reduce's shifted sums per (sample, channel) plane. */
@@ -64,7 +65,8 @@ static size_t plane_blocks(const kd_layer *l) {
 }
 
 /* Doubles (two floats each): two sums per channel, and two block terms per block of every
- * (sample, channel) plane (see channel_sums). */
+ * (sample, channel) plane (see channel_sums). SyncBatchNorm reuses the first block term as a
+ * count after the sums (B >= 1 at reserve time, so it exists). */
 static size_t bn_workspace(const kd_layer *l, size_t B) {
     return 2 * (2 * n_channels(l) + 2 * B * n_channels(l) * plane_blocks(l));
 }
@@ -111,6 +113,26 @@ static void bn_init(kd_layer *l, kd_rng *rng, int xavier) {
     l->count[BN_COUNT] = 0;
 }
 
+/* SyncBatchNorm (a data-parallel replica, l->shard): this shard's sums s (C) and q (C, at
+ * s + C) over its n values, shifted by its own first value x0 = x[c * S], become the sums over
+ * every rank's values shifted by running_mean[c] (the same on every rank), through one sum over
+ * the ranks of [s, q, n]; returns the total count. Moving the shift from x0 to r, k = x0 - r:
+ *   sum(a - r) = s + n k,   sum((a - r)^2) = q + 2 k s + n k^2.
+ * The statistics are then those of the whole global batch, as one process computes them. */
+static double bn_sync_sums(const kd_layer *l, const float *x, size_t n, double *s) {
+    const size_t C = n_channels(l), S = n_spatial(l);
+    const float *run_mean = l->t[BN_MEAN];
+    double *q = s + C;
+    for (size_t c = 0; c < C; c++) {
+        const double k = n ? (double)x[c * S] - (double)run_mean[c] : 0.0;
+        q[c] += k * (2.0 * s[c] + (double)n * k);
+        s[c] += (double)n * k;
+    }
+    s[2 * C] = (double)n;
+    l->shard->sum(s, 2 * C + 1);
+    return s[2 * C];
+}
+
 /* Training: per channel, mean and biased variance over the N = B*S values;
  *   xhat = (x - mean) / sqrt(var + eps),  y = weight * xhat + bias,
  *   running_mean = (1 - m) running_mean + m mean,
@@ -125,18 +147,27 @@ static void bn_forward(kd_layer *l, const float *x, float *y, size_t B, kd_ctx *
     float *mean_c = l->cache, *inv_std = l->cache + C;
     float *run_mean = l->t[BN_MEAN], *run_var = l->t[BN_VAR];
     const int par = KD_PAR(B * C * S);
+    double n_all = (double)N;
     if (ctx->training) {
         double *s = (double *)ctx->workspace, *q = s + C;
         channel_sums(x, NULL, x, S, B, C, S, 0, q + C, s, q);
+        const float *shift = x;  /* s and q are sums shifted by shift[c * stride] */
+        size_t stride = S;
+        if (l->shard) {
+            n_all = bn_sync_sums(l, x, N, s);
+            shift = run_mean;
+            stride = 1;
+            if (n_all == 0.0) return;  /* no rank has a sample: nothing to normalise or learn */
+        }
         const double m = hp->momentum;
         for (size_t c = 0; c < C; c++) {
-            const double d = s[c] / (double)N, mean = x[c * S] + d;
+            const double d = s[c] / n_all, mean = shift[c * stride] + d;
             double sq = q[c] - s[c] * d;  /* sum of squared deviations from the mean */
             if (sq < 0.0) sq = 0.0;
-            const double var = sq / (double)N;
+            const double var = sq / n_all;
             /* With a single value per channel the unbiased estimate is undefined (PyTorch
              * refuses); we keep the biased one rather than write Inf into the running stats. */
-            const double unbiased = N > 1 ? sq / (double)(N - 1) : var;
+            const double unbiased = n_all > 1 ? sq / (n_all - 1) : var;
             run_mean[c] = (float)((1.0 - m) * run_mean[c] + m * mean);
             run_var[c] = (float)((1.0 - m) * run_var[c] + m * unbiased);
             mean_c[c] = (float)mean;
@@ -149,6 +180,7 @@ static void bn_forward(kd_layer *l, const float *x, float *y, size_t B, kd_ctx *
             inv_std[c] = (float)(1.0 / sqrt((double)run_var[c] + (double)hp->eps));
         }
     }
+    memcpy(l->cache + 2 * C, &n_all, sizeof n_all);
     const float *w = l->t[BN_W], *bias = l->t[BN_B];
 #pragma omp parallel for schedule(static) if (par)
     for (size_t bc = 0; bc < B * C; bc++) {
@@ -167,9 +199,10 @@ static void bn_forward(kd_layer *l, const float *x, float *y, size_t B, kd_ctx *
 static void bn_backward(kd_layer *l, const float *x, const float *y, const float *dy, float *dx,
                         size_t B, kd_ctx *ctx) {
     (void)y;
-    const size_t C = n_channels(l), S = n_spatial(l), N = B * S;
+    const size_t C = n_channels(l), S = n_spatial(l);
     const float *mean_c = l->cache, *inv_std = l->cache + C;
-    double *sdy = (double *)ctx->workspace, *sdyx = sdy + C;
+    double *sdy = (double *)ctx->workspace, *sdyx = sdy + C, N;
+    memcpy(&N, l->cache + 2 * C, sizeof N);
     const int par = KD_PAR(B * C * S);
     channel_sums(dy, x, mean_c, 1, B, C, S, 1, sdyx + C, sdy, sdyx);
     for (size_t c = 0; c < C; c++) {
@@ -177,6 +210,9 @@ static void bn_backward(kd_layer *l, const float *x, const float *y, const float
         l->dt[BN_W][c] += (float)sdyx[c];
         l->dt[BN_B][c] += (float)sdy[c];
     }
+    /* SyncBatchNorm: the parameter gradients above are this shard's part (the step's gradient
+     * sum adds the ranks'); dx needs the sums over the whole global batch. */
+    if (ctx->training && l->shard) l->shard->sum(sdy, 2 * C);
     if (!dx) return;
     const float *w = l->t[BN_W];
     const int training = ctx->training;
@@ -184,8 +220,8 @@ static void bn_backward(kd_layer *l, const float *x, const float *y, const float
     for (size_t bc = 0; bc < B * C; bc++) {
         const size_t c = bc % C, off = bc * S;
         const float is = inv_std[c], k = w[c] * is, mu = mean_c[c];
-        const float a = training ? (float)(sdy[c] / (double)N) : 0.0f;
-        const float bq = training ? (float)(sdyx[c] / (double)N) * is : 0.0f;
+        const float a = training ? (float)(sdy[c] / N) : 0.0f;
+        const float bq = training ? (float)(sdyx[c] / N) * is : 0.0f;
         const float *restrict dyp = dy + off, *restrict xp = x + off;
         float *restrict dxp = dx + off;
         for (size_t i = 0; i < S; i++) dxp[i] = k * (dyp[i] - a - (xp[i] - mu) * bq);

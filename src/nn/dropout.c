@@ -30,8 +30,39 @@ static void mul_kernel(const float *restrict a, const float *restrict b, float *
 /* The mask (scale or 0 per element) is kept from forward to backward. */
 static size_t dropout_cache(const kd_layer *l, size_t B) { return B * kd_shape_numel(&l->in); }
 
+/* Elements [begin, end) of a mask of `total` elements into mask[0..end - begin). Element e
+ * comes from draw e / 2 of rng, bits 40-63 when e is even and 16-39 when odd (two 24-bit
+ * uniforms u per 64-bit draw); it keeps its input (scale) when u >= keep_from = ceil(p * 2^24),
+ * i.e. u / 2^24 >= p, compared as integers. Every draw of the whole mask is taken, so rng ends
+ * where one process drawing all `total` elements leaves it (data-parallel shards draw the rows
+ * of the other ranks too, and skip them). */
+static void draw_mask(float *mask, size_t begin, size_t end, size_t total, uint64_t keep_from,
+                      float scale, kd_rng *state) {
+    kd_rng rng = *state;  /* a local copy stays in registers */
+    size_t e = begin - begin % 2;  /* the first element of begin's draw */
+    for (size_t d = 0; d < e / 2; d++) (void)kd_rng_u64(&rng);
+    if (begin < end) {
+        size_t i = 0;
+        if (begin % 2) {
+            mask[i++] = kd_float_if(((kd_rng_u64(&rng) >> 16) & 0xffffff) >= keep_from, scale);
+            e += 2;
+        }
+        for (; e + 1 < end; e += 2, i += 2) {
+            uint64_t r = kd_rng_u64(&rng);
+            mask[i] = kd_float_if((r >> 40) >= keep_from, scale);
+            mask[i + 1] = kd_float_if(((r >> 16) & 0xffffff) >= keep_from, scale);
+        }
+        if (e < end) {
+            mask[i] = kd_float_if((kd_rng_u64(&rng) >> 40) >= keep_from, scale);
+            e += 2;
+        }
+    }
+    for (; e < total; e += 2) (void)kd_rng_u64(&rng);
+    *state = rng;
+}
+
 static void dropout_forward(kd_layer *l, const float *x, float *y, size_t B, kd_ctx *ctx) {
-    const size_t n = B * kd_shape_numel(&l->in);
+    const size_t F = kd_shape_numel(&l->in), n = B * F;
     const dropout_hp *hp = l->hp;
     const float p = hp->p;
     if (!ctx->training || p == 0.0f) {
@@ -39,21 +70,14 @@ static void dropout_forward(kd_layer *l, const float *x, float *y, size_t B, kd_
         return;
     }
     /* Draw the mask first (one RNG stream: serial, and cheap next to the layers around it),
-     * then apply it in parallel blocks. Each
-     * 64-bit draw gives two 24-bit uniforms u (bits 40-63, then 16-39); an element is kept
-     * when u / 2^24 >= p, i.e. u >= ceil(p * 2^24), compared as integers. */
-    const float scale = 1.0f / (1.0f - p);
+     * then apply it in parallel blocks. A data-parallel shard takes its rows of the global
+     * batch's mask. */
+    const size_t begin = l->shard ? l->shard->row0 * F : 0;
+    const size_t total = l->shard ? l->shard->rows * F : n;
+    KD_ASSERT(begin + n <= total);
     const uint64_t keep_from = (uint64_t)ceil((double)p * 16777216.0);
-    float *mask = l->cache;
-    kd_rng rng = *ctx->rng;  /* a local copy stays in registers */
-    size_t i = 0;
-    for (; i + 1 < n; i += 2) {
-        uint64_t r = kd_rng_u64(&rng);
-        mask[i] = kd_float_if((r >> 40) >= keep_from, scale);
-        mask[i + 1] = kd_float_if(((r >> 16) & 0xffffff) >= keep_from, scale);
-    }
-    if (i < n) mask[i] = kd_float_if((kd_rng_u64(&rng) >> 40) >= keep_from, scale);
-    *ctx->rng = rng;
+    draw_mask(l->cache, begin, begin + n, total, keep_from, 1.0f / (1.0f - p), ctx->rng);
+    const float *mask = l->cache;
     KD_PAR_BLOCKS(n, o, k, mul_kernel(x + o, mask + o, y + o, k));
 }
 

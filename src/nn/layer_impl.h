@@ -82,6 +82,7 @@ struct kd_layer {
                                           * inference-only models */
     int64_t count[KD_LAYER_MAX_TENSORS]; /* value of a COUNTER (num_batches_tracked) */
     float *cache;          /* cache_floats(l, batch_cap) floats, owned by the model */
+    const kd_shard *shard; /* data-parallel replica (kd_model_set_shard) or NULL */
 };
 
 

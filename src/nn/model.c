@@ -429,6 +429,10 @@ void kd_model_backward(kd_model *m, const float *x, const float *dlogits, size_t
     }
 }
 
+void kd_model_set_shard(kd_model *m, const kd_shard *sh) {
+    for (size_t i = 0; i < m->n_layers; i++) m->layers[i].shard = sh;
+}
+
 size_t kd_model_first_trainable(const kd_model *m) {
     for (size_t t = 0; t < m->n_tensors; t++)
         if (m->tensors[t].kind == KD_TENSOR_PARAM) return m->tensors[t].layer;

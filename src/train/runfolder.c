@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "kd_dist.h"
 #include "train_impl.h"
 
 /* A double field of a struct, by JSON name: the one list that both writes and reads it.
@@ -160,7 +161,10 @@ size_t kd_runfolder_remove_stale(const char *dir, char *first, size_t cap) {
     return removed;
 }
 
+/* Data-parallel: rank 0 alone writes the run folder (kd_runfolder_create, _add_metrics and
+ * _save do nothing on the other ranks, which may not even share its disk). */
 kd_status kd_runfolder_create(kd_runfolder *rf, const kd_config *cfg, kd_err *err) {
+    if (kd_dist_rank() != 0) return KD_OK;
     kd_status st = make_dirs(rf->out_dir, err);
     if (st) return st;
     rf->n_stale = kd_runfolder_remove_stale(rf->out_dir, rf->first_stale, sizeof rf->first_stale);
@@ -228,6 +232,7 @@ static char *metrics_line(const kd_epoch_metrics *m) {
 }
 
 kd_status kd_runfolder_add_metrics(kd_runfolder *rf, const kd_epoch_metrics *em, kd_err *err) {
+    if (kd_dist_rank() != 0) return KD_OK;
     char *line = metrics_line(em);
     if (!line) return kd_err_set(err, KD_EIO, "out of memory");
     kd_status st = metrics_append(rf, line, err);
@@ -385,6 +390,7 @@ cleanup:
 kd_status kd_runfolder_save(const kd_runfolder *rf, const char *path, const kd_model *m,
                             const kd_train_state *ts, size_t epoch, uint64_t step,
                             double val_acc, const kd_epoch_sums *partial, kd_err *err) {
+    if (kd_dist_rank() != 0) return KD_OK;
     char *run = kd_run_meta_json(epoch, step, val_acc, partial);
     if (!run) return kd_err_set(err, KD_EIO, "out of memory");
     kd_ckpt_meta meta = {0};

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dataparallel.h"
 #include "kd_eval.h"
 #include "kd_train.h"
 
@@ -50,7 +51,7 @@ kd_status kd_trainer_init(kd_trainer *t, const kd_trainer_setup *s, kd_err *err)
                           t->ts->views);
     if (t->ts && t->ts->views > 1 && !(t->views = malloc(s->batch_cap * sizeof *t->views)))
         return kd_err_set(err, KD_EIO, "out of memory for training buffers");
-    return KD_OK;
+    return kd_dp_init(t, err);
 }
 
 void kd_trainer_free(kd_trainer *t) {
@@ -62,24 +63,31 @@ void kd_trainer_free(kd_trainer *t) {
     t->views = NULL;
     kd_teacher_set_free(&t->one);
     t->ts = NULL;
+    kd_dp_free(t);
 }
 
 static const char *nan_or_inf(double v) { return isnan(v) ? "NaN" : "Inf"; }
 
 /* The batch as the student sees it: a view per sample drawn from the run's RNG when the cache
- * holds views (the cached targets are those of that view), else the run's augmentation draws. */
-static const float *augment(kd_trainer *t, const float *x, const size_t *idx, size_t n) {
+ * holds views (the cached targets are those of that view), else the run's augmentation draws.
+ * x holds rows [row0, row0 + n) of a global batch of `rows` (data-parallel shards; one process:
+ * 0, n, n): the draws of every row are taken, so the RNG stays the same on every rank. */
+static const float *augment(kd_trainer *t, const float *x, const size_t *idx, size_t row0,
+                            size_t n, size_t rows) {
     const kd_trainer_setup *s = &t->s;
     if (!t->aug_x) return x;
     if (!t->views) {
-        kd_augment_batch(s->augment, &s->sample_shape, x, t->aug_x, n, s->rng);
+        kd_augment_rows(s->augment, &s->sample_shape, x, t->aug_x, row0, n, rows, s->rng);
         return t->aug_x;
     }
     const size_t D = kd_shape_numel(&s->sample_shape);
-    for (size_t i = 0; i < n; i++) {
-        t->views[i] = (uint32_t)kd_rng_below(s->rng, t->ts->views);
-        kd_augment_view(s->augment, &s->sample_shape, x + i * D, t->aug_x + i * D,
-                        t->ts->view_seed, idx[i], t->views[i]);
+    for (size_t i = 0; i < rows; i++) {
+        uint32_t v = (uint32_t)kd_rng_below(s->rng, t->ts->views);
+        if (i < row0 || i - row0 >= n) continue;
+        size_t k = i - row0;
+        t->views[k] = v;
+        kd_augment_view(s->augment, &s->sample_shape, x + k * D, t->aug_x + k * D,
+                        t->ts->view_seed, idx[k], v);
     }
     return t->aug_x;
 }
@@ -90,6 +98,11 @@ kd_status kd_trainer_step(kd_trainer *t, const float *x, const int32_t *y, const
     kd_model *m = s->model;
     const size_t C = t->n_classes;
     kd_ctx sctx = {1, s->rng, NULL};
+    /* Data-parallel (several ranks): x is this rank's shard, rows row0.. of `rows`; a
+     * non-finite value is flagged in `bad` and told to every rank by the step's allreduce. */
+    const int dp = t->dp.on;
+    const size_t row0 = dp ? t->dp.shard.row0 : 0, rows = dp ? t->dp.shard.rows : n;
+    int bad = 0;
     KD_ASSERT(n <= s->batch_cap);
     if (!y && (!t->use_teacher || s->distill->alpha < 1.0f))
         return kd_err_set(err, KD_EUSAGE, "trainer: the loss has a label term but the batch "
@@ -99,42 +112,58 @@ kd_status kd_trainer_step(kd_trainer *t, const float *x, const int32_t *y, const
     /* Teacher and student see the same augmented batch: the teacher's soft targets describe
      * the image the student is shown. The draws come from the run's RNG, so the checkpointed
      * RNG state makes a resumed run repeat them. */
-    x = augment(t, x, idx, n);
+    x = augment(t, x, idx, row0, n, rows);
     kd_loss_terms lt = {0};
     const float *zs;
     if (t->use_teacher) {
         kd_status st = kd_teacher_logits(t->ts, x, idx, t->views, n, t->zt, err);
-        if (st) return st;
+        if (st && !(dp && st == KD_ENUMERIC)) return st;
+        if (st) bad |= KD_DP_FLAG_TEACHER;
         zs = kd_model_forward(m, x, n, &sctx);
-        lt = kd_loss_distill_mix(s->distill, zs, t->zt, t->ts->weight, t->ts->n, y, n, C,
-                                 t->dlogits);
+        if (n)
+            lt = kd_loss_distill_mix(s->distill, zs, t->zt, t->ts->weight, t->ts->n, y, n, C,
+                                     t->dlogits);
     } else {
         zs = kd_model_forward(m, x, n, &sctx);
-        lt.hard = kd_loss_ce(zs, y, n, C, t->dlogits);
+        if (n) lt.hard = kd_loss_ce(zs, y, n, C, t->dlogits);
         lt.total = lt.hard;
     }
-    if (!isfinite(lt.total)) return kd_err_set(err, KD_ENUMERIC, "loss is %s", nan_or_inf(lt.total));
+    if (!isfinite(lt.total)) {
+        if (!dp) return kd_err_set(err, KD_ENUMERIC, "loss is %s", nan_or_inf(lt.total));
+        bad |= KD_DP_FLAG_LOSS;
+    }
     size_t correct = 0, labelled = 0;
     for (size_t i = 0; y && i < n; i++) {
         if (y[i] < 0) continue;
         labelled++;
         correct += kd_argmax(zs + i * C, C) == (size_t)y[i];
     }
+    if (dp) kd_dp_scale_dlogits(t, n);
     kd_model_zero_grad(m);
     kd_model_backward(m, x, t->dlogits, n, &sctx);
     float lr = kd_sched_lr(s->sched, t->step);
+    size_t n_all = n;  /* samples of the step over every rank */
+    if (r) r->skipped = r->stop = 0;
+    if (dp) {
+        kd_status st = kd_dp_reduce(t, n, bad, &lt, &correct, &labelled, &n_all, r, err);
+        if (st) return st;
+    }
+    if (r) {
+        r->n = n_all;
+        r->loss = lt;
+        r->correct = correct;
+        r->labelled = labelled;
+        r->lr = lr;
+        r->grad_norm = 0.0;
+    }
+    /* Every sample of a data-parallel global batch was left out (data.skip_bad): no update. */
+    if (n_all == 0 && dp) return KD_OK;
     double gnorm = kd_optim_step(s->optim, m->params, m->grads, m->m, m->v, m->n_params, lr,
                                  t->step + 1);
     if (!isfinite(gnorm))
         return kd_err_set(err, KD_ENUMERIC, "gradient norm is %s", nan_or_inf(gnorm));
     t->step++;
-    if (r) {
-        r->loss = lt;
-        r->correct = correct;
-        r->labelled = labelled;
-        r->lr = lr;
-        r->grad_norm = gnorm;
-    }
+    if (r) r->grad_norm = gnorm;
     return KD_OK;
 }
 
@@ -142,34 +171,44 @@ kd_status kd_trainer_epoch(kd_trainer *t, kd_epoch_pass *e, kd_err *err) {
     const size_t B = t->s.batch_cap, skip = e->batch * B;
     kd_loader *ld = NULL;
     kd_epoch_sums *sums = &e->sums;
+    const int dp = t->dp.on;  /* data-parallel: this rank's shard of each global batch */
     e->stopped = 0;
     e->lr = kd_sched_lr(t->s.sched, t->step);
-    kd_status st = kd_loader_open(&ld, e->ds, e->order + skip, e->n - skip, B, err);
+    kd_status st = dp ? kd_dp_loader_open(&ld, t, e, skip, err)
+                      : kd_loader_open(&ld, e->ds, e->order + skip, e->n - skip, B, err);
     while (!st) {
         kd_batch b;
         kd_step_result r;
         double t0 = kd_now();
         st = kd_loader_next(ld, &b, err);
         if (st) break;
-        /* Undecodable samples (data.skip_bad) are left out; a slice that lost all of them still
-         * counts as a batch of the epoch, so positions match the order on resume. */
-        sums->skipped += (double)b.n_skipped;
-        if (b.n == 0) {
-            e->batch += b.slices;
-            break;
+        if (dp) {
+            /* Every rank steps through every global batch, even with an empty shard; the
+             * step's allreduce counts the samples left out on every rank. */
+            if (b.slices == 0) break;
+            kd_dp_begin_step(t, e, &b);
+        } else {
+            /* Undecodable samples (data.skip_bad) are left out; a slice that lost all of them
+             * still counts as a batch of the epoch, so positions match the order on resume. */
+            sums->skipped += (double)b.n_skipped;
+            if (b.n == 0) {
+                e->batch += b.slices;
+                break;
+            }
         }
         st = kd_trainer_step(t, b.x, e->use_labels ? b.y : NULL, b.idx, b.n, &r, err);
         if (st) break;
+        sums->skipped += (double)r.skipped;
         e->lr = r.lr;
         e->batch += b.slices;
         /* Counts are whole numbers, exact in a double: adding a batch's count equals adding
          * its samples one by one. */
         sums->labelled += (double)r.labelled;
         sums->correct += (double)r.correct;
-        sums->loss += r.loss.total * (double)b.n;
-        sums->soft += r.loss.soft * (double)b.n;
-        sums->hard += r.loss.hard * (double)b.n;
-        sums->seen += (double)b.n;
+        sums->loss += r.loss.total * (double)r.n;
+        sums->soft += r.loss.soft * (double)r.n;
+        sums->hard += r.loss.hard * (double)r.n;
+        sums->seen += (double)r.n;
         sums->train_seconds += kd_now() - t0;
         if (e->progress) {
             kd_train_event ev = {0};
@@ -184,8 +223,9 @@ kd_status kd_trainer_epoch(kd_trainer *t, kd_epoch_pass *e, kd_err *err) {
             ev.epoch_seconds = kd_now() - e->t_start;
             e->progress(&ev, e->user);
         }
-        /* SIGINT: finish this step, then stop (at the epoch's end, after its checkpoint). */
-        if (e->stop && *e->stop && e->batch < e->n_batches) {
+        /* SIGINT: finish this step, then stop (at the epoch's end, after its checkpoint).
+         * Data-parallel: when any rank was asked to, as the step's allreduce tells them all. */
+        if ((dp ? r.stop : e->stop && *e->stop) && e->batch < e->n_batches) {
             e->stopped = 1;
             break;
         }

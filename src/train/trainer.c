@@ -9,6 +9,7 @@
 
 #include "kd_eval.h"
 #include "kd_gemm.h"
+#include "dataparallel.h"
 #include "kd_threads.h"
 #include "train_impl.h"
 
@@ -54,18 +55,31 @@ static kd_status count_hits(void *user, size_t done, const float *z, const int32
     return KD_OK;
 }
 
-kd_status kd_train_accuracy(kd_model *m, kd_dataset *ds, const size_t *idx, size_t n,
-                            double *acc, kd_err *err) {
+/* kd_train_accuracy; with `shared` set, data-parallel ranks each count their share of the
+ * samples and the counts are summed (every rank must call it), else this rank counts them all. */
+static kd_status accuracy(kd_model *m, kd_dataset *ds, const size_t *idx, size_t n, int shared,
+                          double *acc, kd_err *err) {
     hit_count h = {m->n_classes, 0, 0};
     *acc = NAN;
     if (n == 0) return KD_OK;
     KD_ASSERT(m->batch_cap > 0);
+    const size_t *own = idx;
+    size_t n_own = n, *alloc = NULL;
+    kd_status st = shared ? kd_dp_share(idx, n, &own, &n_own, &alloc, err) : KD_OK;
     /* Undecodable samples (data.skip_bad) are left out of the accuracy, hits and misses. */
     size_t skipped = 0;
-    kd_status st =
-        kd_eval_forward(m, ds, idx, n, m->batch_cap, count_hits, &h, NULL, &skipped, err);
-    if (st == KD_OK && h.counted) *acc = (double)h.hits / (double)h.counted;
+    if (!st)
+        st = kd_eval_forward(m, ds, own, n_own, m->batch_cap, count_hits, &h, NULL, &skipped, err);
+    free(alloc);
+    double counts[2] = {(double)h.hits, (double)h.counted};
+    if (st == KD_OK && shared) kd_dist_sum(counts, 2);
+    if (st == KD_OK && counts[1] > 0) *acc = counts[0] / counts[1];
     return st;
+}
+
+kd_status kd_train_accuracy(kd_model *m, kd_dataset *ds, const size_t *idx, size_t n,
+                            double *acc, kd_err *err) {
+    return accuracy(m, ds, idx, n, 1, acc, err);
 }
 
 static kd_status numeric_failure(kd_run *t, const char *what, size_t epoch, uint64_t step,
@@ -355,12 +369,18 @@ static kd_status end_epoch(kd_run *t, size_t epoch, const kd_epoch_pass *e, kd_e
     return KD_OK;
 }
 
+/* Data-parallel: rank 0 alone reads the file it wrote (the other ranks may not share its
+ * disk) and tells them the result. */
 static kd_status test_accuracy_of_file(kd_run *t, const char *path, double *acc, kd_err *err) {
     kd_model m = {0};
-    kd_status st = kd_ckpt_load(path, NULL, 0, 0, &m, NULL, NULL, NULL, NULL, err);
-    if (st == KD_OK) st = kd_model_reserve(&m, t->B, err);
-    if (st == KD_OK)
-        st = kd_train_accuracy(&m, t->test_ds, NULL, kd_dataset_info(t->test_ds)->n, acc, err);
+    kd_status st = KD_OK;
+    if (kd_dist_rank() == 0) {
+        st = kd_ckpt_load(path, NULL, 0, 0, &m, NULL, NULL, NULL, NULL, err);
+        if (st == KD_OK) st = kd_model_reserve(&m, t->B, err);
+        if (st == KD_OK)
+            st = accuracy(&m, t->test_ds, NULL, kd_dataset_info(t->test_ds)->n, 0, acc, err);
+    }
+    if (st == KD_OK) kd_dist_bcast(acc, sizeof *acc, 0);
     kd_model_free(&m);
     return st;
 }
@@ -374,7 +394,9 @@ static kd_status test_pass(kd_run *t, kd_err *err) {
     kd_status st = kd_train_accuracy(&t->model, t->test_ds, NULL, n, &res->test_acc, err);
     if (st) return st;
     struct stat sb;
-    if (t->cfg->save_best && stat(t->rf.best_path, &sb) == 0) {
+    int has_best = kd_dist_rank() == 0 && stat(t->rf.best_path, &sb) == 0;
+    kd_dist_bcast(&has_best, sizeof has_best, 0);
+    if (t->cfg->save_best && has_best) {
         if ((st = test_accuracy_of_file(t, t->rf.best_path, &res->best_test_acc, err))) return st;
         memcpy(res->best_path, t->rf.best_path, sizeof res->best_path);
     }
@@ -415,11 +437,13 @@ kd_status kd_train_run(const kd_train_opts *opts, kd_train_result *res, kd_err *
     if (!st && opts->resume) st = kd_runfolder_reload_metrics(&t->rf, t->start_epoch, err);
     if (st) goto cleanup;
     emit_setup(t);
+    if ((st = kd_dp_check(t, 0, err))) goto cleanup;
     if (t->has_teacher && (st = report_teachers(t, err))) goto cleanup;
 
     for (size_t epoch = t->start_epoch; epoch < cfg->epochs; epoch++) {
         kd_epoch_pass e;
-        if ((st = run_epoch(t, epoch, &e, err))) goto cleanup;
+        if ((st = run_epoch(t, epoch, &e, err)) || (st = kd_dp_check(t, epoch + 1, err)))
+            goto cleanup;
         if (e.stopped) {
             /* Interrupted mid-epoch (always after at least one step of it, so the epoch's
              * order is drawn and saved): record the exact position. */
@@ -429,11 +453,12 @@ kd_status kd_train_run(const kd_train_opts *opts, kd_train_result *res, kd_err *
             goto cleanup;
         }
         if ((st = end_epoch(t, epoch, &e, err))) goto cleanup;
-        if (opts->stop && *opts->stop && epoch + 1 < cfg->epochs) {
+        if (kd_dp_stop(opts->stop) && epoch + 1 < cfg->epochs) {
             res->interrupted = 1;
             goto cleanup;
         }
     }
+    kd_dp_report(t);
     st = test_pass(t, err);
 
 cleanup:
