@@ -76,6 +76,11 @@ int kd_test_have_python(void);
 /* Parses the numbers that follow `prefix` on the k-th line (0-based) of out that starts with
  * `prefix` (include the trailing space: "logits "); stores up to cap; returns how many. */
 size_t kd_test_line_values(const char *out, const char *prefix, int k, double *vals, size_t cap);
+/* A number from the line "summary: ... KEY VALUE ..." of out; -1 if absent or n/a. */
+double kd_test_summary(const char *out, const char *key);
+/* 1 if the safetensors files a and b hold the same tensors byte for byte (a differing tensor
+ * is reported as a failure naming it). */
+int kd_test_same_tensors(const char *a, const char *b);
 /* Writes bytes to a file; returns 0 on success. */
 int kd_test_write_file(const char *path, const void *data, size_t n);
 

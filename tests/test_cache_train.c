@@ -44,32 +44,6 @@ static int distill(const char *fmt, ...) {
     return kd_test_run(cmd, g_out, sizeof g_out);
 }
 
-static double summary(const char *key) {
-    const char *s = strstr(g_out, "summary:");
-    char pat[64];
-    snprintf(pat, sizeof pat, " %s ", key);
-    const char *p = s ? strstr(s, pat) : NULL;
-    if (!p) return -1;
-    char *end;
-    double v = strtod(p + strlen(pat), &end);
-    return end == p + strlen(pat) ? -1 : v;
-}
-
-static int same_tensors(const char *a, const char *b) {
-    kd_st_file fa = {0}, fb = {0};
-    kd_err err;
-    int ok = kd_st_read(&fa, a, &err) == KD_OK && kd_st_read(&fb, b, &err) == KD_OK &&
-             fa.n_tensors == fb.n_tensors;
-    for (size_t i = 0; ok && i < fa.n_tensors; i++) {
-        const kd_st_tensor *t = &fa.tensors[i], *u = kd_st_find(&fb, t->name);
-        ok = u && u->end - u->begin == t->end - t->begin &&
-             memcmp(t->data, u->data, t->end - t->begin) == 0;
-    }
-    kd_st_free(&fa);
-    kd_st_free(&fb);
-    return ok;
-}
-
 #define MLP(units)                                                                         \
     "'model.layers=[{\"type\":\"flatten\"},{\"type\":\"dense\",\"units\":" #units "},"       \
     "{\"type\":\"relu\"},{\"type\":\"dense\",\"units\":10}]'"
@@ -137,11 +111,11 @@ KD_TEST(cache_build_matches_teacher_and_trains_like_online) {
     /* Cached and online runs reach the same accuracy (no augmentation: identical targets). */
     CHECK_EQ_INT(distill("train --config " TINY " --out %s/cached --quiet " IMAGES ONE_TEACHER
                         , d, d, d), 0);
-    double cached = summary("val_acc");
+    double cached = kd_test_summary(g_out, "val_acc");
     CHECK_EQ_INT(distill("train --config " TINY " --out %s/online --quiet " IMAGES
                          "--set 'teacher={\"checkpoint\":\"%s/t1/best.safetensors\"}' --set "
                          MLP(64), d, d), 0);
-    double online = summary("val_acc");
+    double online = kd_test_summary(g_out, "val_acc");
     CHECK(cached >= 0.70 && online >= 0.70);
     CHECK(fabs(cached - online) <= 0.02);
 }
@@ -207,8 +181,8 @@ KD_TEST(ensemble_online_cached_and_without_labels) {
     CHECK_CONTAINS(g_out, "teacher.ensemble[1]");
     CHECK_CONTAINS(g_out, "weight 0.6667");
     CHECK_CONTAINS(g_out, "ensemble validation accuracy");
-    CHECK(summary("val_acc") >= 0.70);
-    CHECK(summary("teacher_test_acc") >= 0.70);
+    CHECK(kd_test_summary(g_out, "val_acc") >= 0.70);
+    CHECK(kd_test_summary(g_out, "teacher_test_acc") >= 0.70);
     /* Cached: the recorded accuracies, the same targets, the teachers never loaded. */
     char cache[1100];
     snprintf(cache, sizeof cache, ", \"cache\": {\"path\": \"%s/e.kdc\", \"dtype\": \"f16\"}", d);
@@ -216,11 +190,11 @@ KD_TEST(ensemble_online_cached_and_without_labels) {
                          d, d, d, cache), 0);
     CHECK_CONTAINS(g_out, "the teachers are not run");
     CHECK_CONTAINS(g_out, "ensemble validation accuracy");
-    CHECK(summary("val_acc") >= 0.70);
+    CHECK(kd_test_summary(g_out, "val_acc") >= 0.70);
     /* No labels: the ensemble is the only signal. */
     CHECK_EQ_INT(distill("train --config " TINY " --out %s/nl --quiet " IMAGES ENSEMBLE
                          " --set data.use_labels=false", d, d, d, ""), 0);
-    CHECK(summary("val_acc") >= 0.65);
+    CHECK(kd_test_summary(g_out, "val_acc") >= 0.65);
     /* A member with another class count is refused by name. */
     CHECK_EQ_INT(make_teacher(d, "t12", 3, "'model.layers=[{\"type\":\"flatten\"},"
                               "{\"type\":\"dense\",\"units\":12}]'"), 0);
@@ -270,7 +244,7 @@ KD_TEST(cache_views_resume_exactly_and_top_k) {
     CHECK_EQ_INT(distill("logits --config " TINY " --quiet " IMAGES VIEWS, d, d, 3), 0);
     CHECK_CONTAINS(g_out, "samples 1500 views 3");
     CHECK_EQ_INT(distill("train --config " TINY " --out %s/full --quiet " IMAGES VIEWS, d, d, d, 3), 0);
-    CHECK(summary("val_acc") >= 0.62);  /* 2 epochs of shifted views: ~0.68 */
+    CHECK(kd_test_summary(g_out, "val_acc") >= 0.62);  /* 2 epochs of shifted views: ~0.68 */
     /* Stopped after 5 steps and resumed: the view draws come from the checkpointed RNG. */
     char cmd[2048];
     snprintf(cmd, sizeof cmd, "KD_TRAIN_STOP_AFTER_STEPS=5 %s train --config " TINY
@@ -280,12 +254,12 @@ KD_TEST(cache_views_resume_exactly_and_top_k) {
     CHECK_EQ_INT(distill("train --resume %s/cut2 --quiet", d), 0);
     snprintf(a, sizeof a, "%s/full/last.safetensors", d);
     snprintf(b, sizeof b, "%s/cut2/last.safetensors", d);
-    CHECK(same_tensors(a, b));
+    CHECK(kd_test_same_tensors(a, b));
     /* Top-k: trains; another temperature is refused (the kept mass was computed at T). */
     CHECK_EQ_INT(distill("train --config " TINY " --out %s/k --quiet " IMAGES
                          "--set 'teacher={\"checkpoint\":\"%s/t1/best.safetensors\", \"cache\": "
                          "{\"path\": \"%s/k.kdc\", \"top_k\": 3}}' --set " MLP(64), d, d, d), 0);
-    CHECK(summary("val_acc") >= 0.65);  /* ~0.72 */
+    CHECK(kd_test_summary(g_out, "val_acc") >= 0.65);  /* ~0.72 */
     CHECK_EQ_INT(distill("train --config " TINY " --out %s/k2 --quiet " IMAGES
                          "--set 'teacher={\"checkpoint\":\"%s/t1/best.safetensors\", \"cache\": "
                          "{\"path\": \"%s/k.kdc\", \"top_k\": 3}}' --set distill.temperature=2",

@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "kd_safetensors.h"
 #include "kd_test.h"
 
 #define MAX_TESTS 1024
@@ -150,6 +151,34 @@ int kd_test_write_file(const char *path, const void *data, size_t n) {
     if (!f) return -1;
     size_t w = fwrite(data, 1, n, f);
     return (fclose(f) == 0 && w == n) ? 0 : -1;
+}
+
+double kd_test_summary(const char *out, const char *key) {
+    const char *s = strstr(out, "summary:");
+    if (!s) return -1;
+    char pat[64];
+    snprintf(pat, sizeof pat, " %s ", key);
+    const char *p = strstr(s, pat);
+    if (!p) return -1;
+    char *end;
+    double v = strtod(p + strlen(pat), &end);
+    return end == p + strlen(pat) ? -1 : v;
+}
+
+int kd_test_same_tensors(const char *a, const char *b) {
+    kd_st_file fa = {0}, fb = {0};
+    kd_err err;
+    int ok = kd_st_read(&fa, a, &err) == KD_OK && kd_st_read(&fb, b, &err) == KD_OK &&
+             fa.n_tensors == fb.n_tensors;
+    for (size_t i = 0; ok && i < fa.n_tensors; i++) {
+        const kd_st_tensor *t = &fa.tensors[i], *u = kd_st_find(&fb, t->name);
+        ok = u && u->end - u->begin == t->end - t->begin &&
+             memcmp(t->data, u->data, t->end - t->begin) == 0;
+        if (!ok) kd_test_fail(__FILE__, __LINE__, "tensor %s differs between %s and %s", t->name, a, b);
+    }
+    kd_st_free(&fa);
+    kd_st_free(&fb);
+    return ok;
 }
 
 int kd_test_svg_decode(const char *svg, char *out, size_t cap) {

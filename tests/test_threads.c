@@ -228,21 +228,6 @@ static unsigned long train_csv(const char *dir, const char *name, int threads, i
     return kd_hook_gemm_one_thread - before;
 }
 
-static int same_tensors(const char *a, const char *b) {
-    kd_st_file fa = {0}, fb = {0};
-    kd_err err;
-    int ok = kd_st_read(&fa, a, &err) == KD_OK && kd_st_read(&fb, b, &err) == KD_OK &&
-             fa.n_tensors == fb.n_tensors;
-    for (size_t i = 0; ok && i < fa.n_tensors; i++) {
-        const kd_st_tensor *t = &fa.tensors[i], *u = kd_st_find(&fb, t->name);
-        ok = u && u->end - u->begin == t->end - t->begin &&
-             memcmp(t->data, u->data, t->end - t->begin) == 0;
-    }
-    kd_st_free(&fa);
-    kd_st_free(&fb);
-    return ok;
-}
-
 /* The bug this guards: train.threads 0 used to leave the thread setup out, so the one-thread
  * rule for small products never ran in a default run. */
 KD_TEST(threads_default_run_takes_the_same_path_as_asking_for_every_core) {
@@ -269,7 +254,7 @@ KD_TEST(threads_default_run_takes_the_same_path_as_asking_for_every_core) {
     if (def > 1) CHECK(one_default > 0);  /* every product here is small */
     snprintf(a, sizeof a, "%s/default/last.safetensors", dir);
     snprintf(b, sizeof b, "%s/explicit/last.safetensors", dir);
-    CHECK(same_tensors(a, b));
+    CHECK(kd_test_same_tensors(a, b));
     kd_threads_set(def);
 }
 

@@ -39,19 +39,6 @@ static int train(const char *fmt, ...) {
     return kd_test_run(cmd, g_out, sizeof g_out);
 }
 
-/* A number from the summary line ("summary: ... KEY VALUE ..."); -1 if absent or n/a. */
-static double summary(const char *key) {
-    const char *s = strstr(g_out, "summary:");
-    if (!s) return -1;
-    char pat[64];
-    snprintf(pat, sizeof pat, " %s ", key);
-    const char *p = strstr(s, pat);
-    if (!p) return -1;
-    char *end;
-    double v = strtod(p + strlen(pat), &end);
-    return end == p + strlen(pat) ? -1 : v;
-}
-
 static int same_file(const char *a, const char *b) {
     char *x = NULL, *y = NULL;
     size_t nx = 0, ny = 0;
@@ -65,22 +52,6 @@ static int same_file(const char *a, const char *b) {
 }
 
 /* Every tensor of a with the same bytes in b (the weights part of a checkpoint). */
-static int same_tensors(const char *a, const char *b) {
-    kd_st_file fa = {0}, fb = {0};
-    kd_err err;
-    int ok = kd_st_read(&fa, a, &err) == KD_OK && kd_st_read(&fb, b, &err) == KD_OK &&
-             fa.n_tensors == fb.n_tensors;
-    for (size_t i = 0; ok && i < fa.n_tensors; i++) {
-        const kd_st_tensor *t = &fa.tensors[i], *u = kd_st_find(&fb, t->name);
-        ok = u && u->end - u->begin == t->end - t->begin &&
-             memcmp(t->data, u->data, t->end - t->begin) == 0;
-        if (!ok) kd_test_fail(__FILE__, __LINE__, "tensor %s differs between %s and %s", t->name, a, b);
-    }
-    kd_st_free(&fa);
-    kd_st_free(&fb);
-    return ok;
-}
-
 static int count_lines(const char *path) {
     char *text = NULL;
     size_t n = 0;
@@ -109,7 +80,7 @@ KD_TEST(train_tiny_reaches_accuracy_floor_and_writes_run_folder) {
     CHECK_EQ_INT(rc, 0);
     /* 784-64-10 on 1500 images for 2 epochs: ~75% validation; a trainer with a wrong gradient
      * sign, no update or a shuffled label pairing stays near 10%. */
-    double val = summary("val_acc"), test = summary("test_acc");
+    double val = kd_test_summary(g_out, "val_acc"), test = kd_test_summary(g_out, "test_acc");
     CHECK(val >= 0.70);
     CHECK(test >= 0.68);
     CHECK_CONTAINS(g_out, "loss = CE(y, p_s)");
@@ -136,7 +107,7 @@ KD_TEST(train_tiny_reaches_accuracy_floor_and_writes_run_folder) {
     char a[1024], b[1024];
     snprintf(a, sizeof a, "%s/run/last.safetensors", dir);
     snprintf(b, sizeof b, "%s/again/last.safetensors", dir);
-    CHECK(same_tensors(a, b));
+    CHECK(kd_test_same_tensors(a, b));
     /* --quiet prints the summary and nothing else. */
     CHECK(strncmp(g_out, "summary:", 8) == 0);
 }
@@ -145,7 +116,7 @@ KD_TEST(train_distillation_reaches_floor_and_prints_teacher) {
     if (!have_data()) return;
     const char *dir = kd_test_tmpdir();
     CHECK_EQ_INT(make_teacher(dir), 0);
-    double teacher_test = summary("best_test_acc");  /* students load best.safetensors */
+    double teacher_test = kd_test_summary(g_out, "best_test_acc");  /* students load best.safetensors */
     CHECK(teacher_test >= 0.72);
     int rc = train("--config " TINY " --out %s/kd " KD_SET
                    "--set 'distill={\"alpha\":0.9,\"temperature\":4}'",
@@ -153,9 +124,9 @@ KD_TEST(train_distillation_reaches_floor_and_prints_teacher) {
     CHECK_EQ_INT(rc, 0);
     CHECK_CONTAINS(g_out, "loss = 0.9 * T^2 * KL(p_t^T || p_s^T) + 0.1 * CE(y, p_s), T = 4");
     CHECK_CONTAINS(g_out, "teacher validation accuracy: ");
-    CHECK(summary("val_acc") >= 0.68);
-    CHECK(summary("test_acc") >= 0.66);
-    CHECK_CLOSE(summary("teacher_test_acc"), teacher_test, 1e-9, 0);
+    CHECK(kd_test_summary(g_out, "val_acc") >= 0.68);
+    CHECK(kd_test_summary(g_out, "test_acc") >= 0.66);
+    CHECK_CLOSE(kd_test_summary(g_out, "teacher_test_acc"), teacher_test, 1e-9, 0);
     CHECK(strstr(g_out, "WARNING") == NULL);
 }
 
@@ -169,7 +140,7 @@ KD_TEST(train_pure_distillation_without_labels) {
                    "--epochs 3",
                    dir, dir);
     CHECK_EQ_INT(rc, 0);
-    CHECK(summary("val_acc") >= 0.65);
+    CHECK(kd_test_summary(g_out, "val_acc") >= 0.65);
     char p[1024], *text = NULL;
     size_t n;
     kd_err err;
@@ -185,7 +156,7 @@ KD_TEST(train_pure_distillation_without_labels) {
                "--epochs 3",
                dir, dir);
     CHECK_EQ_INT(rc, 0);
-    CHECK(summary("test_acc") >= 0.62);
+    CHECK(kd_test_summary(g_out, "test_acc") >= 0.62);
     /* ... and refused with a label term. */
     rc = train("--config " TINY " --out %s/bad --quiet " KD_SET
                "--set 'distill={\"alpha\":0.5}' --set data.train.labels=null",
@@ -214,11 +185,11 @@ static void check_resume(const char *dir, const char *name, const char *extra, i
     snprintf(b, sizeof b, "%s/%s-cut/last.safetensors", dir, name);
     if (!same_file(a, b)) {
         kd_test_fail(__FILE__, __LINE__, "%s: resumed run differs from the uninterrupted one", name);
-        same_tensors(a, b);
+        kd_test_same_tensors(a, b);
     }
     snprintf(a, sizeof a, "%s/%s-full/best.safetensors", dir, name);
     snprintf(b, sizeof b, "%s/%s-cut/best.safetensors", dir, name);
-    CHECK(same_tensors(a, b));
+    CHECK(kd_test_same_tensors(a, b));
     snprintf(a, sizeof a, "%s/%s-cut/metrics.jsonl", dir, name);
     CHECK_EQ_INT(count_lines(a), 3);
 }
@@ -236,7 +207,7 @@ KD_TEST(train_with_augmentation_learns_and_differs) {
     if (!have_data()) return;
     const char *dir = kd_test_tmpdir();
     CHECK_EQ_INT(train("--config " TINY " --out %s/aug --quiet " AUG_ARGS, dir), 0);
-    double acc = summary("test_acc");
+    double acc = kd_test_summary(g_out, "test_acc");
     CHECK(acc >= 0.70);
     CHECK_EQ_INT(train("--config " TINY " --out %s/plain --quiet " AUG_ARGS
                        " --set 'data.augment={}'", dir), 0);
@@ -280,7 +251,7 @@ KD_TEST(train_resume_is_bitwise_exact) {
     char a[1024], b[1024];
     snprintf(a, sizeof a, "%s/ext-full/last.safetensors", dir);
     snprintf(b, sizeof b, "%s/ext/last.safetensors", dir);
-    CHECK(same_tensors(a, b));
+    CHECK(kd_test_same_tensors(a, b));
 }
 
 KD_TEST(train_sigint_then_resume_matches_uninterrupted) {
@@ -307,7 +278,7 @@ KD_TEST(train_sigint_then_resume_matches_uninterrupted) {
     char a[1024], b[1024];
     snprintf(a, sizeof a, "%s/full/last.safetensors", dir);
     snprintf(b, sizeof b, "%s/cut/last.safetensors", dir);
-    CHECK(same_tensors(a, b));
+    CHECK(kd_test_same_tensors(a, b));
 }
 
 KD_TEST(train_numeric_failure_exits_4_and_keeps_last_checkpoint) {
