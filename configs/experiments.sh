@@ -33,7 +33,7 @@ ensemble|cache) ;;
 *) echo "usage: experiments.sh mlp|cnn|cnn-aug|ensemble|cache" >&2; exit 2 ;;
 esac
 mkdir -p "$RUNS"
-summary_field() { grep -o "$2 [0-9.]*" "$1" | head -1 | cut -d' ' -f2; }
+summary_field() { grep '^summary:' "$1" | grep -o " $2 [0-9.]*" | head -1 | cut -d' ' -f3; }
 # "NAME mean +- sd (n=..., seeds: ...)" of the numbers after NAME, in percent.
 mean_sd() { awk '{ n = NF - 1; s = 0; q = 0;
     for (i = 2; i <= NF; i++) { s += $i; q += $i * $i }
