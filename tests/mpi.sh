@@ -16,6 +16,9 @@
 #   cached_views          distilled from a soft-target cache of 3 augmented views, batches of 75:
 #                         the view draws are the whole global batch's on every rank, so the
 #                         weights are one process's within 1e-6
+#   cache_parallel_build  `distill logits` under 2 ranks (each computes a share of the samples,
+#                         rank 0 writes the file): the same header as one process's cache and
+#                         every logit within 1e-5 of it; no part file left behind
 # Prints one line per case and "N passed, N failed, N skipped" last; exit 1 on a failure.
 # About 20 s on 2 cores. Needs Open MPI (mpirun), python3 and Fashion-MNIST (.ci/setup.sh).
 set -uo pipefail
@@ -182,6 +185,40 @@ if one cv_t cvt --set data.augment=null && one cv cv1 && par 2 cv cv2; then
     if w=$(within "$work/cv1/last.safetensors" "$work/cv2/last.safetensors" 1e-6); then ok "cached_views (worst $w)"
     else bad cached_views "weights differ: $(worst "$work/cv1/last.safetensors" "$work/cv2/last.safetensors")"; fi
 else bad cached_views "a run failed: $(tail -2 "$work"/cv*.log)"; fi
+
+# 10. The cache of case 9 built again by 2 ranks: same rows, within float reassociation.
+# rows FILE: the header's fields on one line, then every logit of an f32 cache.
+rows() {
+    python3 - "$1" <<'EOF'
+import json, struct, sys
+b = open(sys.argv[1], "rb").read()
+hl = struct.unpack("<I", b[8:12])[0]
+h = json.loads(b[16:16 + hl])
+n, views, K, C = h["n_rows"], h["views"], h["n_teachers"], h["n_classes"]
+pos = 16 + hl + 4 * n + 4
+entries, per = n * views, K * C * 4
+out = []
+while entries:
+    k = min(entries, 4096)
+    out += struct.unpack("<%df" % (k * K * C), b[pos:pos + k * per])
+    pos += k * per + 4
+    entries -= k
+print(json.dumps({"fields": h["fields"], "n": n, "views": views}))
+print(" ".join("%.9g" % x for x in out))
+EOF
+}
+if "${MPIRUN[@]}" -np 2 "$D" logits --config "$work/cv.json" --out "$work/cv2.kdc" --quiet > "$work/cvb.log" 2>&1; then
+    rows "$work/cv.kdc" > "$work/rows1" && rows "$work/cv2.kdc" > "$work/rows2"
+    if [ "$(head -1 "$work/rows1")" != "$(head -1 "$work/rows2")" ]; then bad cache_parallel_build "headers differ"
+    elif ls "$work"/cv2.kdc.part* >/dev/null 2>&1; then bad cache_parallel_build "part files left: $(ls "$work"/cv2.kdc.part*)"
+    elif w=$(python3 -c "
+a = [float(x) for x in open('$work/rows1').read().split('\n')[1].split()]
+b = [float(x) for x in open('$work/rows2').read().split('\n')[1].split()]
+assert len(a) == len(b) and a
+print('%.3g' % max(abs(x - y) / max(1.0, abs(x)) for x, y in zip(a, b)))") &&
+         python3 -c "import sys; sys.exit(0 if $w <= 1e-5 else 1)"; then ok "cache_parallel_build (worst $w)"
+    else bad cache_parallel_build "logits differ: $w"; fi
+else bad cache_parallel_build "the run failed: $(tail -3 "$work/cvb.log")"; fi
 
 echo "$pass passed, $fail failed, $skip skipped"
 [ "$fail" = 0 ]

@@ -7,6 +7,7 @@
 
 #include "cli.h"
 #include "kd_config.h"
+#include "kd_dist.h"
 #include "kd_train.h"
 
 #define MAX_SETS 255
@@ -43,7 +44,7 @@ static const char usage[] =
 
 static int run(int argc, char **argv) {
     const char *config = NULL, *out = NULL;
-    int force = 0, quiet = 0, code;
+    int force = 0, quiet = 0, code = 0;
     long long threads = -1;
     size_t n_args;
     char threads_set[48];
@@ -77,24 +78,36 @@ static int run(int argc, char **argv) {
         snprintf(threads_set, sizeof threads_set, "train.threads=%lld", threads);
         overrides[n_over++] = threads_set;
     }
-    if (kd_config_load(&cfg, config, overrides, n_over, &err) != KD_OK) return kd_cli_fail(&err);
+    /* Under mpirun (the MPI build) every rank computes a share of the samples and rank 0
+     * writes the file; rank 0 alone prints. A failure on any rank ends the job. */
+    if (kd_dist_init(&err) != KD_OK) return kd_cli_fail(&err);
+    const int rank = kd_dist_rank();
+    if (kd_config_load(&cfg, config, overrides, n_over, &err) != KD_OK) {
+        code = kd_cli_fail(&err);
+        goto done;
+    }
 
     kd_cli_printer pr = {0};
-    pr.quiet = quiet;
-    pr.bar = isatty(STDERR_FILENO);
+    pr.silent = rank != 0;
+    pr.quiet = quiet || pr.silent;
+    pr.bar = isatty(STDERR_FILENO) && !pr.silent;
     kd_logits_opts o = {&cfg, out, force, kd_cli_on_progress, &pr};
     kd_logits_result res;
     kd_status st = kd_logits_run(&o, &res, &err);
     kd_cli_clear_bar(&pr);
     if (st) {
+        if (rank != 0) kd_err_prefix(&err, "rank %d of %d", rank, kd_dist_size());
         code = kd_cli_fail(&err);
-    } else {
+    } else if (rank == 0) {
         printf("summary: cache %s samples %zu views %zu teachers %zu bytes %lld seconds %.1f "
                "samples_per_s %.0f threads %d\n", res.path, res.n_rows, res.views, res.n_teachers,
                res.bytes, res.seconds, res.samples_per_s, res.threads);
-        code = 0;
     }
+    if (!st) code = 0;
     kd_config_free(&cfg);
+done:
+    if (code != 0 && kd_dist_size() > 1) kd_dist_abort(code);
+    kd_dist_finalize();
     return code;
 }
 

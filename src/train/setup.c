@@ -216,20 +216,17 @@ kd_status kd_run_build_teachers(kd_run *t, kd_err *err) {
     if (!cfg->has_cache) return kd_run_load_teachers(t, err);
     const char *path = cfg->cache.path;
     if (stat(path, &sb) != 0) {
-        /* No cache yet: build it from the teachers, then train from the file like any run.
-         * Data-parallel, rank 0 builds it while the others wait for its outcome. */
-        kd_status st = KD_OK;
-        if (kd_dist_rank() == 0) {
-            kd_run_emit_msg(t, KD_EV_NOTE, "teacher.cache %s does not exist: building it", path);
-            st = kd_run_load_teachers(t, err);
-            if (!st) st = kd_run_write_cache(t, path, err);
-            kd_teacher_set_free(&t->tset);
-            for (size_t i = 0; i < t->n_teachers; i++) kd_model_free(&t->teachers[i]);
-            t->n_teachers = 0;
-        }
-        int failed = kd_dist_any(st != KD_OK);
+        /* No cache yet: build it from the teachers, then train from the file like any run
+         * (data-parallel: every rank computes a share of it, kd_run_write_cache). */
+        kd_run_emit_msg(t, KD_EV_NOTE, "teacher.cache %s does not exist: building it", path);
+        kd_status st = kd_run_load_teachers(t, err);
+        if (kd_dist_size() > 1 && kd_dist_any(st != KD_OK) && !st)
+            st = kd_err_set(err, KD_EIO, "another rank could not load the teachers");
+        if (!st) st = kd_run_write_cache(t, path, err);
+        kd_teacher_set_free(&t->tset);
+        for (size_t i = 0; i < t->n_teachers; i++) kd_model_free(&t->teachers[i]);
+        t->n_teachers = 0;
         if (st) return st;
-        if (failed) return kd_err_set(err, KD_EIO, "rank 0 could not build %s", path);
     }
     return kd_run_open_cache(t, path, err);
 }
