@@ -50,7 +50,8 @@ static void print_text(const char *path, size_t size, const kd_cache *c) {
     for (size_t k = 0; k < m->n_teachers; k++)
         printf("          %5zu  %-8.6g  %s\n", k, m->weight[k], pct(m->teacher_val_acc[k], b,
                sizeof b));
-    printf("ensemble  val acc %s\n", pct(m->ensemble_val_acc, b, sizeof b));
+    if (m->n_teachers > 1)  /* one teacher: its own line says it */
+        printf("ensemble  val acc %s\n", pct(m->ensemble_val_acc, b, sizeof b));
     printf("bytes     %zu per sample (%zu per view, %zu per view and teacher)\n",
            entry * m->views, entry, entry / m->n_teachers);
     printf("fields:%s\n", m->n_fields ? "" : " none");
