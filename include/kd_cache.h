@@ -24,11 +24,12 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "kd_common.h"
+#include "kd_loss.h"
 
 #define KD_CACHE_MAGIC "KDCACHE1"
 #define KD_CACHE_MAX_HEADER ((size_t)1 << 20)
 #define KD_CACHE_BLOCK_ROWS 4096
-#define KD_CACHE_MAX_TEACHERS 16
+#define KD_CACHE_MAX_TEACHERS KD_MAX_TEACHERS  /* an ensemble's limit (kd_loss.h) */
 #define KD_CACHE_MAX_VIEWS 1024
 #define KD_CACHE_MAX_FIELDS 32
 #define KD_CACHE_MAX_CLASSES 65535   /* top-k class indices are u16 */
@@ -67,6 +68,8 @@ typedef struct {
 /* "f32" / "f16"; kd_cache_dtype_find: 0 and *out for a known name, -1 otherwise. */
 const char *kd_cache_dtype_name(kd_cache_dtype d);
 int kd_cache_dtype_find(const char *name, kd_cache_dtype *out);
+/* All names in enum order (*n set to their count), for the config's enum. */
+const char *const *kd_cache_dtype_names(size_t *n);
 
 /* Bytes of one entry (all teachers of one sample in one view) under meta. */
 size_t kd_cache_entry_bytes(const kd_cache_meta *meta);

@@ -34,7 +34,6 @@ NAMES(distill_names, [KD_DISTILL_KL] = "kl", [KD_DISTILL_MSE] = "mse")
 NAMES(optimizer_names, [KD_OPT_SGD] = "sgd", [KD_OPT_ADAM] = "adam", [KD_OPT_ADAMW] = "adamw")
 NAMES(schedule_names, [KD_SCHED_CONSTANT] = "constant", [KD_SCHED_STEP] = "step",
       [KD_SCHED_COSINE] = "cosine")
-NAMES(cache_dtype_names, [KD_CACHE_F32] = "f32", [KD_CACHE_F16] = "f16")
 
 /* Enums are stored through an int. */
 _Static_assert(sizeof(kd_data_format) == sizeof(int), "enum size");
@@ -517,7 +516,7 @@ static const kd_cfg_key cache_keys[] = {
     {"path", CFG_PATH, .off = CACHE(path), .cap = SIZE_OF(kd_cache_cfg, path),
      .required = "required: the cache file ('distill logits' or the first training run builds "
                  "it)"},
-    {"dtype", CFG_ENUM, .off = CACHE(dtype), .names = cache_dtype_names, .flags = CFG_DEFAULT,
+    {"dtype", CFG_ENUM, .off = CACHE(dtype), .names = kd_cache_dtype_names, .flags = CFG_DEFAULT,
      .def = KD_CACHE_F32},
     {"top_k", CFG_NUMBER, CFG_SIZE, CACHE(top_k), .range = &R_TOP_K, .flags = CFG_DEFAULT, .def = 0},
     {"views", CFG_NUMBER, CFG_SIZE, CACHE(views), .range = &R_VIEWS, .flags = CFG_DEFAULT,

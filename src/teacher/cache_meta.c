@@ -12,6 +12,11 @@
 static const char *const dtype_names[] = {[KD_CACHE_F32] = "f32", [KD_CACHE_F16] = "f16"};
 #define N_DTYPES (sizeof dtype_names / sizeof dtype_names[0])
 
+const char *const *kd_cache_dtype_names(size_t *n) {
+    *n = N_DTYPES;
+    return dtype_names;
+}
+
 const char *kd_cache_dtype_name(kd_cache_dtype d) {
     return (unsigned)d < N_DTYPES ? dtype_names[d] : "?";
 }
