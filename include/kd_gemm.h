@@ -10,6 +10,12 @@
 void kd_sgemm(int trans_a, int trans_b, size_t M, size_t N, size_t K, float alpha,
               const float *A, size_t lda, const float *B, size_t ldb, float beta, float *C,
               size_t ldc);
+/* Same contract, on the calling thread alone: for a loop that splits a batch among the OpenMP
+ * team itself (per-chunk convolution), each thread running its own products. The result does
+ * not depend on the team size (the same single-threaded OpenBLAS path computes every call). */
+void kd_sgemm_serial(int trans_a, int trans_b, size_t M, size_t N, size_t K, float alpha,
+                     const float *A, size_t lda, const float *B, size_t ldb, float beta, float *C,
+                     size_t ldc);
 /* Same contract, naive triple loop with double accumulation. */
 void kd_sgemm_ref(int trans_a, int trans_b, size_t M, size_t N, size_t K, float alpha,
                   const float *A, size_t lda, const float *B, size_t ldb, float beta, float *C,

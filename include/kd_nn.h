@@ -78,7 +78,10 @@ typedef struct {
 
     /* Batch-sized memory (kd_model_reserve). */
     size_t batch_cap;
-    float **acts;            /* acts[i] = output of layer i, (batch_cap, numel(out_i)) */
+    size_t chunk;            /* samples per pass through the layers: batch_cap, or fewer in an
+                              * inference-only model (kd_model_reserve) */
+    float **acts;            /* acts[i] = output of layer i, (chunk, numel(out_i)); the last
+                              * layer's (batch_cap, n_classes) */
     float *act_mem;
     float *grad_a, *grad_b;  /* ping-pong activation gradients, (batch_cap, max numel) */
     float *cache_mem;
@@ -112,7 +115,11 @@ void kd_model_init_weights(kd_model *m, kd_rng *rng, kd_init_kind kind);
  * process. sh must outlive its use. */
 void kd_model_set_shard(kd_model *m, const kd_shard *sh);
 
-/* Allocates activations/caches/workspace for batches up to B (no-op if already >= B). */
+/* Allocates activations/caches/workspace for batches up to B (no-op if already >= B). A model
+ * with gradients keeps every layer's output for backward. An inference-only model keeps two
+ * buffers that the layers' outputs alternate in, and runs a larger batch through the whole
+ * network in chunks small enough for those buffers to stay in the CPU's cache (evaluation
+ * treats samples independently, so the chunks give the whole batch's logits). */
 kd_status kd_model_reserve(kd_model *m, size_t B, kd_err *err);
 
 /* Forward over B <= batch_cap samples x (B, numel(input)); returns logits (B, n_classes),

@@ -171,16 +171,15 @@ KD_TEST(conv2d_forward_backward_match_naive_loops) {
         {2, 6, 5, 3, 1, 3, 1, 1, 1, 2},
         {3, 5, 6, 2, 5, 1, 1, 0, 1, 2},
         {1, 3, 4, 2, 4, 5, 1, 2, 1, 2},
-        /* Large planes: several samples per lowering chunk with a remainder chunk of one. */
+        /* Large planes: fewer samples than pieces (one sample each). */
         {4, 104, 104, 3, 3, 3, 1, 1, 1, 3},
-        /* Columns kept from forward over several chunks: 5 samples per chunk, then a chunk of
-         * one (sgemm writes into the output directly), each at its own offset in the cache. */
-        {8, 52, 52, 2, 3, 3, 1, 1, 1, 6},
-        /* Columns over CONV_KEEP_COLUMNS floats per sample, so backward rebuilds them: three
-         * samples per chunk and a remainder of one; then one sample per chunk (sgemm writes into
-         * the output directly). All the cases above keep forward's columns. */
-        {8, 64, 64, 2, 3, 3, 1, 1, 1, 4},
-        {16, 64, 64, 2, 3, 3, 1, 1, 1, 2},
+        /* 37 samples in 16 pieces of 2 or 3: each piece sums its samples' weight and bias
+         * gradients in its own slot before the slots are added; on the team. */
+        {3, 12, 12, 4, 3, 3, 1, 1, 1, 37},
+        /* 20 samples of a layer too small to fork for: the same pieces, one after another. */
+        {2, 4, 4, 2, 3, 3, 1, 1, 1, 20},
+        /* Slots of 1.2M floats each: the workspace budget allows 14 pieces, not 16. */
+        {16, 64, 64, 2, 3, 3, 1, 1, 1, 15},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) check_conv_vs_naive(&cases[i], 100 + i);
 }

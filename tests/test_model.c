@@ -407,3 +407,44 @@ KD_TEST(model_reserve_is_reused_and_smaller_batches_work) {
     CHECK_FLOATS(kd_model_forward(&m, x, 8, NULL), z8, 24, 1e-6, 1e-6);
     kd_model_free(&m);
 }
+
+/* An inference-only model runs a batch wider than its chunk (2M floats of its widest activation:
+ * 16x32x32 = 16,384 floats per sample here, so 128 samples) through the whole network chunk by
+ * chunk, its layers' outputs alternating between two buffers: the logits of 300 samples (chunks
+ * of 128, 128 and 44) match a training-state model's single pass in evaluation mode, with batch
+ * norm, dropout, pooling and dense layers in between. */
+KD_TEST(model_inference_runs_wide_batches_in_chunks) {
+    const kd_shape in = {3, {3, 32, 32}};
+    static const char layers[] =
+        "[{\"type\":\"conv2d\",\"channels\":16,\"kernel\":3,\"padding\":1},{\"type\":\"batchnorm\"},"
+        "{\"type\":\"relu\"},{\"type\":\"maxpool2d\",\"kernel\":2},{\"type\":\"dropout\",\"p\":0.5},"
+        "{\"type\":\"flatten\"},{\"type\":\"dense\",\"units\":7}]";
+    enum { B = 300, D = 3 * 32 * 32 };
+    kd_model full, inf;
+    kd_err err;
+    CHECK_EQ_INT(init_json(&full, &in, layers, 1, &err), KD_OK);
+    CHECK_EQ_INT(init_json(&inf, &in, layers, 0, &err), KD_OK);
+    CHECK_EQ_INT(kd_model_reserve(&full, B, &err), KD_OK);
+    CHECK_EQ_INT(kd_model_reserve(&inf, B, &err), KD_OK);
+    CHECK_EQ_INT(full.chunk, B);
+    CHECK_EQ_INT(inf.chunk, 128);
+    CHECK(inf.acts[0] == inf.acts[2] && inf.acts[1] == inf.acts[3] && inf.acts[0] != inf.acts[1]);
+    kd_rng rng;
+    kd_rng_seed(&rng, 9);
+    kd_model_init_weights(&full, &rng, KD_INIT_HE);
+    /* Running statistics away from 0 and 1, so evaluation-mode batch norm does something. */
+    for (size_t i = 0; i < full.n_buffers; i++) full.buffers[i] = 0.5f + 0.1f * (float)(i % 5);
+    memcpy(inf.params, full.params, full.n_params * sizeof *full.params);
+    memcpy(inf.buffers, full.buffers, full.n_buffers * sizeof *full.buffers);
+    float *x = malloc((size_t)B * D * sizeof *x), *want = malloc(B * 7 * sizeof *want);
+    for (size_t i = 0; i < (size_t)B * D; i++) x[i] = kd_rng_normal(&rng);
+    memcpy(want, kd_model_forward(&full, x, B, NULL), B * 7 * sizeof *want);
+    CHECK_FLOATS(kd_model_forward(&inf, x, B, NULL), want, B * 7, 1e-5, 1e-5);
+    /* A batch of one sample, and one of chunk + 1. */
+    CHECK_FLOATS(kd_model_forward(&inf, x + 200 * D, 1, NULL), want + 200 * 7, 7, 1e-5, 1e-5);
+    CHECK_FLOATS(kd_model_forward(&inf, x, 129, NULL), want, 129 * 7, 1e-5, 1e-5);
+    free(x);
+    free(want);
+    kd_model_free(&full);
+    kd_model_free(&inf);
+}

@@ -35,6 +35,14 @@
 #define KD_SPLIT_PIECES 8
 #define KD_SPLIT_MIN_K 16384
 
+static void blas(int trans_a, int trans_b, size_t M, size_t N, size_t K, float alpha,
+                 const float *A, size_t lda, const float *B, size_t ldb, float beta, float *C,
+                 size_t ldc) {
+    cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
+                trans_b ? CblasTrans : CblasNoTrans, (blasint)M, (blasint)N, (blasint)K, alpha, A,
+                (blasint)lda, B, (blasint)ldb, beta, C, (blasint)ldc);
+}
+
 /* C = alpha * sum over pieces of op(A_p) op(B_p) + beta * C, M * N <= KD_SMALL_OUTPUT. */
 static void sgemm_split_k(int trans_a, int trans_b, size_t M, size_t N, size_t K, float alpha,
                           const float *A, size_t lda, const float *B, size_t ldb, float beta,
@@ -46,10 +54,7 @@ static void sgemm_split_k(int trans_a, int trans_b, size_t M, size_t N, size_t K
         /* op(A) is [M, K]: columns k0.. of A, or rows k0.. of A^T; op(B) is [K, N] likewise. */
         const float *Ap = trans_a ? A + k0 * lda : A + k0;
         const float *Bp = trans_b ? B + k0 : B + k0 * ldb;
-        cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
-                    trans_b ? CblasTrans : CblasNoTrans, (blasint)M, (blasint)N,
-                    (blasint)(k1 - k0), 1.0f, Ap, (blasint)lda, Bp, (blasint)ldb, 0.0f, part[p],
-                    (blasint)N);
+        blas(trans_a, trans_b, M, N, k1 - k0, 1.0f, Ap, lda, Bp, ldb, 0.0f, part[p], N);
     }
     for (size_t i = 0; i < M; i++)
         for (size_t j = 0; j < N; j++) {
@@ -62,13 +67,13 @@ static void sgemm_split_k(int trans_a, int trans_b, size_t M, size_t N, size_t K
 
 unsigned long kd_hook_gemm_one_thread;
 int kd_gemm_small_rule = 1;
-void (*kd_hook_gemm_shape)(int trans_a, int trans_b, size_t M, size_t N, size_t K);
+void (*kd_hook_gemm_shape)(int trans_a, int trans_b, size_t M, size_t N, size_t K, int serial);
 
 void kd_sgemm(int trans_a, int trans_b, size_t M, size_t N, size_t K, float alpha,
               const float *A, size_t lda, const float *B, size_t ldb, float beta, float *C,
               size_t ldc) {
     if (M == 0 || N == 0) return;
-    if (kd_hook_gemm_shape) kd_hook_gemm_shape(trans_a, trans_b, M, N, K);
+    if (kd_hook_gemm_shape) kd_hook_gemm_shape(trans_a, trans_b, M, N, K, 0);
     KD_ASSERT(FITS_BLASINT(M) && FITS_BLASINT(N) && FITS_BLASINT(K) && FITS_BLASINT(lda) &&
               FITS_BLASINT(ldb) && FITS_BLASINT(ldc));
     if (M == 1 && !trans_a) {
@@ -97,10 +102,28 @@ void kd_sgemm(int trans_a, int trans_b, size_t M, size_t N, size_t K, float alph
         omp_set_num_threads(1);
         kd_hook_gemm_one_thread++;
     }
-    cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
-                trans_b ? CblasTrans : CblasNoTrans, (blasint)M, (blasint)N, (blasint)K, alpha, A,
-                (blasint)lda, B, (blasint)ldb, beta, C, (blasint)ldc);
+    blas(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     if (thin) omp_set_num_threads(nt);
+}
+
+void kd_sgemm_serial(int trans_a, int trans_b, size_t M, size_t N, size_t K, float alpha,
+                     const float *A, size_t lda, const float *B, size_t ldb, float beta, float *C,
+                     size_t ldc) {
+    if (M == 0 || N == 0) return;
+    if (kd_hook_gemm_shape) kd_hook_gemm_shape(trans_a, trans_b, M, N, K, 1);
+    KD_ASSERT(FITS_BLASINT(M) && FITS_BLASINT(N) && FITS_BLASINT(K) && FITS_BLASINT(lda) &&
+              FITS_BLASINT(ldb) && FITS_BLASINT(ldc));
+    /* Inside an active parallel region OpenBLAS already runs on the calling thread; a team of
+     * one (one thread configured) is not active, so the count is pinned for the call. Either
+     * way the same single-threaded OpenBLAS path computes it, whatever the team size. */
+    if (omp_in_parallel()) {
+        blas(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    const int nt = omp_get_max_threads();
+    if (nt > 1) omp_set_num_threads(1);
+    blas(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    if (nt > 1) omp_set_num_threads(nt);
 }
 
 void kd_sgemm_ref(int trans_a, int trans_b, size_t M, size_t N, size_t K, float alpha,

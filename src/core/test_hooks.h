@@ -21,8 +21,11 @@ extern int kd_fault_create_after;
 extern unsigned long kd_hook_gemm_one_thread;
 /* kd_sgemm: 0 turns the small-products rule off (tests/bench/bench_gemm.c times both sides). */
 extern int kd_gemm_small_rule;
-/* kd_sgemm: when set, called with every product's transposes and sizes before it runs, so a
- * benchmark can record the products of a step and time them alone (bench_cnn.c). */
-extern void (*kd_hook_gemm_shape)(int trans_a, int trans_b, size_t M, size_t N, size_t K);
+/* kd_sgemm, kd_sgemm_serial: when set, called with every product's transposes and sizes before
+ * it runs (serial: 1 from kd_sgemm_serial, one thread's share of a parallel loop, possibly on
+ * several threads at once), so a benchmark can record the products of a step and time them
+ * alone (bench_cnn.c). */
+extern void (*kd_hook_gemm_shape)(int trans_a, int trans_b, size_t M, size_t N, size_t K,
+                                  int serial);
 
 #endif

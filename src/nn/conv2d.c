@@ -1,7 +1,10 @@
 /* conv2d.c - 2-D convolution, torch.nn.Conv2d layout (NCHW, weight [out, in, kh, kw]), lowered
- * to sgemm through im2col columns kept in the model's shared workspace. The lowering, the
- * reordering around each product and col2im run on the OpenMP team, split by (sample, channel)
- * plane; each product is one sgemm over the chunk, which OpenBLAS spreads over the same team. */
+ * to sgemm through im2col, one sample at a time: the batch is cut into fixed pieces which the
+ * OpenMP team shares out, and each thread lowers a sample of its piece into its own columns,
+ * multiplies them on its own (kd_sgemm_serial) straight into the sample's NCHW output and, in
+ * backward, scatters the column gradient back, while the columns are still in its cache. No
+ * reordering around the products and no columns kept between forward and backward (backward
+ * lowers the sample again, cheaper than a pass over a whole batch of columns in memory). */
 #include <cJSON.h>
 #include <math.h>
 #include <string.h>
@@ -13,18 +16,14 @@
 #define CONV_MAX_CHANNELS ((size_t)1 << 20)
 #define CONV_MAX_KERNEL ((size_t)1 << 12)
 
-/* Samples per lowering chunk: enough that the column matrix [C*kh*kw, nb*OH*OW] gives sgemm a
- * wide N (tiny per-sample products run far below peak on OpenBLAS's threads), but bounded so the
- * columns of one chunk stay cache-sized and the workspace does not grow with the batch. */
-#ifndef CONV_COL_TARGET /* overridable (-DCONV_COL_TARGET=...) for benchmarking */
-#define CONV_COL_TARGET ((size_t)1 << 20)
-#endif
-
-/* A trainable layer keeps forward's columns in its cache for backward when they take at most
- * this many floats per sample (1 MiB; the Fashion-MNIST teacher's second conv needs 56K):
- * rebuilding them costs a pass over memory per step, keeping them costs K*OH*OW floats per
- * sample. Larger layers (big images) rebuild them in backward instead. */
-#define CONV_KEEP_COLUMNS ((size_t)1 << 18)
+/* The batch is cut into at most CONV_PIECES pieces of consecutive samples, fixed by the batch
+ * and the layer alone: each piece owns a slot of the workspace (its columns, its column
+ * gradient and its share of the weight and bias gradients), and the pieces' weight gradients
+ * are added in piece order at the end, so the bits never depend on the thread count. 16
+ * pieces let up to 16 threads work; fewer when the slots would pass CONV_SLOTS_BUDGET floats
+ * (large images, where a sample's columns alone take megabytes). */
+#define CONV_PIECES 16
+#define CONV_SLOTS_BUDGET ((size_t)1 << 24)
 
 typedef struct {
     size_t channels;         /* output channels */
@@ -98,10 +97,16 @@ static conv_dims dims_of(const kd_layer *l) {
     return d;
 }
 
-static size_t chunk_samples(const conv_dims *d, size_t B) {
-    size_t per = d->K * d->OHW, nb = per ? CONV_COL_TARGET / per : B;
-    if (nb < 1) nb = 1;
-    return nb < B ? nb : B;
+/* A piece's slot: columns [K, OHW], column gradient [K, OHW], weight gradient [O, K] and bias
+ * gradient [O], each rounded up to 64 bytes so every buffer sgemm touches starts aligned. */
+static size_t round16(size_t n) { return (n + 15) & ~(size_t)15; }
+static size_t slot_floats(const conv_dims *d) {
+    return 2 * round16(d->K * d->OHW) + round16(d->O * d->K) + round16(d->O);
+}
+static size_t n_pieces(const conv_dims *d, size_t B) {
+    size_t p = B < CONV_PIECES ? B : CONV_PIECES;
+    while (p > 1 && p * slot_floats(d) > CONV_SLOTS_BUDGET) p--;
+    return p ? p : 1;
 }
 
 static kd_status conv_configure(kd_layer *l, const cJSON *spec, kd_err *err) {
@@ -151,23 +156,9 @@ static int conv_tensors(const kd_layer *l, kd_tensor_decl *out) {
     return hp->bias ? 2 : 1;
 }
 
-/* Whether forward leaves the columns of the whole batch in l->cache, chunk after chunk
- * (chunk b0 at b0 * K * OHW, laid out [K, nb*OHW] as in the workspace). */
-static int keeps_columns(const kd_layer *l, const conv_dims *d) {
-    return l->dt[CONV_W] && d->K * d->OHW <= CONV_KEEP_COLUMNS;
-}
-
-static size_t conv_cache(const kd_layer *l, size_t B) {
-    conv_dims d = dims_of(l);
-    return keeps_columns(l, &d) ? B * d.K * d.OHW : 0;
-}
-
-/* Columns [K, nb*OHW] plus, when a chunk holds several samples, the product in [O, nb*OHW]
- * order before it is scattered into NCHW. */
 static size_t conv_workspace(const kd_layer *l, size_t B) {
     conv_dims d = dims_of(l);
-    size_t nb = chunk_samples(&d, B);
-    return d.K * nb * d.OHW + (nb > 1 ? d.O * nb * d.OHW : 0);
+    return n_pieces(&d, B) * slot_floats(&d);
 }
 
 static void conv_init(kd_layer *l, kd_rng *rng, int xavier) {
@@ -204,17 +195,6 @@ static void add_row(float *restrict dst, const float *restrict src, size_t n) {
         memcpy(dst + k, &a, sizeof a);
     }
     for (; k < n; k++) dst[k] += src[k];
-}
-/* dst = src + bias. */
-static void bias_row(float *restrict dst, const float *restrict src, float bias, size_t n) {
-    size_t k = 0;
-    for (; k + 8 <= n; k += 8) {
-        conv_v8 a;
-        memcpy(&a, src + k, sizeof a);
-        a += bias;
-        memcpy(dst + k, &a, sizeof a);
-    }
-    for (; k < n; k++) dst[k] = src[k] + bias;
 }
 /* Sum of src[0..n) with eight partial sums (a fixed order, so results stay deterministic). */
 static float row_sum(const float *src, size_t n) {
@@ -321,90 +301,102 @@ static void col2im(const conv_dims *d, float *col, size_t ld, float *xc) {
     }
 }
 
-/* im2col of samples [0, nb) of x into col (K, ld), sample b at column b*OHW: the (sample,
- * channel) units split among the OpenMP team. */
-static void im2col_chunk(const conv_dims *d, const float *x, size_t nb, float *col, size_t ld) {
-    const size_t C = d->C, HW = d->H * d->W, rows = d->KH * d->KW;
-#pragma omp parallel for schedule(static) if (KD_PAR(nb * d->K * d->OHW))
-    for (size_t bc = 0; bc < nb * C; bc++)
-        im2col(d, x + bc * HW, col + (bc % C) * rows * ld + (bc / C) * d->OHW, ld);
+/* The sgemm of a piece: on the calling thread when the pieces run on the team, else on the
+ * whole team (a batch too small to split). Both compute the same bits. */
+static void piece_sgemm(int serial, int ta, int tb, size_t M, size_t N, size_t K, const float *A,
+                        size_t lda, const float *B, size_t ldb, float beta, float *C, size_t ldc) {
+    if (serial) kd_sgemm_serial(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
+    else kd_sgemm(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
 }
 
-/* x (B, C, H, W) -> y (B, O, OH, OW). Per chunk of nb samples:
- *   col (K, nb*OHW) = im2col(x);  Y (O, nb*OHW) = W (O, K) col;  y[b][o][:] = Y[o][b*OHW:] + bias[o].
- * With one sample per chunk Y is already y[b], so sgemm writes there directly on top of the
- * bias (beta = 1). */
+/* Samples [b0, b1) of piece p of P. */
+static void piece_range(size_t B, size_t P, size_t p, size_t *b0, size_t *b1) {
+    *b0 = B * p / P;
+    *b1 = B * (p + 1) / P;
+}
+
+/* One sample's columns (K, OHW) from its input (C, H, W). */
+static void im2col_sample(const conv_dims *d, const float *x, float *col) {
+    const size_t HW = d->H * d->W, rows = d->KH * d->KW;
+    for (size_t c = 0; c < d->C; c++) im2col(d, x + c * HW, col + c * rows * d->OHW, d->OHW);
+}
+
+/* x (B, C, H, W) -> y (B, O, OH, OW). Per sample b: col (K, OHW) = im2col(x[b]);
+ * y[b] (O, OHW) = bias + W (O, K) col, the product written straight into y[b] (beta = 1 on top
+ * of the bias, or beta = 0 without one). */
 static void conv_forward(kd_layer *l, const float *x, float *y, size_t B, kd_ctx *ctx) {
     const conv_dims d = dims_of(l);
-    const size_t nb_max = chunk_samples(&d, B), in_n = d.C * d.H * d.W, out_n = d.O * d.OHW;
-    const int keep = keeps_columns(l, &d);
+    const size_t P = n_pieces(&d, B), slot = slot_floats(&d), in_n = d.C * d.H * d.W,
+                 out_n = d.O * d.OHW;
     const float *w = l->t[CONV_W], *bias = ((const conv_hp *)l->hp)->bias ? l->t[CONV_B] : NULL;
-    float *ybuf = ctx->workspace + d.K * nb_max * d.OHW;
-    for (size_t b0 = 0; b0 < B; b0 += nb_max) {
-        const size_t nb = B - b0 < nb_max ? B - b0 : nb_max, N = nb * d.OHW;
-        float *col = keep ? l->cache + b0 * d.K * d.OHW : ctx->workspace;
-        im2col_chunk(&d, x + b0 * in_n, nb, col, N);
-        if (nb == 1) {
-            float *yb = y + b0 * out_n, beta = 0.0f;
-            if (bias) {
+    const int par = P > 1 && KD_PAR(B * d.K * d.OHW);
+#pragma omp parallel for schedule(static) if (par)
+    for (size_t p = 0; p < P; p++) {
+        float *col = ctx->workspace + p * slot;
+        size_t b0, b1;
+        piece_range(B, P, p, &b0, &b1);
+        for (size_t b = b0; b < b1; b++) {
+            float *yb = y + b * out_n;
+            im2col_sample(&d, x + b * in_n, col);
+            if (bias)
                 for (size_t o = 0; o < d.O; o++)
-                    for (size_t p = 0; p < d.OHW; p++) yb[o * d.OHW + p] = bias[o];
-                beta = 1.0f;
-            }
-            kd_sgemm(0, 0, d.O, d.OHW, d.K, 1.0f, w, d.K, col, N, beta, yb, d.OHW);
-            continue;
-        }
-        kd_sgemm(0, 0, d.O, N, d.K, 1.0f, w, d.K, col, N, 0.0f, ybuf, N);
-        float *yc = y + b0 * out_n;
-#pragma omp parallel for schedule(static) if (KD_PAR(nb * out_n))
-        for (size_t bo = 0; bo < nb * d.O; bo++) {  /* (sample, output channel) planes */
-            const size_t b = bo / d.O, o = bo % d.O;
-            bias_row(yc + bo * d.OHW, ybuf + o * N + b * d.OHW, bias ? bias[o] : 0.0f, d.OHW);
+                    for (size_t q = 0; q < d.OHW; q++) yb[o * d.OHW + q] = bias[o];
+            piece_sgemm(par, 0, 0, d.O, d.OHW, d.K, w, d.K, col, d.OHW, bias ? 1.0f : 0.0f, yb,
+                        d.OHW);
         }
     }
 }
 
-/* Per chunk, with dY (O, nb*OHW) the output gradient in column order and col = im2col(x) (kept
- * from forward, or rebuilt from x for very large layers, see CONV_KEEP_COLUMNS):
- *   dW (O, K) += dY col^T;  db (O) += row sums of dY;  dcol (K, nb*OHW) = W^T dY;  dx = col2im(dcol). */
+/* Per sample b of piece p, with dY = dy[b] (O, OHW) and col = im2col(x[b]) rebuilt:
+ *   dW_p (O, K) += dY col^T;  db_p (O) += row sums of dY;  dcol (K, OHW) = W^T dY;
+ *   dx[b] = col2im(dcol).
+ * Then dW += dW_0 + dW_1 + ... in piece order (db likewise), split by element. */
 static void conv_backward(kd_layer *l, const float *x, const float *y, const float *dy,
                           float *dx, size_t B, kd_ctx *ctx) {
     (void)y;
     const conv_dims d = dims_of(l);
-    const size_t nb_max = chunk_samples(&d, B), in_n = d.C * d.H * d.W, out_n = d.O * d.OHW;
-    const int keep = keeps_columns(l, &d);
+    const size_t P = n_pieces(&d, B), slot = slot_floats(&d), in_n = d.C * d.H * d.W,
+                 out_n = d.O * d.OHW, kcols = round16(d.K * d.OHW), OK = d.O * d.K;
     const float *w = l->t[CONV_W];
     float *dw = l->dt[CONV_W], *db = ((const conv_hp *)l->hp)->bias ? l->dt[CONV_B] : NULL;
-    float *dcol = ctx->workspace, *ybuf = dcol + d.K * nb_max * d.OHW;
-    for (size_t b0 = 0; b0 < B; b0 += nb_max) {
-        const size_t nb = B - b0 < nb_max ? B - b0 : nb_max, N = nb * d.OHW;
-        const float *g = dy + b0 * out_n;  /* (O, N) view when nb == 1 */
-        const int par = KD_PAR(nb * out_n);
-        if (nb > 1) {
-            const float *dyc = dy + b0 * out_n;
+    const int par = P > 1 && KD_PAR(B * d.K * d.OHW);
+    if (B == 0) return;
 #pragma omp parallel for schedule(static) if (par)
-            for (size_t bo = 0; bo < nb * d.O; bo++) {
-                const size_t b = bo / d.O, o = bo % d.O;
-                memcpy(ybuf + o * N + b * d.OHW, dyc + bo * d.OHW, d.OHW * sizeof *ybuf);
-            }
-            g = ybuf;
+    for (size_t p = 0; p < P; p++) {
+        float *col = ctx->workspace + p * slot, *dcol = col + kcols, *dwp = dcol + kcols,
+              *dbp = dwp + round16(OK);
+        size_t b0, b1;
+        piece_range(B, P, p, &b0, &b1);
+        for (size_t b = b0; b < b1; b++) {
+            const float *g = dy + b * out_n;
+            im2col_sample(&d, x + b * in_n, col);
+            piece_sgemm(par, 0, 1, d.O, d.K, d.OHW, g, d.OHW, col, d.OHW, b > b0 ? 1.0f : 0.0f,
+                        dwp, d.K);
+            if (db)
+                for (size_t o = 0; o < d.O; o++)
+                    dbp[o] = (b > b0 ? dbp[o] : 0.0f) + row_sum(g + o * d.OHW, d.OHW);
+            if (!dx) continue;
+            piece_sgemm(par, 1, 0, d.K, d.OHW, d.O, w, d.K, g, d.OHW, 0.0f, dcol, d.OHW);
+            const size_t rows = d.KH * d.KW, HW = d.H * d.W;
+            for (size_t c = 0; c < d.C; c++)
+                col2im(&d, dcol + c * rows * d.OHW, d.OHW, dx + b * in_n + c * HW);
         }
-        if (db) {
-            /* One thread sums each channel's row: the order does not depend on the count. */
-#pragma omp parallel for schedule(static) if (par)
-            for (size_t o = 0; o < d.O; o++) db[o] += row_sum(g + o * N, N);
+    }
+    /* The pieces' sums, added in piece order by one thread per element. */
+    const float *parts = ctx->workspace + 2 * kcols;
+#pragma omp parallel for schedule(static) if (KD_PAR(P * OK))
+    for (size_t i = 0; i < OK; i++) {
+        float s = parts[i];
+        for (size_t p = 1; p < P; p++) s += parts[p * slot + i];
+        dw[i] += s;
+    }
+    if (db) {
+        const float *dbs = parts + round16(OK);
+        for (size_t o = 0; o < d.O; o++) {
+            float s = dbs[o];
+            for (size_t p = 1; p < P; p++) s += dbs[p * slot + o];
+            db[o] += s;
         }
-        const float *col = dcol;
-        if (keep) col = l->cache + b0 * d.K * d.OHW;
-        else im2col_chunk(&d, x + b0 * in_n, nb, dcol, N);
-        kd_sgemm(0, 1, d.O, d.K, N, 1.0f, g, N, col, N, 1.0f, dw, d.K);
-        if (!dx) continue;
-        kd_sgemm(1, 0, d.K, N, d.O, 1.0f, w, d.K, g, N, 0.0f, dcol, N);
-        float *dxc = dx + b0 * in_n;
-        const size_t HW = d.H * d.W, rows = d.KH * d.KW;
-#pragma omp parallel for schedule(static) if (KD_PAR(nb * d.K * d.OHW))
-        for (size_t bc = 0; bc < nb * d.C; bc++)  /* (sample, input channel) planes */
-            col2im(&d, dcol + (bc % d.C) * rows * N + (bc / d.C) * d.OHW, N, dxc + bc * HW);
     }
 }
 
@@ -488,7 +480,6 @@ const kd_layer_ops kd_layer_conv2d = {
     .hp_size = sizeof(conv_hp),
     .configure = conv_configure,
     .tensors = conv_tensors,
-    .cache_floats = conv_cache,
     .workspace_floats = conv_workspace,
     .init = conv_init,
     .forward = conv_forward,
