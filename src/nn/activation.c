@@ -68,9 +68,16 @@ static void leaky_relu_backward_kernel(const float *restrict x, const float *res
     });
 }
 
+static void relu_in_place_kernel(float *restrict y, size_t n) {
+    KD_VEC_FOR(i, n, y[i] = y[i] < 0.0f ? 0.0f : y[i]);
+}
+
+/* In place (y == x) when the model says so. Backward then reads the output where it reads x:
+ * y > 0 exactly where x > 0, so the gradient is the same. */
 static void relu_forward(kd_layer *l, const float *x, float *y, size_t B, kd_ctx *ctx) {
     (void)ctx;
-    KD_PAR_BLOCKS(act_count(l, B), o, k, relu_kernel(x + o, y + o, k));
+    if (x == y) KD_PAR_BLOCKS(act_count(l, B), o, k, relu_in_place_kernel(y + o, k));
+    else KD_PAR_BLOCKS(act_count(l, B), o, k, relu_kernel(x + o, y + o, k));
 }
 
 static void relu_backward(kd_layer *l, const float *x, const float *y, const float *dy, float *dx,
@@ -261,7 +268,7 @@ static kd_status gelu_export_c(const kd_layer *l, kd_c_emitter *em, kd_err *err)
     return act_c(l, em, "0.5f * v * (1.0f + erff(v * 0.707106781f))", err);
 }
 
-#define KD_ACTIVATION(name_, str_, hp_size_, configure_, describe_)                       \
+#define KD_ACTIVATION(name_, str_, hp_size_, configure_, describe_, in_place_, reads_y_)   \
     const kd_layer_ops kd_layer_##name_ = {                                                \
         .type = str_,                                                                      \
         .hp_size = hp_size_,                                                               \
@@ -271,11 +278,14 @@ static kd_status gelu_export_c(const kd_layer *l, kd_c_emitter *em, kd_err *err)
         .describe = describe_,                                                             \
         .export_onnx = name_##_export_onnx,                                                \
         .export_c = name_##_export_c,                                                      \
+        .in_place = in_place_,                                                             \
+        .backward_reads_output = reads_y_,                                                 \
     }
 
-KD_ACTIVATION(relu, "relu", 0, act_configure, NULL);
+KD_ACTIVATION(relu, "relu", 0, act_configure, NULL, 1, 0);
+/* leaky_relu stays out of place: with a negative slope the sign of y is not that of x. */
 KD_ACTIVATION(leaky_relu, "leaky_relu", sizeof(leaky_relu_hp), leaky_relu_configure,
-              leaky_relu_describe);
-KD_ACTIVATION(tanh, "tanh", 0, act_configure, NULL);
-KD_ACTIVATION(sigmoid, "sigmoid", 0, act_configure, NULL);
-KD_ACTIVATION(gelu, "gelu", 0, act_configure, NULL);
+              leaky_relu_describe, 0, 0);
+KD_ACTIVATION(tanh, "tanh", 0, act_configure, NULL, 0, 1);
+KD_ACTIVATION(sigmoid, "sigmoid", 0, act_configure, NULL, 0, 1);
+KD_ACTIVATION(gelu, "gelu", 0, act_configure, NULL, 0, 0);

@@ -7,6 +7,7 @@
  * lowers the sample again, cheaper than a pass over a whole batch of columns in memory). */
 #include <cJSON.h>
 #include <math.h>
+#include <omp.h>
 #include <string.h>
 
 #include "kd_gemm.h"
@@ -17,13 +18,10 @@
 #define CONV_MAX_KERNEL ((size_t)1 << 12)
 
 /* The batch is cut into at most CONV_PIECES pieces of consecutive samples, fixed by the batch
- * and the layer alone: each piece owns a slot of the workspace (its columns, its column
- * gradient and its share of the weight and bias gradients), and the pieces' weight gradients
- * are added in piece order at the end, so the bits never depend on the thread count. 16
- * pieces let up to 16 threads work; fewer when the slots would pass CONV_SLOTS_BUDGET floats
- * (large images, where a sample's columns alone take megabytes). */
+ * alone: each piece sums its samples' weight and bias gradients into its own part of the
+ * workspace, and the parts are added in piece order at the end, so the bits never depend on the
+ * thread count. Up to 16 threads share out the pieces; each lowers into its own columns. */
 #define CONV_PIECES 16
-#define CONV_SLOTS_BUDGET ((size_t)1 << 24)
 
 typedef struct {
     size_t channels;         /* output channels */
@@ -97,16 +95,20 @@ static conv_dims dims_of(const kd_layer *l) {
     return d;
 }
 
-/* A piece's slot: columns [K, OHW], column gradient [K, OHW], weight gradient [O, K] and bias
- * gradient [O], each rounded up to 64 bytes so every buffer sgemm touches starts aligned. */
+/* Workspace: one column slot per thread (columns [K, OHW] and column gradient [K, OHW]), then
+ * one gradient part per piece (weight [O, K], bias [O]); each buffer rounded up to 64 bytes so
+ * that every one sgemm touches starts aligned. */
 static size_t round16(size_t n) { return (n + 15) & ~(size_t)15; }
-static size_t slot_floats(const conv_dims *d) {
-    return 2 * round16(d->K * d->OHW) + round16(d->O * d->K) + round16(d->O);
-}
-static size_t n_pieces(const conv_dims *d, size_t B) {
-    size_t p = B < CONV_PIECES ? B : CONV_PIECES;
-    while (p > 1 && p * slot_floats(d) > CONV_SLOTS_BUDGET) p--;
-    return p ? p : 1;
+static size_t col_slot(const conv_dims *d) { return 2 * round16(d->K * d->OHW); }
+static size_t part_slot(const conv_dims *d) { return round16(d->O * d->K) + round16(d->O); }
+static size_t n_pieces(size_t B) { return B < CONV_PIECES ? B : B ? CONV_PIECES : 1; }
+/* Threads with a column slot: the machine's processors (fixed for the process, so the workspace
+ * reserved stays right when the thread count changes later), at most one per piece. A larger
+ * team set by hand runs the layer on this many. */
+static size_t n_slots(size_t P) {
+    static size_t procs;
+    if (!procs) procs = (size_t)omp_get_num_procs();
+    return P < procs ? P : procs;
 }
 
 static kd_status conv_configure(kd_layer *l, const cJSON *spec, kd_err *err) {
@@ -158,7 +160,20 @@ static int conv_tensors(const kd_layer *l, kd_tensor_decl *out) {
 
 static size_t conv_workspace(const kd_layer *l, size_t B) {
     conv_dims d = dims_of(l);
-    return n_pieces(&d, B) * slot_floats(&d);
+    const size_t P = n_pieces(B);
+    return n_slots(P) * col_slot(&d) + P * part_slot(&d);
+}
+
+/* The team for P pieces of a layer that reserved n_slots(P) column slots, and the slot of the
+ * calling thread (0 outside a parallel region). */
+static int team_size(size_t P) {
+    const size_t t = (size_t)omp_get_max_threads(), s = n_slots(P);
+    return (int)(t < s ? t : s);
+}
+static float *thread_cols(const conv_dims *d, float *ws, size_t P, int par) {
+    const size_t t = par ? (size_t)omp_get_thread_num() : 0;
+    KD_ASSERT(t < n_slots(P));
+    return ws + t * col_slot(d);
 }
 
 static void conv_init(kd_layer *l, kd_rng *rng, int xavier) {
@@ -326,13 +341,12 @@ static void im2col_sample(const conv_dims *d, const float *x, float *col) {
  * of the bias, or beta = 0 without one). */
 static void conv_forward(kd_layer *l, const float *x, float *y, size_t B, kd_ctx *ctx) {
     const conv_dims d = dims_of(l);
-    const size_t P = n_pieces(&d, B), slot = slot_floats(&d), in_n = d.C * d.H * d.W,
-                 out_n = d.O * d.OHW;
+    const size_t P = n_pieces(B), in_n = d.C * d.H * d.W, out_n = d.O * d.OHW;
     const float *w = l->t[CONV_W], *bias = ((const conv_hp *)l->hp)->bias ? l->t[CONV_B] : NULL;
     const int par = P > 1 && KD_PAR(B * d.K * d.OHW);
-#pragma omp parallel for schedule(static) if (par)
+#pragma omp parallel for schedule(static) num_threads(team_size(P)) if (par)
     for (size_t p = 0; p < P; p++) {
-        float *col = ctx->workspace + p * slot;
+        float *col = thread_cols(&d, ctx->workspace, P, par);
         size_t b0, b1;
         piece_range(B, P, p, &b0, &b1);
         for (size_t b = b0; b < b1; b++) {
@@ -354,17 +368,18 @@ static void conv_forward(kd_layer *l, const float *x, float *y, size_t B, kd_ctx
 static void conv_backward(kd_layer *l, const float *x, const float *y, const float *dy,
                           float *dx, size_t B, kd_ctx *ctx) {
     (void)y;
+    if (B == 0) return;
     const conv_dims d = dims_of(l);
-    const size_t P = n_pieces(&d, B), slot = slot_floats(&d), in_n = d.C * d.H * d.W,
-                 out_n = d.O * d.OHW, kcols = round16(d.K * d.OHW), OK = d.O * d.K;
+    const size_t P = n_pieces(B), in_n = d.C * d.H * d.W, out_n = d.O * d.OHW,
+                 kcols = round16(d.K * d.OHW), OK = d.O * d.K, part = part_slot(&d);
     const float *w = l->t[CONV_W];
     float *dw = l->dt[CONV_W], *db = ((const conv_hp *)l->hp)->bias ? l->dt[CONV_B] : NULL;
+    float *parts = ctx->workspace + n_slots(P) * col_slot(&d);
     const int par = P > 1 && KD_PAR(B * d.K * d.OHW);
-    if (B == 0) return;
-#pragma omp parallel for schedule(static) if (par)
+#pragma omp parallel for schedule(static) num_threads(team_size(P)) if (par)
     for (size_t p = 0; p < P; p++) {
-        float *col = ctx->workspace + p * slot, *dcol = col + kcols, *dwp = dcol + kcols,
-              *dbp = dwp + round16(OK);
+        float *col = thread_cols(&d, ctx->workspace, P, par), *dcol = col + kcols;
+        float *dwp = parts + p * part, *dbp = dwp + round16(OK);
         size_t b0, b1;
         piece_range(B, P, p, &b0, &b1);
         for (size_t b = b0; b < b1; b++) {
@@ -383,18 +398,17 @@ static void conv_backward(kd_layer *l, const float *x, const float *y, const flo
         }
     }
     /* The pieces' sums, added in piece order by one thread per element. */
-    const float *parts = ctx->workspace + 2 * kcols;
 #pragma omp parallel for schedule(static) if (KD_PAR(P * OK))
     for (size_t i = 0; i < OK; i++) {
         float s = parts[i];
-        for (size_t p = 1; p < P; p++) s += parts[p * slot + i];
+        for (size_t p = 1; p < P; p++) s += parts[p * part + i];
         dw[i] += s;
     }
     if (db) {
         const float *dbs = parts + round16(OK);
         for (size_t o = 0; o < d.O; o++) {
             float s = dbs[o];
-            for (size_t p = 1; p < P; p++) s += dbs[p * slot + o];
+            for (size_t p = 1; p < P; p++) s += dbs[p * part + o];
             db[o] += s;
         }
     }

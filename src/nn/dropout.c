@@ -21,10 +21,13 @@ static kd_status dropout_configure(kd_layer *l, const cJSON *spec, kd_err *err) 
     return KD_OK;
 }
 
-/* out = a * b elementwise (restrict + KD_VEC_FOR: vectorised at -O2). */
+/* out = a * b elementwise (restrict + KD_VEC_FOR: vectorised at -O2), and a *= b. */
 static void mul_kernel(const float *restrict a, const float *restrict b, float *restrict out,
                        size_t n) {
     KD_VEC_FOR(i, n, out[i] = a[i] * b[i]);
+}
+static void mul_in_place_kernel(float *restrict a, const float *restrict b, size_t n) {
+    KD_VEC_FOR(i, n, a[i] *= b[i]);
 }
 
 /* The mask (scale or 0 per element) is kept from forward to backward. */
@@ -78,7 +81,8 @@ static void dropout_forward(kd_layer *l, const float *x, float *y, size_t B, kd_
     const uint64_t keep_from = (uint64_t)ceil((double)p * 16777216.0);
     draw_mask(l->cache, begin, begin + n, total, keep_from, 1.0f / (1.0f - p), ctx->rng);
     const float *mask = l->cache;
-    KD_PAR_BLOCKS(n, o, k, mul_kernel(x + o, mask + o, y + o, k));
+    if (x == y) KD_PAR_BLOCKS(n, o, k, mul_in_place_kernel(y + o, mask + o, k));
+    else KD_PAR_BLOCKS(n, o, k, mul_kernel(x + o, mask + o, y + o, k));
 }
 
 static void dropout_backward(kd_layer *l, const float *x, const float *y, const float *dy,
@@ -127,4 +131,5 @@ const kd_layer_ops kd_layer_dropout = {
     .describe = dropout_describe,
     .export_onnx = dropout_export_onnx,
     .export_c = dropout_export_c,
+    .in_place = 1,  /* backward reads only the mask */
 };

@@ -15,6 +15,7 @@ static kd_status flatten_configure(kd_layer *l, const cJSON *spec, kd_err *err) 
     return KD_OK;
 }
 
+/* In place (y == x) the values are already where they belong: nothing to do. */
 static void flatten_forward(kd_layer *l, const float *x, float *y, size_t B, kd_ctx *ctx) {
     (void)ctx;
     kd_par_copy(y, x, B * l->out.d[0]);
@@ -51,4 +52,5 @@ const kd_layer_ops kd_layer_flatten = {
     .backward = flatten_backward,
     .export_onnx = flatten_export_onnx,
     .export_c = flatten_export_c,
+    .in_place = 1,
 };

@@ -215,6 +215,7 @@ void kd_init_fill(float *w, size_t n, size_t fan_in, size_t fan_out, kd_rng *rng
 }
 
 void kd_par_copy(float *dst, const float *src, size_t n) {
+    if (dst == src) return;
     KD_PAR_BLOCKS(n, o, k, memcpy(dst + o, src + o, k * sizeof *dst));
 }
 

@@ -64,6 +64,12 @@ typedef struct {
      * NULL: the format cannot express this layer; the exporter says so and names the layer. */
     kd_status (*export_onnx)(const kd_layer *l, kd_onnx_emitter *em, kd_err *err);
     kd_status (*export_c)(const kd_layer *l, kd_c_emitter *em, kd_err *err);
+    /* Runs in place: forward accepts y == x (overwriting its input), and backward, handed its
+     * output as x too (x == y), computes the same gradients. The model then lets the layer
+     * write over the previous layer's output (kd_model_reserve says when). */
+    int in_place;
+    /* backward reads its y (the layer's output), so no later layer may write over it. */
+    int backward_reads_output;
 } kd_layer_ops;
 
 #define KD_LAYER_MAX_TENSORS 5
@@ -191,7 +197,7 @@ static inline float kd_float_if(uint32_t cond, float v) {
     } while (0)
 
 /* dst = src and dst = 0 over n floats, shared by the team as above (activation copies,
- * zeroed planes). */
+ * zeroed planes); a copy onto itself (an in-place layer) does nothing. */
 void kd_par_copy(float *dst, const float *src, size_t n);
 void kd_par_zero(float *dst, size_t n);
 

@@ -345,6 +345,17 @@ static size_t widest_inner(const kd_model *m) {
     return w;
 }
 
+/* Whether layer i of a training model writes its output over layer i-1's (the layer allows it,
+ * and nothing reads layer i-1's output after layer i has run: not layer i-1's backward, and
+ * not layer i-1 itself running in place, whose backward reads its own output as its input).
+ * Layer 0 never does: its input is the caller's batch. Saves the activation memory of every
+ * ReLU after a convolution, dense or pooling layer, and of most dropouts and flattens. */
+static int runs_in_place(const kd_model *m, size_t i) {
+    if (i == 0 || !m->layers[i].ops->in_place) return 0;
+    const kd_layer_ops *prev = m->layers[i - 1].ops;
+    return !prev->backward_reads_output && !runs_in_place(m, i - 1);
+}
+
 kd_status kd_model_reserve(kd_model *m, size_t B, kd_err *err) {
     if (B <= m->batch_cap) return KD_OK;
     kd_status st = KD_OK;
@@ -367,8 +378,9 @@ kd_status kd_model_reserve(kd_model *m, size_t B, kd_err *err) {
         const kd_layer *l = &m->layers[i];
         size_t out_n = kd_shape_numel(&l->out), n_act, n_cache;
         if (out_n > max_numel) max_numel = out_n;
-        if (i + 1 == m->n_layers) bad |= kd_mul_size(out_n, B, &n_out);
-        else if (!chunked) bad |= kd_mul_size(out_n, B, &n_act) || add_aligned(&act_total, n_act);
+        if (chunked && i + 1 == m->n_layers) bad |= kd_mul_size(out_n, B, &n_out);
+        else if (!chunked && !runs_in_place(m, i))
+            bad |= kd_mul_size(out_n, B, &n_act) || add_aligned(&act_total, n_act);
         n_cache = l->ops->cache_floats ? l->ops->cache_floats(l, nb) : 0;
         bad |= add_aligned(&cache_total, n_cache);
         size_t w = l->ops->workspace_floats ? l->ops->workspace_floats(l, nb) : 0;
@@ -406,6 +418,8 @@ kd_status kd_model_reserve(kd_model *m, size_t B, kd_err *err) {
         kd_layer *l = &m->layers[i];
         if (chunked && i + 1 < m->n_layers) {
             acts[i] = i % 2 ? pong : ping;
+        } else if (!chunked && runs_in_place(m, i)) {
+            acts[i] = acts[i - 1];
         } else {
             acts[i] = act_mem + act_off;
             add_aligned(&act_off, kd_shape_numel(&l->out) * B);
