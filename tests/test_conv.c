@@ -303,6 +303,57 @@ KD_TEST(maxpool_ties_route_gradient_to_first_max) {
     kd_model_free(&m);
 }
 
+/* The 2x2 stride-2 max pool on even planes (a vectorised path, four windows at a time, the last
+ * four of a row overlapping when the width is not a multiple of four): values from {0, 1, 2}
+ * make ties everywhere; the output is each window's maximum and the gradient goes to the first
+ * maximum in scan order, as a loop written here says, for rows of 1 to 8 windows. */
+KD_TEST(maxpool2x2_rows_of_any_width_match_the_scan_rule) {
+    static const size_t shapes[][2] = {{4, 14}, {6, 16}, {2, 10}, {2, 6}, {4, 2}, {2, 8}};
+    kd_rng r;
+    kd_rng_seed(&r, 17);
+    for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
+        const size_t B = 2, C = 3, H = shapes[k][0], W = shapes[k][1], OH = H / 2, OW = W / 2;
+        kd_shape in = {3, {C, H, W}};
+        kd_model m;
+        kd_err err;
+        if (build(&m, &in, "[{\"type\":\"maxpool2d\",\"kernel\":2}]", B, &err)) {
+            kd_test_fail(__FILE__, __LINE__, "%s", err.msg);
+            kd_model_free(&m);
+            continue;
+        }
+        const size_t nx = B * C * H * W, ny = B * C * OH * OW;
+        float *x = malloc(nx * sizeof *x), *dy = malloc(ny * sizeof *dy);
+        float *dx = malloc(nx * sizeof *dx), *want_dx = calloc(nx, sizeof *want_dx);
+        float *want_y = malloc(ny * sizeof *want_y);
+        for (size_t i = 0; i < nx; i++) x[i] = (float)(kd_rng_u64(&r) % 3);
+        for (size_t i = 0; i < ny; i++) dy[i] = (float)(i + 1);
+        for (size_t p = 0; p < B * C; p++)
+            for (size_t oh = 0; oh < OH; oh++)
+                for (size_t ow = 0; ow < OW; ow++) {
+                    const size_t first = p * H * W + 2 * oh * W + 2 * ow;
+                    const size_t at[4] = {first, first + 1, first + W, first + W + 1};
+                    size_t best = at[0];
+                    for (int q = 1; q < 4; q++)
+                        if (x[at[q]] > x[best]) best = at[q];
+                    const size_t o = p * OH * OW + oh * OW + ow;
+                    want_y[o] = x[best];
+                    want_dx[best] = dy[o];
+                }
+        kd_ctx ctx = {1, NULL, NULL};
+        const float *y = kd_model_forward(&m, x, B, &ctx);
+        CHECK_FLOATS(y, want_y, ny, 0, 0);
+        kd_layer *l = &m.layers[0];
+        l->ops->backward(l, x, y, dy, dx, B, &ctx);
+        CHECK_FLOATS(dx, want_dx, nx, 0, 0);
+        free(x);
+        free(dy);
+        free(dx);
+        free(want_dx);
+        free(want_y);
+        kd_model_free(&m);
+    }
+}
+
 KD_TEST(global_avgpool_forward_backward) {
     kd_shape in = {3, {2, 2, 3}};
     kd_model m;

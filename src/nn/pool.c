@@ -94,12 +94,60 @@ static int is_pool2x2(const kd_layer *l) {
            l->in.d[1] == 2 * l->out.d[1] && l->in.d[2] == 2 * l->out.d[2];
 }
 
+/* Four windows at a time with SSE-width vectors (GCC/Clang vector extensions; -O3 without
+ * -mavx): the same comparisons lane by lane as the scalar form below, so the same values and
+ * indices. A row's last four windows are done as one more vector overlapping the previous ones
+ * (rewriting a window gives the same results), so only rows narrower than four are scalar. */
+typedef float pool_v4f __attribute__((vector_size(16)));
+typedef uint32_t pool_v4u __attribute__((vector_size(16)));
+typedef int32_t pool_v4i __attribute__((vector_size(16)));
+
+static pool_v4f v4_load(const float *p) {
+    pool_v4f v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+/* Lanes of a where mask (all ones) holds, else b's: whole bit patterns, as the scalar selects. */
+static pool_v4f v4_select(pool_v4i mask, pool_v4f a, pool_v4f b) {
+    pool_v4u ua, ub, m = (pool_v4u)mask;
+    memcpy(&ua, &a, sizeof ua);
+    memcpy(&ub, &b, sizeof ub);
+    ua = (ua & m) | (ub & ~m);
+    memcpy(&a, &ua, sizeof a);
+    return a;
+}
+
+/* Windows ow..ow+3 of output row oh. */
+static void maxpool2x2_quad(const float *r0, const float *r1, float *y, uint32_t *a,
+                            uint32_t base, size_t ow, uint32_t W) {
+    const pool_v4f p0 = v4_load(r0 + 2 * ow), p1 = v4_load(r0 + 2 * ow + 4);
+    const pool_v4f q0 = v4_load(r1 + 2 * ow), q1 = v4_load(r1 + 2 * ow + 4);
+    const pool_v4i even = {0, 2, 4, 6}, odd = {1, 3, 5, 7};
+    const pool_v4f va = __builtin_shuffle(p0, p1, even), vb = __builtin_shuffle(p0, p1, odd);
+    const pool_v4f vc = __builtin_shuffle(q0, q1, even), vd = __builtin_shuffle(q0, q1, odd);
+    const pool_v4i ba = vb > va, dc = vd > vc;  /* -1 (true) or 0 per lane */
+    const pool_v4f m1 = v4_select(ba, vb, va), m2 = v4_select(dc, vd, vc);
+    const pool_v4i lower = m2 > m1;
+    const pool_v4f out = v4_select(lower, m2, m1);
+    const pool_v4u col = {0, 2, 4, 6}, ba1 = (pool_v4u)-ba, dc1 = (pool_v4u)-dc;
+    const pool_v4u idx = base + (uint32_t)(2 * ow) + col + ba1 + ((W + dc1 - ba1) & (pool_v4u)lower);
+    memcpy(y + ow, &out, sizeof out);
+    memcpy(a + ow, &idx, sizeof idx);
+}
+
 static void maxpool2x2_plane(const float *restrict xp, float *restrict yp,
                              uint32_t *restrict ap, size_t OH, size_t OW) {
     const size_t W = 2 * OW;
     for (size_t oh = 0; oh < OH; oh++) {
         const float *r0 = xp + 2 * oh * W, *r1 = r0 + W;
         const uint32_t base = (uint32_t)(2 * oh * W);
+        if (OW >= 4) {
+            for (size_t ow = 0; ow + 4 <= OW; ow += 4)
+                maxpool2x2_quad(r0, r1, yp + oh * OW, ap + oh * OW, base, ow, (uint32_t)W);
+            if (OW % 4)
+                maxpool2x2_quad(r0, r1, yp + oh * OW, ap + oh * OW, base, OW - 4, (uint32_t)W);
+            continue;
+        }
         for (size_t ow = 0; ow < OW; ow++) {
             const float a = r0[2 * ow], b = r0[2 * ow + 1], c = r1[2 * ow], d = r1[2 * ow + 1];
             /* Comparisons as 0/1 integers, not branches: which element wins is data, and a
@@ -113,6 +161,27 @@ static void maxpool2x2_plane(const float *restrict xp, float *restrict yp,
     }
 }
 
+/* The gradients of windows ow..ow+3 of output row oh into rows r0, r1 of the input plane. */
+static void maxpool2x2_quad_backward(const float *dyr, const uint32_t *ar, float *r0, float *r1,
+                                     uint32_t base, size_t ow, uint32_t W) {
+    const pool_v4f g = v4_load(dyr + ow), zero = {0, 0, 0, 0};
+    pool_v4u k;
+    memcpy(&k, ar + ow, sizeof k);
+    const pool_v4u col = {0, 2, 4, 6};
+    k -= base + (uint32_t)(2 * ow) + col;  /* 0, 1, W or W + 1 per lane */
+    const pool_v4f e0 = v4_select((pool_v4i)(k == 0), g, zero),
+                   e1 = v4_select((pool_v4i)(k == 1), g, zero),
+                   e2 = v4_select((pool_v4i)(k == W), g, zero),
+                   e3 = v4_select((pool_v4i)(k == W + 1), g, zero);
+    const pool_v4i lo = {0, 4, 1, 5}, hi = {2, 6, 3, 7};
+    const pool_v4f t0 = __builtin_shuffle(e0, e1, lo), t1 = __builtin_shuffle(e0, e1, hi);
+    const pool_v4f b0 = __builtin_shuffle(e2, e3, lo), b1 = __builtin_shuffle(e2, e3, hi);
+    memcpy(r0 + 2 * ow, &t0, sizeof t0);
+    memcpy(r0 + 2 * ow + 4, &t1, sizeof t1);
+    memcpy(r1 + 2 * ow, &b0, sizeof b0);
+    memcpy(r1 + 2 * ow + 4, &b1, sizeof b1);
+}
+
 /* Writes every input of the plane once (the gradient or 0): no separate clearing pass. */
 static void maxpool2x2_plane_backward(const float *restrict dyp, const uint32_t *restrict ap,
                                       float *restrict dxp, size_t OH, size_t OW) {
@@ -120,6 +189,15 @@ static void maxpool2x2_plane_backward(const float *restrict dyp, const uint32_t 
     for (size_t oh = 0; oh < OH; oh++) {
         float *r0 = dxp + 2 * oh * W, *r1 = r0 + W;
         const uint32_t base = (uint32_t)(2 * oh * W);
+        if (OW >= 4) {
+            for (size_t ow = 0; ow + 4 <= OW; ow += 4)
+                maxpool2x2_quad_backward(dyp + oh * OW, ap + oh * OW, r0, r1, base, ow,
+                                         (uint32_t)W);
+            if (OW % 4)
+                maxpool2x2_quad_backward(dyp + oh * OW, ap + oh * OW, r0, r1, base, OW - 4,
+                                         (uint32_t)W);
+            continue;
+        }
         for (size_t ow = 0; ow < OW; ow++) {
             const float g = dyp[oh * OW + ow];
             const uint32_t k = ap[oh * OW + ow] - base - (uint32_t)(2 * ow);  /* 0, 1, W, W+1 */
