@@ -18,12 +18,17 @@
 /* Small products (output layers, thin students) ran faster on one thread than on two on this
  * class of machine (pthreads OpenBLAS): 128x10x1200 took 50 us on one thread, 123 us on two;
  * 128x64x784 127 us vs 278 us; from 128x128x784 (12.8M multiply-adds) on, two threads won. So
- * products under 8M multiply-adds run on one thread. So do products with a tiny output and a
+ * products under 8M multiply-adds ran on one thread (now 2M, below). So do products with a tiny output and a
  * short reduction, which OpenBLAS cannot split between threads usefully. With the OpenMP build
  * the switch is omp_set_num_threads (OpenBLAS reads the OpenMP count on every call), a store
  * into libgomp's per-thread settings. tests/bench/bench_gemm.c times both sides of this rule
- * under the current build. */
-#define KD_SMALL_MACS 8e6
+ * under the current build: with the OpenMP build the 6.4M-multiply-add 128x64x784 product ran
+ * faster on the team on both machines measured (Intel: 88 vs 133 us; AMD EPYC: 120 vs 159 us),
+ * while the 1.5M output layers were split (Intel: team 36 vs 46 us; AMD: one thread 74 vs 86 and
+ * 125 us), and one sample's 3.6M-multiply-add conv2 product ran faster on the team (AMD: 64
+ * vs 97 us). So the cut is 2M: output layers stay on one thread, everything wider goes to the
+ * team. */
+#define KD_SMALL_MACS 2e6
 #define KD_SMALL_OUTPUT 1024
 
 /* A tiny output with a long reduction (a first conv layer's weight gradient, 32x9 summed over
