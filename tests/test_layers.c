@@ -165,6 +165,27 @@ KD_TEST(layers_dropout_eval_identity_and_training_statistics) {
     kd_rng_seed(&rng, 6);
     y = kd_model_forward(&m, x, 2, &train);
     CHECK(memcmp(y, first, 2 * N * sizeof *y) != 0);
+    /* The next forward of the same run draws a new mask too (a new key from the RNG). */
+    kd_rng_seed(&rng, 5);
+    (void)kd_model_forward(&m, x, 2, &train);
+    y = kd_model_forward(&m, x, 2, &train);
+    CHECK(memcmp(y, first, 2 * N * sizeof *y) != 0);
+
+    /* Neighbours are independent: the two elements of each 64-bit word (and each element and
+     * the next word's) are both dropped about p^2 = 9% of the time, over 20 masks of 8000. */
+    size_t pairs = 0, both_word = 0, both_next = 0;
+    kd_rng_seed(&rng, 7);
+    for (int rep = 0; rep < 20; rep++) {
+        y = kd_model_forward(&m, x, 2, &train);
+        for (size_t i = 0; i + 2 < 2 * N; i += 2) {
+            pairs++;
+            both_word += y[i] == 0.0f && y[i + 1] == 0.0f;
+            both_next += y[i + 1] == 0.0f && y[i + 2] == 0.0f;
+        }
+    }
+    /* 79,980 pairs, Bernoulli(0.09): sd ~ 81, so +-400 is ~5 sd. */
+    CHECK(both_word > 7198 - 400 && both_word < 7198 + 400);
+    CHECK(both_next > 7198 - 400 && both_next < 7198 + 400);
     free(dy);
     free(dx);
     free(x);

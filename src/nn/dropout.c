@@ -1,6 +1,6 @@
 /* dropout.c - inverted dropout: in training each element is zeroed with probability p and the
  * survivors are scaled by 1 / (1 - p), so evaluation is the identity with no rescaling. The mask
- * is drawn serially (one RNG stream); applying it runs on the OpenMP team. */
+ * is counter-based (draw_mask), so the OpenMP team draws and applies it block by block. */
 #include <cJSON.h>
 #include <math.h>
 #include <string.h>
@@ -33,35 +33,29 @@ static void mul_in_place_kernel(float *restrict a, const float *restrict b, size
 /* The mask (scale or 0 per element) is kept from forward to backward. */
 static size_t dropout_cache(const kd_layer *l, size_t B) { return B * kd_shape_numel(&l->in); }
 
-/* Elements [begin, end) of a mask of `total` elements into mask[0..end - begin). Element e
- * comes from draw e / 2 of rng, bits 40-63 when e is even and 16-39 when odd (two 24-bit
- * uniforms u per 64-bit draw); it keeps its input (scale) when u >= keep_from = ceil(p * 2^24),
- * i.e. u / 2^24 >= p, compared as integers. Every draw of the whole mask is taken, so rng ends
- * where one process drawing all `total` elements leaves it (data-parallel shards draw the rows
- * of the other ranks too, and skip them). */
-static void draw_mask(float *mask, size_t begin, size_t end, size_t total, uint64_t keep_from,
-                      float scale, kd_rng *state) {
-    kd_rng rng = *state;  /* a local copy stays in registers */
-    size_t e = begin - begin % 2;  /* the first element of begin's draw */
-    for (size_t d = 0; d < e / 2; d++) (void)kd_rng_u64(&rng);
-    if (begin < end) {
-        size_t i = 0;
-        if (begin % 2) {
-            mask[i++] = kd_float_if(((kd_rng_u64(&rng) >> 16) & 0xffffff) >= keep_from, scale);
-            e += 2;
-        }
-        for (; e + 1 < end; e += 2, i += 2) {
-            uint64_t r = kd_rng_u64(&rng);
-            mask[i] = kd_float_if((r >> 40) >= keep_from, scale);
-            mask[i + 1] = kd_float_if(((r >> 16) & 0xffffff) >= keep_from, scale);
-        }
-        if (e < end) {
-            mask[i] = kd_float_if((kd_rng_u64(&rng) >> 40) >= keep_from, scale);
-            e += 2;
-        }
+/* The mask is counter-based: one 64-bit key per forward from the run's RNG (one draw, so the
+ * run's RNG advances the same on every rank and a resumed run repeats it), and element e of the
+ * global batch's mask from mix(key + (e / 2 + 1) * golden), splitmix64's output function on a
+ * Weyl sequence (as Java's SplittableRandom): bits 40-63 for even e, 16-39 for odd e, two
+ * 24-bit uniforms u per word. An element keeps its input (scale) when u >= keep_from =
+ * ceil(p * 2^24), i.e. u / 2^24 >= p, compared as integers. Any element can be drawn on its
+ * own, so the team draws the mask in blocks, and a data-parallel shard draws just its rows of
+ * the global batch's mask: the same bits on any thread count and any number of ranks. */
+static uint64_t mask_word(uint64_t key, uint64_t w) {
+    uint64_t z = key + (w + 1) * 0x9e3779b97f4a7c15ULL;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+/* mask[0..n) = elements [e0, e0 + n) of the mask. */
+static void draw_mask(float *mask, uint64_t e0, size_t n, uint64_t key, uint64_t keep_from,
+                      float scale) {
+    for (size_t i = 0; i < n; i++) {
+        const uint64_t e = e0 + i, r = mask_word(key, e / 2);
+        const uint64_t u = e % 2 ? (r >> 16) & 0xffffff : r >> 40;
+        mask[i] = kd_float_if(u >= keep_from, scale);
     }
-    for (; e < total; e += 2) (void)kd_rng_u64(&rng);
-    *state = rng;
 }
 
 static void dropout_forward(kd_layer *l, const float *x, float *y, size_t B, kd_ctx *ctx) {
@@ -72,17 +66,18 @@ static void dropout_forward(kd_layer *l, const float *x, float *y, size_t B, kd_
         kd_par_copy(y, x, n);
         return;
     }
-    /* Draw the mask first (one RNG stream: serial, and cheap next to the layers around it),
-     * then apply it in parallel blocks. A data-parallel shard takes its rows of the global
-     * batch's mask. */
-    const size_t begin = l->shard ? l->shard->row0 * F : 0;
-    const size_t total = l->shard ? l->shard->rows * F : n;
-    KD_ASSERT(begin + n <= total);
+    /* A data-parallel shard takes its rows of the global batch's mask (elements from begin). */
+    const uint64_t begin = l->shard ? (uint64_t)l->shard->row0 * F : 0;
     const uint64_t keep_from = (uint64_t)ceil((double)p * 16777216.0);
-    draw_mask(l->cache, begin, begin + n, total, keep_from, 1.0f / (1.0f - p), ctx->rng);
-    const float *mask = l->cache;
-    if (x == y) KD_PAR_BLOCKS(n, o, k, mul_in_place_kernel(y + o, mask + o, k));
-    else KD_PAR_BLOCKS(n, o, k, mul_kernel(x + o, mask + o, y + o, k));
+    const uint64_t key = kd_rng_u64(ctx->rng);
+    const float scale = 1.0f / (1.0f - p);
+    float *mask = l->cache;
+    /* Each block's mask drawn and applied while it is in cache. */
+    KD_PAR_BLOCKS(n, o, k, {
+        draw_mask(mask + o, begin + o, k, key, keep_from, scale);
+        if (x == y) mul_in_place_kernel(y + o, mask + o, k);
+        else mul_kernel(x + o, mask + o, y + o, k);
+    });
 }
 
 static void dropout_backward(kd_layer *l, const float *x, const float *y, const float *dy,
