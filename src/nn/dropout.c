@@ -48,14 +48,19 @@ static uint64_t mask_word(uint64_t key, uint64_t w) {
     return z ^ (z >> 31);
 }
 
-/* mask[0..n) = elements [e0, e0 + n) of the mask. */
+/* mask[0..n) = elements [e0, e0 + n) of the mask: one word per pair of elements. */
 static void draw_mask(float *mask, uint64_t e0, size_t n, uint64_t key, uint64_t keep_from,
                       float scale) {
-    for (size_t i = 0; i < n; i++) {
-        const uint64_t e = e0 + i, r = mask_word(key, e / 2);
-        const uint64_t u = e % 2 ? (r >> 16) & 0xffffff : r >> 40;
-        mask[i] = kd_float_if(u >= keep_from, scale);
+    size_t i = 0;
+    if (n && e0 % 2) {  /* an odd first element: the second half of its word */
+        mask[i++] = kd_float_if(((mask_word(key, e0 / 2) >> 16) & 0xffffff) >= keep_from, scale);
     }
+    for (; i + 1 < n; i += 2) {
+        const uint64_t r = mask_word(key, (e0 + i) / 2);
+        mask[i] = kd_float_if((r >> 40) >= keep_from, scale);
+        mask[i + 1] = kd_float_if(((r >> 16) & 0xffffff) >= keep_from, scale);
+    }
+    if (i < n) mask[i] = kd_float_if((mask_word(key, (e0 + i) / 2) >> 40) >= keep_from, scale);
 }
 
 static void dropout_forward(kd_layer *l, const float *x, float *y, size_t B, kd_ctx *ctx) {
