@@ -74,13 +74,21 @@ unsigned long kd_hook_gemm_one_thread;
 int kd_gemm_small_rule = 1;
 void (*kd_hook_gemm_shape)(int trans_a, int trans_b, size_t M, size_t N, size_t K, int serial);
 
+/* What every product does first: nothing to compute (0), else the benchmark hook and the
+ * blasint check (see FITS_BLASINT). */
+static int begin_product(int trans_a, int trans_b, size_t M, size_t N, size_t K, size_t lda,
+                         size_t ldb, size_t ldc, int serial) {
+    if (M == 0 || N == 0) return 0;
+    if (kd_hook_gemm_shape) kd_hook_gemm_shape(trans_a, trans_b, M, N, K, serial);
+    KD_ASSERT(FITS_BLASINT(M) && FITS_BLASINT(N) && FITS_BLASINT(K) && FITS_BLASINT(lda) &&
+              FITS_BLASINT(ldb) && FITS_BLASINT(ldc));
+    return 1;
+}
+
 void kd_sgemm(int trans_a, int trans_b, size_t M, size_t N, size_t K, float alpha,
               const float *A, size_t lda, const float *B, size_t ldb, float beta, float *C,
               size_t ldc) {
-    if (M == 0 || N == 0) return;
-    if (kd_hook_gemm_shape) kd_hook_gemm_shape(trans_a, trans_b, M, N, K, 0);
-    KD_ASSERT(FITS_BLASINT(M) && FITS_BLASINT(N) && FITS_BLASINT(K) && FITS_BLASINT(lda) &&
-              FITS_BLASINT(ldb) && FITS_BLASINT(ldc));
+    if (!begin_product(trans_a, trans_b, M, N, K, lda, ldb, ldc, 0)) return;
     if (M == 1 && !trans_a) {
         /* A single row (one-sample inference): OpenBLAS's sgemm pays ~20 us of set-up here,
          * sgemv does not. C[1,N] = alpha * op(B)^T-as-matrix-vector + beta * C. */
@@ -114,10 +122,7 @@ void kd_sgemm(int trans_a, int trans_b, size_t M, size_t N, size_t K, float alph
 void kd_sgemm_serial(int trans_a, int trans_b, size_t M, size_t N, size_t K, float alpha,
                      const float *A, size_t lda, const float *B, size_t ldb, float beta, float *C,
                      size_t ldc) {
-    if (M == 0 || N == 0) return;
-    if (kd_hook_gemm_shape) kd_hook_gemm_shape(trans_a, trans_b, M, N, K, 1);
-    KD_ASSERT(FITS_BLASINT(M) && FITS_BLASINT(N) && FITS_BLASINT(K) && FITS_BLASINT(lda) &&
-              FITS_BLASINT(ldb) && FITS_BLASINT(ldc));
+    if (!begin_product(trans_a, trans_b, M, N, K, lda, ldb, ldc, 1)) return;
     /* Inside an active parallel region OpenBLAS already runs on the calling thread; a team of
      * one (one thread configured) is not active, so the count is pinned for the call. Either
      * way the same single-threaded OpenBLAS path computes it, whatever the team size. */

@@ -101,14 +101,18 @@ static conv_dims dims_of(const kd_layer *l) {
 static size_t round16(size_t n) { return (n + 15) & ~(size_t)15; }
 static size_t col_slot(const conv_dims *d) { return 2 * round16(d->K * d->OHW); }
 static size_t part_slot(const conv_dims *d) { return round16(d->O * d->K) + round16(d->O); }
-static size_t n_pieces(size_t B) { return B < CONV_PIECES ? B : B ? CONV_PIECES : 1; }
+static size_t n_pieces(size_t B) { return B == 0 ? 1 : B < CONV_PIECES ? B : CONV_PIECES; }
 /* Threads with a column slot: the machine's processors (fixed for the process, so the workspace
  * reserved stays right when the thread count changes later), at most one per piece. A larger
  * team set by hand runs the layer on this many. */
 static size_t n_slots(size_t P) {
-    static size_t procs;
-    if (!procs) procs = (size_t)omp_get_num_procs();
-    return P < procs ? P : procs;
+    static size_t procs;  /* read once (atomically: replicas may build models concurrently) */
+    size_t n = __atomic_load_n(&procs, __ATOMIC_RELAXED);
+    if (!n) {
+        n = (size_t)omp_get_num_procs();
+        __atomic_store_n(&procs, n, __ATOMIC_RELAXED);
+    }
+    return P < n ? P : n;
 }
 
 static kd_status conv_configure(kd_layer *l, const cJSON *spec, kd_err *err) {

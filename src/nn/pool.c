@@ -94,7 +94,8 @@ static int is_pool2x2(const kd_layer *l) {
            l->in.d[1] == 2 * l->out.d[1] && l->in.d[2] == 2 * l->out.d[2];
 }
 
-/* Four windows at a time with SSE-width vectors (GCC/Clang vector extensions; -O3 without
+/* Four windows at a time with SSE-width vectors (vector extensions and __builtin_shufflevector,
+ * which GCC 12 and Clang both know; -O3 without
  * -mavx): the same comparisons lane by lane as the scalar form below, so the same values and
  * indices. A row's last four windows are done as one more vector overlapping the previous ones
  * (rewriting a window gives the same results), so only rows narrower than four are scalar. */
@@ -122,9 +123,10 @@ static void maxpool2x2_quad(const float *r0, const float *r1, float *y, uint32_t
                             uint32_t base, size_t ow, uint32_t W) {
     const pool_v4f p0 = v4_load(r0 + 2 * ow), p1 = v4_load(r0 + 2 * ow + 4);
     const pool_v4f q0 = v4_load(r1 + 2 * ow), q1 = v4_load(r1 + 2 * ow + 4);
-    const pool_v4i even = {0, 2, 4, 6}, odd = {1, 3, 5, 7};
-    const pool_v4f va = __builtin_shuffle(p0, p1, even), vb = __builtin_shuffle(p0, p1, odd);
-    const pool_v4f vc = __builtin_shuffle(q0, q1, even), vd = __builtin_shuffle(q0, q1, odd);
+    const pool_v4f va = __builtin_shufflevector(p0, p1, 0, 2, 4, 6),
+                   vb = __builtin_shufflevector(p0, p1, 1, 3, 5, 7);
+    const pool_v4f vc = __builtin_shufflevector(q0, q1, 0, 2, 4, 6),
+                   vd = __builtin_shufflevector(q0, q1, 1, 3, 5, 7);
     const pool_v4i ba = vb > va, dc = vd > vc;  /* -1 (true) or 0 per lane */
     const pool_v4f m1 = v4_select(ba, vb, va), m2 = v4_select(dc, vd, vc);
     const pool_v4i lower = m2 > m1;
@@ -173,9 +175,10 @@ static void maxpool2x2_quad_backward(const float *dyr, const uint32_t *ar, float
                    e1 = v4_select((pool_v4i)(k == 1), g, zero),
                    e2 = v4_select((pool_v4i)(k == W), g, zero),
                    e3 = v4_select((pool_v4i)(k == W + 1), g, zero);
-    const pool_v4i lo = {0, 4, 1, 5}, hi = {2, 6, 3, 7};
-    const pool_v4f t0 = __builtin_shuffle(e0, e1, lo), t1 = __builtin_shuffle(e0, e1, hi);
-    const pool_v4f b0 = __builtin_shuffle(e2, e3, lo), b1 = __builtin_shuffle(e2, e3, hi);
+    const pool_v4f t0 = __builtin_shufflevector(e0, e1, 0, 4, 1, 5),
+                   t1 = __builtin_shufflevector(e0, e1, 2, 6, 3, 7);
+    const pool_v4f b0 = __builtin_shufflevector(e2, e3, 0, 4, 1, 5),
+                   b1 = __builtin_shufflevector(e2, e3, 2, 6, 3, 7);
     memcpy(r0 + 2 * ow, &t0, sizeof t0);
     memcpy(r0 + 2 * ow + 4, &t1, sizeof t1);
     memcpy(r1 + 2 * ow, &b0, sizeof b0);
