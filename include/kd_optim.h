@@ -28,6 +28,12 @@ kd_optim_cfg kd_optim_defaults(kd_optim_kind kind);
  * Semantics follow torch.optim (SGD dampening 0; Nesterov as in torch). */
 double kd_optim_step(const kd_optim_cfg *cfg, float *params, float *grads, float *m, float *v,
                      size_t n, float lr, uint64_t step);
+/* The same update, leaving every gradient 0 (each chunk zeroed right after its update, while in
+ * cache): what the trainer calls, so the next backward accumulates from zero without a separate
+ * pass over the gradients. The returned norm and the new parameters and moments are the same
+ * bits as kd_optim_step's. */
+double kd_optim_step_and_zero(const kd_optim_cfg *cfg, float *params, float *grads, float *m,
+                              float *v, size_t n, float lr, uint64_t step);
 
 typedef enum { KD_SCHED_CONSTANT = 0, KD_SCHED_STEP = 1, KD_SCHED_COSINE = 2 } kd_sched_kind;
 

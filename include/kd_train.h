@@ -197,6 +197,10 @@ typedef struct {
     uint32_t *views;           /* (batch_cap) each sample's view, with a cache of views */
     const float *zt[KD_MAX_TEACHERS];  /* this step's teacher logits */
     uint64_t step;     /* optimizer steps taken; a resumed run sets it */
+    /* The model's gradients are all 0: the last step's optimizer zeroed them as it used them
+     * (kd_optim_step_and_zero). Otherwise (a new trainer, a step that stopped between backward
+     * and the update) the next step zeroes them first. */
+    int grads_clean;
     kd_trainer_dp dp;
 } kd_trainer;
 

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "kd_optim.h"
+#include "kd_rng.h"
 #include "kd_test.h"
 
 #define NP 3     /* parameters in the reference problem */
@@ -290,4 +291,51 @@ KD_TEST(sched_cosine_warmup_step_by_hand) {
     k.kind = KD_SCHED_CONSTANT;
     k.base_lr = 0.25f;
     CHECK_CLOSE(kd_sched_lr(&k, 12345), 0.25, 0, 0);
+}
+
+/* kd_optim_step_and_zero (what the trainer calls) makes the same update as kd_optim_step, bit
+ * for bit, and leaves every gradient 0, for SGD with momentum, Adam and AdamW, with and without
+ * clipping, over more than one 16K-float chunk (test_step checks that a training step leaves
+ * the model's gradients at 0). */
+KD_TEST(optim_step_and_zero_matches_step_and_clears_gradients) {
+    enum { N = 40000 };
+    float *p1 = malloc(N * sizeof *p1), *p2 = malloc(N * sizeof *p2);
+    float *g1 = malloc(N * sizeof *g1), *g2 = malloc(N * sizeof *g2);
+    float *m1 = calloc(N, sizeof *m1), *m2 = calloc(N, sizeof *m2);
+    float *v1 = calloc(N, sizeof *v1), *v2 = calloc(N, sizeof *v2);
+    const kd_optim_kind kinds[] = {KD_OPT_SGD, KD_OPT_ADAM, KD_OPT_ADAMW};
+    kd_rng r;
+    kd_rng_seed(&r, 4);
+    for (int k = 0; k < 3; k++)
+        for (int clip = 0; clip < 2; clip++) {
+            kd_optim_cfg c = kd_optim_defaults(kinds[k]);
+            c.momentum = 0.9f;
+            c.weight_decay = 0.01f;
+            c.clip_norm = clip ? 1.0f : 0.0f;
+            for (size_t i = 0; i < N; i++) p1[i] = p2[i] = kd_rng_normal(&r);
+            memset(m1, 0, N * sizeof *m1);
+            memset(m2, 0, N * sizeof *m2);
+            memset(v1, 0, N * sizeof *v1);
+            memset(v2, 0, N * sizeof *v2);
+            for (uint64_t t = 1; t <= 3; t++) {
+                for (size_t i = 0; i < N; i++) g1[i] = g2[i] = kd_rng_normal(&r);
+                double n1 = kd_optim_step(&c, p1, g1, m1, v1, N, 0.01f, t);
+                double n2 = kd_optim_step_and_zero(&c, p2, g2, m2, v2, N, 0.01f, t);
+                CHECK(n1 == n2);
+            }
+            CHECK(memcmp(p1, p2, N * sizeof *p1) == 0);
+            CHECK(memcmp(m1, m2, N * sizeof *m1) == 0);
+            CHECK(memcmp(v1, v2, N * sizeof *v1) == 0);
+            size_t nonzero = 0;
+            for (size_t i = 0; i < N; i++) nonzero += g2[i] != 0.0f;
+            CHECK_EQ_INT(nonzero, 0);
+        }
+    free(p1);
+    free(p2);
+    free(g1);
+    free(g2);
+    free(m1);
+    free(m2);
+    free(v1);
+    free(v2);
 }

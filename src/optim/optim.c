@@ -2,6 +2,7 @@
  * gradient-norm clipping, as flat loops over the model's parameter layout (torch.optim
  * semantics), in chunks that the OpenMP team shares. */
 #include <math.h>
+#include <string.h>
 
 #include "kd_common.h"
 #include "kd_optim.h"
@@ -108,7 +109,7 @@ static void update(const kd_optim_cfg *cfg, const adam_consts *ac, float *p, con
 /* Returns sum(grads^2); with do_update, updates each chunk after its sum (no clipping). */
 static double chunked_pass(const kd_optim_cfg *cfg, const adam_consts *ac, float *params,
                            float *grads, float *m, float *v, size_t n, float lr, uint64_t step,
-                           int do_update) {
+                           int do_update, int zero) {
     const size_t n_chunks = (n + NORM_CHUNK - 1) / NORM_CHUNK;
     const int par = KD_PAR(n);
     double part[ROUND_CHUNKS], sumsq = 0.0;
@@ -118,23 +119,28 @@ static double chunked_pass(const kd_optim_cfg *cfg, const adam_consts *ac, float
         for (size_t k = r0; k < r1; k++) {
             const size_t off = k * NORM_CHUNK, len = n - off < NORM_CHUNK ? n - off : NORM_CHUNK;
             part[k - r0] = kd_dot(grads + off, grads + off, len);
-            if (do_update)
+            if (do_update) {
                 update(cfg, ac, params + off, grads + off, m ? m + off : NULL, v ? v + off : NULL,
                        len, lr, step);
+                if (zero) memset(grads + off, 0, len * sizeof *grads);
+            }
         }
         for (size_t k = r0; k < r1; k++) sumsq += part[k - r0];
     }
     return sumsq;
 }
 
-double kd_optim_step(const kd_optim_cfg *cfg, float *params, float *grads, float *m, float *v,
-                     size_t n, float lr, uint64_t step) {
+/* kd_optim_step, zeroing each 16K-float chunk of gradients right after its update when zero is
+ * set (the chunk is still in cache: no separate pass over the gradients before the next
+ * backward). */
+static double step_impl(const kd_optim_cfg *cfg, float *params, float *grads, float *m, float *v,
+                        size_t n, float lr, uint64_t step, int zero) {
     KD_ASSERT(cfg && params && grads);
     adam_consts ac = {0};
     if (cfg->kind != KD_OPT_SGD) ac = adam_prepare(cfg, lr, step);
     if (!(cfg->clip_norm > 0.0f))
-        return sqrt(chunked_pass(cfg, &ac, params, grads, m, v, n, lr, step, 1));
-    double norm = sqrt(chunked_pass(cfg, &ac, params, grads, m, v, n, lr, step, 0));
+        return sqrt(chunked_pass(cfg, &ac, params, grads, m, v, n, lr, step, 1, zero));
+    double norm = sqrt(chunked_pass(cfg, &ac, params, grads, m, v, n, lr, step, 0, 0));
     /* torch.nn.utils.clip_grad_norm_: scale by clip / (norm + 1e-6) only when that is below 1.
      * A NaN norm fails the comparison and leaves the gradient as it is; the caller sees the NaN
      * in the returned norm. */
@@ -148,6 +154,17 @@ double kd_optim_step(const kd_optim_cfg *cfg, float *params, float *grads, float
             for (size_t i = off; i < off + len; i++) grads[i] *= s;
         update(cfg, &ac, params + off, grads + off, m ? m + off : NULL, v ? v + off : NULL, len,
                lr, step);
+        if (zero) memset(grads + off, 0, len * sizeof *grads);
     }
     return norm;
+}
+
+double kd_optim_step(const kd_optim_cfg *cfg, float *params, float *grads, float *m, float *v,
+                     size_t n, float lr, uint64_t step) {
+    return step_impl(cfg, params, grads, m, v, n, lr, step, 0);
+}
+
+double kd_optim_step_and_zero(const kd_optim_cfg *cfg, float *params, float *grads, float *m,
+                              float *v, size_t n, float lr, uint64_t step) {
+    return step_impl(cfg, params, grads, m, v, n, lr, step, 1);
 }

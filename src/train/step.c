@@ -139,7 +139,8 @@ kd_status kd_trainer_step(kd_trainer *t, const float *x, const int32_t *y, const
         correct += kd_argmax(zs + i * C, C) == (size_t)y[i];
     }
     if (dp) kd_dp_scale_dlogits(t, n);
-    kd_model_zero_grad(m);
+    if (!t->grads_clean) kd_model_zero_grad(m);
+    t->grads_clean = 0;
     kd_model_backward(m, x, t->dlogits, n, &sctx);
     float lr = kd_sched_lr(s->sched, t->step);
     size_t n_all = n;  /* samples of the step over every rank */
@@ -158,8 +159,9 @@ kd_status kd_trainer_step(kd_trainer *t, const float *x, const int32_t *y, const
     }
     /* Every sample of a data-parallel global batch was left out (data.skip_bad): no update. */
     if (n_all == 0 && dp) return KD_OK;
-    double gnorm = kd_optim_step(s->optim, m->params, m->grads, m->m, m->v, m->n_params, lr,
-                                 t->step + 1);
+    double gnorm = kd_optim_step_and_zero(s->optim, m->params, m->grads, m->m, m->v,
+                                          m->n_params, lr, t->step + 1);
+    t->grads_clean = 1;
     if (!isfinite(gnorm))
         return kd_err_set(err, KD_ENUMERIC, "gradient norm is %s", nan_or_inf(gnorm));
     t->step++;
