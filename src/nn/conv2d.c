@@ -235,11 +235,12 @@ static void add_strided(float *restrict dst, const float *restrict src, size_t n
     for (size_t k = 0; k < n; k++) dst[k * S] += src[k];
 }
 
-/* The KH*KW rows (ld apart) that one channel of one sample contributes to the columns, from
- * its plane xc (H, W): col[i*KW + j][oh*OW + ow] = xc[oh*S - P + i][ow*S - P + j], zero
- * outside (col points at row c*KH*KW of the whole matrix). One call per (sample, channel): the
- * unit the OpenMP team splits. */
-static void im2col(const conv_dims *d, const float *xc, float *col, size_t ld) {
+/* The KH*KW rows (OH*OW floats each) that one channel of one sample contributes to the
+ * sample's columns, from its plane xc (H, W): col[i*KW + j][oh*OW + ow] =
+ * xc[oh*S - P + i][ow*S - P + j], zero outside (col points at row c*KH*KW of the sample's
+ * matrix). */
+static void im2col(const conv_dims *d, const float *xc, float *col) {
+    const size_t ld = d->OHW;
     const size_t OW = d->OW, S = d->S, P = d->P, W = d->W;
     /* Stride 1 with OW == W ("same" width): a col row is the input plane shifted by
      * (i - P) * W + (j - P) as one flat array, so one memcpy per row plus re-zeroing the few
@@ -284,11 +285,12 @@ static void im2col(const conv_dims *d, const float *xc, float *col, size_t ld) {
 }
 
 /* The plane xc (H, W) of channel c of one sample = the sum of its KH*KW column-gradient rows
- * (col, ld apart), the adjoint of im2col; overlapping windows add in a fixed order within the
+ * (col, OH*OW floats each), the adjoint of im2col; overlapping windows add in a fixed order within the
  * plane's one thread. In the stride-1 same-width case the columns that correspond to padding
  * are zeroed first (col is scratch), so each row is added back as one long flat run, mirroring
  * im2col's fast path. */
-static void col2im(const conv_dims *d, float *col, size_t ld, float *xc) {
+static void col2im(const conv_dims *d, float *col, float *xc) {
+    const size_t ld = d->OHW;
     const size_t OW = d->OW, S = d->S, P = d->P, W = d->W;
     const int flat = S == 1 && OW == W;
     memset(xc, 0, d->H * W * sizeof *xc);
@@ -321,7 +323,8 @@ static void col2im(const conv_dims *d, float *col, size_t ld, float *xc) {
 }
 
 /* The sgemm of a piece: on the calling thread when the pieces run on the team, else on the
- * whole team (a batch too small to split). Both compute the same bits. */
+ * whole team (a batch or layer too small to split). Which one runs depends on the batch and the
+ * layer, never on the thread count. */
 static void piece_sgemm(int serial, int ta, int tb, size_t M, size_t N, size_t K, const float *A,
                         size_t lda, const float *B, size_t ldb, float beta, float *C, size_t ldc) {
     if (serial) kd_sgemm_serial(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
@@ -337,7 +340,7 @@ static void piece_range(size_t B, size_t P, size_t p, size_t *b0, size_t *b1) {
 /* One sample's columns (K, OHW) from its input (C, H, W). */
 static void im2col_sample(const conv_dims *d, const float *x, float *col) {
     const size_t HW = d->H * d->W, rows = d->KH * d->KW;
-    for (size_t c = 0; c < d->C; c++) im2col(d, x + c * HW, col + c * rows * d->OHW, d->OHW);
+    for (size_t c = 0; c < d->C; c++) im2col(d, x + c * HW, col + c * rows * d->OHW);
 }
 
 /* x (B, C, H, W) -> y (B, O, OH, OW). Per sample b: col (K, OHW) = im2col(x[b]);
@@ -398,7 +401,7 @@ static void conv_backward(kd_layer *l, const float *x, const float *y, const flo
             piece_sgemm(par, 1, 0, d.K, d.OHW, d.O, w, d.K, g, d.OHW, 0.0f, dcol, d.OHW);
             const size_t rows = d.KH * d.KW, HW = d.H * d.W;
             for (size_t c = 0; c < d.C; c++)
-                col2im(&d, dcol + c * rows * d.OHW, d.OHW, dx + b * in_n + c * HW);
+                col2im(&d, dcol + c * rows * d.OHW, dx + b * in_n + c * HW);
         }
     }
     /* The pieces' sums, added in piece order by one thread per element. */
