@@ -558,6 +558,14 @@ KD_TEST(cnn_stack_gradcheck) {
         "{\"type\":\"conv2d\",\"channels\":3,\"kernel\":[2,1]},{\"type\":\"global_avgpool\"},"
         "{\"type\":\"batchnorm\"},{\"type\":\"dense\",\"units\":2}]";
     CHECK_EQ_INT(kd_gradcheck(&in3, json2, 4, 42, 1, GC_TOL), 0);
+    /* batchnorm -> maxpool2d 2x2 -> relu, which the model runs fused (the direct walk of the
+     * layers' own backward must agree with it, as must the finite differences). */
+    kd_shape in4 = {3, {2, 8, 6}};
+    const char *json3 =
+        "[{\"type\":\"conv2d\",\"channels\":3,\"kernel\":3,\"padding\":1},"
+        "{\"type\":\"batchnorm\"},{\"type\":\"maxpool2d\",\"kernel\":2},{\"type\":\"relu\"},"
+        "{\"type\":\"flatten\"},{\"type\":\"dense\",\"units\":3}]";
+    CHECK_EQ_INT(kd_gradcheck(&in4, json3, 3, 43, 1, GC_TOL), 0);
 }
 
 /* ---- shapes ---- */

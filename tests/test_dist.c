@@ -238,22 +238,31 @@ static void *replica_main(void *arg) {
  * dropout: two replicas on shards of the batch, their statistics summed by the fake
  * allreduce, give the whole batch's logits row for row, gradients that add up to the whole
  * batch's, and the same running statistics; with 7 rows (shards of 4 and 3) and with 1 row
- * (one shard empty). The inputs have a mean of 3 so the shift of the sums matters. */
+ * (one shard empty). The inputs have a mean of 3 so the shift of the sums matters. The same
+ * for a fused batchnorm -> maxpool2d -> relu group after a convolution on [2, 4, 4]. */
 KD_TEST(dist_sync_batchnorm_two_replicas_equal_one_model) {
-    const kd_shape in = {3, {2, 3, 3}};
-    const char *json = "[{\"type\":\"batchnorm\"},{\"type\":\"flatten\"},"
-                       "{\"type\":\"dense\",\"units\":6},{\"type\":\"batchnorm\"},"
-                       "{\"type\":\"relu\"},{\"type\":\"dropout\",\"p\":0.3},"
-                       "{\"type\":\"dense\",\"units\":4}]";
-    enum { MAXR = 7, D = 18, C = 4 };
+    const kd_shape ins[2] = {{3, {2, 3, 3}}, {3, {2, 4, 4}}};
+    const char *jsons[2] = {
+        "[{\"type\":\"batchnorm\"},{\"type\":\"flatten\"},"
+        "{\"type\":\"dense\",\"units\":6},{\"type\":\"batchnorm\"},"
+        "{\"type\":\"relu\"},{\"type\":\"dropout\",\"p\":0.3},"
+        "{\"type\":\"dense\",\"units\":4}]",
+        "[{\"type\":\"conv2d\",\"channels\":2,\"kernel\":3,\"padding\":1},"
+        "{\"type\":\"batchnorm\"},{\"type\":\"maxpool2d\",\"kernel\":2},{\"type\":\"relu\"},"
+        "{\"type\":\"flatten\"},{\"type\":\"dense\",\"units\":6},{\"type\":\"batchnorm\"},"
+        "{\"type\":\"relu\"},{\"type\":\"dropout\",\"p\":0.3},"
+        "{\"type\":\"dense\",\"units\":4}]"};
+    enum { MAXR = 7, MAXD = 32, C = 4 };
     const size_t cases[2] = {MAXR, 1};
-    for (size_t c = 0; c < 2; c++) {
-        const size_t rows = cases[c];
+    for (size_t c = 0; c < 4; c++) {
+        const size_t rows = cases[c % 2], D = kd_shape_numel(&ins[c / 2]);
+        const kd_shape in = ins[c / 2];
+        const char *json = jsons[c / 2];
         kd_model whole, rep[2];
         if (!build(&whole, &in, json, MAXR, 5) || !build(&rep[0], &in, json, MAXR, 5) ||
             !build(&rep[1], &in, json, MAXR, 5))
             return;
-        float x[MAXR * D], dy[MAXR * C];
+        float x[MAXR * MAXD], dy[MAXR * C];
         kd_rng data;
         kd_rng_seed(&data, 100 + c);
         for (size_t i = 0; i < MAXR * D; i++) x[i] = 3.0f + kd_rng_normal(&data);

@@ -113,15 +113,17 @@ KD_TEST(threads_each_layer_gives_the_same_bits_on_any_thread_count) {
     free(got);
 }
 
-/* A small CNN with every parallel kernel on [3, 12, 12] inputs; its dense layer makes more than
- * two optimizer chunks of parameters. */
+/* A small CNN with every parallel kernel on [3, 12, 12] inputs (a fused batchnorm -> maxpool ->
+ * relu group, and a batch norm on its own); its dense layer makes more than two optimizer
+ * chunks of parameters. */
 #define SB 8
 #define SD (3 * 12 * 12)
 #define CNN                                                                                \
     "[{\"type\":\"conv2d\",\"channels\":8,\"kernel\":3,\"padding\":1},"                    \
-    "{\"type\":\"batchnorm\"},{\"type\":\"relu\"},{\"type\":\"maxpool2d\",\"kernel\":2},"  \
+    "{\"type\":\"batchnorm\"},{\"type\":\"maxpool2d\",\"kernel\":2},{\"type\":\"relu\"},"  \
     "{\"type\":\"conv2d\",\"channels\":8,\"kernel\":3,\"stride\":2,\"padding\":1},"        \
-    "{\"type\":\"leaky_relu\"},{\"type\":\"flatten\"},{\"type\":\"dropout\",\"p\":0.2},"   \
+    "{\"type\":\"batchnorm\"},{\"type\":\"leaky_relu\"},{\"type\":\"flatten\"},"            \
+    "{\"type\":\"dropout\",\"p\":0.2},"                                                   \
     "{\"type\":\"dense\",\"units\":600},{\"type\":\"gelu\"},{\"type\":\"layernorm\"},"     \
     "{\"type\":\"dense\",\"units\":5}]"
 

@@ -74,21 +74,12 @@ static size_t bn_workspace(const kd_layer *l, size_t B) {
 /* The two per-channel sums of batch norm, in a fixed order whatever the thread count. First
  * the block terms of every (sample, channel) plane, planes split among the threads in memory
  * order (x is read as one stream): terms (B, C, nblk). Then per channel the terms in (sample,
- * block) order, the order of one serial pass over the samples. dot = 0: s = sum(a - shift),
- * q = sum((a - shift)^2) with shift = shifts[c]; dot = 1: s = sum(a), q = sum(a * (b - shift)). */
-static void channel_sums(const float *a, const float *b, const float *shifts, size_t shift_stride,
-                         size_t B, size_t C, size_t S, int dot, double *ws, double *s, double *q) {
-    const size_t nblk = (S + KD_REDUCE_BLOCK - 1) / KD_REDUCE_BLOCK;
-    double *ts = ws, *tq = ws + B * C * nblk;
-    const int par = KD_PAR(B * C * S);
-#pragma omp parallel for schedule(static) if (par)
-    for (size_t bc = 0; bc < B * C; bc++) {
-        const float shift = shifts[(bc % C) * shift_stride];
-        double *s_blk = ts + bc * nblk, *q_blk = tq + bc * nblk;
-        if (dot) kd_sum_dot_shifted_blocks(a + bc * S, b + bc * S, S, shift, s_blk, q_blk);
-        else kd_sum_sq_shifted_blocks(a + bc * S, S, shift, s_blk, q_blk);
-    }
-#pragma omp parallel for schedule(static) if (par)
+ * block) order, the order of one serial pass over the samples (fold_terms). dot = 0:
+ * s = sum(a - shift), q = sum((a - shift)^2) with shift = shifts[c]; dot = 1: s = sum(a),
+ * q = sum(a * (b - shift)). */
+static void fold_terms(const double *ts, const double *tq, size_t B, size_t C, size_t nblk,
+                       double *s, double *q) {
+#pragma omp parallel for schedule(static) if (KD_PAR(B * C * nblk * KD_REDUCE_BLOCK))
     for (size_t c = 0; c < C; c++) {
         double sc = 0.0, qc = 0.0;
         for (size_t b0 = 0; b0 < B; b0++)
@@ -99,6 +90,20 @@ static void channel_sums(const float *a, const float *b, const float *shifts, si
         s[c] = sc;
         q[c] = qc;
     }
+}
+
+static void channel_sums(const float *a, const float *b, const float *shifts, size_t shift_stride,
+                         size_t B, size_t C, size_t S, int dot, double *ws, double *s, double *q) {
+    const size_t nblk = (S + KD_REDUCE_BLOCK - 1) / KD_REDUCE_BLOCK;
+    double *ts = ws, *tq = ws + B * C * nblk;
+#pragma omp parallel for schedule(static) if (KD_PAR(B * C * S))
+    for (size_t bc = 0; bc < B * C; bc++) {
+        const float shift = shifts[(bc % C) * shift_stride];
+        double *s_blk = ts + bc * nblk, *q_blk = tq + bc * nblk;
+        if (dot) kd_sum_dot_shifted_blocks(a + bc * S, b + bc * S, S, shift, s_blk, q_blk);
+        else kd_sum_sq_shifted_blocks(a + bc * S, S, shift, s_blk, q_blk);
+    }
+    fold_terms(ts, tq, B, C, nblk, s, q);
 }
 
 static void bn_init(kd_layer *l, kd_rng *rng, int xavier) {
@@ -139,14 +144,14 @@ static double bn_sync_sums(const kd_layer *l, const float *x, size_t n, double *
  *   running_var  = (1 - m) running_var  + m var * N / (N - 1)   (unbiased, as PyTorch).
  * Eval: the same with running_mean / running_var in place of the batch statistics.
  * The statistics come from one pass of sums shifted by the channel's first value, accumulated
- * in double (channel_sums: the same bits on any thread count). Normalising splits the (sample,
- * channel) planes among the threads. */
-static void bn_forward(kd_layer *l, const float *x, float *y, size_t B, kd_ctx *ctx) {
+ * in double (channel_sums: the same bits on any thread count). bn_prepare computes them into
+ * the cache (mean, inv_std, N) and returns 0 when there is nothing to normalise (no rank has
+ * a sample); normalising then splits the (sample, channel) planes among the threads. */
+static int bn_prepare(kd_layer *l, const float *x, size_t B, kd_ctx *ctx) {
     const bn_hp *hp = l->hp;
     const size_t C = n_channels(l), S = n_spatial(l), N = B * S;
     float *mean_c = l->cache, *inv_std = l->cache + C;
     float *run_mean = l->t[BN_MEAN], *run_var = l->t[BN_VAR];
-    const int par = KD_PAR(B * C * S);
     double n_all = (double)N;
     if (ctx->training) {
         double *s = (double *)ctx->workspace, *q = s + C;
@@ -157,7 +162,7 @@ static void bn_forward(kd_layer *l, const float *x, float *y, size_t B, kd_ctx *
             n_all = bn_sync_sums(l, x, N, s);
             shift = run_mean;
             stride = 1;
-            if (n_all == 0.0) return;  /* no rank has a sample: nothing to normalise or learn */
+            if (n_all == 0.0) return 0;
         }
         const double m = hp->momentum;
         for (size_t c = 0; c < C; c++) {
@@ -181,8 +186,17 @@ static void bn_forward(kd_layer *l, const float *x, float *y, size_t B, kd_ctx *
         }
     }
     memcpy(l->cache + 2 * C, &n_all, sizeof n_all);
+    return 1;
+}
+
+/* y = k * (x - mean) + bias with k = weight * inv_std, per channel: these float operations are
+ * batch norm's output, fused or not. */
+static void bn_forward(kd_layer *l, const float *x, float *y, size_t B, kd_ctx *ctx) {
+    if (!bn_prepare(l, x, B, ctx)) return;
+    const size_t C = n_channels(l), S = n_spatial(l);
+    const float *mean_c = l->cache, *inv_std = l->cache + C;
     const float *w = l->t[BN_W], *bias = l->t[BN_B];
-#pragma omp parallel for schedule(static) if (par)
+#pragma omp parallel for schedule(static) if (KD_PAR(B * C * S))
     for (size_t bc = 0; bc < B * C; bc++) {
         const size_t c = bc % C;
         const float mu = mean_c[c], k = w[c] * inv_std[c], beta = bias[c];
@@ -195,16 +209,13 @@ static void bn_forward(kd_layer *l, const float *x, float *y, size_t B, kd_ctx *
 /* dweight += sum(dy * xhat);  dbias += sum(dy);
  * training: dx = weight * inv_std * (dy - sum(dy)/N - xhat * sum(dy * xhat)/N)
  *   (the mean and variance depend on x, hence the two correction terms);
- * eval: dx = weight * inv_std * dy (the statistics are constants). */
-static void bn_backward(kd_layer *l, const float *x, const float *y, const float *dy, float *dx,
-                        size_t B, kd_ctx *ctx) {
-    (void)y;
-    const size_t C = n_channels(l), S = n_spatial(l);
-    const float *mean_c = l->cache, *inv_std = l->cache + C;
-    double *sdy = (double *)ctx->workspace, *sdyx = sdy + C, N;
-    memcpy(&N, l->cache + 2 * C, sizeof N);
-    const int par = KD_PAR(B * C * S);
-    channel_sums(dy, x, mean_c, 1, B, C, S, 1, sdyx + C, sdy, sdyx);
+ * eval: dx = weight * inv_std * dy (the statistics are constants).
+ * bn_finish_sums takes this shard's sdy = sum(dy) and sdyx = sum(dy * (x - mean)), adds the
+ * parameter gradients and makes them the sums over the whole global batch (SyncBatchNorm);
+ * dx_coefs gives channel c's constants of dx = k * (dy - a - (x - mu) * bq). */
+static void bn_finish_sums(kd_layer *l, double *sdy, double *sdyx, kd_ctx *ctx) {
+    const size_t C = n_channels(l);
+    const float *inv_std = l->cache + C;
     for (size_t c = 0; c < C; c++) {
         sdyx[c] *= inv_std[c];  /* sum(dy * (x - mean)) * inv_std = sum(dy * xhat) */
         l->dt[BN_W][c] += (float)sdyx[c];
@@ -213,18 +224,105 @@ static void bn_backward(kd_layer *l, const float *x, const float *y, const float
     /* SyncBatchNorm: the parameter gradients above are this shard's part (the step's gradient
      * sum adds the ranks'); dx needs the sums over the whole global batch. */
     if (ctx->training && l->shard) l->shard->sum(sdy, 2 * C);
+}
+
+typedef struct {
+    float k, a, bq, mu;
+} bn_dx_coefs;
+
+static bn_dx_coefs dx_coefs(const kd_layer *l, size_t c, const double *sdy, const double *sdyx,
+                            int training) {
+    const size_t C = n_channels(l);
+    const float is = l->cache[C + c];
+    double N;
+    memcpy(&N, l->cache + 2 * C, sizeof N);
+    bn_dx_coefs k = {l->t[BN_W][c] * is, 0.0f, 0.0f, l->cache[c]};
+    if (training) {
+        k.a = (float)(sdy[c] / N);
+        k.bq = (float)(sdyx[c] / N) * is;
+    }
+    return k;
+}
+
+static void bn_backward(kd_layer *l, const float *x, const float *y, const float *dy, float *dx,
+                        size_t B, kd_ctx *ctx) {
+    (void)y;
+    const size_t C = n_channels(l), S = n_spatial(l);
+    double *sdy = (double *)ctx->workspace, *sdyx = sdy + C;
+    channel_sums(dy, x, l->cache, 1, B, C, S, 1, sdyx + C, sdy, sdyx);
+    bn_finish_sums(l, sdy, sdyx, ctx);
     if (!dx) return;
-    const float *w = l->t[BN_W];
+    const int training = ctx->training;
+#pragma omp parallel for schedule(static) if (KD_PAR(B * C * S))
+    for (size_t bc = 0; bc < B * C; bc++) {
+        const bn_dx_coefs k = dx_coefs(l, bc % C, sdy, sdyx, training);
+        const size_t off = bc * S;
+        const float *restrict dyp = dy + off, *restrict xp = x + off;
+        float *restrict dxp = dx + off;
+        for (size_t i = 0; i < S; i++) dxp[i] = k.k * (dyp[i] - k.a - (xp[i] - k.mu) * k.bq);
+    }
+}
+
+/* ---- batchnorm -> maxpool2d 2x2 -> relu as one pass (model.c decides when). Forward reads x
+ * once after the statistics and writes only the pooled output: batch norm's full-size output
+ * is never stored. Backward needs only the winners' gradients for the sums, then writes dx
+ * plane by plane while the plane is in cache. ---- */
+
+void kd_bn_pool_relu_forward(kd_layer *bn, kd_layer *pool, const float *x, float *y, size_t B,
+                             kd_ctx *ctx) {
+    if (!bn_prepare(bn, x, B, ctx)) return;
+    const size_t C = n_channels(bn), S = n_spatial(bn), OH = pool->out.d[1],
+                 OW = pool->out.d[2];
+    const float *mean_c = bn->cache, *inv_std = bn->cache + C;
+    const float *w = bn->t[BN_W], *bias = bn->t[BN_B];
+    uint32_t *arg = (uint32_t *)pool->cache;
+#pragma omp parallel for schedule(static) if (KD_PAR(B * C * S))
+    for (size_t bc = 0; bc < B * C; bc++) {
+        const size_t c = bc % C;
+        kd_maxpool2x2_affine_relu_plane(x + bc * S, y + bc * OH * OW, arg + bc * OH * OW, OH,
+                                        OW, w[c] * inv_std[c], mean_c[c], bias[c]);
+    }
+}
+
+/* The sums over batch norm's output gradient, which is relu's gradient routed to each window's
+ * winner and 0 elsewhere: per plane, the winners' gradients g and inputs x are gathered in
+ * blocks of KD_REDUCE_BLOCK on the stack and summed as channel_sums does (block terms, then
+ * the fixed-order fold), so only the pooled-size data is summed. */
+void kd_bn_pool_relu_backward(kd_layer *bn, kd_layer *pool, const float *x, const float *y,
+                              const float *dy, float *dx, size_t B, kd_ctx *ctx) {
+    const size_t C = n_channels(bn), S = n_spatial(bn), OH = pool->out.d[1],
+                 OW = pool->out.d[2], OHW = OH * OW;
+    const size_t nblk = (OHW + KD_REDUCE_BLOCK - 1) / KD_REDUCE_BLOCK;
+    const float *mean_c = bn->cache;
+    const uint32_t *arg = (const uint32_t *)pool->cache;
+    double *sdy = (double *)ctx->workspace, *sdyx = sdy + C, *ts = sdyx + C,
+           *tq = ts + B * C * nblk;
+    const int par = KD_PAR(B * C * S);
+#pragma omp parallel for schedule(static) if (par)
+    for (size_t bc = 0; bc < B * C; bc++) {
+        const float *xp = x + bc * S, *yp = y + bc * OHW, *dyp = dy + bc * OHW;
+        const uint32_t *ap = arg + bc * OHW;
+        float g[KD_REDUCE_BLOCK], xw[KD_REDUCE_BLOCK];
+        for (size_t o0 = 0, k = 0; o0 < OHW; o0 += KD_REDUCE_BLOCK, k++) {
+            const size_t n = OHW - o0 < KD_REDUCE_BLOCK ? OHW - o0 : KD_REDUCE_BLOCK;
+            for (size_t j = 0; j < n; j++) {
+                g[j] = kd_float_if(yp[o0 + j] > 0.0f, dyp[o0 + j]);
+                xw[j] = xp[ap[o0 + j]];
+            }
+            kd_sum_dot_shifted_blocks(g, xw, n, mean_c[bc % C], ts + bc * nblk + k,
+                                      tq + bc * nblk + k);
+        }
+    }
+    fold_terms(ts, tq, B, C, nblk, sdy, sdyx);
+    bn_finish_sums(bn, sdy, sdyx, ctx);
+    if (!dx) return;
     const int training = ctx->training;
 #pragma omp parallel for schedule(static) if (par)
     for (size_t bc = 0; bc < B * C; bc++) {
-        const size_t c = bc % C, off = bc * S;
-        const float is = inv_std[c], k = w[c] * is, mu = mean_c[c];
-        const float a = training ? (float)(sdy[c] / N) : 0.0f;
-        const float bq = training ? (float)(sdyx[c] / N) * is : 0.0f;
-        const float *restrict dyp = dy + off, *restrict xp = x + off;
-        float *restrict dxp = dx + off;
-        for (size_t i = 0; i < S; i++) dxp[i] = k * (dyp[i] - a - (xp[i] - mu) * bq);
+        const bn_dx_coefs k = dx_coefs(bn, bc % C, sdy, sdyx, training);
+        kd_maxpool2x2_relu_bn_backward_plane(dy + bc * OHW, y + bc * OHW, arg + bc * OHW,
+                                             x + bc * S, dx + bc * S, OH, OW, k.k, k.a, k.bq,
+                                             k.mu);
     }
 }
 

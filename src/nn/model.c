@@ -356,6 +356,35 @@ static int runs_in_place(const kd_model *m, size_t i) {
     return !prev->backward_reads_output && !runs_in_place(m, i - 1);
 }
 
+/* The run of layers starting at i that forward and backward treat as one: a fused
+ * batchnorm -> maxpool2d 2x2 -> relu group (kd_bn_pool_relu_forward: one pass instead of
+ * three, and batch norm's output never stored), else layer i alone. */
+size_t kd_model_unit_size(const kd_model *m, size_t i) {
+    const kd_layer *l = &m->layers[i];
+    if (i + 2 < m->n_layers && l->ops == &kd_layer_batchnorm && l->in.rank == 3 &&
+        kd_maxpool_is_2x2(&l[1]) && l[2].ops == &kd_layer_relu)
+        return 3;
+    return 1;
+}
+
+void kd_model_unit_forward(kd_model *m, size_t i, const float *x, float *y, size_t B,
+                           kd_ctx *ctx) {
+    kd_layer *l = &m->layers[i];
+    if (kd_model_unit_size(m, i) == 3) kd_bn_pool_relu_forward(l, &l[1], x, y, B, ctx);
+    else l->ops->forward(l, x, y, B, ctx);
+}
+
+void kd_model_unit_backward(kd_model *m, size_t i, const float *x, const float *y,
+                            const float *dy, float *dx, size_t B, kd_ctx *ctx) {
+    kd_layer *l = &m->layers[i];
+    if (kd_model_unit_size(m, i) == 3) kd_bn_pool_relu_backward(l, &l[1], x, y, dy, dx, B, ctx);
+    else l->ops->backward(l, x, y, dy, dx, B, ctx);
+}
+
+/* Whether layer i's output is never written (the batch norm of a fused group): nothing reads
+ * it, so a training model stores nothing for it (acts[i] stays NULL). */
+static int output_unused(const kd_model *m, size_t i) { return kd_model_unit_size(m, i) > 1; }
+
 kd_status kd_model_reserve(kd_model *m, size_t B, kd_err *err) {
     if (B <= m->batch_cap) return KD_OK;
     kd_status st = KD_OK;
@@ -379,7 +408,7 @@ kd_status kd_model_reserve(kd_model *m, size_t B, kd_err *err) {
         size_t out_n = kd_shape_numel(&l->out), n_act, n_cache;
         if (out_n > max_numel) max_numel = out_n;
         if (chunked && i + 1 == m->n_layers) bad |= kd_mul_size(out_n, B, &n_out);
-        else if (!chunked && !runs_in_place(m, i))
+        else if (!chunked && !runs_in_place(m, i) && !output_unused(m, i))
             bad |= kd_mul_size(out_n, B, &n_act) || add_aligned(&act_total, n_act);
         n_cache = l->ops->cache_floats ? l->ops->cache_floats(l, nb) : 0;
         bad |= add_aligned(&cache_total, n_cache);
@@ -420,6 +449,8 @@ kd_status kd_model_reserve(kd_model *m, size_t B, kd_err *err) {
             acts[i] = i % 2 ? pong : ping;
         } else if (!chunked && runs_in_place(m, i)) {
             acts[i] = acts[i - 1];
+        } else if (!chunked && output_unused(m, i)) {
+            acts[i] = NULL;
         } else {
             acts[i] = act_mem + act_off;
             add_aligned(&act_off, kd_shape_numel(&l->out) * B);
@@ -461,10 +492,11 @@ const float *kd_model_forward(kd_model *m, const float *x, size_t B, kd_ctx *ctx
     for (size_t b0 = 0; b0 == 0 || b0 < B; b0 += m->chunk) {
         const size_t nb = B - b0 < m->chunk ? B - b0 : m->chunk;
         const float *in = x + b0 * D;
-        for (size_t i = 0; i < m->n_layers; i++) {
-            kd_layer *l = &m->layers[i];
-            float *out = i == last ? logits + b0 * m->n_classes : m->acts[i];
-            l->ops->forward(l, in, out, nb, ctx);
+        for (size_t i = 0, n; i < m->n_layers; i += n) {
+            n = kd_model_unit_size(m, i);
+            const size_t j = i + n - 1;  /* the unit's last layer, whose output it writes */
+            float *out = j == last ? logits + b0 * m->n_classes : m->acts[j];
+            kd_model_unit_forward(m, i, in, out, nb, ctx);
             in = out;
         }
     }
@@ -482,10 +514,13 @@ void kd_model_backward(kd_model *m, const float *x, const float *dlogits, size_t
     if (first == m->n_layers) return;
     const float *dy = dlogits;
     float *spare = m->grad_a;
-    for (size_t i = m->n_layers; i-- > first;) {
-        kd_layer *l = &m->layers[i];
+    for (size_t j = m->n_layers; j-- > first;) {
+        /* j is a unit's last layer; i its first (a fused group's batch norm has parameters,
+         * so a unit never starts before `first`) */
+        const size_t i = j >= 2 && kd_model_unit_size(m, j - 2) == 3 ? j - 2 : j;
         float *dx = i > first ? spare : NULL;
-        l->ops->backward(l, i ? m->acts[i - 1] : x, m->acts[i], dy, dx, B, ctx);
+        kd_model_unit_backward(m, i, i ? m->acts[i - 1] : x, m->acts[j], dy, dx, B, ctx);
+        j = i;
         if (dx) {
             dy = dx;
             spare = dx == m->grad_a ? m->grad_b : m->grad_a;

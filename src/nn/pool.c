@@ -88,10 +88,11 @@ static size_t maxpool_cache(const kd_layer *l, size_t B) { return B * kd_shape_n
  * value and index. A NaN never wins a comparison in either path (as there, a NaN in the first
  * position is kept); with a NaN bottom-left value this path keeps the top pair's maximum where
  * the general loop could still take the bottom-right one. */
-static int is_pool2x2(const kd_layer *l) {
+int kd_maxpool_is_2x2(const kd_layer *l) {
     const pool_hp *hp = l->hp;
-    return hp->kh == 2 && hp->kw == 2 && stride_h(l) == 2 && stride_w(l) == 2 && !hp->padding &&
-           l->in.d[1] == 2 * l->out.d[1] && l->in.d[2] == 2 * l->out.d[2];
+    return l->ops == &kd_layer_maxpool2d && hp->kh == 2 && hp->kw == 2 && stride_h(l) == 2 &&
+           stride_w(l) == 2 && !hp->padding && l->in.d[1] == 2 * l->out.d[1] &&
+           l->in.d[2] == 2 * l->out.d[2];
 }
 
 /* Four windows at a time with SSE-width vectors (vector extensions and __builtin_shufflevector,
@@ -118,11 +119,30 @@ static pool_v4f v4_select(pool_v4i mask, pool_v4f a, pool_v4f b) {
     return a;
 }
 
+/* What the pool reads, optionally through batch norm's affine map and followed by ReLU (the
+ * fused batchnorm -> maxpool2d -> relu of kd_bn_pool_relu_forward): every input is read as
+ * k * (x - mu) + beta, the float operations of batch norm's own forward, and the window's
+ * maximum m is written as m < 0 ? 0 : m, relu's. Plain pooling has affine = 0. */
+typedef struct {
+    int affine;
+    float k, mu, beta;
+} pool_map;
+
+static inline pool_v4f v4_map(const pool_map *f, pool_v4f v) {
+    if (!f->affine) return v;
+    const pool_v4f k = {f->k, f->k, f->k, f->k}, mu = {f->mu, f->mu, f->mu, f->mu},
+                   beta = {f->beta, f->beta, f->beta, f->beta};
+    return k * (v - mu) + beta;
+}
+static inline float map1(const pool_map *f, float v) {
+    return f->affine ? f->k * (v - f->mu) + f->beta : v;
+}
+
 /* Windows ow..ow+3 of output row oh. */
-static void maxpool2x2_quad(const float *r0, const float *r1, float *y, uint32_t *a,
-                            uint32_t base, size_t ow, uint32_t W) {
-    const pool_v4f p0 = v4_load(r0 + 2 * ow), p1 = v4_load(r0 + 2 * ow + 4);
-    const pool_v4f q0 = v4_load(r1 + 2 * ow), q1 = v4_load(r1 + 2 * ow + 4);
+static inline void maxpool2x2_quad(const float *r0, const float *r1, float *y, uint32_t *a,
+                                   uint32_t base, size_t ow, uint32_t W, const pool_map *f) {
+    const pool_v4f p0 = v4_map(f, v4_load(r0 + 2 * ow)), p1 = v4_map(f, v4_load(r0 + 2 * ow + 4));
+    const pool_v4f q0 = v4_map(f, v4_load(r1 + 2 * ow)), q1 = v4_map(f, v4_load(r1 + 2 * ow + 4));
     const pool_v4f va = __builtin_shufflevector(p0, p1, 0, 2, 4, 6),
                    vb = __builtin_shufflevector(p0, p1, 1, 3, 5, 7);
     const pool_v4f vc = __builtin_shufflevector(q0, q1, 0, 2, 4, 6),
@@ -130,43 +150,86 @@ static void maxpool2x2_quad(const float *r0, const float *r1, float *y, uint32_t
     const pool_v4i ba = vb > va, dc = vd > vc;  /* -1 (true) or 0 per lane */
     const pool_v4f m1 = v4_select(ba, vb, va), m2 = v4_select(dc, vd, vc);
     const pool_v4i lower = m2 > m1;
-    const pool_v4f out = v4_select(lower, m2, m1);
+    pool_v4f out = v4_select(lower, m2, m1);
+    if (f->affine) {
+        const pool_v4f zero = {0, 0, 0, 0};
+        out = v4_select(out < zero, zero, out);
+    }
     const pool_v4u col = {0, 2, 4, 6}, ba1 = (pool_v4u)-ba, dc1 = (pool_v4u)-dc;
     const pool_v4u idx = base + (uint32_t)(2 * ow) + col + ba1 + ((W + dc1 - ba1) & (pool_v4u)lower);
     memcpy(y + ow, &out, sizeof out);
     memcpy(a + ow, &idx, sizeof idx);
 }
 
-static void maxpool2x2_plane(const float *restrict xp, float *restrict yp,
-                             uint32_t *restrict ap, size_t OH, size_t OW) {
+static inline void maxpool2x2_plane_map(const float *restrict xp, float *restrict yp,
+                                        uint32_t *restrict ap, size_t OH, size_t OW,
+                                        const pool_map *f) {
     const size_t W = 2 * OW;
     for (size_t oh = 0; oh < OH; oh++) {
         const float *r0 = xp + 2 * oh * W, *r1 = r0 + W;
         const uint32_t base = (uint32_t)(2 * oh * W);
         if (OW >= 4) {
             for (size_t ow = 0; ow + 4 <= OW; ow += 4)
-                maxpool2x2_quad(r0, r1, yp + oh * OW, ap + oh * OW, base, ow, (uint32_t)W);
+                maxpool2x2_quad(r0, r1, yp + oh * OW, ap + oh * OW, base, ow, (uint32_t)W, f);
             if (OW % 4)
-                maxpool2x2_quad(r0, r1, yp + oh * OW, ap + oh * OW, base, OW - 4, (uint32_t)W);
+                maxpool2x2_quad(r0, r1, yp + oh * OW, ap + oh * OW, base, OW - 4, (uint32_t)W, f);
             continue;
         }
         for (size_t ow = 0; ow < OW; ow++) {
-            const float a = r0[2 * ow], b = r0[2 * ow + 1], c = r1[2 * ow], d = r1[2 * ow + 1];
+            const float a = map1(f, r0[2 * ow]), b = map1(f, r0[2 * ow + 1]),
+                        c = map1(f, r1[2 * ow]), d = map1(f, r1[2 * ow + 1]);
             /* Comparisons as 0/1 integers, not branches: which element wins is data, and a
              * mispredicted branch per window costs more than the whole window. */
             const uint32_t ba = b > a, dc = d > c;
             const float m1 = ba ? b : a, m2 = dc ? d : c;
             const uint32_t lower = m2 > m1;
-            yp[oh * OW + ow] = m2 > m1 ? m2 : m1;
+            const float m = m2 > m1 ? m2 : m1;
+            yp[oh * OW + ow] = f->affine && m < 0.0f ? 0.0f : m;
             ap[oh * OW + ow] = base + (uint32_t)(2 * ow) + ba + lower * ((uint32_t)W + dc - ba);
         }
     }
 }
 
-/* The gradients of windows ow..ow+3 of output row oh into rows r0, r1 of the input plane. */
-static void maxpool2x2_quad_backward(const float *dyr, const uint32_t *ar, float *r0, float *r1,
-                                     uint32_t base, size_t ow, uint32_t W) {
-    const pool_v4f g = v4_load(dyr + ow), zero = {0, 0, 0, 0};
+static void maxpool2x2_plane(const float *xp, float *yp, uint32_t *ap, size_t OH, size_t OW) {
+    const pool_map plain = {0, 1.0f, 0.0f, 0.0f};
+    maxpool2x2_plane_map(xp, yp, ap, OH, OW, &plain);
+}
+
+void kd_maxpool2x2_affine_relu_plane(const float *xp, float *yp, uint32_t *ap, size_t OH,
+                                     size_t OW, float k, float mu, float beta) {
+    const pool_map f = {1, k, mu, beta};
+    maxpool2x2_plane_map(xp, yp, ap, OH, OW, &f);
+}
+
+/* What the pool's backward writes, optionally through batch norm's backward (the fused group
+ * of kd_bn_pool_relu_backward): each routed gradient e (relu's gradient at the window's winner,
+ * 0 elsewhere) is written as k * (e - a - (x - mu) * bq), batch norm's input gradient, reading
+ * x (batch norm's input) at the same position. Plain pooling has affine = 0 and writes e. */
+typedef struct {
+    const float *x;  /* the plane of batch norm's input, or NULL: plain pooling */
+    float k, a, bq, mu;
+} pool_bn_grad;
+
+static inline pool_v4f v4_bn_grad(const pool_bn_grad *f, pool_v4f e, const float *x) {
+    if (!f->x) return e;
+    const pool_v4f k = {f->k, f->k, f->k, f->k}, a = {f->a, f->a, f->a, f->a},
+                   bq = {f->bq, f->bq, f->bq, f->bq}, mu = {f->mu, f->mu, f->mu, f->mu};
+    return k * (e - a - (v4_load(x) - mu) * bq);
+}
+static inline float bn_grad1(const pool_bn_grad *f, float e, size_t i) {
+    return f->x ? f->k * (e - f->a - (f->x[i] - f->mu) * f->bq) : e;
+}
+
+/* The gradients of windows ow..ow+3 of output row oh into rows r0, r1 (offsets o0, o0 + W in
+ * the plane dx); with yr (the fused ReLU's output row), a gradient passes only where yr > 0,
+ * as relu's backward. */
+static inline void maxpool2x2_quad_backward(const float *dyr, const float *yr,
+                                            const uint32_t *ar, float *dx, size_t o0,
+                                            uint32_t base, size_t ow, uint32_t W,
+                                            const pool_bn_grad *f) {
+    const pool_v4f zero = {0, 0, 0, 0};
+    pool_v4f g = v4_load(dyr + ow);
+    if (yr) g = v4_select(v4_load(yr + ow) > zero, g, zero);
     pool_v4u k;
     memcpy(&k, ar + ow, sizeof k);
     const pool_v4u col = {0, 2, 4, 6};
@@ -175,41 +238,60 @@ static void maxpool2x2_quad_backward(const float *dyr, const uint32_t *ar, float
                    e1 = v4_select((pool_v4i)(k == 1), g, zero),
                    e2 = v4_select((pool_v4i)(k == W), g, zero),
                    e3 = v4_select((pool_v4i)(k == W + 1), g, zero);
-    const pool_v4f t0 = __builtin_shufflevector(e0, e1, 0, 4, 1, 5),
-                   t1 = __builtin_shufflevector(e0, e1, 2, 6, 3, 7);
-    const pool_v4f b0 = __builtin_shufflevector(e2, e3, 0, 4, 1, 5),
-                   b1 = __builtin_shufflevector(e2, e3, 2, 6, 3, 7);
-    memcpy(r0 + 2 * ow, &t0, sizeof t0);
-    memcpy(r0 + 2 * ow + 4, &t1, sizeof t1);
-    memcpy(r1 + 2 * ow, &b0, sizeof b0);
-    memcpy(r1 + 2 * ow + 4, &b1, sizeof b1);
+    const size_t i0 = o0 + 2 * ow, i1 = i0 + W;
+    const pool_v4f t0 = v4_bn_grad(f, __builtin_shufflevector(e0, e1, 0, 4, 1, 5), f->x + i0),
+                   t1 = v4_bn_grad(f, __builtin_shufflevector(e0, e1, 2, 6, 3, 7), f->x + i0 + 4);
+    const pool_v4f b0 = v4_bn_grad(f, __builtin_shufflevector(e2, e3, 0, 4, 1, 5), f->x + i1),
+                   b1 = v4_bn_grad(f, __builtin_shufflevector(e2, e3, 2, 6, 3, 7), f->x + i1 + 4);
+    memcpy(dx + i0, &t0, sizeof t0);
+    memcpy(dx + i0 + 4, &t1, sizeof t1);
+    memcpy(dx + i1, &b0, sizeof b0);
+    memcpy(dx + i1 + 4, &b1, sizeof b1);
 }
 
 /* Writes every input of the plane once (the gradient or 0): no separate clearing pass. */
-static void maxpool2x2_plane_backward(const float *restrict dyp, const uint32_t *restrict ap,
-                                      float *restrict dxp, size_t OH, size_t OW) {
+static inline void maxpool2x2_plane_backward_map(const float *restrict dyp,
+                                                 const float *restrict yp,
+                                                 const uint32_t *restrict ap,
+                                                 float *restrict dxp, size_t OH, size_t OW,
+                                                 const pool_bn_grad *f) {
     const size_t W = 2 * OW;
     for (size_t oh = 0; oh < OH; oh++) {
-        float *r0 = dxp + 2 * oh * W, *r1 = r0 + W;
-        const uint32_t base = (uint32_t)(2 * oh * W);
+        const size_t o0 = 2 * oh * W;
+        const uint32_t base = (uint32_t)o0;
+        const float *yr = yp ? yp + oh * OW : NULL;
         if (OW >= 4) {
             for (size_t ow = 0; ow + 4 <= OW; ow += 4)
-                maxpool2x2_quad_backward(dyp + oh * OW, ap + oh * OW, r0, r1, base, ow,
-                                         (uint32_t)W);
+                maxpool2x2_quad_backward(dyp + oh * OW, yr, ap + oh * OW, dxp, o0, base, ow,
+                                         (uint32_t)W, f);
             if (OW % 4)
-                maxpool2x2_quad_backward(dyp + oh * OW, ap + oh * OW, r0, r1, base, OW - 4,
-                                         (uint32_t)W);
+                maxpool2x2_quad_backward(dyp + oh * OW, yr, ap + oh * OW, dxp, o0, base, OW - 4,
+                                         (uint32_t)W, f);
             continue;
         }
         for (size_t ow = 0; ow < OW; ow++) {
-            const float g = dyp[oh * OW + ow];
+            const float g = yr && !(yr[ow] > 0.0f) ? 0.0f : dyp[oh * OW + ow];
             const uint32_t k = ap[oh * OW + ow] - base - (uint32_t)(2 * ow);  /* 0, 1, W, W+1 */
-            r0[2 * ow] = kd_float_if(k == 0, g);
-            r0[2 * ow + 1] = kd_float_if(k == 1, g);
-            r1[2 * ow] = kd_float_if(k == W, g);
-            r1[2 * ow + 1] = kd_float_if(k == W + 1, g);
+            const size_t i0 = o0 + 2 * ow, i1 = i0 + W;
+            dxp[i0] = bn_grad1(f, kd_float_if(k == 0, g), i0);
+            dxp[i0 + 1] = bn_grad1(f, kd_float_if(k == 1, g), i0 + 1);
+            dxp[i1] = bn_grad1(f, kd_float_if(k == W, g), i1);
+            dxp[i1 + 1] = bn_grad1(f, kd_float_if(k == W + 1, g), i1 + 1);
         }
     }
+}
+
+static void maxpool2x2_plane_backward(const float *dyp, const uint32_t *ap, float *dxp,
+                                      size_t OH, size_t OW) {
+    const pool_bn_grad plain = {NULL, 1.0f, 0.0f, 0.0f, 0.0f};
+    maxpool2x2_plane_backward_map(dyp, NULL, ap, dxp, OH, OW, &plain);
+}
+
+void kd_maxpool2x2_relu_bn_backward_plane(const float *dyp, const float *yp, const uint32_t *ap,
+                                          const float *xp, float *dxp, size_t OH, size_t OW,
+                                          float k, float a, float bq, float mu) {
+    const pool_bn_grad f = {xp, k, a, bq, mu};
+    maxpool2x2_plane_backward_map(dyp, yp, ap, dxp, OH, OW, &f);
 }
 
 static void maxpool_forward(kd_layer *l, const float *x, float *y, size_t B, kd_ctx *ctx) {
@@ -220,7 +302,7 @@ static void maxpool_forward(kd_layer *l, const float *x, float *y, size_t B, kd_
     const pool_hp *hp = l->hp;
     const size_t KH = hp->kh, KW = hp->kw, SH = stride_h(l), SW = stride_w(l);
     const int par = KD_PAR(B * C * H * W);
-    if (is_pool2x2(l)) {
+    if (kd_maxpool_is_2x2(l)) {
 #pragma omp parallel for schedule(static) if (par)
         for (size_t bc = 0; bc < B * C; bc++)
             maxpool2x2_plane(x + bc * H * W, y + bc * OH * OW, arg + bc * OH * OW, OH, OW);
@@ -273,7 +355,7 @@ static void maxpool_backward(kd_layer *l, const float *x, const float *y, const 
     const size_t C = l->in.d[0], HW = l->in.d[1] * l->in.d[2], OHW = l->out.d[1] * l->out.d[2];
     const uint32_t *arg = (const uint32_t *)l->cache;
     const int par = KD_PAR(B * C * HW);
-    if (is_pool2x2(l)) {
+    if (kd_maxpool_is_2x2(l)) {
 #pragma omp parallel for schedule(static) if (par)
         for (size_t bc = 0; bc < B * C; bc++)
             maxpool2x2_plane_backward(dy + bc * OHW, arg + bc * OHW, dx + bc * HW, l->out.d[1],

@@ -154,19 +154,24 @@ static double train_step(kd_trainer *tr, const float *x, const int32_t *y) {
     return kd_now() - t0;
 }
 
-/* kd_trainer_step's cross-entropy path with each layer timed: the loops of
- * kd_model_forward/backward spelled out, which the step itself cannot time. Returns the seconds
- * spent outside the layers (loss, zero_grad, Adam). */
+/* The name a unit's time is filed under: its layer type, or the fused group's three. */
+static const char *unit_name(const kd_model *m, size_t i) {
+    return kd_model_unit_size(m, i) == 3 ? "bn+maxpool+relu" : m->layers[i].ops->type;
+}
+
+/* kd_trainer_step's cross-entropy path with each unit (a layer or a fused group) timed: the
+ * loops of kd_model_forward/backward spelled out, which the step itself cannot time. Returns
+ * the seconds spent outside the layers (loss, zero_grad, Adam). */
 static double train_step_split(kd_model *m, const float *x, const int32_t *y, float *dz,
                                kd_ctx *ctx, const kd_optim_cfg *oc, uint64_t t, split *s) {
     ctx->workspace = m->workspace;
     const float *in = x;
-    for (size_t i = 0; i < m->n_layers; i++) {
-        kd_layer *l = &m->layers[i];
+    for (size_t i = 0, n; i < m->n_layers; i += n) {
+        n = kd_model_unit_size(m, i);
         double t0 = kd_now();
-        l->ops->forward(l, in, m->acts[i], BATCH, ctx);
-        s->fwd[split_slot(s, l->ops->type)] += kd_now() - t0;
-        in = m->acts[i];
+        kd_model_unit_forward(m, i, in, m->acts[i + n - 1], BATCH, ctx);
+        s->fwd[split_slot(s, unit_name(m, i))] += kd_now() - t0;
+        in = m->acts[i + n - 1];
     }
     double t0 = kd_now();
     kd_loss_ce(in, y, BATCH, m->n_classes, dz);
@@ -176,12 +181,13 @@ static double train_step_split(kd_model *m, const float *x, const int32_t *y, fl
     const size_t first = kd_model_first_trainable(m);
     const float *dy = dz;
     float *spare = m->grad_a;
-    for (size_t i = m->n_layers; i-- > first;) {
-        kd_layer *l = &m->layers[i];
+    for (size_t j = m->n_layers; j-- > first;) {
+        const size_t i = j >= 2 && kd_model_unit_size(m, j - 2) == 3 ? j - 2 : j;
         float *dx = i > first ? spare : NULL;
         double t1 = kd_now();
-        l->ops->backward(l, i ? m->acts[i - 1] : x, m->acts[i], dy, dx, BATCH, ctx);
-        s->bwd[split_slot(s, l->ops->type)] += kd_now() - t1;
+        kd_model_unit_backward(m, i, i ? m->acts[i - 1] : x, m->acts[j], dy, dx, BATCH, ctx);
+        s->bwd[split_slot(s, unit_name(m, i))] += kd_now() - t1;
+        j = i;
         if (dx) {
             dy = dx;
             spare = dx == m->grad_a ? m->grad_b : m->grad_a;

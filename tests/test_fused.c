@@ -1,0 +1,202 @@
+/* test_fused.c - the fused batchnorm -> maxpool2d 2x2 -> relu group that kd_model_forward /
+ * kd_model_backward run as one pass: the same logits, running statistics and pooling indices,
+ * bit for bit, as the three layers' own forward called one after another, and the same
+ * gradients (to rounding: the sums are taken in another order) as their own backward; which
+ * layer runs are fused; and that the fused batch norm's output is never stored. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../src/nn/layer_impl.h"
+#include "kd_rng.h"
+#include "kd_test.h"
+
+typedef struct {
+    kd_shape in;
+    const char *json;
+    size_t group[2];  /* indices of the fused groups' batch norms; SIZE_MAX: none */
+} fuse_case;
+
+/* Same weights in both models: each layer's init from the same seed, then batch norm's weight
+ * and bias set to values of both signs (a negative weight turns the window's maximum into the
+ * input's minimum, which the fused pass must get right) and non-default running statistics. */
+static void init_twins(kd_model *a, kd_model *b, uint64_t seed) {
+    kd_rng r;
+    kd_rng_seed(&r, seed);
+    kd_model_init_weights(a, &r, KD_INIT_HE);
+    for (size_t t = 0; t < a->n_tensors; t++) {
+        kd_tensor *tt = &a->tensors[t];
+        if (tt->kind == KD_TENSOR_COUNTER) continue;
+        if (strstr(tt->name, ".bias") || strstr(tt->name, "running_mean"))
+            for (size_t i = 0; i < tt->numel; i++) tt->data[i] = kd_rng_uniform(&r) - 0.5f;
+        if (strstr(tt->name, ".weight") && tt->shape.rank == 1)
+            for (size_t i = 0; i < tt->numel; i++) tt->data[i] = 2.0f * kd_rng_uniform(&r) - 1.0f;
+        if (strstr(tt->name, "running_var"))
+            for (size_t i = 0; i < tt->numel; i++) tt->data[i] = 0.5f + kd_rng_uniform(&r);
+    }
+    memcpy(b->params, a->params, a->n_params * sizeof *a->params);
+    memcpy(b->buffers, a->buffers, a->n_buffers * sizeof *a->buffers);
+}
+
+/* Inputs on a coarse grid (many ties inside pooling windows), around a mean of 2. */
+static void fill_ties(kd_rng *r, float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) x[i] = 2.0f + 0.25f * floorf(8.0f * kd_rng_uniform(r));
+}
+
+static int is_group(const fuse_case *c, size_t i) { return i == c->group[0] || i == c->group[1]; }
+
+static void check_case(const fuse_case *c, size_t B, int training, uint64_t seed) {
+    kd_model f, u;
+    kd_err err;
+    memset(&f, 0, sizeof f);
+    memset(&u, 0, sizeof u);
+    CHECK_EQ_INT(kd_model_init(&f, &c->in, c->json, 1, &err), KD_OK);
+    CHECK_EQ_INT(kd_model_init(&u, &c->in, c->json, 1, &err), KD_OK);
+    CHECK_EQ_INT(kd_model_reserve(&f, B, &err), KD_OK);
+    CHECK_EQ_INT(kd_model_reserve(&u, B, &err), KD_OK);
+    if (kd_test_failed_now()) goto cleanup;
+    init_twins(&f, &u, seed);
+    const size_t L = f.n_layers;
+    for (size_t i = 0; i < L; i++) {
+        const size_t want = is_group(c, i) ? 3 : 1;
+        if (kd_model_unit_size(&f, i) != want)
+            kd_test_fail(__FILE__, __LINE__, "%s: layer %zu runs as a unit of %zu, expected %zu",
+                         c->json, i, kd_model_unit_size(&f, i), want);
+    }
+    /* The fused batch norm's output is never written, so a training model does not store it. */
+    for (size_t i = 0; i < L; i++)
+        if (is_group(c, i)) CHECK(f.acts[i] == NULL);
+
+    const size_t D = kd_shape_numel(&c->in);
+    float *x = malloc(B * D * sizeof *x), *dy = malloc(B * f.n_classes * sizeof *dy);
+    float **outs = calloc(L, sizeof *outs), **dxs = calloc(L, sizeof *dxs);
+    kd_rng r;
+    kd_rng_seed(&r, seed + 1);
+    fill_ties(&r, x, B * D);
+    for (size_t i = 0; i < B * f.n_classes; i++) dy[i] = kd_rng_uniform(&r) - 0.5f;
+    for (size_t i = 0; i < L; i++) {
+        outs[i] = malloc(B * kd_shape_numel(&u.layers[i].out) * sizeof **outs);
+        dxs[i] = malloc(B * kd_shape_numel(&u.layers[i].in) * sizeof **dxs);
+    }
+
+    /* Fused, through the model. */
+    kd_ctx ctx = {training, NULL, NULL};
+    const float *z = kd_model_forward(&f, x, B, &ctx);
+    kd_model_zero_grad(&f);
+    if (training) kd_model_backward(&f, x, dy, B, &ctx);
+
+    /* Layer by layer, each layer's own forward and backward. */
+    kd_ctx uctx = {training, NULL, u.workspace};
+    const float *in = x;
+    for (size_t i = 0; i < L; i++) {
+        u.layers[i].ops->forward(&u.layers[i], in, outs[i], B, &uctx);
+        in = outs[i];
+    }
+    CHECK(memcmp(z, outs[L - 1], B * f.n_classes * sizeof *z) == 0);
+    CHECK(memcmp(f.buffers, u.buffers, f.n_buffers * sizeof *f.buffers) == 0);
+    for (size_t i = 0; i < L; i++) {
+        if (!is_group(c, i)) continue;
+        const kd_layer *pool = &f.layers[i + 1];
+        CHECK(memcmp(pool->cache, u.layers[i + 1].cache,
+                     B * kd_shape_numel(&pool->out) * sizeof(uint32_t)) == 0);
+    }
+    if (training) {
+        kd_model_zero_grad(&u);
+        const float *g = dy;
+        for (size_t i = L; i-- > 0;) {
+            u.layers[i].ops->backward(&u.layers[i], i ? outs[i - 1] : x, outs[i], g, dxs[i], B,
+                                      &uctx);
+            g = dxs[i];
+        }
+        if (!CHECK_FLOATS(f.grads, u.grads, f.n_params, 1e-6, 1e-5))
+            kd_test_fail(__FILE__, __LINE__, "gradients of %s differ from the layers' own", c->json);
+    }
+
+    for (size_t i = 0; i < L; i++) {
+        free(outs[i]);
+        free(dxs[i]);
+    }
+    free(outs);
+    free(dxs);
+    free(x);
+    free(dy);
+cleanup:
+    kd_model_free(&f);
+    kd_model_free(&u);
+}
+
+#define BN_POOL_RELU "{\"type\":\"batchnorm\"},{\"type\":\"maxpool2d\",\"kernel\":2},{\"type\":\"relu\"}"
+
+/* Rows of 6 windows (vector path and its overlapping last vector) after a convolution, whose
+ * weight gradient checks the group's input gradient; rows of 3 windows (scalar path) as the
+ * first layers (no input gradient: batch norm is the first trainable layer); training and
+ * evaluation. */
+KD_TEST(fused_bn_pool_relu_matches_the_layers_one_by_one) {
+    const fuse_case cases[] = {
+        {{3, {2, 8, 12}},
+         "[{\"type\":\"conv2d\",\"channels\":3,\"kernel\":3,\"padding\":1}," BN_POOL_RELU
+         ",{\"type\":\"flatten\"},{\"type\":\"dense\",\"units\":4}]",
+         {1, SIZE_MAX}},
+        {{3, {3, 6, 6}}, "[" BN_POOL_RELU ",{\"type\":\"flatten\"},{\"type\":\"dense\",\"units\":3}]",
+         {0, SIZE_MAX}},
+        {{3, {2, 8, 8}},
+         "[{\"type\":\"conv2d\",\"channels\":4,\"kernel\":3,\"padding\":1,\"bias\":false},"
+         BN_POOL_RELU ",{\"type\":\"conv2d\",\"channels\":2,\"kernel\":3,\"padding\":1}," BN_POOL_RELU
+         ",{\"type\":\"flatten\"},{\"type\":\"dense\",\"units\":3}]",
+         {1, 5}},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        check_case(&cases[k], 5, 1, 10 + k);
+        check_case(&cases[k], 5, 0, 20 + k);
+        check_case(&cases[k], 1, 1, 30 + k);
+    }
+}
+
+/* Runs that look alike but are not the group stay separate layers: an odd plane (the 2x2 pool
+ * drops a row), another order, a 1-d batch norm, a pool with stride 1. */
+KD_TEST(fused_group_only_for_its_exact_pattern) {
+    const fuse_case cases[] = {
+        {{3, {2, 7, 8}}, "[" BN_POOL_RELU ",{\"type\":\"flatten\"},{\"type\":\"dense\",\"units\":3}]",
+         {SIZE_MAX, SIZE_MAX}},
+        {{3, {2, 8, 8}},
+         "[{\"type\":\"batchnorm\"},{\"type\":\"relu\"},{\"type\":\"maxpool2d\",\"kernel\":2},"
+         "{\"type\":\"flatten\"},{\"type\":\"dense\",\"units\":3}]",
+         {SIZE_MAX, SIZE_MAX}},
+        {{3, {2, 8, 8}},
+         "[{\"type\":\"batchnorm\"},{\"type\":\"maxpool2d\",\"kernel\":2,\"stride\":1},"
+         "{\"type\":\"relu\"},{\"type\":\"flatten\"},{\"type\":\"dense\",\"units\":3}]",
+         {SIZE_MAX, SIZE_MAX}},
+        {{1, {8}}, "[{\"type\":\"batchnorm\"},{\"type\":\"relu\"},{\"type\":\"dense\",\"units\":3}]",
+         {SIZE_MAX, SIZE_MAX}},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) check_case(&cases[k], 4, 1, 40 + k);
+}
+
+/* An inference-only model (chunked, two alternating buffers) runs the group fused too and
+ * gives the training model's evaluation logits. */
+KD_TEST(fused_group_in_an_inference_model_matches_evaluation) {
+    const kd_shape in = {3, {2, 8, 12}};
+    const char *json = "[{\"type\":\"conv2d\",\"channels\":3,\"kernel\":3,\"padding\":1},"
+                       BN_POOL_RELU ",{\"type\":\"flatten\"},{\"type\":\"dense\",\"units\":4}]";
+    kd_model t, inf;
+    kd_err err;
+    memset(&t, 0, sizeof t);
+    memset(&inf, 0, sizeof inf);
+    CHECK_EQ_INT(kd_model_init(&t, &in, json, 1, &err), KD_OK);
+    CHECK_EQ_INT(kd_model_init(&inf, &in, json, 0, &err), KD_OK);
+    CHECK_EQ_INT(kd_model_reserve(&t, 6, &err), KD_OK);
+    CHECK_EQ_INT(kd_model_reserve(&inf, 6, &err), KD_OK);
+    if (!kd_test_failed_now()) {
+        init_twins(&t, &inf, 7);
+        CHECK_EQ_INT(kd_model_unit_size(&inf, 1), 3);
+        float x[6 * 2 * 8 * 12];
+        kd_rng r;
+        kd_rng_seed(&r, 8);
+        fill_ties(&r, x, sizeof x / sizeof x[0]);
+        float want[6 * 4];
+        memcpy(want, kd_model_forward(&t, x, 6, NULL), sizeof want);
+        CHECK(memcmp(kd_model_forward(&inf, x, 6, NULL), want, sizeof want) == 0);
+    }
+    kd_model_free(&t);
+    kd_model_free(&inf);
+}
