@@ -235,6 +235,18 @@ static void add_strided(float *restrict dst, const float *restrict src, size_t n
     for (size_t k = 0; k < n; k++) dst[k * S] += src[k];
 }
 
+/* Zeroes columns [0, ow_lo) and [ow_hi, OW) of rows [oh_lo, oh_hi) of one column row (OW
+ * floats per output row). Column by column down the rows: with padding P at most P columns on
+ * each side, and a loop along a row would become one memset call per row for one or two
+ * floats, which cost more than im2col's copies. */
+static void zero_edges(float *dst, size_t OW, size_t oh_lo, size_t oh_hi, size_t ow_lo,
+                       size_t ow_hi) {
+    for (size_t ow = 0; ow < ow_lo; ow++)
+        for (size_t oh = oh_lo; oh < oh_hi; oh++) dst[oh * OW + ow] = 0.0f;
+    for (size_t ow = ow_hi; ow < OW; ow++)
+        for (size_t oh = oh_lo; oh < oh_hi; oh++) dst[oh * OW + ow] = 0.0f;
+}
+
 /* The KH*KW rows (OH*OW floats each) that one channel of one sample contributes to the
  * sample's columns, from its plane xc (H, W): col[i*KW + j][oh*OW + ow] =
  * xc[oh*S - P + i][ow*S - P + j], zero outside (col points at row c*KH*KW of the sample's
@@ -265,21 +277,16 @@ static void im2col(const conv_dims *d, const float *xc, float *col) {
                 /* Flat positions [oh_lo*W + ow_lo, (oh_hi-1)*W + ow_hi) all map inside x. */
                 size_t a = oh_lo * W + ow_lo, b = (oh_hi - 1) * W + ow_hi;
                 memcpy(dst + a, xc + (a + i * W + j - P * W - P), (b - a) * sizeof *dst);
-                for (size_t oh = oh_lo; oh < oh_hi; oh++) {
-                    float *row = dst + oh * OW;
-                    for (size_t ow = 0; ow < ow_lo; ow++) row[ow] = 0.0f;
-                    for (size_t ow = ow_hi; ow < OW; ow++) row[ow] = 0.0f;
-                }
+                zero_edges(dst, OW, oh_lo, oh_hi, ow_lo, ow_hi);
                 continue;
             }
             for (size_t oh = oh_lo; oh < oh_hi; oh++) {
                 float *row = dst + oh * OW;
                 const float *src = xc + (oh * S + i - P) * W + (ow_lo * S + j - P);
-                for (size_t ow = 0; ow < ow_lo; ow++) row[ow] = 0.0f;
                 if (S == 1) memcpy(row + ow_lo, src, (ow_hi - ow_lo) * sizeof *row);
                 else copy_strided(row + ow_lo, src, ow_hi - ow_lo, S);
-                for (size_t ow = ow_hi; ow < OW; ow++) row[ow] = 0.0f;
             }
+            zero_edges(dst, OW, oh_lo, oh_hi, ow_lo, ow_hi);
         }
     }
 }
@@ -303,11 +310,7 @@ static void col2im(const conv_dims *d, float *col, float *xc) {
             if (ow_lo == ow_hi || oh_lo == oh_hi) continue;
             float *src = col + (i * d->KW + j) * ld;
             if (flat) {
-                for (size_t oh = oh_lo; oh < oh_hi; oh++) {
-                    float *row = src + oh * OW;
-                    for (size_t ow = 0; ow < ow_lo; ow++) row[ow] = 0.0f;
-                    for (size_t ow = ow_hi; ow < OW; ow++) row[ow] = 0.0f;
-                }
+                zero_edges(src, OW, oh_lo, oh_hi, ow_lo, ow_hi);
                 size_t a = oh_lo * W + ow_lo, b = (oh_hi - 1) * W + ow_hi;
                 add_row(xc + (a + i * W + j - P * W - P), src + a, b - a);
                 continue;
