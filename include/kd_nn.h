@@ -81,7 +81,9 @@ typedef struct {
     size_t chunk;            /* samples per pass through the layers: batch_cap, or fewer in an
                               * inference-only model (kd_model_reserve) */
     float **acts;            /* acts[i] = output of layer i, (chunk, numel(out_i)); the last
-                              * layer's (batch_cap, n_classes) */
+                              * layer's (batch_cap, n_classes); for the batch norm of a fused
+                              * batchnorm -> maxpool -> relu group in a training model, the
+                              * pooling windows' winning inputs instead */
     float *act_mem;
     float *grad_a, *grad_b;  /* ping-pong activation gradients, (batch_cap, max numel) */
     float *cache_mem;

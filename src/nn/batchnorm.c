@@ -268,8 +268,8 @@ static void bn_backward(kd_layer *l, const float *x, const float *y, const float
  * is never stored. Backward needs only the winners' gradients for the sums, then writes dx
  * plane by plane while the plane is in cache. ---- */
 
-void kd_bn_pool_relu_forward(kd_layer *bn, kd_layer *pool, const float *x, float *y, size_t B,
-                             kd_ctx *ctx) {
+void kd_bn_pool_relu_forward(kd_layer *bn, kd_layer *pool, const float *x, float *y, float *win,
+                             size_t B, kd_ctx *ctx) {
     if (!bn_prepare(bn, x, B, ctx)) return;
     const size_t C = n_channels(bn), S = n_spatial(bn), OH = pool->out.d[1],
                  OW = pool->out.d[2];
@@ -279,17 +279,19 @@ void kd_bn_pool_relu_forward(kd_layer *bn, kd_layer *pool, const float *x, float
 #pragma omp parallel for schedule(static) if (KD_PAR(B * C * S))
     for (size_t bc = 0; bc < B * C; bc++) {
         const size_t c = bc % C;
-        kd_maxpool2x2_affine_relu_plane(x + bc * S, y + bc * OH * OW, arg + bc * OH * OW, OH,
-                                        OW, w[c] * inv_std[c], mean_c[c], bias[c]);
+        kd_maxpool2x2_affine_relu_plane(x + bc * S, y + bc * OH * OW, arg + bc * OH * OW,
+                                        win ? win + bc * OH * OW : NULL, OH, OW,
+                                        w[c] * inv_std[c], mean_c[c], bias[c]);
     }
 }
 
 /* The sums over batch norm's output gradient, which is relu's gradient routed to each window's
- * winner and 0 elsewhere: per plane, the winners' gradients g and inputs x are gathered in
- * blocks of KD_REDUCE_BLOCK on the stack and summed as channel_sums does (block terms, then
- * the fixed-order fold), so only the pooled-size data is summed. */
+ * winner and 0 elsewhere: per plane, over the pooled outputs only, the gradients g (relu's,
+ * gathered in blocks of KD_REDUCE_BLOCK on the stack) against the winners' inputs that forward
+ * kept, summed as channel_sums does (block terms, then the fixed-order fold). */
 void kd_bn_pool_relu_backward(kd_layer *bn, kd_layer *pool, const float *x, const float *y,
-                              const float *dy, float *dx, size_t B, kd_ctx *ctx) {
+                              const float *win, const float *dy, float *dx, size_t B,
+                              kd_ctx *ctx) {
     const size_t C = n_channels(bn), S = n_spatial(bn), OH = pool->out.d[1],
                  OW = pool->out.d[2], OHW = OH * OW;
     const size_t nblk = (OHW + KD_REDUCE_BLOCK - 1) / KD_REDUCE_BLOCK;
@@ -300,16 +302,12 @@ void kd_bn_pool_relu_backward(kd_layer *bn, kd_layer *pool, const float *x, cons
     const int par = KD_PAR(B * C * S);
 #pragma omp parallel for schedule(static) if (par)
     for (size_t bc = 0; bc < B * C; bc++) {
-        const float *xp = x + bc * S, *yp = y + bc * OHW, *dyp = dy + bc * OHW;
-        const uint32_t *ap = arg + bc * OHW;
-        float g[KD_REDUCE_BLOCK], xw[KD_REDUCE_BLOCK];
+        const float *yp = y + bc * OHW, *dyp = dy + bc * OHW, *wp = win + bc * OHW;
+        float g[KD_REDUCE_BLOCK];
         for (size_t o0 = 0, k = 0; o0 < OHW; o0 += KD_REDUCE_BLOCK, k++) {
             const size_t n = OHW - o0 < KD_REDUCE_BLOCK ? OHW - o0 : KD_REDUCE_BLOCK;
-            for (size_t j = 0; j < n; j++) {
-                g[j] = kd_float_if(yp[o0 + j] > 0.0f, dyp[o0 + j]);
-                xw[j] = xp[ap[o0 + j]];
-            }
-            kd_sum_dot_shifted_blocks(g, xw, n, mean_c[bc % C], ts + bc * nblk + k,
+            for (size_t j = 0; j < n; j++) g[j] = kd_float_if(yp[o0 + j] > 0.0f, dyp[o0 + j]);
+            kd_sum_dot_shifted_blocks(g, wp + o0, n, mean_c[bc % C], ts + bc * nblk + k,
                                       tq + bc * nblk + k);
         }
     }

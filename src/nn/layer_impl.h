@@ -202,9 +202,10 @@ extern const kd_layer_ops kd_layer_batchnorm, kd_layer_maxpool2d, kd_layer_relu;
 /* Whether l is a maxpool2d with a 2x2 kernel, stride 2, no padding, over even planes. */
 int kd_maxpool_is_2x2(const kd_layer *l);
 /* One (OH*2, OW*2) plane xp pooled into yp (OH, OW) with the first-maximum indices in ap, every
- * input read as k * (x - mu) + beta and every output through ReLU. */
-void kd_maxpool2x2_affine_relu_plane(const float *xp, float *yp, uint32_t *ap, size_t OH,
-                                     size_t OW, float k, float mu, float beta);
+ * input read as k * (x - mu) + beta and every output through ReLU; the winners' own inputs xp
+ * into win (OH, OW) when win is not NULL. */
+void kd_maxpool2x2_affine_relu_plane(const float *xp, float *yp, uint32_t *ap, float *win,
+                                     size_t OH, size_t OW, float k, float mu, float beta);
 /* The plane's batch-norm input gradient dxp (every element written) from relu's output
  * gradient dyp, relu's output yp (a gradient passes where yp > 0), the indices ap and batch
  * norm's input xp: dx = k * (e - a - (x - mu) * bq), e the gradient routed to each window's
@@ -213,14 +214,16 @@ void kd_maxpool2x2_relu_bn_backward_plane(const float *dyp, const float *yp, con
                                           const float *xp, float *dxp, size_t OH, size_t OW,
                                           float k, float a, float bq, float mu);
 /* The group's forward: x (B, C, H, W), batch norm's input, to y (B, C, H/2, W/2), relu's
- * output, keeping what the two layers' backward read (batch norm's statistics, the pool's
- * indices); the same bits as the three layers run one after another. */
-void kd_bn_pool_relu_forward(kd_layer *bn, kd_layer *pool, const float *x, float *y, size_t B,
-                             kd_ctx *ctx);
+ * output, keeping what backward reads: batch norm's statistics, the pool's indices and, in win
+ * (B, C, H/2, W/2; NULL in an inference-only model), each window's winning input. The same
+ * bits as the three layers run one after another. */
+void kd_bn_pool_relu_forward(kd_layer *bn, kd_layer *pool, const float *x, float *y, float *win,
+                             size_t B, kd_ctx *ctx);
 /* Its backward from dy (relu's output gradient) to dx (batch norm's input gradient, or NULL),
  * accumulating batch norm's parameter gradients. */
 void kd_bn_pool_relu_backward(kd_layer *bn, kd_layer *pool, const float *x, const float *y,
-                              const float *dy, float *dx, size_t B, kd_ctx *ctx);
+                              const float *win, const float *dy, float *dx, size_t B,
+                              kd_ctx *ctx);
 
 /* The units kd_model_forward / kd_model_backward run, for code that walks a model's layers
  * itself (the per-layer benchmark): kd_model_unit_size layers from layer i on, 3 for a fused

@@ -370,20 +370,27 @@ size_t kd_model_unit_size(const kd_model *m, size_t i) {
 void kd_model_unit_forward(kd_model *m, size_t i, const float *x, float *y, size_t B,
                            kd_ctx *ctx) {
     kd_layer *l = &m->layers[i];
-    if (kd_model_unit_size(m, i) == 3) kd_bn_pool_relu_forward(l, &l[1], x, y, B, ctx);
-    else l->ops->forward(l, x, y, B, ctx);
+    if (kd_model_unit_size(m, i) == 3)
+        kd_bn_pool_relu_forward(l, &l[1], x, y, m->grads ? m->acts[i] : NULL, B, ctx);
+    else
+        l->ops->forward(l, x, y, B, ctx);
 }
 
 void kd_model_unit_backward(kd_model *m, size_t i, const float *x, const float *y,
                             const float *dy, float *dx, size_t B, kd_ctx *ctx) {
     kd_layer *l = &m->layers[i];
-    if (kd_model_unit_size(m, i) == 3) kd_bn_pool_relu_backward(l, &l[1], x, y, dy, dx, B, ctx);
-    else l->ops->backward(l, x, y, dy, dx, B, ctx);
+    if (kd_model_unit_size(m, i) == 3)
+        kd_bn_pool_relu_backward(l, &l[1], x, y, m->acts[i], dy, dx, B, ctx);
+    else
+        l->ops->backward(l, x, y, dy, dx, B, ctx);
 }
 
-/* Whether layer i's output is never written (the batch norm of a fused group): nothing reads
- * it, so a training model stores nothing for it (acts[i] stays NULL). */
-static int output_unused(const kd_model *m, size_t i) { return kd_model_unit_size(m, i) > 1; }
+/* Floats per sample a training model keeps at acts[i]: layer i's output, except for a fused
+ * group's batch norm, whose output is never stored; its slot holds instead each pooling
+ * window's winning input (the pool's output size), which the group's backward sums over. */
+static size_t kept_floats(const kd_model *m, size_t i) {
+    return kd_shape_numel(&m->layers[kd_model_unit_size(m, i) == 3 ? i + 1 : i].out);
+}
 
 kd_status kd_model_reserve(kd_model *m, size_t B, kd_err *err) {
     if (B <= m->batch_cap) return KD_OK;
@@ -408,8 +415,8 @@ kd_status kd_model_reserve(kd_model *m, size_t B, kd_err *err) {
         size_t out_n = kd_shape_numel(&l->out), n_act, n_cache;
         if (out_n > max_numel) max_numel = out_n;
         if (chunked && i + 1 == m->n_layers) bad |= kd_mul_size(out_n, B, &n_out);
-        else if (!chunked && !runs_in_place(m, i) && !output_unused(m, i))
-            bad |= kd_mul_size(out_n, B, &n_act) || add_aligned(&act_total, n_act);
+        else if (!chunked && !runs_in_place(m, i))
+            bad |= kd_mul_size(kept_floats(m, i), B, &n_act) || add_aligned(&act_total, n_act);
         n_cache = l->ops->cache_floats ? l->ops->cache_floats(l, nb) : 0;
         bad |= add_aligned(&cache_total, n_cache);
         size_t w = l->ops->workspace_floats ? l->ops->workspace_floats(l, nb) : 0;
@@ -449,11 +456,9 @@ kd_status kd_model_reserve(kd_model *m, size_t B, kd_err *err) {
             acts[i] = i % 2 ? pong : ping;
         } else if (!chunked && runs_in_place(m, i)) {
             acts[i] = acts[i - 1];
-        } else if (!chunked && output_unused(m, i)) {
-            acts[i] = NULL;
         } else {
             acts[i] = act_mem + act_off;
-            add_aligned(&act_off, kd_shape_numel(&l->out) * B);
+            add_aligned(&act_off, (chunked ? kd_shape_numel(&l->out) : kept_floats(m, i)) * B);
         }
         l->cache = cache_mem + cache_off;
         add_aligned(&cache_off, l->ops->cache_floats ? l->ops->cache_floats(l, nb) : 0);

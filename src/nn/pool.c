@@ -121,11 +121,13 @@ static pool_v4f v4_select(pool_v4i mask, pool_v4f a, pool_v4f b) {
 
 /* What the pool reads, optionally through batch norm's affine map and followed by ReLU (the
  * fused batchnorm -> maxpool2d -> relu of kd_bn_pool_relu_forward): every input is read as
- * k * (x - mu) + beta, the float operations of batch norm's own forward, and the window's
- * maximum m is written as m < 0 ? 0 : m, relu's. Plain pooling has affine = 0. */
+ * k * (x - mu) + beta, the float operations of batch norm's own forward, the window's maximum
+ * m is written as m < 0 ? 0 : m, relu's, and the winner's own input x to win (when not NULL).
+ * Plain pooling has affine = 0. */
 typedef struct {
     int affine;
     float k, mu, beta;
+    float *win;  /* the plane's winners' inputs (OH, OW), or NULL */
 } pool_map;
 
 static inline pool_v4f v4_map(const pool_map *f, pool_v4f v) {
@@ -138,11 +140,13 @@ static inline float map1(const pool_map *f, float v) {
     return f->affine ? f->k * (v - f->mu) + f->beta : v;
 }
 
-/* Windows ow..ow+3 of output row oh. */
+/* Windows ow..ow+3 of output row oh (o0: the row's first output in the plane). */
 static inline void maxpool2x2_quad(const float *r0, const float *r1, float *y, uint32_t *a,
-                                   uint32_t base, size_t ow, uint32_t W, const pool_map *f) {
-    const pool_v4f p0 = v4_map(f, v4_load(r0 + 2 * ow)), p1 = v4_map(f, v4_load(r0 + 2 * ow + 4));
-    const pool_v4f q0 = v4_map(f, v4_load(r1 + 2 * ow)), q1 = v4_map(f, v4_load(r1 + 2 * ow + 4));
+                                   uint32_t base, size_t o0, size_t ow, uint32_t W,
+                                   const pool_map *f) {
+    const pool_v4f x0 = v4_load(r0 + 2 * ow), x1 = v4_load(r0 + 2 * ow + 4);
+    const pool_v4f x2 = v4_load(r1 + 2 * ow), x3 = v4_load(r1 + 2 * ow + 4);
+    const pool_v4f p0 = v4_map(f, x0), p1 = v4_map(f, x1), q0 = v4_map(f, x2), q1 = v4_map(f, x3);
     const pool_v4f va = __builtin_shufflevector(p0, p1, 0, 2, 4, 6),
                    vb = __builtin_shufflevector(p0, p1, 1, 3, 5, 7);
     const pool_v4f vc = __builtin_shufflevector(q0, q1, 0, 2, 4, 6),
@@ -154,6 +158,14 @@ static inline void maxpool2x2_quad(const float *r0, const float *r1, float *y, u
     if (f->affine) {
         const pool_v4f zero = {0, 0, 0, 0};
         out = v4_select(out < zero, zero, out);
+    }
+    if (f->win) {  /* the same selects on the inputs themselves */
+        const pool_v4f xa = __builtin_shufflevector(x0, x1, 0, 2, 4, 6),
+                       xb = __builtin_shufflevector(x0, x1, 1, 3, 5, 7);
+        const pool_v4f xc = __builtin_shufflevector(x2, x3, 0, 2, 4, 6),
+                       xd = __builtin_shufflevector(x2, x3, 1, 3, 5, 7);
+        const pool_v4f w = v4_select(lower, v4_select(dc, xd, xc), v4_select(ba, xb, xa));
+        memcpy(f->win + o0 + ow, &w, sizeof w);
     }
     const pool_v4u col = {0, 2, 4, 6}, ba1 = (pool_v4u)-ba, dc1 = (pool_v4u)-dc;
     const pool_v4u idx = base + (uint32_t)(2 * ow) + col + ba1 + ((W + dc1 - ba1) & (pool_v4u)lower);
@@ -168,36 +180,38 @@ static inline void maxpool2x2_plane_map(const float *restrict xp, float *restric
     for (size_t oh = 0; oh < OH; oh++) {
         const float *r0 = xp + 2 * oh * W, *r1 = r0 + W;
         const uint32_t base = (uint32_t)(2 * oh * W);
+        const size_t o0 = oh * OW;
         if (OW >= 4) {
             for (size_t ow = 0; ow + 4 <= OW; ow += 4)
-                maxpool2x2_quad(r0, r1, yp + oh * OW, ap + oh * OW, base, ow, (uint32_t)W, f);
+                maxpool2x2_quad(r0, r1, yp + o0, ap + o0, base, o0, ow, (uint32_t)W, f);
             if (OW % 4)
-                maxpool2x2_quad(r0, r1, yp + oh * OW, ap + oh * OW, base, OW - 4, (uint32_t)W, f);
+                maxpool2x2_quad(r0, r1, yp + o0, ap + o0, base, o0, OW - 4, (uint32_t)W, f);
             continue;
         }
         for (size_t ow = 0; ow < OW; ow++) {
-            const float a = map1(f, r0[2 * ow]), b = map1(f, r0[2 * ow + 1]),
-                        c = map1(f, r1[2 * ow]), d = map1(f, r1[2 * ow + 1]);
+            const float xa = r0[2 * ow], xb = r0[2 * ow + 1], xc = r1[2 * ow], xd = r1[2 * ow + 1];
+            const float a = map1(f, xa), b = map1(f, xb), c = map1(f, xc), d = map1(f, xd);
             /* Comparisons as 0/1 integers, not branches: which element wins is data, and a
              * mispredicted branch per window costs more than the whole window. */
             const uint32_t ba = b > a, dc = d > c;
             const float m1 = ba ? b : a, m2 = dc ? d : c;
             const uint32_t lower = m2 > m1;
             const float m = m2 > m1 ? m2 : m1;
-            yp[oh * OW + ow] = f->affine && m < 0.0f ? 0.0f : m;
-            ap[oh * OW + ow] = base + (uint32_t)(2 * ow) + ba + lower * ((uint32_t)W + dc - ba);
+            yp[o0 + ow] = f->affine && m < 0.0f ? 0.0f : m;
+            ap[o0 + ow] = base + (uint32_t)(2 * ow) + ba + lower * ((uint32_t)W + dc - ba);
+            if (f->win) f->win[o0 + ow] = lower ? (dc ? xd : xc) : (ba ? xb : xa);
         }
     }
 }
 
 static void maxpool2x2_plane(const float *xp, float *yp, uint32_t *ap, size_t OH, size_t OW) {
-    const pool_map plain = {0, 1.0f, 0.0f, 0.0f};
+    const pool_map plain = {0, 1.0f, 0.0f, 0.0f, NULL};
     maxpool2x2_plane_map(xp, yp, ap, OH, OW, &plain);
 }
 
-void kd_maxpool2x2_affine_relu_plane(const float *xp, float *yp, uint32_t *ap, size_t OH,
-                                     size_t OW, float k, float mu, float beta) {
-    const pool_map f = {1, k, mu, beta};
+void kd_maxpool2x2_affine_relu_plane(const float *xp, float *yp, uint32_t *ap, float *win,
+                                     size_t OH, size_t OW, float k, float mu, float beta) {
+    const pool_map f = {1, k, mu, beta, win};
     maxpool2x2_plane_map(xp, yp, ap, OH, OW, &f);
 }
 
