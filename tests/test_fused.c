@@ -133,9 +133,11 @@ cleanup:
 #define BN_POOL_RELU "{\"type\":\"batchnorm\"},{\"type\":\"maxpool2d\",\"kernel\":2},{\"type\":\"relu\"}"
 
 /* Rows of 6 windows (vector path and its overlapping last vector) after a convolution, whose
- * weight gradient checks the group's input gradient; rows of 3 windows (scalar path) as the
- * first layers (no input gradient: batch norm is the first trainable layer); training and
- * evaluation. */
+ * weight gradient checks the group's input gradient (made per sample inside the convolution's
+ * backward); rows of 3 windows (scalar path) as the first layers (no input gradient: batch norm
+ * is the first trainable layer); two groups, the second convolution's input gradient made
+ * from the group after it; a group after tanh (its own input gradient, written whole);
+ * training and evaluation. */
 KD_TEST(fused_bn_pool_relu_matches_the_layers_one_by_one) {
     const fuse_case cases[] = {
         {{3, {2, 8, 12}},
@@ -149,6 +151,10 @@ KD_TEST(fused_bn_pool_relu_matches_the_layers_one_by_one) {
          BN_POOL_RELU ",{\"type\":\"conv2d\",\"channels\":2,\"kernel\":3,\"padding\":1}," BN_POOL_RELU
          ",{\"type\":\"flatten\"},{\"type\":\"dense\",\"units\":3}]",
          {1, 5}},
+        {{3, {2, 8, 8}},
+         "[{\"type\":\"conv2d\",\"channels\":3,\"kernel\":3,\"padding\":1},{\"type\":\"tanh\"},"
+         BN_POOL_RELU ",{\"type\":\"flatten\"},{\"type\":\"dense\",\"units\":3}]",
+         {2, SIZE_MAX}},
     };
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
         check_case(&cases[k], 5, 1, 10 + k);

@@ -53,10 +53,12 @@ static int bn_tensors(const kd_layer *l, kd_tensor_decl *out) {
 
 /* Cache layout: mean (C) | inv_std (C) | N (one double in two floats): the statistics forward
  * normalised with and how many values they cover (all ranks' under SyncBatchNorm), kept for
- * backward, which recomputes xhat from x rather than storing a copy of the whole input. */
+ * backward, which recomputes xhat from x rather than storing a copy of the whole input. Then
+ * the fused group's backward keeps its per-channel dx constants (bn_dx_coefs, C of them),
+ * which the convolution before it reads sample by sample. */
 static size_t bn_cache(const kd_layer *l, size_t B) {
     (void)B;
-    return 2 * n_channels(l) + 2;
+    return 6 * n_channels(l) + 2;
 }
 
 /* Blocks of kd_reduce's shifted sums per (sample, channel) plane. */
@@ -285,22 +287,24 @@ void kd_bn_pool_relu_forward(kd_layer *bn, kd_layer *pool, const float *x, float
     }
 }
 
+/* The group's dx constants per channel, after kd_bn_pool_relu_backward_sums. */
+static bn_dx_coefs *group_coefs(const kd_layer *bn) {
+    return (bn_dx_coefs *)(bn->cache + 2 * n_channels(bn) + 2);
+}
+
 /* The sums over batch norm's output gradient, which is relu's gradient routed to each window's
  * winner and 0 elsewhere: per plane, over the pooled outputs only, the gradients g (relu's,
  * gathered in blocks of KD_REDUCE_BLOCK on the stack) against the winners' inputs that forward
- * kept, summed as channel_sums does (block terms, then the fixed-order fold). */
-void kd_bn_pool_relu_backward(kd_layer *bn, kd_layer *pool, const float *x, const float *y,
-                              const float *win, const float *dy, float *dx, size_t B,
-                              kd_ctx *ctx) {
-    const size_t C = n_channels(bn), S = n_spatial(bn), OH = pool->out.d[1],
-                 OW = pool->out.d[2], OHW = OH * OW;
+ * kept, summed as channel_sums does (block terms, then the fixed-order fold). Then batch norm's
+ * parameter gradients, and each channel's dx constants into the cache. */
+void kd_bn_pool_relu_backward_sums(kd_layer *bn, const kd_layer *pool, const float *y,
+                                   const float *win, const float *dy, size_t B, kd_ctx *ctx) {
+    const size_t C = n_channels(bn), S = n_spatial(bn), OHW = pool->out.d[1] * pool->out.d[2];
     const size_t nblk = (OHW + KD_REDUCE_BLOCK - 1) / KD_REDUCE_BLOCK;
     const float *mean_c = bn->cache;
-    const uint32_t *arg = (const uint32_t *)pool->cache;
     double *sdy = (double *)ctx->workspace, *sdyx = sdy + C, *ts = sdyx + C,
            *tq = ts + B * C * nblk;
-    const int par = KD_PAR(B * C * S);
-#pragma omp parallel for schedule(static) if (par)
+#pragma omp parallel for schedule(static) if (KD_PAR(B * C * S))
     for (size_t bc = 0; bc < B * C; bc++) {
         const float *yp = y + bc * OHW, *dyp = dy + bc * OHW, *wp = win + bc * OHW;
         float g[KD_REDUCE_BLOCK];
@@ -313,15 +317,53 @@ void kd_bn_pool_relu_backward(kd_layer *bn, kd_layer *pool, const float *x, cons
     }
     fold_terms(ts, tq, B, C, nblk, sdy, sdyx);
     bn_finish_sums(bn, sdy, sdyx, ctx);
-    if (!dx) return;
-    const int training = ctx->training;
-#pragma omp parallel for schedule(static) if (par)
-    for (size_t bc = 0; bc < B * C; bc++) {
-        const bn_dx_coefs k = dx_coefs(bn, bc % C, sdy, sdyx, training);
+    bn_dx_coefs *k = group_coefs(bn);
+    for (size_t c = 0; c < C; c++) k[c] = dx_coefs(bn, c, sdy, sdyx, ctx->training);
+}
+
+/* Sample b's batch-norm input gradient dx_b (C, H, W), plane by plane. */
+void kd_bn_pool_relu_dx(const kd_layer *bn, const kd_layer *pool, const float *x, const float *y,
+                        const float *dy, size_t b, float *dx_b) {
+    const size_t C = n_channels(bn), S = n_spatial(bn), OH = pool->out.d[1],
+                 OW = pool->out.d[2], OHW = OH * OW;
+    const bn_dx_coefs *k = group_coefs(bn);
+    const uint32_t *arg = (const uint32_t *)pool->cache;
+    for (size_t c = 0, bc = b * C; c < C; c++, bc++)
         kd_maxpool2x2_relu_bn_backward_plane(dy + bc * OHW, y + bc * OHW, arg + bc * OHW,
-                                             x + bc * S, dx + bc * S, OH, OW, k.k, k.a, k.bq,
-                                             k.mu);
-    }
+                                             x + bc * S, dx_b + c * S, OH, OW, k[c].k, k[c].a,
+                                             k[c].bq, k[c].mu);
+}
+
+void kd_bn_pool_relu_backward(kd_layer *bn, kd_layer *pool, const float *x, const float *y,
+                              const float *win, const float *dy, float *dx, size_t B,
+                              kd_ctx *ctx) {
+    kd_bn_pool_relu_backward_sums(bn, pool, y, win, dy, B, ctx);
+    if (!dx) return;
+    const size_t S = kd_shape_numel(&bn->in);
+#pragma omp parallel for schedule(static) if (KD_PAR(B * S))
+    for (size_t b = 0; b < B; b++) kd_bn_pool_relu_dx(bn, pool, x, y, dy, b, dx + b * S);
+}
+
+/* A convolution followed by the group: the convolution's backward makes each sample's output
+ * gradient (the group's dx) itself, in its thread's cache, right before using it, so the
+ * full-size gradient between the two is never written or read back. */
+typedef struct {
+    const kd_layer *bn, *pool;
+    const float *x, *y, *dy;
+} group_dy;
+
+static void group_dy_sample(const void *arg, size_t b, float *dy_b) {
+    const group_dy *g = arg;
+    kd_bn_pool_relu_dx(g->bn, g->pool, g->x, g->y, g->dy, b, dy_b);
+}
+
+void kd_conv_bn_pool_relu_backward(kd_layer *conv, kd_layer *bn, kd_layer *pool, const float *x,
+                                   const float *conv_y, const float *y, const float *win,
+                                   const float *dy, float *dx, size_t B, kd_ctx *ctx) {
+    kd_bn_pool_relu_backward_sums(bn, pool, y, win, dy, B, ctx);
+    const group_dy g = {bn, pool, conv_y, y, dy};
+    const kd_dy_source src = {group_dy_sample, &g};
+    kd_conv2d_backward_from(conv, x, &src, dx, B, ctx);
 }
 
 static int bn_describe(const kd_layer *l, cJSON *obj) {

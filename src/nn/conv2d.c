@@ -95,11 +95,14 @@ static conv_dims dims_of(const kd_layer *l) {
     return d;
 }
 
-/* Workspace: one column slot per thread (columns [K, OHW] and column gradient [K, OHW]), then
- * one gradient part per piece (weight [O, K], bias [O]); each buffer rounded up to 64 bytes so
- * that every one sgemm touches starts aligned. */
+/* Workspace: one column slot per thread (columns [K, OHW], column gradient [K, OHW] and one
+ * sample's output gradient [O, OHW] when a kd_dy_source makes it), then one gradient part per
+ * piece (weight [O, K], bias [O]); each buffer rounded up to 64 bytes so that every one sgemm
+ * touches starts aligned. */
 static size_t round16(size_t n) { return (n + 15) & ~(size_t)15; }
-static size_t col_slot(const conv_dims *d) { return 2 * round16(d->K * d->OHW); }
+static size_t col_slot(const conv_dims *d) {
+    return 2 * round16(d->K * d->OHW) + round16(d->O * d->OHW);
+}
 static size_t part_slot(const conv_dims *d) { return round16(d->O * d->K) + round16(d->O); }
 static size_t n_pieces(size_t B) { return B == 0 ? 1 : B < CONV_PIECES ? B : CONV_PIECES; }
 /* Threads with a column slot: the machine's processors (fixed for the process, so the workspace
@@ -371,13 +374,13 @@ static void conv_forward(kd_layer *l, const float *x, float *y, size_t B, kd_ctx
     }
 }
 
-/* Per sample b of piece p, with dY = dy[b] (O, OHW) and col = im2col(x[b]) rebuilt:
+/* Per sample b of piece p, with dY = dy[b] (O, OHW), or made by src into the thread's slot,
+ * and col = im2col(x[b]) rebuilt:
  *   dW_p (O, K) += dY col^T;  db_p (O) += row sums of dY;  dcol (K, OHW) = W^T dY;
  *   dx[b] = col2im(dcol).
  * Then dW += dW_0 + dW_1 + ... in piece order (db likewise), split by element. */
-static void conv_backward(kd_layer *l, const float *x, const float *y, const float *dy,
+static void backward_impl(kd_layer *l, const float *x, const float *dy, const kd_dy_source *src,
                           float *dx, size_t B, kd_ctx *ctx) {
-    (void)y;
     if (B == 0) return;
     const conv_dims d = dims_of(l);
     const size_t P = n_pieces(B), in_n = d.C * d.H * d.W, out_n = d.O * d.OHW,
@@ -388,12 +391,17 @@ static void conv_backward(kd_layer *l, const float *x, const float *y, const flo
     const int par = P > 1 && KD_PAR(B * d.K * d.OHW);
 #pragma omp parallel for schedule(static) num_threads(team_size(P)) if (par)
     for (size_t p = 0; p < P; p++) {
-        float *col = thread_cols(&d, ctx->workspace, P, par), *dcol = col + kcols;
+        float *col = thread_cols(&d, ctx->workspace, P, par), *dcol = col + kcols,
+              *dy_b = dcol + kcols;
         float *dwp = parts + p * part, *dbp = dwp + round16(OK);
         size_t b0, b1;
         piece_range(B, P, p, &b0, &b1);
         for (size_t b = b0; b < b1; b++) {
             const float *g = dy + b * out_n;
+            if (src) {
+                src->fn(src->arg, b, dy_b);
+                g = dy_b;
+            }
             im2col_sample(&d, x + b * in_n, col);
             piece_sgemm(par, 0, 1, d.O, d.K, d.OHW, g, d.OHW, col, d.OHW, b > b0 ? 1.0f : 0.0f,
                         dwp, d.K);
@@ -422,6 +430,17 @@ static void conv_backward(kd_layer *l, const float *x, const float *y, const flo
             db[o] += s;
         }
     }
+}
+
+static void conv_backward(kd_layer *l, const float *x, const float *y, const float *dy,
+                          float *dx, size_t B, kd_ctx *ctx) {
+    (void)y;
+    backward_impl(l, x, dy, NULL, dx, B, ctx);
+}
+
+void kd_conv2d_backward_from(kd_layer *l, const float *x, const kd_dy_source *src, float *dx,
+                             size_t B, kd_ctx *ctx) {
+    backward_impl(l, x, NULL, src, dx, B, ctx);
 }
 
 static int conv_describe(const kd_layer *l, cJSON *obj) {

@@ -198,7 +198,7 @@ static inline float kd_float_if(uint32_t cond, float v) {
 
 /* ---- The fused batchnorm -> maxpool2d (2x2) -> relu group (model.c runs the three layers
  * as one when they follow each other; batchnorm.c computes it with pool.c's plane kernels). ---- */
-extern const kd_layer_ops kd_layer_batchnorm, kd_layer_maxpool2d, kd_layer_relu;
+extern const kd_layer_ops kd_layer_batchnorm, kd_layer_maxpool2d, kd_layer_relu, kd_layer_conv2d;
 /* Whether l is a maxpool2d with a 2x2 kernel, stride 2, no padding, over even planes. */
 int kd_maxpool_is_2x2(const kd_layer *l);
 /* One (OH*2, OW*2) plane xp pooled into yp (OH, OW) with the first-maximum indices in ap, every
@@ -220,20 +220,47 @@ void kd_maxpool2x2_relu_bn_backward_plane(const float *dyp, const float *yp, con
 void kd_bn_pool_relu_forward(kd_layer *bn, kd_layer *pool, const float *x, float *y, float *win,
                              size_t B, kd_ctx *ctx);
 /* Its backward from dy (relu's output gradient) to dx (batch norm's input gradient, or NULL),
- * accumulating batch norm's parameter gradients. */
+ * accumulating batch norm's parameter gradients: first the sums over the batch (they also keep
+ * each channel's dx constants in batch norm's cache), then sample b's dx_b (C, H, W) from them,
+ * on its own (a convolution's backward asks for one sample at a time). */
 void kd_bn_pool_relu_backward(kd_layer *bn, kd_layer *pool, const float *x, const float *y,
                               const float *win, const float *dy, float *dx, size_t B,
                               kd_ctx *ctx);
+void kd_bn_pool_relu_backward_sums(kd_layer *bn, const kd_layer *pool, const float *y,
+                                   const float *win, const float *dy, size_t B, kd_ctx *ctx);
+void kd_bn_pool_relu_dx(const kd_layer *bn, const kd_layer *pool, const float *x, const float *y,
+                        const float *dy, size_t b, float *dx_b);
+
+/* An output gradient made one sample at a time: fn(arg, b, dy_b) writes sample b's (the whole
+ * per-sample output) into dy_b. Called from the team's threads at once, for distinct b. */
+typedef struct {
+    void (*fn)(const void *arg, size_t b, float *dy_b);
+    const void *arg;
+} kd_dy_source;
+/* conv2d's backward with its output gradient from src, made per sample in the calling thread's
+ * workspace just before use (the same gradients as its backward over the gathered dy). */
+void kd_conv2d_backward_from(kd_layer *l, const float *x, const kd_dy_source *src, float *dx,
+                             size_t B, kd_ctx *ctx);
+/* conv2d followed by a fused group, backward as one: the group's sums, then the convolution's
+ * backward with the group's dx (its output gradient) made per sample; conv_y is the
+ * convolution's output (the group's input), y and win the group's, dx the convolution's input
+ * gradient (or NULL). */
+void kd_conv_bn_pool_relu_backward(kd_layer *conv, kd_layer *bn, kd_layer *pool, const float *x,
+                                   const float *conv_y, const float *y, const float *win,
+                                   const float *dy, float *dx, size_t B, kd_ctx *ctx);
 
 /* The units kd_model_forward / kd_model_backward run, for code that walks a model's layers
- * itself (the per-layer benchmark): kd_model_unit_size layers from layer i on, 3 for a fused
- * batchnorm -> maxpool2d 2x2 -> relu group, else 1; forward from x (the input of layer i) to
- * y (the output of its last layer); backward with y that output and dy its gradient. */
+ * itself (the per-layer benchmark). Forward: kd_model_unit_size layers from layer i on, 3 for a
+ * fused batchnorm -> maxpool2d 2x2 -> relu group, else 1, from x (the input of layer i) to y
+ * (the output of its last layer). Backward: layers kd_model_backward_unit_start(m, j) = i to j
+ * (a group, with the convolution before it when there is one), from dy (the gradient of layer
+ * j's output) to dx (that of layer i's input x, or NULL). */
 size_t kd_model_unit_size(const kd_model *m, size_t i);
 void kd_model_unit_forward(kd_model *m, size_t i, const float *x, float *y, size_t B,
                            kd_ctx *ctx);
-void kd_model_unit_backward(kd_model *m, size_t i, const float *x, const float *y,
-                            const float *dy, float *dx, size_t B, kd_ctx *ctx);
+size_t kd_model_backward_unit_start(const kd_model *m, size_t j);
+void kd_model_unit_backward(kd_model *m, size_t i, size_t j, const float *x, const float *dy,
+                            float *dx, size_t B, kd_ctx *ctx);
 
 /* dst = src and dst = 0 over n floats, shared by the team as above (activation copies,
  * zeroed planes); a copy onto itself (an in-place layer) does nothing. */

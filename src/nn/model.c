@@ -376,13 +376,27 @@ void kd_model_unit_forward(kd_model *m, size_t i, const float *x, float *y, size
         l->ops->forward(l, x, y, B, ctx);
 }
 
-void kd_model_unit_backward(kd_model *m, size_t i, const float *x, const float *y,
-                            const float *dy, float *dx, size_t B, kd_ctx *ctx) {
+/* Backward runs one more layer with a fused group than forward does: a convolution right
+ * before the group makes each sample's output gradient from the group's sums itself
+ * (kd_conv_bn_pool_relu_backward), so the unit that ends at layer j starts one earlier. */
+size_t kd_model_backward_unit_start(const kd_model *m, size_t j) {
+    if (j < 2 || kd_model_unit_size(m, j - 2) != 3) return j;
+    const size_t i = j - 2;
+    return i > 0 && m->layers[i - 1].ops == &kd_layer_conv2d ? i - 1 : i;
+}
+
+void kd_model_unit_backward(kd_model *m, size_t i, size_t j, const float *x, const float *dy,
+                            float *dx, size_t B, kd_ctx *ctx) {
     kd_layer *l = &m->layers[i];
-    if (kd_model_unit_size(m, i) == 3)
-        kd_bn_pool_relu_backward(l, &l[1], x, y, m->acts[i], dy, dx, B, ctx);
-    else
+    const float *y = m->acts[j];
+    if (i == j) {
         l->ops->backward(l, x, y, dy, dx, B, ctx);
+    } else if (kd_model_unit_size(m, i) == 3) {
+        kd_bn_pool_relu_backward(l, &l[1], x, y, m->acts[i], dy, dx, B, ctx);
+    } else {  /* conv2d, then the group */
+        kd_conv_bn_pool_relu_backward(l, &l[1], &l[2], x, m->acts[i], y, m->acts[i + 1], dy, dx,
+                                      B, ctx);
+    }
 }
 
 /* Floats per sample a training model keeps at acts[i]: layer i's output, except for a fused
@@ -520,11 +534,11 @@ void kd_model_backward(kd_model *m, const float *x, const float *dlogits, size_t
     const float *dy = dlogits;
     float *spare = m->grad_a;
     for (size_t j = m->n_layers; j-- > first;) {
-        /* j is a unit's last layer; i its first (a fused group's batch norm has parameters,
-         * so a unit never starts before `first`) */
-        const size_t i = j >= 2 && kd_model_unit_size(m, j - 2) == 3 ? j - 2 : j;
+        /* j is a unit's last layer; i its first (a unit's first layer has parameters, so it
+         * never starts before `first`) */
+        const size_t i = kd_model_backward_unit_start(m, j);
         float *dx = i > first ? spare : NULL;
-        kd_model_unit_backward(m, i, i ? m->acts[i - 1] : x, m->acts[j], dy, dx, B, ctx);
+        kd_model_unit_backward(m, i, j, i ? m->acts[i - 1] : x, dy, dx, B, ctx);
         j = i;
         if (dx) {
             dy = dx;

@@ -154,9 +154,13 @@ static double train_step(kd_trainer *tr, const float *x, const int32_t *y) {
     return kd_now() - t0;
 }
 
-/* The name a unit's time is filed under: its layer type, or the fused group's three. */
+/* The names a unit's time is filed under: its layer type, or the fused group's three; in
+ * backward a convolution and the group after it are one unit. */
 static const char *unit_name(const kd_model *m, size_t i) {
     return kd_model_unit_size(m, i) == 3 ? "bn+maxpool+relu" : m->layers[i].ops->type;
+}
+static const char *bwd_unit_name(const kd_model *m, size_t i, size_t j) {
+    return i + 3 == j ? "conv2d+bn+maxpool+relu" : unit_name(m, i);
 }
 
 /* kd_trainer_step's cross-entropy path with each unit (a layer or a fused group) timed: the
@@ -182,11 +186,11 @@ static double train_step_split(kd_model *m, const float *x, const int32_t *y, fl
     const float *dy = dz;
     float *spare = m->grad_a;
     for (size_t j = m->n_layers; j-- > first;) {
-        const size_t i = j >= 2 && kd_model_unit_size(m, j - 2) == 3 ? j - 2 : j;
+        const size_t i = kd_model_backward_unit_start(m, j);
         float *dx = i > first ? spare : NULL;
         double t1 = kd_now();
-        kd_model_unit_backward(m, i, i ? m->acts[i - 1] : x, m->acts[j], dy, dx, BATCH, ctx);
-        s->bwd[split_slot(s, unit_name(m, i))] += kd_now() - t1;
+        kd_model_unit_backward(m, i, j, i ? m->acts[i - 1] : x, dy, dx, BATCH, ctx);
+        s->bwd[split_slot(s, bwd_unit_name(m, i, j))] += kd_now() - t1;
         j = i;
         if (dx) {
             dy = dx;
