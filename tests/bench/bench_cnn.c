@@ -157,10 +157,10 @@ static double train_step(kd_trainer *tr, const float *x, const int32_t *y) {
 /* The names a unit's time is filed under: its layer type, or the fused group's three; in
  * backward a convolution and the group after it are one unit. */
 static const char *unit_name(const kd_model *m, size_t i) {
-    return kd_model_unit_size(m, i) == 3 ? "bn+maxpool+relu" : m->layers[i].ops->type;
+    return kd_model_unit_size(m, i) == 3 ? "bn+pool+relu" : m->layers[i].ops->type;
 }
 static const char *bwd_unit_name(const kd_model *m, size_t i, size_t j) {
-    return i + 3 == j ? "conv2d+bn+maxpool+relu" : unit_name(m, i);
+    return i + 3 == j ? "conv2d+bn+pool+relu" : unit_name(m, i);
 }
 
 /* kd_trainer_step's cross-entropy path with each unit (a layer or a fused group) timed: the
@@ -344,11 +344,11 @@ int main(int argc, char **argv) {
 
     printf("\nteacher train step by layer type (mean of %d steps, %.1f ms each):\n", split_steps,
            1e3 * split_total / split_steps);
-    printf("  %-16s %10s %10s %8s\n", "layer type", "fwd ms", "bwd ms", "share");
+    printf("  %-20s %10s %10s %8s\n", "layer type", "fwd ms", "bwd ms", "share");
     for (size_t i = 0; i < sp.n; i++)
-        printf("  %-16s %10.2f %10.2f %7.1f%%\n", sp.type[i], 1e3 * sp.fwd[i] / split_steps,
+        printf("  %-20s %10.2f %10.2f %7.1f%%\n", sp.type[i], 1e3 * sp.fwd[i] / split_steps,
                1e3 * sp.bwd[i] / split_steps, 100 * (sp.fwd[i] + sp.bwd[i]) / split_total);
-    printf("  %-16s %21.2f %7.1f%%\n", "CE + zero + Adam", 1e3 * other / split_steps,
+    printf("  %-20s %21.2f %7.1f%%\n", "CE + zero + Adam", 1e3 * other / split_steps,
            100 * other / split_total);
     rc = 0;
 cleanup:
