@@ -112,25 +112,6 @@ KD_TEST(train_tiny_reaches_accuracy_floor_and_writes_run_folder) {
     CHECK(strncmp(g_out, "summary:", 8) == 0);
 }
 
-/* A small CNN whose conv -> batchnorm -> maxpool -> relu blocks run fused (forward and, with
- * the convolution, backward), on the tiny subset for 3 epochs: 74% test with the default seed
- * (71-77% validation over seeds 1-4); training that broke the fused gradients stays far lower. */
-KD_TEST(train_cnn_with_fused_blocks_reaches_accuracy_floor) {
-    if (!have_data()) return;
-    const char *dir = kd_test_tmpdir();
-    int rc = train("--config " TINY " --out %s/cnn --epochs 3 --quiet "
-                   "--set data.preprocess.flatten=false --set 'model.layers=["
-                   "{\"type\":\"conv2d\",\"channels\":8,\"kernel\":3,\"padding\":1},"
-                   "{\"type\":\"batchnorm\"},{\"type\":\"maxpool2d\",\"kernel\":2},{\"type\":\"relu\"},"
-                   "{\"type\":\"conv2d\",\"channels\":16,\"kernel\":3,\"padding\":1},"
-                   "{\"type\":\"batchnorm\"},{\"type\":\"maxpool2d\",\"kernel\":2},{\"type\":\"relu\"},"
-                   "{\"type\":\"flatten\"},{\"type\":\"dense\",\"units\":10}]'",
-                   dir);
-    CHECK_EQ_INT(rc, 0);
-    CHECK(kd_test_summary(g_out, "val_acc") >= 0.70);
-    CHECK(kd_test_summary(g_out, "test_acc") >= 0.68);
-}
-
 KD_TEST(train_distillation_reaches_floor_and_prints_teacher) {
     if (!have_data()) return;
     const char *dir = kd_test_tmpdir();
