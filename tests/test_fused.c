@@ -58,7 +58,9 @@ static void check_case(const fuse_case *c, size_t B, int training, uint64_t seed
     init_twins(&f, &u, seed);
     const size_t L = f.n_layers;
     for (size_t i = 0; i < L; i++) {
-        const size_t want = is_group(c, i) ? 3 : 1;
+        const size_t want = is_group(c, i)                                          ? 3
+                            : is_group(c, i + 1) && f.layers[i].ops == &kd_layer_conv2d ? 4
+                                                                                        : 1;
         if (kd_model_unit_size(&f, i) != want)
             kd_test_fail(__FILE__, __LINE__, "%s: layer %zu runs as a unit of %zu, expected %zu",
                          c->json, i, kd_model_unit_size(&f, i), want);

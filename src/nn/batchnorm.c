@@ -55,30 +55,30 @@ static int bn_tensors(const kd_layer *l, kd_tensor_decl *out) {
  * normalised with and how many values they cover (all ranks' under SyncBatchNorm), kept for
  * backward, which recomputes xhat from x rather than storing a copy of the whole input. Then
  * the fused group's backward keeps its per-channel dx constants (bn_dx_coefs, C of them),
- * which the convolution before it reads sample by sample. */
+ * which the convolution before it reads sample by sample. Then (at an even offset: doubles)
+ * the statistics' block terms of every (sample, channel) plane, two doubles per block, which a
+ * convolution before a fused group fills sample by sample in its own forward. */
+static size_t plane_blocks(const kd_layer *l);
+static size_t terms_offset(const kd_layer *l) { return 6 * n_channels(l) + 2; }
 static size_t bn_cache(const kd_layer *l, size_t B) {
-    (void)B;
-    return 6 * n_channels(l) + 2;
+    return terms_offset(l) + 4 * B * n_channels(l) * plane_blocks(l);
 }
+static double *stat_terms(const kd_layer *l) { return (double *)(l->cache + terms_offset(l)); }
 
 /* Blocks of kd_reduce's shifted sums per (sample, channel) plane. */
 static size_t plane_blocks(const kd_layer *l) {
     return (n_spatial(l) + KD_REDUCE_BLOCK - 1) / KD_REDUCE_BLOCK;
 }
 
-/* Doubles (two floats each): two sums per channel, and two block terms per block of every
- * (sample, channel) plane (see channel_sums). SyncBatchNorm reuses the first block term as a
- * count after the sums (B >= 1 at reserve time, so it exists). */
+/* Doubles (two floats each): two sums per channel and a count (SyncBatchNorm sums [s, q, n]
+ * over the ranks), and backward's two block terms per block of every (sample, channel) plane
+ * (see grad_sums). */
 static size_t bn_workspace(const kd_layer *l, size_t B) {
-    return 2 * (2 * n_channels(l) + 2 * B * n_channels(l) * plane_blocks(l));
+    return 2 * (2 * n_channels(l) + 1 + 2 * B * n_channels(l) * plane_blocks(l));
 }
 
-/* The two per-channel sums of batch norm, in a fixed order whatever the thread count. First
- * the block terms of every (sample, channel) plane, planes split among the threads in memory
- * order (x is read as one stream): terms (B, C, nblk). Then per channel the terms in (sample,
- * block) order, the order of one serial pass over the samples (fold_terms). dot = 0:
- * s = sum(a - shift), q = sum((a - shift)^2) with shift = shifts[c]; dot = 1: s = sum(a),
- * q = sum(a * (b - shift)). */
+/* Per channel the block terms (B, C, nblk) in (sample, block) order, the order of one serial
+ * pass over the samples: the same bits whatever the thread count. */
 static void fold_terms(const double *ts, const double *tq, size_t B, size_t C, size_t nblk,
                        double *s, double *q) {
 #pragma omp parallel for schedule(static) if (KD_PAR(B * C * nblk * KD_REDUCE_BLOCK))
@@ -94,18 +94,18 @@ static void fold_terms(const double *ts, const double *tq, size_t B, size_t C, s
     }
 }
 
-static void channel_sums(const float *a, const float *b, const float *shifts, size_t shift_stride,
-                         size_t B, size_t C, size_t S, int dot, double *ws, double *s, double *q) {
+/* Backward's two per-channel sums, sdy = sum(dy) and sdyx = sum(dy * (x - mean[c])): the block
+ * terms of every (sample, channel) plane, planes split among the threads in memory order (dy
+ * and x read as streams), into ws, then fold_terms. */
+static void grad_sums(const float *dy, const float *x, const float *mean, size_t B, size_t C,
+                      size_t S, double *ws, double *sdy, double *sdyx) {
     const size_t nblk = (S + KD_REDUCE_BLOCK - 1) / KD_REDUCE_BLOCK;
     double *ts = ws, *tq = ws + B * C * nblk;
 #pragma omp parallel for schedule(static) if (KD_PAR(B * C * S))
-    for (size_t bc = 0; bc < B * C; bc++) {
-        const float shift = shifts[(bc % C) * shift_stride];
-        double *s_blk = ts + bc * nblk, *q_blk = tq + bc * nblk;
-        if (dot) kd_sum_dot_shifted_blocks(a + bc * S, b + bc * S, S, shift, s_blk, q_blk);
-        else kd_sum_sq_shifted_blocks(a + bc * S, S, shift, s_blk, q_blk);
-    }
-    fold_terms(ts, tq, B, C, nblk, s, q);
+    for (size_t bc = 0; bc < B * C; bc++)
+        kd_sum_dot_shifted_blocks(dy + bc * S, x + bc * S, S, mean[bc % C], ts + bc * nblk,
+                                  tq + bc * nblk);
+    fold_terms(ts, tq, B, C, nblk, sdy, sdyx);
 }
 
 static void bn_init(kd_layer *l, kd_rng *rng, int xavier) {
@@ -120,24 +120,44 @@ static void bn_init(kd_layer *l, kd_rng *rng, int xavier) {
     l->count[BN_COUNT] = 0;
 }
 
-/* SyncBatchNorm (a data-parallel replica, l->shard): this shard's sums s (C) and q (C, at
- * s + C) over its n values, shifted by its own first value x0 = x[c * S], become the sums over
- * every rank's values shifted by running_mean[c] (the same on every rank), through one sum over
- * the ranks of [s, q, n]; returns the total count. Moving the shift from x0 to r, k = x0 - r:
- *   sum(a - r) = s + n k,   sum((a - r)^2) = q + 2 k s + n k^2.
- * The statistics are then those of the whole global batch, as one process computes them. */
-static double bn_sync_sums(const kd_layer *l, const float *x, size_t n, double *s) {
-    const size_t C = n_channels(l), S = n_spatial(l);
-    const float *run_mean = l->t[BN_MEAN];
-    double *q = s + C;
+/* The statistics' terms of sample b, planes x_b (C, S), into the cache: per plane, the block
+ * sums of (x - x0) and then of (x - x0)^2 (nblk doubles each), x0 the plane's own first value,
+ * so they can be taken plane by plane, even one sample at a time inside the layer before. */
+static void sample_terms(const kd_layer *l, size_t b, const float *x_b) {
+    const size_t C = n_channels(l), S = n_spatial(l), nblk = plane_blocks(l);
+    double *t = stat_terms(l) + b * C * 2 * nblk;
+    for (size_t c = 0; c < C; c++, t += 2 * nblk)
+        kd_sum_sq_shifted_blocks(x_b + c * S, S, x_b[c * S], t, t + nblk);
+}
+
+/* Per channel, the sums over every plane of (x - r) and (x - r)^2 with r = running_mean[c],
+ * from the planes' terms (shifted by each plane's first value x0): moving a plane's sums s_p,
+ * q_p over its S values from x0 to r, k = x0 - r,
+ *   sum(x - r) = s_p + S k,   sum((x - r)^2) = q_p + 2 k s_p + S k^2,
+ * in double, the planes added in sample order (the same bits on any thread count). r is the
+ * same on every rank of a data-parallel run, so there the ranks' sums just add up. */
+static void fold_to_running_mean(const kd_layer *l, const float *x, size_t B, double *s,
+                                 double *q) {
+    const size_t C = n_channels(l), S = n_spatial(l), nblk = plane_blocks(l);
+    const double *terms = stat_terms(l);
+    const float *r = l->t[BN_MEAN];
+#pragma omp parallel for schedule(static) if (KD_PAR(B * C * nblk * KD_REDUCE_BLOCK))
     for (size_t c = 0; c < C; c++) {
-        const double k = n ? (double)x[c * S] - (double)run_mean[c] : 0.0;
-        q[c] += k * (2.0 * s[c] + (double)n * k);
-        s[c] += (double)n * k;
+        double sc = 0.0, qc = 0.0;
+        for (size_t b = 0; b < B; b++) {
+            const double *t = terms + (b * C + c) * 2 * nblk;
+            double sp = 0.0, qp = 0.0;
+            for (size_t k = 0; k < nblk; k++) {
+                sp += t[k];
+                qp += t[nblk + k];
+            }
+            const double k = (double)x[(b * C + c) * S] - (double)r[c];
+            sc += sp + (double)S * k;
+            qc += qp + k * (2.0 * sp + (double)S * k);
+        }
+        s[c] = sc;
+        q[c] = qc;
     }
-    s[2 * C] = (double)n;
-    l->shard->sum(s, 2 * C + 1);
-    return s[2 * C];
 }
 
 /* Training: per channel, mean and biased variance over the N = B*S values;
@@ -145,30 +165,36 @@ static double bn_sync_sums(const kd_layer *l, const float *x, size_t n, double *
  *   running_mean = (1 - m) running_mean + m mean,
  *   running_var  = (1 - m) running_var  + m var * N / (N - 1)   (unbiased, as PyTorch).
  * Eval: the same with running_mean / running_var in place of the batch statistics.
- * The statistics come from one pass of sums shifted by the channel's first value, accumulated
- * in double (channel_sums: the same bits on any thread count). bn_prepare computes them into
+ * The statistics come from one pass of block sums per plane, shifted by the plane's first
+ * value (sample_terms: float partial sums folded into doubles), moved to a common shift, the
+ * running mean, and added in a fixed order (fold_to_running_mean: the same bits on any thread
+ * count). bn_prepare computes them (unless a convolution before it already took the terms) into
  * the cache (mean, inv_std, N) and returns 0 when there is nothing to normalise (no rank has
  * a sample); normalising then splits the (sample, channel) planes among the threads. */
-static int bn_prepare(kd_layer *l, const float *x, size_t B, kd_ctx *ctx) {
+static int bn_prepare(kd_layer *l, const float *x, size_t B, int terms_ready, kd_ctx *ctx) {
     const bn_hp *hp = l->hp;
     const size_t C = n_channels(l), S = n_spatial(l), N = B * S;
     float *mean_c = l->cache, *inv_std = l->cache + C;
     float *run_mean = l->t[BN_MEAN], *run_var = l->t[BN_VAR];
     double n_all = (double)N;
     if (ctx->training) {
+        if (!terms_ready) {
+#pragma omp parallel for schedule(static) if (KD_PAR(B * C * S))
+            for (size_t b = 0; b < B; b++) sample_terms(l, b, x + b * C * S);
+        }
+        /* s, q: sums of (x - running_mean) and its square (SyncBatchNorm: over every rank's
+         * values, with the count in s[2C]) */
         double *s = (double *)ctx->workspace, *q = s + C;
-        channel_sums(x, NULL, x, S, B, C, S, 0, q + C, s, q);
-        const float *shift = x;  /* s and q are sums shifted by shift[c * stride] */
-        size_t stride = S;
+        fold_to_running_mean(l, x, B, s, q);
         if (l->shard) {
-            n_all = bn_sync_sums(l, x, N, s);
-            shift = run_mean;
-            stride = 1;
-            if (n_all == 0.0) return 0;
+            s[2 * C] = n_all;
+            l->shard->sum(s, 2 * C + 1);
+            n_all = s[2 * C];
+            if (n_all == 0.0) return 0;  /* no rank has a sample: nothing to normalise */
         }
         const double m = hp->momentum;
         for (size_t c = 0; c < C; c++) {
-            const double d = s[c] / n_all, mean = shift[c * stride] + d;
+            const double d = s[c] / n_all, mean = run_mean[c] + d;
             double sq = q[c] - s[c] * d;  /* sum of squared deviations from the mean */
             if (sq < 0.0) sq = 0.0;
             const double var = sq / n_all;
@@ -194,7 +220,7 @@ static int bn_prepare(kd_layer *l, const float *x, size_t B, kd_ctx *ctx) {
 /* y = k * (x - mean) + bias with k = weight * inv_std, per channel: these float operations are
  * batch norm's output, fused or not. */
 static void bn_forward(kd_layer *l, const float *x, float *y, size_t B, kd_ctx *ctx) {
-    if (!bn_prepare(l, x, B, ctx)) return;
+    if (!bn_prepare(l, x, B, 0, ctx)) return;
     const size_t C = n_channels(l), S = n_spatial(l);
     const float *mean_c = l->cache, *inv_std = l->cache + C;
     const float *w = l->t[BN_W], *bias = l->t[BN_B];
@@ -251,7 +277,7 @@ static void bn_backward(kd_layer *l, const float *x, const float *y, const float
     (void)y;
     const size_t C = n_channels(l), S = n_spatial(l);
     double *sdy = (double *)ctx->workspace, *sdyx = sdy + C;
-    channel_sums(dy, x, l->cache, 1, B, C, S, 1, sdyx + C, sdy, sdyx);
+    grad_sums(dy, x, l->cache, B, C, S, sdyx + C, sdy, sdyx);
     bn_finish_sums(l, sdy, sdyx, ctx);
     if (!dx) return;
     const int training = ctx->training;
@@ -270,9 +296,9 @@ static void bn_backward(kd_layer *l, const float *x, const float *y, const float
  * is never stored. Backward needs only the winners' gradients for the sums, then writes dx
  * plane by plane while the plane is in cache. ---- */
 
-void kd_bn_pool_relu_forward(kd_layer *bn, kd_layer *pool, const float *x, float *y, float *win,
-                             size_t B, kd_ctx *ctx) {
-    if (!bn_prepare(bn, x, B, ctx)) return;
+static void group_forward(kd_layer *bn, kd_layer *pool, const float *x, float *y, float *win,
+                          size_t B, int terms_ready, kd_ctx *ctx) {
+    if (!bn_prepare(bn, x, B, terms_ready, ctx)) return;
     const size_t C = n_channels(bn), S = n_spatial(bn), OH = pool->out.d[1],
                  OW = pool->out.d[2];
     const float *mean_c = bn->cache, *inv_std = bn->cache + C;
@@ -287,6 +313,24 @@ void kd_bn_pool_relu_forward(kd_layer *bn, kd_layer *pool, const float *x, float
     }
 }
 
+void kd_bn_pool_relu_forward(kd_layer *bn, kd_layer *pool, const float *x, float *y, float *win,
+                             size_t B, kd_ctx *ctx) {
+    group_forward(bn, pool, x, y, win, B, 0, ctx);
+}
+
+/* A convolution followed by the group: in training, the convolution hands each sample's output
+ * to sample_terms while it is in its thread's cache, so batch norm's statistics need no pass
+ * of their own over the convolution's output. */
+static void terms_sink(const void *arg, size_t b, const float *y_b) { sample_terms(arg, b, y_b); }
+
+void kd_conv_bn_pool_relu_forward(kd_layer *conv, kd_layer *bn, kd_layer *pool, const float *x,
+                                  float *conv_y, float *y, float *win, size_t B, kd_ctx *ctx) {
+    const int fold = ctx->training != 0;
+    const kd_sample_sink sink = {terms_sink, bn};
+    kd_conv2d_forward_to(conv, x, conv_y, fold ? &sink : NULL, B, ctx);
+    group_forward(bn, pool, conv_y, y, win, B, fold, ctx);
+}
+
 /* The group's dx constants per channel, after kd_bn_pool_relu_backward_sums. */
 static bn_dx_coefs *group_coefs(const kd_layer *bn) {
     return (bn_dx_coefs *)(bn->cache + 2 * n_channels(bn) + 2);
@@ -295,7 +339,7 @@ static bn_dx_coefs *group_coefs(const kd_layer *bn) {
 /* The sums over batch norm's output gradient, which is relu's gradient routed to each window's
  * winner and 0 elsewhere: per plane, over the pooled outputs only, the gradients g (relu's,
  * gathered in blocks of KD_REDUCE_BLOCK on the stack) against the winners' inputs that forward
- * kept, summed as channel_sums does (block terms, then the fixed-order fold). Then batch norm's
+ * kept, summed as grad_sums does (block terms, then the fixed-order fold). Then batch norm's
  * parameter gradients, and each channel's dx constants into the cache. */
 void kd_bn_pool_relu_backward_sums(kd_layer *bn, const kd_layer *pool, const float *y,
                                    const float *win, const float *dy, size_t B, kd_ctx *ctx) {

@@ -351,8 +351,9 @@ static void im2col_sample(const conv_dims *d, const float *x, float *col) {
 
 /* x (B, C, H, W) -> y (B, O, OH, OW). Per sample b: col (K, OHW) = im2col(x[b]);
  * y[b] (O, OHW) = bias + W (O, K) col, the product written straight into y[b] (beta = 1 on top
- * of the bias, or beta = 0 without one). */
-static void conv_forward(kd_layer *l, const float *x, float *y, size_t B, kd_ctx *ctx) {
+ * of the bias, or beta = 0 without one), then handed to sink when there is one. */
+static void forward_impl(kd_layer *l, const float *x, float *y, const kd_sample_sink *sink,
+                         size_t B, kd_ctx *ctx) {
     const conv_dims d = dims_of(l);
     const size_t P = n_pieces(B), in_n = d.C * d.H * d.W, out_n = d.O * d.OHW;
     const float *w = l->t[CONV_W], *bias = ((const conv_hp *)l->hp)->bias ? l->t[CONV_B] : NULL;
@@ -370,8 +371,18 @@ static void conv_forward(kd_layer *l, const float *x, float *y, size_t B, kd_ctx
                     for (size_t q = 0; q < d.OHW; q++) yb[o * d.OHW + q] = bias[o];
             piece_sgemm(par, 0, 0, d.O, d.OHW, d.K, w, d.K, col, d.OHW, bias ? 1.0f : 0.0f, yb,
                         d.OHW);
+            if (sink) sink->fn(sink->arg, b, yb);
         }
     }
+}
+
+static void conv_forward(kd_layer *l, const float *x, float *y, size_t B, kd_ctx *ctx) {
+    forward_impl(l, x, y, NULL, B, ctx);
+}
+
+void kd_conv2d_forward_to(kd_layer *l, const float *x, float *y, const kd_sample_sink *sink,
+                          size_t B, kd_ctx *ctx) {
+    forward_impl(l, x, y, sink, B, ctx);
 }
 
 /* Per sample b of piece p, with dY = dy[b] (O, OHW), or made by src into the thread's slot,

@@ -219,6 +219,21 @@ void kd_maxpool2x2_relu_bn_backward_plane(const float *dyp, const float *yp, con
  * bits as the three layers run one after another. */
 void kd_bn_pool_relu_forward(kd_layer *bn, kd_layer *pool, const float *x, float *y, float *win,
                              size_t B, kd_ctx *ctx);
+/* A sample's output handed on while it is in the producing thread's cache: fn(arg, b, y_b)
+ * reads sample b's output y_b. Called from the team's threads at once, for distinct b. */
+typedef struct {
+    void (*fn)(const void *arg, size_t b, const float *y_b);
+    const void *arg;
+} kd_sample_sink;
+/* conv2d's forward x -> y, handing each sample's output to sink (or NULL) right after its
+ * product. */
+void kd_conv2d_forward_to(kd_layer *l, const float *x, float *y, const kd_sample_sink *sink,
+                          size_t B, kd_ctx *ctx);
+/* conv2d followed by a fused group, forward as one: in training the convolution hands each
+ * sample to batch norm's statistics while it is in cache (no pass of their own), then the
+ * group; conv_y is the convolution's output (kept for backward), y and win the group's. */
+void kd_conv_bn_pool_relu_forward(kd_layer *conv, kd_layer *bn, kd_layer *pool, const float *x,
+                                  float *conv_y, float *y, float *win, size_t B, kd_ctx *ctx);
 /* Its backward from dy (relu's output gradient) to dx (batch norm's input gradient, or NULL),
  * accumulating batch norm's parameter gradients: first the sums over the batch (they also keep
  * each channel's dx constants in batch norm's cache), then sample b's dx_b (C, H, W) from them,
@@ -250,10 +265,10 @@ void kd_conv_bn_pool_relu_backward(kd_layer *conv, kd_layer *bn, kd_layer *pool,
                                    const float *dy, float *dx, size_t B, kd_ctx *ctx);
 
 /* The units kd_model_forward / kd_model_backward run, for code that walks a model's layers
- * itself (the per-layer benchmark). Forward: kd_model_unit_size layers from layer i on, 3 for a
- * fused batchnorm -> maxpool2d 2x2 -> relu group, else 1, from x (the input of layer i) to y
- * (the output of its last layer). Backward: layers kd_model_backward_unit_start(m, j) = i to j
- * (a group, with the convolution before it when there is one), from dy (the gradient of layer
+ * itself (the per-layer benchmark). Forward: kd_model_unit_size layers from layer i on (3 for a
+ * fused batchnorm -> maxpool2d 2x2 -> relu group, 4 for a conv2d and the group after it, else
+ * 1), from x (the input of layer i) to y (the output of its last layer). Backward: the same
+ * units, layers kd_model_backward_unit_start(m, j) = i to j, from dy (the gradient of layer
  * j's output) to dx (that of layer i's input x, or NULL). */
 size_t kd_model_unit_size(const kd_model *m, size_t i);
 void kd_model_unit_forward(kd_model *m, size_t i, const float *x, float *y, size_t B,

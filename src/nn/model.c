@@ -356,33 +356,43 @@ static int runs_in_place(const kd_model *m, size_t i) {
     return !prev->backward_reads_output && !runs_in_place(m, i - 1);
 }
 
+/* Whether layers i, i+1, i+2 are a batchnorm over [C, H, W], a 2x2 max-pool and a relu. */
+static int is_group(const kd_model *m, size_t i) {
+    const kd_layer *l = &m->layers[i];
+    return i + 2 < m->n_layers && l->ops == &kd_layer_batchnorm && l->in.rank == 3 &&
+           kd_maxpool_is_2x2(&l[1]) && l[2].ops == &kd_layer_relu;
+}
+
 /* The run of layers starting at i that forward and backward treat as one: a fused
  * batchnorm -> maxpool2d 2x2 -> relu group (kd_bn_pool_relu_forward: one pass instead of
- * three, and batch norm's output never stored), else layer i alone. */
+ * three, batch norm's output never stored), with the conv2d before it when there is one
+ * (kd_conv_bn_pool_relu_forward: the statistics taken per sample inside the convolution; its
+ * backward makes the group's dx per sample), else layer i alone. */
 size_t kd_model_unit_size(const kd_model *m, size_t i) {
-    const kd_layer *l = &m->layers[i];
-    if (i + 2 < m->n_layers && l->ops == &kd_layer_batchnorm && l->in.rank == 3 &&
-        kd_maxpool_is_2x2(&l[1]) && l[2].ops == &kd_layer_relu)
-        return 3;
+    if (is_group(m, i)) return 3;
+    if (m->layers[i].ops == &kd_layer_conv2d && is_group(m, i + 1)) return 4;
     return 1;
 }
 
 void kd_model_unit_forward(kd_model *m, size_t i, const float *x, float *y, size_t B,
                            kd_ctx *ctx) {
     kd_layer *l = &m->layers[i];
-    if (kd_model_unit_size(m, i) == 3)
+    switch (kd_model_unit_size(m, i)) {
+    case 4:
+        kd_conv_bn_pool_relu_forward(l, &l[1], &l[2], x, m->acts[i], y,
+                                     m->grads ? m->acts[i + 1] : NULL, B, ctx);
+        break;
+    case 3:
         kd_bn_pool_relu_forward(l, &l[1], x, y, m->grads ? m->acts[i] : NULL, B, ctx);
-    else
+        break;
+    default:
         l->ops->forward(l, x, y, B, ctx);
+    }
 }
 
-/* Backward runs one more layer with a fused group than forward does: a convolution right
- * before the group makes each sample's output gradient from the group's sums itself
- * (kd_conv_bn_pool_relu_backward), so the unit that ends at layer j starts one earlier. */
 size_t kd_model_backward_unit_start(const kd_model *m, size_t j) {
-    if (j < 2 || kd_model_unit_size(m, j - 2) != 3) return j;
-    const size_t i = j - 2;
-    return i > 0 && m->layers[i - 1].ops == &kd_layer_conv2d ? i - 1 : i;
+    if (j < 2 || !is_group(m, j - 2)) return j;
+    return j >= 3 && kd_model_unit_size(m, j - 3) == 4 ? j - 3 : j - 2;
 }
 
 void kd_model_unit_backward(kd_model *m, size_t i, size_t j, const float *x, const float *dy,
@@ -403,7 +413,7 @@ void kd_model_unit_backward(kd_model *m, size_t i, size_t j, const float *x, con
  * group's batch norm, whose output is never stored; its slot holds instead each pooling
  * window's winning input (the pool's output size), which the group's backward sums over. */
 static size_t kept_floats(const kd_model *m, size_t i) {
-    return kd_shape_numel(&m->layers[kd_model_unit_size(m, i) == 3 ? i + 1 : i].out);
+    return kd_shape_numel(&m->layers[is_group(m, i) ? i + 1 : i].out);
 }
 
 kd_status kd_model_reserve(kd_model *m, size_t B, kd_err *err) {

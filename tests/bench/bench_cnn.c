@@ -154,13 +154,10 @@ static double train_step(kd_trainer *tr, const float *x, const int32_t *y) {
     return kd_now() - t0;
 }
 
-/* The names a unit's time is filed under: its layer type, or the fused group's three; in
- * backward a convolution and the group after it are one unit. */
+/* The name a unit's time is filed under: its layer type, or the fused layers'. */
 static const char *unit_name(const kd_model *m, size_t i) {
-    return kd_model_unit_size(m, i) == 3 ? "bn+pool+relu" : m->layers[i].ops->type;
-}
-static const char *bwd_unit_name(const kd_model *m, size_t i, size_t j) {
-    return i + 3 == j ? "conv2d+bn+pool+relu" : unit_name(m, i);
+    const size_t n = kd_model_unit_size(m, i);
+    return n == 4 ? "conv2d+bn+pool+relu" : n == 3 ? "bn+pool+relu" : m->layers[i].ops->type;
 }
 
 /* kd_trainer_step's cross-entropy path with each unit (a layer or a fused group) timed: the
@@ -190,7 +187,7 @@ static double train_step_split(kd_model *m, const float *x, const int32_t *y, fl
         float *dx = i > first ? spare : NULL;
         double t1 = kd_now();
         kd_model_unit_backward(m, i, j, i ? m->acts[i - 1] : x, dy, dx, BATCH, ctx);
-        s->bwd[split_slot(s, bwd_unit_name(m, i, j))] += kd_now() - t1;
+        s->bwd[split_slot(s, unit_name(m, i))] += kd_now() - t1;
         j = i;
         if (dx) {
             dy = dx;
