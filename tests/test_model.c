@@ -452,7 +452,9 @@ KD_TEST(model_inference_runs_wide_batches_in_chunks) {
 /* Layers that may run in place (relu, dropout, flatten) write over the previous layer's output
  * when nothing reads it afterwards: never layer 0 (the caller's batch), never after tanh or
  * sigmoid (their backward reads their output), never two in a row (a relu in place reads its
- * output as its input). Then the whole stack's gradients still match finite differences. */
+ * output as its input). A flatten (a view: it writes nothing) shares its input even after an
+ * in-place layer, and the layer after it then does not. Then the whole stack's gradients still
+ * match finite differences. */
 KD_TEST(model_in_place_layers_share_only_safe_buffers) {
     const kd_shape in = {3, {2, 6, 6}};
     static const char layers[] =
@@ -464,12 +466,13 @@ KD_TEST(model_in_place_layers_share_only_safe_buffers) {
         "{\"type\":\"dense\",\"units\":9},{\"type\":\"tanh\"},"                  /* 5, 6 */
         "{\"type\":\"dropout\",\"p\":0.2},"                                      /* 7: after tanh */
         "{\"type\":\"dense\",\"units\":8},{\"type\":\"relu\"},"                  /* 8, 9: in place */
+        "{\"type\":\"flatten\"},{\"type\":\"relu\"},"                              /* 10: view, 11 */
         "{\"type\":\"dense\",\"units\":4}]";
     kd_model m;
     kd_err err;
     CHECK_EQ_INT(init_json(&m, &in, layers, 1, &err), KD_OK);
     CHECK_EQ_INT(kd_model_reserve(&m, 3, &err), KD_OK);
-    static const int shares[] = {0, 0, 1, 0, 1, 0, 0, 0, 0, 1, 0};
+    static const int shares[] = {0, 0, 1, 0, 1, 0, 0, 0, 0, 1, 1, 0, 0};
     for (size_t i = 1; i < m.n_layers; i++)
         if ((m.acts[i] == m.acts[i - 1]) != shares[i])
             kd_test_fail(__FILE__, __LINE__, "layer %zu: shares its input buffer %d, expected %d",

@@ -53,4 +53,5 @@ const kd_layer_ops kd_layer_flatten = {
     .export_onnx = flatten_export_onnx,
     .export_c = flatten_export_c,
     .in_place = 1,
+    .view = 1,
 };

@@ -70,6 +70,10 @@ typedef struct {
     int in_place;
     /* backward reads its y (the layer's output), so no later layer may write over it. */
     int backward_reads_output;
+    /* A reshape: the output is the input and the input gradient the output gradient, value for
+     * value (flatten). A training model gives it its input's buffer whatever came before (it
+     * writes nothing) and hands the output gradient on without calling its backward. */
+    int view;
 } kd_layer_ops;
 
 #define KD_LAYER_MAX_TENSORS 5

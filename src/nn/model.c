@@ -349,9 +349,13 @@ static size_t widest_inner(const kd_model *m) {
  * and nothing reads layer i-1's output after layer i has run: not layer i-1's backward, and
  * not layer i-1 itself running in place, whose backward reads its own output as its input).
  * Layer 0 never does: its input is the caller's batch. Saves the activation memory of every
- * ReLU after a convolution, dense or pooling layer, and of most dropouts and flattens. */
+ * ReLU after a convolution, dense or pooling layer, and of most dropouts. A view (flatten)
+ * always shares its input's buffer: it writes nothing, so whatever read that buffer still can;
+ * the layer after it then does not run in place. */
 static int runs_in_place(const kd_model *m, size_t i) {
-    if (i == 0 || !m->layers[i].ops->in_place) return 0;
+    if (i == 0) return 0;
+    if (m->layers[i].ops->view) return 1;  /* writes nothing over its input */
+    if (!m->layers[i].ops->in_place) return 0;
     const kd_layer_ops *prev = m->layers[i - 1].ops;
     return !prev->backward_reads_output && !runs_in_place(m, i - 1);
 }
@@ -547,6 +551,7 @@ void kd_model_backward(kd_model *m, const float *x, const float *dlogits, size_t
         /* j is a unit's last layer; i its first (a unit's first layer has parameters, so it
          * never starts before `first`) */
         const size_t i = kd_model_backward_unit_start(m, j);
+        if (m->layers[i].ops->view && runs_in_place(m, i)) continue;  /* dx is dy */
         float *dx = i > first ? spare : NULL;
         kd_model_unit_backward(m, i, j, i ? m->acts[i - 1] : x, dy, dx, B, ctx);
         j = i;
