@@ -193,6 +193,8 @@ static double train_step_split(kd_model *m, const float *x, const int32_t *y, fl
     float *spare = m->grad_a;
     for (size_t j = m->n_layers; j-- > first;) {
         const size_t i = kd_model_backward_unit_start(m, j);
+        /* a view sharing its input's buffer hands dy on (as kd_model_backward) */
+        if (m->layers[i].ops->view && i && m->acts[i] == m->acts[i - 1]) continue;
         float *dx = i > first ? spare : NULL;
         double t1 = kd_now();
         kd_model_unit_backward(m, i, j, i ? m->acts[i - 1] : x, dy, dx, BATCH, ctx);
