@@ -217,11 +217,18 @@ static void maxpool2x2_plane(const float *xp, float *yp, uint32_t *ap, size_t OH
     maxpool2x2_plane_map(xp, yp, ap, OH, OW, &plain);
 }
 
+/* The clones are static with a plain exported wrapper: Clang 14 does not emit the resolver of
+ * an exported target_clones function for other files' callers. */
 __attribute__((target_clones("avx2", "default")))
-void kd_maxpool2x2_affine_relu_plane(const float *xp, float *yp, uint32_t *ap, float *win,
-                                     size_t OH, size_t OW, float k, float mu, float beta) {
+static void affine_relu_plane(const float *xp, float *yp, uint32_t *ap, float *win, size_t OH,
+                              size_t OW, float k, float mu, float beta) {
     const pool_map f = {1, k, mu, beta, win};
     maxpool2x2_plane_map(xp, yp, ap, OH, OW, &f);
+}
+
+void kd_maxpool2x2_affine_relu_plane(const float *xp, float *yp, uint32_t *ap, float *win,
+                                     size_t OH, size_t OW, float k, float mu, float beta) {
+    affine_relu_plane(xp, yp, ap, win, OH, OW, k, mu, beta);
 }
 
 /* What the pool's backward writes, optionally through batch norm's backward (the fused group
@@ -311,11 +318,17 @@ static void maxpool2x2_plane_backward(const float *dyp, const uint32_t *ap, floa
 }
 
 __attribute__((target_clones("avx2", "default")))
+static void relu_bn_backward_plane(const float *dyp, const float *yp, const uint32_t *ap,
+                                   const float *xp, float *dxp, size_t OH, size_t OW, float k,
+                                   float a, float bq, float mu) {
+    const pool_bn_grad f = {xp, k, a, bq, mu};
+    maxpool2x2_plane_backward_map(dyp, yp, ap, dxp, OH, OW, &f);
+}
+
 void kd_maxpool2x2_relu_bn_backward_plane(const float *dyp, const float *yp, const uint32_t *ap,
                                           const float *xp, float *dxp, size_t OH, size_t OW,
                                           float k, float a, float bq, float mu) {
-    const pool_bn_grad f = {xp, k, a, bq, mu};
-    maxpool2x2_plane_backward_map(dyp, yp, ap, dxp, OH, OW, &f);
+    relu_bn_backward_plane(dyp, yp, ap, xp, dxp, OH, OW, k, a, bq, mu);
 }
 
 static void maxpool_forward(kd_layer *l, const float *x, float *y, size_t B, kd_ctx *ctx) {
