@@ -412,13 +412,10 @@ KD_TEST(model_reserve_is_reused_and_smaller_batches_work) {
  * 16x32x32 = 16,384 floats per sample here, so 128 samples) through the whole network chunk by
  * chunk, its layers' outputs alternating between two buffers: the logits of 300 samples (chunks
  * of 128, 128 and 44) match a training-state model's single pass in evaluation mode, with batch
- * norm, dropout, pooling and dense layers in between. */
-KD_TEST(model_inference_runs_wide_batches_in_chunks) {
+ * norm, dropout, pooling and dense layers in between; once layer by layer (batchnorm, relu,
+ * maxpool) and once with the convolution, batch norm, pool and ReLU as one fused unit. */
+static void check_chunked(const char *layers) {
     const kd_shape in = {3, {3, 32, 32}};
-    static const char layers[] =
-        "[{\"type\":\"conv2d\",\"channels\":16,\"kernel\":3,\"padding\":1},{\"type\":\"batchnorm\"},"
-        "{\"type\":\"relu\"},{\"type\":\"maxpool2d\",\"kernel\":2},{\"type\":\"dropout\",\"p\":0.5},"
-        "{\"type\":\"flatten\"},{\"type\":\"dense\",\"units\":7}]";
     enum { B = 300, D = 3 * 32 * 32 };
     kd_model full, inf;
     kd_err err;
@@ -447,6 +444,17 @@ KD_TEST(model_inference_runs_wide_batches_in_chunks) {
     free(want);
     kd_model_free(&full);
     kd_model_free(&inf);
+}
+
+KD_TEST(model_inference_runs_wide_batches_in_chunks) {
+    check_chunked(
+        "[{\"type\":\"conv2d\",\"channels\":16,\"kernel\":3,\"padding\":1},{\"type\":\"batchnorm\"},"
+        "{\"type\":\"relu\"},{\"type\":\"maxpool2d\",\"kernel\":2},{\"type\":\"dropout\",\"p\":0.5},"
+        "{\"type\":\"flatten\"},{\"type\":\"dense\",\"units\":7}]");
+    check_chunked(
+        "[{\"type\":\"conv2d\",\"channels\":16,\"kernel\":3,\"padding\":1},{\"type\":\"batchnorm\"},"
+        "{\"type\":\"maxpool2d\",\"kernel\":2},{\"type\":\"relu\"},{\"type\":\"dropout\",\"p\":0.5},"
+        "{\"type\":\"flatten\"},{\"type\":\"dense\",\"units\":7}]");
 }
 
 /* Layers that may run in place (relu, dropout, flatten) write over the previous layer's output
