@@ -1,6 +1,7 @@
 /* test_optim.c - optimizers, clipping and schedules against tests/optim_reference.py (an
  * independent double-precision implementation of the torch.optim algorithms), plus
  * hand-computed checks that need no Python. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -220,6 +221,35 @@ KD_TEST(optim_adam_first_step_moves_by_lr_sign) {
     p = 1.0f, g = 0.0f, m = 0, v = 0;
     kd_optim_step(&c, &p, &g, &m, &v, 1, 0.1f, 1);
     CHECK_CLOSE(p, 0.9, 1e-6, 0);
+}
+
+/* Adam(W) takes the gradient norm inside its update loop, SGD in a pass of its own: over the
+ * same gradients (several 16K chunks, a length that is no multiple of 8) both return the same
+ * bits, and the same value as one double sum. */
+KD_TEST(optim_adam_norm_inside_the_update_matches_a_separate_pass) {
+    enum { N = 40003 };
+    float *p = malloc(N * sizeof *p), *g = malloc(N * sizeof *g), *m = calloc(N, sizeof *m),
+          *v = calloc(N, sizeof *v);
+    kd_rng r;
+    kd_rng_seed(&r, 5);
+    double want = 0.0;
+    for (size_t i = 0; i < N; i++) {
+        p[i] = kd_rng_normal(&r);
+        g[i] = (float)(kd_rng_normal(&r) * (i % 97 == 0 ? 1e3 : 1e-2));
+        want += (double)g[i] * g[i];
+    }
+    kd_optim_cfg sgd = kd_optim_defaults(KD_OPT_SGD), adam = kd_optim_defaults(KD_OPT_ADAM),
+                 adamw = kd_optim_defaults(KD_OPT_ADAMW);
+    const double n_sgd = kd_optim_step(&sgd, p, g, NULL, NULL, N, 0.0f, 1);
+    const double n_adam = kd_optim_step(&adam, p, g, m, v, N, 1e-3f, 1);
+    const double n_adamw = kd_optim_step(&adamw, p, g, m, v, N, 1e-3f, 2);
+    CHECK(memcmp(&n_sgd, &n_adam, sizeof n_sgd) == 0);
+    CHECK(memcmp(&n_sgd, &n_adamw, sizeof n_sgd) == 0);
+    CHECK_CLOSE(n_adam, sqrt(want), 0, 1e-12);
+    free(p);
+    free(g);
+    free(m);
+    free(v);
 }
 
 KD_TEST(optim_clipping_to_norm_one) {

@@ -69,21 +69,45 @@ static adam_consts adam_prepare(const kd_optim_cfg *cfg, float lr, uint64_t step
 /* The update is bound by divides and square roots; an AVX2 clone (chosen at load time, where
  * the CPU has it) runs them 8 wide instead of 4. IEEE division and sqrt round the same at any
  * width and -std=c11 does not contract into FMA, so both clones give identical bits. */
+static inline void adam_one(const adam_consts *c, float *p, const float *grad, float *m,
+                            float *v, size_t i) {
+    float pi = p[i] * c->shrink;
+    float g = grad[i] + c->l2 * pi;
+    float mi = c->b1 * m[i] + (1.0f - c->b1) * g;
+    float vi = c->b2 * v[i] + (1.0f - c->b2) * g * g;
+    m[i] = mi;
+    v[i] = vi;
+    p[i] = pi - c->step_size * mi / (sqrtf(vi) * c->inv_sqrt_bc2 + c->eps);
+}
+
 __attribute__((target_clones("avx2", "default")))
 static void adam_step(const adam_consts *c, float *p, const float *grad, float *m, float *v,
                       size_t n) {
     KD_ASSERT(m != NULL && v != NULL);
-    const float b1 = c->b1, b2 = c->b2, eps = c->eps, l2 = c->l2, shrink = c->shrink;
-    const float step_size = c->step_size, inv_sqrt_bc2 = c->inv_sqrt_bc2;
-    for (size_t i = 0; i < n; i++) {
-        float pi = p[i] * shrink;
-        float g = grad[i] + l2 * pi;
-        float mi = b1 * m[i] + (1.0f - b1) * g;
-        float vi = b2 * v[i] + (1.0f - b2) * g * g;
-        m[i] = mi;
-        v[i] = vi;
-        p[i] = pi - step_size * mi / (sqrtf(vi) * inv_sqrt_bc2 + eps);
+    const adam_consts k = *c;  /* a local copy: no aliasing with the arrays written */
+    for (size_t i = 0; i < n; i++) adam_one(&k, p, grad, m, v, i);
+}
+
+/* adam_step that also returns kd_dot(grad, grad) over the same n values, with kd_dot's eight
+ * double lanes and final fold (the same bits), while the gradients are in registers: the
+ * norm needs no pass of its own. */
+__attribute__((target_clones("avx2", "default")))
+static double adam_step_sumsq(const adam_consts *c, float *p, const float *grad, float *m,
+                              float *v, size_t n) {
+    KD_ASSERT(m != NULL && v != NULL);
+    const adam_consts k = *c;
+    double acc[8] = {0};
+    const size_t nb = n / 8 * 8;
+    for (size_t i0 = 0; i0 < nb; i0 += 8)
+        for (size_t j = 0; j < 8; j++) {
+            acc[j] += (double)grad[i0 + j] * grad[i0 + j];
+            adam_one(&k, p, grad, m, v, i0 + j);
+        }
+    for (size_t i = nb; i < n; i++) {
+        acc[i - nb] += (double)grad[i] * grad[i];
+        adam_one(&k, p, grad, m, v, i);
     }
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
 }
 
 /* One update of params[0..n) (offset views of the flat buffers). */
@@ -118,6 +142,12 @@ static double chunked_pass(const kd_optim_cfg *cfg, const adam_consts *ac, float
 #pragma omp parallel for schedule(static) if (par)
         for (size_t k = r0; k < r1; k++) {
             const size_t off = k * NORM_CHUNK, len = n - off < NORM_CHUNK ? n - off : NORM_CHUNK;
+            if (do_update && cfg->kind != KD_OPT_SGD) {  /* Adam(W): the norm inside the update */
+                part[k - r0] = adam_step_sumsq(ac, params + off, grads + off, m + off, v + off,
+                                               len);
+                if (zero) memset(grads + off, 0, len * sizeof *grads);
+                continue;
+            }
             part[k - r0] = kd_dot(grads + off, grads + off, len);
             if (do_update) {
                 update(cfg, ac, params + off, grads + off, m ? m + off : NULL, v ? v + off : NULL,
