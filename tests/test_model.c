@@ -412,8 +412,9 @@ KD_TEST(model_reserve_is_reused_and_smaller_batches_work) {
  * 16x32x32 = 16,384 floats per sample here, so 128 samples) through the whole network chunk by
  * chunk, its layers' outputs alternating between two buffers: the logits of 300 samples (chunks
  * of 128, 128 and 44) match a training-state model's single pass in evaluation mode, with batch
- * norm, dropout, pooling and dense layers in between; once layer by layer (batchnorm, relu,
- * maxpool) and once with the convolution, batch norm, pool and ReLU as one fused unit. */
+ * norm, dropout, pooling and dense layers in between (dropout and flatten sharing their input's
+ * buffer); once layer by layer (batchnorm, relu, maxpool) and once with the convolution, batch
+ * norm, pool and ReLU as one fused unit. */
 static void check_chunked(const char *layers) {
     const kd_shape in = {3, {3, 32, 32}};
     enum { B = 300, D = 3 * 32 * 32 };
@@ -426,6 +427,8 @@ static void check_chunked(const char *layers) {
     CHECK_EQ_INT(full.chunk, B);
     CHECK_EQ_INT(inf.chunk, 128);
     CHECK(inf.acts[0] == inf.acts[2] && inf.acts[1] == inf.acts[3] && inf.acts[0] != inf.acts[1]);
+    /* dropout and flatten, the identity in evaluation, copy nothing: they share their input */
+    CHECK(inf.acts[4] == inf.acts[3] && inf.acts[5] == inf.acts[3]);
     kd_rng rng;
     kd_rng_seed(&rng, 9);
     kd_model_init_weights(&full, &rng, KD_INIT_HE);

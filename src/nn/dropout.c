@@ -132,4 +132,5 @@ const kd_layer_ops kd_layer_dropout = {
     .export_onnx = dropout_export_onnx,
     .export_c = dropout_export_c,
     .in_place = 1,  /* backward reads only the mask */
+    .eval_identity = 1,
 };

@@ -54,4 +54,5 @@ const kd_layer_ops kd_layer_flatten = {
     .export_c = flatten_export_c,
     .in_place = 1,
     .view = 1,
+    .eval_identity = 1,
 };

@@ -74,6 +74,9 @@ typedef struct {
      * value (flatten). A training model gives it its input's buffer whatever came before (it
      * writes nothing) and hands the output gradient on without calling its backward. */
     int view;
+    /* Its evaluation forward is the identity (dropout, flatten): an inference-only model gives
+     * it its input's buffer, so it copies nothing. */
+    int eval_identity;
 } kd_layer_ops;
 
 #define KD_LAYER_MAX_TENSORS 5

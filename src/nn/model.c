@@ -478,10 +478,17 @@ kd_status kd_model_reserve(kd_model *m, size_t B, kd_err *err) {
         pong = act_mem + act_off;
         add_aligned(&act_off, pingpong);
     }
+    int parity = 0;
     for (size_t i = 0; i < m->n_layers; i++) {
         kd_layer *l = &m->layers[i];
         if (chunked && i + 1 < m->n_layers) {
-            acts[i] = i % 2 ? pong : ping;
+            /* the buffers alternate; an identity layer (not the first) shares its input's */
+            if (i > 0 && l->ops->eval_identity) {
+                acts[i] = acts[i - 1];
+            } else {
+                acts[i] = parity ? pong : ping;
+                parity ^= 1;
+            }
         } else if (!chunked && runs_in_place(m, i)) {
             acts[i] = acts[i - 1];
         } else {
