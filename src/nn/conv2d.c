@@ -202,32 +202,41 @@ static void valid_range(size_t n, size_t on, size_t S, size_t P, size_t k, size_
     *hi = b;
 }
 
-/* Eight floats as one GCC/Clang vector: at -O2 GCC 12 only vectorises loops whose trip count
- * it knows, so the hot col2im accumulation is written with explicit vectors (two SSE adds
- * without AVX; memcpy keeps the loads and stores unaligned-safe). */
-typedef float conv_v8 __attribute__((vector_size(32)));
+/* Four floats as one GCC/Clang vector (one SSE register; the baseline x86-64 target has no
+ * wider one), two per step for eight lanes: the hot col2im accumulation is written with
+ * explicit vectors (GCC vectorises only loops whose trip count it knows at its cheapest cost
+ * model; and an eight-float vector type without AVX went through the stack at every step);
+ * memcpy keeps the loads and stores unaligned-safe. */
+typedef float conv_v4 __attribute__((vector_size(16)));
 
 static void add_row(float *restrict dst, const float *restrict src, size_t n) {
     size_t k = 0;
     for (; k + 8 <= n; k += 8) {
-        conv_v8 a, b;
-        memcpy(&a, dst + k, sizeof a);
-        memcpy(&b, src + k, sizeof b);
-        a += b;
-        memcpy(dst + k, &a, sizeof a);
+        conv_v4 a0, a1, b0, b1;
+        memcpy(&a0, dst + k, sizeof a0);
+        memcpy(&a1, dst + k + 4, sizeof a1);
+        memcpy(&b0, src + k, sizeof b0);
+        memcpy(&b1, src + k + 4, sizeof b1);
+        a0 += b0;
+        a1 += b1;
+        memcpy(dst + k, &a0, sizeof a0);
+        memcpy(dst + k + 4, &a1, sizeof a1);
     }
     for (; k < n; k++) dst[k] += src[k];
 }
-/* Sum of src[0..n) with eight partial sums (a fixed order, so results stay deterministic). */
+/* Sum of src[0..n) with eight partial sums, lanes 0-3 and 4-7 (a fixed order, so results stay
+ * deterministic). */
 static float row_sum(const float *src, size_t n) {
-    conv_v8 acc = {0};
+    conv_v4 lo = {0}, hi = {0};
     size_t k = 0;
     for (; k + 8 <= n; k += 8) {
-        conv_v8 a;
+        conv_v4 a, b;
         memcpy(&a, src + k, sizeof a);
-        acc += a;
+        memcpy(&b, src + k + 4, sizeof b);
+        lo += a;
+        hi += b;
     }
-    float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    float s = ((lo[0] + lo[1]) + (lo[2] + lo[3])) + ((hi[0] + hi[1]) + (hi[2] + hi[3]));
     for (; k < n; k++) s += src[k];
     return s;
 }
