@@ -129,6 +129,15 @@ static void free_shapes(shapes_ctx *s) {
     kd_free_aligned(s->w);
 }
 
+static int cmp_double(const void *a, const void *b) {
+    const double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+/* Median of n sorted values. */
+static double median(const double *v, int n) {
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
 int main(int argc, char **argv) {
     int threads = argc > 1 ? atoi(argv[1]) : 0;
     printf("threads: %d (OpenMP, shared with OpenBLAS: %s)\n\n", kd_threads_set(threads),
@@ -190,23 +199,28 @@ int main(int argc, char **argv) {
     run_two(&tfwd, &ssh, 2);
 
     /* The host's speed drifts between seconds (other machines' load), so every quantity is
-     * timed in each of the rounds, one after another, and the best of each kept: the ratios
-     * then compare times from the same quiet moments. */
-    const int rounds = 15;
+     * timed in each of the rounds, one after another: the rates are the best of all rounds,
+     * and each step's ratio to its products' rate is taken within a round (the same moments)
+     * and reported as the median over the rounds, with its range. */
+    enum { ROUNDS = 15 };
     double t_sq = 1e30, t_tshapes = 1e30, t_dshapes = 1e30, best_step = 1e30, best_d = 1e30;
+    double r_step[ROUNDS], r_d[ROUNDS];
+    const double step_flops = 6.0 * (double)kd_model_macs(&teacher) * BATCH;
+    const double dflops_shapes = flops_of_shapes(&tfwd) + flops_of_shapes(&ssh);
+    double dflops = (2.0 * (double)kd_model_macs(&tinf) + 6.0 * (double)kd_model_macs(&student)) * BATCH;
     for (int i = 0; i < 3; i++)
         if (kd_trainer_step(&train, x, y, NULL, BATCH, NULL, &err) != KD_OK ||
             kd_trainer_step(&distill, x, y, NULL, BATCH, NULL, &err) != KD_OK) {
             fprintf(stderr, "bench: %s\n", err.msg);
             return 1;
         }
-    for (int r = 0; r < rounds; r++) {
-        double t = run_square(&sq);
+    for (int r = 0; r < ROUNDS; r++) {
+        double t = run_square(&sq), round_step = 1e30, round_d = 1e30;
         if (t < t_sq) t_sq = t;
-        t = run_two(&tsh, NULL, 2);
-        if (t < t_tshapes) t_tshapes = t;
-        t = run_two(&tfwd, &ssh, 2);
-        if (t < t_dshapes) t_dshapes = t;
+        const double round_tsh = run_two(&tsh, NULL, 2);
+        if (round_tsh < t_tshapes) t_tshapes = round_tsh;
+        const double round_dsh = run_two(&tfwd, &ssh, 2);
+        if (round_dsh < t_dshapes) t_dshapes = round_dsh;
         for (int k = 0; k < 2; k++) {
             double t0 = kd_now();
             if (kd_trainer_step(&train, x, y, NULL, BATCH, NULL, &err) != KD_OK) {
@@ -214,26 +228,29 @@ int main(int argc, char **argv) {
                 return 1;
             }
             t = kd_now() - t0;
-            if (t < best_step) best_step = t;
+            if (t < round_step) round_step = t;
             t0 = kd_now();
             if (kd_trainer_step(&distill, x, y, NULL, BATCH, NULL, &err) != KD_OK) {
                 fprintf(stderr, "bench: %s\n", err.msg);
                 return 1;
             }
             t = kd_now() - t0;
-            if (t < best_d) best_d = t;
+            if (t < round_d) round_d = t;
         }
+        if (round_step < best_step) best_step = round_step;
+        if (round_d < best_d) best_d = round_d;
+        r_step[r] = step_flops * round_tsh / (flops_of_shapes(&tsh) * round_step);
+        r_d[r] = dflops * round_dsh / (dflops_shapes * round_d);
     }
+    qsort(r_step, ROUNDS, sizeof *r_step, cmp_double);
+    qsort(r_d, ROUNDS, sizeof *r_d, cmp_double);
     kd_free_aligned(sq.a);
     kd_free_aligned(sq.b);
     kd_free_aligned(sq.c);
     const double peak = 2.0 * sq.n * sq.n * sq.n / t_sq / 1e9;
     const double gemm_rate_t = flops_of_shapes(&tsh) / t_tshapes / 1e9;
-    const double step_flops = 6.0 * (double)kd_model_macs(&teacher) * BATCH;
     const double step_rate = step_flops / best_step / 1e9;
-    const double dflops_shapes = flops_of_shapes(&tfwd) + flops_of_shapes(&ssh);
     const double gemm_rate_d = dflops_shapes / t_dshapes / 1e9;
-    double dflops = (2.0 * (double)kd_model_macs(&tinf) + 6.0 * (double)kd_model_macs(&student)) * BATCH;
     double d_rate = dflops / best_d / 1e9;
 
     struct rusage ru;
@@ -243,14 +260,17 @@ int main(int argc, char **argv) {
     printf("%-52s %12s %10.1f %8s\n", "sgemm 2048x2048x2048 (machine peak)", "-", peak, "1.00");
     printf("%-52s %12s %10.1f %7.2f%%\n", "sgemm on MLP 784-1200-1200-10 train shapes", "-",
            gemm_rate_t, 100 * gemm_rate_t / peak);
-    printf("%-52s %12.0f %10.1f %7.2f%%  (of its sgemm rate; %.0f%% of peak)\n",
+    printf("%-52s %12.0f %10.1f %7.2f%%  (of its sgemm rate: median of %d rounds, %.1f-%.1f%%; "
+           "%.0f%% of peak)\n",
            "MLP 784-1200-1200-10 train step (fwd+bwd+Adam)", BATCH / best_step, step_rate,
-           100 * step_rate / gemm_rate_t, 100 * step_rate / peak);
+           100 * median(r_step, ROUNDS), ROUNDS, 100 * r_step[0], 100 * r_step[ROUNDS - 1],
+           100 * step_rate / peak);
     printf("%-52s %12s %10.1f %7.2f%%\n", "sgemm on distillation shapes (T fwd + S train)", "-",
            gemm_rate_d, 100 * gemm_rate_d / peak);
-    printf("%-52s %12.0f %10.1f %7.2f%%  (of its sgemm rate; %.0f%% of peak)\n",
+    printf("%-52s %12.0f %10.1f %7.2f%%  (of its sgemm rate: median, %.1f-%.1f%%; %.0f%% of "
+           "peak)\n",
            "distill step 1200x2 teacher -> 800x2 student", BATCH / best_d, d_rate,
-           100 * d_rate / gemm_rate_d, 100 * d_rate / peak);
+           100 * median(r_d, ROUNDS), 100 * r_d[0], 100 * r_d[ROUNDS - 1], 100 * d_rate / peak);
     printf("peak RSS: %.1f MiB (48 MiB of it the three 2048x2048 matrices of the peak)\n",
            ru.ru_maxrss / 1024.0);
 
