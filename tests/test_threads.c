@@ -296,3 +296,41 @@ KD_TEST(threads_split_k_product_matches_reference_on_any_thread_count) {
     free(a);
     free(b);
 }
+
+/* The largest OpenMP count any product of a forward was called with. */
+static int g_max_team;
+static void note_team(int ta, int tb, size_t M, size_t N, size_t K, int serial) {
+    (void)ta, (void)tb, (void)M, (void)N, (void)K, (void)serial;
+    const int t = omp_get_max_threads();
+    if (t > g_max_team) g_max_team = t;
+}
+
+/* One sample through a small model runs on the calling thread alone (the team would only be
+ * woken to wait), with the logits it gets in a batch; a batch still uses the team. The hook
+ * sees the OpenMP count each product is called with (before the small-products rule). */
+KD_TEST(threads_one_sample_forward_stays_on_the_calling_thread) {
+    const int def = kd_threads_get();
+    kd_threads_set(2);
+    kd_model m = {0};
+    kd_err err;
+    kd_shape in = {3, {3, 12, 12}};
+    CHECK_EQ_INT(kd_model_init(&m, &in, CNN, 0, &err), KD_OK);
+    CHECK_EQ_INT(kd_model_reserve(&m, 64, &err), KD_OK);
+    kd_rng rng;
+    kd_rng_seed(&rng, 4);
+    kd_model_init_weights(&m, &rng, KD_INIT_HE);
+    float x[64 * SD], batch_z[64 * 5];
+    for (size_t i = 0; i < 64 * SD; i++) x[i] = kd_rng_normal(&rng);
+    kd_hook_gemm_shape = note_team;
+    g_max_team = 0;
+    memcpy(batch_z, kd_model_forward(&m, x, 64, NULL), sizeof batch_z);
+    CHECK_EQ_INT(g_max_team, 2);
+    g_max_team = 0;
+    const float *z = kd_model_forward(&m, x + 5 * SD, 1, NULL);
+    CHECK_EQ_INT(g_max_team, 1);
+    CHECK_FLOATS(z, batch_z + 5 * 5, 5, 1e-5, 1e-5);  /* a one-row product sums otherwise */
+    CHECK_EQ_INT(kd_threads_get(), 2);  /* the count is restored */
+    kd_hook_gemm_shape = NULL;
+    kd_model_free(&m);
+    kd_threads_set(def);
+}
