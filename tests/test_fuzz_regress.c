@@ -86,6 +86,15 @@ KD_TEST(fuzz_regress_images_stb_2_27_bugs_refused_before_decoding) {
      * (UBSan: index -3210 out of bounds in stbi__jpeg_huff_decode). */
     expect_image_refused("image/jpeg-undefined-table", "JPEG scan at byte 593 uses Huffman table "
                                                        "DC 3, which no DHT defined before it");
+    /* A baseline scan declaring no AC coefficients (Se = 0) and an AC table no DHT defined:
+     * stb sets Se to 63 and decodes with the undefined table anyway (CI's 20 s fuzz run: UBSan
+     * at stb_image.h:2115; valgrind: uninitialised values in stbi__jpeg_huff_decode). */
+    expect_image_refused("image/jpeg-baseline-scan-undefined-ac", "JPEG scan at byte 593 uses "
+                         "Huffman table AC 3, which no DHT defined before it");
+    /* A component whose quantization table no DQT defined: stb dequantized with uninitialised
+     * memory (valgrind: uninitialised values in stbi__YCbCr_to_RGB_simd). */
+    expect_image_refused("image/jpeg-undefined-dqt", "JPEG scan at byte 593 uses quantization "
+                         "table 2, which no DQT defined before it");
     /* The same table after 0xFF fill bytes before the SOI marker, which stb skips. */
     expect_image_refused("image/jpeg-fill-before-soi", "JPEG Huffman table at byte 37 declares 758 "
                                                        "codes (at most 256)");
