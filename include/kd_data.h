@@ -23,8 +23,10 @@
 #define KD_IMAGE_MAX_SIDE 8192                /* stbi_info width/height cap before decoding */
 #define KD_IMAGE_MAX_FILE ((size_t)256 << 20)   /* one image file: 256 MiB */
 #define KD_MAX_CLASSES 65536                  /* labels must lie in [0, KD_MAX_CLASSES) */
+#ifndef KD_IMAGE_MAX_PIXELS                  /* the fuzz build sets a smaller one */
 #define KD_IMAGE_MAX_PIXELS ((size_t)1 << 24) /* width * height of one image (4096x4096):
                                                  bounds a decode at 64 MiB of pixels */
+#endif
 #define KD_CSV_MAX_LINE ((size_t)16 << 20)    /* one CSV record (line), in bytes */
 #define KD_CSV_MAX_COLUMNS ((size_t)1 << 20)  /* fields of one CSV record */
 

@@ -10,6 +10,9 @@
 # FUZZ_JOBS > 1 runs that many fuzzing processes per target (libFuzzer -fork: the long run, on a
 # quiet machine); its status lines count coverage differently (features), and report no RSS.
 set -uo pipefail
+# Every allocation up to 1 MiB starts as 0xbe bytes (ASan's default fills only 4 KiB), so a read
+# of memory nothing wrote leads somewhere the sanitizers see instead of reading as zeros.
+export ASAN_OPTIONS="max_malloc_fill_size=1048576${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 seconds=${FUZZ_SECONDS:-60}
