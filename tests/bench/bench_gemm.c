@@ -1,7 +1,7 @@
 /* bench_gemm.c - checks gemm.c's small-products rule under the linked OpenBLAS: each product
  * shape that distill's models make near the rule's thresholds, timed on one thread and on the
  * whole team (best of runs), with the side the rule picks. A row marked "WRONG" means the rule
- * costs time on this machine and its thresholds (KD_SMALL_MACS, KD_SMALL_OUTPUT) should move.
+ * costs over 5% on this machine and its thresholds (KD_SMALL_MACS, KD_SMALL_OUTPUT) should move.
  * Usage: bench_gemm [threads]   (default: all cores) */
 #include <stdio.h>
 #include <stdlib.h>
@@ -72,10 +72,12 @@ int main(int argc, char **argv) {
         kd_gemm_small_rule = 0;  /* the team, whatever the rule says */
         double tt = best_time(s, a, b, c, 0.2);
         kd_gemm_small_rule = 1;
-        const int one_faster = t1 < tt;
+        /* WRONG only when the side the rule picks is over 5% slower: a difference of a few
+         * per cent between two best-of times is this host's noise, not a verdict. */
+        const double picked = rule_one ? t1 : tt, other = rule_one ? tt : t1;
         printf("%-32s %10.3g %12.1f %12.1f %10s%s\n", s->what, macs, 1e6 * t1, 1e6 * tt,
                rule_one ? "1 thread" : "team",
-               threads > 1 && rule_one != one_faster ? "  WRONG" : "");
+               threads > 1 && picked > 1.05 * other ? "  WRONG" : "");
     }
     kd_free_aligned(a);
     kd_free_aligned(b);
