@@ -1,6 +1,7 @@
-/* bench_train.c - sgemm peak, the MLP training step and the distillation step, each as
- * samples/s and GFLOP/s against the sgemm rate on the same shapes (DESIGN.md section 9). Both
- * steps are kd_trainer_step, the step `distill train` runs.
+/* bench_train.c - sgemm peak, the MLP training step, the distillation step and the MLP
+ * teacher's batch-1000 inference, each as samples/s and GFLOP/s against the sgemm rate on the
+ * same shapes (DESIGN.md section 9). Both steps are kd_trainer_step, the step `distill train`
+ * runs; inference is kd_model_forward of an inference-only model, as `distill eval` runs it.
  * Usage: bench_train [threads]   (default: all cores) */
 #include <cJSON.h>
 #include <stdio.h>
@@ -16,6 +17,7 @@
 #include "kd_train.h"
 
 #define BATCH 128
+#define INFER_BATCH 1000
 
 typedef struct {
     size_t n;
@@ -31,18 +33,19 @@ static double run_square(void *p) {
 
 /* The products one training step of a dense stack makes at batch B, with the same shapes and
  * transposes as src/nn/dense.c: forward y = x W^T; backward dW += dy^T x, dx = dy W (not for
- * the first layer). fwd_only: teacher. */
+ * the first layer). fwd_only: teacher or inference. */
 typedef struct {
     size_t n_layers;
     size_t dims[8];
     int fwd_only;
+    size_t batch;
     float *x, *w, *y;
 } shapes_ctx;
 
 static double flops_of_shapes(const shapes_ctx *s) {
     double f = 0;
     for (size_t l = 0; l < s->n_layers; l++) {
-        double macs = (double)BATCH * s->dims[l] * s->dims[l + 1];
+        double macs = (double)s->batch * s->dims[l] * s->dims[l + 1];
         f += 2 * macs;
         if (!s->fwd_only) f += 2 * macs + (l > 0 ? 2 * macs : 0);
     }
@@ -54,13 +57,14 @@ static double run_shapes(void *p) {
     double t0 = kd_now();
     for (size_t l = 0; l < s->n_layers; l++) {
         size_t in = s->dims[l], out = s->dims[l + 1];
-        kd_sgemm(0, 1, BATCH, out, in, 1.0f, s->x, in, s->w, in, 0.0f, s->y, out);
+        kd_sgemm(0, 1, s->batch, out, in, 1.0f, s->x, in, s->w, in, 0.0f, s->y, out);
     }
     if (!s->fwd_only)
         for (size_t l = s->n_layers; l-- > 0;) {
             size_t in = s->dims[l], out = s->dims[l + 1];
-            kd_sgemm(1, 0, out, in, BATCH, 1.0f, s->y, out, s->x, in, 1.0f, s->w, in);
-            if (l > 0) kd_sgemm(0, 0, BATCH, in, out, 1.0f, s->y, out, s->w, in, 0.0f, s->x, in);
+            kd_sgemm(1, 0, out, in, s->batch, 1.0f, s->y, out, s->x, in, 1.0f, s->w, in);
+            if (l > 0)
+                kd_sgemm(0, 0, s->batch, in, out, 1.0f, s->y, out, s->w, in, 0.0f, s->x, in);
         }
     return kd_now() - t0;
 }
@@ -96,7 +100,8 @@ static cJSON *mlp_layers(const size_t *dims, size_t n_layers, float dropout) {
     return arr;
 }
 
-static int build(kd_model *m, const size_t *dims, size_t n_layers, int with_grads, kd_rng *rng) {
+static int build(kd_model *m, const size_t *dims, size_t n_layers, int with_grads, size_t batch,
+                 kd_rng *rng) {
     kd_err err;
     kd_shape in = {1, {dims[0]}};
     cJSON *spec = mlp_layers(dims, n_layers, with_grads ? 0.5f : 0.0f);
@@ -104,7 +109,7 @@ static int build(kd_model *m, const size_t *dims, size_t n_layers, int with_grad
     kd_status st = kd_model_init(m, &in, layers, with_grads, &err);
     free(layers);
     cJSON_Delete(spec);
-    if (st == KD_OK) st = kd_model_reserve(m, BATCH, &err);
+    if (st == KD_OK) st = kd_model_reserve(m, batch, &err);
     if (st != KD_OK) {
         fprintf(stderr, "bench: %s\n", err.msg);
         return -1;
@@ -117,8 +122,8 @@ static float *alloc_shapes(shapes_ctx *s) {
     size_t maxd = 0;
     for (size_t l = 0; l <= s->n_layers; l++)
         if (s->dims[l] > maxd) maxd = s->dims[l];
-    s->x = kd_alloc_floats(BATCH * maxd);
-    s->y = kd_alloc_floats(BATCH * maxd);
+    s->x = kd_alloc_floats(s->batch * maxd);
+    s->y = kd_alloc_floats(s->batch * maxd);
     s->w = kd_alloc_floats(maxd * maxd);
     return s->x;
 }
@@ -154,19 +159,19 @@ int main(int argc, char **argv) {
     /* 2. MLP 784-1200-1200-10 training step: sgemm alone on its shapes vs the whole step. */
     static const size_t tdims[] = {784, 1200, 1200, 10};
     static const size_t sdims[] = {784, 800, 800, 10};
-    shapes_ctx tsh = {3, {784, 1200, 1200, 10}, 0, 0, 0, 0};
+    shapes_ctx tsh = {3, {784, 1200, 1200, 10}, 0, BATCH, 0, 0, 0};
     alloc_shapes(&tsh);
     run_shapes(&tsh);
 
     kd_rng rng;
     kd_rng_seed(&rng, 1);
-    kd_model teacher = {0}, student = {0}, tinf = {0};
-    if (build(&teacher, tdims, 3, 1, &rng) || build(&student, sdims, 3, 1, &rng) ||
-        build(&tinf, tdims, 3, 0, &rng))
+    kd_model teacher = {0}, student = {0}, tinf = {0}, wide = {0};
+    if (build(&teacher, tdims, 3, 1, BATCH, &rng) || build(&student, sdims, 3, 1, BATCH, &rng) ||
+        build(&tinf, tdims, 3, 0, BATCH, &rng) || build(&wide, tdims, 3, 0, INFER_BATCH, &rng))
         return 1;
-    float *x = kd_alloc_floats(BATCH * 784);
+    float *x = kd_alloc_floats(INFER_BATCH * 784);
     int32_t y[BATCH];
-    for (size_t i = 0; i < BATCH * 784; i++) x[i] = kd_rng_uniform(&rng);
+    for (size_t i = 0; i < INFER_BATCH * 784; i++) x[i] = kd_rng_uniform(&rng);
     for (size_t i = 0; i < BATCH; i++) y[i] = (int32_t)(i % 10);
     kd_optim_cfg oc = kd_optim_defaults(KD_OPT_ADAM);
     kd_sched_cfg sc = {.kind = KD_SCHED_CONSTANT, .base_lr = 1e-3f};
@@ -192,11 +197,16 @@ int main(int argc, char **argv) {
     }
 
     /* 3. Distillation step: teacher forward + student forward/backward/update. */
-    shapes_ctx ssh = {3, {784, 800, 800, 10}, 0, 0, 0, 0};
-    shapes_ctx tfwd = {3, {784, 1200, 1200, 10}, 1, 0, 0, 0};
+    shapes_ctx ssh = {3, {784, 800, 800, 10}, 0, BATCH, 0, 0, 0};
+    shapes_ctx tfwd = {3, {784, 1200, 1200, 10}, 1, BATCH, 0, 0, 0};
     alloc_shapes(&ssh);
     alloc_shapes(&tfwd);
     run_two(&tfwd, &ssh, 2);
+
+    /* 4. The teacher's inference at batch 1000 (eval, forward only) against its three products. */
+    shapes_ctx ish = {3, {784, 1200, 1200, 10}, 1, INFER_BATCH, 0, 0, 0};
+    alloc_shapes(&ish);
+    run_shapes(&ish);
 
     /* The host's speed drifts between seconds (other machines' load), so every quantity is
      * timed in each of the rounds, one after another: the rates are the best of all rounds,
@@ -204,10 +214,13 @@ int main(int argc, char **argv) {
      * and reported as the median over the rounds, with its range. */
     enum { ROUNDS = 15 };
     double t_sq = 1e30, t_tshapes = 1e30, t_dshapes = 1e30, best_step = 1e30, best_d = 1e30;
-    double r_step[ROUNDS], r_d[ROUNDS];
+    double t_ishapes = 1e30, best_inf = 1e30;
+    double r_step[ROUNDS], r_d[ROUNDS], r_inf[ROUNDS];
     const double step_flops = 6.0 * (double)kd_model_macs(&teacher) * BATCH;
     const double dflops_shapes = flops_of_shapes(&tfwd) + flops_of_shapes(&ssh);
     double dflops = (2.0 * (double)kd_model_macs(&tinf) + 6.0 * (double)kd_model_macs(&student)) * BATCH;
+    const double iflops = 2.0 * (double)kd_model_macs(&wide) * INFER_BATCH;
+    kd_model_forward(&wide, x, INFER_BATCH, NULL);
     for (int i = 0; i < 3; i++)
         if (kd_trainer_step(&train, x, y, NULL, BATCH, NULL, &err) != KD_OK ||
             kd_trainer_step(&distill, x, y, NULL, BATCH, NULL, &err) != KD_OK) {
@@ -237,6 +250,17 @@ int main(int argc, char **argv) {
             t = kd_now() - t0;
             if (t < round_d) round_d = t;
         }
+        const double round_ish = run_two(&ish, NULL, 2);
+        if (round_ish < t_ishapes) t_ishapes = round_ish;
+        double round_inf = 1e30;
+        for (int k = 0; k < 2; k++) {
+            double t0 = kd_now();
+            kd_model_forward(&wide, x, INFER_BATCH, NULL);
+            t = kd_now() - t0;
+            if (t < round_inf) round_inf = t;
+        }
+        if (round_inf < best_inf) best_inf = round_inf;
+        r_inf[r] = iflops * round_ish / (flops_of_shapes(&ish) * round_inf);
         if (round_step < best_step) best_step = round_step;
         if (round_d < best_d) best_d = round_d;
         r_step[r] = step_flops * round_tsh / (flops_of_shapes(&tsh) * round_step);
@@ -244,6 +268,7 @@ int main(int argc, char **argv) {
     }
     qsort(r_step, ROUNDS, sizeof *r_step, cmp_double);
     qsort(r_d, ROUNDS, sizeof *r_d, cmp_double);
+    qsort(r_inf, ROUNDS, sizeof *r_inf, cmp_double);
     kd_free_aligned(sq.a);
     kd_free_aligned(sq.b);
     kd_free_aligned(sq.c);
@@ -252,6 +277,8 @@ int main(int argc, char **argv) {
     const double step_rate = step_flops / best_step / 1e9;
     const double gemm_rate_d = dflops_shapes / t_dshapes / 1e9;
     double d_rate = dflops / best_d / 1e9;
+    const double gemm_rate_i = flops_of_shapes(&ish) / t_ishapes / 1e9;
+    const double inf_rate = iflops / best_inf / 1e9;
 
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
@@ -271,17 +298,26 @@ int main(int argc, char **argv) {
            "peak)\n",
            "distill step 1200x2 teacher -> 800x2 student", BATCH / best_d, d_rate,
            100 * median(r_d, ROUNDS), 100 * r_d[0], 100 * r_d[ROUNDS - 1], 100 * d_rate / peak);
+    printf("%-52s %12s %10.1f %7.2f%%\n", "sgemm on MLP teacher inference shapes (batch 1000)",
+           "-", gemm_rate_i, 100 * gemm_rate_i / peak);
+    printf("%-52s %12.0f %10.1f %7.2f%%  (of its sgemm rate: median, %.1f-%.1f%%; %.0f%% of "
+           "peak)\n",
+           "MLP 784-1200-1200-10 inference, batch 1000", INFER_BATCH / best_inf, inf_rate,
+           100 * median(r_inf, ROUNDS), 100 * r_inf[0], 100 * r_inf[ROUNDS - 1],
+           100 * inf_rate / peak);
     printf("peak RSS: %.1f MiB (48 MiB of it the three 2048x2048 matrices of the peak)\n",
            ru.ru_maxrss / 1024.0);
 
     free_shapes(&tsh);
     free_shapes(&ssh);
     free_shapes(&tfwd);
+    free_shapes(&ish);
     kd_free_aligned(x);
     kd_trainer_free(&train);
     kd_trainer_free(&distill);
     kd_model_free(&teacher);
     kd_model_free(&student);
     kd_model_free(&tinf);
+    kd_model_free(&wide);
     return 0;
 }
