@@ -100,6 +100,31 @@ KD_TEST(fuzz_regress_images_stb_2_27_bugs_refused_before_decoding) {
                                                        "codes (at most 256)");
 }
 
+/* A whole file that ends inside a scan header: stb reads the missing bytes as 0 (here the
+ * spectral start and end) and decodes with the tables the scan names, so the check reads them
+ * as 0 too and still refuses the undefined one. A prefix of a longer file (the index-time
+ * check) that ends there is left to the whole-file check. */
+KD_TEST(image_check_scan_header_cut_at_the_end_of_the_file) {
+    char *data = NULL;
+    size_t len = 0;
+    kd_err err;
+    CHECK_EQ_INT(kd_read_file(REGRESS "/image/jpeg-undefined-table", 1 << 20, &data, &len, &err),
+                 KD_OK);
+    if (!data) return;
+    const unsigned char *jpeg = (const unsigned char *)data + 1;  /* past the option byte */
+    size_t sos = 0;
+    while (sos + 1 < len - 1 && !(jpeg[sos] == 0xFF && jpeg[sos + 1] == 0xDA)) sos++;
+    const size_t cut = sos + 4 + 1 + 2 * 3;  /* marker, length, Ns, three selectors */
+    CHECK(cut < len - 1);
+    char why[256];
+    int w, h;
+    CHECK_EQ_INT(kd_image_header(jpeg, cut, 1, &w, &h, why, sizeof why), KD_IMAGE_BAD);
+    CHECK_CONTAINS(why, "uses Huffman table DC 3, which no DHT defined before it");
+    CHECK(kd_image_header(jpeg, cut, 0, &w, &h, why, sizeof why) != KD_IMAGE_BAD);
+    CHECK(w == 33 && h == 20);
+    free(data);
+}
+
 /* An 88-byte PNG declaring a 1.8 GB IDAT chunk made stb_image allocate 1.8 GB (libFuzzer:
  * out-of-memory) before finding the data missing. */
 KD_TEST(fuzz_regress_png_chunk_longer_than_the_file) {
