@@ -123,7 +123,7 @@ static int jpeg_check(const unsigned char *b, size_t len, int whole, size_t star
             size_t p = body;
             while (L > 0) {
                 unsigned n = 0;
-                for (size_t k = 1; k <= 16; k++) n += p + k < len ? b[p + k] : 0;
+                for (size_t k = 1; k <= 16; k++) n += (unsigned)byte_at(b, len, 1, p + k);
                 if (n > 256) {
                     snprintf(why, cap, "JPEG Huffman table at byte %zu declares %u codes (at most "
                              "256)", p, n);
