@@ -266,12 +266,15 @@ KD_TEST(deploy_cnn_with_batchnorm_onnx_and_c_match_distill) {
 }
 
 /* Every layer type distill has, in one network (strides, padding, non-square kernels, both
- * norms, every activation), f32 only, on 200 images; its C header also runs under ASan +
+ * norms, every activation, a value read by three layers, a sum of three values, a concat), f32
+ * only, on 200 images; its C header also runs under ASan +
  * UBSan. A layer type added later without export slots fails here first. */
 static const char zoo_layers[] =
-    "[{\"type\":\"conv2d\",\"channels\":4,\"kernel\":3,\"stride\":2,\"padding\":1},"
+    "[{\"type\":\"conv2d\",\"channels\":4,\"kernel\":3,\"stride\":2,\"padding\":1,\"name\":\"stem\"},"
     "{\"type\":\"leaky_relu\",\"slope\":0.1},"
-    "{\"type\":\"avgpool2d\",\"kernel\":3,\"stride\":1,\"padding\":1},"
+    "{\"type\":\"avgpool2d\",\"kernel\":3,\"stride\":1,\"padding\":1,\"name\":\"block.pool\"},"
+    "{\"type\":\"add\",\"from\":[\"block.pool\",\"stem\",\"block.pool\"]},"
+    "{\"type\":\"concat\",\"from\":[\"stem\",3]},"
     "{\"type\":\"batchnorm\",\"eps\":0.001},{\"type\":\"gelu\"},"
     "{\"type\":\"maxpool2d\",\"kernel\":[2,3],\"padding\":1},{\"type\":\"layernorm\"},"
     "{\"type\":\"tanh\"},{\"type\":\"conv2d\",\"channels\":6,\"kernel\":[3,2]},{\"type\":\"sigmoid\"},"
