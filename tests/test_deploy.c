@@ -5,6 +5,7 @@
  * logits. f32 within 1e-4 absolute + 1e-4 relative; int8 against distill's own int8 export. A
  * missing tool skips on a developer's machine and fails when CI=true. */
 #include <math.h>
+#include <cJSON.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -263,6 +264,37 @@ KD_TEST(deploy_cnn_with_batchnorm_onnx_and_c_match_distill) {
                   "{\"type\":\"dropout\",\"p\":0.3},{\"type\":\"dense\",\"units\":32},{\"type\":\"relu\"},"
                   "{\"type\":\"dense\",\"units\":10}]",
                   0, "1,28,28", 1000, 1, 0);
+}
+
+/* The model.layers of a config file, as JSON text (malloc'd), or NULL. */
+static char *config_layers(const char *path) {
+    FILE *f = fopen(path, "rb");
+    char *text = NULL, *out = NULL;
+    long n = -1;
+    if (f && !fseek(f, 0, SEEK_END) && (n = ftell(f)) > 0 && !fseek(f, 0, SEEK_SET) &&
+        (text = calloc(1, (size_t)n + 1)) && fread(text, 1, (size_t)n, f) == (size_t)n) {
+        cJSON *root = cJSON_Parse(text);
+        const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
+        out = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(model, "layers"));
+        cJSON_Delete(root);
+    }
+    if (f) fclose(f);
+    free(text);
+    if (!out) kd_test_fail(__FILE__, __LINE__, "cannot read model.layers of %s", path);
+    return out;
+}
+
+/* The graph students this project ships (residual blocks; MobileNetV2's inverted residuals with
+ * depthwise convolutions), f32 and int8, on 1,000 images. */
+KD_TEST(deploy_graph_students_onnx_and_c_match_distill) {
+    static const char *const configs[] = {"configs/fmnist-resnet-student.json",
+                                          "configs/fmnist-mobilenetv2.json"};
+    const kd_shape in = {3, {1, 28, 28}};
+    for (size_t k = 0; k < sizeof configs / sizeof configs[0]; k++) {
+        char *layers = config_layers(configs[k]);
+        if (layers) check_network(&in, layers, 0, "1,28,28", 1000, 1, 0);
+        free(layers);
+    }
 }
 
 /* Every layer type distill has, in one network (strides, padding, non-square kernels, both
