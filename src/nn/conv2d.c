@@ -1,10 +1,11 @@
 /* conv2d.c - 2-D convolution, torch.nn.Conv2d layout (NCHW, weight [out, in/groups, kh, kw]),
- * lowered to sgemm through im2col, one sample at a time (one product per group): the batch is cut into fixed pieces which the
- * OpenMP team shares out, and each thread lowers a sample of its piece into its own columns,
- * multiplies them on its own (kd_sgemm_serial) straight into the sample's NCHW output and, in
- * backward, scatters the column gradient back, while the columns are still in its cache. No
- * reordering around the products and no columns kept between forward and backward (backward
- * lowers the sample again, cheaper than a pass over a whole batch of columns in memory). A
+ * lowered to sgemm through im2col, one sample at a time (one product per group): the batch is
+ * cut into fixed pieces which the OpenMP team shares out, and each thread lowers a sample of
+ * its piece into its own columns, multiplies them on its own (kd_sgemm_serial) straight into
+ * the sample's NCHW output and, in backward, scatters the column gradient back, while the
+ * columns are still in its cache. No reordering around the products and no columns kept
+ * between forward and backward (backward lowers the sample again, cheaper than a pass over a
+ * whole batch of columns in memory). A
  * depthwise layer (groups == in == out channels) runs direct plane kernels instead
  * (depthwise.c): its im2col would copy each input KH*KW times for products of one row. */
 #include <cJSON.h>
