@@ -56,7 +56,8 @@ static void naive_gconv(const gconv_case *c, const float *x, const float *w, con
                                     continue;
                                 size_t wi = ((o * CG + ci) * c->KH + i) * c->KW + j;
                                 size_t xc = o / OG * CG + ci;
-                                size_t xi = ((b * c->C + xc) * c->H + (size_t)ih) * c->W + (size_t)iw;
+                                size_t xi =
+                                    ((b * c->C + xc) * c->H + (size_t)ih) * c->W + (size_t)iw;
                                 acc += (double)w[wi] * x[xi];
                                 dw[wi] += g * x[xi];
                                 dx[xi] += g * w[wi];
@@ -312,7 +313,8 @@ static void expect_error(const kd_shape *in, const char *json, const char *want)
     kd_err err;
     kd_err_clear(&err);
     kd_status st = kd_model_init(&m, in, json, 1, &err);
-    if (st != KD_EUSAGE) kd_test_fail(__FILE__, __LINE__, "%s: status %d, want KD_EUSAGE", json, (int)st);
+    if (st != KD_EUSAGE)
+        kd_test_fail(__FILE__, __LINE__, "%s: status %d, want KD_EUSAGE", json, (int)st);
     CHECK_CONTAINS(err.msg, want);
     kd_model_free(&m);
 }
