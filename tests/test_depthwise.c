@@ -66,6 +66,29 @@ static void naive_gconv(const gconv_case *c, const float *x, const float *w, con
                 }
 }
 
+/* The depthwise forward in float, in the order the C header's $conv2d adds (every tap inside
+ * the input in (i, j) order from 0, then the bias): the kernels promise these exact bits. */
+static void ordered_depthwise(const gconv_case *c, const float *x, const float *w,
+                              const float *bias, float *y) {
+    const size_t OH = out_len(c->H, c->KH, c->S, c->P), OW = out_len(c->W, c->KW, c->S, c->P);
+    for (size_t q = 0; q < c->B * c->C; q++)
+        for (size_t oh = 0; oh < OH; oh++)
+            for (size_t ow = 0; ow < OW; ow++) {
+                const size_t ch = q % c->C;
+                float s = 0.0f;
+                for (size_t i = 0; i < c->KH; i++)
+                    for (size_t j = 0; j < c->KW; j++) {
+                        long ih = (long)(oh * c->S + i) - (long)c->P;
+                        long iw = (long)(ow * c->S + j) - (long)c->P;
+                        if (ih < 0 || iw < 0 || ih >= (long)c->H || iw >= (long)c->W) continue;
+                        const float p = w[(ch * c->KH + i) * c->KW + j] *
+                                        x[(q * c->H + (size_t)ih) * c->W + (size_t)iw];
+                        s += p;
+                    }
+                y[(q * OH + oh) * OW + ow] = bias ? s + bias[ch] : s;
+            }
+}
+
 static void to_float(const double *d, float *f, size_t n) {
     for (size_t i = 0; i < n; i++) f[i] = (float)d[i];
 }
@@ -107,6 +130,10 @@ static void check_gconv(const gconv_case *c, uint64_t seed) {
     naive_gconv(c, x, l->t[0], c->bias ? l->t[1] : NULL, dy, yd, dwd, dbd, dxd);
     to_float(yd, f, ny);
     if (!CHECK_FLOATS(y, f, ny, 1e-5, 1e-4)) printf("    (%s, y)\n", json);
+    if (c->G == c->C && c->G == c->O) {
+        ordered_depthwise(c, x, l->t[0], c->bias ? l->t[1] : NULL, f);
+        if (!CHECK_FLOATS(y, f, ny, 0, 0)) printf("    (%s, y bit for bit)\n", json);
+    }
     kd_model_zero_grad(&m);
     for (size_t i = 0; i < nw; i++) l->dt[0][i] = 0.5f;  /* backward adds to the gradients */
     l->ops->backward(l, x, y, dy, dx, c->B, &ctx);

@@ -20,8 +20,11 @@ KD_TEST(layers_gradcheck_dense) {
 }
 
 KD_TEST(layers_gradcheck_activations) {
+    /* kd_gradcheck's inputs lie in [-1, 1]: relu6's kink at 0 and hardswish's middle piece (their
+     * other kinks: layers_relu6_hardswish_values_and_gradients_across_the_kinks). */
     static const char *const acts[] = {"{\"type\":\"relu\"}", "{\"type\":\"leaky_relu\",\"slope\":0.2}",
-                                       "{\"type\":\"tanh\"}", "{\"type\":\"sigmoid\"}", "{\"type\":\"gelu\"}"};
+                                       "{\"type\":\"tanh\"}", "{\"type\":\"sigmoid\"}", "{\"type\":\"gelu\"}",
+                                       "{\"type\":\"relu6\"}", "{\"type\":\"hardswish\"}"};
     char json[256];
     for (size_t i = 0; i < sizeof acts / sizeof acts[0]; i++) {
         /* Alone (checks the input gradient directly) and between two dense layers. */
@@ -205,21 +208,6 @@ KD_TEST(layers_flatten_shapes) {
 }
 
 /* ---- relu6 and hardswish (torch.nn.ReLU6, torch.nn.Hardswish) ---- */
-
-KD_TEST(layers_gradcheck_relu6_hardswish) {
-    /* kd_gradcheck's inputs lie in [-1, 1]: relu6's kink at 0 and hardswish's middle piece;
-     * a dense layer before them moves some values further out. */
-    static const char *const acts[] = {"relu6", "hardswish"};
-    char json[256];
-    for (size_t i = 0; i < 2; i++) {
-        snprintf(json, sizeof json, "[{\"type\":\"%s\"}]", acts[i]);
-        CHECK_EQ_INT(kd_gradcheck(&vec6, json, 4, 70 + i, 0, 1e-2), 0);
-        snprintf(json, sizeof json,
-                 "[{\"type\":\"dense\",\"units\":8},{\"type\":\"%s\"},{\"type\":\"dense\",\"units\":3}]",
-                 acts[i]);
-        CHECK_EQ_INT(kd_gradcheck(&vec6, json, 3, 72 + i, 0, 1e-2), 0);
-    }
-}
 
 /* Central differences in double over inputs spanning every kink (-8 .. 8; relu6's at 0 and 6,
  * hardswish's at -3 and 3), points within h of a kink skipped; and the values and gradients at

@@ -543,42 +543,15 @@ static kd_status conv_export_onnx(const kd_layer *l, kd_onnx_emitter *em, kd_err
                         hp->groups != 1 ? 4 : 3, NULL, err);
 }
 
-/* C: a direct convolution (no im2col buffer, so scratch stays two activations):
- *   y[o, oh, ow] = b[o] + sum_{c,i,j} w[o, c, i, j] x[c, oh*S - P + i, ow*S - P + j]
+/* C: a direct convolution (no im2col buffer, so scratch stays two activations), output o of
+ * group g = o / (O/G) reading that group's C/G input channels:
+ *   y[o, oh, ow] = b[o] + sum_{c,i,j} w[o, c, i, j] x[g*C/G + c, oh*S - P + i, ow*S - P + j]
  * over the taps inside the input (zero padding contributes nothing); int8 rows:
- * b[o] + scale[o] * sum q x. */
+ * b[o] + scale[o] * sum q x. A depthwise layer's sums are those of depthwise.c term for term. */
 static const char conv_c_helper[] =
     "static void $conv2d(const float *x, float *y, const float *w, const signed char *q,\n"
     "                    const float *scale, const float *b, long C, long H, long W, long O,\n"
-    "                    long KH, long KW, long S, long P, long OH, long OW) {\n"
-    "    long o, oh, ow, c, i, j;\n"
-    "    for (o = 0; o < O; o++)\n"
-    "        for (oh = 0; oh < OH; oh++)\n"
-    "            for (ow = 0; ow < OW; ow++) {\n"
-    "                float s = 0.0f;\n"
-    "                for (c = 0; c < C; c++)\n"
-    "                    for (i = 0; i < KH; i++) {\n"
-    "                        const long h = oh * S - P + i, k = ((o * C + c) * KH + i) * KW;\n"
-    "                        const float *xr;\n"
-    "                        if (h < 0 || h >= H) continue;\n"
-    "                        xr = x + (c * H + h) * W;\n"
-    "                        for (j = 0; j < KW; j++) {\n"
-    "                            const long v = ow * S - P + j;\n"
-    "                            if (v < 0 || v >= W) continue;\n"
-    "                            s += (q ? (float)q[k + j] : w[k + j]) * xr[v];\n"
-    "                        }\n"
-    "                    }\n"
-    "                if (q) s *= scale[o];\n"
-    "                y[(o * OH + oh) * OW + ow] = b ? s + b[o] : s;\n"
-    "            }\n"
-    "}\n";
-
-/* With groups: the same sums over the C/G input channels of output o's group. */
-static const char conv_grouped_c_helper[] =
-    "static void $conv2d_grouped(const float *x, float *y, const float *w,\n"
-    "                            const signed char *q, const float *scale, const float *b,\n"
-    "                            long C, long H, long W, long O, long G, long KH, long KW,\n"
-    "                            long S, long P, long OH, long OW) {\n"
+    "                    long G, long KH, long KW, long S, long P, long OH, long OW) {\n"
     "    const long CG = C / G, OG = O / G;\n"
     "    long o, oh, ow, c, i, j;\n"
     "    for (o = 0; o < O; o++)\n"
@@ -610,24 +583,14 @@ static kd_status conv_export_c(const kd_layer *l, kd_c_emitter *em, kd_err *err)
     int q, qb;
     kd_status st = kd_layer_c_tensor(l, em, CONV_W, &w, &q, err);
     if (!st && hp->bias) st = kd_layer_c_tensor(l, em, CONV_B, &b, &qb, err);
-    if (!st && is_depthwise(&d)) st = kd_c_helper(em, "dwconv2d", kd_depthwise_c_helper, err);
-    else if (!st && d.G > 1) st = kd_c_helper(em, "conv2d_grouped", conv_grouped_c_helper, err);
-    else if (!st) st = kd_c_helper(em, "conv2d", conv_c_helper, err);
+    if (!st) st = kd_c_helper(em, "conv2d", conv_c_helper, err);
     if (st) return st;
     if (q) snprintf(wq, sizeof wq, "0, %s, %s_scale", w, w);
     else snprintf(wq, sizeof wq, "%s, 0, 0", w);
-    if (is_depthwise(&d))
-        return kd_c_code(em, 0, err,
-                         "$dwconv2d(x, y, %s, %s, %zuL, %zuL, %zuL, %zuL, %zuL, %zuL, %zuL, %zuL, "
-                         "%zuL);", wq, b, d.C, d.H, d.W, d.KH, d.KW, d.S, d.P, d.OH, d.OW);
-    if (d.G > 1)
-        return kd_c_code(em, 0, err,
-                         "$conv2d_grouped(x, y, %s, %s, %zuL, %zuL, %zuL, %zuL, %zuL, %zuL, %zuL, "
-                         "%zuL, %zuL, %zuL, %zuL);", wq, b, d.C, d.H, d.W, d.O, d.G, d.KH, d.KW,
-                         d.S, d.P, d.OH, d.OW);
     return kd_c_code(em, 0, err,
                      "$conv2d(x, y, %s, %s, %zuL, %zuL, %zuL, %zuL, %zuL, %zuL, %zuL, %zuL, %zuL, "
-                     "%zuL);", wq, b, d.C, d.H, d.W, d.O, d.KH, d.KW, d.S, d.P, d.OH, d.OW);
+                     "%zuL, %zuL);", wq, b, d.C, d.H, d.W, d.O, d.G, d.KH, d.KW, d.S, d.P, d.OH,
+                     d.OW);
 }
 
 const kd_layer_ops kd_layer_conv2d = {

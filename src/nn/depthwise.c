@@ -59,17 +59,18 @@ static float lanes_total(const float *l, float s) {
     return (((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]))) + s;
 }
 
-/* out (OH, OW) = init + sum over taps (i, j), in that order, of k[i, j] *
- * in[oh*S + i - PH, ow*S + j - PW], taps outside in skipped; k[i, j] = w[i*KW + j], or
- * w[(KH-1-i)*KW + (KW-1-j)] (the kernel turned by 180 degrees) when flip. Row by row: the
- * output row (in L1) starts as init and every tap adds its valid run of one input row. */
+/* out (OH, OW) = (sum over taps (i, j), in that order, of k[i, j] *
+ * in[oh*S + i - PH, ow*S + j - PW], taps outside in skipped) + *bias when bias is not NULL;
+ * k[i, j] = w[i*KW + j], or w[(KH-1-i)*KW + (KW-1-j)] (the kernel turned by 180 degrees) when
+ * flip. Row by row: the output row (in L1) starts at 0, every tap adds its valid run of one
+ * input row, then the bias: conv2d's C helper adds the same terms in the same order. */
 static void correlate_plane(const float *in, size_t H, size_t W, const float *w, size_t KH,
-                            size_t KW, int flip, size_t S, ptrdiff_t PH, ptrdiff_t PW, float init,
-                            float *out, size_t OH, size_t OW) {
+                            size_t KW, int flip, size_t S, ptrdiff_t PH, ptrdiff_t PW,
+                            const float *bias, float *out, size_t OH, size_t OW) {
     const size_t KK = KH * KW;
     for (size_t oh = 0; oh < OH; oh++) {
         float *yr = out + oh * OW;
-        KD_VEC_FOR(k, OW, yr[k] = init);
+        KD_VEC_FOR(k, OW, yr[k] = 0.0f);
         for (size_t i = 0; i < KH; i++) {
             const ptrdiff_t ih = (ptrdiff_t)(oh * S + i) - PH;
             if (ih < 0 || ih >= (ptrdiff_t)H) continue;
@@ -84,6 +85,10 @@ static void correlate_plane(const float *in, size_t H, size_t W, const float *w,
                 else if (S == 2) axpy_s2(yr + lo, src, hi - lo, a);
                 else axpy_s(yr + lo, src, hi - lo, S, a);
             }
+        }
+        if (bias) {
+            const float b = *bias;
+            KD_VEC_FOR(k, OW, yr[k] += b);
         }
     }
 }
@@ -121,7 +126,7 @@ static void plane_backward(const kd_dw_dims *d, const float *xp, const float *wc
     if (dxp && S == 1)
         correlate_plane(dyp, d->OH, OW, wc, d->KH, d->KW, 1, 1,
                         (ptrdiff_t)d->KH - 1 - (ptrdiff_t)d->P,
-                        (ptrdiff_t)d->KW - 1 - (ptrdiff_t)d->P, 0.0f, dxp, d->H, W);
+                        (ptrdiff_t)d->KW - 1 - (ptrdiff_t)d->P, NULL, dxp, d->H, W);
     else if (dxp)
         scatter_plane(d, wc, dyp, dxp);
     for (size_t i = 0; i < d->KH; i++) {
@@ -172,8 +177,8 @@ void kd_depthwise_forward(const kd_dw_dims *d, const float *x, const float *w, c
         for (size_t b = 0; b < B; b++) {
             for (size_t c = 0; c < C; c++)
                 correlate_plane(x + (b * C + c) * HW, d->H, d->W, w + c * KK, d->KH, d->KW, 0,
-                                d->S, P, P, bias ? bias[c] : 0.0f, y + (b * C + c) * OHW, d->OH,
-                                d->OW);
+                                d->S, P, P, bias ? bias + c : NULL, y + (b * C + c) * OHW,
+                                d->OH, d->OW);
             sink->fn(sink->arg, b, y + b * C * OHW);
         }
         return;
@@ -182,7 +187,7 @@ void kd_depthwise_forward(const kd_dw_dims *d, const float *x, const float *w, c
     for (size_t q = 0; q < B * C; q++) {
         const size_t c = q % C;
         correlate_plane(x + q * HW, d->H, d->W, w + c * KK, d->KH, d->KW, 0, d->S, P, P,
-                        bias ? bias[c] : 0.0f, y + q * OHW, d->OH, d->OW);
+                        bias ? bias + c : NULL, y + q * OHW, d->OH, d->OW);
     }
 }
 
@@ -226,33 +231,3 @@ void kd_depthwise_backward(const kd_dw_dims *d, const float *x, const float *w, 
         db[c] += s;
     }
 }
-
-/* C: y[c, oh, ow] = b[c] + the taps inside the input in (i, j) order, as the kernels above (so
- * the f32 header gives distill's bits); int8 rows: b[c] + scale[c] * sum q x, as conv2d's. */
-const char kd_depthwise_c_helper[] =
-    "static void $dwconv2d(const float *x, float *y, const float *w, const signed char *q,\n"
-    "                      const float *scale, const float *b, long C, long H, long W, long KH,\n"
-    "                      long KW, long S, long P, long OH, long OW) {\n"
-    "    long c, oh, ow, i, j;\n"
-    "    for (c = 0; c < C; c++)\n"
-    "        for (oh = 0; oh < OH; oh++)\n"
-    "            for (ow = 0; ow < OW; ow++) {\n"
-    "                float s = q || !b ? 0.0f : b[c];\n"
-    "                for (i = 0; i < KH; i++) {\n"
-    "                    const long h = oh * S - P + i, k = (c * KH + i) * KW;\n"
-    "                    const float *xr;\n"
-    "                    if (h < 0 || h >= H) continue;\n"
-    "                    xr = x + (c * H + h) * W;\n"
-    "                    for (j = 0; j < KW; j++) {\n"
-    "                        const long v = ow * S - P + j;\n"
-    "                        if (v < 0 || v >= W) continue;\n"
-    "                        s += (q ? (float)q[k + j] : w[k + j]) * xr[v];\n"
-    "                    }\n"
-    "                }\n"
-    "                if (q) {\n"
-    "                    s *= scale[c];\n"
-    "                    if (b) s += b[c];\n"
-    "                }\n"
-    "                y[(c * OH + oh) * OW + ow] = s;\n"
-    "            }\n"
-    "}\n";

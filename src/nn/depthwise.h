@@ -17,10 +17,10 @@ typedef struct {
 size_t kd_depthwise_workspace(const kd_dw_dims *d, size_t pieces, size_t slots);
 
 /* y (B, C, OH, OW) from x (B, C, H, W), weights w (C, 1, KH, KW) and bias (C) or NULL:
- *   y[b, c, oh, ow] = bias[c] + sum_{i, j} w[c, i, j] x[b, c, oh*S - P + i, ow*S - P + j]
- * the bias first and then the taps inside the input in (i, j) order (kd_depthwise_c_helper
- * adds them in the same order). Planes are shared by the team; with a sink, whole samples,
- * each handed on once its planes are done. */
+ *   y[b, c, oh, ow] = sum_{i, j} w[c, i, j] x[b, c, oh*S - P + i, ow*S - P + j] + bias[c]
+ * the taps inside the input in (i, j) order, then the bias (conv2d's C helper adds the same
+ * terms in the same order). Planes are shared by the team; with a sink, whole samples, each
+ * handed on once its planes are done. */
 void kd_depthwise_forward(const kd_dw_dims *d, const float *x, const float *w, const float *bias,
                           float *y, const kd_sample_sink *sink, size_t B);
 
@@ -33,8 +33,5 @@ void kd_depthwise_forward(const kd_dw_dims *d, const float *x, const float *w, c
 void kd_depthwise_backward(const kd_dw_dims *d, const float *x, const float *w, const float *dy,
                            const kd_dy_source *src, float *dx, float *dw, float *db, size_t B,
                            float *ws, size_t pieces, size_t slots);
-
-/* The C header's depthwise convolution: the f32 forward above, sum for sum. */
-extern const char kd_depthwise_c_helper[];
 
 #endif
