@@ -1,6 +1,6 @@
 /* depthwise.c - the depthwise convolution's direct kernels (conv2d with groups == in == out
  * channels, MobileNet's 3x3 layers). im2col would copy each input plane KH*KW times to feed
- * products of a single weight row; here every (sample, channel) plane is convolved in place
+ * products of a single weight row; here every (sample, channel) plane is convolved directly
  * while it is in cache: forward one pass over x and y, backward one pass over x and dy that
  * writes dx and sums the plane's weight and bias gradients. Rows are the vector unit: an
  * output row accumulates each tap's contiguous (stride 1) run of an input row, so the inner
