@@ -310,6 +310,7 @@ static const char zoo_layers[] =
     "{\"type\":\"batchnorm\",\"eps\":0.001},{\"type\":\"gelu\"},"
     "{\"type\":\"maxpool2d\",\"kernel\":[2,3],\"padding\":1},{\"type\":\"layernorm\"},"
     "{\"type\":\"tanh\"},{\"type\":\"conv2d\",\"channels\":6,\"kernel\":[3,2]},{\"type\":\"sigmoid\"},"
+    "{\"type\":\"relu6\"},{\"type\":\"hardswish\"},"
     "{\"type\":\"dropout\",\"p\":0.5},{\"type\":\"global_avgpool\"},"
     "{\"type\":\"dense\",\"units\":24,\"bias\":false},{\"type\":\"layernorm\",\"eps\":0.01},"
     "{\"type\":\"relu\"},{\"type\":\"batchnorm\"},{\"type\":\"dense\",\"units\":10},"
@@ -326,6 +327,23 @@ KD_TEST(deploy_every_layer_type_onnx_and_c_match_distill) {
     }
     const kd_shape in = {3, {1, 28, 28}};
     check_network(&in, zoo_layers, 0, "1,28,28", 200, 0, 1);
+}
+
+/* MobileNet's pieces: depthwise convolutions (3x3 stride 2, 5x5 without bias), grouped ones
+ * (2 and 4 groups, one strided), relu6 and hardswish, in f32, int8 and f16. */
+KD_TEST(deploy_grouped_depthwise_relu6_hardswish_onnx_and_c_match_distill) {
+    const kd_shape in = {3, {1, 28, 28}};
+    check_network(&in,
+                  "[{\"type\":\"conv2d\",\"channels\":8,\"kernel\":3,\"padding\":1},"
+                  "{\"type\":\"hardswish\"},"
+                  "{\"type\":\"conv2d\",\"channels\":8,\"kernel\":3,\"stride\":2,\"padding\":1,"
+                  "\"groups\":8},{\"type\":\"batchnorm\"},{\"type\":\"relu6\"},"
+                  "{\"type\":\"conv2d\",\"channels\":16,\"kernel\":1,\"groups\":2},{\"type\":\"relu6\"},"
+                  "{\"type\":\"conv2d\",\"channels\":16,\"kernel\":5,\"padding\":2,\"groups\":16,"
+                  "\"bias\":false},{\"type\":\"hardswish\"},"
+                  "{\"type\":\"conv2d\",\"channels\":12,\"kernel\":3,\"stride\":2,\"groups\":4},"
+                  "{\"type\":\"global_avgpool\"},{\"type\":\"dense\",\"units\":10}]",
+                  0, "1,28,28", 500, 1, 0);
 }
 
 /* What the files hold and every way the command line can be wrong: each refused with exit 2

@@ -21,6 +21,8 @@
     X(tanh)                                                                                \
     X(sigmoid)                                                                             \
     X(gelu)                                                                                \
+    X(relu6)                                                                               \
+    X(hardswish)                                                                           \
     X(dropout)                                                                             \
     X(flatten)                                                                             \
     X(conv2d)                                                                              \
