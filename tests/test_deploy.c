@@ -154,7 +154,9 @@ static void compare(const char *what, const float *got, const float *want, size_
  * on the first n test images. */
 static float *onnx_logits(const char *dir, const char *path, const char *dtype, const char *shape,
                           size_t n, size_t C) {
-    char cmd[4096], onnx[1024], out[1024], check[4096];
+    /* the check prints the arch metadata: a graph's is tens of KiB */
+    static char check[1 << 18];
+    char cmd[4096], onnx[1024], out[1024];
     snprintf(onnx, sizeof onnx, "%s/model_%s.onnx", dir, dtype);
     snprintf(out, sizeof out, "%s/ort_%s.f32", dir, dtype);
     snprintf(cmd, sizeof cmd, "'%s' export '%s' '%s' --format onnx --dtype %s", kd_test_distill(),
