@@ -7,6 +7,7 @@
 #   make demo       train the Fashion-MNIST teacher, distil two students, compare, ship the compact
 #                   one as int8 ONNX and C header (README main job)
 #   make setup      install missing Debian packages (same as bash .ci/setup.sh)
+#   make check-layers  fail on an #include or a call against the module order (.ci/layers.txt)
 #   make fuzz       libFuzzer targets (clang, ASan+UBSan), each run FUZZ_SECONDS (default 60)
 #   make valgrind   the end-to-end tests with every distill run under valgrind memcheck
 #   make MPI=1      build build-mpi/distill for data-parallel training under mpirun (Open MPI)
@@ -70,7 +71,7 @@ BENCH_BIN := $(BENCH_SRC:tests/bench/%.c=$(BUILD)/bench/%)
 BENCH_RUN := $(filter-out %/bench_jobs,$(BENCH_BIN))
 
 .PHONY: all test asan bench bench-torch demo setup clean check-deps fuzz fuzz-build valgrind \
-        mpi mpi-test mpi-bench
+        mpi mpi-test mpi-bench check-layers
 
 all: check-deps $(BIN)
 
@@ -192,6 +193,11 @@ demo: all
 
 setup:
 	bash .ci/setup.sh
+
+# The module order of .ci/layers.txt: every #include of src/ and include/, and every symbol one
+# module's object takes from another's, must follow it.
+check-layers: $(LIB_OBJ) $(MAIN_OBJ)
+	bash .ci/check_layers.sh $(filter $(BUILD)/src/%,$^)
 
 clean:
 	rm -rf build build-asan build-fuzz build-mpi distill
