@@ -25,22 +25,33 @@ for o in "$@"; do objects+=("$(realpath --relative-to="$root" "$o")"); done
 cd "$root"
 
 # "F PATH" for every file (each must belong to a module), then one line per edge:
-# "FILE:LINE FROM_PATH TO_PATH WHAT", module names left to awk.
+# "FILE:LINE FROM_PATH TO_PATH WHAT", module names left to awk. An include names a file beside
+# the includer (or by a relative path) or one of include/; others (system, generated) are left.
 edges() {
-    local f line inc dir target
-    while IFS= read -r f; do
-        echo "F $f"
-        dir=$(dirname "$f")
-        while IFS=: read -r line inc; do
-            inc=${inc#*\"}; inc=${inc%%\"*}
-            target=""
-            if [ -f "$dir/$inc" ]; then target=$(realpath -m --relative-to=. "$dir/$inc")
-            elif [ -f "include/$inc" ]; then target="include/$inc"
-            fi
-            # System and generated headers (onnx.pb-c.h) belong to no module.
-            [ -n "$target" ] && echo "$f:$line $f $target $inc"
-        done < <(grep -n '^[[:space:]]*#[[:space:]]*include[[:space:]]*"' "$f" || true)
-    done < <(find src include -name '*.[ch]' | sort)
+    local files
+    files=$(find src include -name '*.[ch]' | sort)
+    { echo "$files" | sed 's/^/F /'
+      echo "$files" | xargs grep -Hn '^[[:space:]]*#[[:space:]]*include[[:space:]]*"' || true
+    } | awk '
+        function norm(p,   n, i, k, part, out) {
+            n = split(p, part, "/"); k = 0
+            for (i = 1; i <= n; i++) {
+                if (part[i] == "." || part[i] == "") continue
+                if (part[i] == ".." && k > 0 && out[k] != "..") { k--; continue }
+                out[++k] = part[i]
+            }
+            p = out[1]; for (i = 2; i <= k; i++) p = p "/" out[i]
+            return p
+        }
+        $1 == "F" { have[$2] = 1; print; next }
+        {
+            split($0, a, ":"); f = a[1]; line = a[2]
+            inc = $0; sub(/^[^"]*"/, "", inc); sub(/".*/, "", inc)
+            dir = f; sub(/\/[^\/]*$/, "", dir)
+            t = norm(dir "/" inc)
+            if (!(t in have)) t = ("include/" inc) in have ? "include/" inc : ""
+            if (t != "") print f ":" line, f, t, inc
+        }'
 }
 
 # Symbol edges: "OBJECT OBJECT_PATH DEFINING_OBJECT_PATH SYMBOL", the paths cut to "src/...".
