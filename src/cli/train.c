@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "../core/test_hooks.h"
 #include "cli.h"
 #include "kd_config.h"
 #include "kd_dist.h"
@@ -71,6 +72,7 @@ static int is_dir(const char *path) {
     return stat(path, &sb) == 0 && S_ISDIR(sb.st_mode);
 }
 
+#ifdef KD_TEST_HOOKS
 static int parse_count(const char *s, unsigned long long *out) {
     if (!s || !*s || *s == '-' || *s == '+') return -1;
     char *end;
@@ -80,6 +82,7 @@ static int parse_count(const char *s, unsigned long long *out) {
     *out = v;
     return 0;
 }
+#endif
 
 /* "key=\"value\"" with value escaped as a JSON string (a folder named "123" or "true" must
  * stay a string). Returns -1 if it does not fit. */
@@ -229,8 +232,10 @@ static int run(int argc, char **argv) {
     pr.quiet = quiet || pr.silent;
     pr.bar = isatty(STDERR_FILENO) && !pr.silent;
     pr.distilling = cfg.has_teacher;
-    const char *hook = getenv("KD_TRAIN_STOP_AFTER_STEPS");
+#ifdef KD_TEST_HOOKS
+    const char *hook = getenv(KD_HOOK_ENV_STOP_AFTER_STEPS);
     if (hook && parse_count(hook, &pr.stop_after)) pr.stop_after = 0;
+#endif
     char formula[256];
     kd_train_loss_formula(&cfg, formula, sizeof formula);
     if (!pr.quiet) {

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <zlib.h>
 
+#include "../core/test_hooks.h"
 #include "data_impl.h"
 
 /* Bytes per element of an IDX type code, 0 if unknown. */
@@ -100,7 +101,9 @@ static void idx_to_float(int type, const unsigned char *src, float *dst, size_t 
     }
 }
 
+#ifdef KD_TEST_HOOKS
 size_t kd_idx_last_alloc;
+#endif
 
 void kd_idx_free(kd_idx *x) {
     if (!x) return;
@@ -113,7 +116,7 @@ kd_status kd_idx_read(const char *path, kd_idx *out, kd_err *err) {
     kd_status st = KD_OK;
     unsigned char *raw = NULL;
     memset(out, 0, sizeof *out);
-    kd_idx_last_alloc = 0;
+    KD_HOOK_RUN(kd_idx_last_alloc = 0);
     /* gzopen reads uncompressed files transparently, so one path serves raw and .gz. */
     gzFile f = gzopen(path, "rb");
     if (!f) return kd_err_set(err, KD_EINPUT, "%s: cannot open", path);
@@ -167,7 +170,7 @@ kd_status kd_idx_read(const char *path, kd_idx *out, kd_err *err) {
      * file that claims a huge payload costs at most one chunk before it is rejected. */
     size_t cap = bytes < ((size_t)1 << 20) ? bytes : ((size_t)1 << 20), got = 0;
     raw = malloc(cap ? cap : 1);
-    kd_idx_last_alloc = cap;
+    KD_HOOK_RUN(kd_idx_last_alloc = cap);
     if (!raw) {
         st = kd_err_set(err, KD_EIO, "%s: out of memory", path);
         goto cleanup;
@@ -182,7 +185,7 @@ kd_status kd_idx_read(const char *path, kd_idx *out, kd_err *err) {
             }
             raw = nr;
             cap = ncap;
-            kd_idx_last_alloc = cap;
+            KD_HOOK_RUN(kd_idx_last_alloc = cap);
         }
         size_t want = cap - got;
         if ((st = gz_read_exact(f, path, raw + got, want, data_off + got, "IDX data", &n_got,
