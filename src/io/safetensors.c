@@ -142,7 +142,7 @@ static int cmp_tensor_offset(const void *a, const void *b) {
     return strcmp(x->name, y->name);
 }
 
-static const char *shape_str(const kd_st_tensor *t, char *buf, size_t cap) {
+const char *kd_st_shape_str(const kd_st_tensor *t, char *buf, size_t cap) {
     size_t len = (size_t)snprintf(buf, cap, "[");
     for (int i = 0; i < t->rank && len < cap; i++)
         len += (size_t)snprintf(buf + len, cap - len, "%s%" PRIu64, i ? ", " : "", t->shape[i]);
@@ -205,7 +205,7 @@ static kd_status parse_tensor(const char *path, const char *name, const cJSON *e
         if (t->shape[k] == 0) overflow = 0, numel = 0;
     if (overflow || numel > UINT64_MAX / esize)
         return bad(err, path, name, "shape %s of %s overflows 64-bit byte counts",
-                   shape_str(t, sb, sizeof sb), dt->valuestring);
+                   kd_st_shape_str(t, sb, sizeof sb), dt->valuestring);
     t->numel = numel;
     nbytes = numel * esize;
 
@@ -225,7 +225,7 @@ static kd_status parse_tensor(const char *path, const char *name, const cJSON *e
         return bad(err, path, name,
                    "shape %s of %s needs %" PRIu64 " bytes but data_offsets [%" PRIu64 ", %" PRIu64
                    "] span %" PRIu64,
-                   shape_str(t, sb, sizeof sb), dt->valuestring, nbytes, t->begin, t->end,
+                   kd_st_shape_str(t, sb, sizeof sb), dt->valuestring, nbytes, t->begin, t->end,
                    t->end - t->begin);
     return KD_OK;
 }
