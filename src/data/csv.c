@@ -292,19 +292,6 @@ static kd_status read_rows(csv_reader *r, kd_data_mem *out, char ***label_str,
     return KD_OK;
 }
 
-/* Convert step, class names: names[c] for the first k classes, the class number after them. */
-static kd_status name_classes(kd_data_mem *out, char *const *names, size_t k, kd_err *err) {
-    out->class_names = calloc(out->n_classes, sizeof(char *));
-    if (!out->class_names) return kd_err_set(err, KD_EIO, "out of memory");
-    for (size_t c = 0; c < out->n_classes; c++) {
-        char buf[32];
-        snprintf(buf, sizeof buf, "%zu", c);
-        if (!(out->class_names[c] = strdup(c < k ? names[c] : buf)))
-            return kd_err_set(err, KD_EIO, "out of memory");
-    }
-    return KD_OK;
-}
-
 /* Convert step, numeric labels: integer classes below limit, named by their numbers. */
 static kd_status numeric_labels(const csv_reader *r, kd_data_mem *out, char *const *label_str,
                                 size_t limit, kd_err *err) {
@@ -320,7 +307,7 @@ static kd_status numeric_labels(const csv_reader *r, kd_data_mem *out, char *con
         if (out->labels[i] > maxl) maxl = out->labels[i];
     }
     out->n_classes = r->src->n_classes ? r->src->n_classes : (size_t)maxl + 1;
-    return name_classes(out, NULL, 0, err);
+    return kd_data_name_classes(out, NULL, 0, err);
 }
 
 /* Convert step, string labels: the distinct strings in sorted order are the classes. */
@@ -346,7 +333,7 @@ static kd_status string_labels(const csv_reader *r, kd_data_mem *out, char *cons
         out->labels[i] = (int32_t)(hit - uniq);
     }
     out->n_classes = r->src->n_classes ? r->src->n_classes : k;
-    st = name_classes(out, uniq, k, err);
+    st = kd_data_name_classes(out, uniq, k, err);
 cleanup:
     free(uniq);
     return st;

@@ -61,6 +61,9 @@ typedef struct {
     char **class_names;   /* n_classes malloc'd strings, or NULL */
 } kd_data_mem;
 void kd_data_mem_free(kd_data_mem *m);  /* frees the members, zeroes m */
+/* m->class_names for m->n_classes classes: names[c] for the first k, the class number ("7")
+ * after them (names may be NULL when k is 0: numeric labels). */
+kd_status kd_data_name_classes(kd_data_mem *m, char *const *names, size_t k, kd_err *err);
 
 /* The shared reader over kd_data_mem (mem.c): open runs load (kd_idx_load, kd_csv_load) and
  * describes the result; read converts one sample (u8 or f32) to floats. */
