@@ -21,8 +21,8 @@ MAX_FUNCTION=120
 # TEMPORARY (issue 24), every exception in one place: "PATH RULE [NAME]" (RULE: file, function
 # or spelling; NAME: the function, or the word spelled; without it the rule is off for PATH).
 # The graph-model rework rewrites these files (init_layers split, quantise -> quantize) and
-# deletes each line; the check prints the ones still here on every run, and fails on one no
-# longer needed.
+# deletes each line (the last two name kd_tensor's field quantise, which it renames); the check
+# prints the ones still here on every run, and fails on one no longer needed.
 exceptions="
 src/nn/model.c function init_layers
 src/nn/model.c spelling
@@ -32,6 +32,7 @@ src/export/c_header.c spelling
 include/kd_nn.h spelling
 include/kd_export.h spelling
 src/eval/quantize.c spelling quantise
+README.md spelling quantise
 "
 
 found=$(

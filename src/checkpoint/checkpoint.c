@@ -29,7 +29,7 @@
  *   train.best_val        best validation accuracy so far (%.17g, exact round trip)
  *
  * Loading decodes every export dtype through the codecs of kd_dtype.h: any float dtype
- * (F32/F16/BF16) for parameters and buffers, and int8 quantised weights as `distill export
+ * (F32/F16/BF16) for parameters and buffers, and int8 quantized weights as `distill export
  * --dtype int8` writes them: "<name>" I8 with "<name>_scale" F32 of shape [out], symmetric per
  * output row (w[r][c] = q[r][c] * scale[r]).
  * num_batches_tracked may be any integer dtype. Every tensor the architecture expects must
