@@ -1,7 +1,12 @@
-/* kd_nn.h - layers and sequential models (torch.nn.Sequential layout).
+/* kd_nn.h - layers and models: a list of layers with value edges (torch.nn layout).
  *
- * A model is an input shape plus a list of layers. Activations count as list entries, so
- * parameter names are "<index>.weight" / "<index>.bias" exactly as in PyTorch's state_dict.
+ * A model is an input shape plus a list of layers. Activations count as list entries, so an
+ * unnamed layer's parameters are "<index>.weight" / "<index>.bias" exactly as in an
+ * nn.Sequential's state_dict; a layer with a "name" gets "<name>.weight", so names that follow a
+ * module tree ("layer1.0.conv1") load torchvision's state_dicts. A layer reads the previous
+ * layer's output unless its "from" names an earlier value ("input", a layer's name or index);
+ * merges (add, concat) read several. The list order is the execution order; the last layer's
+ * output is the model's.
  * All trainable parameters live in one 64-byte-aligned buffer; gradients and optimizer
  * moments use the same layout. Non-trainable state (batch-norm running statistics) lives in a
  * second flat buffer. Activations and scratch are sized once per batch size (kd_model_reserve):
@@ -12,6 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "kd_common.h"
+#include "kd_emit.h"
 #include "kd_rng.h"
 #include "kd_shape.h"
 
@@ -25,11 +31,15 @@ typedef enum {
 
 /* One named tensor of a model ("0.weight"). data points into the model's buffers. The layer
  * that declared it is recorded here, so nobody parses it back out of the name. */
+/* Longest layer name, and longest tensor name ("<name>.<suffix>", the suffix at most 31). */
+#define KD_LAYER_NAME_MAX 96
+#define KD_TENSOR_NAME_MAX 128
+
 typedef struct {
-    char name[48];
+    char name[KD_TENSOR_NAME_MAX];
     kd_tensor_kind kind;
     kd_shape shape;      /* full tensor shape, e.g. {2, {out, in}} for a dense weight */
-    size_t layer;        /* index of the layer that declared it (the "<index>." of the name) */
+    size_t layer;        /* index of the layer that declared it */
     int quantise;        /* int8 export stores it as int8 rows (rows = shape[0]) + per-row scales */
     size_t offset;       /* offset in floats into params (PARAM) or buffers (BUFFER) */
     size_t numel;
@@ -38,6 +48,7 @@ typedef struct {
 } kd_tensor;
 
 typedef struct kd_layer kd_layer;  /* opaque outside src/nn (layer_impl.h) */
+typedef struct kd_graph kd_graph;  /* the model's value edges and plans, private to src/nn */
 /* Everything a layer may touch during a step besides its own tensors. */
 typedef struct {
     int training;        /* dropout active, batch-norm uses batch statistics */
@@ -85,13 +96,15 @@ typedef struct {
                               * batchnorm -> maxpool -> relu group in a training model, the
                               * pooling windows' winning inputs instead */
     float *act_mem;
-    float *grad_a, *grad_b;  /* ping-pong activation gradients, (batch_cap, max numel) */
+    float *grad_a, *grad_b;  /* the first two gradient slots of backward, (batch_cap, max numel) */
     float *cache_mem;
     float *workspace;
+    kd_graph *graph;         /* edges, readers, in-place and fusion decisions, gradient slots */
 } kd_model;
 
 /* Builds a model from an input shape and the JSON text of an array of layer specs
- * ('[{"type":"dense","units":1200}, {"type":"relu"}, ...]'; NULL or invalid JSON: KD_EUSAGE). with_grads = 0 builds an
+ * ('[{"type":"dense","units":1200}, {"type":"relu"}, ...]'; NULL or invalid JSON: KD_EUSAGE);
+ * every spec may carry "name" and "from" (see the top of this file). with_grads = 0 builds an
  * inference-only model (teacher): no gradient or optimizer buffers. Parameters are zero until
  * kd_model_init_weights or a checkpoint load. Errors (unknown type, bad field, zero units,
  * shape mismatch) name the layer index; status KD_EUSAGE. */
@@ -118,11 +131,23 @@ void kd_model_init_weights(kd_model *m, kd_rng *rng, kd_init_kind kind);
 void kd_model_set_shard(kd_model *m, const kd_shard *sh);
 
 /* Allocates activations/caches/workspace for batches up to B (no-op if already >= B). A model
- * with gradients keeps every layer's output for backward. An inference-only model keeps two
- * buffers that the layers' outputs alternate in, and runs a larger batch through the whole
- * network in chunks small enough for those buffers to stay in the CPU's cache (evaluation
- * treats samples independently, so the chunks give the whole batch's logits). */
+ * with gradients keeps every layer's output for backward. An inference-only model reuses a
+ * value's buffer after its last reader (liveness over the list), and runs a larger batch through
+ * the whole network in chunks small enough for its buffers to stay in the CPU's cache
+ * (evaluation treats samples independently, so the chunks give the whole batch's logits). */
 kd_status kd_model_reserve(kd_model *m, size_t B, kd_err *err);
+
+/* Inner values. Before the first kd_model_reserve, a caller declares the layer outputs it wants
+ * to observe, by layer name or index as text ("3"); *id is the value's handle and *shape its
+ * per-sample shape. An observed value stays out of fusion and in-place reuse. After a
+ * forward, kd_model_value gives it for the whole batch (B, numel(shape)), valid until the next
+ * forward. In a training model, kd_model_value_grad gives a (B, numel) buffer, zeroed by every
+ * training forward, into which the caller may add a gradient before backward: backward adds it
+ * to the gradient reaching the value from the layers that read it. */
+kd_status kd_model_observe(kd_model *m, const char *value, size_t *id, kd_shape *shape,
+                           kd_err *err);
+const float *kd_model_value(const kd_model *m, size_t id);
+float *kd_model_value_grad(kd_model *m, size_t id);
 
 /* Forward over B <= batch_cap samples x (B, numel(input)); returns logits (B, n_classes),
  * valid until the next forward. */
@@ -138,15 +163,20 @@ size_t kd_model_first_trainable(const kd_model *m);
 /* Layer i's type name ("dense") and per-sample output shape, i < m->n_layers. */
 const char *kd_model_layer_type(const kd_model *m, size_t i);
 kd_shape kd_model_layer_out(const kd_model *m, size_t i);
+/* Layer i's name (NULL when unnamed) and its inputs: *n values, each 0 for the model's input or
+ * k + 1 for layer k's output. */
+const char *kd_model_layer_name(const kd_model *m, size_t i);
+const size_t *kd_model_layer_inputs(const kd_model *m, size_t i, size_t *n);
+/* The index of the last layer that reads value v (0 = the input, k + 1 = layer k's output);
+ * SIZE_MAX when none does. */
+size_t kd_model_value_last_reader(const kd_model *m, size_t v);
 /* Deployment export of layer i < m->n_layers (the exporters in src/export walk the layers and
- * call these): runs the layer type's export_onnx / export_c slot on the emitter (kd_export.h).
+ * call these): runs the layer type's export_onnx / export_c slot on the emitter (kd_emit.h).
  * A type without the slot is a KD_EUSAGE error naming the layer and the format. */
-typedef struct kd_onnx_emitter kd_onnx_emitter;
-typedef struct kd_c_emitter kd_c_emitter;
 kd_status kd_model_layer_export_onnx(const kd_model *m, size_t i, kd_onnx_emitter *em,
                                      kd_err *err);
 kd_status kd_model_layer_export_c(const kd_model *m, size_t i, kd_c_emitter *em, kd_err *err);
-/* Finds a tensor by name ("2.weight"); NULL if absent. */
+/* Finds a tensor by name ("2.weight", "layer1.0.conv1.weight"); NULL if absent. */
 kd_tensor *kd_model_tensor(kd_model *m, const char *name);
 /* Total forward multiply-accumulates per sample. */
 size_t kd_model_macs(const kd_model *m);

@@ -109,7 +109,7 @@ int kd_gradcheck(const kd_shape *input, const char *layers_json, size_t B, uint6
     kd_rng rng;
     gc_state s;
     gc_count c = {0, 0, 0};
-    float *x = NULL, *r = NULL, *grads = NULL, **dx = NULL;
+    float *x = NULL, *r = NULL, *grads = NULL, **dx = NULL, *dinput = NULL;
     memset(&m, 0, sizeof m);
     if (kd_model_init(&m, input, layers_json, 1, &err) || kd_model_reserve(&m, B, &err)) {
         kd_test_fail(__FILE__, __LINE__, "gradcheck: %s: %s", layers_json, err.msg);
@@ -134,7 +134,8 @@ int kd_gradcheck(const kd_shape *input, const char *layers_json, size_t B, uint6
     r = malloc(n_out * sizeof *r);
     grads = malloc((m.n_params ? m.n_params : 1) * sizeof *grads);
     dx = calloc(m.n_layers, sizeof *dx);
-    if (!x || !r || !grads || !dx) {
+    dinput = malloc(n_in * sizeof *dinput);
+    if (!x || !r || !grads || !dx || !dinput) {
         kd_test_fail(__FILE__, __LINE__, "gradcheck: out of memory");
         failures = 1;
         goto cleanup;
@@ -152,31 +153,46 @@ int kd_gradcheck(const kd_shape *input, const char *layers_json, size_t B, uint6
     s = (gc_state){&m, x, r, B, seed ^ 0x9e3779b97f4a7c15ull, {{0}}, {training, NULL, NULL}};
     s.ctx.rng = &s.rng;
 
-    /* Analytic: call every layer's backward directly, the first one included, so the input
-     * gradient is checked too. */
+    /* Analytic: the model's backward through every layer down to the input's gradient. */
     gc_loss(&s);
     kd_model_zero_grad(&m);
-    const float *dy = r;
-    for (size_t i = m.n_layers; i-- > 0;) {
-        kd_layer *l = &m.layers[i];
-        l->ops->backward(l, i ? m.acts[i - 1] : x, m.acts[i], dy, dx[i], B, &s.ctx);
-        dy = dx[i];
-    }
+    kd_model_backward_to(&m, x, r, dinput, B, &s.ctx);
     memcpy(grads, m.grads, m.n_params * sizeof *grads);
 
-    /* kd_model_backward must agree with the direct walk (it skips work below the first
-     * trainable layer, which must not change any parameter gradient). */
+    /* kd_model_backward must agree (it skips work below the first trainable layer, which must
+     * not change any parameter gradient). */
     gc_loss(&s);
     kd_model_zero_grad(&m);
     kd_model_backward(&m, x, r, B, &s.ctx);
     if (!CHECK_FLOATS(m.grads, grads, m.n_params, 1e-6, 1e-5)) failures++;
+
+    /* A chain also runs every layer's backward directly (no fusion, no shared buffers): the
+     * same gradients. */
+    int chain = 1;
+    for (size_t i = 0; i < m.n_layers; i++) {
+        size_t n_src;
+        const size_t *src = kd_model_layer_inputs(&m, i, &n_src);
+        chain &= n_src == 1 && src[0] == i;
+    }
+    if (chain) {
+        gc_loss(&s);
+        kd_model_zero_grad(&m);
+        const float *dy = r;
+        for (size_t i = m.n_layers; i-- > 0;) {
+            kd_layer *l = &m.layers[i];
+            l->ops->backward(l, i ? m.acts[i - 1] : x, m.acts[i], dy, dx[i], B, &s.ctx);
+            dy = dx[i];
+        }
+        if (!CHECK_FLOATS(m.grads, grads, m.n_params, 1e-6, 1e-5)) failures++;
+        if (!CHECK_FLOATS(dx[0], dinput, n_in, 1e-6, 1e-5)) failures++;
+    }
 
     for (size_t t = 0; t < m.n_tensors; t++) {
         kd_tensor *tt = &m.tensors[t];
         if (tt->kind != KD_TENSOR_PARAM) continue;
         gc_tensor(&s, tt->name, tt->data, grads + tt->offset, tt->numel, tol, layers_json, &c);
     }
-    gc_tensor(&s, "input", x, dx[0], n_in, tol, layers_json, &c);
+    gc_tensor(&s, "input", x, dinput, n_in, tol, layers_json, &c);
     failures += c.failures;
     if (c.skipped * 10 > c.checked) {
         kd_test_fail(__FILE__, __LINE__, "gradcheck of %s: %zu of %zu elements skipped as kinks",
@@ -188,6 +204,7 @@ cleanup:
     if (dx)
         for (size_t i = 0; i < m.n_layers; i++) free(dx[i]);
     free(dx);
+    free(dinput);
     free(grads);
     free(r);
     free(x);

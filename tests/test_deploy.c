@@ -5,6 +5,7 @@
  * logits. f32 within 1e-4 absolute + 1e-4 relative; int8 against distill's own int8 export. A
  * missing tool skips on a developer's machine and fails when CI=true. */
 #include <math.h>
+#include <cJSON.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -265,16 +266,51 @@ KD_TEST(deploy_cnn_with_batchnorm_onnx_and_c_match_distill) {
                   0, "1,28,28", 1000, 1, 0);
 }
 
+/* The model.layers of a config file, as JSON text (malloc'd), or NULL. */
+static char *config_layers(const char *path) {
+    FILE *f = fopen(path, "rb");
+    char *text = NULL, *out = NULL;
+    long n = -1;
+    if (f && !fseek(f, 0, SEEK_END) && (n = ftell(f)) > 0 && !fseek(f, 0, SEEK_SET) &&
+        (text = calloc(1, (size_t)n + 1)) && fread(text, 1, (size_t)n, f) == (size_t)n) {
+        cJSON *root = cJSON_Parse(text);
+        const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
+        out = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(model, "layers"));
+        cJSON_Delete(root);
+    }
+    if (f) fclose(f);
+    free(text);
+    if (!out) kd_test_fail(__FILE__, __LINE__, "cannot read model.layers of %s", path);
+    return out;
+}
+
+/* The graph students this project ships (residual blocks; MobileNetV2's inverted residuals with
+ * depthwise convolutions), f32 and int8, on 1,000 images. */
+KD_TEST(deploy_graph_students_onnx_and_c_match_distill) {
+    static const char *const configs[] = {"configs/fmnist-resnet-student.json",
+                                          "configs/fmnist-mobilenetv2.json"};
+    const kd_shape in = {3, {1, 28, 28}};
+    for (size_t k = 0; k < sizeof configs / sizeof configs[0]; k++) {
+        char *layers = config_layers(configs[k]);
+        if (layers) check_network(&in, layers, 0, "1,28,28", 1000, 1, 0);
+        free(layers);
+    }
+}
+
 /* Every layer type distill has, in one network (strides, padding, non-square kernels, both
- * norms, every activation), f32 only, on 200 images; its C header also runs under ASan +
+ * norms, every activation, a value read by three layers, a sum of three values, a concat), f32
+ * only, on 200 images; its C header also runs under ASan +
  * UBSan. A layer type added later without export slots fails here first. */
 static const char zoo_layers[] =
-    "[{\"type\":\"conv2d\",\"channels\":4,\"kernel\":3,\"stride\":2,\"padding\":1},"
+    "[{\"type\":\"conv2d\",\"channels\":4,\"kernel\":3,\"stride\":2,\"padding\":1,\"name\":\"stem\"},"
     "{\"type\":\"leaky_relu\",\"slope\":0.1},"
-    "{\"type\":\"avgpool2d\",\"kernel\":3,\"stride\":1,\"padding\":1},"
+    "{\"type\":\"avgpool2d\",\"kernel\":3,\"stride\":1,\"padding\":1,\"name\":\"block.pool\"},"
+    "{\"type\":\"add\",\"from\":[\"block.pool\",\"stem\",\"block.pool\"]},"
+    "{\"type\":\"concat\",\"from\":[\"stem\",3]},"
     "{\"type\":\"batchnorm\",\"eps\":0.001},{\"type\":\"gelu\"},"
     "{\"type\":\"maxpool2d\",\"kernel\":[2,3],\"padding\":1},{\"type\":\"layernorm\"},"
     "{\"type\":\"tanh\"},{\"type\":\"conv2d\",\"channels\":6,\"kernel\":[3,2]},{\"type\":\"sigmoid\"},"
+    "{\"type\":\"relu6\"},{\"type\":\"hardswish\"},"
     "{\"type\":\"dropout\",\"p\":0.5},{\"type\":\"global_avgpool\"},"
     "{\"type\":\"dense\",\"units\":24,\"bias\":false},{\"type\":\"layernorm\",\"eps\":0.01},"
     "{\"type\":\"relu\"},{\"type\":\"batchnorm\"},{\"type\":\"dense\",\"units\":10},"
@@ -291,6 +327,23 @@ KD_TEST(deploy_every_layer_type_onnx_and_c_match_distill) {
     }
     const kd_shape in = {3, {1, 28, 28}};
     check_network(&in, zoo_layers, 0, "1,28,28", 200, 0, 1);
+}
+
+/* MobileNet's pieces: depthwise convolutions (3x3 stride 2, 5x5 without bias), grouped ones
+ * (2 and 4 groups, one strided), relu6 and hardswish, in f32, int8 and f16. */
+KD_TEST(deploy_grouped_depthwise_relu6_hardswish_onnx_and_c_match_distill) {
+    const kd_shape in = {3, {1, 28, 28}};
+    check_network(&in,
+                  "[{\"type\":\"conv2d\",\"channels\":8,\"kernel\":3,\"padding\":1},"
+                  "{\"type\":\"hardswish\"},"
+                  "{\"type\":\"conv2d\",\"channels\":8,\"kernel\":3,\"stride\":2,\"padding\":1,"
+                  "\"groups\":8},{\"type\":\"batchnorm\"},{\"type\":\"relu6\"},"
+                  "{\"type\":\"conv2d\",\"channels\":16,\"kernel\":1,\"groups\":2},{\"type\":\"relu6\"},"
+                  "{\"type\":\"conv2d\",\"channels\":16,\"kernel\":5,\"padding\":2,\"groups\":16,"
+                  "\"bias\":false},{\"type\":\"hardswish\"},"
+                  "{\"type\":\"conv2d\",\"channels\":12,\"kernel\":3,\"stride\":2,\"groups\":4},"
+                  "{\"type\":\"global_avgpool\"},{\"type\":\"dense\",\"units\":10}]",
+                  0, "1,28,28", 500, 1, 0);
 }
 
 /* What the files hold and every way the command line can be wrong: each refused with exit 2

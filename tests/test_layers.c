@@ -20,8 +20,11 @@ KD_TEST(layers_gradcheck_dense) {
 }
 
 KD_TEST(layers_gradcheck_activations) {
+    /* kd_gradcheck's inputs lie in [-1, 1]: relu6's kink at 0 and hardswish's middle piece (their
+     * other kinks: layers_relu6_hardswish_values_and_gradients_across_the_kinks). */
     static const char *const acts[] = {"{\"type\":\"relu\"}", "{\"type\":\"leaky_relu\",\"slope\":0.2}",
-                                       "{\"type\":\"tanh\"}", "{\"type\":\"sigmoid\"}", "{\"type\":\"gelu\"}"};
+                                       "{\"type\":\"tanh\"}", "{\"type\":\"sigmoid\"}", "{\"type\":\"gelu\"}",
+                                       "{\"type\":\"relu6\"}", "{\"type\":\"hardswish\"}"};
     char json[256];
     for (size_t i = 0; i < sizeof acts / sizeof acts[0]; i++) {
         /* Alone (checks the input gradient directly) and between two dense layers. */
@@ -201,5 +204,93 @@ KD_TEST(layers_flatten_shapes) {
     CHECK_EQ_INT(m.layers[0].out.d[0], 24);
     kd_tensor *w = kd_model_tensor(&m, "1.weight");
     CHECK(w && w->shape.d[0] == 5 && w->shape.d[1] == 24);
+    kd_model_free(&m);
+}
+
+/* ---- relu6 and hardswish (torch.nn.ReLU6, torch.nn.Hardswish) ---- */
+
+/* Central differences in double over inputs spanning every kink (-8 .. 8; relu6's at 0 and 6,
+ * hardswish's at -3 and 3), points within h of a kink skipped; and the values and gradients at
+ * the kinks themselves, where torch picks: relu6 passes nothing at 0 or 6 (hardtanh_backward's
+ * open interval), hardswish takes its middle piece x / 3 + 1/2 at both -3 and 3. */
+KD_TEST(layers_relu6_hardswish_values_and_gradients_across_the_kinks) {
+    enum { N = 41 };
+    const kd_shape in = {1, {N}};
+    float x[N], dy[N], dx[N];
+    for (int i = 0; i < N; i++) {
+        x[i] = -8.0f + 0.4f * (float)i + 0.013f;
+        dy[i] = 1.0f;
+    }
+    static const char *const types[] = {"relu6", "hardswish"};
+    static const double kinks[2][2] = {{0, 6}, {-3, 3}};
+    for (int t = 0; t < 2; t++) {
+        char json[64];
+        kd_model m;
+        snprintf(json, sizeof json, "[{\"type\":\"%s\"}]", types[t]);
+        if (!build(&m, &in, json, 1)) return;
+        kd_layer *l = &m.layers[0];
+        float y[N], yp[N], ym[N], xs[N];
+        const double h = 1e-2;
+        l->ops->forward(l, x, y, 1, NULL);
+        l->ops->backward(l, x, y, dy, dx, 1, NULL);
+        for (int i = 0; i < N; i++) xs[i] = x[i] + (float)h;
+        l->ops->forward(l, xs, yp, 1, NULL);
+        for (int i = 0; i < N; i++) xs[i] = x[i] - (float)h;
+        l->ops->forward(l, xs, ym, 1, NULL);
+        int checked = 0;
+        for (int i = 0; i < N; i++) {
+            const double v = x[i];
+            if (fabs(v - kinks[t][0]) < 2 * h || fabs(v - kinks[t][1]) < 2 * h) continue;
+            const double want = t == 0 ? (v < 0 ? 0 : v > 6 ? 6 : v)
+                                       : v * (v + 3 < 0 ? 0 : v + 3 > 6 ? 6 : v + 3) / 6;
+            CHECK_CLOSE(y[i], want, 1e-6, 1e-6);
+            CHECK_CLOSE(dx[i], ((double)yp[i] - ym[i]) / (2 * h), 1e-3, 1e-3);
+            checked++;
+        }
+        CHECK(checked > 35);
+        kd_model_free(&m);
+    }
+    /* At the kinks, and a NaN passes through the forward. */
+    const kd_shape in6 = {1, {6}};
+    const float xk[6] = {0.0f, 6.0f, -3.0f, 3.0f, -1.5f, NAN}, g[6] = {2, 2, 2, 2, 2, 2};
+    const float want_y[2][5] = {{0, 6, 0, 3, 0}, {0, 6, 0, 3, -0.375f}};
+    const float want_dx[2][5] = {{0, 0, 0, 2, 0}, {1, 2, -1, 3, 0}};
+    for (int t = 0; t < 2; t++) {
+        char json[64];
+        kd_model m;
+        float yk[6], dxk[6];
+        snprintf(json, sizeof json, "[{\"type\":\"%s\"}]", types[t]);
+        if (!build(&m, &in6, json, 1)) return;
+        kd_layer *l = &m.layers[0];
+        l->ops->forward(l, xk, yk, 1, NULL);
+        l->ops->backward(l, xk, yk, g, dxk, 1, NULL);
+        if (!CHECK_FLOATS(yk, want_y[t], 5, 0, 0) || !CHECK_FLOATS(dxk, want_dx[t], 5, 0, 0))
+            printf("    (type %s)\n", types[t]);
+        CHECK(isnan(yk[5]));
+        kd_model_free(&m);
+    }
+}
+
+/* relu6 runs in place (the model lets it write over its input): the same output, and its
+ * backward handed the output as x gives the same input gradient. */
+KD_TEST(layers_relu6_in_place_matches) {
+    enum { N = 37 };
+    const kd_shape in = {1, {N}};
+    kd_model m;
+    if (!build(&m, &in, "[{\"type\":\"relu6\"}]", 2)) return;
+    kd_layer *l = &m.layers[0];
+    CHECK(l->ops->in_place);
+    float x[2 * N], y[2 * N], buf[2 * N], dy[2 * N], dx1[2 * N], dx2[2 * N];
+    for (int i = 0; i < 2 * N; i++) {
+        x[i] = -7.0f + 0.19f * (float)i;
+        dy[i] = 0.5f + 0.01f * (float)i;
+    }
+    memcpy(buf, x, sizeof x);
+    l->ops->forward(l, x, y, 2, NULL);
+    l->ops->forward(l, buf, buf, 2, NULL);
+    CHECK_FLOATS(buf, y, 2 * N, 0, 0);
+    l->ops->backward(l, x, y, dy, dx1, 2, NULL);
+    l->ops->backward(l, buf, buf, dy, dx2, 2, NULL);
+    CHECK_FLOATS(dx2, dx1, 2 * N, 0, 0);
     kd_model_free(&m);
 }

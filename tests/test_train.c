@@ -237,6 +237,14 @@ KD_TEST(train_resume_is_bitwise_exact) {
     check_resume(dir, "edge", drop, 12);
     /* Augmentation draws from the same RNG: a resumed run repeats the flips and shifts. */
     check_resume(dir, "aug", AUG_ARGS, 17);
+    /* A graph model: a value read by three layers, a residual sum, a concat, dropout. */
+    const char *graph = "--epochs 3 --set 'model.layers=[{\"type\":\"dense\",\"units\":32,\"name\":\"h\"},"
+                        "{\"type\":\"relu\"},{\"type\":\"dropout\",\"p\":0.3},"
+                        "{\"type\":\"dense\",\"units\":32,\"name\":\"g\"},"
+                        "{\"type\":\"add\",\"from\":[\"g\",\"h\"]},"
+                        "{\"type\":\"concat\",\"from\":[4,\"h\"]},"
+                        "{\"type\":\"dense\",\"units\":10}]'";
+    check_resume(dir, "graph", graph, 17);
     /* Distillation resumes exactly too. */
     CHECK_EQ_INT(make_teacher(dir), 0);
     char kd[2048];

@@ -94,7 +94,7 @@ kd_status kd_ckpt_save(const char *path, const kd_model *m, const kd_ckpt_meta *
     size_t n_out = 0, n_meta = 0;
     size_t cap = m->n_tensors * 3 + 1;
     kd_st_out *outs = calloc(cap, sizeof *outs);
-    char (*names)[64] = calloc(cap, sizeof *names);
+    char (*names)[KD_TENSOR_NAME_MAX + 16] = calloc(cap, sizeof *names);
     int64_t *order = NULL;
     char *arch = kd_model_arch_json(m), *classes = NULL, *pp = NULL;
     const char *mk[MAX_META], *mv[MAX_META];
@@ -232,7 +232,7 @@ static kd_status load_tensor(const kd_st_file *f, kd_tensor *t, kd_err *err) {
         return KD_OK;
     }
     if (c && t->kind == KD_TENSOR_PARAM && t->shape.rank >= 1) {
-        char sname[80];
+        char sname[KD_TENSOR_NAME_MAX + 16];
         if (kd_codec_scale_name(t->name, sname, sizeof sname))
             return kd_err_set(err, KD_EINPUT, "%s: tensor %s: name too long", f->path, t->name);
         const kd_st_tensor *sc = kd_st_find(f, sname);
@@ -563,7 +563,7 @@ static kd_status train_state_from_file(const kd_st_file *f, kd_model *m, kd_trai
         for (size_t i = 0; i < m->n_tensors; i++) {
             const kd_tensor *t = &m->tensors[i];
             if (t->kind != KD_TENSOR_PARAM) continue;
-            char name[80], a[96], b[96];
+            char name[KD_TENSOR_NAME_MAX + 16], a[96], b[96];
             snprintf(name, sizeof name, "optim.%c.%s", which ? 'v' : 'm', t->name);
             const kd_st_tensor *s = kd_st_find(f, name);
             if (!s || s->dtype != KD_DT_F32 || !same_shape(t, s)) {

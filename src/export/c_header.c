@@ -11,10 +11,11 @@
 
 /* The text goes into three growing streams (helpers, weights, the forward body), assembled
  * into the header once the scratch size is known. */
-struct kd_c_emitter {
+typedef struct {
+    kd_c_emitter base;           /* the layers' interface (kd_emit.h) */
     const kd_codec *codec;
     char lower[64], upper[64];   /* "fmnist_" for identifiers, "FMNIST" for macros */
-    char layer[160];             /* comment of the layer being emitted */
+    char layer[KD_LAYER_NAME_MAX + 96]; /* comment of the layer being emitted */
     char tag[24];                /* "l3": identifiers of the layer's arrays */
     FILE *helpers, *weights, *body;
     char *helpers_buf, *weights_buf, *body_buf;
@@ -23,15 +24,22 @@ struct kd_c_emitter {
     size_t n_keys;
     char **names;                /* array identifiers handed to layers, freed at the end */
     size_t n_names;
-    size_t buf_floats;           /* each of the two ping-pong buffers */
-    int cur;                     /* scratch buffer (0, 1) holding the current value */
     size_t weight_bytes;
-};
+    /* Scratch, planned by liveness as the layers are emitted: value v (0 the preprocessed
+     * input, k + 1 layer k's output) lives in the memory of value root[v] (itself, or the value
+     * it shares with: an input passed on unchanged or overwritten in place), at off[root];
+     * live[r] counts the values in r's memory that are still to be read. */
+    const kd_model *m;
+    size_t layer_index;
+    int coded;                   /* the current layer has added its block */
+    size_t *root, *off, *live;   /* (n_layers + 1) */
+    size_t peak;                 /* floats of scratch in use at the worst point */
+} c_emitter;
 
 static kd_status oom(kd_err *err) { return kd_err_set(err, KD_EIO, "C export: out of memory"); }
 
 /* text with every '$' replaced by the identifier prefix. */
-static void put_code(kd_c_emitter *em, FILE *f, const char *text) {
+static void put_code(c_emitter *em, FILE *f, const char *text) {
     for (const char *p = text; *p; p++) {
         if (*p == '$') fputs(em->lower, f);
         else fputc(*p, f);
@@ -39,7 +47,7 @@ static void put_code(kd_c_emitter *em, FILE *f, const char *text) {
 }
 
 /* A name kept until the export ends ("$l3_weight"); NULL when memory runs out. */
-static const char *keep_name(kd_c_emitter *em, const char *s) {
+static const char *keep_name(c_emitter *em, const char *s) {
     char **grown = realloc(em->names, (em->n_names + 1) * sizeof *grown);
     if (!grown) return NULL;
     em->names = grown;
@@ -48,28 +56,18 @@ static const char *keep_name(kd_c_emitter *em, const char *s) {
     return em->names[em->n_names++];
 }
 
-const char *kd_c_float(float v, char *buf, size_t cap) {
-    /* "%.9g" always round-trips a float; an integral value needs a point before the suffix. */
-    int n = snprintf(buf, cap, "%.9g", (double)v);
-    if (n > 0 && (size_t)n + 3 < cap) {
-        if (!strpbrk(buf, ".e")) strcat(buf, ".0");
-        strcat(buf, "f");
-    }
-    return buf;
-}
-
 static void put_float(FILE *f, float v) {
     char s[40];
     fputs(kd_c_float(v, s, sizeof s), f);
 }
 
-static void put_array(kd_c_emitter *em, const char *type, const char *name, size_t n) {
+static void put_array(c_emitter *em, const char *type, const char *name, size_t n) {
     fprintf(em->weights, "static const %s %s%s[%zu] %s_WEIGHT_ATTR = {", type, em->lower,
             name + 1, n, em->upper);
 }
 
 /* A weight array of n floats, eight to a line; counted in the header's weight bytes. */
-static void put_floats(kd_c_emitter *em, const char *name, const float *v, size_t n) {
+static void put_floats(c_emitter *em, const char *name, const float *v, size_t n) {
     put_array(em, "float", name, n);
     for (size_t i = 0; i < n; i++) {
         fputs(i % 8 ? " " : "\n    ", em->weights);
@@ -80,9 +78,10 @@ static void put_floats(kd_c_emitter *em, const char *name, const float *v, size_
     em->weight_bytes += n * sizeof(float);
 }
 
-kd_status kd_c_tensor(kd_c_emitter *em, const char *suffix, const float *data, size_t rows,
-                      size_t cols, kd_export_store store, const char **name, int *quantised,
-                      kd_err *err) {
+static kd_status op_tensor(kd_c_emitter *base, const char *suffix, const float *data,
+                           size_t rows, size_t cols, kd_export_store store, const char **name,
+                           int *quantised, kd_err *err) {
+    c_emitter *em = (c_emitter *)base;
     char id[96];
     const size_t n = rows * cols;
     snprintf(id, sizeof id, "$%s_%s", em->tag, suffix);
@@ -115,7 +114,8 @@ kd_status kd_c_tensor(kd_c_emitter *em, const char *suffix, const float *data, s
     return KD_OK;
 }
 
-kd_status kd_c_helper(kd_c_emitter *em, const char *key, const char *text, kd_err *err) {
+static kd_status op_helper(kd_c_emitter *base, const char *key, const char *text, kd_err *err) {
+    c_emitter *em = (c_emitter *)base;
     for (size_t i = 0; i < em->n_keys; i++)
         if (!strcmp(em->keys[i], key)) return KD_OK;
     char **grown = realloc(em->keys, (em->n_keys + 1) * sizeof *grown);
@@ -128,33 +128,105 @@ kd_status kd_c_helper(kd_c_emitter *em, const char *key, const char *text, kd_er
     return KD_OK;
 }
 
-kd_status kd_c_code(kd_c_emitter *em, int in_place, kd_err *err, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    char *text = n >= 0 ? malloc((size_t)n + 1) : NULL;
-    if (!text) return oom(err);
-    va_start(ap, fmt);
-    vsnprintf(text, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    const int out = in_place ? em->cur : 1 - em->cur;
+/* ---- Scratch, by liveness ---- */
+
+static size_t value_floats(const kd_model *m, size_t v) {
+    const kd_shape s = v ? kd_model_layer_out(m, v - 1) : m->input;
+    return (kd_shape_numel(&s) + 3) / 4 * 4;  /* every value 16-byte aligned */
+}
+
+/* The lowest offset where n floats fit between the memories still in use. */
+static size_t first_fit(const c_emitter *em, size_t n) {
+    size_t at = 0;
+    for (int moved = 1; moved;) {
+        moved = 0;
+        for (size_t r = 0; r <= em->m->n_layers; r++) {
+            if (!em->live[r] || em->root[r] != r) continue;
+            const size_t lo = em->off[r], hi = lo + value_floats(em->m, r);
+            if (at < hi && lo < at + n) {
+                at = hi;
+                moved = 1;
+            }
+        }
+    }
+    return at;
+}
+
+/* Value v gets memory of its own. */
+static void place_value(c_emitter *em, size_t v) {
+    const size_t n = value_floats(em->m, v);
+    em->root[v] = v;
+    em->off[v] = first_fit(em, n);
+    em->live[v] = 1;
+    if (em->off[v] + n > em->peak) em->peak = em->off[v] + n;
+}
+
+/* Value v uses the memory of value u (passed on unchanged, or overwritten in place). */
+static void share_value(c_emitter *em, size_t v, size_t u) {
+    em->root[v] = em->root[u];
+    em->live[em->root[v]]++;
+}
+
+static void value_read_last(c_emitter *em, size_t v) { em->live[em->root[v]]--; }
+
+/* After layer i: values it read for the last time, and its own output if nobody reads it (the
+ * last layer's output, the logits, is read at the end). */
+static void layer_done(c_emitter *em, size_t i) {
+    const kd_model *m = em->m;
+    size_t n;
+    const size_t *src = kd_model_layer_inputs(m, i, &n);
+    for (size_t k = 0; k < n; k++) {
+        int seen = 0;
+        for (size_t j = 0; j < k; j++) seen |= src[j] == src[k];
+        if (!seen && kd_model_value_last_reader(m, src[k]) == i) value_read_last(em, src[k]);
+    }
+    if (i + 1 < m->n_layers && kd_model_value_last_reader(m, i + 1) == SIZE_MAX)
+        value_read_last(em, i + 1);
+}
+
+static kd_status op_code(kd_c_emitter *base, int in_place, const char *text, kd_err *err) {
+    c_emitter *em = (c_emitter *)base;
+    const kd_model *m = em->m;
+    const size_t i = em->layer_index, v = i + 1;
+    size_t n_in;
+    const size_t *src = kd_model_layer_inputs(m, i, &n_in);
+    if (em->coded) return kd_err_set(err, KD_EIO, "C export: layer %zu added two blocks", i);
+    em->coded = 1;
+    /* In place only over an input that nothing reads later and no other value shares. */
+    const size_t u = src[0], r = em->root[u];
+    if (in_place && n_in == 1 && kd_model_value_last_reader(m, u) == i && em->live[r] == 1 &&
+        value_floats(m, v) <= value_floats(m, r))
+        share_value(em, v, u);
+    else
+        place_value(em, v);
     fprintf(em->body, "    { /* %s */\n", em->layer);
-    fprintf(em->body, "        const float *x = scratch + %zu;\n", (size_t)em->cur * em->buf_floats);
-    fprintf(em->body, "        float *y = scratch + %zu;\n", (size_t)out * em->buf_floats);
+    fprintf(em->body, "        const float *x = scratch + %zu;\n", em->off[r]);
+    if (n_in > 1) {
+        fprintf(em->body, "        const float *const xs[%zu] = {", n_in);
+        for (size_t k = 0; k < n_in; k++)
+            fprintf(em->body, "%sscratch + %zu", k ? ", " : "", em->off[em->root[src[k]]]);
+        fputs("};\n", em->body);
+    }
+    fprintf(em->body, "        float *y = scratch + %zu;\n", em->off[em->root[v]]);
     /* The block's statements, indented as the forward function's. */
-    for (char *line = text, *next; line && *line; line = next) {
-        next = strchr(line, '\n');
-        if (next) *next++ = '\0';
+    for (const char *line = text; *line;) {
+        const char *end = strchr(line, '\n');
+        const size_t len = end ? (size_t)(end - line) : strlen(line);
+        char *copy = malloc(len + 1);
+        if (!copy) return oom(err);
+        memcpy(copy, line, len);
+        copy[len] = '\0';
         fputs("        ", em->body);
-        put_code(em, em->body, line);
+        put_code(em, em->body, copy);
         fputc('\n', em->body);
+        free(copy);
+        line += len + (end ? 1 : 0);
     }
     fputs("    }\n", em->body);
-    free(text);
-    em->cur = out;
     return KD_OK;
 }
+
+static const kd_c_emitter_ops emitter_ops = {op_tensor, op_helper, op_code};
 
 /* ---- The header around the layers ---- */
 
@@ -180,7 +252,7 @@ static void put_comment_text(FILE *f, const char *s) {
 }
 
 typedef struct {
-    kd_c_emitter *em;
+    c_emitter *em;
     const kd_model *m;
     const kd_export_info *info;
     const char *name, *path;
@@ -189,9 +261,9 @@ typedef struct {
 /* The file: a comment saying what it holds, the declarations, then the implementation. */
 static kd_status write_header(FILE *f, void *ctx, kd_err *err) {
     const header_ctx *h = ctx;
-    const kd_c_emitter *em = h->em;
+    const c_emitter *em = h->em;
     const char *L = em->lower, *U = em->upper;
-    const size_t classes = h->m->n_classes, scratch = 2 * em->buf_floats + classes;
+    const size_t classes = h->m->n_classes, scratch = em->peak + classes;
     char arch[2048];
     kd_export_arch_summary(h->m, arch, sizeof arch);
     const char *base = strrchr(h->path, '/');
@@ -247,19 +319,19 @@ static kd_status write_header(FILE *f, void *ctx, kd_err *err) {
     fwrite(em->body_buf, 1, em->body_len, f);
     fprintf(f, "    {\n        const float *x = scratch + %zu;\n        long i;\n"
                "        for (i = 0; i < %s_N_CLASSES; i++) logits[i] = x[i];\n    }\n}\n",
-            (size_t)em->cur * em->buf_floats, U);
+            em->off[em->root[h->m->n_layers]], U);
     fprintf(f, "\nint %spredict(const float *raw_input, float *scratch) {\n"
                "    float *logits = scratch + %zu;\n    int best = 0, i;\n"
                "    %sforward(raw_input, logits, scratch);\n"
                "    for (i = 1; i < %s_N_CLASSES; i++)\n"
                "        if (logits[i] > logits[best]) best = i;\n    return best;\n}\n",
-            L, 2 * em->buf_floats, L, U);
+            L, em->peak, L, U);
     fprintf(f, "#endif /* %s_IMPLEMENTATION */\n", U);
     return ferror(f) ? kd_err_set(err, KD_EIO, "write failed") : KD_OK;
 }
 
 /* The preprocessing block: raw_input -> the first scratch buffer. */
-static kd_status emit_preprocess(kd_c_emitter *em, const kd_model *m, const kd_export_info *info,
+static kd_status emit_preprocess(c_emitter *em, const kd_model *m, const kd_export_info *info,
                                  kd_err *err) {
     kd_export_pre pre;
     const char *mul, *add;
@@ -267,8 +339,8 @@ static kd_status emit_preprocess(kd_c_emitter *em, const kd_model *m, const kd_e
     kd_status st = kd_export_pre_init(&pre, info->pp, &m->input, err);
     if (st) return st;
     snprintf(em->tag, sizeof em->tag, "pre");
-    if (!(st = kd_c_tensor(em, "mul", pre.mul, 1, pre.n_ch, KD_STORE_F32, &mul, &q, err)) &&
-        !(st = kd_c_tensor(em, "add", pre.add, 1, pre.n_ch, KD_STORE_F32, &add, &q, err))) {
+    if (!(st = kd_c_tensor(&em->base, "mul", pre.mul, 1, pre.n_ch, KD_STORE_F32, &mul, &q, err)) &&
+        !(st = kd_c_tensor(&em->base, "add", pre.add, 1, pre.n_ch, KD_STORE_F32, &add, &q, err))) {
         /* x = raw * mul[c] + add[c]: the two float operations the dataset applies. */
         fputs("    { /* preprocessing recorded in the checkpoint: x = raw * mul[c] + add[c] */\n"
               "        const float *x = raw_input;\n        float *y = scratch;\n"
@@ -280,7 +352,6 @@ static kd_status emit_preprocess(kd_c_emitter *em, const kd_model *m, const kd_e
         fputs("[c] + ", em->body);
         put_code(em, em->body, add);
         fputs("[c];\n    }\n", em->body);
-        em->cur = 0;
     }
     kd_export_pre_free(&pre);
     return st;
@@ -296,9 +367,10 @@ static int close_stream(FILE **f) {
 
 kd_status kd_export_c(const char *path, const kd_model *m, const char *name,
                       const kd_export_info *info, kd_err *err) {
-    kd_c_emitter em;
+    c_emitter em;
     kd_status st = KD_OK;
     memset(&em, 0, sizeof em);
+    em.base.ops = &emitter_ops;
     em.codec = kd_export_codec(info);
     if (em.codec->stored != KD_DT_F32 && !em.codec->row_scales) {
         st = kd_err_set(err, KD_EUSAGE, "%s: a C header holds f32 or int8 weights, not %s", path,
@@ -322,22 +394,28 @@ kd_status kd_export_c(const char *path, const kd_model *m, const char *name,
         st = oom(err);
         goto cleanup;
     }
-    /* Two ping-pong buffers, each as large as the largest value (input or any layer output),
-     * rounded to 4 floats so the second one stays 16-byte aligned. */
-    em.buf_floats = kd_shape_numel(&m->input);
-    for (size_t i = 0; i < m->n_layers; i++) {
-        kd_shape out = kd_model_layer_out(m, i);
-        if (kd_shape_numel(&out) > em.buf_floats) em.buf_floats = kd_shape_numel(&out);
+    em.m = m;
+    em.root = calloc(m->n_layers + 1, sizeof *em.root);
+    em.off = calloc(m->n_layers + 1, sizeof *em.off);
+    em.live = calloc(m->n_layers + 1, sizeof *em.live);
+    if (!em.root || !em.off || !em.live) {
+        st = oom(err);
+        goto cleanup;
     }
-    em.buf_floats = (em.buf_floats + 3) / 4 * 4;
+    place_value(&em, 0);  /* the preprocessed input, at the start of scratch */
     if ((st = emit_preprocess(&em, m, info, err))) goto cleanup;
     for (size_t i = 0; i < m->n_layers && !st; i++) {
         char sh[64];
         kd_shape out = kd_model_layer_out(m, i);
+        const char *lname = kd_model_layer_name(m, i);
         snprintf(em.tag, sizeof em.tag, "l%zu", i);
-        snprintf(em.layer, sizeof em.layer, "layer %zu: %s -> %s", i, kd_model_layer_type(m, i),
-                 kd_shape_str(&out, sh, sizeof sh));
-        st = kd_model_layer_export_c(m, i, &em, err);
+        snprintf(em.layer, sizeof em.layer, "layer %zu%s%s: %s -> %s", i, lname ? " " : "",
+                 lname ? lname : "", kd_model_layer_type(m, i), kd_shape_str(&out, sh, sizeof sh));
+        em.layer_index = i;
+        em.coded = 0;
+        st = kd_model_layer_export_c(m, i, &em.base, err);
+        if (!st && !em.coded) share_value(&em, i + 1, kd_model_layer_inputs(m, i, &(size_t){0})[0]);
+        if (!st) layer_done(&em, i);
     }
     if (st) goto cleanup;
     if (close_stream(&em.helpers) | close_stream(&em.weights) | close_stream(&em.body)) {
@@ -357,5 +435,8 @@ cleanup:
     free(em.keys);
     for (size_t i = 0; i < em.n_names; i++) free(em.names[i]);
     free(em.names);
+    free(em.root);
+    free(em.off);
+    free(em.live);
     return st;
 }

@@ -73,17 +73,22 @@ static void arena_free(arena_block *b) {
 
 /* ---- The emitter ---- */
 
-struct kd_onnx_emitter {
+typedef struct {
+    kd_onnx_emitter base;      /* the layers' interface (kd_emit.h) */
     arena_block *arena;
     const kd_codec *codec;
-    char layer[24];            /* prefix of the current layer's names: "3", "preprocess" */
+    char layer[KD_LAYER_NAME_MAX + 16]; /* prefix of the current layer's names: "3", "preprocess" */
     int n_in_layer;            /* nodes added for the current layer, for unique names */
     const char *current;       /* the value the next node reads */
+    const char **values;       /* (n_layers + 1) each model value's name: "input" after the
+                                * preprocessing, then every layer's output */
+    const size_t *src;         /* the current layer's inputs (value ids), (n_src) */
+    size_t n_src;
     Onnx__NodeProto **nodes;   /* (cap_nodes), malloc'd */
     size_t n_nodes, cap_nodes;
     Onnx__TensorProto **inits; /* (cap_inits), malloc'd */
     size_t n_inits, cap_inits;
-};
+} onnx_emitter;
 
 /* arr (a malloc'd array of *cap elements of elem bytes) grown to twice the size (64 at first);
  * NULL when memory runs out (arr is then unchanged). */
@@ -111,7 +116,7 @@ static int32_t onnx_type(kd_dtype t) {
 }
 
 /* Adds an initializer holding bytes (copied) of the given element type and shape. */
-static kd_status add_init(kd_onnx_emitter *em, const char *name, int32_t type,
+static kd_status add_init(onnx_emitter *em, const char *name, int32_t type,
                           const kd_shape *shape, const void *bytes, size_t n_bytes, kd_err *err) {
     Onnx__TensorProto *t = arena_alloc(&em->arena, sizeof *t);
     if (!t) return oom(err);
@@ -138,7 +143,7 @@ static kd_status add_init(kd_onnx_emitter *em, const char *name, int32_t type,
 
 /* Adds a node with one output, named out_name or "<layer>/<op>[_k]"; it becomes the current
  * value when set_current. */
-static kd_status add_node(kd_onnx_emitter *em, const char *op, const char *const *inputs,
+static kd_status add_node(onnx_emitter *em, const char *op, const char *const *inputs,
                           size_t n_inputs, const kd_onnx_attr *attrs, size_t n_attrs,
                           const char *out_name, int set_current, const char **out, kd_err *err) {
     Onnx__NodeProto *nd = arena_alloc(&em->arena, sizeof *nd);
@@ -194,21 +199,32 @@ static kd_status add_node(kd_onnx_emitter *em, const char *op, const char *const
     return KD_OK;
 }
 
-const char *kd_onnx_current(const kd_onnx_emitter *em) { return em->current; }
+/* ---- The layers' interface (kd_emit.h) ---- */
 
-kd_status kd_onnx_node(kd_onnx_emitter *em, const char *op, const char *const *inputs,
-                       size_t n_inputs, const kd_onnx_attr *attrs, size_t n_attrs,
-                       const char **out, kd_err *err) {
-    return add_node(em, op, inputs, n_inputs, attrs, n_attrs, NULL, 1, out, err);
+static const char *op_current(const kd_onnx_emitter *base) {
+    return ((const onnx_emitter *)base)->current;
 }
 
-kd_status kd_onnx_tensor(kd_onnx_emitter *em, const char *suffix, const float *data,
-                         const kd_shape *shape, kd_export_store store, const char **name,
-                         kd_err *err) {
+static const char *op_input(const kd_onnx_emitter *base, size_t k) {
+    const onnx_emitter *em = (const onnx_emitter *)base;
+    KD_ASSERT(k < em->n_src);
+    return em->values[em->src[k]];
+}
+
+static kd_status op_node(kd_onnx_emitter *base, const char *op, const char *const *inputs,
+                         size_t n_inputs, const kd_onnx_attr *attrs, size_t n_attrs,
+                         const char **out, kd_err *err) {
+    return add_node((onnx_emitter *)base, op, inputs, n_inputs, attrs, n_attrs, NULL, 1, out, err);
+}
+
+static kd_status op_tensor(kd_onnx_emitter *base, const char *suffix, const float *data,
+                           const kd_shape *shape, kd_export_store store, const char **name,
+                           kd_err *err) {
+    onnx_emitter *em = (onnx_emitter *)base;
     const kd_codec *c = em->codec;
     const size_t numel = kd_shape_numel(shape);
     const kd_shape scale_shape = {1, {shape->rank ? shape->d[0] : 1}};
-    char *tname = arena_printf(&em->arena, "%s.%s", em->layer, suffix), sname[96], zname[96];
+    char *tname = arena_printf(&em->arena, "%s.%s", em->layer, suffix), sname[KD_TENSOR_NAME_MAX + 32], zname[KD_TENSOR_NAME_MAX + 32];
     if (!tname) return oom(err);
     kd_status st = kd_export_check_finite(tname, data, numel, err);
     if (st) return st;
@@ -244,11 +260,13 @@ kd_status kd_onnx_tensor(kd_onnx_emitter *em, const char *suffix, const float *d
                        err)))
         return st;
     const kd_onnx_attr axis = KD_ONNX_INT("axis", 0);
-    char dname[112];
+    char dname[KD_TENSOR_NAME_MAX + 48];
     snprintf(dname, sizeof dname, "%s_dequantized", tname);
     return add_node(em, "DequantizeLinear", (const char *[]){tname, sname, zname}, 3, &axis, 1,
                     dname, 0, name, err);
 }
+
+static const kd_onnx_emitter_ops emitter_ops = {op_current, op_input, op_tensor, op_node};
 
 /* ---- The model around the layers ---- */
 
@@ -288,7 +306,7 @@ static Onnx__ValueInfoProto *value_info(arena_block **a, const char *name, const
     return vi->name ? vi : NULL;
 }
 
-static void begin_layer(kd_onnx_emitter *em, const char *name) {
+static void begin_layer(onnx_emitter *em, const char *name) {
     snprintf(em->layer, sizeof em->layer, "%s", name);
     em->n_in_layer = 0;
 }
@@ -296,7 +314,7 @@ static void begin_layer(kd_onnx_emitter *em, const char *name) {
 /* The recorded preprocessing as Mul and Add nodes on the raw input: per channel, a [C, 1, ...]
  * constant broadcasts over the planes of an [N, C, ...] input; a flattened input with
  * per-channel statistics gets the values spelled out per element. */
-static kd_status emit_preprocess(kd_onnx_emitter *em, const kd_model *m, const kd_export_pre *p,
+static kd_status emit_preprocess(onnx_emitter *em, const kd_model *m, const kd_export_pre *p,
                                  kd_err *err) {
     if (p->identity) return KD_OK;
     const size_t D = kd_shape_numel(&m->input);
@@ -323,11 +341,11 @@ static kd_status emit_preprocess(kd_onnx_emitter *em, const kd_model *m, const k
         add[i] = p->add[c];
     }
     /* x = raw * mul + add: the same two float operations the dataset applies. */
-    if ((st = kd_onnx_tensor(em, "mul", mul, &s, KD_STORE_F32, &mname, err)) ||
-        (st = kd_onnx_tensor(em, "add", add, &s, KD_STORE_F32, &aname, err)) ||
-        (st = kd_onnx_node(em, "Mul", (const char *[]){em->current, mname}, 2, NULL, 0, NULL, err)))
+    if ((st = kd_onnx_tensor(&em->base, "mul", mul, &s, KD_STORE_F32, &mname, err)) ||
+        (st = kd_onnx_tensor(&em->base, "add", add, &s, KD_STORE_F32, &aname, err)) ||
+        (st = kd_onnx_node(&em->base, "Mul", (const char *[]){em->current, mname}, 2, NULL, 0, NULL, err)))
         goto cleanup;
-    st = kd_onnx_node(em, "Add", (const char *[]){em->current, aname}, 2, NULL, 0, NULL, err);
+    st = kd_onnx_node(&em->base, "Add", (const char *[]){em->current, aname}, 2, NULL, 0, NULL, err);
 cleanup:
     free(mul);
     free(add);
@@ -336,7 +354,7 @@ cleanup:
 
 /* The graph: preprocessing, every layer's nodes, then "logits" [N, classes] and
  * "probabilities" = Softmax(logits) along the classes. */
-static kd_status build_graph(kd_onnx_emitter *em, const kd_model *m, const kd_export_info *info,
+static kd_status build_graph(onnx_emitter *em, const kd_model *m, const kd_export_info *info,
                              kd_err *err) {
     kd_export_pre pre;
     kd_status st = kd_export_pre_init(&pre, info->pp, &m->input, err);
@@ -345,11 +363,21 @@ static kd_status build_graph(kd_onnx_emitter *em, const kd_model *m, const kd_ex
     begin_layer(em, "preprocess");
     st = emit_preprocess(em, m, &pre, err);
     kd_export_pre_free(&pre);
+    if (!st && !(em->values = arena_alloc(&em->arena, (m->n_layers + 1) * sizeof *em->values)))
+        st = oom(err);
+    if (st) return st;
+    em->values[0] = em->current;
+    /* Each layer's nodes and initializers are named after it: its name, or its index. */
     for (size_t i = 0; i < m->n_layers && !st; i++) {
-        char name[24];
-        snprintf(name, sizeof name, "%zu", i);
+        char name[KD_LAYER_NAME_MAX + 16];
+        const char *lname = kd_model_layer_name(m, i);
+        if (lname) snprintf(name, sizeof name, "%s", lname);
+        else snprintf(name, sizeof name, "%zu", i);
         begin_layer(em, name);
-        st = kd_model_layer_export_onnx(m, i, em, err);
+        em->src = kd_model_layer_inputs(m, i, &em->n_src);
+        em->current = em->values[em->src[0]];
+        st = kd_model_layer_export_onnx(m, i, &em->base, err);
+        em->values[i + 1] = em->current;
     }
     if (st) return st;
     begin_layer(em, "output");
@@ -405,8 +433,9 @@ static kd_status write_packed(FILE *f, void *ctx, kd_err *err) {
 
 kd_status kd_export_onnx(const char *path, const kd_model *m, const kd_export_info *info,
                          kd_err *err) {
-    kd_onnx_emitter em;
+    onnx_emitter em;
     memset(&em, 0, sizeof em);
+    em.base.ops = &emitter_ops;
     em.codec = kd_export_codec(info);
     uint8_t *buf = NULL;
     kd_status st = KD_OK;

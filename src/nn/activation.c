@@ -1,4 +1,5 @@
-/* activation.c - elementwise activations: relu, leaky_relu, tanh, sigmoid, gelu.
+/* activation.c - elementwise activations: relu, leaky_relu, tanh, sigmoid, gelu, relu6,
+ * hardswish.
  * Each works on B * numel(in) floats: plain kernels the compiler vectorises, run on blocks
  * that the OpenMP team shares (KD_PAR_BLOCKS; elementwise, so any thread count gives the same
  * bits). */
@@ -194,6 +195,88 @@ static void gelu_backward(kd_layer *l, const float *x, const float *y, const flo
     KD_PAR_BLOCKS(act_count(l, B), o, k, gelu_backward_kernel(x + o, dy + o, dx + o, k));
 }
 
+/* ---- relu6 (torch.nn.ReLU6): y = min(max(x, 0), 6); dx = dy strictly inside (0, 6), 0 at
+ * and beyond the kinks (torch's hardtanh_backward). In place, as relu: y is inside (0, 6)
+ * exactly where x is, so backward handed y for x computes the same gradient. ---- */
+
+/* The comparisons in this order let a NaN through, as relu and torch do. */
+static void relu6_kernel(const float *restrict x, float *restrict y, size_t n) {
+    KD_VEC_FOR(i, n, {
+        const float v = x[i];
+        y[i] = v < 0.0f ? 0.0f : v > 6.0f ? 6.0f : v;
+    });
+}
+static void relu6_in_place_kernel(float *restrict y, size_t n) {
+    KD_VEC_FOR(i, n, {
+        const float v = y[i];
+        y[i] = v < 0.0f ? 0.0f : v > 6.0f ? 6.0f : v;
+    });
+}
+static void relu6_backward_kernel(const float *restrict x, const float *restrict dy,
+                                  float *restrict dx, size_t n) {
+    KD_VEC_FOR(i, n, {
+        const float g = dy[i];
+        const float v = x[i];
+        dx[i] = v > 0.0f && v < 6.0f ? g : 0.0f;
+    });
+}
+
+static void relu6_forward(kd_layer *l, const float *x, float *y, size_t B, kd_ctx *ctx) {
+    (void)ctx;
+    if (x == y) KD_PAR_BLOCKS(act_count(l, B), o, k, relu6_in_place_kernel(y + o, k));
+    else KD_PAR_BLOCKS(act_count(l, B), o, k, relu6_kernel(x + o, y + o, k));
+}
+
+static void relu6_backward(kd_layer *l, const float *x, const float *y, const float *dy,
+                           float *dx, size_t B, kd_ctx *ctx) {
+    (void)y;
+    (void)ctx;
+    if (!dx) return;
+    KD_PAR_BLOCKS(act_count(l, B), o, k, relu6_backward_kernel(x + o, dy + o, dx + o, k));
+}
+
+/* ---- hardswish (torch.nn.Hardswish): y = x * relu6(x + 3) / 6, in torch's float order
+ * ((x * r) / 6); dx = 0 for x < -3, dy * (x / 3 + 0.5) for -3 <= x <= 3, dy above (torch's
+ * hardswish_backward, kinks included). Backward reads x, which y does not give back (y is not
+ * monotonic on (-3, -1.5)), so not in place. ---- */
+
+static void hardswish_kernel(const float *restrict x, float *restrict y, size_t n) {
+    KD_VEC_FOR(i, n, {
+        const float v = x[i];
+        const float t = v + 3.0f;
+        const float r = t < 0.0f ? 0.0f : t > 6.0f ? 6.0f : t;
+        y[i] = v * r / 6.0f;
+    });
+}
+static void hardswish_backward_kernel(const float *restrict x, const float *restrict dy,
+                                      float *restrict dx, size_t n) {
+    KD_VEC_FOR(i, n, {
+        const float g = dy[i];
+        const float v = x[i];
+        const uint32_t below = v < -3.0f;
+        const uint32_t inside = v <= 3.0f;
+        /* The three cases as bit masks, one of the two terms +0 (float selects around the
+         * division stayed a branch: GCC will not speculate an op that may trap). A NaN x
+         * passes dy, as torch's last case. */
+        const float mid = g * (v / 3.0f + 0.5f);
+        dx[i] = kd_float_if((1u - below) & (1u - inside), g) +
+                kd_float_if((1u - below) & inside, mid);
+    });
+}
+
+static void hardswish_forward(kd_layer *l, const float *x, float *y, size_t B, kd_ctx *ctx) {
+    (void)ctx;
+    KD_PAR_BLOCKS(act_count(l, B), o, k, hardswish_kernel(x + o, y + o, k));
+}
+
+static void hardswish_backward(kd_layer *l, const float *x, const float *y, const float *dy,
+                               float *dx, size_t B, kd_ctx *ctx) {
+    (void)y;
+    (void)ctx;
+    if (!dx) return;
+    KD_PAR_BLOCKS(act_count(l, B), o, k, hardswish_backward_kernel(x + o, dy + o, dx + o, k));
+}
+
 /* ---- Deployment: one ONNX node each (GELU decomposed: opset 13 has no Gelu), and in C an
  * in-place loop with the same float expression as the forward kernel above. ---- */
 
@@ -268,6 +351,37 @@ static kd_status gelu_export_c(const kd_layer *l, kd_c_emitter *em, kd_err *err)
     return act_c(l, em, "0.5f * v * (1.0f + erff(v * 0.707106781f))", err);
 }
 
+/* relu6 as Clip(x, 0, 6) (opset 13: the bounds are scalar inputs). */
+static kd_status relu6_export_onnx(const kd_layer *l, kd_onnx_emitter *em, kd_err *err) {
+    const float lo = 0.0f, hi = 6.0f;
+    const kd_shape scalar = {0, {0}};
+    const char *x = kd_onnx_current(em), *a, *b;
+    kd_status st;
+    (void)l;
+    if ((st = kd_onnx_tensor(em, "min", &lo, &scalar, KD_STORE_F32, &a, err)) ||
+        (st = kd_onnx_tensor(em, "max", &hi, &scalar, KD_STORE_F32, &b, err)))
+        return st;
+    return kd_onnx_node(em, "Clip", (const char *[]){x, a, b}, 3, NULL, 0, NULL, err);
+}
+static kd_status relu6_export_c(const kd_layer *l, kd_c_emitter *em, kd_err *err) {
+    return act_c(l, em, "v < 0.0f ? 0.0f : v > 6.0f ? 6.0f : v", err);
+}
+
+/* hardswish as x * HardSigmoid(x) with alpha 1/6, beta 1/2 (HardSwish itself is opset 14):
+ * max(0, min(1, x / 6 + 1/2)) = relu6(x + 3) / 6, rounded differently (within an ulp or two). */
+static kd_status hardswish_export_onnx(const kd_layer *l, kd_onnx_emitter *em, kd_err *err) {
+    const kd_onnx_attr attrs[] = {KD_ONNX_FLOAT("alpha", 1.0f / 6.0f), KD_ONNX_FLOAT("beta", 0.5f)};
+    const char *x = kd_onnx_current(em), *h;
+    kd_status st;
+    (void)l;
+    if ((st = kd_onnx_node(em, "HardSigmoid", &x, 1, attrs, 2, &h, err))) return st;
+    return kd_onnx_node(em, "Mul", (const char *[]){x, h}, 2, NULL, 0, NULL, err);
+}
+static kd_status hardswish_export_c(const kd_layer *l, kd_c_emitter *em, kd_err *err) {
+    return act_c(l, em, "v * (v + 3.0f < 0.0f ? 0.0f : v + 3.0f > 6.0f ? 6.0f : v + 3.0f) / 6.0f",
+                 err);
+}
+
 #define KD_ACTIVATION(name_, str_, hp_size_, configure_, describe_, in_place_, reads_y_)   \
     const kd_layer_ops kd_layer_##name_ = {                                                \
         .type = str_,                                                                      \
@@ -289,3 +403,5 @@ KD_ACTIVATION(leaky_relu, "leaky_relu", sizeof(leaky_relu_hp), leaky_relu_config
 KD_ACTIVATION(tanh, "tanh", 0, act_configure, NULL, 0, 1);
 KD_ACTIVATION(sigmoid, "sigmoid", 0, act_configure, NULL, 0, 1);
 KD_ACTIVATION(gelu, "gelu", 0, act_configure, NULL, 0, 0);
+KD_ACTIVATION(relu6, "relu6", 0, act_configure, NULL, 1, 0);
+KD_ACTIVATION(hardswish, "hardswish", 0, act_configure, NULL, 0, 0);

@@ -1,15 +1,19 @@
-/* conv2d.c - 2-D convolution, torch.nn.Conv2d layout (NCHW, weight [out, in, kh, kw]), lowered
- * to sgemm through im2col, one sample at a time: the batch is cut into fixed pieces which the
- * OpenMP team shares out, and each thread lowers a sample of its piece into its own columns,
- * multiplies them on its own (kd_sgemm_serial) straight into the sample's NCHW output and, in
- * backward, scatters the column gradient back, while the columns are still in its cache. No
- * reordering around the products and no columns kept between forward and backward (backward
- * lowers the sample again, cheaper than a pass over a whole batch of columns in memory). */
+/* conv2d.c - 2-D convolution, torch.nn.Conv2d layout (NCHW, weight [out, in/groups, kh, kw]),
+ * lowered to sgemm through im2col, one sample at a time (one product per group): the batch is
+ * cut into fixed pieces which the OpenMP team shares out, and each thread lowers a sample of
+ * its piece into its own columns, multiplies them on its own (kd_sgemm_serial) straight into
+ * the sample's NCHW output and, in backward, scatters the column gradient back, while the
+ * columns are still in its cache. No reordering around the products and no columns kept
+ * between forward and backward (backward lowers the sample again, cheaper than a pass over a
+ * whole batch of columns in memory). A
+ * depthwise layer (groups == in == out channels) runs direct plane kernels instead
+ * (depthwise.c): its im2col would copy each input KH*KW times for products of one row. */
 #include <cJSON.h>
 #include <math.h>
 #include <omp.h>
 #include <string.h>
 
+#include "depthwise.h"
 #include "kd_gemm.h"
 #include "layer_impl.h"
 
@@ -27,6 +31,7 @@ typedef struct {
     size_t channels;         /* output channels */
     size_t kh, kw;           /* kernel */
     size_t stride, padding;
+    size_t groups;           /* channel groups (default 1); divides in and out channels */
     int bias;                /* has a bias (default true) */
 } conv_hp;
 
@@ -80,7 +85,10 @@ typedef struct {
     size_t C, H, W;      /* input */
     size_t O, OH, OW;    /* output */
     size_t KH, KW, S, P;
+    size_t G;            /* groups: group g maps input channels [g*C/G, (g+1)*C/G) to outputs
+                          * [g*O/G, (g+1)*O/G) */
     size_t K;            /* C * KH * KW: rows of the column matrix */
+    size_t KG;           /* K / G: the rows of one group's columns, a weight row's length */
     size_t OHW;          /* OH * OW: columns per sample */
 } conv_dims;
 
@@ -90,9 +98,18 @@ static conv_dims dims_of(const kd_layer *l) {
     d.C = l->in.d[0], d.H = l->in.d[1], d.W = l->in.d[2];
     d.O = hp->channels, d.OH = l->out.d[1], d.OW = l->out.d[2];
     d.KH = hp->kh, d.KW = hp->kw, d.S = hp->stride, d.P = hp->padding;
+    d.G = hp->groups;
     d.K = d.C * d.KH * d.KW;
+    d.KG = d.K / d.G;
     d.OHW = d.OH * d.OW;
     return d;
+}
+
+/* One filter per channel (torch's depthwise case): the direct kernels of depthwise.c. A channel
+ * multiplier (O = k * C) goes through the grouped im2col products. */
+static int is_depthwise(const conv_dims *d) { return d->G > 1 && d->G == d->C && d->G == d->O; }
+static kd_dw_dims dw_dims(const conv_dims *d) {
+    return (kd_dw_dims){d->C, d->H, d->W, d->OH, d->OW, d->KH, d->KW, d->S, d->P};
 }
 
 /* Workspace: one column slot per thread (columns [K, OHW], column gradient [K, OHW] and one
@@ -103,7 +120,7 @@ static size_t round16(size_t n) { return (n + 15) & ~(size_t)15; }
 static size_t col_slot(const conv_dims *d) {
     return 2 * round16(d->K * d->OHW) + round16(d->O * d->OHW);
 }
-static size_t part_slot(const conv_dims *d) { return round16(d->O * d->K) + round16(d->O); }
+static size_t part_slot(const conv_dims *d) { return round16(d->O * d->KG) + round16(d->O); }
 static size_t n_pieces(size_t B) { return B == 0 ? 1 : B < CONV_PIECES ? B : CONV_PIECES; }
 /* Threads with a column slot: the machine's processors (fixed for the process, so the workspace
  * reserved stays right when the thread count changes later), at most one per piece. A larger
@@ -119,7 +136,8 @@ static size_t n_slots(size_t P) {
 }
 
 static kd_status conv_configure(kd_layer *l, const cJSON *spec, kd_err *err) {
-    static const char *const fields[] = {"channels", "kernel", "stride", "padding", "bias", NULL};
+    static const char *const fields[] = {"channels", "kernel", "stride", "padding", "groups",
+                                         "bias", NULL};
     conv_hp *hp = l->hp;
     char buf[64];
     kd_status st = kd_spec_check_fields(l, spec, fields, err);
@@ -128,12 +146,17 @@ static kd_status conv_configure(kd_layer *l, const cJSON *spec, kd_err *err) {
     if (!st) st = kd_spec_kernel(l, spec, &hp->kh, &hp->kw, err);
     if (!st) st = kd_spec_size(l, spec, "stride", 0, 1, 1, CONV_MAX_KERNEL, &hp->stride, err);
     if (!st) st = kd_spec_size(l, spec, "padding", 0, 0, 0, CONV_MAX_KERNEL, &hp->padding, err);
+    if (!st) st = kd_spec_size(l, spec, "groups", 0, 1, 1, CONV_MAX_CHANNELS, &hp->groups, err);
     if (!st) st = kd_spec_bool(l, spec, "bias", 1, &hp->bias, err);
     if (st) return st;
     if (l->in.rank != 3)
         return kd_layer_err(l, err, "expects a [C, H, W] input, got %s",
                             kd_shape_str(&l->in, buf, sizeof buf));
     size_t C = l->in.d[0], H = l->in.d[1], W = l->in.d[2];
+    if (C % hp->groups || hp->channels % hp->groups)
+        return kd_layer_err(l, err,
+                            "groups: %zu must divide both the input channels (%zu) and "
+                            "channels (%zu)", hp->groups, C, hp->channels);
     size_t kh = hp->kh, kw = hp->kw, s = hp->stride, p = hp->padding;
     if (C > CONV_MAX_CHANNELS || H > ((size_t)1 << 24) || W > ((size_t)1 << 24))
         return kd_layer_err(l, err, "input %s is too large", kd_shape_str(&l->in, buf, sizeof buf));
@@ -160,7 +183,7 @@ static kd_status conv_configure(kd_layer *l, const cJSON *spec, kd_err *err) {
 static int conv_tensors(const kd_layer *l, kd_tensor_decl *out) {
     const conv_hp *hp = l->hp;
     out[CONV_W] = (kd_tensor_decl){
-        "weight", KD_TENSOR_PARAM, {4, {hp->channels, l->in.d[0], hp->kh, hp->kw}}, 1};
+        "weight", KD_TENSOR_PARAM, {4, {hp->channels, l->in.d[0] / hp->groups, hp->kh, hp->kw}}, 1};
     out[CONV_B] = (kd_tensor_decl){"bias", KD_TENSOR_PARAM, {1, {hp->channels}}, 0};
     return hp->bias ? 2 : 1;
 }
@@ -168,6 +191,10 @@ static int conv_tensors(const kd_layer *l, kd_tensor_decl *out) {
 static size_t conv_workspace(const kd_layer *l, size_t B) {
     conv_dims d = dims_of(l);
     const size_t P = n_pieces(B);
+    if (is_depthwise(&d)) {
+        const kd_dw_dims dd = dw_dims(&d);
+        return kd_depthwise_workspace(&dd, P, n_slots(P));
+    }
     return n_slots(P) * col_slot(&d) + P * part_slot(&d);
 }
 
@@ -185,7 +212,8 @@ static float *thread_cols(const conv_dims *d, float *ws, size_t P, int par) {
 
 static void conv_init(kd_layer *l, kd_rng *rng, int xavier) {
     conv_dims d = dims_of(l);
-    kd_init_fill(l->t[CONV_W], d.O * d.K, d.K, d.O * d.KH * d.KW, rng, xavier);
+    /* torch's fans: fan_in = (C / G) * KH * KW (a weight row), fan_out = O * KH * KW. */
+    kd_init_fill(l->t[CONV_W], d.O * d.KG, d.KG, d.O * d.KH * d.KW, rng, xavier);
     if (((const conv_hp *)l->hp)->bias) memset(l->t[CONV_B], 0, d.O * sizeof(float));
 }
 
@@ -360,12 +388,19 @@ static void im2col_sample(const conv_dims *d, const float *x, float *col) {
 
 /* x (B, C, H, W) -> y (B, O, OH, OW). Per sample b: col (K, OHW) = im2col(x[b]);
  * y[b] (O, OHW) = bias + W (O, K) col, the product written straight into y[b] (beta = 1 on top
- * of the bias, or beta = 0 without one), then handed to sink when there is one. */
+ * of the bias, or beta = 0 without one), then handed to sink when there is one. With groups,
+ * one product per group g: y[b] rows of g (O/G, OHW) = W rows of g (O/G, K/G) times the column
+ * rows of g's input channels (K/G, OHW). */
 static void forward_impl(kd_layer *l, const float *x, float *y, const kd_sample_sink *sink,
                          size_t B, kd_ctx *ctx) {
     const conv_dims d = dims_of(l);
-    const size_t P = n_pieces(B), in_n = d.C * d.H * d.W, out_n = d.O * d.OHW;
+    const size_t P = n_pieces(B), in_n = d.C * d.H * d.W, out_n = d.O * d.OHW, OG = d.O / d.G;
     const float *w = l->t[CONV_W], *bias = ((const conv_hp *)l->hp)->bias ? l->t[CONV_B] : NULL;
+    if (is_depthwise(&d)) {
+        const kd_dw_dims dd = dw_dims(&d);
+        kd_depthwise_forward(&dd, x, w, bias, y, sink, B);
+        return;
+    }
     const int par = P > 1 && KD_PAR(B * d.K * d.OHW);
 #pragma omp parallel for schedule(static) num_threads(team_size(P)) if (par)
     for (size_t p = 0; p < P; p++) {
@@ -378,8 +413,10 @@ static void forward_impl(kd_layer *l, const float *x, float *y, const kd_sample_
             if (bias)
                 for (size_t o = 0; o < d.O; o++)
                     for (size_t q = 0; q < d.OHW; q++) yb[o * d.OHW + q] = bias[o];
-            piece_sgemm(par, 0, 0, d.O, d.OHW, d.K, w, d.K, col, d.OHW, bias ? 1.0f : 0.0f, yb,
-                        d.OHW);
+            for (size_t g = 0; g < d.G; g++)
+                piece_sgemm(par, 0, 0, OG, d.OHW, d.KG, w + g * OG * d.KG, d.KG,
+                            col + g * d.KG * d.OHW, d.OHW, bias ? 1.0f : 0.0f, yb + g * OG * d.OHW,
+                            d.OHW);
             if (sink) sink->fn(sink->arg, b, yb);
         }
     }
@@ -398,15 +435,23 @@ void kd_conv2d_forward_to(kd_layer *l, const float *x, float *y, const kd_sample
  * and col = im2col(x[b]) rebuilt:
  *   dW_p (O, K) += dY col^T;  db_p (O) += row sums of dY;  dcol (K, OHW) = W^T dY;
  *   dx[b] = col2im(dcol).
- * Then dW += dW_0 + dW_1 + ... in piece order (db likewise), split by element. */
+ * Then dW += dW_0 + dW_1 + ... in piece order (db likewise), split by element. With groups,
+ * each product per group as in forward: dW rows of g += dY rows of g times g's column rows^T,
+ * g's dcol rows = W rows of g^T times dY rows of g. */
 static void backward_impl(kd_layer *l, const float *x, const float *dy, const kd_dy_source *src,
                           float *dx, size_t B, kd_ctx *ctx) {
     if (B == 0) return;
     const conv_dims d = dims_of(l);
     const size_t P = n_pieces(B), in_n = d.C * d.H * d.W, out_n = d.O * d.OHW,
-                 kcols = round16(d.K * d.OHW), OK = d.O * d.K, part = part_slot(&d);
+                 kcols = round16(d.K * d.OHW), OK = d.O * d.KG, part = part_slot(&d),
+                 OG = d.O / d.G;
     const float *w = l->t[CONV_W];
     float *dw = l->dt[CONV_W], *db = ((const conv_hp *)l->hp)->bias ? l->dt[CONV_B] : NULL;
+    if (is_depthwise(&d)) {
+        const kd_dw_dims dd = dw_dims(&d);
+        kd_depthwise_backward(&dd, x, w, dy, src, dx, dw, db, B, ctx->workspace, P, n_slots(P));
+        return;
+    }
     float *parts = ctx->workspace + n_slots(P) * col_slot(&d);
     const int par = P > 1 && KD_PAR(B * d.K * d.OHW);
 #pragma omp parallel for schedule(static) num_threads(team_size(P)) if (par)
@@ -423,13 +468,17 @@ static void backward_impl(kd_layer *l, const float *x, const float *dy, const kd
                 g = dy_b;
             }
             im2col_sample(&d, x + b * in_n, col);
-            piece_sgemm(par, 0, 1, d.O, d.K, d.OHW, g, d.OHW, col, d.OHW, b > b0 ? 1.0f : 0.0f,
-                        dwp, d.K);
+            for (size_t k = 0; k < d.G; k++)
+                piece_sgemm(par, 0, 1, OG, d.KG, d.OHW, g + k * OG * d.OHW, d.OHW,
+                            col + k * d.KG * d.OHW, d.OHW, b > b0 ? 1.0f : 0.0f,
+                            dwp + k * OG * d.KG, d.KG);
             if (db)
                 for (size_t o = 0; o < d.O; o++)
                     dbp[o] = (b > b0 ? dbp[o] : 0.0f) + row_sum(g + o * d.OHW, d.OHW);
             if (!dx) continue;
-            piece_sgemm(par, 1, 0, d.K, d.OHW, d.O, w, d.K, g, d.OHW, 0.0f, dcol, d.OHW);
+            for (size_t k = 0; k < d.G; k++)
+                piece_sgemm(par, 1, 0, d.KG, d.OHW, OG, w + k * OG * d.KG, d.KG,
+                            g + k * OG * d.OHW, d.OHW, 0.0f, dcol + k * d.KG * d.OHW, d.OHW);
             const size_t rows = d.KH * d.KW, HW = d.H * d.W;
             for (size_t c = 0; c < d.C; c++)
                 col2im(&d, dcol + c * rows * d.OHW, dx + b * in_n + c * HW);
@@ -469,12 +518,13 @@ static int conv_describe(const kd_layer *l, cJSON *obj) {
         return -1;
     if (hp->stride != 1 && kd_spec_add_size(obj, "stride", hp->stride)) return -1;
     if (hp->padding && kd_spec_add_size(obj, "padding", hp->padding)) return -1;
+    if (hp->groups != 1 && kd_spec_add_size(obj, "groups", hp->groups)) return -1;
     return !hp->bias ? kd_spec_add_false(obj, "bias") : 0;
 }
 
 static size_t conv_macs(const kd_layer *l) {
     conv_dims d = dims_of(l);
-    return d.O * d.OHW * d.K;
+    return d.O * d.OHW * d.KG;
 }
 
 /* ONNX: Conv(x, W, b) with the same kernel, stride and symmetric zero padding. */
@@ -485,31 +535,35 @@ static kd_status conv_export_onnx(const kd_layer *l, kd_onnx_emitter *em, kd_err
     if (!st && hp->bias) st = kd_layer_onnx_tensor(l, em, CONV_B, &b, err);
     if (st) return st;
     const int64_t s = (int64_t)hp->stride, p = (int64_t)hp->padding;
+    /* "group" only when there are groups: an ungrouped layer's file stays as it was. */
     const kd_onnx_attr attrs[] = {KD_ONNX_INTS2("kernel_shape", (int64_t)hp->kh, (int64_t)hp->kw),
-                                  KD_ONNX_INTS2("strides", s, s), KD_ONNX_INTS4("pads", p, p, p, p)};
-    return kd_onnx_node(em, "Conv", (const char *[]){x, w, b}, hp->bias ? 3 : 2, attrs, 3, NULL,
-                        err);
+                                  KD_ONNX_INTS2("strides", s, s), KD_ONNX_INTS4("pads", p, p, p, p),
+                                  KD_ONNX_INT("group", (int64_t)hp->groups)};
+    return kd_onnx_node(em, "Conv", (const char *[]){x, w, b}, hp->bias ? 3 : 2, attrs,
+                        hp->groups != 1 ? 4 : 3, NULL, err);
 }
 
-/* C: a direct convolution (no im2col buffer, so scratch stays two activations):
- *   y[o, oh, ow] = b[o] + sum_{c,i,j} w[o, c, i, j] x[c, oh*S - P + i, ow*S - P + j]
+/* C: a direct convolution (no im2col buffer, so scratch stays two activations), output o of
+ * group g = o / (O/G) reading that group's C/G input channels:
+ *   y[o, oh, ow] = b[o] + sum_{c,i,j} w[o, c, i, j] x[g*C/G + c, oh*S - P + i, ow*S - P + j]
  * over the taps inside the input (zero padding contributes nothing); int8 rows:
- * b[o] + scale[o] * sum q x. */
+ * b[o] + scale[o] * sum q x. A depthwise layer's sums are those of depthwise.c term for term. */
 static const char conv_c_helper[] =
     "static void $conv2d(const float *x, float *y, const float *w, const signed char *q,\n"
     "                    const float *scale, const float *b, long C, long H, long W, long O,\n"
-    "                    long KH, long KW, long S, long P, long OH, long OW) {\n"
+    "                    long G, long KH, long KW, long S, long P, long OH, long OW) {\n"
+    "    const long CG = C / G, OG = O / G;\n"
     "    long o, oh, ow, c, i, j;\n"
     "    for (o = 0; o < O; o++)\n"
     "        for (oh = 0; oh < OH; oh++)\n"
     "            for (ow = 0; ow < OW; ow++) {\n"
     "                float s = 0.0f;\n"
-    "                for (c = 0; c < C; c++)\n"
+    "                for (c = 0; c < CG; c++)\n"
     "                    for (i = 0; i < KH; i++) {\n"
-    "                        const long h = oh * S - P + i, k = ((o * C + c) * KH + i) * KW;\n"
+    "                        const long h = oh * S - P + i, k = ((o * CG + c) * KH + i) * KW;\n"
     "                        const float *xr;\n"
     "                        if (h < 0 || h >= H) continue;\n"
-    "                        xr = x + (c * H + h) * W;\n"
+    "                        xr = x + ((o / OG * CG + c) * H + h) * W;\n"
     "                        for (j = 0; j < KW; j++) {\n"
     "                            const long v = ow * S - P + j;\n"
     "                            if (v < 0 || v >= W) continue;\n"
@@ -535,7 +589,8 @@ static kd_status conv_export_c(const kd_layer *l, kd_c_emitter *em, kd_err *err)
     else snprintf(wq, sizeof wq, "%s, 0, 0", w);
     return kd_c_code(em, 0, err,
                      "$conv2d(x, y, %s, %s, %zuL, %zuL, %zuL, %zuL, %zuL, %zuL, %zuL, %zuL, %zuL, "
-                     "%zuL);", wq, b, d.C, d.H, d.W, d.O, d.KH, d.KW, d.S, d.P, d.OH, d.OW);
+                     "%zuL, %zuL);", wq, b, d.C, d.H, d.W, d.O, d.G, d.KH, d.KW, d.S, d.P, d.OH,
+                     d.OW);
 }
 
 const kd_layer_ops kd_layer_conv2d = {

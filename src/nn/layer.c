@@ -21,6 +21,8 @@
     X(tanh)                                                                                \
     X(sigmoid)                                                                             \
     X(gelu)                                                                                \
+    X(relu6)                                                                               \
+    X(hardswish)                                                                           \
     X(dropout)                                                                             \
     X(flatten)                                                                             \
     X(conv2d)                                                                              \
@@ -29,6 +31,8 @@
     X(global_avgpool)                                                                      \
     X(batchnorm)                                                                           \
     X(layernorm)                                                                           \
+    X(add)                                                                                 \
+    X(concat)                                                                              \
     /* new types go above this line: one X(name) line each */
 
 #define KD_LAYER_DECL(name) extern const kd_layer_ops kd_layer_##name;
@@ -108,6 +112,9 @@ kd_status kd_layer_err(const kd_layer *l, kd_err *err, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    if (l->name)
+        return kd_err_set(err, KD_EUSAGE, "layer %d \"%s\" (%s): %s", l->index, l->name,
+                          l->ops->type, msg);
     return kd_err_set(err, KD_EUSAGE, "layer %d (%s): %s", l->index, l->ops->type, msg);
 }
 
@@ -124,7 +131,8 @@ kd_status kd_spec_check_fields(const kd_layer *l, const cJSON *spec, const char 
                                kd_err *err) {
     for (const cJSON *it = spec->child; it; it = it->next) {
         const char *key = it->string ? it->string : "";
-        if (strcmp(key, "type") == 0) continue;
+        /* the model's own keys (graph.c) */
+        if (!strcmp(key, "type") || !strcmp(key, "name") || !strcmp(key, "from")) continue;
         int ok = 0;
         for (const char *const *k = known; k && *k; k++)
             if (strcmp(*k, key) == 0) ok = 1;
@@ -134,7 +142,11 @@ kd_status kd_spec_check_fields(const kd_layer *l, const cJSON *spec, const char 
         for (const char *const *k = known; k && *k; k++, n_known++)
             len += (size_t)snprintf(list + len, len < sizeof list ? sizeof list - len : 0,
                                     "%s%s", len ? ", " : "", *k);
-        const char *near = n_known ? kd_suggest(key, known, n_known) : NULL;
+        /* near misses of the model's own keys too */
+        const char *cands[34] = {"name", "from"};
+        size_t n_cands = 2;
+        for (size_t k = 0; k < n_known && n_cands < 34; k++) cands[n_cands++] = known[k];
+        const char *near = kd_suggest(key, cands, n_cands);
         if (near)
             return kd_layer_err(l, err, "unknown field \"%s\" (did you mean \"%s\"?)", key, near);
         if (!list[0]) return kd_layer_err(l, err, "unknown field \"%s\" (this type takes none)", key);

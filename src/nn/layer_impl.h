@@ -4,14 +4,17 @@
  * Adding a layer type: one file src/nn/<type>.c with a private hyperparameter struct (its size
  * in ops.hp_size; configure fills it through l->hp), a tensors() list of kd_tensor_decl (the
  * model binds them by position: l->t[i] values, l->dt[i] gradient, l->count[i] counter), the
- * kernels, and one line in layer.c's table. Nothing else names the type. */
+ * kernels, and one line in layer.c's table. A merge (several inputs) sets forward_merge and
+ * backward_merge instead of forward and backward and reads its input shapes from l->ins in
+ * configure (add.c, concat.c). Nothing else names the type (the fused units below name the
+ * types they fuse). */
 #ifndef KD_LAYER_IMPL_H
 #define KD_LAYER_IMPL_H
 
 #include <stdint.h>
 #include <string.h>
 
-#include "kd_export.h"
+#include "kd_emit.h"
 #include "kd_nn.h"
 #include "kd_threads.h"
 
@@ -19,9 +22,8 @@ typedef struct cJSON cJSON;
 
 /* A layer's tensor declaration (defined below). */
 typedef struct kd_tensor_decl kd_tensor_decl;
-/* The deployment exporters' emitter contexts (kd_onnx_emitter, kd_c_emitter, declared in
- * kd_nn.h) are opaque to the layers, which add their nodes / code through the functions of
- * kd_export.h. */
+/* The deployment exporters' emitters (kd_onnx_emitter, kd_c_emitter) reach the layers through
+ * the interface of kd_emit.h, which the exporters implement. */
 
 /* One table of operations per layer type (one per file in src/nn; the list of types is in
  * layer.c). Every pointer but configure, forward and backward is optional: NULL means "none" /
@@ -31,8 +33,9 @@ typedef struct {
     /* Bytes of the type's private hyperparameter struct: the model gives each layer that much
      * zeroed memory at l->hp before configure and frees it with the model (0: l->hp is NULL). */
     size_t hp_size;
-    /* Reads hyperparameters from spec (already checked to be an object with a known "type")
-     * into l->hp, computes l->out from l->in. Errors name the layer: "layer 3 (dense): ...". */
+    /* Reads hyperparameters from spec (already checked to be an object with a known "type";
+     * "name" and "from" are the model's) into l->hp, computes l->out from l->in (l->ins for a
+     * merge). Errors name the layer: "layer 3 (dense): ...". */
     kd_status (*configure)(kd_layer *l, const cJSON *spec, kd_err *err);
     /* Declares the layer's tensors in state_dict order into out[0..]; returns the count (at most
      * KD_LAYER_MAX_TENSORS). The model names them "<index>.<name>", gives them storage and sets
@@ -77,6 +80,15 @@ typedef struct {
     /* Its evaluation forward is the identity (dropout, flatten): an inference-only model gives
      * it its input's buffer, so it copies nothing. */
     int eval_identity;
+    /* Merges (add, concat) read l->n_in >= 2 values l->ins[k]; they set these two instead of
+     * forward and backward. forward_merge: y from x[0 .. n_in). backward_merge: input k's
+     * gradient from dy, written (accumulate = 0) or added (accumulate = 1) into dx. */
+    void (*forward_merge)(kd_layer *l, const float *const *x, float *y, size_t B, kd_ctx *ctx);
+    void (*backward_merge)(kd_layer *l, size_t k, const float *dy, float *dx, int accumulate,
+                           size_t B, kd_ctx *ctx);
+    /* Every input's gradient is dy itself (add): backward may hand dy's buffer on to one input
+     * instead of copying it. */
+    int grad_is_dy;
 } kd_layer_ops;
 
 #define KD_LAYER_MAX_TENSORS 5
@@ -86,7 +98,11 @@ typedef struct {
 struct kd_layer {
     const kd_layer_ops *ops;
     int index;             /* position in the model's list */
-    kd_shape in, out;      /* per-sample shapes */
+    kd_shape in, out;      /* per-sample shapes; in = ins[0] */
+    char *name;            /* "layer1.0.conv1", or NULL: tensors are then "<index>.<suffix>" */
+    size_t n_in;           /* values read: 1, or >= 2 for a merge */
+    size_t *src;           /* (n_in) value ids: 0 the model's input, k + 1 layer k's output */
+    kd_shape *ins;         /* (n_in) their per-sample shapes */
     void *hp;              /* the type's own hyperparameters (ops->hp_size bytes; model-owned) */
     /* The declared tensors, by declaration position (set by the model after allocation). */
     int n_tensors;
@@ -143,7 +159,7 @@ kd_status kd_spec_kernel(const kd_layer *l, const cJSON *spec, size_t *kh, size_
                          kd_err *err);
 int kd_spec_add_kernel(cJSON *obj, size_t kh, size_t kw);
 
-/* Layer l's k-th declared tensor (l->t[k]) through a deployment exporter (kd_export.h), named
+/* Layer l's k-th declared tensor (l->t[k]) through a deployment exporter (kd_emit.h), named
  * by its declaration ("weight") and stored as the declaration says: a quantisable weight as a
  * matrix (int8 per output row), another parameter in the export dtype, a buffer as f32. */
 kd_status kd_layer_onnx_tensor(const kd_layer *l, kd_onnx_emitter *em, int k, const char **name,
@@ -283,6 +299,12 @@ void kd_model_unit_forward(kd_model *m, size_t i, const float *x, float *y, size
 size_t kd_model_backward_unit_start(const kd_model *m, size_t j);
 void kd_model_unit_backward(kd_model *m, size_t i, size_t j, const float *x, const float *dy,
                             float *dx, size_t B, kd_ctx *ctx);
+
+/* Backward through the units from dlogits down to the first trainable layer, or, with
+ * dinput != NULL, through every layer down to the input's gradient (B, numel(input)), which it
+ * writes. kd_model_backward is the first; the gradient checks use the second. */
+void kd_model_backward_to(kd_model *m, const float *x, const float *dlogits, float *dinput,
+                          size_t B, kd_ctx *ctx);
 
 /* dst = src and dst = 0 over n floats, shared by the team as above (activation copies,
  * zeroed planes); a copy onto itself (an in-place layer) does nothing. */

@@ -41,6 +41,9 @@ def jobs():
     student = arch_of("fmnist-student", FLAT)
     compact = arch_of("fmnist-compact", FLAT)
     cnn = arch_of("fmnist-cnn-teacher", IMG)
+    resnet_student = arch_of("fmnist-resnet-student", IMG)
+    mobilenet = arch_of("fmnist-mobilenetv2", IMG)
+    resnet18 = arch_of("resnet18", IMG)
     # (name, kind, arch, teacher arch, batch, steps, target ratio distill/torch)
     return [
         ("MLP teacher 784-1200-1200-10 training", "train", teacher, None, 128, 60, 2.5),
@@ -56,6 +59,9 @@ def jobs():
         ("MLP teacher inference, batch 1000", "infer", teacher, None, 1000, 20, 1.3),
         ("CNN teacher inference, batch 1000", "infer", cnn, None, 1000, 4, 1.3),
         ("compact single-sample latency", "latency", compact, None, 1, 3000, 10.0),
+        ("small ResNet student training (16/32/64)", "train", resnet_student, None, 128, 10, 1.8),
+        ("MobileNetV2 x0.25 training", "train", mobilenet, None, 128, 6, 1.2),
+        ("ResNet-18 forward, batch 256", "infer", resnet18, None, 256, 2, None),
     ]
 
 

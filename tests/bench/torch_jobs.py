@@ -21,53 +21,107 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
-def build(arch):
-    """nn.Sequential of distill's layer list (the same indices, so state_dicts line up)."""
-    shape = list(arch["input"])
-    mods = []
-    for spec in arch["layers"]:
-        t = spec["type"]
-        if t == "dense":
-            mods.append(nn.Linear(shape[0], spec["units"], bias=spec.get("bias", True)))
-            shape = [spec["units"]]
-        elif t == "conv2d":
-            k = spec["kernel"]
-            kh, kw = (k, k) if isinstance(k, int) else k
-            s, p = spec.get("stride", 1), spec.get("padding", 0)
-            mods.append(nn.Conv2d(shape[0], spec["channels"], (kh, kw), s, p,
-                                  bias=spec.get("bias", True)))
-            shape = [spec["channels"], (shape[1] + 2 * p - kh) // s + 1,
+class Merge(nn.Module):
+    """add (summed in list order) or concat (along channels / features)."""
+
+    def __init__(self, kind):
+        super().__init__()
+        self.kind = kind
+
+    def forward(self, *xs):
+        if self.kind == "concat":
+            return torch.cat(xs, 1)
+        y = xs[0] + xs[1]
+        for x in xs[2:]:
+            y = y + x
+        return y
+
+
+class Graph(nn.Module):
+    """distill's layer list with its from-edges: each layer reads earlier values (0 = the input),
+    and a value is dropped after its last reader, as distill's inference plan does."""
+
+    def __init__(self, mods, srcs):
+        super().__init__()
+        self.mods = nn.ModuleList(mods)
+        self.srcs = srcs
+        self.last = {}
+        for i, s in enumerate(srcs):
+            for v in s:
+                self.last[v] = i
+
+    def forward(self, x):
+        vals = [x] + [None] * len(self.mods)
+        for i, (m, s) in enumerate(zip(self.mods, self.srcs)):
+            vals[i + 1] = m(*[vals[v] for v in s])
+            for v in set(s):
+                if self.last[v] == i:
+                    vals[v] = None
+        return vals[-1]
+
+
+def layer_module(spec, shape, shapes):
+    """The torch module of one layer and its output shape; shapes are its inputs'."""
+    t = spec["type"]
+    if t == "dense":
+        return nn.Linear(shape[0], spec["units"], bias=spec.get("bias", True)), [spec["units"]]
+    if t == "conv2d":
+        k = spec["kernel"]
+        kh, kw = (k, k) if isinstance(k, int) else k
+        s, p = spec.get("stride", 1), spec.get("padding", 0)
+        mod = nn.Conv2d(shape[0], spec["channels"], (kh, kw), s, p, groups=spec.get("groups", 1),
+                        bias=spec.get("bias", True))
+        return mod, [spec["channels"], (shape[1] + 2 * p - kh) // s + 1,
                      (shape[2] + 2 * p - kw) // s + 1]
-        elif t in ("maxpool2d", "avgpool2d"):
-            k = spec["kernel"]
-            kh, kw = (k, k) if isinstance(k, int) else k
-            s, p = spec.get("stride"), spec.get("padding", 0)
-            sh, sw = (s, s) if s else (kh, kw)
-            cls = nn.MaxPool2d if t == "maxpool2d" else nn.AvgPool2d
-            mods.append(cls((kh, kw), (sh, sw), p))
-            shape = [shape[0], (shape[1] + 2 * p - kh) // sh + 1, (shape[2] + 2 * p - kw) // sw + 1]
-        elif t == "batchnorm":
-            cls = nn.BatchNorm2d if len(shape) == 3 else nn.BatchNorm1d
-            mods.append(cls(shape[0], eps=spec.get("eps", 1e-5), momentum=spec.get("momentum", 0.1)))
-        elif t == "layernorm":
-            mods.append(nn.LayerNorm(shape[-1], eps=spec.get("eps", 1e-5)))
-        elif t == "flatten":
-            mods.append(nn.Flatten())
-            n = 1
-            for d in shape:
-                n *= d
-            shape = [n]
-        elif t == "global_avgpool":
-            mods.append(nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()))
-            shape = [shape[0]]
-        elif t == "dropout":
-            mods.append(nn.Dropout(spec.get("p", 0.5)))
-        elif t == "leaky_relu":
-            mods.append(nn.LeakyReLU(spec.get("slope", 0.01)))
-        else:
-            mods.append({"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid,
-                         "gelu": nn.GELU}[t]())
-    return nn.Sequential(*mods)
+    if t in ("maxpool2d", "avgpool2d"):
+        k = spec["kernel"]
+        kh, kw = (k, k) if isinstance(k, int) else k
+        s, p = spec.get("stride"), spec.get("padding", 0)
+        sh, sw = (s, s) if s else (kh, kw)
+        cls = nn.MaxPool2d if t == "maxpool2d" else nn.AvgPool2d
+        return cls((kh, kw), (sh, sw), p), [shape[0], (shape[1] + 2 * p - kh) // sh + 1,
+                                            (shape[2] + 2 * p - kw) // sw + 1]
+    if t == "batchnorm":
+        cls = nn.BatchNorm2d if len(shape) == 3 else nn.BatchNorm1d
+        return cls(shape[0], eps=spec.get("eps", 1e-5), momentum=spec.get("momentum", 0.1)), shape
+    if t == "layernorm":
+        return nn.LayerNorm(shape[-1], eps=spec.get("eps", 1e-5)), shape
+    if t == "flatten":
+        n = 1
+        for d in shape:
+            n *= d
+        return nn.Flatten(), [n]
+    if t == "global_avgpool":
+        return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()), [shape[0]]
+    if t == "dropout":
+        return nn.Dropout(spec.get("p", 0.5)), shape
+    if t == "leaky_relu":
+        return nn.LeakyReLU(spec.get("slope", 0.01)), shape
+    if t == "add":
+        return Merge("add"), shape
+    if t == "concat":
+        return Merge("concat"), [sum(x[0] for x in shapes)] + list(shape[1:])
+    return {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "gelu": nn.GELU,
+            "relu6": nn.ReLU6, "hardswish": nn.Hardswish}[t](), shape
+
+
+def build(arch):
+    """distill's layer list as torch modules: an nn.Sequential for a chain (the same indices,
+    so state_dicts line up), else a Graph that follows the from-edges."""
+    shapes, names, mods, srcs = [list(arch["input"])], {"input": 0}, [], []
+    for i, spec in enumerate(arch["layers"]):
+        frm = spec.get("from", i - 1 if i else "input")
+        frm = frm if isinstance(frm, list) else [frm]
+        src = [names[f] if isinstance(f, str) else f + 1 for f in frm]
+        mod, out = layer_module(spec, shapes[src[0]], [shapes[v] for v in src])
+        mods.append(mod)
+        srcs.append(src)
+        shapes.append(out)
+        if "name" in spec:
+            names[spec["name"]] = i + 1
+    if all(s == [i] for i, s in enumerate(srcs)):
+        return nn.Sequential(*mods)
+    return Graph(mods, srcs)
 
 
 def idx(path):

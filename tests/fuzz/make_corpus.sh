@@ -232,6 +232,13 @@ done
     >/dev/null 2>&1 || true)
 [ -f "$work/mid/last.safetensors" ] && cp "$work/mid/last.safetensors" "$out/safetensors/train-mid"
 cp "$work/run/config.json" "$out/config/resolved.json"
+# A graph model (names, from-edges, add, concat): its arch string drives the edge parser.
+sed -e 's/{"type": "conv2d", "channels": 2, "kernel": 3, "padding": 1},/{"type": "conv2d", "name": "stem.0", "channels": 2, "kernel": 3, "padding": 1},/' \
+    -e 's/{"type": "batchnorm"}, {"type": "relu"},/{"type": "batchnorm"}, {"type": "relu", "name": "a"}, {"type": "add", "from": ["a", "stem.0", 2]}, {"type": "concat", "from": [3, "input"]},/' \
+    "$work/seed.json" > "$work/graph.json"
+(cd "$work" && "$distill" train --config graph.json --out graph --quiet >/dev/null)
+cp "$work/graph/last.safetensors" "$out/safetensors/train-graph"
+cp "$work/graph/config.json" "$out/config/resolved-graph.json"
 
 for t in safetensors idx csv config image cache; do
     printf '%-12s %3d seeds, %6d bytes\n' "$t" "$(ls "$out/$t" | wc -l)" "$(cat "$out/$t"/* | wc -c)"

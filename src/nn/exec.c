@@ -1,0 +1,338 @@
+/* exec.c - running a model: forward over the units in list order, backward in reverse adding
+ * each layer's input gradient into its input value's gradient (a value read by k layers gets the
+ * sum of k gradients), and the inner values callers observe. */
+#include <omp.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "graph.h"
+
+/* ---- Units: a fused group or one layer ---- */
+
+size_t kd_model_unit_size(const kd_model *m, size_t i) { return m->graph->unit[i]; }
+
+void kd_model_unit_forward(kd_model *m, size_t i, const float *x, float *y, size_t B,
+                           kd_ctx *ctx) {
+    kd_layer *l = &m->layers[i];
+    switch (m->graph->unit[i]) {
+    case 4:
+        kd_conv_bn_pool_relu_forward(l, &l[1], &l[2], x, m->acts[i], y,
+                                     m->grads ? m->acts[i + 1] : NULL, B, ctx);
+        break;
+    case 3:
+        kd_bn_pool_relu_forward(l, &l[1], x, y, m->grads ? m->acts[i] : NULL, B, ctx);
+        break;
+    default:
+        l->ops->forward(l, x, y, B, ctx);
+    }
+}
+
+size_t kd_model_backward_unit_start(const kd_model *m, size_t j) {
+    const unsigned char *u = m->graph->unit;
+    if (j < 2 || u[j - 2] != 3) return j;
+    return j >= 3 && u[j - 3] == 4 ? j - 3 : j - 2;
+}
+
+void kd_model_unit_backward(kd_model *m, size_t i, size_t j, const float *x, const float *dy,
+                            float *dx, size_t B, kd_ctx *ctx) {
+    kd_layer *l = &m->layers[i];
+    const float *y = m->acts[j];
+    if (i == j) {
+        l->ops->backward(l, x, y, dy, dx, B, ctx);
+    } else if (m->graph->unit[i] == 3) {
+        kd_bn_pool_relu_backward(l, &l[1], x, y, m->acts[i], dy, dx, B, ctx);
+    } else {  /* conv2d, then the group */
+        kd_conv_bn_pool_relu_backward(l, &l[1], &l[2], x, m->acts[i], y, m->acts[i + 1], dy, dx,
+                                      B, ctx);
+    }
+}
+
+/* ---- Forward ---- */
+
+/* One sample through a model of at most this many multiply-adds runs on the calling thread
+ * alone (kd_model_forward). */
+#define ONE_SAMPLE_SERIAL_MACS 16e6
+
+static const float *forward_chunks(kd_model *m, const float *x, size_t B, kd_ctx *ctx);
+
+/* A single sample through a small model runs on the calling thread: its products are small
+ * and its other loops serial anyway, so the team would only be woken to wait. On this 2-vCPU
+ * host the CNN teacher's one-sample forward took 4 ms on average with the team (a worker
+ * spinning at the barriers and woken late) against 0.24 ms on one thread. The results do not
+ * depend on the thread count, so only the time changes. */
+const float *kd_model_forward(kd_model *m, const float *x, size_t B, kd_ctx *ctx) {
+    const int nt = omp_get_max_threads();
+    if (B != 1 || nt == 1 || omp_in_parallel() ||
+        (double)kd_model_macs(m) > ONE_SAMPLE_SERIAL_MACS)
+        return forward_chunks(m, x, B, ctx);
+    omp_set_num_threads(1);
+    const float *z = forward_chunks(m, x, B, ctx);
+    omp_set_num_threads(nt);
+    return z;
+}
+
+/* The unit starting at layer i on the chunk's values, its last layer's output into out. */
+static void run_unit(kd_model *m, size_t i, float *out, size_t nb, kd_ctx *ctx) {
+    kd_graph *g = m->graph;
+    kd_layer *l = &m->layers[i];
+    if (!l->ops->forward_merge) {
+        kd_model_unit_forward(m, i, g->val[l->src[0]], out, nb, ctx);
+        return;
+    }
+    const float **xs = g->xs + g->xs_at[i];
+    for (size_t k = 0; k < l->n_in; k++) xs[k] = g->val[l->src[k]];
+    l->ops->forward_merge(l, xs, out, nb, ctx);
+}
+
+/* Copies the chunk [b0, b0 + nb) of every observed value the unit i..j produced into its
+ * whole-batch buffer (inference; a training pass is the whole batch and keeps its values). */
+static void gather(kd_model *m, size_t i, size_t j, size_t b0, size_t nb) {
+    kd_graph *g = m->graph;
+    for (size_t v = i + 1; g->gathered && v <= j + 1; v++) {
+        if (!g->gathered[v]) continue;
+        const size_t n = kd_value_numel(m, v);
+        kd_par_copy(g->gathered[v] + b0 * n, g->val[v], nb * n);
+    }
+}
+
+static const float *forward_chunks(kd_model *m, const float *x, size_t B, kd_ctx *ctx) {
+    KD_ASSERT(B <= m->batch_cap && m->chunk > 0 && m->n_layers > 0);
+    kd_graph *g = m->graph;
+    kd_ctx eval_ctx = {0, NULL, NULL};
+    if (!ctx) ctx = &eval_ctx;
+    /* Training statistics (batch norm) need the whole batch in one pass. */
+    KD_ASSERT(!ctx->training || B <= m->chunk);
+    ctx->workspace = m->workspace;
+    const size_t D = kd_shape_numel(&m->input), last = m->n_layers - 1;
+    float *logits = m->acts[last];
+    if (ctx->training && g->obs_grad)
+        for (size_t v = 1; v < g->n_values; v++)
+            if (g->obs_grad[v]) kd_par_zero(g->obs_grad[v], B * kd_value_numel(m, v));
+    /* At least one pass, even over no samples: a data-parallel replica with an empty shard
+     * still joins its batch norms' sums over the ranks. */
+    for (size_t b0 = 0; b0 == 0 || b0 < B; b0 += m->chunk) {
+        const size_t nb = B - b0 < m->chunk ? B - b0 : m->chunk;
+        g->val[0] = (float *)(x + b0 * D);  /* read only: no layer writes over the input */
+        for (size_t i = 0, n; i < m->n_layers; i += n) {
+            n = g->unit[i];
+            const size_t j = i + n - 1;  /* the unit's last layer, whose output it writes */
+            float *out = j == last ? logits + b0 * m->n_classes : m->acts[j];
+            run_unit(m, i, out, nb, ctx);
+            g->val[j + 1] = out;
+            gather(m, i, j, b0, nb);
+        }
+    }
+    g->val[m->n_layers] = logits;
+    return logits;
+}
+
+/* ---- Backward ---- */
+
+/* The walk's state: which slot holds each value's gradient, which slots are taken. A dry walk
+ * (slots NULL) only counts the slots it would take. */
+typedef struct {
+    kd_model *m;
+    const float *x, *dlogits;
+    float *dinput;
+    size_t B;
+    kd_ctx *ctx;
+    int dry;
+    int *gslot;                /* (n_values) */
+    unsigned char *busy;       /* (cap) */
+    size_t cap, used;          /* slots available / the most taken at once, scratch excluded */
+} bwalk;
+
+static int take_slot(bwalk *w) {
+    size_t s = 0;
+    while (s < w->cap && w->busy[s]) s++;
+    KD_ASSERT(s < w->cap);
+    w->busy[s] = 1;
+    if (s + 1 > w->used) w->used = s + 1;
+    return (int)s;
+}
+
+static void release(bwalk *w, int s) {
+    if (s >= 0) w->busy[s] = 0;
+}
+
+/* Value v's gradient buffer: a slot, or the caller's memory (dinput for the input, dlogits for
+ * the logits, obs_grad for an observed value not yet reached by any layer). */
+static float *grad_of(const bwalk *w, size_t v) {
+    const kd_graph *g = w->m->graph;
+    const int s = w->gslot[v];
+    if (s >= 0) return g->slot[s];
+    if (s == GSLOT_NONE) return NULL;
+    if (v == 0) return w->dinput;
+    if (v == w->m->n_layers) return (float *)w->dlogits;
+    return g->obs_grad[v];
+}
+
+/* Adds n floats of src into dst, shared by the team in fixed blocks (the same bits on any
+ * thread count). */
+static void add_into(float *restrict dst, const float *restrict src, size_t n) {
+    KD_PAR_BLOCKS(n, o, k, KD_VEC_FOR(t, k, dst[o + t] += src[o + t]));
+}
+
+/* Whether value u needs a gradient: it is the input and the caller asked for its gradient, or
+ * a layer at or after `first` produced it. */
+static int wants_grad(const bwalk *w, size_t u, size_t first) {
+    return u == 0 ? w->dinput != NULL : u - 1 >= first;
+}
+
+/* The gradient dy at value v (its unit's output) is complete once the walk reaches its
+ * producer: the caller's gradient at an observed value is added in here. Returns the slot (or
+ * GSLOT_CALLER) holding it, GSLOT_NONE when no gradient reaches v. */
+static int complete_grad(bwalk *w, size_t v) {
+    kd_graph *g = w->m->graph;
+    int s = w->gslot[v];
+    if (!g->obs_grad || !g->obs_grad[v]) return s;
+    if (s == GSLOT_NONE) return w->gslot[v] = GSLOT_CALLER;
+    if (s == GSLOT_CALLER) {  /* the logits, observed: dlogits + the caller's, in a slot */
+        int t = take_slot(w);
+        if (!w->dry) {
+            memcpy(g->slot[t], w->dlogits, w->B * kd_value_numel(w->m, v) * sizeof(float));
+            add_into(g->slot[t], g->obs_grad[v], w->B * kd_value_numel(w->m, v));
+        }
+        return w->gslot[v] = t;
+    }
+    if (!w->dry) add_into(g->slot[s], g->obs_grad[v], w->B * kd_value_numel(w->m, v));
+    return s;
+}
+
+/* A merge's input gradients, added straight into each input's gradient. An add hands dy's own
+ * slot to the first input that has no gradient yet instead of copying it. */
+static void merge_backward(bwalk *w, size_t i, int dys, size_t first) {
+    kd_model *m = w->m;
+    kd_layer *l = &m->layers[i];
+    const float *dy = w->dry ? NULL : grad_of(w, i + 1);
+    int handed = 0;
+    for (size_t k = 0; k < l->n_in; k++) {
+        const size_t u = l->src[k];
+        if (!wants_grad(w, u, first)) continue;
+        const int fresh = w->gslot[u] == GSLOT_NONE;
+        if (fresh && l->ops->grad_is_dy && !handed && dys >= 0) {
+            w->gslot[u] = dys;  /* dy is no longer needed after this layer: no copy */
+            handed = 1;
+            continue;
+        }
+        if (fresh) w->gslot[u] = u == 0 ? GSLOT_CALLER : take_slot(w);
+        if (!w->dry) l->ops->backward_merge(l, k, dy, grad_of(w, u), !fresh, w->B, w->ctx);
+    }
+    if (!handed) release(w, dys);
+}
+
+/* A single-input unit i..j: its input gradient written into the input's own gradient when it
+ * has none yet, else into the scratch slot and added. A view hands its gradient on as is. */
+static void unit_backward(bwalk *w, size_t i, size_t j, int dys, size_t first) {
+    kd_model *m = w->m;
+    kd_graph *g = m->graph;
+    const kd_layer *l = &m->layers[i];
+    const size_t u = l->src[0];
+    const int need_in = wants_grad(w, u, first);
+    if (need_in && u > 0 && w->gslot[u] == GSLOT_NONE && l->ops->view && dys >= 0) {
+        w->gslot[u] = dys;  /* dx is dy, value for value */
+        return;
+    }
+    float *dx = NULL;
+    int accumulate = 0;
+    if (need_in && w->gslot[u] == GSLOT_NONE) {
+        w->gslot[u] = u == 0 ? GSLOT_CALLER : take_slot(w);
+        dx = w->dry ? NULL : grad_of(w, u);
+    } else if (need_in) {
+        accumulate = 1;
+        dx = w->dry ? NULL : g->slot[g->n_slots - 1];
+    }
+    if (!w->dry) {
+        const float *x = u ? g->val[u] : w->x;
+        kd_model_unit_backward(m, i, j, x, grad_of(w, j + 1), dx, w->B, w->ctx);
+        if (accumulate) add_into(grad_of(w, u), dx, w->B * kd_value_numel(m, u));
+    }
+    release(w, dys);
+}
+
+static void backward_walk(bwalk *w) {
+    kd_model *m = w->m;
+    const size_t first = w->dinput ? 0 : kd_model_first_trainable(m);
+    for (size_t v = 0; v < m->graph->n_values; v++) w->gslot[v] = GSLOT_NONE;
+    if (first == m->n_layers) return;
+    w->gslot[m->n_layers] = GSLOT_CALLER;  /* dlogits */
+    for (size_t j = m->n_layers; j-- > first;) {
+        /* j is a unit's last layer; i its first (a unit's first layer has parameters, so it
+         * never starts before `first`) */
+        const size_t i = kd_model_backward_unit_start(m, j);
+        const int dys = complete_grad(w, j + 1);
+        if (dys != GSLOT_NONE) {
+            if (m->layers[i].ops->backward_merge) merge_backward(w, i, dys, first);
+            else unit_backward(w, i, j, dys, first);
+        }
+        j = i;
+    }
+}
+
+size_t kd_graph_backward_slots(kd_model *m) {
+    const size_t nv = m->graph->n_values;
+    int *gslot = malloc(nv * sizeof *gslot);
+    unsigned char *busy = calloc(nv + 2, 1);
+    float dummy;  /* as if the input's gradient were asked for: the walk through every layer */
+    bwalk w = {m, NULL, NULL, &dummy, 0, NULL, 1, gslot, busy, nv + 2, 0};
+    if (gslot && busy) backward_walk(&w);
+    free(gslot);
+    free(busy);
+    return w.used + 1;  /* and the scratch for added gradients */
+}
+
+void kd_model_backward_to(kd_model *m, const float *x, const float *dlogits, float *dinput,
+                          size_t B, kd_ctx *ctx) {
+    KD_ASSERT(m->grads && B <= m->batch_cap);
+    kd_graph *g = m->graph;
+    kd_ctx eval_ctx = {0, NULL, NULL};
+    if (!ctx) ctx = &eval_ctx;
+    ctx->workspace = m->workspace;
+    memset(g->slot_busy, 0, g->n_slots);
+    bwalk w = {m, x, dlogits, dinput, B, ctx, 0, g->gslot, g->slot_busy, g->n_slots - 1, 0};
+    backward_walk(&w);
+}
+
+void kd_model_backward(kd_model *m, const float *x, const float *dlogits, size_t B, kd_ctx *ctx) {
+    kd_model_backward_to(m, x, dlogits, NULL, B, ctx);
+}
+
+/* ---- Inner values ---- */
+
+kd_status kd_model_observe(kd_model *m, const char *value, size_t *id, kd_shape *shape,
+                           kd_err *err) {
+    size_t v = 0;
+    for (size_t i = 0; i < m->n_layers && !v; i++)
+        if (m->layers[i].name && !strcmp(m->layers[i].name, value)) v = i + 1;
+    if (!v) {
+        char *end;
+        unsigned long long k = strtoull(value, &end, 10);
+        if (*value >= '0' && *value <= '9' && !*end && k < m->n_layers && !m->layers[k].name)
+            v = (size_t)k + 1;
+    }
+    if (!v)
+        return kd_err_set(err, KD_EUSAGE, "no layer output named \"%.100s\" (a layer's name, or "
+                          "an unnamed layer's index)", value);
+    if (m->batch_cap)
+        return kd_err_set(err, KD_EUSAGE, "internal: %s observed after the model was reserved",
+                          value);
+    m->graph->observed[v] = 1;
+    kd_graph_decide(m);
+    *id = v;
+    if (shape) *shape = m->layers[v - 1].out;
+    return KD_OK;
+}
+
+const float *kd_model_value(const kd_model *m, size_t id) {
+    const kd_graph *g = m->graph;
+    KD_ASSERT(id > 0 && id < g->n_values && g->observed[id]);
+    if (g->gathered && g->gathered[id]) return g->gathered[id];
+    return m->acts[id - 1];
+}
+
+float *kd_model_value_grad(kd_model *m, size_t id) {
+    const kd_graph *g = m->graph;
+    KD_ASSERT(id > 0 && id < g->n_values && g->observed[id] && g->obs_grad);
+    return g->obs_grad[id];
+}

@@ -1,0 +1,269 @@
+/* test_graph.c - graph models: layers with names and "from" edges, add and concat, gradients
+ * summed over a value's readers (finite differences), inner values observed and given a
+ * gradient, the inference plan's liveness, names in tensors and the arch string, and every
+ * malformed edge refused by name. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../src/nn/graph.h"
+#include "kd_gradcheck.h"
+#include "kd_nn.h"
+#include "kd_rng.h"
+#include "kd_test.h"
+
+#define GC_TOL 1e-2
+
+static const kd_shape vec6 = {1, {6}};
+static const kd_shape img = {3, {2, 5, 5}};
+
+KD_TEST(graph_gradcheck_add_and_concat) {
+    /* add of two and of three values; a value read by three layers (the input: dense "a",
+     * dense "b" and the add); concat of vectors and of feature maps */
+    CHECK_EQ_INT(kd_gradcheck(&vec6, "[{\"type\":\"dense\",\"units\":6,\"name\":\"a\"},"
+                                     "{\"type\":\"tanh\"},"
+                                     "{\"type\":\"add\",\"from\":[1,\"input\"]},"
+                                     "{\"type\":\"dense\",\"units\":3}]", 3, 1, 1, GC_TOL), 0);
+    CHECK_EQ_INT(kd_gradcheck(&vec6, "[{\"type\":\"dense\",\"units\":6,\"name\":\"a\"},"
+                                     "{\"type\":\"dense\",\"units\":6,\"name\":\"b\",\"from\":\"input\"},"
+                                     "{\"type\":\"add\",\"from\":[\"a\",\"b\",\"input\"]},"
+                                     "{\"type\":\"sigmoid\"},{\"type\":\"dense\",\"units\":4}]",
+                              3, 2, 1, GC_TOL), 0);
+    CHECK_EQ_INT(kd_gradcheck(&vec6, "[{\"type\":\"dense\",\"units\":5,\"name\":\"a\"},"
+                                     "{\"type\":\"gelu\",\"from\":\"input\"},"
+                                     "{\"type\":\"concat\",\"from\":[\"a\",1,\"input\"]},"
+                                     "{\"type\":\"dense\",\"units\":3}]", 3, 3, 1, GC_TOL), 0);
+    CHECK_EQ_INT(kd_gradcheck(&img, "[{\"type\":\"conv2d\",\"channels\":3,\"kernel\":3,\"padding\":1},"
+                                    "{\"type\":\"concat\",\"from\":[0,\"input\"]},"
+                                    "{\"type\":\"relu\"},{\"type\":\"global_avgpool\"},"
+                                    "{\"type\":\"dense\",\"units\":3}]", 2, 4, 1, GC_TOL), 0);
+    /* a merge that reads one value twice: y = 2 * x */
+    CHECK_EQ_INT(kd_gradcheck(&vec6, "[{\"type\":\"dense\",\"units\":4,\"name\":\"a\"},"
+                                     "{\"type\":\"add\",\"from\":[\"a\",\"a\"]},"
+                                     "{\"type\":\"concat\",\"from\":[1,\"a\",1]},"
+                                     "{\"type\":\"dense\",\"units\":2}]", 3, 5, 1, GC_TOL), 0);
+}
+
+/* A torchvision BasicBlock with a downsampling shortcut, batch norm in training mode, and a
+ * plain one after it. */
+static const char resblock[] =
+    "[{\"type\":\"conv2d\",\"channels\":4,\"kernel\":3,\"padding\":1,\"bias\":false,\"name\":\"conv1\"},"
+    "{\"type\":\"batchnorm\",\"name\":\"bn1\"},{\"type\":\"relu\",\"name\":\"relu\"},"
+    "{\"type\":\"conv2d\",\"channels\":4,\"kernel\":3,\"padding\":1,\"bias\":false,\"name\":\"l.0.conv1\"},"
+    "{\"type\":\"batchnorm\",\"name\":\"l.0.bn1\"},{\"type\":\"relu\"},"
+    "{\"type\":\"conv2d\",\"channels\":4,\"kernel\":3,\"padding\":1,\"bias\":false,\"name\":\"l.0.conv2\"},"
+    "{\"type\":\"batchnorm\",\"name\":\"l.0.bn2\"},"
+    "{\"type\":\"add\",\"from\":[\"l.0.bn2\",\"relu\"]},{\"type\":\"relu\",\"name\":\"l.0.out\"},"
+    "{\"type\":\"conv2d\",\"channels\":6,\"kernel\":3,\"stride\":2,\"padding\":1,\"bias\":false,\"name\":\"l.1.conv1\"},"
+    "{\"type\":\"batchnorm\",\"name\":\"l.1.bn1\"},{\"type\":\"relu\"},"
+    "{\"type\":\"conv2d\",\"channels\":6,\"kernel\":3,\"padding\":1,\"bias\":false,\"name\":\"l.1.conv2\"},"
+    "{\"type\":\"batchnorm\",\"name\":\"l.1.bn2\"},"
+    "{\"type\":\"conv2d\",\"channels\":6,\"kernel\":1,\"stride\":2,\"bias\":false,\"name\":\"l.1.downsample.0\",\"from\":\"l.0.out\"},"
+    "{\"type\":\"batchnorm\",\"name\":\"l.1.downsample.1\"},"
+    "{\"type\":\"add\",\"from\":[\"l.1.bn2\",\"l.1.downsample.1\"]},{\"type\":\"relu\"},"
+    "{\"type\":\"global_avgpool\"},{\"type\":\"dense\",\"units\":3,\"name\":\"fc\"}]";
+
+KD_TEST(graph_gradcheck_residual_blocks) {
+    const kd_shape in = {3, {2, 6, 6}};
+    CHECK_EQ_INT(kd_gradcheck(&in, resblock, 4, 11, 1, GC_TOL), 0);
+}
+
+static int build(kd_model *m, const kd_shape *in, const char *json, int grads, size_t B) {
+    kd_err err;
+    if (kd_model_init(m, in, json, grads, &err) || kd_model_reserve(m, B, &err)) {
+        kd_test_fail(__FILE__, __LINE__, "%s", err.msg);
+        return -1;
+    }
+    return 0;
+}
+
+/* loss = sum r * logits + sum q * value(observed): the gradient the caller adds at an observed
+ * inner value reaches the parameters before it (finite differences, in double). */
+KD_TEST(graph_observed_value_takes_a_gradient) {
+    enum { B = 3 };
+    const char *json = "[{\"type\":\"dense\",\"units\":5,\"name\":\"h\"},{\"type\":\"tanh\",\"name\":\"t\"},"
+                       "{\"type\":\"dense\",\"units\":2}]";
+    kd_model m;
+    kd_err err;
+    size_t id;
+    kd_shape sh;
+    memset(&m, 0, sizeof m);
+    CHECK_EQ_INT(kd_model_init(&m, &vec6, json, 1, &err), KD_OK);
+    CHECK_EQ_INT(kd_model_observe(&m, "t", &id, &sh, &err), KD_OK);
+    CHECK(sh.rank == 1 && sh.d[0] == 5);
+    CHECK_EQ_INT(kd_model_observe(&m, "nope", &id, &sh, &err), KD_EUSAGE);
+    CHECK_CONTAINS(err.msg, "nope");
+    CHECK_EQ_INT(kd_model_observe(&m, "t", &id, &sh, &err), KD_OK);
+    if (kd_model_reserve(&m, B, &err)) {
+        kd_test_fail(__FILE__, __LINE__, "%s", err.msg);
+        kd_model_free(&m);
+        return;
+    }
+    kd_rng rng;
+    kd_rng_seed(&rng, 5);
+    kd_model_init_weights(&m, &rng, KD_INIT_XAVIER);
+    float x[B * 6], r[B * 2], q[B * 5];
+    for (size_t i = 0; i < B * 6; i++) x[i] = kd_rng_normal(&rng);
+    for (size_t i = 0; i < B * 2; i++) r[i] = kd_rng_normal(&rng);
+    for (size_t i = 0; i < B * 5; i++) q[i] = kd_rng_normal(&rng);
+    kd_ctx ctx = {1, &rng, NULL};
+    kd_model_forward(&m, x, B, &ctx);
+    float *g = kd_model_value_grad(&m, id);
+    for (size_t i = 0; i < B * 5; i++) CHECK(g[i] == 0.0f);  /* zeroed by the forward */
+    memcpy(g, q, sizeof q);
+    kd_model_zero_grad(&m);
+    kd_model_backward(&m, x, r, B, &ctx);
+    double worst = 0;
+    for (size_t p = 0; p < m.n_params; p++) {
+        double L[2];
+        const float saved = m.params[p];
+        for (int s = 0; s < 2; s++) {
+            m.params[p] = saved + (s ? -1e-2f : 1e-2f);
+            const float *z = kd_model_forward(&m, x, B, &ctx);
+            const float *v = kd_model_value(&m, id);
+            L[s] = 0;
+            for (size_t i = 0; i < B * 2; i++) L[s] += (double)r[i] * z[i];
+            for (size_t i = 0; i < B * 5; i++) L[s] += (double)q[i] * v[i];
+        }
+        m.params[p] = saved;
+        const double num = (L[0] - L[1]) / 2e-2, a = m.grads[p];
+        const double rel = fabs(num - a) / fmax(fabs(num) + fabs(a), 1e-3);
+        if (rel > worst) worst = rel;
+    }
+    CHECK(worst < 1e-2);
+    kd_model_free(&m);
+}
+
+/* An inference model's chunks reuse a value's buffer after its last reader: a residual stack
+ * of any depth needs three chunk buffers (the block's input, its branch, its output), and its
+ * logits over a batch wider than a chunk match a training model's single pass. */
+KD_TEST(graph_inference_plan_reuses_buffers_and_matches_training) {
+    const kd_shape in = {3, {2, 6, 6}};
+    enum { B = 40 };
+    kd_model full, inf;
+    if (build(&full, &in, resblock, 1, B)) return;
+    if (build(&inf, &in, resblock, 0, B)) {
+        kd_model_free(&full);
+        return;
+    }
+    CHECK(inf.graph->n_pool <= 3);
+    kd_rng rng;
+    kd_rng_seed(&rng, 21);
+    kd_model_init_weights(&full, &rng, KD_INIT_HE);
+    for (size_t i = 0; i < full.n_buffers; i++) full.buffers[i] = 0.5f + 0.1f * (float)(i % 5);
+    memcpy(inf.params, full.params, full.n_params * sizeof *full.params);
+    memcpy(inf.buffers, full.buffers, full.n_buffers * sizeof *full.buffers);
+    inf.chunk = 7;  /* several passes, the last one short */
+    float *x = malloc(B * 72 * sizeof *x), want[B * 3];
+    for (size_t i = 0; i < B * 72; i++) x[i] = kd_rng_normal(&rng);
+    memcpy(want, kd_model_forward(&full, x, B, NULL), sizeof want);
+    CHECK_FLOATS(kd_model_forward(&inf, x, B, NULL), want, B * 3, 1e-6, 1e-5);
+    free(x);
+    kd_model_free(&full);
+    kd_model_free(&inf);
+}
+
+/* Names become tensor names; the arch string records names and edges and builds the same
+ * model back. */
+KD_TEST(graph_names_in_tensors_and_arch) {
+    const kd_shape in = {3, {2, 6, 6}};
+    kd_model m, back;
+    kd_err err;
+    if (build(&m, &in, resblock, 0, 1)) return;
+    CHECK(kd_model_tensor(&m, "l.1.downsample.0.weight") != NULL);
+    CHECK(kd_model_tensor(&m, "l.0.bn2.running_var") != NULL);
+    CHECK(kd_model_tensor(&m, "fc.bias") != NULL);
+    CHECK(kd_model_tensor(&m, "5.weight") == NULL);  /* relu: no tensors */
+    char *arch = kd_model_arch_json(&m);
+    CHECK(arch && strstr(arch, "\"from\":[\"l.1.bn2\",\"l.1.downsample.1\"]"));
+    CHECK(arch && strstr(arch, "\"from\":\"l.0.out\""));
+    CHECK_EQ_INT(kd_model_init_arch(&back, arch, 0, &err), KD_OK);
+    char *arch2 = kd_model_arch_json(&back);
+    CHECK(arch2 && !strcmp(arch, arch2));
+    for (size_t t = 0; t < m.n_tensors; t++) CHECK(!strcmp(m.tensors[t].name, back.tensors[t].name));
+    free(arch);
+    free(arch2);
+    kd_model_free(&back);
+    kd_model_free(&m);
+}
+
+static void refused(const kd_shape *in, const char *json, const char *want) {
+    kd_model m;
+    kd_err err;
+    kd_status st = kd_model_init(&m, in, json, 1, &err);
+    CHECK_EQ_INT(st, KD_EUSAGE);
+    if (st == KD_OK) kd_model_free(&m);
+    else CHECK_CONTAINS(err.msg, want);
+}
+
+KD_TEST(graph_bad_edges_and_names_are_refused_by_name) {
+    refused(&vec6, "[{\"type\":\"dense\",\"units\":3,\"from\":\"later\"},{\"type\":\"relu\",\"name\":\"later\"}]",
+            "layer 0 (dense): from: \"later\" is layer 1, which comes later");
+    refused(&vec6, "[{\"type\":\"dense\",\"units\":3,\"from\":\"ghost\"}]", "no layer is named \"ghost\"");
+    refused(&vec6, "[{\"type\":\"dense\",\"units\":3},{\"type\":\"relu\",\"from\":1}]",
+            "from: 1 is not the index of an earlier layer");
+    refused(&vec6, "[{\"type\":\"dense\",\"units\":3,\"name\":\"a\"},{\"type\":\"relu\",\"name\":\"a\"}]",
+            "layer 1 (relu): name \"a\" is already layer 0's");
+    refused(&vec6, "[{\"type\":\"relu\",\"name\":\"input\"}]", "the model's input");
+    refused(&vec6, "[{\"type\":\"relu\",\"name\":\"3\"}]", "starts with a number");
+    refused(&vec6, "[{\"type\":\"relu\",\"name\":\"0.conv\"}]", "starts with a number");
+    refused(&vec6, "[{\"type\":\"relu\",\"name\":\"optim.m\"}]", "prefix distill keeps");
+    refused(&vec6, "[{\"type\":\"relu\",\"name\":\"adapters\"}]", "prefix distill keeps");
+    refused(&vec6, "[{\"type\":\"relu\",\"name\":\"a-b\"}]", "character other than");
+    refused(&vec6, "[{\"type\":\"relu\",\"name\":\"a..b\"}]", "empty component");
+    refused(&vec6, "[{\"type\":\"relu\",\"name\":7}]", "name: expected a string");
+    char long_name[256];
+    memset(long_name, 'x', 97);
+    long_name[97] = '\0';
+    char json[512];
+    snprintf(json, sizeof json, "[{\"type\":\"relu\",\"name\":\"%s\"}]", long_name);
+    refused(&vec6, json, "longer than the limit of 96");
+    long_name[96] = '\0';  /* exactly at the limit: accepted */
+    snprintf(json, sizeof json, "[{\"type\":\"dense\",\"units\":2,\"name\":\"%s\"}]", long_name);
+    kd_model m;
+    kd_err err;
+    CHECK_EQ_INT(kd_model_init(&m, &vec6, json, 0, &err), KD_OK);
+    kd_model_free(&m);
+    refused(&vec6, "[{\"type\":\"dense\",\"units\":3},{\"type\":\"add\",\"from\":[0,\"input\"]}]",
+            "layer 1 (add): from: input 1 is [6] but input 0 is [3]");
+    refused(&img, "[{\"type\":\"conv2d\",\"channels\":3,\"kernel\":3},{\"type\":\"concat\",\"from\":[0,\"input\"]}]",
+            "input 1 is [2, 5, 5] but input 0 is [3, 3, 3]");
+    refused(&vec6, "[{\"type\":\"add\",\"from\":\"input\"}]", "at least two values");
+    refused(&vec6, "[{\"type\":\"add\"}]", "at least two values");
+    refused(&vec6, "[{\"type\":\"relu\",\"from\":[\"input\"]}]", "only merges (add, concat) read a list");
+    refused(&vec6, "[{\"type\":\"relu\",\"from\":true}]", "from: expected");
+    refused(&vec6, "[{\"type\":\"dense\",\"units\":3,\"name\":\"a\",\"frm\":1}]", "did you mean \"from\"");
+}
+
+/* A dead branch (a layer whose output nobody reads) still runs forward and gets no gradient;
+ * the training result equals the model without it. */
+KD_TEST(graph_dead_branch_gets_no_gradient) {
+    enum { B = 4 };
+    kd_model a, b;
+    if (build(&a, &vec6, "[{\"type\":\"dense\",\"units\":4,\"name\":\"h\"},{\"type\":\"dense\",\"units\":9},"
+                         "{\"type\":\"dense\",\"units\":3,\"from\":\"h\"}]", 1, B))
+        return;
+    if (build(&b, &vec6, "[{\"type\":\"dense\",\"units\":4},{\"type\":\"dense\",\"units\":3}]", 1, B)) {
+        kd_model_free(&a);
+        return;
+    }
+    kd_rng rng;
+    kd_rng_seed(&rng, 8);
+    kd_model_init_weights(&a, &rng, KD_INIT_HE);
+    memcpy(b.params, a.params, 28 * sizeof(float));               /* h */
+    memcpy(b.params + 28, a.params + 28 + 45, 15 * sizeof(float)); /* the head */
+    float x[B * 6], r[B * 3];
+    for (size_t i = 0; i < B * 6; i++) x[i] = kd_rng_normal(&rng);
+    for (size_t i = 0; i < B * 3; i++) r[i] = kd_rng_normal(&rng);
+    kd_ctx ctx = {1, &rng, NULL};
+    CHECK_FLOATS(kd_model_forward(&a, x, B, &ctx), kd_model_forward(&b, x, B, &ctx), B * 3, 0, 0);
+    kd_model_zero_grad(&a);
+    kd_model_zero_grad(&b);
+    kd_model_backward(&a, x, r, B, &ctx);
+    kd_model_backward(&b, x, r, B, &ctx);
+    CHECK_FLOATS(a.grads, b.grads, 28, 0, 0);
+    CHECK_FLOATS(a.grads + 73, b.grads + 28, 15, 0, 0);
+    for (size_t i = 28; i < 73; i++) CHECK(a.grads[i] == 0.0f);
+    kd_model_free(&a);
+    kd_model_free(&b);
+}
