@@ -22,17 +22,17 @@ MAX_FUNCTION=120
 # or spelling; NAME: the function, or the word spelled; without it the rule is off for PATH).
 # The graph-model rework rewrites these files (init_layers split, quantise -> quantize) and
 # deletes each line (the last two name kd_tensor's field quantise, which it renames); the check
-# prints the ones still here on every run, and fails on one no longer needed.
+# prints the ones still here on every run, and fails on one no longer needed. schema.c (734
+# lines) is split by section once issue 25's keys have landed on main, so the split has them.
 exceptions="
-src/nn/model.c function init_layers
 src/nn/model.c spelling
 src/nn/layer.c spelling
 src/nn/layer_impl.h spelling
 src/export/c_header.c spelling
 include/kd_nn.h spelling
-include/kd_export.h spelling
 src/eval/quantize.c spelling quantise
 README.md spelling quantise
+src/config/schema.c file
 "
 
 found=$(
