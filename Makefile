@@ -1,17 +1,31 @@
 # distill - build, test, sanitizer and benchmark targets.
-#   make            build ./distill
-#   make test       build and run the test suite (last line: "N passed, N failed, N skipped")
+# Two builds of the same sources: the release ./distill (build/libdistill.a), which has no test
+# hook, and the test build, compiled with -DKD_TEST_HOOKS into build/hooks/ (the hooks of
+# src/core/test_hooks.h: fault injection, path counters, KD_TRAIN_STOP_AFTER_STEPS), archived
+# as build/libdistill-hooks.a and linked as build/hooks/distill. Which binary each target links:
+#   make            build ./distill (release)
+#   make test       build and run the test suite (last line: "N passed, N failed, N skipped"):
+#                   build/run_tests links the hooks library and runs build/hooks/distill
+#                   (KD_DISTILL); one test checks that ./distill has no hook (nm, strings)
 #   make asan       the same suite under AddressSanitizer + UndefinedBehaviorSanitizer
-#   make bench      benchmarks (sgemm peak, training step, loaders, ...)
-#   make bench-torch  the same jobs in distill and PyTorch side by side (if python3-torch is there)
+#                   (build-asan/, the same two builds)
+#   make bench      benchmarks (sgemm peak, training step, loaders, ...), linked with the hooks
+#                   library (bench_gemm and bench_cnn set hooks)
+#   make bench-torch  the same jobs in distill and PyTorch side by side (if python3-torch is
+#                   there): build/bench/bench_jobs, hooks library
 #   make demo       train the Fashion-MNIST teacher, distil two students, compare, ship the compact
 #                   one as int8 ONNX and C header (README main job)
 #   make setup      install missing Debian packages (same as bash .ci/setup.sh)
-#   make fuzz       libFuzzer targets (clang, ASan+UBSan), each run FUZZ_SECONDS (default 60)
-#   make valgrind   the end-to-end tests with every distill run under valgrind memcheck
-#   make MPI=1      build build-mpi/distill for data-parallel training under mpirun (Open MPI)
-#   make mpi-test   that build, then tests/mpi.sh: two-rank runs checked against one process
-#   make mpi-bench  1 rank x 2 threads against 2 ranks x 1 thread (tests/bench/mpi_bench.sh)
+#   make check-layers  fail on an #include or a call against the module order (.ci/layers.txt)
+#   make fuzz       libFuzzer targets (clang, ASan+UBSan), each run FUZZ_SECONDS (default 60):
+#                   build-fuzz/fuzz/fuzz_* link build-fuzz's hooks library; the seeds are made
+#                   with build/hooks/distill
+#   make valgrind   the end-to-end tests with every build/hooks/distill run under valgrind memcheck
+#   make MPI=1      build build-mpi/distill (release) for data-parallel training under mpirun
+#   make mpi-test   that build's test binary build-mpi/hooks/distill, then tests/mpi.sh: two-rank
+#                   runs checked against one process
+#   make mpi-bench  1 rank x 2 threads against 2 ranks x 1 thread (tests/bench/mpi_bench.sh, the
+#                   release build-mpi/distill)
 # WERROR=1 turns warnings into errors (CI sets it).
 
 CC      ?= cc
@@ -64,13 +78,19 @@ GEN_SRC   := $(BUILD)/gen/onnx.pb-c.c
 GEN_HDR   := $(BUILD)/gen/onnx.pb-c.h
 LIB_OBJ   := $(LIB_SRC:%.c=$(BUILD)/%.o) $(GEN_SRC:%.c=%.o)
 MAIN_OBJ  := $(MAIN_SRC:%.c=$(BUILD)/%.o)
+# The test build: the same sources with -DKD_TEST_HOOKS, in their own folder (the generated
+# ONNX code has no hook and is shared).
+HOOK_OBJ  := $(LIB_SRC:%.c=$(BUILD)/hooks/%.o) $(GEN_SRC:%.c=%.o)
+HOOK_MAIN := $(MAIN_SRC:%.c=$(BUILD)/hooks/%.o)
+HOOK_LIB  := $(BUILD)/libdistill-hooks.a
+TEST_BIN  := $(BUILD)/hooks/distill
 TEST_OBJ  := $(TEST_SRC:%.c=$(BUILD)/%.o)
 BENCH_BIN := $(BENCH_SRC:tests/bench/%.c=$(BUILD)/bench/%)
 # bench_jobs runs one job given on its command line: bench-torch's, not bench's.
 BENCH_RUN := $(filter-out %/bench_jobs,$(BENCH_BIN))
 
 .PHONY: all test asan bench bench-torch demo setup clean check-deps fuzz fuzz-build valgrind \
-        mpi mpi-test mpi-bench
+        mpi mpi-test mpi-bench check-layers
 
 all: check-deps $(BIN)
 
@@ -90,7 +110,15 @@ $(GEN_SRC:%.c=%.o): $(GEN_SRC) $(GEN_HDR)
 	$(CC) $(CFLAGS) -c $< -o $@
 
 # Every object may include the generated header: it must exist before any compiles.
-$(LIB_OBJ) $(MAIN_OBJ) $(TEST_OBJ): | $(GEN_HDR)
+$(LIB_OBJ) $(MAIN_OBJ) $(HOOK_OBJ) $(HOOK_MAIN) $(TEST_OBJ): | $(GEN_HDR)
+
+# The tests, benchmarks and fuzz targets set hooks: they see their declarations.
+HOOK_CFLAGS := -DKD_TEST_HOOKS
+$(TEST_OBJ): CFLAGS += $(HOOK_CFLAGS)
+
+$(BUILD)/hooks/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(HOOK_CFLAGS) -c $< -o $@
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -100,26 +128,35 @@ $(BUILD)/libdistill.a: $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
+$(HOOK_LIB): $(HOOK_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
 $(BIN): $(MAIN_OBJ) $(BUILD)/libdistill.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/run_tests: $(TEST_OBJ) $(BUILD)/libdistill.a
+$(TEST_BIN): $(HOOK_MAIN) $(HOOK_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/run_tests: $(TEST_OBJ) $(HOOK_LIB)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 # The MPI build's own benchmarks (tests/bench/mpi/, never built without MPI=1).
-$(BUILD)/bench/mpi_%: tests/bench/mpi/%.c $(BUILD)/libdistill.a
+$(BUILD)/bench/mpi_%: tests/bench/mpi/%.c $(HOOK_LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(CFLAGS) $(HOOK_CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/bench/%: tests/bench/%.c $(BUILD)/libdistill.a
+$(BUILD)/bench/%: tests/bench/%.c $(HOOK_LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(CFLAGS) $(HOOK_CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-# Tests run the real binary through KD_DISTILL; TEST=name filters cases by name or file.
-# The benchmarks are built (not run) with the tests, so a change that breaks them fails CI.
-test: check-deps $(BIN) $(BUILD)/run_tests $(BENCH_BIN)
-	KD_DISTILL=$(abspath $(BIN)) $(BUILD)/run_tests $(TEST)
+# Tests run the test build of the binary through KD_DISTILL, and look at the release binary
+# (KD_DISTILL_RELEASE) only to check that it has no hook; TEST=name filters cases by name or
+# file. The benchmarks are built (not run) with the tests, so a change that breaks them fails CI.
+test: check-deps $(BIN) $(TEST_BIN) $(BUILD)/run_tests $(BENCH_BIN)
+	KD_DISTILL=$(abspath $(TEST_BIN)) KD_DISTILL_RELEASE=$(abspath $(BIN)) $(BUILD)/run_tests $(TEST)
 
 asan:
 	$(MAKE) BUILD=build-asan BIN=build-asan/distill OPT="-O1 -fno-omit-frame-pointer" \
@@ -150,32 +187,32 @@ fuzz-build:
 	  EXTRA_CFLAGS="-Wno-unknown-warning-option -fsanitize=fuzzer-no-link $(FUZZ_SAN) $(FUZZ_IMAGE_CAP)" LDFLAGS="-fsanitize=fuzzer $(FUZZ_SAN)" \
 	  STB_CFLAGS="$(STB_SAN_EXCEPT)" $(FUZZ_ALL:%=build-fuzz/fuzz/fuzz_%) build-fuzz/fuzz/seed_images
 
-$(BUILD)/src/data/stb_impl.o: CFLAGS += $(STB_CFLAGS)
+$(BUILD)/src/data/stb_impl.o $(BUILD)/hooks/src/data/stb_impl.o: CFLAGS += $(STB_CFLAGS)
 
-$(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(BUILD)/libdistill.a
+$(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(HOOK_LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libdistill.a $(LDLIBS)
+	$(CC) $(CFLAGS) $(HOOK_CFLAGS) $(LDFLAGS) -o $@ $< $(HOOK_LIB) $(LDLIBS)
 
 # Writes the JPEG seeds (stb_image_write); an ordinary program, so no fuzzer runtime.
 $(BUILD)/fuzz/seed_images: tests/fuzz/seed_images.c
 	@mkdir -p $(dir $@)
 	$(CC) -O1 $(PKG_CFLAGS) -o $@ $< -lm
 
-fuzz: check-deps $(BIN) fuzz-build
+fuzz: check-deps $(TEST_BIN) fuzz-build
 	FUZZ_SECONDS=$(FUZZ_SECONDS) bash tests/fuzz/run.sh $(FUZZ_TARGETS)
 
 # Valgrind memcheck on the end-to-end tests (every distill run of these test files; see
 # tests/valgrind.sh for the exit code and tests/valgrind.supp for the suppressions).
 VALGRIND_TESTS ?= test_cli test_info test_predict eval_cli eval_and_export export_cli test_faults
-valgrind: check-deps $(BIN) $(BUILD)/run_tests
+valgrind: check-deps $(TEST_BIN) $(BUILD)/run_tests
 	bash tests/valgrind.sh $(VALGRIND_TESTS)
 
 # Data-parallel training: the MPI build (its own folder), then two-rank runs on tiny jobs
 # compared with one process (tests/mpi.sh prints "N passed, N failed, N skipped").
 mpi:
-	$(MAKE) MPI=1 all build-mpi/bench/mpi_bench_allreduce
+	$(MAKE) MPI=1 all build-mpi/hooks/distill build-mpi/bench/mpi_bench_allreduce
 mpi-test: mpi
-	KD_DISTILL_MPI=$(abspath build-mpi/distill) bash tests/mpi.sh
+	KD_DISTILL_MPI=$(abspath build-mpi/hooks/distill) bash tests/mpi.sh
 
 mpi-bench: mpi
 	KD_DISTILL_MPI=$(abspath build-mpi/distill) bash tests/bench/mpi_bench.sh $(ARGS)
@@ -193,7 +230,13 @@ demo: all
 setup:
 	bash .ci/setup.sh
 
+# The module order of .ci/layers.txt: every #include of src/ and include/, and every symbol one
+# module's object takes from another's, must follow it.
+check-layers: $(LIB_OBJ) $(MAIN_OBJ)
+	bash .ci/check_layers.sh $(filter $(BUILD)/src/%,$^)
+
 clean:
 	rm -rf build build-asan build-fuzz build-mpi distill
 
--include $(LIB_OBJ:.o=.d) $(MAIN_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(wildcard $(BUILD)/fuzz/*.d)
+-include $(LIB_OBJ:.o=.d) $(MAIN_OBJ:.o=.d) $(HOOK_OBJ:.o=.d) $(HOOK_MAIN:.o=.d) $(TEST_OBJ:.o=.d) \
+         $(wildcard $(BUILD)/fuzz/*.d)

@@ -175,6 +175,9 @@ kd_status kd_split(size_t n, size_t n_val, uint64_t seed, size_t **train_idx, si
  * (fraction < 0 means "use count"). KD_EUSAGE when the result is out of [0, n). */
 kd_status kd_split_count(size_t n, double fraction, size_t count, size_t *n_val, kd_err *err);
 
+/* 1 when path's name says PNG or JPEG (.png, .jpg, .jpeg in any case): the files an image
+ * folder lists and `predict` takes for an image when their bytes do not say. */
+int kd_data_image_name(const char *path);
 /* Decodes one image file (PNG/JPEG) to [channels, height, width] floats with pp applied
  * (pp may be NULL: scale 1/255, no normalisation). For `predict` on single files. */
 kd_status kd_image_load(const char *path, int channels, size_t height, size_t width,

@@ -70,8 +70,8 @@ double kd_metrics_ece(const kd_metrics *m);
 /* ---- Weight formats for export (the codecs of kd_dtype.h; these are array shorthands) ---- */
 
 /* int8 symmetric per output row: scale[r] = max|w[r,:]| / 127 (1 if the row is all zero, so
- * dequantisation gives exact zeros), q = round(w / scale) clamped to [-127, 127]. Every
- * dequantised weight q * scale is within scale / 2 of w. w is (rows, cols). */
+ * dequantization gives exact zeros), q = round(w / scale) clamped to [-127, 127]. Every
+ * dequantized weight q * scale is within scale / 2 of w. w is (rows, cols). */
 void kd_quant_int8_rows(const float *w, size_t rows, size_t cols, int8_t *q, float *scale);
 void kd_dequant_int8_rows(const int8_t *q, const float *scale, size_t rows, size_t cols, float *w);
 /* Array conversions to / from IEEE half and bfloat16 (round to nearest even). */

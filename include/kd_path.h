@@ -26,6 +26,9 @@ int kd_path_join(char *out, size_t cap, const char *dir, const char *name);
  * before the last slash. 0, or -1 when it does not fit in cap bytes. */
 int kd_path_dirname(char *out, size_t cap, const char *path);
 
+/* 1 when path ends with suffix (".csv"), ASCII letters compared in any case when fold_case. */
+int kd_path_has_suffix(const char *path, const char *suffix, int fold_case);
+
 /* The part after the last slash (path itself when there is none); points into path. */
 const char *kd_path_basename(const char *path);
 

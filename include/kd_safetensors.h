@@ -60,6 +60,8 @@ kd_status kd_st_read(kd_st_file *f, const char *path, kd_err *err);
 void kd_st_free(kd_st_file *f);  /* NULL-safe on a zeroed struct */
 const kd_st_tensor *kd_st_find(const kd_st_file *f, const char *name);
 const char *kd_st_meta(const kd_st_file *f, const char *key);
+/* t's shape as "[2, 3]" ("[]" for a scalar) into buf (truncated to cap); returns buf. */
+const char *kd_st_shape_str(const kd_st_tensor *t, char *buf, size_t cap);
 /* Converts any numeric tensor to float32 (F16/BF16/ints widened) into out (numel floats). */
 void kd_st_to_f32(const kd_st_tensor *t, float *out);
 /* Reads element i of a tensor as int64 (floats truncated toward 0; NaN / out of range give 0). */

@@ -23,7 +23,8 @@
 # About 20 s on 2 cores. Needs Open MPI (mpirun), python3 and Fashion-MNIST (.ci/setup.sh).
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-D=${KD_DISTILL_MPI:-$root/build-mpi/distill}
+# The MPI build's test binary: some cases stop a run with KD_TRAIN_STOP_AFTER_STEPS.
+D=${KD_DISTILL_MPI:-$root/build-mpi/hooks/distill}
 MPIRUN=(mpirun --allow-run-as-root --oversubscribe --bind-to none)
 FM=/usr/share/datasets/fashion-mnist
 work=$(mktemp -d /tmp/distill-mpi.XXXXXX)

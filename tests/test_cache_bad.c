@@ -7,7 +7,7 @@
 #include <stdio.h>
 #include <zlib.h>
 
-#include "../src/teacher/cache_impl.h"
+#include "../src/cache/cache_impl.h"
 #include "cache_fixture.h"
 
 static uint32_t get32(const unsigned char *p) {

@@ -9,6 +9,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "../src/core/test_hooks.h"
 #include "../src/data/data_impl.h"
 #include "kd_checkpoint.h"
 #include "kd_config.h"

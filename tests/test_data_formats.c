@@ -10,6 +10,7 @@
 
 #include "kd_image_write.h"
 
+#include "../src/core/test_hooks.h"
 #include "../src/data/data_impl.h"
 #include "kd_test.h"
 

@@ -4,6 +4,7 @@
 #include <string.h>
 #include <zlib.h>
 
+#include "../src/core/test_hooks.h"
 #include "../src/data/data_impl.h"
 #include "kd_test.h"
 

@@ -212,10 +212,10 @@ static float *c_logits(const char *dir, const char *path, const char *dtype, siz
 }
 
 /* The whole check for one network: checkpoint and distill's logits, ONNX and C exports
- * compared with them; with quantised, also the int8 (ONNX and C) and f16 (ONNX) exports, each
+ * compared with them; with quantized, also the int8 (ONNX and C) and f16 (ONNX) exports, each
  * against distill running its own safetensors export in the same dtype. */
 static void check_network(const kd_shape *input, const char *layers, int flatten, const char *shape,
-                          size_t n, int quantised, int sanitize) {
+                          size_t n, int quantized, int sanitize) {
     static const char *const dtypes[] = {"int8", "f16"};
     if (!have_tools(1)) return;
     const char *dir = kd_test_tmpdir();
@@ -230,7 +230,7 @@ static void check_network(const kd_shape *input, const char *layers, int flatten
     free(z);
     if ((z = c_logits(dir, ck, "f32", n, C, sanitize))) compare("c f32", z, ref, n, C, 1);
     free(z);
-    for (size_t k = 0; quantised && k < sizeof dtypes / sizeof dtypes[0]; k++) {
+    for (size_t k = 0; quantized && k < sizeof dtypes / sizeof dtypes[0]; k++) {
         float *refq = NULL;
         snprintf(ckq, sizeof ckq, "%s/model_%s.safetensors", dir, dtypes[k]);
         snprintf(cmd, sizeof cmd, "'%s' export '%s' '%s' --dtype %s", kd_test_distill(), ck, ckq,

@@ -59,10 +59,10 @@ KD_TEST(model_mlp_state_dict_names_shapes_count) {
     CHECK_EQ_INT(m.layers[1].n_tensors, 0);
     CHECK(m.layers[1].t[0] == NULL && m.layers[1].t[1] == NULL);
     static const size_t layer_of[] = {0, 0, 2, 2};
-    static const int quantised[] = {1, 0, 1, 0};  /* int8 export: weights yes, biases no */
+    static const int quantized[] = {1, 0, 1, 0};  /* int8 export: weights yes, biases no */
     for (size_t i = 0; i < 4 && i < m.n_tensors; i++) {
         CHECK_EQ_INT(m.tensors[i].layer, layer_of[i]);
-        CHECK_EQ_INT(m.tensors[i].quantise, quantised[i]);
+        CHECK_EQ_INT(m.tensors[i].quantise, quantized[i]);
     }
     CHECK_EQ_INT(kd_model_first_trainable(&m), 0);
 

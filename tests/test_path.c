@@ -2,6 +2,7 @@
  * splitting, including the too-long cases. */
 #include <string.h>
 
+#include "kd_data.h"
 #include "kd_path.h"
 #include "kd_test.h"
 
@@ -81,4 +82,18 @@ KD_TEST(path_label_adds_a_folder_only_on_collisions) {
     CHECK(strcmp(kd_path_label(paths, 5, 4), "teacher") == 0);
     CHECK(strcmp(kd_path_label(paths, 2, 1), "student/best.safetensors") == 0);
     CHECK(strcmp(kd_path_label(paths + 1, 1, 0), "best.safetensors") == 0);
+}
+
+/* The one suffix test of predict, the data formats and image folders: exact or in any case,
+ * never reading before the start of a name shorter than the suffix. */
+KD_TEST(path_has_suffix_exact_and_folded) {
+    CHECK(kd_path_has_suffix("data/train.csv", ".csv", 0));
+    CHECK(!kd_path_has_suffix("data/train.CSV", ".csv", 0));
+    CHECK(kd_path_has_suffix("data/train.CSV", ".csv", 1));
+    CHECK(!kd_path_has_suffix("csv", ".csv", 1));
+    CHECK(kd_path_has_suffix(".csv", ".csv", 0));
+    CHECK(!kd_path_has_suffix("train.csv.gz", ".csv", 1));
+    CHECK(kd_path_has_suffix("x-ubyte", "", 0));
+    CHECK(kd_data_image_name("a/B.JPEG") && kd_data_image_name("c.png"));
+    CHECK(!kd_data_image_name("photo.png/notes.txt") && !kd_data_image_name("x.jpgx"));
 }

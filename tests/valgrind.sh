@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # valgrind.sh - the end-to-end tests (the test files named as arguments) with every run of the
-# distill binary under valgrind memcheck: --leak-check=full, definite, indirect and possible
-# leaks counted as errors, suppressions for OpenBLAS and libgomp internals in
-# tests/valgrind.supp. A memory error makes distill exit 99 (not valgrind's usual 1, which a
-# test expecting distill's own exit 1 would take for success) and leaves its report in
-# build/valgrind/<pid>.log; the script fails if any report exists. Called by `make valgrind`.
+# test build of distill (build/hooks/distill) under valgrind memcheck: --leak-check=full,
+# definite, indirect and possible leaks counted as errors, suppressions for OpenBLAS and
+# libgomp internals in tests/valgrind.supp. A memory error makes distill exit 99 (not
+# valgrind's usual 1, which a test expecting distill's own exit 1 would take for success) and
+# leaves its report in build/valgrind/<pid>.log; the script fails if any report exists.
+# Called by `make valgrind`.
 #   usage: bash tests/valgrind.sh TEST-FILTER...
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -16,7 +17,7 @@ chmod 1777 "$logs"  # the permission test runs distill as an unprivileged user
 cat > "$logs/distill" <<WRAP
 #!/bin/sh
 exec valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect,possible \\
-  --suppressions="$root/tests/valgrind.supp" --log-file="$logs/%p.log" "$root/distill" "\$@"
+  --suppressions="$root/tests/valgrind.supp" --log-file="$logs/%p.log" "$root/build/hooks/distill" "\$@"
 WRAP
 chmod +x "$logs/distill"
 cd "$root"

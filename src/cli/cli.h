@@ -129,8 +129,8 @@ int kd_cli_info_cache(const char *path, int json);
 
 /* ---- Progress of train and logits (progress.c) ----------------------------------------- */
 typedef struct {
-    unsigned long long stop_after;  /* test hook KD_TRAIN_STOP_AFTER_STEPS: act as if Ctrl-C came
-                                       during step N (0 = off), for exact interruption tests */
+    unsigned long long stop_after;  /* test build only (src/core/test_hooks.h): act as if Ctrl-C
+                                       came during step N (0 = off), for exact interruption tests */
     int quiet;
     int bar;               /* live progress bar on stderr (a terminal) */
     double last_draw;

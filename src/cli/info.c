@@ -47,14 +47,6 @@ static int is_train_state(const char *name) {
     return strncmp(name, "optim.", 6) == 0 || strncmp(name, "train.", 6) == 0;
 }
 
-static const char *shape_str(const kd_st_tensor *t, char *buf, size_t cap) {
-    size_t len = (size_t)snprintf(buf, cap, "[");
-    for (int i = 0; i < t->rank && len < cap; i++)
-        len += (size_t)snprintf(buf + len, cap - len, "%s%" PRIu64, i ? ", " : "", t->shape[i]);
-    if (len < cap) snprintf(buf + len, cap - len, "]");
-    return buf;
-}
-
 /* Parameter count of layer i (its PARAM tensors). */
 static size_t layer_params(const kd_model *m, size_t i) {
     size_t n = 0;
@@ -113,7 +105,7 @@ static void print_text(const char *path, const kd_st_file *f, const kd_model *m,
         const kd_st_tensor *t = &f->tensors[i];
         char sb[200];
         printf("  %-*s  %-5s  %-20s %12" PRIu64 "\n", (int)w, t->name, kd_dtype_name(t->dtype),
-               shape_str(t, sb, sizeof sb), t->end - t->begin);
+               kd_st_shape_str(t, sb, sizeof sb), t->end - t->begin);
     }
     totals tt = count(f);
     printf("total     %zu tensors, %" PRIu64 " values, %" PRIu64 " bytes\n", tt.n_model, tt.values,

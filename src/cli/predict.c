@@ -8,6 +8,7 @@
 #include "kd_checkpoint.h"
 #include "kd_eval.h"
 #include "kd_loss.h"
+#include "kd_path.h"
 
 static const char usage[] =
     "Usage: distill predict --model M.safetensors [--top K] [--json] [--index N]\n"
@@ -130,15 +131,10 @@ static kd_status report(predictor *pr, const predict_opts *o, const char *input,
 
 typedef enum { IN_IMAGE, IN_IDX, IN_CSV, IN_UNKNOWN } input_kind;
 
-static int ends_with(const char *s, const char *suffix) {
-    size_t a = strlen(s), b = strlen(suffix);
-    if (a < b) return 0;
-    for (size_t i = 0; i < b; i++) {
-        char c = s[a - b + i];
-        if (c >= 'A' && c <= 'Z') c = (char)(c - 'A' + 'a');
-        if (c != suffix[i]) return 0;
-    }
-    return 1;
+/* A CSV file's name, in any case. */
+static int csv_name(const char *path) {
+    return kd_path_has_suffix(path, ".csv", 1) || kd_path_has_suffix(path, ".tsv", 1) ||
+           kd_path_has_suffix(path, ".txt", 1);
 }
 
 /* By content first (PNG/JPEG/gzip/IDX magic), then by extension. */
@@ -158,9 +154,8 @@ static input_kind classify(const char *path, kd_err *err, kd_status *st) {
     if (got >= 4 && h[0] == 0 && h[1] == 0 &&
         (h[2] == 0x08 || h[2] == 0x09 || (h[2] >= 0x0B && h[2] <= 0x0E)) && h[3] >= 1 && h[3] <= 4)
         return IN_IDX;
-    if (ends_with(path, ".png") || ends_with(path, ".jpg") || ends_with(path, ".jpeg"))
-        return IN_IMAGE; /* the decoder will say what is wrong with it */
-    if (ends_with(path, ".csv") || ends_with(path, ".tsv") || ends_with(path, ".txt")) return IN_CSV;
+    if (kd_data_image_name(path)) return IN_IMAGE; /* the decoder will say what is wrong with it */
+    if (csv_name(path)) return IN_CSV;
     *st = kd_err_set(err, KD_EINPUT,
                      "%s: not a PNG, JPEG, IDX or CSV file (unrecognised content and extension)",
                      path);

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "../core/test_hooks.h"
 #include "cli.h"
 #include "kd_config.h"
 #include "kd_dist.h"
@@ -71,6 +72,7 @@ static int is_dir(const char *path) {
     return stat(path, &sb) == 0 && S_ISDIR(sb.st_mode);
 }
 
+#ifdef KD_TEST_HOOKS
 static int parse_count(const char *s, unsigned long long *out) {
     if (!s || !*s || *s == '-' || *s == '+') return -1;
     char *end;
@@ -80,6 +82,7 @@ static int parse_count(const char *s, unsigned long long *out) {
     *out = v;
     return 0;
 }
+#endif
 
 /* "key=\"value\"" with value escaped as a JSON string (a folder named "123" or "true" must
  * stay a string). Returns -1 if it does not fit. */
@@ -125,6 +128,63 @@ static void print_summary(const kd_train_result *r, int has_teacher) {
 static int fail_on_rank(kd_err *err, int rank) {
     if (rank != 0) kd_err_prefix(err, "rank %d of %d", rank, kd_dist_size());
     return kd_cli_fail(err);
+}
+
+/* What rank 0 says at the end of a run that did not fail: where an interrupted run resumes,
+ * or the summary. The exit code. */
+static int report_result(const kd_train_result *res, const kd_config *cfg, int rank, int quiet) {
+    if (res->interrupted) {
+        if (rank == 0)
+            fprintf(stderr,
+                    "distill: interrupted after %zu epochs, step %llu; resumable checkpoint %s\n"
+                    "resume with: distill train --resume %s\n",
+                    res->epochs_done, (unsigned long long)res->steps, res->last_path,
+                    res->out_dir);
+        return EXIT_INTERRUPTED;
+    }
+    if (rank != 0) return 0;
+    if (!quiet && cfg->has_test)
+        printf("test_acc is the final model's; best_test_acc is best.safetensors' (the epoch "
+               "with the best validation accuracy)\n");
+    print_summary(res, cfg->has_teacher);
+    return 0;
+}
+
+/* --resume ARG (a run folder or a checkpoint in one): the checkpoint, and the run's
+ * config.json and folder, which stand in for --config and --out when they are not given.
+ * 0, or the exit code of the message printed. */
+static int resume_paths(const char *argv0, const char *resume_arg, char *resume_ckpt,
+                        char *resume_cfg, char *resume_out, const char **config,
+                        const char **out) {
+    if (is_dir(resume_arg)) {
+        snprintf(resume_ckpt, KD_PATH_MAX, "%s/last.safetensors", resume_arg);
+        snprintf(resume_cfg, KD_PATH_MAX, "%s/config.json", resume_arg);
+        snprintf(resume_out, KD_PATH_MAX, "%s", resume_arg);
+    } else {
+        snprintf(resume_ckpt, KD_PATH_MAX, "%s", resume_arg);
+        snprintf(resume_out, KD_PATH_MAX, "%s", resume_arg);
+        char *slash = strrchr(resume_out, '/');
+        if (slash)
+            *slash = '\0';
+        else
+            snprintf(resume_out, KD_PATH_MAX, ".");
+        snprintf(resume_cfg, KD_PATH_MAX, "%s/config.json", resume_out);
+    }
+    if (access(resume_ckpt, R_OK) != 0) {
+        fprintf(stderr, "distill: --resume %s: cannot read %s: %s\n", resume_arg, resume_ckpt,
+                strerror(errno));
+        return KD_EINPUT;
+    }
+    if (!*config) {
+        if (access(resume_cfg, R_OK) != 0)
+            return kd_cli_usage_error(argv0,
+                                      "--resume %s: no %s to take the config from; give "
+                                      "--config",
+                                      resume_arg, resume_cfg);
+        *config = resume_cfg;
+    }
+    if (!*out) *out = resume_out;
+    return 0;
 }
 
 static int run(int argc, char **argv) {
@@ -174,36 +234,9 @@ static int run(int argc, char **argv) {
     /* The handler goes in before anything slow, so an early Ctrl-C is a clean stop too. */
     install_handlers();
 
-    if (resume_arg) {
-        if (is_dir(resume_arg)) {
-            snprintf(resume_ckpt, sizeof resume_ckpt, "%s/last.safetensors", resume_arg);
-            snprintf(resume_cfg, sizeof resume_cfg, "%s/config.json", resume_arg);
-            snprintf(resume_out, sizeof resume_out, "%s", resume_arg);
-        } else {
-            snprintf(resume_ckpt, sizeof resume_ckpt, "%s", resume_arg);
-            snprintf(resume_out, sizeof resume_out, "%s", resume_arg);
-            char *slash = strrchr(resume_out, '/');
-            if (slash)
-                *slash = '\0';
-            else
-                snprintf(resume_out, sizeof resume_out, ".");
-            snprintf(resume_cfg, sizeof resume_cfg, "%s/config.json", resume_out);
-        }
-        if (access(resume_ckpt, R_OK) != 0) {
-            fprintf(stderr, "distill: --resume %s: cannot read %s: %s\n", resume_arg, resume_ckpt,
-                    strerror(errno));
-            return KD_EINPUT;
-        }
-        if (!config) {
-            if (access(resume_cfg, R_OK) != 0)
-                return kd_cli_usage_error(argv[0],
-                                          "--resume %s: no %s to take the config from; give "
-                                          "--config",
-                                          resume_arg, resume_cfg);
-            config = resume_cfg;
-        }
-        if (!out) out = resume_out;
-    }
+    if (resume_arg && (rc = resume_paths(argv[0], resume_arg, resume_ckpt, resume_cfg,
+                                         resume_out, &config, &out)) != 0)
+        return rc;
     if (!config) return kd_cli_usage_error(argv[0], "--config FILE is required");
     /* --out becomes output.dir, so the saved config.json names the folder it lives in. */
     if (out) {
@@ -229,8 +262,10 @@ static int run(int argc, char **argv) {
     pr.quiet = quiet || pr.silent;
     pr.bar = isatty(STDERR_FILENO) && !pr.silent;
     pr.distilling = cfg.has_teacher;
-    const char *hook = getenv("KD_TRAIN_STOP_AFTER_STEPS");
+#ifdef KD_TEST_HOOKS
+    const char *hook = getenv(KD_HOOK_ENV_STOP_AFTER_STEPS);
     if (hook && parse_count(hook, &pr.stop_after)) pr.stop_after = 0;
+#endif
     char formula[256];
     kd_train_loss_formula(&cfg, formula, sizeof formula);
     if (!pr.quiet) {
@@ -256,22 +291,7 @@ static int run(int argc, char **argv) {
         code = fail_on_rank(&err, rank);
         goto cleanup;
     }
-    if (res.interrupted) {
-        code = EXIT_INTERRUPTED;
-        if (rank != 0) goto cleanup;
-        fprintf(stderr,
-                "distill: interrupted after %zu epochs, step %llu; resumable checkpoint %s\n"
-                "resume with: distill train --resume %s\n",
-                res.epochs_done, (unsigned long long)res.steps, res.last_path, res.out_dir);
-        code = EXIT_INTERRUPTED;
-        goto cleanup;
-    }
-    code = 0;
-    if (rank != 0) goto cleanup;
-    if (!quiet && cfg.has_test)
-        printf("test_acc is the final model's; best_test_acc is best.safetensors' (the epoch "
-               "with the best validation accuracy)\n");
-    print_summary(&res, cfg.has_teacher);
+    code = report_result(&res, &cfg, rank, quiet);
 cleanup:
     if (cfg_loaded) kd_config_free(&cfg);
     /* Under mpirun the others may be waiting in a collective for this rank: MPI_Abort ends

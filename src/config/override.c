@@ -55,20 +55,17 @@ static kd_status set_key(kd_cfg_ctx *p, cJSON *cur, const char *name, cJSON *val
     return KD_OK;
 }
 
-/* Applies "a.b[2].c=value" to the tree. Keys are checked against the table as the path is
- * walked; missing sections are created; [N] indexes an existing list entry. JSON null removes
- * the key. */
-kd_status kd_cfg_apply_override(kd_cfg_ctx *p, cJSON *root, const char *ov) {
-    char spec[KD_CFG_JPATH_MAX], path[KD_CFG_JPATH_MAX + 64], got[64], lists[256];
-    kd_status st = KD_OK;
-    cJSON *value = NULL;
+/* "PATH=VALUE": the path into spec, the value parsed as JSON (a bare word is a string) into
+ * *value. */
+static kd_status parse_override(kd_cfg_ctx *p, const char *ov, char spec[KD_CFG_JPATH_MAX],
+                                cJSON **value) {
     const char *eq = strchr(ov, '=');
     if (!eq || eq == ov)
         return kd_err_set(p->err, KD_EUSAGE,
                           "%s: --set %s: expected PATH=VALUE (for example optimizer.lr=0.01)",
                           p->file, ov);
     size_t plen = (size_t)(eq - ov);
-    if (plen >= sizeof spec)
+    if (plen >= KD_CFG_JPATH_MAX)
         return kd_err_set(p->err, KD_EUSAGE, "%s: --set %.64s...: path too long", p->file, ov);
     memcpy(spec, ov, plen);
     spec[plen] = '\0';
@@ -78,15 +75,82 @@ kd_status kd_cfg_apply_override(kd_cfg_ctx *p, cJSON *root, const char *ov) {
     if (kd_json_depth_check(eq + 1, strlen(eq + 1), KD_JSON_MAX_DEPTH, &deep))
         return kd_err_set(p->err, KD_EUSAGE, "%s: --set %.64s: the value is nested deeper than "
                           "%d levels", p->file, ov, KD_JSON_MAX_DEPTH);
-    value = cJSON_ParseWithOpts(eq + 1, &vend, 1);
-    if (!value && !(value = cJSON_CreateString(eq + 1))) return kd_cfg_oom(p);
+    *value = cJSON_ParseWithOpts(eq + 1, &vend, 1);
+    if (!*value && !(*value = cJSON_CreateString(eq + 1))) return kd_cfg_oom(p);
+    return KD_OK;
+}
 
+/* The key name at path checked against the table's section sec: it exists, only a list takes
+ * "[N]" (has_index), and only a section or a list is walked into (deeper). *sub and *opaque
+ * say what follows: the key's sub-section, and whether it is a list whose entries the table
+ * does not describe (a layer list). */
+static kd_status check_key(kd_cfg_ctx *p, const char *path, const char *ov, const char *spec,
+                           const kd_cfg_section *sec, const char *name, int has_index,
+                           int deeper, const kd_cfg_section **sub, int *opaque) {
+    char lists[256];
+    const kd_cfg_key *k = kd_cfg_find(sec, name);
+    if (!k) return kd_cfg_unknown_key(p, path, ov, name, sec);
+    int indexed = (k->flags & CFG_INDEXED) != 0;
+    if (has_index && !indexed)
+        return kd_cfg_fail_set(p, path, ov, "is not a list ([N] only indexes %s)",
+                               indexed_keys(lists));
+    if (!k->sub && !indexed && deeper)
+        return kd_cfg_fail_set(p, path, ov, "is a value, not a section (cannot set %s)", spec);
+    *sub = k->sub;
+    *opaque = indexed;
+    return KD_OK;
+}
+
+/* The "[N]" at *br of list: N checked against the list, path extended with it; *br moves to a
+ * following "[" or NULL. */
+static kd_status index_step(kd_cfg_ctx *p, char *path, size_t cap, const char *ov,
+                            const cJSON *list, char **br, int *idx) {
+    char *end = NULL, got[64];
+    errno = 0;
+    unsigned long i = strtoul(*br + 1, &end, 10);
+    if (end == *br + 1 || *end != ']' || errno || !isdigit((unsigned char)(*br)[1]) ||
+        (end[1] != '\0' && end[1] != '['))
+        return kd_cfg_fail_set(p, path, ov, "malformed index (expected name[N])");
+    if (!cJSON_IsArray(list))
+        return kd_cfg_fail_set(p, path, ov, "is %s, not a list",
+                               kd_cfg_describe(list, got, sizeof got));
+    int n = cJSON_GetArraySize(list);
+    size_t pl = strlen(path);
+    snprintf(path + pl, cap - pl, "[%lu]", i);
+    if (i >= (unsigned long)n)
+        return kd_cfg_fail_set(p, path, ov, "index out of range (the list has %d entries)", n);
+    *br = end[1] == '[' ? end + 1 : NULL;
+    *idx = (int)i;
+    return KD_OK;
+}
+
+/* Puts value at list[idx] (or removes the entry when value is JSON null). Takes value. */
+static kd_status set_entry(kd_cfg_ctx *p, cJSON *list, int idx, cJSON *value) {
+    if (cJSON_IsNull(value)) {
+        cJSON_DeleteItemFromArray(list, idx);
+        cJSON_Delete(value);
+        return KD_OK;
+    }
+    if (!cJSON_ReplaceItemInArray(list, idx, value)) {
+        cJSON_Delete(value);
+        return kd_cfg_oom(p);
+    }
+    return KD_OK;
+}
+
+/* Applies "a.b[2].c=value" to the tree. Keys are checked against the table as the path is
+ * walked; missing sections are created; [N] indexes an existing list entry. JSON null removes
+ * the key. */
+kd_status kd_cfg_apply_override(kd_cfg_ctx *p, cJSON *root, const char *ov) {
+    char spec[KD_CFG_JPATH_MAX], path[KD_CFG_JPATH_MAX + 64], got[64];
+    cJSON *value = NULL;
+    kd_status st = parse_override(p, ov, spec, &value);
+    if (st) goto cleanup;
     cJSON *cur = root;
     const kd_cfg_section *sec = &kd_cfg_root;
     int opaque = 0;
     path[0] = '\0';
-    char *s = spec;
-    for (;;) {
+    for (char *s = spec;;) {
         char *dot = strchr(s, '.');
         if (dot) *dot = '\0';
         char *br = strchr(s, '[');
@@ -102,76 +166,32 @@ kd_status kd_cfg_apply_override(kd_cfg_ctx *p, cJSON *root, const char *ov) {
         }
         const kd_cfg_section *next_sec = NULL;
         int next_opaque = opaque;
-        if (!opaque) {
-            const kd_cfg_key *k = kd_cfg_find(sec, name);
-            if (!k) {
-                st = kd_cfg_unknown_key(p, path, ov, name, sec);
-                goto cleanup;
-            }
-            int indexed = (k->flags & CFG_INDEXED) != 0;
-            if (br && !indexed) {
-                st = kd_cfg_fail_set(p, path, ov, "is not a list ([N] only indexes %s)",
-                                     indexed_keys(lists));
-                goto cleanup;
-            }
-            if (!k->sub && !indexed && dot) {
-                st = kd_cfg_fail_set(p, path, ov, "is a value, not a section (cannot set %s)", spec);
-                goto cleanup;
-            }
-            next_sec = k->sub;
-            next_opaque = indexed;
-        }
+        if (!opaque && (st = check_key(p, path, ov, spec, sec, name, br != NULL, dot != NULL,
+                                       &next_sec, &next_opaque)))
+            goto cleanup;
         if (!dot && !br) {
             st = set_key(p, cur, name, value);
             value = NULL;
             break;
         }
         cJSON *child = cJSON_GetObjectItemCaseSensitive(cur, name);
-        if (!child) {
-            if (br) {
-                st = kd_cfg_fail_set(p, path, ov, "does not exist, so it cannot be indexed");
-                goto cleanup;
-            }
-            if (!(child = cJSON_AddObjectToObject(cur, name))) {
-                st = kd_cfg_oom(p);
-                goto cleanup;
-            }
+        if (!child && br) {
+            st = kd_cfg_fail_set(p, path, ov, "does not exist, so it cannot be indexed");
+            goto cleanup;
+        }
+        if (!child && !(child = cJSON_AddObjectToObject(cur, name))) {
+            st = kd_cfg_oom(p);
+            goto cleanup;
         }
         while (br) {
-            char *end = NULL;
-            errno = 0;
-            unsigned long idx = strtoul(br + 1, &end, 10);
-            if (end == br + 1 || *end != ']' || errno || !isdigit((unsigned char)br[1]) ||
-                (end[1] != '\0' && end[1] != '[')) {
-                st = kd_cfg_fail_set(p, path, ov, "malformed index (expected name[N])");
-                goto cleanup;
-            }
-            if (!cJSON_IsArray(child)) {
-                st = kd_cfg_fail_set(p, path, ov, "is %s, not a list",
-                                     kd_cfg_describe(child, got, sizeof got));
-                goto cleanup;
-            }
-            int n = cJSON_GetArraySize(child);
-            pl = strlen(path);
-            snprintf(path + pl, sizeof path - pl, "[%lu]", idx);
-            if (idx >= (unsigned long)n) {
-                st = kd_cfg_fail_set(p, path, ov, "index out of range (the list has %d entries)", n);
-                goto cleanup;
-            }
-            br = end[1] == '[' ? end + 1 : NULL;
+            int idx = 0;
+            if ((st = index_step(p, path, sizeof path, ov, child, &br, &idx))) goto cleanup;
             if (!br && !dot) {
-                if (cJSON_IsNull(value)) {
-                    cJSON_DeleteItemFromArray(child, (int)idx);
-                } else {
-                    if (!cJSON_ReplaceItemInArray(child, (int)idx, value)) {
-                        st = kd_cfg_oom(p);
-                        goto cleanup;
-                    }
-                    value = NULL;
-                }
+                st = set_entry(p, child, idx, value);
+                value = NULL;
                 goto cleanup;
             }
-            child = cJSON_GetArrayItem(child, (int)idx);
+            child = cJSON_GetArrayItem(child, idx);
         }
         if (!cJSON_IsObject(child)) {
             st = kd_cfg_fail_set(p, path, ov, "is %s, not a section (cannot set %s)",

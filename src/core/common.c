@@ -111,16 +111,17 @@ cleanup:
     return st;
 }
 
+#ifdef KD_TEST_HOOKS
 int kd_fault_write_after = 0;
 int kd_fault_dirsync_after = 0;
 int kd_fault_fsync_after = 0;
 int kd_fault_create_after = 0;
 
-/* A countdown hook of test_hooks.h: 1 when this check is the one to fail. */
-static int fault_now(int *hook) { return *hook > 0 && --*hook == 0; }
+int kd_fault_now(int *hook) { return *hook > 0 && --*hook == 0; }
+#endif
 
 static int fsync_dir_of(const char *path) {
-    if (fault_now(&kd_fault_dirsync_after)) {
+    if (KD_FAULT(kd_fault_dirsync_after)) {
         errno = EIO;
         return -1;
     }
@@ -141,7 +142,7 @@ kd_status kd_write_atomic(const char *path, kd_write_fn fn, void *ctx, kd_err *e
     if (!tmp) return kd_err_set(err, KD_EIO, "%s: out of memory", path);
     snprintf(tmp, n, "%s.tmp.%ld", path, (long)getpid());
     kd_status st = KD_OK;
-    FILE *f = fault_now(&kd_fault_create_after) ? (errno = EACCES, NULL) : fopen(tmp, "wb");
+    FILE *f = KD_FAULT(kd_fault_create_after) ? (errno = EACCES, NULL) : fopen(tmp, "wb");
     if (!f) {
         int e = errno;
         struct stat sb;
@@ -157,11 +158,11 @@ kd_status kd_write_atomic(const char *path, kd_write_fn fn, void *ctx, kd_err *e
     st = fn(f, ctx, err);
     /* Callbacks name what they write; the message must name the file too. */
     if (st != KD_OK && !strstr(err->msg, path)) kd_err_prefix(err, "%s", path);
-    if (st == KD_OK && fault_now(&kd_fault_write_after))
+    if (st == KD_OK && KD_FAULT(kd_fault_write_after))
         st = kd_err_set(err, KD_EIO, "%s: write failed: %s (injected)", path, strerror(ENOSPC));
     if (st == KD_OK && (fflush(f) != 0 || ferror(f)))
         st = kd_err_set(err, KD_EIO, "%s: write failed: %s", path, strerror(errno));
-    if (st == KD_OK && fault_now(&kd_fault_fsync_after))
+    if (st == KD_OK && KD_FAULT(kd_fault_fsync_after))
         st = kd_err_set(err, KD_EIO, "%s: fsync failed: %s (injected)", path, strerror(EIO));
     if (st == KD_OK && fsync(fileno(f)) != 0)
         st = kd_err_set(err, KD_EIO, "%s: fsync failed: %s", path, strerror(errno));

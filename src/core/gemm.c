@@ -70,16 +70,22 @@ static void sgemm_split_k(int trans_a, int trans_b, size_t M, size_t N, size_t K
         }
 }
 
+#ifdef KD_TEST_HOOKS
 unsigned long kd_hook_gemm_one_thread;
 int kd_gemm_small_rule = 1;
 void (*kd_hook_gemm_shape)(int trans_a, int trans_b, size_t M, size_t N, size_t K, int serial);
+#endif
 
 /* What every product does first: nothing to compute (0), else the benchmark hook and the
  * blasint check (see FITS_BLASINT). */
 static int begin_product(int trans_a, int trans_b, size_t M, size_t N, size_t K, size_t lda,
                          size_t ldb, size_t ldc, int serial) {
     if (M == 0 || N == 0) return 0;
+#ifdef KD_TEST_HOOKS
     if (kd_hook_gemm_shape) kd_hook_gemm_shape(trans_a, trans_b, M, N, K, serial);
+#else
+    (void)trans_a, (void)trans_b, (void)serial;  /* only the benchmark hook reads them */
+#endif
     KD_ASSERT(FITS_BLASINT(M) && FITS_BLASINT(N) && FITS_BLASINT(K) && FITS_BLASINT(lda) &&
               FITS_BLASINT(ldb) && FITS_BLASINT(ldc));
     return 1;
@@ -108,12 +114,12 @@ void kd_sgemm(int trans_a, int trans_b, size_t M, size_t N, size_t K, float alph
      * takes the same path as one that asked for all cores. Inside a parallel region (a
      * per-chunk loop) OpenBLAS runs on the calling thread anyway. */
     const int nt = omp_in_parallel() ? 1 : omp_get_max_threads();
-    const int thin = nt > 1 && kd_gemm_small_rule &&
+    const int thin = nt > 1 && KD_HOOK_VALUE(kd_gemm_small_rule, 1) &&
                      ((double)M * (double)N * (double)K < KD_SMALL_MACS ||
                       (double)M * (double)N <= KD_SMALL_OUTPUT);
     if (thin) {
         omp_set_num_threads(1);
-        kd_hook_gemm_one_thread++;
+        KD_HOOK_RUN(kd_hook_gemm_one_thread++);
     }
     blas(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     if (thin) omp_set_num_threads(nt);

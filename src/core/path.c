@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 void kd_path_clean(char *s) {
     size_t n = strlen(s), r = 0, w = 1;
@@ -74,4 +75,11 @@ const char *kd_path_label(const char *const *paths, size_t n, size_t k) {
         return s;
     }
     return base;
+}
+
+int kd_path_has_suffix(const char *path, const char *suffix, int fold_case) {
+    size_t a = strlen(path), b = strlen(suffix);
+    if (a < b) return 0;
+    const char *tail = path + a - b;
+    return fold_case ? strcasecmp(tail, suffix) == 0 : strcmp(tail, suffix) == 0;
 }

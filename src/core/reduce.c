@@ -2,8 +2,8 @@
  * one running double sum is bound by the add latency (4 cycles per element), eight are not;
  * the order never depends on the data or the thread count, so results are reproducible. */
 #include "kd_reduce.h"
+#include "kd_vec.h"
 
-#include <string.h>
 
 #define LANES 8
 
@@ -29,25 +29,18 @@ double kd_sum_sq_dev(const float *x, size_t n, double mean) {
 
 double kd_dot(const float *a, const float *b, size_t n) { KD_REDUCE(n, (double)a[i] * b[i]); }
 
-/* Four floats as one GCC/Clang vector (one SSE register; the baseline x86-64 target has no
- * wider one), two per sum for eight lanes; memcpy keeps the loads unaligned-safe. */
-typedef float v4f __attribute__((vector_size(16)));
-
-static double fold8(v4f a, v4f b) {
+/* The block sums below keep two kd_v4f per sum, for eight lanes. */
+static double fold8(kd_v4f a, kd_v4f b) {
     return (((double)a[0] + a[1]) + ((double)a[2] + a[3])) +
            (((double)b[0] + b[1]) + ((double)b[2] + b[3]));
 }
 
 /* The two terms of one block x[0..n), n <= KD_REDUCE_BLOCK: the values the sums are added. */
 static void sq_block(const float *x, size_t n, float shift, double *s, double *q) {
-    v4f s0 = {0}, s1 = {0}, q0 = {0}, q1 = {0};
+    kd_v4f s0 = {0}, s1 = {0}, q0 = {0}, q1 = {0};
     size_t i = 0;
     for (; i + 8 <= n; i += 8) {
-        v4f u, v;
-        memcpy(&u, x + i, sizeof u);
-        memcpy(&v, x + i + 4, sizeof v);
-        u -= shift;
-        v -= shift;
+        const kd_v4f u = kd_v4_load(x + i) - shift, v = kd_v4_load(x + i + 4) - shift;
         s0 += u;
         s1 += v;
         q0 += u * u;
@@ -65,14 +58,11 @@ static void sq_block(const float *x, size_t n, float shift, double *s, double *q
 
 static void dot_block(const float *a, const float *b, size_t n, float shift, double *sa,
                       double *sab) {
-    v4f a0 = {0}, a1 = {0}, p0 = {0}, p1 = {0};
+    kd_v4f a0 = {0}, a1 = {0}, p0 = {0}, p1 = {0};
     size_t i = 0;
     for (; i + 8 <= n; i += 8) {
-        v4f u0, u1, v0, v1;
-        memcpy(&u0, a + i, sizeof u0);
-        memcpy(&u1, a + i + 4, sizeof u1);
-        memcpy(&v0, b + i, sizeof v0);
-        memcpy(&v1, b + i + 4, sizeof v1);
+        const kd_v4f u0 = kd_v4_load(a + i), u1 = kd_v4_load(a + i + 4);
+        const kd_v4f v0 = kd_v4_load(b + i), v1 = kd_v4_load(b + i + 4);
         a0 += u0;
         a1 += u1;
         p0 += u0 * (v0 - shift);

@@ -1,10 +1,23 @@
-/* test_hooks.h - fault injection and path counters for tests only (not API): included by the
- * code that honours a hook and by the tests that set it. Each fault hook is a countdown: 0 is
- * off; N > 0 makes the Nth following check fail once, then the hook is 0 again. */
+/* test_hooks.h - every test hook of distill, in one place (not API): fault injection, path
+ * counters and environment variables that tests set. They exist only in the test build, the
+ * objects compiled with -DKD_TEST_HOOKS (the Makefile's $(BUILD)/hooks/: make test, make asan,
+ * the benchmarks and fuzz targets); in the release ./distill each hook is a constant (off), so
+ * neither a symbol nor a variable name is left in it (tests/test_house.c checks with nm and
+ * strings). Each fault hook is a countdown: 0 is off; N > 0 makes the Nth following check fail
+ * once, then the hook is 0 again.
+ *
+ * Every hook is declared on one line "extern TYPE NAME;" or named by a KD_HOOK_ENV_* string,
+ * which is how that test finds them: add a new hook here, in the same form. */
 #ifndef KD_TEST_HOOKS_H
 #define KD_TEST_HOOKS_H
 
 #include <stddef.h>
+
+/* The environment variables honoured by the test build only. */
+/* distill train: act as if Ctrl-C came after this many steps (resume tests). */
+#define KD_HOOK_ENV_STOP_AFTER_STEPS "KD_TRAIN_STOP_AFTER_STEPS"
+
+#ifdef KD_TEST_HOOKS
 
 /* kd_write_atomic: the write fails after the callback, as if the disk were full (ENOSPC). */
 extern int kd_fault_write_after;
@@ -25,7 +38,32 @@ extern int kd_gemm_small_rule;
  * it runs (serial: 1 from kd_sgemm_serial, one thread's share of a parallel loop, possibly on
  * several threads at once), so a benchmark can record the products of a step and time them
  * alone (bench_cnn.c). */
-extern void (*kd_hook_gemm_shape)(int trans_a, int trans_b, size_t M, size_t N, size_t K,
-                                  int serial);
+extern void (*kd_hook_gemm_shape)(int trans_a, int trans_b, size_t M, size_t N, size_t K, int serial);
 
+/* KD_PAR (kd_threads.h): the work below which our loops stay serial, KD_PAR_MIN unless a test
+ * lowers it to 1 to run every parallel path on tiny shapes. */
+extern size_t kd_par_min;
+
+/* kd_idx_read: the largest payload buffer (bytes) the last call allocated, so a test can check
+ * that a small file claiming a huge payload never made us allocate it. */
+extern size_t kd_idx_last_alloc;
+/* The data loader: when nonzero, its next pthread_create is treated as failed (as when the
+ * system is out of threads), so a test can check that it is an error and not a hang. */
+extern int kd_loader_fail_thread_start;
+
+/* A countdown fault hook (common.c): 1 when this check is the one to fail. */
+int kd_fault_now(int *hook);
+#define KD_FAULT(hook) kd_fault_now(&(hook))
+/* A statement that only the test build runs (a counter, a hook call). */
+#define KD_HOOK_RUN(stmt) do { stmt; } while (0)
+/* A hook's value in the test build; the release build's value is the second argument. */
+#define KD_HOOK_VALUE(hook, release_value) (hook)
+
+#else
+
+#define KD_FAULT(hook) 0
+#define KD_HOOK_RUN(stmt) do { } while (0)
+#define KD_HOOK_VALUE(hook, release_value) (release_value)
+
+#endif
 #endif

@@ -4,12 +4,15 @@
 #include <omp.h>
 
 #include "kd_threads.h"
+#include "test_hooks.h"
 
 /* OpenMP's own default (OMP_NUM_THREADS, else the cores), read before distill first changes
  * it, so that "0 = default" means the same count after an explicit one was set. */
 static int g_default;
 
+#ifdef KD_TEST_HOOKS
 size_t kd_par_min = KD_PAR_MIN;
+#endif
 
 int kd_threads_set(int n) {
     if (!g_default) g_default = omp_get_max_threads();

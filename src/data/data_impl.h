@@ -1,5 +1,5 @@
 /* data_impl.h - private to src/data (and its tests): the table of data formats behind
- * kd_dataset_open, each format's reader, and the decoders and test hooks they share. include/
+ * kd_dataset_open, each format's reader, and the decoders they share. include/
  * kd_data.h is the module's public API; nothing outside src/data includes this file. */
 #ifndef KD_DATA_IMPL_H
 #define KD_DATA_IMPL_H
@@ -61,6 +61,9 @@ typedef struct {
     char **class_names;   /* n_classes malloc'd strings, or NULL */
 } kd_data_mem;
 void kd_data_mem_free(kd_data_mem *m);  /* frees the members, zeroes m */
+/* m->class_names for m->n_classes classes: names[c] for the first k, the class number ("7")
+ * after them (names may be NULL when k is 0: numeric labels). */
+kd_status kd_data_name_classes(kd_data_mem *m, char *const *names, size_t k, kd_err *err);
 
 /* The shared reader over kd_data_mem (mem.c): open runs load (kd_idx_load, kd_csv_load) and
  * describes the result; read converts one sample (u8 or f32) to floats. */
@@ -91,9 +94,6 @@ typedef struct {
     float *f32;
 } kd_idx;
 kd_status kd_idx_read(const char *path, kd_idx *out, kd_err *err);
-/* Test hook: the largest payload buffer (bytes) the last kd_idx_read call allocated, so a test
- * can check that a small file claiming a huge payload never made us allocate it. */
-extern size_t kd_idx_last_alloc;
 void kd_idx_free(kd_idx *x);
 kd_status kd_idx_load(const kd_data_source *src, kd_data_mem *out, kd_err *err);
 kd_status kd_csv_load(const kd_data_source *src, kd_data_mem *out, kd_err *err);
@@ -126,9 +126,5 @@ kd_status kd_image_decode(const char *path, int channels, size_t height, size_t 
 /* Bilinear resize of one [H, W] plane with half-pixel centres (like PIL/torch without
  * antialias); src is (sh, sw), dst is (dh, dw), both row-major. */
 void kd_resize_bilinear(const float *src, size_t sh, size_t sw, float *dst, size_t dh, size_t dw);
-
-/* Test hook: when nonzero, the loader's next pthread_create is treated as failed (as when the
- * system is out of threads), so a test can check that it is an error and not a hang. */
-extern int kd_loader_fail_thread_start;
 
 #endif

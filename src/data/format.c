@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "data_impl.h"
+#include "kd_path.h"
 
 typedef struct {
     const char *const *suffixes;   /* names ending so imply the format */
@@ -47,11 +48,6 @@ const kd_format_ops *kd_data_format_ops(kd_data_format f) {
     return (size_t)f < N_FORMATS ? formats[f].ops : NULL;
 }
 
-static int ends_with(const char *s, const char *suffix) {
-    size_t ls = strlen(s), lx = strlen(suffix);
-    return ls >= lx && strcmp(s + ls - lx, suffix) == 0;
-}
-
 int kd_data_format_guess(const char *path, kd_data_format *out) {
     /* Every suffix before any marker: "runs/ubyte/x.csv" is a CSV whatever its folder is
      * called. (A name ends in at most one of the suffixes, so the table order does not
@@ -61,7 +57,8 @@ int kd_data_format_guess(const char *path, kd_data_format *out) {
             const format_desc *d = &formats[f];
             int hit = 0;
             if (pass == 0)
-                for (const char *const *s = d->suffixes; *s && !hit; s++) hit = ends_with(path, *s);
+                for (const char *const *s = d->suffixes; *s && !hit; s++)
+                    hit = kd_path_has_suffix(path, *s, 0);
             else
                 hit = d->marker && strstr(path, d->marker);
             if (hit) {

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <zlib.h>
 
+#include "../core/test_hooks.h"
 #include "data_impl.h"
 
 /* Bytes per element of an IDX type code, 0 if unknown. */
@@ -100,7 +101,9 @@ static void idx_to_float(int type, const unsigned char *src, float *dst, size_t 
     }
 }
 
+#ifdef KD_TEST_HOOKS
 size_t kd_idx_last_alloc;
+#endif
 
 void kd_idx_free(kd_idx *x) {
     if (!x) return;
@@ -109,127 +112,118 @@ void kd_idx_free(kd_idx *x) {
     memset(x, 0, sizeof *x);
 }
 
+/* The header: magic, type, rank and dimensions, each checked, into out (type, rank, dims);
+ * *bytes is the payload's size, which the caps bound before anything is allocated for it. */
+static kd_status read_header(gzFile f, const char *path, kd_idx *out, size_t *numel,
+                             size_t *bytes, kd_err *err) {
+    unsigned char hdr[4 + 16];
+    size_t n_got;
+    kd_status st = gz_read_exact(f, path, hdr, 4, 0, "the IDX magic", &n_got, err);
+    if (st) return st;
+    if (hdr[0] != 0 || hdr[1] != 0)
+        return kd_err_set(err, KD_EINPUT,
+                          "%s: byte 0: bad IDX magic: expected 00 00 <type> <rank>, found %02x "
+                          "%02x %02x %02x",
+                          path, hdr[0], hdr[1], hdr[2], hdr[3]);
+    int type = hdr[2], rank = hdr[3];
+    size_t esize = idx_elem_size(type);
+    if (!esize)
+        return kd_err_set(err, KD_EINPUT,
+                          "%s: byte 2: unknown IDX type code 0x%02x (expected 0x08 u8, 0x09 i8, "
+                          "0x0B i16, 0x0C i32, 0x0D f32 or 0x0E f64)",
+                          path, type);
+    if (rank < 1 || rank > 4)
+        return kd_err_set(err, KD_EINPUT, "%s: byte 3: IDX rank %d: expected 1 to 4", path, rank);
+    st = gz_read_exact(f, path, hdr + 4, 4 * (size_t)rank, 4, "the IDX dimensions", &n_got, err);
+    if (st) return st;
+    *numel = 1;
+    for (int i = 0; i < rank; i++) {
+        size_t d = be32(hdr + 4 + 4 * i);
+        if (d == 0 || d > KD_IDX_MAX_DIM)
+            return kd_err_set(err, KD_EINPUT, "%s: byte %d: IDX dimension %d is %zu: expected 1 "
+                              "to %zu", path, 4 + 4 * i, i, d, KD_IDX_MAX_DIM);
+        out->dims[i] = d;
+        if (kd_mul_size(*numel, d, numel)) *numel = SIZE_MAX;
+    }
+    if (kd_mul_size(*numel, esize, bytes) || *bytes > KD_DATA_MAX_BYTES)
+        return kd_err_set(err, KD_EINPUT,
+                          "%s: byte 4: IDX dimensions declare more than the %zu-byte cap", path,
+                          KD_DATA_MAX_BYTES);
+    out->type = type;
+    out->rank = rank;
+    return KD_OK;
+}
+
+/* The payload: bytes bytes from offset data_off into *raw. The header alone is not trusted: the
+ * buffer grows as data actually arrives, so a tiny file that claims a huge payload costs at
+ * most one chunk before it is rejected. */
+static kd_status read_payload(gzFile f, const char *path, int type, size_t data_off, size_t bytes,
+                              unsigned char **raw, kd_err *err) {
+    size_t cap = bytes < ((size_t)1 << 20) ? bytes : ((size_t)1 << 20), got = 0, n_got;
+    *raw = malloc(cap ? cap : 1);
+    KD_HOOK_RUN(kd_idx_last_alloc = cap);
+    if (!*raw) return kd_err_set(err, KD_EIO, "%s: out of memory", path);
+    while (got < bytes) {
+        if (got == cap) {
+            size_t ncap = cap * 2 < bytes ? cap * 2 : bytes;
+            unsigned char *nr = realloc(*raw, ncap);
+            if (!nr) return kd_err_set(err, KD_EIO, "%s: out of memory (%zu bytes)", path, ncap);
+            *raw = nr;
+            cap = ncap;
+            KD_HOOK_RUN(kd_idx_last_alloc = cap);
+        }
+        size_t want = cap - got;
+        kd_status st = gz_read_exact(f, path, *raw + got, want, data_off + got, "IDX data",
+                                     &n_got, err);
+        /* Report a short file against the whole declared payload, not the chunk. */
+        if (st && strstr(err->msg, "file ends early"))
+            return kd_err_set(err, KD_EINPUT,
+                              "%s: byte %zu: data shorter than the header says: expected %zu "
+                              "bytes of %s data (%zu bytes in all), found %zu",
+                              path, data_off + got + n_got, bytes, idx_type_name(type),
+                              data_off + bytes, got + n_got);
+        if (st) return st;
+        got += want;
+    }
+    return KD_OK;
+}
+
+/* Nothing may follow the payload, which ends at byte end; reading on to the end is also what
+ * makes zlib check the gzip trailer (CRC and length). */
+static kd_status check_end(gzFile f, const char *path, size_t end, kd_err *err) {
+    unsigned char extra[64];
+    int zerr = Z_OK, r = gzread(f, extra, sizeof extra);
+    if (r > 0) {
+        size_t total = end + (size_t)r;
+        while ((r = gzread(f, extra, sizeof extra)) > 0) total += (size_t)r;
+        return kd_err_set(err, KD_EINPUT,
+                          "%s: byte %zu: data longer than the header says: expected %zu bytes in "
+                          "all, found %s%zu",
+                          path, end, end, r < 0 ? "at least " : "", total);
+    }
+    const char *m = kd_gz_msg(f, path, &zerr);
+    if (r < 0 || zerr != Z_OK)
+        return kd_err_set(err, KD_EINPUT, "%s: byte %zu: corrupt or truncated gzip stream: %s",
+                          path, end, m);
+    return KD_OK;
+}
+
 kd_status kd_idx_read(const char *path, kd_idx *out, kd_err *err) {
     kd_status st = KD_OK;
     unsigned char *raw = NULL;
+    size_t numel = 0, bytes = 0;
     memset(out, 0, sizeof *out);
-    kd_idx_last_alloc = 0;
+    KD_HOOK_RUN(kd_idx_last_alloc = 0);
     /* gzopen reads uncompressed files transparently, so one path serves raw and .gz. */
     gzFile f = gzopen(path, "rb");
     if (!f) return kd_err_set(err, KD_EINPUT, "%s: cannot open", path);
     gzbuffer(f, 1 << 17);
-
-    unsigned char hdr[4 + 16];
-    size_t n_got;
-    if ((st = gz_read_exact(f, path, hdr, 4, 0, "the IDX magic", &n_got, err))) goto cleanup;
-    if (hdr[0] != 0 || hdr[1] != 0) {
-        st = kd_err_set(err, KD_EINPUT,
-                        "%s: byte 0: bad IDX magic: expected 00 00 <type> <rank>, found %02x %02x "
-                        "%02x %02x",
-                        path, hdr[0], hdr[1], hdr[2], hdr[3]);
+    if ((st = read_header(f, path, out, &numel, &bytes, err))) goto cleanup;
+    const size_t data_off = 4 + 4 * (size_t)out->rank;
+    if ((st = read_payload(f, path, out->type, data_off, bytes, &raw, err)) ||
+        (st = check_end(f, path, data_off + bytes, err)))
         goto cleanup;
-    }
-    int type = hdr[2], rank = hdr[3];
-    size_t esize = idx_elem_size(type);
-    if (!esize) {
-        st = kd_err_set(err, KD_EINPUT,
-                        "%s: byte 2: unknown IDX type code 0x%02x (expected 0x08 u8, 0x09 i8, "
-                        "0x0B i16, 0x0C i32, 0x0D f32 or 0x0E f64)",
-                        path, type);
-        goto cleanup;
-    }
-    if (rank < 1 || rank > 4) {
-        st = kd_err_set(err, KD_EINPUT, "%s: byte 3: IDX rank %d: expected 1 to 4", path, rank);
-        goto cleanup;
-    }
-    if ((st = gz_read_exact(f, path, hdr + 4, 4 * (size_t)rank, 4, "the IDX dimensions", &n_got, err)))
-        goto cleanup;
-    size_t numel = 1;
-    for (int i = 0; i < rank; i++) {
-        size_t d = be32(hdr + 4 + 4 * i);
-        if (d == 0 || d > KD_IDX_MAX_DIM) {
-            st = kd_err_set(err, KD_EINPUT, "%s: byte %d: IDX dimension %d is %zu: expected 1 to %zu",
-                            path, 4 + 4 * i, i, d, KD_IDX_MAX_DIM);
-            goto cleanup;
-        }
-        out->dims[i] = d;
-        if (kd_mul_size(numel, d, &numel)) numel = SIZE_MAX;
-    }
-    size_t bytes;
-    if (kd_mul_size(numel, esize, &bytes) || bytes > KD_DATA_MAX_BYTES) {
-        st = kd_err_set(err, KD_EINPUT,
-                        "%s: byte 4: IDX dimensions declare more than the %zu-byte cap", path,
-                        KD_DATA_MAX_BYTES);
-        goto cleanup;
-    }
-    size_t data_off = 4 + 4 * (size_t)rank;
-    /* The header alone is not trusted: the buffer grows as data actually arrives, so a tiny
-     * file that claims a huge payload costs at most one chunk before it is rejected. */
-    size_t cap = bytes < ((size_t)1 << 20) ? bytes : ((size_t)1 << 20), got = 0;
-    raw = malloc(cap ? cap : 1);
-    kd_idx_last_alloc = cap;
-    if (!raw) {
-        st = kd_err_set(err, KD_EIO, "%s: out of memory", path);
-        goto cleanup;
-    }
-    while (got < bytes) {
-        if (got == cap) {
-            size_t ncap = cap * 2 < bytes ? cap * 2 : bytes;
-            unsigned char *nr = realloc(raw, ncap);
-            if (!nr) {
-                st = kd_err_set(err, KD_EIO, "%s: out of memory (%zu bytes)", path, ncap);
-                goto cleanup;
-            }
-            raw = nr;
-            cap = ncap;
-            kd_idx_last_alloc = cap;
-        }
-        size_t want = cap - got;
-        if ((st = gz_read_exact(f, path, raw + got, want, data_off + got, "IDX data", &n_got,
-                                err))) {
-            /* Report a short file against the whole declared payload, not the chunk. */
-            if (strstr(err->msg, "file ends early"))
-                st = kd_err_set(err, KD_EINPUT,
-                                "%s: byte %zu: data shorter than the header says: expected %zu "
-                                "bytes of %s data (%zu bytes in all), found %zu",
-                                path, data_off + got + n_got, bytes, idx_type_name(type),
-                                data_off + bytes, got + n_got);
-            goto cleanup;
-        }
-        got += want;
-    }
-    /* Anything after the declared payload is an error, and reading on to the end is also what
-     * makes zlib check the gzip trailer (CRC and length). */
-    unsigned char extra[64];
-    int r = gzread(f, extra, sizeof extra);
-    if (r < 0) {
-        int zerr;
-        const char *m = kd_gz_msg(f, path, &zerr);
-        st = kd_err_set(err, KD_EINPUT, "%s: byte %zu: corrupt or truncated gzip stream: %s",
-                        path, data_off + bytes, m);
-        goto cleanup;
-    }
-    if (r > 0) {
-        size_t total = data_off + bytes + (size_t)r;
-        while ((r = gzread(f, extra, sizeof extra)) > 0) total += (size_t)r;
-        st = kd_err_set(err, KD_EINPUT,
-                        "%s: byte %zu: data longer than the header says: expected %zu bytes in "
-                        "all, found %s%zu",
-                        path, data_off + bytes, data_off + bytes, r < 0 ? "at least " : "", total);
-        goto cleanup;
-    }
-    {
-        int zerr = Z_OK;
-        const char *m = kd_gz_msg(f, path, &zerr);
-        if (zerr != Z_OK) {
-            st = kd_err_set(err, KD_EINPUT, "%s: byte %zu: corrupt or truncated gzip stream: %s",
-                            path, data_off + bytes, m);
-            goto cleanup;
-        }
-    }
-    out->type = type;
-    out->rank = rank;
-    if (type == 0x08) {
+    if (out->type == 0x08) {
         out->u8 = raw;
         raw = NULL;
     } else {
@@ -238,32 +232,17 @@ kd_status kd_idx_read(const char *path, kd_idx *out, kd_err *err) {
             st = kd_err_set(err, KD_EIO, "%s: out of memory", path);
             goto cleanup;
         }
-        idx_to_float(type, raw, out->f32, numel);
+        idx_to_float(out->type, raw, out->f32, numel);
     }
 
 cleanup:
     free(raw);
-    if (f) {
-        int zr = gzclose(f);
-        if (st == KD_OK && zr != Z_OK)
-            st = kd_err_set(err, KD_EINPUT, "%s: corrupt or truncated gzip stream (zlib error %d at close)",
-                            path, zr);
-    }
+    int zr = gzclose(f);
+    if (st == KD_OK && zr != Z_OK)
+        st = kd_err_set(err, KD_EINPUT, "%s: corrupt or truncated gzip stream (zlib error %d at "
+                        "close)", path, zr);
     if (st) kd_idx_free(out);
     return st;
-}
-
-/* Class names "0".."K-1" for numeric labels. */
-static kd_status numeric_class_names(kd_data_mem *m, kd_err *err) {
-    m->class_names = calloc(m->n_classes ? m->n_classes : 1, sizeof(char *));
-    if (!m->class_names) return kd_err_set(err, KD_EIO, "out of memory");
-    for (size_t k = 0; k < m->n_classes; k++) {
-        char buf[32];
-        snprintf(buf, sizeof buf, "%zu", k);
-        m->class_names[k] = strdup(buf);
-        if (!m->class_names[k]) return kd_err_set(err, KD_EIO, "out of memory");
-    }
-    return KD_OK;
 }
 
 kd_status kd_idx_load(const kd_data_source *src, kd_data_mem *out, kd_err *err) {
@@ -331,7 +310,7 @@ kd_status kd_idx_load(const kd_data_source *src, kd_data_mem *out, kd_err *err) 
             if (out->labels[i] > maxl) maxl = out->labels[i];
         }
         out->n_classes = src->n_classes ? src->n_classes : (size_t)maxl + 1;
-        if ((st = numeric_class_names(out, err))) goto cleanup;
+        if ((st = kd_data_name_classes(out, NULL, 0, err))) goto cleanup;
     }
     out->u8 = img.u8;
     out->f32 = img.f32;

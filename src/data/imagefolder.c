@@ -7,12 +7,12 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/stat.h>
 
 #include <stb_image.h>
 
 #include "data_impl.h"
+#include "kd_path.h"
 
 /* A growable list of malloc'd strings. */
 typedef struct {
@@ -43,9 +43,9 @@ static int cmp_str(const void *a, const void *b) {
     return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
-static int has_image_ext(const char *name) {
-    const char *dot = strrchr(name, '.');
-    return dot && (!strcasecmp(dot, ".png") || !strcasecmp(dot, ".jpg") || !strcasecmp(dot, ".jpeg"));
+int kd_data_image_name(const char *path) {
+    return kd_path_has_suffix(path, ".png", 1) || kd_path_has_suffix(path, ".jpg", 1) ||
+           kd_path_has_suffix(path, ".jpeg", 1);
 }
 
 /* Lists dir's entries (not starting with '.') that are directories (want_dirs) or image
@@ -61,7 +61,7 @@ static kd_status list_dir(const char *dir, int want_dirs, strlist *out, kd_err *
         snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
         struct stat sb;
         if (stat(path, &sb) != 0) continue;
-        int ok = want_dirs ? S_ISDIR(sb.st_mode) : (S_ISREG(sb.st_mode) && has_image_ext(e->d_name));
+        int ok = want_dirs ? S_ISDIR(sb.st_mode) : (S_ISREG(sb.st_mode) && kd_data_image_name(e->d_name));
         if (ok && strlist_push(out, e->d_name)) {
             st = kd_err_set(err, KD_EIO, "out of memory");
             break;
@@ -256,28 +256,33 @@ cleanup:
     return st;
 }
 
+/* Half-pixel centres: destination index i samples source coordinate (i + 0.5) * r - 0.5
+ * (r = source / destination size), clamped to the edge of the n source values: the two
+ * neighbours *lo, *hi and the weight *w of *hi. The same for rows and columns. */
+static void bilinear_tap(size_t i, double r, size_t n, size_t *lo, size_t *hi, float *w) {
+    double f = ((double)i + 0.5) * r - 0.5;
+    if (f < 0) f = 0;
+    size_t a = (size_t)f;
+    if (a > n - 1) a = n - 1;
+    *lo = a;
+    *hi = a + 1 < n ? a + 1 : n - 1;
+    *w = (float)(f - (double)a);
+}
+
 void kd_resize_bilinear(const float *src, size_t sh, size_t sw, float *dst, size_t dh, size_t dw) {
     if (sh == dh && sw == dw) {
         memcpy(dst, src, sh * sw * sizeof(float));
         return;
     }
-    /* Half-pixel centres: destination pixel i samples source coordinate (i + 0.5) * s/d - 0.5,
-     * clamped to the edge. */
     double ry = (double)sh / (double)dh, rx = (double)sw / (double)dw;
     for (size_t i = 0; i < dh; i++) {
-        double fy = ((double)i + 0.5) * ry - 0.5;
-        if (fy < 0) fy = 0;
-        size_t y0 = (size_t)fy;
-        if (y0 > sh - 1) y0 = sh - 1;
-        size_t y1 = y0 + 1 < sh ? y0 + 1 : sh - 1;
-        float wy = (float)(fy - (double)y0);
+        size_t y0, y1;
+        float wy;
+        bilinear_tap(i, ry, sh, &y0, &y1, &wy);
         for (size_t j = 0; j < dw; j++) {
-            double fx = ((double)j + 0.5) * rx - 0.5;
-            if (fx < 0) fx = 0;
-            size_t x0 = (size_t)fx;
-            if (x0 > sw - 1) x0 = sw - 1;
-            size_t x1 = x0 + 1 < sw ? x0 + 1 : sw - 1;
-            float wx = (float)(fx - (double)x0);
+            size_t x0, x1;
+            float wx;
+            bilinear_tap(j, rx, sw, &x0, &x1, &wx);
             float top = src[y0 * sw + x0] * (1 - wx) + src[y0 * sw + x1] * wx;
             float bot = src[y1 * sw + x0] * (1 - wx) + src[y1 * sw + x1] * wx;
             dst[i * dw + j] = top * (1 - wy) + bot * wy;

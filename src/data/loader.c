@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../core/test_hooks.h"
 #include "data_impl.h"
 #include "kd_dist.h"
 
@@ -42,7 +43,9 @@ struct kd_loader {
     int stop;
 };
 
+#ifdef KD_TEST_HOOKS
 int kd_loader_fail_thread_start;
+#endif
 
 /* Lock, unlock and wait on a mutex and condition that init succeeded for cannot fail (POSIX
  * lists only misuse errors for them), so a failure is a bug in this file, not a user error. */
@@ -159,9 +162,10 @@ static kd_status loader_open(kd_loader **out, kd_dataset *ds, const size_t *orde
         }
         if (l->n_batches > 0) {
             /* The test hook stands in for a system out of threads. */
-            int rc = kd_loader_fail_thread_start ? EAGAIN
-                                                 : pthread_create(&l->thread, NULL, worker_main, l);
-            kd_loader_fail_thread_start = 0;
+            int rc = KD_HOOK_VALUE(kd_loader_fail_thread_start, 0)
+                         ? EAGAIN
+                         : pthread_create(&l->thread, NULL, worker_main, l);
+            KD_HOOK_RUN(kd_loader_fail_thread_start = 0);
             if (rc != 0) {
                 st = kd_err_set(err, KD_EIO, "cannot start the data loader thread");
                 goto cleanup;

@@ -86,6 +86,18 @@ cleanup:
     return st;
 }
 
+kd_status kd_data_name_classes(kd_data_mem *m, char *const *names, size_t k, kd_err *err) {
+    m->class_names = calloc(m->n_classes ? m->n_classes : 1, sizeof(char *));
+    if (!m->class_names) return kd_err_set(err, KD_EIO, "out of memory");
+    for (size_t c = 0; c < m->n_classes; c++) {
+        char buf[32];
+        snprintf(buf, sizeof buf, "%zu", c);
+        if (!(m->class_names[c] = strdup(c < k ? names[c] : buf)))
+            return kd_err_set(err, KD_EIO, "out of memory");
+    }
+    return KD_OK;
+}
+
 void kd_data_mem_free(kd_data_mem *m) {
     if (!m) return;
     free(m->u8);

@@ -35,9 +35,9 @@ int kd_export_dtype_parse(const char *s, kd_dtype *out) {
     return 0;
 }
 
-/* Weights that int8 quantises: those their layer declares so (the matrices of dense and conv2d
+/* Weights that int8 quantizes: those their layer declares so (the matrices of dense and conv2d
  * layers, [out, ...]); biases and normalisation tensors stay F32. */
-static int quantised_weight(const kd_model *m, const kd_tensor *t) {
+static int quantized_weight(const kd_model *m, const kd_tensor *t) {
     (void)m;
     return t->kind == KD_TENSOR_PARAM && t->quantise;
 }
@@ -77,7 +77,7 @@ kd_status kd_export_write(const char *path, const kd_model *m, kd_dtype dtype,
         /* A row-scaled codec takes the weight matrices ([out, ...]); the others every trainable
          * tensor. Running statistics stay F32: a small running variance loses most of its
          * digits in half precision, and they are a negligible share of the file. */
-        if (!(codec->row_scales ? quantised_weight(m, t) : t->kind == KD_TENSOR_PARAM)) continue;
+        if (!(codec->row_scales ? quantized_weight(m, t) : t->kind == KD_TENSOR_PARAM)) continue;
         size_t rows = codec->row_scales ? t->shape.d[0] : 1, cols = rows ? t->numel / rows : 0;
         void *q = malloc(t->numel ? t->numel * kd_dtype_size(codec->stored) : 1);
         float *s = codec->row_scales ? malloc(rows * sizeof *s) : NULL;
@@ -85,7 +85,7 @@ kd_status kd_export_write(const char *path, const kd_model *m, kd_dtype dtype,
         bufs[n_bufs++] = s;
         if (!q || (codec->row_scales && !s)) {
             st = kd_err_set(err, KD_EIO, "%s: out of memory %s %s", path,
-                            codec->row_scales ? "quantising" : "converting", t->name);
+                            codec->row_scales ? "quantizing" : "converting", t->name);
             goto cleanup;
         }
         codec->encode(t->data, rows, cols, q, s);

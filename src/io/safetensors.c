@@ -142,7 +142,7 @@ static int cmp_tensor_offset(const void *a, const void *b) {
     return strcmp(x->name, y->name);
 }
 
-static const char *shape_str(const kd_st_tensor *t, char *buf, size_t cap) {
+const char *kd_st_shape_str(const kd_st_tensor *t, char *buf, size_t cap) {
     size_t len = (size_t)snprintf(buf, cap, "[");
     for (int i = 0; i < t->rank && len < cap; i++)
         len += (size_t)snprintf(buf + len, cap - len, "%s%" PRIu64, i ? ", " : "", t->shape[i]);
@@ -205,7 +205,7 @@ static kd_status parse_tensor(const char *path, const char *name, const cJSON *e
         if (t->shape[k] == 0) overflow = 0, numel = 0;
     if (overflow || numel > UINT64_MAX / esize)
         return bad(err, path, name, "shape %s of %s overflows 64-bit byte counts",
-                   shape_str(t, sb, sizeof sb), dt->valuestring);
+                   kd_st_shape_str(t, sb, sizeof sb), dt->valuestring);
     t->numel = numel;
     nbytes = numel * esize;
 
@@ -225,7 +225,7 @@ static kd_status parse_tensor(const char *path, const char *name, const cJSON *e
         return bad(err, path, name,
                    "shape %s of %s needs %" PRIu64 " bytes but data_offsets [%" PRIu64 ", %" PRIu64
                    "] span %" PRIu64,
-                   shape_str(t, sb, sizeof sb), dt->valuestring, nbytes, t->begin, t->end,
+                   kd_st_shape_str(t, sb, sizeof sb), dt->valuestring, nbytes, t->begin, t->end,
                    t->end - t->begin);
     return KD_OK;
 }
@@ -257,13 +257,10 @@ static kd_status parse_metadata(kd_st_file *f, const cJSON *meta, kd_err *err) {
     return KD_OK;
 }
 
-/* Parses and validates the header and the data layout of the whole file in f->blob. */
-static kd_status parse_blob(kd_st_file *f, kd_err *err) {
+/* The header's bytes, before any JSON parser sees them: the 8-byte length within the cap and
+ * the file, valid UTF-8 without control bytes, an object, nested within the depth cap. */
+static kd_status check_header_bytes(kd_st_file *f, kd_err *err) {
     const char *path = f->path;
-    kd_status st = KD_OK;
-    char *hdr = NULL;
-    cJSON *root = NULL;
-    char **names = NULL;
     if (f->blob_size < 8)
         return bad(err, path, NULL,
                    "file is %zu bytes, shorter than the 8-byte header length of a safetensors file",
@@ -294,17 +291,20 @@ static kd_status parse_blob(kd_st_file *f, kd_err *err) {
     if (kd_json_depth_check((const char *)h, f->header_len, KD_JSON_MAX_DEPTH, &deep))
         return bad(err, path, NULL, "header JSON is nested deeper than %d levels (at file offset "
                    "%zu)", KD_JSON_MAX_DEPTH, deep + 8);
+    return KD_OK;
+}
 
-    hdr = malloc(f->header_len + 1);
-    if (!hdr) {
-        st = kd_err_set(err, KD_EIO, "%s: out of memory", path);
-        goto cleanup;
-    }
-    memcpy(hdr, h, f->header_len);
+/* The header parsed into *root: one JSON object, nothing but whitespace after it. */
+static kd_status parse_header_json(const kd_st_file *f, cJSON **root, kd_err *err) {
+    const char *path = f->path;
+    kd_status st = KD_OK;
+    char *hdr = malloc(f->header_len + 1);
+    if (!hdr) return kd_err_set(err, KD_EIO, "%s: out of memory", path);
+    memcpy(hdr, f->blob + 8, f->header_len);
     hdr[f->header_len] = '\0';
     const char *end = NULL;
-    root = cJSON_ParseWithLengthOpts(hdr, f->header_len, &end, 0);
-    if (!root) {
+    *root = cJSON_ParseWithLengthOpts(hdr, f->header_len, &end, 0);
+    if (!*root) {
         size_t at = end && end >= hdr ? (size_t)(end - hdr) : 0;
         st = bad(err, path, NULL, "header is not valid JSON (near file offset %zu)", at + 8);
         goto cleanup;
@@ -316,14 +316,20 @@ static kd_status parse_blob(kd_st_file *f, kd_err *err) {
                      (size_t)(p - hdr) + 8);
             goto cleanup;
         }
-    if (!cJSON_IsObject(root)) {
-        st = bad(err, path, NULL, "header must be a JSON object");
-        goto cleanup;
-    }
+    if (!cJSON_IsObject(*root)) st = bad(err, path, NULL, "header must be a JSON object");
+cleanup:
+    free(hdr);
+    return st;
+}
 
+/* The header's entries: every tensor into f->tensors (each entry validated), names unique, at
+ * most one "__metadata__", which goes to f's metadata. */
+static kd_status read_entries(kd_st_file *f, const cJSON *root, kd_err *err) {
+    const char *path = f->path;
+    kd_status st = KD_OK;
     size_t n_entries = (size_t)cJSON_GetArraySize(root);
     f->tensors = calloc(n_entries ? n_entries : 1, sizeof *f->tensors);
-    names = calloc(n_entries ? n_entries : 1, sizeof *names);
+    char **names = calloc(n_entries ? n_entries : 1, sizeof *names);
     if (!f->tensors || !names) {
         st = kd_err_set(err, KD_EIO, "%s: out of memory", path);
         goto cleanup;
@@ -351,57 +357,56 @@ static kd_status parse_blob(kd_st_file *f, kd_err *err) {
     }
     int oom;
     const char *dup = find_duplicate(names, f->n_tensors, err, &oom);
-    if (oom) {
-        st = KD_EIO;
-        goto cleanup;
-    }
-    if (dup) {
-        st = bad(err, path, dup, "name appears more than once in the header");
-        goto cleanup;
-    }
-    if (meta && (st = parse_metadata(f, meta, err)) != KD_OK) goto cleanup;
+    if (oom) st = KD_EIO;
+    else if (dup) st = bad(err, path, dup, "name appears more than once in the header");
+    else if (meta) st = parse_metadata(f, meta, err);
+cleanup:
+    free(names);
+    return st;
+}
 
-    /* Data layout: sorted by offset, the ranges must tile [0, total) exactly. */
+/* Data layout: sorted by offset, the ranges must tile [0, total) exactly, and the data end
+ * where the file does; then each tensor's data pointer is set. */
+static kd_status check_layout(kd_st_file *f, kd_err *err) {
+    const char *path = f->path;
     qsort(f->tensors, f->n_tensors, sizeof *f->tensors, cmp_tensor_offset);
     uint64_t pos = 0;
     for (size_t i = 0; i < f->n_tensors; i++) {
         const kd_st_tensor *t = &f->tensors[i];
-        if (t->begin < pos) {
-            st = bad(err, path, t->name,
-                     "data_offsets [%" PRIu64 ", %" PRIu64 "] overlap tensor %s, which ends at %" PRIu64,
-                     t->begin, t->end, f->tensors[i - 1].name, pos);
-            goto cleanup;
-        }
-        if (t->begin > pos) {
-            st = bad(err, path, t->name,
-                     "data_offsets [%" PRIu64 ", %" PRIu64 "] leave a hole: expected it to begin at %" PRIu64
-                     " (offsets must be contiguous from 0)",
-                     t->begin, t->end, pos);
-            goto cleanup;
-        }
+        if (t->begin < pos)
+            return bad(err, path, t->name,
+                       "data_offsets [%" PRIu64 ", %" PRIu64 "] overlap tensor %s, which ends at "
+                       "%" PRIu64, t->begin, t->end, f->tensors[i - 1].name, pos);
+        if (t->begin > pos)
+            return bad(err, path, t->name,
+                       "data_offsets [%" PRIu64 ", %" PRIu64 "] leave a hole: expected it to begin "
+                       "at %" PRIu64 " (offsets must be contiguous from 0)",
+                       t->begin, t->end, pos);
         pos = t->end;
     }
     uint64_t data_size = (uint64_t)(f->blob_size - 8 - f->header_len);
-    if (pos > data_size) {
-        st = bad(err, path, f->n_tensors ? f->tensors[f->n_tensors - 1].name : NULL,
-                 "file is truncated: the tensors need %" PRIu64 " data bytes but only %" PRIu64
-                 " follow the header (file size %zu, expected %" PRIu64 ")",
-                 pos, data_size, f->blob_size, 8 + (uint64_t)f->header_len + pos);
-        goto cleanup;
-    }
-    if (pos < data_size) {
-        st = bad(err, path, NULL,
-                 "%" PRIu64 " trailing bytes after the last tensor (file size %zu, expected %" PRIu64 ")",
-                 data_size - pos, f->blob_size, 8 + (uint64_t)f->header_len + pos);
-        goto cleanup;
-    }
+    if (pos > data_size)
+        return bad(err, path, f->n_tensors ? f->tensors[f->n_tensors - 1].name : NULL,
+                   "file is truncated: the tensors need %" PRIu64 " data bytes but only %" PRIu64
+                   " follow the header (file size %zu, expected %" PRIu64 ")",
+                   pos, data_size, f->blob_size, 8 + (uint64_t)f->header_len + pos);
+    if (pos < data_size)
+        return bad(err, path, NULL,
+                   "%" PRIu64 " trailing bytes after the last tensor (file size %zu, expected %"
+                   PRIu64 ")", data_size - pos, f->blob_size, 8 + (uint64_t)f->header_len + pos);
     const uint8_t *data = f->blob + 8 + f->header_len;
     for (size_t i = 0; i < f->n_tensors; i++) f->tensors[i].data = data + f->tensors[i].begin;
+    return KD_OK;
+}
 
-cleanup:
-    free(names);
+/* Parses and validates the header and the data layout of the whole file in f->blob. */
+static kd_status parse_blob(kd_st_file *f, kd_err *err) {
+    cJSON *root = NULL;
+    kd_status st = check_header_bytes(f, err);
+    if (!st) st = parse_header_json(f, &root, err);
+    if (!st) st = read_entries(f, root, err);
+    if (!st) st = check_layout(f, err);
     cJSON_Delete(root);
-    free(hdr);
     return st;
 }
 

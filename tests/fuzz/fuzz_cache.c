@@ -9,7 +9,7 @@
 
 #include <math.h>
 
-#include "../../src/teacher/cache_impl.h"
+#include "../../src/cache/cache_impl.h"
 
 /* An accepted cache is consistent: its size is what its meta implies, its rows are found where
  * the index says, every row reads back finite, and it matches its own meta. */

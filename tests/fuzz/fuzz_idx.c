@@ -3,6 +3,7 @@
  * the input is one IDX file; odd, the next byte is the length of a labels file that follows,
  * then the images file. */
 #include "fuzz_common.h"
+#include "../../src/core/test_hooks.h"
 #include "../../src/data/data_impl.h"
 
 static void check_idx(const kd_idx *x) {

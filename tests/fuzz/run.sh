@@ -25,7 +25,8 @@ for t in "${targets[@]}"; do
 done
 
 seeds=build-fuzz/corpus/seed
-bash tests/fuzz/make_corpus.sh "$seeds" ./distill "$bin/seed_images" || exit 1
+# The test build of distill: the seeds include a run interrupted by KD_TRAIN_STOP_AFTER_STEPS.
+bash tests/fuzz/make_corpus.sh "$seeds" build/hooks/distill "$bin/seed_images" || exit 1
 # The config dictionary: JSON syntax plus every key and string value of the shipped configs.
 dicts=build-fuzz/dict
 mkdir -p "$dicts"

@@ -29,7 +29,7 @@
  *   train.best_val        best validation accuracy so far (%.17g, exact round trip)
  *
  * Loading decodes every export dtype through the codecs of kd_dtype.h: any float dtype
- * (F32/F16/BF16) for parameters and buffers, and int8 quantised weights as `distill export
+ * (F32/F16/BF16) for parameters and buffers, and int8 quantized weights as `distill export
  * --dtype int8` writes them: "<name>" I8 with "<name>_scale" F32 of shape [out], symmetric per
  * output row (w[r][c] = q[r][c] * scale[r]).
  * num_batches_tracked may be any integer dtype. Every tensor the architecture expects must
@@ -193,14 +193,6 @@ cleanup:
 
 /* ---- loading ---------------------------------------------------------------------------- */
 
-static const char *st_shape_str(const kd_st_tensor *t, char *buf, size_t cap) {
-    size_t len = (size_t)snprintf(buf, cap, "[");
-    for (int i = 0; i < t->rank && len < cap; i++)
-        len += (size_t)snprintf(buf + len, cap - len, "%s%" PRIu64, i ? ", " : "", t->shape[i]);
-    if (len < cap) snprintf(buf + len, cap - len, "]");
-    return buf;
-}
-
 static const char *model_shape_str(const kd_tensor *t, char *buf, size_t cap) {
     if (t->kind == KD_TENSOR_COUNTER) return snprintf(buf, cap, "[]"), buf;
     return kd_shape_str(&t->shape, buf, cap);
@@ -226,7 +218,7 @@ static kd_status load_tensor(const kd_st_file *f, kd_tensor *t, kd_err *err) {
                           f->path, t->name, model_shape_str(t, a, sizeof a));
     if (!same_shape(t, s))
         return kd_err_set(err, KD_EINPUT, "%s: tensor %s: expected shape %s, found %s", f->path,
-                          t->name, model_shape_str(t, a, sizeof a), st_shape_str(s, b, sizeof b));
+                          t->name, model_shape_str(t, a, sizeof a), kd_st_shape_str(s, b, sizeof b));
     if (t->kind == KD_TENSOR_COUNTER) {
         if (is_float_dtype(s->dtype))
             return kd_err_set(err, KD_EINPUT, "%s: tensor %s: dtype %s, expected an integer (I64)",
@@ -252,7 +244,7 @@ static kd_status load_tensor(const kd_st_file *f, kd_tensor *t, kd_err *err) {
         if (sc->dtype != KD_DT_F32 || sc->rank != 1 || sc->shape[0] != rows)
             return kd_err_set(err, KD_EINPUT, "%s: tensor %s: expected F32 [%zu] (one scale per "
                               "output row), found %s %s", f->path, sname, rows,
-                              kd_dtype_name(sc->dtype), st_shape_str(sc, b, sizeof b));
+                              kd_dtype_name(sc->dtype), kd_st_shape_str(sc, b, sizeof b));
         for (size_t r = 0; r < rows; r++) {
             float scale;
             memcpy(&scale, sc->data + 4 * r, sizeof scale);
@@ -582,7 +574,7 @@ static kd_status train_state_from_file(const kd_st_file *f, kd_model *m, kd_trai
                 if (s) {
                     size_t len = strlen(err->msg);
                     snprintf(err->msg + len, sizeof err->msg - len, "%s",
-                             st_shape_str(s, b, sizeof b));
+                             kd_st_shape_str(s, b, sizeof b));
                 }
                 return st;
             }
