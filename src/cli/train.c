@@ -32,7 +32,10 @@ static const char usage[] =
     "  --epochs N           same as --set train.epochs=N\n"
     "  --seed N             same as --set train.seed=N\n"
     "  --threads N          same as --set train.threads=N (BLAS and own loops; 0 = all cores)\n"
-    "  --out DIR            run folder (overrides the config's output folder)\n"
+    "  --out DIR            run folder (overrides the config's output folder). A folder that\n"
+    "                       holds a run is never written over: train refuses (exit 2)\n"
+    "  --overwrite          start anew in a folder that holds a run: the old folder is moved\n"
+    "                       to DIR.1 (or the first free DIR.N), never deleted"
     "  --resume RUN         continue an interrupted run: RUN is a run folder (uses\n"
     "                       RUN/last.safetensors, and RUN/config.json when --config is not\n"
     "                       given) or a checkpoint file. The final weights are bitwise identical\n"
@@ -136,7 +139,7 @@ static int run(int argc, char **argv) {
     const char *overrides[MAX_OVERRIDES];
     char numbers[MAX_OVERRIDES][48];
     size_t n_over = 0, n_args;
-    int quiet = 0;
+    int quiet = 0, overwrite = 0;
     kd_config cfg;
     int cfg_loaded = 0, code = 0;
     char out_set[2 * KD_PATH_MAX + 32];
@@ -154,6 +157,7 @@ static int run(int argc, char **argv) {
         {.name = "--out", .kind = KD_OPT_STRING, .to.str = &out, .needs = "a folder"},
         {.name = "--resume", .kind = KD_OPT_STRING, .to.str = &resume_arg,
          .needs = "a run folder or checkpoint"},
+        {.name = "--overwrite", .kind = KD_OPT_FLAG, .to.flag = &overwrite},
         {.name = "--quiet", .short_name = 'q', .kind = KD_OPT_FLAG, .to.flag = &quiet},
     };
     const kd_cli_spec spec = {cli_opts, KD_CLI_N_OPTS(cli_opts), 0, usage};
@@ -174,6 +178,9 @@ static int run(int argc, char **argv) {
     /* The handler goes in before anything slow, so an early Ctrl-C is a clean stop too. */
     install_handlers();
 
+    if (resume_arg && overwrite)
+        return kd_cli_usage_error(argv[0], "--overwrite starts a run anew and --resume "
+                                  "continues one: give one of them");
     if (resume_arg) {
         if (is_dir(resume_arg)) {
             snprintf(resume_ckpt, sizeof resume_ckpt, "%s/last.safetensors", resume_arg);
@@ -246,6 +253,7 @@ static int run(int argc, char **argv) {
     opts.cfg = &cfg;
     opts.out_dir = NULL;
     opts.resume = resume_arg ? resume_ckpt : NULL;
+    opts.overwrite = overwrite;
     opts.stop = &g_stop;
     opts.progress = kd_cli_on_progress;
     opts.user = &pr;
