@@ -43,6 +43,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "io_impl.h"
 #include "kd_dtype.h"
 
 #define MAX_META 16
@@ -218,12 +219,18 @@ static int same_shape(const kd_tensor *t, const kd_st_tensor *s) {
 static int is_float_dtype(kd_dtype d) { return d == KD_DT_F32 || d == KD_DT_F16 || d == KD_DT_BF16; }
 
 /* Checks one expected tensor against the file and copies its values into the model. */
-static kd_status load_tensor(const kd_st_file *f, kd_tensor *t, kd_err *err) {
-    char a[96], b[96];
-    const kd_st_tensor *s = kd_st_find(f, t->name);
-    if (!s)
-        return kd_err_set(err, KD_EINPUT, "%s: tensor %s: missing (the architecture expects shape %s)",
-                          f->path, t->name, model_shape_str(t, a, sizeof a));
+static kd_status load_tensor(const kd_st_file *f, const char *prefix, kd_tensor *t,
+                             kd_err *err) {
+    char a[96], b[96], full[512];
+    snprintf(full, sizeof full, "%s%s", prefix, t->name);
+    const kd_st_tensor *s = kd_st_find(f, full);
+    if (!s) {
+        char found[700];
+        kd_ckpt_names_found(f, found, sizeof found);
+        return kd_err_set(err, KD_EINPUT, "%s: tensor %s: missing (the architecture expects "
+                          "shape %s); the file has: %s", f->path, full,
+                          model_shape_str(t, a, sizeof a), found);
+    }
     if (!same_shape(t, s))
         return kd_err_set(err, KD_EINPUT, "%s: tensor %s: expected shape %s, found %s", f->path,
                           t->name, model_shape_str(t, a, sizeof a), st_shape_str(s, b, sizeof b));
@@ -241,7 +248,7 @@ static kd_status load_tensor(const kd_st_file *f, kd_tensor *t, kd_err *err) {
     }
     if (c && t->kind == KD_TENSOR_PARAM && t->shape.rank >= 1) {
         char sname[80];
-        if (kd_codec_scale_name(t->name, sname, sizeof sname))
+        if (kd_codec_scale_name(full, sname, sizeof sname))
             return kd_err_set(err, KD_EINPUT, "%s: tensor %s: name too long", f->path, t->name);
         const kd_st_tensor *sc = kd_st_find(f, sname);
         size_t rows = t->shape.d[0];
@@ -270,9 +277,12 @@ static kd_status load_tensor(const kd_st_file *f, kd_tensor *t, kd_err *err) {
                       t->kind == KD_TENSOR_PARAM ? ", or I8 with a <name>_scale tensor" : "");
 }
 
-/* Is file tensor `name` one the model consumed (itself or a row-scaled weight's scales)? */
-static int expected_name(kd_model *m, const kd_st_file *f, const char *name) {
-    if (kd_model_tensor(m, name)) return 1;
+/* Is file tensor `name` one the model consumed (itself or a row-scaled weight's scales)?
+ * Every name carries prefix (the one stripped, or ""). */
+static int expected_name(kd_model *m, const kd_st_file *f, const char *prefix,
+                         const char *name) {
+    const size_t np = strlen(prefix);
+    if (kd_model_tensor(m, name + np)) return 1;
     size_t n = strlen(name), ns = strlen(KD_CODEC_SCALE_SUFFIX);
     if (n > ns && strcmp(name + n - ns, KD_CODEC_SCALE_SUFFIX) == 0) {
         char base[80];
@@ -281,7 +291,7 @@ static int expected_name(kd_model *m, const kd_st_file *f, const char *name) {
         base[n - ns] = '\0';
         const kd_st_tensor *w = kd_st_find(f, base);
         const kd_codec *c = w ? kd_codec_for(w->dtype) : NULL;
-        return c && c->row_scales && kd_model_tensor(m, base);
+        return c && c->row_scales && kd_model_tensor(m, base + np);
     }
     return 0;
 }
@@ -442,11 +452,18 @@ static kd_status model_from_file(const kd_st_file *f, const char *arch_json, int
         if (file_arch && (st = compare_arch(f, &fm, m, err)) != KD_OK) goto cleanup;
     }
 
+    /* A plain PyTorch state_dict of a wrapped module: its one common prefix is stripped. */
+    char prefix[128];
+    if (!file_arch && kd_ckpt_common_prefix(f, m, prefix, sizeof prefix))
+        kd_err_set(err, KD_OK, "note: %s: every tensor name starts with \"%s\"; loaded them "
+                   "without it (\"%s%s\" as \"%s\")", f->path, prefix, prefix,
+                   m->tensors[0].name, m->tensors[0].name);
     for (size_t i = 0; i < m->n_tensors; i++)
-        if ((st = load_tensor(f, &m->tensors[i], err)) != KD_OK) goto cleanup;
+        if ((st = load_tensor(f, prefix, &m->tensors[i], err)) != KD_OK) goto cleanup;
     for (size_t i = 0; i < f->n_tensors; i++) {
         const char *name = f->tensors[i].name;
-        if (allow_extra || is_train_state_name(name) || expected_name(m, f, name)) continue;
+        if (allow_extra || is_train_state_name(name) || expected_name(m, f, prefix, name))
+            continue;
         st = kd_err_set(err, KD_EINPUT,
                         "%s: tensor %s: not part of the architecture (%zu layers, %zu tensors "
                         "expected)", f->path, name, m->n_layers, m->n_tensors);

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "kd_filekind.h"
 #include "kd_strbuf.h"
 
 /* Tensor bytes are little-endian in the file and used in place: only little-endian hosts. */
@@ -264,12 +265,19 @@ static kd_status parse_blob(kd_st_file *f, kd_err *err) {
     char *hdr = NULL;
     cJSON *root = NULL;
     char **names = NULL;
+    uint64_t n = 0;
+    for (int i = 7; i >= 0 && f->blob_size >= 8; i--) n = (n << 8) | f->blob[i];
+    /* Not a safetensors start: name the file's kind when its first bytes say it (an ONNX
+     * model, a PyTorch archive, a CSV), instead of a "header length" made of its magic. */
+    if (f->blob_size <= 8 || n > KD_ST_MAX_HEADER || n > f->blob_size - 8 || f->blob[8] != '{') {
+        kd_file_kind k = kd_file_sniff(f->blob, f->blob_size);
+        if (k.what)
+            return bad(err, path, NULL, "not a safetensors file: this is %s; %s", k.what, k.hint);
+    }
     if (f->blob_size < 8)
         return bad(err, path, NULL,
                    "file is %zu bytes, shorter than the 8-byte header length of a safetensors file",
                    f->blob_size);
-    uint64_t n = 0;
-    for (int i = 7; i >= 0; i--) n = (n << 8) | f->blob[i];
     if (n > KD_ST_MAX_HEADER)
         return bad(err, path, NULL, "header length %" PRIu64 " exceeds the %u-byte limit", n,
                    KD_ST_MAX_HEADER);

@@ -113,8 +113,13 @@ kd_status kd_teacher_load(const kd_config *cfg, size_t i, const kd_shape *shape,
                           stat(tc->path, &sb) != 0 ? strerror(errno) : "not a file");
     if (tc->layers && !(arch = arch_with_input(shape, tc->layers)))
         return kd_err_set(err, KD_EIO, "out of memory");
+    kd_err_clear(err);
     st = kd_ckpt_load(tc->path, arch, 0, 0, m, &tpp, &has_pp, NULL, NULL, err);
     free(arch);
+    if (st == KD_OK && err->msg[0]) {  /* a note: the tensor-name prefix stripped */
+        snprintf(warning, warning_cap, "%s", err->msg);
+        kd_err_clear(err);
+    }
     if (st) {
         if (st == KD_EIO) err->code = st = KD_EINPUT;
         if (!strstr(err->msg, tc->path)) kd_err_prefix(err, "%s", name);
