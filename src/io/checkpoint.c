@@ -453,7 +453,7 @@ static kd_status model_from_file(const kd_st_file *f, const char *arch_json, int
     }
 
     /* A plain PyTorch state_dict of a wrapped module: its one common prefix is stripped. */
-    char prefix[128];
+    char prefix[128] = "";
     if (!file_arch && kd_ckpt_common_prefix(f, m, prefix, sizeof prefix))
         kd_err_set(err, KD_OK, "note: %s: every tensor name starts with \"%s\"; loaded them "
                    "without it (\"%s%s\" as \"%s\")", f->path, prefix, prefix,
