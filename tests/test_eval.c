@@ -423,3 +423,19 @@ KD_TEST(eval_report_svg_shows_the_measured_numbers) {
     CHECK_CONTAINS(text, "no labels");
     free(text);
 }
+
+/* 3 classes: every label is in the top 5, so the table has no top-5 row (top-1 stays). */
+KD_TEST(eval_table_has_no_top5_row_for_few_classes) {
+    const char *dir = kd_test_tmpdir();
+    char cmd[4096], tp[512];
+    static char out[16384];
+    write_idx_pair(dir, 0);
+    snprintf(tp, sizeof tp, "%s/teacher.safetensors", dir);
+    write_dense_model(tp, 4, 3, k_wt, k_b0);
+    snprintf(cmd, sizeof cmd, "%s eval --data %s/img.idx --labels %s/lab.idx %s",
+             kd_test_distill(), dir, dir, tp);
+    CHECK_EQ_INT(kd_test_run(cmd, out, sizeof out), 0);
+    CHECK_CONTAINS(out, "top-1 accuracy");
+    CHECK_CONTAINS(out, "75.00%");
+    CHECK(strstr(out, "top-5") == NULL);
+}

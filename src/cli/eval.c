@@ -38,6 +38,8 @@ static const char usage[] =
     "Data (one of):\n"
     "  --config FILE   the config's data.test (or the validation split, see --split)\n"
     "  --run DIR       the same, from a training run folder's DIR/config.json\n"
+    "  --set PATH=VALUE  override a value of that config, as train's --set (repeatable),\n"
+    "                  e.g. --set data.test.path=other.csv\n"
     "  --data FILE     an IDX images file (raw or .gz), with --labels FILE for its labels\n"
     "Each model sees its data with the preprocessing recorded in its checkpoint metadata, else\n"
     "the config's, else the defaults (u8 pixels scaled by 1/255).\n"
@@ -296,6 +298,10 @@ static void print_table(const kd_eval_data *d, const model_result *res, size_t n
         ROW("top-1 accuracy", snprintf(cell, sizeof cell, "%.2f%%", 100.0 * frac(r->met.top1, r->met.n)));
         ROW("  95% CI (Wilson)", kd_wilson95(r->met.top1, r->met.n, &lo, &hi);
             snprintf(cell, sizeof cell, "[%.2f, %.2f]", 100.0 * lo, 100.0 * hi));
+    }
+    /* With 5 classes or fewer every label is in the top 5: the row would say nothing. */
+    if (labelled && res[0].met.n_classes > 5) {
+        double lo, hi;
         ROW("top-5 accuracy", snprintf(cell, sizeof cell, "%.2f%%", 100.0 * frac(r->met.top5, r->met.n)));
         ROW("  95% CI (Wilson)", kd_wilson95(r->met.top5, r->met.n, &lo, &hi);
             snprintf(cell, sizeof cell, "[%.2f, %.2f]", 100.0 * lo, 100.0 * hi));
@@ -460,6 +466,8 @@ cleanup:
     return st;
 }
 
+#define MAX_SETS 64
+
 static int run(int argc, char **argv) {
     const char *config = NULL, *run_dir = NULL, *data = NULL, *labels = NULL, *split = NULL;
     const char *report = NULL, *ensemble = NULL;
@@ -468,8 +476,11 @@ static int run(int argc, char **argv) {
     long long threads = -1;
     eval_opts o = {0, 0, 0, 256};
     size_t n_models;
+    kd_cli_item set_items[MAX_SETS];
+    kd_cli_list sets = {set_items, 0, MAX_SETS};
     const kd_cli_opt cli_opts[] = {
         {.name = "--config", .kind = KD_OPT_STRING, .to.str = &config, .needs = "a file"},
+        {.name = "--set", .kind = KD_OPT_STRING, .list = &sets, .needs = "PATH=VALUE"},
         {.name = "--run", .kind = KD_OPT_STRING, .to.str = &run_dir, .needs = "a folder"},
         {.name = "--data", .kind = KD_OPT_STRING, .to.str = &data, .needs = "a file"},
         {.name = "--labels", .kind = KD_OPT_STRING, .to.str = &labels, .needs = "a file"},
@@ -495,7 +506,15 @@ static int run(int argc, char **argv) {
     else if (labels && !data) problem = "--labels goes with --data";
     else if (data && split && strcmp(split, "test"))
         problem = "--split validation needs --config or --run (explicit data is used whole)";
+    if (!problem && sets.n && !config && !run_dir) problem = "--set goes with --config or --run";
     if (problem) return kd_cli_usage_error(argv[0], "%s", problem);
+    const char *overrides[MAX_SETS];
+    for (size_t i = 0; i < sets.n; i++) {
+        if (!strchr(sets.items[i].value, '=') || sets.items[i].value[0] == '=')
+            return kd_cli_usage_error(argv[0], "--set %s: expected PATH=VALUE",
+                                      sets.items[i].value);
+        overrides[i] = sets.items[i].value;
+    }
     if (ensemble) {
         if (!(ens_copy = strdup(ensemble))) {
             fprintf(stderr, "distill: out of memory\n");
@@ -532,7 +551,7 @@ static int run(int argc, char **argv) {
         snprintf(cfg_path, sizeof cfg_path, "%s/config.json", run_dir);
         config = cfg_path;
     }
-    st = config ? kd_eval_data_from_config(&d, config, split, &err)
+    st = config ? kd_eval_data_from_config(&d, config, overrides, sets.n, split, &err)
                 : kd_eval_data_from_idx(&d, data, labels, &err);
     if (st) goto cleanup;
     kd_threads_set(threads >= 0 ? (int)threads : d.threads);

@@ -230,7 +230,7 @@ static int run(int argc, char **argv) {
         config = cfg_path;
     }
     if (config) {
-        st = kd_eval_data_from_config(&d, config, split, &err);
+        st = kd_eval_data_from_config(&d, config, NULL, 0, split, &err);
         if (st) goto cleanup;
         have_data = 1;
     }

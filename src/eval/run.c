@@ -21,12 +21,13 @@ void kd_eval_data_free(kd_eval_data *d) {
     d->n = 0;
 }
 
-kd_status kd_eval_data_from_config(kd_eval_data *d, const char *config_path, const char *split,
+kd_status kd_eval_data_from_config(kd_eval_data *d, const char *config_path,
+                                   const char *const *over, size_t n_over, const char *split,
                                    kd_err *err) {
     kd_config c;
     memset(d, 0, sizeof *d);
     memset(&c, 0, sizeof c);
-    kd_status st = kd_config_load(&c, config_path, NULL, 0, err);
+    kd_status st = kd_config_load(&c, config_path, over, n_over, err);
     if (st) return st;
     if (!split) split = "test";
     snprintf(d->split, sizeof d->split, "%s", split);
