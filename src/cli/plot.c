@@ -105,8 +105,8 @@ static int run(int argc, char **argv) {
     if (!st) st = kd_report_save(out, &svg, &err);
     if (st) goto cleanup;
     kd_cli_warn_if_any(&err);
-    printf("plot: wrote %s (%zu run%s, up to %zu epochs)\n", out, n_runs, n_runs == 1 ? "" : "s",
-           max_epochs);
+    printf("plot: wrote %s (%zu run%s, up to %zu epoch%s)\n", out, n_runs, n_runs == 1 ? "" : "s",
+           max_epochs, max_epochs == 1 ? "" : "s");
 cleanup:
     for (size_t k = 0; k < n_runs; k++) {
         if (names) free(names[k]);

@@ -40,7 +40,8 @@ static const char usage[] =
     "                       RUN/last.safetensors, and RUN/config.json when --config is not\n"
     "                       given) or a checkpoint file. The final weights are bitwise identical\n"
     "                       to an uninterrupted run with the same seed and thread count.\n"
-    "  --quiet              print only errors and the summary line\n"
+    "  --quiet              print only errors, one line per epoch and the summary line\n"
+    "  --verbose            also print the resolved config (always saved as config.json)\n"
     "  -h, --help           this help\n"
     "\n"
     "Ctrl-C finishes the current step, writes a resumable last.safetensors and exits 130.\n"
@@ -139,7 +140,7 @@ static int run(int argc, char **argv) {
     const char *overrides[MAX_OVERRIDES];
     char numbers[MAX_OVERRIDES][48];
     size_t n_over = 0, n_args;
-    int quiet = 0, overwrite = 0;
+    int quiet = 0, overwrite = 0, verbose = 0;
     kd_config cfg;
     int cfg_loaded = 0, code = 0;
     char out_set[2 * KD_PATH_MAX + 32];
@@ -151,7 +152,7 @@ static int run(int argc, char **argv) {
     const kd_cli_opt cli_opts[] = {
         {.name = "--config", .kind = KD_OPT_STRING, .to.str = &config, .needs = "a file"},
         {.name = "--set", .kind = KD_OPT_STRING, .list = &given, .needs = "PATH=VALUE"},
-        {.name = "--epochs", .kind = KD_OPT_INT, .list = &given, .min = 0, .max = LLONG_MAX},
+        {.name = "--epochs", .kind = KD_OPT_INT, .list = &given, .min = 1, .max = 1000000},
         {.name = "--seed", .kind = KD_OPT_INT, .list = &given, .min = 0, .max = LLONG_MAX},
         KD_CLI_OPT_THREADS(NULL, &given),
         {.name = "--out", .kind = KD_OPT_STRING, .to.str = &out, .needs = "a folder"},
@@ -159,6 +160,7 @@ static int run(int argc, char **argv) {
          .needs = "a run folder or checkpoint"},
         {.name = "--overwrite", .kind = KD_OPT_FLAG, .to.flag = &overwrite},
         {.name = "--quiet", .short_name = 'q', .kind = KD_OPT_FLAG, .to.flag = &quiet},
+        {.name = "--verbose", .short_name = 'v', .kind = KD_OPT_FLAG, .to.flag = &verbose},
     };
     const kd_cli_spec spec = {cli_opts, KD_CLI_N_OPTS(cli_opts), 0, usage};
     int rc = kd_cli_parse(&spec, argc, argv, &n_args);
@@ -241,9 +243,13 @@ static int run(int argc, char **argv) {
     char formula[256];
     kd_train_loss_formula(&cfg, formula, sizeof formula);
     if (!pr.quiet) {
-        char *json = kd_config_to_json(&cfg);
         printf("distill train: config %s, run folder %s\n", config, cfg.out_dir);
-        if (json) printf("%s\n", json);
+        /* The resolved config is long (60 lines for a CNN): its path, or all of it asked. */
+        char *json = verbose ? kd_config_to_json(&cfg) : NULL;
+        if (json)
+            printf("%s\n", json);
+        else
+            printf("resolved config: %s/config.json (--verbose prints it)\n", cfg.out_dir);
         free(json);
         printf("%s\n", formula);
         fflush(stdout);
@@ -268,9 +274,10 @@ static int run(int argc, char **argv) {
         code = EXIT_INTERRUPTED;
         if (rank != 0) goto cleanup;
         fprintf(stderr,
-                "distill: interrupted after %zu epochs, step %llu; resumable checkpoint %s\n"
+                "distill: interrupted after %zu epoch%s, step %llu; resumable checkpoint %s\n"
                 "resume with: distill train --resume %s\n",
-                res.epochs_done, (unsigned long long)res.steps, res.last_path, res.out_dir);
+                res.epochs_done, res.epochs_done == 1 ? "" : "s", (unsigned long long)res.steps,
+                res.last_path, res.out_dir);
         code = EXIT_INTERRUPTED;
         goto cleanup;
     }
