@@ -184,7 +184,8 @@ kd_status kd_run_load_teachers(kd_run *t, kd_err *err) {
     kd_model *models[KD_MAX_TEACHERS];
     float w[KD_MAX_TEACHERS];
     for (size_t i = 0; i < cfg->n_teachers; i++) {
-        kd_status st = kd_teacher_load(cfg, i, &info->shape, info->n_classes, t->pp, t->C,
+        kd_status st = kd_teacher_load(cfg, i, &info->shape, info->n_classes, t->class_names,
+                                       t->n_class_names, t->pp, t->C,
                                        &t->teachers[i], warning, sizeof warning, err);
         t->n_teachers = i + 1;  /* freed by kd_run_free, also after a failed load */
         if (st) return st;
