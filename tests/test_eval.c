@@ -424,7 +424,8 @@ KD_TEST(eval_report_svg_shows_the_measured_numbers) {
     free(text);
 }
 
-/* 3 classes: every label is in the top 5, so the table has no top-5 row (top-1 stays). */
+/* 3 classes: every label is in the top 5, so the table has no top-5 row (top-1 stays); a
+ * model with more outputs than the data's classes is refused. */
 KD_TEST(eval_table_has_no_top5_row_for_few_classes) {
     const char *dir = kd_test_tmpdir();
     char cmd[4096], tp[512];
@@ -438,4 +439,13 @@ KD_TEST(eval_table_has_no_top5_row_for_few_classes) {
     CHECK_CONTAINS(out, "top-1 accuracy");
     CHECK_CONTAINS(out, "75.00%");
     CHECK(strstr(out, "top-5") == NULL);
+    /* A 4-output model on this 3-class data: refused, naming both counts. */
+    static const float w4[16], b4[4];
+    snprintf(tp, sizeof tp, "%s/four.safetensors", dir);
+    write_dense_model(tp, 4, 4, w4, b4);
+    snprintf(cmd, sizeof cmd, "%s eval --data %s/img.idx --labels %s/lab.idx %s",
+             kd_test_distill(), dir, dir, tp);
+    CHECK_EQ_INT(kd_test_run(cmd, out, sizeof out), 3);
+    CHECK_CONTAINS(out, "model has 4 classes but the data");
+    CHECK_CONTAINS(out, "has 3 (labels 0 to 2)");
 }
