@@ -134,13 +134,16 @@ static kd_status forward_model(eval_ctx *e, const char *path, size_t batch, kd_m
     } else {
         kd_free_strings(names, n_cls_names);
     }
-    if (!has_pp) pp = d->pp;
+    if (!has_pp) pp = d->pp;  /* borrowed; a checkpoint's own is freed below */
     if (!kd_preprocess_same(&pp, &e->ds_pp)) {
         kd_dataset_close(e->ds);
         e->ds = NULL;
-        if ((st = kd_eval_data_open(d, &pp, &e->ds, err))) return st;
-        e->ds_pp = pp;
+        kd_preprocess_free(&e->ds_pp);
+        if (!(st = kd_eval_data_open(d, &pp, &e->ds, err)))
+            st = kd_preprocess_copy(&e->ds_pp, &pp, err);
     }
+    if (has_pp) kd_preprocess_free(&pp);
+    if (st) return st;
     if ((st = kd_eval_check_fit(m, path, kd_dataset_info(e->ds), d->src.path, err))) return st;
     if (!e->C0) e->C0 = m->n_classes, e->first = path;
     if (m->n_classes != e->C0)
@@ -208,12 +211,20 @@ cleanup:
 static kd_status evaluate(kd_eval_data *d, char **paths, size_t n_models, char **members,
                           size_t n_members, const eval_opts *o, model_result *res,
                           char ***class_names, size_t *n_names, kd_err *err) {
-    eval_ctx e = {d, NULL, d->pp, {0}, NULL, 0, NULL, class_names, n_names};
+    eval_ctx e;
+    memset(&e, 0, sizeof e);
+    e.d = d;
+    e.class_names = class_names;
+    e.n_names = n_names;
     float *ref = NULL, *logits = NULL;
     kd_model m;
     memset(&m, 0, sizeof m);
-    kd_status st = kd_eval_data_open(d, &d->pp, &e.ds, err);
-    if (st) return st;
+    kd_status st = kd_preprocess_copy(&e.ds_pp, &d->pp, err);
+    if (!st) st = kd_eval_data_open(d, &d->pp, &e.ds, err);
+    if (st) {
+        kd_preprocess_free(&e.ds_pp);
+        return st;
+    }
     e.data_shape = kd_dataset_info(e.ds)->shape;
     if (!(e.labels = malloc((d->n ? d->n : 1) * sizeof *e.labels))) {
         st = kd_err_set(err, KD_EIO, "out of memory");
@@ -252,6 +263,7 @@ static kd_status evaluate(kd_eval_data *d, char **paths, size_t n_models, char *
 cleanup:
     kd_model_free(&m);
     kd_dataset_close(e.ds);
+    kd_preprocess_free(&e.ds_pp);
     free(ref);
     free(logits);
     free(e.labels);

@@ -238,6 +238,7 @@ static int run(int argc, char **argv) {
             goto cleanup;
         }
         kd_free_strings(classes, n_classes);
+        kd_preprocess_free(&pp);
         has_model = 1;
     }
     if (json) {

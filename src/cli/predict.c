@@ -248,12 +248,21 @@ static kd_status predict_dataset(predictor *pr, const predict_opts *o, const cha
     if (kind == IN_IDX && o->labels) snprintf(src.labels_path, sizeof src.labels_path, "%s", o->labels);
     if (kind == IN_CSV) snprintf(src.label_column, sizeof src.label_column, "none");
     size_t numel = kd_shape_numel(&pr->m.input);
-    st = kd_dataset_open(&ds, &src, &pr->pp, err);
+    /* Per-feature statistics fit only once the label column is known: the first open looks
+     * at the shape without them. */
+    kd_preprocess probe = pr->pp;
+    probe.n_features = 0;
+    probe.feat = NULL;
+    st = kd_dataset_open(&ds, &src, &probe, err);
+    int reopen = !st && pr->pp.n_features;
     if (!st && kind == IN_CSV && kd_shape_numel(&kd_dataset_info(ds)->shape) == numel + 1) {
         /* One column more than the model takes: the last one is the label. */
+        src.label_column[0] = '\0';
+        reopen = 1;
+    }
+    if (reopen) {
         kd_dataset_close(ds);
         ds = NULL;
-        src.label_column[0] = '\0';
         st = kd_dataset_open(&ds, &src, &pr->pp, err);
     }
     if (st) goto cleanup;
@@ -428,6 +437,7 @@ cleanup:
     free(pr.probs);
     free(pr.rank);
     kd_free_strings(pr.names, pr.n_names);
+    if (pr.has_pp) kd_preprocess_free(&pr.pp);
     kd_model_free(&pr.m);
     return st ? kd_cli_fail(&err) : 0;
 }

@@ -196,6 +196,16 @@ static kd_status parse_std(kd_cfg_sec *s, const kd_cfg_key *k, const cJSON *v) {
     return KD_OK;
 }
 
+/* standardize computes a mean and std per feature: given ones would be overwritten. */
+static kd_status parse_standardize(kd_cfg_sec *s, const kd_cfg_key *k, const cJSON *v) {
+    const kd_preprocess *pp = (const kd_preprocess *)s->base;
+    kd_status st = kd_cfg_parse_value(s, k, v);
+    if (!st && pp->standardize && (pp->n_channels || pp->n_features))
+        return kd_cfg_fail_key(s, k, "true computes a mean and std per feature from the "
+                               "training data: give it or mean/std, not both");
+    return st;
+}
+
 /* The hold-out: a fraction of the training samples, or (a whole number >= 1) a count. */
 static kd_status parse_validation_split(kd_cfg_sec *s, const kd_cfg_key *k, const cJSON *v) {
     kd_config *c = s->p->c;
@@ -564,6 +574,7 @@ static const kd_cfg_key preprocess_keys[] = {
     {"std", CFG_FLOATS, .off = PP(std), .cap = KD_MAX_CHANNELS,
      .count = OFF1(kd_preprocess, n_channels), .range = &R_POS, .parse = parse_std},
     {"flatten", CFG_BOOL, .off = PP(flatten)},
+    {"standardize", CFG_BOOL, .off = PP(standardize), .parse = parse_standardize},
 };
 static const kd_cfg_section preprocess_section = SECTION(preprocess_keys, preprocess_init, 0);
 

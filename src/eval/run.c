@@ -16,6 +16,7 @@ void kd_eval_data_free(kd_eval_data *d) {
     free(d->layers_json);
     free(d->teacher_layers_json);
     free(d->order);
+    kd_preprocess_free(&d->pp);
     d->layers_json = d->teacher_layers_json = NULL;
     d->order = NULL;
     d->n = 0;
@@ -32,7 +33,7 @@ kd_status kd_eval_data_from_config(kd_eval_data *d, const char *config_path,
     if (!split) split = "test";
     snprintf(d->split, sizeof d->split, "%s", split);
     d->has_config = 1;
-    d->pp = c.pp;
+    if ((st = kd_preprocess_copy(&d->pp, &c.pp, err))) goto cleanup;
     d->threads = c.threads;
     d->has_input = c.has_input;
     d->input = c.input;

@@ -58,25 +58,6 @@ static int is_train_state_name(const char *name) {
     return strncmp(name, "optim.", 6) == 0 || strncmp(name, "train.", 6) == 0;
 }
 
-static char *preprocess_json(const kd_preprocess *pp) {
-    char *out = NULL;
-    cJSON *o = cJSON_CreateObject();
-    if (!o) return NULL;
-    cJSON *mean = cJSON_AddArrayToObject(o, "mean"), *std = cJSON_AddArrayToObject(o, "std");
-    if (!cJSON_AddNumberToObject(o, "scale", kd_float_shortest(pp->scale)) || !mean || !std ||
-        !cJSON_AddBoolToObject(o, "flatten", pp->flatten != 0))
-        goto cleanup;
-    for (int c = 0; c < pp->n_channels && c < KD_MAX_CHANNELS; c++) {
-        if (!cJSON_AddItemToArray(mean, cJSON_CreateNumber(kd_float_shortest(pp->mean[c]))) ||
-            !cJSON_AddItemToArray(std, cJSON_CreateNumber(kd_float_shortest(pp->std[c]))))
-            goto cleanup;
-    }
-    out = cJSON_PrintUnformatted(o);
-cleanup:
-    cJSON_Delete(o);
-    return out;
-}
-
 static char *classes_json(char **names, size_t n) {
     cJSON *a = cJSON_CreateArray();
     char *out = NULL;
@@ -160,7 +141,7 @@ kd_status kd_ckpt_save(const char *path, const kd_model *m, const kd_ckpt_meta *
         mk[n_meta] = "classes", mv[n_meta++] = classes;
     }
     if (meta && meta->pp) {
-        if (!(pp = preprocess_json(meta->pp))) {
+        if (!(pp = kd_ckpt_preprocess_json(meta->pp))) {
             st = kd_err_set(err, KD_EIO, "%s: out of memory", path);
             goto cleanup;
         }
@@ -340,45 +321,6 @@ cleanup:
     return st;
 }
 
-static kd_status parse_preprocess(const kd_st_file *f, const char *text, kd_preprocess *pp,
-                                  kd_err *err) {
-    kd_status st = KD_OK;
-    memset(pp, 0, sizeof *pp);
-    cJSON *o = cJSON_Parse(text);
-    const cJSON *scale = cJSON_GetObjectItemCaseSensitive(o, "scale");
-    const cJSON *mean = cJSON_GetObjectItemCaseSensitive(o, "mean");
-    const cJSON *sd = cJSON_GetObjectItemCaseSensitive(o, "std");
-    const cJSON *flat = cJSON_GetObjectItemCaseSensitive(o, "flatten");
-    int n = cJSON_GetArraySize(mean);
-    if (!cJSON_IsObject(o) || !cJSON_IsNumber(scale) || !isfinite(scale->valuedouble) ||
-        !cJSON_IsArray(mean) || !cJSON_IsArray(sd) || cJSON_GetArraySize(sd) != n ||
-        n > KD_MAX_CHANNELS || (flat && !cJSON_IsBool(flat))) {
-        st = kd_err_set(err, KD_EINPUT,
-                        "%s: metadata preprocess: expected {\"scale\": number, \"mean\": [up to %d "
-                        "numbers], \"std\": [as many], \"flatten\": bool}, got %.200s",
-                        f->path, KD_MAX_CHANNELS, text);
-        goto cleanup;
-    }
-    pp->scale = (float)scale->valuedouble;
-    pp->n_channels = n;
-    pp->flatten = cJSON_IsTrue(flat);
-    for (int c = 0; c < n; c++) {
-        const cJSON *mc = cJSON_GetArrayItem(mean, c), *sc = cJSON_GetArrayItem(sd, c);
-        if (!cJSON_IsNumber(mc) || !cJSON_IsNumber(sc) || !(sc->valuedouble > 0) ||
-            !isfinite(mc->valuedouble) || !isfinite(sc->valuedouble)) {
-            st = kd_err_set(err, KD_EINPUT,
-                            "%s: metadata preprocess: channel %d needs a finite mean and a std > 0",
-                            f->path, c);
-            goto cleanup;
-        }
-        pp->mean[c] = (float)mc->valuedouble;
-        pp->std[c] = (float)sc->valuedouble;
-    }
-cleanup:
-    cJSON_Delete(o);
-    return st;
-}
-
 static kd_status parse_classes(const kd_st_file *f, const char *text, char ***out, size_t *n_out,
                                kd_err *err) {
     kd_status st = KD_OK;
@@ -482,8 +424,10 @@ kd_status kd_ckpt_load(const char *path, const char *arch_json, int with_grads, 
     char **classes = NULL;
     size_t n_classes = 0;
     kd_preprocess pp;
+    const char *pp_text = NULL;
     memset(m, 0, sizeof *m);
     if (has_pp) *has_pp = 0;
+    if (out_pp) memset(out_pp, 0, sizeof *out_pp);
     if (out_classes) *out_classes = NULL;
     if (out_n_classes) *out_n_classes = 0;
 
@@ -491,9 +435,9 @@ kd_status kd_ckpt_load(const char *path, const char *arch_json, int with_grads, 
     if ((st = model_from_file(&f, arch_json, with_grads, allow_extra, m, err)) != KD_OK)
         goto cleanup;
 
-    const char *pp_text = kd_st_meta(&f, "preprocess");
+    pp_text = kd_st_meta(&f, "preprocess");
     if (pp_text && out_pp) {
-        if ((st = parse_preprocess(&f, pp_text, &pp, err)) != KD_OK) goto cleanup;
+        if ((st = kd_ckpt_parse_preprocess(f.path, pp_text, &pp, err)) != KD_OK) goto cleanup;
         *out_pp = pp;
         if (has_pp) *has_pp = 1;
     }
@@ -508,6 +452,7 @@ cleanup:
     if (st != KD_OK) {
         kd_model_free(m);
         if (has_pp) *has_pp = 0;
+        if (pp_text && out_pp) kd_preprocess_free(out_pp);
     }
     kd_free_strings(classes, n_classes);
     kd_st_free(&f);

@@ -4,6 +4,7 @@
 #ifndef KD_IO_IMPL_H
 #define KD_IO_IMPL_H
 
+#include "kd_data.h"
 #include "kd_nn.h"
 #include "kd_safetensors.h"
 
@@ -13,5 +14,12 @@
 int kd_ckpt_common_prefix(const kd_st_file *f, const kd_model *m, char *out, size_t cap);
 /* "a, b, c, ... (N in all)": the first names of f's tensors, for a missing-tensor message. */
 void kd_ckpt_names_found(const kd_st_file *f, char *out, size_t cap);
+
+/* The checkpoint's "preprocess" metadata (ckpt_preprocess.c): written (malloc'd JSON, NULL
+ * when out of memory) and read back (pp owns its per-feature statistics: kd_preprocess_free).
+ * A malformed one is KD_EINPUT naming path. */
+char *kd_ckpt_preprocess_json(const kd_preprocess *pp);
+kd_status kd_ckpt_parse_preprocess(const char *path, const char *text, kd_preprocess *pp,
+                                   kd_err *err);
 
 #endif

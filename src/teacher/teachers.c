@@ -191,6 +191,8 @@ kd_status kd_teacher_load(const kd_config *cfg, size_t i, const kd_shape *shape,
         if (!strstr(err->msg, tc->path)) kd_err_prefix(err, "%s", name);
         return st;
     }
+    const int pp_differs = has_pp && !kd_preprocess_same(&tpp, pp);
+    kd_preprocess_free(&tpp);  /* its scale and channel count stay for the message */
     if (kd_shape_numel(&m->input) != kd_shape_numel(shape))
         return kd_err_set(err, KD_EINPUT, "%s expects inputs of shape %s but the data gives %s",
                           name, kd_shape_str(&m->input, a, sizeof a), kd_shape_str(shape, b, sizeof b));
@@ -203,10 +205,11 @@ kd_status kd_teacher_load(const kd_config *cfg, size_t i, const kd_shape *shape,
         return kd_err_set(err, KD_EINPUT, "%s gives %zu classes but the model being trained "
                           "(model.layers) gives %zu", name, m->n_classes, n_classes);
     size_t used = strlen(warning);
-    if (has_pp && !kd_preprocess_same(&tpp, pp))
+    if (pp_differs)
         snprintf(warning + used, warning_cap - used, "%s"
                  "WARNING: %s was trained with different preprocessing (scale %g, %d normalised "
-                 "channels) than this run (scale %g, %d): its soft targets may be poor",
+                 "channels) than this run (scale %g, %d; or other per-feature statistics): its "
+                 "soft targets may be poor",
                  used ? "\n" : "", name, (double)tpp.scale, tpp.n_channels, (double)pp->scale, pp->n_channels);
     return KD_OK;
 }
