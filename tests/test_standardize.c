@@ -260,3 +260,58 @@ KD_TEST(standardize_scaled_csv_matches_prestandardized_and_exports_take_raw_rows
                      kd_test_distill(), cfg[0], dir), 2);
     CHECK_CONTAINS(g_out, "data.preprocess.standardize: true computes a mean and std per feature");
 }
+
+/* mean/std with one value per feature in the config: the statistics standardize recorded,
+ * given back by hand, train the same weights bit for bit; a count that is neither the
+ * channels' nor the features' is refused naming both. */
+KD_TEST(standardize_per_feature_mean_std_in_config) {
+    const char *dir = kd_test_tmpdir();
+    static float x[600 * D];
+    static int y[600];
+    double centers[K][D];
+    uint64_t s = 12345;
+    char path[1200], cfg[1200], arrays[2][D * 20 + 16], a[1300], b[1300];
+    for (int k = 0; k < K; k++)
+        for (int j = 0; j < D; j++) centers[k][j] = normal(&s);
+    make_rows(&s, centers, x, y, 600);
+    snprintf(path, sizeof path, "%s/train.csv", dir);
+    snprintf(cfg, sizeof cfg, "%s/c.json", dir);
+    CHECK(write_csv(path, x, y, 600, NULL, NULL) == 0 && write_config(cfg, path, path) == 0);
+    CHECK_EQ_INT(run("'%s' train --config %s --out %s/s --quiet --epochs 2 --set "
+                     "data.preprocess.standardize=true", kd_test_distill(), cfg, dir), 0);
+    kd_model m;
+    kd_preprocess pp;
+    int has_pp = 0;
+    kd_err err;
+    snprintf(a, sizeof a, "%s/s/last.safetensors", dir);
+    CHECK_EQ_INT(kd_ckpt_load(a, NULL, 0, 1, &m, &pp, &has_pp, NULL, NULL, &err), KD_OK);
+    CHECK(has_pp && pp.n_features == D);
+    if (!has_pp || pp.n_features != D) return;
+    for (int h = 0; h < 2; h++) {
+        size_t used = (size_t)snprintf(arrays[h], sizeof arrays[h], "[");
+        for (int j = 0; j < D; j++)
+            used += (size_t)snprintf(arrays[h] + used, sizeof arrays[h] - used, "%s%.9g",
+                                     j ? "," : "", (double)pp.feat[h * D + j]);
+        snprintf(arrays[h] + used, sizeof arrays[h] - used, "]");
+    }
+    kd_preprocess_free(&pp);
+    kd_model_free(&m);
+    CHECK_EQ_INT(run("'%s' train --config %s --out %s/g --quiet --epochs 2 --set "
+                     "'data.preprocess.mean=%s' --set 'data.preprocess.std=%s'",
+                     kd_test_distill(), cfg, dir, arrays[0], arrays[1]), 0);
+    snprintf(b, sizeof b, "%s/g/last.safetensors", dir);
+    CHECK(kd_test_same_tensors(a, b));
+    /* The resolved config holds the 20 values and loads back. */
+    CHECK_EQ_INT(run("'%s' train --config %s/g/config.json --out %s/g2 --quiet --epochs 2",
+                     kd_test_distill(), dir, dir), 0);
+    snprintf(b, sizeof b, "%s/g2/last.safetensors", dir);
+    CHECK(kd_test_same_tensors(a, b));
+    /* 7 values: neither 1, the 1 channel, nor the 20 features. */
+    CHECK_EQ_INT(run("'%s' train --config %s --out %s/bad --set 'data.preprocess.mean=[1,2,3,4,5,6,7]' "
+                     "--set 'data.preprocess.std=[1,1,1,1,1,1,1]'", kd_test_distill(), cfg, dir), 2);
+    CHECK_CONTAINS(g_out, "7 values given");
+    CHECK_CONTAINS(g_out, "one per channel: 1, or one per feature: 20");
+    CHECK_EQ_INT(run("'%s' train --config %s --out %s/bad --set 'data.preprocess.mean=[1,2,3,4,5,6,7]' "
+                     "--set 'data.preprocess.std=[1,1]'", kd_test_distill(), cfg, dir), 2);
+    CHECK_CONTAINS(g_out, "data.preprocess.std: has 2 values but mean has 7");
+}

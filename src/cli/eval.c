@@ -145,6 +145,13 @@ static kd_status forward_model(eval_ctx *e, const char *path, size_t batch, kd_m
     if (has_pp) kd_preprocess_free(&pp);
     if (st) return st;
     if ((st = kd_eval_check_fit(m, path, kd_dataset_info(e->ds), d->src.path, err))) return st;
+    /* Scoring a model with more outputs than the data's classes compares different tasks
+     * (predict, which only shows labels, accepts it). */
+    const kd_data_info *di = kd_dataset_info(e->ds);
+    if (di->has_labels && di->n_classes && m->n_classes > di->n_classes)
+        return kd_err_set(err, KD_EINPUT, "%s: model has %zu classes but the data %s has %zu "
+                          "(labels 0 to %zu)", path, m->n_classes, d->src.path, di->n_classes,
+                          di->n_classes - 1);
     if (!e->C0) e->C0 = m->n_classes, e->first = path;
     if (m->n_classes != e->C0)
         return kd_err_set(err, KD_EINPUT, "%s: model has %zu classes but the first model %s has %zu",

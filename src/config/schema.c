@@ -179,12 +179,15 @@ static int write_scale(const kd_cfg_out *o, const kd_cfg_key *k, cJSON **item) {
     return *item ? 0 : -1;
 }
 
-/* std comes after mean: both or neither, with one value per channel each. */
+/* std comes after mean: both or neither, with one value per channel each (or per feature:
+ * preprocess.c). */
 static kd_status parse_std(kd_cfg_sec *s, const kd_cfg_key *k, const cJSON *v) {
     kd_preprocess *pp = (kd_preprocess *)s->base;
     char mean_path[KD_CFG_JPATH_MAX];
-    int n_mean = pp->n_channels, n_std = 0;
-    kd_status st = kd_cfg_get_floats(s, k, v, &n_std);
+    int n_mean = pp->n_channels, n_std = 0, per_feature = 0;
+    kd_status st = kd_cfg_pp_features(s, k, v, &per_feature);
+    if (per_feature) return st;
+    st = kd_cfg_get_floats(s, k, v, &n_std);
     if (st) return st;
     if (n_mean && !n_std) return kd_cfg_fail_key(s, k, "missing (required with mean)");
     if (n_std && !n_mean)
@@ -570,11 +573,14 @@ static const kd_cfg_section source_section = SECTION(source_keys, source_init, 0
 static const kd_cfg_key preprocess_keys[] = {
     {"scale", CFG_CUSTOM, .off = PP(scale), .parse = parse_scale, .write = write_scale},
     {"mean", CFG_FLOATS, .off = PP(mean), .cap = KD_MAX_CHANNELS,
-     .count = OFF1(kd_preprocess, n_channels), .range = &R_ANY},
+     .count = OFF1(kd_preprocess, n_channels), .range = &R_ANY, .parse = kd_cfg_parse_pp_mean,
+     .write = kd_cfg_write_pp_values},
     {"std", CFG_FLOATS, .off = PP(std), .cap = KD_MAX_CHANNELS,
-     .count = OFF1(kd_preprocess, n_channels), .range = &R_POS, .parse = parse_std},
+     .count = OFF1(kd_preprocess, n_channels), .range = &R_POS, .parse = parse_std,
+     .write = kd_cfg_write_pp_values},
     {"flatten", CFG_BOOL, .off = PP(flatten)},
-    {"standardize", CFG_BOOL, .off = PP(standardize), .parse = parse_standardize},
+    {"standardize", CFG_BOOL, .off = PP(standardize), .flags = CFG_NONZERO,
+     .parse = parse_standardize},
 };
 static const kd_cfg_section preprocess_section = SECTION(preprocess_keys, preprocess_init, 0);
 

@@ -76,8 +76,10 @@ static int cmp_size(const void *a, const void *b) {
 static kd_status resolve_features(kd_dataset *ds, kd_err *err) {
     const kd_preprocess *q = &ds->pp;
     if (q->n_features != ds->numel)
-        return kd_err_set(err, KD_EUSAGE, "preprocess: %zu per-feature statistics, but a sample "
-                          "has %zu values", q->n_features, ds->numel);
+        return kd_err_set(err, KD_EUSAGE, "preprocess.mean/std: %zu values given, but the data "
+                          "has %zu channel%s and %zu values per sample (give 1 value, one per "
+                          "channel: %zu, or one per feature: %zu)", q->n_features, ds->C,
+                          ds->C == 1 ? "" : "s", ds->numel, ds->C, ds->numel);
     free(ds->fmul);
     free(ds->fadd);
     ds->fmul = malloc(ds->numel * sizeof *ds->fmul);

@@ -195,13 +195,12 @@ kd_status kd_eval_check_fit(const kd_model *m, const char *model_path, const kd_
         return kd_err_set(err, KD_EINPUT,
                           "%s: model input shape %s does not fit the data %s (samples of shape %s)",
                           model_path, ms, data_path, ds);
-    /* More outputs than classes is refused too: its probabilities spread over classes the
-     * data does not have, and its accuracy would compare different tasks. */
-    if (info->has_labels && info->n_classes != m->n_classes)
+    if (info->has_labels && info->n_classes > m->n_classes)
         return kd_err_set(err, KD_EINPUT,
-                          "%s: model has %zu classes but the data %s has %zu (labels 0 to %zu)",
-                          model_path, m->n_classes, data_path, info->n_classes,
-                          info->n_classes - 1);
+                          "%s: model has %zu classes but the data %s has labels up to %zu "
+                          "(%zu classes)",
+                          model_path, m->n_classes, data_path, info->n_classes - 1,
+                          info->n_classes);
     return KD_OK;
 }
 
