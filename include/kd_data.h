@@ -106,8 +106,8 @@ typedef struct {
     int has_header;                 /* -1 auto-detect, 0 no, 1 yes */
     char delimiter;                 /* default ',' */
     /* Image folders */
-    int channels;                   /* 1 or 3 */
-    size_t height, width;           /* resize target */
+    int channels;                   /* 1 or 3; 0 = the first image's (1 grey, 3 colour) */
+    size_t height, width;           /* resize target; 0 = the first image's */
     int skip_bad;                   /* skip undecodable images with a warning instead of failing */
     int unlabeled;                  /* flat folder of images, no classes */
     /* Subset: keep first N samples (subset_seeded = 0) or a seeded sample of N (1). 0 = all.
@@ -120,7 +120,7 @@ typedef struct {
     size_t n_classes;
 } kd_data_source;
 
-/* Fills defaults (comma, auto header, 1 channel, 28x28, scale 0 meaning "auto"). */
+/* Fills defaults (comma, auto header, image shape 0 meaning "the first image's"). */
 void kd_data_source_defaults(kd_data_source *src);
 /* Preprocessing defaults: scale 0 (auto), no normalisation, no flatten. */
 void kd_preprocess_defaults(kd_preprocess *pp);
@@ -145,6 +145,7 @@ typedef struct kd_dataset kd_dataset;  /* opaque */
 typedef struct {
     size_t n;               /* samples */
     kd_shape shape;         /* per-sample shape after preprocessing ([C,H,W] or flattened) */
+    kd_shape source_shape;  /* the same before any flatten (an image folder's [C, H, W]) */
     int has_labels;
     size_t n_classes;       /* from class names, or max label + 1 (IDX), 0 if unknown */
     char **class_names;     /* n_classes names, or NULL; owned by the dataset */

@@ -1,11 +1,16 @@
 /* test_firsthour.c - what a new user meets in the first hour (the real binary on the tiny
  * Fashion-MNIST config): --quiet keeps one line per epoch and the resolved config is printed
  * only with --verbose; --epochs 0 refused by its own range; "1 epoch"; a teacher whose class
- * names differ warned about; eval --set; no top-5 row for 5 classes or fewer. */
+ * names differ warned about; eval --set; no top-5 row for 5 classes or fewer; a folder of 32x32
+ * RGB PNGs, given by path alone, trains as [3, 32, 32]. */
 #include <stdarg.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include "kd_common.h"
+#include "kd_image_write.h"
 #include "kd_test.h"
 
 #define TINY "configs/tiny.json"
@@ -112,4 +117,45 @@ KD_TEST(firsthour_missing_teacher_names_the_folder_and_the_path_found) {
     snprintf(cmd, sizeof cmd, "cd %s && %s train --config sub/kd.json --out s --epochs 1 "
              "--quiet --set teacher.checkpoint=../t/best.safetensors", dir, kd_test_distill());
     CHECK_EQ_INT(kd_test_run(cmd, g_out, sizeof g_out), 0);
+}
+
+/* A folder of 32x32 RGB PNGs given by its path alone: an image source, samples [3, 32, 32]
+ * from the first image (said in the output), recorded as the model's input. */
+KD_TEST(firsthour_image_folder_shape_from_first_image) {
+    const char *dir = kd_test_tmpdir();
+    char p[1200], cmd[4096];
+    static unsigned char px[32 * 32 * 3];
+    for (int k = 0; k < 2; k++) {
+        snprintf(p, sizeof p, "%s/imgs/%s", dir, k ? "blue" : "red");
+        snprintf(cmd, sizeof cmd, "mkdir -p %s", p);
+        CHECK_EQ_INT(kd_test_run(cmd, NULL, 0), 0);
+        for (int i = 0; i < 8; i++) {
+            for (int q = 0; q < 32 * 32; q++) {
+                px[3 * q + 0] = (unsigned char)(k ? 20 + i : 200 + i);
+                px[3 * q + 1] = (unsigned char)(40 + q % 7);
+                px[3 * q + 2] = (unsigned char)(k ? 210 - i : 30 + i);
+            }
+            snprintf(p, sizeof p, "%s/imgs/%s/%d.png", dir, k ? "blue" : "red", i);
+            CHECK(stbi_write_png(p, 32, 32, 3, px, 32 * 3) != 0);
+        }
+    }
+    snprintf(p, sizeof p, "%s/c.json", dir);
+    const char *cfg = "{\"data\": {\"train\": {\"path\": \"imgs\"}, \"validation_split\": 0},"
+                      " \"model\": {\"layers\": [{\"type\": \"flatten\"},"
+                      " {\"type\": \"dense\", \"units\": 2}]},"
+                      " \"train\": {\"epochs\": 2, \"batch_size\": 4}}";
+    CHECK_EQ_INT(kd_test_write_file(p, cfg, strlen(cfg)), 0);
+    CHECK_EQ_INT(distill("train --config %s --out %s/run", p, dir), 0);
+    CHECK_CONTAINS(g_out, "/imgs: samples [3, 32, 32] (channels, height and width of its first image");
+    CHECK_EQ_INT(distill("info %s/run/best.safetensors", dir), 0);
+    CHECK_CONTAINS(g_out, "[3, 32, 32]");
+    /* The resolved config says it is an image folder and loads again. */
+    CHECK_EQ_INT(distill("train --config %s/run/config.json --out %s/again --quiet", dir, dir), 0);
+    snprintf(p, sizeof p, "%s/run/config.json", dir);
+    char *text = NULL;
+    size_t len = 0;
+    kd_err err;
+    CHECK_EQ_INT(kd_read_file(p, 1 << 20, &text, &len, &err), KD_OK);
+    CHECK(text && strstr(text, "\"format\":\t\"images\""));
+    free(text);
 }

@@ -5,6 +5,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "config_impl.h"
 #include "kd_cache.h"
@@ -52,8 +53,10 @@ static const kd_cfg_range R_SEED = {0, KD_CFG_MAX_INT53, 0, 0, 1, "an integer in
 static const kd_cfg_range R_COUNT0 = {0, KD_CFG_MAX_INT53, 0, 0, 1, "an integer >= 0"};
 static const kd_cfg_range R_COUNT1 = {1, KD_CFG_MAX_INT53, 0, 0, 1, "an integer >= 1"};
 static const kd_cfg_range R_EPOCHS_REAL = {0, 1e9, 1, 0, 0, "a number of epochs > 0"};
-static const kd_cfg_range R_CHANNELS = {1, 3, 0, 0, 1, "1 (grey) or 3 (RGB)"};
-static const kd_cfg_range R_SIDE = {1, KD_IMAGE_MAX_SIDE, 0, 0, 1, "an integer in [1, 8192]"};
+/* An image folder's channels / height / width: 0 (or absent) takes the first image's. */
+static const kd_cfg_range R_CHANNELS = {0, 3, 0, 0, 1, "1 (grey) or 3 (RGB), 0: the first image's"};
+static const kd_cfg_range R_SIDE = {0, KD_IMAGE_MAX_SIDE, 0, 0, 1,
+                                    "an integer in [1, 8192], 0: the first image's"};
 static const kd_cfg_range R_SHIFT = {0, KD_AUGMENT_MAX_SHIFT, 0, 0, 1, "an integer in [0, 64]"};
 static const kd_cfg_range R_SPLIT = {0, KD_CFG_MAX_INT53, 0, 0, 0,
                                      "a fraction in [0, 1) or a whole number of samples >= 1"};
@@ -77,8 +80,12 @@ static kd_status parse_source_path(kd_cfg_sec *s, const kd_cfg_key *k, const cJS
         return kd_cfg_fail_key(s, k, "missing (required: the %s file or folder)",
                                s->variant == KD_FMT_IMAGES ? "image" : "data");
     if (s->variant < 0) {
-        kd_data_format f;
-        if (kd_data_format_guess(raw, &f) != 0) {
+        kd_data_format f = KD_FMT_IMAGES;
+        struct stat sb;
+        /* A folder is an image folder (one subfolder per class) whatever its name. */
+        int folder = kd_cfg_resolve(s, k, raw, s->p->base_dir, src->path) == KD_OK &&
+                     stat(src->path, &sb) == 0 && S_ISDIR(sb.st_mode);
+        if (!folder && kd_data_format_guess(raw, &f) != 0) {
             size_t n;
             const char *const *names = kd_data_format_names(&n);
             return kd_cfg_fail_key(s, kd_cfg_selector(s->sec),
@@ -559,9 +566,11 @@ static const kd_cfg_key source_keys[] = {
     {"delimiter", CFG_CUSTOM, .off = SRC(delimiter), .variants = CSV, .parse = parse_delimiter,
      .write = write_delimiter},
     {"channels", CFG_NUMBER, CFG_INT, SRC(channels), .range = &R_CHANNELS, .variants = IMG,
-     .parse = parse_channels},
-    {"height", CFG_NUMBER, CFG_SIZE, SRC(height), .range = &R_SIDE, .variants = IMG},
-    {"width", CFG_NUMBER, CFG_SIZE, SRC(width), .range = &R_SIDE, .variants = IMG},
+     .flags = CFG_NONZERO, .parse = parse_channels},
+    {"height", CFG_NUMBER, CFG_SIZE, SRC(height), .range = &R_SIDE, .variants = IMG,
+     .flags = CFG_NONZERO},
+    {"width", CFG_NUMBER, CFG_SIZE, SRC(width), .range = &R_SIDE, .variants = IMG,
+     .flags = CFG_NONZERO},
     {"skip_bad", CFG_BOOL, .off = SRC(skip_bad), .variants = IMG},
     {"unlabeled", CFG_BOOL, .off = SRC(unlabeled), .variants = IMG},
     {"subset", CFG_NUMBER, CFG_SIZE, SRC(subset), .range = &R_COUNT0},

@@ -30,9 +30,10 @@ void kd_data_source_defaults(kd_data_source *src) {
     src->format = KD_FMT_IDX;
     src->has_header = -1;
     src->delimiter = ',';
-    src->channels = 1;
-    src->height = 28;
-    src->width = 28;
+    /* Image folders: 0 = the first image's channels, height and width. */
+    src->channels = 0;
+    src->height = 0;
+    src->width = 0;
 }
 
 void kd_preprocess_defaults(kd_preprocess *pp) { memset(pp, 0, sizeof *pp); }
@@ -212,6 +213,7 @@ kd_status kd_dataset_open(kd_dataset **out, const kd_data_source *src, const kd_
         }
     }
     ds->info.n = n;
+    ds->info.source_shape = ds->rd.shape;
     ds->info.n_source = n_src;
     ds->info.format = src->format;
     ds->info.has_labels = ds->rd.labels != NULL;

@@ -43,7 +43,15 @@ static kd_status open_matching_source(kd_dataset **ds, const kd_data_source *src
                                       const kd_preprocess *pp, const char *what,
                                       const kd_data_source *train, const kd_data_info *train_info,
                                       kd_err *err) {
-    kd_status st = open_source(ds, src, pp, what, err);
+    /* Images take the training samples' shape unless the config gives theirs. */
+    kd_data_source s = *src;
+    const kd_shape *ts = &train_info->source_shape;
+    if (s.format == KD_FMT_IMAGES && ts->rank == 3) {
+        if (!s.channels) s.channels = (int)ts->d[0];
+        if (!s.height) s.height = ts->d[1];
+        if (!s.width) s.width = ts->d[2];
+    }
+    kd_status st = open_source(ds, &s, pp, what, err);
     if (st) return st;
     const kd_data_info *info = kd_dataset_info(*ds);
     if (kd_shape_numel(&info->shape) != kd_shape_numel(&train_info->shape)) {
@@ -115,6 +123,14 @@ kd_status kd_run_open_data(kd_run *t, kd_err *err) {
     const kd_data_info *info = kd_dataset_info(t->train_ds);
     t->pp = kd_dataset_preprocess(t->train_ds);
     if (info->skip_note) kd_run_emit_msg(t, KD_EV_WARNING, "WARNING: training data: %s", info->skip_note);
+    if (cfg->train.format == KD_FMT_IMAGES) {
+        char sh[64];
+        const int from_first = !cfg->train.channels || !cfg->train.height || !cfg->train.width;
+        kd_run_emit_msg(t, KD_EV_NOTE, "image folder %s: samples %s%s", cfg->train.path,
+                        kd_shape_str(&info->source_shape, sh, sizeof sh),
+                        from_first ? " (channels, height and width of its first image; set "
+                                     "data.train.channels/height/width to change)" : "");
+    }
     if (info->n == 0)
         return kd_err_set(err, KD_EINPUT, "training data %s: no samples", cfg->train.path);
 
