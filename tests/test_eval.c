@@ -401,9 +401,22 @@ KD_TEST(eval_report_svg_shows_the_measured_numbers) {
     CHECK_SVG_MARK(out, "reliability-0", "vspan", "teacher.safetensors", 0, t_gap, 3);
     CHECK_SVG_MARK(out, "reliability-1", "vbar", "student.safetensors", 0, s_bar, 2);
     CHECK_SVG_MARK(out, "reliability-1", "vspan", "student.safetensors", 0, s_gap, 3);
-    /* 3 panels + 2 diagrams; marks: 2 intervals + 2 points, 2 bars, 2 bars + 2 whiskers, and
-     * 2 bars + 2 gaps. */
-    CHECK_CONTAINS(out, "ok 5 14\n");
+    /* Each diagram's bin counts below it: all 8 samples in the one bin. */
+    const double t_n[] = {xT, 8}, s_n[] = {xS, 8};
+    CHECK_SVG_MARK(out, "counts-0", "vbar", "teacher.safetensors", 0, t_n, 2);
+    CHECK_SVG_MARK(out, "counts-1", "vbar", "student.safetensors", 0, s_n, 2);
+    /* The parameter axis starts a decade below the smallest model (15): its bar shows. */
+    double range[4];
+    CHECK_EQ_INT(kd_test_line_values(out, "range params ", 0, range, 4), 4);
+    CHECK(range[0] <= 1.5 * (1 + 1e-6));
+    /* The ECE above the plot, where no bar can cover it. */
+    char ece_line[64];
+    snprintf(ece_line, sizeof ece_line, "ece reliability-0 outside ECE_%.4f\n", fabs(0.75 - pT));
+    CHECK_CONTAINS(out, ece_line);
+    CHECK(strstr(out, " inside ") == NULL);
+    /* 3 panels + 2 diagrams + 2 count strips; marks: 2 intervals + 2 points, 2 bars, 2 bars +
+     * 2 whiskers, 2 bars + 2 gaps, and 2 count bars. */
+    CHECK_CONTAINS(out, "ok 7 16\n");
     char *text = NULL, ece[32];
     size_t len = 0;
     kd_err err = {0};
