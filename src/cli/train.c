@@ -131,6 +131,75 @@ static int fail_on_rank(kd_err *err, int rank) {
     return kd_cli_fail(err);
 }
 
+/* --set, --epochs, --seed and --threads as config overrides in command-line order (numbers:
+ * the text of the numeric ones). Returns KD_CLI_GO, or 2 after a usage message. */
+static int collect_overrides(const char *cmd, const kd_cli_list *given, const char **overrides,
+                             char numbers[][48], size_t *n_over) {
+    for (size_t i = 0; i < given->n; i++) {
+        const kd_cli_item *it = &given->items[i];
+        if (it->opt->kind == KD_OPT_STRING) {  /* --set PATH=VALUE */
+            if (!strchr(it->value, '=') || it->value[0] == '=')
+                return kd_cli_usage_error(cmd, "--set %s: expected PATH=VALUE", it->value);
+            overrides[(*n_over)++] = it->value;
+        } else {                               /* --epochs N: train.epochs=N */
+            snprintf(numbers[i], 48, "train.%s=%lld", it->opt->name + 2, it->num);
+            overrides[(*n_over)++] = numbers[i];
+        }
+    }
+    return KD_CLI_GO;
+}
+
+/* The run's first lines: config and run folder, the resolved config's path (the whole of it
+ * with --verbose: 60 lines for a CNN), and the loss formula. */
+static void print_start(const char *config, const kd_config *cfg, int verbose) {
+    char formula[256];
+    kd_train_loss_formula(cfg, formula, sizeof formula);
+    printf("distill train: config %s, run folder %s\n", config, cfg->out_dir);
+    char *json = verbose ? kd_config_to_json(cfg) : NULL;
+    if (json)
+        printf("%s\n", json);
+    else
+        printf("resolved config: %s/config.json (--verbose prints it)\n", cfg->out_dir);
+    free(json);
+    printf("%s\n", formula);
+    fflush(stdout);
+}
+
+/* --resume RUN: the checkpoint (RUN/last.safetensors, or RUN itself), and unless given, the
+ * config (its folder's config.json) and the run folder. Each buffer holds KD_PATH_MAX bytes.
+ * Returns KD_CLI_GO, or the exit code of a message already printed. */
+static int resolve_resume(const char *cmd, const char *resume_arg, const char **config,
+                          const char **out, char *resume_ckpt, char *resume_cfg,
+                          char *resume_out) {
+    if (is_dir(resume_arg)) {
+        snprintf(resume_ckpt, KD_PATH_MAX, "%s/last.safetensors", resume_arg);
+        snprintf(resume_cfg, KD_PATH_MAX, "%s/config.json", resume_arg);
+        snprintf(resume_out, KD_PATH_MAX, "%s", resume_arg);
+    } else {
+        snprintf(resume_ckpt, KD_PATH_MAX, "%s", resume_arg);
+        snprintf(resume_out, KD_PATH_MAX, "%s", resume_arg);
+        char *slash = strrchr(resume_out, '/');
+        if (slash)
+            *slash = '\0';
+        else
+            snprintf(resume_out, KD_PATH_MAX, ".");
+        snprintf(resume_cfg, KD_PATH_MAX, "%s/config.json", resume_out);
+    }
+    if (access(resume_ckpt, R_OK) != 0) {
+        fprintf(stderr, "distill: --resume %s: cannot read %s: %s\n", resume_arg, resume_ckpt,
+                strerror(errno));
+        return KD_EINPUT;
+    }
+    if (!*config) {
+        if (access(resume_cfg, R_OK) != 0)
+            return kd_cli_usage_error(cmd, "--resume %s: no %s to take the config from; give "
+                                      "--config", resume_arg, resume_cfg);
+        *config = resume_cfg;
+    }
+    if (!*out) *out = resume_out;
+    return KD_CLI_GO;
+}
+
 static int run(int argc, char **argv) {
     const char *config = NULL, *out = NULL, *resume_arg = NULL;
     /* --set, --epochs, --seed and --threads become config overrides in command-line order;
@@ -165,17 +234,8 @@ static int run(int argc, char **argv) {
     const kd_cli_spec spec = {cli_opts, KD_CLI_N_OPTS(cli_opts), 0, usage};
     int rc = kd_cli_parse(&spec, argc, argv, &n_args);
     if (rc != KD_CLI_GO) return rc;
-    for (size_t i = 0; i < given.n; i++) {
-        const kd_cli_item *it = &given.items[i];
-        if (it->opt->kind == KD_OPT_STRING) {  /* --set PATH=VALUE */
-            if (!strchr(it->value, '=') || it->value[0] == '=')
-                return kd_cli_usage_error(argv[0], "--set %s: expected PATH=VALUE", it->value);
-            overrides[n_over++] = it->value;
-        } else {                               /* --epochs N: train.epochs=N */
-            snprintf(numbers[i], sizeof numbers[i], "train.%s=%lld", it->opt->name + 2, it->num);
-            overrides[n_over++] = numbers[i];
-        }
-    }
+    rc = collect_overrides(argv[0], &given, overrides, numbers, &n_over);
+    if (rc != KD_CLI_GO) return rc;
 
     /* The handler goes in before anything slow, so an early Ctrl-C is a clean stop too. */
     install_handlers();
@@ -184,34 +244,9 @@ static int run(int argc, char **argv) {
         return kd_cli_usage_error(argv[0], "--overwrite starts a run anew and --resume "
                                   "continues one: give one of them");
     if (resume_arg) {
-        if (is_dir(resume_arg)) {
-            snprintf(resume_ckpt, sizeof resume_ckpt, "%s/last.safetensors", resume_arg);
-            snprintf(resume_cfg, sizeof resume_cfg, "%s/config.json", resume_arg);
-            snprintf(resume_out, sizeof resume_out, "%s", resume_arg);
-        } else {
-            snprintf(resume_ckpt, sizeof resume_ckpt, "%s", resume_arg);
-            snprintf(resume_out, sizeof resume_out, "%s", resume_arg);
-            char *slash = strrchr(resume_out, '/');
-            if (slash)
-                *slash = '\0';
-            else
-                snprintf(resume_out, sizeof resume_out, ".");
-            snprintf(resume_cfg, sizeof resume_cfg, "%s/config.json", resume_out);
-        }
-        if (access(resume_ckpt, R_OK) != 0) {
-            fprintf(stderr, "distill: --resume %s: cannot read %s: %s\n", resume_arg, resume_ckpt,
-                    strerror(errno));
-            return KD_EINPUT;
-        }
-        if (!config) {
-            if (access(resume_cfg, R_OK) != 0)
-                return kd_cli_usage_error(argv[0],
-                                          "--resume %s: no %s to take the config from; give "
-                                          "--config",
-                                          resume_arg, resume_cfg);
-            config = resume_cfg;
-        }
-        if (!out) out = resume_out;
+        rc = resolve_resume(argv[0], resume_arg, &config, &out, resume_ckpt, resume_cfg,
+                            resume_out);
+        if (rc != KD_CLI_GO) return rc;
     }
     if (!config) return kd_cli_usage_error(argv[0], "--config FILE is required");
     /* --out becomes output.dir, so the saved config.json names the folder it lives in. */
@@ -240,20 +275,7 @@ static int run(int argc, char **argv) {
     pr.distilling = cfg.has_teacher;
     const char *hook = getenv("KD_TRAIN_STOP_AFTER_STEPS");
     if (hook && parse_count(hook, &pr.stop_after)) pr.stop_after = 0;
-    char formula[256];
-    kd_train_loss_formula(&cfg, formula, sizeof formula);
-    if (!pr.quiet) {
-        printf("distill train: config %s, run folder %s\n", config, cfg.out_dir);
-        /* The resolved config is long (60 lines for a CNN): its path, or all of it asked. */
-        char *json = verbose ? kd_config_to_json(&cfg) : NULL;
-        if (json)
-            printf("%s\n", json);
-        else
-            printf("resolved config: %s/config.json (--verbose prints it)\n", cfg.out_dir);
-        free(json);
-        printf("%s\n", formula);
-        fflush(stdout);
-    }
+    if (!pr.quiet) print_start(config, &cfg, verbose);
 
     kd_train_opts opts = {0};
     opts.cfg = &cfg;
@@ -272,13 +294,11 @@ static int run(int argc, char **argv) {
     }
     if (res.interrupted) {
         code = EXIT_INTERRUPTED;
-        if (rank != 0) goto cleanup;
-        fprintf(stderr,
-                "distill: interrupted after %zu epoch%s, step %llu; resumable checkpoint %s\n"
-                "resume with: distill train --resume %s\n",
-                res.epochs_done, res.epochs_done == 1 ? "" : "s", (unsigned long long)res.steps,
-                res.last_path, res.out_dir);
-        code = EXIT_INTERRUPTED;
+        if (rank == 0)
+            fprintf(stderr, "distill: interrupted after %zu epoch%s, step %llu; resumable "
+                    "checkpoint %s\nresume with: distill train --resume %s\n", res.epochs_done,
+                    res.epochs_done == 1 ? "" : "s", (unsigned long long)res.steps, res.last_path,
+                    res.out_dir);
         goto cleanup;
     }
     code = 0;

@@ -258,13 +258,10 @@ static kd_status parse_metadata(kd_st_file *f, const cJSON *meta, kd_err *err) {
     return KD_OK;
 }
 
-/* Parses and validates the header and the data layout of the whole file in f->blob. */
-static kd_status parse_blob(kd_st_file *f, kd_err *err) {
+/* The first bytes of f->blob: a foreign file named by its kind, then the header length (sets
+ * f->header_len) and the header's encoding, start and nesting. */
+static kd_status check_header_start(kd_st_file *f, kd_err *err) {
     const char *path = f->path;
-    kd_status st = KD_OK;
-    char *hdr = NULL;
-    cJSON *root = NULL;
-    char **names = NULL;
     uint64_t n = 0;
     for (int i = 7; i >= 0 && f->blob_size >= 8; i--) n = (n << 8) | f->blob[i];
     /* Not a safetensors start: name the file's kind when its first bytes say it (an ONNX
@@ -302,13 +299,23 @@ static kd_status parse_blob(kd_st_file *f, kd_err *err) {
     if (kd_json_depth_check((const char *)h, f->header_len, KD_JSON_MAX_DEPTH, &deep))
         return bad(err, path, NULL, "header JSON is nested deeper than %d levels (at file offset "
                    "%zu)", KD_JSON_MAX_DEPTH, deep + 8);
+    return KD_OK;
+}
 
+/* Parses and validates the header and the data layout of the whole file in f->blob. */
+static kd_status parse_blob(kd_st_file *f, kd_err *err) {
+    const char *path = f->path;
+    kd_status st = KD_OK;
+    char *hdr = NULL;
+    cJSON *root = NULL;
+    char **names = NULL;
+    if ((st = check_header_start(f, err))) return st;
     hdr = malloc(f->header_len + 1);
     if (!hdr) {
         st = kd_err_set(err, KD_EIO, "%s: out of memory", path);
         goto cleanup;
     }
-    memcpy(hdr, h, f->header_len);
+    memcpy(hdr, f->blob + 8, f->header_len);
     hdr[f->header_len] = '\0';
     const char *end = NULL;
     root = cJSON_ParseWithLengthOpts(hdr, f->header_len, &end, 0);
