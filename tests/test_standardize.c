@@ -245,6 +245,16 @@ KD_TEST(standardize_scaled_csv_matches_prestandardized_and_exports_take_raw_rows
         CHECK_CLOSE(pp.feat[j], mean[j], 1e-6 * sd[j], 1e-6);
         CHECK_CLOSE(pp.feat[D + j], sd[j], 0, 1e-5);
     }
+    /* The int8 export carries the same statistics. */
+    kd_preprocess q;
+    int has_q = 0;
+    CHECK_EQ_INT(run("'%s' export %s %s/q.safetensors --dtype int8", kd_test_distill(), p[0],
+                     dir), 0);
+    snprintf(p[1], sizeof p[1], "%s/q.safetensors", dir);
+    kd_model_free(&m);
+    CHECK_EQ_INT(kd_ckpt_load(p[1], NULL, 0, 0, &m, &q, &has_q, NULL, NULL, &err), KD_OK);
+    CHECK(has_q && has_pp && kd_preprocess_same(&q, &pp));
+    if (has_q) kd_preprocess_free(&q);
     if (has_pp) kd_preprocess_free(&pp);
     kd_model_free(&m);
 

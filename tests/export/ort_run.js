@@ -1,7 +1,6 @@
 // ort_run.js - runs an exported ONNX model with ONNX Runtime (npm onnxruntime-node) on the first
-// N samples of an IDX image file (raw u8 values as floats 0-255, or float32 IDX rows; .gz read
-// too), for the tests,
-// the demo and the README's measurements. Prints "accuracy A" when labels are given and, with
+// N samples of an IDX file (raw u8 values as floats 0-255, or float32 IDX rows; .gz read too),
+// for the tests, the demo and the README's measurements. Prints "accuracy A" when labels are given and, with
 // --bench, the batch and single-sample timings; writes the logits (N x classes float32, little
 // endian) when --logits is given.
 //
