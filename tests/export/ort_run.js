@@ -1,8 +1,8 @@
 // ort_run.js - runs an exported ONNX model with ONNX Runtime (npm onnxruntime-node) on the first
 // N samples of an IDX file (raw u8 values as floats 0-255, or float32 IDX rows; .gz read too),
-// for the tests, the demo and the README's measurements. Prints "accuracy A" when labels are given and, with
-// --bench, the batch and single-sample timings; writes the logits (N x classes float32, little
-// endian) when --logits is given.
+// for the tests, the demo and the README's measurements. Prints "accuracy A" when labels are
+// given and, with --bench, the batch and single-sample timings; writes the logits (N x classes
+// float32, little endian) when --logits is given.
 //
 //   node ort_run.js MODEL.onnx IMAGES [--n 1000] [--shape 1,28,28] [--labels LABELS]
 //                   [--logits OUT.f32] [--bench]
