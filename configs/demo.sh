@@ -9,6 +9,8 @@
 # `bash .ci/setup.sh && make`.
 # Environment: DISTILL (the binary, default ./distill), RUNS (run folder root, default runs),
 # THREADS (BLAS threads, default all cores). A teacher already trained in $RUNS is reused.
+# Rerunnable: each student run (and a teacher run that did not finish) starts with --overwrite,
+# which moves the previous run folder to DIR.1 (or the next free DIR.N); nothing is deleted.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DISTILL=${DISTILL:-./distill}
@@ -27,14 +29,14 @@ if [ -r "$teacher" ] && grep -q '^summary:' "$RUNS/fmnist-teacher.log" 2>/dev/nu
     echo "== 1/5 teacher: reusing $teacher (delete $RUNS/fmnist-teacher.log to retrain)"
 else
     echo "== 1/5 training the teacher (configs/fmnist-teacher.json: 784-1200-1200-10, dropout)"
-    "$DISTILL" train --config configs/fmnist-teacher.json --out "$RUNS/fmnist-teacher" \
+    "$DISTILL" train --config configs/fmnist-teacher.json --out "$RUNS/fmnist-teacher" --overwrite \
         --threads "$THREADS" | tee "$RUNS/fmnist-teacher.log" | show
 fi
 
 echo "== 2/5 distilling the student (configs/fmnist-student.json: 784-800-800-10, T = 4, alpha = 0.9)"
 # The student config finds its teacher at runs/fmnist-teacher/best.safetensors; point it at $RUNS.
 abs_teacher="$(cd "$(dirname "$teacher")" && pwd)/best.safetensors"
-"$DISTILL" train --config configs/fmnist-student.json --out "$RUNS/fmnist-student" \
+"$DISTILL" train --config configs/fmnist-student.json --out "$RUNS/fmnist-student" --overwrite \
     --threads "$THREADS" --set "teacher.checkpoint=$abs_teacher" \
     | tee "$RUNS/fmnist-student.log" | show
 
@@ -44,7 +46,7 @@ echo "== 3/5 distilling the compact student from cached teacher logits (configs/
 cache="$(cd "$RUNS" && pwd)/fmnist-teacher/logits-f32.kdc"
 "$DISTILL" logits --config configs/fmnist-compact-cached.json --threads "$THREADS" --force \
     --set "teacher.checkpoint=$abs_teacher" --set "teacher.cache.path=$cache" | show
-"$DISTILL" train --config configs/fmnist-compact-cached.json --out "$RUNS/fmnist-compact" \
+"$DISTILL" train --config configs/fmnist-compact-cached.json --out "$RUNS/fmnist-compact" --overwrite \
     --threads "$THREADS" --set "teacher.checkpoint=$abs_teacher" --set "teacher.cache.path=$cache" \
     | tee "$RUNS/fmnist-compact.log" | show
 

@@ -16,6 +16,8 @@
 #                                       # ensemble_suite below); then the label-scarce run
 # Environment: DISTILL (binary, default ./distill), RUNS (default runs/exp), SEEDS ("1 2 3"),
 #              EPOCHS (ensemble suite, 100), THREADS (ensemble suite's students, 1).
+# A run is redone only when its log has no summary line; --overwrite then moves the folder of
+# the unfinished attempt to DIR.N (distill never writes over a run folder).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DISTILL=${DISTILL:-./distill}
@@ -57,7 +59,7 @@ ensemble_suite() {
     for s in 1 2 3; do
         local t="$RUNS/fmnist-cnn-teacher-s$s"
         if [ ! -r "$t/best.safetensors" ]; then
-            "$DISTILL" train --config configs/fmnist-cnn-teacher.json --seed "$s" --out "$t" \
+            "$DISTILL" train --overwrite --config configs/fmnist-cnn-teacher.json --seed "$s" --out "$t" \
                 --quiet > "$t.log"
         fi
         echo "teacher seed $s: $(summary_field "$t.log" best_test_acc) test accuracy"
@@ -79,7 +81,7 @@ ensemble_suite() {
     run() {  # $1 name, $2 seed, $3 config, rest: more train arguments
         local out="$RUNS/ens-$1-s$2" seed=$2 cfg=$3; shift 3
         if [ ! -r "$out.log" ] || ! grep -q '^summary:' "$out.log"; then
-            "$DISTILL" train --config "$cfg" --epochs "$E" --threads "$T" --seed "$seed" \
+            "$DISTILL" train --overwrite --config "$cfg" --epochs "$E" --threads "$T" --seed "$seed" \
                 --out "$out" --quiet "$@" > "$out.log"
         fi
     }
@@ -131,7 +133,7 @@ ensemble_suite() {
 cache_suite() {
     local t="$RUNS/fmnist-teacher" rabs
     if [ ! -r "$t/best.safetensors" ]; then
-        "$DISTILL" train --config configs/fmnist-teacher.json --out "$t" --quiet > "$t.log"
+        "$DISTILL" train --overwrite --config configs/fmnist-teacher.json --out "$t" --quiet > "$t.log"
     fi
     rabs="$(cd "$RUNS" && pwd)"
     local tset="teacher.checkpoint=$rabs/fmnist-teacher/best.safetensors" kind c accs seed out
@@ -151,7 +153,7 @@ cache_suite() {
         for seed in $SEEDS; do
             out="$RUNS/compact-$kind-s$seed"
             if [ ! -r "$out.log" ] || ! grep -q '^summary:' "$out.log"; then
-                "$DISTILL" train --config configs/fmnist-compact.json --seed "$seed" --out "$out" \
+                "$DISTILL" train --overwrite --config configs/fmnist-compact.json --seed "$seed" --out "$out" \
                     --quiet --set "$tset" "${c[@]+"${c[@]}"}" > "$out.log"
             fi
             accs="$accs $(summary_field "$out.log" best_test_acc)"
@@ -165,7 +167,7 @@ if [ "$suite" = ensemble ]; then ensemble_suite; exit 0; fi
 if [ "$suite" = cache ]; then cache_suite; exit 0; fi
 
 if [ ! -r "$RUNS/$teacher/best.safetensors" ]; then
-    "$DISTILL" train --config "configs/$teacher.json" --out "$RUNS/$teacher" --quiet \
+    "$DISTILL" train --overwrite --config "configs/$teacher.json" --out "$RUNS/$teacher" --quiet \
         > "$RUNS/$teacher.log"
 fi
 tacc=$(summary_field "$RUNS/$teacher.log" best_test_acc)
@@ -184,7 +186,7 @@ for pair in $pairs; do
             if [ ! -r "$out.log" ] || ! grep -q '^summary:' "$out.log"; then
                 set_teacher=()
                 grep -q '"teacher"' "configs/$cfg.json" && set_teacher=(--set "teacher.checkpoint=$abs_teacher")
-                "$DISTILL" train --config "configs/$cfg.json" --seed "$seed" --out "$out" --quiet \
+                "$DISTILL" train --overwrite --config "configs/$cfg.json" --seed "$seed" --out "$out" --quiet \
                     "${set_teacher[@]+"${set_teacher[@]}"}" "${args[@]+"${args[@]}"}" > "$out.log"
             fi
             accs="$accs $(summary_field "$out.log" best_test_acc)"

@@ -44,7 +44,9 @@ kd_status kd_ckpt_save(const char *path, const kd_model *m, const kd_ckpt_meta *
  * unexpected tensors are an error unless allow_extra. Any float dtype (F32/F16/BF16) and int8
  * quantized exports (weight I8 + "<name>_scale" F32 per row) load into float parameters.
  * with_grads as in kd_model_init. pp / class names, if the file records them, are returned via
- * out_pp (may be NULL) and out_classes (malloc'd array of malloc'd strings; may be NULL). */
+ * out_pp (may be NULL; zeroed when the file has none; its per-feature statistics are the
+ * caller's to kd_preprocess_free) and out_classes (malloc'd array of malloc'd strings; may be
+ * NULL). */
 kd_status kd_ckpt_load(const char *path, const char *arch_json, int with_grads, int allow_extra,
                        kd_model *m, kd_preprocess *out_pp, int *has_pp, char ***out_classes,
                        size_t *out_n_classes, kd_err *err);

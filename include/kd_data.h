@@ -51,7 +51,18 @@ typedef struct {
     float mean[KD_MAX_CHANNELS];
     float std[KD_MAX_CHANNELS];
     int flatten;                    /* present samples as [numel] instead of [C,H,W] */
+    int standardize;                /* data.preprocess.standardize: per-feature statistics are
+                                       computed on the training split (by the trainer) */
+    /* Per-feature statistics: x[i] = (raw[i] * scale - feat[i]) / feat[n_features + i], one
+     * mean and std per value of the flattened sample (0 = none; then n_channels is 0). feat is
+     * owned by the struct that kd_preprocess_copy, kd_preprocess_set_features, kd_ckpt_load or
+     * the config filled (free with kd_preprocess_free); a plain struct copy only borrows it. */
+    size_t n_features;
+    float *feat;                    /* (2, n_features): the means, then the stds */
 } kd_preprocess;
+
+/* Features at most (the checkpoint's JSON must hold two arrays of them). */
+#define KD_MAX_FEATURES (1u << 22)
 
 /* Training-time augmentation (data.augment), applied to training batches only, never to
  * validation or test data: each sample is flipped left-right with probability 1/2 (flip) and
@@ -95,8 +106,8 @@ typedef struct {
     int has_header;                 /* -1 auto-detect, 0 no, 1 yes */
     char delimiter;                 /* default ',' */
     /* Image folders */
-    int channels;                   /* 1 or 3 */
-    size_t height, width;           /* resize target */
+    int channels;                   /* 1 or 3; 0 = the first image's (1 grey, 3 colour) */
+    size_t height, width;           /* resize target; 0 = the first image's */
     int skip_bad;                   /* skip undecodable images with a warning instead of failing */
     int unlabeled;                  /* flat folder of images, no classes */
     /* Subset: keep first N samples (subset_seeded = 0) or a seeded sample of N (1). 0 = all.
@@ -109,7 +120,7 @@ typedef struct {
     size_t n_classes;
 } kd_data_source;
 
-/* Fills defaults (comma, auto header, 1 channel, 28x28, scale 0 meaning "auto"). */
+/* Fills defaults (comma, auto header, image shape 0 meaning "the first image's"). */
 void kd_data_source_defaults(kd_data_source *src);
 /* Preprocessing defaults: scale 0 (auto), no normalisation, no flatten. */
 void kd_preprocess_defaults(kd_preprocess *pp);
@@ -120,12 +131,21 @@ void kd_preprocess_defaults(kd_preprocess *pp);
  * callers check shapes separately (kd_eval_check_fit). Symmetric; a NaN scale is never the
  * same. */
 int kd_preprocess_same(const kd_preprocess *a, const kd_preprocess *b);
+/* Frees pp's per-feature statistics (NULL-safe); the rest of pp stays. */
+void kd_preprocess_free(kd_preprocess *pp);
+/* *dst = *src with its own copy of the per-feature statistics. KD_EIO when out of memory. */
+kd_status kd_preprocess_copy(kd_preprocess *dst, const kd_preprocess *src, kd_err *err);
+/* Sets pp's per-feature statistics (n of each, in double; a std of 0 becomes 1: a constant
+ * feature is only centred), replacing any per-channel mean/std. */
+kd_status kd_preprocess_set_features(kd_preprocess *pp, const double *mean, const double *std,
+                                     size_t n, kd_err *err);
 
 typedef struct kd_dataset kd_dataset;  /* opaque */
 
 typedef struct {
     size_t n;               /* samples */
     kd_shape shape;         /* per-sample shape after preprocessing ([C,H,W] or flattened) */
+    kd_shape source_shape;  /* the same before any flatten (an image folder's [C, H, W]) */
     int has_labels;
     size_t n_classes;       /* from class names, or max label + 1 (IDX), 0 if unknown */
     char **class_names;     /* n_classes names, or NULL; owned by the dataset */
@@ -159,6 +179,15 @@ const char *kd_dataset_decode_note(const kd_dataset *ds);
  * naming the file). Thread-safe for distinct output buffers (the loader's worker calls it). */
 kd_status kd_dataset_get(kd_dataset *ds, const size_t *idx, size_t B, float *x, int32_t *y,
                          size_t *n_out, kd_err *err);
+/* Replaces the dataset's preprocessing by pp (same scale; its per-feature statistics copied),
+ * for the statistics the trainer computes after opening. KD_EUSAGE when pp's feature count is
+ * not the sample's. */
+kd_status kd_dataset_set_preprocess(kd_dataset *ds, const kd_preprocess *pp, kd_err *err);
+/* The mean and (population) standard deviation of every value of the samples idx[0..n), as the
+ * dataset produces them now, in double (Welford's update, samples in the order given, so the
+ * result depends on nothing else). mean and std hold numel values each. */
+kd_status kd_dataset_feature_stats(kd_dataset *ds, const size_t *idx, size_t n, double *mean,
+                                   double *std, kd_err *err);
 
 /* The seed of the validation hold-out used by train and eval alike (not train.seed): every run
  * on the same data (the teacher, its students, every seed of a comparison) holds out the same

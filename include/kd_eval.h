@@ -118,9 +118,10 @@ typedef struct {
     size_t n;
 } kd_eval_data;
 
-/* From a config file (a run folder passes DIR/config.json) and a split ("test" when NULL).
- * KD_EUSAGE when the config has no data for the split. */
-kd_status kd_eval_data_from_config(kd_eval_data *d, const char *config_path, const char *split,
+/* From a config file (a run folder passes DIR/config.json) with n_over `--set PATH=VALUE`
+ * overrides, and a split ("test" when NULL). KD_EUSAGE when the config has no data for it. */
+kd_status kd_eval_data_from_config(kd_eval_data *d, const char *config_path,
+                                   const char *const *over, size_t n_over, const char *split,
                                    kd_err *err);
 /* From explicit IDX images (+ labels, may be NULL) files. */
 kd_status kd_eval_data_from_idx(kd_eval_data *d, const char *images, const char *labels,

@@ -40,7 +40,7 @@ typedef struct {
     kd_tensor_kind kind;
     kd_shape shape;      /* full tensor shape, e.g. {2, {out, in}} for a dense weight */
     size_t layer;        /* index of the layer that declared it */
-    int quantise;        /* int8 export stores it as int8 rows (rows = shape[0]) + per-row scales */
+    int quantize;        /* int8 export stores it as int8 rows (rows = shape[0]) + per-row scales */
     size_t offset;       /* offset in floats into params (PARAM) or buffers (BUFFER) */
     size_t numel;
     float *data;         /* PARAM/BUFFER: the values; COUNTER: NULL */

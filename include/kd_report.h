@@ -19,6 +19,7 @@ typedef struct {
     const char *label;
     const kd_epoch_metrics *rows;
     size_t n_rows;
+    int teacher_cached;  /* its teacher's logits came from the cache: samples/s leave it out */
 } kd_report_run;
 
 /* The metrics a curve can show, by kd_epoch_fields name: index 0 .. kd_report_n_curves()-1.
@@ -27,8 +28,10 @@ size_t kd_report_n_curves(void);
 const char *kd_report_curve_name(size_t i);
 
 /* Appends to svg one chart with a line per run against the epoch: a panel for `metric` (a
- * curve name), or with metric NULL a 2x2 grid of loss, validation accuracy, learning rate and
- * throughput. Missing values (null in metrics.jsonl) leave gaps. A legend names the runs.
+ * curve name), or with metric NULL a 2x2 grid of the cross-entropy with the labels (each run's
+ * hard term, comparable across a teacher and its students; the loss when no run has labels),
+ * validation accuracy, learning rate and throughput (log scale). The epoch axis ends at the
+ * last epoch. Missing values (null in metrics.jsonl) leave gaps. A legend names the runs.
  * KD_EUSAGE for an unknown metric; KD_EINPUT when a value is too large to draw (|v| > 1e100,
  * naming the run, metric and epoch). Check svg->oom (kd_report_save does). */
 kd_status kd_report_curves(const kd_report_run *runs, size_t n_runs, const char *metric,

@@ -45,13 +45,15 @@ kd_status kd_teacher_logits(kd_teacher_set *ts, const float *x, const size_t *id
 const char *kd_teacher_name(const kd_config *cfg, size_t i, char *buf, size_t cap);
 
 /* Loads the config's teacher i (inference only) for samples shaped `shape` with `n_data_classes`
- * classes (0: unknown) and checks it fits: the same number of input values, at least the data's
+ * classes (0: unknown) and checks it fits: the same number of input values, exactly the data's
  * classes, exactly n_classes outputs (the model being trained; 0: not checked). A checkpoint
- * whose recorded preprocessing differs from pp writes a warning into `warning` (else ""). Errors
+ * whose recorded preprocessing or class names (names: the run's, n_names of them, or NULL)
+ * differ writes a warning into `warning` (else ""), as does a tensor-name prefix stripped. Errors
  * are KD_EINPUT naming the teacher (kd_teacher_name) and what did not fit. */
 kd_status kd_teacher_load(const kd_config *cfg, size_t i, const kd_shape *shape,
-                          size_t n_data_classes, const kd_preprocess *pp, size_t n_classes,
-                          kd_model *m, char *warning, size_t warning_cap, kd_err *err);
+                          size_t n_data_classes, char *const *names, size_t n_names,
+                          const kd_preprocess *pp, size_t n_classes, kd_model *m, char *warning,
+                          size_t warning_cap, kd_err *err);
 
 /* Validation accuracy of each online teacher (acc[k]) and of their mixture at T = 1 (argmax of
  * sum_k w_k softmax(z_k)) on samples idx[0..n) of ds (idx NULL: all), in batches of at most

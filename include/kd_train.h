@@ -99,6 +99,8 @@ typedef struct {
     const kd_config *cfg;             /* resolved config (required) */
     const char *out_dir;              /* run folder; NULL = cfg->out_dir. Created if missing. */
     const char *resume;               /* checkpoint file to resume from, or NULL */
+    int overwrite;                    /* a fresh run into a folder holding a run moves that
+                                         folder to DIR.N first (else: refused, KD_EUSAGE) */
     const volatile sig_atomic_t *stop;/* when it becomes nonzero: finish the step, write a
                                          resumable last.safetensors, return (interrupted = 1) */
     kd_train_progress_fn progress;    /* may be NULL */

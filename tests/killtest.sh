@@ -5,9 +5,12 @@
 # the checkpoint writes a large part of the run. Half the kills come after a random delay, half
 # the moment a checkpoint's temporary file appears (mid-write). After every kill:
 #   - the run folder holds no last.safetensors yet, or one that `distill info` validates;
-#   - the next run resumes from it (or starts over when there is none);
+#   - the next run resumes from it (or, when there is none but the folder holds a first
+#     epoch's best.safetensors or metrics, is refused without --overwrite and then moves the
+#     folder aside with it);
 # and when a run finishes: its folder holds no temporary file (stale ones from killed writes are
-# removed by the next run) and last.safetensors has the reference run's tensors byte for byte.
+# removed by the next run), last.safetensors has the reference run's tensors byte for byte, and
+# a fresh run into the finished folder is refused with exit 2.
 #   usage: bash tests/killtest.sh [KILLS]     (default 20, as CI runs it; the long run: 300)
 # Prints the counts (kills, kills mid-write, finished runs, stale temporaries removed) and exits
 # 1 on the first violation. Uses ./distill (make) and python3.
@@ -63,13 +66,23 @@ PY
 }
 fail() { echo "killtest: FAILED: $*" >&2; exit 1; }
 
-kills=0 mid_write=0 finished=0 stale_removed=0 attempts=0
+kills=0 mid_write=0 finished=0 stale_removed=0 attempts=0 moved=0
 run=run0
 rm -rf "$run"
 while [ "$kills" -lt "$kills_wanted" ]; do
     attempts=$((attempts + 1))
     args=(train --config kill.json --out "$run" --quiet)
-    [ -f "$run/last.safetensors" ] && args+=(--resume "$run/last.safetensors")
+    if [ -f "$run/last.safetensors" ]; then
+        args+=(--resume "$run/last.safetensors")
+    elif [ -f "$run/best.safetensors" ] || [ -f "$run/metrics.jsonl" ]; then
+        # Killed between the first epoch's best and last checkpoints: a fresh start must be
+        # asked for, and moves the partial folder aside instead of writing over it.
+        "$distill" train --config kill.json --out "$run" --quiet > "$work/refused.log" 2>&1
+        rc=$?
+        [ "$rc" -eq 2 ] || fail "a fresh run into $run (holding a partial run) exited $rc, not 2"
+        args+=(--overwrite)
+        moved=$((moved + 1))
+    fi
     "$distill" "${args[@]}" > "$work/attempt.log" 2>&1 &
     pid=$!
     if [ $((attempts % 2)) -eq 0 ]; then
@@ -98,13 +111,22 @@ while [ "$kills" -lt "$kills_wanted" ]; do
     same_tensors ref/last.safetensors "$run/last.safetensors" ||
         fail "$run/last.safetensors differs from the uninterrupted run's"
     finished=$((finished + 1))
-    rm -rf "$run"
+    # A finished run is never written over: a fresh start into its folder is refused (exit 2).
+    "$distill" train --config kill.json --out "$run" --quiet > "$work/refused.log" 2>&1
+    rc=$?
+    [ "$rc" -eq 2 ] && grep -q -- "--overwrite" "$work/refused.log" ||
+        fail "a fresh run into finished $run exited $rc: $(cat "$work/refused.log")"
+    rm -rf "$run" "$run".[0-9]*
     run=run$finished
 done
 # Finish the last interrupted run, so its resume is checked too.
 while :; do
     args=(train --config kill.json --out "$run" --quiet)
-    [ -f "$run/last.safetensors" ] && args+=(--resume "$run/last.safetensors")
+    if [ -f "$run/last.safetensors" ]; then
+        args+=(--resume "$run")   # the folder form of --resume
+    else
+        args+=(--overwrite)
+    fi
     "$distill" "${args[@]}" > "$work/attempt.log" 2>&1 || { cat "$work/attempt.log"; fail "final resume"; }
     grep -q "removed .* temporary file" "$work/attempt.log" && stale_removed=$((stale_removed + 1))
     ! compgen -G "$run/*.tmp.*" > /dev/null || fail "temporary files left in $run"
@@ -115,4 +137,5 @@ done
 t_all=$(python3 -c "import time; print(round(time.time() - $t0, 1))")
 echo "killtest: $kills SIGKILLs ($mid_write during a write, the others at random moments), every" \
      "checkpoint left behind valid; $finished runs resumed to the end, all bit-identical to the" \
-     "uninterrupted run (${t_ref}s); stale temporaries removed by $stale_removed runs; ${t_all}s"
+     "uninterrupted run (${t_ref}s); stale temporaries removed by $stale_removed runs;" \
+     "$moved partial folders moved aside by --overwrite; ${t_all}s"

@@ -15,12 +15,15 @@ Prints, one per line:
       point     x y               interval  x1 y1 x2 y2
       hbar      row value         vbar      x_centre value     vspan  x_centre y_low y_high
     (on a category axis the value is the row index, 0 at the top)
+  range PANEL XLO XHI YLO YHI  the values at the edges of the plot area (rows on a category axis)
+  ece PANEL inside|outside TEXT  where an ECE label (class "ece") sits: inside the plot area,
+                              bars can cover it
   legend SERIES
   ok N_PANELS N_MARKS
 and exits 0; or prints "error: ..." and exits 1 when the file is not well-formed XML, a panel
 lacks its frame, title or axis titles, an axis has fewer than two labelled ticks or ticks
 that stray more than half a pixel from one linear (or log) scale, a series has more than one
-line in a panel, or a mark has a coordinate that is not finite or lies more than half a pixel
+line in a panel, a mark has a coordinate that is not finite or lies more than half a pixel
 outside its panel's frame.
 """
 import math
@@ -29,6 +32,7 @@ import sys
 import xml.etree.ElementTree as ET
 
 TOL_PX = 0.5
+KD_FONT_PX = 11  # the document's font size: a text's baseline is this far below its top
 SUFFIX = {"k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
 
 
@@ -196,6 +200,13 @@ def decode(path):
         ya = Axis(name, "y", yscale, ticks_of(panel, "ytick", "y1"))
         lines.append("panel %s %.9g %.9g %s %s" % (name, xa.per_unit, ya.per_unit, xa.scale,
                                                     ya.scale))
+        lines.append("range %s %.9g %.9g %.9g %.9g" % (name, xa.value(fx), xa.value(fx + fw),
+                                                      ya.value(fy + fh), ya.value(fy)))
+        for t in children(panel, "text", "ece"):
+            tx, ty = num(t.get("x"), "ece x"), num(t.get("y"), "ece y")
+            inside = fx - 1 <= tx <= fx + fw + 1 and fy < ty <= fy + fh + KD_FONT_PX
+            lines.append("ece %s %s %s" % (name, "inside" if inside else "outside",
+                                           text_of(t).replace(" ", "_")))
         line_count = {}
         for el, series in walk_marks(panel):
             kind = el.get("data-kind")

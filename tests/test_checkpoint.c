@@ -67,7 +67,8 @@ KD_TEST(ckpt_round_trip_with_training_state_is_exact) {
     CHECK(cnt && cnt->kind == KD_TENSOR_COUNTER);
     if (cnt) *cnt->counter = INT64_C(123456789012);
     char *classes[] = {"T-shirt/top", "quote\"d", "\xc3\xa9t\xc3\xa9"};
-    kd_preprocess pp = {1.0f / 255, 1, {0.2860f}, {0.3530f}, 1};
+    kd_preprocess pp = {.scale = 1.0f / 255, .n_channels = 1, .mean = {0.2860f},
+                        .std = {0.3530f}, .flatten = 1};
     kd_ckpt_meta meta = {classes, 3, &pp, "{\"epochs\":3,\"note\":\"x\"}"};
     size_t order[7] = {6, 2, 0, 5, 1, 4, 3};
     kd_train_state ts = {.step = 1234, .epoch = 2, .batch_in_epoch = 17, .order = order,

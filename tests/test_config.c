@@ -131,7 +131,7 @@ static const bad_case bad_corpus[] = {
     {"{'data': {'train': {'format': 'csv', 'path': 'a.csv', 'delimiter': ',,'}}, " MODEL "}", NULL,
      "data.train.delimiter: expected one character"},
     {"{'data': {'train': {'format': 'images', 'path': 'd', 'channels': 2}}, " MODEL "}", NULL,
-     "data.train.channels: expected 1 (grey) or 3 (RGB), got 2"},
+     "data.train.channels: expected 1 (grey) or 3 (RGB), 0: the first image's, got 2"},
     {"{'data': {'train': {'format': 'idx', 'path': 'a', 'subset_seed': 3}}, " MODEL "}", NULL,
      "data.train.subset_seed: needs a subset > 0"},
     {"{'data': {'train': {'format': 'tar', 'path': 'a'}}, " MODEL "}", NULL,
@@ -435,8 +435,9 @@ KD_TEST(config_defaults) {
     CHECK_EQ_INT(c.use_labels, 0);
     CHECK_CLOSE(c.distill.alpha, 1, 0, 0);
     CHECK_EQ_INT(c.train.unlabeled, 1);
-    CHECK_EQ_INT(c.train.channels, 1);
-    CHECK_EQ_INT(c.train.height, 28);
+    /* 0: the image folder's first image gives them (src/data/imagefolder.c). */
+    CHECK_EQ_INT(c.train.channels, 0);
+    CHECK_EQ_INT(c.train.height, 0);
     kd_config_free(&c);
 
     /* adam's default learning rate differs from sgd's, like torch's. */

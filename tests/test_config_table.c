@@ -52,6 +52,7 @@ static const example examples[] = {
     {.set = "data.preprocess.mean=[0.5, 0.25]", .needs = {"data.preprocess.std=[2, 4]"}},
     {.set = "data.preprocess.std=[2, 4]", .needs = {"data.preprocess.mean=[0.5, 0.25]"}},
     {.set = "data.preprocess.flatten=true"},
+    {.set = "data.preprocess.standardize=true"},
     {.set = "data.augment.shift=2"},
     {.set = "data.augment.flip=true"},
     {.set = "model.input=[1, 28, 28]"},

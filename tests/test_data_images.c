@@ -321,8 +321,18 @@ KD_TEST(data_images_rejections_and_skip_bad) {
     write_gray(p, "good.png", 4, 4, 0);
     src = folder_source(root, 2, 4, 4);
     expect_open_fails(&src, KD_EUSAGE, "data.channels: expected 1 or 3, got 2", NULL);
-    src = folder_source(root, 1, 0, 4);
+    src = folder_source(root, 1, 8193, 4);
     expect_open_fails(&src, KD_EUSAGE, "data.height/width", NULL);
+    /* 0 takes the first image's side (4), the other given values stay. */
+    {
+        kd_dataset *ds = NULL;
+        kd_err err;
+        src = folder_source(root, 3, 0, 2);
+        CHECK_EQ_INT(kd_dataset_open(&ds, &src, NULL, &err), KD_OK);
+        const kd_shape *sh = ds ? &kd_dataset_info(ds)->shape : NULL;
+        CHECK(sh && sh->rank == 3 && sh->d[0] == 3 && sh->d[1] == 4 && sh->d[2] == 2);
+        kd_dataset_close(ds);
+    }
 
     /* An undecodable file: an error naming it, or skipped and counted with skip_bad. */
     snprintf(p, sizeof p, "%s/k/broken.png", root);

@@ -401,9 +401,22 @@ KD_TEST(eval_report_svg_shows_the_measured_numbers) {
     CHECK_SVG_MARK(out, "reliability-0", "vspan", "teacher.safetensors", 0, t_gap, 3);
     CHECK_SVG_MARK(out, "reliability-1", "vbar", "student.safetensors", 0, s_bar, 2);
     CHECK_SVG_MARK(out, "reliability-1", "vspan", "student.safetensors", 0, s_gap, 3);
-    /* 3 panels + 2 diagrams; marks: 2 intervals + 2 points, 2 bars, 2 bars + 2 whiskers, and
-     * 2 bars + 2 gaps. */
-    CHECK_CONTAINS(out, "ok 5 14\n");
+    /* Each diagram's bin counts below it: all 8 samples in the one bin. */
+    const double t_n[] = {xT, 8}, s_n[] = {xS, 8};
+    CHECK_SVG_MARK(out, "counts-0", "vbar", "teacher.safetensors", 0, t_n, 2);
+    CHECK_SVG_MARK(out, "counts-1", "vbar", "student.safetensors", 0, s_n, 2);
+    /* The parameter axis starts a decade below the smallest model (15): its bar shows. */
+    double range[4];
+    CHECK_EQ_INT(kd_test_line_values(out, "range params ", 0, range, 4), 4);
+    CHECK(range[0] <= 1.5 * (1 + 1e-6));
+    /* The ECE above the plot, where no bar can cover it. */
+    char ece_line[64];
+    snprintf(ece_line, sizeof ece_line, "ece reliability-0 outside ECE_%.4f\n", fabs(0.75 - pT));
+    CHECK_CONTAINS(out, ece_line);
+    CHECK(strstr(out, " inside ") == NULL);
+    /* 3 panels + 2 diagrams + 2 count strips; marks: 2 intervals + 2 points, 2 bars, 2 bars +
+     * 2 whiskers, 2 bars + 2 gaps, and 2 count bars. */
+    CHECK_CONTAINS(out, "ok 7 16\n");
     char *text = NULL, ece[32];
     size_t len = 0;
     kd_err err = {0};
@@ -422,4 +435,30 @@ KD_TEST(eval_report_svg_shows_the_measured_numbers) {
     CHECK(kd_read_file(svg, 1 << 20, &text, &len, &err) == KD_OK);
     CHECK_CONTAINS(text, "no labels");
     free(text);
+}
+
+/* 3 classes: every label is in the top 5, so the table has no top-5 row (top-1 stays); a
+ * model with more outputs than the data's classes is refused. */
+KD_TEST(eval_table_has_no_top5_row_for_few_classes) {
+    const char *dir = kd_test_tmpdir();
+    char cmd[4096], tp[512];
+    static char out[16384];
+    write_idx_pair(dir, 0);
+    snprintf(tp, sizeof tp, "%s/teacher.safetensors", dir);
+    write_dense_model(tp, 4, 3, k_wt, k_b0);
+    snprintf(cmd, sizeof cmd, "%s eval --data %s/img.idx --labels %s/lab.idx %s",
+             kd_test_distill(), dir, dir, tp);
+    CHECK_EQ_INT(kd_test_run(cmd, out, sizeof out), 0);
+    CHECK_CONTAINS(out, "top-1 accuracy");
+    CHECK_CONTAINS(out, "75.00%");
+    CHECK(strstr(out, "top-5") == NULL);
+    /* A 4-output model on this 3-class data: refused, naming both counts. */
+    static const float w4[16], b4[4];
+    snprintf(tp, sizeof tp, "%s/four.safetensors", dir);
+    write_dense_model(tp, 4, 4, w4, b4);
+    snprintf(cmd, sizeof cmd, "%s eval --data %s/img.idx --labels %s/lab.idx %s",
+             kd_test_distill(), dir, dir, tp);
+    CHECK_EQ_INT(kd_test_run(cmd, out, sizeof out), 3);
+    CHECK_CONTAINS(out, "model has 4 classes but the data");
+    CHECK_CONTAINS(out, "has 3 (labels 0 to 2)");
 }

@@ -250,7 +250,7 @@ KD_TEST(layernorm_int8_export_keeps_its_tensors_f32) {
     kd_st_file f;
     memset(&f, 0, sizeof f);
     if (!seeded_model(&m)) return;
-    CHECK(!kd_model_tensor(&m, "1.weight")->quantise && kd_model_tensor(&m, "0.weight")->quantise);
+    CHECK(!kd_model_tensor(&m, "1.weight")->quantize && kd_model_tensor(&m, "0.weight")->quantize);
     CHECK_EQ_INT(kd_export_write(path, &m, KD_DT_I8, NULL, NULL, 0, &err), KD_OK);
     CHECK_EQ_INT(kd_st_read(&f, path, &err), KD_OK);
     /* Dense weights become I8 rows with scales; layernorm's weight and bias stay F32, exact,

@@ -62,7 +62,7 @@ KD_TEST(model_mlp_state_dict_names_shapes_count) {
     static const int quantized[] = {1, 0, 1, 0};  /* int8 export: weights yes, biases no */
     for (size_t i = 0; i < 4 && i < m.n_tensors; i++) {
         CHECK_EQ_INT(m.tensors[i].layer, layer_of[i]);
-        CHECK_EQ_INT(m.tensors[i].quantise, quantized[i]);
+        CHECK_EQ_INT(m.tensors[i].quantize, quantized[i]);
     }
     CHECK_EQ_INT(kd_model_first_trainable(&m), 0);
 

@@ -344,3 +344,36 @@ KD_TEST(predict_fashion_mnist_test_image_with_trained_student) {
         cJSON_Delete(j);
     }
 }
+
+/* A bad input among good ones is reported and the rest still predicted (exit 3 at the end);
+ * a folder is its images in name order, and those of its class subfolders. */
+KD_TEST(predict_goes_on_after_a_bad_input_and_reads_folders) {
+    const char *dir = kd_test_tmpdir();
+    char model[512], cmd[4096], p[512];
+    static char out[1 << 16];
+    snprintf(model, sizeof model, "%s/bright.safetensors", dir);
+    write_brightness_model(model);
+    snprintf(cmd, sizeof cmd, "mkdir -p %s/imgs/a %s/imgs/b && echo hi > %s/imgs/notes.txt",
+             dir, dir, dir);
+    CHECK_EQ_INT(kd_test_run(cmd, NULL, 0), 0);
+    snprintf(p, sizeof p, "%s/imgs/a/white.png", dir);
+    write_uniform_png(p, 4, 4, 1, 255);
+    snprintf(p, sizeof p, "%s/imgs/b/black.png", dir);
+    write_uniform_png(p, 4, 4, 1, 0);
+    snprintf(p, sizeof p, "%s/imgs/c-grey.png", dir);
+    write_uniform_png(p, 4, 4, 1, 136);
+    snprintf(p, sizeof p, "%s/broken.png", dir);
+    CHECK_EQ_INT(kd_test_write_file(p, "\x89PNG broken", 11), 0);
+    snprintf(cmd, sizeof cmd, "%s predict --model %s --top 1 %s/broken.png %s/none.png %s/imgs",
+             kd_test_distill(), model, dir, dir, dir);
+    CHECK_EQ_INT(kd_test_run(cmd, out, sizeof out), 3);
+    CHECK_CONTAINS(out, "broken.png");
+    CHECK_CONTAINS(out, "none.png");
+    CHECK_CONTAINS(out, "2 inputs could not be predicted");
+    /* After both bad ones, the folder in name order: a/white, b/black, c-grey. */
+    const char *w = strstr(out, "imgs/a/white.png: bright (p=1.0000)");
+    const char *b = strstr(out, "imgs/b/black.png: dark (p=1.0000)");
+    const char *g = strstr(out, "imgs/c-grey.png: bright");
+    CHECK(w && b && g && w < b && b < g);
+    CHECK(strstr(out, "notes.txt") == NULL);
+}

@@ -305,8 +305,9 @@ KD_TEST(plot_lines_map_back_to_metrics_within_half_a_pixel) {
     CHECK_CONTAINS(g_out, "legend teacher\nlegend student\n");
     double want[64];
     /* Panels of the default grid, field indices into k_fields. */
-    static const char *const panels[] = {"loss", "val_acc", "lr", "samples_per_s"};
-    static const size_t fields[] = {0, 4, 5, 6};
+    /* The first shows each run's hard term (the student's differs from its loss). */
+    static const char *const panels[] = {"hard", "val_acc", "lr", "samples_per_s"};
+    static const size_t fields[] = {2, 4, 5, 6};
     for (size_t p = 0; p < 4; p++) {
         CHECK_SVG_MARK(g_out, panels[p], "line", "teacher", 0, want,
                        pairs(teacher_metric, fields[p], 1, 5, want));
@@ -334,7 +335,7 @@ KD_TEST(plot_lines_map_back_to_metrics_within_half_a_pixel) {
     snprintf(args, sizeof args, "%s/metrics.jsonl -o %s/one.svg", t, dir);
     snprintf(svg, sizeof svg, "%s/one.svg", dir);
     if (plot_and_decode(args, svg, &rc) == 0)
-        CHECK_SVG_MARK(g_out, "loss", "line", "teacher", 0, want, pairs(teacher_metric, 0, 1, 5, want));
+        CHECK_SVG_MARK(g_out, "hard", "line", "teacher", 0, want, pairs(teacher_metric, 2, 1, 5, want));
 }
 
 /* One epoch, constant values, 1,000 epochs and a metric never recorded all draw inside the
@@ -360,12 +361,12 @@ KD_TEST(plot_edge_runs_stay_inside_their_panels) {
     /* Each alone. */
     snprintf(args, sizeof args, "%s -o %s", one, svg);
     if (plot_and_decode(args, svg, &rc) == 0) {
-        CHECK_SVG_MARK(g_out, "loss", "point", "one", 0, want, pairs(teacher_metric, 0, 1, 1, want));
+        CHECK_SVG_MARK(g_out, "hard", "point", "one", 0, want, pairs(teacher_metric, 2, 1, 1, want));
         CHECK_SVG_MARK(g_out, "lr", "point", "one", 0, want, pairs(teacher_metric, 5, 1, 1, want));
     }
     snprintf(args, sizeof args, "%s -o %s", flat, svg);
     if (plot_and_decode(args, svg, &rc) == 0) {
-        CHECK_SVG_MARK(g_out, "loss", "line", "flat", 0, want, pairs(constant_metric, 0, 1, 10, want));
+        CHECK_SVG_MARK(g_out, "hard", "line", "flat", 0, want, pairs(constant_metric, 2, 1, 10, want));
         CHECK_SVG_MARK(g_out, "lr", "line", "flat", 0, want, pairs(constant_metric, 5, 1, 10, want));
         CHECK_SVG_MARK(g_out, "val_acc", "line", "flat", 0, want, pairs(constant_metric, 4, 1, 10, want));
     }
@@ -392,17 +393,56 @@ KD_TEST(plot_edge_runs_stay_inside_their_panels) {
     snprintf(args, sizeof args, "\"%s\" \"%s\" -o %s", odd, latin1, svg);
     if (plot_and_decode(args, svg, &rc) == 0) {
         CHECK_CONTAINS(g_out, "legend a&b<c>\nlegend caf?\n");
-        CHECK_SVG_MARK(g_out, "loss", "line", "a&b<c>", 0, want, pairs(teacher_metric, 0, 1, 2, want));
+        CHECK_SVG_MARK(g_out, "hard", "line", "a&b<c>", 0, want, pairs(teacher_metric, 2, 1, 2, want));
     }
     /* All together: each keeps its own values on the shared axes. */
     snprintf(args, sizeof args, "%s %s %s %s -o %s", one, flat, lng, noval, svg);
     if (plot_and_decode(args, svg, &rc) == 0) {
         CHECK_CONTAINS(g_out, "ok 4 ");
-        CHECK_SVG_MARK(g_out, "loss", "point", "one", 0, want, pairs(teacher_metric, 0, 1, 1, want));
-        CHECK_SVG_MARK(g_out, "loss", "line", "flat", 0, want, pairs(constant_metric, 0, 1, 10, want));
+        CHECK_SVG_MARK(g_out, "hard", "point", "one", 0, want, pairs(teacher_metric, 2, 1, 1, want));
+        CHECK_SVG_MARK(g_out, "hard", "line", "flat", 0, want, pairs(constant_metric, 2, 1, 10, want));
         CHECK_SVG_MARK(g_out, "val_acc", "line", "long", 0, want, pairs(long_metric, 4, 1, 1000, want));
-        CHECK_SVG_MARK(g_out, "loss", "line", "noval", 0, want, pairs(no_val_metric, 0, 1, 3, want));
+        CHECK_SVG_MARK(g_out, "hard", "line", "noval", 0, want, pairs(no_val_metric, 2, 1, 3, want));
     }
+}
+
+/* The x axis ends at the last epoch (13, where nice ticks would run to 14), throughput is on
+ * a log axis, and a run that read its teacher's logits from the cache says so in the legend
+ * and the throughput title. */
+KD_TEST(plot_epoch_axis_log_throughput_and_cached_teacher) {
+    if (!kd_test_have_python()) {
+        kd_test_skip("python3 not available");
+        return;
+    }
+    const char *dir = kd_test_tmpdir();
+    char a[1024], b[1024], svg[1024], args[4096], cfg[1100];
+    snprintf(a, sizeof a, "%s/online", dir);
+    snprintf(b, sizeof b, "%s/cached", dir);
+    snprintf(svg, sizeof svg, "%s/c.svg", dir);
+    write_metrics(a, 13, teacher_metric);
+    write_metrics(b, 13, student_metric);
+    snprintf(cfg, sizeof cfg, "%s/config.json", b);
+    const char *json = "{\"teacher\": {\"checkpoint\": \"/t\", \"cache\": {\"path\": \"/c\"}}}";
+    CHECK_EQ_INT(kd_test_write_file(cfg, json, strlen(json)), 0);
+    snprintf(args, sizeof args, "%s %s -o %s", a, b, svg);
+    int rc;
+    if (plot_and_decode(args, svg, &rc) != 0) return;
+    double r[4];
+    CHECK_EQ_INT(kd_test_line_values(g_out, "range hard ", 0, r, 4), 4);
+    CHECK_CLOSE(r[0], 1, 0.02, 0);
+    CHECK_CLOSE(r[1], 13, 0.02, 0);
+    CHECK_CONTAINS(g_out, "panel samples_per_s ");
+    CHECK_CONTAINS(g_out, " linear log\n");
+    CHECK_CONTAINS(g_out, "legend online\nlegend cached_(cached_teacher)\n");
+    double want[64];
+    CHECK_SVG_MARK(g_out, "samples_per_s", "line", "cached_(cached_teacher)", 0, want,
+                   pairs(student_metric, 6, 1, 13, want));
+    char *text = NULL;
+    size_t len = 0;
+    kd_err err = {0};
+    CHECK(kd_read_file(svg, 1 << 20, &text, &len, &err) == KD_OK);
+    CHECK_CONTAINS(text, "training throughput (log scale); cached-teacher runs: teacher not run");
+    free(text);
 }
 
 KD_TEST(plot_bad_input_exit_3_and_writes_nothing) {

@@ -43,6 +43,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "checkpoint_impl.h"
 #include "kd_dtype.h"
 
 #define MAX_META 16
@@ -55,25 +56,6 @@ void kd_free_strings(char **s, size_t n) {
 
 static int is_train_state_name(const char *name) {
     return strncmp(name, "optim.", 6) == 0 || strncmp(name, "train.", 6) == 0;
-}
-
-static char *preprocess_json(const kd_preprocess *pp) {
-    char *out = NULL;
-    cJSON *o = cJSON_CreateObject();
-    if (!o) return NULL;
-    cJSON *mean = cJSON_AddArrayToObject(o, "mean"), *std = cJSON_AddArrayToObject(o, "std");
-    if (!cJSON_AddNumberToObject(o, "scale", kd_float_shortest(pp->scale)) || !mean || !std ||
-        !cJSON_AddBoolToObject(o, "flatten", pp->flatten != 0))
-        goto cleanup;
-    for (int c = 0; c < pp->n_channels && c < KD_MAX_CHANNELS; c++) {
-        if (!cJSON_AddItemToArray(mean, cJSON_CreateNumber(kd_float_shortest(pp->mean[c]))) ||
-            !cJSON_AddItemToArray(std, cJSON_CreateNumber(kd_float_shortest(pp->std[c]))))
-            goto cleanup;
-    }
-    out = cJSON_PrintUnformatted(o);
-cleanup:
-    cJSON_Delete(o);
-    return out;
 }
 
 static char *classes_json(char **names, size_t n) {
@@ -159,7 +141,7 @@ kd_status kd_ckpt_save(const char *path, const kd_model *m, const kd_ckpt_meta *
         mk[n_meta] = "classes", mv[n_meta++] = classes;
     }
     if (meta && meta->pp) {
-        if (!(pp = preprocess_json(meta->pp))) {
+        if (!(pp = kd_ckpt_preprocess_json(meta->pp))) {
             st = kd_err_set(err, KD_EIO, "%s: out of memory", path);
             goto cleanup;
         }
@@ -210,12 +192,18 @@ static int same_shape(const kd_tensor *t, const kd_st_tensor *s) {
 static int is_float_dtype(kd_dtype d) { return d == KD_DT_F32 || d == KD_DT_F16 || d == KD_DT_BF16; }
 
 /* Checks one expected tensor against the file and copies its values into the model. */
-static kd_status load_tensor(const kd_st_file *f, kd_tensor *t, kd_err *err) {
-    char a[96], b[96];
-    const kd_st_tensor *s = kd_st_find(f, t->name);
-    if (!s)
-        return kd_err_set(err, KD_EINPUT, "%s: tensor %s: missing (the architecture expects shape %s)",
-                          f->path, t->name, model_shape_str(t, a, sizeof a));
+static kd_status load_tensor(const kd_st_file *f, const char *prefix, kd_tensor *t,
+                             kd_err *err) {
+    char a[96], b[96], full[512];
+    snprintf(full, sizeof full, "%s%s", prefix, t->name);
+    const kd_st_tensor *s = kd_st_find(f, full);
+    if (!s) {
+        char found[700];
+        kd_ckpt_names_found(f, found, sizeof found);
+        return kd_err_set(err, KD_EINPUT, "%s: tensor %s: missing (the architecture expects "
+                          "shape %s); the file has: %s", f->path, full,
+                          model_shape_str(t, a, sizeof a), found);
+    }
     if (!same_shape(t, s))
         return kd_err_set(err, KD_EINPUT, "%s: tensor %s: expected shape %s, found %s", f->path,
                           t->name, model_shape_str(t, a, sizeof a), kd_st_shape_str(s, b, sizeof b));
@@ -233,7 +221,7 @@ static kd_status load_tensor(const kd_st_file *f, kd_tensor *t, kd_err *err) {
     }
     if (c && t->kind == KD_TENSOR_PARAM && t->shape.rank >= 1) {
         char sname[KD_TENSOR_NAME_MAX + 16];
-        if (kd_codec_scale_name(t->name, sname, sizeof sname))
+        if (kd_codec_scale_name(full, sname, sizeof sname))
             return kd_err_set(err, KD_EINPUT, "%s: tensor %s: name too long", f->path, t->name);
         const kd_st_tensor *sc = kd_st_find(f, sname);
         size_t rows = t->shape.d[0];
@@ -262,9 +250,12 @@ static kd_status load_tensor(const kd_st_file *f, kd_tensor *t, kd_err *err) {
                       t->kind == KD_TENSOR_PARAM ? ", or I8 with a <name>_scale tensor" : "");
 }
 
-/* Is file tensor `name` one the model consumed (itself or a row-scaled weight's scales)? */
-static int expected_name(kd_model *m, const kd_st_file *f, const char *name) {
-    if (kd_model_tensor(m, name)) return 1;
+/* Is file tensor `name` one the model consumed (itself or a row-scaled weight's scales)?
+ * Every name carries prefix (the one stripped, or ""). */
+static int expected_name(kd_model *m, const kd_st_file *f, const char *prefix,
+                         const char *name) {
+    const size_t np = strlen(prefix);
+    if (kd_model_tensor(m, name + np)) return 1;
     size_t n = strlen(name), ns = strlen(KD_CODEC_SCALE_SUFFIX);
     if (n > ns && strcmp(name + n - ns, KD_CODEC_SCALE_SUFFIX) == 0) {
         char base[80];
@@ -273,7 +264,7 @@ static int expected_name(kd_model *m, const kd_st_file *f, const char *name) {
         base[n - ns] = '\0';
         const kd_st_tensor *w = kd_st_find(f, base);
         const kd_codec *c = w ? kd_codec_for(w->dtype) : NULL;
-        return c && c->row_scales && kd_model_tensor(m, base);
+        return c && c->row_scales && kd_model_tensor(m, base + np);
     }
     return 0;
 }
@@ -319,45 +310,6 @@ cleanup:
     cJSON_Delete(jb);
     free(a);
     free(b);
-    return st;
-}
-
-static kd_status parse_preprocess(const kd_st_file *f, const char *text, kd_preprocess *pp,
-                                  kd_err *err) {
-    kd_status st = KD_OK;
-    memset(pp, 0, sizeof *pp);
-    cJSON *o = cJSON_Parse(text);
-    const cJSON *scale = cJSON_GetObjectItemCaseSensitive(o, "scale");
-    const cJSON *mean = cJSON_GetObjectItemCaseSensitive(o, "mean");
-    const cJSON *sd = cJSON_GetObjectItemCaseSensitive(o, "std");
-    const cJSON *flat = cJSON_GetObjectItemCaseSensitive(o, "flatten");
-    int n = cJSON_GetArraySize(mean);
-    if (!cJSON_IsObject(o) || !cJSON_IsNumber(scale) || !isfinite(scale->valuedouble) ||
-        !cJSON_IsArray(mean) || !cJSON_IsArray(sd) || cJSON_GetArraySize(sd) != n ||
-        n > KD_MAX_CHANNELS || (flat && !cJSON_IsBool(flat))) {
-        st = kd_err_set(err, KD_EINPUT,
-                        "%s: metadata preprocess: expected {\"scale\": number, \"mean\": [up to %d "
-                        "numbers], \"std\": [as many], \"flatten\": bool}, got %.200s",
-                        f->path, KD_MAX_CHANNELS, text);
-        goto cleanup;
-    }
-    pp->scale = (float)scale->valuedouble;
-    pp->n_channels = n;
-    pp->flatten = cJSON_IsTrue(flat);
-    for (int c = 0; c < n; c++) {
-        const cJSON *mc = cJSON_GetArrayItem(mean, c), *sc = cJSON_GetArrayItem(sd, c);
-        if (!cJSON_IsNumber(mc) || !cJSON_IsNumber(sc) || !(sc->valuedouble > 0) ||
-            !isfinite(mc->valuedouble) || !isfinite(sc->valuedouble)) {
-            st = kd_err_set(err, KD_EINPUT,
-                            "%s: metadata preprocess: channel %d needs a finite mean and a std > 0",
-                            f->path, c);
-            goto cleanup;
-        }
-        pp->mean[c] = (float)mc->valuedouble;
-        pp->std[c] = (float)sc->valuedouble;
-    }
-cleanup:
-    cJSON_Delete(o);
     return st;
 }
 
@@ -434,11 +386,18 @@ static kd_status model_from_file(const kd_st_file *f, const char *arch_json, int
         if (file_arch && (st = compare_arch(f, &fm, m, err)) != KD_OK) goto cleanup;
     }
 
+    /* A plain PyTorch state_dict of a wrapped module: its one common prefix is stripped. */
+    char prefix[128] = "";
+    if (!file_arch && kd_ckpt_common_prefix(f, m, prefix, sizeof prefix))
+        kd_err_set(err, KD_OK, "note: %s: every tensor name starts with \"%s\"; loaded them "
+                   "without it (\"%s%s\" as \"%s\")", f->path, prefix, prefix,
+                   m->tensors[0].name, m->tensors[0].name);
     for (size_t i = 0; i < m->n_tensors; i++)
-        if ((st = load_tensor(f, &m->tensors[i], err)) != KD_OK) goto cleanup;
+        if ((st = load_tensor(f, prefix, &m->tensors[i], err)) != KD_OK) goto cleanup;
     for (size_t i = 0; i < f->n_tensors; i++) {
         const char *name = f->tensors[i].name;
-        if (allow_extra || is_train_state_name(name) || expected_name(m, f, name)) continue;
+        if (allow_extra || is_train_state_name(name) || expected_name(m, f, prefix, name))
+            continue;
         st = kd_err_set(err, KD_EINPUT,
                         "%s: tensor %s: not part of the architecture (%zu layers, %zu tensors "
                         "expected)", f->path, name, m->n_layers, m->n_tensors);
@@ -457,8 +416,10 @@ kd_status kd_ckpt_load(const char *path, const char *arch_json, int with_grads, 
     char **classes = NULL;
     size_t n_classes = 0;
     kd_preprocess pp;
+    const char *pp_text = NULL;
     memset(m, 0, sizeof *m);
     if (has_pp) *has_pp = 0;
+    if (out_pp) memset(out_pp, 0, sizeof *out_pp);
     if (out_classes) *out_classes = NULL;
     if (out_n_classes) *out_n_classes = 0;
 
@@ -466,9 +427,9 @@ kd_status kd_ckpt_load(const char *path, const char *arch_json, int with_grads, 
     if ((st = model_from_file(&f, arch_json, with_grads, allow_extra, m, err)) != KD_OK)
         goto cleanup;
 
-    const char *pp_text = kd_st_meta(&f, "preprocess");
+    pp_text = kd_st_meta(&f, "preprocess");
     if (pp_text && out_pp) {
-        if ((st = parse_preprocess(&f, pp_text, &pp, err)) != KD_OK) goto cleanup;
+        if ((st = kd_ckpt_parse_preprocess(f.path, pp_text, &pp, err)) != KD_OK) goto cleanup;
         *out_pp = pp;
         if (has_pp) *has_pp = 1;
     }
@@ -483,6 +444,7 @@ cleanup:
     if (st != KD_OK) {
         kd_model_free(m);
         if (has_pp) *has_pp = 0;
+        if (pp_text && out_pp) kd_preprocess_free(out_pp);
     }
     kd_free_strings(classes, n_classes);
     kd_st_free(&f);

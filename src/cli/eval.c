@@ -38,6 +38,8 @@ static const char usage[] =
     "Data (one of):\n"
     "  --config FILE   the config's data.test (or the validation split, see --split)\n"
     "  --run DIR       the same, from a training run folder's DIR/config.json\n"
+    "  --set PATH=VALUE  override a value of that config, as train's --set (repeatable),\n"
+    "                  e.g. --set data.test.path=other.csv\n"
     "  --data FILE     an IDX images file (raw or .gz), with --labels FILE for its labels\n"
     "Each model sees its data with the preprocessing recorded in its checkpoint metadata, else\n"
     "the config's, else the defaults (u8 pixels scaled by 1/255).\n"
@@ -132,14 +134,24 @@ static kd_status forward_model(eval_ctx *e, const char *path, size_t batch, kd_m
     } else {
         kd_free_strings(names, n_cls_names);
     }
-    if (!has_pp) pp = d->pp;
+    if (!has_pp) pp = d->pp;  /* borrowed; a checkpoint's own is freed below */
     if (!kd_preprocess_same(&pp, &e->ds_pp)) {
         kd_dataset_close(e->ds);
         e->ds = NULL;
-        if ((st = kd_eval_data_open(d, &pp, &e->ds, err))) return st;
-        e->ds_pp = pp;
+        kd_preprocess_free(&e->ds_pp);
+        if (!(st = kd_eval_data_open(d, &pp, &e->ds, err)))
+            st = kd_preprocess_copy(&e->ds_pp, &pp, err);
     }
+    if (has_pp) kd_preprocess_free(&pp);
+    if (st) return st;
     if ((st = kd_eval_check_fit(m, path, kd_dataset_info(e->ds), d->src.path, err))) return st;
+    /* Scoring a model with more outputs than the data's classes compares different tasks
+     * (predict, which only shows labels, accepts it). */
+    const kd_data_info *di = kd_dataset_info(e->ds);
+    if (di->has_labels && di->n_classes && m->n_classes > di->n_classes)
+        return kd_err_set(err, KD_EINPUT, "%s: model has %zu classes but the data %s has %zu "
+                          "(labels 0 to %zu)", path, m->n_classes, d->src.path, di->n_classes,
+                          di->n_classes - 1);
     if (!e->C0) e->C0 = m->n_classes, e->first = path;
     if (m->n_classes != e->C0)
         return kd_err_set(err, KD_EINPUT, "%s: model has %zu classes but the first model %s has %zu",
@@ -206,12 +218,20 @@ cleanup:
 static kd_status evaluate(kd_eval_data *d, char **paths, size_t n_models, char **members,
                           size_t n_members, const eval_opts *o, model_result *res,
                           char ***class_names, size_t *n_names, kd_err *err) {
-    eval_ctx e = {d, NULL, d->pp, {0}, NULL, 0, NULL, class_names, n_names};
+    eval_ctx e;
+    memset(&e, 0, sizeof e);
+    e.d = d;
+    e.class_names = class_names;
+    e.n_names = n_names;
     float *ref = NULL, *logits = NULL;
     kd_model m;
     memset(&m, 0, sizeof m);
-    kd_status st = kd_eval_data_open(d, &d->pp, &e.ds, err);
-    if (st) return st;
+    kd_status st = kd_preprocess_copy(&e.ds_pp, &d->pp, err);
+    if (!st) st = kd_eval_data_open(d, &d->pp, &e.ds, err);
+    if (st) {
+        kd_preprocess_free(&e.ds_pp);
+        return st;
+    }
     e.data_shape = kd_dataset_info(e.ds)->shape;
     if (!(e.labels = malloc((d->n ? d->n : 1) * sizeof *e.labels))) {
         st = kd_err_set(err, KD_EIO, "out of memory");
@@ -250,6 +270,7 @@ static kd_status evaluate(kd_eval_data *d, char **paths, size_t n_models, char *
 cleanup:
     kd_model_free(&m);
     kd_dataset_close(e.ds);
+    kd_preprocess_free(&e.ds_pp);
     free(ref);
     free(logits);
     free(e.labels);
@@ -296,6 +317,10 @@ static void print_table(const kd_eval_data *d, const model_result *res, size_t n
         ROW("top-1 accuracy", snprintf(cell, sizeof cell, "%.2f%%", 100.0 * frac(r->met.top1, r->met.n)));
         ROW("  95% CI (Wilson)", kd_wilson95(r->met.top1, r->met.n, &lo, &hi);
             snprintf(cell, sizeof cell, "[%.2f, %.2f]", 100.0 * lo, 100.0 * hi));
+    }
+    /* With 5 classes or fewer every label is in the top 5: the row would say nothing. */
+    if (labelled && res[0].met.n_classes > 5) {
+        double lo, hi;
         ROW("top-5 accuracy", snprintf(cell, sizeof cell, "%.2f%%", 100.0 * frac(r->met.top5, r->met.n)));
         ROW("  95% CI (Wilson)", kd_wilson95(r->met.top5, r->met.n, &lo, &hi);
             snprintf(cell, sizeof cell, "[%.2f, %.2f]", 100.0 * lo, 100.0 * hi));
@@ -460,6 +485,8 @@ cleanup:
     return st;
 }
 
+#define MAX_SETS 64
+
 static int run(int argc, char **argv) {
     const char *config = NULL, *run_dir = NULL, *data = NULL, *labels = NULL, *split = NULL;
     const char *report = NULL, *ensemble = NULL;
@@ -468,8 +495,11 @@ static int run(int argc, char **argv) {
     long long threads = -1;
     eval_opts o = {0, 0, 0, 256};
     size_t n_models;
+    kd_cli_item set_items[MAX_SETS];
+    kd_cli_list sets = {set_items, 0, MAX_SETS};
     const kd_cli_opt cli_opts[] = {
         {.name = "--config", .kind = KD_OPT_STRING, .to.str = &config, .needs = "a file"},
+        {.name = "--set", .kind = KD_OPT_STRING, .list = &sets, .needs = "PATH=VALUE"},
         {.name = "--run", .kind = KD_OPT_STRING, .to.str = &run_dir, .needs = "a folder"},
         {.name = "--data", .kind = KD_OPT_STRING, .to.str = &data, .needs = "a file"},
         {.name = "--labels", .kind = KD_OPT_STRING, .to.str = &labels, .needs = "a file"},
@@ -495,7 +525,15 @@ static int run(int argc, char **argv) {
     else if (labels && !data) problem = "--labels goes with --data";
     else if (data && split && strcmp(split, "test"))
         problem = "--split validation needs --config or --run (explicit data is used whole)";
+    if (!problem && sets.n && !config && !run_dir) problem = "--set goes with --config or --run";
     if (problem) return kd_cli_usage_error(argv[0], "%s", problem);
+    const char *overrides[MAX_SETS];
+    for (size_t i = 0; i < sets.n; i++) {
+        if (!strchr(sets.items[i].value, '=') || sets.items[i].value[0] == '=')
+            return kd_cli_usage_error(argv[0], "--set %s: expected PATH=VALUE",
+                                      sets.items[i].value);
+        overrides[i] = sets.items[i].value;
+    }
     if (ensemble) {
         if (!(ens_copy = strdup(ensemble))) {
             fprintf(stderr, "distill: out of memory\n");
@@ -532,7 +570,7 @@ static int run(int argc, char **argv) {
         snprintf(cfg_path, sizeof cfg_path, "%s/config.json", run_dir);
         config = cfg_path;
     }
-    st = config ? kd_eval_data_from_config(&d, config, split, &err)
+    st = config ? kd_eval_data_from_config(&d, config, overrides, sets.n, split, &err)
                 : kd_eval_data_from_idx(&d, data, labels, &err);
     if (st) goto cleanup;
     kd_threads_set(threads >= 0 ? (int)threads : d.threads);

@@ -152,6 +152,7 @@ static kd_status check_accuracy(kd_eval_data *d, const char *in, const char *out
     for (int k = 0; k < 2; k++) {
         kd_model_free(&m[k]);
         free(logits[k]);
+        if (has_pp[k]) kd_preprocess_free(&pp[k]);
     }
     free(labels);
     return st;
@@ -230,7 +231,7 @@ static int run(int argc, char **argv) {
         config = cfg_path;
     }
     if (config) {
-        st = kd_eval_data_from_config(&d, config, split, &err);
+        st = kd_eval_data_from_config(&d, config, NULL, 0, split, &err);
         if (st) goto cleanup;
         have_data = 1;
     }
@@ -282,6 +283,7 @@ cleanup:
     free(keys);
     free(vals);
     kd_free_strings(classes, n_classes);
+    if (has_pp) kd_preprocess_free(&pp);
     kd_model_free(&m);
     kd_st_free(&f);
     kd_eval_data_free(&d);

@@ -8,6 +8,7 @@
 
 #include "cli.h"
 #include "kd_cache.h"
+#include "kd_filekind.h"
 #include "kd_checkpoint.h"
 
 static const char usage[] =
@@ -196,6 +197,13 @@ static int run(int argc, char **argv) {
         return kd_cli_usage_error(argv[0], "expected one FILE, got '%s' and '%s'", argv[1], argv[2]);
     const char *path = argv[1];
     if (kd_cache_sniff(path)) return kd_cli_info_cache(path, json);
+    /* A foreign file (ONNX, a PyTorch archive, a CSV) is named before any safetensors check. */
+    kd_file_kind kind = kd_file_sniff_path(path);
+    if (kind.what) {
+        fprintf(stderr, "distill: %s: not a checkpoint or a cache: this is %s; %s\n", path,
+                kind.what, kind.hint);
+        return KD_EINPUT;
+    }
 
     kd_err err;
     kd_err_clear(&err);
@@ -222,6 +230,7 @@ static int run(int argc, char **argv) {
             goto cleanup;
         }
         kd_free_strings(classes, n_classes);
+        kd_preprocess_free(&pp);
         has_model = 1;
     }
     if (json) {

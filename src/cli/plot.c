@@ -56,6 +56,24 @@ static kd_status locate_run(const char *arg, char *name, char *metrics, size_t c
     return KD_OK;
 }
 
+/* Whether the run whose metrics are at `metrics` took its teacher's logits from the cache
+ * (its config.json has teacher.cache): its samples/s then leave the teacher's forward out. */
+static int teacher_cached(const char *metrics) {
+    char dir[KD_PATH_MAX], path[KD_PATH_MAX + 16], *text = NULL;
+    size_t len = 0;
+    kd_err ignore;
+    if (kd_path_dirname(dir, sizeof dir, metrics) || kd_path_join(path, sizeof path, dir,
+                                                                  "config.json") ||
+        kd_read_file(path, (size_t)16 << 20, &text, &len, &ignore) != KD_OK)
+        return 0;
+    cJSON *j = cJSON_Parse(text);
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(j, "teacher");
+    int cached = cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(t, "cache"));
+    cJSON_Delete(j);
+    free(text);
+    return cached;
+}
+
 static int run(int argc, char **argv) {
     const char *out = NULL, *metric = NULL;
     const char *choices[MAX_CURVES + 1] = {0};
@@ -77,7 +95,7 @@ static int run(int argc, char **argv) {
     kd_strbuf svg = {0};
     char default_out[64], metrics[KD_PATH_MAX];
     size_t max_epochs = 0;
-    char **names = calloc(n_runs, sizeof *names);
+    char **names = calloc(n_runs, sizeof *names), **labels = NULL;
     kd_epoch_metrics **rows = calloc(n_runs, sizeof *rows);
     kd_report_run *runs = calloc(n_runs, sizeof *runs);
     if (!names || !rows || !runs) {
@@ -93,10 +111,23 @@ static int run(int argc, char **argv) {
         if (!st) st = kd_metrics_read(metrics, &rows[k], &runs[k].n_rows, &err);
         if (st) goto cleanup;
         runs[k].rows = rows[k];
+        runs[k].teacher_cached = teacher_cached(metrics);
         if (runs[k].n_rows > max_epochs) max_epochs = runs[k].n_rows;
     }
-    for (size_t k = 0; k < n_runs; k++)
-        runs[k].label = kd_path_label((const char *const *)names, n_runs, k);
+    if (!(labels = calloc(n_runs, sizeof *labels))) {
+        st = kd_err_set(&err, KD_EIO, "out of memory");
+        goto cleanup;
+    }
+    for (size_t k = 0; k < n_runs; k++) {
+        const char *label = kd_path_label((const char *const *)names, n_runs, k);
+        size_t cap = strlen(label) + 24;
+        if (!(labels[k] = malloc(cap))) {
+            st = kd_err_set(&err, KD_EIO, "out of memory");
+            goto cleanup;
+        }
+        snprintf(labels[k], cap, "%s%s", label, runs[k].teacher_cached ? " (cached teacher)" : "");
+        runs[k].label = labels[k];
+    }
     if (!out) {
         snprintf(default_out, sizeof default_out, "%s.svg", metric ? metric : "curves");
         out = default_out;
@@ -105,13 +136,15 @@ static int run(int argc, char **argv) {
     if (!st) st = kd_report_save(out, &svg, &err);
     if (st) goto cleanup;
     kd_cli_warn_if_any(&err);
-    printf("plot: wrote %s (%zu run%s, up to %zu epochs)\n", out, n_runs, n_runs == 1 ? "" : "s",
-           max_epochs);
+    printf("plot: wrote %s (%zu run%s, up to %zu epoch%s)\n", out, n_runs, n_runs == 1 ? "" : "s",
+           max_epochs, max_epochs == 1 ? "" : "s");
 cleanup:
     for (size_t k = 0; k < n_runs; k++) {
         if (names) free(names[k]);
         if (rows) free(rows[k]);
+        if (labels) free(labels[k]);
     }
+    free(labels);
     free(names);
     free(rows);
     free(runs);

@@ -1,8 +1,11 @@
 /* predict.c - `distill predict`: top-k classes with probabilities for images, IDX samples or
  * CSV rows, with the preprocessing recorded in the checkpoint. */
+#include <dirent.h>
+#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cli.h"
 #include "kd_checkpoint.h"
@@ -36,6 +39,11 @@ static const char usage[] =
     "                     (default 1); ignored when the arch says [C, H, W]\n"
     "  --size HxW         image size for a flat model input (default: square, from the input\n"
     "                     size divided by the channels)\n"
+    "\n"
+    "  folder             its PNG and JPEG images in name order, and those of its subfolders\n"
+    "                     (one per class, as an image-folder dataset)\n"
+    "\n"
+    "A bad input is reported and the others still predicted; the exit code is then 3.\n"
     "\n"
     "Output (text): one line per input, 'INPUT: NAME (p=0.8123), NAME (p=0.1000), ...', where\n"
     "NAME is the class name, or 'class N' when the checkpoint records none; IDX and CSV\n"
@@ -235,12 +243,21 @@ static kd_status predict_dataset(predictor *pr, const predict_opts *o, const cha
     if (kind == IN_IDX && o->labels) snprintf(src.labels_path, sizeof src.labels_path, "%s", o->labels);
     if (kind == IN_CSV) snprintf(src.label_column, sizeof src.label_column, "none");
     size_t numel = kd_shape_numel(&pr->m.input);
-    st = kd_dataset_open(&ds, &src, &pr->pp, err);
+    /* Per-feature statistics fit only once the label column is known: the first open looks
+     * at the shape without them. */
+    kd_preprocess probe = pr->pp;
+    probe.n_features = 0;
+    probe.feat = NULL;
+    st = kd_dataset_open(&ds, &src, &probe, err);
+    int reopen = !st && pr->pp.n_features;
     if (!st && kind == IN_CSV && kd_shape_numel(&kd_dataset_info(ds)->shape) == numel + 1) {
         /* One column more than the model takes: the last one is the label. */
+        src.label_column[0] = '\0';
+        reopen = 1;
+    }
+    if (reopen) {
         kd_dataset_close(ds);
         ds = NULL;
-        src.label_column[0] = '\0';
         st = kd_dataset_open(&ds, &src, &pr->pp, err);
     }
     if (st) goto cleanup;
@@ -272,6 +289,73 @@ cleanup:
 }
 
 /* "HxW", each side 1..8192. */
+/* One input file: a bad input (KD_EINPUT) is reported on stderr and counted, and the next
+ * input goes on; any other failure (out of memory, a write error) stops the command. */
+static kd_status predict_file(predictor *pr, const predict_opts *o, const char *path,
+                              size_t *n_bad, kd_err *err) {
+    kd_status st;
+    input_kind kind = classify(path, err, &st);
+    if (!st) {
+        if (kind == IN_IMAGE) st = predict_image(pr, o, path, err);
+        else st = predict_dataset(pr, o, path, kind, err);
+    }
+    fflush(stdout);
+    if (st != KD_EINPUT) return st;
+    kd_cli_fail(err);
+    (*n_bad)++;
+    kd_err_clear(err);
+    return KD_OK;
+}
+
+static int cmp_str(const void *a, const void *b) {
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* A file, or a folder: its images in name order, and those of its subfolders (one per class,
+ * as an image-folder dataset), depth at most 2. */
+static kd_status predict_path(predictor *pr, const predict_opts *o, const char *path, int depth,
+                              size_t *n_bad, kd_err *err) {
+    struct stat sb;
+    if (stat(path, &sb) != 0 || !S_ISDIR(sb.st_mode)) return predict_file(pr, o, path, n_bad, err);
+    kd_status st = KD_OK;
+    char **names = NULL;
+    size_t n = 0, cap = 0;
+    int oom = 0;
+    DIR *d = opendir(path);
+    if (!d) {
+        kd_err_set(err, KD_EINPUT, "%s: cannot open folder: %s", path, strerror(errno));
+        return predict_file(pr, o, path, n_bad, err);
+    }
+    for (struct dirent *e; (e = readdir(d));) {
+        if (e->d_name[0] == '.') continue;
+        char full[KD_PATH_MAX + 256];
+        snprintf(full, sizeof full, "%s/%s", path, e->d_name);
+        int dir = stat(full, &sb) == 0 && S_ISDIR(sb.st_mode);
+        if (dir ? depth >= 1 : !kd_data_image_name(full))
+            continue;
+        if (n == cap) {
+            char **g = realloc(names, (cap ? 2 * cap : 64) * sizeof *names);
+            if (!g) {
+                oom = 1;
+                break;
+            }
+            names = g;
+            cap = cap ? 2 * cap : 64;
+        }
+        if (!(names[n] = strdup(full))) {
+            oom = 1;
+            break;
+        }
+        n++;
+    }
+    if (oom) st = kd_err_set(err, KD_EIO, "%s: out of memory listing the folder", path);
+    closedir(d);
+    if (n && names) qsort(names, n, sizeof *names, cmp_str);
+    for (size_t i = 0; i < n && !st; i++) st = predict_path(pr, o, names[i], depth + 1, n_bad, err);
+    kd_free_strings(names, n);
+    return st;
+}
+
 static int parse_size(const char *v, size_t *h, size_t *w) {
     char *end;
     long a = strtol(v, &end, 10);
@@ -327,13 +411,9 @@ static int run(int argc, char **argv) {
         st = kd_err_set(&err, KD_EIO, "out of memory");
         goto cleanup;
     }
-    for (size_t i = 0; i < n_inputs && !st; i++) {
-        input_kind kind = classify(inputs[i], &err, &st);
-        if (st) break;
-        if (kind == IN_IMAGE) st = predict_image(&pr, &o, inputs[i], &err);
-        else st = predict_dataset(&pr, &o, inputs[i], kind, &err);
-        fflush(stdout);
-    }
+    size_t n_bad = 0;
+    for (size_t i = 0; i < n_inputs && !st; i++) st = predict_path(&pr, &o, inputs[i], 0, &n_bad,
+                                                                   &err);
     if (!st && pr.preds) {
         int *bad = &pr.json_failed;
         cJSON *root = cJSON_CreateObject();
@@ -342,11 +422,16 @@ static int run(int argc, char **argv) {
         pr.preds = NULL;
         st = kd_cli_json_print(root, *bad, &err);
     }
+    /* Every input was tried; the bad ones were reported as they came. */
+    if (!st && n_bad)
+        st = kd_err_set(&err, KD_EINPUT, "%zu input%s could not be predicted (see above)", n_bad,
+                        n_bad == 1 ? "" : "s");
 cleanup:
     cJSON_Delete(pr.preds);
     free(pr.probs);
     free(pr.rank);
     kd_free_strings(pr.names, pr.n_names);
+    if (pr.has_pp) kd_preprocess_free(&pr.pp);
     kd_model_free(&pr.m);
     return st ? kd_cli_fail(&err) : 0;
 }

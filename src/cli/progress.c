@@ -105,7 +105,7 @@ void kd_cli_on_progress(const kd_train_event *ev, void *user) {
         }
         break;
     case KD_EV_EPOCH_END: {
-        if (p->quiet) break;
+        if (p->silent) break;  /* one line per epoch, --quiet included */
         kd_cli_clear_bar(p);
         const kd_epoch_metrics *m = ev->metrics;
         fmt_pct(m->train_acc, a, sizeof a);

@@ -33,12 +33,16 @@ static const char usage[] =
     "  --epochs N           same as --set train.epochs=N\n"
     "  --seed N             same as --set train.seed=N\n"
     "  --threads N          same as --set train.threads=N (BLAS and own loops; 0 = all cores)\n"
-    "  --out DIR            run folder (overrides the config's output folder)\n"
+    "  --out DIR            run folder (overrides the config's output folder). A folder that\n"
+    "                       holds a run is never written over: train refuses (exit 2)\n"
+    "  --overwrite          start anew in a folder that holds a run: the old folder is moved\n"
+    "                       to DIR.1 (or the first free DIR.N), never deleted"
     "  --resume RUN         continue an interrupted run: RUN is a run folder (uses\n"
     "                       RUN/last.safetensors, and RUN/config.json when --config is not\n"
     "                       given) or a checkpoint file. The final weights are bitwise identical\n"
     "                       to an uninterrupted run with the same seed and thread count.\n"
-    "  --quiet              print only errors and the summary line\n"
+    "  --quiet              print only errors, one line per epoch and the summary line\n"
+    "  --verbose            also print the resolved config (always saved as config.json)\n"
     "  -h, --help           this help\n"
     "\n"
     "Ctrl-C finishes the current step, writes a resumable last.safetensors and exits 130.\n"
@@ -130,32 +134,46 @@ static int fail_on_rank(kd_err *err, int rank) {
     return kd_cli_fail(err);
 }
 
-/* What rank 0 says at the end of a run that did not fail: where an interrupted run resumes,
- * or the summary. The exit code. */
-static int report_result(const kd_train_result *res, const kd_config *cfg, int rank, int quiet) {
-    if (res->interrupted) {
-        if (rank == 0)
-            fprintf(stderr,
-                    "distill: interrupted after %zu epochs, step %llu; resumable checkpoint %s\n"
-                    "resume with: distill train --resume %s\n",
-                    res->epochs_done, (unsigned long long)res->steps, res->last_path,
-                    res->out_dir);
-        return EXIT_INTERRUPTED;
+/* --set, --epochs, --seed and --threads as config overrides in command-line order (numbers:
+ * the text of the numeric ones). Returns KD_CLI_GO, or 2 after a usage message. */
+static int collect_overrides(const char *cmd, const kd_cli_list *given, const char **overrides,
+                             char numbers[][48], size_t *n_over) {
+    for (size_t i = 0; i < given->n; i++) {
+        const kd_cli_item *it = &given->items[i];
+        if (it->opt->kind == KD_OPT_STRING) {  /* --set PATH=VALUE */
+            if (!strchr(it->value, '=') || it->value[0] == '=')
+                return kd_cli_usage_error(cmd, "--set %s: expected PATH=VALUE", it->value);
+            overrides[(*n_over)++] = it->value;
+        } else {                               /* --epochs N: train.epochs=N */
+            snprintf(numbers[i], 48, "train.%s=%lld", it->opt->name + 2, it->num);
+            overrides[(*n_over)++] = numbers[i];
+        }
     }
-    if (rank != 0) return 0;
-    if (!quiet && cfg->has_test)
-        printf("test_acc is the final model's; best_test_acc is best.safetensors' (the epoch "
-               "with the best validation accuracy)\n");
-    print_summary(res, cfg->has_teacher);
-    return 0;
+    return KD_CLI_GO;
 }
 
-/* --resume ARG (a run folder or a checkpoint in one): the checkpoint, and the run's
- * config.json and folder, which stand in for --config and --out when they are not given.
- * 0, or the exit code of the message printed. */
-static int resume_paths(const char *argv0, const char *resume_arg, char *resume_ckpt,
-                        char *resume_cfg, char *resume_out, const char **config,
-                        const char **out) {
+/* The run's first lines: config and run folder, the resolved config's path (the whole of it
+ * with --verbose: 60 lines for a CNN), and the loss formula. */
+static void print_start(const char *config, const kd_config *cfg, int verbose) {
+    char formula[256];
+    kd_train_loss_formula(cfg, formula, sizeof formula);
+    printf("distill train: config %s, run folder %s\n", config, cfg->out_dir);
+    char *json = verbose ? kd_config_to_json(cfg) : NULL;
+    if (json)
+        printf("%s\n", json);
+    else
+        printf("resolved config: %s/config.json (--verbose prints it)\n", cfg->out_dir);
+    free(json);
+    printf("%s\n", formula);
+    fflush(stdout);
+}
+
+/* --resume RUN: the checkpoint (RUN/last.safetensors, or RUN itself), and unless given, the
+ * config (its folder's config.json) and the run folder. Each buffer holds KD_PATH_MAX bytes.
+ * Returns KD_CLI_GO, or the exit code of a message already printed. */
+static int resolve_resume(const char *cmd, const char *resume_arg, const char **config,
+                          const char **out, char *resume_ckpt, char *resume_cfg,
+                          char *resume_out) {
     if (is_dir(resume_arg)) {
         snprintf(resume_ckpt, KD_PATH_MAX, "%s/last.safetensors", resume_arg);
         snprintf(resume_cfg, KD_PATH_MAX, "%s/config.json", resume_arg);
@@ -177,14 +195,12 @@ static int resume_paths(const char *argv0, const char *resume_arg, char *resume_
     }
     if (!*config) {
         if (access(resume_cfg, R_OK) != 0)
-            return kd_cli_usage_error(argv0,
-                                      "--resume %s: no %s to take the config from; give "
-                                      "--config",
-                                      resume_arg, resume_cfg);
+            return kd_cli_usage_error(cmd, "--resume %s: no %s to take the config from; give "
+                                      "--config", resume_arg, resume_cfg);
         *config = resume_cfg;
     }
     if (!*out) *out = resume_out;
-    return 0;
+    return KD_CLI_GO;
 }
 
 static int run(int argc, char **argv) {
@@ -196,7 +212,7 @@ static int run(int argc, char **argv) {
     const char *overrides[MAX_OVERRIDES];
     char numbers[MAX_OVERRIDES][48];
     size_t n_over = 0, n_args;
-    int quiet = 0;
+    int quiet = 0, overwrite = 0, verbose = 0;
     kd_config cfg;
     int cfg_loaded = 0, code = 0;
     char out_set[2 * KD_PATH_MAX + 32];
@@ -208,35 +224,33 @@ static int run(int argc, char **argv) {
     const kd_cli_opt cli_opts[] = {
         {.name = "--config", .kind = KD_OPT_STRING, .to.str = &config, .needs = "a file"},
         {.name = "--set", .kind = KD_OPT_STRING, .list = &given, .needs = "PATH=VALUE"},
-        {.name = "--epochs", .kind = KD_OPT_INT, .list = &given, .min = 0, .max = LLONG_MAX},
+        {.name = "--epochs", .kind = KD_OPT_INT, .list = &given, .min = 1, .max = 1000000},
         {.name = "--seed", .kind = KD_OPT_INT, .list = &given, .min = 0, .max = LLONG_MAX},
         KD_CLI_OPT_THREADS(NULL, &given),
         {.name = "--out", .kind = KD_OPT_STRING, .to.str = &out, .needs = "a folder"},
         {.name = "--resume", .kind = KD_OPT_STRING, .to.str = &resume_arg,
          .needs = "a run folder or checkpoint"},
+        {.name = "--overwrite", .kind = KD_OPT_FLAG, .to.flag = &overwrite},
         {.name = "--quiet", .short_name = 'q', .kind = KD_OPT_FLAG, .to.flag = &quiet},
+        {.name = "--verbose", .short_name = 'v', .kind = KD_OPT_FLAG, .to.flag = &verbose},
     };
     const kd_cli_spec spec = {cli_opts, KD_CLI_N_OPTS(cli_opts), 0, usage};
     int rc = kd_cli_parse(&spec, argc, argv, &n_args);
     if (rc != KD_CLI_GO) return rc;
-    for (size_t i = 0; i < given.n; i++) {
-        const kd_cli_item *it = &given.items[i];
-        if (it->opt->kind == KD_OPT_STRING) {  /* --set PATH=VALUE */
-            if (!strchr(it->value, '=') || it->value[0] == '=')
-                return kd_cli_usage_error(argv[0], "--set %s: expected PATH=VALUE", it->value);
-            overrides[n_over++] = it->value;
-        } else {                               /* --epochs N: train.epochs=N */
-            snprintf(numbers[i], sizeof numbers[i], "train.%s=%lld", it->opt->name + 2, it->num);
-            overrides[n_over++] = numbers[i];
-        }
-    }
+    rc = collect_overrides(argv[0], &given, overrides, numbers, &n_over);
+    if (rc != KD_CLI_GO) return rc;
 
     /* The handler goes in before anything slow, so an early Ctrl-C is a clean stop too. */
     install_handlers();
 
-    if (resume_arg && (rc = resume_paths(argv[0], resume_arg, resume_ckpt, resume_cfg,
-                                         resume_out, &config, &out)) != 0)
-        return rc;
+    if (resume_arg && overwrite)
+        return kd_cli_usage_error(argv[0], "--overwrite starts a run anew and --resume "
+                                  "continues one: give one of them");
+    if (resume_arg) {
+        rc = resolve_resume(argv[0], resume_arg, &config, &out, resume_ckpt, resume_cfg,
+                            resume_out);
+        if (rc != KD_CLI_GO) return rc;
+    }
     if (!config) return kd_cli_usage_error(argv[0], "--config FILE is required");
     /* --out becomes output.dir, so the saved config.json names the folder it lives in. */
     if (out) {
@@ -266,21 +280,13 @@ static int run(int argc, char **argv) {
     const char *hook = getenv(KD_HOOK_ENV_STOP_AFTER_STEPS);
     if (hook && parse_count(hook, &pr.stop_after)) pr.stop_after = 0;
 #endif
-    char formula[256];
-    kd_train_loss_formula(&cfg, formula, sizeof formula);
-    if (!pr.quiet) {
-        char *json = kd_config_to_json(&cfg);
-        printf("distill train: config %s, run folder %s\n", config, cfg.out_dir);
-        if (json) printf("%s\n", json);
-        free(json);
-        printf("%s\n", formula);
-        fflush(stdout);
-    }
+    if (!pr.quiet) print_start(config, &cfg, verbose);
 
     kd_train_opts opts = {0};
     opts.cfg = &cfg;
     opts.out_dir = NULL;
     opts.resume = resume_arg ? resume_ckpt : NULL;
+    opts.overwrite = overwrite;
     opts.stop = &g_stop;
     opts.progress = kd_cli_on_progress;
     opts.user = &pr;
@@ -291,7 +297,21 @@ static int run(int argc, char **argv) {
         code = fail_on_rank(&err, rank);
         goto cleanup;
     }
-    code = report_result(&res, &cfg, rank, quiet);
+    if (res.interrupted) {
+        code = EXIT_INTERRUPTED;
+        if (rank == 0)
+            fprintf(stderr, "distill: interrupted after %zu epoch%s, step %llu; resumable "
+                    "checkpoint %s\nresume with: distill train --resume %s\n", res.epochs_done,
+                    res.epochs_done == 1 ? "" : "s", (unsigned long long)res.steps, res.last_path,
+                    res.out_dir);
+        goto cleanup;
+    }
+    code = 0;
+    if (rank != 0) goto cleanup;
+    if (!quiet && cfg.has_test)
+        printf("test_acc is the final model's; best_test_acc is best.safetensors' (the epoch "
+               "with the best validation accuracy)\n");
+    print_summary(&res, cfg.has_teacher);
 cleanup:
     if (cfg_loaded) kd_config_free(&cfg);
     /* Under mpirun the others may be waiting in a collective for this rank: MPI_Abort ends

@@ -154,6 +154,7 @@ cleanup:
 
 void kd_config_free(kd_config *c) {
     if (!c) return;
+    kd_preprocess_free(&c->pp);
     cJSON_Delete(c->layers);
     for (size_t i = 0; i < KD_MAX_TEACHERS; i++) cJSON_Delete(c->teachers[i].layers);
     cJSON_Delete(c->classes);

@@ -183,6 +183,13 @@ double kd_cfg_load_number(const char *base, const kd_cfg_key *k);
 /* ---- The resolved config (write.c) and --set (override.c) ---- */
 cJSON *kd_cfg_write_resolved(const kd_config *c);  /* NULL on out-of-memory */
 int kd_cfg_write_value(const kd_cfg_out *o, const kd_cfg_key *k, cJSON **item);
+
+/* data.preprocess.mean/std with one value per feature (preprocess.c). kd_cfg_pp_features
+ * takes an array longer than the per-channel values (or std after such a mean) into the
+ * per-feature statistics and sets *handled; otherwise leaves the key to its usual parse. */
+kd_status kd_cfg_pp_features(kd_cfg_sec *s, const kd_cfg_key *k, const cJSON *v, int *handled);
+kd_status kd_cfg_parse_pp_mean(kd_cfg_sec *s, const kd_cfg_key *k, const cJSON *v);
+int kd_cfg_write_pp_values(const kd_cfg_out *o, const kd_cfg_key *k, cJSON **item);
 /* Writes the keys of sec with their values at base into obj: 0, or -1 on out-of-memory (obj
  * then holds part of the section; the caller deletes it). */
 int kd_cfg_write_section(const kd_cfg_section *sec, const kd_config *c, const char *base,

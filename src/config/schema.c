@@ -5,6 +5,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "config_impl.h"
 #include "kd_cache.h"
@@ -52,8 +53,10 @@ static const kd_cfg_range R_SEED = {0, KD_CFG_MAX_INT53, 0, 0, 1, "an integer in
 static const kd_cfg_range R_COUNT0 = {0, KD_CFG_MAX_INT53, 0, 0, 1, "an integer >= 0"};
 static const kd_cfg_range R_COUNT1 = {1, KD_CFG_MAX_INT53, 0, 0, 1, "an integer >= 1"};
 static const kd_cfg_range R_EPOCHS_REAL = {0, 1e9, 1, 0, 0, "a number of epochs > 0"};
-static const kd_cfg_range R_CHANNELS = {1, 3, 0, 0, 1, "1 (grey) or 3 (RGB)"};
-static const kd_cfg_range R_SIDE = {1, KD_IMAGE_MAX_SIDE, 0, 0, 1, "an integer in [1, 8192]"};
+/* An image folder's channels / height / width: 0 (or absent) takes the first image's. */
+static const kd_cfg_range R_CHANNELS = {0, 3, 0, 0, 1, "1 (grey) or 3 (RGB), 0: the first image's"};
+static const kd_cfg_range R_SIDE = {0, KD_IMAGE_MAX_SIDE, 0, 0, 1,
+                                    "an integer in [1, 8192], 0: the first image's"};
 static const kd_cfg_range R_SHIFT = {0, KD_AUGMENT_MAX_SHIFT, 0, 0, 1, "an integer in [0, 64]"};
 static const kd_cfg_range R_SPLIT = {0, KD_CFG_MAX_INT53, 0, 0, 0,
                                      "a fraction in [0, 1) or a whole number of samples >= 1"};
@@ -77,8 +80,12 @@ static kd_status parse_source_path(kd_cfg_sec *s, const kd_cfg_key *k, const cJS
         return kd_cfg_fail_key(s, k, "missing (required: the %s file or folder)",
                                s->variant == KD_FMT_IMAGES ? "image" : "data");
     if (s->variant < 0) {
-        kd_data_format f;
-        if (kd_data_format_guess(raw, &f) != 0) {
+        kd_data_format f = KD_FMT_IMAGES;
+        struct stat sb;
+        /* A folder is an image folder (one subfolder per class) whatever its name. */
+        int folder = kd_cfg_resolve(s, k, raw, s->p->base_dir, src->path) == KD_OK &&
+                     stat(src->path, &sb) == 0 && S_ISDIR(sb.st_mode);
+        if (!folder && kd_data_format_guess(raw, &f) != 0) {
             size_t n;
             const char *const *names = kd_data_format_names(&n);
             return kd_cfg_fail_key(s, kd_cfg_selector(s->sec),
@@ -179,12 +186,15 @@ static int write_scale(const kd_cfg_out *o, const kd_cfg_key *k, cJSON **item) {
     return *item ? 0 : -1;
 }
 
-/* std comes after mean: both or neither, with one value per channel each. */
+/* std comes after mean: both or neither, with one value per channel each (or per feature:
+ * preprocess.c). */
 static kd_status parse_std(kd_cfg_sec *s, const kd_cfg_key *k, const cJSON *v) {
     kd_preprocess *pp = (kd_preprocess *)s->base;
     char mean_path[KD_CFG_JPATH_MAX];
-    int n_mean = pp->n_channels, n_std = 0;
-    kd_status st = kd_cfg_get_floats(s, k, v, &n_std);
+    int n_mean = pp->n_channels, n_std = 0, per_feature = 0;
+    kd_status st = kd_cfg_pp_features(s, k, v, &per_feature);
+    if (per_feature) return st;
+    st = kd_cfg_get_floats(s, k, v, &n_std);
     if (st) return st;
     if (n_mean && !n_std) return kd_cfg_fail_key(s, k, "missing (required with mean)");
     if (n_std && !n_mean)
@@ -194,6 +204,16 @@ static kd_status parse_std(kd_cfg_sec *s, const kd_cfg_key *k, const cJSON *v) {
         return kd_cfg_fail_key(s, k, "has %d value%s but mean has %d", n_std,
                                n_std == 1 ? "" : "s", n_mean);
     return KD_OK;
+}
+
+/* standardize computes a mean and std per feature: given ones would be overwritten. */
+static kd_status parse_standardize(kd_cfg_sec *s, const kd_cfg_key *k, const cJSON *v) {
+    const kd_preprocess *pp = (const kd_preprocess *)s->base;
+    kd_status st = kd_cfg_parse_value(s, k, v);
+    if (!st && pp->standardize && (pp->n_channels || pp->n_features))
+        return kd_cfg_fail_key(s, k, "true computes a mean and std per feature from the "
+                               "training data: give it or mean/std, not both");
+    return st;
 }
 
 /* The hold-out: a fraction of the training samples, or (a whole number >= 1) a count. */
@@ -546,9 +566,11 @@ static const kd_cfg_key source_keys[] = {
     {"delimiter", CFG_CUSTOM, .off = SRC(delimiter), .variants = CSV, .parse = parse_delimiter,
      .write = write_delimiter},
     {"channels", CFG_NUMBER, CFG_INT, SRC(channels), .range = &R_CHANNELS, .variants = IMG,
-     .parse = parse_channels},
-    {"height", CFG_NUMBER, CFG_SIZE, SRC(height), .range = &R_SIDE, .variants = IMG},
-    {"width", CFG_NUMBER, CFG_SIZE, SRC(width), .range = &R_SIDE, .variants = IMG},
+     .flags = CFG_NONZERO, .parse = parse_channels},
+    {"height", CFG_NUMBER, CFG_SIZE, SRC(height), .range = &R_SIDE, .variants = IMG,
+     .flags = CFG_NONZERO},
+    {"width", CFG_NUMBER, CFG_SIZE, SRC(width), .range = &R_SIDE, .variants = IMG,
+     .flags = CFG_NONZERO},
     {"skip_bad", CFG_BOOL, .off = SRC(skip_bad), .variants = IMG},
     {"unlabeled", CFG_BOOL, .off = SRC(unlabeled), .variants = IMG},
     {"subset", CFG_NUMBER, CFG_SIZE, SRC(subset), .range = &R_COUNT0},
@@ -560,10 +582,14 @@ static const kd_cfg_section source_section = SECTION(source_keys, source_init, 0
 static const kd_cfg_key preprocess_keys[] = {
     {"scale", CFG_CUSTOM, .off = PP(scale), .parse = parse_scale, .write = write_scale},
     {"mean", CFG_FLOATS, .off = PP(mean), .cap = KD_MAX_CHANNELS,
-     .count = OFF1(kd_preprocess, n_channels), .range = &R_ANY},
+     .count = OFF1(kd_preprocess, n_channels), .range = &R_ANY, .parse = kd_cfg_parse_pp_mean,
+     .write = kd_cfg_write_pp_values},
     {"std", CFG_FLOATS, .off = PP(std), .cap = KD_MAX_CHANNELS,
-     .count = OFF1(kd_preprocess, n_channels), .range = &R_POS, .parse = parse_std},
+     .count = OFF1(kd_preprocess, n_channels), .range = &R_POS, .parse = parse_std,
+     .write = kd_cfg_write_pp_values},
     {"flatten", CFG_BOOL, .off = PP(flatten)},
+    {"standardize", CFG_BOOL, .off = PP(standardize), .flags = CFG_NONZERO,
+     .parse = parse_standardize},
 };
 static const kd_cfg_section preprocess_section = SECTION(preprocess_keys, preprocess_init, 0);
 

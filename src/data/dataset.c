@@ -22,6 +22,7 @@ struct kd_dataset {
     atomic_int note_ready;  /* the first failure's message is in note */
     char note[512];
     float mul[KD_MAX_CHANNELS], add[KD_MAX_CHANNELS];  /* x = raw * mul[c] + add[c] */
+    float *fmul, *fadd;     /* (numel) per-feature statistics: x[i] = raw[i] * fmul[i] + fadd[i] */
 };
 
 void kd_data_source_defaults(kd_data_source *src) {
@@ -29,9 +30,10 @@ void kd_data_source_defaults(kd_data_source *src) {
     src->format = KD_FMT_IDX;
     src->has_header = -1;
     src->delimiter = ',';
-    src->channels = 1;
-    src->height = 28;
-    src->width = 28;
+    /* Image folders: 0 = the first image's channels, height and width. */
+    src->channels = 0;
+    src->height = 0;
+    src->width = 0;
 }
 
 void kd_preprocess_defaults(kd_preprocess *pp) { memset(pp, 0, sizeof *pp); }
@@ -42,7 +44,9 @@ int kd_preprocess_same(const kd_preprocess *a, const kd_preprocess *b) {
     if (!(fabsf(a->scale - b->scale) <= tol) || a->n_channels != b->n_channels) return 0;
     for (int c = 0; c < a->n_channels && c < KD_MAX_CHANNELS; c++)
         if (a->mean[c] != b->mean[c] || a->std[c] != b->std[c]) return 0;
-    return 1;
+    if (a->n_features != b->n_features) return 0;
+    return a->n_features == 0 ||
+           memcmp(a->feat, b->feat, 2 * a->n_features * sizeof *a->feat) == 0;
 }
 
 const kd_data_info *kd_dataset_info(const kd_dataset *ds) { return &ds->info; }
@@ -56,6 +60,9 @@ const char *kd_dataset_decode_note(const kd_dataset *ds) {
 
 void kd_dataset_close(kd_dataset *ds) {
     if (!ds) return;
+    free(ds->fmul);
+    free(ds->fadd);
+    kd_preprocess_free(&ds->pp);
     if (ds->ops) ds->ops->close(ds->reader);
     free(ds->map);
     free(ds);
@@ -66,11 +73,49 @@ static int cmp_size(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
-/* Resolves scale and folds (raw * scale - mean) / std into one multiply-add per channel. */
+/* Per-feature statistics folded into one multiply-add per value (fmul, fadd). */
+static kd_status resolve_features(kd_dataset *ds, kd_err *err) {
+    const kd_preprocess *q = &ds->pp;
+    if (q->n_features != ds->numel)
+        return kd_err_set(err, KD_EUSAGE, "preprocess.mean/std: %zu values given, but the data "
+                          "has %zu channel%s and %zu values per sample (give 1 value, one per "
+                          "channel: %zu, or one per feature: %zu)", q->n_features, ds->C,
+                          ds->C == 1 ? "" : "s", ds->numel, ds->C, ds->numel);
+    free(ds->fmul);
+    free(ds->fadd);
+    ds->fmul = malloc(ds->numel * sizeof *ds->fmul);
+    ds->fadd = malloc(ds->numel * sizeof *ds->fadd);
+    if (!ds->fmul || !ds->fadd) return kd_err_set(err, KD_EIO, "out of memory");
+    for (size_t i = 0; i < ds->numel; i++) {
+        float mean = q->feat[i], sd = q->feat[q->n_features + i];
+        if (!isfinite(mean) || !isfinite(sd) || !(sd > 0))
+            return kd_err_set(err, KD_EUSAGE, "preprocess.std[%zu]: expected a finite number > "
+                              "0, got %g (mean %g)", i, (double)sd, (double)mean);
+        ds->fmul[i] = q->scale / sd;
+        ds->fadd[i] = -mean / sd;
+    }
+    return KD_OK;
+}
+
+/* mean/std given with one value per feature (their count is the sample's, not the channels'):
+ * moved into the per-feature statistics. */
+static kd_status channels_to_features(kd_preprocess *q, kd_err *err) {
+    double m[KD_MAX_CHANNELS], sd[KD_MAX_CHANNELS];
+    for (int c = 0; c < q->n_channels; c++) m[c] = q->mean[c], sd[c] = q->std[c];
+    return kd_preprocess_set_features(q, m, sd, (size_t)q->n_channels, err);
+}
+
+/* Resolves scale and folds (raw * scale - mean) / std into one multiply-add per channel (or
+ * per feature). */
 static kd_status resolve_preprocess(kd_dataset *ds, const kd_preprocess *pp, int u8_source,
                                     kd_err *err) {
-    if (pp) ds->pp = *pp;
-    else kd_preprocess_defaults(&ds->pp);
+    kd_preprocess_free(&ds->pp);
+    if (pp) {
+        kd_status st = kd_preprocess_copy(&ds->pp, pp, err);
+        if (st) return st;
+    } else {
+        kd_preprocess_defaults(&ds->pp);
+    }
     kd_preprocess *q = &ds->pp;
     if (!isfinite(q->scale) || q->scale < 0)
         return kd_err_set(err, KD_EUSAGE, "preprocess.scale: expected a finite number >= 0 (0 = auto), got %g",
@@ -79,11 +124,18 @@ static kd_status resolve_preprocess(kd_dataset *ds, const kd_preprocess *pp, int
     if (q->n_channels < 0 || q->n_channels > KD_MAX_CHANNELS)
         return kd_err_set(err, KD_EUSAGE, "preprocess.mean/std: expected at most %d values, got %d",
                           KD_MAX_CHANNELS, q->n_channels);
+    if (q->n_channels > 1 && (size_t)q->n_channels != ds->C && (size_t)q->n_channels == ds->numel) {
+        kd_status st = channels_to_features(q, err);
+        if (st) return st;
+    }
+    if (q->n_features) return resolve_features(ds, err);
     if (q->n_channels > 1 && (size_t)q->n_channels != ds->C)
         return kd_err_set(err, KD_EUSAGE,
                           "preprocess.mean/std: %d values given, but the data has %zu channel%s "
-                          "(give 1 value or %zu)",
-                          q->n_channels, ds->C, ds->C == 1 ? "" : "s", ds->C);
+                          "and %zu values per sample (give 1 value, one per channel: %zu, or one "
+                          "per feature: %zu)",
+                          q->n_channels, ds->C, ds->C == 1 ? "" : "s", ds->numel, ds->C,
+                          ds->numel);
     for (size_t c = 0; c < ds->C; c++) {
         float mean = 0, sd = 1;
         if (q->n_channels > 0) {
@@ -161,6 +213,7 @@ kd_status kd_dataset_open(kd_dataset **out, const kd_data_source *src, const kd_
         }
     }
     ds->info.n = n;
+    ds->info.source_shape = ds->rd.shape;
     ds->info.n_source = n_src;
     ds->info.format = src->format;
     ds->info.has_labels = ds->rd.labels != NULL;
@@ -206,10 +259,14 @@ kd_status kd_dataset_get(kd_dataset *ds, const size_t *idx, size_t B, float *x, 
             kd_err_clear(err);
             continue;
         }
-        for (size_t c = 0; c < C; c++) {
-            float m = ds->mul[c], a = ds->add[c];
-            float *xc = xb + c * P;
-            for (size_t q = 0; q < P; q++) xc[q] = xc[q] * m + a;
+        if (ds->fmul) {
+            for (size_t i = 0; i < D; i++) xb[i] = xb[i] * ds->fmul[i] + ds->fadd[i];
+        } else {
+            for (size_t c = 0; c < C; c++) {
+                float m = ds->mul[c], a = ds->add[c];
+                float *xc = xb + c * P;
+                for (size_t q = 0; q < P; q++) xc[q] = xc[q] * m + a;
+            }
         }
         if (y) y[k] = ds->rd.labels ? ds->rd.labels[s] : -1;
         k++;
@@ -278,11 +335,29 @@ kd_status kd_image_load(const char *path, int channels, size_t height, size_t wi
     /* Reuse the dataset's preprocessing resolution on a stack dataset (no source data). */
     kd_dataset tmp;
     memset(&tmp, 0, sizeof tmp);
-    tmp.C = (size_t)channels;
-    if ((st = resolve_preprocess(&tmp, pp, 1, err))) return st;
-    if ((st = kd_image_decode(path, channels, height, width, out, err))) return st;
     size_t P = height * width;
-    for (size_t c = 0; c < tmp.C; c++)
-        for (size_t k = 0; k < P; k++) out[c * P + k] = out[c * P + k] * tmp.mul[c] + tmp.add[c];
-    return KD_OK;
+    tmp.C = (size_t)channels;
+    tmp.plane = P;
+    tmp.numel = tmp.C * P;
+    if (!(st = resolve_preprocess(&tmp, pp, 1, err)) &&
+        !(st = kd_image_decode(path, channels, height, width, out, err))) {
+        for (size_t i = 0; tmp.fmul && i < tmp.numel; i++) out[i] = out[i] * tmp.fmul[i] + tmp.fadd[i];
+        for (size_t c = 0; !tmp.fmul && c < tmp.C; c++)
+            for (size_t k = 0; k < P; k++) out[c * P + k] = out[c * P + k] * tmp.mul[c] + tmp.add[c];
+    }
+    free(tmp.fmul);
+    free(tmp.fadd);
+    kd_preprocess_free(&tmp.pp);
+    return st;
+}
+
+kd_status kd_dataset_set_preprocess(kd_dataset *ds, const kd_preprocess *pp, kd_err *err) {
+    kd_preprocess keep = ds->pp;  /* its scale is already resolved */
+    kd_preprocess q = *pp;
+    q.scale = keep.scale;
+    q.flatten = keep.flatten;
+    memset(&ds->pp, 0, sizeof ds->pp);
+    kd_status st = resolve_preprocess(ds, &q, 0, err);
+    kd_preprocess_free(&keep);
+    return st;
 }

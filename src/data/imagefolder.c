@@ -352,13 +352,34 @@ static void images_close(void *handle) {
     free(r);
 }
 
+/* The channels (1 grey, 3 colour: alpha dropped), height and width of the first image, for
+ * the shape a folder's samples take when the config gives none. */
+static kd_status first_image_shape(const kd_image_index *ix, int *c, size_t *h, size_t *w,
+                                   kd_err *err) {
+    const char *path = ix->pool + ix->offsets[0];
+    char *file = NULL;
+    size_t len = 0;
+    int iw = 0, ih = 0, comp = 0;
+    kd_status st = kd_read_file(path, KD_IMAGE_MAX_FILE, &file, &len, err);
+    if (st) return st;
+    if (len > INT_MAX || !stbi_info_from_memory((const stbi_uc *)file, (int)len, &iw, &ih, &comp) ||
+        iw < 1 || ih < 1)
+        st = kd_err_set(err, KD_EINPUT, "%s: cannot read the image size (the first image sets "
+                        "the folder's sample shape; give data.channels/height/width)", path);
+    free(file);
+    if (st) return st;
+    *c = comp >= 3 ? 3 : 1;
+    *h = (size_t)ih < KD_IMAGE_MAX_SIDE ? (size_t)ih : KD_IMAGE_MAX_SIDE;
+    *w = (size_t)iw < KD_IMAGE_MAX_SIDE ? (size_t)iw : KD_IMAGE_MAX_SIDE;
+    return KD_OK;
+}
+
 static kd_status images_open(const kd_data_source *src, void **handle, kd_reader_info *info,
                              kd_err *err) {
     *handle = NULL;
-    if (src->channels != 1 && src->channels != 3)
+    if (src->channels != 0 && src->channels != 1 && src->channels != 3)
         return kd_err_set(err, KD_EUSAGE, "data.channels: expected 1 or 3, got %d", src->channels);
-    if (src->height < 1 || src->width < 1 || src->height > KD_IMAGE_MAX_SIDE ||
-        src->width > KD_IMAGE_MAX_SIDE)
+    if (src->height > KD_IMAGE_MAX_SIDE || src->width > KD_IMAGE_MAX_SIDE)
         return kd_err_set(err, KD_EUSAGE, "data.height/width: expected 1 to %d, got %zux%zu",
                           KD_IMAGE_MAX_SIDE, src->height, src->width);
     image_reader *r = calloc(1, sizeof *r);
@@ -371,12 +392,28 @@ static kd_status images_open(const kd_data_source *src, void **handle, kd_reader
     r->channels = src->channels;
     r->height = src->height;
     r->width = src->width;
+    if ((!r->channels || !r->height || !r->width) && r->ix.n) {
+        int c;
+        size_t h, w;
+        if ((st = first_image_shape(&r->ix, &c, &h, &w, err))) {
+            images_close(r);
+            return st;
+        }
+        if (!r->channels) r->channels = c;
+        if (!r->height) r->height = h;
+        if (!r->width) r->width = w;
+    }
+    if (!r->channels || !r->height || !r->width) {
+        images_close(r);
+        return kd_err_set(err, KD_EINPUT, "%s: no images to take the sample shape from",
+                          src->path);
+    }
     memset(info, 0, sizeof *info);
     info->n = r->ix.n;
     info->shape.rank = 3;
-    info->shape.d[0] = (size_t)src->channels;
-    info->shape.d[1] = src->height;
-    info->shape.d[2] = src->width;
+    info->shape.d[0] = (size_t)r->channels;
+    info->shape.d[1] = r->height;
+    info->shape.d[2] = r->width;
     info->labels = r->ix.labels;
     info->n_classes = r->ix.n_classes;
     info->class_names = r->ix.class_names;

@@ -39,7 +39,7 @@ int kd_export_dtype_parse(const char *s, kd_dtype *out) {
  * layers, [out, ...]); biases and normalisation tensors stay F32. */
 static int quantized_weight(const kd_model *m, const kd_tensor *t) {
     (void)m;
-    return t->kind == KD_TENSOR_PARAM && t->quantise;
+    return t->kind == KD_TENSOR_PARAM && t->quantize;
 }
 
 kd_status kd_export_write(const char *path, const kd_model *m, kd_dtype dtype,

@@ -16,22 +16,24 @@ void kd_eval_data_free(kd_eval_data *d) {
     free(d->layers_json);
     free(d->teacher_layers_json);
     free(d->order);
+    kd_preprocess_free(&d->pp);
     d->layers_json = d->teacher_layers_json = NULL;
     d->order = NULL;
     d->n = 0;
 }
 
-kd_status kd_eval_data_from_config(kd_eval_data *d, const char *config_path, const char *split,
+kd_status kd_eval_data_from_config(kd_eval_data *d, const char *config_path,
+                                   const char *const *over, size_t n_over, const char *split,
                                    kd_err *err) {
     kd_config c;
     memset(d, 0, sizeof *d);
     memset(&c, 0, sizeof c);
-    kd_status st = kd_config_load(&c, config_path, NULL, 0, err);
+    kd_status st = kd_config_load(&c, config_path, over, n_over, err);
     if (st) return st;
     if (!split) split = "test";
     snprintf(d->split, sizeof d->split, "%s", split);
     d->has_config = 1;
-    d->pp = c.pp;
+    if ((st = kd_preprocess_copy(&d->pp, &c.pp, err))) goto cleanup;
     d->threads = c.threads;
     d->has_input = c.has_input;
     d->input = c.input;

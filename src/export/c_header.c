@@ -80,7 +80,7 @@ static void put_floats(c_emitter *em, const char *name, const float *v, size_t n
 
 static kd_status op_tensor(kd_c_emitter *base, const char *suffix, const float *data,
                            size_t rows, size_t cols, kd_export_store store, const char **name,
-                           int *quantised, kd_err *err) {
+                           int *quantized, kd_err *err) {
     c_emitter *em = (c_emitter *)base;
     char id[96];
     const size_t n = rows * cols;
@@ -88,8 +88,8 @@ static kd_status op_tensor(kd_c_emitter *base, const char *suffix, const float *
     kd_status st = kd_export_check_finite(id + 1, data, n, err);
     if (st) return st;
     if (!(*name = keep_name(em, id))) return oom(err);
-    *quantised = kd_export_encodes(em->codec, store);
-    if (!*quantised) {
+    *quantized = kd_export_encodes(em->codec, store);
+    if (!*quantized) {
         put_floats(em, id, data, n);
         return KD_OK;
     }

@@ -7,10 +7,41 @@
 
 #include "export_impl.h"
 
+/* Per-feature statistics (data.preprocess.standardize): one multiply-add per input value,
+ * n_ch = numel and plane = 1, so the exporters' per-channel loops apply them unchanged. */
+static kd_status pre_features(kd_export_pre *p, const kd_preprocess *pp, size_t numel,
+                              kd_err *err) {
+    if (pp->n_features != numel)
+        return kd_err_set(err, KD_EINPUT, "preprocess: %zu per-feature statistics for an input "
+                          "of %zu values", pp->n_features, numel);
+    p->n_ch = numel;
+    p->plane = 1;
+    p->mul = malloc(numel * sizeof *p->mul);
+    p->add = malloc(numel * sizeof *p->add);
+    if (!p->mul || !p->add) {
+        kd_export_pre_free(p);
+        return kd_err_set(err, KD_EIO, "out of memory");
+    }
+    const float scale = pp->scale > 0 ? pp->scale : 1.0f;
+    for (size_t i = 0; i < numel; i++) {
+        float mean = pp->feat[i], sd = pp->feat[numel + i];
+        if (!isfinite(scale) || !isfinite(mean) || !(sd > 0.0f) || !isfinite(sd)) {
+            kd_export_pre_free(p);
+            return kd_err_set(err, KD_EINPUT, "preprocess: feature %zu: scale %g, mean %g, std "
+                              "%g are not usable", i, (double)scale, (double)mean, (double)sd);
+        }
+        /* The dataset's own fold: x = raw * (scale / sd) + (-mean / sd), in float. */
+        p->mul[i] = scale / sd;
+        p->add[i] = -mean / sd;
+    }
+    return KD_OK;
+}
+
 kd_status kd_export_pre_init(kd_export_pre *p, const kd_preprocess *pp, const kd_shape *input,
                              kd_err *err) {
     memset(p, 0, sizeof *p);
     const size_t numel = kd_shape_numel(input);
+    if (pp && pp->n_features) return pre_features(p, pp, numel, err);
     const int given = pp ? pp->n_channels : 0;
     /* A flattened sample is one plane unless per-channel statistics say how many channels it
      * had; an unflattened one has its first axis as channels (as the dataset's reader). */

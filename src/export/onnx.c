@@ -320,7 +320,10 @@ static kd_status emit_preprocess(onnx_emitter *em, const kd_model *m, const kd_e
     const size_t D = kd_shape_numel(&m->input);
     kd_shape s = {0, {0}};
     size_t n = 1;
-    if (p->n_ch > 1 && m->input.rank > 1) {
+    if (p->n_ch == D && p->plane == 1 && D > 1) {
+        s = m->input;  /* per-feature statistics: one value per input element */
+        n = D;
+    } else if (p->n_ch > 1 && m->input.rank > 1) {
         s = m->input;
         for (int d = 1; d < s.rank; d++) s.d[d] = 1;
         n = p->n_ch;

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "kd_filekind.h"
 #include "kd_strbuf.h"
 
 /* Tensor bytes are little-endian in the file and used in place: only little-endian hosts. */
@@ -261,6 +262,16 @@ static kd_status parse_metadata(kd_st_file *f, const cJSON *meta, kd_err *err) {
  * the file, valid UTF-8 without control bytes, an object, nested within the depth cap. */
 static kd_status check_header_bytes(kd_st_file *f, kd_err *err) {
     const char *path = f->path;
+    uint64_t first = 0;
+    for (int i = 7; i >= 0 && f->blob_size >= 8; i--) first = (first << 8) | f->blob[i];
+    /* Not a safetensors start: name the file's kind when its first bytes say it (an ONNX
+     * model, a PyTorch archive, a CSV), instead of a "header length" made of its magic. */
+    if (f->blob_size <= 8 || first > KD_ST_MAX_HEADER || first > f->blob_size - 8 ||
+        f->blob[8] != '{') {
+        kd_file_kind k = kd_file_sniff(f->blob, f->blob_size);
+        if (k.what)
+            return bad(err, path, NULL, "not a safetensors file: this is %s; %s", k.what, k.hint);
+    }
     if (f->blob_size < 8)
         return bad(err, path, NULL,
                    "file is %zu bytes, shorter than the 8-byte header length of a safetensors file",

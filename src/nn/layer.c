@@ -76,13 +76,13 @@ kd_status kd_model_layer_export_c(const kd_model *m, size_t i, kd_c_emitter *em,
     return l->ops->export_c(l, em, err);
 }
 
-/* Declaration k of layer l and how it is stored: a quantisable weight as a matrix (int8 rows),
+/* Declaration k of layer l and how it is stored: a quantizable weight as a matrix (int8 rows),
  * another parameter in the export dtype, a buffer (running statistics) as f32. */
 static kd_tensor_decl export_decl(const kd_layer *l, int k, kd_export_store *store) {
     kd_tensor_decl d[KD_LAYER_MAX_TENSORS];
     int n = l->ops->tensors(l, d);
     KD_ASSERT(k >= 0 && k < n && d[k].kind != KD_TENSOR_COUNTER);
-    *store = d[k].quantise ? KD_STORE_MATRIX
+    *store = d[k].quantize ? KD_STORE_MATRIX
              : d[k].kind == KD_TENSOR_PARAM ? KD_STORE_PARAM
                                             : KD_STORE_F32;
     return d[k];
@@ -96,11 +96,11 @@ kd_status kd_layer_onnx_tensor(const kd_layer *l, kd_onnx_emitter *em, int k, co
 }
 
 kd_status kd_layer_c_tensor(const kd_layer *l, kd_c_emitter *em, int k, const char **name,
-                            int *quantised, kd_err *err) {
+                            int *quantized, kd_err *err) {
     kd_export_store store;
     kd_tensor_decl d = export_decl(l, k, &store);
     size_t n = kd_shape_numel(&d.shape), rows = d.shape.rank ? d.shape.d[0] : 1;
-    return kd_c_tensor(em, d.name, l->t[k], rows, rows ? n / rows : 0, store, name, quantised,
+    return kd_c_tensor(em, d.name, l->t[k], rows, rows ? n / rows : 0, store, name, quantized,
                        err);
 }
 

@@ -120,7 +120,7 @@ struct kd_tensor_decl {
     const char *name;     /* state_dict suffix: "weight", "bias", "running_mean", ... */
     kd_tensor_kind kind;
     kd_shape shape;       /* full shape; a COUNTER is a 0-d scalar {0, {0}} as in PyTorch */
-    int quantise;         /* int8 export quantises it per row (dense and conv weights only) */
+    int quantize;         /* int8 export quantizes it per row (dense and conv weights only) */
 };
 
 /* Looks up a layer type by name; NULL if unknown. */
@@ -160,12 +160,12 @@ kd_status kd_spec_kernel(const kd_layer *l, const cJSON *spec, size_t *kh, size_
 int kd_spec_add_kernel(cJSON *obj, size_t kh, size_t kw);
 
 /* Layer l's k-th declared tensor (l->t[k]) through a deployment exporter (kd_emit.h), named
- * by its declaration ("weight") and stored as the declaration says: a quantisable weight as a
+ * by its declaration ("weight") and stored as the declaration says: a quantizable weight as a
  * matrix (int8 per output row), another parameter in the export dtype, a buffer as f32. */
 kd_status kd_layer_onnx_tensor(const kd_layer *l, kd_onnx_emitter *em, int k, const char **name,
                                kd_err *err);
 kd_status kd_layer_c_tensor(const kd_layer *l, kd_c_emitter *em, int k, const char **name,
-                            int *quantised, kd_err *err);
+                            int *quantized, kd_err *err);
 
 /* Fills w[0..n) for a weight with the given fans:
  *   He (xavier = 0):     w ~ Normal(0, 1) * sqrt(2 / fan_in)        (ReLU nets; He et al. 2015)

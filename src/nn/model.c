@@ -96,7 +96,7 @@ static kd_status declare_tensors(kd_model *m, size_t i, kd_err *err) {
         t->kind = decl[k].kind;
         t->shape = decl[k].shape;
         t->layer = i;
-        t->quantise = decl[k].quantise;
+        t->quantize = decl[k].quantize;
         if (t->kind == KD_TENSOR_COUNTER) {
             t->numel = 1;
             continue;

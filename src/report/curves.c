@@ -11,21 +11,26 @@
 typedef struct {
     const char *name, *title, *axis;
     int percent;
+    int log;  /* a log axis when every value is > 0 (throughputs differ by orders) */
 } curve;
 
 static const curve curves[] = {
-    {"loss", "loss (mean over the epoch)", "loss", 0},
-    {"val_acc", "validation accuracy", "accuracy", 1},
-    {"train_acc", "training accuracy (dropout on)", "accuracy", 1},
-    {"lr", "learning rate (last step of the epoch)", "learning rate", 0},
-    {"samples_per_s", "training throughput", "samples/s", 0},
-    {"soft", "soft loss (teacher term)", "soft loss", 0},
-    {"hard", "hard loss (label term)", "hard loss", 0},
-    {"seconds", "epoch wall time", "seconds", 0},
+    {"loss", "loss (mean over the epoch)", "loss", 0, 0},
+    {"val_acc", "validation accuracy", "accuracy", 1, 0},
+    {"train_acc", "training accuracy (dropout on)", "accuracy", 1, 0},
+    {"lr", "learning rate (last step of the epoch)", "learning rate", 0, 0},
+    {"samples_per_s", "training throughput (log scale)", "samples/s", 0, 1},
+    {"soft", "soft loss (teacher term)", "soft loss", 0, 0},
+    {"hard", "hard loss (label term)", "hard loss", 0, 0},
+    {"seconds", "epoch wall time", "seconds", 0, 0},
 };
 #define N_CURVES (sizeof curves / sizeof curves[0])
-/* The default 2x2 grid: loss, validation accuracy, learning rate, throughput. */
+/* The default 2x2 grid: loss, validation accuracy, learning rate, throughput. Its loss panel
+ * shows the hard term instead when a run has one: a teacher's loss is a cross-entropy, a
+ * student's a distillation loss on another scale, their hard terms one quantity. */
 static const size_t default_grid[] = {0, 1, 3, 4};
+static const curve grid_ce = {"hard", "cross-entropy with the labels (each run's hard term)",
+                              "cross-entropy", 0, 0};
 
 /* Past this a value is a diverged run, not something an axis can show. */
 #define MAX_PLOT_VALUE 1e100
@@ -78,9 +83,18 @@ static kd_status draw_panel(kd_strbuf *b, const kd_report_run *runs, size_t n_ru
     if (st) return st;
     kd_panel p = *geom;
     p.xa = *xa;
-    if (n_finite) kd_axis_linear(&p.ya, lo, hi, 6, 0, c->percent, c->axis);
+    const int log_axis = c->log && n_finite && lo > 0;
+    if (log_axis) kd_axis_log(&p.ya, lo, hi, c->axis);
+    else if (n_finite) kd_axis_linear(&p.ya, lo, hi, 6, 0, c->percent, c->axis);
     else kd_axis_linear(&p.ya, 0, 1, 6, 0, c->percent, c->axis);
-    kd_svg_panel_open(b, &p, c->name, c->title, NULL);
+    char title[160];
+    int cached = 0;
+    for (size_t r = 0; r < n_runs; r++) cached |= runs[r].teacher_cached;
+    /* A throughput without the teacher's forward is not the same measure: say so. */
+    snprintf(title, sizeof title, "%s%s", c->log && !log_axis ? "training throughput" : c->title,
+             cached && field == kd_epoch_field_find("samples_per_s")
+                 ? "; cached-teacher runs: teacher not run" : "");
+    kd_svg_panel_open(b, &p, c->name, title, NULL);
     if (!n_finite) kd_svg_panel_note(b, &p, "no values recorded");
     for (size_t r = 0; r < n_runs; r++) {
         for (size_t i = 0; i < runs[r].n_rows; i++) {
@@ -103,6 +117,11 @@ kd_status kd_report_curves(const kd_report_run *runs, size_t n_runs, const char 
         if (!n_panels) return kd_err_set(err, KD_EUSAGE, "unknown metric '%s'", metric);
     } else {
         for (size_t i = 0; i < 4; i++) chosen[n_panels++] = &curves[default_grid[i]];
+        int hard = kd_epoch_field_find("hard");
+        for (size_t r = 0; r < n_runs && chosen[0] != &grid_ce; r++)
+            for (size_t i = 0; i < runs[r].n_rows; i++)
+                if (isfinite(kd_epoch_field_get(&runs[r].rows[i], (size_t)hard)))
+                    chosen[0] = &grid_ce;
     }
     for (size_t r = 0; r < n_runs; r++) {
         if (runs[r].n_rows > max_rows) max_rows = runs[r].n_rows;
@@ -137,6 +156,7 @@ kd_status kd_report_curves(const kd_report_run *runs, size_t n_runs, const char 
 
     kd_axis xa;
     kd_axis_linear(&xa, (double)first_epoch, (double)last_epoch, 6, 1, 0, "epoch");
+    kd_axis_clip(&xa, (double)first_epoch, (double)last_epoch);
     for (size_t k = 0; k < n_panels && !st; k++) {
         kd_panel geom = {0};
         geom.x = (double)(k % cols) * cell_w + MARGIN_L;

@@ -16,6 +16,10 @@
 #define REL_PER_ROW 3
 #define REL_SIDE 210.0
 #define REL_MARGIN_L 70.0
+#define COUNT_H 56.0         /* the samples-per-bin strip under each reliability diagram */
+#define FILL_LEGEND_H 24.0   /* the row that says what the diagrams' fills mean */
+/* A bin holding less than this share of the samples is greyed: its accuracy is noise. */
+#define SPARSE_SHARE 0.01
 
 /* The top-1 panel: the Wilson 95% interval as an error bar and the accuracy as a point. */
 static void panel_top1(kd_strbuf *b, kd_panel *p, const kd_report_model *m, size_t n,
@@ -65,7 +69,8 @@ static void panel_params(kd_strbuf *b, kd_panel *p, const kd_report_model *m, si
         lo = fmin(lo, v);
         hi = fmax(hi, v);
     }
-    kd_axis_log(&p->xa, lo, hi, "parameters (log scale)");
+    /* A decade below the smallest model, so its bar has a length to compare. */
+    kd_axis_log(&p->xa, lo / 10, hi, "parameters (log scale)");
     kd_svg_panel_open(b, p, "params", "parameters", NULL);
     for (size_t k = 0; k < n; k++) {
         char value[32];
@@ -110,19 +115,20 @@ static void panel_latency(kd_strbuf *b, kd_panel *p, const kd_report_model *m, s
 
 /* One model's reliability diagram: per confidence bin b (width 1/KD_ECE_BINS) with n_b > 0,
  * a bar up to its accuracy acc_b = hits_b / n_b and a shaded gap from acc_b to its mean
- * confidence conf_b = sum conf / n_b; ECE = sum_b (n_b / N) |acc_b - conf_b|. */
+ * confidence conf_b = sum conf / n_b; ECE = sum_b (n_b / N) |acc_b - conf_b|. Bins with under
+ * 1% of the samples are grey. The ECE sits above the plot, right of the title, where no bar
+ * can cover it. */
 static void panel_reliability(kd_strbuf *b, kd_panel *p, const kd_report_model *m, size_t k) {
     const kd_metrics *met = m->met;
     char name[32], title[128], ece[32];
     snprintf(name, sizeof name, "reliability-%zu", k);
-    kd_svg_fit(m->label, (size_t)((p->w + 40) / KD_SVG_CHAR_PX), title, sizeof title);
+    kd_svg_fit(m->label, (size_t)((p->w - 40) / KD_SVG_CHAR_PX), title, sizeof title);
     kd_axis_linear(&p->xa, 0, 1, 6, 0, 0, "confidence (max softmax probability)");
     kd_axis_linear(&p->ya, 0, 1, 6, 0, 0, "accuracy");
     kd_svg_panel_open(b, p, name, title, NULL);
     if (met->n) {
-        /* Top left: the empty side of the diagonal for a well-calibrated model. */
         snprintf(ece, sizeof ece, "ECE %.4f", kd_metrics_ece(met));
-        kd_svg_text(b, p->x + 6, p->y + 16, NULL, "ece", NULL, ece);
+        kd_svg_text(b, p->x + p->w, p->y - 9, "end", "ece", NULL, ece);
     }
     kd_strbuf_printf(b, "<line class=\"diagonal\" x1=\"%.6g\" y1=\"%.6g\" x2=\"%.6g\" y2=\"%.6g\" "
                      "stroke=\"#888\" stroke-dasharray=\"4 3\"/>\n", kd_panel_px(p, 0),
@@ -134,14 +140,64 @@ static void panel_reliability(kd_strbuf *b, kd_panel *p, const kd_report_model *
         double n_b = (double)met->bin_n[bin];
         double acc = (double)met->bin_hits[bin] / n_b, conf = met->bin_conf[bin] / n_b;
         double x0 = (double)bin / KD_ECE_BINS, x1 = (double)(bin + 1) / KD_ECE_BINS;
-        char tip[96];
-        snprintf(tip, sizeof tip, "n %zu, accuracy %.1f%%, confidence %.1f%%", met->bin_n[bin],
-                 100 * acc, 100 * conf);
-        kd_svg_mark_box(b, p, "vbar", "bar", x0, x1, 0, acc, NULL, tip);
-        kd_svg_mark_box(b, p, "vspan", "gap", x0, x1, acc, conf, NULL, NULL);
+        int sparse = n_b < SPARSE_SHARE * (double)met->n;
+        char tip[128];
+        snprintf(tip, sizeof tip, "n %zu (%.1f%% of the samples), accuracy %.1f%%, confidence "
+                 "%.1f%%", met->bin_n[bin], 100 * n_b / (double)met->n, 100 * acc, 100 * conf);
+        kd_svg_mark_box(b, p, "vbar", sparse ? "bar sparse" : "bar", x0, x1, 0, acc, NULL, tip);
+        kd_svg_mark_box(b, p, "vspan", sparse ? "gap sparse" : "gap", x0, x1, acc, conf, NULL,
+                        NULL);
     }
     kd_svg_series_close(b);
     kd_svg_panel_close(b);
+}
+
+/* Under a reliability diagram: the samples in each of its bins (grey: under 1%), on a log
+ * axis from half the smallest count, so a bin of a few samples still shows a bar. */
+static void panel_counts(kd_strbuf *b, kd_panel *p, const kd_report_model *m, size_t k) {
+    const kd_metrics *met = m->met;
+    char name[32];
+    size_t most = 0, least = SIZE_MAX;
+    for (size_t bin = 0; bin < KD_ECE_BINS; bin++) {
+        if (met->bin_n[bin] > most) most = met->bin_n[bin];
+        if (met->bin_n[bin] && met->bin_n[bin] < least) least = met->bin_n[bin];
+    }
+    snprintf(name, sizeof name, "counts-%zu", k);
+    kd_axis_linear(&p->xa, 0, 1, 6, 0, 0, "confidence");
+    kd_axis_log(&p->ya, most ? 0.5 * (double)least : 0.5, most ? (double)most : 10,
+                "samples (log)");
+    kd_svg_panel_open(b, p, name, "samples per bin", NULL);
+    kd_svg_series_open(b, m->label);
+    for (size_t bin = 0; bin < KD_ECE_BINS && met->n; bin++) {
+        if (!met->bin_n[bin]) continue;
+        double n_b = (double)met->bin_n[bin];
+        char tip[64];
+        snprintf(tip, sizeof tip, "%zu samples (%.1f%%)", met->bin_n[bin],
+                 100 * n_b / (double)met->n);
+        kd_svg_mark_box(b, p, "vbar", n_b < SPARSE_SHARE * (double)met->n ? "bar sparse" : "bar",
+                        (double)bin / KD_ECE_BINS, (double)(bin + 1) / KD_ECE_BINS, p->ya.lo, n_b,
+                        NULL, tip);
+    }
+    kd_svg_series_close(b);
+    kd_svg_panel_close(b);
+}
+
+/* What the reliability diagrams' fills and line mean, once above them. */
+static void fill_legend(kd_strbuf *b, double x, double y) {
+    static const char *const cls[] = {"bar", "gap", "bar sparse"};
+    static const char *const what[] = {"accuracy of the bin", "gap to its mean confidence",
+                                       "bin with under 1% of the samples"};
+    kd_strbuf_puts(b, "<g class=\"fill-legend\">\n");
+    for (int i = 0; i < 3; i++) {
+        kd_strbuf_printf(b, "<rect class=\"%s\" x=\"%.6g\" y=\"%.6g\" width=\"14\" "
+                         "height=\"10\"/>\n", cls[i], x, y - 9);
+        kd_svg_text(b, x + 19, y, NULL, NULL, NULL, what[i]);
+        x += 19 + kd_svg_text_width(what[i]) + 22;
+    }
+    kd_strbuf_printf(b, "<line x1=\"%.6g\" y1=\"%.6g\" x2=\"%.6g\" y2=\"%.6g\" stroke=\"#888\" "
+                     "stroke-dasharray=\"4 3\"/>\n", x, y - 4, x + 18, y - 4);
+    kd_svg_text(b, x + 23, y, NULL, NULL, NULL, "perfect calibration");
+    kd_strbuf_puts(b, "</g>\n");
 }
 
 kd_status kd_report_eval(const kd_report_model *models, size_t n, const char *subtitle,
@@ -158,9 +214,10 @@ kd_status kd_report_eval(const kd_report_model *models, size_t n, const char *su
     label_w = fmin(label_w, 260);
     double top = 64, rows_h = fmax(ROW_PX * (double)n, 2 * ROW_PX);
     double rel_top = top + MARGIN_T + rows_h + MARGIN_B + 12;
-    double rel_cell_w = PAGE_W / REL_PER_ROW, rel_cell_h = MARGIN_T + REL_SIDE + MARGIN_B;
+    double rel_cell_w = PAGE_W / REL_PER_ROW;
+    double rel_cell_h = MARGIN_T + REL_SIDE + MARGIN_B + MARGIN_T + COUNT_H + MARGIN_B;
     size_t rel_rows = (n + REL_PER_ROW - 1) / REL_PER_ROW;
-    kd_svg_begin(svg, PAGE_W, rel_top + (double)rel_rows * rel_cell_h + 8,
+    kd_svg_begin(svg, PAGE_W, rel_top + FILL_LEGEND_H + (double)rel_rows * rel_cell_h + 8,
                  "distill: evaluation report");
     kd_svg_text(svg, 20, 26, NULL, "heading", "font-size=\"15\" font-weight=\"bold\"",
                 "evaluation report");
@@ -184,10 +241,16 @@ kd_status kd_report_eval(const kd_report_model *models, size_t n, const char *su
     for (size_t k = 0; k < n; k++) {
         kd_panel r = {0};
         r.x = (double)(k % REL_PER_ROW) * rel_cell_w + REL_MARGIN_L;
-        r.y = rel_top + (double)(k / REL_PER_ROW) * rel_cell_h + MARGIN_T;
+        r.y = rel_top + FILL_LEGEND_H + (double)(k / REL_PER_ROW) * rel_cell_h + MARGIN_T;
         r.w = r.h = REL_SIDE;
         panel_reliability(svg, &r, &models[k], k);
+        kd_panel c = r;
+        c.y = r.y + REL_SIDE + MARGIN_B + MARGIN_T;
+        c.h = COUNT_H;
+        panel_counts(svg, &c, &models[k], k);
     }
+    /* Between the top panels' axis titles and the diagrams' titles, clear of both. */
+    fill_legend(svg, 20, rel_top + 4);
     kd_svg_end(svg);
     free(labels);
     return KD_OK;

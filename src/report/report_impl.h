@@ -42,6 +42,9 @@ typedef struct {
  * integer_steps keeps the step >= 1 (epochs). min and max must be finite with min <= max. */
 void kd_axis_linear(kd_axis *a, double min, double max, int max_ticks, int integer_steps,
                     int percent, const char *label);
+/* A linear axis narrowed to exactly [min, max] (inside its range), keeping only the ticks in
+ * it; unchanged when fewer than two would be left. The epoch axis ends at the last epoch. */
+void kd_axis_clip(kd_axis *a, double min, double max);
 /* A log10 axis from the power of ten at or below min to the one above max (at least one
  * decade); min and max finite and > 0. */
 void kd_axis_log(kd_axis *a, double min, double max, const char *label);

@@ -51,6 +51,16 @@ void kd_axis_linear(kd_axis *a, double min, double max, int max_ticks, int integ
     a->hi = (double)last * step;
 }
 
+void kd_axis_clip(kd_axis *a, double min, double max) {
+    if (a->kind != KD_AXIS_LINEAR || !(max > min) || min < a->lo || max > a->hi) return;
+    long first = (long)ceil(min / a->step - 1e-9), last = (long)floor(max / a->step + 1e-9);
+    if (last - first < 1) return;  /* fewer than two ticks would be left: keep the nice range */
+    a->first = first;
+    a->n_ticks = (size_t)(last - first) + 1;
+    a->lo = min;
+    a->hi = max;
+}
+
 void kd_axis_log(kd_axis *a, double min, double max, const char *label) {
     memset(a, 0, sizeof *a);
     a->kind = KD_AXIS_LOG;
@@ -172,7 +182,8 @@ void kd_svg_begin(kd_strbuf *b, double w, double h, const char *title) {
                      ".xtick line,.ytick line{stroke:#e0e0e0}.xtick text{text-anchor:middle}"
                      ".ytick text{text-anchor:end}.title{font-weight:bold}.note{fill:#777}"
                      ".bar{fill:#0072B2;fill-opacity:.75}"
-                     ".gap{fill:#E41A1C;fill-opacity:.25;stroke:#E41A1C}</style>\n"
+                     ".gap{fill:#E41A1C;fill-opacity:.25;stroke:#E41A1C}"
+                     ".bar.sparse{fill:#bbb}.gap.sparse{fill:#ddd;stroke:#bbb}</style>\n"
                      "<rect width=\"%.0f\" height=\"%.0f\" fill=\"#fff\"/>\n", w, h);
 }
 

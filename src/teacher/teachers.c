@@ -1,6 +1,7 @@
 /* teachers.c - a step's teachers: online models (one, or an ensemble mixed by weight) or the
  * soft-target cache; loading a config's teachers with their fit checks; their validation
  * accuracy, each and mixed. */
+#define _XOPEN_SOURCE 700 /* realpath */
 #include <cJSON.h>
 #include <errno.h>
 #include <math.h>
@@ -11,6 +12,7 @@
 #include "kd_checkpoint.h"
 #include "kd_eval.h"
 #include "kd_loss.h"
+#include "kd_path.h"
 #include "kd_teacher.h"
 
 kd_status kd_teacher_set_online(kd_teacher_set *ts, kd_model *const *models, const float *weights,
@@ -96,9 +98,70 @@ static char *arch_with_input(const kd_shape *in, const cJSON *layers) {
     return s;
 }
 
+/* The path from folder `from` to `to` (both absolute and clean): "../runs/t/best.safetensors". */
+static void relative_path(const char *from, const char *to, char *out, size_t cap) {
+    size_t common = 0, i = 0;
+    /* The longest shared run of whole components. */
+    for (; from[i] && from[i] == to[i]; i++)
+        if (from[i] == '/') common = i;
+    if (from[i] == '\0' && (to[i] == '/' || to[i] == '\0')) common = i;
+    size_t used = 0;
+    for (const char *p = from + common; *p; p++)
+        if (*p == '/' && used + 4 < cap) used += (size_t)snprintf(out + used, cap - used, "../");
+    snprintf(out + used, cap - used, "%s", to[common] == '/' ? to + common + 1 : to + common);
+}
+
+/* A teacher checkpoint that is not there: the folder its relative path was resolved against
+ * (the config's, a documented rule that differs from the run folder's, the current one), and
+ * the path to write when the file is found relative to the current folder instead. */
+static kd_status missing_teacher(const kd_config *cfg, const char *path, const char *name,
+                                 kd_err *err) {
+    struct stat sb;
+    const char *why = stat(path, &sb) != 0 ? strerror(errno) : "not a file";
+    char dir[KD_PATH_MAX], *base = NULL, *found = NULL;
+    if (cfg->path[0] && kd_path_dirname(dir, sizeof dir, cfg->path) == 0) base = realpath(dir, NULL);
+    size_t nb = base ? strlen(base) : 0;
+    /* The same relative path taken from the current folder, as a user may have meant it. */
+    if (base && strncmp(path, base, nb) == 0 && path[nb] == '/' &&
+        stat(path + nb + 1, &sb) == 0 && S_ISREG(sb.st_mode))
+        found = realpath(path + nb + 1, NULL);
+    if (found) {
+        char rel[KD_PATH_MAX];
+        relative_path(base, found, rel, sizeof rel);
+        kd_err_set(err, KD_EINPUT, "%s: %s. A relative teacher path is resolved against the "
+                   "config's folder %s, not the current folder; the file is at %s: write "
+                   "\"%s\" (relative to the config) or the absolute path", name, why, base,
+                   path + nb + 1, rel);
+    } else if (base) {
+        kd_err_set(err, KD_EINPUT, "%s: %s (relative teacher paths are resolved against the "
+                   "config's folder %s; train the teacher first, or point teacher.checkpoint "
+                   "at its best.safetensors)", name, why, base);
+    } else {
+        kd_err_set(err, KD_EINPUT, "%s: %s (train the teacher first, or point "
+                   "teacher.checkpoint at its best.safetensors)", name, why);
+    }
+    free(base);
+    free(found);
+    return KD_EINPUT;
+}
+
+/* Class names of the teacher against the run's: a warning naming the first that differs. */
+static void check_names(const char *name, char **tn, size_t n_tn, char *const *names,
+                        size_t n_names, char *warning, size_t cap) {
+    if (!tn || !names || warning[0]) return;
+    for (size_t c = 0; c < n_tn && c < n_names; c++) {
+        if (strcmp(tn[c], names[c]) == 0) continue;
+        snprintf(warning, cap, "WARNING: %s names class %zu \"%.60s\" but the data calls it "
+                 "\"%.60s\": a teacher trained on other classes gives meaningless soft targets",
+                 name, c, tn[c], names[c]);
+        return;
+    }
+}
+
 kd_status kd_teacher_load(const kd_config *cfg, size_t i, const kd_shape *shape,
-                          size_t n_data_classes, const kd_preprocess *pp, size_t n_classes,
-                          kd_model *m, char *warning, size_t warning_cap, kd_err *err) {
+                          size_t n_data_classes, char *const *names, size_t n_names,
+                          const kd_preprocess *pp, size_t n_classes, kd_model *m, char *warning,
+                          size_t warning_cap, kd_err *err) {
     const kd_teacher_cfg *tc = &cfg->teachers[i];
     char name[KD_PATH_MAX + 64], a[64], b[64], *arch = NULL;
     kd_preprocess tpp;
@@ -108,32 +171,46 @@ kd_status kd_teacher_load(const kd_config *cfg, size_t i, const kd_shape *shape,
     warning[0] = '\0';
     kd_teacher_name(cfg, i, name, sizeof name);
     if (stat(tc->path, &sb) != 0 || !S_ISREG(sb.st_mode))
-        return kd_err_set(err, KD_EINPUT, "%s: %s (train the teacher first, e.g. 'distill train "
-                          "--config configs/fmnist-teacher.json')", name,
-                          stat(tc->path, &sb) != 0 ? strerror(errno) : "not a file");
+        return missing_teacher(cfg, tc->path, name, err);
     if (tc->layers && !(arch = arch_with_input(shape, tc->layers)))
         return kd_err_set(err, KD_EIO, "out of memory");
-    st = kd_ckpt_load(tc->path, arch, 0, 0, m, &tpp, &has_pp, NULL, NULL, err);
+    kd_err_clear(err);
+    char **tnames = NULL;
+    size_t n_tnames = 0;
+    st = kd_ckpt_load(tc->path, arch, 0, 0, m, &tpp, &has_pp, &tnames, &n_tnames, err);
     free(arch);
+    if (st == KD_OK) check_names(name, tnames, n_tnames, names, n_names, warning, warning_cap);
+    kd_free_strings(tnames, n_tnames);
+    if (st == KD_OK && err->msg[0]) {  /* a note: the tensor-name prefix stripped */
+        size_t used = strlen(warning);
+        snprintf(warning + used, warning_cap - used, "%s%s", used ? "\n" : "", err->msg);
+        kd_err_clear(err);
+    }
     if (st) {
         if (st == KD_EIO) err->code = st = KD_EINPUT;
         if (!strstr(err->msg, tc->path)) kd_err_prefix(err, "%s", name);
         return st;
     }
+    const int pp_differs = has_pp && !kd_preprocess_same(&tpp, pp);
+    kd_preprocess_free(&tpp);  /* its scale and channel count stay for the message */
     if (kd_shape_numel(&m->input) != kd_shape_numel(shape))
         return kd_err_set(err, KD_EINPUT, "%s expects inputs of shape %s but the data gives %s",
                           name, kd_shape_str(&m->input, a, sizeof a), kd_shape_str(shape, b, sizeof b));
-    if (n_data_classes > m->n_classes)
+    /* More outputs than classes is no safer than fewer: its soft targets spread probability
+     * over classes the data does not have. */
+    if (n_data_classes && n_data_classes != m->n_classes)
         return kd_err_set(err, KD_EINPUT, "%s gives %zu classes but the data has %zu classes",
                           name, m->n_classes, n_data_classes);
     if (n_classes && m->n_classes != n_classes)
         return kd_err_set(err, KD_EINPUT, "%s gives %zu classes but the model being trained "
                           "(model.layers) gives %zu", name, m->n_classes, n_classes);
-    if (has_pp && !kd_preprocess_same(&tpp, pp))
-        snprintf(warning, warning_cap,
+    size_t used = strlen(warning);
+    if (pp_differs)
+        snprintf(warning + used, warning_cap - used, "%s"
                  "WARNING: %s was trained with different preprocessing (scale %g, %d normalised "
-                 "channels) than this run (scale %g, %d): its soft targets may be poor",
-                 name, (double)tpp.scale, tpp.n_channels, (double)pp->scale, pp->n_channels);
+                 "channels) than this run (scale %g, %d; or other per-feature statistics): its "
+                 "soft targets may be poor",
+                 used ? "\n" : "", name, (double)tpp.scale, tpp.n_channels, (double)pp->scale, pp->n_channels);
     return KD_OK;
 }
 

@@ -43,7 +43,15 @@ static kd_status open_matching_source(kd_dataset **ds, const kd_data_source *src
                                       const kd_preprocess *pp, const char *what,
                                       const kd_data_source *train, const kd_data_info *train_info,
                                       kd_err *err) {
-    kd_status st = open_source(ds, src, pp, what, err);
+    /* Images take the training samples' shape unless the config gives theirs. */
+    kd_data_source s = *src;
+    const kd_shape *ts = &train_info->source_shape;
+    if (s.format == KD_FMT_IMAGES && ts->rank == 3) {
+        if (!s.channels) s.channels = (int)ts->d[0];
+        if (!s.height) s.height = ts->d[1];
+        if (!s.width) s.width = ts->d[2];
+    }
+    kd_status st = open_source(ds, &s, pp, what, err);
     if (st) return st;
     const kd_data_info *info = kd_dataset_info(*ds);
     if (kd_shape_numel(&info->shape) != kd_shape_numel(&train_info->shape)) {
@@ -56,6 +64,58 @@ static kd_status open_matching_source(kd_dataset **ds, const kd_data_source *src
     return KD_OK;
 }
 
+/* Feature scales of tabular data (root mean square per feature) spread by more than 1e3 with
+ * nothing standardising them: a warning naming the two extremes. */
+static void warn_scales(kd_run *t, const double *mean, const double *sd, size_t D) {
+    size_t lo = D, hi = D;
+    double rlo = 0, rhi = 0;
+    for (size_t i = 0; i < D; i++) {
+        double r = sqrt(mean[i] * mean[i] + sd[i] * sd[i]);
+        if (!(r > 0)) continue;
+        if (lo == D || r < rlo) lo = i, rlo = r;
+        if (hi == D || r > rhi) hi = i, rhi = r;
+    }
+    if (lo < D && rhi > 1e3 * rlo)
+        kd_run_emit_msg(t, KD_EV_WARNING, "WARNING: training data %s: feature scales differ by "
+                        "%.2g times (feature %zu around %.3g, feature %zu around %.3g); set "
+                        "data.preprocess.standardize: true", t->cfg->train.path, rhi / rlo, hi,
+                        rhi, lo, rlo);
+}
+
+/* data.preprocess.standardize: a mean and std per feature, computed once in double on the
+ * training split (after the validation hold-out), applied to every split and recorded in the
+ * checkpoints. Without it, tabular data whose scales differ widely gets a warning. */
+static kd_status standardize(kd_run *t, kd_err *err) {
+    const kd_config *cfg = t->cfg;
+    const kd_preprocess *pp = kd_dataset_preprocess(t->train_ds);
+    const size_t D = kd_shape_numel(&kd_dataset_info(t->train_ds)->shape);
+    if (!pp->standardize && (cfg->train.format != KD_FMT_CSV || pp->n_channels || pp->n_features))
+        return KD_OK;
+    double *mean = malloc(2 * (D ? D : 1) * sizeof *mean), *sd = mean ? mean + D : NULL;
+    kd_preprocess q = *pp;
+    q.feat = NULL;
+    q.n_features = 0;
+    kd_status st = mean ? kd_dataset_feature_stats(t->train_ds, t->train_idx, t->n_train, mean,
+                                                   sd, err)
+                        : kd_err_set(err, KD_EIO, "out of memory for feature statistics");
+    if (st || !pp->standardize) {
+        if (!st) warn_scales(t, mean, sd, D);
+        goto cleanup;
+    }
+    if ((st = kd_preprocess_set_features(&q, mean, sd, D, err)) ||
+        (st = kd_dataset_set_preprocess(t->train_ds, &q, err)) ||
+        (t->val_ds && t->val_ds != t->train_ds &&
+         (st = kd_dataset_set_preprocess(t->val_ds, &q, err))) ||
+        (t->test_ds && (st = kd_dataset_set_preprocess(t->test_ds, &q, err))))
+        goto cleanup;
+    kd_run_emit_msg(t, KD_EV_NOTE, "standardize: a mean and std for each of the %zu features, "
+                    "from the %zu training samples", D, t->n_train);
+cleanup:
+    kd_preprocess_free(&q);
+    free(mean);
+    return st;
+}
+
 kd_status kd_run_open_data(kd_run *t, kd_err *err) {
     const kd_config *cfg = t->cfg;
     kd_status st = open_source(&t->train_ds, &cfg->train, &cfg->pp, "training", err);
@@ -63,6 +123,14 @@ kd_status kd_run_open_data(kd_run *t, kd_err *err) {
     const kd_data_info *info = kd_dataset_info(t->train_ds);
     t->pp = kd_dataset_preprocess(t->train_ds);
     if (info->skip_note) kd_run_emit_msg(t, KD_EV_WARNING, "WARNING: training data: %s", info->skip_note);
+    if (cfg->train.format == KD_FMT_IMAGES) {
+        char sh[64];
+        const int from_first = !cfg->train.channels || !cfg->train.height || !cfg->train.width;
+        kd_run_emit_msg(t, KD_EV_NOTE, "image folder %s: samples %s%s", cfg->train.path,
+                        kd_shape_str(&info->source_shape, sh, sizeof sh),
+                        from_first ? " (channels, height and width of its first image; set "
+                                     "data.train.channels/height/width to change)" : "");
+    }
     if (info->n == 0)
         return kd_err_set(err, KD_EINPUT, "training data %s: no samples", cfg->train.path);
 
@@ -129,7 +197,7 @@ kd_status kd_run_open_data(kd_run *t, kd_err *err) {
                           "%s gives %s%s",
                           cfg->train.path, kd_shape_str(&info->shape, a, sizeof a),
                           cfg->pp.flatten ? " (data.preprocess.flatten is on)" : "");
-    return KD_OK;
+    return standardize(t, err);
 }
 
 kd_status kd_run_build_model(kd_run *t, kd_err *err) {
@@ -184,7 +252,8 @@ kd_status kd_run_load_teachers(kd_run *t, kd_err *err) {
     kd_model *models[KD_MAX_TEACHERS];
     float w[KD_MAX_TEACHERS];
     for (size_t i = 0; i < cfg->n_teachers; i++) {
-        kd_status st = kd_teacher_load(cfg, i, &info->shape, info->n_classes, t->pp, t->C,
+        kd_status st = kd_teacher_load(cfg, i, &info->shape, info->n_classes, t->class_names,
+                                       t->n_class_names, t->pp, t->C,
                                        &t->teachers[i], warning, sizeof warning, err);
         t->n_teachers = i + 1;  /* freed by kd_run_free, also after a failed load */
         if (st) return st;

@@ -44,6 +44,23 @@ kd_status kd_runfolder_save(const kd_runfolder *rf, const char *path, const kd_m
                             const kd_train_state *ts, size_t epoch, uint64_t step,
                             double val_acc, const kd_epoch_sums *partial, kd_err *err);
 
+/* ---- Runs are never written over (runguard.c) ---- */
+typedef struct {
+    size_t epoch, batch_in_epoch;  /* last.safetensors' position */
+    size_t total;                  /* train.epochs of the folder's config.json (0: unknown) */
+    int has_last;                  /* a last.safetensors with a training position */
+    int finished;                  /* at the end of all its epochs */
+} kd_run_state;
+/* Whether dir holds a run's results (last/best checkpoint or metrics.jsonl). */
+int kd_runfolder_holds_run(const char *dir);
+/* What the run in dir reached; KD_EINPUT when its last.safetensors does not read. */
+kd_status kd_runfolder_state(const char *dir, kd_run_state *s, kd_err *err);
+/* Before a fresh (not resumed) run writes into dir: OK when it holds no run; else KD_EUSAGE
+ * offering --resume / --out / --overwrite, or with overwrite, moves dir to the first free
+ * DIR.N (N from 1) and puts that name in moved. */
+kd_status kd_runfolder_claim(const char *dir, int overwrite, char *moved, size_t cap,
+                             kd_err *err);
+
 /* The "run" metadata JSON (malloc'd; NULL when out of memory). */
 char *kd_run_meta_json(size_t epoch, uint64_t step, double val_acc,
                        const kd_epoch_sums *partial);

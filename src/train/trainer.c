@@ -103,6 +103,14 @@ static kd_status run_setup(kd_run *t, kd_err *err) {
     kd_status st = kd_runfolder_init(&t->rf, out, err);
     if (st) return st;
     memcpy(t->res->out_dir, t->rf.out_dir, sizeof t->res->out_dir);
+    /* Checked before the data loads, so a refusal is immediate; rank 0 owns the folder. */
+    if (!opts->resume && kd_dist_rank() == 0) {
+        char moved[KD_PATH_MAX + 16];
+        if ((st = kd_runfolder_claim(out, opts->overwrite, moved, sizeof moved, err))) return st;
+        if (moved[0])
+            kd_run_emit_msg(t, KD_EV_WARNING, "note: --overwrite: moved the previous run in %s "
+                            "to %s", out, moved);
+    }
 
     /* Always set, 0 included: a default run and one asking for every core must take the same
      * paths (the one-thread rule for small products reads the count in force). */
@@ -139,6 +147,15 @@ static kd_status run_resume(kd_run *t, kd_err *err) {
                                   t->n_batches, &r, err);
     free(arch);
     if (st) return st;
+    if (r.ts.batch_in_epoch == 0 && r.ts.epoch >= t->cfg->epochs) {
+        st = kd_err_set(err, KD_EUSAGE, "resume %s: the run is finished (%llu of %zu epochs "
+                        "done); nothing to continue. To train it further give more epochs "
+                        "(--resume ... --epochs %llu); to start anew, --overwrite or --out DIR",
+                        path, (unsigned long long)r.ts.epoch, t->cfg->epochs,
+                        (unsigned long long)r.ts.epoch + 1);
+        kd_resume_free(&r);
+        return st;
+    }
     kd_model_free(&t->model);
     t->model = r.model;
     memset(&r.model, 0, sizeof r.model);

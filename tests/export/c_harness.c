@@ -1,5 +1,6 @@
 /* c_harness.c - runs a header written by `distill export --format c` on the first N images of
- * an uncompressed u8 IDX file (raw values as floats 0-255): writes the logits (N x classes
+ * an uncompressed u8 IDX file (raw values as floats 0-255) or float32 IDX file (raw rows):
+ * writes the logits (N x classes
  * float32) when given a path, prints "accuracy A" with an IDX labels file, and with --bench the
  * single-sample latency of NAME_predict. Used by the tests and the demo:
  *
@@ -25,13 +26,18 @@
 #define N_CLASSES CAT(MODEL_UPPER, _N_CLASSES)
 #define SCRATCH_FLOATS CAT(MODEL_UPPER, _SCRATCH_FLOATS)
 
-/* The values of a u8 IDX file (magic 0 0 8 rank, big-endian dims); *n = first dimension. */
-static unsigned char *read_idx(const char *path, unsigned long *n, unsigned long *per) {
+/* The values of an IDX file as floats: u8 (type 0x08) or big-endian float32 (type 0x0D, raw
+ * CSV rows for a model with per-feature statistics); magic 0 0 type rank, big-endian dims;
+ * *n = first dimension. */
+static float *read_idx(const char *path, unsigned long *n, unsigned long *per) {
     FILE *f = fopen(path, "rb");
     unsigned char h[4], d[4];
-    unsigned long total = 1, k;
+    unsigned long total = 1, k, size;
     unsigned char *buf = NULL;
-    if (!f || fread(h, 1, 4, f) != 4 || h[0] || h[1] || h[2] != 8 || h[3] < 1) goto fail;
+    float *vals = NULL;
+    if (!f || fread(h, 1, 4, f) != 4 || h[0] || h[1] || (h[2] != 8 && h[2] != 0x0D) || h[3] < 1)
+        goto fail;
+    size = h[2] == 8 ? 1 : 4;
     for (k = 0; k < h[3]; k++) {
         unsigned long v;
         if (fread(d, 1, 4, f) != 4) goto fail;
@@ -40,12 +46,27 @@ static unsigned char *read_idx(const char *path, unsigned long *n, unsigned long
         total *= v;
     }
     *per = *n ? total / *n : 0;
-    if (!(buf = malloc(total ? total : 1)) || fread(buf, 1, total, f) != total) goto fail;
-    fclose(f);
-    return buf;
-fail:
-    fprintf(stderr, "c_harness: %s: not a readable u8 IDX file\n", path);
+    if (!(buf = malloc(total ? total * size : 1)) || fread(buf, size, total, f) != total ||
+        !(vals = malloc((total ? total : 1) * sizeof *vals)))
+        goto fail;
+    for (k = 0; k < total; k++) {
+        if (size == 1) {
+            vals[k] = (float)buf[k];
+        } else {
+            const unsigned char *b = buf + 4 * k;
+            unsigned long u = ((unsigned long)b[0] << 24) | ((unsigned long)b[1] << 16) |
+                              ((unsigned long)b[2] << 8) | b[3];
+            unsigned int u32 = (unsigned int)u;
+            memcpy(&vals[k], &u32, sizeof vals[k]);
+        }
+    }
     free(buf);
+    fclose(f);
+    return vals;
+fail:
+    fprintf(stderr, "c_harness: %s: not a readable u8 or float32 IDX file\n", path);
+    free(buf);
+    free(vals);
     if (f) fclose(f);
     return NULL;
 }
@@ -57,7 +78,7 @@ static int cmp_double(const void *a, const void *b) {
 
 int main(int argc, char **argv) {
     unsigned long n_img = 0, per = 0, n_lab = 0, one = 0, n, i, k, hits = 0;
-    unsigned char *img, *lab = NULL;
+    float *img, *lab = NULL;
     float *x = malloc(INPUT_SIZE * sizeof *x), *logits = malloc(N_CLASSES * sizeof *logits);
     float *scratch = malloc(SCRATCH_FLOATS * sizeof *scratch);
     FILE *out = NULL;
@@ -85,7 +106,7 @@ int main(int argc, char **argv) {
                     PREDICT(x, scratch), best);
             return 1;
         }
-        if (lab && i < n_lab && lab[i] == best) hits++;
+        if (lab && i < n_lab && lab[i] == (float)best) hits++;
         if (out && fwrite(logits, sizeof *logits, N_CLASSES, out) != N_CLASSES) return 1;
     }
     if (out && fclose(out)) return 1;

@@ -1,8 +1,8 @@
 // ort_run.js - runs an exported ONNX model with ONNX Runtime (npm onnxruntime-node) on the first
-// N samples of an IDX image file (raw u8 values as floats 0-255, .gz read too), for the tests,
-// the demo and the README's measurements. Prints "accuracy A" when labels are given and, with
-// --bench, the batch and single-sample timings; writes the logits (N x classes float32, little
-// endian) when --logits is given.
+// N samples of an IDX file (raw u8 values as floats 0-255, or float32 IDX rows; .gz read too),
+// for the tests, the demo and the README's measurements. Prints "accuracy A" when labels are
+// given and, with --bench, the batch and single-sample timings; writes the logits (N x classes
+// float32, little endian) when --logits is given.
 //
 //   node ort_run.js MODEL.onnx IMAGES [--n 1000] [--shape 1,28,28] [--labels LABELS]
 //                   [--logits OUT.f32] [--bench]
@@ -35,10 +35,14 @@ if (pos.length !== 2 || !(opt.n > 0)) fail('usage: MODEL IMAGES [--n N] [--shape
 function readIdx(path) {
   let b = fs.readFileSync(path);
   if (b[0] === 0x1f && b[1] === 0x8b) b = zlib.gunzipSync(b);
-  if (b.length < 4 || b[0] !== 0 || b[1] !== 0 || b[2] !== 0x08) fail(path + ': not a u8 IDX file');
+  if (b.length < 4 || b[0] !== 0 || b[1] !== 0 || (b[2] !== 0x08 && b[2] !== 0x0d))
+    fail(path + ': not a u8 or float32 IDX file');
   const rank = b[3], dims = [];
   for (let k = 0; k < rank; k++) dims.push(b.readUInt32BE(4 + 4 * k));
-  return {dims, data: b.subarray(4 + 4 * rank)};
+  if (b[2] === 0x08) return {dims, data: b.subarray(4 + 4 * rank)};
+  const n = (b.length - 4 - 4 * rank) / 4, data = new Float32Array(n);
+  for (let i = 0; i < n; i++) data[i] = b.readFloatBE(4 + 4 * rank + 4 * i);
+  return {dims, data};
 }
 
 (async () => {
