@@ -2,7 +2,9 @@
 """doc_check.py - the docs name only what exists: every relative link of README.md and docs/*.md
 resolves (file, and heading anchor where one is given); every `make TARGET` is a Makefile
 target; every `distill COMMAND --option` is a command of the binary with that option in its help
-text; every repository path (configs/..., tests/..., src/...) exists; and no dated history (the
+text; every repository path (configs/..., tests/..., src/...) exists; every data file a JSON example
+names ("path", "labels", resolved as distill does: against the folder of the file holding it)
+exists; and no dated history (the
 words "session" or "issue N") is left in README.md, docs/ or configs/README.md.
 
 usage: doc_check.py [--root DIR] [--distill BIN] [FILE.md ...]
@@ -108,6 +110,15 @@ def check_file(path, root, targets, cmds, problems):
         m = HISTORY_RE.search(line)
         if m:
             problems.append(f"{rel}:{i}: \"{m.group(0)}\": dated history belongs in git, not in the docs")
+    fence = None
+    for i, line in enumerate(lines, 1):
+        if line.startswith("```"):
+            fence = line[3:].strip() if fence is None else None
+            continue
+        if fence == "json":
+            for key, value in re.findall(r'"(path|labels)"\s*:\s*"([^"]+)"', line):
+                if not os.path.exists(os.path.join(here, value)):
+                    problems.append(f"{rel}:{i}: {key} {value}: no such file (from {os.path.dirname(rel) or '.'}/)")
     for i, code in code_spans(text):
         for m in MAKE_RE.finditer(code):
             for word in m.group(1).split():
