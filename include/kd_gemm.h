@@ -23,5 +23,8 @@ void kd_sgemm_ref(int trans_a, int trans_b, size_t M, size_t N, size_t K, float 
 /* 1 when the OpenBLAS loaded at run time is its OpenMP build (openblas_get_parallel() == 2),
  * the one that shares distill's thread pool; thread counts are set in kd_threads.h. */
 int kd_blas_is_openmp(void);
+/* The loaded OpenBLAS's own description, "OpenBLAS 0.3.21 DYNAMIC_ARCH ... MAX_THREADS=64"
+ * (openblas_get_config), for `distill --version`. */
+const char *kd_blas_config(void);
 
 #endif

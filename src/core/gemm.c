@@ -161,3 +161,5 @@ void kd_sgemm_ref(int trans_a, int trans_b, size_t M, size_t N, size_t K, float 
 }
 
 int kd_blas_is_openmp(void) { return openblas_get_parallel() == 2; }
+
+const char *kd_blas_config(void) { return openblas_get_config(); }
