@@ -80,9 +80,9 @@ void kd_qrescale(const int8_t *x, int32_t x_zp, kd_qmul m, kd_qout o, size_t n, 
 
 /* An elementwise function as a 256-entry table indexed by (uint8_t)x: built once at
  * quantization from the real function (sigmoid, tanh, gelu, hardswish), stored with the model,
- * so the reference and every export use the same bytes. */
-void kd_qlut_build(double (*fn)(double), double s_in, int32_t zp_in, double s_out,
-                   int32_t zp_out, int8_t table[256]);
+ * so the reference and every export use the same bytes. param is handed to fn (a slope). */
+void kd_qlut_build(double (*fn)(double x, double param), double param, double s_in,
+                   int32_t zp_in, double s_out, int32_t zp_out, int8_t table[256]);
 void kd_qlut_apply(const int8_t table[256], const int8_t *x, size_t n, int8_t *y);
 
 #endif

@@ -115,10 +115,10 @@ void kd_qrescale(const int8_t *x, int32_t x_zp, kd_qmul m, kd_qout o, size_t n, 
     for (size_t i = 0; i < n; i++) y[i] = kd_q_store((int32_t)x[i] - x_zp, m, o);
 }
 
-void kd_qlut_build(double (*fn)(double), double s_in, int32_t zp_in, double s_out,
-                   int32_t zp_out, int8_t table[256]) {
+void kd_qlut_build(double (*fn)(double x, double param), double param, double s_in,
+                   int32_t zp_in, double s_out, int32_t zp_out, int8_t table[256]) {
     for (int q = -128; q < 128; q++) {
-        double v = round(fn(s_in * (q - zp_in)) / s_out) + zp_out;
+        double v = round(fn(s_in * (q - zp_in), param) / s_out) + zp_out;
         table[(uint8_t)(int8_t)q] = (int8_t)(v < -128 ? -128 : v > 127 ? 127 : v);
     }
 }
