@@ -103,9 +103,11 @@ typedef struct {
     kd_data_source src;
     kd_preprocess pp;          /* the config's preprocessing, or defaults */
     int has_config;
-    char split[16];            /* "test" or "validation" */
+    char split[16];            /* "test", "validation" or "train" */
     /* Validation split held out of the training source (as the trainer does): */
     int split_from_train;
+    int train_part;            /* split "train": the samples the trainer trains on, the ones
+                                  left after that hold-out (calibration of qint8 export) */
     size_t val_count;
     double val_fraction;
     int threads;               /* the config's thread count (0 = default) */
@@ -119,7 +121,8 @@ typedef struct {
 } kd_eval_data;
 
 /* From a config file (a run folder passes DIR/config.json) with n_over `--set PATH=VALUE`
- * overrides, and a split ("test" when NULL). KD_EUSAGE when the config has no data for it. */
+ * overrides, and a split ("test" when NULL; "train": the training source less the validation
+ * hold-out, in file order). KD_EUSAGE when the config has no data for it. */
 kd_status kd_eval_data_from_config(kd_eval_data *d, const char *config_path,
                                    const char *const *over, size_t n_over, const char *split,
                                    kd_err *err);

@@ -11,6 +11,7 @@
 #include "kd_common.h"
 #include "kd_nn.h"
 #include "kd_qint.h"
+#include "kd_safetensors.h"
 
 #define KD_QOP_MAX_IN 16
 
@@ -34,7 +35,8 @@ typedef struct {
 
 typedef struct {
     kd_qop_kind kind;
-    size_t layer;              /* the float model's layer it came from (for messages) */
+    size_t layer;              /* the float model's layer it came from */
+    char name[KD_LAYER_NAME_MAX]; /* that layer's name, or its index: its tensors' prefix */
     size_t n_in, in[KD_QOP_MAX_IN], out;  /* value indices; value 0 is the model's input */
     kd_qout o;
     /* dense (in_features -> n_ch) and conv (g): weights [n_ch, ...], bias, per-channel
@@ -73,6 +75,14 @@ void kd_qmodel_free(kd_qmodel *q);
  * dequantized. */
 kd_status kd_qmodel_forward(kd_qmodel *q, const float *x, size_t B, int8_t *logits_q,
                             float *logits, kd_err *err);
+
+/* The qint8 safetensors file (docs/integer.md, "The file"), with the given metadata pairs
+ * (the float checkpoint's classes and preprocessing) besides its own; atomic. */
+kd_status kd_qmodel_write(const char *path, const kd_qmodel *q, const char *const *keys,
+                          const char *const *vals, size_t n_meta, kd_err *err);
+/* Reads f (already read and checked as safetensors) into q, checking every index, size, range
+ * and multiplier: KD_EINPUT naming the file and the op or tensor. */
+kd_status kd_qmodel_read(const kd_st_file *f, kd_qmodel *q, kd_err *err);
 
 /* real -> int8 with a value's scale and zero point (round half away from zero, saturated). */
 int8_t kd_quant_value(float r, const kd_qvalue *v);

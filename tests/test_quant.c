@@ -149,3 +149,94 @@ KD_TEST(quant_dense_relu_chain_within_two_output_steps) {
     CHECK_EQ_INT(q.ops[0].o.lo, q.values[q.ops[0].out].zp);
     kd_qmodel_free(&q), kd_model_free(&m);
 }
+
+/* The graph above, quantized with 64 random samples x (caller frees both). */
+static int quantized_graph(kd_qmodel *q, float **x) {
+    kd_shape in = {3, {3, 8, 8}};
+    kd_model m = {0};
+    kd_err err = {0};
+    *x = malloc(64 * 192 * sizeof **x);
+    kd_rng r;
+    kd_rng_seed(&r, 4);
+    for (size_t i = 0; i < 64 * 192; i++) (*x)[i] = 2 * kd_rng_uniform(&r) - 0.7f;
+    int ok = kd_model_init(&m, &in, graph_json, 0, &err) == KD_OK;
+    if (ok) init_model(&m, 1);
+    ok = ok && kd_quant_build(&m, *x, 16, q, &err) == KD_OK;
+    if (!ok) kd_test_fail(__FILE__, __LINE__, "%s", err.msg);
+    kd_model_free(&m);
+    return ok;
+}
+
+/* Writes q to dir/name and reads it back into *back: the read's status, its message in err. */
+static kd_status write_read(const kd_qmodel *q, const char *name, kd_qmodel *back, kd_err *err) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s", kd_test_tmpdir(), name);
+    const char *k[] = {"classes"}, *v[] = {"[\"a\",\"b\",\"c\",\"d\",\"e\"]"};
+    kd_status st = kd_qmodel_write(path, q, k, v, 1, err);
+    kd_st_file f = {0};
+    if (!st) st = kd_st_read(&f, path, err);
+    if (!st) st = kd_qmodel_read(&f, back, err);
+    kd_st_free(&f);
+    return st;
+}
+
+KD_TEST(quant_file_round_trip_gives_the_same_bytes) {
+    kd_qmodel q, back;
+    float *x;
+    kd_err err = {0};
+    if (!quantized_graph(&q, &x)) return;
+    CHECK_EQ_INT(write_read(&q, "g.safetensors", &back, &err), KD_OK);
+    if (kd_test_failed_now()) return;
+    int8_t a[64 * 5], b[64 * 5];
+    CHECK_EQ_INT(kd_qmodel_forward(&q, x, 64, a, NULL, &err), KD_OK);
+    CHECK_EQ_INT(kd_qmodel_forward(&back, x, 64, b, NULL, &err), KD_OK);
+    CHECK(memcmp(a, b, sizeof a) == 0);
+    CHECK_EQ_INT(back.n_ops, q.n_ops);
+    CHECK_EQ_INT(back.n_classes, 5);
+    kd_qmodel_free(&q), kd_qmodel_free(&back), free(x);
+}
+
+typedef struct {
+    const char *want;
+    void (*spoil)(kd_qmodel *q);
+} bad_case;
+/* Each spoils one number of a quantized model before it is written. */
+#define SPOIL(fn, ...) static void fn(kd_qmodel *q) { __VA_ARGS__; }
+SPOIL(scale0, q->values[2].scale = 0)
+SPOIL(scale_nan, q->values[2].scale = NAN)
+SPOIL(scale_neg, q->values[1].scale = -0.5f)
+SPOIL(zp_high, q->values[3].zp = 128)
+SPOIL(shift_high, q->ops[0].mult[1].shift = 31)
+SPOIL(mult_low, q->ops[1].mult[0].mult = (1 << 30) - 1)
+SPOIL(read_ahead, q->ops[2].in[0] = q->ops[5].out)
+SPOIL(weight_min, q->ops[0].w[3] = -128)
+SPOIL(geometry, q->ops[1].g.OH = 7)
+SPOIL(clamp_empty, q->ops[0].o.lo = 100; q->ops[0].o.hi = 99)
+SPOIL(add_mul, q->ops[3].m = (kd_qmul){5, 0})
+
+KD_TEST(quant_file_refuses_bad_numbers_by_op) {
+    static const bad_case cases[] = {
+        {"value 2: scale 0 (expected a finite number > 0)", scale0},
+        {"value 2: scale nan", scale_nan},
+        {"value 1: scale -0.5", scale_neg},
+        {"value 3: zero point 128 outside [-128, 127]", zp_high},
+        {"op 0 (layer stem): channel 1: multiplier", shift_high},
+        {"op 1 (layer dw): channel 0: multiplier 1073741823", mult_low},
+        {"op 2 (layer pw): reads value", read_ahead},
+        {"op 0 (layer stem): weight 3 is -128", weight_min},
+        {"op 1 (layer dw): inconsistent geometry", geometry},
+        {"op 0 (layer stem): clamp [100, 99] is empty", clamp_empty},
+        {"op 3 (layer res): m: multiplier 5", add_mul},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        kd_qmodel q, back;
+        float *x;
+        kd_err err = {0};
+        if (!quantized_graph(&q, &x)) return;
+        cases[c].spoil(&q);
+        CHECK_EQ_INT(write_read(&q, "bad.safetensors", &back, &err), KD_EINPUT);
+        CHECK_CONTAINS(err.msg, cases[c].want);
+        CHECK_CONTAINS(err.msg, "bad.safetensors: qint8");
+        kd_qmodel_free(&q), free(x);
+    }
+}

@@ -78,6 +78,31 @@ KD_TEST(quant_mlp_keeps_its_fashion_mnist_accuracy) {
     CHECK(right_f >= N * 68 / 100);
     CHECK(right_q >= right_f - N / 100); /* within one point */
     CHECK(agree >= N * 97 / 100);
+    /* The command: the same quantization into a file, its accuracy printed beside the float
+     * model's; the file is refused by what takes float checkpoints, with the reason. */
+    snprintf(cmd, sizeof cmd, "%s export %s %s/q.safetensors --dtype qint8 --calibrate 1000 "
+             "--config configs/tiny.json", kd_test_distill(), ckpt, dir);
+    CHECK_EQ_INT(kd_test_run(cmd, out, sizeof out), 0);
+    CHECK_CONTAINS(out, "2 integer ops, ranges from 1000 calibration samples; 50816 int8 weight");
+    const char *acc = strstr(out, "float ");
+    const char *acc_q = acc ? strstr(acc, "qint8 ") : NULL;
+    double f32 = acc ? atof(acc + 6) : 0, int8 = acc_q ? atof(acc_q + 6) : 0;
+    CHECK(f32 > 68 && int8 > f32 - 1.0);
+    snprintf(cmd, sizeof cmd, "%s eval --config configs/tiny.json %s/q.safetensors",
+             kd_test_distill(), dir);
+    CHECK_EQ_INT(kd_test_run(cmd, out, sizeof out), 2);
+    CHECK_CONTAINS(out, "q.safetensors is a full-integer (qint8) model");
+    snprintf(cmd, sizeof cmd, "%s export %s %s/q2.safetensors --dtype qint8 --config "
+             "configs/tiny.json", kd_test_distill(), ckpt, dir);
+    CHECK_EQ_INT(kd_test_run(cmd, out, sizeof out), 2);
+    CHECK_CONTAINS(out, "--dtype qint8 needs --calibrate N");
+    snprintf(cmd, sizeof cmd, "%s export %s %s/q2.onnx --format onnx --dtype qint8 --calibrate 9 "
+             "--config configs/tiny.json", kd_test_distill(), ckpt, dir);
+    CHECK_EQ_INT(kd_test_run(cmd, out, sizeof out), 2);
+    snprintf(cmd, sizeof cmd, "%s export %s %s/q3.safetensors --dtype int8 --calibrate 9",
+             kd_test_distill(), ckpt, dir);
+    CHECK_EQ_INT(kd_test_run(cmd, out, sizeof out), 2);
+    CHECK_CONTAINS(out, "--calibrate is for --dtype qint8");
     kd_qmodel_free(&q), kd_model_free(&m), kd_preprocess_free(&pp);
     kd_dataset_close(train), kd_dataset_close(test);
     free(x), free(lq), free(y), free(idx);

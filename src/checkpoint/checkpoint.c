@@ -362,6 +362,13 @@ static kd_status model_from_file(const kd_st_file *f, const char *arch_json, int
                         f->path, format, KD_FORMAT);
         goto cleanup;
     }
+    const char *dtype = kd_st_meta(f, "dtype");
+    if (dtype && strcmp(dtype, "qint8") == 0) {
+        st = kd_err_set(err, KD_EUSAGE, "%s is a full-integer (qint8) model: `distill export "
+                        "--dtype qint8 --config C` measures its accuracy; train, eval, predict "
+                        "and the ONNX and C exports take float checkpoints", f->path);
+        goto cleanup;
+    }
     const char *file_arch = kd_st_meta(f, "arch");
     if (!file_arch && !arch_json) {
         st = kd_err_set(err, KD_EUSAGE,

@@ -14,7 +14,7 @@
 
 static const char usage[] =
     "Usage: distill export IN.safetensors OUT [--format safetensors|onnx|c]\n"
-    "                      [--dtype f32|f16|bf16|int8] [--name NAME]\n"
+    "                      [--dtype f32|f16|bf16|int8|qint8] [--calibrate N] [--name NAME]\n"
     "                      [--config FILE | --run DIR] [--split test|validation]\n"
     "                      [--batch N] [--threads N]\n"
     "\n"
@@ -45,6 +45,12 @@ static const char usage[] =
     "                  q = round(w / scale), w = q * scale; activations stay float. Safetensors:\n"
     "                  I8 \"<name>\" + F32 \"<name>_scale\"; onnx: DequantizeLinear (axis 0);\n"
     "                  c: signed char arrays and float scales. Biases and batch norm stay F32.\n"
+    "       qint8:     (safetensors) a full-integer model: int8 weights per output channel\n"
+    "                  and int8 activations per tensor, int32 bias and accumulators, batch norm\n"
+    "                  folded into the conv2d or dense before it, ReLU into its producer;\n"
+    "                  needs --calibrate N and --config (docs/integer.md)\n"
+    "  --calibrate N   qint8: activation ranges from the first N samples of the config's\n"
+    "                  training split (after the validation hold-out, in file order)\n"
     "  --name NAME     the C header's identifier prefix (default: OUT's file name)\n"
     "  --config FILE   (safetensors) also measure the accuracy of IN and OUT and their top-1\n"
     "                  agreement on the config's data (a file without \"arch\" takes the\n"
@@ -94,6 +100,20 @@ static int same_file(const char *a, const char *b) {
     struct stat sa, sb;
     if (strcmp(a, b) == 0) return 1;
     return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+/* IN's metadata pairs that OUT keeps (pointers into f). */
+static kd_status copy_meta(const kd_st_file *f, const char ***keys, const char ***vals,
+                           size_t *n, kd_err *err) {
+    *keys = calloc(f->n_meta + 1, sizeof **keys);
+    *vals = calloc(f->n_meta + 1, sizeof **vals);
+    if (!*keys || !*vals) return kd_err_set(err, KD_EIO, "out of memory");
+    for (size_t i = 0; i < f->n_meta; i++) {
+        if (dropped_key(f->meta_keys[i])) continue;
+        (*keys)[*n] = f->meta_keys[i];
+        (*vals)[(*n)++] = f->meta_vals[i];
+    }
+    return KD_OK;
 }
 
 static void print_size(const char *what, const char *path, long long bytes, const char *dtype) {
@@ -174,11 +194,22 @@ static kd_status write_deployment(const char *format, const char *in, const char
     return kd_export_c(out, m, name, &info, err);
 }
 
+/* What is wrong with the arguments of a qint8 export (or --calibrate without one); NULL: fine. */
+static const char *qint8_args_wrong(int qint8, int deploy, size_t calibrate, int has_config) {
+    if (!qint8) return calibrate ? "--calibrate is for --dtype qint8" : NULL;
+    if (deploy) return "--dtype qint8 is written as safetensors (its ONNX and C exports are not "
+                       "built yet)";
+    if (!calibrate || !has_config)
+        return "--dtype qint8 needs --calibrate N (samples for the activation ranges) and "
+               "--config FILE or --run DIR";
+    return NULL;
+}
+
 static int run(int argc, char **argv) {
     static const char *const formats[] = {"safetensors", "onnx", "c", NULL};
     const char *dtype_s = NULL, *config = NULL, *run_dir = NULL, *split = "test";
     const char *format = "safetensors", *name = NULL;
-    size_t batch = 256, n_args;
+    size_t batch = 256, calibrate = 0, n_args;
     long long threads = -1;
     const kd_cli_opt cli_opts[] = {
         {.name = "--format", .kind = KD_OPT_STRING, .to.str = &format, .choices = formats},
@@ -188,6 +219,8 @@ static int run(int argc, char **argv) {
         {.name = "--run", .kind = KD_OPT_STRING, .to.str = &run_dir, .needs = "a folder"},
         KD_CLI_OPT_SPLIT(&split),
         KD_CLI_OPT_BATCH(&batch),
+        {.name = "--calibrate", .kind = KD_OPT_SIZE, .to.size = &calibrate, .min = 1,
+         .max = 1000000, .needs = "a sample count"},
         KD_CLI_OPT_THREADS(&threads, NULL),
     };
     const kd_cli_spec spec = {cli_opts, KD_CLI_N_OPTS(cli_opts), 2, usage};
@@ -200,8 +233,11 @@ static int run(int argc, char **argv) {
     kd_codec_names(dtypes, sizeof dtypes);
     if (!dtype_s && !deploy) return kd_cli_usage_error(argv[0], "--dtype is required (%s)", dtypes);
     if (!dtype_s) dtype_s = "f32";
-    kd_dtype dtype;
-    if (kd_export_dtype_parse(dtype_s, &dtype))
+    const int qint8 = strcmp(dtype_s, "qint8") == 0;
+    const char *why = qint8_args_wrong(qint8, deploy, calibrate, config || run_dir);
+    if (why) return kd_cli_usage_error(argv[0], "%s", why);
+    kd_dtype dtype = KD_DT_F32;
+    if (!qint8 && kd_export_dtype_parse(dtype_s, &dtype))
         return kd_cli_usage_error(argv[0], "--dtype: expected %s, got \"%s\"", dtypes, dtype_s);
     if (name && strcmp(format, "c"))
         return kd_cli_usage_error(argv[0], "--name is for --format c");
@@ -230,6 +266,13 @@ static int run(int argc, char **argv) {
         snprintf(cfg_path, sizeof cfg_path, "%s/config.json", run_dir);
         config = cfg_path;
     }
+    if (config && qint8) {
+        st = kd_st_read(&f, in, &err);
+        if (!st) st = copy_meta(&f, &keys, &vals, &n_md, &err);
+        if (!st) st = kd_cli_export_qint8(in, out, config, split, calibrate, batch, keys, vals,
+                                          n_md, &err);
+        goto cleanup;
+    }
     if (config) {
         st = kd_eval_data_from_config(&d, config, NULL, 0, split, &err);
         if (st) goto cleanup;
@@ -242,17 +285,8 @@ static int run(int argc, char **argv) {
         st = kd_eval_load_model(in, have_data ? &d : NULL, NULL, &m, &pp, &has_pp, &classes,
                                 &n_classes, &err);
     if (st) goto cleanup;
-    keys = calloc(f.n_meta + 1, sizeof *keys);
-    vals = calloc(f.n_meta + 1, sizeof *vals);
-    if (!keys || !vals) {
-        st = kd_err_set(&err, KD_EIO, "out of memory");
-        goto cleanup;
-    }
-    for (size_t i = 0; i < f.n_meta; i++) {
-        if (dropped_key(f.meta_keys[i])) continue;
-        keys[n_md] = f.meta_keys[i];
-        vals[n_md++] = f.meta_vals[i];
-    }
+    st = copy_meta(&f, &keys, &vals, &n_md, &err);
+    if (st) goto cleanup;
     if (deploy && !has_pp)
         printf("note      %s records no preprocessing: the exported model takes its inputs as "
                "the model does\n", in);

@@ -56,6 +56,11 @@ kd_status kd_eval_data_from_config(kd_eval_data *d, const char *config_path,
             d->val_count = c.val_count;
             d->val_fraction = c.val_fraction;
         }
+    } else if (strcmp(split, "train") == 0) {
+        d->src = c.train;
+        d->split_from_train = d->train_part = 1;
+        d->val_count = c.has_val_source ? 0 : c.val_count;
+        d->val_fraction = c.has_val_source ? 0 : c.val_fraction;
     } else {
         st = kd_err_set(err, KD_EUSAGE, "unknown split \"%s\" (expected test or validation)", split);
         goto cleanup;
@@ -110,6 +115,11 @@ kd_status kd_eval_data_open(kd_eval_data *d, const kd_preprocess *pp, kd_dataset
         }
         st = kd_split(n, n_val, KD_SPLIT_SEED, &train_idx, &n_train, &val_idx, err);
         if (st) goto cleanup;
+        if (d->train_part) {
+            d->order = train_idx, d->n = n_train;
+            train_idx = NULL;
+            goto cleanup;
+        }
         if (n_val == 0) {
             st = kd_err_set(err, KD_EUSAGE,
                             "%s: the config holds out no validation samples "

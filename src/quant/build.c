@@ -125,6 +125,9 @@ static kd_qop *new_op(builder *b, kd_qop_kind kind, size_t layer) {
     kd_qop *op = &b->q->ops[b->q->n_ops++];
     memset(op, 0, sizeof *op);
     op->kind = kind, op->layer = layer;
+    const char *name = kd_model_layer_name(b->m, layer);
+    if (name) snprintf(op->name, sizeof op->name, "%s", name);
+    else snprintf(op->name, sizeof op->name, "%zu", layer);
     op->o = (kd_qout){0, -128, 127};
     size_t n_in;
     const size_t *ins = kd_model_layer_inputs(b->m, layer, &n_in);

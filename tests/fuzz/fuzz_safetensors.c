@@ -1,9 +1,11 @@
 /* fuzz_safetensors.c - libFuzzer target: the safetensors reader (header, UTF-8, JSON, dtypes,
  * shapes, offsets, file size) and, for files that pass, the full checkpoint validation that
  * loading does (architecture metadata, every tensor against it, preprocessing and class
- * metadata, and the resume state of training checkpoints). */
+ * metadata, and the resume state of training checkpoints); a qint8 file through the integer
+ * model's reader and, once accepted, one forward pass of its kernels. */
 #include "fuzz_common.h"
 #include "kd_checkpoint.h"
+#include "kd_quant.h"
 
 /* A file that was accepted describes itself consistently: tensors tile the data section in
  * offset order and every byte count matches its dtype and shape. */
@@ -32,6 +34,28 @@ static void check_accepted(const kd_st_file *f, size_t size) {
     }
 }
 
+/* A full-integer model: every check of its reader, then the kernels on a zero input (an
+ * accepted file must never make them read or write out of bounds). */
+static void check_qint8(const kd_st_file *f, const char *path) {
+    kd_qmodel q;
+    kd_err err;
+    kd_err_clear(&err);
+    kd_status st = kd_qmodel_read(f, &q, &err);
+    fuzz_check_status(st, &err, path);
+    if (st != KD_OK) return;
+    size_t total = 0;
+    for (size_t v = 0; v < q.n_values; v++) total += q.values[v].numel;
+    if (total <= ((size_t)1 << 22)) {
+        float *x = calloc(q.values[0].numel, sizeof *x);
+        int8_t *z = malloc(q.n_classes);
+        FUZZ_CHECK(x && z);
+        st = kd_qmodel_forward(&q, x, 1, z, NULL, &err);
+        FUZZ_CHECK(st == KD_OK || st == KD_EIO);
+        free(x), free(z);
+    }
+    kd_qmodel_free(&q);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     const char *path = fuzz_file(data, size);
     kd_st_file f = {0};
@@ -44,6 +68,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         return 0;
     }
     check_accepted(&f, size);
+    const char *dtype = kd_st_meta(&f, "dtype");
+    if (dtype && strcmp(dtype, "qint8") == 0) check_qint8(&f, path);
     int has_arch = kd_st_meta(&f, "arch") != NULL, has_train = kd_st_meta(&f, "train.step") != NULL;
     kd_st_free(&f);
     if (!has_arch) return 0;

@@ -227,6 +227,12 @@ for dt in f32 f16 bf16 int8; do
     "$distill" export "$work/run/last.safetensors" "$work/export-$dt.safetensors" --dtype "$dt" >/dev/null
     cp "$work/export-$dt.safetensors" "$out/safetensors/export-$dt"
 done
+# A full-integer model of the same network without its layer norm.
+sed -e 's/{"type": "layernorm"}, //' "$work/seed.json" > "$work/qint.json"
+(cd "$work" && "$distill" train --config qint.json --out qint --quiet >/dev/null &&
+    "$distill" export qint/last.safetensors qint8.safetensors --dtype qint8 --calibrate 20 \
+        --config qint.json --split validation >/dev/null)
+cp "$work/qint8.safetensors" "$out/safetensors/export-qint8"
 # A mid-epoch checkpoint (with the running sums) through the trainer's stop hook.
 (cd "$work" && KD_TRAIN_STOP_AFTER_STEPS=2 "$distill" train --config seed.json --out mid --quiet \
     >/dev/null 2>&1 || true)
