@@ -17,6 +17,7 @@
 #include "kd_dtype.h"
 #include "kd_emit.h"
 #include "kd_nn.h"
+#include "kd_quant.h"
 
 /* What the exported file needs besides the model (all from the checkpoint's metadata). */
 typedef struct {
@@ -46,6 +47,13 @@ kd_status kd_export_onnx(const char *path, const kd_model *m, const kd_export_in
  * arrays, upper case for macros), atomically; f32 and int8 weights only. */
 kd_status kd_export_c(const char *path, const kd_model *m, const char *name,
                       const kd_export_info *info, kd_err *err);
+/* Writes a full-integer model (kd_quant.h) as a C99 header (docs/integer.md): int8 weights
+ * and activations, <NAME>_ARENA_BYTES of caller arena (the exact peak by liveness, *arena),
+ * <name>_forward_q (int8 in and out, no float), <name>_forward and <name>_predict (raw input,
+ * the recorded preprocessing inside). input is the float model's per-sample input shape. */
+kd_status kd_export_c_qint8(const char *path, const kd_qmodel *q, const kd_shape *input,
+                            const char *name, const kd_export_info *info, size_t *arena,
+                            kd_err *err);
 /* The identifier `export --format c` derives from a path when --name is absent: the file name
  * without directories and extension, with every character outside [A-Za-z0-9_] replaced by '_',
  * lower case, and "m_" before a leading digit. */

@@ -6,7 +6,9 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "kd_export.h"
 #include "kd_nn.h"
 #include "kd_quant.h"
 #include "kd_rng.h"
@@ -239,4 +241,62 @@ KD_TEST(quant_file_refuses_bad_numbers_by_op) {
         CHECK_CONTAINS(err.msg, "bad.safetensors: qint8");
         kd_qmodel_free(&q), free(x);
     }
+}
+
+static int write_bytes(const char *path, const void *p, size_t n) {
+    FILE *f = fopen(path, "wb");
+    int ok = f && fwrite(p, 1, n, f) == n;
+    if (f && fclose(f)) ok = 0;
+    return ok;
+}
+
+KD_TEST(quant_c_header_gives_the_reference_bytes) {
+    kd_qmodel q;
+    float *x;
+    kd_err err = {0};
+    if (!quantized_graph(&q, &x)) return;
+    enum { N = 64, D = 192, C = 5 };
+    const char *dir = kd_test_tmpdir();
+    char path[1024], cmd[4096], out[4096];
+    snprintf(path, sizeof path, "%s/gq.h", dir);
+    kd_shape in = {3, {3, 8, 8}};
+    const kd_export_info info = {0};
+    size_t arena = 0;
+    CHECK_EQ_INT(kd_export_c_qint8(path, &q, &in, "gq", &info, &arena, &err), KD_OK);
+    /* The reference: int8 logits from the int8 inputs, and the dequantized ones from raw. */
+    int8_t xq[N * D], want_q[N * C], got_q[N * C];
+    float want[N * C], got[N * C];
+    for (size_t i = 0; i < N * D; i++) xq[i] = kd_quant_value(x[i], &q.values[0]);
+    CHECK_EQ_INT(kd_qmodel_forward(&q, x, N, want_q, want, &err), KD_OK);
+    char f_xq[1100], f_raw[1100], f_lq[1100], f_l[1100];
+    snprintf(f_xq, sizeof f_xq, "%s/xq", dir), snprintf(f_raw, sizeof f_raw, "%s/raw", dir);
+    snprintf(f_lq, sizeof f_lq, "%s/lq", dir), snprintf(f_l, sizeof f_l, "%s/l", dir);
+    CHECK(write_bytes(f_xq, xq, sizeof xq) && write_bytes(f_raw, x, N * D * sizeof *x));
+    char repo[1024];
+    CHECK(getcwd(repo, sizeof repo) != NULL);
+    /* Under ASan + UBSan: the generated loops must stay inside every buffer. */
+    snprintf(cmd, sizeof cmd, "cd %s && cc -std=c99 -pedantic -Wall -Wextra -Werror -O1 -g "
+             "-fsanitize=address,undefined -fno-sanitize-recover=all -I. -DMODEL=gq "
+             "-DMODEL_UPPER=GQ '-DMODEL_HEADER=\"gq.h\"' -DGQ_IMPLEMENTATION "
+             "'%s/tests/export/qint8_harness.c' -lm -o qh && ./qh %d xq lq raw l 2>&1", dir,
+             repo, N);
+    if (kd_test_run(cmd, out, sizeof out) != 0) kd_test_fail(__FILE__, __LINE__, "%s", out);
+    char *text = NULL, *text2 = NULL;
+    size_t n1 = 0, n2 = 0;
+    CHECK_EQ_INT(kd_read_file(f_lq, 1 << 20, &text, &n1, &err), KD_OK);
+    CHECK_EQ_INT(kd_read_file(f_l, 1 << 20, &text2, &n2, &err), KD_OK);
+    if (text && text2 && n1 == sizeof got_q && n2 == sizeof got) {
+        memcpy(got_q, text, n1), memcpy(got, text2, n2);
+        CHECK(memcmp(got_q, want_q, sizeof got_q) == 0);
+        CHECK(memcmp(got, want, sizeof got) == 0);
+    } else {
+        CHECK(0);
+    }
+    /* The arena holds the values live together (at most three [8, 8, 8] ones in the residual
+     * block, 1,536 bytes), placed by first fit, not every value. */
+    size_t sum = 0;
+    for (size_t v = 0; v < q.n_values; v++) sum += q.values[v].numel;
+    printf("    arena %zu bytes (every value: %zu)\n", arena, sum);
+    CHECK(arena >= 1536 && arena <= sum * 6 / 10);
+    free(text), free(text2), kd_qmodel_free(&q), free(x);
 }

@@ -99,6 +99,10 @@ KD_TEST(quant_mlp_keeps_its_fashion_mnist_accuracy) {
     snprintf(cmd, sizeof cmd, "%s export %s %s/q2.onnx --format onnx --dtype qint8 --calibrate 9 "
              "--config configs/tiny.json", kd_test_distill(), ckpt, dir);
     CHECK_EQ_INT(kd_test_run(cmd, out, sizeof out), 2);
+    snprintf(cmd, sizeof cmd, "%s export %s %s/tiny_q.h --format c --dtype qint8 --calibrate 500 "
+             "--config configs/tiny.json", kd_test_distill(), ckpt, dir);
+    CHECK_EQ_INT(kd_test_run(cmd, out, sizeof out), 0);
+    CHECK_CONTAINS(out, "tiny_q.h: C header, 848 bytes of arena"); /* 784 in + 64 hidden */
     snprintf(cmd, sizeof cmd, "%s export %s %s/q3.safetensors --dtype int8 --calibrate 9",
              kd_test_distill(), ckpt, dir);
     CHECK_EQ_INT(kd_test_run(cmd, out, sizeof out), 2);

@@ -130,12 +130,16 @@ int kd_cli_info_cache(const char *path, int json);
 
 /* `distill --version` (version.c): distill's version and those of the libraries it runs with. */
 void kd_cli_print_version(FILE *f);
-/* export --dtype qint8 (export_qint8.c): quantize IN with calibration samples from config's
- * training split, write OUT, print the float and integer accuracy on config's split. */
-kd_status kd_cli_export_qint8(const char *in, const char *out, const char *config,
-                              const char *split, size_t calibrate, size_t batch,
-                              const char *const *keys, const char *const *vals, size_t n_md,
-                              kd_err *err);
+/* export --dtype qint8 (export_qint8.c): quantize `in` with calibration samples from config's
+ * training split, write `out` (a C header named c_name when it is not NULL, else safetensors
+ * with the given metadata), print the float and integer accuracy on config's split. */
+typedef struct {
+    const char *in, *out, *config, *split, *c_name;
+    size_t calibrate, batch;
+    const char *const *keys, *const *vals;
+    size_t n_md;
+} kd_cli_qint8;
+kd_status kd_cli_export_qint8(const kd_cli_qint8 *job, kd_err *err);
 
 /* ---- Progress of train and logits (progress.c) ----------------------------------------- */
 typedef struct {

@@ -8,8 +8,10 @@
 #include <string.h>
 
 #include "cli.h"
+#include "kd_checkpoint.h"
 #include "kd_data.h"
 #include "kd_eval.h"
+#include "kd_export.h"
 #include "kd_quant.h"
 
 /* The first n samples of d's order into a new (n, numel) buffer. */
@@ -73,32 +75,44 @@ static void print_sizes(const char *out, const kd_qmodel *q, size_t n_cal) {
            other);
 }
 
-kd_status kd_cli_export_qint8(const char *in, const char *out, const char *config,
-                              const char *split, size_t calibrate, size_t batch,
-                              const char *const *keys, const char *const *vals, size_t n_md,
+/* The integer model as a C header, with the checkpoint's preprocessing and class names. */
+static kd_status write_header(const kd_cli_qint8 *job, const kd_qmodel *q, const kd_model *m,
+                              const kd_preprocess *pp, char **classes, size_t n_classes,
                               kd_err *err) {
+    const kd_export_info info = {NULL, pp, classes, n_classes, job->in, NULL, NULL, 0};
+    size_t arena = 0;
+    kd_status st = kd_export_c_qint8(job->out, q, &m->input, job->c_name, &info, &arena, err);
+    if (!st) printf("exported  %s: C header, %zu bytes of arena\n", job->out, arena);
+    return st;
+}
+
+kd_status kd_cli_export_qint8(const kd_cli_qint8 *job, kd_err *err) {
     kd_eval_data cal, test;
     kd_model m;
     kd_preprocess pp;
     kd_qmodel q;
     int has_pp = 0;
     float *x = NULL;
+    char **classes = NULL;
+    size_t n_classes = 0, n = job->calibrate;
     memset(&cal, 0, sizeof cal), memset(&test, 0, sizeof test), memset(&m, 0, sizeof m);
     memset(&q, 0, sizeof q);
-    size_t n = calibrate;
-    kd_status st = kd_eval_data_from_config(&cal, config, NULL, 0, "train", err);
-    if (!st) st = kd_eval_data_from_config(&test, config, NULL, 0, split, err);
-    if (!st) st = kd_eval_load_model(in, &cal, NULL, &m, &pp, &has_pp, NULL, NULL, err);
+    kd_status st = kd_eval_data_from_config(&cal, job->config, NULL, 0, "train", err);
+    if (!st) st = kd_eval_data_from_config(&test, job->config, NULL, 0, job->split, err);
+    if (!st)
+        st = kd_eval_load_model(job->in, &cal, NULL, &m, &pp, &has_pp, &classes, &n_classes, err);
     const kd_preprocess *use = has_pp ? &pp : &cal.pp;
-    if (!st) st = take_samples(&cal, use, &m, in, &n, &x, err);
-    if (!st && (st = kd_quant_build(&m, x, n, &q, err))) kd_err_prefix(err, "%s", in);
-    if (!st) st = kd_qmodel_write(out, &q, keys, vals, n_md, err);
+    if (!st) st = take_samples(&cal, use, &m, job->in, &n, &x, err);
+    if (!st && (st = kd_quant_build(&m, x, n, &q, err))) kd_err_prefix(err, "%s", job->in);
+    if (!st && job->c_name) st = write_header(job, &q, &m, use, classes, n_classes, err);
+    else if (!st) st = kd_qmodel_write(job->out, &q, job->keys, job->vals, job->n_md, err);
     if (!st) {
         kd_cli_warn_if_any(err);
-        print_sizes(out, &q, n);
-        st = compare(&test, use, &m, &q, batch, err);
+        print_sizes(job->out, &q, n);
+        st = compare(&test, use, &m, &q, job->batch, err);
     }
     free(x);
+    kd_free_strings(classes, n_classes);
     kd_qmodel_free(&q);
     kd_model_free(&m);
     if (has_pp) kd_preprocess_free(&pp);

@@ -230,18 +230,6 @@ static const kd_c_emitter_ops emitter_ops = {op_tensor, op_helper, op_code};
 
 /* ---- The header around the layers ---- */
 
-/* A class name as a C string literal: printable ASCII as is, '"', '\\' and '?' (trigraphs)
- * escaped, every other byte in octal. */
-static void put_string(FILE *f, const char *s) {
-    fputc('"', f);
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p == '"' || *p == '\\' || *p == '?') fprintf(f, "\\%c", *p);
-        else if (*p >= 0x20 && *p < 0x7f) fputc(*p, f);
-        else fprintf(f, "\\%03o", *p);
-    }
-    fputc('"', f);
-}
-
 /* Text inside a block comment: a star followed by a slash (a path could hold one) would end the
  * comment, so a backslash goes between them. */
 static void put_comment_text(FILE *f, const char *s) {
@@ -310,7 +298,7 @@ static kd_status write_header(FILE *f, void *ctx, kd_err *err) {
         char num[24];
         snprintf(num, sizeof num, "%zu", k);
         fputs(k ? ", " : "", f);
-        put_string(f, h->info->class_names && k < h->info->n_classes && h->info->class_names[k]
+        kd_export_c_string(f, h->info->class_names && k < h->info->n_classes && h->info->class_names[k]
                           ? h->info->class_names[k] : num);
     }
     fputs("};\n", f);

@@ -142,3 +142,15 @@ int kd_export_c_name_ok(const char *name) {
         if (!isalnum((unsigned char)name[i]) && name[i] != '_') return 0;
     return 1;
 }
+
+/* A class name as a C string literal: printable ASCII as is, '"', '\\' and '?' (trigraphs)
+ * escaped, every other byte in octal. */
+void kd_export_c_string(FILE *f, const char *s) {
+    fputc('"', f);
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '"' || *p == '\\' || *p == '?') fprintf(f, "\\%c", *p);
+        else if (*p >= 0x20 && *p < 0x7f) fputc(*p, f);
+        else fprintf(f, "\\%03o", *p);
+    }
+    fputc('"', f);
+}

@@ -4,6 +4,8 @@
 #ifndef KD_EXPORT_IMPL_H
 #define KD_EXPORT_IMPL_H
 
+#include <stdio.h>
+
 #include "kd_export.h"
 
 /* The preprocessing x = (raw * scale - mean[c]) / std[c] folded, exactly as the dataset does
@@ -36,5 +38,9 @@ void kd_export_arch_summary(const kd_model *m, char *buf, size_t cap);
 /* KD_EUSAGE naming the tensor when any of data[0 .. n) is NaN or infinite (neither format can
  * carry them meaningfully, and a C initializer cannot spell them). */
 kd_status kd_export_check_finite(const char *what, const float *data, size_t n, kd_err *err);
+
+/* A class name as a C string literal: printable ASCII as is, '"', '\\' and '?' (trigraphs)
+ * escaped, every other byte in octal. */
+void kd_export_c_string(FILE *f, const char *s);
 
 #endif
