@@ -62,8 +62,8 @@ static void write_data(const char *dir) {
     f = fopen(p, "w");
     CHECK(f != NULL);
     if (!f) return;
-    fprintf(f, "{\"data\": {\"train\": {\"path\": \"data.csv\", \"subset\": %d, \"subset_seed\": 7},"
-            " \"validation_split\": %d},"
+    fprintf(f, "{\"data\": {\"train\": {\"path\": \"data.csv\", \"subset\": %d, "
+            "\"subset_seed\": 7}, \"validation_split\": %d},"
             " \"model\": {\"layers\": [{\"type\": \"dense\", \"units\": 16}, {\"type\": \"relu\"},"
             " {\"type\": \"dense\", \"units\": %d}]},"
             " \"optimizer\": {\"name\": \"adam\", \"lr\": 0.01},"
@@ -131,7 +131,8 @@ static kd_status fill_rows(void *user, size_t view, size_t row, size_t n, float 
     (void)view;
     (void)err;
     for (size_t i = 0; i < n; i++)
-        for (size_t c = 0; c < N_CLS; c++) logits[i * N_CLS + c] = teacher_logit(fx->src[row + i], c);
+        for (size_t c = 0; c < N_CLS; c++)
+            logits[i * N_CLS + c] = teacher_logit(fx->src[row + i], c);
     return KD_OK;
 }
 

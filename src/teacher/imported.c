@@ -113,15 +113,16 @@ static kd_status check_index(const kd_st_tensor *t, const char *path, size_t n, 
 }
 
 /* Every logit of every row finite, the first bad one named by row (and sample, with an index). */
-static kd_status check_finite(const import_src *im, const char *path, size_t n, const kd_st_tensor *index,
-                              float *z, kd_err *err) {
+static kd_status check_finite(const import_src *im, const char *path, size_t n,
+                              const kd_st_tensor *index, float *z, kd_err *err) {
     for (size_t r = 0; r < n; r++) {
         im->codec->decode(row_at(im, r), NULL, 1, im->C, z);
         for (size_t c = 0; c < im->C; c++) {
             if (isfinite(z[c])) continue;
             char sample[64] = "";
             if (index)
-                snprintf(sample, sizeof sample, " (sample %lld)", (long long)kd_st_get_i64(index, r));
+                snprintf(sample, sizeof sample, " (sample %lld)",
+                         (long long)kd_st_get_i64(index, r));
             return kd_err_set(err, KD_EINPUT, "teacher.logits %s: tensor logits: row %zu%s, "
                               "class %zu is %g (logits must be finite)", path, r, sample, c,
                               (double)z[c]);
