@@ -101,6 +101,14 @@ kd_status kd_cache_write(const char *path, const kd_cache_meta *meta, const size
 
 typedef struct kd_cache kd_cache;  /* opaque */
 
+/* The same cache built in memory instead of a file (nothing is written; the bytes are then
+ * verified as kd_cache_open verifies a file): for targets that come from elsewhere
+ * (teacher.logits), so that training reads every kind of stored target through one path. name
+ * stands for the path in messages; errors as kd_cache_write's. kd_cache_close frees it. */
+kd_status kd_cache_build(kd_cache **out, const char *name, const kd_cache_meta *meta,
+                         const size_t *idx, size_t chunk, kd_cache_fill_fn fill, void *user,
+                         kd_err *err);
+
 /* Opens and verifies a whole cache file: magic, header (crc32, JSON, every field in range,
  * weights summing to 1 within 1e-6), the exact file size, the index (crc32, strictly
  * ascending), every block's crc32 and, with top_k, every class index. Errors are KD_EINPUT

@@ -55,13 +55,18 @@ typedef struct {
     cJSON *layers;               /* owned JSON array of layer specs (each an object with "type") */
     kd_init_kind init;
 
-    /* teacher (optional): one checkpoint, or an ensemble (teacher.ensemble), and a cache */
+    /* teacher (optional): one checkpoint, or an ensemble (teacher.ensemble), and a cache; or
+     * imported logits (teacher.logits) */
     int has_teacher;
     int ensemble;                /* given as teacher.ensemble (written back that way) */
     size_t n_teachers;           /* 1 for teacher.checkpoint; the ensemble's size */
     kd_teacher_cfg teachers[KD_MAX_TEACHERS];
     int has_cache;
     kd_cache_cfg cache;
+    /* teacher.logits: a safetensors file of precomputed logits instead of teacher models (then
+     * n_teachers is 1 with weight 1 and teachers[0] is empty) */
+    int has_logits;
+    char logits_path[KD_PATH_MAX];   /* absolute */
     kd_distill_cfg distill;      /* filled (defaults kl, T 4, alpha 0.9) only when has_teacher */
 
     /* optimisation */

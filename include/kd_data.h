@@ -166,6 +166,9 @@ void kd_dataset_close(kd_dataset *ds);  /* NULL-safe */
 const kd_data_info *kd_dataset_info(const kd_dataset *ds);
 /* The preprocessing in effect, with scale resolved (never 0): record this in runs. */
 const kd_preprocess *kd_dataset_preprocess(const kd_dataset *ds);
+/* Sample i's place in the source before the subset (info.n_source of them): i itself, or with
+ * a seeded subset the source index it was drawn as (ascending in i). i < info.n. */
+size_t kd_dataset_source_index(const kd_dataset *ds, size_t i);
 /* Image folders with skip_bad: samples that passed the open-time check but failed to decode
  * later, and were left out of their batches. Always 0 for other sources. */
 size_t kd_dataset_n_decode_failures(const kd_dataset *ds);

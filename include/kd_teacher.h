@@ -1,7 +1,8 @@
 /* kd_teacher.h - where a distillation step's teacher logits come from: one or several teacher
  * models run on the batch (online), or the soft-target cache, read by sample index and view
- * (kd_cache.h). Also loading a config's teachers, their validation accuracy (each and mixed),
- * and what a cache built from a config must record (its provenance). */
+ * (kd_cache.h), which imported logits (teacher.logits) also become. Also loading a config's
+ * teachers, their validation accuracy (each and mixed), and what a cache built from a config
+ * must record (its provenance). */
 #ifndef KD_TEACHER_H
 #define KD_TEACHER_H
 
@@ -68,5 +69,18 @@ kd_status kd_teacher_accuracy(kd_teacher_set *ts, kd_dataset *ds, const size_t *
  * to hash them; KD_EINPUT naming one that cannot be read. */
 kd_status kd_teacher_cache_meta(const kd_config *cfg, const kd_preprocess *pp, size_t n_rows,
                                 size_t n_classes, kd_cache_meta *meta, kd_err *err);
+
+/* teacher.logits: reads the safetensors file at path (tensor "logits" [N, n_classes] in F32,
+ * F16 or BF16, row s the logits of source sample s of ds, N = its n_source, counted before
+ * subset and validation split; optionally "index" I64 [N], row r then holding sample index[r])
+ * and checks all of it: no other tensor, the dtypes, the shapes, every sample indexed exactly
+ * once, every logit finite. Then builds *out, an in-memory cache (kd_cache_build) of one
+ * teacher of weight 1, f32, one view, whose rows are the training samples idx[0..n) (dataset
+ * indices, strictly ascending) and whose field "teacher.logits" is the file's hash
+ * (kd_file_hash), also copied into hash. Errors: KD_EINPUT "teacher.logits PATH: tensor T: ..."
+ * naming the first bad row (data_path names the training data in the row-count message). */
+kd_status kd_teacher_import_logits(kd_cache **out, const char *path, const kd_dataset *ds,
+                                   const char *data_path, const size_t *idx, size_t n,
+                                   size_t n_classes, char *hash, size_t hash_cap, kd_err *err);
 
 #endif

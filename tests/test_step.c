@@ -374,7 +374,7 @@ static kd_epoch_sums sample_sums(void) {
 KD_TEST(step_partial_sums_round_trip_through_run_metadata) {
     kd_epoch_sums s = sample_sums(), back;
     memset(&back, 0xff, sizeof back);
-    char *json = kd_run_meta_json(2, 17, NAN, &s);
+    char *json = kd_run_meta_json(2, 17, NAN, &s, NULL);
     CHECK(json != NULL);
     CHECK_CONTAINS(json, "\"epoch\":2");
     CHECK_CONTAINS(json, "\"step\":17");
@@ -384,7 +384,7 @@ KD_TEST(step_partial_sums_round_trip_through_run_metadata) {
     CHECK(memcmp(&s, &back, sizeof s) == 0);
     free(json);
     /* Without partial sums (an epoch-boundary checkpoint) there is no "partial" object. */
-    json = kd_run_meta_json(3, 24, 0.75, NULL);
+    json = kd_run_meta_json(3, 24, 0.75, NULL, NULL);
     CHECK(json && !strstr(json, "partial"));
     CHECK_CONTAINS(json, "\"val_acc\":0.75");
     free(json);

@@ -51,6 +51,11 @@ void kd_cache_block_span(const kd_cache_layout *lay, size_t b, size_t *begin, si
  * distinct; else -1 and "FIELD: expected ..., got ..." in msg, FIELD a header key. */
 int kd_cache_meta_invalid(const kd_cache_meta *meta, char *msg, size_t cap);
 
+/* Takes data (len bytes, malloc'd; freed also on failure) into a new cache once all of it is
+ * verified (kd_cache_open's checks); name stands for the path in messages. */
+kd_status kd_cache_adopt(kd_cache **out, uint8_t *data, size_t len, const char *name,
+                         kd_err *err);
+
 /* Little-endian u32 at any alignment. */
 uint32_t kd_cache_get_u32(const uint8_t *p);
 void kd_cache_put_u32(uint8_t *p, uint32_t v);

@@ -343,9 +343,8 @@ cleanup:
 
 /* ---- Opening ------------------------------------------------------------------------------ */
 
-/* Takes data (len bytes, malloc'd) into a new cache once all of it is verified. */
-static kd_status open_buffer(kd_cache **out, uint8_t *data, size_t len, const char *name,
-                             kd_err *err) {
+kd_status kd_cache_adopt(kd_cache **out, uint8_t *data, size_t len, const char *name,
+                         kd_err *err) {
     *out = NULL;
     kd_cache *c = calloc(1, sizeof *c);
     if (!c || !(c->name = strdup(name))) {
@@ -373,7 +372,7 @@ kd_status kd_cache_open_mem(kd_cache **out, const void *data, size_t len, const 
     uint8_t *copy = malloc(len ? len : 1);
     if (!copy) return kd_err_set(err, KD_EIO, "cache %s: out of memory (%zu bytes)", name, len);
     if (len) memcpy(copy, data, len);
-    return open_buffer(out, copy, len, name, err);
+    return kd_cache_adopt(out, copy, len, name, err);
 }
 
 /* Reads the header first and checks the size it implies against the file's before reading
@@ -415,8 +414,8 @@ kd_status kd_cache_open(kd_cache **out, const char *path, kd_err *err) {
                         ferror(f) ? strerror(errno) : "the file shrank while being read");
         goto cleanup;
     }
-    st = open_buffer(out, buf, size, path, err);
-    buf = NULL; /* open_buffer owns it now */
+    st = kd_cache_adopt(out, buf, size, path, err);
+    buf = NULL; /* kd_cache_adopt owns it now */
 cleanup:
     free(buf);
     fclose(f);

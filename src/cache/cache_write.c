@@ -1,6 +1,7 @@
 /* cache_write.c - writes a soft-target cache file (layout in kd_cache.h) in one streaming pass
- * inside kd_write_atomic's callback, so a half-written cache is never visible; and the content
- * hash of a file that caches record for provenance. */
+ * inside kd_write_atomic's callback, so a half-written cache is never visible, or the same
+ * bytes into memory for a cache that is never saved; and the content hash of a file that caches
+ * record for provenance. */
 #include <cJSON.h>
 #include <errno.h>
 #include <math.h>
@@ -237,54 +238,89 @@ static kd_status write_all(FILE *f, void *ctx, kd_err *err) {
     return st;
 }
 
+/* Checks the arguments and sets up w (its buffers, the header, the layout) for a write of
+ * meta (m: meta with T cleared for full rows) under name; release_ctx frees what it holds,
+ * also after a failure. */
+static kd_status prepare_ctx(write_ctx *w, kd_cache_meta *m, const char *name,
+                             const size_t *idx, size_t chunk, kd_cache_fill_fn fill, void *user,
+                             kd_err *err) {
+    if (m->top_k == 0) m->temperature = 0; /* no T is stored for full rows */
+    *w = (write_ctx){.path = name, .meta = m, .idx = idx, .fill = fill, .user = user};
+    char why[768];
+    if (kd_cache_meta_invalid(m, why, sizeof why) != 0)
+        return kd_err_set(err, KD_EUSAGE, "cache %s: cannot write: %s", name, why);
+    for (size_t r = 0; r < m->n_rows; r++)
+        if (idx[r] > UINT32_MAX || (r > 0 && idx[r] <= idx[r - 1]))
+            return kd_err_set(err, KD_EUSAGE, "cache %s: cannot write: sample index %zu (row %zu) "
+                              "is %s", name, idx[r], r, idx[r] > UINT32_MAX ? "2^32 or more" :
+                              "not above the one before it (expected strictly ascending)");
+    if (chunk == 0 || !fill)
+        return kd_err_set(err, KD_EUSAGE, "cache %s: cannot write: %s", name,
+                          chunk ? "no fill function" : "chunk is 0");
+    w->chunk = chunk < m->n_rows ? chunk : m->n_rows;
+    w->codec = kd_codec_find(kd_cache_dtype_name(m->dtype));
+    char *header = header_json(m);
+    size_t logit_floats, entry_bytes;
+    w->header = header;
+    if (!header || strlen(header) > KD_CACHE_MAX_HEADER ||
+        kd_cache_layout_of(m, strlen(header), &w->lay) != 0 ||
+        kd_mul_size(m->n_teachers * w->chunk, m->n_classes, &logit_floats) ||
+        kd_mul_size(w->chunk, w->lay.entry_bytes, &entry_bytes))
+        return kd_err_set(err, header ? KD_EUSAGE : KD_EIO, "cache %s: cannot write: %s", name,
+                          header ? "the header or the file would be too large" : "out of memory");
+    w->logits = kd_alloc_floats(logit_floats);
+    w->entries = malloc(entry_bytes);
+    w->rank = malloc(m->n_classes * sizeof *w->rank);
+    w->top = malloc(m->n_classes * sizeof *w->top);
+    w->vals = malloc(m->n_classes * sizeof *w->vals);
+    if (!w->logits || !w->entries || !w->rank || !w->top || !w->vals)
+        return kd_err_set(err, KD_EIO, "cache %s: out of memory (chunks of %zu rows)", name,
+                          w->chunk);
+    return KD_OK;
+}
+
+static void release_ctx(write_ctx *w) {
+    cJSON_free((char *)w->header);
+    kd_free_aligned(w->logits);
+    free(w->entries);
+    free(w->rank);
+    free(w->top);
+    free(w->vals);
+}
+
 kd_status kd_cache_write(const char *path, const kd_cache_meta *meta, const size_t *idx,
                          size_t chunk, kd_cache_fill_fn fill, void *user, kd_err *err) {
     kd_cache_meta m = *meta;
-    if (m.top_k == 0) m.temperature = 0; /* no T is stored for full rows */
-    write_ctx w = {.path = path, .meta = &m, .idx = idx, .fill = fill, .user = user};
-    kd_status st = KD_OK;
-    char why[768];
-    if (kd_cache_meta_invalid(&m, why, sizeof why) != 0)
-        return kd_err_set(err, KD_EUSAGE, "cache %s: cannot write: %s", path, why);
-    for (size_t r = 0; r < m.n_rows; r++)
-        if (idx[r] > UINT32_MAX || (r > 0 && idx[r] <= idx[r - 1]))
-            return kd_err_set(err, KD_EUSAGE, "cache %s: cannot write: sample index %zu (row %zu) "
-                              "is %s", path, idx[r], r, idx[r] > UINT32_MAX ? "2^32 or more" :
-                              "not above the one before it (expected strictly ascending)");
-    if (chunk == 0 || !fill)
-        return kd_err_set(err, KD_EUSAGE, "cache %s: cannot write: %s", path,
-                          chunk ? "no fill function" : "chunk is 0");
-    w.chunk = chunk < m.n_rows ? chunk : m.n_rows;
-    w.codec = kd_codec_find(kd_cache_dtype_name(m.dtype));
-    char *header = header_json(&m);
-    size_t logit_floats, entry_bytes;
-    w.header = header;
-    if (!header || strlen(header) > KD_CACHE_MAX_HEADER ||
-        kd_cache_layout_of(&m, strlen(header), &w.lay) != 0 ||
-        kd_mul_size(m.n_teachers * w.chunk, m.n_classes, &logit_floats) ||
-        kd_mul_size(w.chunk, w.lay.entry_bytes, &entry_bytes)) {
-        st = kd_err_set(err, header ? KD_EUSAGE : KD_EIO, "cache %s: cannot write: %s", path,
-                        header ? "the header or the file would be too large" : "out of memory");
-        goto cleanup;
-    }
-    w.logits = kd_alloc_floats(logit_floats);
-    w.entries = malloc(entry_bytes);
-    w.rank = malloc(m.n_classes * sizeof *w.rank);
-    w.top = malloc(m.n_classes * sizeof *w.top);
-    w.vals = malloc(m.n_classes * sizeof *w.vals);
-    if (!w.logits || !w.entries || !w.rank || !w.top || !w.vals) {
-        st = kd_err_set(err, KD_EIO, "cache %s: out of memory (chunks of %zu rows)", path, w.chunk);
-        goto cleanup;
-    }
-    st = kd_write_atomic(path, write_all, &w, err);
-cleanup:
-    cJSON_free(header);
-    kd_free_aligned(w.logits);
-    free(w.entries);
-    free(w.rank);
-    free(w.top);
-    free(w.vals);
+    write_ctx w;
+    kd_status st = prepare_ctx(&w, &m, path, idx, chunk, fill, user, err);
+    if (st == KD_OK) st = kd_write_atomic(path, write_all, &w, err);
+    release_ctx(&w);
     return st;
+}
+
+/* The bytes a file would hold, written to a memory stream and opened by the reader, which
+ * verifies them as it verifies a file: one layout, one writer, one reader. */
+kd_status kd_cache_build(kd_cache **out, const char *name, const kd_cache_meta *meta,
+                         const size_t *idx, size_t chunk, kd_cache_fill_fn fill, void *user,
+                         kd_err *err) {
+    kd_cache_meta m = *meta;
+    write_ctx w;
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = NULL;
+    *out = NULL;
+    kd_status st = prepare_ctx(&w, &m, name, idx, chunk, fill, user, err);
+    if (st == KD_OK && !(f = open_memstream(&buf, &len)))
+        st = kd_err_set(err, KD_EIO, "cache %s: out of memory", name);
+    if (st == KD_OK) st = write_all(f, &w, err);
+    if (f && fclose(f) != 0 && st == KD_OK)
+        st = kd_err_set(err, KD_EIO, "cache %s: out of memory", name);
+    release_ctx(&w);
+    if (st != KD_OK) {
+        free(buf);
+        return st;
+    }
+    return kd_cache_adopt(out, (uint8_t *)buf, len, name, err);
 }
 
 kd_status kd_file_hash(const char *path, char *out, size_t cap, kd_err *err) {

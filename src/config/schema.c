@@ -205,31 +205,59 @@ static kd_status parse_output_dir(kd_cfg_sec *s, const kd_cfg_key *k, const cJSO
     return kd_cfg_resolve(s, k, def, s->p->cwd, c->out_dir);
 }
 
-/* teacher.checkpoint: required unless teacher.ensemble lists the teachers (parsed first). */
+/* teacher.checkpoint: required unless teacher.ensemble lists the teachers or teacher.logits
+ * replaces them (both parsed first). */
 static kd_status parse_teacher_checkpoint(kd_cfg_sec *s, const kd_cfg_key *k, const cJSON *v) {
     kd_config *c = s->p->c;
     if (c->ensemble)
         return v ? kd_cfg_fail_key(s, k, "give teacher.checkpoint or teacher.ensemble, not both")
                  : KD_OK;
-    if (!v)
-        return kd_cfg_fail_key(s, k, "missing (required: the teacher's safetensors file, or "
-                               "teacher.ensemble: a list of teachers)");
+    if (c->has_logits && v)
+        return kd_cfg_fail_key(s, k, "give teacher.checkpoint or teacher.logits, not both "
+                               "(the logits file replaces the teacher: it is never run)");
+    if (!v && !c->has_logits)
+        return kd_cfg_fail_key(s, k, "missing (required: the teacher's safetensors file, "
+                               "teacher.ensemble: a list of teachers, or teacher.logits: a file "
+                               "of its logits)");
     c->n_teachers = 1;
     c->teachers[0].weight = 1.0f;
-    return kd_cfg_parse_value(s, k, v);
+    return c->has_logits ? KD_OK : kd_cfg_parse_value(s, k, v);
 }
 
 static kd_status parse_teacher_layers(kd_cfg_sec *s, const kd_cfg_key *k, const cJSON *v) {
     if (v && s->p->c->ensemble)
         return kd_cfg_fail_key(s, k, "with teacher.ensemble, give each teacher's layers in its "
                                "own entry");
+    if (v && s->p->c->has_logits)
+        return kd_cfg_fail_key(s, k, "describes a teacher checkpoint, but teacher.logits has "
+                               "no model to describe (remove teacher.layers)");
     return parse_layers(s, k, v);
 }
 
-/* The single-teacher keys are written back only when there is no ensemble. */
+/* teacher.logits (parsed first): precomputed logits instead of any teacher model. Not with an
+ * ensemble (parsed before it) nor with anything that needs targets the file cannot give. */
+static kd_status parse_teacher_logits(kd_cfg_sec *s, const kd_cfg_key *k, const cJSON *v) {
+    kd_config *c = s->p->c;
+    if (!v) return KD_OK;
+    if (c->ensemble)
+        return kd_cfg_fail_key(s, k, "give teacher.logits or teacher.ensemble, not both (the "
+                               "logits file replaces the teachers: none is run)");
+    if (kd_augment_active(&c->augment))
+        return kd_cfg_fail_key(s, k, "cannot be used with data.augment: the file holds one row "
+                               "per sample, the targets of the image as it is, and an augmented "
+                               "image would be taught with the targets of another (remove "
+                               "data.augment)");
+    if (c->train.skip_bad)
+        return kd_cfg_fail_key(s, k, "cannot be used with data.train.skip_bad: the rows follow "
+                               "the training source's samples, and a skipped sample would move "
+                               "every row after it");
+    return kd_cfg_parse_value(s, k, v);
+}
+
+/* The single-teacher keys are written back only when there is one teacher checkpoint. */
 static int write_unless_ensemble(const kd_cfg_out *o, const kd_cfg_key *k, cJSON **item) {
     *item = NULL;
-    return o->c->ensemble ? 0 : kd_cfg_write_value(o, k, item);
+    return o->c->ensemble || o->c->has_logits ? 0 : kd_cfg_write_value(o, k, item);
 }
 
 static const kd_cfg_key member_keys[] = {
@@ -295,6 +323,10 @@ static kd_status parse_cache(kd_cfg_sec *s, const kd_cfg_key *k, const cJSON *v)
     char sec[KD_CFG_JPATH_MAX], path[KD_CFG_JPATH_MAX];
     kd_status st = kd_cfg_parse_value(s, k, v);
     if (st || !v) return st;
+    if (c->has_logits)
+        return kd_cfg_fail_key(s, k, "cannot be used with teacher.logits: the logits file "
+                               "already holds the targets, read as from a cache (remove "
+                               "teacher.cache)");
     int aug = kd_augment_active(&c->augment);
     kd_cfg_join(path, kd_cfg_key_path(s, k, sec), "views");
     if (aug && c->cache.views == 1)
@@ -347,6 +379,8 @@ static const kd_cfg_key teacher_keys[] = {
      .parse = parse_teacher_layers, .write = write_unless_ensemble},
     {"ensemble", CFG_CUSTOM, .flags = CFG_INDEXED, .parse = parse_ensemble,
      .write = write_ensemble, .phase = -1},
+    {"logits", CFG_PATH, .off = CFG(logits_path), .cap = SIZE_OF(kd_config, logits_path),
+     .has = OFF1(kd_config, has_logits), .parse = parse_teacher_logits, .phase = -1},
     {"cache", CFG_SECTION, .off = CFG(cache), .sub = &cache_section,
      .has = OFF1(kd_config, has_cache), .parse = parse_cache},
 };

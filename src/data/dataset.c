@@ -51,6 +51,7 @@ int kd_preprocess_same(const kd_preprocess *a, const kd_preprocess *b) {
 
 const kd_data_info *kd_dataset_info(const kd_dataset *ds) { return &ds->info; }
 const kd_preprocess *kd_dataset_preprocess(const kd_dataset *ds) { return &ds->pp; }
+size_t kd_dataset_source_index(const kd_dataset *ds, size_t i) { return ds->map ? ds->map[i] : i; }
 size_t kd_dataset_n_decode_failures(const kd_dataset *ds) {
     return atomic_load(&((kd_dataset *)ds)->n_decode_failures);
 }

@@ -210,6 +210,11 @@ kd_status kd_logits_run(const kd_logits_opts *o, kd_logits_result *res, kd_err *
     struct stat sb;
     double t0 = kd_now();
     memset(res, 0, sizeof *res);
+    if (cfg->has_logits)
+        return kd_err_set(err, KD_EUSAGE, "%s: teacher.logits: the config's targets are already "
+                          "a file of logits, which `distill train` reads directly; `distill "
+                          "logits` runs teacher checkpoints to build a teacher.cache, and this "
+                          "config has none", cfg->path[0] ? cfg->path : "config");
     if (!cfg->has_teacher || !cfg->has_cache)
         return kd_err_set(err, KD_EUSAGE, "%s: %s", cfg->path[0] ? cfg->path : "config",
                           cfg->has_teacher ? "the teacher section has no cache: add \"cache\": "

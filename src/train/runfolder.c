@@ -331,12 +331,13 @@ cleanup:
 }
 
 char *kd_run_meta_json(size_t epoch, uint64_t step, double val_acc,
-                       const kd_epoch_sums *partial) {
+                       const kd_epoch_sums *partial, const char *logits_hash) {
     cJSON *o = cJSON_CreateObject();
     char *s = NULL;
     int ok = o && cJSON_AddNumberToObject(o, "epoch", (double)epoch) &&
              cJSON_AddNumberToObject(o, "step", (double)step) &&
-             add_num_or_null(o, "val_acc", val_acc);
+             add_num_or_null(o, "val_acc", val_acc) &&
+             (!logits_hash || cJSON_AddStringToObject(o, "teacher_logits", logits_hash));
     if (ok && partial) {
         cJSON *p = cJSON_AddObjectToObject(o, "partial");
         ok = p != NULL;
@@ -391,7 +392,7 @@ kd_status kd_runfolder_save(const kd_runfolder *rf, const char *path, const kd_m
                             const kd_train_state *ts, size_t epoch, uint64_t step,
                             double val_acc, const kd_epoch_sums *partial, kd_err *err) {
     if (kd_dist_rank() != 0) return KD_OK;
-    char *run = kd_run_meta_json(epoch, step, val_acc, partial);
+    char *run = kd_run_meta_json(epoch, step, val_acc, partial, rf->logits_hash);
     if (!run) return kd_err_set(err, KD_EIO, "out of memory");
     kd_ckpt_meta meta = {0};
     meta.class_names = rf->class_names;
@@ -407,6 +408,14 @@ void kd_resume_free(kd_resume *r) {
     kd_model_free(&r->model);
     free(r->ts.order);
     memset(r, 0, sizeof *r);
+}
+
+/* The teacher.logits hash a "run" metadata string records into out ("" when none). */
+static void meta_logits_hash(const char *run_json, char *out, size_t cap) {
+    cJSON *j = run_json ? cJSON_Parse(run_json) : NULL;
+    const cJSON *h = cJSON_GetObjectItemCaseSensitive(j, "teacher_logits");
+    snprintf(out, cap, "%s", cJSON_IsString(h) ? h->valuestring : "");
+    cJSON_Delete(j);
 }
 
 kd_status kd_resume_load(const char *path, const char *arch_json, size_t batch, size_t n_train,
@@ -443,6 +452,7 @@ kd_status kd_resume_load(const char *path, const char *arch_json, size_t batch, 
             goto cleanup;
         }
     }
+    meta_logits_hash(run, r->logits_hash, sizeof r->logits_hash);
     /* Mid-epoch, the epoch's metrics continue from the saved sums: refuse to guess them. */
     if (ts->batch_in_epoch > 0) st = kd_run_meta_partial(path, run, &r->partial, err);
 cleanup:

@@ -279,9 +279,22 @@ kd_status kd_run_open_cache(kd_run *t, const char *path, kd_err *err) {
     return st;
 }
 
+/* teacher.logits: the file's rows of the training samples become a cache in memory, which the
+ * step reads as it reads teacher.cache; no teacher is run. */
+static kd_status import_logits(kd_run *t, kd_err *err) {
+    const kd_config *cfg = t->cfg;
+    kd_status st = kd_teacher_import_logits(&t->cache, cfg->logits_path, t->train_ds,
+                                            cfg->train.path, t->train_idx, t->n_train, t->C,
+                                            t->logits_hash, sizeof t->logits_hash, err);
+    if (!st) st = kd_teacher_set_cached(&t->tset, t->cache, t->B, err);
+    if (!st) t->has_teacher = 1;
+    return st;
+}
+
 kd_status kd_run_build_teachers(kd_run *t, kd_err *err) {
     const kd_config *cfg = t->cfg;
     struct stat sb;
+    if (cfg->has_logits) return import_logits(t, err);
     if (!cfg->has_cache) return kd_run_load_teachers(t, err);
     const char *path = cfg->cache.path;
     if (stat(path, &sb) != 0) {

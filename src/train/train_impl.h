@@ -9,6 +9,9 @@
 #include "kd_cache.h"
 #include "kd_train.h"
 
+/* Room for a file hash (kd_file_hash: "crc32:X adler32:X size:N"). */
+#define KD_LOGITS_HASH_MAX 160
+
 /* ---- The run folder (runfolder.c) ---- */
 typedef struct {
     char out_dir[KD_PATH_MAX];
@@ -19,6 +22,7 @@ typedef struct {
     char **class_names;
     size_t n_class_names;
     const kd_preprocess *pp;
+    const char *logits_hash;           /* teacher.logits' file hash, or NULL */
     /* Temporaries of killed writes found and removed by kd_runfolder_create. */
     size_t n_stale;
     char first_stale[256];
@@ -39,7 +43,8 @@ kd_status kd_runfolder_reload_metrics(kd_runfolder *rf, size_t done, kd_err *err
 /* Appends an epoch's line and rewrites metrics.jsonl atomically. */
 kd_status kd_runfolder_add_metrics(kd_runfolder *rf, const kd_epoch_metrics *em, kd_err *err);
 /* Saves m to path with the run's classes and preprocessing and the "run" metadata (epoch,
- * step, val_acc and, mid-epoch, the partial sums); ts non-NULL makes it resumable. */
+ * step, val_acc, the teacher.logits hash and, mid-epoch, the partial sums); ts non-NULL makes
+ * it resumable. */
 kd_status kd_runfolder_save(const kd_runfolder *rf, const char *path, const kd_model *m,
                             const kd_train_state *ts, size_t epoch, uint64_t step,
                             double val_acc, const kd_epoch_sums *partial, kd_err *err);
@@ -61,9 +66,11 @@ kd_status kd_runfolder_state(const char *dir, kd_run_state *s, kd_err *err);
 kd_status kd_runfolder_claim(const char *dir, int overwrite, char *moved, size_t cap,
                              kd_err *err);
 
-/* The "run" metadata JSON (malloc'd; NULL when out of memory). */
+/* The "run" metadata JSON (malloc'd; NULL when out of memory); logits_hash (NULL: none) is
+ * the hash of the teacher.logits file the run trains from, kept so a resume can refuse a
+ * changed file. */
 char *kd_run_meta_json(size_t epoch, uint64_t step, double val_acc,
-                       const kd_epoch_sums *partial);
+                       const kd_epoch_sums *partial, const char *logits_hash);
 /* The partial sums of a "run" metadata string (NULL = absent). Every field must be there, a
  * finite number >= 0: else KD_EINPUT "resume PATH: metadata run.partial.FIELD: ...". */
 kd_status kd_run_meta_partial(const char *path, const char *run_json, kd_epoch_sums *out,
@@ -74,6 +81,7 @@ typedef struct {
     kd_model model;          /* built with gradients, reserved for the batch size */
     kd_train_state ts;       /* ts.order malloc'd */
     kd_epoch_sums partial;   /* the interrupted epoch's sums (zero at an epoch boundary) */
+    char logits_hash[KD_LOGITS_HASH_MAX];  /* the teacher.logits hash recorded ("": none) */
 } kd_resume;
 
 /* The one read of a resume checkpoint (kd_ckpt_load_resume) for a model of arch_json, then
@@ -101,7 +109,9 @@ typedef struct {
     kd_model model;
     kd_model teachers[KD_MAX_TEACHERS];        /* the online teachers (n_teachers; 0 with a cache) */
     size_t n_teachers;
-    kd_cache *cache;                           /* teacher.cache, open (NULL: online teachers) */
+    kd_cache *cache;                           /* teacher.cache, open, or teacher.logits as a
+                                                  cache in memory (NULL: online teachers) */
+    char logits_hash[KD_LOGITS_HASH_MAX];      /* teacher.logits' file hash ("": none) */
     kd_teacher_set tset;                       /* what the step gets its teacher logits from */
     char **class_names;                        /* recorded in checkpoints (n_class_names) */
     size_t n_class_names;
@@ -133,7 +143,8 @@ kd_status kd_run_open_data(kd_run *t, kd_err *err);
 kd_status kd_run_build_model(kd_run *t, kd_err *err);
 /* The teachers of the config: their checkpoints loaded and checked against the data and the
  * model, or, with teacher.cache, the cache opened and checked against the config (built first
- * from the checkpoints when the file does not exist). Sets t->tset. */
+ * from the checkpoints when the file does not exist), or teacher.logits read and checked whole
+ * into a cache in memory (t->cache, t->logits_hash). Sets t->tset. */
 kd_status kd_run_build_teachers(kd_run *t, kd_err *err);
 /* Loads the config's online teachers (t->teachers, t->n_teachers) and sets t->tset to them. */
 kd_status kd_run_load_teachers(kd_run *t, kd_err *err);

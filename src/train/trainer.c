@@ -127,6 +127,7 @@ static kd_status run_setup(kd_run *t, kd_err *err) {
     t->rf.class_names = t->class_names;
     t->rf.n_class_names = t->n_class_names;
     t->rf.pp = t->pp;
+    t->rf.logits_hash = t->logits_hash[0] ? t->logits_hash : NULL;
 
     t->order = malloc((t->n_train ? t->n_train : 1) * sizeof *t->order);
     if (!t->order) return kd_err_set(err, KD_EIO, "out of memory for training buffers");
@@ -147,6 +148,21 @@ static kd_status run_resume(kd_run *t, kd_err *err) {
                                   t->n_batches, &r, err);
     free(arch);
     if (st) return st;
+    /* Targets from teacher.logits: only the file the run was trained from continues it. */
+    if (t->logits_hash[0] && strcmp(r.logits_hash, t->logits_hash) != 0) {
+        if (r.logits_hash[0])
+            st = kd_err_set(err, KD_EINPUT, "resume %s: teacher.logits %s has changed since the "
+                            "run started (it recorded %s, the file now has %s): resume with the "
+                            "file it was trained from, or start a new run with --out DIR", path,
+                            t->cfg->logits_path, r.logits_hash, t->logits_hash);
+        else
+            st = kd_err_set(err, KD_EINPUT, "resume %s: the checkpoint was not trained from "
+                            "teacher.logits (it records no logits file), so it cannot continue "
+                            "from %s: start a new run with --out DIR", path,
+                            t->cfg->logits_path);
+        kd_resume_free(&r);
+        return st;
+    }
     if (r.ts.batch_in_epoch == 0 && r.ts.epoch >= t->cfg->epochs) {
         st = kd_err_set(err, KD_EUSAGE, "resume %s: the run is finished (%llu of %zu epochs "
                         "done); nothing to continue. To train it further give more epochs "
@@ -215,7 +231,11 @@ static kd_status report_teachers(kd_run *t, kd_err *err) {
     double acc[KD_MAX_TEACHERS], mix = NAN;
     char name[KD_PATH_MAX + 64];
     const size_t n = cfg->n_teachers;
-    if (t->cache) {
+    if (t->cache && cfg->has_logits) {
+        acc[0] = NAN;
+        kd_run_emit_msg(t, KD_EV_NOTE, "soft targets from teacher.logits %s (%s): no teacher "
+                        "is run", cfg->logits_path, t->logits_hash);
+    } else if (t->cache) {
         const kd_cache_meta *m = kd_cache_info(t->cache);
         for (size_t k = 0; k < n; k++) acc[k] = m->teacher_val_acc[k];
         mix = n > 1 ? m->ensemble_val_acc : acc[0];
