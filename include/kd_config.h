@@ -63,6 +63,8 @@ typedef struct {
     int has_cache;
     kd_cache_cfg cache;
     kd_distill_cfg distill;      /* filled (defaults kl, T 4, alpha 0.9) only when has_teacher */
+    kd_loss_list losses;         /* distill.losses, or the list alpha / temperature / kind mean
+                                    (kd_loss_list_from_distill); only when has_teacher */
 
     /* optimisation */
     kd_optim_cfg optim;

@@ -120,6 +120,7 @@ typedef struct {
     unsigned needs;
     size_t n_terms;
     const char *const *terms;  /* n_terms > 1: the term suffixes ("tckd", "nckd") */
+    const char *formula;       /* its value, for the run's "loss = ..." line */
 } kd_loss_info;
 const kd_loss_info *kd_loss_type_info(kd_loss_type type);
 /* The type called name; -1 for none. */
@@ -132,6 +133,9 @@ void kd_loss_list_from_distill(const kd_distill_cfg *cfg, kd_loss_list *l);
 unsigned kd_loss_list_needs(const kd_loss_list *l);
 /* The first entry that needs the teacher (the one the "soft" metric reports); NULL if none. */
 const kd_loss_entry *kd_loss_list_soft(const kd_loss_list *l);
+
+/* "loss = 0.9 * T^2 * KL(p_t^T || p_s^T) + 0.1 * CE(y, p_s), T = 4" for the list; returns buf. */
+const char *kd_loss_list_formula(const kd_loss_list *l, char *buf, size_t cap);
 
 /* A list resolved for a run: the key of each named term, in list order. */
 typedef struct {

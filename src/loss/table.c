@@ -52,6 +52,45 @@ const kd_loss_entry *kd_loss_list_soft(const kd_loss_list *l) {
     return NULL;
 }
 
+/* One entry's part of the formula: "0.9 * T^2 * KL(...)" ("(T = 2)" after it when the list's
+ * tempered entries differ in T, and dkd's alpha and beta). */
+static void formula_entry(const kd_loss_list *l, const kd_loss_entry *e, int one_T, char *buf,
+                          size_t cap) {
+    char w[40] = "", tail[96] = "";
+    if (l->n > 1 || e->weight != 1.0) snprintf(w, sizeof w, "%g * ", e->weight);
+    if (e->type == KD_LOSS_DKD)
+        snprintf(tail, sizeof tail, " (alpha = %g, beta = %g%s)", (double)e->alpha,
+                 (double)e->beta, e->warmup_epochs > 0.0 ? ", warmed up" : "");
+    else if (e->type == KD_LOSS_KL && !one_T)
+        snprintf(tail, sizeof tail, " (T = %g)", (double)e->temperature);
+    snprintf(buf, cap, "%s%s%s", w, types[e->type]->info.formula, tail);
+}
+
+const char *kd_loss_list_formula(const kd_loss_list *l, char *buf, size_t cap) {
+    float T = 0.0f;
+    int one_T = 1, teacher = 0;
+    for (size_t i = 0; i < l->n; i++) {
+        const kd_loss_entry *e = &l->e[i];
+        if ((types[e->type]->info.needs & KD_LOSS_NEEDS_TEACHER) && e->weight > 0.0) teacher = 1;
+        if (e->type != KD_LOSS_KL && e->type != KD_LOSS_DKD) continue;
+        if (T > 0.0f && e->temperature != T) one_T = 0;
+        T = e->temperature;
+    }
+    /* alpha = 0: the teacher's entries weigh nothing, and the step never runs it. */
+    if (!teacher) {
+        snprintf(buf, cap, "loss = CE(y, p_s) (alpha = 0: the teacher is not used)");
+        return buf;
+    }
+    size_t len = (size_t)snprintf(buf, cap, "loss = ");
+    for (size_t i = 0; i < l->n && len < cap; i++) {
+        char part[256];
+        formula_entry(l, &l->e[i], one_T, part, sizeof part);
+        len += (size_t)snprintf(buf + len, cap - len, "%s%s", i ? " + " : "", part);
+    }
+    if (T > 0.0f && one_T && len < cap) snprintf(buf + len, cap - len, ", T = %g", (double)T);
+    return buf;
+}
+
 /* The entry's key without its term: "loss.<name>", else "loss.<type>[.<k>]". */
 static void entry_key(const kd_loss_list *l, size_t i, char *key, size_t cap) {
     const kd_loss_entry *e = &l->e[i];
