@@ -410,7 +410,8 @@ KD_TEST(losses_config_errors_name_the_entry) {
          "distill.losses[0].type: expected one of"},
         {CFG_HEAD TEACHER_ONE "\"distill\": {\"losses\": [{\"weight\": 1}]}}",
          "distill.losses[0].type: missing"},
-        {CFG_HEAD TEACHER_ONE "\"distill\": {\"losses\": [{\"type\": \"kl\", \"tempreature\": 2}]}}",
+        {CFG_HEAD TEACHER_ONE
+         "\"distill\": {\"losses\": [{\"type\": \"kl\", \"tempreature\": 2}]}}",
          "distill.losses[0].tempreature: unknown key (did you mean \"temperature\"?)"},
         {CFG_HEAD TEACHER_ONE "\"distill\": {\"losses\": [{\"type\": \"kl\", \"beta\": 2}]}}",
          "distill.losses[0].beta: not used by type \"kl\""},

@@ -132,6 +132,59 @@ static kd_status parse_alpha(kd_cfg_sec *s, const kd_cfg_key *k, const cJSON *v)
     return st;
 }
 
+/* A list of 1..max objects (teacher.ensemble, distill.losses), each parsed with sec into
+ * base + i * stride and named PATH[i] in messages; noun and the examples word the messages. */
+typedef struct {
+    const kd_cfg_section *sec;
+    char *base;
+    size_t stride;
+    int max;
+    const char *noun, *list_example, *object_example;
+} section_list;
+
+static kd_status parse_section_list(kd_cfg_sec *s, const kd_cfg_key *k, const cJSON *v,
+                                    const section_list *l, size_t *n_out) {
+    char path[KD_CFG_JPATH_MAX], sub[KD_CFG_JPATH_MAX + 32], got[64];
+    kd_status st;
+    kd_cfg_key_path(s, k, path);
+    if (!cJSON_IsArray(v))
+        return kd_cfg_fail(s->p, path, "expected a list of %ss like %s, got %s", l->noun,
+                           l->list_example, kd_cfg_describe(v, got, sizeof got));
+    int n = cJSON_GetArraySize(v), i = 0;
+    if (n == 0) return kd_cfg_fail(s->p, path, "empty (list at least one %s)", l->noun);
+    if (n > l->max)
+        return kd_cfg_fail(s->p, path, "at most %d %ss, got %d", l->max, l->noun, n);
+    for (const cJSON *e = v->child; e; e = e->next, i++) {
+        snprintf(sub, sizeof sub, "%s[%d]", path, i);
+        if (!cJSON_IsObject(e))
+            return kd_cfg_fail(s->p, sub, "expected a %s object like %s, got %s", l->noun,
+                               l->object_example, kd_cfg_describe(e, got, sizeof got));
+        if ((st = kd_cfg_check_keys(s->p, e, l->sec, sub)) ||
+            (st = kd_cfg_parse_section(s->p, l->sec, e, sub, k->name,
+                                       l->base + (size_t)i * l->stride)))
+            return st;
+    }
+    *n_out = (size_t)n;
+    return KD_OK;
+}
+
+/* The n objects of such a list as a JSON array (*item; -1 when out of memory). */
+static int write_section_list(const kd_cfg_out *o, const kd_cfg_section *sec, const char *base,
+                              size_t stride, size_t n, cJSON **item) {
+    cJSON *a = cJSON_CreateArray();
+    for (size_t i = 0; a && i < n; i++) {
+        cJSON *obj = cJSON_CreateObject();
+        if (!obj || kd_cfg_write_section(sec, o->c, base + i * stride, obj) != 0 ||
+            !cJSON_AddItemToArray(a, obj)) {
+            cJSON_Delete(obj);
+            cJSON_Delete(a);
+            return -1;
+        }
+    }
+    *item = a;
+    return a ? 0 : -1;
+}
+
 /* An entry's name becomes part of its term keys ("loss.<name>"): a word, no dots. */
 static kd_status parse_loss_name(kd_cfg_sec *s, const kd_cfg_key *k, const cJSON *v) {
     kd_status st = kd_cfg_parse_value(s, k, v);
@@ -146,53 +199,22 @@ static kd_status parse_loss_name(kd_cfg_sec *s, const kd_cfg_key *k, const cJSON
 
 static const kd_cfg_section loss_section;
 
-/* distill.losses: 1 .. KD_MAX_LOSSES objects, each parsed with loss_keys into c->losses.e[i]
- * and named distill.losses[i] in messages. */
+/* distill.losses: 1 .. KD_MAX_LOSSES objects, each parsed with loss_keys into c->losses.e[i]. */
 static kd_status parse_losses(kd_cfg_sec *s, const kd_cfg_key *k, const cJSON *v) {
     kd_config *c = s->p->c;
-    char path[KD_CFG_JPATH_MAX], sub[KD_CFG_JPATH_MAX + 32], got[64];
-    kd_status st;
+    section_list l = {&loss_section, (char *)c->losses.e, sizeof c->losses.e[0], KD_MAX_LOSSES,
+                      "loss", "[{\"type\": \"kl\", \"weight\": 0.9}, {\"type\": \"ce\", "
+                      "\"weight\": 0.1}]", "{\"type\": \"kl\", \"weight\": 0.9, \"temperature\": 4}"};
     if (!v) return KD_OK;
-    kd_cfg_key_path(s, k, path);
-    if (!cJSON_IsArray(v))
-        return kd_cfg_fail(s->p, path, "expected a list of losses like [{\"type\": \"kl\", "
-                           "\"weight\": 0.9}, {\"type\": \"ce\", \"weight\": 0.1}], got %s",
-                           kd_cfg_describe(v, got, sizeof got));
-    int n = cJSON_GetArraySize(v), i = 0;
-    if (n == 0) return kd_cfg_fail(s->p, path, "empty (list at least one loss)");
-    if (n > KD_MAX_LOSSES)
-        return kd_cfg_fail(s->p, path, "at most %d losses, got %d", KD_MAX_LOSSES, n);
     memset(&c->losses, 0, sizeof c->losses);
-    for (const cJSON *e = v->child; e; e = e->next, i++) {
-        snprintf(sub, sizeof sub, "%s[%d]", path, i);
-        if (!cJSON_IsObject(e))
-            return kd_cfg_fail(s->p, sub, "expected a loss object like {\"type\": \"kl\", "
-                               "\"weight\": 0.9, \"temperature\": 4}, got %s",
-                               kd_cfg_describe(e, got, sizeof got));
-        if ((st = kd_cfg_check_keys(s->p, e, &loss_section, sub)) ||
-            (st = kd_cfg_parse_section(s->p, &loss_section, e, sub, k->name,
-                                       (char *)&c->losses.e[i])))
-            return st;
-    }
-    c->losses.n = (size_t)n;
-    return KD_OK;
+    return parse_section_list(s, k, v, &l, &c->losses.n);
 }
 
 static int write_losses(const kd_cfg_out *o, const kd_cfg_key *k, cJSON **item) {
     (void)k;
     *item = NULL;
-    cJSON *a = cJSON_CreateArray();
-    for (size_t i = 0; a && i < o->c->losses.n; i++) {
-        cJSON *obj = cJSON_CreateObject();
-        if (!obj || kd_cfg_write_section(&loss_section, o->c, (const char *)&o->c->losses.e[i],
-                                         obj) != 0 || !cJSON_AddItemToArray(a, obj)) {
-            cJSON_Delete(obj);
-            cJSON_Delete(a);
-            return -1;
-        }
-    }
-    *item = a;
-    return a ? 0 : -1;
+    return write_section_list(o, &loss_section, (const char *)o->c->losses.e,
+                              sizeof o->c->losses.e[0], o->c->losses.n, item);
 }
 
 /* A weight exactly: today's alpha 0.9 means the weights (double)0.9f and 1 - (double)0.9f,
@@ -381,49 +403,21 @@ static const kd_cfg_section member_section = SECTION(member_keys, NULL, 0);
  * c->teachers[i] and named teacher.ensemble[i] in messages. */
 static kd_status parse_ensemble(kd_cfg_sec *s, const kd_cfg_key *k, const cJSON *v) {
     kd_config *c = s->p->c;
-    char path[KD_CFG_JPATH_MAX], sub[KD_CFG_JPATH_MAX + 32], got[64];
-    kd_status st;
+    section_list l = {&member_section, (char *)c->teachers, sizeof c->teachers[0],
+                      KD_MAX_TEACHERS, "teacher", "[{\"checkpoint\": \"a.safetensors\"}, ...]",
+                      "{\"checkpoint\": \"a.safetensors\", \"weight\": 1}"};
     if (!v) return KD_OK;
-    kd_cfg_key_path(s, k, path);
-    if (!cJSON_IsArray(v))
-        return kd_cfg_fail(s->p, path, "expected a list of teachers like [{\"checkpoint\": "
-                           "\"a.safetensors\"}, ...], got %s", kd_cfg_describe(v, got, sizeof got));
-    int n = cJSON_GetArraySize(v), i = 0;
-    if (n == 0) return kd_cfg_fail(s->p, path, "empty (list at least one teacher)");
-    if (n > KD_MAX_TEACHERS)
-        return kd_cfg_fail(s->p, path, "at most %d teachers, got %d", KD_MAX_TEACHERS, n);
-    for (const cJSON *e = v->child; e; e = e->next, i++) {
-        snprintf(sub, sizeof sub, "%s[%d]", path, i);
-        if (!cJSON_IsObject(e))
-            return kd_cfg_fail(s->p, sub, "expected a teacher object like {\"checkpoint\": "
-                               "\"a.safetensors\", \"weight\": 1}, got %s",
-                               kd_cfg_describe(e, got, sizeof got));
-        if ((st = kd_cfg_check_keys(s->p, e, &member_section, sub)) ||
-            (st = kd_cfg_parse_section(s->p, &member_section, e, sub, k->name,
-                                       (char *)&c->teachers[i])))
-            return st;
-    }
-    c->ensemble = 1;
-    c->n_teachers = (size_t)n;
-    return KD_OK;
+    kd_status st = parse_section_list(s, k, v, &l, &c->n_teachers);
+    if (!st) c->ensemble = 1;
+    return st;
 }
 
 static int write_ensemble(const kd_cfg_out *o, const kd_cfg_key *k, cJSON **item) {
     (void)k;
     *item = NULL;
     if (!o->c->ensemble) return 0;
-    cJSON *a = cJSON_CreateArray();
-    for (size_t i = 0; a && i < o->c->n_teachers; i++) {
-        cJSON *obj = cJSON_CreateObject();
-        if (!obj || kd_cfg_write_section(&member_section, o->c, (const char *)&o->c->teachers[i],
-                                         obj) != 0 || !cJSON_AddItemToArray(a, obj)) {
-            cJSON_Delete(obj);
-            cJSON_Delete(a);
-            return -1;
-        }
-    }
-    *item = a;
-    return a ? 0 : -1;
+    return write_section_list(o, &member_section, (const char *)o->c->teachers,
+                              sizeof o->c->teachers[0], o->c->n_teachers, item);
 }
 
 /* teacher.cache: the rules that tie it to augmentation and the data (parsed after data). */
