@@ -14,6 +14,9 @@
 #                                       # through the soft-target cache, EPOCHS (100) epochs, with
 #                                       # a small grid on each side chosen on validation (see
 #                                       # ensemble_suite below); then the label-scarce run
+#   bash configs/experiments.sh losses  # issue 27: the small CNN and the small ResNet student, each
+#                                       # from its teacher: scratch, KL, DKD (hint and AT: not
+#                                       # built yet), a small grid per arm chosen on validation
 # Environment: DISTILL (binary, default ./distill), RUNS (default runs/exp), SEEDS ("1 2 3"),
 #              EPOCHS (ensemble suite, 100), THREADS (ensemble suite's students, 1).
 # A run is redone only when its log has no summary line; --overwrite then moves the folder of
@@ -31,8 +34,8 @@ cnn) teacher=fmnist-cnn-teacher
      pairs="fmnist-cnn-compact:fmnist-cnn-compact-scratch fmnist-cnn-small:fmnist-cnn-small-scratch" ;;
 cnn-aug) teacher=fmnist-cnn-teacher  # pair fields: kd:scratch:epochs:shift:flip
      pairs="fmnist-cnn-compact:fmnist-cnn-compact-scratch:30:2:true fmnist-cnn-small:fmnist-cnn-small-scratch:24:2:false" ;;
-ensemble|cache) ;;
-*) echo "usage: experiments.sh mlp|cnn|cnn-aug|ensemble|cache" >&2; exit 2 ;;
+ensemble|cache|losses) ;;
+*) echo "usage: experiments.sh mlp|cnn|cnn-aug|ensemble|cache|losses" >&2; exit 2 ;;
 esac
 mkdir -p "$RUNS"
 summary_field() { grep '^summary:' "$1" | grep -o " $2 [0-9.]*" | head -1 | cut -d' ' -f3; }
@@ -163,6 +166,57 @@ cache_suite() {
         echo "  first epoch: $(grep -o '"seconds":[0-9.]*' "$RUNS/compact-$kind-s1/metrics.jsonl" | head -1)"
     done
 }
+# Issue 27: the distillation losses on the same students, teachers and epoch budget. Each arm's
+# recipe is picked on the validation split (seed 1) from its own grid, then run with every
+# seed; the test accuracy of the best-validation checkpoint is reported per arm.
+#   scratch: the config without teacher;  kl: (T, alpha) {(4, 0.9), (2, 0.5)};
+#   dkd: beta {2, 8} with alpha 1, T 4, a ce term of weight 1 and 2 warm-up epochs.
+losses_suite() {
+    local pair student teacher name val best bestv seed accs
+    for pair in fmnist-cnn-small:fmnist-cnn-teacher fmnist-resnet-student:fmnist-resnet-teacher; do
+        IFS=: read -r student teacher <<< "$pair"
+        if [ ! -r "$RUNS/$teacher/best.safetensors" ]; then
+            "$DISTILL" train --overwrite --config "configs/$teacher.json" --out "$RUNS/$teacher" \
+                --quiet > "$RUNS/$teacher.log"
+        fi
+        local tset="teacher.checkpoint=$(cd "$RUNS/$teacher" && pwd)/best.safetensors"
+        run() {  # $1 arm name, $2 seed, rest: more train arguments
+            local out="$RUNS/losses-$student-$1-s$2" seed=$2; shift 2
+            if [ ! -r "$out.log" ] || ! grep -q '^summary:' "$out.log"; then
+                "$DISTILL" train --overwrite --config "configs/$student.json" --seed "$seed" \
+                    --out "$out" --quiet "$@" > "$out.log"
+            fi
+        }
+        declare -A grid=(
+            [scratch]="--set teacher=null --set distill=null"
+            [kl-T4-a0.9]="--set $tset --set distill={\"kind\":\"kl\",\"temperature\":4,\"alpha\":0.9}"
+            [kl-T2-a0.5]="--set $tset --set distill={\"kind\":\"kl\",\"temperature\":2,\"alpha\":0.5}"
+            [dkd-b2]="--set $tset --set distill={\"losses\":[{\"type\":\"dkd\",\"beta\":2,\"warmup_epochs\":2},{\"type\":\"ce\"}]}"
+            [dkd-b8]="--set $tset --set distill={\"losses\":[{\"type\":\"dkd\",\"beta\":8,\"warmup_epochs\":2},{\"type\":\"ce\"}]}"
+        )
+        for arm in scratch kl dkd; do
+            best=""; bestv=0
+            for name in "${!grid[@]}"; do
+                [[ "$name" == "$arm"* ]] || continue
+                # shellcheck disable=SC2086  # the grid's arguments are words
+                run "$name" 1 ${grid[$name]}
+                val=$(summary_field "$RUNS/losses-$student-$name-s1.log" best_val)
+                echo "  $student $name: val $val"
+                if awk -v a="$val" -v b="$bestv" 'BEGIN { exit !(a > b) }'; then best=$name; bestv=$val; fi
+            done
+            accs=""
+            for seed in $SEEDS; do
+                # shellcheck disable=SC2086
+                run "$best" "$seed" ${grid[$best]}
+                accs="$accs $(summary_field "$RUNS/losses-$student-$best-s$seed.log" best_test_acc)"
+            done
+            echo "$student-$arm:$best$accs" | mean_sd
+        done
+        unset grid
+    done
+    echo "hint and at (KL + hint, KL + AT): not built yet (issue 27, part 3)"
+}
+if [ "$suite" = losses ]; then losses_suite; exit 0; fi
 if [ "$suite" = ensemble ]; then ensemble_suite; exit 0; fi
 if [ "$suite" = cache ]; then cache_suite; exit 0; fi
 

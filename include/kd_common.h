@@ -79,6 +79,10 @@ double kd_now(void);
 /* The shortest decimal that reads back as the same float, as a double (0.1f -> 0.1, not
  * 0.10000000149011612), so JSON written from floats stays readable and round-trips exactly. */
 double kd_float_shortest(float v);
+/* The shortest text ("%.15g" to "%.17g") that reads back as exactly d, into buf (cap >= 32);
+ * returns buf. cJSON's printer keeps 15 digits whenever they read back within about one unit in
+ * the last place, so exact numbers go into JSON as this raw text. */
+const char *kd_double_text(double d, char *buf, size_t cap);
 
 /* Returns 1 if every value is finite. */
 int kd_all_finite(const float *x, size_t n);

@@ -68,6 +68,8 @@ typedef struct {
     int has_logits;
     char logits_path[KD_PATH_MAX];   /* absolute */
     kd_distill_cfg distill;      /* filled (defaults kl, T 4, alpha 0.9) only when has_teacher */
+    kd_loss_list losses;         /* distill.losses, or the list alpha / temperature / kind mean
+                                    (kd_loss_list_from_distill); only when has_teacher */
 
     /* optimisation */
     kd_optim_cfg optim;

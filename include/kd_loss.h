@@ -1,10 +1,13 @@
-/* kd_loss.h - temperature softmax, cross-entropy and the distillation loss, each returning
- * its value and its gradient with respect to the logits (batch-mean reduction). */
+/* kd_loss.h - temperature softmax, cross-entropy, the teacher mixture, and the table of
+ * distillation losses (kl, mse, ce, dkd): a run's list of weighted entries, each returning its
+ * named terms and its gradient with respect to the logits (batch-mean reduction). */
 #ifndef KD_LOSS_H
 #define KD_LOSS_H
 
 #include <stddef.h>
 #include <stdint.h>
+
+#include "kd_common.h"
 
 /* p[i,:] = softmax(z[i,:] / T), stable for |z| ~ 1e4 (row max subtracted). z may equal p. */
 void kd_softmax(const float *z, float *p, size_t B, size_t C, float T);
@@ -18,6 +21,11 @@ void kd_log_softmax(const float *z, float *lp, size_t B, size_t C, float T);
  * dz = (softmax(z) - onehot(y)) / B. Returns the loss. */
 double kd_loss_ce(const float *z, const int32_t *y, size_t B, size_t C, float *dz);
 
+/* Teachers one loss may mix (a config's ensemble). */
+#define KD_MAX_TEACHERS 16
+/* Named terms of one loss list (kd_loss_plan). */
+#define KD_MAX_LOSS_TERMS 16
+
 typedef enum { KD_DISTILL_KL = 0, KD_DISTILL_MSE = 1 } kd_distill_kind;
 
 typedef struct {
@@ -27,9 +35,11 @@ typedef struct {
 } kd_distill_cfg;
 
 typedef struct {
-    double total;  /* alpha * soft + (1 - alpha) * hard */
+    double total;  /* alpha * soft + (1 - alpha) * hard; a list: sum of weight * entry value */
     double soft;   /* KL: T^2 * mean KL(p_t^T || p_s^T); MSE: mean ||z_t - z_s||^2 */
     double hard;   /* mean CE(y, softmax(z_s)); 0 when labels are NULL */
+    size_t n_terms;                   /* a list's named terms (kd_loss_plan keys), else 0 */
+    double term[KD_MAX_LOSS_TERMS];
 } kd_loss_terms;
 
 /* L = alpha * T^2 * KL(softmax(zt/T) || softmax(zs/T)) + (1 - alpha) * CE(y, softmax(zs))
@@ -42,8 +52,6 @@ kd_loss_terms kd_loss_distill(const kd_distill_cfg *cfg, const float *zs, const 
                               const int32_t *labels, size_t B, size_t C, float *dzs,
                               float *scratch);
 
-/* Teachers one loss may mix (a config's ensemble). */
-#define KD_MAX_TEACHERS 16
 
 /* The same loss with the teacher target at T the weighted mixture of K teachers' softmaxes,
  * p_t^T = sum_k w_k softmax(zt[k] / T) (weights NULL: all 1; they should sum to 1), each
@@ -52,5 +60,113 @@ kd_loss_terms kd_loss_distill(const kd_distill_cfg *cfg, const float *zs, const 
 kd_loss_terms kd_loss_distill_mix(const kd_distill_cfg *cfg, const float *zs,
                                   const float *const *zt, const float *weights, size_t K,
                                   const int32_t *labels, size_t B, size_t C, float *dzs);
+
+/* ---- The teacher mixture (written once: the loss, metrics, teachers, eval and the cache) ---- */
+
+/* Teacher target of one row at temperature T: one teacher's softmax, or the weighted mixture of
+ * several teachers' softmaxes (Hinton 2015, section 2: an ensemble's soft target is the average
+ * of its members' probabilities, not of their logits). Per teacher k: its row z[k], max m[k],
+ * sum[k] = sum_j exp((z[k][j] - m[k]) / T) and lse[k] = log(sum[k]). */
+typedef struct {
+    size_t K;
+    double T;
+    const float *z[KD_MAX_TEACHERS];
+    float m[KD_MAX_TEACHERS];
+    double sum[KD_MAX_TEACHERS], lse[KD_MAX_TEACHERS], w[KD_MAX_TEACHERS];
+} kd_mix_row;
+
+/* Row i of the K teachers' logits zt[k] (B, C) at temperature T; weights NULL: all 1. */
+void kd_mix_row_init(kd_mix_row *r, const float *const *zt, const float *weights, size_t K,
+                     size_t i, size_t C, double T);
+/* p_t(j) in double, and its log in *lp. One teacher: log-softmax directly (exact for tiny
+ * probabilities); a mixture: log of the mixed probability (-inf where it underflows to 0). */
+double kd_mix_prob(const kd_mix_row *r, size_t j, double *lp);
+
+/* ---- The loss table ---- */
+
+/* The loss types, in table order (config names: "kl", "mse", "ce", "dkd"). */
+typedef enum { KD_LOSS_KL, KD_LOSS_MSE, KD_LOSS_CE, KD_LOSS_DKD, KD_LOSS_N_TYPES } kd_loss_type;
+
+/* What an entry needs. */
+enum {
+    KD_LOSS_NEEDS_TEACHER = 1u << 0,  /* the teachers' logits (the mixture) */
+    KD_LOSS_NEEDS_LABELS = 1u << 1,
+    KD_LOSS_NEEDS_ALL_LOGITS = 1u << 2, /* every logit of the teacher: refused with a top-k cache */
+    KD_LOSS_ONE_TEACHER = 1u << 3,    /* one teacher's logits, not a mixture of probabilities */
+};
+
+#define KD_MAX_LOSSES 8         /* entries of distill.losses */
+#define KD_LOSS_NAME_MAX 32     /* an entry's name, NUL included */
+#define KD_LOSS_KEY_MAX 64      /* "loss.<entry>[.<k>][.<term>]", NUL included */
+
+/* One entry of distill.losses: {"type": ..., "weight": w, ...} (keys in configs/README.md). */
+typedef struct {
+    kd_loss_type type;
+    double weight;          /* kept in double: the terms' gradients are summed in double */
+    float temperature;      /* kl, dkd */
+    float alpha, beta;      /* dkd: target-class and non-target-class weights */
+    double warmup_epochs;   /* dkd: linear warm-up of its weight over these epochs (0: none) */
+    char name[KD_LOSS_NAME_MAX];  /* "" = its type's name */
+} kd_loss_entry;
+
+typedef struct {
+    size_t n;
+    kd_loss_entry e[KD_MAX_LOSSES];
+} kd_loss_list;
+
+/* Name, needs and named terms of a type (NULL for a type out of range). */
+typedef struct {
+    const char *name;
+    unsigned needs;
+    size_t n_terms;
+    const char *const *terms;  /* n_terms > 1: the term suffixes ("tckd", "nckd") */
+    const char *formula;       /* its value, for the run's "loss = ..." line */
+} kd_loss_info;
+const kd_loss_info *kd_loss_type_info(kd_loss_type type);
+/* The type called name; -1 for none. */
+int kd_loss_type_find(const char *name);
+
+/* Today's keys as a list: [{kind, weight alpha, temperature T}, {ce, weight 1 - alpha}] (no ce
+ * entry when alpha is 1), the weights the float alpha as a double and 1 - that double. */
+void kd_loss_list_from_distill(const kd_distill_cfg *cfg, kd_loss_list *l);
+/* The union of the needs of the entries with a weight > 0. */
+unsigned kd_loss_list_needs(const kd_loss_list *l);
+/* The first entry that needs the teacher (the one the "soft" metric reports); NULL if none. */
+const kd_loss_entry *kd_loss_list_soft(const kd_loss_list *l);
+
+/* "loss = 0.9 * T^2 * KL(p_t^T || p_s^T) + 0.1 * CE(y, p_s), T = 4" for the list; returns buf. */
+const char *kd_loss_list_formula(const kd_loss_list *l, char *buf, size_t cap);
+
+/* A list resolved for a run: the key of each named term, in list order. */
+typedef struct {
+    kd_loss_list list;
+    size_t n_terms;
+    size_t first_term[KD_MAX_LOSSES];       /* the entry's first term in key[] */
+    char key[KD_MAX_LOSS_TERMS][KD_LOSS_KEY_MAX];
+} kd_loss_plan;
+
+/* Term keys are "loss.<entry>" where <entry> is the entry's name, else its type, with ".<k>"
+ * for the k-th repeat (k >= 1) of a type, and ".<term>" for a loss of several terms. KD_EUSAGE
+ * for an empty list, too many terms or two entries with one key. */
+kd_status kd_loss_plan_init(kd_loss_plan *p, const kd_loss_list *l, kd_err *err);
+
+/* A batch as the losses see it. */
+typedef struct {
+    const float *zs;               /* (B, C) student logits */
+    size_t B, C;
+    const float *const *zt;        /* K teachers' (B, C) logits; NULL: no teacher this step */
+    const float *weights;          /* (K) the mixture's weights; NULL: all 1 */
+    size_t K;
+    const int32_t *labels;         /* (B) or NULL */
+    double epoch;                  /* 1-based epoch, for warm-ups */
+} kd_loss_batch;
+
+/* The list's value, its named terms (term[k] the batch mean of plan key k; the terms of an
+ * entry whose inputs the batch lacks are 0) and, when dzs (B, C) is non-NULL, its gradient:
+ * every entry's weighted gradient summed in double and rounded to float once. An entry that
+ * needs the teacher is skipped when zt is NULL; one that needs labels must have them (the caller
+ * checks), except that weight-0 entries are only reported. soft is the first teacher entry's
+ * value, hard the first ce entry's, or the cross-entropy of the labels when there is none. */
+void kd_loss_eval(const kd_loss_plan *p, const kd_loss_batch *b, kd_loss_terms *out, float *dzs);
 
 #endif

@@ -168,7 +168,8 @@ typedef struct {
     kd_model *model;                /* being trained: built with gradients and moments */
     kd_teacher_set *teachers;       /* online teachers or a cache; NULL: `teacher` alone */
     kd_model *teacher;              /* one inference-only teacher (when teachers is NULL), or NULL */
-    const kd_distill_cfg *distill;  /* the loss when there is a teacher */
+    const kd_distill_cfg *distill;  /* the loss when there is a teacher (when losses is NULL) */
+    const kd_loss_list *losses;     /* the loss list when there is a teacher; NULL: distill's */
     const kd_optim_cfg *optim;
     const kd_sched_cfg *sched;      /* learning rate of step t (0-based) */
     const kd_augment *augment;      /* NULL or inactive: none */
@@ -190,7 +191,11 @@ typedef struct {
 /* One step's buffers, allocated once by kd_trainer_init: a step allocates nothing. */
 typedef struct {
     kd_trainer_setup s;
-    int use_teacher;   /* a teacher, and distill->alpha > 0 (alpha 0 never needs its logits) */
+    int use_teacher;   /* a teacher, and a teacher loss of weight > 0 (alpha 0 never needs its
+                          logits) */
+    unsigned needs;    /* what the losses of weight > 0 need (KD_LOSS_NEEDS_*) */
+    kd_loss_plan plan; /* the losses and their term keys: the list, or plain CE without teacher */
+    double epoch;      /* the 1-based epoch being trained (warm-ups); kd_trainer_epoch sets it */
     size_t n_classes;
     float *dlogits;    /* (batch_cap, n_classes) loss gradient */
     float *aug_x;      /* (batch_cap, numel(sample_shape)) augmented batch, or NULL */
@@ -207,7 +212,8 @@ typedef struct {
 } kd_trainer;
 
 typedef struct {
-    kd_loss_terms loss;      /* batch means; soft 0 without the teacher, hard 0 without labels */
+    kd_loss_terms loss;      /* batch means; soft 0 without the teacher, hard 0 without labels;
+                                term[k] of the trainer's plan.key[k] */
     size_t correct;          /* labelled samples whose training-mode argmax is their label */
     size_t labelled;         /* samples with a label >= 0 (0 when y is NULL) */
     float lr;                /* learning rate used */

@@ -203,8 +203,8 @@ static const bad_case bad_corpus[] = {
      NULL, "data.validation.width: not used by format \"csv\""},
     {"{'data': {'train': {'format': 'idx', 'path': 'a'}, 'preprocess': {'std': [1]}}, " MODEL "}",
      NULL, "data.preprocess.mean: missing (required with std)"},
-    {BASE "}", "optimizer[0]=3", "optimizer: is not a list ([N] only indexes model.layers, teacher.layers and "
-     "teacher.ensemble)"},
+    {BASE "}", "optimizer[0]=3", "optimizer: is not a list ([N] only indexes model.layers, teacher.layers, "
+     "teacher.ensemble and distill.losses)"},
     {BASE ", 'output': {'dir': 3}}", NULL, "output.dir: expected a non-empty string, got 3"},
 };
 

@@ -29,6 +29,8 @@ typedef struct {
     const char *only;  /* the variants that use the key, space-separated (NULL: all) */
     const char *also;  /* another key whose resolved value the example changes (the default
                           it implies, or the alternative it replaces) */
+    const char *written_as;  /* read, but written back as this key (distill.alpha: as the
+                                distill.losses list it means) */
 } example;
 
 static const example examples[] = {
@@ -46,7 +48,7 @@ static const example examples[] = {
     {.set = "data.train.subset=100"},
     {.set = "data.train.subset_seed=5", .needs = {"data.train.subset=100"}},
     {.set = "data.validation_split=0.25"},
-    {.set = "data.use_labels=false", .also = "distill.alpha"},
+    {.set = "data.use_labels=false", .also = "distill.losses"},
     {.set = "data.classes=[\"a\", \"b\"]"},
     {.set = "data.preprocess.scale=0.5"},
     {.set = "data.preprocess.mean=[0.5, 0.25]", .needs = {"data.preprocess.std=[2, 4]"}},
@@ -71,9 +73,11 @@ static const example examples[] = {
      .needs = {"teacher.cache.path=\"/abs/c.kdc\"", "data.augment.shift=1"},
      .also = "data.augment"},
     {.set = "teacher.cache.seed=3", .needs = {"teacher.cache.path=\"/abs/c.kdc\""}},
-    {.set = "distill.kind=\"mse\""},
-    {.set = "distill.temperature=2.5", .only = "kl"},
-    {.set = "distill.alpha=0.5"},
+    {.set = "distill.kind=\"mse\"", .written_as = "distill.losses"},
+    {.set = "distill.temperature=2.5", .only = "kl", .written_as = "distill.losses"},
+    {.set = "distill.alpha=0.5", .written_as = "distill.losses"},
+    {.set = "distill.losses=[{\"type\": \"dkd\", \"weight\": 1, \"temperature\": 4, "
+            "\"alpha\": 1, \"beta\": 8, \"warmup_epochs\": 20}]"},
     {.set = "optimizer.name=\"adamw\""},
     {.set = "optimizer.lr=0.05"},
     {.set = "optimizer.momentum=0.5", .only = "sgd"},
@@ -263,9 +267,14 @@ static int check_round_trip(const char *path, const kd_cfg_key *k, const kd_cfg_
     if (load_text(&c1, BASE, sets, n, &err) != KD_OK) {
         kd_test_fail(__FILE__, __LINE__, "%s: %s", path, err.msg);
     } else {
-        /* The value reached its field and came back out under the same key. */
+        /* The value reached its field and came back out under the same key (or, for an older
+         * key, as the key that replaced it). */
         const cJSON *got = at_path(c1.resolved, path);
-        if (!got || !cJSON_Compare(got, want, 1)) {
+        if (ex->written_as) {
+            if (got || !at_path(c1.resolved, ex->written_as))
+                kd_test_fail(__FILE__, __LINE__, "%s: not written back as %s", path,
+                             ex->written_as);
+        } else if (!got || !cJSON_Compare(got, want, 1)) {
             char *s = cJSON_PrintUnformatted(c1.resolved);
             kd_test_fail(__FILE__, __LINE__, "%s: resolved value differs from %s: %s", path,
                          sets[n - 1], s);
@@ -274,7 +283,8 @@ static int check_round_trip(const char *path, const kd_cfg_key *k, const kd_cfg_
         const cJSON *before = have_without ? at_path(without.resolved, path) : NULL;
         if (before && cJSON_Compare(before, want, 1))
             kd_test_fail(__FILE__, __LINE__, "%s: the example equals the value without it", path);
-        if (have_without && !(k->flags & CFG_SELECTOR))  /* a selector changes which keys are written */
+        /* A selector changes which keys are written; an older key writes another. */
+        if (have_without && !(k->flags & CFG_SELECTOR) && !ex->written_as)
             check_only_key_changed(path, ex, without.resolved, c1.resolved, sets + n_plain,
                                    n - n_plain);
         /* And the resolved JSON reads back to itself. */
@@ -473,7 +483,8 @@ static const struct {
      "scale\":0.5,\"mean\":[0.5,0.25],\"std\":[2,4],\"flatten\":true},\"augment\":{\"s"
      "hift\":2,\"flip\":false}},\"model\":{\"input\":[2,3,4],\"layers\":[{\"type\":\"den"
      "se\",\"units\":2}],\"init\":\"xavier\"},\"teacher\":{\"checkpoint\":\"/t.st\"},\"dis"
-     "till\":{\"kind\":\"kl\",\"temperature\":2.5,\"alpha\":0.3},\"optimizer\":{\"name\":"
+     "till\":{\"losses\":[{\"type\":\"kl\",\"weight\":0.30000001192092896,\"temperat"
+     "ure\":2.5},{\"type\":\"ce\",\"weight\":0.699999988079071}]},\"optimizer\":{\"name\":"
      "\"sgd\",\"lr\":0.05,\"momentum\":0.9,\"nesterov\":true,\"weight_decay\":0.0005,\""
      "clip_norm\":1},\"schedule\":{\"name\":\"step\",\"warmup_steps\":10,\"step_size\":"
      "100,\"gamma\":0.5},\"train\":{\"epochs\":3,\"batch_size\":64,\"seed\":9.00719925"
@@ -492,7 +503,8 @@ static const struct {
      "fg/vl.idx\",\"subset\":0},\"use_labels\":false,\"preprocess\":{\"scale\":\"auto\""
      ",\"flatten\":false},\"augment\":{\"shift\":0,\"flip\":true}},\"model\":{\"layers\""
      ":[{\"type\":\"relu\"}],\"init\":\"he\"},\"teacher\":{\"checkpoint\":\"/t.st\",\"layer"
-     "s\":[{\"type\":\"relu\"}]},\"distill\":{\"kind\":\"mse\",\"alpha\":1},\"optimizer\":{"
+     "s\":[{\"type\":\"relu\"}]},\"distill\":{\"losses\":[{\"type\":\"mse\",\"weight\":"
+     "1}]},\"optimizer\":{"
      "\"name\":\"adamw\",\"lr\":0.001,\"beta1\":0.8,\"beta2\":0.99,\"eps\":1e-06,\"weight"
      "_decay\":0,\"clip_norm\":0},\"schedule\":{\"name\":\"cosine\",\"warmup_epochs\":0"
      ".5,\"min_lr\":0.0001},\"train\":{\"epochs\":10,\"batch_size\":128,\"seed\":0,\"th"

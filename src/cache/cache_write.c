@@ -26,16 +26,11 @@ static void json_add(cJSON *parent, const char *key, cJSON *item, int *oom) {
     }
 }
 
-/* A number as the shortest text that reads back as exactly d. cJSON's own printer keeps 15
- * digits whenever they read back within about one unit in the last place, which would turn a
- * view_seed of 2^53 - 1 into 2^53 - 2 and move weights; so numbers go in as raw text. */
+/* A number as the shortest text that reads back as exactly d (kd_double_text): cJSON's own
+ * printer would turn a view_seed of 2^53 - 1 into 2^53 - 2 and move weights. */
 static cJSON *json_number(double d) {
     char buf[40];
-    for (int digits = 15; digits <= 17; digits++) {
-        snprintf(buf, sizeof buf, "%.*g", digits, d);
-        if (strtod(buf, NULL) == d) break;
-    }
-    return cJSON_CreateRaw(buf);
+    return cJSON_CreateRaw(kd_double_text(d, buf, sizeof buf));
 }
 
 /* A fraction, or null when unknown (NaN). */

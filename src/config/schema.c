@@ -2,9 +2,11 @@
  * default, the variants that use it; the hooks for the few keys that need custom code; and the
  * walk over the tables that messages and tests use. The data section's keys are in
  * schema_data.c; keys are documented in configs/README.md. */
+#include <ctype.h>
 #include <float.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "kd_cache.h"
@@ -19,6 +21,8 @@
     }
 NAMES(init_names, [KD_INIT_HE] = "he", [KD_INIT_XAVIER] = "xavier")
 NAMES(distill_names, [KD_DISTILL_KL] = "kl", [KD_DISTILL_MSE] = "mse")
+NAMES(loss_type_names, [KD_LOSS_KL] = "kl", [KD_LOSS_MSE] = "mse", [KD_LOSS_CE] = "ce",
+      [KD_LOSS_DKD] = "dkd")
 NAMES(optimizer_names, [KD_OPT_SGD] = "sgd", [KD_OPT_ADAM] = "adam", [KD_OPT_ADAMW] = "adamw")
 NAMES(schedule_names, [KD_SCHED_CONSTANT] = "constant", [KD_SCHED_STEP] = "step",
       [KD_SCHED_COSINE] = "cosine")
@@ -27,6 +31,7 @@ NAMES(schedule_names, [KD_SCHED_CONSTANT] = "constant", [KD_SCHED_STEP] = "step"
 _Static_assert(sizeof(kd_data_format) == sizeof(int), "enum size");
 _Static_assert(sizeof(kd_init_kind) == sizeof(int), "enum size");
 _Static_assert(sizeof(kd_distill_kind) == sizeof(int), "enum size");
+_Static_assert(sizeof(kd_loss_type) == sizeof(int), "enum size");
 _Static_assert(sizeof(kd_optim_kind) == sizeof(int), "enum size");
 _Static_assert(sizeof(kd_sched_kind) == sizeof(int), "enum size");
 
@@ -127,6 +132,167 @@ static kd_status parse_alpha(kd_cfg_sec *s, const kd_cfg_key *k, const cJSON *v)
     return st;
 }
 
+/* A list of 1..max objects (teacher.ensemble, distill.losses), each parsed with sec into
+ * base + i * stride and named PATH[i] in messages; noun and the examples word the messages. */
+typedef struct {
+    const kd_cfg_section *sec;
+    char *base;
+    size_t stride;
+    int max;
+    const char *noun, *list_example, *object_example;
+} section_list;
+
+static kd_status parse_section_list(kd_cfg_sec *s, const kd_cfg_key *k, const cJSON *v,
+                                    const section_list *l, size_t *n_out) {
+    char path[KD_CFG_JPATH_MAX], sub[KD_CFG_JPATH_MAX + 32], got[64];
+    kd_status st;
+    kd_cfg_key_path(s, k, path);
+    if (!cJSON_IsArray(v))
+        return kd_cfg_fail(s->p, path, "expected a list of %ss like %s, got %s", l->noun,
+                           l->list_example, kd_cfg_describe(v, got, sizeof got));
+    int n = cJSON_GetArraySize(v), i = 0;
+    if (n == 0) return kd_cfg_fail(s->p, path, "empty (list at least one %s)", l->noun);
+    if (n > l->max)
+        return kd_cfg_fail(s->p, path, "at most %d %ss, got %d", l->max, l->noun, n);
+    for (const cJSON *e = v->child; e; e = e->next, i++) {
+        snprintf(sub, sizeof sub, "%s[%d]", path, i);
+        if (!cJSON_IsObject(e))
+            return kd_cfg_fail(s->p, sub, "expected a %s object like %s, got %s", l->noun,
+                               l->object_example, kd_cfg_describe(e, got, sizeof got));
+        if ((st = kd_cfg_check_keys(s->p, e, l->sec, sub)) ||
+            (st = kd_cfg_parse_section(s->p, l->sec, e, sub, k->name,
+                                       l->base + (size_t)i * l->stride)))
+            return st;
+    }
+    *n_out = (size_t)n;
+    return KD_OK;
+}
+
+/* The n objects of such a list as a JSON array (*item; -1 when out of memory). */
+static int write_section_list(const kd_cfg_out *o, const kd_cfg_section *sec, const char *base,
+                              size_t stride, size_t n, cJSON **item) {
+    cJSON *a = cJSON_CreateArray();
+    for (size_t i = 0; a && i < n; i++) {
+        cJSON *obj = cJSON_CreateObject();
+        if (!obj || kd_cfg_write_section(sec, o->c, base + i * stride, obj) != 0 ||
+            !cJSON_AddItemToArray(a, obj)) {
+            cJSON_Delete(obj);
+            cJSON_Delete(a);
+            return -1;
+        }
+    }
+    *item = a;
+    return a ? 0 : -1;
+}
+
+/* An entry's name becomes part of its term keys ("loss.<name>"): a word, no dots. */
+static kd_status parse_loss_name(kd_cfg_sec *s, const kd_cfg_key *k, const cJSON *v) {
+    kd_status st = kd_cfg_parse_value(s, k, v);
+    const char *name = ((const kd_loss_entry *)s->base)->name;
+    if (st || !v) return st;
+    for (const char *c = name; *c; c++)
+        if (!(isalnum((unsigned char)*c) || *c == '_'))
+            return kd_cfg_fail_key(s, k, "expected letters, digits and _ (it names the terms "
+                                   "loss.<name> in metrics.jsonl), got \"%s\"", name);
+    return KD_OK;
+}
+
+static const kd_cfg_section loss_section;
+
+/* distill.losses: 1 .. KD_MAX_LOSSES objects, each parsed with loss_keys into c->losses.e[i]. */
+static kd_status parse_losses(kd_cfg_sec *s, const kd_cfg_key *k, const cJSON *v) {
+    kd_config *c = s->p->c;
+    section_list l = {&loss_section, (char *)c->losses.e, sizeof c->losses.e[0], KD_MAX_LOSSES,
+                      "loss", "[{\"type\": \"kl\", \"weight\": 0.9}, {\"type\": \"ce\", "
+                      "\"weight\": 0.1}]", "{\"type\": \"kl\", \"weight\": 0.9, \"temperature\": 4}"};
+    if (!v) return KD_OK;
+    memset(&c->losses, 0, sizeof c->losses);
+    return parse_section_list(s, k, v, &l, &c->losses.n);
+}
+
+static int write_losses(const kd_cfg_out *o, const kd_cfg_key *k, cJSON **item) {
+    (void)k;
+    *item = NULL;
+    return write_section_list(o, &loss_section, (const char *)o->c->losses.e,
+                              sizeof o->c->losses.e[0], o->c->losses.n, item);
+}
+
+/* A weight exactly: today's alpha 0.9 means the weights (double)0.9f and 1 - (double)0.9f,
+ * whose gradients must stay bit-identical when config.json is read again. */
+static int write_loss_weight(const kd_cfg_out *o, const kd_cfg_key *k, cJSON **item) {
+    char buf[40];
+    double w = kd_cfg_load_number(o->base, k);
+    /* A number when cJSON's 15 digits are exact (0.5, 1), else the exact text. */
+    snprintf(buf, sizeof buf, "%.15g", w);
+    *item = strtod(buf, NULL) == w ? cJSON_CreateNumber(w)
+                                   : cJSON_CreateRaw(kd_double_text(w, buf, sizeof buf));
+    return *item ? 0 : -1;
+}
+
+/* alpha / temperature / kind are read, then written back as the list they mean. */
+static int write_legacy(const kd_cfg_out *o, const kd_cfg_key *k, cJSON **item) {
+    (void)o;
+    (void)k;
+    *item = NULL;
+    return 0;
+}
+
+/* The list against the rest of the config: one form of the loss, labels and teachers for the
+ * entries that need them, every logit for those that match them all. */
+static kd_status check_losses(kd_cfg_sec *s, const kd_cfg_key *k, const cJSON *v) {
+    kd_config *c = s->p->c;
+    static const char *const legacy[] = {"kind", "temperature", "alpha"};
+    char path[KD_CFG_JPATH_MAX], sub[KD_CFG_JPATH_MAX + 32];
+    kd_cfg_key_path(s, k, path);
+    const int listed = v && cJSON_GetObjectItemCaseSensitive(v, "losses");
+    for (size_t i = 0; listed && i < N_OF(legacy); i++)
+        if (cJSON_GetObjectItemCaseSensitive(v, legacy[i]))
+            return kd_cfg_fail(s->p, kd_cfg_join(sub, path, legacy[i]), "given with "
+                               "distill.losses: give the list alone (alpha, temperature and "
+                               "kind mean [{KIND, weight alpha, T}, {\"ce\", weight 1 - alpha}])");
+    if (!listed) kd_loss_list_from_distill(&c->distill, &c->losses);
+    float top_k_T = 0.0f;
+    for (size_t i = 0; i < c->losses.n; i++) {
+        const kd_loss_entry *e = &c->losses.e[i];
+        const kd_loss_info *info = kd_loss_type_info(e->type);
+        snprintf(sub, sizeof sub, "%s.losses[%zu].type", path, i);
+        if (!listed) kd_cfg_path_of(CFG(distill.kind), sub);
+        if ((info->needs & KD_LOSS_NEEDS_LABELS) && e->weight > 0.0 && !c->use_labels)
+            return kd_cfg_fail(s->p, sub, "\"%s\" needs labels, but data.use_labels is false",
+                               info->name);
+        if ((info->needs & KD_LOSS_ONE_TEACHER) && c->n_teachers > 1)
+            return kd_cfg_fail(s->p, sub, "\"%s\" matches one teacher's logits, but an "
+                               "ensemble's target is a mixture of probabilities (use \"kl\")",
+                               info->name);
+        if ((info->needs & KD_LOSS_NEEDS_ALL_LOGITS) && c->has_cache && c->cache.top_k)
+            return kd_cfg_fail(s->p, kd_cfg_path_of(CFG(cache.top_k), sub),
+                               "\"%s\" %s every logit, but a top-k cache keeps only k of them "
+                               "(use \"kl\", or top_k 0)", info->name,
+                               e->type == KD_LOSS_MSE ? "matches" : "needs");
+        /* A top-k cache keeps the left-out mass at one T: every kl entry must use it. */
+        if (e->type == KD_LOSS_KL && c->has_cache && c->cache.top_k) {
+            if (top_k_T > 0.0f && e->temperature != top_k_T)
+                return kd_cfg_fail(s->p, sub, "a top-k cache holds targets at one temperature, "
+                                   "but the kl entries use %g and %g", (double)top_k_T,
+                                   (double)e->temperature);
+            top_k_T = e->temperature;
+        }
+    }
+    /* The older keys' readers (the cache's temperature, messages) see the list's first
+     * teacher loss as alpha / temperature / kind. */
+    const kd_loss_entry *soft = kd_loss_list_soft(&c->losses);
+    if (listed && soft && (soft->type == KD_LOSS_KL || soft->type == KD_LOSS_MSE)) {
+        c->distill.kind = soft->type == KD_LOSS_KL ? KD_DISTILL_KL : KD_DISTILL_MSE;
+        if (soft->type == KD_LOSS_KL) c->distill.temperature = soft->temperature;
+        c->distill.alpha = (float)soft->weight;
+    }
+    kd_loss_plan plan;
+    kd_err perr;
+    if (kd_loss_plan_init(&plan, &c->losses, &perr))
+        return kd_cfg_fail(s->p, path, "%s", perr.msg);
+    return KD_OK;
+}
+
 /* distill only with a teacher; and without labels a teacher is the only training signal. */
 static kd_status parse_distill(kd_cfg_sec *s, const kd_cfg_key *k, const cJSON *v) {
     kd_config *c = s->p->c;
@@ -134,20 +300,13 @@ static kd_status parse_distill(kd_cfg_sec *s, const kd_cfg_key *k, const cJSON *
     kd_status st = KD_OK;
     if (c->has_teacher) {
         st = kd_cfg_parse_value(s, k, v);
+        if (!st) st = check_losses(s, k, v);
     } else if (v) {
         if (!cJSON_IsObject(v)) return kd_cfg_parse_value(s, k, v);  /* its type error */
         if ((st = kd_cfg_check_keys(s->p, v, k->sub, kd_cfg_key_path(s, k, path)))) return st;
         return kd_cfg_fail_key(s, k, "given, but there is no teacher section to distil from "
                                "(add teacher.checkpoint, or remove distill)");
     }
-    if (!st && c->has_teacher && c->distill.kind == KD_DISTILL_MSE && c->n_teachers > 1)
-        return kd_cfg_fail(s->p, kd_cfg_path_of(CFG(distill.kind), path),
-                           "\"mse\" matches one teacher's logits, but an ensemble's target is a "
-                           "mixture of probabilities (use \"kl\")");
-    if (!st && c->has_cache && c->distill.kind == KD_DISTILL_MSE && c->cache.top_k)
-        return kd_cfg_fail(s->p, kd_cfg_path_of(CFG(cache.top_k), path),
-                           "\"mse\" matches every logit, but a top-k cache keeps only k of them "
-                           "(use \"kl\", or top_k 0)");
     if (!st && !c->use_labels && !c->has_teacher)
         return kd_cfg_fail(s->p, kd_cfg_path_of(CFG(use_labels), path),
                            "false needs a teacher section (without labels the teacher's soft "
@@ -272,49 +431,21 @@ static const kd_cfg_section member_section = SECTION(member_keys, NULL, 0);
  * c->teachers[i] and named teacher.ensemble[i] in messages. */
 static kd_status parse_ensemble(kd_cfg_sec *s, const kd_cfg_key *k, const cJSON *v) {
     kd_config *c = s->p->c;
-    char path[KD_CFG_JPATH_MAX], sub[KD_CFG_JPATH_MAX + 32], got[64];
-    kd_status st;
+    section_list l = {&member_section, (char *)c->teachers, sizeof c->teachers[0],
+                      KD_MAX_TEACHERS, "teacher", "[{\"checkpoint\": \"a.safetensors\"}, ...]",
+                      "{\"checkpoint\": \"a.safetensors\", \"weight\": 1}"};
     if (!v) return KD_OK;
-    kd_cfg_key_path(s, k, path);
-    if (!cJSON_IsArray(v))
-        return kd_cfg_fail(s->p, path, "expected a list of teachers like [{\"checkpoint\": "
-                           "\"a.safetensors\"}, ...], got %s", kd_cfg_describe(v, got, sizeof got));
-    int n = cJSON_GetArraySize(v), i = 0;
-    if (n == 0) return kd_cfg_fail(s->p, path, "empty (list at least one teacher)");
-    if (n > KD_MAX_TEACHERS)
-        return kd_cfg_fail(s->p, path, "at most %d teachers, got %d", KD_MAX_TEACHERS, n);
-    for (const cJSON *e = v->child; e; e = e->next, i++) {
-        snprintf(sub, sizeof sub, "%s[%d]", path, i);
-        if (!cJSON_IsObject(e))
-            return kd_cfg_fail(s->p, sub, "expected a teacher object like {\"checkpoint\": "
-                               "\"a.safetensors\", \"weight\": 1}, got %s",
-                               kd_cfg_describe(e, got, sizeof got));
-        if ((st = kd_cfg_check_keys(s->p, e, &member_section, sub)) ||
-            (st = kd_cfg_parse_section(s->p, &member_section, e, sub, k->name,
-                                       (char *)&c->teachers[i])))
-            return st;
-    }
-    c->ensemble = 1;
-    c->n_teachers = (size_t)n;
-    return KD_OK;
+    kd_status st = parse_section_list(s, k, v, &l, &c->n_teachers);
+    if (!st) c->ensemble = 1;
+    return st;
 }
 
 static int write_ensemble(const kd_cfg_out *o, const kd_cfg_key *k, cJSON **item) {
     (void)k;
     *item = NULL;
     if (!o->c->ensemble) return 0;
-    cJSON *a = cJSON_CreateArray();
-    for (size_t i = 0; a && i < o->c->n_teachers; i++) {
-        cJSON *obj = cJSON_CreateObject();
-        if (!obj || kd_cfg_write_section(&member_section, o->c, (const char *)&o->c->teachers[i],
-                                         obj) != 0 || !cJSON_AddItemToArray(a, obj)) {
-            cJSON_Delete(obj);
-            cJSON_Delete(a);
-            return -1;
-        }
-    }
-    *item = a;
-    return a ? 0 : -1;
+    return write_section_list(o, &member_section, (const char *)o->c->teachers,
+                              sizeof o->c->teachers[0], o->c->n_teachers, item);
 }
 
 /* teacher.cache: the rules that tie it to augmentation and the data (parsed after data). */
@@ -386,14 +517,39 @@ static const kd_cfg_key teacher_keys[] = {
 };
 static const kd_cfg_section teacher_section = SECTION(teacher_keys, NULL, 0);
 
+#define LOS(f) offsetof(kd_loss_entry, f)
+#define TEMPERED (ONLY(KD_LOSS_KL) | ONLY(KD_LOSS_DKD))
+/* One entry of distill.losses; the selector "type" names its row of the loss table. */
+static const kd_cfg_key loss_keys[] = {
+    {"type", CFG_ENUM, .off = LOS(type), .names = loss_type_names, .flags = CFG_SELECTOR,
+     .required = "required: the loss, \"kl\", \"mse\", \"ce\" or \"dkd\""},
+    {"weight", CFG_NUMBER, CFG_DOUBLE, LOS(weight), .range = &R_NONNEG, .flags = CFG_DEFAULT,
+     .def = 1, .write = write_loss_weight},
+    {"name", CFG_STRING, .off = LOS(name), .cap = SIZE_OF(kd_loss_entry, name),
+     .flags = CFG_NONZERO, .parse = parse_loss_name},
+    {"temperature", CFG_NUMBER, CFG_FLOAT, LOS(temperature), .range = &R_POS,
+     .variants = TEMPERED, .flags = CFG_DEFAULT, .def = 4},
+    {"alpha", CFG_NUMBER, CFG_FLOAT, LOS(alpha), .range = &R_NONNEG,
+     .variants = ONLY(KD_LOSS_DKD), .flags = CFG_DEFAULT, .def = 1},
+    {"beta", CFG_NUMBER, CFG_FLOAT, LOS(beta), .range = &R_NONNEG,
+     .variants = ONLY(KD_LOSS_DKD), .flags = CFG_DEFAULT, .def = 8},
+    /* Variants are checked after the last key's own value, so a bad value is named first. */
+    {"warmup_epochs", CFG_NUMBER, CFG_DOUBLE, LOS(warmup_epochs), .range = &R_NONNEG,
+     .variants = ONLY(KD_LOSS_DKD), .flags = CFG_DEFAULT | CFG_CHECK_VARIANTS, .def = 0},
+};
+static const kd_cfg_section loss_section =
+    SECTION(loss_keys, NULL, CFG_LIST_USERS);
+
 static const kd_cfg_key distill_keys[] = {
     {"kind", CFG_ENUM, .off = DIS(kind), .names = distill_names,
-     .flags = CFG_SELECTOR | CFG_DEFAULT, .def = KD_DISTILL_KL},
+     .flags = CFG_SELECTOR | CFG_DEFAULT, .def = KD_DISTILL_KL, .write = write_legacy},
     /* Variants are checked after the temperature's own value, so a bad value is named first. */
     {"temperature", CFG_NUMBER, CFG_FLOAT, DIS(temperature), .range = &R_POS,
      .variants = ONLY(KD_DISTILL_KL), .flags = CFG_DEFAULT | CFG_CHECK_VARIANTS, .def = 4,
-     .unused_note = "it matches raw logits"},
-    {"alpha", CFG_NUMBER, CFG_FLOAT, DIS(alpha), .range = &R_UNIT, .parse = parse_alpha},
+     .unused_note = "it matches raw logits", .write = write_legacy},
+    {"alpha", CFG_NUMBER, CFG_FLOAT, DIS(alpha), .range = &R_UNIT, .parse = parse_alpha,
+     .write = write_legacy},
+    {"losses", CFG_CUSTOM, .flags = CFG_INDEXED, .parse = parse_losses, .write = write_losses},
 };
 static const kd_cfg_section distill_section = SECTION(distill_keys, NULL, 0);
 

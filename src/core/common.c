@@ -216,6 +216,14 @@ double kd_float_shortest(float v) {
     return strtod(buf, NULL);
 }
 
+const char *kd_double_text(double d, char *buf, size_t cap) {
+    for (int digits = 15; digits <= 17; digits++) {
+        snprintf(buf, cap, "%.*g", digits, d);
+        if (strtod(buf, NULL) == d) break;
+    }
+    return buf;
+}
+
 int kd_all_finite(const float *x, size_t n) {
     for (size_t i = 0; i < n; i++)
         if (!isfinite(x[i])) return 0;

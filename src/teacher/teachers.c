@@ -247,15 +247,14 @@ kd_status kd_teacher_accuracy(kd_teacher_set *ts, kd_dataset *ds, const size_t *
         for (size_t i = 0; i < b.n; i++) {
             if (b.y[i] < 0) continue;
             counted++;
-            for (size_t j = 0; j < C; j++) p[j] = 0.0;
-            for (size_t k = 0; k < ts->n; k++) {
-                const float *z = zt[k] + i * C;
-                hits[k] += kd_argmax(z, C) == (size_t)b.y[i];
-                /* the mixture at T = 1: sum_k w_k softmax(z_k) */
-                float m = z[kd_argmax(z, C)];
-                double sum = 0.0;
-                for (size_t j = 0; j < C; j++) sum += exp((double)z[j] - m);
-                for (size_t j = 0; j < C; j++) p[j] += ts->weight[k] * exp((double)z[j] - m) / sum;
+            for (size_t k = 0; k < ts->n; k++)
+                hits[k] += kd_argmax(zt[k] + i * C, C) == (size_t)b.y[i];
+            /* the mixture at T = 1: sum_k w_k softmax(z_k) (the loss's own, kd_mix_row) */
+            kd_mix_row mr;
+            kd_mix_row_init(&mr, zt, ts->weight, ts->n, i, C, 1.0);
+            for (size_t j = 0; j < C; j++) {
+                double lp;
+                p[j] = kd_mix_prob(&mr, j, &lp);
             }
             size_t best = 0;
             for (size_t j = 1; j < C; j++)

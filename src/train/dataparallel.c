@@ -59,6 +59,7 @@ kd_status kd_dp_reduce(kd_trainer *t, size_t n, int bad, kd_loss_terms *lt, size
     x[KD_DP_STOP] = t->dp.stop != 0;
     x[KD_DP_BAD_TEACHER] = (bad & KD_DP_FLAG_TEACHER) != 0;
     x[KD_DP_BAD_LOSS] = (bad & KD_DP_FLAG_LOSS) != 0;
+    for (size_t k = 0; k < lt->n_terms; k++) x[KD_DP_TERMS + k] = lt->term[k] * (double)n;
     kd_dist_pack_reduce(&t->dp.pack, m->grads, x);
     const double n_all = x[KD_DP_N];
     *n_step = (size_t)n_all;
@@ -79,6 +80,7 @@ kd_status kd_dp_reduce(kd_trainer *t, size_t n, int bad, kd_loss_terms *lt, size
         lt->total = x[KD_DP_LOSS] / n_all;
         lt->soft = x[KD_DP_SOFT] / n_all;
         lt->hard = x[KD_DP_HARD] / n_all;
+        for (size_t k = 0; k < lt->n_terms; k++) lt->term[k] = x[KD_DP_TERMS + k] / n_all;
     }
     /* The ranks scaled their losses by 1 / rows (kd_dp_scale_dlogits); samples left out
      * (data.skip_bad) make the true count n_all smaller. */

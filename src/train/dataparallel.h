@@ -20,7 +20,8 @@ enum {
     KD_DP_STOP,         /* ranks whose stop flag (SIGINT/SIGTERM) was set */
     KD_DP_BAD_TEACHER,  /* ranks whose teacher logits were not finite */
     KD_DP_BAD_LOSS,     /* ranks whose loss was not finite */
-    KD_DP_N_EXTRA
+    KD_DP_TERMS,        /* the named loss terms times samples (KD_MAX_LOSS_TERMS values) */
+    KD_DP_N_EXTRA = KD_DP_TERMS + KD_MAX_LOSS_TERMS
 };
 /* kd_trainer_step's flags for what it found not finite on this rank. */
 #define KD_DP_FLAG_TEACHER 1

@@ -176,7 +176,8 @@ kd_status kd_run_open_data(kd_run *t, kd_err *err) {
     }
 
     /* Which training signal is available. */
-    int want_labels = !cfg->has_teacher || cfg->distill.alpha < 1.0f;
+    int want_labels = !cfg->has_teacher ||
+                      (kd_loss_list_needs(&cfg->losses) & KD_LOSS_NEEDS_LABELS);
     if (want_labels && !cfg->use_labels)
         return kd_err_set(err, KD_EUSAGE,
                           "data.use_labels is false, so training needs a teacher with "

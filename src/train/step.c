@@ -31,7 +31,19 @@ kd_status kd_trainer_init(kd_trainer *t, const kd_trainer_setup *s, kd_err *err)
     if (t->ts && t->ts->batch_cap < s->batch_cap)
         return kd_err_set(err, KD_EUSAGE, "trainer: teachers set up for batches of %zu, not %zu",
                           t->ts->batch_cap, s->batch_cap);
-    t->use_teacher = t->ts && s->distill && s->distill->alpha > 0.0f;
+    /* Without a teacher the loss is the labels' cross-entropy alone; with one, the list (or the
+     * list that distill's alpha / temperature / kind mean). */
+    kd_loss_list list = {0};
+    if (t->ts && s->losses)
+        list = *s->losses;
+    else if (t->ts && s->distill)
+        kd_loss_list_from_distill(s->distill, &list);
+    else
+        list = (kd_loss_list){1, {{.type = KD_LOSS_CE, .weight = 1.0}}};
+    if ((st = kd_loss_plan_init(&t->plan, &list, err))) return st;
+    t->needs = kd_loss_list_needs(&list);
+    t->use_teacher = t->ts && (t->needs & KD_LOSS_NEEDS_TEACHER);
+    t->epoch = 1.0;
     size_t BC;
     if (kd_mul_size(s->batch_cap, t->n_classes, &BC))
         return kd_err_set(err, KD_EIO, "out of memory for training buffers");
@@ -104,7 +116,7 @@ kd_status kd_trainer_step(kd_trainer *t, const float *x, const int32_t *y, const
     const size_t row0 = dp ? t->dp.shard.row0 : 0, rows = dp ? t->dp.shard.rows : n;
     int bad = 0;
     KD_ASSERT(n <= s->batch_cap);
-    if (!y && (!t->use_teacher || s->distill->alpha < 1.0f))
+    if (!y && (t->needs & KD_LOSS_NEEDS_LABELS))
         return kd_err_set(err, KD_EUSAGE, "trainer: the loss has a label term but the batch "
                           "has no labels");
     if (t->ts && t->ts->cache && !idx)
@@ -114,19 +126,18 @@ kd_status kd_trainer_step(kd_trainer *t, const float *x, const int32_t *y, const
      * RNG state makes a resumed run repeat them. */
     x = augment(t, x, idx, row0, n, rows);
     kd_loss_terms lt = {0};
-    const float *zs;
+    lt.n_terms = t->plan.n_terms;
     if (t->use_teacher) {
         kd_status st = kd_teacher_logits(t->ts, x, idx, t->views, n, t->zt, err);
         if (st && !(dp && st == KD_ENUMERIC)) return st;
         if (st) bad |= KD_DP_FLAG_TEACHER;
-        zs = kd_model_forward(m, x, n, &sctx);
-        if (n)
-            lt = kd_loss_distill_mix(s->distill, zs, t->zt, t->ts->weight, t->ts->n, y, n, C,
-                                     t->dlogits);
-    } else {
-        zs = kd_model_forward(m, x, n, &sctx);
-        if (n) lt.hard = kd_loss_ce(zs, y, n, C, t->dlogits);
-        lt.total = lt.hard;
+    }
+    const float *zs = kd_model_forward(m, x, n, &sctx);
+    if (n) {
+        kd_loss_batch lb = {zs, n, C, t->use_teacher ? t->zt : NULL,
+                            t->use_teacher ? t->ts->weight : NULL, t->use_teacher ? t->ts->n : 0,
+                            y, t->epoch};
+        kd_loss_eval(&t->plan, &lb, &lt, t->dlogits);
     }
     if (!isfinite(lt.total)) {
         if (!dp) return kd_err_set(err, KD_ENUMERIC, "loss is %s", nan_or_inf(lt.total));
@@ -176,6 +187,7 @@ kd_status kd_trainer_epoch(kd_trainer *t, kd_epoch_pass *e, kd_err *err) {
     const int dp = t->dp.on;  /* data-parallel: this rank's shard of each global batch */
     e->stopped = 0;
     e->lr = kd_sched_lr(t->s.sched, t->step);
+    t->epoch = (double)e->epoch;
     kd_status st = dp ? kd_dp_loader_open(&ld, t, e, skip, err)
                       : kd_loader_open(&ld, e->ds, e->order + skip, e->n - skip, B, err);
     while (!st) {

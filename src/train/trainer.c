@@ -18,23 +18,7 @@ const char *kd_train_loss_formula(const kd_config *cfg, char *buf, size_t cap) {
         snprintf(buf, cap, "loss = CE(y, p_s)");
         return buf;
     }
-    float a = cfg->distill.alpha;
-    char soft[128];
-    if (cfg->distill.kind == KD_DISTILL_MSE)
-        snprintf(soft, sizeof soft, "mean ||z_t - z_s||^2");
-    else
-        snprintf(soft, sizeof soft, "T^2 * KL(p_t^T || p_s^T)");
-    char tail[64] = "";
-    if (cfg->distill.kind == KD_DISTILL_KL)
-        snprintf(tail, sizeof tail, ", T = %g", (double)cfg->distill.temperature);
-    if (a >= 1.0f)
-        snprintf(buf, cap, "loss = %s%s", soft, tail);
-    else if (a <= 0.0f)
-        snprintf(buf, cap, "loss = CE(y, p_s) (alpha = 0: the teacher is not used)");
-    else
-        snprintf(buf, cap, "loss = %g * %s + %g * CE(y, p_s)%s", (double)a, soft,
-                 (double)(1.0f - a), tail);
-    return buf;
+    return kd_loss_list_formula(&cfg->losses, buf, cap);
 }
 
 /* kd_train_accuracy's callback: counts top-1 hits among the labelled samples. */
@@ -198,6 +182,7 @@ static kd_status run_trainer_init(kd_run *t, kd_err *err) {
     s.model = &t->model;
     s.teachers = t->has_teacher ? &t->tset : NULL;
     s.distill = &cfg->distill;
+    s.losses = &cfg->losses;
     s.optim = &cfg->optim;
     s.sched = &t->sched;
     s.augment = &cfg->augment;
