@@ -5,6 +5,9 @@
 #include <cblas.h>
 #include <omp.h>
 #include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <strings.h>
 
 #include "kd_common.h"
 
@@ -161,3 +164,55 @@ void kd_sgemm_ref(int trans_a, int trans_b, size_t M, size_t N, size_t K, float 
 }
 
 int kd_blas_is_openmp(void) { return openblas_get_parallel() == 2; }
+
+const char *kd_blas_corename(void) {
+    const char *s = openblas_get_corename();
+    return s && *s ? s : "unknown";
+}
+
+/* Kernel families by the widest vector instructions they use: 3 AVX-512, 2 AVX2 + FMA, 1 AVX,
+ * 0 older or unknown. OpenBLAS 0.3.21's core names, compared without case. */
+static int core_level(const char *core) {
+    static const struct { const char *name; int level; } cores[] = {
+        {"skylakex", 3}, {"cooperlake", 3}, {"sapphirerapids", 3}, {"haswell", 2},
+        {"zen", 2},      {"excavator", 2},  {"steamroller", 1},    {"piledriver", 1},
+        {"bulldozer", 1}, {"sandybridge", 1},
+    };
+    for (size_t i = 0; i < sizeof cores / sizeof cores[0]; i++)
+        if (strcasecmp(core, cores[i].name) == 0) return cores[i].level;
+    return 0;
+}
+
+/* The most capable of those families this CPU can run, and its name. */
+static int cpu_level(const char **name) {
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
+        return *name = "SkylakeX (AVX-512)", 3;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        return *name = "Haswell (AVX2)", 2;
+    if (__builtin_cpu_supports("avx")) return *name = "Sandybridge (AVX)", 1;
+    return *name = "older kernels", 0;
+}
+
+/* The pin exists on some machines because older OpenBLAS builds computed wrong results on some
+ * CPU families: the note says what runs and what could, and leaves the choice to the user. */
+int kd_blas_pin_note(char *buf, size_t cap) {
+    const char *pin = getenv("OPENBLAS_CORETYPE"), *cpu;
+    if (!pin || !*pin) return 0;
+    const char *core = kd_blas_corename();
+    if (core_level(core) >= cpu_level(&cpu)) return 0;
+    snprintf(buf, cap,
+             "OPENBLAS_CORETYPE=%s: OpenBLAS runs its %s kernels; this CPU supports %s "
+             "(README, Performance, gives the measured difference)",
+             pin, core, cpu);
+    return 1;
+}
+
+void kd_blas_describe(char *buf, size_t cap) {
+    const char *pin = getenv("OPENBLAS_CORETYPE"), *cpu;
+    cpu_level(&cpu);
+    snprintf(buf, cap, "OpenBLAS %s kernels (%s build%s%s; CPU: %s)", kd_blas_corename(),
+             kd_blas_is_openmp() ? "OpenMP" : "not the OpenMP",
+             pin && *pin ? ", OPENBLAS_CORETYPE=" : "", pin && *pin ? pin : "", cpu);
+}
