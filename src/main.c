@@ -44,12 +44,15 @@ static int unknown_command(const char *name) {
 }
 
 /* The commands whose speed is sgemm's say when OPENBLAS_CORETYPE holds OpenBLAS below the CPU
- * (figures measured under a pin are not the machine's); their help stays as it is. */
+ * (figures measured under a pin are not the machine's); their help, --quiet runs and --json
+ * output (often read with both streams merged) stay as they are. */
 static void blas_pin_note(const char *name, int argc, char **argv) {
+    static const char *const quiet[] = {"-h", "--help", "-q", "--quiet", "--json"};
     char note[320];
     if (strcmp(name, "train") && strcmp(name, "eval") && strcmp(name, "logits")) return;
     for (int i = 2; i < argc; i++)
-        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) return;
+        for (size_t k = 0; k < sizeof quiet / sizeof quiet[0]; k++)
+            if (strcmp(argv[i], quiet[k]) == 0) return;
     if (kd_blas_pin_note(note, sizeof note)) fprintf(stderr, "note: %s\n", note);
 }
 

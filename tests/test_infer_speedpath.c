@@ -65,6 +65,11 @@ KD_TEST(blas_pin_note_names_the_kernels) {
     CHECK(!avx || strstr(out, "note: OPENBLAS_CORETYPE=Prescott"));
     CHECK_EQ_INT(run_pinned("Prescott", "eval --help", out, sizeof out), 0);
     CHECK(!strstr(out, "note: "));
+    /* --quiet and --json output stays as it was (callers read it with stderr merged). */
+    CHECK_EQ_INT(run_pinned("Prescott", "eval --json", out, sizeof out), 2);
+    CHECK(!strstr(out, "note: "));
+    CHECK_EQ_INT(run_pinned("Prescott", "train -q", out, sizeof out), 2);
+    CHECK(!strstr(out, "note: "));
     CHECK_EQ_INT(run_pinned("Prescott", "info", out, sizeof out), 2);
     CHECK(!strstr(out, "note: OPENBLAS"));  /* info runs no product */
     /* No pin, no note: OpenBLAS's own detection picks the CPU's kernels. */
