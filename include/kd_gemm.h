@@ -16,6 +16,12 @@ void kd_sgemm(int trans_a, int trans_b, size_t M, size_t N, size_t K, float alph
 void kd_sgemm_serial(int trans_a, int trans_b, size_t M, size_t N, size_t K, float alpha,
                      const float *A, size_t lda, const float *B, size_t ldb, float beta, float *C,
                      size_t ldc);
+/* A dense layer's product: y[M,N] = x[M,K] w[N,K]^T + bias[N] (bias may be NULL). split = 1
+ * allows cutting the rows into one block per thread, each a one-thread sgemm, where that is
+ * faster (inference over a batch with small weights); split = 0 (training) is always the
+ * team's sgemm. Deterministic for a given thread count either way. */
+void kd_sgemm_linear(size_t M, size_t N, size_t K, const float *x, const float *w,
+                     const float *bias, float *y, int split);
 /* Same contract, naive triple loop with double accumulation. */
 void kd_sgemm_ref(int trans_a, int trans_b, size_t M, size_t N, size_t K, float alpha,
                   const float *A, size_t lda, const float *B, size_t ldb, float beta, float *C,

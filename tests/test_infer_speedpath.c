@@ -5,7 +5,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <unistd.h>
+
+#include "../src/core/test_hooks.h"
+#include "kd_eval.h"
+#include "kd_gemm.h"
 #include "kd_test.h"
+#include "kd_threads.h"
+
+#define FMNIST_TEST_IMAGES "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz"
 
 /* 1 when /proc/cpuinfo lists every flag of the space-separated list (read independently of
  * the __builtin_cpu_supports calls gemm.c makes); -1 when it cannot be read. */
@@ -91,4 +99,110 @@ KD_TEST(blas_version_names_the_kernels) {
     CHECK_EQ_INT(run_pinned(NULL, "--version", out, sizeof out), 0);
     CHECK_CONTAINS(out, "OpenBLAS ");
     CHECK(!strstr(out, "OPENBLAS_CORETYPE"));
+}
+
+/* ---- The row-split dense product against the team's sgemm (the path before it) ---- */
+
+static size_t n_serial;  /* products run by one thread inside a split (kd_sgemm_serial) */
+
+static void count_serial(int ta, int tb, size_t M, size_t N, size_t K, int serial) {
+    (void)ta, (void)tb, (void)M, (void)N, (void)K;
+    if (serial) {
+#pragma omp critical(speedpath_count)
+        n_serial++;
+    }
+}
+
+/* The config's model with seeded weights on its first n test images, two threads: logits with
+ * the row split on and off, within |a - b| <= 1e-5 (1 + |b|); the split path bit-identical on
+ * a second run. want_split: whether some dense product of this model is split at batch n. */
+static void check_split(const char *config, size_t n, int want_split) {
+    kd_err err = {0};
+    kd_model m = {0};
+    kd_eval_data d = {0};
+    kd_dataset *ds = NULL;
+    kd_rng rng;
+    float *x = NULL, *ref = NULL, *got = NULL;
+    size_t *idx = NULL;
+    const int threads0 = kd_threads_get();
+    if (access(FMNIST_TEST_IMAGES, R_OK) != 0) {
+        kd_test_skip("%s not installed (Debian package dataset-fashion-mnist)", FMNIST_TEST_IMAGES);
+        return;
+    }
+    kd_status st = kd_eval_data_from_config(&d, config, NULL, 0, "test", &err);
+    if (!st) st = kd_eval_data_open(&d, &d.pp, &ds, &err);
+    char *arch = st ? NULL : kd_eval_data_arch(&d, 0, &kd_dataset_info(ds)->shape);
+    if (!st && arch) st = kd_model_init_arch(&m, arch, 0, &err);
+    free(arch);
+    if (!st) st = kd_model_reserve(&m, n, &err);
+    CHECK_EQ_INT(st, KD_OK);
+    if (st) {
+        printf("    %s: %s\n", config, err.msg);
+        goto cleanup;
+    }
+    kd_rng_seed(&rng, 5);
+    kd_model_init_weights(&m, &rng, KD_INIT_HE);
+    const size_t D = kd_shape_numel(&m.input), C = m.n_classes;
+    x = malloc(n * D * sizeof *x);
+    idx = malloc(n * sizeof *idx);
+    ref = malloc(n * C * sizeof *ref);
+    got = malloc(n * C * sizeof *got);
+    if (!x || !idx || !ref || !got) goto cleanup;
+    for (size_t i = 0; i < n; i++) idx[i] = i;
+    CHECK_EQ_INT(kd_dataset_get(ds, idx, n, x, NULL, NULL, &err), KD_OK);
+    kd_threads_set(2);
+    kd_gemm_row_split = 0;
+    n_serial = 0;
+    kd_hook_gemm_shape = count_serial;
+    memcpy(ref, kd_model_forward(&m, x, n, NULL), n * C * sizeof *ref);
+    const size_t serial_off = n_serial;
+    kd_gemm_row_split = 1;
+    n_serial = 0;
+    memcpy(got, kd_model_forward(&m, x, n, NULL), n * C * sizeof *got);
+    kd_hook_gemm_shape = NULL;
+    /* The split runs one one-thread product per thread where the model has a product for it. */
+    CHECK_EQ_INT(n_serial > serial_off, want_split);
+    CHECK_FLOATS(got, ref, n * C, 1e-5, 1e-5);
+    const float *again = kd_model_forward(&m, x, n, NULL);
+    CHECK(memcmp(again, got, n * C * sizeof *got) == 0);
+cleanup:
+    kd_gemm_row_split = 1;
+    kd_hook_gemm_shape = NULL;
+    kd_threads_set(threads0);
+    free(x);
+    free(idx);
+    free(ref);
+    free(got);
+    kd_dataset_close(ds);
+    kd_eval_data_free(&d);
+    kd_model_free(&m);
+}
+
+KD_TEST(speedpath_compact_student_split_matches_team) {
+    check_split("configs/fmnist-compact.json", 1000, 1);
+}
+
+KD_TEST(speedpath_mlp_teacher_split_matches_team) {
+    /* 784-1200 and 1200-1200 are over the weights' cache cap; 1200-10 is split. */
+    check_split("configs/fmnist-teacher.json", 1000, 1);
+}
+
+KD_TEST(speedpath_mlp_student_split_matches_team) {
+    check_split("configs/fmnist-student.json", 1000, 1);
+}
+
+KD_TEST(speedpath_cnn_teacher_split_matches_team) {
+    check_split("configs/fmnist-cnn-teacher.json", 1000, 0);
+}
+
+KD_TEST(speedpath_resnet_student_split_matches_team) {
+    check_split("configs/fmnist-resnet-student.json", 1000, 0);
+}
+
+KD_TEST(speedpath_mobilenetv2_split_matches_team) {
+    check_split("configs/fmnist-mobilenetv2.json", 1000, 0);
+}
+
+KD_TEST(speedpath_resnet18_split_matches_team) {
+    check_split("configs/resnet18.json", 16, 0);  /* 0.4 G multiply-adds a sample */
 }
