@@ -28,6 +28,9 @@
 #                   runs checked against one process
 #   make mpi-bench  1 rank x 2 threads against 2 ranks x 1 thread (tests/bench/mpi_bench.sh, the
 #                   release build-mpi/distill)
+#   make man        build/distill.1, the man page, generated from the binary's help texts
+#   make install    the binary, the man page and the bash completion under $(DESTDIR)$(PREFIX)
+#                   (PREFIX=/usr/local); make uninstall removes exactly those three files
 # WERROR=1 turns warnings into errors (CI sets it).
 
 CC      ?= cc
@@ -48,7 +51,7 @@ OPT     ?= -O3
 WERROR  ?= 0
 
 # Debian's OpenMP build of OpenBLAS, by path: the system-wide libopenblas.so.0 alternative
-# prefers the pthreads build, whose own thread pool would fight libgomp's (DESIGN.md section 9).
+# prefers the pthreads build, whose own thread pool would fight libgomp's (docs/design.md).
 # The rpath makes the loader take the OpenMP build whatever the alternative says; a test checks
 # openblas_get_parallel() == 2 at run time.
 BLAS_PC    := /usr/lib/x86_64-linux-gnu/openblas-openmp/pkgconfig
@@ -93,7 +96,7 @@ BENCH_BIN := $(BENCH_SRC:tests/bench/%.c=$(BUILD)/bench/%)
 BENCH_RUN := $(filter-out %/bench_jobs %/bench_ort,$(BENCH_BIN))
 
 .PHONY: all test asan bench bench-torch bench-ort demo setup clean check-deps fuzz fuzz-build valgrind \
-        mpi mpi-test mpi-bench check-layers
+        mpi mpi-test mpi-bench check-layers man install uninstall
 
 all: check-deps $(BIN)
 
@@ -232,6 +235,30 @@ bench-torch: check-deps $(BUILD)/bench/bench_jobs
 bench-ort: check-deps $(BUILD)/bench/bench_ort
 	bash tests/export/ort_install.sh
 	/usr/bin/python3 tests/bench/bench_ort.py $(ARGS)
+
+# Installation. The man page is generated from the help texts of the binary being installed
+# (share/mkman.sh), so it cannot disagree with them; the completion reads them at run time.
+PREFIX  ?= /usr/local
+DESTDIR ?=
+MAN_PAGE := $(BUILD)/distill.1
+INSTALLED := $(DESTDIR)$(PREFIX)/bin/distill $(DESTDIR)$(PREFIX)/share/man/man1/distill.1 \
+             $(DESTDIR)$(PREFIX)/share/bash-completion/completions/distill
+
+$(MAN_PAGE): $(BIN) share/mkman.sh
+	@mkdir -p $(dir $@)
+	bash share/mkman.sh $(abspath $(BIN)) > $@.tmp && mv $@.tmp $@
+
+man: $(MAN_PAGE)
+
+install: all $(MAN_PAGE)
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 \
+	  $(DESTDIR)$(PREFIX)/share/bash-completion/completions
+	install -m 755 $(BIN) $(DESTDIR)$(PREFIX)/bin/distill
+	install -m 644 $(MAN_PAGE) $(DESTDIR)$(PREFIX)/share/man/man1/distill.1
+	install -m 644 share/distill.bash $(DESTDIR)$(PREFIX)/share/bash-completion/completions/distill
+
+uninstall:
+	rm -f $(INSTALLED)
 
 demo: all
 	./configs/demo.sh

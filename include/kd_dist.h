@@ -26,6 +26,9 @@ int kd_dist_rank(void);
 int kd_dist_size(void);
 /* "Open MPI x.y.z" in the MPI build, "none" in the default one. */
 const char *kd_dist_backend(void);
+/* The MPI library loaded at run time ("Open MPI v4.1.4", from MPI_Get_library_version, which
+ * needs no MPI_Init) in the MPI build; NULL in the default one. For `distill --version`. */
+const char *kd_dist_library(void);
 
 /* Rows [*lo, *hi) of a batch of n rows that rank `rank` of `size` takes: contiguous shards in
  * rank order, the first n % size of them one row longer (so sizes differ by at most one and a

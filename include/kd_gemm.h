@@ -29,13 +29,14 @@ void kd_sgemm_ref(int trans_a, int trans_b, size_t M, size_t N, size_t K, float 
 /* 1 when the OpenBLAS loaded at run time is its OpenMP build (openblas_get_parallel() == 2),
  * the one that shares distill's thread pool; thread counts are set in kd_threads.h. */
 int kd_blas_is_openmp(void);
+/* The loaded OpenBLAS's own description, "OpenBLAS 0.3.21 DYNAMIC_ARCH ... MAX_THREADS=64"
+ * (openblas_get_config), then the kernels it runs, what chose them (OPENBLAS_CORETYPE or its
+ * own detection) and the widest kernels this CPU supports, for `distill --version`. */
+const char *kd_blas_config(void);
 /* The name of the kernels OpenBLAS runs (openblas_get_corename: "Haswell", "SkylakeX", ...). */
 const char *kd_blas_corename(void);
 /* 1, with a one-line note in buf, when OPENBLAS_CORETYPE pins OpenBLAS to kernels below what
  * this CPU supports (AVX2 kernels on an AVX-512 CPU, say); 0 otherwise, buf untouched. */
 int kd_blas_pin_note(char *buf, size_t cap);
-/* One line naming the kernels OpenBLAS runs, its build, the pin and the CPU's best kernels,
- * for `distill --version`. */
-void kd_blas_describe(char *buf, size_t cap);
 
 #endif

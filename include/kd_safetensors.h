@@ -53,7 +53,7 @@ typedef struct {
     size_t header_len;
 } kd_st_file;
 
-/* Reads and validates a whole file (every check of DESIGN.md section 3). KD_EINPUT with a
+/* Reads and validates a whole file (every check of docs/design.md). KD_EINPUT with a
  * message naming the file and tensor (also when it cannot be opened, as kd_read_file);
  * KD_EIO for out of memory / read errors. On failure *f is zeroed (kd_st_free is a no-op). */
 kd_status kd_st_read(kd_st_file *f, const char *path, kd_err *err);

@@ -1,5 +1,5 @@
 /* kd_threads.h - the one thread pool: OpenMP's (libgomp), shared by OpenBLAS's OpenMP build and
- * distill's own `omp parallel for` loops (DESIGN.md section 9). Thread counts are set here and
+ * distill's own `omp parallel for` loops (docs/design.md). Thread counts are set here and
  * nowhere else. */
 #ifndef KD_THREADS_H
 #define KD_THREADS_H

@@ -20,7 +20,7 @@ static void print_help(FILE *f) {
         fprintf(f, "  %-8s %s\n", commands[i]->name, commands[i]->summary);
     fprintf(f, "  %-8s %s\n", "help", "show help for a command: distill help <command>");
     fprintf(f,
-            "\nOptions:\n  -h, --help     this help\n  --version      print the version\n\n"
+            "\nOptions:\n  -h, --help     this help\n  --version      print the version and those of the libraries\n\n"
             "Exit codes: 0 ok, 1 internal/I-O failure, 2 usage or config error,\n"
             "            3 bad input file, 4 numeric failure (NaN/Inf).\n");
 }
@@ -67,9 +67,7 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (strcmp(name, "--version") == 0 || strcmp(name, "version") == 0) {
-        char blas[256];
-        kd_blas_describe(blas, sizeof blas);
-        printf("distill %s\n%s\n", KD_VERSION, blas);
+        kd_cli_print_version(stdout);
         return 0;
     }
     if (strcmp(name, "help") == 0) {

@@ -1,5 +1,5 @@
 /* test_loss.c - softmax, cross-entropy and distillation loss: finite differences, the closed
- * form of DESIGN.md section 4 recomputed here in double, hand-computed values, extreme logits. */
+ * form of docs/design.md recomputed here in double, hand-computed values, extreme logits. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -23,7 +23,7 @@ static void ref_softmax(const float *z, double *p, size_t C, double T) {
 }
 
 /* Independent double-precision loss (naive KL sum p_t log(p_t / p_s)) and closed-form
- * gradient (dz, B*C) of DESIGN.md section 4. */
+ * gradient (dz, B*C) of docs/design.md. */
 static kd_loss_terms ref_distill(const kd_distill_cfg *cfg, const float *zs, const float *zt,
                                  const int32_t *y, size_t B, size_t C, double *dz) {
     double a = cfg->alpha, T = cfg->temperature, soft = 0, hard = 0;

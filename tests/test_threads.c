@@ -1,4 +1,4 @@
-/* test_threads.c - the one OpenMP pool (DESIGN.md section 9): the OpenBLAS loaded is its OpenMP
+/* test_threads.c - the one OpenMP pool (docs/design.md): the OpenBLAS loaded is its OpenMP
  * build; threads 0 means the default count, and a default run takes the same path (the same
  * one-thread products, the same weights) as one asking for that count; every parallel loop
  * gives the same bits on 1, 2, 3 and 4 threads, each layer on its own and whole training steps

@@ -1,6 +1,6 @@
 /* checkpoint.c - binds models (and training state) to safetensors checkpoint files.
  *
- * Checkpoint format ("distill/1"): a safetensors file (DESIGN.md section 3) holding
+ * Checkpoint format ("distill/1"): a safetensors file (docs/design.md) holding
  *
  * Tensors, in this order (offsets contiguous from 0):
  *   1. The model's tensors in torch.nn.Sequential state_dict order (kd_model.tensors: by

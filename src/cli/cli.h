@@ -7,6 +7,7 @@
 #include <limits.h>
 #include <signal.h>
 #include <stddef.h>
+#include <stdio.h>
 
 #include "kd_common.h"
 #include "kd_train.h"
@@ -126,6 +127,9 @@ kd_status kd_cli_json_print(cJSON *doc, int failed, kd_err *err);
 /* `distill info` for a soft-target cache file (info_cache.c): verifies and describes it (JSON
  * with json); returns the exit code. */
 int kd_cli_info_cache(const char *path, int json);
+
+/* `distill --version` (version.c): distill's version and those of the libraries it runs with. */
+void kd_cli_print_version(FILE *f);
 
 /* ---- Progress of train and logits (progress.c) ----------------------------------------- */
 typedef struct {

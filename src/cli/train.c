@@ -36,7 +36,7 @@ static const char usage[] =
     "  --out DIR            run folder (overrides the config's output folder). A folder that\n"
     "                       holds a run is never written over: train refuses (exit 2)\n"
     "  --overwrite          start anew in a folder that holds a run: the old folder is moved\n"
-    "                       to DIR.1 (or the first free DIR.N), never deleted"
+    "                       to DIR.1 (or the first free DIR.N), never deleted\n"
     "  --resume RUN         continue an interrupted run: RUN is a run folder (uses\n"
     "                       RUN/last.safetensors, and RUN/config.json when --config is not\n"
     "                       given) or a checkpoint file. The final weights are bitwise identical\n"

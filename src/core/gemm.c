@@ -233,11 +233,11 @@ static int cpu_level(const char **name) {
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
-        return *name = "SkylakeX (AVX-512)", 3;
+        return *name = "AVX-512 (SkylakeX kernels)", 3;
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-        return *name = "Haswell (AVX2)", 2;
-    if (__builtin_cpu_supports("avx")) return *name = "Sandybridge (AVX)", 1;
-    return *name = "older kernels", 0;
+        return *name = "AVX2 (Haswell kernels)", 2;
+    if (__builtin_cpu_supports("avx")) return *name = "AVX (Sandybridge kernels)", 1;
+    return *name = "no AVX", 0;
 }
 
 /* The pin exists on some machines because older OpenBLAS builds computed wrong results on some
@@ -249,15 +249,19 @@ int kd_blas_pin_note(char *buf, size_t cap) {
     if (core_level(core) >= cpu_level(&cpu)) return 0;
     snprintf(buf, cap,
              "OPENBLAS_CORETYPE=%s: OpenBLAS runs its %s kernels; this CPU supports %s "
-             "(README, Performance, gives the measured difference)",
+             "(docs/benchmarks.md gives the measured difference)",
              pin, core, cpu);
     return 1;
 }
 
-void kd_blas_describe(char *buf, size_t cap) {
+/* A static buffer: --version calls it once, on one thread. */
+const char *kd_blas_config(void) {
+    static char buf[384];
     const char *pin = getenv("OPENBLAS_CORETYPE"), *cpu;
     cpu_level(&cpu);
-    snprintf(buf, cap, "OpenBLAS %s kernels (%s build%s%s; CPU: %s)", kd_blas_corename(),
-             kd_blas_is_openmp() ? "OpenMP" : "not the OpenMP",
-             pin && *pin ? ", OPENBLAS_CORETYPE=" : "", pin && *pin ? pin : "", cpu);
+    snprintf(buf, sizeof buf, "%s, running its %s kernels (%s%s; this CPU supports %s)",
+             openblas_get_config(), kd_blas_corename(),
+             pin && *pin ? "pinned by OPENBLAS_CORETYPE=" : "chosen by OpenBLAS",
+             pin && *pin ? pin : "", cpu);
+    return buf;
 }

@@ -117,6 +117,15 @@ const char *kd_dist_backend(void) {
     return g_backend;
 }
 
+const char *kd_dist_library(void) {
+    static char lib[MPI_MAX_LIBRARY_VERSION_STRING];
+    int len = 0;
+    if (MPI_Get_library_version(lib, &len) != MPI_SUCCESS) return "MPI (version unknown)";
+    /* Open MPI's string goes on with the package, the repository and the date after a comma. */
+    lib[strcspn(lib, ",\n")] = '\0';
+    return lib;
+}
+
 /* Element-wise sum in place, in pieces of at most CHUNK elements. */
 static void sum_in_place(void *v, size_t n, MPI_Datatype type, size_t elem) {
     double t0 = kd_now();
@@ -177,6 +186,7 @@ kd_status kd_dist_init(kd_err *err) {
 void kd_dist_finalize(void) {}
 _Noreturn void kd_dist_abort(int code) { exit(code); }
 const char *kd_dist_backend(void) { return "none"; }
+const char *kd_dist_library(void) { return NULL; }
 void kd_dist_sum(double *v, size_t n) {
     (void)v;
     (void)n;

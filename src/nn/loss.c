@@ -1,5 +1,5 @@
 /* loss.c - temperature softmax / log-softmax, cross-entropy and the distillation loss
- * (DESIGN.md section 4), each with its closed-form gradient with respect to the logits. */
+ * (docs/design.md), each with its closed-form gradient with respect to the logits. */
 #include <math.h>
 
 #include "kd_common.h"

@@ -1,6 +1,6 @@
 /* bench_train.c - sgemm peak, the MLP training step, the distillation step and the MLP
  * teacher's batch-1000 inference, each as samples/s and GFLOP/s against the sgemm rate on the
- * same shapes (DESIGN.md section 9). Both steps are kd_trainer_step, the step `distill train`
+ * same shapes (docs/design.md). Both steps are kd_trainer_step, the step `distill train`
  * runs; inference is kd_model_forward of an inference-only model, as `distill eval` runs it.
  * Usage: bench_train [threads]   (default: all cores) */
 #include <cJSON.h>

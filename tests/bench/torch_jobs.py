@@ -212,7 +212,7 @@ def main():
             if teacher is not None:
                 with torch.no_grad():
                     zt = teacher(xb)
-                # The same loss as distill (DESIGN.md section 4), T^2 included.
+                # The same loss as distill (docs/design.md), T^2 included.
                 soft = F.kl_div(F.log_softmax(z / T, dim=1), F.softmax(zt / T, dim=1),
                                 reduction="batchmean")
                 loss = a * T * T * soft + (1 - a) * F.cross_entropy(z, yb)

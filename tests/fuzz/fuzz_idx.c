@@ -21,9 +21,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         kd_idx x;
         kd_status st = kd_idx_read(path, &x, &err);
         fuzz_check_status(st, &err, path);
-        /* Memory grows with the data that actually arrives (DESIGN: a small file must not make
-         * us allocate its claimed size): at most twice what a file of this size can hold after
-         * gzip's best ratio (1032:1) plus the first 1 MiB chunk. */
+        /* Memory grows with the data that actually arrives (docs/design.md: a small file must
+         * not make us allocate its claimed size): at most twice what a file of this size can
+         * hold after gzip's best ratio (1032:1) plus the first 1 MiB chunk. */
         FUZZ_CHECK(kd_idx_last_alloc <= ((size_t)1 << 20) + 2 * 1032 * size);
         if (st == KD_OK) check_idx(&x);
         kd_idx_free(&x);
