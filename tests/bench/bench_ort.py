@@ -96,9 +96,9 @@ def main():
           "OPENBLAS_CORETYPE=%s OPENBLAS_L2_SIZE=%s" % (
               ORT_VERSION, args.rounds, os.environ.get("OPENBLAS_CORETYPE", "(unset)"),
               os.environ.get("OPENBLAS_L2_SIZE", "(unset)")))
-    hdr = "%-28s %5s %-8s %20s %20s %7s %12s %12s %6s %6s" % (
+    hdr = "%-28s %5s %-19s %22s %22s %11s %8s %11s %5s %5s" % (
         "model", "batch", "side", "samples/s med [range]", "single p50 us [range]",
-        "/ORT", "GFLOP/s", "sgemm alone", "frac", "peak")
+        "/ORT batch/1", "GFLOP/s", "sgemm alone", "frac", "peak")
     print(hdr)
     bad = 0
     with tempfile.TemporaryDirectory(prefix="bench_ort.") as tmp:
@@ -150,8 +150,8 @@ def main():
                     pk = statistics.median(float(o["peak_gflops"]) for o in rows)
                     extra = ("%.1f" % g, "%.1f" % s, "%.2f" % (g / s), "%.2f" % (g / pk))
                 label = side if side == "ORT" else "%s %s" % (side, rows[0]["core"])
-                print("%-28s %5d %-8s %20s %20s %7s %12s %12s %6s %6s" % (
-                    name[:28], batch, label[:8] if side == "ORT" else label[:17], spread(rate),
+                print("%-28s %5d %-19s %22s %22s %11s %8s %11s %5s %5s" % (
+                    name[:28], batch, label[:19], spread(rate),
                     "%.1f [%.1f-%.1f]" % (statistics.median(single), min(single), max(single)),
                     ratio, *extra))
             pf, uf, of = (os.path.join(d, s + ".f32") for s in ("pinned", "unpinned", "ORT"))
