@@ -1,5 +1,6 @@
 /* gemm.c - the single place that talks to BLAS. Every dense product in distill is a call to
- * kd_sgemm; kd_sgemm_ref is the plain loop the tests compare it against. */
+ * kd_sgemm (or kd_sgemm_linear, a dense layer's product over it); kd_sgemm_ref is the plain
+ * loop the tests compare it against; the kd_blas_* functions say which OpenBLAS kernels run. */
 #include "kd_gemm.h"
 
 #include <cblas.h>
