@@ -13,6 +13,8 @@
 #                   library (bench_gemm and bench_cnn set hooks)
 #   make bench-torch  the same jobs in distill and PyTorch side by side (if python3-torch is
 #                   there): build/bench/bench_jobs, hooks library
+#   make bench-ort  ONNX Runtime and distill on the same exported models (issue 29): build/bench/
+#                   bench_ort, hooks library; ARGS=--quick for a short run
 #   make demo       train the Fashion-MNIST teacher, distil two students, compare, ship the compact
 #                   one as int8 ONNX and C header (README main job)
 #   make setup      install missing Debian packages (same as bash .ci/setup.sh)
@@ -89,10 +91,11 @@ HOOK_LIB  := $(BUILD)/libdistill-hooks.a
 TEST_BIN  := $(BUILD)/hooks/distill
 TEST_OBJ  := $(TEST_SRC:%.c=$(BUILD)/%.o)
 BENCH_BIN := $(BENCH_SRC:tests/bench/%.c=$(BUILD)/bench/%)
-# bench_jobs runs one job given on its command line: bench-torch's, not bench's.
-BENCH_RUN := $(filter-out %/bench_jobs,$(BENCH_BIN))
+# bench_jobs and bench_ort run one job given on their command line: bench-torch's and
+# bench-ort's, not bench's.
+BENCH_RUN := $(filter-out %/bench_jobs %/bench_ort,$(BENCH_BIN))
 
-.PHONY: all test asan bench bench-torch demo setup clean check-deps fuzz fuzz-build valgrind \
+.PHONY: all test asan bench bench-torch bench-ort demo setup clean check-deps fuzz fuzz-build valgrind \
         mpi mpi-test mpi-bench check-layers man install uninstall
 
 all: check-deps $(BIN)
@@ -226,6 +229,12 @@ bench: check-deps $(BIN) $(BENCH_BIN)
 # One process per job and side, alternating; PyTorch's side only when /usr/bin/python3 has torch.
 bench-torch: check-deps $(BUILD)/bench/bench_jobs
 	/usr/bin/python3 tests/bench/side_by_side.py $(ARGS)
+
+# ONNX Runtime (npm, tests/export/ort_install.sh) and distill on the same exported models,
+# alternating rounds, pinned and unpinned OpenBLAS (tests/bench/bench_ort.py; ARGS=--quick).
+bench-ort: check-deps $(BUILD)/bench/bench_ort
+	bash tests/export/ort_install.sh
+	/usr/bin/python3 tests/bench/bench_ort.py $(ARGS)
 
 # Installation. The man page is generated from the help texts of the binary being installed
 # (share/mkman.sh), so it cannot disagree with them; the completion reads them at run time.

@@ -16,6 +16,12 @@ void kd_sgemm(int trans_a, int trans_b, size_t M, size_t N, size_t K, float alph
 void kd_sgemm_serial(int trans_a, int trans_b, size_t M, size_t N, size_t K, float alpha,
                      const float *A, size_t lda, const float *B, size_t ldb, float beta, float *C,
                      size_t ldc);
+/* A dense layer's product: y[M,N] = x[M,K] w[N,K]^T + bias[N] (bias may be NULL). split = 1
+ * allows cutting the rows into one block per thread, each a one-thread sgemm, where that is
+ * faster (inference over a batch with small weights); split = 0 (training) is always the
+ * team's sgemm. Deterministic for a given thread count either way. */
+void kd_sgemm_linear(size_t M, size_t N, size_t K, const float *x, const float *w,
+                     const float *bias, float *y, int split);
 /* Same contract, naive triple loop with double accumulation. */
 void kd_sgemm_ref(int trans_a, int trans_b, size_t M, size_t N, size_t K, float alpha,
                   const float *A, size_t lda, const float *B, size_t ldb, float beta, float *C,
@@ -24,7 +30,13 @@ void kd_sgemm_ref(int trans_a, int trans_b, size_t M, size_t N, size_t K, float 
  * the one that shares distill's thread pool; thread counts are set in kd_threads.h. */
 int kd_blas_is_openmp(void);
 /* The loaded OpenBLAS's own description, "OpenBLAS 0.3.21 DYNAMIC_ARCH ... MAX_THREADS=64"
- * (openblas_get_config), for `distill --version`. */
+ * (openblas_get_config), then the kernels it runs, what chose them (OPENBLAS_CORETYPE or its
+ * own detection) and the widest kernels this CPU supports, for `distill --version`. */
 const char *kd_blas_config(void);
+/* The name of the kernels OpenBLAS runs (openblas_get_corename: "Haswell", "SkylakeX", ...). */
+const char *kd_blas_corename(void);
+/* 1, with a one-line note in buf, when OPENBLAS_CORETYPE pins OpenBLAS to kernels below what
+ * this CPU supports (AVX2 kernels on an AVX-512 CPU, say); 0 otherwise, buf untouched. */
+int kd_blas_pin_note(char *buf, size_t cap);
 
 #endif

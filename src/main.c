@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "kd_gemm.h"
 #include "kd_suggest.h"
 
 static const kd_command *const commands[] = {&kd_cmd_train,   &kd_cmd_logits, &kd_cmd_eval,
@@ -42,6 +43,19 @@ static int unknown_command(const char *name) {
     return KD_EUSAGE;
 }
 
+/* The commands whose speed is sgemm's say when OPENBLAS_CORETYPE holds OpenBLAS below the CPU
+ * (figures measured under a pin are not the machine's); their help, --quiet runs and --json
+ * output (often read with both streams merged) stay as they are. */
+static void blas_pin_note(const char *name, int argc, char **argv) {
+    static const char *const quiet[] = {"-h", "--help", "-q", "--quiet", "--json"};
+    char note[320];
+    if (strcmp(name, "train") && strcmp(name, "eval") && strcmp(name, "logits")) return;
+    for (int i = 2; i < argc; i++)
+        for (size_t k = 0; k < sizeof quiet / sizeof quiet[0]; k++)
+            if (strcmp(argv[i], quiet[k]) == 0) return;
+    if (kd_blas_pin_note(note, sizeof note)) fprintf(stderr, "note: %s\n", note);
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
         print_help(stderr);
@@ -68,6 +82,7 @@ int main(int argc, char **argv) {
     }
     const kd_command *c = find_command(name);
     if (!c) return unknown_command(name);
+    blas_pin_note(name, argc, argv);
     /* The command's own parser handles -h / --help like any other option. */
     return c->run(argc - 1, argv + 1);
 }

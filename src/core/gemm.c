@@ -1,12 +1,18 @@
 /* gemm.c - the single place that talks to BLAS. Every dense product in distill is a call to
- * kd_sgemm; kd_sgemm_ref is the plain loop the tests compare it against. */
+ * kd_sgemm (or kd_sgemm_linear, a dense layer's product over it); kd_sgemm_ref is the plain
+ * loop the tests compare it against; the kd_blas_* functions say which OpenBLAS kernels run. */
 #include "kd_gemm.h"
 
 #include <cblas.h>
 #include <omp.h>
 #include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
 
 #include "kd_common.h"
+#include "kd_threads.h"
 
 /* cblas takes every dimension as a 32-bit int (blasint). The model refuses tensors and
  * per-sample activations past INT_MAX values when it is built (model.c), so no layer can pass
@@ -142,6 +148,49 @@ void kd_sgemm_serial(int trans_a, int trans_b, size_t M, size_t N, size_t K, flo
     if (nt > 1) omp_set_num_threads(nt);
 }
 
+/* A dense layer's inference product over a batch (the compact student's 1000x128x784): the
+ * team's sgemm splits it finely and meets at barriers for every block, and ran it at about a
+ * third of the sgemm peak. Cut into one contiguous block of rows per thread instead, each a
+ * one-thread sgemm, every thread packs the weights once and runs alone to the end. That pays
+ * while the weights stay in a core's own cache (KD_ROWS_MAX_WEIGHTS floats: 1 MiB, the L2 of
+ * the EPYC measured) and each thread has rows enough to amortise its packing (KD_ROWS_MIN);
+ * products under KD_SMALL_MACS keep the small-products rule (one thread, no fork).
+ * The blocks depend on the thread count only, and each row's sums are computed by the same
+ * kernel in the same order either way. */
+#define KD_ROWS_MAX_WEIGHTS ((size_t)1 << 18)
+#define KD_ROWS_MIN 64
+
+#ifdef KD_TEST_HOOKS
+int kd_gemm_row_split = 1;
+#endif
+
+void kd_sgemm_linear(size_t M, size_t N, size_t K, const float *x, const float *w,
+                     const float *bias, float *y, int split) {
+    const int nt = omp_in_parallel() ? 1 : omp_get_max_threads();
+    const float beta = bias ? 1.0f : 0.0f;
+    if (!split || !KD_HOOK_VALUE(kd_gemm_row_split, 1) || nt < 2 || M < KD_ROWS_MIN * (size_t)nt ||
+        N * K > KD_ROWS_MAX_WEIGHTS || (double)M * (double)N * (double)K < KD_SMALL_MACS) {
+        /* The bias is written into y first and sgemm adds x W^T on top (beta = 1), so it
+         * costs one pass over y and no separate add. */
+        if (bias) {
+#pragma omp parallel for schedule(static) if (KD_PAR(M * N))
+            for (size_t i = 0; i < M; i++) memcpy(y + i * N, bias, N * sizeof *y);
+        }
+        kd_sgemm(0, 1, M, N, K, 1.0f, x, K, w, K, beta, y, N);
+        return;
+    }
+    /* Row blocks start on multiples of 16 (the kernels' row unrolling); the bias goes into a
+     * block's rows just before its product, while they are in this core's cache. */
+#pragma omp parallel for schedule(static) num_threads(nt)
+    for (int t = 0; t < nt; t++) {
+        const size_t r0 = (M * (size_t)t / (size_t)nt) & ~(size_t)15;
+        const size_t r1 = t + 1 == nt ? M : (M * (size_t)(t + 1) / (size_t)nt) & ~(size_t)15;
+        if (bias)
+            for (size_t i = r0; i < r1; i++) memcpy(y + i * N, bias, N * sizeof *y);
+        kd_sgemm_serial(0, 1, r1 - r0, N, K, 1.0f, x + r0 * K, K, w, K, beta, y + r0 * N, N);
+    }
+}
+
 void kd_sgemm_ref(int trans_a, int trans_b, size_t M, size_t N, size_t K, float alpha,
                   const float *A, size_t lda, const float *B, size_t ldb, float beta, float *C,
                   size_t ldc) {
@@ -162,4 +211,58 @@ void kd_sgemm_ref(int trans_a, int trans_b, size_t M, size_t N, size_t K, float 
 
 int kd_blas_is_openmp(void) { return openblas_get_parallel() == 2; }
 
-const char *kd_blas_config(void) { return openblas_get_config(); }
+const char *kd_blas_corename(void) {
+    const char *s = openblas_get_corename();
+    return s && *s ? s : "unknown";
+}
+
+/* Kernel families by the widest vector instructions they use: 3 AVX-512, 2 AVX2 + FMA, 1 AVX,
+ * 0 older or unknown. OpenBLAS 0.3.21's core names, compared without case. */
+static int core_level(const char *core) {
+    static const struct { const char *name; int level; } cores[] = {
+        {"skylakex", 3}, {"cooperlake", 3}, {"sapphirerapids", 3}, {"haswell", 2},
+        {"zen", 2},      {"excavator", 2},  {"steamroller", 1},    {"piledriver", 1},
+        {"bulldozer", 1}, {"sandybridge", 1},
+    };
+    for (size_t i = 0; i < sizeof cores / sizeof cores[0]; i++)
+        if (strcasecmp(core, cores[i].name) == 0) return cores[i].level;
+    return 0;
+}
+
+/* The most capable of those families this CPU can run, and its name. */
+static int cpu_level(const char **name) {
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
+        return *name = "AVX-512 (SkylakeX kernels)", 3;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        return *name = "AVX2 (Haswell kernels)", 2;
+    if (__builtin_cpu_supports("avx")) return *name = "AVX (Sandybridge kernels)", 1;
+    return *name = "no AVX", 0;
+}
+
+/* The pin exists on some machines because older OpenBLAS builds computed wrong results on some
+ * CPU families: the note says what runs and what could, and leaves the choice to the user. */
+int kd_blas_pin_note(char *buf, size_t cap) {
+    const char *pin = getenv("OPENBLAS_CORETYPE"), *cpu;
+    if (!pin || !*pin) return 0;
+    const char *core = kd_blas_corename();
+    if (core_level(core) >= cpu_level(&cpu)) return 0;
+    snprintf(buf, cap,
+             "OPENBLAS_CORETYPE=%s: OpenBLAS runs its %s kernels; this CPU supports %s "
+             "(docs/benchmarks.md gives the measured difference)",
+             pin, core, cpu);
+    return 1;
+}
+
+/* A static buffer: --version calls it once, on one thread. */
+const char *kd_blas_config(void) {
+    static char buf[384];
+    const char *pin = getenv("OPENBLAS_CORETYPE"), *cpu;
+    cpu_level(&cpu);
+    snprintf(buf, sizeof buf, "%s, running its %s kernels (%s%s; this CPU supports %s)",
+             openblas_get_config(), kd_blas_corename(),
+             pin && *pin ? "pinned by OPENBLAS_CORETYPE=" : "chosen by OpenBLAS",
+             pin && *pin ? pin : "", cpu);
+    return buf;
+}

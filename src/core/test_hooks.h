@@ -34,6 +34,8 @@ extern int kd_fault_create_after;
 extern unsigned long kd_hook_gemm_one_thread;
 /* kd_sgemm: 0 turns the small-products rule off (tests/bench/bench_gemm.c times both sides). */
 extern int kd_gemm_small_rule;
+/* kd_sgemm_linear: 0 turns the row split off (the team's sgemm, the reference path). */
+extern int kd_gemm_row_split;
 /* kd_sgemm, kd_sgemm_serial: when set, called with every product's transposes and sizes before
  * it runs (serial: 1 from kd_sgemm_serial, one thread's share of a parallel loop, possibly on
  * several threads at once), so a benchmark can record the products of a step and time them

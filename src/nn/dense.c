@@ -71,20 +71,11 @@ static void bias_grad(const float *dy, float *db, size_t B, size_t out) {
     }
 }
 
-/* x (B, in) -> y (B, out). The bias is written into y first and sgemm adds x W^T on top
- * (beta = 1), so the bias costs one pass over y and no separate add. */
+/* x (B, in) -> y (B, out); inference may split the batch's rows among the threads. */
 static void dense_forward(kd_layer *l, const float *x, float *y, size_t B, kd_ctx *ctx) {
-    (void)ctx;
     const dense_hp *hp = l->hp;
-    const size_t in = l->in.d[0], out = hp->units;
-    const float *w = l->t[DENSE_W], *b = l->t[DENSE_B];
-    float beta = 0.0f;
-    if (hp->bias) {
-#pragma omp parallel for schedule(static) if (KD_PAR(B * out))
-        for (size_t i = 0; i < B; i++) memcpy(y + i * out, b, out * sizeof *y);
-        beta = 1.0f;
-    }
-    kd_sgemm(0, 1, B, out, in, 1.0f, x, in, w, in, beta, y, out);
+    kd_sgemm_linear(B, hp->units, l->in.d[0], x, l->t[DENSE_W], hp->bias ? l->t[DENSE_B] : NULL,
+                    y, !ctx || !ctx->training);
 }
 
 /* dW (out, in) += dy^T x;  db (out) += sum over the batch of dy;  dx (B, in) = dy W. */

@@ -1,0 +1,274 @@
+/* bench_ort.c - distill's side of `make bench-ort` (tests/bench/bench_ort.py): a config's model
+ * with seeded random weights, exported to ONNX for ONNX Runtime, and the same model's forward
+ * timed here on the same preprocessed test images.
+ *   bench_ort prepare CONFIG DIR [--n N]   DIR/model.onnx (no preprocessing node: it takes
+ *                                          the preprocessed inputs) and DIR/input.f32, the first
+ *                                          N test samples preprocessed as the config says
+ *   bench_ort run CONFIG DIR --batch B [--budget S] [--threads T] [--logits OUT.f32]
+ *                                          one timing round: prints one line
+ *                                          (--split 0: dense layers on the team's sgemm, the
+ *                                          path before issue 29, for A/B timings)
+ *   result samples_per_s=.. single_us=.. gflops=.. sgemm_gflops=.. peak_gflops=.. core=..
+ * samples_per_s: batch-B forwards of the first B samples (median pass of those run within the
+ * budget); single_us: one-sample forward latency (p50); gflops: 2 * MACs * B / pass time;
+ * sgemm_gflops: the same products the forward makes (recorded through the gemm hook) timed
+ * alone, in the same threading; peak_gflops: a 1024^3 sgemm on the whole team (best of 5).
+ * The weights come from a fixed seed, so every run and both sides see the same model.
+ * Not run by `make bench` (it needs arguments). */
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../src/core/test_hooks.h"
+#include "kd_config.h"
+#include "kd_eval.h"
+#include "kd_export.h"
+#include "kd_gemm.h"
+#include "kd_threads.h"
+
+#define MAX_PRODUCTS 8192
+
+typedef struct {
+    int ta, tb, serial;
+    size_t M, N, K;
+} product;
+
+static product products[MAX_PRODUCTS];
+static size_t n_products;
+
+/* The gemm hook: the shapes one forward multiplies. Per-chunk loops call it from several
+ * threads at once, hence the critical section (the timing pass runs without the hook). */
+static void record(int ta, int tb, size_t M, size_t N, size_t K, int serial) {
+#pragma omp critical(bench_ort_record)
+    if (n_products < MAX_PRODUCTS) products[n_products++] = (product){ta, tb, serial, M, N, K};
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* The config's student (its "model"), built for batch B with weights from seed 7. */
+static kd_status build(const char *config, kd_model *m, kd_eval_data *d, kd_dataset **ds,
+                       size_t B, kd_err *err) {
+    kd_rng rng;
+    kd_status st = kd_eval_data_from_config(d, config, NULL, 0, "test", err);
+    if (!st) st = kd_eval_data_open(d, &d->pp, ds, err);
+    if (st) return st;
+    char *arch = kd_eval_data_arch(d, 0, &kd_dataset_info(*ds)->shape);
+    if (!arch) return kd_err_set(err, KD_EUSAGE, "%s: no model layers", config);
+    st = kd_model_init_arch(m, arch, 0, err);
+    free(arch);
+    if (!st) st = kd_model_reserve(m, B, err);
+    if (st) return st;
+    kd_rng_seed(&rng, 7);
+    kd_model_init_weights(m, &rng, KD_INIT_HE);
+    return KD_OK;
+}
+
+static kd_status prepare(kd_model *m, kd_dataset *ds, const char *dir, size_t n, kd_err *err) {
+    char path[4200];
+    const size_t D = kd_shape_numel(&m->input);
+    kd_status st = KD_OK;
+    float *x = malloc(n * D * sizeof *x);
+    size_t *idx = malloc(n * sizeof *idx);
+    FILE *f = NULL;
+    if (!x || !idx) {
+        st = kd_err_set(err, KD_EIO, "out of memory");
+        goto cleanup;
+    }
+    for (size_t i = 0; i < n; i++) idx[i] = i;
+    snprintf(path, sizeof path, "%s/model.onnx", dir);
+    kd_export_info info = {0};
+    info.n_classes = m->n_classes;
+    if ((st = kd_export_onnx(path, m, &info, err))) goto cleanup;
+    if ((st = kd_dataset_get(ds, idx, n, x, NULL, NULL, err))) goto cleanup;
+    snprintf(path, sizeof path, "%s/input.f32", dir);
+    if (!(f = fopen(path, "wb")) || fwrite(x, sizeof *x, n * D, f) != n * D || fclose(f)) {
+        f = NULL;
+        st = kd_err_set(err, KD_EIO, "%s: cannot write", path);
+        goto cleanup;
+    }
+    f = NULL;
+    printf("shape");
+    for (int k = 0; k < (int)m->input.rank; k++) printf("%c%zu", k ? ',' : ' ', m->input.d[k]);
+    printf(" classes %zu macs %zu\n", m->n_classes, kd_model_macs(m));
+cleanup:
+    if (f) fclose(f);
+    free(x);
+    free(idx);
+    return st;
+}
+
+/* Seconds for the recorded products run alone: serial ones shared by the team as the
+ * per-chunk loops share them, the others one after another through kd_sgemm. Best of reps. */
+static double products_alone(float *a, float *b, float *c, int reps) {
+    double best = 1e30;
+    for (int r = 0; r < reps; r++) {
+        double t0 = kd_now();
+#pragma omp parallel for schedule(static)
+        for (size_t i = 0; i < n_products; i++) {
+            const product *p = &products[i];
+            if (p->serial)
+                kd_sgemm_serial(p->ta, p->tb, p->M, p->N, p->K, 1.0f, a, p->ta ? p->M : p->K, b,
+                                p->tb ? p->K : p->N, 0.0f, c + (size_t)omp_get_thread_num() *
+                                p->M * p->N, p->N);
+        }
+        for (size_t i = 0; i < n_products; i++) {
+            const product *p = &products[i];
+            if (!p->serial)
+                kd_sgemm(p->ta, p->tb, p->M, p->N, p->K, 1.0f, a, p->ta ? p->M : p->K, b,
+                         p->tb ? p->K : p->N, 0.0f, c, p->N);
+        }
+        double t = kd_now() - t0;
+        if (t < best) best = t;
+    }
+    return best;
+}
+
+static double peak_gflops(void) {
+    const size_t n = 1024;
+    float *a = kd_alloc_floats(n * n), *b = kd_alloc_floats(n * n), *c = kd_alloc_floats(n * n);
+    double best = 1e30;
+    if (!a || !b || !c) exit(1);
+    for (size_t i = 0; i < n * n; i++) a[i] = b[i] = (float)(i % 7) * 0.1f;
+    for (int r = 0; r < 6; r++) {
+        double t0 = kd_now();
+        kd_sgemm(0, 0, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+        double t = kd_now() - t0;
+        if (r && t < best) best = t;  /* the first call starts the threads */
+    }
+    kd_free_aligned(a);
+    kd_free_aligned(b);
+    kd_free_aligned(c);
+    return 2.0 * (double)n * (double)n * (double)n / best / 1e9;
+}
+
+/* The largest operand of any recorded product, for the timing buffers. */
+static size_t largest_operand(void) {
+    size_t cap = 1;
+    for (size_t i = 0; i < n_products; i++) {
+        const product *p = &products[i];
+        const size_t s[3] = {p->M * p->K, p->K * p->N, p->M * p->N * (size_t)kd_threads_get()};
+        for (int k = 0; k < 3; k++)
+            if (s[k] > cap) cap = s[k];
+    }
+    return cap;
+}
+
+/* Median seconds of a batch-B forward pass over reps (at least 3, within budget_s). */
+static double time_batch(kd_model *m, const float *x, size_t B, double budget_s) {
+    double t[64], start = kd_now();
+    int reps = 0;
+    kd_model_forward(m, x, B, NULL);
+    while (reps < 64 && (reps < 3 || kd_now() - start < budget_s)) {
+        double t0 = kd_now();
+        kd_model_forward(m, x, B, NULL);
+        t[reps++] = kd_now() - t0;
+    }
+    qsort(t, (size_t)reps, sizeof *t, cmp_double);
+    return t[(reps - 1) / 2];
+}
+
+/* p50 of single-sample forwards, cycling through the first 64 samples. */
+static double time_single(kd_model *m, const float *x, size_t n, double budget_s) {
+    enum { REPS = 2000 };
+    static double t[REPS];
+    const size_t D = kd_shape_numel(&m->input), ns = n < 64 ? n : 64;
+    int reps = 0;
+    for (size_t i = 0; i < 10; i++) kd_model_forward(m, x + (i % ns) * D, 1, NULL);
+    double start = kd_now();
+    while (reps < REPS && (reps < 20 || kd_now() - start < budget_s)) {
+        double t0 = kd_now();
+        kd_model_forward(m, x + ((size_t)reps % ns) * D, 1, NULL);
+        t[reps++] = kd_now() - t0;
+    }
+    qsort(t, (size_t)reps, sizeof *t, cmp_double);
+    return t[(reps - 1) / 2];
+}
+
+static kd_status run(kd_model *m, const char *dir, size_t B, double budget, const char *logits,
+                     kd_err *err) {
+    char path[4200];
+    const size_t D = kd_shape_numel(&m->input);
+    float *x = kd_alloc_floats(B * D), *a = NULL, *b = NULL, *c = NULL;
+    kd_status st = KD_OK;
+    FILE *f = NULL;
+    snprintf(path, sizeof path, "%s/input.f32", dir);
+    if (!x || !(f = fopen(path, "rb")) || fread(x, sizeof *x, B * D, f) != B * D) {
+        st = kd_err_set(err, KD_EIO, "%s: cannot read %zu samples", path, B);
+        goto cleanup;
+    }
+    fclose(f);
+    f = NULL;
+    const double t_batch = time_batch(m, x, B, budget);
+    if (logits) {
+        const float *z = kd_model_forward(m, x, B, NULL);
+        if (!(f = fopen(logits, "wb")) || fwrite(z, sizeof *z, B * m->n_classes, f) !=
+                                              B * m->n_classes || fclose(f)) {
+            f = NULL;
+            st = kd_err_set(err, KD_EIO, "%s: cannot write", logits);
+            goto cleanup;
+        }
+        f = NULL;
+    }
+    kd_hook_gemm_shape = record;
+    kd_model_forward(m, x, B, NULL);
+    kd_hook_gemm_shape = NULL;
+    const size_t cap = largest_operand();
+    a = kd_alloc_floats(cap), b = kd_alloc_floats(cap), c = kd_alloc_floats(cap);
+    if (!a || !b || !c) {
+        st = kd_err_set(err, KD_EIO, "out of memory");
+        goto cleanup;
+    }
+    for (size_t i = 0; i < cap; i++) a[i] = b[i] = (float)(i % 11) * 0.01f;
+    const double t_alone = products_alone(a, b, c, 3), flops = 2.0 * (double)kd_model_macs(m);
+    const double t_single = time_single(m, x, B, budget / 2);
+    printf("result samples_per_s=%.1f single_us=%.2f gflops=%.2f sgemm_gflops=%.2f "
+           "peak_gflops=%.2f products=%zu core=%s threads=%d\n",
+           (double)B / t_batch, t_single * 1e6, flops * (double)B / t_batch / 1e9,
+           flops * (double)B / t_alone / 1e9, peak_gflops(), n_products, kd_blas_corename(),
+           kd_threads_get());
+cleanup:
+    if (f) fclose(f);
+    kd_free_aligned(x);
+    kd_free_aligned(a);
+    kd_free_aligned(b);
+    kd_free_aligned(c);
+    return st;
+}
+
+int main(int argc, char **argv) {
+    const char *logits = NULL;
+    size_t B = 1000, n = 1000;
+    double budget = 1.0;
+    int threads = 2, rc = 1;
+    for (int i = 4; i + 1 < argc; i += 2) {
+        if (!strcmp(argv[i], "--batch")) B = (size_t)atol(argv[i + 1]);
+        else if (!strcmp(argv[i], "--n")) n = (size_t)atol(argv[i + 1]);
+        else if (!strcmp(argv[i], "--budget")) budget = atof(argv[i + 1]);
+        else if (!strcmp(argv[i], "--threads")) threads = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--logits")) logits = argv[i + 1];
+        else if (!strcmp(argv[i], "--split")) kd_gemm_row_split = atoi(argv[i + 1]);
+    }
+    if (argc < 4 || (strcmp(argv[1], "prepare") && strcmp(argv[1], "run")) || !B || !n) {
+        fprintf(stderr, "usage: bench_ort prepare|run CONFIG DIR [--n N] [--batch B] "
+                        "[--budget S] [--threads T] [--logits OUT]\n");
+        return 2;
+    }
+    const int prep = !strcmp(argv[1], "prepare");
+    kd_threads_set(threads);
+    kd_err err = {0};
+    kd_model m = {0};
+    kd_eval_data d = {0};
+    kd_dataset *ds = NULL;
+    kd_status st = build(argv[2], &m, &d, &ds, prep ? 1 : B, &err);
+    if (!st) st = prep ? prepare(&m, ds, argv[3], n, &err) : run(&m, argv[3], B, budget, logits, &err);
+    if (st) fprintf(stderr, "bench_ort: %s\n", err.msg);
+    else rc = 0;
+    kd_dataset_close(ds);
+    kd_eval_data_free(&d);
+    kd_model_free(&m);
+    return rc;
+}
