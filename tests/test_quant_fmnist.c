@@ -92,6 +92,10 @@ KD_TEST(quant_mlp_keeps_its_fashion_mnist_accuracy) {
              kd_test_distill(), dir);
     CHECK_EQ_INT(kd_test_run(cmd, out, sizeof out), 2);
     CHECK_CONTAINS(out, "q.safetensors is a full-integer (qint8) model");
+    snprintf(cmd, sizeof cmd, "%s info %s/q.safetensors", kd_test_distill(), dir);
+    CHECK_EQ_INT(kd_test_run(cmd, out, sizeof out), 0);
+    CHECK_CONTAINS(out, "qint8 full-integer model: 2 ops, 3 values, 50816 int8 weights");
+    CHECK_CONTAINS(out, "dense   layer 0 -> value 1 (64)");
     snprintf(cmd, sizeof cmd, "%s export %s %s/q2.safetensors --dtype qint8 --config "
              "configs/tiny.json", kd_test_distill(), ckpt, dir);
     CHECK_EQ_INT(kd_test_run(cmd, out, sizeof out), 2);

@@ -10,6 +10,7 @@
 #include <stdio.h>
 
 #include "kd_common.h"
+#include "kd_safetensors.h"
 #include "kd_train.h"
 
 typedef struct {
@@ -127,6 +128,8 @@ kd_status kd_cli_json_print(cJSON *doc, int failed, kd_err *err);
 /* `distill info` for a soft-target cache file (info_cache.c): verifies and describes it (JSON
  * with json); returns the exit code. */
 int kd_cli_info_cache(const char *path, int json);
+/* info of a qint8 file f (info_qint8.c): its reader's checks, then every op; the exit code. */
+int kd_cli_info_qint8(const char *path, const kd_st_file *f, int json);
 
 /* `distill --version` (version.c): distill's version and those of the libraries it runs with. */
 void kd_cli_print_version(FILE *f);

@@ -215,6 +215,11 @@ static int run(int argc, char **argv) {
         rc = kd_cli_fail(&err);
         goto cleanup;
     }
+    const char *dtype = kd_st_meta(&f, "dtype");
+    if (dtype && strcmp(dtype, "qint8") == 0) { /* a full-integer model: its own reader */
+        rc = kd_cli_info_qint8(path, &f, json);
+        goto cleanup;
+    }
     if (kd_st_meta(&f, "arch")) {
         /* Builds the model and checks every tensor against it, and the class names and the
          * preprocessing, as eval and predict would (training state and extra tensors allowed,
