@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../src/nn/layer_impl.h"
+#include "../src/nn/fused.h"
 #include "kd_rng.h"
 #include "kd_test.h"
 

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fused.h"
 #include "kd_reduce.h"
 #include "layer_impl.h"
 

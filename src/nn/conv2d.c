@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "depthwise.h"
+#include "fused.h"
 #include "kd_gemm.h"
 #include "layer_impl.h"
 

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "depthwise.h"
+#include "fused.h"
 
 /* For a kernel tap at signed offset off (k - P) along an axis of input length n and output
  * length on: the outputs o whose input o*S + off lies in [0, n) are [*lo, *hi). */

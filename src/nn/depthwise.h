@@ -3,7 +3,7 @@
 #ifndef KD_DEPTHWISE_H
 #define KD_DEPTHWISE_H
 
-#include "layer_impl.h"
+#include "fused.h"
 
 typedef struct {
     size_t C, H, W;       /* input, C channels (the output's too) */

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fused.h"
 #include "graph.h"
 
 /* ---- Units: a fused group or one layer ---- */

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fused.h"
 #include "graph.h"
 
 /* First components a layer name may not have: the checkpoint's own tensors (optimizer moments,

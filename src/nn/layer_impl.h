@@ -6,8 +6,8 @@
  * model binds them by position: l->t[i] values, l->dt[i] gradient, l->count[i] counter), the
  * kernels, and one line in layer.c's table. A merge (several inputs) sets forward_merge and
  * backward_merge instead of forward and backward and reads its input shapes from l->ins in
- * configure (add.c, concat.c). Nothing else names the type (the fused units below name the
- * types they fuse). */
+ * configure (add.c, concat.c). Nothing else names the type but the fused units (fused.h),
+ * which name the types they fuse. */
 #ifndef KD_LAYER_IMPL_H
 #define KD_LAYER_IMPL_H
 
@@ -218,74 +218,6 @@ static inline float kd_float_if(uint32_t cond, float v) {
             __VA_ARGS__;                                                                   \
         }                                                                                  \
     } while (0)
-
-/* ---- The fused batchnorm -> maxpool2d (2x2) -> relu group (model.c runs the three layers
- * as one when they follow each other; batchnorm.c computes it with pool.c's plane kernels). ---- */
-extern const kd_layer_ops kd_layer_batchnorm, kd_layer_maxpool2d, kd_layer_relu, kd_layer_conv2d;
-/* Whether l is a maxpool2d with a 2x2 kernel, stride 2, no padding, over even planes. */
-int kd_maxpool_is_2x2(const kd_layer *l);
-/* One (OH*2, OW*2) plane xp pooled into yp (OH, OW) with the first-maximum indices in ap, every
- * input read as k * (x - mu) + beta and every output through ReLU; the winners' own inputs xp
- * into win (OH, OW) when win is not NULL. */
-void kd_maxpool2x2_affine_relu_plane(const float *xp, float *yp, uint32_t *ap, float *win,
-                                     size_t OH, size_t OW, float k, float mu, float beta);
-/* The plane's batch-norm input gradient dxp (every element written) from relu's output
- * gradient dyp, relu's output yp (a gradient passes where yp > 0), the indices ap and batch
- * norm's input xp: dx = k * (e - a - (x - mu) * bq), e the gradient routed to each window's
- * winner and 0 elsewhere. */
-void kd_maxpool2x2_relu_bn_backward_plane(const float *dyp, const float *yp, const uint32_t *ap,
-                                          const float *xp, float *dxp, size_t OH, size_t OW,
-                                          float k, float a, float bq, float mu);
-/* The group's forward: x (B, C, H, W), batch norm's input, to y (B, C, H/2, W/2), relu's
- * output, keeping what backward reads: batch norm's statistics, the pool's indices and, in win
- * (B, C, H/2, W/2; NULL in an inference-only model), each window's winning input. The same
- * bits as the three layers run one after another. */
-void kd_bn_pool_relu_forward(kd_layer *bn, kd_layer *pool, const float *x, float *y, float *win,
-                             size_t B, kd_ctx *ctx);
-/* A sample's output handed on while it is in the producing thread's cache: fn(arg, b, y_b)
- * reads sample b's output y_b. Called from the team's threads at once, for distinct b. */
-typedef struct {
-    void (*fn)(const void *arg, size_t b, const float *y_b);
-    const void *arg;
-} kd_sample_sink;
-/* conv2d's forward x -> y, handing each sample's output to sink (or NULL) right after its
- * product. */
-void kd_conv2d_forward_to(kd_layer *l, const float *x, float *y, const kd_sample_sink *sink,
-                          size_t B, kd_ctx *ctx);
-/* conv2d followed by a fused group, forward as one: in training the convolution hands each
- * sample to batch norm's statistics while it is in cache (no pass of their own), then the
- * group; conv_y is the convolution's output (kept for backward), y and win the group's. */
-void kd_conv_bn_pool_relu_forward(kd_layer *conv, kd_layer *bn, kd_layer *pool, const float *x,
-                                  float *conv_y, float *y, float *win, size_t B, kd_ctx *ctx);
-/* Its backward from dy (relu's output gradient) to dx (batch norm's input gradient, or NULL),
- * accumulating batch norm's parameter gradients: first the sums over the batch (they also keep
- * each channel's dx constants in batch norm's cache), then sample b's dx_b (C, H, W) from them,
- * on its own (a convolution's backward asks for one sample at a time). */
-void kd_bn_pool_relu_backward(kd_layer *bn, kd_layer *pool, const float *x, const float *y,
-                              const float *win, const float *dy, float *dx, size_t B,
-                              kd_ctx *ctx);
-void kd_bn_pool_relu_backward_sums(kd_layer *bn, const kd_layer *pool, const float *y,
-                                   const float *win, const float *dy, size_t B, kd_ctx *ctx);
-void kd_bn_pool_relu_dx(const kd_layer *bn, const kd_layer *pool, const float *x, const float *y,
-                        const float *dy, size_t b, float *dx_b);
-
-/* An output gradient made one sample at a time: fn(arg, b, dy_b) writes sample b's (the whole
- * per-sample output) into dy_b. Called from the team's threads at once, for distinct b. */
-typedef struct {
-    void (*fn)(const void *arg, size_t b, float *dy_b);
-    const void *arg;
-} kd_dy_source;
-/* conv2d's backward with its output gradient from src, made per sample in the calling thread's
- * workspace just before use (the same gradients as its backward over the gathered dy). */
-void kd_conv2d_backward_from(kd_layer *l, const float *x, const kd_dy_source *src, float *dx,
-                             size_t B, kd_ctx *ctx);
-/* conv2d followed by a fused group, backward as one: the group's sums, then the convolution's
- * backward with the group's dx (its output gradient) made per sample; conv_y is the
- * convolution's output (the group's input), y and win the group's, dx the convolution's input
- * gradient (or NULL). */
-void kd_conv_bn_pool_relu_backward(kd_layer *conv, kd_layer *bn, kd_layer *pool, const float *x,
-                                   const float *conv_y, const float *y, const float *win,
-                                   const float *dy, float *dx, size_t B, kd_ctx *ctx);
 
 /* The units kd_model_forward / kd_model_backward run, for code that walks a model's layers
  * itself (the per-layer benchmark). Forward: kd_model_unit_size layers from layer i on (3 for a

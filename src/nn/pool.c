@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "fused.h"
 #include "layer_impl.h"
 
 #define POOL_MAX_STRIDE ((size_t)1 << 12)
