@@ -122,7 +122,15 @@ static void panel_reliability(kd_strbuf *b, kd_panel *p, const kd_report_model *
     const kd_metrics *met = m->met;
     char name[32], title[128], ece[32];
     snprintf(name, sizeof name, "reliability-%zu", k);
-    kd_svg_fit(m->label, (size_t)((p->w - 40) / KD_SVG_CHAR_PX), title, sizeof title);
+    /* The title shares its line with the ECE ("ECE 0.0000", 10 characters) and is bold (about
+     * a tenth wider than the average advance): it keeps to the room left of it, without the
+     * ".safetensors" every checkpoint's name ends in. */
+    char base[128];
+    snprintf(base, sizeof base, "%s", m->label);
+    size_t len = strlen(base), ext = strlen(".safetensors");
+    if (len > ext && strcmp(base + len - ext, ".safetensors") == 0) base[len - ext] = '\0';
+    kd_svg_fit(base, (size_t)((p->w - 14 * KD_SVG_CHAR_PX) / (1.1 * KD_SVG_CHAR_PX)), title,
+               sizeof title);
     kd_axis_linear(&p->xa, 0, 1, 6, 0, 0, "confidence (max softmax probability)");
     kd_axis_linear(&p->ya, 0, 1, 6, 0, 0, "accuracy");
     kd_svg_panel_open(b, p, name, title, NULL);
