@@ -141,6 +141,29 @@ KD_TEST(cache_refusals_name_the_field_and_the_rebuild_command) {
     CHECK_EQ_INT(distill("train --config " TINY " --out %s/a --quiet " IMAGES ONE_TEACHER
                          "--set data.preprocess.mean=[0.3]", d, d, d), 3);
     CHECK_CONTAINS(g_out, "data.preprocess");
+    /* Per-feature statistics (one mean and std per pixel; short numbers: the command line of
+     * the helper holds 6,000 characters) are part of the preprocessing: a cache built under one
+     * set is refused under another that differs in one pixel's mean. */
+    static char means[2][784 * 6 + 64], stds[784 * 6 + 64];
+    for (int k = 0; k < 2; k++) {
+        size_t len = (size_t)snprintf(means[k], sizeof means[k], "--set data.preprocess.mean=[");
+        for (int i = 0; i < 784; i++)
+            len += (size_t)snprintf(means[k] + len, sizeof means[k] - len, "%s%s", i ? "," : "",
+                                    k && i == 300 ? "1" : "0");
+        snprintf(means[k] + len, sizeof means[k] - len, "]");
+    }
+    size_t len = (size_t)snprintf(stds, sizeof stds, "--set data.preprocess.std=[");
+    for (int i = 0; i < 784; i++) len += (size_t)snprintf(stds + len, sizeof stds - len, "%s1", i ? "," : "");
+    snprintf(stds + len, sizeof stds - len, "]");
+    if (distill("logits --config " TINY " " IMAGES ONE_TEACHER "--set teacher.cache.path="
+                "%s/pf.kdc %s %s", d, d, d, means[0], stds) != 0)
+        kd_test_fail(__FILE__, __LINE__, "%.600s", g_out);
+    CHECK_EQ_INT(distill("train --config " TINY " --out %s/pf --quiet --epochs 1 " IMAGES
+                         ONE_TEACHER "--set teacher.cache.path=%s/pf.kdc %s %s", d, d, d, d,
+                         means[0], stds), 0);
+    CHECK_EQ_INT(distill("train --config " TINY " --out %s/pf2 --quiet " IMAGES ONE_TEACHER
+                         "--set teacher.cache.path=%s/pf.kdc %s %s", d, d, d, d, means[1], stds), 3);
+    CHECK_CONTAINS(g_out, "data.preprocess");
     /* Another validation split keeps the subset but changes which samples train. */
     CHECK_EQ_INT(distill("train --config " TINY " --out %s/a --quiet " IMAGES ONE_TEACHER
                          "--set data.validation_split=400", d, d, d), 3);

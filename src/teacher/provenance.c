@@ -9,7 +9,8 @@
 
 #include "kd_teacher.h"
 
-/* "scale=S mean=[..] std=[..]": the values a sample is turned into before the teacher sees it. */
+/* "scale=S mean=[..] std=[..][ features=N crc32=C]": the values a sample is turned into before
+ * the teacher sees it. */
 static void describe_preprocess(const kd_preprocess *pp, char *buf, size_t cap) {
     size_t len = (size_t)snprintf(buf, cap, "scale=%.9g mean=[", (double)pp->scale);
     for (int c = 0; c < pp->n_channels && len < cap; c++)
@@ -17,7 +18,12 @@ static void describe_preprocess(const kd_preprocess *pp, char *buf, size_t cap) 
     if (len < cap) len += (size_t)snprintf(buf + len, cap - len, "] std=[");
     for (int c = 0; c < pp->n_channels && len < cap; c++)
         len += (size_t)snprintf(buf + len, cap - len, "%s%.9g", c ? "," : "", (double)pp->std[c]);
-    if (len < cap) snprintf(buf + len, cap - len, "]");
+    if (len < cap) len += (size_t)snprintf(buf + len, cap - len, "]");
+    /* Per-feature statistics (standardize, or one mean/std per feature): their count and a
+     * checksum of their bytes, so a cache built under other statistics is refused. */
+    if (pp->n_features && len < cap)
+        snprintf(buf + len, cap - len, " features=%zu crc32=%08lx", pp->n_features,
+                 crc32_z(0L, (const unsigned char *)pp->feat, 2 * pp->n_features * sizeof *pp->feat));
 }
 
 static kd_status add_file_hash(kd_cache_meta *meta, const char *name, const char *path,
