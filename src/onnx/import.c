@@ -106,6 +106,7 @@ static kd_status define_input(kd_onnx_tr *t, kd_onnx_info *info) {
     tr_value *v;
     kd_status st = kd_onnx_tr_define(t, name, &v);
     if (st) return st;
+    t->input = (size_t)(v - t->v);
     v->kind = VAL_RUN;
     v->dname = "input";
     v->layer = -1;
@@ -251,7 +252,7 @@ static kd_status translate(kd_onnx_tr *t, const tr_value *out, kd_onnx_info *inf
 /* ---- the model and the description ---- */
 
 static kd_status build_model(kd_onnx_tr *t, const kd_onnx_opts *opt, kd_model *m) {
-    const tr_value *in = kd_onnx_tr_find(t, t->v[0].name);
+    const tr_value *in = &t->v[t->input];
     char *json = cJSON_PrintUnformatted(t->layers);
     if (!json) return kd_err_set(t->err, KD_EIO, "out of memory");
     kd_status st = kd_model_init(m, &in->shape, json, opt->with_grads, t->err);

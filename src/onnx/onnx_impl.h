@@ -37,7 +37,8 @@ typedef struct {
     int affine;            /* VAL_RUN written by an affine layer: a following constant Mul, Add,
                             * Sub or Div folds into it; aw, ab index its queued weights */
     size_t aw, ab;
-    int gelu;              /* 1..4: the stage of the exact GELU pattern this value completes */
+    int gelu;              /* 1..4: the stage of the exact GELU pattern this value completes;
+                            * KD_ONNX_HSWISH: HardSigmoid(x) waiting for x * it */
     size_t gelu_of;        /* the value the GELU pattern started from */
 } tr_value;
 
@@ -55,6 +56,7 @@ typedef struct {
     int64_t opset;
     tr_value *v;
     size_t n_v, cap_v;
+    size_t input;                   /* index of the graph input's value */
     size_t *slot;                   /* hash of names: value index + 1, 0 empty */
     size_t n_slot;                  /* a power of two */
     char **used;                    /* distill names taken (open addressing, n_slot) */
@@ -83,6 +85,15 @@ kd_status kd_onnx_tr_define(kd_onnx_tr *t, const char *s, tr_value **out);
 /* "node 3 'name' (Conv): " + message; KD_EINPUT. */
 kd_status kd_onnx_node_err(kd_onnx_tr *t, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+
+/* ---- ops_elem.c ---- */
+/* The gelu stage of HardSigmoid(x) (alpha 1/6, beta 1/2) read only by x * it: HardSwish as
+ * torch.onnx writes it below opset 14. */
+#define KD_ONNX_HSWISH 10
+/* The node after the current one that reads value v first; NULL when none. */
+const Onnx__NodeProto *kd_onnx_next_reader(kd_onnx_tr *t, const tr_value *v);
+/* Makes output 0 of nd a pattern step (VAL_PAT) of the given stage, started from value of. */
+kd_status kd_onnx_pattern(kd_onnx_tr *t, const Onnx__NodeProto *nd, int stage, size_t of);
 
 /* ---- tensor.c ---- */
 /* Decodes a TensorProto into a constant value (floats for float types, int64 for integer

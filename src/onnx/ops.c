@@ -472,6 +472,11 @@ static kd_status op_hardsigmoid(kd_onnx_tr *t, const Onnx__NodeProto *nd) {
     kd_status st = need_run(t, nd, 0, &x);
     if (st) return st;
     const float a = kd_onnx_get_float(nd, "alpha", 0.2f), b = kd_onnx_get_float(nd, "beta", 0.5f);
+    const tr_value *hs = kd_onnx_tr_find(t, nd->output[0]);
+    const Onnx__NodeProto *r = hs->readers == 1 ? kd_onnx_next_reader(t, hs) : NULL;
+    if (r && fabsf(a - 1.0f / 6.0f) < 1e-6f && b == 0.5f && r->op_type && !strcmp(r->op_type, "Mul") &&
+        r->n_input == 2 && (!strcmp(r->input[0], x->name) || !strcmp(r->input[1], x->name)))
+        return kd_onnx_pattern(t, nd, KD_ONNX_HSWISH, (size_t)(x - t->v));
     const size_t C = x->dshape.d[0];
     tr_value mid = {0};
     tr_value *pmid = &mid;
@@ -499,6 +504,7 @@ kd_status kd_onnx_op_shape(kd_onnx_tr *t, const Onnx__NodeProto *nd);
 kd_status kd_onnx_op_gather(kd_onnx_tr *t, const Onnx__NodeProto *nd);
 kd_status kd_onnx_op_binary(kd_onnx_tr *t, const Onnx__NodeProto *nd);
 kd_status kd_onnx_op_erf(kd_onnx_tr *t, const Onnx__NodeProto *nd);
+kd_status kd_onnx_op_pad(kd_onnx_tr *t, const Onnx__NodeProto *nd);
 
 static const struct {
     const char *op;
@@ -515,7 +521,7 @@ static const struct {
     {"Squeeze", kd_onnx_op_squeeze}, {"Unsqueeze", kd_onnx_op_unsqueeze},
     {"Concat", kd_onnx_op_concat}, {"Identity", kd_onnx_op_identity},
     {"Dropout", kd_onnx_op_dropout}, {"Constant", kd_onnx_op_constant},
-    {"Shape", kd_onnx_op_shape}, {"Gather", kd_onnx_op_gather},
+    {"Shape", kd_onnx_op_shape}, {"Gather", kd_onnx_op_gather}, {"Pad", kd_onnx_op_pad},
 };
 
 kd_onnx_op_fn kd_onnx_op_find(const char *op) {
@@ -529,6 +535,6 @@ const char *kd_onnx_supported_ops(void) {
            "constant scalar or per-channel operand), Relu, LeakyRelu, Clip (0..6, 0..), Sigmoid, "
            "Tanh, HardSigmoid, HardSwish, Erf (in exact GELU), BatchNormalization, MaxPool, "
            "AveragePool, GlobalAveragePool, ReduceMean (spatial axes), Flatten, Reshape, "
-           "Squeeze, Unsqueeze (flattening), Concat, Identity, Dropout, Constant, Shape and "
+           "Squeeze, Unsqueeze (flattening), Concat, Identity, Dropout, Pad (by 0), Constant, Shape and "
            "Gather (folded shape arithmetic), a final Softmax or LogSoftmax (removed)";
 }

@@ -16,8 +16,7 @@ static int is_scalar(const tr_value *c, double want) {
     return c->kind == VAL_CONST && !c->is_int && c->n == 1 && fabs(c->f[0] - want) < 1e-5 * fabs(want);
 }
 
-/* The node after the current one that reads value v first; NULL when none. */
-static const Onnx__NodeProto *next_reader(kd_onnx_tr *t, const tr_value *v) {
+const Onnx__NodeProto *kd_onnx_next_reader(kd_onnx_tr *t, const tr_value *v) {
     for (size_t n = t->node_index + 1; n < t->g->n_node; n++) {
         const Onnx__NodeProto *nd = t->g->node[n];
         for (size_t k = 0; k < nd->n_input; k++)
@@ -26,7 +25,7 @@ static const Onnx__NodeProto *next_reader(kd_onnx_tr *t, const tr_value *v) {
     return NULL;
 }
 
-static kd_status pattern(kd_onnx_tr *t, const Onnx__NodeProto *nd, int stage, size_t of) {
+kd_status kd_onnx_pattern(kd_onnx_tr *t, const Onnx__NodeProto *nd, int stage, size_t of) {
     tr_value *y = kd_onnx_tr_find(t, nd->output[0]);
     y->kind = VAL_PAT;
     y->gelu = stage;
@@ -42,21 +41,28 @@ static int gelu_step(kd_onnx_tr *t, const Onnx__NodeProto *nd, binop op, tr_valu
     const Onnx__NodeProto *r;
     *st = KD_OK;
     if (op == OP_DIV && a->kind == VAL_RUN && is_scalar(b, 1.4142135623730951) && y->readers == 1 &&
-        (r = next_reader(t, y)) && r->op_type && !strcmp(r->op_type, "Erf")) {
-        *st = pattern(t, nd, 1, (size_t)(a - t->v));
+        (r = kd_onnx_next_reader(t, y)) && r->op_type && !strcmp(r->op_type, "Erf")) {
+        *st = kd_onnx_pattern(t, nd, 1, (size_t)(a - t->v));
         return 1;
     }
     if (op == OP_ADD && (a->kind == VAL_PAT || b->kind == VAL_PAT)) {
         const tr_value *p = a->kind == VAL_PAT ? a : b, *c = p == a ? b : a;
         if (p->gelu == 2 && is_scalar(c, 1.0)) {
-            *st = pattern(t, nd, 3, p->gelu_of);
+            *st = kd_onnx_pattern(t, nd, 3, p->gelu_of);
             return 1;
         }
     }
     if (op == OP_MUL && (a->kind == VAL_PAT || b->kind == VAL_PAT)) {
         const tr_value *p = a->kind == VAL_PAT ? a : b, *c = p == a ? b : a;
         if (p->gelu == 3 && c == &t->v[p->gelu_of]) {
-            *st = pattern(t, nd, 4, p->gelu_of);
+            *st = kd_onnx_pattern(t, nd, 4, p->gelu_of);
+            return 1;
+        }
+        if (p->gelu == KD_ONNX_HSWISH && c == &t->v[p->gelu_of]) {  /* x * HardSigmoid(x) */
+            tr_value *x = &t->v[p->gelu_of];
+            cJSON *spec = cJSON_CreateObject();
+            *st = spec ? kd_onnx_add_layer(t, nd, "hardswish", spec, &x, 1, &x->shape, &x->dshape, NULL)
+                       : oom(t);
             return 1;
         }
         if (p->gelu == 4 && is_scalar(c, 0.5)) {
@@ -251,5 +257,5 @@ kd_status kd_onnx_op_erf(kd_onnx_tr *t, const Onnx__NodeProto *nd) {
     if (!x || x->kind != VAL_PAT || x->gelu != 1)
         return kd_onnx_node_err(t, "Erf is supported only inside the exact GELU pattern "
                                 "x * (erf(x / sqrt 2) + 1) * 0.5");
-    return pattern(t, nd, 2, x->gelu_of);
+    return kd_onnx_pattern(t, nd, 2, x->gelu_of);
 }

@@ -307,3 +307,20 @@ kd_status kd_onnx_op_gather(kd_onnx_tr *t, const Onnx__NodeProto *nd) {
     }
     return KD_OK;
 }
+
+/* Pad by zero on every side: the identity (torch.onnx writes one before an AveragePool with
+ * count_include_pad); real padding belongs in the Conv or pool that follows. */
+kd_status kd_onnx_op_pad(kd_onnx_tr *t, const Onnx__NodeProto *nd) {
+    tr_value *x;
+    const tr_value *p;
+    const Onnx__AttributeProto *a = kd_onnx_get_attr(nd, "pads");
+    kd_status st = run_in(t, nd, &x);
+    if (st) return st;
+    if (!a && (st = const_ints(t, nd, 1, &p))) return st;
+    const size_t n = a ? a->n_ints : p->n;
+    for (size_t k = 0; k < n; k++)
+        if ((a ? a->ints[k] : p->i[k]) != 0)
+            return kd_onnx_node_err(t, "padding other than 0 (give the padding to the Conv or "
+                                    "pool instead)");
+    return kd_onnx_alias(t, nd, x, &x->shape);
+}

@@ -16,11 +16,6 @@ static const char *tname(const Onnx__TensorProto *tp) {
     return tp->name && tp->name[0] ? tp->name : "(unnamed)";
 }
 
-static kd_status terr(kd_onnx_tr *t, const Onnx__TensorProto *tp, const char *msg, size_t a,
-                      size_t b) {
-    return kd_err_set(t->err, KD_EINPUT, "tensor '%.200s': %s (%zu, %zu)", tname(tp), msg, a, b);
-}
-
 /* Bytes per element of the stored types we decode; 0 for the others. */
 static size_t elem_bytes(int32_t dt) {
     switch (dt) {
@@ -165,7 +160,8 @@ static double inline_elem(const Onnx__TensorProto *tp, int32_t dt, size_t k) {
 static kd_status decode_dims(kd_onnx_tr *t, const Onnx__TensorProto *tp, tr_value *v) {
     size_t n = 1;
     if (tp->n_dims > KD_MAX_RANK)
-        return terr(t, tp, "rank above the 4 supported (rank, limit)", tp->n_dims, KD_MAX_RANK);
+        return kd_err_set(t->err, KD_EINPUT, "tensor '%.200s': rank %zu, above the %d distill "
+                          "holds", tname(tp), tp->n_dims, KD_MAX_RANK);
     v->shape.rank = (int)tp->n_dims;
     for (size_t k = 0; k < tp->n_dims; k++) {
         const int64_t d = tp->dims[k];
@@ -200,12 +196,12 @@ kd_status kd_onnx_tensor_decode(kd_onnx_tr *t, const Onnx__TensorProto *tp, tr_v
         raw = ext;
     } else if (tp->has_raw_data) {
         if (tp->raw_data.len != bytes)
-            return terr(t, tp, "raw data bytes disagree with the shape (bytes, expected)",
-                        tp->raw_data.len, bytes);
+            return kd_err_set(t->err, KD_EINPUT, "tensor '%.200s': raw data holds %zu bytes, its "
+                              "shape needs %zu", tname(tp), tp->raw_data.len, bytes);
         raw = tp->raw_data.data;
     } else if (inline_count(tp, dt) != n) {
-        return terr(t, tp, "stored values disagree with the shape (values, expected)",
-                    inline_count(tp, dt), n);
+        return kd_err_set(t->err, KD_EINPUT, "tensor '%.200s': %zu values stored, its shape "
+                          "needs %zu", tname(tp), inline_count(tp, dt), n);
     }
     if (v->is_int) v->i = malloc((n ? n : 1) * sizeof *v->i);
     else v->f = malloc((n ? n : 1) * sizeof *v->f);
