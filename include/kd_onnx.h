@@ -72,6 +72,11 @@ typedef struct {
     const char *output;          /* the output to use (teacher.output), or NULL */
     int with_grads;              /* 0: an inference-only model (a teacher) */
     const kd_onnx_caps *caps;    /* NULL: kd_onnx_default_caps */
+    /* in_c > 0: the model gets a first affine layer "input.preprocess" computing the graph's
+     * input from the data as x * in_w[c] + in_b[c] per channel (a teacher fed other
+     * preprocessing than the data's); in_c must be the input's channel count. */
+    size_t in_c;
+    const float *in_w, *in_b;
 } kd_onnx_opts;
 
 /* Loads the ONNX model at path into m (weights copied in; m is freed and zeroed on failure)

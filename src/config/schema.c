@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "kd_cache.h"
+#include "kd_path.h"
 #include "schema_impl.h"
 
 /* Enum names, in enum order (the stored value indexes them). */
@@ -232,11 +233,87 @@ static int write_unless_ensemble(const kd_cfg_out *o, const kd_cfg_key *k, cJSON
     return o->c->ensemble ? 0 : kd_cfg_write_value(o, k, item);
 }
 
+/* The teacher whose key k (at k->off from the section's base, field `field` of the teacher's
+ * struct) is being parsed. */
+static kd_teacher_cfg *teacher_of(kd_cfg_sec *s, const kd_cfg_key *k, size_t field) {
+    return (kd_teacher_cfg *)(s->base + k->off - field);
+}
+
+/* teacher.output / teacher.preprocess: only for an ONNX teacher (parsed after checkpoint). */
+static kd_status onnx_only(kd_cfg_sec *s, const kd_cfg_key *k, const kd_teacher_cfg *tc) {
+    if (kd_path_has_suffix(tc->path, ".onnx", 1)) return KD_OK;
+    return kd_cfg_fail_key(s, k, "only for an ONNX teacher (a checkpoint ending in .onnx); "
+                           "a distill checkpoint records its own output and preprocessing");
+}
+
+static kd_status parse_teacher_output(kd_cfg_sec *s, const kd_cfg_key *k, const cJSON *v) {
+    kd_status st = kd_cfg_parse_value(s, k, v);
+    return st || !v ? st : onnx_only(s, k, teacher_of(s, k, TCH(output)));
+}
+
+/* teacher.preprocess: "raw", or {"scale": S, "mean": [..], "std": [..]} as data.preprocess
+ * (mean and std with 1 or C values, the same count). */
+static kd_status parse_teacher_pp(kd_cfg_sec *s, const kd_cfg_key *k, const cJSON *v) {
+    kd_teacher_cfg *tc = teacher_of(s, k, TCH(pp_mode));
+    char got[64];
+    kd_preprocess_defaults(&tc->pp);
+    tc->pp_mode = KD_TEACHER_PP_DATA;
+    if (!v) return KD_OK;
+    kd_status st = onnx_only(s, k, tc);
+    if (st) return st;
+    if (cJSON_IsString(v) && !strcmp(v->valuestring, "raw")) {
+        tc->pp_mode = KD_TEACHER_PP_RAW;
+        return KD_OK;
+    }
+    const cJSON *sc = cJSON_GetObjectItemCaseSensitive(v, "scale"),
+                *mean = cJSON_GetObjectItemCaseSensitive(v, "mean"),
+                *sd = cJSON_GetObjectItemCaseSensitive(v, "std");
+    int n = cJSON_GetArraySize(mean), ok = cJSON_IsObject(v) && (!sc || cJSON_IsNumber(sc)) &&
+        n == cJSON_GetArraySize(sd) && n <= KD_MAX_CHANNELS && (!mean || cJSON_IsArray(mean)) &&
+        (!sd || cJSON_IsArray(sd)) && cJSON_GetArraySize(v) == !!sc + !!mean + !!sd;
+    for (int i = 0; ok && i < n; i++) {
+        const cJSON *a = cJSON_GetArrayItem(mean, i), *b = cJSON_GetArrayItem(sd, i);
+        ok = cJSON_IsNumber(a) && cJSON_IsNumber(b) && b->valuedouble > 0;
+        if (ok) tc->pp.mean[i] = (float)a->valuedouble, tc->pp.std[i] = (float)b->valuedouble;
+    }
+    if (ok && sc) ok = sc->valuedouble > 0, tc->pp.scale = (float)sc->valuedouble;
+    if (!ok)
+        return kd_cfg_fail_key(s, k, "expected \"raw\" or {\"scale\": S, \"mean\": [...], "
+                               "\"std\": [...]} (std > 0, as many means as stds, at most %d), "
+                               "got %s", KD_MAX_CHANNELS, kd_cfg_describe(v, got, sizeof got));
+    tc->pp.n_channels = n;
+    tc->pp_mode = KD_TEACHER_PP_GIVEN;
+    return KD_OK;
+}
+
+static int write_teacher_pp(const kd_cfg_out *o, const kd_cfg_key *k, cJSON **item) {
+    const kd_teacher_cfg *tc = (const kd_teacher_cfg *)(o->base + k->off - TCH(pp_mode));
+    *item = NULL;
+    if (tc->pp_mode == KD_TEACHER_PP_DATA || (k->off != TCH(pp_mode) && o->c->ensemble)) return 0;
+    if (tc->pp_mode == KD_TEACHER_PP_RAW) return (*item = cJSON_CreateString("raw")) ? 0 : -1;
+    cJSON *obj = cJSON_CreateObject(), *m = cJSON_AddArrayToObject(obj, "mean"),
+          *d = cJSON_AddArrayToObject(obj, "std");
+    int ok = obj && m && d && cJSON_AddNumberToObject(obj, "scale", tc->pp.scale);
+    for (int i = 0; ok && i < tc->pp.n_channels; i++)
+        ok = cJSON_AddItemToArray(m, cJSON_CreateNumber(tc->pp.mean[i])) &&
+             cJSON_AddItemToArray(d, cJSON_CreateNumber(tc->pp.std[i]));
+    if (!ok) {
+        cJSON_Delete(obj);
+        return -1;
+    }
+    *item = obj;
+    return 0;
+}
+
 static const kd_cfg_key member_keys[] = {
     {"checkpoint", CFG_PATH, .off = TCH(path), .cap = SIZE_OF(kd_teacher_cfg, path),
      .required = "required: this teacher's safetensors file"},
     {"layers", CFG_JSON, .off = TCH(layers), .parse = parse_layers},
     {"weight", CFG_NUMBER, CFG_FLOAT, TCH(weight), .range = &R_POS, .flags = CFG_DEFAULT, .def = 1},
+    {"output", CFG_STRING, .off = TCH(output), .cap = SIZE_OF(kd_teacher_cfg, output),
+     .flags = CFG_NONZERO, .parse = parse_teacher_output},
+    {"preprocess", CFG_CUSTOM, .off = TCH(pp_mode), .parse = parse_teacher_pp,
+     .write = write_teacher_pp},
 };
 static const kd_cfg_section member_section = SECTION(member_keys, NULL, 0);
 
@@ -345,6 +422,11 @@ static const kd_cfg_key teacher_keys[] = {
      .parse = parse_teacher_checkpoint, .write = write_unless_ensemble},
     {"layers", CFG_JSON, .off = CFG(teachers[0].layers), .flags = CFG_INDEXED,
      .parse = parse_teacher_layers, .write = write_unless_ensemble},
+    {"output", CFG_STRING, .off = CFG(teachers[0].output), .flags = CFG_NONZERO,
+     .cap = SIZE_OF(kd_teacher_cfg, output), .parse = parse_teacher_output,
+     .write = write_unless_ensemble},
+    {"preprocess", CFG_CUSTOM, .off = CFG(teachers[0].pp_mode), .parse = parse_teacher_pp,
+     .write = write_teacher_pp},
     {"ensemble", CFG_CUSTOM, .flags = CFG_INDEXED, .parse = parse_ensemble,
      .write = write_ensemble, .phase = -1},
     {"cache", CFG_SECTION, .off = CFG(cache), .sub = &cache_section,

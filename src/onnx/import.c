@@ -124,6 +124,40 @@ static kd_status define_input(kd_onnx_tr *t, kd_onnx_info *info) {
     return KD_OK;
 }
 
+/* The first layer opt asks for: an affine map from the data to the graph's input. */
+static kd_status input_affine(kd_onnx_tr *t, const kd_onnx_opts *opt) {
+    tr_value *v = &t->v[t->input];
+    if (!opt->in_c) return KD_OK;
+    if (opt->in_c != v->dshape.d[0])
+        return kd_err_set(t->err, KD_EUSAGE, "preprocessing of %zu channels for an input of %zu "
+                          "channels", opt->in_c, v->dshape.d[0]);
+    const char *name = kd_onnx_tr_name(t, "input.preprocess");
+    cJSON *spec = cJSON_CreateObject();
+    float *w = malloc(opt->in_c * sizeof *w), *b = malloc(opt->in_c * sizeof *b);
+    kd_status st = KD_OK;
+    if (!name || !spec || !w || !b || !cJSON_AddStringToObject(spec, "type", "affine") ||
+        !cJSON_AddStringToObject(spec, "name", name) || !cJSON_AddStringToObject(spec, "from", "input") ||
+        !cJSON_AddItemToArray(t->layers, spec)) {
+        cJSON_Delete(spec);
+        free(w);
+        free(b);
+        return kd_err_set(t->err, KD_EIO, "out of memory");
+    }
+    memcpy(w, opt->in_w, opt->in_c * sizeof *w);
+    memcpy(b, opt->in_b, opt->in_c * sizeof *b);
+    t->n_layers++;
+    v->dname = name;
+    v->layer = 0;
+    v->affine = 1;
+    v->aw = t->n_w;
+    if ((st = kd_onnx_add_weight(t, name, "weight", w, opt->in_c))) {
+        free(b);
+        return st;
+    }
+    v->ab = t->n_w;
+    return kd_onnx_add_weight(t, name, "bias", b, opt->in_c);
+}
+
 /* Every node input defined by an earlier node, an initializer or the input (which also
  * refuses a cycle), every output defined once; counts readers. */
 static kd_status define_nodes(kd_onnx_tr *t) {
@@ -395,6 +429,7 @@ kd_status kd_onnx_load_buf(const uint8_t *buf, size_t len, const char *dir,
     if (!st) st = tr_init(&t, mp->graph);
     if (!st) st = define_initializers(&t);
     if (!st) st = define_input(&t, info);
+    if (!st) st = input_affine(&t, opt);
     if (!st) st = define_nodes(&t);
     if (!st) st = choose_output(&t, opt->output, &out);
     if (!st) {
