@@ -85,7 +85,7 @@ static void check_fixture(const char *name, size_t n_layers_min) {
     kd_model m;
     kd_onnx_info info;
     kd_err err;
-    const kd_onnx_opts opt = {NULL, 0, NULL};
+    const kd_onnx_opts opt = {.output = NULL};
     size_t nx, nz, no;
     if (kd_onnx_load(onnx, &opt, &m, &info, &err)) {
         kd_test_fail(__FILE__, __LINE__, "%s: %s", name, err.msg);
@@ -144,7 +144,7 @@ KD_TEST(onnx_translation_described) {
     kd_model m;
     kd_onnx_info info;
     kd_err err;
-    const kd_onnx_opts opt = {NULL, 0, NULL};
+    const kd_onnx_opts opt = {.output = NULL};
     if (kd_onnx_load(FIX "/groups_bn.onnx", &opt, &m, &info, &err)) {
         kd_test_fail(__FILE__, __LINE__, "%s", err.msg);
         return;
@@ -329,7 +329,7 @@ static uint8_t *mini_pack(const mini *s, size_t *len) {
 static kd_status load_bytes(const uint8_t *buf, size_t len, const char *dir,
                             const kd_onnx_caps *caps, kd_err *err) {
     kd_model m;
-    const kd_onnx_opts opt = {NULL, 0, caps};
+    const kd_onnx_opts opt = {.caps = caps};
     kd_status st = kd_onnx_load_buf(buf, len, dir, &opt, &m, NULL, err);
     if (!st) {
         /* relu(W x) on x = [4, 3, 2, 1], W's entries (k % 5) / 4 - 1/2 row by row:
@@ -365,7 +365,7 @@ KD_TEST(onnx_mini_model_loads) {
     /* A second hand-checked input: x = [1, 0, 0, 0] gives W's first column, relu'd:
      * [-.5, .5, .25] -> [0, .5, .25]. */
     kd_model m;
-    const kd_onnx_opts opt = {NULL, 0, NULL};
+    const kd_onnx_opts opt = {.output = NULL};
     if (kd_onnx_load_buf(buf, len, NULL, &opt, &m, NULL, &err) == KD_OK &&
         kd_model_reserve(&m, 1, &err) == KD_OK) {
         const float x[4] = {1, 0, 0, 0}, want[3] = {0.0f, 0.5f, 0.25f};
