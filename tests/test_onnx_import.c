@@ -8,8 +8,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kd_export.h"
 #include "kd_gradcheck.h"
 #include "kd_onnx.h"
+#include "kd_teacher.h"
 #include "kd_test.h"
 #include "onnx.pb-c.h"
 
@@ -590,4 +592,88 @@ KD_TEST(onnx_affine_layer_gradcheck) {
                               "[{\"type\":\"conv2d\",\"channels\":2,\"kernel\":1},{\"type\":\"affine\"},"
                               "{\"type\":\"relu\"},{\"type\":\"flatten\"},{\"type\":\"dense\",\"units\":3}]",
                               2, 53, 0, 1e-2), 0);
+}
+
+/* A model distill exported (preprocessing inside, metadata naming distill) loads back as a
+ * teacher fed the raw sample: given the data preprocessed as recorded, the loaded model's
+ * logits equal the original's. Also with teacher.preprocess "raw" on a graph that expects raw
+ * values, and a given preprocessing, each checked against the original model. */
+KD_TEST(onnx_distill_export_loads_back) {
+    const kd_shape in = {3, {1, 8, 8}};
+    const char *layers =
+        "[{\"type\":\"conv2d\",\"channels\":3,\"kernel\":3,\"padding\":1},{\"type\":\"batchnorm\"},"
+        "{\"type\":\"relu\"},{\"type\":\"maxpool2d\",\"kernel\":2},{\"type\":\"flatten\"},"
+        "{\"type\":\"dense\",\"units\":5}]";
+    kd_model m, t;
+    kd_err err;
+    kd_rng rng;
+    kd_onnx_info info;
+    kd_preprocess pp;
+    memset(&t, 0, sizeof t);
+    kd_preprocess_defaults(&pp);
+    pp.scale = 1.0f / 255.0f;
+    pp.n_channels = 1;
+    pp.mean[0] = 0.286f;
+    pp.std[0] = 0.353f;
+    if (kd_model_init(&m, &in, layers, 0, &err)) {
+        kd_test_fail(__FILE__, __LINE__, "%s", err.msg);
+        return;
+    }
+    kd_rng_seed(&rng, 9);
+    kd_model_init_weights(&m, &rng, KD_INIT_HE);
+    for (size_t k = 0; k < m.n_tensors; k++)  /* running statistics away from 0 and 1 */
+        if (m.tensors[k].kind == KD_TENSOR_BUFFER)
+            for (size_t j = 0; j < m.tensors[k].numel; j++)
+                m.tensors[k].data[j] = 0.5f + 0.25f * (float)j;
+    char path[600];
+    snprintf(path, sizeof path, "%s/m.onnx", kd_test_tmpdir());
+    const kd_export_info ei = {.pp = &pp};
+    float x[4 * 64], raw[4 * 64];
+    for (size_t i = 0; i < 4 * 64; i++) {
+        raw[i] = (float)((i * 37) % 256);
+        x[i] = (raw[i] * pp.scale - pp.mean[0]) / pp.std[0];
+    }
+    kd_ctx ctx = {0, NULL, NULL};
+    if (kd_export_onnx(path, &m, &ei, &err) || kd_model_reserve(&m, 4, &err) ||
+        kd_teacher_load_onnx(path, NULL, KD_TEACHER_PP_DATA, NULL, &pp, &t, &info, &err) ||
+        kd_model_reserve(&t, 4, &err)) {
+        kd_test_fail(__FILE__, __LINE__, "%s", err.msg);
+        goto cleanup;
+    }
+    CHECK(info.from_distill);
+    CHECK(!strcmp(info.output, "logits"));
+    /* The data-to-raw map and the file's own preprocessing fold into one affine layer. */
+    CHECK(!strcmp(kd_model_layer_type(&t, 0), "affine") && strcmp(kd_model_layer_type(&t, 1), "affine"));
+    const float *want = kd_model_forward(&m, x, 4, &ctx);
+    float w[20];
+    memcpy(w, want, sizeof w);
+    CHECK_FLOATS(kd_model_forward(&t, x, 4, &ctx), w, 20, TOL, TOL);
+    /* teacher.preprocess "raw" gives the same teacher here (the file wants raw values). */
+    kd_model_free(&t);
+    kd_onnx_info_free(&info);
+    if (!kd_teacher_load_onnx(path, NULL, KD_TEACHER_PP_RAW, NULL, &pp, &t, &info, &err) &&
+        !kd_model_reserve(&t, 4, &err))
+        CHECK_FLOATS(kd_model_forward(&t, x, 4, &ctx), w, 20, TOL, TOL);
+    else
+        kd_test_fail(__FILE__, __LINE__, "%s", err.msg);
+    /* Given as its own preprocessing (scale 1, mean 0, std 1 = raw), from data scaled 1/255
+     * only: the same logits from those inputs. */
+    kd_model_free(&t);
+    kd_onnx_info_free(&info);
+    kd_preprocess given, data;
+    kd_preprocess_defaults(&given);
+    given.scale = 1.0f;
+    kd_preprocess_defaults(&data);
+    data.scale = 1.0f / 255.0f;
+    float xs[4 * 64];
+    for (size_t i = 0; i < 4 * 64; i++) xs[i] = raw[i] / 255.0f;
+    if (!kd_teacher_load_onnx(path, NULL, KD_TEACHER_PP_GIVEN, &given, &data, &t, &info, &err) &&
+        !kd_model_reserve(&t, 4, &err))
+        CHECK_FLOATS(kd_model_forward(&t, xs, 4, &ctx), w, 20, TOL, TOL);
+    else
+        kd_test_fail(__FILE__, __LINE__, "%s", err.msg);
+cleanup:
+    kd_onnx_info_free(&info);
+    kd_model_free(&t);
+    kd_model_free(&m);
 }
