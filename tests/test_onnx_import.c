@@ -4,7 +4,9 @@
  * mapping; every cap at its limit and one past it; every malformed file of the issue's list is
  * refused (KD_EINPUT naming the node or tensor), built here with protobuf-c from a small valid
  * model; the affine layer's gradients. */
+#include <cJSON.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -676,4 +678,76 @@ cleanup:
     kd_onnx_info_free(&info);
     kd_model_free(&t);
     kd_model_free(&m);
+}
+
+/* ---- end to end on the real binary ---- */
+
+#define TINY "configs/tiny.json"
+#define E2E_OUT 65536
+static char g_out[E2E_OUT];
+
+static int run_distill(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int run_distill(const char *fmt, ...) {
+    char args[4096], cmd[8192];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof args, fmt, ap);
+    va_end(ap);
+    snprintf(cmd, sizeof cmd, "%s %s", kd_test_distill(), args);
+    return kd_test_run(cmd, g_out, sizeof g_out);
+}
+
+/* A teacher trained by distill, exported to ONNX: `info` describes the file, `eval` gives the
+ * checkpoint's accuracy for it, and a student distilled from it (online) ends with the same
+ * weights' accuracy as one distilled from the checkpoint; teacher.output on a checkpoint
+ * teacher is a config error (2); a broken .onnx file exits 3 naming the tensor. */
+KD_TEST(onnx_teacher_end_to_end) {
+    if (kd_test_run("test -r /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz", NULL, 0)) {
+        missing("Fashion-MNIST not installed (Debian package dataset-fashion-mnist)");
+        return;
+    }
+    const char *d = kd_test_tmpdir();
+    CHECK_EQ_INT(run_distill("train --config " TINY " --out %s/t --epochs 2 --quiet --set "
+                             "'model.layers=[{\"type\":\"dense\",\"units\":64},{\"type\":\"relu\"},"
+                             "{\"type\":\"dense\",\"units\":10}]'", d), 0);
+    CHECK_EQ_INT(run_distill("export %s/t/best.safetensors %s/t.onnx --format onnx", d, d), 0);
+    CHECK_EQ_INT(run_distill("info %s/t.onnx", d), 0);
+    CHECK_CONTAINS(g_out, "written by distill export: fed the raw sample");
+    CHECK_CONTAINS(g_out, "outputs: logits (used) probabilities");
+    CHECK_CONTAINS(g_out, "  0.weight -> (constant) [64, 784]");
+    CHECK_EQ_INT(run_distill("info --json %s/t.onnx", d), 0);
+    CHECK_CONTAINS(g_out, "\"format\":\t\"onnx\"");
+    /* eval: the same top-1 for both files, the second column agreeing 100% with the first. */
+    CHECK_EQ_INT(run_distill("eval --config " TINY " --json %s/t/best.safetensors %s/t.onnx 2>/dev/null", d, d), 0);
+    cJSON *root = cJSON_Parse(g_out), *models = cJSON_GetObjectItemCaseSensitive(root, "models");
+    const cJSON *m0 = cJSON_GetArrayItem(models, 0), *m1 = cJSON_GetArrayItem(models, 1);
+    CHECK(m0 && m1);
+    if (m0 && m1) {
+        CHECK_CLOSE(cJSON_GetObjectItemCaseSensitive(m1, "top1")->valuedouble,
+                    cJSON_GetObjectItemCaseSensitive(m0, "top1")->valuedouble, 0, 0);
+        CHECK_CLOSE(cJSON_GetObjectItemCaseSensitive(m1, "agreement")->valuedouble, 1.0, 0, 0);
+    }
+    cJSON_Delete(root);
+    /* Distillation from each: the same student. */
+    double acc[2];
+    const char *teachers[2] = {"t/best.safetensors", "t.onnx"};
+    for (int k = 0; k < 2; k++) {
+        CHECK_EQ_INT(run_distill("train --config " TINY " --out %s/s%d --epochs 1 --set "
+                                 "'teacher={\"checkpoint\":\"%s/%s\"}'", d, k, d, teachers[k]), 0);
+        CHECK_CONTAINS(g_out, "teacher validation accuracy: ");
+        acc[k] = kd_test_summary(g_out, "test_acc");
+    }
+    CHECK(acc[0] > 0.3);
+    CHECK_CLOSE(acc[1], acc[0], 1e-9, 0);
+    CHECK_EQ_INT(run_distill("train --config " TINY " --out %s/s9 --epochs 1 --set "
+                             "'teacher={\"checkpoint\":\"%s/t/best.safetensors\",\"output\":\"x\"}'",
+                             d, d), 2);
+    CHECK_CONTAINS(g_out, "teacher.output: only for an ONNX teacher");
+    CHECK_EQ_INT(run_distill("train --config " TINY " --out %s/s9 --epochs 1 --set "
+                             "'teacher={\"checkpoint\":\"%s/t.onnx\",\"output\":\"nope\"}'", d, d), 2);
+    CHECK_CONTAINS(g_out, "teacher.output \"nope\" is not an output of the graph");
+    /* A truncated file. */
+    CHECK_EQ_INT(run_distill("info %s/t.onnx > /dev/null && head -c 1000 %s/t.onnx > %s/cut.onnx"
+                             " && %s info %s/cut.onnx", d, d, d, kd_test_distill(), d), 3);
+    CHECK_CONTAINS(g_out, "cut.onnx: not a valid ONNX file");
 }
