@@ -62,6 +62,8 @@ static const example examples[] = {
     {.set = "teacher.layers=[{\"type\": \"dense\", \"units\": 3}]"},
     {.set = "teacher.ensemble=[{\"checkpoint\": \"/abs/a.st\", \"weight\": 2}]",
      .needs = {"teacher.checkpoint=null"}, .also = "teacher.checkpoint"},
+    {.set = "teacher.output=\"logits\"", .needs = {"teacher.checkpoint=\"/abs/t.onnx\""}},
+    {.set = "teacher.preprocess=\"raw\"", .needs = {"teacher.checkpoint=\"/abs/t.onnx\""}},
     {.set = "teacher.cache.path=\"/abs/c.kdc\""},
     {.set = "teacher.cache.dtype=\"f16\"", .needs = {"teacher.cache.path=\"/abs/c.kdc\""}},
     {.set = "teacher.cache.top_k=4", .needs = {"teacher.cache.path=\"/abs/c.kdc\""}},
