@@ -379,6 +379,19 @@ KD_TEST(onnx_mini_model_loads) {
     }
     kd_model_free(&m);
     free(buf);
+    /* Two values whose names map to the same distill name: the second gets "_2". */
+    mini_init(&s);
+    s.gout[0] = s.rin[0] = "a:b";
+    s.rout[0] = s.out.name = "a/b";
+    buf = mini_pack(&s, &len);
+    if (kd_onnx_load_buf(buf, len, NULL, &opt, &m, NULL, &err) == KD_OK) {
+        CHECK(!strcmp(kd_model_layer_name(&m, 0), "a_b") && !strcmp(kd_model_layer_name(&m, 1), "a_b_2"));
+        CHECK(kd_model_tensor(&m, "a_b.weight") != NULL);
+    } else {
+        kd_test_fail(__FILE__, __LINE__, "%s", err.msg);
+    }
+    kd_model_free(&m);
+    free(buf);
 }
 
 KD_TEST(onnx_malformed_files_refused) {
@@ -739,6 +752,16 @@ KD_TEST(onnx_teacher_end_to_end) {
     }
     CHECK(acc[0] > 0.3);
     CHECK_CLOSE(acc[1], acc[0], 1e-9, 0);
+    /* Through the cache: built from the ONNX teacher fed raw (the same as the default for a
+     * distill export), the same student; a run feeding it otherwise is refused (exit 3). */
+    CHECK_EQ_INT(run_distill("train --config " TINY " --out %s/c1 --epochs 1 --set 'teacher="
+                             "{\"checkpoint\":\"%s/t.onnx\",\"preprocess\":\"raw\",\"cache\":"
+                             "{\"path\":\"%s/c.kdc\"}}'", d, d, d), 0);
+    CHECK_CLOSE(kd_test_summary(g_out, "test_acc"), acc[0], 1e-9, 0);
+    CHECK_EQ_INT(run_distill("train --config " TINY " --out %s/c2 --epochs 1 --set 'teacher="
+                             "{\"checkpoint\":\"%s/t.onnx\",\"cache\":{\"path\":\"%s/c.kdc\"}}'",
+                             d, d, d), 3);
+    CHECK_CONTAINS(g_out, "teacher[0].preprocess differs");
     CHECK_EQ_INT(run_distill("train --config " TINY " --out %s/s9 --epochs 1 --set "
                              "'teacher={\"checkpoint\":\"%s/t/best.safetensors\",\"output\":\"x\"}'",
                              d, d), 2);
