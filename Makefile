@@ -184,9 +184,9 @@ STB_SAN_EXCEPT := -fno-sanitize=shift-exponent
 # limit. The fuzz build caps pixels at 2^19 (the cap's own checks run the same at any value).
 FUZZ_IMAGE_CAP := -DKD_IMAGE_MAX_PIXELS=524288
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS ?= safetensors idx csv config image cache
+FUZZ_TARGETS ?= safetensors idx csv config image cache onnx
 FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=all
-FUZZ_ALL     := safetensors idx csv config image cache
+FUZZ_ALL     := safetensors idx csv config image cache onnx
 
 fuzz-build:
 	$(MAKE) CC=clang BUILD=build-fuzz OPT="-O1 -fno-omit-frame-pointer" \

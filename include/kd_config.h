@@ -20,7 +20,15 @@ typedef struct {
     char path[KD_PATH_MAX];      /* its safetensors checkpoint (absolute) */
     cJSON *layers;               /* optional arch for a file without "arch" metadata (owned) */
     float weight;                /* as given (default 1); kd_config_teacher_weight normalises */
+    /* ONNX teachers only (a checkpoint ending in .onnx): */
+    char output[256];            /* teacher.output: the graph output to use ("": the default) */
+    int pp_mode;                 /* teacher.preprocess: KD_TEACHER_PP_* */
+    kd_preprocess pp;            /* KD_TEACHER_PP_GIVEN: scale, mean, std (no per-feature) */
 } kd_teacher_cfg;
+
+/* What an ONNX teacher is fed: the data as preprocessed for the student (the default, and a
+ * distill export's raw sample), the raw sample, or the raw sample under its own preprocessing. */
+enum { KD_TEACHER_PP_DATA = 0, KD_TEACHER_PP_RAW = 1, KD_TEACHER_PP_GIVEN = 2 };
 
 /* teacher.cache: where the teachers' logits are kept, and what is kept. */
 typedef struct {

@@ -12,6 +12,7 @@
 #include "kd_config.h"
 #include "kd_data.h"
 #include "kd_nn.h"
+#include "kd_onnx.h"
 
 /* The teachers of a step. The mixed target at T is sum_k weight[k] softmax(z_k / T). */
 typedef struct {
@@ -55,6 +56,17 @@ kd_status kd_teacher_load(const kd_config *cfg, size_t i, const kd_shape *shape,
                           size_t n_data_classes, char *const *names, size_t n_names,
                           const kd_preprocess *pp, size_t n_classes, kd_model *m, char *warning,
                           size_t warning_cap, kd_err *err);
+
+/* Loads the ONNX file at path (src/onnx) as an inference-only model that takes the data as
+ * preprocessed by data_pp: output the graph output to use (NULL or "": the default), pp_mode
+ * (KD_TEACHER_PP_*) what the graph expects (given: the raw sample under `given`). A file
+ * written by `distill export` in the default mode is fed the raw sample. A first affine layer
+ * maps the data's values onto the expected ones when they differ. info is filled (caller frees
+ * with kd_onnx_info_free). Errors name the file: KD_EINPUT for the file, KD_EUSAGE when the
+ * preprocessing does not fit its input. */
+kd_status kd_teacher_load_onnx(const char *path, const char *output, int pp_mode,
+                               const kd_preprocess *given, const kd_preprocess *data_pp,
+                               kd_model *m, kd_onnx_info *info, kd_err *err);
 
 /* Validation accuracy of each online teacher (acc[k]) and of their mixture at T = 1 (argmax of
  * sum_k w_k softmax(z_k)) on samples idx[0..n) of ds (idx NULL: all), in batches of at most

@@ -66,6 +66,8 @@ static const example examples[] = {
      .needs = {"teacher.checkpoint=null"}, .also = "teacher.checkpoint"},
     {.set = "teacher.logits=\"/abs/l.st\"", .needs = {"teacher.checkpoint=null"},
      .also = "teacher.checkpoint"},
+    {.set = "teacher.output=\"logits\"", .needs = {"teacher.checkpoint=\"/abs/t.onnx\""}},
+    {.set = "teacher.preprocess=\"raw\"", .needs = {"teacher.checkpoint=\"/abs/t.onnx\""}},
     {.set = "teacher.cache.path=\"/abs/c.kdc\""},
     {.set = "teacher.cache.dtype=\"f16\"", .needs = {"teacher.cache.path=\"/abs/c.kdc\""}},
     {.set = "teacher.cache.top_k=4", .needs = {"teacher.cache.path=\"/abs/c.kdc\""}},

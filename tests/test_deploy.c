@@ -311,7 +311,7 @@ static const char zoo_layers[] =
     "{\"type\":\"concat\",\"from\":[\"stem\",3]},"
     "{\"type\":\"batchnorm\",\"eps\":0.001},{\"type\":\"gelu\"},"
     "{\"type\":\"maxpool2d\",\"kernel\":[2,3],\"padding\":1},{\"type\":\"layernorm\"},"
-    "{\"type\":\"tanh\"},{\"type\":\"conv2d\",\"channels\":6,\"kernel\":[3,2]},{\"type\":\"sigmoid\"},"
+    "{\"type\":\"tanh\"},{\"type\":\"affine\"},{\"type\":\"conv2d\",\"channels\":6,\"kernel\":[3,2]},{\"type\":\"sigmoid\"},"
     "{\"type\":\"relu6\"},{\"type\":\"hardswish\"},"
     "{\"type\":\"dropout\",\"p\":0.5},{\"type\":\"global_avgpool\"},"
     "{\"type\":\"dense\",\"units\":24,\"bias\":false},{\"type\":\"layernorm\",\"eps\":0.01},"

@@ -31,7 +31,8 @@ typedef struct {
 } foreign_case;
 
 static const foreign_case cases[] = {
-    {"model.onnx", onnx_head, sizeof onnx_head, "an ONNX model", "cannot load ONNX models yet"},
+    /* named .bin: a .onnx name is read as an ONNX model (src/onnx) */
+    {"model.bin", onnx_head, sizeof onnx_head, "an ONNX model", "named *.onnx"},
     {"model.pt", zip_head, sizeof zip_head, "a PyTorch zip archive", "safetensors.torch.save_file"},
     {"old.pt", pickle_head, sizeof pickle_head, "a Python pickle", "model.state_dict()"},
     {"data.csv", csv_text, sizeof csv_text - 1, "a CSV text file", "format \"csv\""},

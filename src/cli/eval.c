@@ -13,6 +13,7 @@
 #include "kd_loss.h"
 #include "kd_path.h"
 #include "kd_report.h"
+#include "kd_teacher.h"
 #include "kd_threads.h"
 
 static const char usage[] =
@@ -42,7 +43,9 @@ static const char usage[] =
     "                  e.g. --set data.test.path=other.csv\n"
     "  --data FILE     an IDX images file (raw or .gz), with --labels FILE for its labels\n"
     "Each model sees its data with the preprocessing recorded in its checkpoint metadata, else\n"
-    "the config's, else the defaults (u8 pixels scaled by 1/255).\n"
+    "the config's, else the defaults (u8 pixels scaled by 1/255). A CHECKPOINT ending in .onnx\n"
+    "is an ONNX model, read as a teacher is (the config's preprocessing; a file written by\n"
+    "`distill export` gets the raw sample).\n"
     "\n"
     "Options:\n"
     "  --split S       test (default) or validation (the config's validation source, else the\n"
@@ -125,8 +128,26 @@ static kd_status forward_model(eval_ctx *e, const char *path, size_t batch, kd_m
     int has_pp = 0;
     char **names = NULL;
     size_t n_cls_names = 0, cells;
-    kd_status st = kd_eval_load_model(path, d, &e->data_shape, m, &pp, &has_pp, &names,
-                                      &n_cls_names, err);
+    kd_status st;
+    if (kd_path_has_suffix(path, ".onnx", 1)) {
+        /* Fed as a teacher would be: the data's preprocessing, or the raw sample for a file
+         * distill exported (the data's resolved scale, hence the dataset opened first). */
+        kd_onnx_info info;
+        if (e->ds && !kd_preprocess_same(&e->ds_pp, &d->pp)) {
+            kd_dataset_close(e->ds);
+            e->ds = NULL;
+            kd_preprocess_free(&e->ds_pp);
+        }
+        if (!e->ds && ((st = kd_eval_data_open(d, &d->pp, &e->ds, err)) ||
+                       (st = kd_preprocess_copy(&e->ds_pp, &d->pp, err))))
+            return st;
+        st = kd_teacher_load_onnx(path, NULL, KD_TEACHER_PP_DATA, NULL,
+                                  kd_dataset_preprocess(e->ds), m, &info, err);
+        kd_onnx_info_free(&info);
+    } else {
+        st = kd_eval_load_model(path, d, &e->data_shape, m, &pp, &has_pp, &names, &n_cls_names,
+                                err);
+    }
     if (st) return st;
     if (names && !*e->class_names) {
         *e->class_names = names;

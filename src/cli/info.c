@@ -1,6 +1,6 @@
 /* info.c - `distill info FILE [--json]`: validates a safetensors checkpoint and describes it
- * (format, architecture with output shapes, tensor table, totals, metadata), or a soft-target
- * cache file (info_cache.c). */
+ * (format, architecture with output shapes, tensor table, totals, metadata), an ONNX model as
+ * distill translates it, or a soft-target cache file (info_cache.c). */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +10,8 @@
 #include "kd_cache.h"
 #include "kd_filekind.h"
 #include "kd_checkpoint.h"
+#include "kd_onnx.h"
+#include "kd_path.h"
 
 static const char usage[] =
     "Usage: distill info FILE [--json]\n"
@@ -27,6 +29,10 @@ static const char usage[] =
     "completely (header, sizes, every checksum, index and value) and described: targets (dtype,\n"
     "top-k and T), views and their seed, rows, classes, each teacher's weight and recorded\n"
     "validation accuracy, bytes per sample, and what it was built from.\n"
+    "An ONNX model (FILE ending in .onnx) is read as a teacher would be and described: opset,\n"
+    "producer, input, outputs, operators with counts, every value with its ONNX name, its\n"
+    "distill name (what feature losses use) and its shape, the translated layers and the\n"
+    "parameter count; an operator distill cannot translate is an error naming the node.\n"
     "\n"
     "Options:\n"
     "  --json     print one JSON object instead (keys: file, size, format, arch, layers,\n"
@@ -184,6 +190,92 @@ static kd_status print_json(const char *path, const kd_st_file *f, const kd_mode
     return kd_cli_json_print(o, bad, err);
 }
 
+/* The values of an ONNX model as a JSON list of {onnx, distill, shape}. */
+static cJSON *json_onnx_values(const kd_onnx_info *info) {
+    cJSON *a = cJSON_CreateArray();
+    for (size_t k = 0; a && k < info->n_values; k++) {
+        const kd_onnx_value *v = &info->values[k];
+        cJSON *o = cJSON_CreateObject(), *sh = cJSON_CreateArray();
+        int ok = o && sh && cJSON_AddStringToObject(o, "onnx", v->onnx) &&
+                 cJSON_AddItemToObject(o, "distill", v->distill ? cJSON_CreateString(v->distill)
+                                                                : cJSON_CreateNull());
+        for (int d = 0; ok && d < v->shape.rank; d++)
+            ok = cJSON_AddItemToArray(sh, cJSON_CreateNumber((double)v->shape.d[d]));
+        if (ok && cJSON_AddItemToObject(o, "shape", sh)) sh = NULL;
+        if (!ok || sh || !cJSON_AddItemToArray(a, o)) {
+            cJSON_Delete(sh);
+            cJSON_Delete(o);
+            cJSON_Delete(a);
+            return NULL;
+        }
+    }
+    return a;
+}
+
+static kd_status print_onnx_json(const char *path, const kd_onnx_info *info, const kd_model *m,
+                                 kd_err *err) {
+    int bad = 0;
+    char shape[64];
+    cJSON *root = cJSON_CreateObject(), *outs = cJSON_CreateArray();
+    for (size_t k = 0; outs && k < info->n_outputs; k++)
+        kd_cli_json_add(outs, NULL, cJSON_CreateString(info->outputs[k]), &bad);
+    kd_cli_json_add(root, "file", cJSON_CreateString(path), &bad);
+    kd_cli_json_add(root, "format", cJSON_CreateString("onnx"), &bad);
+    kd_cli_json_add(root, "opset", cJSON_CreateNumber((double)info->opset), &bad);
+    kd_cli_json_add(root, "producer", cJSON_CreateString(info->producer), &bad);
+    kd_cli_json_add(root, "from_distill", cJSON_CreateBool(info->from_distill), &bad);
+    kd_cli_json_add(root, "input", cJSON_CreateString(info->input), &bad);
+    kd_cli_json_add(root, "input_shape", cJSON_CreateString(kd_shape_str(&m->input, shape, sizeof shape)), &bad);
+    kd_cli_json_add(root, "outputs", outs, &bad);
+    kd_cli_json_add(root, "output", cJSON_CreateString(info->output), &bad);
+    kd_cli_json_add(root, "operators", cJSON_CreateString(info->ops), &bad);
+    kd_cli_json_add(root, "note", cJSON_CreateString(info->note), &bad);
+    kd_cli_json_add(root, "values", json_onnx_values(info), &bad);
+    json_layers(root, m, &bad);
+    kd_cli_json_add(root, "parameters", cJSON_CreateNumber((double)m->n_params), &bad);
+    return kd_cli_json_print(root, bad, err);
+}
+
+static void print_onnx_text(const char *path, const kd_onnx_info *info, const kd_model *m) {
+    char shape[64];
+    printf("file: %s\nformat: ONNX (opset %lld, IR %lld, producer %s)%s\n", path,
+           (long long)info->opset, (long long)info->ir_version, info->producer,
+           info->from_distill ? ", written by distill export: fed the raw sample" : "");
+    printf("input: %s [N, %s\n", info->input, kd_shape_str(&m->input, shape, sizeof shape) + 1);
+    printf("outputs:");
+    for (size_t k = 0; k < info->n_outputs; k++)
+        printf(" %s%s", info->outputs[k], strcmp(info->outputs[k], info->output) ? "" : " (used)");
+    printf("\noperators: %s\n", info->ops);
+    if (info->note[0]) printf("note: %s\n", info->note);
+    printf("values (ONNX name -> distill name, shape per sample; constants whole):\n");
+    for (size_t k = 0; k < info->n_values; k++) {
+        const kd_onnx_value *v = &info->values[k];
+        printf("  %s -> %s %s\n", v->onnx, v->distill ? v->distill : "(constant)",
+               kd_shape_str(&v->shape, shape, sizeof shape));
+    }
+    printf("layers:\n");
+    kd_model_print(m, stdout);
+    printf("parameters: %zu\n", m->n_params);
+}
+
+static int info_onnx(const char *path, int json) {
+    kd_err err;
+    kd_model m;
+    kd_onnx_info info;
+    const kd_onnx_opts opt = {NULL, 0, NULL, 0, NULL, NULL};
+    int rc = 0;
+    kd_err_clear(&err);
+    if (kd_onnx_load(path, &opt, &m, &info, &err) != KD_OK) return kd_cli_fail(&err);
+    if (json) {
+        if (print_onnx_json(path, &info, &m, &err) != KD_OK) rc = kd_cli_fail(&err);
+    } else {
+        print_onnx_text(path, &info, &m);
+    }
+    kd_onnx_info_free(&info);
+    kd_model_free(&m);
+    return rc;
+}
+
 static int run(int argc, char **argv) {
     int json = 0;
     size_t n_args;
@@ -197,6 +289,7 @@ static int run(int argc, char **argv) {
         return kd_cli_usage_error(argv[0], "expected one FILE, got '%s' and '%s'", argv[1], argv[2]);
     const char *path = argv[1];
     if (kd_cache_sniff(path)) return kd_cli_info_cache(path, json);
+    if (kd_path_has_suffix(path, ".onnx", 1)) return info_onnx(path, json);
     /* A foreign file (ONNX, a PyTorch archive, a CSV) is named before any safetensors check. */
     kd_file_kind kind = kd_file_sniff_path(path);
     if (kind.what) {

@@ -11,6 +11,7 @@
 #include "kd_checkpoint.h"
 #include "kd_eval.h"
 #include "kd_loss.h"
+#include "kd_onnx.h"
 #include "kd_path.h"
 
 static const char usage[] =
@@ -20,7 +21,8 @@ static const char usage[] =
     "Prints the K most likely classes (default 5, at most the class count) with their softmax\n"
     "probabilities for every input, using the class names and the preprocessing recorded in\n"
     "the checkpoint. Any checkpoint distill reads works (f32, f16, bf16, int8 exports,\n"
-    "training checkpoints). INPUT is one of:\n"
+    "training checkpoints), and an ONNX model (FILE ending in .onnx: the default\n"
+    "preprocessing, or the raw values for a file `distill export` wrote). INPUT is one of:\n"
     "  image (PNG, JPEG)  decoded, converted to the model's channel count and resized\n"
     "                     (bilinear) to its input height and width\n"
     "  IDX file (.gz ok)  every sample, or only sample N with --index N (0-based); with\n"
@@ -400,8 +402,23 @@ static int run(int argc, char **argv) {
     kd_err err = {0};
     predictor pr;
     memset(&pr, 0, sizeof pr);
-    kd_status st = kd_eval_load_model(o.model_path, NULL, NULL, &pr.m, &pr.pp, &pr.has_pp,
-                                      &pr.names, &pr.n_names, &err);
+    kd_status st;
+    if (kd_path_has_suffix(o.model_path, ".onnx", 1)) {
+        /* An ONNX model takes the default preprocessing; a file distill exported holds its
+         * own and takes the raw values (scale 1). */
+        kd_onnx_info info;
+        const kd_onnx_opts oo = {NULL, 0, NULL, 0, NULL, NULL};
+        st = kd_onnx_load(o.model_path, &oo, &pr.m, &info, &err);
+        if (!st && info.from_distill) {
+            kd_preprocess_defaults(&pr.pp);
+            pr.pp.scale = 1.0f;
+            pr.has_pp = 1;
+        }
+        kd_onnx_info_free(&info);
+    } else {
+        st = kd_eval_load_model(o.model_path, NULL, NULL, &pr.m, &pr.pp, &pr.has_pp, &pr.names,
+                                &pr.n_names, &err);
+    }
     if (st) goto cleanup;
     if (!pr.has_pp) kd_preprocess_defaults(&pr.pp);
     pr.probs = malloc(pr.m.n_classes * sizeof *pr.probs);

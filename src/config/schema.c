@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "kd_cache.h"
+#include "kd_path.h"
 #include "schema_impl.h"
 
 /* Enum names, in enum order (the stored value indexes them). */
@@ -43,9 +44,6 @@ static const kd_cfg_range R_COUNT1 = {1, KD_CFG_MAX_INT53, 0, 0, 1, "an integer 
 static const kd_cfg_range R_EPOCHS_REAL = {0, 1e9, 1, 0, 0, "a number of epochs > 0"};
 static const kd_cfg_range R_EPOCHS = {1, 1000000, 0, 0, 1, "an integer in [1, 1000000]"};
 static const kd_cfg_range R_BATCH = {1, 1 << 20, 0, 0, 1, "an integer in [1, 1048576]"};
-static const kd_cfg_range R_TOP_K = {0, KD_CACHE_MAX_CLASSES - 1, 0, 0, 1,
-                                     "an integer in [0, 65534] (0 = keep every logit)"};
-static const kd_cfg_range R_VIEWS = {1, KD_CACHE_MAX_VIEWS, 0, 0, 1, "an integer in [1, 1024]"};
 static const kd_cfg_range R_THREADS = {0, 1024, 0, 0, 1, "an integer in [0, 1024] (0 = all cores)"};
 
 /* ---------------------------------------------------------------------------------------- */
@@ -53,7 +51,7 @@ static const kd_cfg_range R_THREADS = {0, 1024, 0, 0, 1, "an integer in [0, 1024
 
 /* A layer list: a non-empty array of objects with a string "type". Everything else about the
  * layers is checked by kd_model_init, which knows the layer types. */
-static kd_status parse_layers(kd_cfg_sec *s, const kd_cfg_key *k, const cJSON *v) {
+kd_status kd_cfg_parse_layers(kd_cfg_sec *s, const kd_cfg_key *k, const cJSON *v) {
     char path[KD_CFG_JPATH_MAX], sub[KD_CFG_JPATH_MAX + 32], got[64];
     if (!v) return kd_cfg_parse_value(s, k, v);
     kd_cfg_key_path(s, k, path);
@@ -132,58 +130,6 @@ static kd_status parse_alpha(kd_cfg_sec *s, const kd_cfg_key *k, const cJSON *v)
     return st;
 }
 
-/* A list of 1..max objects (teacher.ensemble, distill.losses), each parsed with sec into
- * base + i * stride and named PATH[i] in messages; noun and the examples word the messages. */
-typedef struct {
-    const kd_cfg_section *sec;
-    char *base;
-    size_t stride;
-    int max;
-    const char *noun, *list_example, *object_example;
-} section_list;
-
-static kd_status parse_section_list(kd_cfg_sec *s, const kd_cfg_key *k, const cJSON *v,
-                                    const section_list *l, size_t *n_out) {
-    char path[KD_CFG_JPATH_MAX], sub[KD_CFG_JPATH_MAX + 32], got[64];
-    kd_status st;
-    kd_cfg_key_path(s, k, path);
-    if (!cJSON_IsArray(v))
-        return kd_cfg_fail(s->p, path, "expected a list of %ss like %s, got %s", l->noun,
-                           l->list_example, kd_cfg_describe(v, got, sizeof got));
-    int n = cJSON_GetArraySize(v), i = 0;
-    if (n == 0) return kd_cfg_fail(s->p, path, "empty (list at least one %s)", l->noun);
-    if (n > l->max)
-        return kd_cfg_fail(s->p, path, "at most %d %ss, got %d", l->max, l->noun, n);
-    for (const cJSON *e = v->child; e; e = e->next, i++) {
-        snprintf(sub, sizeof sub, "%s[%d]", path, i);
-        if (!cJSON_IsObject(e))
-            return kd_cfg_fail(s->p, sub, "expected a %s object like %s, got %s", l->noun,
-                               l->object_example, kd_cfg_describe(e, got, sizeof got));
-        if ((st = kd_cfg_check_keys(s->p, e, l->sec, sub)) ||
-            (st = kd_cfg_parse_section(s->p, l->sec, e, sub, k->name,
-                                       l->base + (size_t)i * l->stride)))
-            return st;
-    }
-    *n_out = (size_t)n;
-    return KD_OK;
-}
-
-/* The n objects of such a list as a JSON array (*item; -1 when out of memory). */
-static int write_section_list(const kd_cfg_out *o, const kd_cfg_section *sec, const char *base,
-                              size_t stride, size_t n, cJSON **item) {
-    cJSON *a = cJSON_CreateArray();
-    for (size_t i = 0; a && i < n; i++) {
-        cJSON *obj = cJSON_CreateObject();
-        if (!obj || kd_cfg_write_section(sec, o->c, base + i * stride, obj) != 0 ||
-            !cJSON_AddItemToArray(a, obj)) {
-            cJSON_Delete(obj);
-            cJSON_Delete(a);
-            return -1;
-        }
-    }
-    *item = a;
-    return a ? 0 : -1;
-}
 
 /* An entry's name becomes part of its term keys ("loss.<name>"): a word, no dots. */
 static kd_status parse_loss_name(kd_cfg_sec *s, const kd_cfg_key *k, const cJSON *v) {
@@ -202,18 +148,18 @@ static const kd_cfg_section loss_section;
 /* distill.losses: 1 .. KD_MAX_LOSSES objects, each parsed with loss_keys into c->losses.e[i]. */
 static kd_status parse_losses(kd_cfg_sec *s, const kd_cfg_key *k, const cJSON *v) {
     kd_config *c = s->p->c;
-    section_list l = {&loss_section, (char *)c->losses.e, sizeof c->losses.e[0], KD_MAX_LOSSES,
+    kd_cfg_obj_list l = {&loss_section, (char *)c->losses.e, sizeof c->losses.e[0], KD_MAX_LOSSES,
                       "loss", "[{\"type\": \"kl\", \"weight\": 0.9}, {\"type\": \"ce\", "
                       "\"weight\": 0.1}]", "{\"type\": \"kl\", \"weight\": 0.9, \"temperature\": 4}"};
     if (!v) return KD_OK;
     memset(&c->losses, 0, sizeof c->losses);
-    return parse_section_list(s, k, v, &l, &c->losses.n);
+    return kd_cfg_parse_section_list(s, k, v, &l, &c->losses.n);
 }
 
 static int write_losses(const kd_cfg_out *o, const kd_cfg_key *k, cJSON **item) {
     (void)k;
     *item = NULL;
-    return write_section_list(o, &loss_section, (const char *)o->c->losses.e,
+    return kd_cfg_write_section_list(o, &loss_section, (const char *)o->c->losses.e,
                               sizeof o->c->losses.e[0], o->c->losses.n, item);
 }
 
@@ -364,129 +310,6 @@ static kd_status parse_output_dir(kd_cfg_sec *s, const kd_cfg_key *k, const cJSO
     return kd_cfg_resolve(s, k, def, s->p->cwd, c->out_dir);
 }
 
-/* teacher.checkpoint: required unless teacher.ensemble lists the teachers or teacher.logits
- * replaces them (both parsed first). */
-static kd_status parse_teacher_checkpoint(kd_cfg_sec *s, const kd_cfg_key *k, const cJSON *v) {
-    kd_config *c = s->p->c;
-    if (c->ensemble)
-        return v ? kd_cfg_fail_key(s, k, "give teacher.checkpoint or teacher.ensemble, not both")
-                 : KD_OK;
-    if (c->has_logits && v)
-        return kd_cfg_fail_key(s, k, "give teacher.checkpoint or teacher.logits, not both "
-                               "(the logits file replaces the teacher: it is never run)");
-    if (!v && !c->has_logits)
-        return kd_cfg_fail_key(s, k, "missing (required: the teacher's safetensors file, "
-                               "teacher.ensemble: a list of teachers, or teacher.logits: a file "
-                               "of its logits)");
-    c->n_teachers = 1;
-    c->teachers[0].weight = 1.0f;
-    return c->has_logits ? KD_OK : kd_cfg_parse_value(s, k, v);
-}
-
-static kd_status parse_teacher_layers(kd_cfg_sec *s, const kd_cfg_key *k, const cJSON *v) {
-    if (v && s->p->c->ensemble)
-        return kd_cfg_fail_key(s, k, "with teacher.ensemble, give each teacher's layers in its "
-                               "own entry");
-    if (v && s->p->c->has_logits)
-        return kd_cfg_fail_key(s, k, "describes a teacher checkpoint, but teacher.logits has "
-                               "no model to describe (remove teacher.layers)");
-    return parse_layers(s, k, v);
-}
-
-/* teacher.logits (parsed first): precomputed logits instead of any teacher model. Not with an
- * ensemble (parsed before it) nor with anything that needs targets the file cannot give. */
-static kd_status parse_teacher_logits(kd_cfg_sec *s, const kd_cfg_key *k, const cJSON *v) {
-    kd_config *c = s->p->c;
-    if (!v) return KD_OK;
-    if (c->ensemble)
-        return kd_cfg_fail_key(s, k, "give teacher.logits or teacher.ensemble, not both (the "
-                               "logits file replaces the teachers: none is run)");
-    if (kd_augment_active(&c->augment))
-        return kd_cfg_fail_key(s, k, "cannot be used with data.augment: the file holds one row "
-                               "per sample, the targets of the image as it is, and an augmented "
-                               "image would be taught with the targets of another (remove "
-                               "data.augment)");
-    if (c->train.skip_bad)
-        return kd_cfg_fail_key(s, k, "cannot be used with data.train.skip_bad: the rows follow "
-                               "the training source's samples, and a skipped sample would move "
-                               "every row after it");
-    return kd_cfg_parse_value(s, k, v);
-}
-
-/* The single-teacher keys are written back only when there is one teacher checkpoint. */
-static int write_unless_ensemble(const kd_cfg_out *o, const kd_cfg_key *k, cJSON **item) {
-    *item = NULL;
-    return o->c->ensemble || o->c->has_logits ? 0 : kd_cfg_write_value(o, k, item);
-}
-
-static const kd_cfg_key member_keys[] = {
-    {"checkpoint", CFG_PATH, .off = TCH(path), .cap = SIZE_OF(kd_teacher_cfg, path),
-     .required = "required: this teacher's safetensors file"},
-    {"layers", CFG_JSON, .off = TCH(layers), .parse = parse_layers},
-    {"weight", CFG_NUMBER, CFG_FLOAT, TCH(weight), .range = &R_POS, .flags = CFG_DEFAULT, .def = 1},
-};
-static const kd_cfg_section member_section = SECTION(member_keys, NULL, 0);
-
-/* teacher.ensemble: 1 .. KD_MAX_TEACHERS objects, each parsed with member_keys into
- * c->teachers[i] and named teacher.ensemble[i] in messages. */
-static kd_status parse_ensemble(kd_cfg_sec *s, const kd_cfg_key *k, const cJSON *v) {
-    kd_config *c = s->p->c;
-    section_list l = {&member_section, (char *)c->teachers, sizeof c->teachers[0],
-                      KD_MAX_TEACHERS, "teacher", "[{\"checkpoint\": \"a.safetensors\"}, ...]",
-                      "{\"checkpoint\": \"a.safetensors\", \"weight\": 1}"};
-    if (!v) return KD_OK;
-    kd_status st = parse_section_list(s, k, v, &l, &c->n_teachers);
-    if (!st) c->ensemble = 1;
-    return st;
-}
-
-static int write_ensemble(const kd_cfg_out *o, const kd_cfg_key *k, cJSON **item) {
-    (void)k;
-    *item = NULL;
-    if (!o->c->ensemble) return 0;
-    return write_section_list(o, &member_section, (const char *)o->c->teachers,
-                              sizeof o->c->teachers[0], o->c->n_teachers, item);
-}
-
-/* teacher.cache: the rules that tie it to augmentation and the data (parsed after data). */
-static kd_status parse_cache(kd_cfg_sec *s, const kd_cfg_key *k, const cJSON *v) {
-    kd_config *c = s->p->c;
-    char sec[KD_CFG_JPATH_MAX], path[KD_CFG_JPATH_MAX];
-    kd_status st = kd_cfg_parse_value(s, k, v);
-    if (st || !v) return st;
-    if (c->has_logits)
-        return kd_cfg_fail_key(s, k, "cannot be used with teacher.logits: the logits file "
-                               "already holds the targets, read as from a cache (remove "
-                               "teacher.cache)");
-    int aug = kd_augment_active(&c->augment);
-    kd_cfg_join(path, kd_cfg_key_path(s, k, sec), "views");
-    if (aug && c->cache.views == 1)
-        return kd_cfg_fail(s->p, path, "1 view, but data.augment is on: cached targets "
-                           "describe fixed images, so a randomly augmented image would be taught "
-                           "with the targets of another; cache several augmented views per sample "
-                           "(e.g. \"views\": 8, one drawn per sample and epoch) or remove "
-                           "data.augment");
-    if (!aug && c->cache.views > 1)
-        return kd_cfg_fail(s->p, path, "%zu views need data.augment (shift and/or flip): "
-                           "without augmentation every view is the same image", c->cache.views);
-    if (c->train.skip_bad)
-        return kd_cfg_fail_key(s, k, "cannot be used with data.train.skip_bad (a sample that "
-                               "fails to decode would have no cached targets)");
-    return KD_OK;
-}
-
-static const kd_cfg_key cache_keys[] = {
-    {"path", CFG_PATH, .off = CACHE(path), .cap = SIZE_OF(kd_cache_cfg, path),
-     .required = "required: the cache file ('distill logits' or the first training run builds "
-                 "it)"},
-    {"dtype", CFG_ENUM, .off = CACHE(dtype), .names = kd_cache_dtype_names, .flags = CFG_DEFAULT,
-     .def = KD_CACHE_F32},
-    {"top_k", CFG_NUMBER, CFG_SIZE, CACHE(top_k), .range = &R_TOP_K, .flags = CFG_DEFAULT, .def = 0},
-    {"views", CFG_NUMBER, CFG_SIZE, CACHE(views), .range = &R_VIEWS, .flags = CFG_DEFAULT,
-     .def = 1},
-    {"seed", CFG_NUMBER, CFG_U64, CACHE(seed), .range = &R_SEED, .flags = CFG_DEFAULT, .def = 0},
-};
-static const kd_cfg_section cache_section = SECTION(cache_keys, NULL, 0);
 
 /* ---------------------------------------------------------------------------------------- */
 /* The tables. Order is the order of parsing (within a phase), of "known keys here" and of the
@@ -497,25 +320,12 @@ static const kd_cfg_key model_keys[] = {
     {"input", CFG_CUSTOM, .has = OFF1(kd_config, has_input), .parse = parse_input,
      .write = write_input},
     {"layers", CFG_JSON, .off = CFG(layers), .flags = CFG_INDEXED,
-     .required = "required: the list of layers", .parse = parse_layers, .phase = -1},
+     .required = "required: the list of layers", .parse = kd_cfg_parse_layers, .phase = -1},
     {"init", CFG_ENUM, .off = CFG(init), .names = init_names, .flags = CFG_DEFAULT,
      .def = KD_INIT_HE},
 };
 static const kd_cfg_section model_section = SECTION(model_keys, NULL, 0);
 
-static const kd_cfg_key teacher_keys[] = {
-    {"checkpoint", CFG_PATH, .off = CFG(teachers[0].path), .cap = SIZE_OF(kd_teacher_cfg, path),
-     .parse = parse_teacher_checkpoint, .write = write_unless_ensemble},
-    {"layers", CFG_JSON, .off = CFG(teachers[0].layers), .flags = CFG_INDEXED,
-     .parse = parse_teacher_layers, .write = write_unless_ensemble},
-    {"ensemble", CFG_CUSTOM, .flags = CFG_INDEXED, .parse = parse_ensemble,
-     .write = write_ensemble, .phase = -1},
-    {"logits", CFG_PATH, .off = CFG(logits_path), .cap = SIZE_OF(kd_config, logits_path),
-     .has = OFF1(kd_config, has_logits), .parse = parse_teacher_logits, .phase = -1},
-    {"cache", CFG_SECTION, .off = CFG(cache), .sub = &cache_section,
-     .has = OFF1(kd_config, has_cache), .parse = parse_cache},
-};
-static const kd_cfg_section teacher_section = SECTION(teacher_keys, NULL, 0);
 
 #define LOS(f) offsetof(kd_loss_entry, f)
 #define TEMPERED (ONLY(KD_LOSS_KL) | ONLY(KD_LOSS_DKD))
@@ -613,7 +423,7 @@ static const kd_cfg_key root_keys[] = {
      .required = "required section: at least data.train"},
     {"model", CFG_SECTION, .sub = &model_section,
      .required = "required section: at least model.layers"},
-    {"teacher", CFG_SECTION, .sub = &teacher_section, .has = OFF1(kd_config, has_teacher)},
+    {"teacher", CFG_SECTION, .sub = &kd_cfg_teacher_section, .has = OFF1(kd_config, has_teacher)},
     {"distill", CFG_SECTION, .off = CFG(distill), .sub = &distill_section, .parse = parse_distill,
      .write = write_distill},
     {"optimizer", CFG_SECTION, .sub = &optimizer_section},

@@ -29,4 +29,26 @@ static const kd_cfg_range R_COUNT0 = {0, KD_CFG_MAX_INT53, 0, 0, 1, "an integer 
 /* The data section (schema_data.c), a key of the root table (schema.c). */
 extern const kd_cfg_section kd_cfg_data_section;
 
+/* A list of 1..max objects (teacher.ensemble, distill.losses), each parsed with sec into
+ * base + i * stride and named PATH[i] in messages; noun and the examples word the messages. */
+typedef struct {
+    const kd_cfg_section *sec;
+    char *base;
+    size_t stride;
+    int max;
+    const char *noun, *list_example, *object_example;
+} kd_cfg_obj_list;
+kd_status kd_cfg_parse_section_list(kd_cfg_sec *s, const kd_cfg_key *k, const cJSON *v,
+                                    const kd_cfg_obj_list *l, size_t *n_out);
+/* The n objects of such a list as a JSON array (*item; -1 when out of memory). */
+int kd_cfg_write_section_list(const kd_cfg_out *o, const kd_cfg_section *sec, const char *base,
+                              size_t stride, size_t n, cJSON **item);
+
+/* A layer list: a non-empty array of objects with a string "type" (model.layers, the
+ * teachers' layers; schema.c). */
+kd_status kd_cfg_parse_layers(kd_cfg_sec *s, const kd_cfg_key *k, const cJSON *v);
+
+/* The teacher section (schema_teacher.c), a key of the root table (schema.c). */
+extern const kd_cfg_section kd_cfg_teacher_section;
+
 #endif

@@ -61,8 +61,8 @@ kd_file_kind kd_file_sniff(const uint8_t *b, size_t n) {
         return (kd_file_kind){"a Python pickle (a PyTorch .pt/.pth file from torch.save?)",
                               st_hint};
     if (is_onnx(b, n))
-        return (kd_file_kind){"an ONNX model", "distill cannot load ONNX models yet (ONNX "
-                              "teachers are planned); export the weights as safetensors"};
+        return (kd_file_kind){"an ONNX model", "distill reads ONNX models from files named "
+                              "*.onnx (teacher.checkpoint, eval, predict, info): rename it"};
     if (starts(b, n, "\x89HDF\r\n\x1a\n", 8))
         return (kd_file_kind){"an HDF5 file (a Keras .h5 model?)", "save the weights as "
                               "safetensors with torch.nn.Sequential names"};

@@ -33,6 +33,7 @@
     X(layernorm)                                                                           \
     X(add)                                                                                 \
     X(concat)                                                                              \
+    X(affine)                                                                              \
     /* new types go above this line: one X(name) line each */
 
 #define KD_LAYER_DECL(name) extern const kd_layer_ops kd_layer_##name;

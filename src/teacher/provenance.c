@@ -7,6 +7,7 @@
 #include <string.h>
 #include <zlib.h>
 
+#include "kd_path.h"
 #include "kd_teacher.h"
 
 /* "scale=S mean=[..] std=[..][ features=N crc32=C]": the values a sample is turned into before
@@ -67,6 +68,21 @@ kd_status kd_teacher_cache_meta(const kd_config *cfg, const kd_preprocess *pp, s
             cJSON_free(text);
             snprintf(name, sizeof name, "teacher[%zu].layers", i);
             st = kd_cache_meta_add(meta, name, value, err);
+        }
+        /* An ONNX teacher's output and input preprocessing decide its logits too: both are
+         * recorded, defaults included, so that a run giving either differently is refused. */
+        const kd_teacher_cfg *tc = &cfg->teachers[i];
+        if (!st && kd_path_has_suffix(tc->path, ".onnx", 1)) {
+            static const char *const modes[] = {"data", "raw", "given"};
+            snprintf(name, sizeof name, "teacher[%zu].output", i);
+            st = kd_cache_meta_add(meta, name, tc->output[0] ? tc->output : "(default)", err);
+            snprintf(name, sizeof name, "teacher[%zu].preprocess", i);
+            size_t used = (size_t)snprintf(value, sizeof value, "%s scale %.9g",
+                                           modes[tc->pp_mode], (double)tc->pp.scale);
+            for (int c = 0; c < tc->pp.n_channels && used < sizeof value; c++)
+                used += (size_t)snprintf(value + used, sizeof value - used, " %.9g/%.9g",
+                                         (double)tc->pp.mean[c], (double)tc->pp.std[c]);
+            if (!st) st = kd_cache_meta_add(meta, name, value, err);
         }
     }
     if (st) return st;

@@ -177,7 +177,17 @@ kd_status kd_teacher_load(const kd_config *cfg, size_t i, const kd_shape *shape,
     kd_err_clear(err);
     char **tnames = NULL;
     size_t n_tnames = 0;
-    st = kd_ckpt_load(tc->path, arch, 0, 0, m, &tpp, &has_pp, &tnames, &n_tnames, err);
+    if (kd_path_has_suffix(tc->path, ".onnx", 1)) {
+        kd_onnx_info info;
+        free(arch);
+        arch = NULL;
+        st = kd_teacher_load_onnx(tc->path, tc->output, tc->pp_mode, &tc->pp, pp, m, &info, err);
+        if (!st && info.note[0]) snprintf(warning, warning_cap, "%s: %s", name, info.note);
+        kd_onnx_info_free(&info);
+        kd_preprocess_defaults(&tpp);
+    } else {
+        st = kd_ckpt_load(tc->path, arch, 0, 0, m, &tpp, &has_pp, &tnames, &n_tnames, err);
+    }
     free(arch);
     if (st == KD_OK) check_names(name, tnames, n_tnames, names, n_names, warning, warning_cap);
     kd_free_strings(tnames, n_tnames);

@@ -14,7 +14,9 @@ set -euo pipefail
 out=$1 distill=$(realpath "$2") seed_images=$(realpath "$3")
 root=$(cd "$(dirname "$0")/../.." && pwd)
 rm -rf "$out"
-mkdir -p "$out"/{safetensors,idx,csv,config,image,cache}
+mkdir -p "$out"/{safetensors,idx,csv,config,image,cache,onnx}
+# The ONNX seeds: the committed fixtures (tests/onnx_fixtures.py) small enough for max_len.
+find "$root/tests/fixtures/onnx" -name "*.onnx" -size -16k -exec cp {} "$out/onnx/" \;
 work=$(mktemp -d /tmp/kd-corpus.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 

@@ -18,7 +18,7 @@ cd "$root"
 seconds=${FUZZ_SECONDS:-60}
 jobs=${FUZZ_JOBS:-1}
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(safetensors idx csv config image cache)
+[ ${#targets[@]} -gt 0 ] || targets=(safetensors idx csv config image cache onnx)
 bin=build-fuzz/fuzz
 for t in "${targets[@]}"; do
     [ -x "$bin/fuzz_$t" ] || { echo "run.sh: $bin/fuzz_$t is missing: run 'make fuzz-build'" >&2; exit 2; }
@@ -34,8 +34,8 @@ cp tests/fuzz/safetensors.dict tests/fuzz/cache.dict "$dicts/"
 { cat tests/fuzz/json.dict
   grep -oh '"[a-z_0-9.]*"' configs/*.json | sort -u | sed 's/"/\\"/g; s/.*/"&"/'; } > "$dicts/json.dict"
 
-declare -A max_len=([safetensors]=8192 [idx]=8192 [csv]=4096 [config]=8192 [image]=16384 [cache]=8192)
-declare -A dict=([safetensors]=safetensors [config]=json [csv]="" [idx]="" [image]="" [cache]=cache)
+declare -A max_len=([safetensors]=8192 [idx]=8192 [csv]=4096 [config]=8192 [image]=16384 [cache]=8192 [onnx]=16384)
+declare -A dict=([safetensors]=safetensors [config]=json [csv]="" [idx]="" [image]="" [cache]=cache [onnx]="")
 status=0
 summary=build-fuzz/fuzz-summary.txt
 printf '%-12s %10s %8s %7s %7s %6s %7s %s\n' target executions exec/s edges features corpus rss_mb result \
