@@ -54,6 +54,7 @@ typedef struct {
     int training;        /* dropout active, batch-norm uses batch statistics */
     kd_rng *rng;         /* dropout masks (only used when training) */
     float *workspace;    /* shared scratch (set by kd_model_forward/backward from the model) */
+    size_t cache_shift;  /* an inference replica's layer caches: floats past l->cache (src/nn) */
 } kd_ctx;
 
 /* Data-parallel training (src/train/dataparallel.c over kd_dist.h): the model is one rank's

@@ -119,8 +119,11 @@ static void count_serial(int ta, int tb, size_t M, size_t N, size_t K, int seria
 }
 
 /* The config's model with seeded weights on its first n test images, two threads: logits with
- * the row split on and off, within |a - b| <= 1e-5 (1 + |b|); the split path bit-identical on
- * a second run. want_split: whether some dense product of this model is split at batch n. */
+ * the row split on and off (replicas off: the team runs each layer), and with inference
+ * replicas on (each thread the whole model over its samples, the path eval takes), within
+ * |a - b| <= 1e-5 (1 + |b|) of the plain path; the replica path bit-identical on a second
+ * run. want_split: whether some dense product of this model is split at batch
+ * n. */
 static void check_split(const char *config, size_t n, int want_split) {
     kd_err err = {0};
     kd_model m = {0};
@@ -156,6 +159,7 @@ static void check_split(const char *config, size_t n, int want_split) {
     for (size_t i = 0; i < n; i++) idx[i] = i;
     CHECK_EQ_INT(kd_dataset_get(ds, idx, n, x, NULL, NULL, &err), KD_OK);
     kd_threads_set(2);
+    kd_infer_replicas = 0;
     kd_gemm_row_split = 0;
     n_serial = 0;
     kd_hook_gemm_shape = count_serial;
@@ -168,9 +172,14 @@ static void check_split(const char *config, size_t n, int want_split) {
     /* The split runs one one-thread product per thread where the model has a product for it. */
     CHECK_EQ_INT(n_serial > serial_off, want_split);
     CHECK_FLOATS(got, ref, n * C, 1e-5, 1e-5);
-    const float *again = kd_model_forward(&m, x, n, NULL);
-    CHECK(memcmp(again, got, n * C * sizeof *got) == 0);
+    kd_infer_replicas = 1;
+    const unsigned long passes = kd_hook_replica_passes;
+    memcpy(got, kd_model_forward(&m, x, n, NULL), n * C * sizeof *got);
+    CHECK_EQ_INT(kd_hook_replica_passes, passes + 1);  /* this model ran as replicas */
+    CHECK_FLOATS(got, ref, n * C, 1e-5, 1e-5);
+    CHECK(memcmp(kd_model_forward(&m, x, n, NULL), got, n * C * sizeof *got) == 0);
 cleanup:
+    kd_infer_replicas = 1;
     kd_gemm_row_split = 1;
     kd_hook_gemm_shape = NULL;
     kd_threads_set(threads0);

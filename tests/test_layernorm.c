@@ -23,7 +23,7 @@ static int build(kd_model *m, const kd_shape *in, const char *json, size_t B) {
 }
 
 KD_TEST(layernorm_gradcheck) {
-    const kd_shape vec6 = {1, {6}}, img = {3, {2, 3, 4}}, row = {2, {3, 5}};
+    const kd_shape vec6 = {1, {6}}, img = {3, {2, 3, 4}}, row = {2, {3, 5, 0}};
     /* Alone (input, weight, bias), on a [D] sample and over the last axis of [C, H, W]. */
     CHECK_EQ_INT(kd_gradcheck(&vec6, "[{\"type\":\"layernorm\"}]", 3, 41, 0, 1e-2), 0);
     CHECK_EQ_INT(kd_gradcheck(&img, "[{\"type\":\"layernorm\",\"eps\":0.01}]", 2, 42, 1, 1e-2), 0);
@@ -72,7 +72,7 @@ KD_TEST(layernorm_hand_computed) {
      *   [  0,   0,   0,   0] -> [ .5,    0,  -.5,    1];  [-.8, .8, -.8, .8] -> [-.3, 1.6, -2.9,  4.2] */
     const float want[] = {1.3f, -1.6f, 1.9f, -2.2f, -0.3f, 1.6f, 1.9f, -2.2f,
                           0.5f, 0.0f, -0.5f, 1.0f, -0.3f, 1.6f, -2.9f, 4.2f};
-    kd_ctx train = {1, NULL, NULL}, eval = {0, NULL, NULL};
+    kd_ctx train = {1, NULL, NULL, 0}, eval = {0, NULL, NULL, 0};
     CHECK_FLOATS(kd_model_forward(&m, x, 2, &train), want, 16, 1e-6, 1e-6);
     /* No running statistics: evaluation computes the same. */
     CHECK_FLOATS(kd_model_forward(&m, x, 2, &eval), want, 16, 1e-6, 1e-6);
@@ -136,7 +136,7 @@ KD_TEST(layernorm_matches_double_reference) {
     for (int i = 0; i < N; i++) dy[i] = 2.0f * kd_rng_uniform(&rng) - 1.0f;
     ref_layernorm(x, w, b, dy, ROWS, D, 1e-3, y_ref, dx_ref, dw_ref, db_ref);
 
-    kd_ctx train = {1, NULL, NULL};
+    kd_ctx train = {1, NULL, NULL, 0};
     const float *y = kd_model_forward(&m, x, B, &train);
     to_float(y_ref, f, N);
     CHECK_FLOATS(y, f, N, 1e-5, 1e-5);

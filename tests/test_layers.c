@@ -134,13 +134,13 @@ KD_TEST(layers_dropout_eval_identity_and_training_statistics) {
     for (size_t i = 0; i < 2 * N; i++) x[i] = 0.5f + kd_rng_uniform(&rng);  /* never 0 */
 
     /* Eval: identity, RNG untouched. */
-    kd_ctx eval = {0, &rng, NULL};
+    kd_ctx eval = {0, &rng, NULL, 0};
     kd_rng before = rng;
     CHECK_FLOATS(kd_model_forward(&m, x, 2, &eval), x, 2 * N, 0, 0);
     CHECK(memcmp(&before, &rng, sizeof rng) == 0);
 
     /* Training: about p zeroed, survivors scaled by exactly 1 / (1 - p). */
-    kd_ctx train = {1, &rng, NULL};
+    kd_ctx train = {1, &rng, NULL, 0};
     kd_rng_seed(&rng, 5);
     const float *y = kd_model_forward(&m, x, 2, &train);
     size_t zeros = 0, bad_scale = 0;

@@ -182,7 +182,7 @@ KD_TEST(model_construction_errors_name_the_layer) {
     kd_err err;
     CHECK_EQ_INT(kd_model_init(&m, &flat, NULL, 1, &err), KD_EUSAGE);
     CHECK_CONTAINS(err.msg, "layers: expected a JSON array");
-    const kd_shape huge = {3, {(size_t)1 << 30, (size_t)1 << 30, (size_t)1 << 30}}, zero = {2, {3, 0}};
+    const kd_shape huge = {3, {(size_t)1 << 30, (size_t)1 << 30, (size_t)1 << 30}}, zero = {2, {3, 0, 0}};
     CHECK_EQ_INT(init_json(&m, &huge, "[{\"type\":\"flatten\"}]", 1, &err), KD_EUSAGE);
     CHECK_CONTAINS(err.msg, "input:");
     CHECK_EQ_INT(init_json(&m, &zero, "[{\"type\":\"flatten\"}]", 1, &err), KD_EUSAGE);
@@ -328,7 +328,7 @@ static double train_mlp(uint64_t seed, float **params_out, size_t *n_params, dou
     }
     kd_rng_seed(&rng, seed);
     kd_model_init_weights(&m, &rng, KD_INIT_HE);
-    kd_ctx ctx = {1, &rng, NULL};
+    kd_ctx ctx = {1, &rng, NULL, 0};
     for (size_t i = 0; i < TR_N; i++) order[i] = i;
     for (int epoch = 0; epoch < TR_EPOCHS; epoch++) {
         double sum = 0;
@@ -347,7 +347,7 @@ static double train_mlp(uint64_t seed, float **params_out, size_t *n_params, dou
         if (epoch == 0) *first_loss = sum / (TR_N / TR_B);
         *last_loss = sum / (TR_N / TR_B);
     }
-    kd_ctx eval = {0, NULL, NULL};
+    kd_ctx eval = {0, NULL, NULL, 0};
     const float *z = kd_model_forward(&m, x, TR_N, &eval);
     size_t correct = 0;
     for (size_t i = 0; i < TR_N; i++) {

@@ -57,7 +57,7 @@ static size_t run_layer(const char *spec, float *out, size_t cap) {
     float *x = kd_alloc_floats(nx), *dy = kd_alloc_floats(ny), *dx = kd_alloc_floats(nx);
     for (size_t i = 0; i < nx; i++) x[i] = kd_rng_normal(&rng);
     for (size_t i = 0; i < ny; i++) dy[i] = kd_rng_normal(&rng);
-    kd_ctx ctx = {1, &rng, m.workspace};
+    kd_ctx ctx = {1, &rng, m.workspace, 0};
     l->ops->forward(l, x, m.acts[0], LB, &ctx);
     l->ops->backward(l, x, m.acts[0], dy, dx, LB, &ctx);
     const float *parts[] = {m.acts[0], dx, m.grads, m.buffers};

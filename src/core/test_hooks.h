@@ -36,6 +36,10 @@ extern unsigned long kd_hook_gemm_one_thread;
 extern int kd_gemm_small_rule;
 /* kd_sgemm_linear: 0 turns the row split off (the team's sgemm, the reference path). */
 extern int kd_gemm_row_split;
+/* kd_model_forward: 0 turns inference replicas off (the team runs each layer, the reference
+ * path); kd_hook_replica_passes counts the forwards that ran replicas. */
+extern int kd_infer_replicas;
+extern unsigned long kd_hook_replica_passes;
 /* kd_sgemm, kd_sgemm_serial: when set, called with every product's transposes and sizes before
  * it runs (serial: 1 from kd_sgemm_serial, one thread's share of a parallel loop, possibly on
  * several threads at once), so a benchmark can record the products of a step and time them

@@ -11,7 +11,7 @@ kd_status kd_eval_forward(kd_model *m, kd_dataset *ds, const size_t *idx, size_t
                           kd_err *err) {
     kd_loader *ld = NULL;
     size_t *all = NULL;
-    kd_ctx ctx = {0, NULL, NULL};
+    kd_ctx ctx = {0, NULL, NULL, 0};
     size_t done = 0, skipped = 0;
     double t_fwd = 0.0;
     kd_status st = KD_OK;

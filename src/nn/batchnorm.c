@@ -175,7 +175,7 @@ static void fold_to_running_mean(const kd_layer *l, const float *x, size_t B, do
 static int bn_prepare(kd_layer *l, const float *x, size_t B, int terms_ready, kd_ctx *ctx) {
     const bn_hp *hp = l->hp;
     const size_t C = n_channels(l), S = n_spatial(l), N = B * S;
-    float *mean_c = l->cache, *inv_std = l->cache + C;
+    float *cache = kd_layer_cache(l, ctx), *mean_c = cache, *inv_std = cache + C;
     float *run_mean = l->t[BN_MEAN], *run_var = l->t[BN_VAR];
     double n_all = (double)N;
     if (ctx->training) {
@@ -214,7 +214,7 @@ static int bn_prepare(kd_layer *l, const float *x, size_t B, int terms_ready, kd
             inv_std[c] = (float)(1.0 / sqrt((double)run_var[c] + (double)hp->eps));
         }
     }
-    memcpy(l->cache + 2 * C, &n_all, sizeof n_all);
+    memcpy(cache + 2 * C, &n_all, sizeof n_all);
     return 1;
 }
 
@@ -223,7 +223,7 @@ static int bn_prepare(kd_layer *l, const float *x, size_t B, int terms_ready, kd
 static void bn_forward(kd_layer *l, const float *x, float *y, size_t B, kd_ctx *ctx) {
     if (!bn_prepare(l, x, B, 0, ctx)) return;
     const size_t C = n_channels(l), S = n_spatial(l);
-    const float *mean_c = l->cache, *inv_std = l->cache + C;
+    const float *mean_c = kd_layer_cache(l, ctx), *inv_std = mean_c + C;
     const float *w = l->t[BN_W], *bias = l->t[BN_B];
 #pragma omp parallel for schedule(static) if (KD_PAR(B * C * S))
     for (size_t bc = 0; bc < B * C; bc++) {
@@ -302,9 +302,9 @@ static void group_forward(kd_layer *bn, kd_layer *pool, const float *x, float *y
     if (!bn_prepare(bn, x, B, terms_ready, ctx)) return;
     const size_t C = n_channels(bn), S = n_spatial(bn), OH = pool->out.d[1],
                  OW = pool->out.d[2];
-    const float *mean_c = bn->cache, *inv_std = bn->cache + C;
+    const float *mean_c = kd_layer_cache(bn, ctx), *inv_std = mean_c + C;
     const float *w = bn->t[BN_W], *bias = bn->t[BN_B];
-    uint32_t *arg = (uint32_t *)pool->cache;
+    uint32_t *arg = (uint32_t *)kd_layer_cache(pool, ctx);
 #pragma omp parallel for schedule(static) if (KD_PAR(B * C * S))
     for (size_t bc = 0; bc < B * C; bc++) {
         const size_t c = bc % C;

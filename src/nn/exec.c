@@ -8,17 +8,20 @@
 
 #include "fused.h"
 #include "graph.h"
+#include "../core/test_hooks.h"
 
 /* ---- Units: a fused group or one layer ---- */
 
 size_t kd_model_unit_size(const kd_model *m, size_t i) { return m->graph->unit[i]; }
 
-void kd_model_unit_forward(kd_model *m, size_t i, const float *x, float *y, size_t B,
-                           kd_ctx *ctx) {
+/* The unit from layer i; act_shift: floats from replica 0's chunk buffers to the running
+ * replica's (a convolution's output inside a fused unit is one of them). */
+static void unit_forward(kd_model *m, size_t i, const float *x, float *y, size_t B,
+                         size_t act_shift, kd_ctx *ctx) {
     kd_layer *l = &m->layers[i];
     switch (m->graph->unit[i]) {
     case 4:
-        kd_conv_bn_pool_relu_forward(l, &l[1], &l[2], x, m->acts[i], y,
+        kd_conv_bn_pool_relu_forward(l, &l[1], &l[2], x, m->acts[i] + act_shift, y,
                                      m->grads ? m->acts[i + 1] : NULL, B, ctx);
         break;
     case 3:
@@ -27,6 +30,11 @@ void kd_model_unit_forward(kd_model *m, size_t i, const float *x, float *y, size
     default:
         l->ops->forward(l, x, y, B, ctx);
     }
+}
+
+void kd_model_unit_forward(kd_model *m, size_t i, const float *x, float *y, size_t B,
+                           kd_ctx *ctx) {
+    unit_forward(m, i, x, y, B, 0, ctx);
 }
 
 size_t kd_model_backward_unit_start(const kd_model *m, size_t j) {
@@ -73,59 +81,109 @@ const float *kd_model_forward(kd_model *m, const float *x, size_t B, kd_ctx *ctx
     return z;
 }
 
+/* One replica's view of a forward pass: its value table, merges' input pointers, chunk
+ * buffers (act_shift floats past replica 0's) and context. */
+typedef struct {
+    float **val;
+    const float **xs;
+    size_t act_shift;
+    kd_ctx *ctx;
+} fwd_pass;
+
 /* The unit starting at layer i on the chunk's values, its last layer's output into out. */
-static void run_unit(kd_model *m, size_t i, float *out, size_t nb, kd_ctx *ctx) {
-    kd_graph *g = m->graph;
+static void run_unit(kd_model *m, size_t i, float *out, size_t nb, const fwd_pass *ps) {
     kd_layer *l = &m->layers[i];
     if (!l->ops->forward_merge) {
-        kd_model_unit_forward(m, i, g->val[l->src[0]], out, nb, ctx);
+        unit_forward(m, i, ps->val[l->src[0]], out, nb, ps->act_shift, ps->ctx);
         return;
     }
-    const float **xs = g->xs + g->xs_at[i];
-    for (size_t k = 0; k < l->n_in; k++) xs[k] = g->val[l->src[k]];
-    l->ops->forward_merge(l, xs, out, nb, ctx);
+    const float **xs = ps->xs + m->graph->xs_at[i];
+    for (size_t k = 0; k < l->n_in; k++) xs[k] = ps->val[l->src[k]];
+    l->ops->forward_merge(l, xs, out, nb, ps->ctx);
 }
 
 /* Copies the chunk [b0, b0 + nb) of every observed value the unit i..j produced into its
  * whole-batch buffer (inference; a training pass is the whole batch and keeps its values). */
-static void gather(kd_model *m, size_t i, size_t j, size_t b0, size_t nb) {
+static void gather(kd_model *m, const fwd_pass *ps, size_t i, size_t j, size_t b0, size_t nb) {
     kd_graph *g = m->graph;
     for (size_t v = i + 1; g->gathered && v <= j + 1; v++) {
         if (!g->gathered[v]) continue;
         const size_t n = kd_value_numel(m, v);
-        kd_par_copy(g->gathered[v] + b0 * n, g->val[v], nb * n);
+        kd_par_copy(g->gathered[v] + b0 * n, ps->val[v], nb * n);
     }
 }
 
+/* Samples [b_lo, b_hi) through the model in chunks, with ps's buffers. At least one pass, even
+ * over no samples: a data-parallel replica with an empty shard still joins its batch norms'
+ * sums over the ranks. */
+static void forward_range(kd_model *m, const float *x, size_t b_lo, size_t b_hi,
+                          const fwd_pass *ps) {
+    const size_t D = kd_shape_numel(&m->input), last = m->n_layers - 1;
+    for (size_t b0 = b_lo; b0 == b_lo || b0 < b_hi; b0 += m->chunk) {
+        const size_t nb = b_hi - b0 < m->chunk ? b_hi - b0 : m->chunk;
+        ps->val[0] = (float *)(x + b0 * D);  /* read only: no layer writes over the input */
+        for (size_t i = 0, n; i < m->n_layers; i += n) {
+            n = m->graph->unit[i];
+            const size_t j = i + n - 1;  /* the unit's last layer, whose output it writes */
+            float *out = j == last ? m->acts[last] + b0 * m->n_classes
+                                   : m->acts[j] + ps->act_shift;
+            run_unit(m, i, out, nb, ps);
+            ps->val[j + 1] = out;
+            gather(m, ps, i, j, b0, nb);
+        }
+    }
+}
+
+/* How many replicas run this pass: inference only, on the team's threads, when nested regions
+ * stay inactive (a layer's own parallel loops then run on its replica's thread, which its
+ * workspace slot assumes). */
+#ifdef KD_TEST_HOOKS
+int kd_infer_replicas = 1;
+unsigned long kd_hook_replica_passes;
+#endif
+
+static size_t replicas_now(const kd_model *m, size_t B, const kd_ctx *ctx) {
+    const size_t n = m->graph->n_rep, t = (size_t)omp_get_max_threads();
+    if (ctx->training || n <= 1 || B < 2 || t < 2 || omp_in_parallel() ||
+        omp_get_max_active_levels() > 1 || !KD_HOOK_VALUE(kd_infer_replicas, 1))
+        return 1;
+    KD_HOOK_RUN(kd_hook_replica_passes++);
+    return t < n ? t : n;
+}
+
+/* Inference runs the batch as one sample range per replica, each thread through the whole
+ * model on its own (no barrier per layer: on this 2-vCPU host a layer-by-layer team lost to
+ * one thread whenever another process ran). A sample's values do not depend on its replica. */
 static const float *forward_chunks(kd_model *m, const float *x, size_t B, kd_ctx *ctx) {
     KD_ASSERT(B <= m->batch_cap && m->chunk > 0 && m->n_layers > 0);
     kd_graph *g = m->graph;
-    kd_ctx eval_ctx = {0, NULL, NULL};
+    kd_ctx eval_ctx = {0, NULL, NULL, 0};
     if (!ctx) ctx = &eval_ctx;
     /* Training statistics (batch norm) need the whole batch in one pass. */
     KD_ASSERT(!ctx->training || B <= m->chunk);
     ctx->workspace = m->workspace;
-    const size_t D = kd_shape_numel(&m->input), last = m->n_layers - 1;
-    float *logits = m->acts[last];
+    ctx->cache_shift = 0;
     if (ctx->training && g->obs_grad)
         for (size_t v = 1; v < g->n_values; v++)
             if (g->obs_grad[v]) kd_par_zero(g->obs_grad[v], B * kd_value_numel(m, v));
-    /* At least one pass, even over no samples: a data-parallel replica with an empty shard
-     * still joins its batch norms' sums over the ranks. */
-    for (size_t b0 = 0; b0 == 0 || b0 < B; b0 += m->chunk) {
-        const size_t nb = B - b0 < m->chunk ? B - b0 : m->chunk;
-        g->val[0] = (float *)(x + b0 * D);  /* read only: no layer writes over the input */
-        for (size_t i = 0, n; i < m->n_layers; i += n) {
-            n = g->unit[i];
-            const size_t j = i + n - 1;  /* the unit's last layer, whose output it writes */
-            float *out = j == last ? logits + b0 * m->n_classes : m->acts[j];
-            run_unit(m, i, out, nb, ctx);
-            g->val[j + 1] = out;
-            gather(m, i, j, b0, nb);
+    const size_t R = replicas_now(m, B, ctx);
+    if (R == 1) {
+        const fwd_pass ps = {g->val, g->xs, 0, ctx};
+        forward_range(m, x, 0, B, &ps);
+    } else {
+#pragma omp parallel num_threads((int)R)
+        {
+            const size_t r = (size_t)omp_get_thread_num(), T = (size_t)omp_get_num_threads();
+            kd_ctx c = *ctx;
+            c.workspace = m->workspace + r * g->rep_ws;
+            c.cache_shift = r * g->rep_cache;
+            const fwd_pass ps = {r ? g->rep_val + (r - 1) * g->n_values : g->val,
+                                 r ? g->rep_xs + (r - 1) * g->n_xs : g->xs, r * g->rep_act, &c};
+            forward_range(m, x, B * r / T, B * (r + 1) / T, &ps);
         }
     }
-    g->val[m->n_layers] = logits;
-    return logits;
+    g->val[m->n_layers] = m->acts[m->n_layers - 1];
+    return m->acts[m->n_layers - 1];
 }
 
 /* ---- Backward ---- */
@@ -287,7 +345,7 @@ void kd_model_backward_to(kd_model *m, const float *x, const float *dlogits, flo
                           size_t B, kd_ctx *ctx) {
     KD_ASSERT(m->grads && B <= m->batch_cap);
     kd_graph *g = m->graph;
-    kd_ctx eval_ctx = {0, NULL, NULL};
+    kd_ctx eval_ctx = {0, NULL, NULL, 0};
     if (!ctx) ctx = &eval_ctx;
     ctx->workspace = m->workspace;
     memset(g->slot_busy, 0, g->n_slots);

@@ -228,6 +228,7 @@ kd_status kd_graph_init(kd_model *m, kd_err *err) {
     kd_graph *g = m->graph = calloc(1, sizeof *g);
     if (g) {
         g->n_values = nv;
+        g->n_xs = n_xs;
         g->n_readers = calloc(nv, sizeof *g->n_readers);
         g->last_reader = malloc(nv * sizeof *g->last_reader);
         g->observed = calloc(nv, 1);
@@ -256,6 +257,11 @@ kd_status kd_graph_init(kd_model *m, kd_err *err) {
 void kd_graph_free_batch(kd_graph *g) {
     if (!g) return;
     free(g->val);
+    free(g->rep_val);
+    free(g->rep_xs);
+    g->rep_val = NULL;
+    g->rep_xs = NULL;
+    g->n_rep = 1;
     free(g->pool_of);
     if (g->gathered)
         for (size_t v = 0; v < g->n_values; v++) kd_free_aligned(g->gathered[v]);

@@ -22,7 +22,8 @@ struct kd_graph {
     unsigned char *unit;      /* (n_layers) layers run as one unit from here: 1, 3 (a fused
                                * group), 4 (a convolution and the group after it; the group's
                                * own entry still says 3) */
-    const float **xs;         /* (sum of n_in) merges' input pointers, by layer (no malloc per step) */
+    size_t n_xs;              /* the sum of the layers' n_in */
+    const float **xs;         /* (n_xs) merges' input pointers, by layer (no malloc per step) */
     size_t *xs_at;            /* (n_layers) each layer's first entry in xs */
 
     /* Batch memory (kd_model_reserve). */
@@ -30,6 +31,13 @@ struct kd_graph {
     size_t n_pool;            /* inference: chunk buffers the values take turns in */
     int *pool_of;             /* (n_values) inference: the value's chunk buffer, -1 none */
     float **gathered;         /* (n_values) inference: an observed value for the whole batch */
+    /* Inference replicas: up to n_rep threads run sample ranges through the whole model at
+     * once, one chunk at a time each (no barrier per layer). Replica r > 0 has its own chunk
+     * buffers (r * rep_act floats past replica 0's), layer caches (r * rep_cache past
+     * l->cache), workspace (r * rep_ws past m->workspace) and tables rep_val / rep_xs. */
+    size_t n_rep, rep_act, rep_cache, rep_ws;
+    float **rep_val;          /* ((n_rep - 1) * n_values) replicas 1..: their value buffers */
+    const float **rep_xs;     /* ((n_rep - 1) * n_xs) replicas 1..: merges' input pointers */
     float **obs_grad;         /* (n_values) training: the caller's gradient at an observed value */
     size_t n_slots;           /* backward's gradient buffers, (batch_cap, max numel) each, the
                                * last one a scratch for gradients that are added, not written */

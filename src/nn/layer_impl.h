@@ -110,7 +110,8 @@ struct kd_layer {
     float *dt[KD_LAYER_MAX_TENSORS];     /* gradient of a PARAM; NULL otherwise and in
                                           * inference-only models */
     int64_t count[KD_LAYER_MAX_TENSORS]; /* value of a COUNTER (num_batches_tracked) */
-    float *cache;          /* cache_floats(l, batch_cap) floats, owned by the model */
+    float *cache;          /* cache_floats(l, batch_cap) floats, owned by the model; a forward
+                            * writes kd_layer_cache(l, ctx) (an inference replica's own copy) */
     const kd_shard *shard; /* data-parallel replica (kd_model_set_shard) or NULL */
 };
 
@@ -242,5 +243,11 @@ void kd_model_backward_to(kd_model *m, const float *x, const float *dlogits, flo
  * zeroed planes); a copy onto itself (an in-place layer) does nothing. */
 void kd_par_copy(float *dst, const float *src, size_t n);
 void kd_par_zero(float *dst, size_t n);
+
+/* The cache a forward uses: the layer's own, or an inference replica's copy (plan.c gives each
+ * replica its own, so threads running sample ranges at once never share one). */
+static inline float *kd_layer_cache(const kd_layer *l, const kd_ctx *ctx) {
+    return l->cache + ctx->cache_shift;
+}
 
 #endif

@@ -58,8 +58,8 @@ static void ln_init(kd_layer *l, kd_rng *rng, int xavier) {
  *   mean = sum(x) / D,  var = sum((x - mean)^2) / D  (biased, as torch; two passes in double),
  *   xhat = (x - mean) / sqrt(var + eps),  y = weight * xhat + bias. */
 static void ln_forward(kd_layer *l, const float *x, float *y, size_t B, kd_ctx *ctx) {
-    (void)ctx;
     const ln_hp *hp = l->hp;
+    float *cache = kd_layer_cache(l, ctx);
     const size_t D = row_len(l), R = n_rows(l, B);
     const float *restrict w = l->t[LN_W], *restrict b = l->t[LN_B];
 #pragma omp parallel for schedule(static) if (KD_PAR(R * D))
@@ -69,8 +69,8 @@ static void ln_forward(kd_layer *l, const float *x, float *y, size_t B, kd_ctx *
         const double mean = kd_sum(xr, D) / (double)D;
         const double var = kd_sum_sq_dev(xr, D, mean) / (double)D;
         const float mu = (float)mean, rs = (float)(1.0 / sqrt(var + (double)hp->eps));
-        l->cache[2 * r] = mu;
-        l->cache[2 * r + 1] = rs;
+        cache[2 * r] = mu;
+        cache[2 * r + 1] = rs;
         for (size_t d = 0; d < D; d++) yr[d] = w[d] * ((xr[d] - mu) * rs) + b[d];
     }
 }

@@ -5,6 +5,7 @@
  * A training model keeps every value until backward (a layer that runs in place shares its
  * input's buffer). An inference-only model runs the batch in chunks, and a value's chunk
  * buffer goes back to the pool after the last unit that reads it (liveness over the list). */
+#include <omp.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +21,11 @@
  * teacher (25,088 floats per sample after its first convolution) runs 83 samples at a time; an
  * MLP's whole batch fits. */
 #define INFER_CHUNK_FLOATS ((size_t)1 << 21)
+
+/* An inference-only model runs its batch as sample ranges, one per replica and thread, each
+ * through the whole model (exec.c). Each replica has its own workspace, sized for the layers'
+ * own threading: this cap keeps that bounded on a many-core server. */
+#define INFER_REPLICAS_MAX 16
 
 /* Rounds n up to a multiple of KD_ALIGN_FLOATS and adds it to *total; 0 on success. */
 static int add_aligned(size_t *total, size_t n) {
@@ -107,9 +113,12 @@ static size_t plan_pool(const kd_model *m, int *pool_of) {
 }
 
 typedef struct {
-    size_t nb;            /* samples per pass */
+    size_t nb;            /* samples per pass (of one replica) */
+    size_t n_rep;         /* inference replicas (1 for a training model) */
     size_t act_total;     /* floats of act_mem */
     size_t cache_total, ws, max_numel, pool_floats, n_pool, n_slots;
+    size_t rep_act;                  /* floats of one replica's chunk buffers */
+    size_t cache_all, ws_all;        /* cache_total and ws times n_rep */
 } plan_sizes;
 
 /* Every size, overflow-checked, before anything is allocated; 0 on success. */
@@ -118,9 +127,16 @@ static int plan_sizes_of(const kd_model *m, size_t B, int *pool_of, plan_sizes *
     const kd_graph *g = m->graph;
     memset(p, 0, sizeof *p);
     p->nb = B;
+    p->n_rep = 1;
     if (chunked) {
-        size_t per = INFER_CHUNK_FLOATS / widest_inner(m);
-        p->nb = per < 1 ? 1 : per < B ? per : B;
+        /* One replica per processor, as many as the batch has samples; the chunk memory of
+         * one pass is shared among them. */
+        size_t r = (size_t)omp_get_num_procs();
+        r = r > INFER_REPLICAS_MAX ? INFER_REPLICAS_MAX : r < 1 ? 1 : r;
+        p->n_rep = B < 2 ? 1 : r < B ? r : B;
+        const size_t per = INFER_CHUNK_FLOATS / widest_inner(m) / p->n_rep;
+        const size_t share = (B + p->n_rep - 1) / p->n_rep;
+        p->nb = per < 1 ? 1 : per < share ? per : share;
     }
     int bad = 0;
     p->max_numel = kd_shape_numel(&m->input);
@@ -138,8 +154,17 @@ static int plan_sizes_of(const kd_model *m, size_t B, int *pool_of, plan_sizes *
     if (chunked) {
         p->n_pool = plan_pool(m, pool_of);
         bad |= p->n_pool == SIZE_MAX || kd_mul_size(widest_inner(m), p->nb, &p->pool_floats);
-        for (size_t k = 0; k < p->n_pool && !bad; k++) bad |= add_aligned(&p->act_total, p->pool_floats);
+        /* Every replica's pool, after the logits: rep_act floats each. */
+        size_t rep = 0, all;
+        for (size_t k = 0; k < p->n_pool && !bad; k++) bad |= add_aligned(&rep, p->pool_floats);
+        bad |= kd_mul_size(rep, p->n_rep, &all) || kd_add_size(p->act_total, all, &p->act_total);
+        p->rep_act = rep;
     }
+    size_t ws = 0;  /* rounded, so that every replica's workspace starts aligned */
+    bad |= add_aligned(&ws, p->ws);
+    p->ws = ws;
+    bad |= kd_mul_size(p->cache_total, p->n_rep, &p->cache_all) ||
+           kd_mul_size(p->ws, p->n_rep, &p->ws_all);
     size_t slot_floats;
     bad |= kd_mul_size(p->max_numel, B, &slot_floats);
     return bad;
@@ -183,6 +208,11 @@ static void place(kd_model *m, size_t B, const plan_sizes *p, float **pool) {
         pool[k] = m->act_mem + act_off;
         add_aligned(&act_off, p->pool_floats);
     }
+    act_off = p->rep_act * p->n_rep;  /* the other replicas' pools, then the logits */
+    g->n_rep = p->n_rep;
+    g->rep_act = p->rep_act;
+    g->rep_cache = p->cache_total;
+    g->rep_ws = p->ws;
     for (size_t i = 0; i < m->n_layers; i++) {
         kd_layer *l = &m->layers[i];
         if (chunked && i + 1 < m->n_layers) {
@@ -216,9 +246,14 @@ kd_status kd_model_reserve(kd_model *m, size_t B, kd_err *err) {
     g->val = calloc(g->n_values, sizeof *g->val);
     pool = calloc(p.n_pool ? p.n_pool : 1, sizeof *pool);
     m->act_mem = kd_alloc_floats(p.act_total);
-    m->cache_mem = kd_alloc_floats(p.cache_total);
-    m->workspace = kd_alloc_floats(p.ws);
+    m->cache_mem = kd_alloc_floats(p.cache_all);
+    m->workspace = kd_alloc_floats(p.ws_all);
+    if (p.n_rep > 1) {
+        g->rep_val = calloc((p.n_rep - 1) * g->n_values, sizeof *g->rep_val);
+        g->rep_xs = calloc((p.n_rep - 1) * (g->n_xs ? g->n_xs : 1), sizeof *g->rep_xs);
+    }
     if (!m->acts || !g->val || !pool || !m->act_mem || !m->cache_mem || !m->workspace ||
+        (p.n_rep > 1 && (!g->rep_val || !g->rep_xs)) ||
         alloc_observed(m, B) || (m->grads && alloc_slots(m, B, p.max_numel))) {
         free(pool);
         kd_model_free_batch(m);

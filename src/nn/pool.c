@@ -333,10 +333,9 @@ void kd_maxpool2x2_relu_bn_backward_plane(const float *dyp, const float *yp, con
 }
 
 static void maxpool_forward(kd_layer *l, const float *x, float *y, size_t B, kd_ctx *ctx) {
-    (void)ctx;
     const size_t C = l->in.d[0], H = l->in.d[1], W = l->in.d[2];
     const size_t OH = l->out.d[1], OW = l->out.d[2];
-    uint32_t *arg = (uint32_t *)l->cache;
+    uint32_t *arg = (uint32_t *)kd_layer_cache(l, ctx);
     const pool_hp *hp = l->hp;
     const size_t KH = hp->kh, KW = hp->kw, SH = stride_h(l), SW = stride_w(l);
     const int par = KD_PAR(B * C * H * W);

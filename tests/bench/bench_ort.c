@@ -7,7 +7,9 @@
  *   bench_ort run CONFIG DIR --batch B [--budget S] [--threads T] [--logits OUT.f32]
  *                                          one timing round: prints one line
  *                                          (--split 0: dense layers on the team's sgemm, the
- *                                          path before issue 29, for A/B timings)
+ *                                          path before issue 29, for A/B timings;
+ *                                          --replicas 0: every layer on the team, the inference
+ *                                          path before replicas)
  *   result samples_per_s=.. single_us=.. gflops=.. sgemm_gflops=.. peak_gflops=.. core=..
  * samples_per_s: batch-B forwards of the first B samples (median pass of those run within the
  * budget); single_us: one-sample forward latency (p50); gflops: 2 * MACs * B / pass time;
@@ -251,6 +253,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--threads")) threads = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--logits")) logits = argv[i + 1];
         else if (!strcmp(argv[i], "--split")) kd_gemm_row_split = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--replicas")) kd_infer_replicas = atoi(argv[i + 1]);
     }
     if (argc < 4 || (strcmp(argv[1], "prepare") && strcmp(argv[1], "run")) || !B || !n) {
         fprintf(stderr, "usage: bench_ort prepare|run CONFIG DIR [--n N] [--batch B] "
