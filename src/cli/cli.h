@@ -10,6 +10,8 @@
 #include <stdio.h>
 
 #include "kd_common.h"
+#include "kd_eval.h"
+#include "kd_quant.h"
 #include "kd_safetensors.h"
 #include "kd_train.h"
 
@@ -130,6 +132,23 @@ kd_status kd_cli_json_print(cJSON *doc, int failed, kd_err *err);
 int kd_cli_info_cache(const char *path, int json);
 /* info of a qint8 file f (info_qint8.c): its reader's checks, then every op; the exit code. */
 int kd_cli_info_qint8(const char *path, const kd_st_file *f, int json);
+
+/* A qint8 file run by eval and predict (qnet.c): the integer reference as an evaluation net
+ * (logits dequantized); n_weights its int8 weights, the "params" of a qint8 column. */
+typedef struct {
+    kd_qmodel q;
+    kd_eval_net net;
+    size_t n_weights, cap;
+    float *logits;
+    int8_t *logits_q;
+} kd_cli_qnet;
+/* 1 when path reads as safetensors with metadata dtype "qint8". */
+int kd_cli_is_qint8(const char *path);
+/* Reads and checks the qint8 file at path (KD_EINPUT naming it), with the preprocessing and
+ * class names its source recorded (as kd_ckpt_load returns them). */
+kd_status kd_cli_qnet_load(const char *path, kd_cli_qnet *qn, kd_preprocess *pp, int *has_pp,
+                           char ***classes, size_t *n_classes, kd_err *err);
+void kd_cli_qnet_free(kd_cli_qnet *qn);  /* NULL-safe, idempotent */
 
 /* `distill --version` (version.c): distill's version and those of the libraries it runs with. */
 void kd_cli_print_version(FILE *f);
