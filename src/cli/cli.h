@@ -153,10 +153,11 @@ void kd_cli_qnet_free(kd_cli_qnet *qn);  /* NULL-safe, idempotent */
 /* `distill --version` (version.c): distill's version and those of the libraries it runs with. */
 void kd_cli_print_version(FILE *f);
 /* export --dtype qint8 (export_qint8.c): quantize `in` with calibration samples from config's
- * training split, write `out` (a C header named c_name when it is not NULL, else safetensors
- * with the given metadata), print the float and integer accuracy on config's split. */
+ * training split, write `out` (format "c": a C header named c_name; "onnx": a QDQ model with
+ * the given metadata; else safetensors with it), print the float and integer accuracy on
+ * config's split. */
 typedef struct {
-    const char *in, *out, *config, *split, *c_name;
+    const char *in, *out, *config, *split, *format, *c_name;
     size_t calibrate, batch;
     const char *const *keys, *const *vals;
     size_t n_md;
