@@ -3,7 +3,8 @@
  * float with round-half-to-even, agrees with distill's integer reference on the 10,000
  * Fashion-MNIST test images: the same top-1 on >= 99.5% and logits within one quantization
  * step of the output on >= 99%, every top-1 difference a near-tie of the reference (its two
- * logits within a step), for the compact MLP student and the small CNN student (each
+ * logits within a step), and its optimized graph holds the fused integer kernels (QGemm,
+ * QLinearConv), for the compact MLP student and the small CNN student (each
  * trained briefly from its -scratch config: a few thousand images, one epoch). A missing tool
  * skips on a developer's machine and fails when CI=true. */
 #include <cJSON.h>
@@ -163,7 +164,7 @@ static size_t argmax(const float *z, size_t C) {
 
 /* Trains the shipped config briefly, exports its qint8 model as safetensors and as ONNX, checks
  * the ONNX file, runs it under ONNX Runtime and compares with the reference. */
-static void qdq_agrees(const char *shipped, size_t train_n, const char *ops) {
+static void qdq_agrees(const char *shipped, size_t train_n, const char *ops, const char *fused) {
     if (!have_tools()) return;
     const char *dir = kd_test_tmpdir();
     static char cmd[4096], check[1 << 18];
@@ -184,11 +185,17 @@ static void qdq_agrees(const char *shipped, size_t train_n, const char *ops) {
     CHECK_CONTAINS(check, "opset ai.onnx:13\n");
     CHECK_CONTAINS(check, "output logits ['N', 10]\n");
     CHECK_CONTAINS(check, ops);
-    CHECK_CONTAINS(check, "initializers FLOAT INT32 INT8");
+    CHECK_CONTAINS(check, "initializers FLOAT INT32 INT8 UINT8\n");
     CHECK_CONTAINS(check, "meta dtype qint8\n");
     snprintf(cmd, sizeof cmd, "KD_ORT_MODULE='%s' node tests/export/ort_run.js '%s/q.onnx' %s "
-             "--n %d --logits '%s/ort.f32'", ort_module(), dir, TEST_IMAGES, N_TEST, dir);
+             "--n %d --logits '%s/ort.f32' --optimized '%s/opt.onnx'", ort_module(), dir,
+             TEST_IMAGES, N_TEST, dir, dir);
     if (!run_ok(cmd)) return;
+    /* ONNX Runtime fused the QDQ groups into its integer kernels. */
+    snprintf(cmd, sizeof cmd, "/usr/bin/python3 -c \"import onnx, sys; print(' '.join(sorted("
+             "{n.op_type for n in onnx.load(sys.argv[1]).graph.node})))\" '%s/opt.onnx'", dir);
+    if (kd_test_run(cmd, check, sizeof check) != 0) kd_test_fail(__FILE__, __LINE__, "%s", check);
+    for (const char *op = fused; *op; op += strlen(op) + 1) CHECK_CONTAINS(check, op);
     char path[1024];
     size_t C = 0;
     double step = 0;
@@ -224,11 +231,11 @@ static void qdq_agrees(const char *shipped, size_t train_n, const char *ops) {
 
 KD_TEST(qdq_compact_student_onnx_runtime_agrees) {
     qdq_agrees("configs/fmnist-compact-scratch.json", 3000,
-               "ops Add DequantizeLinear Gemm Identity Mul QuantizeLinear Softmax\n");
+               "ops Add DequantizeLinear Gemm Identity Mul QuantizeLinear Softmax\n", "QGemm\0");
 }
 
 KD_TEST(qdq_cnn_small_student_onnx_runtime_agrees) {
     qdq_agrees("configs/fmnist-cnn-small-scratch.json", 4000,
                "ops Add Clip Conv DequantizeLinear Flatten Gemm Identity MaxPool Mul "
-               "QuantizeLinear Softmax\n");
+               "QuantizeLinear Softmax\n", "QLinearConv\0QGemm\0");
 }

@@ -1,8 +1,10 @@
 /* onnx_qdq.c - a full-integer model (kd_quant.h) as an ONNX QDQ graph (opset 13): every value is
- * an int8 tensor with its scale and zero point; each dense, conv, average pool, add and concat
+ * a uint8 tensor with its scale and zero point, the int8 value and zero point plus 128 (the same
+ * numbers: ONNX Runtime fuses groups with uint8 activations into integer kernels on x86, where
+ * it left every int8-activation group unfused); each dense, conv, average pool, add and concat
  * reads DequantizeLinear of its inputs and ends in QuantizeLinear, the weights int8 per output
  * channel (axis 0, zero point 0) and the bias int32 at s_in * s_w, which is the pattern ONNX
- * Runtime fuses into its integer kernels. Max pool and a clamp run on the int8 values
+ * Runtime fuses into its integer kernels. Max pool and a clamp run on the stored values
  * themselves, and a table activation is the stored table itself (Gather), so those are exact.
  * Float input (the recorded preprocessing inside, then QuantizeLinear), float logits. */
 #include <math.h>
@@ -15,11 +17,14 @@
 #define T_FLOAT ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT
 #define T_INT8 ONNX__TENSOR_PROTO__DATA_TYPE__INT8
 #define T_INT32 ONNX__TENSOR_PROTO__DATA_TYPE__INT32
+#define T_UINT8 ONNX__TENSOR_PROTO__DATA_TYPE__UINT8
+/* An int8 activation q is stored as the uint8 q + 128. */
+#define U8(q) ((uint8_t)((int32_t)(q) + 128))
 
 typedef struct {
     kd_onnxw_emitter *em;
     const kd_qmodel *q;
-    const char **name;     /* (n_values) each value's int8 tensor */
+    const char **name;     /* (n_values) each value's (uint8) tensor */
     const char **scale;    /* (n_values) its scale and zero point initializers, made on use */
     const char **zp;
     kd_shape *shape;       /* (n_values) per-sample shape of each value's tensor */
@@ -40,12 +45,12 @@ static kd_status init(qdq *Q, const char *suffix, int32_t type, const kd_shape *
 static kd_status qparams(qdq *Q, size_t v, kd_err *err) {
     if (Q->scale[v]) return KD_OK;
     const kd_qvalue *qv = &Q->q->values[v];
-    const int8_t zp = (int8_t)qv->zp;
+    const uint8_t zp = U8(qv->zp);
     char *s = kd_onnxw_printf(&Q->em->arena, "v%zu.scale", v);
     char *z = kd_onnxw_printf(&Q->em->arena, "v%zu.zero_point", v);
     if (!s || !z) return kd_onnxw_oom(err);
     kd_status st = kd_onnxw_init(Q->em, s, T_FLOAT, &scalar, &qv->scale, sizeof qv->scale, err);
-    if (!st) st = kd_onnxw_init(Q->em, z, T_INT8, &scalar, &zp, 1, err);
+    if (!st) st = kd_onnxw_init(Q->em, z, T_UINT8, &scalar, &zp, 1, err);
     Q->scale[v] = s, Q->zp[v] = z;
     return st;
 }
@@ -57,17 +62,17 @@ static kd_status dq(qdq *Q, size_t v, const char *t, const char **out, kd_err *e
     return st ? st : kd_onnxw_node(Q->em, "DequantizeLinear", in, 3, NULL, 0, NULL, 0, out, err);
 }
 
-/* Value v = QuantizeLinear(f), then an int8 Clip where the op's clamp (a folded ReLU or
- * ReLU6) is tighter than int8's range: the reference's clamp after rounding. */
+/* Value v = QuantizeLinear(f), then a Clip where the op's clamp (a folded ReLU or ReLU6) is
+ * tighter than int8's range: the reference's clamp after rounding. */
 static kd_status quant(qdq *Q, size_t v, const char *f, kd_qout o, kd_err *err) {
     kd_status st = qparams(Q, v, err);
     const char *in[] = {f, Q->scale[v], Q->zp[v]};
     if (!st) st = kd_onnxw_node(Q->em, "QuantizeLinear", in, 3, NULL, 0, NULL, 0, &Q->name[v], err);
     if (st || (o.lo <= -128 && o.hi >= 127)) return st;
-    const int8_t lo = (int8_t)o.lo, hi = (int8_t)o.hi;
+    const uint8_t lo = U8(o.lo), hi = U8(o.hi);
     const char *lname = NULL, *hname = NULL;
-    if ((st = init(Q, "clip_lo", T_INT8, &scalar, &lo, 1, &lname, err)) ||
-        (st = init(Q, "clip_hi", T_INT8, &scalar, &hi, 1, &hname, err)))
+    if ((st = init(Q, "clip_lo", T_UINT8, &scalar, &lo, 1, &lname, err)) ||
+        (st = init(Q, "clip_hi", T_UINT8, &scalar, &hi, 1, &hname, err)))
         return st;
     const char *cin[] = {Q->name[v], lname, hname};
     return kd_onnxw_node(Q->em, "Clip", cin, 3, NULL, 0, NULL, 0, &Q->name[v], err);
@@ -107,7 +112,7 @@ static kd_status weights(qdq *Q, const kd_qop *op, const kd_shape *w_shape, cons
 }
 
 /* Value v's tensor as [N, C, H, W] for a convolution or pool of geometry g: a flat value of
- * that size is reshaped (int8, exact). */
+ * that size is reshaped (exact). */
 static kd_status as_image(qdq *Q, size_t v, const kd_qconv_geom *g, const char **out,
                           kd_err *err) {
     const kd_shape *s = &Q->shape[v];
@@ -122,7 +127,7 @@ static kd_status as_image(qdq *Q, size_t v, const kd_qconv_geom *g, const char *
                                    NULL, 0, NULL, 0, out, err);
 }
 
-/* Value v's tensor as [N, features]: a [C, H, W] value is flattened (int8, exact). */
+/* Value v's tensor as [N, features]: a [C, H, W] value is flattened (exact). */
 static kd_status as_rows(qdq *Q, size_t v, const char **out, kd_err *err) {
     const kd_onnx_attr axis1 = KD_ONNX_INT("axis", 1);
     *out = Q->name[v];
@@ -169,7 +174,7 @@ static kd_status emit_conv(qdq *Q, const kd_qop *op, kd_err *err) {
     return quant(Q, op->out, y, op->o, err);
 }
 
-/* Max pool on the int8 values (same scale in and out: exact); average pool between DQ and Q
+/* Max pool on the stored values (same scale in and out: exact); average pool between DQ and Q
  * with padding counted (count_include_pad, as distill's pool). */
 static kd_status emit_pool(qdq *Q, const kd_qop *op, kd_err *err) {
     const kd_qconv_geom *g = &op->g;
@@ -210,32 +215,29 @@ static kd_status emit_merge(qdq *Q, const kd_qop *op, kd_err *err) {
     return st ? st : quant(Q, op->out, y, op->o, err);
 }
 
-/* A clamp on the int8 values (same scale in and out); a table activation as the stored table
- * indexed by the byte: Gather(table[x + 128]) of the int8 input widened to int32. Both exact. */
+/* A clamp on the stored values (same scale in and out); a table activation as the stored table
+ * indexed by the stored byte, x + 128 (Gather at the input widened to int32). Both exact. */
 static kd_status emit_elementwise(qdq *Q, const kd_qop *op, kd_err *err) {
     const size_t v = op->in[0];
     Q->shape[op->out] = Q->shape[v];
     kd_status st;
     if (op->kind == KD_QOP_CLAMP) {
-        const int8_t lo = (int8_t)op->o.lo, hi = (int8_t)op->o.hi;
+        const uint8_t lo = U8(op->o.lo), hi = U8(op->o.hi);
         const char *l = NULL, *h = NULL;
-        if ((st = init(Q, "clip_lo", T_INT8, &scalar, &lo, 1, &l, err)) ||
-            (st = init(Q, "clip_hi", T_INT8, &scalar, &hi, 1, &h, err)))
+        if ((st = init(Q, "clip_lo", T_UINT8, &scalar, &lo, 1, &l, err)) ||
+            (st = init(Q, "clip_hi", T_UINT8, &scalar, &hi, 1, &h, err)))
             return st;
         return kd_onnxw_node(Q->em, "Clip", (const char *[]){Q->name[v], l, h}, 3, NULL, 0,
                              NULL, 0, &Q->name[op->out], err);
     }
-    int8_t table[256];
-    const int32_t offset = 128;
-    for (int i = 0; i < 256; i++) table[i] = op->lut[(uint8_t)(int8_t)(i - 128)];
+    /* Entry u (the stored byte of q = u - 128) holds the stored byte of table[(uint8_t)q]. */
+    uint8_t table[256];
+    for (int u = 0; u < 256; u++) table[u] = U8(op->lut[(uint8_t)(int8_t)(u - 128)]);
     const kd_shape t_shape = {1, {256}};
     const kd_onnx_attr to = KD_ONNX_INT("to", T_INT32), axis0 = KD_ONNX_INT("axis", 0);
-    const char *t = NULL, *o = NULL, *wide = NULL, *idx = NULL;
-    if ((st = init(Q, "table", T_INT8, &t_shape, table, sizeof table, &t, err)) ||
-        (st = init(Q, "table_offset", T_INT32, &scalar, &offset, sizeof offset, &o, err)) ||
-        (st = kd_onnxw_node(Q->em, "Cast", &Q->name[v], 1, &to, 1, NULL, 0, &wide, err)) ||
-        (st = kd_onnxw_node(Q->em, "Add", (const char *[]){wide, o}, 2, NULL, 0, NULL, 0, &idx,
-                            err)))
+    const char *t = NULL, *idx = NULL;
+    if ((st = init(Q, "table", T_UINT8, &t_shape, table, sizeof table, &t, err)) ||
+        (st = kd_onnxw_node(Q->em, "Cast", &Q->name[v], 1, &to, 1, NULL, 0, &idx, err)))
         return st;
     return kd_onnxw_node(Q->em, "Gather", (const char *[]){t, idx}, 2, &axis0, 1, NULL, 0,
                          &Q->name[op->out], err);
@@ -333,7 +335,8 @@ kd_status kd_export_onnx_qint8(const char *path, const kd_qmodel *q, const kd_sh
              "sample, preprocessing inside", q->n_ops);
     st = kd_onnxw_write_model(&em, path, input, q->values[q->output].numel, doc, info, "qint8",
                               "QDQ: int8 weights symmetric per output channel (axis 0), int8 "
-                              "activations asymmetric per tensor, int32 bias at s_in * s_w",
+                              "activations asymmetric per tensor stored as uint8 (value and zero "
+                              "point + 128), int32 bias at s_in * s_w",
                               err);
 cleanup:
     free(Q.name), free(Q.scale), free(Q.zp), free(Q.shape);
