@@ -142,7 +142,7 @@ typedef struct {
     float *logits;
     int8_t *logits_q;
 } kd_cli_qnet;
-/* 1 when path reads as safetensors with metadata dtype "qint8". */
+/* 1 when path's safetensors header has metadata dtype "qint8" (the header only is read). */
 int kd_cli_is_qint8(const char *path);
 /* Reads and checks the qint8 file at path (KD_EINPUT naming it), with the preprocessing and
  * class names its source recorded (as kd_ckpt_load returns them). */

@@ -2,20 +2,36 @@
  * reference (kd_qmodel_forward) behind the evaluation loop's net interface, its int8 logits
  * dequantized, with the source checkpoint's preprocessing, class names and input shape. */
 #include <cJSON.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
 #include "kd_checkpoint.h"
 
+/* Only the header is read: the whole file is read once, by whichever loader it goes to (a
+ * malformed file is that loader's to report). */
 int kd_cli_is_qint8(const char *path) {
-    kd_st_file f;
-    kd_err err;
-    kd_err_clear(&err);
-    if (kd_st_read(&f, path, &err)) return 0;
-    const char *dtype = kd_st_meta(&f, "dtype");
-    int yes = dtype && strcmp(dtype, "qint8") == 0;
-    kd_st_free(&f);
+    FILE *f = fopen(path, "rb");
+    unsigned char len8[8];
+    char *json = NULL;
+    cJSON *h = NULL;
+    uint64_t n = 0;
+    int yes = 0;
+    if (!f || fread(len8, 1, 8, f) != 8) goto cleanup;
+    for (int i = 7; i >= 0; i--) n = n << 8 | len8[i];
+    if (n == 0 || n > KD_ST_MAX_HEADER || !(json = malloc((size_t)n + 1)) ||
+        fread(json, 1, (size_t)n, f) != (size_t)n)
+        goto cleanup;
+    json[n] = '\0';
+    h = cJSON_Parse(json);
+    const cJSON *dtype = cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(h, "__metadata__"), "dtype");
+    yes = cJSON_IsString(dtype) && strcmp(dtype->valuestring, "qint8") == 0;
+cleanup:
+    cJSON_Delete(h);
+    if (f) fclose(f);
+    free(json);
     return yes;
 }
 
