@@ -51,6 +51,11 @@ kd_status kd_ckpt_load(const char *path, const char *arch_json, int with_grads, 
                        kd_model *m, kd_preprocess *out_pp, int *has_pp, char ***out_classes,
                        size_t *out_n_classes, kd_err *err);
 
+/* The recorded preprocessing and class names of f (already read), as kd_ckpt_load returns
+ * them; for files that hold no float model (a qint8 file carries its source's). */
+kd_status kd_ckpt_read_meta(const kd_st_file *f, kd_preprocess *out_pp, int *has_pp,
+                            char ***out_classes, size_t *out_n_classes, kd_err *err);
+
 /* Restores optimizer moments and resume state from a training checkpoint into m (built with
  * grads) and ts (ts->order malloc'd). KD_EINPUT if the file has no training state. */
 kd_status kd_ckpt_load_train_state(const char *path, kd_model *m, kd_train_state *ts,

@@ -144,11 +144,29 @@ kd_status kd_eval_load_model(const char *path, const kd_eval_data *d, const kd_s
                              kd_model *m, kd_preprocess *pp_out, int *has_pp, char ***classes,
                              size_t *n_classes, kd_err *err);
 
+/* What the evaluation loop runs: a float model, or anything else that maps a batch of
+ * preprocessed inputs to float logits (a full-integer model through its integer reference,
+ * its int8 logits dequantized). The loop sees only an input shape, a class count and these. */
+typedef struct {
+    kd_shape input;
+    size_t n_classes;
+    void *self;
+    /* Makes room for batches of up to B samples. */
+    kd_status (*reserve)(void *self, size_t B, kd_err *err);
+    /* Logits (B, n_classes) of x (B, numel(input)), B within the reservation; valid until the
+     * next call. */
+    const float *(*forward)(void *self, const float *x, size_t B);
+} kd_eval_net;
+/* A float model as a net (borrowed: m outlives it). */
+kd_eval_net kd_eval_net_model(kd_model *m);
+
 /* KD_EINPUT unless the model's input shape matches the data's per-sample shape (equal, or the
  * same number of values when either is flat) and every label fits the model's classes. The
  * message names the model file, the data file and both shapes / class counts. */
 kd_status kd_eval_check_fit(const kd_model *m, const char *model_path, const kd_data_info *info,
                             const char *data_path, kd_err *err);
+kd_status kd_eval_check_fit_net(const kd_eval_net *net, const char *model_path,
+                                const kd_data_info *info, const char *data_path, kd_err *err);
 
 /* One batch of the evaluation loop: logits z (n, n_classes) of the samples at positions
  * done .. done + n of the index list, and their labels y (n; -1 where unlabeled). Both are
@@ -167,21 +185,34 @@ typedef kd_status (*kd_eval_batch_fn)(void *user, size_t done, const float *z, c
 kd_status kd_eval_forward(kd_model *m, kd_dataset *ds, const size_t *idx, size_t n, size_t batch,
                           kd_eval_batch_fn fn, void *user, double *fwd_seconds, size_t *n_skipped,
                           kd_err *err);
+/* The same loop over any net. */
+kd_status kd_eval_forward_net(const kd_eval_net *net, kd_dataset *ds, const size_t *idx, size_t n,
+                              size_t batch, kd_eval_batch_fn fn, void *user, double *fwd_seconds,
+                              size_t *n_skipped, kd_err *err);
 
 /* kd_eval_forward writing logits (n, n_classes) and labels (n) (labels may be NULL), every
  * sample decoded; KD_ENUMERIC if any logit is NaN or Inf. */
 kd_status kd_eval_forward_all(kd_model *m, kd_dataset *ds, const size_t *order, size_t n,
                               size_t batch, float *logits, int32_t *labels, double *fwd_seconds,
                               kd_err *err);
+kd_status kd_eval_forward_all_net(const kd_eval_net *net, kd_dataset *ds, const size_t *order,
+                                  size_t n, size_t batch, float *logits, int32_t *labels,
+                                  double *fwd_seconds, kd_err *err);
 
 /* Forward throughput at batch min(batch, n) on the first samples of order, repeated for about
  * budget_s seconds after two warm-up passes (3 to 50 timed passes): samples per second. */
 kd_status kd_eval_throughput(kd_model *m, kd_dataset *ds, const size_t *order, size_t n,
                              size_t batch, double budget_s, double *samples_per_s, kd_err *err);
+kd_status kd_eval_throughput_net(const kd_eval_net *net, kd_dataset *ds, const size_t *order,
+                                 size_t n, size_t batch, double budget_s, double *samples_per_s,
+                                 kd_err *err);
 
 /* Single-sample forward latency over up to 64 distinct samples of the dataset, repeated for
  * about budget_s seconds (50 to 2000 timed calls after warm-up); p50 and p99 in microseconds. */
 kd_status kd_eval_latency(kd_model *m, kd_dataset *ds, const size_t *order, size_t n,
                           double budget_s, double *p50_us, double *p99_us, kd_err *err);
+kd_status kd_eval_latency_net(const kd_eval_net *net, kd_dataset *ds, const size_t *order,
+                              size_t n, double budget_s, double *p50_us, double *p99_us,
+                              kd_err *err);
 
 #endif

@@ -43,6 +43,15 @@ typedef struct {
 kd_status kd_export_onnx(const char *path, const kd_model *m, const kd_export_info *info,
                          kd_err *err);
 
+/* Writes a full-integer model (kd_quant.h) as an ONNX QDQ model to path, atomically
+ * (docs/integer.md, "ONNX"): graph input "input" [N, ...input] (the raw sample, the recorded
+ * preprocessing inside, then QuantizeLinear), QuantizeLinear / DequantizeLinear around each
+ * dense, conv, average pool, add and concat, int8 weights per output channel and int32 bias;
+ * max pool, clamps and table activations on the int8 values; outputs "logits" (the int8 logits
+ * dequantized) and "probabilities". KD_EUSAGE for a window ONNX computes otherwise. */
+kd_status kd_export_onnx_qint8(const char *path, const kd_qmodel *q, const kd_shape *input,
+                               const kd_export_info *info, kd_err *err);
+
 /* Writes m as a C99 header named after name (a C identifier: lower case for functions and
  * arrays, upper case for macros), atomically; f32 and int8 weights only. */
 kd_status kd_export_c(const char *path, const kd_model *m, const char *name,

@@ -70,6 +70,8 @@ typedef struct {
 kd_status kd_quant_build(kd_model *m, const float *x, size_t n, kd_qmodel *q, kd_err *err);
 void kd_qmodel_free(kd_qmodel *q);
 
+/* Makes room for batches of up to B samples (kd_qmodel_forward then allocates nothing). */
+kd_status kd_qmodel_reserve(kd_qmodel *q, size_t B, kd_err *err);
 /* The integer reference: x (B, input numel) preprocessed floats, quantized with the input's
  * scale and zero point; logits_q (B, n_classes) the int8 logits; logits (may be NULL) them
  * dequantized. */

@@ -364,9 +364,9 @@ static kd_status model_from_file(const kd_st_file *f, const char *arch_json, int
     }
     const char *dtype = kd_st_meta(f, "dtype");
     if (dtype && strcmp(dtype, "qint8") == 0) {
-        st = kd_err_set(err, KD_EUSAGE, "%s is a full-integer (qint8) model: `distill export "
-                        "--dtype qint8 --config C` measures its accuracy; train, eval, predict "
-                        "and the ONNX and C exports take float checkpoints", f->path);
+        st = kd_err_set(err, KD_EUSAGE, "%s is a full-integer (qint8) model: eval, predict and "
+                        "info read it; training (as the student, a teacher or an ensemble "
+                        "member), logits and the exports take float checkpoints", f->path);
         goto cleanup;
     }
     const char *file_arch = kd_st_meta(f, "arch");
@@ -420,10 +420,6 @@ kd_status kd_ckpt_load(const char *path, const char *arch_json, int with_grads, 
                        size_t *out_n_classes, kd_err *err) {
     kd_status st = KD_OK;
     kd_st_file f = {0};
-    char **classes = NULL;
-    size_t n_classes = 0;
-    kd_preprocess pp;
-    const char *pp_text = NULL;
     memset(m, 0, sizeof *m);
     if (has_pp) *has_pp = 0;
     if (out_pp) memset(out_pp, 0, sizeof *out_pp);
@@ -434,27 +430,42 @@ kd_status kd_ckpt_load(const char *path, const char *arch_json, int with_grads, 
     if ((st = model_from_file(&f, arch_json, with_grads, allow_extra, m, err)) != KD_OK)
         goto cleanup;
 
-    pp_text = kd_st_meta(&f, "preprocess");
+    st = kd_ckpt_read_meta(&f, out_pp, has_pp, out_classes, out_n_classes, err);
+cleanup:
+    if (st != KD_OK) kd_model_free(m);
+    kd_st_free(&f);
+    return st;
+}
+
+kd_status kd_ckpt_read_meta(const kd_st_file *f, kd_preprocess *out_pp, int *has_pp,
+                            char ***out_classes, size_t *out_n_classes, kd_err *err) {
+    kd_status st = KD_OK;
+    char **classes = NULL;
+    size_t n_classes = 0;
+    kd_preprocess pp;
+    if (has_pp) *has_pp = 0;
+    if (out_pp) memset(out_pp, 0, sizeof *out_pp);
+    if (out_classes) *out_classes = NULL;
+    if (out_n_classes) *out_n_classes = 0;
+    const char *pp_text = kd_st_meta(f, "preprocess");
     if (pp_text && out_pp) {
-        if ((st = kd_ckpt_parse_preprocess(f.path, pp_text, &pp, err)) != KD_OK) goto cleanup;
+        if ((st = kd_ckpt_parse_preprocess(f->path, pp_text, &pp, err)) != KD_OK) goto cleanup;
         *out_pp = pp;
         if (has_pp) *has_pp = 1;
     }
-    const char *cl_text = kd_st_meta(&f, "classes");
+    const char *cl_text = kd_st_meta(f, "classes");
     if (cl_text && out_classes) {
-        if ((st = parse_classes(&f, cl_text, &classes, &n_classes, err)) != KD_OK) goto cleanup;
+        if ((st = parse_classes(f, cl_text, &classes, &n_classes, err)) != KD_OK) goto cleanup;
         *out_classes = classes;
         if (out_n_classes) *out_n_classes = n_classes;
         classes = NULL;
     }
 cleanup:
     if (st != KD_OK) {
-        kd_model_free(m);
         if (has_pp) *has_pp = 0;
         if (pp_text && out_pp) kd_preprocess_free(out_pp);
     }
     kd_free_strings(classes, n_classes);
-    kd_st_free(&f);
     return st;
 }
 

@@ -10,6 +10,8 @@
 #include <stdio.h>
 
 #include "kd_common.h"
+#include "kd_eval.h"
+#include "kd_quant.h"
 #include "kd_safetensors.h"
 #include "kd_train.h"
 
@@ -131,13 +133,31 @@ int kd_cli_info_cache(const char *path, int json);
 /* info of a qint8 file f (info_qint8.c): its reader's checks, then every op; the exit code. */
 int kd_cli_info_qint8(const char *path, const kd_st_file *f, int json);
 
+/* A qint8 file run by eval and predict (qnet.c): the integer reference as an evaluation net
+ * (logits dequantized); n_weights its int8 weights, the "params" of a qint8 column. */
+typedef struct {
+    kd_qmodel q;
+    kd_eval_net net;
+    size_t n_weights, cap;
+    float *logits;
+    int8_t *logits_q;
+} kd_cli_qnet;
+/* 1 when path's safetensors header has metadata dtype "qint8" (the header only is read). */
+int kd_cli_is_qint8(const char *path);
+/* Reads and checks the qint8 file at path (KD_EINPUT naming it), with the preprocessing and
+ * class names its source recorded (as kd_ckpt_load returns them). */
+kd_status kd_cli_qnet_load(const char *path, kd_cli_qnet *qn, kd_preprocess *pp, int *has_pp,
+                           char ***classes, size_t *n_classes, kd_err *err);
+void kd_cli_qnet_free(kd_cli_qnet *qn);  /* NULL-safe, idempotent */
+
 /* `distill --version` (version.c): distill's version and those of the libraries it runs with. */
 void kd_cli_print_version(FILE *f);
 /* export --dtype qint8 (export_qint8.c): quantize `in` with calibration samples from config's
- * training split, write `out` (a C header named c_name when it is not NULL, else safetensors
- * with the given metadata), print the float and integer accuracy on config's split. */
+ * training split, write `out` (format "c": a C header named c_name; "onnx": a QDQ model with
+ * the given metadata; else safetensors with it), print the float and integer accuracy on
+ * config's split. */
 typedef struct {
-    const char *in, *out, *config, *split, *c_name;
+    const char *in, *out, *config, *split, *format, *c_name;
     size_t calibrate, batch;
     const char *const *keys, *const *vals;
     size_t n_md;

@@ -24,8 +24,8 @@ static const char usage[] =
     "                    CHECKPOINT...\n"
     "\n"
     "Evaluates one or more checkpoints (teacher first, then students; any mix of f32, f16,\n"
-    "bf16 and int8 files) on the same data and prints one table with a column per model:\n"
-    "  params          trainable parameters\n"
+    "bf16, int8 and qint8 files) on the same data and prints one table with a column per model:\n"
+    "  params          trainable parameters (a qint8 file: its int8 weights)\n"
     "  file size       bytes on disk, and compression against the first column\n"
     "  top-1, top-5    accuracy with a Wilson 95% confidence interval\n"
     "  agreement       fraction of samples whose top-1 class matches the first model's\n"
@@ -45,7 +45,8 @@ static const char usage[] =
     "Each model sees its data with the preprocessing recorded in its checkpoint metadata, else\n"
     "the config's, else the defaults (u8 pixels scaled by 1/255). A CHECKPOINT ending in .onnx\n"
     "is an ONNX model, read as a teacher is (the config's preprocessing; a file written by\n"
-    "`distill export` gets the raw sample).\n"
+    "`distill export` gets the raw sample). A full-integer (qint8) file runs with the integer\n"
+    "kernels (the reference); its logits are the int8 logits dequantized.\n"
     "\n"
     "Options:\n"
     "  --split S       test (default) or validation (the config's validation source, else the\n"
@@ -119,10 +120,26 @@ typedef struct {
     size_t *n_names;
 } eval_ctx;
 
-/* Loads the checkpoint at path into *m, checks it fits the data and the first model's class
+/* A model of any kind eval reads: a float model (a checkpoint or an ONNX file), or a qint8
+ * file run by the integer reference; net runs whichever it is. */
+typedef struct {
+    kd_model m;
+    kd_cli_qnet qn;
+    kd_eval_net net;
+    size_t params;
+} loaded;
+
+static void loaded_free(loaded *L) {
+    kd_model_free(&L->m);
+    kd_cli_qnet_free(&L->qn);
+    memset(L, 0, sizeof *L);
+}
+
+/* Loads the checkpoint at path into *L, checks it fits the data and the first model's class
  * count, and runs it over every sample: *logits (n, C) malloc'd, labels filled. */
-static kd_status forward_model(eval_ctx *e, const char *path, size_t batch, kd_model *m,
+static kd_status forward_model(eval_ctx *e, const char *path, size_t batch, loaded *L,
                                float **logits, kd_err *err) {
+    kd_model *m = &L->m;
     kd_eval_data *d = e->d;
     kd_preprocess pp;
     int has_pp = 0;
@@ -144,11 +161,16 @@ static kd_status forward_model(eval_ctx *e, const char *path, size_t batch, kd_m
         st = kd_teacher_load_onnx(path, NULL, KD_TEACHER_PP_DATA, NULL,
                                   kd_dataset_preprocess(e->ds), m, &info, err);
         kd_onnx_info_free(&info);
+    } else if (kd_cli_is_qint8(path)) {
+        st = kd_cli_qnet_load(path, &L->qn, &pp, &has_pp, &names, &n_cls_names, err);
     } else {
         st = kd_eval_load_model(path, d, &e->data_shape, m, &pp, &has_pp, &names, &n_cls_names,
                                 err);
     }
     if (st) return st;
+    L->net = L->qn.net.self ? L->qn.net : kd_eval_net_model(m);
+    L->params = L->qn.net.self ? L->qn.n_weights : m->n_params;
+    const kd_eval_net *net = &L->net;
     if (names && !*e->class_names) {
         *e->class_names = names;
         *e->n_names = n_cls_names;
@@ -165,22 +187,25 @@ static kd_status forward_model(eval_ctx *e, const char *path, size_t batch, kd_m
     }
     if (has_pp) kd_preprocess_free(&pp);
     if (st) return st;
-    if ((st = kd_eval_check_fit(m, path, kd_dataset_info(e->ds), d->src.path, err))) return st;
+    if ((st = kd_eval_check_fit_net(net, path, kd_dataset_info(e->ds), d->src.path, err)))
+        return st;
     /* Scoring a model with more outputs than the data's classes compares different tasks
      * (predict, which only shows labels, accepts it). */
     const kd_data_info *di = kd_dataset_info(e->ds);
-    if (di->has_labels && di->n_classes && m->n_classes > di->n_classes)
+    if (di->has_labels && di->n_classes && net->n_classes > di->n_classes)
         return kd_err_set(err, KD_EINPUT, "%s: model has %zu classes but the data %s has %zu "
-                          "(labels 0 to %zu)", path, m->n_classes, d->src.path, di->n_classes,
+                          "(labels 0 to %zu)", path, net->n_classes, d->src.path, di->n_classes,
                           di->n_classes - 1);
-    if (!e->C0) e->C0 = m->n_classes, e->first = path;
-    if (m->n_classes != e->C0)
+    if (!e->C0) e->C0 = net->n_classes, e->first = path;
+    if (net->n_classes != e->C0)
         return kd_err_set(err, KD_EINPUT, "%s: model has %zu classes but the first model %s has %zu",
-                          path, m->n_classes, e->first, e->C0);
-    if (kd_mul_size(d->n ? d->n : 1, m->n_classes, &cells) ||
+                          path, net->n_classes, e->first, e->C0);
+    if (kd_mul_size(d->n ? d->n : 1, net->n_classes, &cells) ||
         !(*logits = malloc(cells * sizeof **logits)))
-        return kd_err_set(err, KD_EIO, "out of memory for %zu x %zu logits", d->n, m->n_classes);
-    st = kd_eval_forward_all(m, e->ds, d->order, d->n, batch, *logits, e->labels, NULL, err);
+        return kd_err_set(err, KD_EIO, "out of memory for %zu x %zu logits", d->n,
+                          net->n_classes);
+    st = kd_eval_forward_all_net(net, e->ds, d->order, d->n, batch, *logits, e->labels, NULL,
+                                 err);
     if (st) kd_err_prefix(err, "%s", path);
     return st;
 }
@@ -194,7 +219,7 @@ static kd_status evaluate_ensemble(eval_ctx *e, char **members, size_t n_members
     const size_t n = e->d->n;
     double *mix = NULL;
     float *logits = NULL;
-    kd_model m;
+    loaded m;
     kd_status st = KD_OK;
     memset(&m, 0, sizeof m);
     r->path = "ensemble";
@@ -211,13 +236,12 @@ static kd_status evaluate_ensemble(eval_ctx *e, char **members, size_t n_members
                 kd_softmax_row_f64(p, p, C, 1.0f);
                 for (size_t j = 0; j < C; j++) mix[i * C + j] += (double)p[j] / (double)n_members;
             }
-            r->params += m.n_params;
+            r->params += m.params;
             r->bytes += file_size(members[k]);
         }
         free(logits);
         logits = NULL;
-        kd_model_free(&m);
-        memset(&m, 0, sizeof m);
+        loaded_free(&m);
     }
     if (st) goto cleanup;
     if (!(logits = malloc((n * e->C0 + 1) * sizeof *logits))) {
@@ -245,7 +269,7 @@ static kd_status evaluate(kd_eval_data *d, char **paths, size_t n_models, char *
     e.class_names = class_names;
     e.n_names = n_names;
     float *ref = NULL, *logits = NULL;
-    kd_model m;
+    loaded m;
     memset(&m, 0, sizeof m);
     kd_status st = kd_preprocess_copy(&e.ds_pp, &d->pp, err);
     if (!st) st = kd_eval_data_open(d, &d->pp, &e.ds, err);
@@ -263,14 +287,15 @@ static kd_status evaluate(kd_eval_data *d, char **paths, size_t n_models, char *
         const kd_data_info *info = kd_dataset_info(e.ds);
         model_result *r = &res[k];
         r->path = paths[k];
-        r->params = m.n_params;
+        r->params = m.params;
         r->bytes = file_size(paths[k]);
-        if ((st = kd_metrics_init(&r->met, m.n_classes, err))) goto cleanup;
+        if ((st = kd_metrics_init(&r->met, m.net.n_classes, err))) goto cleanup;
         r->has_ref = n_models + (n_members > 0) > 1;
         kd_metrics_add(&r->met, logits, r->has_ref ? (k == 0 ? logits : ref) : NULL,
                        info->has_labels ? e.labels : NULL, d->n);
-        st = kd_eval_throughput(&m, e.ds, d->order, d->n, o->batch, 0.2, &r->samples_per_s, err);
-        if (!st) st = kd_eval_latency(&m, e.ds, d->order, d->n, 0.25, &r->p50, &r->p99, err);
+        st = kd_eval_throughput_net(&m.net, e.ds, d->order, d->n, o->batch, 0.2,
+                                    &r->samples_per_s, err);
+        if (!st) st = kd_eval_latency_net(&m.net, e.ds, d->order, d->n, 0.25, &r->p50, &r->p99, err);
         if (st) goto cleanup;
         if (k == 0) {
             ref = logits;
@@ -278,8 +303,7 @@ static kd_status evaluate(kd_eval_data *d, char **paths, size_t n_models, char *
             free(logits);
         }
         logits = NULL;
-        kd_model_free(&m);
-        memset(&m, 0, sizeof m);
+        loaded_free(&m);
     }
     if (n_members && (st = evaluate_ensemble(&e, members, n_members, o, ref, &res[n_models], err)))
         goto cleanup;
@@ -289,7 +313,7 @@ static kd_status evaluate(kd_eval_data *d, char **paths, size_t n_models, char *
             *n_names = copy_names(info->class_names, e.C0, class_names);
     }
 cleanup:
-    kd_model_free(&m);
+    loaded_free(&m);
     kd_dataset_close(e.ds);
     kd_preprocess_free(&e.ds_pp);
     free(ref);

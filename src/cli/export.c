@@ -50,7 +50,10 @@ static const char usage[] =
     "                  folded into the conv2d or dense before it, ReLU into its producer;\n"
     "                  needs --calibrate N and --config (docs/integer.md). With --format c:\n"
     "                  a header with NAME_forward_q (int8 in and out, no float),\n"
-    "                  NAME_forward / NAME_predict (raw input) and NAME_ARENA_BYTES of arena\n"
+    "                  NAME_forward / NAME_predict (raw input) and NAME_ARENA_BYTES of arena;\n"
+    "                  with --format onnx: a QDQ model (QuantizeLinear / DequantizeLinear\n"
+    "                  around each op, int8 weights, int32 bias) that ONNX Runtime runs with\n"
+    "                  its integer kernels, float input and logits\n"
     "  --calibrate N   qint8: activation ranges from the first N samples of the config's\n"
     "                  training split (after the validation hold-out, in file order)\n"
     "  --name NAME     the C header's identifier prefix (default: OUT's file name)\n"
@@ -197,11 +200,9 @@ static kd_status write_deployment(const char *format, const char *in, const char
 }
 
 /* What is wrong with the arguments of a qint8 export (or --calibrate without one); NULL: fine. */
-static const char *qint8_args_wrong(int qint8, const char *format, size_t calibrate,
+static const char *qint8_args_wrong(int qint8, size_t calibrate,
                                     int has_config) {
     if (!qint8) return calibrate ? "--calibrate is for --dtype qint8" : NULL;
-    if (!strcmp(format, "onnx")) return "--dtype qint8 is written as safetensors or a C header "
-                                        "(its ONNX export is not built yet)";
     if (!calibrate || !has_config)
         return "--dtype qint8 needs --calibrate N (samples for the activation ranges) and "
                "--config FILE or --run DIR";
@@ -237,7 +238,7 @@ static int run(int argc, char **argv) {
     if (!dtype_s && !deploy) return kd_cli_usage_error(argv[0], "--dtype is required (%s)", dtypes);
     if (!dtype_s) dtype_s = "f32";
     const int qint8 = strcmp(dtype_s, "qint8") == 0;
-    const char *why = qint8_args_wrong(qint8, format, calibrate, config || run_dir);
+    const char *why = qint8_args_wrong(qint8, calibrate, config || run_dir);
     if (why) return kd_cli_usage_error(argv[0], "%s", why);
     kd_dtype dtype = KD_DT_F32;
     if (!qint8 && kd_export_dtype_parse(dtype_s, &dtype))
@@ -273,7 +274,7 @@ static int run(int argc, char **argv) {
         if (!(st = kd_st_read(&f, in, &err))) st = copy_meta(&f, &keys, &vals, &n_md, &err);
         char cname[64]; /* the header's name when --name is absent */
         kd_export_c_name(out, cname, sizeof cname);
-        const kd_cli_qint8 job = {in, out, config, split, deploy ? (name ? name : cname) : NULL,
+        const kd_cli_qint8 job = {in, out, config, split, format, name ? name : cname,
                                   calibrate, batch, keys, vals, n_md};
         if (!st) st = kd_cli_export_qint8(&job, &err);
         goto cleanup;

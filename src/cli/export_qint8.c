@@ -75,13 +75,21 @@ static void print_sizes(const char *out, const kd_qmodel *q, size_t n_cal) {
            other);
 }
 
-/* The integer model as a C header, with the checkpoint's preprocessing and class names. */
-static kd_status write_header(const kd_cli_qint8 *job, const kd_qmodel *q, const kd_model *m,
-                              const kd_preprocess *pp, char **classes, size_t n_classes,
-                              kd_err *err) {
-    const kd_export_info info = {NULL, pp, classes, n_classes, job->in, NULL, NULL, 0};
+/* The integer model as a C header or an ONNX QDQ model, with the checkpoint's preprocessing,
+ * class names (and, for ONNX, its metadata). */
+static kd_status write_deployment(const kd_cli_qint8 *job, const kd_qmodel *q, const kd_model *m,
+                                  const kd_preprocess *pp, char **classes, size_t n_classes,
+                                  kd_err *err) {
+    const kd_export_info info = {NULL, pp, classes, n_classes, job->in, job->keys, job->vals,
+                                 job->n_md};
     size_t arena = 0;
-    kd_status st = kd_export_c_qint8(job->out, q, &m->input, job->c_name, &info, &arena, err);
+    kd_status st;
+    if (!strcmp(job->format, "onnx")) {
+        st = kd_export_onnx_qint8(job->out, q, &m->input, &info, err);
+        if (!st) printf("exported  %s: ONNX QDQ model\n", job->out);
+        return st;
+    }
+    st = kd_export_c_qint8(job->out, q, &m->input, job->c_name, &info, &arena, err);
     if (!st) printf("exported  %s: C header, %zu bytes of arena\n", job->out, arena);
     return st;
 }
@@ -104,7 +112,8 @@ kd_status kd_cli_export_qint8(const kd_cli_qint8 *job, kd_err *err) {
     const kd_preprocess *use = has_pp ? &pp : &cal.pp;
     if (!st) st = take_samples(&cal, use, &m, job->in, &n, &x, err);
     if (!st && (st = kd_quant_build(&m, x, n, &q, err))) kd_err_prefix(err, "%s", job->in);
-    if (!st && job->c_name) st = write_header(job, &q, &m, use, classes, n_classes, err);
+    if (!st && strcmp(job->format, "safetensors"))
+        st = write_deployment(job, &q, &m, use, classes, n_classes, err);
     else if (!st) st = kd_qmodel_write(job->out, &q, job->keys, job->vals, job->n_md, err);
     if (!st) {
         kd_cli_warn_if_any(err);

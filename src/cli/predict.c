@@ -21,7 +21,8 @@ static const char usage[] =
     "Prints the K most likely classes (default 5, at most the class count) with their softmax\n"
     "probabilities for every input, using the class names and the preprocessing recorded in\n"
     "the checkpoint. Any checkpoint distill reads works (f32, f16, bf16, int8 exports,\n"
-    "training checkpoints), and an ONNX model (FILE ending in .onnx: the default\n"
+    "training checkpoints; a full-integer qint8 export runs with the integer kernels, its\n"
+    "int8 logits dequantized), and an ONNX model (FILE ending in .onnx: the default\n"
     "preprocessing, or the raw values for a file `distill export` wrote). INPUT is one of:\n"
     "  image (PNG, JPEG)  decoded, converted to the model's channel count and resized\n"
     "                     (bilinear) to its input height and width\n"
@@ -66,6 +67,8 @@ typedef struct {
 
 typedef struct {
     kd_model m;
+    kd_cli_qnet qn;        /* a qint8 model, run by the integer reference */
+    kd_eval_net net;       /* runs whichever of the two was loaded */
     kd_preprocess pp;
     int has_pp;
     char **names;
@@ -101,7 +104,7 @@ static const char *class_name(const predictor *pr, size_t c, char *buf, size_t c
 /* Reports one sample's logits: a text line or a JSON entry. index < 0: a single file. */
 static kd_status report(predictor *pr, const predict_opts *o, const char *input, long index,
                         int32_t label, const float *z, kd_err *err) {
-    size_t C = pr->m.n_classes, k = o->top < C ? o->top : C;
+    size_t C = pr->net.n_classes, k = o->top < C ? o->top : C;
     char buf[64];
     top_k(z, C, k, pr->probs, pr->rank);
     if (pr->preds) {
@@ -174,7 +177,7 @@ static input_kind classify(const char *path, kd_err *err, kd_status *st) {
 
 static kd_status predict_image(predictor *pr, const predict_opts *o, const char *path,
                                kd_err *err) {
-    const kd_shape *in = &pr->m.input;
+    const kd_shape *in = &pr->net.input;
     size_t numel = kd_shape_numel(in), C = 1, H = 0, W = 0;
     char sh[96];
     if (in->rank == 3) {
@@ -204,11 +207,8 @@ static kd_status predict_image(predictor *pr, const predict_opts *o, const char 
     float *x = malloc(numel * sizeof *x);
     if (!x) return kd_err_set(err, KD_EIO, "out of memory");
     kd_status st = kd_image_load(path, (int)C, H, W, &pp, x, err);
-    if (!st) st = kd_model_reserve(&pr->m, 1, err);
-    if (!st) {
-        kd_ctx ctx = {0};
-        st = report(pr, o, path, -1, -1, kd_model_forward(&pr->m, x, 1, &ctx), err);
-    }
+    if (!st) st = pr->net.reserve(pr->net.self, 1, err);
+    if (!st) st = report(pr, o, path, -1, -1, pr->net.forward(pr->net.self, x, 1), err);
     free(x);
     return st;
 }
@@ -228,7 +228,7 @@ static kd_status report_batch(void *user, size_t done, const float *z, const int
     kd_status st = KD_OK;
     for (size_t i = 0; i < n && !st; i++)
         st = report(r->pr, r->o, r->path, (long)(r->first + done + i), r->has_labels ? y[i] : -1,
-                    z + i * r->pr->m.n_classes, err);
+                    z + i * r->pr->net.n_classes, err);
     return st;
 }
 
@@ -244,7 +244,7 @@ static kd_status predict_dataset(predictor *pr, const predict_opts *o, const cha
     snprintf(src.path, sizeof src.path, "%s", path);
     if (kind == IN_IDX && o->labels) snprintf(src.labels_path, sizeof src.labels_path, "%s", o->labels);
     if (kind == IN_CSV) snprintf(src.label_column, sizeof src.label_column, "none");
-    size_t numel = kd_shape_numel(&pr->m.input);
+    size_t numel = kd_shape_numel(&pr->net.input);
     /* Per-feature statistics fit only once the label column is known: the first open looks
      * at the shape without them. */
     kd_preprocess probe = pr->pp;
@@ -264,7 +264,7 @@ static kd_status predict_dataset(predictor *pr, const predict_opts *o, const cha
     }
     if (st) goto cleanup;
     const kd_data_info *info = kd_dataset_info(ds);
-    st = kd_eval_check_fit(&pr->m, o->model_path, info, path, err);
+    st = kd_eval_check_fit_net(&pr->net, o->model_path, info, path, err);
     if (st) goto cleanup;
     size_t n = info->n, first = 0;
     if (o->index >= 0) {
@@ -283,7 +283,7 @@ static kd_status predict_dataset(predictor *pr, const predict_opts *o, const cha
     }
     for (size_t i = 0; i < n; i++) order[i] = first + i;
     dataset_report r = {pr, o, path, first, info->has_labels};
-    st = kd_eval_forward(&pr->m, ds, order, n, 256, report_batch, &r, NULL, NULL, err);
+    st = kd_eval_forward_net(&pr->net, ds, order, n, 256, report_batch, &r, NULL, NULL, err);
 cleanup:
     kd_dataset_close(ds);
     free(order);
@@ -415,14 +415,18 @@ static int run(int argc, char **argv) {
             pr.has_pp = 1;
         }
         kd_onnx_info_free(&info);
+    } else if (kd_cli_is_qint8(o.model_path)) {
+        st = kd_cli_qnet_load(o.model_path, &pr.qn, &pr.pp, &pr.has_pp, &pr.names, &pr.n_names,
+                              &err);
     } else {
         st = kd_eval_load_model(o.model_path, NULL, NULL, &pr.m, &pr.pp, &pr.has_pp, &pr.names,
                                 &pr.n_names, &err);
     }
     if (st) goto cleanup;
+    pr.net = pr.qn.net.self ? pr.qn.net : kd_eval_net_model(&pr.m);
     if (!pr.has_pp) kd_preprocess_defaults(&pr.pp);
-    pr.probs = malloc(pr.m.n_classes * sizeof *pr.probs);
-    pr.rank = malloc(pr.m.n_classes * sizeof *pr.rank);
+    pr.probs = malloc(pr.net.n_classes * sizeof *pr.probs);
+    pr.rank = malloc(pr.net.n_classes * sizeof *pr.rank);
     if (o.json) pr.preds = cJSON_CreateArray();
     if (!pr.probs || !pr.rank || (o.json && !pr.preds)) {
         st = kd_err_set(&err, KD_EIO, "out of memory");
@@ -450,6 +454,7 @@ cleanup:
     kd_free_strings(pr.names, pr.n_names);
     if (pr.has_pp) kd_preprocess_free(&pr.pp);
     kd_model_free(&pr.m);
+    kd_cli_qnet_free(&pr.qn);
     return st ? kd_cli_fail(&err) : 0;
 }
 

@@ -6,12 +6,31 @@
 
 #include "kd_eval.h"
 
+static kd_status model_reserve(void *self, size_t B, kd_err *err) {
+    return kd_model_reserve(self, B, err);
+}
+
+static const float *model_forward(void *self, const float *x, size_t B) {
+    kd_ctx ctx = {0, NULL, NULL, 0};
+    return kd_model_forward(self, x, B, &ctx);
+}
+
+kd_eval_net kd_eval_net_model(kd_model *m) {
+    return (kd_eval_net){m->input, m->n_classes, m, model_reserve, model_forward};
+}
+
 kd_status kd_eval_forward(kd_model *m, kd_dataset *ds, const size_t *idx, size_t n, size_t batch,
                           kd_eval_batch_fn fn, void *user, double *fwd_seconds, size_t *n_skipped,
                           kd_err *err) {
+    kd_eval_net net = kd_eval_net_model(m);
+    return kd_eval_forward_net(&net, ds, idx, n, batch, fn, user, fwd_seconds, n_skipped, err);
+}
+
+kd_status kd_eval_forward_net(const kd_eval_net *net, kd_dataset *ds, const size_t *idx, size_t n,
+                              size_t batch, kd_eval_batch_fn fn, void *user, double *fwd_seconds,
+                              size_t *n_skipped, kd_err *err) {
     kd_loader *ld = NULL;
     size_t *all = NULL;
-    kd_ctx ctx = {0, NULL, NULL, 0};
     size_t done = 0, skipped = 0;
     double t_fwd = 0.0;
     kd_status st = KD_OK;
@@ -24,7 +43,7 @@ kd_status kd_eval_forward(kd_model *m, kd_dataset *ds, const size_t *idx, size_t
         for (size_t i = 0; i < n; i++) all[i] = i;
         idx = all;
     }
-    st = kd_model_reserve(m, batch, err);
+    st = net->reserve(net->self, batch, err);
     if (!st) st = kd_loader_open(&ld, ds, idx, n, batch, err);
     while (!st) {
         kd_batch b;
@@ -43,7 +62,7 @@ kd_status kd_eval_forward(kd_model *m, kd_dataset *ds, const size_t *idx, size_t
             break;
         }
         double t0 = kd_now();
-        const float *z = kd_model_forward(m, b.x, b.n, &ctx);
+        const float *z = net->forward(net->self, b.x, b.n);
         t_fwd += kd_now() - t0;
         st = fn(user, done, z, b.y, b.n, err);
         done += b.n;
@@ -77,10 +96,17 @@ static kd_status fill_batch(void *user, size_t done, const float *z, const int32
 kd_status kd_eval_forward_all(kd_model *m, kd_dataset *ds, const size_t *order, size_t n,
                               size_t batch, float *logits, int32_t *labels, double *fwd_seconds,
                               kd_err *err) {
-    fill_ctx f = {logits, labels, m->n_classes};
+    kd_eval_net net = kd_eval_net_model(m);
+    return kd_eval_forward_all_net(&net, ds, order, n, batch, logits, labels, fwd_seconds, err);
+}
+
+kd_status kd_eval_forward_all_net(const kd_eval_net *net, kd_dataset *ds, const size_t *order,
+                                  size_t n, size_t batch, float *logits, int32_t *labels,
+                                  double *fwd_seconds, kd_err *err) {
+    fill_ctx f = {logits, labels, net->n_classes};
     kd_status st =
-        kd_eval_forward(m, ds, order, n, batch, fill_batch, &f, fwd_seconds, NULL, err);
-    if (!st && !kd_all_finite(logits, n * m->n_classes))
+        kd_eval_forward_net(net, ds, order, n, batch, fill_batch, &f, fwd_seconds, NULL, err);
+    if (!st && !kd_all_finite(logits, n * net->n_classes))
         st = kd_err_set(err, KD_ENUMERIC, "the model produced NaN or Inf logits");
     return st;
 }

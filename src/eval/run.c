@@ -193,6 +193,12 @@ kd_status kd_eval_load_model(const char *path, const kd_eval_data *d, const kd_s
 
 kd_status kd_eval_check_fit(const kd_model *m, const char *model_path, const kd_data_info *info,
                             const char *data_path, kd_err *err) {
+    const kd_eval_net net = {m->input, m->n_classes, NULL, NULL, NULL};
+    return kd_eval_check_fit_net(&net, model_path, info, data_path, err);
+}
+
+kd_status kd_eval_check_fit_net(const kd_eval_net *m, const char *model_path,
+                                const kd_data_info *info, const char *data_path, kd_err *err) {
     char ms[96], ds[96];
     kd_shape_str(&m->input, ms, sizeof ms);
     kd_shape_str(&info->shape, ds, sizeof ds);
@@ -221,10 +227,16 @@ static int cmp_double(const void *a, const void *b) {
 
 kd_status kd_eval_latency(kd_model *m, kd_dataset *ds, const size_t *order, size_t n,
                           double budget_s, double *p50_us, double *p99_us, kd_err *err) {
+    kd_eval_net net = kd_eval_net_model(m);
+    return kd_eval_latency_net(&net, ds, order, n, budget_s, p50_us, p99_us, err);
+}
+
+kd_status kd_eval_latency_net(const kd_eval_net *net, kd_dataset *ds, const size_t *order,
+                              size_t n, double budget_s, double *p50_us, double *p99_us,
+                              kd_err *err) {
     /* 2000 calls put 20 above the p99 mark: enough, and quick for small models. */
     enum { MAX_SAMPLES = 64, MAX_REPS = 2000, MIN_REPS = 50 };
-    kd_ctx ctx = {0};
-    size_t ns = n < MAX_SAMPLES ? n : MAX_SAMPLES, numel = kd_shape_numel(&m->input);
+    size_t ns = n < MAX_SAMPLES ? n : MAX_SAMPLES, numel = kd_shape_numel(&net->input);
     float *x = NULL;
     double *t = NULL;
     size_t reps = 0;
@@ -238,14 +250,14 @@ kd_status kd_eval_latency(kd_model *m, kd_dataset *ds, const size_t *order, size
         goto cleanup;
     }
     st = kd_dataset_get(ds, order, ns, x, NULL, NULL, err);
-    if (!st) st = kd_model_reserve(m, 1, err);
+    if (!st) st = net->reserve(net->self, 1, err);
     if (st) goto cleanup;
-    for (size_t i = 0; i < 10; i++) kd_model_forward(m, x + (i % ns) * numel, 1, &ctx);
+    for (size_t i = 0; i < 10; i++) net->forward(net->self, x + (i % ns) * numel, 1);
     double start = kd_now();
     while (reps < MAX_REPS && (reps < MIN_REPS || kd_now() - start < budget_s)) {
         const float *xi = x + (reps % ns) * numel;
         double t0 = kd_now();
-        kd_model_forward(m, xi, 1, &ctx);
+        net->forward(net->self, xi, 1);
         t[reps++] = (kd_now() - t0) * 1e6;
     }
     qsort(t, reps, sizeof *t, cmp_double);
@@ -260,9 +272,15 @@ cleanup:
 
 kd_status kd_eval_throughput(kd_model *m, kd_dataset *ds, const size_t *order, size_t n,
                              size_t batch, double budget_s, double *samples_per_s, kd_err *err) {
+    kd_eval_net net = kd_eval_net_model(m);
+    return kd_eval_throughput_net(&net, ds, order, n, batch, budget_s, samples_per_s, err);
+}
+
+kd_status kd_eval_throughput_net(const kd_eval_net *net, kd_dataset *ds, const size_t *order,
+                                 size_t n, size_t batch, double budget_s, double *samples_per_s,
+                                 kd_err *err) {
     enum { MIN_REPS = 3, MAX_REPS = 50 };
-    kd_ctx ctx = {0};
-    size_t B = n < batch ? n : batch, numel = kd_shape_numel(&m->input);
+    size_t B = n < batch ? n : batch, numel = kd_shape_numel(&net->input);
     float *x = NULL;
     kd_status st = KD_OK;
     *samples_per_s = 0.0;
@@ -270,15 +288,15 @@ kd_status kd_eval_throughput(kd_model *m, kd_dataset *ds, const size_t *order, s
     x = malloc(B * numel * sizeof *x);
     if (!x) return kd_err_set(err, KD_EIO, "out of memory");
     st = kd_dataset_get(ds, order, B, x, NULL, NULL, err);
-    if (!st) st = kd_model_reserve(m, B, err);
+    if (!st) st = net->reserve(net->self, B, err);
     if (!st) {
         /* Warm-up: first touch of the activations, BLAS thread start. */
-        kd_model_forward(m, x, B, &ctx);
-        kd_model_forward(m, x, B, &ctx);
+        net->forward(net->self, x, B);
+        net->forward(net->self, x, B);
         size_t reps = 0;
         double start = kd_now(), el = 0.0;
         while (reps < MIN_REPS || (reps < MAX_REPS && el < budget_s)) {
-            kd_model_forward(m, x, B, &ctx);
+            net->forward(net->self, x, B);
             reps++;
             el = kd_now() - start;
         }

@@ -21,7 +21,7 @@ void kd_qmodel_free(kd_qmodel *q) {
     memset(q, 0, sizeof *q);
 }
 
-static kd_status reserve(kd_qmodel *q, size_t B, kd_err *err) {
+kd_status kd_qmodel_reserve(kd_qmodel *q, size_t B, kd_err *err) {
     if (B <= q->batch_cap) return KD_OK;
     if (!q->buf && !(q->buf = calloc(q->n_values, sizeof *q->buf)))
         return kd_err_set(err, KD_EIO, "out of memory");
@@ -79,7 +79,7 @@ static void run_op(kd_qmodel *q, const kd_qop *op, size_t B) {
 
 kd_status kd_qmodel_forward(kd_qmodel *q, const float *x, size_t B, int8_t *logits_q,
                             float *logits, kd_err *err) {
-    kd_status st = reserve(q, B, err);
+    kd_status st = kd_qmodel_reserve(q, B, err);
     if (st) return st;
     const kd_qvalue *in = &q->values[0], *out = &q->values[q->output];
     for (size_t i = 0; i < B * in->numel; i++) q->buf[0][i] = kd_quant_value(x[i], in);

@@ -1,9 +1,12 @@
 /* bench_ort.c - distill's side of `make bench-ort` (tests/bench/bench_ort.py): a config's model
  * with seeded random weights, exported to ONNX for ONNX Runtime, and the same model's forward
  * timed here on the same preprocessed test images.
- *   bench_ort prepare CONFIG DIR [--n N]   DIR/model.onnx (no preprocessing node: it takes
+ *   bench_ort prepare CONFIG DIR [--n N] [--qint8 1]
+ *                                          DIR/model.onnx (no preprocessing node: it takes
  *                                          the preprocessed inputs) and DIR/input.f32, the first
- *                                          N test samples preprocessed as the config says
+ *                                          N test samples preprocessed as the config says; with
+ *                                          --qint8 1 also DIR/model_qint8.onnx, the same model
+ *                                          quantized (ranges from those N samples) as QDQ
  *   bench_ort run CONFIG DIR --batch B [--budget S] [--threads T] [--logits OUT.f32]
  *                                          one timing round: prints one line
  *                                          (--split 0: dense layers on the team's sgemm, the
@@ -27,6 +30,7 @@
 #include "kd_eval.h"
 #include "kd_export.h"
 #include "kd_gemm.h"
+#include "kd_quant.h"
 #include "kd_threads.h"
 
 #define MAX_PRODUCTS 8192
@@ -51,7 +55,8 @@ static int cmp_double(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-/* The config's student (its "model"), built for batch B with weights from seed 7. */
+/* The config's student (its "model"), built for batch B (0: not reserved) with weights from
+ * seed 7. */
 static kd_status build(const char *config, kd_model *m, kd_eval_data *d, kd_dataset **ds,
                        size_t B, kd_err *err) {
     kd_rng rng;
@@ -62,14 +67,31 @@ static kd_status build(const char *config, kd_model *m, kd_eval_data *d, kd_data
     if (!arch) return kd_err_set(err, KD_EUSAGE, "%s: no model layers", config);
     st = kd_model_init_arch(m, arch, 0, err);
     free(arch);
-    if (!st) st = kd_model_reserve(m, B, err);
+    /* Not reserved for prepare: quantization observes the values as it reserves. */
+    if (!st && B) st = kd_model_reserve(m, B, err);
     if (st) return st;
     kd_rng_seed(&rng, 7);
     kd_model_init_weights(m, &rng, KD_INIT_HE);
     return KD_OK;
 }
 
-static kd_status prepare(kd_model *m, kd_dataset *ds, const char *dir, size_t n, kd_err *err) {
+/* The model quantized with ranges from the n samples x, as DIR/model_qint8.onnx (QDQ). */
+static kd_status prepare_qint8(kd_model *m, const float *x, size_t n, const char *dir,
+                               kd_err *err) {
+    char path[4200];
+    kd_qmodel q;
+    kd_export_info info = {0};
+    info.n_classes = m->n_classes;
+    memset(&q, 0, sizeof q);
+    kd_status st = kd_quant_build(m, x, n, &q, err);
+    snprintf(path, sizeof path, "%s/model_qint8.onnx", dir);
+    if (!st) st = kd_export_onnx_qint8(path, &q, &m->input, &info, err);
+    kd_qmodel_free(&q);
+    return st;
+}
+
+static kd_status prepare(kd_model *m, kd_dataset *ds, const char *dir, size_t n, int qint8,
+                         kd_err *err) {
     char path[4200];
     const size_t D = kd_shape_numel(&m->input);
     kd_status st = KD_OK;
@@ -86,6 +108,7 @@ static kd_status prepare(kd_model *m, kd_dataset *ds, const char *dir, size_t n,
     info.n_classes = m->n_classes;
     if ((st = kd_export_onnx(path, m, &info, err))) goto cleanup;
     if ((st = kd_dataset_get(ds, idx, n, x, NULL, NULL, err))) goto cleanup;
+    if (qint8 && (st = prepare_qint8(m, x, n, dir, err))) goto cleanup;
     snprintf(path, sizeof path, "%s/input.f32", dir);
     if (!(f = fopen(path, "wb")) || fwrite(x, sizeof *x, n * D, f) != n * D || fclose(f)) {
         f = NULL;
@@ -245,7 +268,7 @@ int main(int argc, char **argv) {
     const char *logits = NULL;
     size_t B = 1000, n = 1000;
     double budget = 1.0;
-    int threads = 2, rc = 1;
+    int threads = 2, rc = 1, qint8 = 0;
     for (int i = 4; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--batch")) B = (size_t)atol(argv[i + 1]);
         else if (!strcmp(argv[i], "--n")) n = (size_t)atol(argv[i + 1]);
@@ -254,10 +277,11 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--logits")) logits = argv[i + 1];
         else if (!strcmp(argv[i], "--split")) kd_gemm_row_split = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--replicas")) kd_infer_replicas = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--qint8")) qint8 = atoi(argv[i + 1]);
     }
     if (argc < 4 || (strcmp(argv[1], "prepare") && strcmp(argv[1], "run")) || !B || !n) {
         fprintf(stderr, "usage: bench_ort prepare|run CONFIG DIR [--n N] [--batch B] "
-                        "[--budget S] [--threads T] [--logits OUT]\n");
+                        "[--budget S] [--threads T] [--logits OUT] [--qint8 1]\n");
         return 2;
     }
     const int prep = !strcmp(argv[1], "prepare");
@@ -266,8 +290,10 @@ int main(int argc, char **argv) {
     kd_model m = {0};
     kd_eval_data d = {0};
     kd_dataset *ds = NULL;
-    kd_status st = build(argv[2], &m, &d, &ds, prep ? 1 : B, &err);
-    if (!st) st = prep ? prepare(&m, ds, argv[3], n, &err) : run(&m, argv[3], B, budget, logits, &err);
+    kd_status st = build(argv[2], &m, &d, &ds, prep ? 0 : B, &err);
+    if (!st)
+        st = prep ? prepare(&m, ds, argv[3], n, qint8, &err)
+                  : run(&m, argv[3], B, budget, logits, &err);
     if (st) fprintf(stderr, "bench_ort: %s\n", err.msg);
     else rc = 0;
     kd_dataset_close(ds);

@@ -12,6 +12,11 @@ is printed). Each row also gives distill's rate as a fraction of the sgemm rate 
 products timed alone and of the machine's peak (a 1024^3 sgemm on both threads, under the
 same pin). Standard library only; the tests never run it; never run it next to the suite.
 
+Then the full-integer rows (issue 28): the small CNN student quantized (ranges from the same
+images) and exported as QDQ (model_qint8.onnx) against its f32 file, both under ONNX Runtime at
+batch 256, alternating: samples/s, single-sample p50, the qint8 file's speed over the f32
+file's, and the top-1 agreement of their logits.
+
   python3 tests/bench/bench_ort.py [--rounds R] [--quick] [--only SUBSTRING] [--budget S]
 """
 import argparse
@@ -35,6 +40,10 @@ MODELS = [
     ("small ResNet student", "fmnist-resnet-student", 1000),
     ("MobileNetV2 x0.25", "fmnist-mobilenetv2", 1000),
     ("ResNet-18 forward", "resnet18", 256),
+]
+# (name, config, batch): the qint8 QDQ file against the f32 one, both under ONNX Runtime.
+QINT8_MODELS = [
+    ("small CNN student qint8", "fmnist-cnn-small", 256),
 ]
 
 
@@ -69,6 +78,67 @@ def worst(a, b):
     if len(a) != len(b) or not a:
         return float("inf")
     return max(abs(x - y) / (1.0 + abs(y)) for x, y in zip(a, b))
+
+
+def top1_agreement(a, b, classes):
+    """The fraction of rows of two logit files with the same argmax."""
+    n = min(len(a), len(b)) // classes
+    if not n:
+        return 0.0
+    arg = lambda z, i: max(range(classes), key=lambda c: z[i * classes + c])
+    return sum(arg(a, i) == arg(b, i) for i in range(n)) / n
+
+
+def qint8_rows(args, mod, oenv, tmp):
+    """The QDQ file against the f32 file under ONNX Runtime; 1 when a step failed."""
+    bad = 0
+    for name, config, batch in QINT8_MODELS:
+        if args.only and args.only not in name:
+            continue
+        if not mod:
+            print("%-28s skipped: ONNX Runtime is not installed" % name)
+            continue
+        d = os.path.join(tmp, config + "-qint8")
+        os.makedirs(d)
+        cfg = os.path.join(ROOT, "configs", config + ".json")
+        prep = subprocess.run([DISTILL, "prepare", cfg, d, "--n", str(batch), "--qint8", "1"],
+                              capture_output=True, text=True)
+        if prep.returncode != 0:
+            sys.stderr.write("prepare %s failed:\n%s" % (config, prep.stderr))
+            bad += 1
+            continue
+        res = {"f32": [], "qint8": []}
+        files = {"f32": "model.onnx", "qint8": "model_qint8.onnx"}
+        for r in range(args.rounds):
+            order = ("f32", "qint8") if r % 2 == 0 else ("qint8", "f32")
+            for side in order:
+                cmd = ["node", ORT_JS, os.path.join(d, files[side]), os.path.join(d, "input.f32"),
+                       "--batch", str(batch), "--budget", str(args.budget)]
+                if r == 0:
+                    cmd += ["--logits", os.path.join(d, "ort_" + side + ".f32")]
+                out = run(cmd, oenv)
+                if out:
+                    res[side].append(out)
+                else:
+                    bad += 1
+        if not res["f32"] or not res["qint8"]:
+            continue
+        rate = {k: statistics.median(float(o["samples_per_s"]) for o in v) for k, v in res.items()}
+        single = {k: statistics.median(float(o["single_us"]) for o in v) for k, v in res.items()}
+        for side in ("f32", "qint8"):
+            rows = res[side]
+            print("%-28s %5d %-19s %22s %22s %11s" % (
+                name[:28], batch, "ORT " + side, spread([float(o["samples_per_s"]) for o in rows]),
+                "%.1f" % single[side],
+                "%.2fx/%.2fx" % (rate[side] / rate["f32"], single["f32"] / single[side])))
+        agree = top1_agreement(read_f32(os.path.join(d, "ort_qint8.f32")),
+                               read_f32(os.path.join(d, "ort_f32.f32")), 10)
+        print("    qint8 vs f32 under ONNX Runtime: batch %.2fx, single %.2fx; top-1 agreement "
+              "%.1f%% (random weights, ranges from the same %d images)" % (
+                  rate["qint8"] / rate["f32"], single["f32"] / single["qint8"], 100 * agree,
+                  batch))
+        sys.stdout.flush()
+    return bad
 
 
 def spread(vals):
@@ -165,9 +235,11 @@ def main():
                 print("    logits ORT vs distill pinned: max |a-b|/(1+|b|) = %.2e" % worst(
                     read_f32(of), read_f32(pf)))
             sys.stdout.flush()
+        bad += qint8_rows(args, mod, oenv, tmp)
     print("/ORT: distill's batch rate over ORT's / ORT's single-sample p50 over distill's "
           "(>= 1.00x: distill at least as fast); frac: distill's GFLOP/s over its products' "
-          "sgemm rate alone; peak: over a 1024^3 sgemm under the same pin")
+          "sgemm rate alone; peak: over a 1024^3 sgemm under the same pin; qint8 rows: the "
+          "file's batch rate over the f32 file's / the f32 file's single p50 over its own")
     return 1 if bad else 0
 
 

@@ -2,10 +2,11 @@
 // N samples of an IDX file (raw u8 values as floats 0-255, or float32 IDX rows; .gz read too),
 // for the tests, the demo and the README's measurements. Prints "accuracy A" when labels are
 // given and, with --bench, the batch and single-sample timings; writes the logits (N x classes
-// float32, little endian) when --logits is given.
+// float32, little endian) when --logits is given, and the graph as ONNX Runtime optimized it
+// (fused integer kernels and all) when --optimized is given.
 //
 //   node ort_run.js MODEL.onnx IMAGES [--n 1000] [--shape 1,28,28] [--labels LABELS]
-//                   [--logits OUT.f32] [--bench]
+//                   [--logits OUT.f32] [--optimized OUT.onnx] [--bench]
 // --shape (the per-sample input shape) defaults to the model's own input shape.
 // The onnxruntime-node module is loaded from $KD_ORT_MODULE (a folder path) or by name.
 'use strict';
@@ -18,7 +19,7 @@ function fail(msg) {
 }
 
 const args = process.argv.slice(2);
-const opt = {n: 1000, shape: null, labels: null, logits: null, bench: false};
+const opt = {n: 1000, shape: null, labels: null, logits: null, optimized: null, bench: false};
 const pos = [];
 for (let i = 0; i < args.length; i++) {
   const a = args[i];
@@ -26,6 +27,7 @@ for (let i = 0; i < args.length; i++) {
   else if (a === '--shape') opt.shape = args[++i].split(',').map(Number);
   else if (a === '--labels') opt.labels = args[++i];
   else if (a === '--logits') opt.logits = args[++i];
+  else if (a === '--optimized') opt.optimized = args[++i];
   else if (a === '--bench') opt.bench = true;
   else pos.push(a);
 }
@@ -49,7 +51,8 @@ function readIdx(path) {
   const ort = require(process.env.KD_ORT_MODULE || 'onnxruntime-node');
   const img = readIdx(pos[1]);
   const session = await ort.InferenceSession.create(pos[0], {
-    graphOptimizationLevel: 'all', intraOpNumThreads: 0, interOpNumThreads: 1});
+    graphOptimizationLevel: 'all', intraOpNumThreads: 0, interOpNumThreads: 1,
+    ...(opt.optimized ? {optimizedModelFilePath: opt.optimized} : {})});
   if (!opt.shape) opt.shape = session.inputMetadata[0].shape.slice(1);
   const per = opt.shape.reduce((a, b) => a * b, 1);
   const n = Math.min(opt.n, img.dims[0]);
