@@ -9,11 +9,13 @@ need=()
 # clang + libclang-rt-14-dev: the libFuzzer targets (make fuzz); valgrind: make valgrind;
 # util-linux: setpriv, to run the permission tests as an unprivileged user;
 # libopenmpi-dev + openmpi-bin: the data-parallel build (make MPI=1) and its tests (tests/mpi.sh);
-# groff-base + man-db: the installed man page rendered by the install test (tests/install_test.sh).
+# groff-base + man-db: the installed man page rendered by the install test (tests/install_test.sh);
+# gcc-arm-none-eabi + libnewlib-arm-none-eabi + qemu-system-arm: the C headers built for a
+# Cortex-M4 and run under QEMU's mps2-an386 (tests/test_mcu.c; about 30 s to install).
 for p in build-essential pkg-config libopenblas-openmp-dev libcjson-dev libstb-dev zlib1g-dev \
          dataset-fashion-mnist python3 libprotobuf-c-dev protobuf-c-compiler libonnx-dev \
          python3-onnx clang libclang-rt-14-dev valgrind util-linux libopenmpi-dev openmpi-bin \
-         groff-base man-db; do
+         groff-base man-db gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
 done
 # The ONNX Runtime test needs Node.js with npm (the machine's own, else Debian's).

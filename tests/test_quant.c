@@ -169,10 +169,11 @@ static int quantized_graph(kd_qmodel *q, float **x) {
     return ok;
 }
 
-/* Writes q to dir/name and reads it back into *back: the read's status, its message in err. */
-static kd_status write_read(const kd_qmodel *q, const char *name, kd_qmodel *back, kd_err *err) {
-    char path[1024];
-    snprintf(path, sizeof path, "%s/%s", kd_test_tmpdir(), name);
+/* Writes q to a fresh folder's `name` (its path into path, 1024 bytes) and reads it back into
+ * *back: the read's status, its message in err. */
+static kd_status write_read(const kd_qmodel *q, const char *name, kd_qmodel *back, kd_err *err,
+                            char *path) {
+    snprintf(path, 1024, "%s/%s", kd_test_tmpdir(), name);
     const char *k[] = {"classes"}, *v[] = {"[\"a\",\"b\",\"c\",\"d\",\"e\"]"};
     kd_status st = kd_qmodel_write(path, q, k, v, 1, err);
     kd_st_file f = {0};
@@ -187,7 +188,8 @@ KD_TEST(quant_file_round_trip_gives_the_same_bytes) {
     float *x;
     kd_err err = {0};
     if (!quantized_graph(&q, &x)) return;
-    CHECK_EQ_INT(write_read(&q, "g.safetensors", &back, &err), KD_OK);
+    char path[1024];
+    CHECK_EQ_INT(write_read(&q, "g.safetensors", &back, &err, path), KD_OK);
     if (kd_test_failed_now()) return;
     int8_t a[64 * 5], b[64 * 5];
     CHECK_EQ_INT(kd_qmodel_forward(&q, x, 64, a, NULL, &err), KD_OK);
@@ -201,6 +203,7 @@ KD_TEST(quant_file_round_trip_gives_the_same_bytes) {
 typedef struct {
     const char *want;
     void (*spoil)(kd_qmodel *q);
+    const char *also; /* a second part of the message, or NULL */
 } bad_case;
 /* Each spoils one number of a quantized model before it is written. */
 #define SPOIL(fn, ...) static void fn(kd_qmodel *q) { __VA_ARGS__; }
@@ -208,27 +211,39 @@ SPOIL(scale0, q->values[2].scale = 0)
 SPOIL(scale_nan, q->values[2].scale = NAN)
 SPOIL(scale_neg, q->values[1].scale = -0.5f)
 SPOIL(zp_high, q->values[3].zp = 128)
+SPOIL(zp_low, q->values[4].zp = -129)
 SPOIL(shift_high, q->ops[0].mult[1].shift = 31)
+SPOIL(shift_low, q->ops[2].mult[0].shift = -32)
 SPOIL(mult_low, q->ops[1].mult[0].mult = (1 << 30) - 1)
+SPOIL(mult_neg, q->ops[1].mult[2].mult = -(1 << 30))
 SPOIL(read_ahead, q->ops[2].in[0] = q->ops[5].out)
 SPOIL(weight_min, q->ops[0].w[3] = -128)
 SPOIL(geometry, q->ops[1].g.OH = 7)
 SPOIL(clamp_empty, q->ops[0].o.lo = 100; q->ops[0].o.hi = 99)
 SPOIL(add_mul, q->ops[3].m = (kd_qmul){5, 0})
 
+/* Each refused by the reader (KD_EINPUT), and by the real binary's `distill info` with exit 3
+ * and the same message, which names the tensor holding the bad number where one does. */
 KD_TEST(quant_file_refuses_bad_numbers_by_op) {
     static const bad_case cases[] = {
-        {"value 2: scale 0 (expected a finite number > 0)", scale0},
-        {"value 2: scale nan", scale_nan},
-        {"value 1: scale -0.5", scale_neg},
-        {"value 3: zero point 128 outside [-128, 127]", zp_high},
-        {"op 0 (layer stem): channel 1: multiplier", shift_high},
-        {"op 1 (layer dw): channel 0: multiplier 1073741823", mult_low},
-        {"op 2 (layer pw): reads value", read_ahead},
-        {"op 0 (layer stem): weight 3 is -128", weight_min},
-        {"op 1 (layer dw): inconsistent geometry", geometry},
-        {"op 0 (layer stem): clamp [100, 99] is empty", clamp_empty},
-        {"op 3 (layer res): m: multiplier 5", add_mul},
+        {"tensor qint8.scale, value 2: scale 0 (expected a finite number > 0)", scale0, NULL},
+        {"tensor qint8.scale, value 2: scale nan", scale_nan, NULL},
+        {"tensor qint8.scale, value 1: scale -0.5", scale_neg, NULL},
+        {"tensor qint8.zero_point, value 3: zero point 128 outside [-128, 127]", zp_high, NULL},
+        {"tensor qint8.zero_point, value 4: zero point -129 outside [-128, 127]", zp_low, NULL},
+        {"op 0 (layer stem): tensors stem.multiplier and stem.shift, channel 1: multiplier ",
+         shift_high, ", shift 31 outside [2^30, 2^31) x 2^[-31, 30]"},
+        {"op 2 (layer pw): tensors pw.multiplier and pw.shift, channel 0: multiplier ",
+         shift_low, ", shift -32 outside"},
+        {"op 1 (layer dw): tensors dw.multiplier and dw.shift, channel 0: multiplier "
+         "1073741823, shift", mult_low, NULL},
+        {"op 1 (layer dw): tensors dw.multiplier and dw.shift, channel 2: multiplier "
+         "-1073741824, shift", mult_neg, NULL},
+        {"op 2 (layer pw): reads value", read_ahead, NULL},
+        {"op 0 (layer stem): weight 3 is -128", weight_min, NULL},
+        {"op 1 (layer dw): inconsistent geometry", geometry, NULL},
+        {"op 0 (layer stem): clamp [100, 99] is empty", clamp_empty, NULL},
+        {"op 3 (layer res): m: multiplier 5", add_mul, NULL},
     };
     for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
         kd_qmodel q, back;
@@ -236,9 +251,15 @@ KD_TEST(quant_file_refuses_bad_numbers_by_op) {
         kd_err err = {0};
         if (!quantized_graph(&q, &x)) return;
         cases[c].spoil(&q);
-        CHECK_EQ_INT(write_read(&q, "bad.safetensors", &back, &err), KD_EINPUT);
+        char path[1024], cmd[2200], out[4096];
+        CHECK_EQ_INT(write_read(&q, "bad.safetensors", &back, &err, path), KD_EINPUT);
         CHECK_CONTAINS(err.msg, cases[c].want);
+        if (cases[c].also) CHECK_CONTAINS(err.msg, cases[c].also);
         CHECK_CONTAINS(err.msg, "bad.safetensors: qint8");
+        snprintf(cmd, sizeof cmd, "%s info '%s'", kd_test_distill(), path);
+        CHECK_EQ_INT(kd_test_run(cmd, out, sizeof out), 3);
+        CHECK_CONTAINS(out, cases[c].want);
+        if (cases[c].also) CHECK_CONTAINS(out, cases[c].also);
         kd_qmodel_free(&q), free(x);
     }
 }

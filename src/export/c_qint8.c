@@ -12,8 +12,9 @@
 #include "kd_quant.h"
 
 /* The integer kernels, one copy per header with the model's prefix for "@" (so two models can
- * share a program). The same arithmetic as src/qint (tests/test_qint.c checks that one). */
-static const char kernels[] =
+ * share a program). The same arithmetic as src/qint (tests/test_qint.c checks that one). A
+ * header holds only the kernels its ops call: an unused static function is a -Wall warning. */
+static const char kernel_core[] =
     "static int32_t @hmul(int32_t a, int32_t b) {\n"
     "    int64_t ab, nudge;\n"
     "    if (a == INT32_MIN && b == INT32_MIN) return INT32_MAX;\n"
@@ -37,7 +38,8 @@ static const char kernels[] =
     "static signed char @store(int32_t acc, int32_t mult, int shift, int zp, int lo, int hi) {\n"
     "    int32_t y = zp + @apply(acc, mult, shift);\n"
     "    return (signed char)(y < lo ? lo : y > hi ? hi : y);\n"
-    "}\n"
+    "}\n";
+static const char kernel_dense[] =
     "static void @dense(const signed char *x, int xzp, const signed char *w, const int32_t *b,\n"
     "                   const int32_t *m, const int32_t *s, long in, long out, int zp, int lo,\n"
     "                   int hi, signed char *y) {\n"
@@ -48,7 +50,8 @@ static const char kernels[] =
     "        for (i = 0; i < in; i++) acc += ((int32_t)x[i] - xzp) * wj[i];\n"
     "        y[j] = @store(acc, m[j], (int)s[j], zp, lo, hi);\n"
     "    }\n"
-    "}\n"
+    "}\n";
+static const char kernel_conv[] =
     "/* g: C, H, W, K, kh, kw, stride, pad, groups, OH, OW */\n"
     "static void @conv(const signed char *x, int xzp, const signed char *w, const int32_t *b,\n"
     "                  const int32_t *m, const int32_t *s, const long *g, int zp, int lo, int hi,\n"
@@ -71,7 +74,8 @@ static const char kernels[] =
     "                    }\n"
     "                y[(k * g[9] + oh) * g[10] + ow] = @store(acc, m[k], (int)s[k], zp, lo, hi);\n"
     "            }\n"
-    "}\n"
+    "}\n";
+static const char kernel_pool[] =
     "/* avg = 0: the largest byte of each window; avg = 1: sum (x - xzp), requantized. */\n"
     "static void @pool(const signed char *x, int avg, int xzp, int32_t mult, int shift,\n"
     "                  const long *g, int zp, int lo, int hi, signed char *y) {\n"
@@ -96,12 +100,14 @@ static const char kernels[] =
     "                y[(p * g[9] + oh) * g[10] + ow] =\n"
     "                    avg ? @store(acc, mult, shift, zp, lo, hi) : best;\n"
     "            }\n"
-    "}\n"
+    "}\n";
+static const char kernel_rescale[] =
     "static void @rescale(const signed char *x, int xzp, int32_t mult, int shift, long n, int zp,\n"
     "                     int lo, int hi, signed char *y) {\n"
     "    long i;\n"
     "    for (i = 0; i < n; i++) y[i] = @store((int32_t)x[i] - xzp, mult, shift, zp, lo, hi);\n"
-    "}\n"
+    "}\n";
+static const char kernel_lut[] =
     "static void @lut(const signed char *t, const signed char *x, long n, signed char *y) {\n"
     "    long i;\n"
     "    for (i = 0; i < n; i++) y[i] = t[(unsigned char)x[i]];\n"
@@ -238,10 +244,11 @@ static void put_op(FILE *f, const qheader *h, size_t i) {
         }
         break;
     }
-    case KD_QOP_CLAMP:
-        fprintf(f, "    {\n        long i;\n        for (i = 0; i < %zu; i++)\n"
-                   "            %s[i] = (signed char)(%s[i] < %d ? %d : %s[i] > %d ? %d : %s[i]);\n    }\n",
-                V[op->out].numel, y, x, op->o.lo, op->o.lo, x, op->o.hi, op->o.hi, x);
+    case KD_QOP_CLAMP: /* through an int: a bound of 127 on a signed char is -Wtype-limits */
+        fprintf(f, "    {\n        long i;\n        for (i = 0; i < %zu; i++) {\n"
+                   "            int v = %s[i];\n"
+                   "            %s[i] = (signed char)(v < %d ? %d : v > %d ? %d : v);\n        }\n    }\n",
+                V[op->out].numel, x, y, op->o.lo, op->o.lo, op->o.hi, op->o.hi);
         break;
     case KD_QOP_LUT:
         fprintf(f, "    %slut(%st%zu, %s, %zu, %s);\n", L, L, i, x, V[op->out].numel, y);
@@ -304,6 +311,24 @@ static void put_forward(FILE *f, const qheader *h) {
                "        if (logits[i] > logits[best]) best = i;\n    return best;\n}\n", L, U, L, U);
 }
 
+/* The kernels q's ops call (the core requantization unless only tables, clamps and max-pools
+ * run), "@" replaced by the model's prefix. */
+static void put_kernels(FILE *f, const qheader *h) {
+    int uses[8] = {0}, core = 0;
+    for (size_t i = 0; i < h->q->n_ops; i++) uses[h->q->ops[i].kind] = 1;
+    for (int k = 0; k < 8; k++)
+        core |= uses[k] && k != KD_QOP_LUT && k != KD_QOP_CLAMP;
+    const char *parts[] = {core ? kernel_core : "", uses[KD_QOP_DENSE] ? kernel_dense : "",
+                           uses[KD_QOP_CONV] ? kernel_conv : "",
+                           uses[KD_QOP_MAXPOOL] || uses[KD_QOP_AVGPOOL] ? kernel_pool : "",
+                           uses[KD_QOP_CONCAT] ? kernel_rescale : "",
+                           uses[KD_QOP_LUT] ? kernel_lut : ""};
+    for (size_t p = 0; p < sizeof parts / sizeof *parts; p++)
+        for (const char *k = parts[p]; *k; k++)
+            if (*k == '@') fputs(h->lower, f);
+            else fputc(*k, f);
+}
+
 static kd_status write_qheader(FILE *f, void *ctx, kd_err *err) {
     const qheader *h = ctx;
     const kd_qmodel *q = h->q;
@@ -311,9 +336,7 @@ static kd_status write_qheader(FILE *f, void *ctx, kd_err *err) {
     put_declarations(f, h);
     fprintf(f, "#if defined(%s_IMPLEMENTATION) && !defined(%s_IMPLEMENTED)\n#define %s_IMPLEMENTED\n"
                "#include <math.h>\n\n", U, U, U);
-    for (const char *k = kernels; *k; k++)
-        if (*k == '@') fputs(L, f);
-        else fputc(*k, f);
+    put_kernels(f, h);
     char num[40];
     fprintf(f, "static const float %spre_mul[%zu] = {", L, h->pre.n_ch);
     for (size_t c = 0; c < h->pre.n_ch; c++)

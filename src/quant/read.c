@@ -98,8 +98,9 @@ static kd_status read_channels(reader *r, kd_qop *op, size_t row) {
         if (llabs((long long)bias) >= QR_ACC_LIMIT)
             return bad(r, "bias of channel %zu is %d (|bias| < 2^30)", k, bias);
         op->bias[k] = bias, op->mult[k] = (kd_qmul){mult, shift};
-        char what[48];
-        snprintf(what, sizeof what, "channel %zu", k);
+        char what[2 * KD_LAYER_NAME_MAX + 64]; /* the tensors by name, as info lists them */
+        snprintf(what, sizeof what, "tensors %s.multiplier and %s.shift, channel %zu", r->layer,
+                 r->layer, k);
         if (check_mul(r, op->mult[k], what)) return KD_EINPUT;
     }
     return KD_OK;
@@ -232,9 +233,11 @@ static kd_status read_values(reader *r) {
         if (!(numel == floor(numel) && numel >= 1 && numel <= (double)QR_MAX_NUMEL))
             st = bad(r, "value %zu: size %g outside [1, 2^28]", v, numel);
         else if (!(isfinite(q->values[v].scale) && q->values[v].scale > 0))
-            st = bad(r, "value %zu: scale %g (expected a finite number > 0)", v, q->values[v].scale);
+            st = bad(r, "tensor qint8.scale, value %zu: scale %g (expected a finite number > 0)", v,
+                     q->values[v].scale);
         else if (q->values[v].zp < -128 || q->values[v].zp > 127)
-            st = bad(r, "value %zu: zero point %d outside [-128, 127]", v, q->values[v].zp);
+            st = bad(r, "tensor qint8.zero_point, value %zu: zero point %d outside [-128, 127]", v,
+                     q->values[v].zp);
     }
     cJSON_Delete(a);
     return st;

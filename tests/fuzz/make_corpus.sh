@@ -235,6 +235,29 @@ sed -e 's/{"type": "layernorm"}, //' "$work/seed.json" > "$work/qint.json"
     "$distill" export qint/last.safetensors qint8.safetensors --dtype qint8 --calibrate 20 \
         --config qint.json --split validation >/dev/null)
 cp "$work/qint8.safetensors" "$out/safetensors/export-qint8"
+# The same file with one bad number each, which the reader must refuse (exit 3): scale 0, NaN
+# and negative; zero points 128 and -129; shifts 31 and -32; multipliers 2^30 - 1 and negative.
+python3 - "$work/qint8.safetensors" "$out/safetensors" <<'PY'
+import json, math, struct, sys
+blob = open(sys.argv[1], "rb").read()
+n = struct.unpack("<Q", blob[:8])[0]
+head = json.loads(blob[8:8 + n])
+layer = next(k[:-len(".shift")] for k in head if k.endswith(".shift"))
+def spoil(name, tensor, fmt, value):
+    begin = 8 + n + head[tensor]["data_offsets"][0]
+    data = bytearray(blob)
+    data[begin:begin + 4] = struct.pack(fmt, value)
+    open(f"{sys.argv[2]}/qint8-bad-{name}", "wb").write(bytes(data))
+for name, tensor, fmt, value in [
+        ("scale-0", "qint8.scale", "<f", 0.0), ("scale-nan", "qint8.scale", "<f", math.nan),
+        ("scale-negative", "qint8.scale", "<f", -0.5),
+        ("zero-point-128", "qint8.zero_point", "<i", 128),
+        ("zero-point-minus-129", "qint8.zero_point", "<i", -129),
+        ("shift-31", layer + ".shift", "<i", 31), ("shift-minus-32", layer + ".shift", "<i", -32),
+        ("multiplier-low", layer + ".multiplier", "<i", 2**30 - 1),
+        ("multiplier-negative", layer + ".multiplier", "<i", -2**30)]:
+    spoil(name, tensor, fmt, value)
+PY
 # A mid-epoch checkpoint (with the running sums) through the trainer's stop hook.
 (cd "$work" && KD_TRAIN_STOP_AFTER_STEPS=2 "$distill" train --config seed.json --out mid --quiet \
     >/dev/null 2>&1 || true)
