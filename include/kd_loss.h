@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "kd_common.h"
+#include "kd_shape.h"
 
 /* p[i,:] = softmax(z[i,:] / T), stable for |z| ~ 1e4 (row max subtracted). z may equal p. */
 void kd_softmax(const float *z, float *p, size_t B, size_t C, float T);
@@ -168,5 +169,34 @@ typedef struct {
  * checks), except that weight-0 entries are only reported. soft is the first teacher entry's
  * value, hard the first ce entry's, or the cross-entropy of the labels when there is none. */
 void kd_loss_eval(const kd_loss_plan *p, const kd_loss_batch *b, kd_loss_terms *out, float *dzs);
+
+/* ---- Feature losses on a pair of inner values (hint.c, at.c) ---- */
+
+/* A student value of Cs channels and a teacher value of Ct channels, both at P positions: a
+ * [C, H, W] value has C channels at H * W positions, a [D] value D channels at one. */
+typedef struct {
+    size_t Cs, Ct, P;
+} kd_feature_dims;
+
+/* The dims of a feature loss `what` ("distill.losses[1]") on a student value of shape ss and a
+ * teacher value of shape ts: both [C, H, W] with the same H and W, or (unless spatial_only, as
+ * attention maps need) both [D]. KD_EUSAGE naming both shapes otherwise. */
+kd_status kd_loss_feature_shapes(const char *what, int spatial_only, const kd_shape *ss,
+                                 const kd_shape *ts, kd_feature_dims *d, kd_err *err);
+
+/* hint: the adapter's output a[o, p] = bias[o] + sum_c w[o, c] vs[c, p] per sample (w (Ct, Cs),
+ * bias (Ct) or NULL: a 1x1 convolution, or a dense layer at P = 1) against the teacher value,
+ * L = mean over B * Ct * P of (a - vt)^2, returned. Adds weight * dL/d(vs) into dvs (B, Cs * P),
+ * weight * dL/dw into dw and weight * dL/dbias into db, each when non-NULL (vt is a constant).
+ * Sums in double, each gradient element rounded once; scratch holds Ct * P doubles. */
+double kd_loss_hint(const kd_feature_dims *d, const float *vs, const float *vt, const float *w,
+                    const float *bias, size_t B, double weight, float *dvs, float *dw,
+                    float *db, double *scratch);
+
+/* at: per sample the attention maps u = q / max(||q||_2, 1e-12), q[p] = mean_c v[c, p]^2, of
+ * both values, L = mean over B * P of (u_s - u_t)^2, returned. Adds weight * dL/d(vs) into dvs
+ * (B, Cs * P) when non-NULL (vt is a constant). scratch holds 2 * P doubles. */
+double kd_loss_at(const kd_feature_dims *d, const float *vs, const float *vt, size_t B,
+                  double weight, float *dvs, double *scratch);
 
 #endif

@@ -28,7 +28,7 @@ size_t kd_report_n_curves(void);
 const char *kd_report_curve_name(size_t i);
 
 /* Appends to svg one chart with a line per run against the epoch: a panel for `metric` (a
- * curve name), or with metric NULL a 2x2 grid of the cross-entropy with the labels (each run's
+ * curve name, or a loss term key such as "loss.dkd.tckd" that some run's rows have), or with metric NULL a 2x2 grid of the cross-entropy with the labels (each run's
  * hard term, comparable across a teacher and its students; the loss when no run has labels),
  * validation accuracy, learning rate and throughput (log scale). The epoch axis ends at the
  * last epoch. Missing values (null in metrics.jsonl) leave gaps. A legend names the runs.

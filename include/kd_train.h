@@ -31,6 +31,12 @@ typedef struct {
     double samples_per_s;   /* training samples / seconds in training steps */
     double seconds;         /* wall time of the epoch, validation and checkpoints included */
     double skipped;         /* training samples left out: undecodable images (data.skip_bad) */
+    /* The loss list's named terms, written after the fields above under their keys
+     * (kd_loss_plan: "loss.kl", "loss.dkd.tckd", ...): term[k] is the mean over the epoch's
+     * samples of keys[k]'s batch means; NaN when not known (null in metrics.jsonl). */
+    size_t n_terms;
+    const char (*keys)[KD_LOSS_KEY_MAX];  /* (n_terms) borrowed */
+    double term[KD_MAX_LOSS_TERMS];
 } kd_epoch_metrics;
 
 /* ---- metrics.jsonl read back (src/train/runfolder.c, beside its writer) ---- */
@@ -51,13 +57,21 @@ extern const size_t kd_n_epoch_fields;
 int kd_epoch_field_find(const char *name);
 /* Field `field` (an index into kd_epoch_fields) of m; NaN for an index out of range. */
 double kd_epoch_field_get(const kd_epoch_metrics *m, size_t field);
+/* The metric called name: a field of kd_epoch_fields or one of m's loss terms by key; NaN when
+ * m has neither. */
+double kd_epoch_metric_get(const kd_epoch_metrics *m, const char *name);
+/* The index of m's loss term called key; -1 if m has none. */
+int kd_epoch_term_find(const kd_epoch_metrics *m, const char *key);
 
 #define KD_MAX_METRICS_BYTES ((size_t)64 << 20)
 #define KD_MAX_EPOCH_LINE 1e9
 /* Reads a run's metrics.jsonl: one JSON object per line (blank lines skipped) with "epoch", an
  * integer in 1..1e9 larger than the previous line's, and each field of kd_epoch_fields a number
- * or null (null or absent reads as NaN; other keys are ignored). *rows (malloc'd, caller frees)
- * holds the n_rows >= 1 epochs in file order. KD_EINPUT naming the file, and the line and field,
+ * or null (null or absent reads as NaN; other keys are ignored), and the loss terms: keys
+ * "loss.*" with a number or null, at most KD_MAX_LOSS_TERMS different ones in the file. Every
+ * row has every term key of the file (NaN on a line without it), in the order first seen; the
+ * keys live in the same block as the rows. *rows (malloc'd, caller frees: one free) holds the
+ * n_rows >= 1 epochs in file order. KD_EINPUT naming the file, and the line and field,
  * for a missing or unreadable file, a file over KD_MAX_METRICS_BYTES, a line that is not one
  * complete JSON object (truncated), a bad epoch or field, or no epochs at all. */
 kd_status kd_metrics_read(const char *path, kd_epoch_metrics **rows, size_t *n_rows,
@@ -265,6 +279,12 @@ typedef struct {
     double train_seconds;      /* time in training steps (loading included) */
     double seconds;            /* wall time of the epoch so far */
     double skipped;            /* samples left out: undecodable images (data.skip_bad) */
+    /* The loss plan's named terms (0, NULL, NULL: not summed): storage the caller allocates
+     * with the run, as many as the plan has, so a step allocates nothing. term[k] sums keys[k]'s
+     * batch means times batch size; NaN when unknown (a resume from a checkpoint without them). */
+    size_t n_terms;
+    const char (*keys)[KD_LOSS_KEY_MAX];  /* (n_terms) borrowed: the trainer's plan keys */
+    double *term;                         /* (n_terms) borrowed */
 } kd_epoch_sums;
 
 /* One pass of kd_trainer_epoch: the inputs, and where it got to. */

@@ -19,6 +19,11 @@
 #   cache_parallel_build  `distill logits` under 2 ranks (each computes a share of the samples,
 #                         rank 0 writes the file): the same header as one process's cache and
 #                         every logit within 1e-5 of it; no part file left behind
+#   loss_terms            distilled with a dkd + kl + ce list from an online teacher, batches of
+#                         75, 2 epochs: the 2-rank metrics.jsonl's terms (loss.dkd.tckd, ...) add
+#                         up to its loss with the weights (1e-6: the pack's floats), and every term, soft, hard and loss is
+#                         within 1e-5 of one process's (the weights drift by float reassociation
+#                         over the 10 steps; the terms ride the step's allreduce)
 # Prints one line per case and "N passed, N failed, N skipped" last; exit 1 on a failure.
 # About 20 s on 2 cores. Needs Open MPI (mpirun), python3 and Fashion-MNIST (.ci/setup.sh).
 set -uo pipefail
@@ -220,6 +225,31 @@ print('%.3g' % max(abs(x - y) / max(1.0, abs(x)) for x, y in zip(a, b)))") &&
          python3 -c "import sys; sys.exit(0 if $w <= 1e-5 else 1)"; then ok "cache_parallel_build (worst $w)"
     else bad cache_parallel_build "logits differ: $w"; fi
 else bad cache_parallel_build "the run failed: $(tail -3 "$work/cvb.log")"; fi
+# 11. The loss list's named terms through the step's allreduce into metrics.jsonl.
+cfg lt 332 32 200 75 2 "$SGD" "$MLP"
+LT=(--set "teacher={\"checkpoint\":\"$work/o1/last.safetensors\"}"
+    --set 'distill={"losses":[{"type":"dkd","weight":0.5},{"type":"kl","weight":0.3},{"type":"ce","weight":0.2}]}')
+if one lt lt1 "${LT[@]}" && par 2 lt lt2 "${LT[@]}"; then
+    if w=$(python3 - "$work/lt1/metrics.jsonl" "$work/lt2/metrics.jsonl" <<'EOF'
+import json, sys
+a, b = ([json.loads(l) for l in open(p) if l.strip()] for p in sys.argv[1:3])
+keys = ["loss", "soft", "hard", "loss.dkd.tckd", "loss.dkd.nckd", "loss.kl", "loss.ce"]
+assert len(a) == len(b) == 2 and all(k in r for r in a + b for k in keys), "keys missing"
+# The ranks' sums make the terms the global batch's: under 2 ranks they still add up to the loss
+# (within the 7 digits the step's pack keeps of each sum: kd_dist_pack_reduce sends floats).
+for r in b:
+    dkd = r["loss.dkd.tckd"] + 8 * r["loss.dkd.nckd"]
+    want = 0.5 * dkd + 0.3 * r["loss.kl"] + 0.2 * r["loss.ce"]
+    assert abs(r["loss"] - want) <= 1e-6 * max(1.0, want), "terms do not add up to the loss: %r vs %r" % (r["loss"], want)
+    assert abs(r["soft"] - dkd) <= 1e-6 * max(1.0, dkd), "soft is not the dkd entry's value"
+    assert abs(r["hard"] - r["loss.ce"]) <= 1e-6 * max(1.0, r["hard"]), "hard is not ce's"
+w = max(abs(x[k] - y[k]) / max(1.0, abs(x[k])) for x, y in zip(a, b) for k in keys)
+print("%.3g" % w)
+sys.exit(0 if w <= 1e-5 else 1)
+EOF
+    ); then ok "loss_terms (worst $w)"
+    else bad loss_terms "terms differ from one process: $w"; fi
+else bad loss_terms "a run failed: $(tail -2 "$work"/lt*.log)"; fi
 
 echo "$pass passed, $fail failed, $skip skipped"
 [ "$fail" = 0 ]

@@ -358,7 +358,7 @@ KD_TEST(step_epoch_equals_steps_one_by_one_and_honours_stop) {
 /* ---- the "run" metadata's partial sums ---- */
 
 static kd_epoch_sums sample_sums(void) {
-    kd_epoch_sums s;
+    kd_epoch_sums s = {0};
     /* Distinct values with full binary fractions, so a swapped or dropped field shows. */
     s.loss = 12.345678901234567;
     s.soft = 0.1;

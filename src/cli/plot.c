@@ -8,6 +8,7 @@
 #include "cli.h"
 #include "kd_path.h"
 #include "kd_report.h"
+#include "kd_suggest.h"
 
 static const char usage[] =
     "Usage: distill plot [--out FILE.svg] [--metric NAME] RUN...\n"
@@ -22,7 +23,8 @@ static const char usage[] =
     "  -o, --out FILE  the SVG picture to write, atomically (default: curves.svg, or\n"
     "                  NAME.svg with --metric); any browser opens it\n"
     "  --metric NAME   one larger panel of one metric: loss, val_acc, train_acc, lr,\n"
-    "                  samples_per_s, soft, hard (the loss's two terms) or seconds\n"
+    "                  samples_per_s, soft, hard (the first teacher loss and ce) or\n"
+    "                  seconds, or a loss term the runs logged (loss.kl, loss.dkd.tckd, ...)\n"
     "\n"
     "Exit codes: 0 ok, 1 cannot write the picture, 2 usage error, 3 a RUN without\n"
     "metrics.jsonl or with a damaged one (the message names the file and line).\n";
@@ -74,15 +76,44 @@ static int teacher_cached(const char *metrics) {
     return cached;
 }
 
+/* Whether metric is a curve of the table or a loss term of some run; else KD_EUSAGE naming
+ * both lists (the terms the files have), with a suggestion for a near miss. */
+static kd_status check_metric(const char *metric, const kd_report_run *runs, size_t n_runs,
+                              kd_err *err) {
+    const char *names[MAX_CURVES + KD_MAX_LOSS_TERMS * 4];
+    size_t n = 0, n_curves = 0;
+    for (size_t i = 0; i < MAX_CURVES && kd_report_curve_name(i); i++)
+        names[n++] = kd_report_curve_name(i);
+    n_curves = n;
+    for (size_t r = 0; r < n_runs; r++) {
+        if (!runs[r].n_rows) continue;
+        const kd_epoch_metrics *m = &runs[r].rows[0];
+        for (size_t k = 0; k < m->n_terms && n < sizeof names / sizeof names[0]; k++) {
+            size_t o = n_curves;
+            while (o < n && strcmp(names[o], m->keys[k])) o++;
+            if (o == n) names[n++] = m->keys[k];
+        }
+    }
+    for (size_t i = 0; i < n; i++)
+        if (!strcmp(names[i], metric)) return KD_OK;
+    char list[2048];
+    size_t len = 0;
+    for (size_t i = 0; i < n && len < sizeof list; i++)
+        len += (size_t)snprintf(list + len, sizeof list - len, "%s%s", i ? ", " : "", names[i]);
+    const char *near = kd_suggest(metric, names, n);
+    kd_err_set(err, KD_EUSAGE, "--metric %s: unknown metric%s%s%s; expected one of %s%s", metric,
+               near ? " (did you mean \"" : "", near ? near : "", near ? "\"?)" : "", list,
+               n > n_curves ? "" : " (the runs logged no loss terms)");
+    return KD_EUSAGE;
+}
+
 static int run(int argc, char **argv) {
     const char *out = NULL, *metric = NULL;
-    const char *choices[MAX_CURVES + 1] = {0};
-    for (size_t i = 0; i < MAX_CURVES && kd_report_curve_name(i); i++)
-        choices[i] = kd_report_curve_name(i);
+    /* --metric is checked once the runs are read: their loss terms are metrics too. */
     const kd_cli_opt cli_opts[] = {
         {.name = "--out", .short_name = 'o', .kind = KD_OPT_STRING, .to.str = &out,
          .needs = "an SVG file"},
-        {.name = "--metric", .kind = KD_OPT_STRING, .to.str = &metric, .choices = choices},
+        {.name = "--metric", .kind = KD_OPT_STRING, .to.str = &metric, .needs = "a metric"},
     };
     const kd_cli_spec spec = {cli_opts, KD_CLI_N_OPTS(cli_opts), SIZE_MAX, usage};
     size_t n_runs;
@@ -114,6 +145,7 @@ static int run(int argc, char **argv) {
         runs[k].teacher_cached = teacher_cached(metrics);
         if (runs[k].n_rows > max_epochs) max_epochs = runs[k].n_rows;
     }
+    if (metric && (st = check_metric(metric, runs, n_runs, &err))) goto cleanup;
     if (!(labels = calloc(n_runs, sizeof *labels))) {
         st = kd_err_set(&err, KD_EIO, "out of memory");
         goto cleanup;

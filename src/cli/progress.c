@@ -2,6 +2,7 @@
  * live progress bar on a terminal, one line per epoch. */
 #include <math.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "cli.h"
 
@@ -11,6 +12,28 @@ void kd_cli_clear_bar(kd_cli_printer *p) {
         fflush(stderr);
         p->bar_shown = 0;
     }
+}
+
+/* Whether the epoch's named terms are those soft and hard already show: today's loss (kl or
+ * mse, then ce), so its line stays as it was. */
+static int terms_are_soft_hard(const kd_epoch_metrics *m) {
+    for (size_t k = 0; k < m->n_terms; k++)
+        if (strcmp(m->keys[k], "loss.kl") && strcmp(m->keys[k], "loss.mse") &&
+            strcmp(m->keys[k], "loss.ce"))
+            return 0;
+    return m->n_terms <= 2;
+}
+
+/* " (soft S, hard H)", or with any other list its terms, short: " (dkd.tckd X, kl Y, ce Z)". */
+static void print_terms(const kd_epoch_metrics *m) {
+    if (terms_are_soft_hard(m)) {
+        printf(" (soft %.4f, hard %.4f)", m->soft, isfinite(m->hard) ? m->hard : 0.0);
+        return;
+    }
+    printf(" (");
+    for (size_t k = 0; k < m->n_terms; k++)
+        printf("%s%s %.4f", k ? ", " : "", m->keys[k] + strlen("loss."), m->term[k]);
+    printf(")");
 }
 
 static void fmt_duration(double s, char *buf, size_t cap) {
@@ -112,9 +135,8 @@ void kd_cli_on_progress(const kd_train_event *ev, void *user) {
         fmt_pct(m->val_acc, b, sizeof b);
         fmt_duration(m->seconds, c, sizeof c);
         printf("epoch %zu/%zu  loss %.4f", m->epoch, ev->n_epochs, m->loss);
-        /* The two terms only mean something when distilling (soft is 0 without a teacher). */
-        if (p->distilling)
-            printf(" (soft %.4f, hard %.4f)", m->soft, isfinite(m->hard) ? m->hard : 0.0);
+        /* The terms only mean something when distilling (soft is 0 without a teacher). */
+        if (p->distilling) print_terms(m);
         printf("  train_acc %s  val_acc %s  lr %.3g  %.0f samples/s  %s", a, b, m->lr,
                m->samples_per_s, c);
         if (m->skipped > 0) printf("  skipped %.0f undecodable", m->skipped);

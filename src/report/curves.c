@@ -51,15 +51,14 @@ size_t kd_report_n_curves(void) { return N_CURVES; }
 const char *kd_report_curve_name(size_t i) { return i < N_CURVES ? curves[i].name : NULL; }
 
 /* The y range of one metric over all runs: *n_finite values, KD_EINPUT for a value too large. */
-static kd_status metric_range(const kd_report_run *runs, size_t n_runs, size_t field,
-                              const char *name, double *lo, double *hi, size_t *n_finite,
-                              kd_err *err) {
+static kd_status metric_range(const kd_report_run *runs, size_t n_runs, const char *name,
+                              double *lo, double *hi, size_t *n_finite, kd_err *err) {
     *lo = INFINITY;
     *hi = -INFINITY;
     *n_finite = 0;
     for (size_t r = 0; r < n_runs; r++)
         for (size_t i = 0; i < runs[r].n_rows; i++) {
-            double v = kd_epoch_field_get(&runs[r].rows[i], field);
+            double v = kd_epoch_metric_get(&runs[r].rows[i], name);
             if (isnan(v)) continue;
             if (!(fabs(v) <= MAX_PLOT_VALUE))
                 return kd_err_set(err, KD_EINPUT, "run %s: %s at epoch %zu is %g, too large to "
@@ -75,11 +74,9 @@ static kd_status metric_range(const kd_report_run *runs, size_t n_runs, size_t f
 static kd_status draw_panel(kd_strbuf *b, const kd_report_run *runs, size_t n_runs,
                             const curve *c, const kd_panel *geom, const kd_axis *xa, double *xs,
                             double *ys, int markers, kd_err *err) {
-    int field = kd_epoch_field_find(c->name);
-    KD_ASSERT(field >= 0); /* every curve is a metrics.jsonl field */
     double lo, hi;
     size_t n_finite;
-    kd_status st = metric_range(runs, n_runs, (size_t)field, c->name, &lo, &hi, &n_finite, err);
+    kd_status st = metric_range(runs, n_runs, c->name, &lo, &hi, &n_finite, err);
     if (st) return st;
     kd_panel p = *geom;
     p.xa = *xa;
@@ -92,14 +89,14 @@ static kd_status draw_panel(kd_strbuf *b, const kd_report_run *runs, size_t n_ru
     for (size_t r = 0; r < n_runs; r++) cached |= runs[r].teacher_cached;
     /* A throughput without the teacher's forward is not the same measure: say so. */
     snprintf(title, sizeof title, "%s%s", c->log && !log_axis ? "training throughput" : c->title,
-             cached && field == kd_epoch_field_find("samples_per_s")
+             cached && strcmp(c->name, "samples_per_s") == 0
                  ? "; cached-teacher runs: teacher not run" : "");
     kd_svg_panel_open(b, &p, c->name, title, NULL);
     if (!n_finite) kd_svg_panel_note(b, &p, "no values recorded");
     for (size_t r = 0; r < n_runs; r++) {
         for (size_t i = 0; i < runs[r].n_rows; i++) {
             xs[i] = (double)runs[r].rows[i].epoch;
-            ys[i] = kd_epoch_field_get(&runs[r].rows[i], (size_t)field);
+            ys[i] = kd_epoch_metric_get(&runs[r].rows[i], c->name);
         }
         kd_svg_mark_line(b, &p, xs, ys, runs[r].n_rows, r, runs[r].label, markers);
     }
@@ -110,10 +107,15 @@ static kd_status draw_panel(kd_strbuf *b, const kd_report_run *runs, size_t n_ru
 kd_status kd_report_curves(const kd_report_run *runs, size_t n_runs, const char *metric,
                            kd_strbuf *svg, kd_err *err) {
     const curve *chosen[4];
+    /* A named loss term ("loss.dkd.tckd"): a metric of the runs that have it, not of the table. */
+    const curve term = {metric, metric, "loss term", 0, 0};
     size_t n_panels = 0, max_rows = 0, first_epoch = SIZE_MAX, last_epoch = 0;
     if (metric) {
         for (size_t i = 0; i < N_CURVES && !n_panels; i++)
             if (strcmp(curves[i].name, metric) == 0) chosen[n_panels++] = &curves[i];
+        for (size_t r = 0; r < n_runs && !n_panels; r++)
+            if (runs[r].n_rows && kd_epoch_term_find(&runs[r].rows[0], metric) >= 0)
+                chosen[n_panels++] = &term;
         if (!n_panels) return kd_err_set(err, KD_EUSAGE, "unknown metric '%s'", metric);
     } else {
         for (size_t i = 0; i < 4; i++) chosen[n_panels++] = &curves[default_grid[i]];

@@ -28,8 +28,8 @@ static const double_field sum_fields[] = {
 };
 #undef SUM
 #define N_SUM_FIELDS (sizeof sum_fields / sizeof sum_fields[0])
-_Static_assert(sizeof(kd_epoch_sums) == N_SUM_FIELDS * sizeof(double),
-               "every field of kd_epoch_sums is in sum_fields");
+_Static_assert(offsetof(kd_epoch_sums, n_terms) == N_SUM_FIELDS * sizeof(double),
+               "every double of kd_epoch_sums before its terms is in sum_fields");
 
 /* The metrics.jsonl fields after "epoch", in the order they are written. */
 #define MET(f) {#f, offsetof(kd_epoch_metrics, f), 0}
@@ -39,9 +39,13 @@ const kd_double_field kd_epoch_fields[] = {
 };
 #undef MET
 const size_t kd_n_epoch_fields = sizeof kd_epoch_fields / sizeof kd_epoch_fields[0];
-_Static_assert(sizeof(kd_epoch_metrics) == sizeof(size_t) + sizeof kd_epoch_fields /
-                                                sizeof kd_epoch_fields[0] * sizeof(double),
-               "every metric of kd_epoch_metrics is in kd_epoch_fields");
+_Static_assert(offsetof(kd_epoch_metrics, n_terms) ==
+                   sizeof(size_t) + sizeof kd_epoch_fields / sizeof kd_epoch_fields[0] *
+                                        sizeof(double),
+               "every metric of kd_epoch_metrics before its terms is in kd_epoch_fields");
+
+/* Loss term keys in metrics.jsonl and the run metadata start with this. */
+#define TERM_PREFIX "loss."
 
 static double field_get(const void *base, const double_field *f) {
     return *(const double *)((const char *)base + f->offset);
@@ -226,6 +230,7 @@ static char *metrics_line(const kd_epoch_metrics *m) {
     int ok = o && cJSON_AddNumberToObject(o, "epoch", (double)m->epoch);
     for (size_t i = 0; ok && i < kd_n_epoch_fields; i++)
         ok = add_num_or_null(o, kd_epoch_fields[i].name, field_get(m, &kd_epoch_fields[i]));
+    for (size_t k = 0; ok && k < m->n_terms; k++) ok = add_num_or_null(o, m->keys[k], m->term[k]);
     if (ok) s = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     return s;
@@ -251,10 +256,53 @@ double kd_epoch_field_get(const kd_epoch_metrics *m, size_t field) {
     return field < kd_n_epoch_fields ? field_get(m, &kd_epoch_fields[field]) : NAN;
 }
 
+int kd_epoch_term_find(const kd_epoch_metrics *m, const char *key) {
+    for (size_t k = 0; k < m->n_terms; k++)
+        if (strcmp(m->keys[k], key) == 0) return (int)k;
+    return -1;
+}
+
+double kd_epoch_metric_get(const kd_epoch_metrics *m, const char *name) {
+    int f = kd_epoch_field_find(name);
+    if (f >= 0) return kd_epoch_field_get(m, (size_t)f);
+    int k = kd_epoch_term_find(m, name);
+    return k >= 0 ? m->term[k] : NAN;
+}
+
+/* The term keys of a metrics.jsonl file, in the order first seen (the rows point at them). */
+typedef struct {
+    size_t n;
+    char key[KD_MAX_LOSS_TERMS][KD_LOSS_KEY_MAX];
+} term_keys;
+
+/* The loss terms of line j into row->term (every other term NaN), new keys added to keys. */
+static kd_status metrics_parse_terms(const char *path, size_t line_no, const cJSON *j,
+                                     kd_epoch_metrics *row, term_keys *keys, kd_err *err) {
+    for (size_t k = 0; k < KD_MAX_LOSS_TERMS; k++) row->term[k] = NAN;
+    for (const cJSON *v = j->child; v; v = v->next) {
+        if (!v->string || strncmp(v->string, TERM_PREFIX, strlen(TERM_PREFIX)) != 0) continue;
+        if (!cJSON_IsNumber(v) && !cJSON_IsNull(v))
+            return kd_err_set(err, KD_EINPUT, "%s line %zu (epoch %zu): %s: expected a number or "
+                              "null", path, line_no, row->epoch, v->string);
+        size_t k = 0;
+        while (k < keys->n && strcmp(keys->key[k], v->string) != 0) k++;
+        if (k == keys->n) {
+            if (keys->n == KD_MAX_LOSS_TERMS || strlen(v->string) >= KD_LOSS_KEY_MAX)
+                return kd_err_set(err, KD_EINPUT, "%s line %zu (epoch %zu): %.80s: more than %d "
+                                  "loss terms, or a key over %d characters", path, line_no,
+                                  row->epoch, v->string, KD_MAX_LOSS_TERMS, KD_LOSS_KEY_MAX - 1);
+            snprintf(keys->key[keys->n++], KD_LOSS_KEY_MAX, "%s", v->string);
+        }
+        row->term[k] = cJSON_IsNumber(v) ? v->valuedouble : NAN;
+    }
+    return KD_OK;
+}
+
 /* One metrics.jsonl line into *row; prev is the previous line's epoch (0 before the first).
  * Errors are KD_EINPUT "PATH line N: ...". */
 static kd_status metrics_parse_line(const char *path, size_t line_no, const char *line,
-                                    size_t prev, kd_epoch_metrics *row, kd_err *err) {
+                                    size_t prev, kd_epoch_metrics *row, term_keys *keys,
+                                    kd_err *err) {
     kd_status st = KD_OK;
     const char *end = NULL;
     cJSON *j = cJSON_ParseWithOpts(line, &end, 1);
@@ -281,6 +329,7 @@ static kd_status metrics_parse_line(const char *path, size_t line_no, const char
         }
         field_set(row, &kd_epoch_fields[i], cJSON_IsNumber(v) ? v->valuedouble : NAN);
     }
+    st = metrics_parse_terms(path, line_no, j, row, keys, err);
 cleanup:
     cJSON_Delete(j);
     return st;
@@ -301,7 +350,9 @@ kd_status kd_metrics_read(const char *path, kd_epoch_metrics **rows, size_t *n_r
         goto cleanup;
     }
     for (size_t i = 0; i < len; i++) n_lines += text[i] == '\n';
-    out = calloc(n_lines, sizeof *out);
+    /* The rows, then the file's term keys, in one block: the caller frees one pointer. */
+    out = calloc(1, n_lines * sizeof *out + sizeof(term_keys));
+    term_keys *keys = out ? (term_keys *)(void *)(out + n_lines) : NULL;
     if (!out) {
         st = kd_err_set(err, KD_EIO, "%s: out of memory for %zu lines", path, n_lines);
         goto cleanup;
@@ -311,7 +362,8 @@ kd_status kd_metrics_read(const char *path, kd_epoch_metrics **rows, size_t *n_r
         if (nl) *nl = '\0';
         line_no++;
         if (line[strspn(line, " \t\r")] != '\0') {
-            st = metrics_parse_line(path, line_no, line, n ? out[n - 1].epoch : 0, &out[n], err);
+            st = metrics_parse_line(path, line_no, line, n ? out[n - 1].epoch : 0, &out[n], keys,
+                                    err);
             if (st) goto cleanup;
             n++;
         }
@@ -320,6 +372,10 @@ kd_status kd_metrics_read(const char *path, kd_epoch_metrics **rows, size_t *n_r
     if (n == 0) {
         st = kd_err_set(err, KD_EINPUT, "%s: no epochs recorded (empty file)", path);
         goto cleanup;
+    }
+    for (size_t i = 0; i < n; i++) {
+        out[i].n_terms = keys->n;
+        out[i].keys = (const char (*)[KD_LOSS_KEY_MAX])keys->key;
     }
     *rows = out;
     *n_rows = n;
@@ -344,6 +400,12 @@ char *kd_run_meta_json(size_t epoch, uint64_t step, double val_acc,
         for (size_t i = 0; ok && i < N_SUM_FIELDS; i++)
             ok = cJSON_AddItemToObject(p, sum_fields[i].name,
                                        exact_number(field_get(partial, &sum_fields[i])));
+        /* The loss terms by key, so a resume continues each one's sum (not by position: the
+         * keys say which is which). */
+        cJSON *terms = ok && partial->n_terms ? cJSON_AddObjectToObject(p, "terms") : NULL;
+        ok = ok && (!partial->n_terms || terms);
+        for (size_t k = 0; ok && k < partial->n_terms; k++)
+            ok = cJSON_AddItemToObject(terms, partial->keys[k], exact_number(partial->term[k]));
     }
     if (ok) s = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
@@ -388,6 +450,36 @@ cleanup:
     return st;
 }
 
+kd_status kd_run_meta_terms(const char *path, const char *run_json, kd_epoch_sums *sums,
+                            kd_err *err) {
+    kd_status st = KD_OK;
+    cJSON *j = run_json ? cJSON_Parse(run_json) : NULL;
+    const cJSON *p = cJSON_GetObjectItemCaseSensitive(j, "partial");
+    const cJSON *terms = cJSON_GetObjectItemCaseSensitive(p, "terms");
+    for (size_t k = 0; k < sums->n_terms; k++) sums->term[k] = NAN;
+    /* A checkpoint written before the terms were kept: the epoch's terms are unknown (null). */
+    if (!terms) goto cleanup;
+    if (!cJSON_IsObject(terms)) {
+        st = kd_err_set(err, KD_EINPUT, "resume %s: metadata run.partial.terms: expected an "
+                        "object of the loss terms' sums", path);
+        goto cleanup;
+    }
+    for (size_t k = 0; k < sums->n_terms; k++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(terms, sums->keys[k]);
+        if (cJSON_IsNull(v)) continue;
+        if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble)) {
+            st = kd_err_set(err, KD_EINPUT, "resume %s: metadata run.partial.terms.%s: expected "
+                            "a number or null (%s)", path, sums->keys[k],
+                            v ? "not one" : "missing: the run was trained with other losses?");
+            goto cleanup;
+        }
+        sums->term[k] = v->valuedouble;
+    }
+cleanup:
+    cJSON_Delete(j);
+    return st;
+}
+
 kd_status kd_runfolder_save(const kd_runfolder *rf, const char *path, const kd_model *m,
                             const kd_train_state *ts, size_t epoch, uint64_t step,
                             double val_acc, const kd_epoch_sums *partial, kd_err *err) {
@@ -407,6 +499,7 @@ kd_status kd_runfolder_save(const kd_runfolder *rf, const char *path, const kd_m
 void kd_resume_free(kd_resume *r) {
     kd_model_free(&r->model);
     free(r->ts.order);
+    free(r->run);
     memset(r, 0, sizeof *r);
 }
 
@@ -456,7 +549,8 @@ kd_status kd_resume_load(const char *path, const char *arch_json, size_t batch, 
     /* Mid-epoch, the epoch's metrics continue from the saved sums: refuse to guess them. */
     if (ts->batch_in_epoch > 0) st = kd_run_meta_partial(path, run, &r->partial, err);
 cleanup:
-    free(run);
+    /* Kept: the loss terms' sums are read from it once the run's loss plan is known. */
+    r->run = run;
     if (st) kd_resume_free(r);
     return st;
 }

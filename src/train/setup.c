@@ -318,6 +318,8 @@ void kd_run_free(kd_run *t) {
     kd_trainer_free(&t->trainer);
     kd_runfolder_free(&t->rf);
     free(t->order);
+    free(t->resume_run);
+    free(t->term_sums);
     kd_model_free(&t->model);
     kd_teacher_set_free(&t->tset);
     for (size_t i = 0; i < t->n_teachers; i++) kd_model_free(&t->teachers[i]);

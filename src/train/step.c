@@ -186,6 +186,8 @@ kd_status kd_trainer_epoch(kd_trainer *t, kd_epoch_pass *e, kd_err *err) {
     kd_epoch_sums *sums = &e->sums;
     const int dp = t->dp.on;  /* data-parallel: this rank's shard of each global batch */
     e->stopped = 0;
+    /* The terms are summed by position: the sums must be the plan's (or none). */
+    KD_ASSERT(sums->n_terms == 0 || (sums->n_terms == t->plan.n_terms && sums->term));
     e->lr = kd_sched_lr(t->s.sched, t->step);
     t->epoch = (double)e->epoch;
     kd_status st = dp ? kd_dp_loader_open(&ld, t, e, skip, err)
@@ -222,6 +224,7 @@ kd_status kd_trainer_epoch(kd_trainer *t, kd_epoch_pass *e, kd_err *err) {
         sums->loss += r.loss.total * (double)r.n;
         sums->soft += r.loss.soft * (double)r.n;
         sums->hard += r.loss.hard * (double)r.n;
+        for (size_t k = 0; k < sums->n_terms; k++) sums->term[k] += r.loss.term[k] * (double)r.n;
         sums->seen += (double)r.n;
         sums->train_seconds += kd_now() - t0;
         if (e->progress) {

@@ -72,15 +72,23 @@ kd_status kd_runfolder_claim(const char *dir, int overwrite, char *moved, size_t
 char *kd_run_meta_json(size_t epoch, uint64_t step, double val_acc,
                        const kd_epoch_sums *partial, const char *logits_hash);
 /* The partial sums of a "run" metadata string (NULL = absent). Every field must be there, a
- * finite number >= 0: else KD_EINPUT "resume PATH: metadata run.partial.FIELD: ...". */
+ * finite number >= 0: else KD_EINPUT "resume PATH: metadata run.partial.FIELD: ...". The loss
+ * terms are left out (out->n_terms 0, keys and term NULL): kd_run_meta_terms reads them. */
 kd_status kd_run_meta_partial(const char *path, const char *run_json, kd_epoch_sums *out,
                               kd_err *err);
+/* The loss terms' partial sums of a "run" metadata string into sums->term, by sums->keys: each a
+ * finite number or null (NaN). A string without run.partial.terms (written before they were
+ * kept) gives NaN for every term; a key it lacks is KD_EINPUT naming it. */
+kd_status kd_run_meta_terms(const char *path, const char *run_json, kd_epoch_sums *sums,
+                            kd_err *err);
 
 /* Where a checkpoint puts a resumed run. */
 typedef struct {
     kd_model model;          /* built with gradients, reserved for the batch size */
     kd_train_state ts;       /* ts.order malloc'd */
-    kd_epoch_sums partial;   /* the interrupted epoch's sums (zero at an epoch boundary) */
+    kd_epoch_sums partial;   /* the interrupted epoch's sums (zero at an epoch boundary), its
+                                loss terms not yet read (kd_run_meta_terms on run) */
+    char *run;               /* the checkpoint's "run" metadata (malloc'd, may be NULL) */
     char logits_hash[KD_LOGITS_HASH_MAX];  /* the teacher.logits hash recorded ("": none) */
 } kd_resume;
 
@@ -130,6 +138,10 @@ typedef struct {
     uint64_t start_step;
     double best_val;                           /* -1 until a validation accuracy exists */
     kd_epoch_sums resumed;                     /* the interrupted epoch's sums */
+    char *resume_run;                          /* the resume checkpoint's "run" metadata
+                                                  (malloc'd): its loss terms' sums */
+    double *term_sums;                         /* (2 * plan terms) the epoch's loss terms'
+                                                  sums, then the resumed epoch's */
     double total_train_s, total_samples;
 } kd_run;
 

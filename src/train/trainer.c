@@ -168,6 +168,8 @@ static kd_status run_resume(kd_run *t, kd_err *err) {
         memcpy(t->order, r.ts.order, t->n_train * sizeof *t->order);
         t->resumed = r.partial;
     }
+    t->resume_run = r.run;
+    r.run = NULL;
     t->last_good = path;
     t->res->epochs_done = t->start_epoch;
     t->res->steps = t->start_step;
@@ -192,6 +194,20 @@ static kd_status run_trainer_init(kd_run *t, kd_err *err) {
     kd_status st = kd_trainer_init(&t->trainer, &s, err);
     t->trainer.step = t->start_step;
     return st;
+}
+
+/* The epoch sums of the loss plan's named terms, allocated once for the run (the epoch's, then
+ * the resumed epoch's), and a mid-epoch resume's sums read by their keys. */
+static kd_status run_terms_init(kd_run *t, kd_err *err) {
+    const kd_loss_plan *p = &t->trainer.plan;
+    const size_t n = p->n_terms;
+    if (!(t->term_sums = calloc(2 * n + 1, sizeof *t->term_sums)))
+        return kd_err_set(err, KD_EIO, "out of memory for the loss terms' sums");
+    t->resumed.n_terms = n;
+    t->resumed.keys = (const char (*)[KD_LOSS_KEY_MAX])p->key;
+    t->resumed.term = t->term_sums + n;
+    if (!t->start_batch) return KD_OK;
+    return kd_run_meta_terms(t->opts->resume, t->resume_run, &t->resumed, err);
 }
 
 static void emit_setup(kd_run *t) {
@@ -260,16 +276,22 @@ static kd_status report_teachers(kd_run *t, kd_err *err) {
  * resume point. A numeric failure gets the epoch, step and batch where it happened. */
 static kd_status run_epoch(kd_run *t, size_t epoch, kd_epoch_pass *e, kd_err *err) {
     const kd_train_opts *opts = t->opts;
+    const size_t n_terms = t->resumed.n_terms;
     memset(e, 0, sizeof *e);
+    memset(t->term_sums, 0, n_terms * sizeof *t->term_sums);
     if (epoch == t->start_epoch && t->start_batch) {
         e->batch = t->start_batch;
         e->sums = t->resumed;
+        memcpy(t->term_sums, t->resumed.term, n_terms * sizeof *t->term_sums);
     } else {
         /* A fresh permutation of the sorted training list each epoch, so the order depends
          * only on the RNG state at the epoch's start (what a checkpoint saves). */
         memcpy(t->order, t->train_idx, t->n_train * sizeof *t->order);
         kd_rng_shuffle(&t->rng, t->order, t->n_train);
     }
+    e->sums.n_terms = n_terms;
+    e->sums.keys = t->resumed.keys;
+    e->sums.term = t->term_sums;
     e->t_start = kd_now() - e->sums.seconds;
     e->ds = t->train_ds;
     e->order = t->order;
@@ -351,6 +373,10 @@ static kd_status end_epoch(kd_run *t, size_t epoch, const kd_epoch_pass *e, kd_e
     em.lr = kd_float_shortest(e->lr);
     em.samples_per_s = sums->train_seconds > 0 ? sums->seen / sums->train_seconds : NAN;
     em.skipped = sums->skipped;
+    em.n_terms = sums->n_terms;
+    em.keys = sums->keys;
+    for (size_t k = 0; k < sums->n_terms; k++)
+        em.term[k] = sums->seen ? sums->term[k] / sums->seen : NAN;
     if (sums->skipped > 0) {
         const char *note = kd_dataset_decode_note(t->train_ds);
         kd_run_emit_msg(t, KD_EV_WARNING, "WARNING: epoch %zu: %.0f training image%s could not be "
@@ -450,6 +476,7 @@ kd_status kd_train_run(const kd_train_opts *opts, kd_train_result *res, kd_err *
     kd_status st = run_setup(t, err);
     if (!st && opts->resume) st = run_resume(t, err);
     if (!st) st = run_trainer_init(t, err);
+    if (!st) st = run_terms_init(t, err);
     /* Output folder: resolved config first, so a failed run still says what it ran. */
     if (!st && !(st = kd_runfolder_create(&t->rf, cfg, err))) warn_if_any(t, err);
     if (!st && t->rf.n_stale)
