@@ -168,6 +168,14 @@ KD_TEST(conv_groups_forward_backward_match_naive_loops) {
         {2, 4, 4, 2, 2, 3, 3, 1, 3, 1, 2},   /* padding beyond the kernel: all-zero taps */
         {2, 5, 21, 2, 2, 1, 3, 1, 0, 1, 2},  /* rows longer than a vector block */
         {5, 12, 12, 5, 5, 3, 3, 1, 1, 1, 37}, /* 37 samples in 16 pieces */
+        /* The 3x3 padding-1 kernels: flat stride 1 at its smallest planes and a long one, stride
+         * 2 on odd planes (its last row and column on the border path) and on even ones. */
+        {2, 3, 3, 2, 2, 3, 3, 1, 1, 0, 2},
+        {2, 3, 17, 2, 2, 3, 3, 1, 1, 1, 2},
+        {2, 19, 4, 2, 2, 3, 3, 1, 1, 1, 2},
+        {3, 7, 9, 3, 3, 3, 3, 2, 1, 0, 2},
+        {2, 14, 14, 2, 2, 3, 3, 2, 1, 1, 2},
+        {2, 3, 3, 2, 2, 3, 3, 2, 1, 1, 2},
         /* Grouped im2col: 2 and 4 groups, a channel multiplier (G == C, O = 2C). */
         {4, 6, 7, 6, 2, 3, 3, 1, 1, 1, 2},
         {8, 5, 5, 4, 4, 3, 2, 2, 1, 0, 3},

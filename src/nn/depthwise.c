@@ -2,9 +2,13 @@
  * channels, MobileNet's 3x3 layers). im2col would copy each input plane KH*KW times to feed
  * products of a single weight row; here every (sample, channel) plane is convolved directly
  * while it is in cache: forward one pass over x and y, backward one pass over x and dy that
- * writes dx and sums the plane's weight and bias gradients. Rows are the vector unit: an
- * output row accumulates each tap's contiguous (stride 1) run of an input row, so the inner
- * loops are plain axpys and dot products that the compiler vectorises. */
+ * writes dx and sums the plane's weight and bias gradients. The 3x3, padding-1 layers (every
+ * MobileNet one) have their own kernels that sum all nine taps of a point in one pass: at stride
+ * 1 over the whole plane as one flat run (rows of 7 or 14 would leave a vector loop mostly tail),
+ * at stride 2 per output row. Other shapes go row by row: an output row accumulates each tap's
+ * run of an input row, so the inner loops are plain axpys and dot products that the compiler
+ * vectorises. Every path adds a point's taps in the same (i, j) order, so they agree bit for
+ * bit with each other and with the exported C. */
 #include <omp.h>
 #include <stddef.h>
 #include <string.h>
@@ -60,6 +64,119 @@ static float lanes_total(const float *l, float s) {
     return (((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]))) + s;
 }
 
+/* One output point of a 3x3, padding 1 plane at stride S: the taps inside the input in (i, j)
+ * order from 0, then the bias (the order of correlate_plane's rows). */
+static float point3x3(const float *in, size_t H, size_t W, const float *k, size_t S, size_t oh,
+                      size_t ow, const float *bias) {
+    float a = 0.0f;
+    for (size_t i = 0; i < 3; i++) {
+        const ptrdiff_t ih = (ptrdiff_t)(oh * S + i) - 1;
+        if (ih < 0 || ih >= (ptrdiff_t)H) continue;
+        for (size_t j = 0; j < 3; j++) {
+            const ptrdiff_t iw = (ptrdiff_t)(ow * S + j) - 1;
+            if (iw >= 0 && iw < (ptrdiff_t)W) a += k[i * 3 + j] * in[(size_t)ih * W + (size_t)iw];
+        }
+    }
+    return bias ? a + *bias : a;
+}
+
+/* y[p] for p in [0, n): kernel rows k[0..2] on xa and k[3..5] on xb at columns p .. p + 2, in
+ * that order from 0, then the bias: a border row's inner points (one kernel row outside). */
+static void border_row(float *restrict y, const float *restrict xa, const float *restrict xb,
+                       const float *k, const float *bias, size_t n) {
+    const float k0 = k[0], k1 = k[1], k2 = k[2], k3 = k[3], k4 = k[4], k5 = k[5];
+    const float b = bias ? *bias : 0.0f;
+    KD_VEC_FOR(p, n, {
+        float a = 0.0f;
+        a += k0 * xa[p]; a += k1 * xa[p + 1]; a += k2 * xa[p + 2];
+        a += k3 * xb[p]; a += k4 * xb[p + 1]; a += k5 * xb[p + 2];
+        y[p] = bias ? a + b : a;
+    });
+}
+
+/* The 3x3, stride 1, padding 1 plane (H, W >= 3; out is H x W): MobileNet's depthwise layers on
+ * small planes, where rows of 7 or 14 leave a vector loop mostly tail. Here the plane is one
+ * flat run: output p reads in[p + (i-1)*W + (j-1)], the nine taps summed in (i, j) order from 0
+ * in one pass, exact for every point off the border; the border points (where that flat address
+ * wraps to the next row or leaves the plane) are then written again with their taps inside
+ * the input only: rows and columns with six taps, the corners with four. The same operations in the same order per point as correlate_plane (AVX2
+ * only widens the vectors: no FMA, C11 does not contract a * b + c). */
+__attribute__((target_clones("avx2", "default")))
+static void correlate3x3_s1(const float *restrict in, size_t H, size_t W, const float *k,
+                            const float *bias, float *restrict out) {
+    const float k0 = k[0], k1 = k[1], k2 = k[2], k3 = k[3], k4 = k[4], k5 = k[5], k6 = k[6],
+                k7 = k[7], k8 = k[8], b = bias ? *bias : 0.0f;
+    const size_t first = W + 1, n = (H - 1) * W - 1 - first;
+    const float *r0 = in, *r1 = in + W, *r2 = in + 2 * W;
+    float *y = out + first;
+    if (bias)
+        KD_VEC_FOR(p, n, {
+            float a = 0.0f;
+            a += k0 * r0[p]; a += k1 * r0[p + 1]; a += k2 * r0[p + 2];
+            a += k3 * r1[p]; a += k4 * r1[p + 1]; a += k5 * r1[p + 2];
+            a += k6 * r2[p]; a += k7 * r2[p + 1]; a += k8 * r2[p + 2];
+            y[p] = a + b;
+        });
+    else
+        KD_VEC_FOR(p, n, {
+            float a = 0.0f;
+            a += k0 * r0[p]; a += k1 * r0[p + 1]; a += k2 * r0[p + 2];
+            a += k3 * r1[p]; a += k4 * r1[p + 1]; a += k5 * r1[p + 2];
+            a += k6 * r2[p]; a += k7 * r2[p + 1]; a += k8 * r2[p + 2];
+            y[p] = a;
+        });
+    /* The first and last rows' inner points: two kernel rows each (i = 1, 2 and i = 0, 1). */
+    border_row(out + 1, in, in + W, k + 3, bias, W - 2);
+    border_row(out + (H - 1) * W + 1, in + (H - 2) * W, in + (H - 1) * W, k, bias, W - 2);
+    /* The side columns' inner points: two kernel columns each (j = 1, 2 and j = 0, 1). */
+    for (size_t oh = 1; oh + 1 < H; oh++) {
+        const float *x = in + (oh - 1) * W;
+        float a = 0.0f;
+        a += k1 * x[0]; a += k2 * x[1]; a += k4 * x[W]; a += k5 * x[W + 1];
+        a += k7 * x[2 * W]; a += k8 * x[2 * W + 1];
+        out[oh * W] = bias ? a + b : a;
+        x += W - 2;
+        a = 0.0f;
+        a += k0 * x[0]; a += k1 * x[1]; a += k3 * x[W]; a += k4 * x[W + 1];
+        a += k6 * x[2 * W]; a += k7 * x[2 * W + 1];
+        out[oh * W + W - 1] = bias ? a + b : a;
+    }
+    const size_t corners[4][2] = {{0, 0}, {0, W - 1}, {H - 1, 0}, {H - 1, W - 1}};
+    for (size_t c = 0; c < 4; c++)
+        out[corners[c][0] * W + corners[c][1]] =
+            point3x3(in, H, W, k, 1, corners[c][0], corners[c][1], bias);
+}
+
+/* The 3x3, stride 2, padding 1 plane (MobileNet's downsampling layers): per output row, the
+ * points whose nine taps are all inside the input in one vector pass (the taps in (i, j) order
+ * from 0, then the bias), the others (the first row and column, and the last where the input
+ * has odd length) point by point. */
+__attribute__((target_clones("avx2", "default")))
+static void correlate3x3_s2(const float *restrict in, size_t H, size_t W, const float *k,
+                            const float *bias, float *restrict out, size_t OH, size_t OW) {
+    const float k0 = k[0], k1 = k[1], k2 = k[2], k3 = k[3], k4 = k[4], k5 = k[5], k6 = k[6],
+                k7 = k[7], k8 = k[8], b = bias ? *bias : 0.0f;
+    const size_t hi = (W - 2) / 2 + 1 < OW ? (W - 2) / 2 + 1 : OW;  /* 2 * ow + 1 <= W - 1 */
+    for (size_t oh = 0; oh < OH; oh++) {
+        float *y = out + oh * OW;
+        if (oh == 0 || 2 * oh + 1 >= H) {
+            for (size_t ow = 0; ow < OW; ow++) y[ow] = point3x3(in, H, W, k, 2, oh, ow, bias);
+            continue;
+        }
+        const float *r0 = in + (2 * oh - 1) * W + 1, *r1 = r0 + W, *r2 = r1 + W;
+        y[0] = point3x3(in, H, W, k, 2, oh, 0, bias);
+        float *yi = y + 1;  /* ow = 1 + p reads columns 2p + 1 .. 2p + 3 */
+        KD_VEC_FOR(p, hi - 1, {
+            float a = 0.0f;
+            a += k0 * r0[2 * p]; a += k1 * r0[2 * p + 1]; a += k2 * r0[2 * p + 2];
+            a += k3 * r1[2 * p]; a += k4 * r1[2 * p + 1]; a += k5 * r1[2 * p + 2];
+            a += k6 * r2[2 * p]; a += k7 * r2[2 * p + 1]; a += k8 * r2[2 * p + 2];
+            yi[p] = bias ? a + b : a;
+        });
+        for (size_t ow = hi; ow < OW; ow++) y[ow] = point3x3(in, H, W, k, 2, oh, ow, bias);
+    }
+}
+
 /* out (OH, OW) = (sum over taps (i, j), in that order, of k[i, j] *
  * in[oh*S + i - PH, ow*S + j - PW], taps outside in skipped) + *bias when bias is not NULL;
  * k[i, j] = w[i*KW + j], or w[(KH-1-i)*KW + (KW-1-j)] (the kernel turned by 180 degrees) when
@@ -69,6 +186,16 @@ static void correlate_plane(const float *in, size_t H, size_t W, const float *w,
                             size_t KW, int flip, size_t S, ptrdiff_t PH, ptrdiff_t PW,
                             const float *bias, float *out, size_t OH, size_t OW) {
     const size_t KK = KH * KW;
+    if (KH == 3 && KW == 3 && S == 1 && PH == 1 && PW == 1 && H >= 3 && W >= 3) {
+        float k[9];
+        for (size_t t = 0; t < 9; t++) k[t] = flip ? w[8 - t] : w[t];
+        correlate3x3_s1(in, H, W, k, bias, out);
+        return;
+    }
+    if (KH == 3 && KW == 3 && S == 2 && PH == 1 && PW == 1 && !flip && H >= 3 && W >= 3) {
+        correlate3x3_s2(in, H, W, w, bias, out, OH, OW);
+        return;
+    }
     for (size_t oh = 0; oh < OH; oh++) {
         float *yr = out + oh * OW;
         KD_VEC_FOR(k, OW, yr[k] = 0.0f);
