@@ -176,6 +176,9 @@ KD_TEST(conv_groups_forward_backward_match_naive_loops) {
         {3, 7, 9, 3, 3, 3, 3, 2, 1, 0, 2},
         {2, 14, 14, 2, 2, 3, 3, 2, 1, 1, 2},
         {2, 3, 3, 2, 2, 3, 3, 2, 1, 1, 2},
+        {3, 2, 2, 3, 3, 3, 3, 1, 1, 1, 2},   /* planes under 3: every point on the border */
+        {2, 1, 5, 2, 2, 3, 3, 1, 1, 0, 2},
+        {2, 2, 2, 2, 2, 3, 3, 2, 1, 1, 2},
         /* Grouped im2col: 2 and 4 groups, a channel multiplier (G == C, O = 2C). */
         {4, 6, 7, 6, 2, 3, 3, 1, 1, 1, 2},
         {8, 5, 5, 4, 4, 3, 2, 2, 1, 0, 3},

@@ -186,14 +186,16 @@ static void correlate_plane(const float *in, size_t H, size_t W, const float *w,
                             size_t KW, int flip, size_t S, ptrdiff_t PH, ptrdiff_t PW,
                             const float *bias, float *out, size_t OH, size_t OW) {
     const size_t KK = KH * KW;
-    if (KH == 3 && KW == 3 && S == 1 && PH == 1 && PW == 1 && H >= 3 && W >= 3) {
+    if (KH == 3 && KW == 3 && (S == 1 || S == 2) && PH == 1 && PW == 1) {
         float k[9];
         for (size_t t = 0; t < 9; t++) k[t] = flip ? w[8 - t] : w[t];
-        correlate3x3_s1(in, H, W, k, bias, out);
-        return;
-    }
-    if (KH == 3 && KW == 3 && S == 2 && PH == 1 && PW == 1 && !flip && H >= 3 && W >= 3) {
-        correlate3x3_s2(in, H, W, w, bias, out, OH, OW);
+        if (H < 3 || W < 3)  /* a plane of 2 x 2 or less: every point is on the border */
+            for (size_t p = 0; p < OH * OW; p++)
+                out[p] = point3x3(in, H, W, k, S, p / OW, p % OW, bias);
+        else if (S == 1)
+            correlate3x3_s1(in, H, W, k, bias, out);
+        else
+            correlate3x3_s2(in, H, W, k, bias, out, OH, OW);
         return;
     }
     for (size_t oh = 0; oh < OH; oh++) {
