@@ -381,10 +381,14 @@ static void piece_range(size_t B, size_t P, size_t p, size_t *b0, size_t *b1) {
     *b1 = B * (p + 1) / P;
 }
 
-/* One sample's columns (K, OHW) from its input (C, H, W). */
-static void im2col_sample(const conv_dims *d, const float *x, float *col) {
+/* One sample's columns (K, OHW) from its input (C, H, W): written into col, or, for a 1x1
+ * kernel at stride 1 without padding (MobileNet's expansions and projections), the input
+ * itself, which is already that matrix. */
+static const float *sample_cols(const conv_dims *d, const float *x, float *col) {
+    if (d->KH == 1 && d->KW == 1 && d->S == 1 && d->P == 0) return x;
     const size_t HW = d->H * d->W, rows = d->KH * d->KW;
     for (size_t c = 0; c < d->C; c++) im2col(d, x + c * HW, col + c * rows * d->OHW);
+    return col;
 }
 
 /* x (B, C, H, W) -> y (B, O, OH, OW). Per sample b: col (K, OHW) = im2col(x[b]);
@@ -410,14 +414,14 @@ static void forward_impl(kd_layer *l, const float *x, float *y, const kd_sample_
         piece_range(B, P, p, &b0, &b1);
         for (size_t b = b0; b < b1; b++) {
             float *yb = y + b * out_n;
-            im2col_sample(&d, x + b * in_n, col);
+            const float *cols = sample_cols(&d, x + b * in_n, col);
             if (bias)
                 for (size_t o = 0; o < d.O; o++)
                     for (size_t q = 0; q < d.OHW; q++) yb[o * d.OHW + q] = bias[o];
             for (size_t g = 0; g < d.G; g++)
                 piece_sgemm(par, 0, 0, OG, d.OHW, d.KG, w + g * OG * d.KG, d.KG,
-                            col + g * d.KG * d.OHW, d.OHW, bias ? 1.0f : 0.0f, yb + g * OG * d.OHW,
-                            d.OHW);
+                            cols + g * d.KG * d.OHW, d.OHW, bias ? 1.0f : 0.0f,
+                            yb + g * OG * d.OHW, d.OHW);
             if (sink) sink->fn(sink->arg, b, yb);
         }
     }
@@ -468,10 +472,10 @@ static void backward_impl(kd_layer *l, const float *x, const float *dy, const kd
                 src->fn(src->arg, b, dy_b);
                 g = dy_b;
             }
-            im2col_sample(&d, x + b * in_n, col);
+            const float *cols = sample_cols(&d, x + b * in_n, col);
             for (size_t k = 0; k < d.G; k++)
                 piece_sgemm(par, 0, 1, OG, d.KG, d.OHW, g + k * OG * d.OHW, d.OHW,
-                            col + k * d.KG * d.OHW, d.OHW, b > b0 ? 1.0f : 0.0f,
+                            cols + k * d.KG * d.OHW, d.OHW, b > b0 ? 1.0f : 0.0f,
                             dwp + k * OG * d.KG, d.KG);
             if (db)
                 for (size_t o = 0; o < d.O; o++)
