@@ -82,3 +82,15 @@ double kd_loss_hint(const kd_feature_dims *d, const float *vs, const float *vt, 
     }
     return sum * inv;
 }
+
+static double hint_feature(const kd_loss_entry *e, const kd_loss_feature *f, size_t B,
+                           double w) {
+    (void)e;
+    return kd_loss_hint(&f->d, f->vs, f->vt, f->aw, f->ab, B, w * f->gscale, f->dvs, f->daw,
+                        f->dab, f->scratch);
+}
+
+const kd_loss_ops kd_loss_ops_hint = {
+    {"hint", KD_LOSS_NEEDS_FEATURES | KD_LOSS_NEEDS_ADAPTER, 1, NULL,
+     "mean (adapter(s) - t)^2"},
+    NULL, NULL, NULL, NULL, NULL, hint_feature};
