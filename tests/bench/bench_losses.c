@@ -10,6 +10,7 @@
  * Usage: bench_losses [threads] [steps]   (default: all cores, 40 steps per measurement) */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "kd_loss.h"
 #include "kd_nn.h"
@@ -128,7 +129,8 @@ int main(int argc, char **argv) {
     kd_rng rng;
     kd_rng_seed(&rng, 2);
     const kd_shape img = {3, {1, 28, 28}};
-    kd_model teachers[2] = {{0}, {0}};
+    kd_model teachers[2];
+    memset(teachers, 0, sizeof teachers);
     if (build(&teachers[0], &img, teacher_layers[0], 0, &rng) ||
         build(&teachers[1], &img, teacher_layers[1], 0, &rng))
         return 1;
