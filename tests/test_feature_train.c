@@ -173,6 +173,34 @@ KD_TEST(feature_train_steps_shrink_the_hint_and_at_terms) {
     check_term_shrinks(KD_LOSS_AT, 2.0f);
 }
 
+/* A feature entry of weight 0 beside ce alone: the teacher does not run, the entry reports 0
+ * and the step stays finite; a second trainer on the same model keeps its adapter. */
+KD_TEST(feature_train_weight_zero_entry_idles_and_adapters_are_kept) {
+    kd_loss_list l = {0};
+    l.n = 2;
+    l.e[0] = (kd_loss_entry){.type = KD_LOSS_CE, .weight = 1.0};
+    l.e[1] = (kd_loss_entry){.type = KD_LOSS_HINT, .weight = 0.0};
+    strcpy(l.e[1].student, "c1");
+    strcpy(l.e[1].teacher, "t1");
+    rig r;
+    rig_init(&r, &l);
+    CHECK(!r.tr.use_teacher);
+    kd_step_result res = step(&r, 0.1f);
+    CHECK(isfinite(res.loss.total) && res.loss.term[0] > 0 && res.loss.term[1] == 0.0);
+    kd_tensor *aw = kd_model_tensor(&r.s, "adapters.hint.weight");
+    CHECK(aw != NULL);
+    const size_t n_params = r.s.n_params;
+    const float w0 = aw ? aw->data[0] : 0;
+    kd_trainer_setup s = r.tr.s;
+    kd_trainer_free(&r.tr);
+    kd_err err;
+    CHECK_EQ_INT(kd_trainer_init(&r.tr, &s, &err), KD_OK);
+    CHECK_EQ_INT(r.s.n_params, n_params);
+    aw = kd_model_tensor(&r.s, "adapters.hint.weight");
+    CHECK(aw && aw->data[0] == w0);
+    rig_free(&r);
+}
+
 /* The trainer's refusals: a value the model lacks (with a suggestion), shapes that do not fit,
  * a member out of range. */
 KD_TEST(feature_train_setup_refuses_unknown_values_and_shapes) {

@@ -31,6 +31,13 @@ static kd_status observe(kd_model *m, const char *who, const char *value, const 
     return st;
 }
 
+static int same_shape(const kd_shape *a, const kd_shape *b) {
+    if (a->rank != b->rank) return 0;
+    for (int k = 0; k < a->rank; k++)
+        if (a->d[k] != b->d[k]) return 0;
+    return 1;
+}
+
 /* Adds the hint adapter of entry i, named after its term key ("loss.hint.1" ->
  * "adapters.hint.1.weight"), initialised as the model's layers are: He or Xavier weights on the
  * fan-in Cs, bias 0. The draws come from a copy of the run's RNG mixed with the entry: the
@@ -46,6 +53,13 @@ static kd_status add_adapter(kd_trainer *t, size_t i, const kd_feature_dims *d, 
     snprintf(bname, sizeof bname, "adapters.%s.bias", key);
     kd_shape ws = spatial ? (kd_shape){4, {d->Ct, d->Cs, 1, 1}} : (kd_shape){2, {d->Ct, d->Cs}};
     kd_shape bs = {1, {d->Ct}};
+    const kd_tensor *tw = kd_model_tensor(m, wname), *tb = kd_model_tensor(m, bname);
+    /* A model trained before (a second trainer on it) keeps its adapter as it is. */
+    if (tw && tb && same_shape(&tw->shape, &ws) && same_shape(&tb->shape, &bs)) {
+        f->aw = tw->offset;
+        f->ab = tb->offset;
+        return KD_OK;
+    }
     kd_status st = kd_model_add_param(m, wname, &ws, err);
     if (!st) st = kd_model_add_param(m, bname, &bs, err);
     if (st) return st;

@@ -142,10 +142,11 @@ kd_status kd_trainer_step(kd_trainer *t, const float *x, const int32_t *y, const
     t->grads_clean = 0;
     if (n) {
         /* A shard's feature gradients are scaled as its dlogits are (kd_dp_scale_dlogits). */
-        if (t->n_feat) kd_features_bind(t, dp ? (double)n / (double)t->dp.shard.rows : 1.0);
+        const int feat = t->n_feat && t->use_teacher;  /* weight 0 alone: the teacher idles */
+        if (feat) kd_features_bind(t, dp ? (double)n / (double)t->dp.shard.rows : 1.0);
         kd_loss_batch lb = {zs, n, C, t->use_teacher ? t->zt : NULL,
                             t->use_teacher ? t->ts->weight : NULL, t->use_teacher ? t->ts->n : 0,
-                            y, t->epoch, t->n_feat ? t->feat : NULL};
+                            y, t->epoch, feat ? t->feat : NULL};
         kd_loss_eval(&t->plan, &lb, &lt, t->dlogits);
     }
     if (!isfinite(lt.total)) {
