@@ -15,8 +15,8 @@
 #                                       # a small grid on each side chosen on validation (see
 #                                       # ensemble_suite below); then the label-scarce run
 #   bash configs/experiments.sh losses  # issue 27: the small CNN and the small ResNet student, each
-#                                       # from its teacher: scratch, KL, DKD (hint and AT: not
-#                                       # built yet), a small grid per arm chosen on validation
+#                                       # from its teacher: scratch, KL, DKD, KL + hint, KL + AT,
+#                                       # a small grid per arm chosen on validation
 # Environment: DISTILL (binary, default ./distill), RUNS (default runs/exp), SEEDS ("1 2 3"),
 #              EPOCHS (ensemble suite, 100), THREADS (ensemble suite's students, 1).
 # A run is redone only when its log has no summary line; --overwrite then moves the folder of
@@ -170,11 +170,19 @@ cache_suite() {
 # recipe is picked on the validation split (seed 1) from its own grid, then run with every
 # seed; the test accuracy of the best-validation checkpoint is reported per arm.
 #   scratch: the config without teacher;  kl: (T, alpha) {(4, 0.9), (2, 0.5)};
-#   dkd: beta {2, 8} with alpha 1, T 4, a ce term of weight 1 and 2 warm-up epochs.
+#   dkd: beta {2, 8} with alpha 1, T 4, a ce term of weight 1 and 2 warm-up epochs;
+#   hint, at: kl (T 4, alpha 0.9) plus the feature term, its weight from {0.1, 1} (hint) or
+#   {100, 1000} (at: the normalised maps' mean squared difference is of order 1 / positions).
+# Feature values: the CNN's last block ([32, 7, 7], index 5) against the CNN teacher's
+# ([64, 7, 7], index 7); the ResNets' stage 2 (layer2.0.relu, [32 | 64, 14, 14]) for hint and
+# stage 3 (layer3.0.relu, [64 | 128, 7, 7]) for at.
 losses_suite() {
-    local pair student teacher name val best bestv seed accs
+    local pair student teacher name val best bestv seed accs hs ht as at kl
     for pair in fmnist-cnn-small:fmnist-cnn-teacher fmnist-resnet-student:fmnist-resnet-teacher; do
         IFS=: read -r student teacher <<< "$pair"
+        if [ "$student" = fmnist-cnn-small ]; then hs=5 ht=7 as=5 at=7
+        else hs='"layer2.0.relu"' ht='"layer2.0.relu"' as='"layer3.0.relu"' at='"layer3.0.relu"'; fi
+        kl='{"type":"kl","weight":0.9,"temperature":4},{"type":"ce","weight":0.1}'
         if [ ! -r "$RUNS/$teacher/best.safetensors" ]; then
             "$DISTILL" train --overwrite --config "configs/$teacher.json" --out "$RUNS/$teacher" \
                 --quiet > "$RUNS/$teacher.log"
@@ -193,8 +201,12 @@ losses_suite() {
             [kl-T2-a0.5]="--set $tset --set distill={\"kind\":\"kl\",\"temperature\":2,\"alpha\":0.5}"
             [dkd-b2]="--set $tset --set distill={\"losses\":[{\"type\":\"dkd\",\"beta\":2,\"warmup_epochs\":2},{\"type\":\"ce\"}]}"
             [dkd-b8]="--set $tset --set distill={\"losses\":[{\"type\":\"dkd\",\"beta\":8,\"warmup_epochs\":2},{\"type\":\"ce\"}]}"
+            [hint-w0.1]="--set $tset --set distill={\"losses\":[$kl,{\"type\":\"hint\",\"student\":$hs,\"teacher\":$ht,\"weight\":0.1}]}"
+            [hint-w1]="--set $tset --set distill={\"losses\":[$kl,{\"type\":\"hint\",\"student\":$hs,\"teacher\":$ht,\"weight\":1}]}"
+            [at-w100]="--set $tset --set distill={\"losses\":[$kl,{\"type\":\"at\",\"student\":$as,\"teacher\":$at,\"weight\":100}]}"
+            [at-w1000]="--set $tset --set distill={\"losses\":[$kl,{\"type\":\"at\",\"student\":$as,\"teacher\":$at,\"weight\":1000}]}"
         )
-        for arm in scratch kl dkd; do
+        for arm in scratch kl dkd hint at; do
             best=""; bestv=0
             for name in "${!grid[@]}"; do
                 [[ "$name" == "$arm"* ]] || continue
@@ -214,7 +226,6 @@ losses_suite() {
         done
         unset grid
     done
-    echo "hint and at (KL + hint, KL + AT): not built yet (issue 27, part 3)"
 }
 if [ "$suite" = losses ]; then losses_suite; exit 0; fi
 if [ "$suite" = ensemble ]; then ensemble_suite; exit 0; fi

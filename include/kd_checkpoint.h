@@ -61,6 +61,11 @@ kd_status kd_ckpt_read_meta(const kd_st_file *f, kd_preprocess *out_pp, int *has
 kd_status kd_ckpt_load_train_state(const char *path, kd_model *m, kd_train_state *ts,
                                    kd_err *err);
 
+/* The tensors of m that belong to no layer (feature losses' adapters, kd_model_add_param) and,
+ * when m has moments, their optimizer moments, from the checkpoint at path. KD_EINPUT naming a
+ * tensor that is missing or of another shape. */
+kd_status kd_ckpt_load_adapters(const char *path, kd_model *m, kd_err *err);
+
 /* Everything a resumed run needs, from ONE read of the file: builds m with gradients and
  * optimizer buffers (from arch_json checked against the file's arch, or from the file's own
  * when arch_json is NULL), loads its weights as kd_ckpt_load (no extra tensors), the moments

@@ -1,6 +1,7 @@
 /* kd_loss.h - temperature softmax, cross-entropy, the teacher mixture, and the table of
- * distillation losses (kl, mse, ce, dkd): a run's list of weighted entries, each returning its
- * named terms and its gradient with respect to the logits (batch-mean reduction). */
+ * distillation losses (kl, mse, ce, dkd on the logits; hint, at on inner values): a run's list of
+ * weighted entries, each returning its named terms and its gradient with respect to the logits,
+ * or to a student inner value and an adapter (batch-mean reduction). */
 #ifndef KD_LOSS_H
 #define KD_LOSS_H
 
@@ -85,8 +86,10 @@ double kd_mix_prob(const kd_mix_row *r, size_t j, double *lp);
 
 /* ---- The loss table ---- */
 
-/* The loss types, in table order (config names: "kl", "mse", "ce", "dkd"). */
-typedef enum { KD_LOSS_KL, KD_LOSS_MSE, KD_LOSS_CE, KD_LOSS_DKD, KD_LOSS_N_TYPES } kd_loss_type;
+/* The loss types, in table order (config names: "kl", "mse", "ce", "dkd", "hint", "at"). */
+typedef enum {
+    KD_LOSS_KL, KD_LOSS_MSE, KD_LOSS_CE, KD_LOSS_DKD, KD_LOSS_HINT, KD_LOSS_AT, KD_LOSS_N_TYPES
+} kd_loss_type;
 
 /* What an entry needs. */
 enum {
@@ -94,11 +97,14 @@ enum {
     KD_LOSS_NEEDS_LABELS = 1u << 1,
     KD_LOSS_NEEDS_ALL_LOGITS = 1u << 2, /* every logit of the teacher: refused with a top-k cache */
     KD_LOSS_ONE_TEACHER = 1u << 3,    /* one teacher's logits, not a mixture of probabilities */
+    KD_LOSS_NEEDS_FEATURES = 1u << 4, /* a student and a teacher inner value: the teacher online */
+    KD_LOSS_NEEDS_ADAPTER = 1u << 5,  /* trainable adapter weights (Ct, Cs) and bias (Ct) */
 };
 
 #define KD_MAX_LOSSES 8         /* entries of distill.losses */
 #define KD_LOSS_NAME_MAX 32     /* an entry's name, NUL included */
 #define KD_LOSS_KEY_MAX 64      /* "loss.<entry>[.<k>][.<term>]", NUL included */
+#define KD_LOSS_VALUE_MAX 96    /* a feature loss's value: a layer's name or index (as text) */
 
 /* One entry of distill.losses: {"type": ..., "weight": w, ...} (keys in configs/README.md). */
 typedef struct {
@@ -108,6 +114,11 @@ typedef struct {
     float alpha, beta;      /* dkd: target-class and non-target-class weights */
     double warmup_epochs;   /* dkd: linear warm-up of its weight over these epochs (0: none) */
     char name[KD_LOSS_NAME_MAX];  /* "" = its type's name */
+    /* hint, at: the student's and the teacher's inner value (a layer's output, by the layer's
+     * name or index) and, with an ensemble, the teacher member (0-based) whose value it is. */
+    char student[KD_LOSS_VALUE_MAX], teacher[KD_LOSS_VALUE_MAX];
+    size_t member;
+    int has_member;
 } kd_loss_entry;
 
 typedef struct {
@@ -151,6 +162,24 @@ typedef struct {
  * for an empty list, too many terms or two entries with one key. */
 kd_status kd_loss_plan_init(kd_loss_plan *p, const kd_loss_list *l, kd_err *err);
 
+/* A student value of Cs channels and a teacher value of Ct channels, both at P positions: a
+ * [C, H, W] value has C channels at H * W positions, a [D] value D channels at one. */
+typedef struct {
+    size_t Cs, Ct, P;
+} kd_feature_dims;
+
+/* A feature entry's inputs for one batch (vs NULL: the entry is skipped). Gradients are added
+ * times the entry's weight times gscale (data-parallel shards: n / rows) where non-NULL. */
+typedef struct {
+    kd_feature_dims d;
+    const float *vs, *vt;     /* (B, Cs * P) the student's value, (B, Ct * P) the teacher's */
+    float *dvs;               /* (B, Cs * P) the student value's gradient */
+    const float *aw, *ab;     /* hint: the adapter's weight (Ct, Cs) and bias (Ct) */
+    float *daw, *dab;         /* and their gradients */
+    double gscale;
+    double *scratch;          /* max(Ct, 2) * P doubles */
+} kd_loss_feature;
+
 /* A batch as the losses see it. */
 typedef struct {
     const float *zs;               /* (B, C) student logits */
@@ -160,6 +189,7 @@ typedef struct {
     size_t K;
     const int32_t *labels;         /* (B) or NULL */
     double epoch;                  /* 1-based epoch, for warm-ups */
+    const kd_loss_feature *feat;   /* (list entries) feature entries' inputs; NULL: none */
 } kd_loss_batch;
 
 /* The list's value, its named terms (term[k] the batch mean of plan key k; the terms of an
@@ -167,16 +197,12 @@ typedef struct {
  * every entry's weighted gradient summed in double and rounded to float once. An entry that
  * needs the teacher is skipped when zt is NULL; one that needs labels must have them (the caller
  * checks), except that weight-0 entries are only reported. soft is the first teacher entry's
- * value, hard the first ce entry's, or the cross-entropy of the labels when there is none. */
+ * value, hard the first ce entry's, or the cross-entropy of the labels when there is none. A
+ * feature entry (hint, at) runs when b->feat[entry].vs is given (else its term is 0 and it adds
+ * nothing): its value joins total, its gradients go where b->feat[entry] points. */
 void kd_loss_eval(const kd_loss_plan *p, const kd_loss_batch *b, kd_loss_terms *out, float *dzs);
 
 /* ---- Feature losses on a pair of inner values (hint.c, at.c) ---- */
-
-/* A student value of Cs channels and a teacher value of Ct channels, both at P positions: a
- * [C, H, W] value has C channels at H * W positions, a [D] value D channels at one. */
-typedef struct {
-    size_t Cs, Ct, P;
-} kd_feature_dims;
 
 /* The dims of a feature loss `what` ("distill.losses[1]") on a student value of shape ss and a
  * teacher value of shape ts: both [C, H, W] with the same H and W, or (unless spatial_only, as

@@ -39,7 +39,8 @@ typedef struct {
     char name[KD_TENSOR_NAME_MAX];
     kd_tensor_kind kind;
     kd_shape shape;      /* full tensor shape, e.g. {2, {out, in}} for a dense weight */
-    size_t layer;        /* index of the layer that declared it */
+    size_t layer;        /* index of the layer that declared it; n_layers for a tensor of no
+                          * layer (kd_model_add_param: a loss's adapter) */
     int quantize;        /* int8 export stores it as int8 rows (rows = shape[0]) + per-row scales */
     size_t offset;       /* offset in floats into params (PARAM) or buffers (BUFFER) */
     size_t numel;
@@ -140,7 +141,8 @@ kd_status kd_model_reserve(kd_model *m, size_t B, kd_err *err);
 
 /* Inner values. Before the first kd_model_reserve, a caller declares the layer outputs it wants
  * to observe, by layer name or index as text ("3"); *id is the value's handle and *shape its
- * per-sample shape. An observed value stays out of fusion and in-place reuse. After a
+ * per-sample shape (a reserved model is reserved again for its batch size, its batch-sized
+ * memory then new). An observed value stays out of fusion and in-place reuse. After a
  * forward, kd_model_value gives it for the whole batch (B, numel(shape)), valid until the next
  * forward. In a training model, kd_model_value_grad gives a (B, numel) buffer, zeroed by every
  * training forward, into which the caller may add a gradient before backward: backward adds it
@@ -157,6 +159,12 @@ const float *kd_model_forward(kd_model *m, const float *x, size_t B, kd_ctx *ctx
  * into m->grads (call kd_model_zero_grad first). */
 void kd_model_backward(kd_model *m, const float *x, const float *dlogits, size_t B, kd_ctx *ctx);
 void kd_model_zero_grad(kd_model *m);
+/* Appends a trainable tensor of no layer (a feature loss's adapter, "adapters.<key>.weight"),
+ * zero, to the one parameter buffer after the layers' parameters, so the optimizer, gradient
+ * zeroing, checkpoints and the data-parallel sums carry it; it is not part of the architecture
+ * (exports, which rebuild the model from its arch, never see it). Every parameter, gradient and
+ * moment moves: pointers into them taken before are stale. KD_EUSAGE for a name in use. */
+kd_status kd_model_add_param(kd_model *m, const char *name, const kd_shape *shape, kd_err *err);
 /* Index of the first layer with a trainable tensor (n_layers if none): backward stops there,
  * since nothing before it has parameters and its input gradient is not needed. */
 size_t kd_model_first_trainable(const kd_model *m);

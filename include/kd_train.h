@@ -189,7 +189,9 @@ typedef struct {
     const kd_augment *augment;      /* NULL or inactive: none */
     kd_shape sample_shape;          /* with augment: the samples' shape [C, H, W] */
     size_t batch_cap;               /* largest batch a step will get */
-    kd_rng *rng;                    /* the run's RNG: augmentation draws, dropout masks */
+    kd_rng *rng;                    /* the run's RNG: augmentation draws, dropout masks; a copy
+                                       seeds the hint adapters (the run's stream is not drawn) */
+    kd_init_kind init;              /* the hint adapters' initialisation (the model's) */
 } kd_trainer_setup;
 
 /* Data-parallel training when the job has several ranks (src/train/dataparallel.c): what the
@@ -201,6 +203,14 @@ typedef struct {
     size_t skipped;      /* samples of this step's shard left out (data.skip_bad) */
     int stop;            /* this rank's stop flag when the step began */
 } kd_trainer_dp;
+
+/* A feature loss entry of the plan (hint, at): its observed values and its adapter. */
+typedef struct {
+    int on;
+    size_t sid, tid;       /* the student's and the teacher's observed value */
+    kd_model *teacher;     /* the member whose value it reads */
+    size_t aw, ab;         /* hint: the adapter's weight and bias offsets in model->params */
+} kd_feature_slot;
 
 /* One step's buffers, allocated once by kd_trainer_init: a step allocates nothing. */
 typedef struct {
@@ -223,6 +233,12 @@ typedef struct {
      * and the update) the next step zeroes them first. */
     int grads_clean;
     kd_trainer_dp dp;
+    /* Feature losses (src/train/features.c): per plan entry, its values and adapter, and the
+     * inputs kd_loss_eval gets (n_feat entries on; scratch shared by them). */
+    size_t n_feat;
+    kd_feature_slot fslot[KD_MAX_LOSSES];
+    kd_loss_feature feat[KD_MAX_LOSSES];
+    double *fscratch;
 } kd_trainer;
 
 typedef struct {

@@ -24,6 +24,8 @@
 #                         up to its loss with the weights (1e-6: the pack's floats), and every term, soft, hard and loss is
 #                         within 1e-5 of one process's (the weights drift by float reassociation
 #                         over the 10 steps; the terms ride the step's allreduce)
+#   feature_hint          a ce + hint list (a dense adapter 64 -> 64), batches of 75 (shards of 38
+#                         and 37): every weight, the adapter's included, within 1e-6 of one process
 # Prints one line per case and "N passed, N failed, N skipped" last; exit 1 on a failure.
 # About 20 s on 2 cores. Needs Open MPI (mpirun), python3 and Fashion-MNIST (.ci/setup.sh).
 set -uo pipefail
@@ -250,6 +252,16 @@ EOF
     ); then ok "loss_terms (worst $w)"
     else bad loss_terms "terms differ from one process: $w"; fi
 else bad loss_terms "a run failed: $(tail -2 "$work"/lt*.log)"; fi
+# 12. A hint feature loss: its gradients (at the student's value and the adapter's) scaled by
+# the shard's share as dlogits are, its adapter in the one allreduce.
+cfg fh 160 32 200 75 1 "$SGD" "$MLP"
+FH=(--set "teacher={\"checkpoint\":\"$work/o1/last.safetensors\"}"
+    --set 'distill={"losses":[{"type":"ce","weight":0.5},{"type":"hint","student":0,"teacher":0,"weight":2}]}')
+if one fh fh1 "${FH[@]}" && par 2 fh fh2 "${FH[@]}"; then
+    if ! grep -q '"adapters.hint.weight"' "$work/fh2/last.safetensors"; then bad feature_hint "no adapter saved"
+    elif w=$(within "$work/fh1/last.safetensors" "$work/fh2/last.safetensors" 1e-6); then ok "feature_hint (worst $w)"
+    else bad feature_hint "weights differ: $(worst "$work/fh1/last.safetensors" "$work/fh2/last.safetensors")"; fi
+else bad feature_hint "a run failed: $(tail -2 "$work"/fh*.log)"; fi
 
 echo "$pass passed, $fail failed, $skip skipped"
 [ "$fail" = 0 ]

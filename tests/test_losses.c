@@ -136,7 +136,8 @@ KD_TEST(losses_plan_names_terms_by_entry_repeat_and_term) {
     CHECK_EQ_INT(kd_loss_plan_init(&p, &l, &err), KD_EUSAGE);
     CHECK_CONTAINS(err.msg, "distill.losses[3]: its term \"loss.ce\"");
     CHECK_EQ_INT(kd_loss_type_find("dkd"), KD_LOSS_DKD);
-    CHECK_EQ_INT(kd_loss_type_find("hint"), -1);
+    CHECK_EQ_INT(kd_loss_type_find("hint"), KD_LOSS_HINT);
+    CHECK_EQ_INT(kd_loss_type_find("fitnet"), -1);
 }
 
 KD_TEST(losses_legacy_keys_mean_kind_and_ce_entries) {
@@ -179,7 +180,7 @@ KD_TEST(losses_dkd_three_classes_by_hand) {
     kd_loss_plan p;
     kd_err err;
     CHECK_EQ_INT(kd_loss_plan_init(&p, &l, &err), KD_OK);
-    kd_loss_batch b = {zs, 1, 3, ztp, NULL, 1, y, 1.0};
+    kd_loss_batch b = {zs, 1, 3, ztp, NULL, 1, y, 1.0, NULL};
     kd_loss_terms t;
     float dz[3];
     kd_loss_eval(&p, &b, &t, dz);
@@ -229,7 +230,7 @@ static void check_list(const kd_loss_list *l, size_t K, double epoch, uint64_t s
     kd_loss_plan p;
     kd_err err;
     CHECK_EQ_INT(kd_loss_plan_init(&p, l, &err), KD_OK);
-    kd_loss_batch b = {zs, RB, RC, ztp, wp, K, y, epoch};
+    kd_loss_batch b = {zs, RB, RC, ztp, wp, K, y, epoch, NULL};
     kd_loss_terms t;
     kd_loss_eval(&p, &b, &t, dz);
     double term[KD_MAX_LOSS_TERMS];
@@ -282,7 +283,7 @@ KD_TEST(losses_dkd_extreme_logits_stay_finite) {
     kd_loss_plan p;
     kd_err err;
     CHECK_EQ_INT(kd_loss_plan_init(&p, &l, &err), KD_OK);
-    kd_loss_batch b = {zs, 1, 4, ztp, NULL, 1, y, 1.0};
+    kd_loss_batch b = {zs, 1, 4, ztp, NULL, 1, y, 1.0, NULL};
     kd_loss_terms t;
     float dz[4];
     kd_loss_eval(&p, &b, &t, dz);
@@ -324,7 +325,7 @@ KD_TEST(losses_step_reports_the_lists_terms_and_refuses_missing_labels) {
     kd_loss_plan p;
     kd_err err;
     CHECK_EQ_INT(kd_loss_plan_init(&p, &l, &err), KD_OK);
-    kd_loss_batch b = {zs, RB, RC, ztp, NULL, 1, y, 1.0};
+    kd_loss_batch b = {zs, RB, RC, ztp, NULL, 1, y, 1.0, NULL};
     kd_loss_terms want;
     kd_loss_eval(&p, &b, &want, NULL);
 

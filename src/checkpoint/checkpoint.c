@@ -12,6 +12,8 @@
  *      "optim.m.P" and "optim.v.P" (F32, P's shape): the optimizer's first and second moment
  *      buffers (SGD keeps its momentum in m; v is then all zeros). Then "train.order" (I64 [n]):
  *      the current epoch's training-sample order, so a resumed run continues the same epoch.
+ *   Tensors of no layer (a feature loss's adapter, "adapters.<entry>.weight" / ".bias", F32)
+ *   come after the layers' in 1 and 2: saved with the model, never part of its arch.
  *
  * __metadata__ (all values strings, as safetensors requires):
  *   format      "distill/1"
@@ -34,7 +36,8 @@
  * output row (w[r][c] = q[r][c] * scale[r]).
  * num_batches_tracked may be any integer dtype. Every tensor the architecture expects must
  * be present with its exact shape; any other tensor is an error unless the caller allows
- * extras, except training state ("optim.*", "train.*"), which is always allowed. */
+ * extras, except training state ("optim.*", "train.*") and feature losses' adapters
+ * ("adapters.*": the trainer's, kd_ckpt_load_adapters), which are always allowed. */
 #include "kd_checkpoint.h"
 
 #include <cjson/cJSON.h>
@@ -54,8 +57,10 @@ void kd_free_strings(char **s, size_t n) {
     free(s);
 }
 
+/* Training state, and the adapters of feature losses (trained with the model, not part of it). */
 static int is_train_state_name(const char *name) {
-    return strncmp(name, "optim.", 6) == 0 || strncmp(name, "train.", 6) == 0;
+    return strncmp(name, "optim.", 6) == 0 || strncmp(name, "train.", 6) == 0 ||
+           strncmp(name, "adapters.", 9) == 0;
 }
 
 static char *classes_json(char **names, size_t n) {
@@ -508,6 +513,42 @@ static int parse_rng(const char *s, kd_rng *r) {
     return (r->s[0] | r->s[1] | r->s[2] | r->s[3]) ? 0 : -1;
 }
 
+/* Optimizer moment `which` (0: m, 1: v) of parameter t from f into m's moments. */
+static kd_status load_moment(const kd_st_file *f, const char *path, kd_model *m,
+                             const kd_tensor *t, int which, kd_err *err) {
+    if (t->kind != KD_TENSOR_PARAM) return KD_OK;
+    char name[KD_TENSOR_NAME_MAX + 16], a[96], b[96];
+    snprintf(name, sizeof name, "optim.%c.%s", which ? 'v' : 'm', t->name);
+    const kd_st_tensor *s = kd_st_find(f, name);
+    if (!s || s->dtype != KD_DT_F32 || !same_shape(t, s)) {
+        kd_status st = kd_err_set(err, KD_EINPUT, "%s: tensor %s: expected F32 %s, %s%s%s",
+                                  path, name, model_shape_str(t, a, sizeof a),
+                                  s ? "found " : "missing", s ? kd_dtype_name(s->dtype) : "",
+                                  s ? " " : "");
+        if (s) {
+            size_t len = strlen(err->msg);
+            snprintf(err->msg + len, sizeof err->msg - len, "%s", kd_st_shape_str(s, b, sizeof b));
+        }
+        return st;
+    }
+    kd_st_to_f32(s, (which ? m->v : m->m) + t->offset);
+    return KD_OK;
+}
+
+kd_status kd_ckpt_load_adapters(const char *path, kd_model *m, kd_err *err) {
+    kd_st_file f = {0};
+    kd_status st = kd_st_read(&f, path, err);
+    for (size_t i = 0; !st && i < m->n_tensors; i++) {
+        kd_tensor *t = &m->tensors[i];
+        if (t->layer < m->n_layers) continue;
+        st = load_tensor(&f, "", t, err);
+        for (int which = 0; !st && which < 2 && m->m && m->v; which++)
+            st = load_moment(&f, path, m, t, which, err);
+    }
+    kd_st_free(&f);
+    return st;
+}
+
 /* Reads the resume state (metadata train.*, optimizer moments into m, train.order) of a file
  * already read. On failure ts->order may be allocated: the caller frees it. */
 static kd_status train_state_from_file(const kd_st_file *f, kd_model *m, kd_train_state *ts,
@@ -541,24 +582,8 @@ static kd_status train_state_from_file(const kd_st_file *f, kd_model *m, kd_trai
                           "\"%.40s\"", path, best ? best : "(missing)");
     for (int which = 0; which < 2; which++)
         for (size_t i = 0; i < m->n_tensors; i++) {
-            const kd_tensor *t = &m->tensors[i];
-            if (t->kind != KD_TENSOR_PARAM) continue;
-            char name[KD_TENSOR_NAME_MAX + 16], a[96], b[96];
-            snprintf(name, sizeof name, "optim.%c.%s", which ? 'v' : 'm', t->name);
-            const kd_st_tensor *s = kd_st_find(f, name);
-            if (!s || s->dtype != KD_DT_F32 || !same_shape(t, s)) {
-                kd_status st = kd_err_set(err, KD_EINPUT, "%s: tensor %s: expected F32 %s, %s%s%s",
-                                          path, name, model_shape_str(t, a, sizeof a),
-                                          s ? "found " : "missing",
-                                          s ? kd_dtype_name(s->dtype) : "", s ? " " : "");
-                if (s) {
-                    size_t len = strlen(err->msg);
-                    snprintf(err->msg + len, sizeof err->msg - len, "%s",
-                             kd_st_shape_str(s, b, sizeof b));
-                }
-                return st;
-            }
-            kd_st_to_f32(s, (which ? m->v : m->m) + t->offset);
+            kd_status st = load_moment(f, path, m, &m->tensors[i], which, err);
+            if (st) return st;
         }
     const kd_st_tensor *o = kd_st_find(f, "train.order");
     if (o) {

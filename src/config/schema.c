@@ -23,7 +23,7 @@
 NAMES(init_names, [KD_INIT_HE] = "he", [KD_INIT_XAVIER] = "xavier")
 NAMES(distill_names, [KD_DISTILL_KL] = "kl", [KD_DISTILL_MSE] = "mse")
 NAMES(loss_type_names, [KD_LOSS_KL] = "kl", [KD_LOSS_MSE] = "mse", [KD_LOSS_CE] = "ce",
-      [KD_LOSS_DKD] = "dkd")
+      [KD_LOSS_DKD] = "dkd", [KD_LOSS_HINT] = "hint", [KD_LOSS_AT] = "at")
 NAMES(optimizer_names, [KD_OPT_SGD] = "sgd", [KD_OPT_ADAM] = "adam", [KD_OPT_ADAMW] = "adamw")
 NAMES(schedule_names, [KD_SCHED_CONSTANT] = "constant", [KD_SCHED_STEP] = "step",
       [KD_SCHED_COSINE] = "cosine")
@@ -143,6 +143,28 @@ static kd_status parse_loss_name(kd_cfg_sec *s, const kd_cfg_key *k, const cJSON
     return KD_OK;
 }
 
+/* A feature loss's "student" / "teacher": a layer's output, by the layer's name or by its index
+ * (kept as its decimal text, as kd_model_observe reads it); required by hint and at. Whether the
+ * model has it is checked when the run builds its models (src/train/features.c). */
+static kd_status parse_loss_value(kd_cfg_sec *s, const kd_cfg_key *k, const cJSON *v) {
+    char got[64];
+    if (!v) {
+        if (s->variant == KD_LOSS_HINT || s->variant == KD_LOSS_AT)
+            return kd_cfg_fail_key(s, k, "missing (the %s value: a layer's name or index)",
+                                   k->name);
+        return KD_OK;
+    }
+    if (cJSON_IsNumber(v)) {
+        const double x = v->valuedouble;
+        if (!(x >= 0 && x < 1e9 && x == floor(x)))
+            return kd_cfg_fail_key(s, k, "expected a layer's name or index (an integer >= 0), "
+                                   "got %s", kd_cfg_describe(v, got, sizeof got));
+        snprintf(s->base + k->off, k->cap, "%.0f", x);
+        return KD_OK;
+    }
+    return kd_cfg_parse_value(s, k, v);
+}
+
 static const kd_cfg_section loss_section;
 
 /* distill.losses: 1 .. KD_MAX_LOSSES objects, each parsed with loss_keys into c->losses.e[i]. */
@@ -183,10 +205,40 @@ static int write_legacy(const kd_cfg_out *o, const kd_cfg_key *k, cJSON **item) 
     return 0;
 }
 
+/* Feature losses read the teacher's inner values, which only a teacher run online gives; with an
+ * ensemble each names its member. */
+static kd_status check_feature_losses(kd_cfg_sec *s, const char *path) {
+    const kd_config *c = s->p->c;
+    char sub[KD_CFG_JPATH_MAX + 32];
+    for (size_t i = 0; i < c->losses.n; i++) {
+        const kd_loss_entry *e = &c->losses.e[i];
+        const kd_loss_info *info = kd_loss_type_info(e->type);
+        if (!(info->needs & KD_LOSS_NEEDS_FEATURES)) continue;
+        snprintf(sub, sizeof sub, "%s.losses[%zu].type", path, i);
+        if (c->has_logits || c->has_cache)
+            return kd_cfg_fail(s->p, sub, "\"%s\" reads the teacher's inner values, which %s "
+                               "does not keep: feature losses need the teacher run online "
+                               "(remove %s)", info->name,
+                               c->has_logits ? "imported teacher.logits" : "a teacher.cache",
+                               c->has_logits ? "teacher.logits" : "teacher.cache");
+        snprintf(sub, sizeof sub, "%s.losses[%zu].member", path, i);
+        if (c->n_teachers > 1 && !e->has_member)
+            return kd_cfg_fail(s->p, sub, "missing: the teacher is an ensemble of %zu, so \"%s\" "
+                               "names the member (0 to %zu) whose value it reads", c->n_teachers,
+                               info->name, c->n_teachers - 1);
+        if (e->has_member && e->member >= c->n_teachers)
+            return kd_cfg_fail(s->p, sub, "%zu is out of range: the teacher has %zu member%s "
+                               "(0 to %zu)", e->member, c->n_teachers,
+                               c->n_teachers == 1 ? "" : "s", c->n_teachers - 1);
+    }
+    return KD_OK;
+}
+
 /* The list against the rest of the config: one form of the loss, labels and teachers for the
  * entries that need them, every logit for those that match them all. */
 static kd_status check_losses(kd_cfg_sec *s, const kd_cfg_key *k, const cJSON *v) {
     kd_config *c = s->p->c;
+    kd_status st;
     static const char *const legacy[] = {"kind", "temperature", "alpha"};
     char path[KD_CFG_JPATH_MAX], sub[KD_CFG_JPATH_MAX + 32];
     kd_cfg_key_path(s, k, path);
@@ -197,6 +249,7 @@ static kd_status check_losses(kd_cfg_sec *s, const kd_cfg_key *k, const cJSON *v
                                "distill.losses: give the list alone (alpha, temperature and "
                                "kind mean [{KIND, weight alpha, T}, {\"ce\", weight 1 - alpha}])");
     if (!listed) kd_loss_list_from_distill(&c->distill, &c->losses);
+    if ((st = check_feature_losses(s, path))) return st;
     float top_k_T = 0.0f;
     for (size_t i = 0; i < c->losses.n; i++) {
         const kd_loss_entry *e = &c->losses.e[i];
@@ -329,10 +382,11 @@ static const kd_cfg_section model_section = SECTION(model_keys, NULL, 0);
 
 #define LOS(f) offsetof(kd_loss_entry, f)
 #define TEMPERED (ONLY(KD_LOSS_KL) | ONLY(KD_LOSS_DKD))
+#define FEATURE (ONLY(KD_LOSS_HINT) | ONLY(KD_LOSS_AT))
 /* One entry of distill.losses; the selector "type" names its row of the loss table. */
 static const kd_cfg_key loss_keys[] = {
     {"type", CFG_ENUM, .off = LOS(type), .names = loss_type_names, .flags = CFG_SELECTOR,
-     .required = "required: the loss, \"kl\", \"mse\", \"ce\" or \"dkd\""},
+     .required = "required: the loss, \"kl\", \"mse\", \"ce\", \"dkd\", \"hint\" or \"at\""},
     {"weight", CFG_NUMBER, CFG_DOUBLE, LOS(weight), .range = &R_NONNEG, .flags = CFG_DEFAULT,
      .def = 1, .write = write_loss_weight},
     {"name", CFG_STRING, .off = LOS(name), .cap = SIZE_OF(kd_loss_entry, name),
@@ -343,6 +397,12 @@ static const kd_cfg_key loss_keys[] = {
      .variants = ONLY(KD_LOSS_DKD), .flags = CFG_DEFAULT, .def = 1},
     {"beta", CFG_NUMBER, CFG_FLOAT, LOS(beta), .range = &R_NONNEG,
      .variants = ONLY(KD_LOSS_DKD), .flags = CFG_DEFAULT, .def = 8},
+    {"student", CFG_STRING, .off = LOS(student), .cap = SIZE_OF(kd_loss_entry, student),
+     .variants = FEATURE, .flags = CFG_NONZERO, .parse = parse_loss_value},
+    {"teacher", CFG_STRING, .off = LOS(teacher), .cap = SIZE_OF(kd_loss_entry, teacher),
+     .variants = FEATURE, .flags = CFG_NONZERO, .parse = parse_loss_value},
+    {"member", CFG_NUMBER, CFG_SIZE, LOS(member), .has = OFF1(kd_loss_entry, has_member),
+     .range = &R_COUNT0, .variants = FEATURE},
     /* Variants are checked after the last key's own value, so a bad value is named first. */
     {"warmup_epochs", CFG_NUMBER, CFG_DOUBLE, LOS(warmup_epochs), .range = &R_NONNEG,
      .variants = ONLY(KD_LOSS_DKD), .flags = CFG_DEFAULT | CFG_CHECK_VARIANTS, .def = 0},

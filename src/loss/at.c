@@ -54,3 +54,12 @@ double kd_loss_at(const kd_feature_dims *d, const float *vs, const float *vt, si
     }
     return sum * inv;
 }
+
+static double at_feature(const kd_loss_entry *e, const kd_loss_feature *f, size_t B, double w) {
+    (void)e;
+    return kd_loss_at(&f->d, f->vs, f->vt, B, w * f->gscale, f->dvs, f->scratch);
+}
+
+const kd_loss_ops kd_loss_ops_at = {
+    {"at", KD_LOSS_NEEDS_FEATURES, 1, NULL, "mean (at(s) - at(t))^2"},
+    NULL, NULL, NULL, NULL, NULL, at_feature};

@@ -28,4 +28,5 @@ static double ce_finish(const kd_loss_entry *e, size_t k, double sum, double inv
 }
 
 const kd_loss_ops kd_loss_ops_ce = {
-    {"ce", KD_LOSS_NEEDS_LABELS, 1, NULL, "CE(y, p_s)"}, ce_row, ce_grad, ce_finish, NULL, NULL};
+    {"ce", KD_LOSS_NEEDS_LABELS, 1, NULL, "CE(y, p_s)"}, ce_row, ce_grad, ce_finish, NULL, NULL,
+    NULL};

@@ -85,4 +85,4 @@ static const char *const dkd_terms[] = {"tckd", "nckd"};
 const kd_loss_ops kd_loss_ops_dkd = {
     {"dkd", KD_LOSS_NEEDS_TEACHER | KD_LOSS_NEEDS_LABELS | KD_LOSS_NEEDS_ALL_LOGITS, 2,
      dkd_terms, "T^2 * (alpha * TCKD + beta * NCKD)"},
-    dkd_row, dkd_grad, dkd_finish, dkd_value, dkd_scale};
+    dkd_row, dkd_grad, dkd_finish, dkd_value, dkd_scale, NULL};

@@ -41,6 +41,9 @@ kd_status kd_loss_feature_shapes(const char *what, int spatial_only, const kd_sh
     return KD_OK;
 }
 
+/* Positions whose input gradients are summed together (a block of doubles on the stack). */
+#define HINT_PB 64
+
 double kd_loss_hint(const kd_feature_dims *d, const float *vs, const float *vt, const float *w,
                     const float *bias, size_t B, double weight, float *dvs, float *dw,
                     float *db, double *scratch) {
@@ -51,14 +54,22 @@ double kd_loss_hint(const kd_feature_dims *d, const float *vs, const float *vt, 
         const float *x = vs + i * Cs * P;  /* (Cs, P) */
         const float *t = vt + i * Ct * P;  /* (Ct, P) */
         double *g = scratch;                /* (Ct, P): the adapter's output, then its gradient */
-        for (size_t o = 0; o < Ct; o++)
-            for (size_t p = 0; p < P; p++) {
-                double a = bias ? (double)bias[o] : 0.0;
-                for (size_t c = 0; c < Cs; c++) a += (double)w[o * Cs + c] * x[c * P + p];
-                const double e = a - (double)t[o * P + p];
-                sum += e * e;
-                g[o * P + p] = weight * 2.0 * e * inv;
+        /* Every sum runs over its index in the same order as sum_c w x, sum_o w g spelled out per
+         * element; the loops run along the positions p, which are contiguous. */
+        for (size_t o = 0; o < Ct; o++) {
+            double *go = g + o * P;
+            for (size_t p = 0; p < P; p++) go[p] = bias ? (double)bias[o] : 0.0;
+            for (size_t c = 0; c < Cs; c++) {
+                const double wc = (double)w[o * Cs + c];
+                const float *xc = x + c * P;
+                for (size_t p = 0; p < P; p++) go[p] += wc * xc[p];
             }
+            for (size_t p = 0; p < P; p++) {
+                const double e = go[p] - (double)t[o * P + p];
+                sum += e * e;
+                go[p] = weight * 2.0 * e * inv;
+            }
+        }
         if (dw)
             for (size_t o = 0; o < Ct; o++)
                 for (size_t c = 0; c < Cs; c++) {
@@ -74,11 +85,30 @@ double kd_loss_hint(const kd_feature_dims *d, const float *vs, const float *vt, 
             }
         if (dvs)
             for (size_t c = 0; c < Cs; c++)
-                for (size_t p = 0; p < P; p++) {
-                    double s = 0.0;
-                    for (size_t o = 0; o < Ct; o++) s += (double)w[o * Cs + c] * g[o * P + p];
-                    dvs[i * Cs * P + c * P + p] += (float)s;
+                for (size_t p0 = 0; p0 < P; p0 += HINT_PB) {
+                    const size_t n = P - p0 < HINT_PB ? P - p0 : HINT_PB;
+                    double acc[HINT_PB];
+                    for (size_t k = 0; k < n; k++) acc[k] = 0.0;
+                    for (size_t o = 0; o < Ct; o++) {
+                        const double wc = (double)w[o * Cs + c];
+                        const double *go = g + o * P + p0;
+                        for (size_t k = 0; k < n; k++) acc[k] += wc * go[k];
+                    }
+                    float *dv = dvs + i * Cs * P + c * P + p0;
+                    for (size_t k = 0; k < n; k++) dv[k] += (float)acc[k];
                 }
     }
     return sum * inv;
 }
+
+static double hint_feature(const kd_loss_entry *e, const kd_loss_feature *f, size_t B,
+                           double w) {
+    (void)e;
+    return kd_loss_hint(&f->d, f->vs, f->vt, f->aw, f->ab, B, w * f->gscale, f->dvs, f->daw,
+                        f->dab, f->scratch);
+}
+
+const kd_loss_ops kd_loss_ops_hint = {
+    {"hint", KD_LOSS_NEEDS_FEATURES | KD_LOSS_NEEDS_ADAPTER, 1, NULL,
+     "mean (adapter(s) - t)^2"},
+    NULL, NULL, NULL, NULL, NULL, hint_feature};

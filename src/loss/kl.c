@@ -38,4 +38,4 @@ static double kl_finish(const kd_loss_entry *e, size_t k, double sum, double inv
 
 const kd_loss_ops kd_loss_ops_kl = {
     {"kl", KD_LOSS_NEEDS_TEACHER, 1, NULL, "T^2 * KL(p_t^T || p_s^T)"},
-    kl_row, kl_grad, kl_finish, NULL, NULL};
+    kl_row, kl_grad, kl_finish, NULL, NULL, NULL};

@@ -44,10 +44,14 @@ typedef struct {
     double (*value)(const kd_loss_entry *e, const double *terms);
     /* The factor on the entry's weight at a 1-based epoch (a warm-up); NULL: none. */
     double (*scale)(const kd_loss_entry *e, double epoch);
+    /* A feature loss (row, grad and finish NULL): its value on B samples of f, adding w times
+     * its gradients where f points. */
+    double (*feature)(const kd_loss_entry *e, const kd_loss_feature *f, size_t B, double w);
 } kd_loss_ops;
 
-/* The types, one file each (kl.c, mse.c, ce.c, dkd.c); table.c lists them in kd_loss_type
- * order. */
-extern const kd_loss_ops kd_loss_ops_kl, kd_loss_ops_mse, kd_loss_ops_ce, kd_loss_ops_dkd;
+/* The types, one file each (kl.c, mse.c, ce.c, dkd.c, hint.c, at.c); table.c lists them in
+ * kd_loss_type order. */
+extern const kd_loss_ops kd_loss_ops_kl, kd_loss_ops_mse, kd_loss_ops_ce, kd_loss_ops_dkd,
+    kd_loss_ops_hint, kd_loss_ops_at;
 
 #endif

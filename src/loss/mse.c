@@ -34,4 +34,4 @@ static double mse_finish(const kd_loss_entry *e, size_t k, double sum, double in
 const kd_loss_ops kd_loss_ops_mse = {
     {"mse", KD_LOSS_NEEDS_TEACHER | KD_LOSS_NEEDS_ALL_LOGITS | KD_LOSS_ONE_TEACHER, 1, NULL,
      "mean ||z_t - z_s||^2"},
-    mse_row, mse_grad, mse_finish, NULL, NULL};
+    mse_row, mse_grad, mse_finish, NULL, NULL, NULL};

@@ -13,6 +13,8 @@ static const kd_loss_ops *const types[KD_LOSS_N_TYPES] = {
     [KD_LOSS_MSE] = &kd_loss_ops_mse,
     [KD_LOSS_CE] = &kd_loss_ops_ce,
     [KD_LOSS_DKD] = &kd_loss_ops_dkd,
+    [KD_LOSS_HINT] = &kd_loss_ops_hint,
+    [KD_LOSS_AT] = &kd_loss_ops_at,
 };
 
 const kd_loss_info *kd_loss_type_info(kd_loss_type type) {
@@ -63,6 +65,8 @@ static void formula_entry(const kd_loss_list *l, const kd_loss_entry *e, int one
                  (double)e->beta, e->warmup_epochs > 0.0 ? ", warmed up" : "");
     else if (e->type == KD_LOSS_KL && !one_T)
         snprintf(tail, sizeof tail, " (T = %g)", (double)e->temperature);
+    else if (types[e->type]->feature)
+        snprintf(tail, sizeof tail, " (s = %.30s, t = %.30s)", e->student, e->teacher);
     snprintf(buf, cap, "%s%s%s", w, types[e->type]->info.formula, tail);
 }
 
@@ -71,7 +75,9 @@ const char *kd_loss_list_formula(const kd_loss_list *l, char *buf, size_t cap) {
     int one_T = 1, teacher = 0;
     for (size_t i = 0; i < l->n; i++) {
         const kd_loss_entry *e = &l->e[i];
-        if ((types[e->type]->info.needs & KD_LOSS_NEEDS_TEACHER) && e->weight > 0.0) teacher = 1;
+        if ((types[e->type]->info.needs & (KD_LOSS_NEEDS_TEACHER | KD_LOSS_NEEDS_FEATURES)) &&
+            e->weight > 0.0)
+            teacher = 1;
         if (e->type != KD_LOSS_KL && e->type != KD_LOSS_DKD) continue;
         if (T > 0.0f && e->temperature != T) one_T = 0;
         T = e->temperature;
@@ -140,8 +146,10 @@ kd_status kd_loss_plan_init(kd_loss_plan *p, const kd_loss_list *l, kd_err *err)
 
 /* Whether entry e runs on this batch: a teacher entry without teacher logits is skipped (its
  * weight is 0, or the run has no teacher); every other input must be there. */
-static int entry_active(const kd_loss_entry *e, const kd_loss_batch *b) {
+static int entry_active(const kd_loss_list *l, size_t i, const kd_loss_batch *b) {
+    const kd_loss_entry *e = &l->e[i];
     unsigned needs = types[e->type]->info.needs;
+    if (types[e->type]->feature) return b->feat && b->feat[i].vs;
     if ((needs & KD_LOSS_NEEDS_TEACHER) && !b->zt) return 0;
     if ((needs & KD_LOSS_NEEDS_LABELS) && !b->labels) {
         KD_ASSERT(e->weight == 0.0);  /* the caller refuses a label term without labels */
@@ -160,11 +168,19 @@ void kd_loss_eval(const kd_loss_plan *p, const kd_loss_batch *b, kd_loss_terms *
     size_t act[KD_MAX_LOSSES], n_act = 0;
     double w[KD_MAX_LOSSES];
     int hard_entry = -1;
+    /* Feature entries first: their values and gradients need nothing of the logits'. */
+    double ftotal = -0.0;
     for (size_t e = 0; e < l->n; e++) {
-        if (!entry_active(&l->e[e], b)) continue;
+        if (!entry_active(l, e, b)) continue;
         const kd_loss_ops *ops = types[l->e[e].type];
-        act[n_act++] = e;
         w[e] = ops->scale ? l->e[e].weight * ops->scale(&l->e[e], b->epoch) : l->e[e].weight;
+        if (ops->feature) {
+            const double v = ops->feature(&l->e[e], &b->feat[e], B, w[e]);
+            out->term[p->first_term[e]] = v;
+            ftotal += w[e] * v;
+            continue;
+        }
+        act[n_act++] = e;
         if (hard_entry < 0 && l->e[e].type == KD_LOSS_CE) hard_entry = (int)e;
     }
     /* A student trained from its labels alone keeps the arithmetic of kd_loss_ce (its
@@ -173,6 +189,7 @@ void kd_loss_eval(const kd_loss_plan *p, const kd_loss_batch *b, kd_loss_terms *
     if (n_act == 1 && hard_entry >= 0 && w[hard_entry] == 1.0) {
         out->hard = kd_loss_ce(b->zs, b->labels, B, C, dzs);
         out->term[p->first_term[hard_entry]] = out->total = out->hard;
+        out->total += ftotal;
         return;
     }
     const double invB = 1.0 / (double)B;
@@ -213,7 +230,7 @@ void kd_loss_eval(const kd_loss_plan *p, const kd_loss_batch *b, kd_loss_terms *
         if ((int)e == hard_entry) out->hard = v;
     }
     if (report_hard) out->hard = hard * invB;
-    out->total = total;
+    out->total = total + ftotal;
 }
 
 /* ---- Today's single loss, as the list it means ---- */
@@ -245,7 +262,7 @@ kd_loss_terms kd_loss_distill_mix(const kd_distill_cfg *cfg, const float *zs,
     kd_loss_list_from_distill(cfg, &l);
     kd_status st = kd_loss_plan_init(&p, &l, &err);
     KD_ASSERT(st == KD_OK);
-    kd_loss_batch b = {zs, B, C, zt, weights, K, labels, 1.0};
+    kd_loss_batch b = {zs, B, C, zt, weights, K, labels, 1.0, NULL};
     kd_loss_eval(&p, &b, &t, dzs);
     return t;
 }

@@ -373,14 +373,15 @@ kd_status kd_model_observe(kd_model *m, const char *value, size_t *id, kd_shape 
     if (!v)
         return kd_err_set(err, KD_EUSAGE, "no layer output named \"%.100s\" (a layer's name, or "
                           "an unnamed layer's index)", value);
-    if (m->batch_cap)
-        return kd_err_set(err, KD_EUSAGE, "internal: %s observed after the model was reserved",
-                          value);
-    m->graph->observed[v] = 1;
-    kd_graph_decide(m);
     *id = v;
     if (shape) *shape = m->layers[v - 1].out;
-    return KD_OK;
+    if (m->graph->observed[v]) return KD_OK;
+    /* Fusion, in-place reuse and the buffers are planned at reserve time: plan them again. */
+    const size_t B = m->batch_cap;
+    kd_model_free_batch(m);
+    m->graph->observed[v] = 1;
+    kd_graph_decide(m);
+    return B ? kd_model_reserve(m, B, err) : KD_OK;
 }
 
 const float *kd_model_value(const kd_model *m, size_t id) {

@@ -319,8 +319,55 @@ void kd_model_set_shard(kd_model *m, const kd_shard *sh) {
 
 size_t kd_model_first_trainable(const kd_model *m) {
     for (size_t t = 0; t < m->n_tensors; t++)
-        if (m->tensors[t].kind == KD_TENSOR_PARAM) return m->tensors[t].layer;
+        if (m->tensors[t].kind == KD_TENSOR_PARAM && m->tensors[t].layer < m->n_layers)
+            return m->tensors[t].layer;
     return m->n_layers;
+}
+
+/* A new buffer of n floats holding the old one's first `keep` and zeros after; the old one is
+ * freed on success. */
+static int grow_floats(float **p, size_t keep, size_t n) {
+    float *q = kd_alloc_floats(n);
+    if (!q) return -1;
+    if (keep) memcpy(q, *p, keep * sizeof *q);
+    memset(q + keep, 0, (n - keep) * sizeof *q);
+    kd_free_aligned(*p);
+    *p = q;
+    return 0;
+}
+
+kd_status kd_model_add_param(kd_model *m, const char *name, const kd_shape *shape, kd_err *err) {
+    size_t numel, n;
+    if (shape_numel_checked(shape, &numel) || kd_add_size(m->n_params, numel, &n) ||
+        n > KD_MAX_FLOATS || strlen(name) >= KD_TENSOR_NAME_MAX)
+        return kd_err_set(err, KD_EUSAGE, "%.100s: too large a tensor or name", name);
+    if (kd_model_tensor(m, name))
+        return kd_err_set(err, KD_EUSAGE, "%.100s: the model already has a tensor of that name",
+                          name);
+    kd_tensor *ts = realloc(m->tensors, (m->n_tensors + 1) * sizeof *ts);
+    if (!ts) return kd_err_set(err, KD_EIO, "out of memory adding %.100s", name);
+    m->tensors = ts;
+    const size_t old = m->n_params;
+    if (grow_floats(&m->params, old, n) ||
+        (m->grads && (grow_floats(&m->grads, old, n) || grow_floats(&m->m, old, n) ||
+                      grow_floats(&m->v, old, n))))
+        return kd_err_set(err, KD_EIO, "out of memory adding %.100s", name);
+    kd_tensor *t = &m->tensors[m->n_tensors++];
+    memset(t, 0, sizeof *t);
+    snprintf(t->name, sizeof t->name, "%s", name);
+    t->kind = KD_TENSOR_PARAM;
+    t->shape = *shape;
+    t->layer = m->n_layers;
+    t->offset = old;
+    t->numel = numel;
+    m->n_params = n;
+    /* Every parameter moved: the layers' views and the other tensors' follow. */
+    size_t k = 0;
+    for (size_t i = 0; i < m->n_layers; i++)
+        for (int j = 0; j < m->layers[i].n_tensors; j++, k++)
+            bind_tensor(m, &m->layers[i], j, &m->tensors[k]);
+    for (; k < m->n_tensors; k++) m->tensors[k].data = m->params + m->tensors[k].offset;
+    return KD_OK;
 }
 
 void kd_model_zero_grad(kd_model *m) {

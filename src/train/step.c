@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "dataparallel.h"
+#include "features.h"
 #include "kd_eval.h"
 #include "kd_train.h"
 
@@ -42,7 +43,9 @@ kd_status kd_trainer_init(kd_trainer *t, const kd_trainer_setup *s, kd_err *err)
         list = (kd_loss_list){1, {{.type = KD_LOSS_CE, .weight = 1.0}}};
     if ((st = kd_loss_plan_init(&t->plan, &list, err))) return st;
     t->needs = kd_loss_list_needs(&list);
-    t->use_teacher = t->ts && (t->needs & KD_LOSS_NEEDS_TEACHER);
+    t->use_teacher = t->ts && (t->needs & (KD_LOSS_NEEDS_TEACHER | KD_LOSS_NEEDS_FEATURES));
+    /* Before the buffers below and the data-parallel sums: adapters add parameters. */
+    if ((st = kd_features_init(t, err))) return st;
     t->epoch = 1.0;
     size_t BC;
     if (kd_mul_size(s->batch_cap, t->n_classes, &BC))
@@ -75,6 +78,7 @@ void kd_trainer_free(kd_trainer *t) {
     t->views = NULL;
     kd_teacher_set_free(&t->one);
     t->ts = NULL;
+    kd_features_free(t);
     kd_dp_free(t);
 }
 
@@ -133,10 +137,16 @@ kd_status kd_trainer_step(kd_trainer *t, const float *x, const int32_t *y, const
         if (st) bad |= KD_DP_FLAG_TEACHER;
     }
     const float *zs = kd_model_forward(m, x, n, &sctx);
+    /* Zeroed before the loss: a feature loss adds its adapter's gradient there. */
+    if (!t->grads_clean) kd_model_zero_grad(m);
+    t->grads_clean = 0;
     if (n) {
+        /* A shard's feature gradients are scaled as its dlogits are (kd_dp_scale_dlogits). */
+        const int feat = t->n_feat && t->use_teacher;  /* weight 0 alone: the teacher idles */
+        if (feat) kd_features_bind(t, dp ? (double)n / (double)t->dp.shard.rows : 1.0);
         kd_loss_batch lb = {zs, n, C, t->use_teacher ? t->zt : NULL,
                             t->use_teacher ? t->ts->weight : NULL, t->use_teacher ? t->ts->n : 0,
-                            y, t->epoch};
+                            y, t->epoch, feat ? t->feat : NULL};
         kd_loss_eval(&t->plan, &lb, &lt, t->dlogits);
     }
     if (!isfinite(lt.total)) {
@@ -150,8 +160,6 @@ kd_status kd_trainer_step(kd_trainer *t, const float *x, const int32_t *y, const
         correct += kd_argmax(zs + i * C, C) == (size_t)y[i];
     }
     if (dp) kd_dp_scale_dlogits(t, n);
-    if (!t->grads_clean) kd_model_zero_grad(m);
-    t->grads_clean = 0;
     kd_model_backward(m, x, t->dlogits, n, &sctx);
     float lr = kd_sched_lr(s->sched, t->step);
     size_t n_all = n;  /* samples of the step over every rank */

@@ -191,8 +191,14 @@ static kd_status run_trainer_init(kd_run *t, kd_err *err) {
     s.sample_shape = kd_dataset_info(t->train_ds)->shape;
     s.batch_cap = t->B;
     s.rng = &t->rng;
+    s.init = cfg->init;
     kd_status st = kd_trainer_init(&t->trainer, &s, err);
     t->trainer.step = t->start_step;
+    /* The feature losses' adapters exist once the trainer has added them: load them now. */
+    if (!st && t->opts->resume && t->trainer.n_feat &&
+        (st = kd_ckpt_load_adapters(t->opts->resume, &t->model, err)) &&
+        !strstr(err->msg, t->opts->resume))
+        kd_err_prefix(err, "resume %s", t->opts->resume);
     return st;
 }
 
