@@ -17,8 +17,12 @@
 #   bash configs/experiments.sh losses  # issue 27: the small CNN and the small ResNet student, each
 #                                       # from its teacher: scratch, KL, DKD, KL + hint, KL + AT,
 #                                       # a small grid per arm chosen on validation
+#   bash configs/experiments.sh onnx-teacher  # issue 26: the compact and the small CNN student
+#                                       # distilled from the small ResNet teacher's .onnx export
+#                                       # (through the cache) against the same from scratch
 # Environment: DISTILL (binary, default ./distill), RUNS (default runs/exp), SEEDS ("1 2 3"),
-#              EPOCHS (ensemble suite, 100), THREADS (ensemble suite's students, 1).
+#              EPOCHS (ensemble suite, 100), THREADS (ensemble suite's students, 1; onnx-teacher
+#              suite's every run, 1), TEACHER_EPOCHS (onnx-teacher suite's teacher, 1).
 # A run is redone only when its log has no summary line; --overwrite then moves the folder of
 # the unfinished attempt to DIR.N (distill never writes over a run folder).
 set -euo pipefail
@@ -34,8 +38,8 @@ cnn) teacher=fmnist-cnn-teacher
      pairs="fmnist-cnn-compact:fmnist-cnn-compact-scratch fmnist-cnn-small:fmnist-cnn-small-scratch" ;;
 cnn-aug) teacher=fmnist-cnn-teacher  # pair fields: kd:scratch:epochs:shift:flip
      pairs="fmnist-cnn-compact:fmnist-cnn-compact-scratch:30:2:true fmnist-cnn-small:fmnist-cnn-small-scratch:24:2:false" ;;
-ensemble|cache|losses) ;;
-*) echo "usage: experiments.sh mlp|cnn|cnn-aug|ensemble|cache|losses" >&2; exit 2 ;;
+ensemble|cache|losses|onnx-teacher) ;;
+*) echo "usage: experiments.sh mlp|cnn|cnn-aug|ensemble|cache|losses|onnx-teacher" >&2; exit 2 ;;
 esac
 mkdir -p "$RUNS"
 summary_field() { grep '^summary:' "$1" | grep -o " $2 [0-9.]*" | head -1 | cut -d' ' -f3; }
@@ -227,6 +231,65 @@ losses_suite() {
         unset grid
     done
 }
+# Issue 26: students distilled from an ONNX teacher. The small ResNet teacher
+# (fmnist-resnet-teacher, seed 1) is trained once, TEACHER_EPOCHS epochs of cosine decay
+# without warm-up (a short budget: the suite is meant to finish within an hour on one core),
+# and written by `distill export --format onnx`; each student is then distilled from that .onnx
+# file (teacher.checkpoint = the .onnx) through the soft-target cache, built once per student
+# config by `distill logits`, against its -scratch twin with the same recipe (the config's lr,
+# schedule and batch; epochs: compact 15 as configured, small CNN 4 instead of 8; T and alpha
+# as configured on the distilled side). Seeds run in turn over all four cells, so a partial
+# run still compares like with like; test accuracy of the best-validation checkpoint.
+onnx_teacher_suite() {
+    local T=${THREADS:-1} t="$RUNS/onnx-resnet-teacher" rabs kd scratch e cfg seed out
+    if [ ! -r "$t/best.safetensors" ]; then
+        "$DISTILL" train --overwrite --config configs/fmnist-resnet-teacher.json --seed 1 \
+            --epochs "${TEACHER_EPOCHS:-1}" --set "schedule={\"name\": \"cosine\", \"min_lr\": 0}" --threads "$T" \
+            --out "$t" --quiet > "$t.log"
+    fi
+    [ -r "$t.onnx" ] || "$DISTILL" export "$t/best.safetensors" "$t.onnx" --format onnx > /dev/null
+    rabs="$(cd "$RUNS" && pwd)"
+    echo "teacher: best-checkpoint test accuracy $(summary_field "$t.log" best_test_acc)"
+    echo "teacher from its .onnx: $("$DISTILL" eval --config configs/fmnist-resnet-teacher.json \
+        --threads "$T" "$t.onnx" | grep 'top-1 accuracy' | head -1)"
+    local pairs="fmnist-compact:fmnist-compact-scratch:15 fmnist-cnn-small:fmnist-cnn-small-scratch:4"
+    tset() {  # the distilled side's teacher: the .onnx file, through the cache of student $1
+        printf '%s\n' --set "teacher.checkpoint=$rabs/onnx-resnet-teacher.onnx" \
+            --set "teacher.cache={\"path\": \"$rabs/onnx-$1.kdc\"}"
+    }
+    for pair in $pairs; do
+        IFS=: read -r kd scratch e <<< "$pair"
+        if [ ! -r "$RUNS/onnx-$kd.kdc" ]; then
+            mapfile -t a < <(tset "$kd")
+            "$DISTILL" logits --config "configs/$kd.json" "${a[@]}" --threads "$T" --quiet \
+                > "$RUNS/onnx-$kd.kdc.log"
+        fi
+    done
+    for seed in $SEEDS; do
+        for pair in $pairs; do
+            IFS=: read -r kd scratch e <<< "$pair"
+            for cfg in "$kd" "$scratch"; do
+                out="$RUNS/onnx-$cfg-s$seed"
+                if [ ! -r "$out.log" ] || ! grep -q '^summary:' "$out.log"; then
+                    a=(); [ "$cfg" = "$kd" ] && mapfile -t a < <(tset "$kd")
+                    "$DISTILL" train --overwrite --config "configs/$cfg.json" --seed "$seed" \
+                        --epochs "$e" --threads "$T" --out "$out" --quiet "${a[@]+"${a[@]}"}" \
+                        > "$out.log"
+                fi
+            done
+        done
+    done
+    for pair in $pairs; do
+        IFS=: read -r kd scratch e <<< "$pair"
+        for cfg in "$kd" "$scratch"; do
+            local accs=""
+            for seed in $SEEDS; do accs="$accs $(summary_field "$RUNS/onnx-$cfg-s$seed.log" best_test_acc)"; done
+            local label=$cfg-${e}ep; [ "$cfg" = "$kd" ] && label="$cfg-from-onnx-${e}ep"
+            echo "$label$accs" | mean_sd
+        done
+    done
+}
+if [ "$suite" = onnx-teacher ]; then onnx_teacher_suite; exit 0; fi
 if [ "$suite" = losses ]; then losses_suite; exit 0; fi
 if [ "$suite" = ensemble ]; then ensemble_suite; exit 0; fi
 if [ "$suite" = cache ]; then cache_suite; exit 0; fi

@@ -15,10 +15,15 @@ CI (the fixtures it wrote are committed).
       affine_concat), torchvision's resnet18 at widths 2/4/8/16 and mobilenet_v2 at width 0.25
       with five blocks, adapted to 28x28 grey images as in tests/graph_interop.py, each at
       opset 13 and 17 (resnet_o13, resnet_o17, mobilenet_o13, mobilenet_o17).
-  The full-size check (resnet18 at 64..512, the whole mobilenet_v2) is the same export with
-  graph_interop.resnet18_adapted([64, 128, 256, 512]) and mobilenet_adapted(1.0, default):
-  write it with `/usr/bin/python3 tests/onnx_fixtures.py full DIR` and point
-  KD_ONNX_FIXTURES=DIR at build/run_tests onnx_torchvision.
+  /usr/bin/python3 tests/onnx_fixtures.py full DIR [N]
+      The full-size models for tests/onnx_fullsize.sh (too big for git): torchvision's
+      resnet18 (widths 64..512) and the whole mobilenet_v2 (width 1.0, its default blocks),
+      adapted to 28x28 grey images as in tests/graph_interop.py, each at opset 13 and 17
+      (resnet18_o13, resnet18_o17, mobilenet_v2_o13, mobilenet_v2_o17: .onnx and .torch.f32,
+      torch's output on the inputs; batch-norm statistics from the inputs, so the logits
+      depend on the image), and the first N (1000) Fashion-MNIST test images
+      preprocessed as those models expect, x = (u8 / 255 - 0.286) / 0.353 in float32, as
+      input.idx (float32 IDX, for ort_run.js) and input.f32 (little-endian, for bench_ort).
 """
 import importlib.util
 import os
@@ -148,35 +153,76 @@ def randomize(model, seed):
                 mod.bias.copy_(torch.randn(mod.num_features, generator=g) * 0.1)
 
 
-def export(out, name, model, shape, opset, seed):
+def calibrate(model, x):
+    """Batch-norm statistics from the inputs x (a cumulative average over batches of 100),
+    so that every layer's output varies from image to image: with torchvision's initial
+    weights and random statistics the whole mobilenet_v2's logits barely depend on the image
+    (their spread over 1,000 images was 6e-7), which no comparison can learn from."""
+    for mod in model.modules():
+        if isinstance(mod, nn.BatchNorm2d):
+            mod.reset_running_stats()
+            mod.momentum = None
+    model.train()
+    with torch.no_grad():
+        for i in range(0, len(x), 100):
+            model(x[i:i + 100])
+    model.eval()
+
+
+def export(out, name, model, shape, opset, seed, x=None):
+    """x: the inputs (default N random samples of shape, batch-norm statistics random; given:
+    statistics from x, and not written)."""
     torch.manual_seed(seed)
     model.eval()
-    randomize(model, seed)
-    x = torch.randn(N, *shape, generator=torch.Generator().manual_seed(seed + 100))
+    if x is None:
+        randomize(model, seed)
+    else:
+        calibrate(model, x)
+    own = x is None
+    if own:
+        x = torch.randn(N, *shape, generator=torch.Generator().manual_seed(seed + 100))
     with torch.no_grad():
-        z = model(x)
+        z = torch.cat([model(x[i:i + 100]) for i in range(0, len(x), 100)])
     path = os.path.join(out, name + ".onnx")
     torch.onnx.export(model, x[:1], path, input_names=["input"], output_names=["logits"],
                       dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}},
                       opset_version=opset, do_constant_folding=True)
-    write_idx_f32(os.path.join(out, name + ".x.idx"), x.numpy())
+    if own:
+        write_idx_f32(os.path.join(out, name + ".x.idx"), x.numpy())
     z.numpy().astype("<f4").tofile(os.path.join(out, name + ".torch.f32"))
     print("%-16s %7d bytes, output %s" % (name, os.path.getsize(path), tuple(z.shape)))
+
+
+def write_full(out, n):
+    import torchvision
+    gi = graph_interop()
+    gi.N = n
+    x = gi.images()
+    write_idx_f32(os.path.join(out, "input.idx"), x)
+    x.astype("<f4").tofile(os.path.join(out, "input.f32"))
+    x = torch.from_numpy(x)
+    for opset in (13, 17):
+        export(out, "resnet18_o%d" % opset, gi.resnet18_adapted([64, 128, 256, 512]), None,
+               opset, 7, x)
+        # mobilenet_v2 at width 1.0 with its default blocks; the first conv as in
+        # graph_interop.mobilenet_adapted (1 channel in, stride 1: 28x28 images)
+        m = torchvision.models.mobilenet_v2(num_classes=10)
+        m.features[0][0] = nn.Conv2d(1, m.features[0][0].out_channels, 3, 1, 1, bias=False)
+        export(out, "mobilenet_v2_o%d" % opset, m, None, opset, 8, x)
 
 
 def main():
     args = sys.argv[1:]
     full = bool(args) and args[0] == "full"
     if full:
-        args = args[1:]
+        if len(args) < 2:
+            sys.exit("usage: onnx_fixtures.py full DIR [N]")
+        os.makedirs(args[1], exist_ok=True)
+        write_full(args[1], int(args[2]) if len(args) > 2 else 1000)
+        return
     out = args[0] if args else os.path.join(ROOT, "tests", "fixtures", "onnx")
     os.makedirs(out, exist_ok=True)
     gi = graph_interop()
-    if full:
-        for opset in (13, 17):
-            export(out, "resnet_o%d" % opset, gi.resnet18_adapted([64, 128, 256, 512]), (1, 28, 28), opset, 7)
-            export(out, "mobilenet_o%d" % opset, gi.mobilenet_adapted(0.25, [[1, 16, 1, 1], [6, 24, 2, 2], [6, 32, 3, 2], [6, 64, 4, 2], [6, 96, 3, 1], [6, 160, 3, 2], [6, 320, 1, 1]]), (1, 28, 28), opset, 8)
-        return
     export(out, "conv_mlp", ConvMlp(), (3, 8, 8), 13, 1)
     export(out, "groups_bn", GroupsBn(), (4, 6, 6), 13, 2)
     export(out, "pools_shape", PoolsShape(), (2, 10, 10), 13, 3)

@@ -8,7 +8,14 @@
  *                                          --qint8 1 also DIR/model_qint8.onnx, the same model
  *                                          quantized (ranges from those N samples) as QDQ
  *   bench_ort run CONFIG DIR --batch B [--budget S] [--threads T] [--logits OUT.f32]
- *                                          one timing round: prints one line
+ *                 [--onnx FILE.onnx]       one timing round: prints one line; with --onnx
+ *                                          the model is that file as distill's ONNX reader
+ *                                          translates it (a teacher's path), not the config's
+ *                                          seeded model (CONFIG then only names the command)
+ *   bench_ort logits MODEL.onnx DIR --n N [--threads T] --logits OUT.f32
+ *                                          no timing: the ONNX file's logits on the first N
+ *                                          samples of DIR/input.f32 (the full-size ORT check,
+ *                                          tests/onnx_fullsize.sh)
  *                                          (--split 0: dense layers on the team's sgemm, the
  *                                          path before issue 29, for A/B timings;
  *                                          --replicas 0: every layer on the team, the inference
@@ -30,6 +37,7 @@
 #include "kd_eval.h"
 #include "kd_export.h"
 #include "kd_gemm.h"
+#include "kd_onnx.h"
 #include "kd_quant.h"
 #include "kd_threads.h"
 
@@ -264,8 +272,41 @@ cleanup:
     return st;
 }
 
+/* The model of an ONNX file as a teacher gets it (inference only), reserved for batch B. */
+static kd_status load_onnx(const char *path, kd_model *m, size_t B, kd_err *err) {
+    const kd_onnx_opts opt = {.output = NULL};
+    kd_status st = kd_onnx_load(path, &opt, m, NULL, err);
+    return st ? st : kd_model_reserve(m, B, err);
+}
+
+/* The logits of the first n samples of DIR/input.f32 to out, in batches of at most B. */
+static kd_status logits_only(kd_model *m, const char *dir, size_t n, size_t B, const char *out,
+                             kd_err *err) {
+    char path[4200];
+    const size_t D = kd_shape_numel(&m->input), C = m->n_classes;
+    float *x = kd_alloc_floats(B * D);
+    kd_status st = KD_OK;
+    FILE *in = NULL, *f = NULL;
+    snprintf(path, sizeof path, "%s/input.f32", dir);
+    if (!x || !(in = fopen(path, "rb")) || !(f = fopen(out, "wb")))
+        st = kd_err_set(err, KD_EIO, "cannot open %s or %s", path, out);
+    for (size_t i = 0; !st && i < n; i += B) {
+        const size_t b = n - i < B ? n - i : B;
+        if (fread(x, sizeof *x, b * D, in) != b * D) {
+            st = kd_err_set(err, KD_EIO, "%s: fewer than %zu samples of %zu values", path, n, D);
+            break;
+        }
+        const float *z = kd_model_forward(m, x, b, NULL);
+        if (fwrite(z, sizeof *z, b * C, f) != b * C) st = kd_err_set(err, KD_EIO, "%s: cannot write", out);
+    }
+    if (f && fclose(f) && !st) st = kd_err_set(err, KD_EIO, "%s: cannot write", out);
+    if (in) fclose(in);
+    kd_free_aligned(x);
+    return st;
+}
+
 int main(int argc, char **argv) {
-    const char *logits = NULL;
+    const char *logits = NULL, *onnx = NULL;
     size_t B = 1000, n = 1000;
     double budget = 1.0;
     int threads = 2, rc = 1, qint8 = 0;
@@ -278,19 +319,30 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--split")) kd_gemm_row_split = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--replicas")) kd_infer_replicas = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--qint8")) qint8 = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--onnx")) onnx = argv[i + 1];
     }
-    if (argc < 4 || (strcmp(argv[1], "prepare") && strcmp(argv[1], "run")) || !B || !n) {
+    const int prep = argc >= 4 && !strcmp(argv[1], "prepare");
+    const int only = argc >= 4 && !strcmp(argv[1], "logits");
+    if (argc < 4 || (!prep && !only && strcmp(argv[1], "run")) || !B || !n || (only && !logits)) {
         fprintf(stderr, "usage: bench_ort prepare|run CONFIG DIR [--n N] [--batch B] "
-                        "[--budget S] [--threads T] [--logits OUT] [--qint8 1]\n");
+                        "[--budget S] [--threads T] [--logits OUT] [--qint8 1] [--onnx FILE]\n"
+                        "       bench_ort logits MODEL.onnx DIR --n N --logits OUT\n");
         return 2;
     }
-    const int prep = !strcmp(argv[1], "prepare");
     kd_threads_set(threads);
     kd_err err = {0};
     kd_model m = {0};
     kd_eval_data d = {0};
     kd_dataset *ds = NULL;
-    kd_status st = build(argv[2], &m, &d, &ds, prep ? 0 : B, &err);
+    kd_status st;
+    if (only) {
+        st = load_onnx(argv[2], &m, n < 100 ? n : 100, &err);
+        if (!st) st = logits_only(&m, argv[3], n, n < 100 ? n : 100, logits, &err);
+        if (st) fprintf(stderr, "bench_ort: %s\n", err.msg);
+        kd_model_free(&m);
+        return st ? 1 : 0;
+    }
+    st = onnx && !prep ? load_onnx(onnx, &m, B, &err) : build(argv[2], &m, &d, &ds, prep ? 0 : B, &err);
     if (!st)
         st = prep ? prepare(&m, ds, argv[3], n, qint8, &err)
                   : run(&m, argv[3], B, budget, logits, &err);

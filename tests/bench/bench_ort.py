@@ -8,7 +8,9 @@ distill runs twice per round: pinned (the environment as the tests and CI see it
 (OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset for that command alone, so OpenBLAS picks its
 kernels by its own detection); the unpinned logits are checked against the pinned run's within
 |a - b| <= 1e-4 (1 + |b|), and ONNX Runtime's against the pinned run's (the largest difference
-is printed). Each row also gives distill's rate as a fraction of the sgemm rate of the same
+is printed). For ResNet-18 distill also runs the exported file itself (side "from-onnx":
+bench_ort run --onnx, the model as distill's ONNX reader translates it for a teacher, same
+kernels), pinned, its logits checked against the pinned run's within the same bound. Each row also gives distill's rate as a fraction of the sgemm rate of the same
 products timed alone and of the machine's peak (a 1024^3 sgemm on both threads, under the
 same pin). Standard library only; the tests never run it; never run it next to the suite.
 
@@ -41,6 +43,8 @@ MODELS = [
     ("MobileNetV2 x0.25", "fmnist-mobilenetv2", 1000),
     ("ResNet-18 forward", "resnet18", 256),
 ]
+# Configs whose exported model.onnx distill also loads and times (the "from-onnx" side).
+FROM_ONNX = {"resnet18"}
 # (name, config, batch): the qint8 QDQ file against the f32 one, both under ONNX Runtime.
 QINT8_MODELS = [
     ("small CNN student qint8", "fmnist-cnn-small", 256),
@@ -184,11 +188,14 @@ def main():
                 sys.stderr.write("prepare %s failed:\n%s" % (config, prep.stderr))
                 bad += 1
                 continue
-            res = {"ORT": [], "pinned": [], "unpinned": []}
+            res = {"ORT": [], "pinned": [], "unpinned": [], "from-onnx": []}
             for r in range(args.rounds):
                 common = ["--batch", str(batch), "--budget", str(args.budget)]
                 sides = [("pinned", [DISTILL, "run", cfg, d] + common, None),
                          ("unpinned", [DISTILL, "run", cfg, d] + common, unpinned)]
+                if config in FROM_ONNX:
+                    sides.append(("from-onnx", [DISTILL, "run", cfg, d, "--onnx",
+                                                os.path.join(d, "model.onnx")] + common, None))
                 if mod:
                     sides.append(("ORT", ["node", ORT_JS, os.path.join(d, "model.onnx"),
                                           os.path.join(d, "input.f32")] + common, oenv))
@@ -203,7 +210,7 @@ def main():
                 if res["ORT"] else None
             ort_single = statistics.median([float(o["single_us"]) for o in res["ORT"]]) \
                 if res["ORT"] else None
-            for side in ("ORT", "pinned", "unpinned"):
+            for side in ("ORT", "pinned", "unpinned", "from-onnx"):
                 rows = res[side]
                 if not rows:
                     continue
@@ -224,13 +231,15 @@ def main():
                     name[:28], batch, label[:19], spread(rate),
                     "%.1f [%.1f-%.1f]" % (statistics.median(single), min(single), max(single)),
                     ratio, *extra))
-            pf, uf, of = (os.path.join(d, s + ".f32") for s in ("pinned", "unpinned", "ORT"))
-            if os.path.exists(pf) and os.path.exists(uf):
-                w = worst(read_f32(uf), read_f32(pf))
-                ok = w <= 1e-4
-                bad += not ok
-                print("    logits unpinned vs pinned: max |a-b|/(1+|b|) = %.2e %s" % (
-                    w, "ok" if ok else "OVER 1e-4"))
+            pf, of = (os.path.join(d, s + ".f32") for s in ("pinned", "ORT"))
+            for other in ("unpinned", "from-onnx"):
+                uf = os.path.join(d, other + ".f32")
+                if os.path.exists(pf) and os.path.exists(uf):
+                    w = worst(read_f32(uf), read_f32(pf))
+                    ok = w <= 1e-4
+                    bad += not ok
+                    print("    logits %s vs pinned: max |a-b|/(1+|b|) = %.2e %s" % (
+                        other, w, "ok" if ok else "OVER 1e-4"))
             if os.path.exists(pf) and os.path.exists(of):
                 print("    logits ORT vs distill pinned: max |a-b|/(1+|b|) = %.2e" % worst(
                     read_f32(of), read_f32(pf)))
