@@ -213,3 +213,76 @@ KD_TEST(fused_group_in_an_inference_model_matches_evaluation) {
     kd_model_free(&t);
     kd_model_free(&inf);
 }
+
+/* The inference-only conv -> batchnorm (-> relu | relu6) unit: each case's logits equal the
+ * training model's evaluation (the layers one by one) bit for bit, on inputs with zeros and
+ * ties, and the units are the ones expected (unit sizes at the listed layers; a batch norm whose
+ * output a second layer reads keeps its activation apart, a convolution read twice is not
+ * fused). */
+#define CHECK_MSG(cond, ...)                                                               \
+    do {                                                                                   \
+        if (!(cond)) kd_test_fail(__FILE__, __LINE__, __VA_ARGS__);                        \
+    } while (0)
+
+typedef struct {
+    kd_shape in;
+    const char *json;
+    size_t at[3], size[3];  /* layer index and expected unit size there (size 0: end) */
+} conv_bn_case;
+
+KD_TEST(fused_conv_bn_act_in_an_inference_model_matches_evaluation) {
+#define CV(extra) "{\"type\":\"conv2d\",\"channels\":4,\"kernel\":3,\"padding\":1" extra "}"
+#define BN "{\"type\":\"batchnorm\"}"
+#define TAIL ",{\"type\":\"flatten\"},{\"type\":\"dense\",\"units\":3}]"
+    static const conv_bn_case cases[] = {
+        {{3, {2, 7, 9}}, "[" CV("") "," BN ",{\"type\":\"relu6\"}" TAIL, {0, 3}, {3, 1}},
+        {{3, {2, 7, 9}}, "[" CV(",\"stride\":2") "," BN ",{\"type\":\"relu\"}" TAIL, {0}, {3}},
+        {{3, {2, 6, 6}}, "[" CV("") "," BN TAIL, {0, 2}, {2, 1}},
+        /* depthwise (its own kernels hand samples on too), then a 1x1 projection and its
+         * batch norm without an activation, the last before flatten */
+        {{3, {4, 8, 8}}, "[" CV(",\"groups\":4") "," BN ",{\"type\":\"relu6\"},"
+                         "{\"type\":\"conv2d\",\"channels\":5,\"kernel\":1}," BN TAIL,
+         {0, 3}, {3, 2}},
+        /* the batch norm's output read by relu6 and by an add: no activation in the unit */
+        {{3, {4, 5, 5}}, "[" CV("") ",{\"type\":\"batchnorm\",\"name\":\"b\"},{\"type\":\"relu6\"},"
+                         "{\"type\":\"add\",\"from\":[\"b\",2]}" TAIL, {0, 2}, {2, 1}},
+        /* the convolution's output read twice: nothing fused */
+        {{3, {4, 5, 5}}, "[{\"type\":\"conv2d\",\"channels\":4,\"kernel\":3,\"padding\":1,"
+                         "\"name\":\"c\"}," BN ",{\"type\":\"add\",\"from\":[\"c\",1]}" TAIL,
+         {0, 1}, {1, 1}},
+    };
+#undef CV
+#undef BN
+#undef TAIL
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        const conv_bn_case *c = &cases[ci];
+        kd_model t, inf;
+        kd_err err;
+        memset(&t, 0, sizeof t);
+        memset(&inf, 0, sizeof inf);
+        const size_t B = 5, D = kd_shape_numel(&c->in);
+        if (kd_model_init(&t, &c->in, c->json, 1, &err) != KD_OK ||
+            kd_model_init(&inf, &c->in, c->json, 0, &err) != KD_OK ||
+            kd_model_reserve(&t, B, &err) != KD_OK || kd_model_reserve(&inf, B, &err) != KD_OK) {
+            CHECK_MSG(0, "case %zu: %s", ci, err.msg);
+            kd_model_free(&t);
+            kd_model_free(&inf);
+            continue;
+        }
+        init_twins(&t, &inf, 20 + ci);
+        for (size_t k = 0; k < 3 && c->size[k]; k++)
+            CHECK_MSG(kd_model_unit_size(&inf, c->at[k]) == c->size[k],
+                      "case %zu: unit size %zu at layer %zu, expected %zu", ci,
+                      kd_model_unit_size(&inf, c->at[k]), c->at[k], c->size[k]);
+        float *x = malloc(B * D * sizeof *x), want[5 * 3];
+        kd_rng r;
+        kd_rng_seed(&r, 30 + ci);
+        fill_ties(&r, x, B * D);
+        memcpy(want, kd_model_forward(&t, x, B, NULL), sizeof want);
+        CHECK_MSG(memcmp(kd_model_forward(&inf, x, B, NULL), want, sizeof want) == 0,
+                  "case %zu: inference logits differ from evaluation", ci);
+        free(x);
+        kd_model_free(&t);
+        kd_model_free(&inf);
+    }
+}

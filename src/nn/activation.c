@@ -27,9 +27,7 @@ static kd_status act_configure(kd_layer *l, const cJSON *spec, kd_err *err) {
 /* Kernels on restrict pointers in the KD_VEC_FOR shape, so -O2 vectorises them (max/min and
  * plain arithmetic; GCC's cheapest vectoriser does not if-convert a select between loads). */
 static void relu_kernel(const float *restrict x, float *restrict y, size_t n) {
-    /* x < 0 ? 0 : x (not x > 0 ? x : 0) so a NaN passes through, as in PyTorch, and the
-     * trainer's finite checks see it. */
-    KD_VEC_FOR(i, n, y[i] = x[i] < 0.0f ? 0.0f : x[i]);
+    KD_VEC_FOR(i, n, y[i] = kd_relu(x[i]));  /* x < 0 ? 0 : x, not x > 0 ? x : 0: NaN passes */
 }
 
 /* max(x, 0) + slope * min(x, 0): the same values as the branchy form, but vectorisable. */
@@ -70,7 +68,7 @@ static void leaky_relu_backward_kernel(const float *restrict x, const float *res
 }
 
 static void relu_in_place_kernel(float *restrict y, size_t n) {
-    KD_VEC_FOR(i, n, y[i] = y[i] < 0.0f ? 0.0f : y[i]);
+    KD_VEC_FOR(i, n, y[i] = kd_relu(y[i]));
 }
 
 /* In place (y == x) when the model says so. Backward then reads the output where it reads x:
@@ -201,16 +199,10 @@ static void gelu_backward(kd_layer *l, const float *x, const float *y, const flo
 
 /* The comparisons in this order let a NaN through, as relu and torch do. */
 static void relu6_kernel(const float *restrict x, float *restrict y, size_t n) {
-    KD_VEC_FOR(i, n, {
-        const float v = x[i];
-        y[i] = v < 0.0f ? 0.0f : v > 6.0f ? 6.0f : v;
-    });
+    KD_VEC_FOR(i, n, y[i] = kd_relu6(x[i]));
 }
 static void relu6_in_place_kernel(float *restrict y, size_t n) {
-    KD_VEC_FOR(i, n, {
-        const float v = y[i];
-        y[i] = v < 0.0f ? 0.0f : v > 6.0f ? 6.0f : v;
-    });
+    KD_VEC_FOR(i, n, y[i] = kd_relu6(y[i]));
 }
 static void relu6_backward_kernel(const float *restrict x, const float *restrict dy,
                                   float *restrict dx, size_t n) {

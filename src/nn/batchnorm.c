@@ -235,6 +235,48 @@ static void bn_forward(kd_layer *l, const float *x, float *y, size_t B, kd_ctx *
     }
 }
 
+/* ---- Inference: a convolution's samples through its batch norm (and activation) while each
+ * is in cache (exec.c runs the unit that graph.c chose). ---- */
+
+/* The same float operations as bn_forward, then the activation's, in place on one plane. */
+enum { BN_ACT_NONE, BN_ACT_RELU, BN_ACT_RELU6 };
+__attribute__((target_clones("avx2", "default")))
+static void bn_act_plane(float *restrict y, size_t n, float k, float mu, float beta, int act) {
+    if (act == BN_ACT_RELU6) KD_VEC_FOR(i, n, y[i] = kd_relu6(k * (y[i] - mu) + beta));
+    else if (act == BN_ACT_RELU) KD_VEC_FOR(i, n, y[i] = kd_relu(k * (y[i] - mu) + beta));
+    else KD_VEC_FOR(i, n, y[i] = k * (y[i] - mu) + beta);
+}
+
+typedef struct {
+    const kd_layer *bn;
+    int act;
+    const float *mean_c;
+    float *y;
+} bn_act_sink;
+
+/* Sample b of the convolution's output, y_b = s->y + b * n, which this rewrites. */
+static void bn_act_sample(const void *arg, size_t b, const float *y_b) {
+    const bn_act_sink *s = arg;
+    const size_t C = n_channels(s->bn), S = n_spatial(s->bn);
+    const float *mean_c = s->mean_c, *inv_std = mean_c + C;
+    float *yb = s->y + b * C * S;
+    KD_ASSERT(yb == y_b);
+    for (size_t c = 0; c < C; c++)
+        bn_act_plane(yb + c * S, S, s->bn->t[BN_W][c] * inv_std[c], mean_c[c],
+                     s->bn->t[BN_B][c], s->act);
+}
+
+void kd_conv_bn_act_forward(kd_layer *conv, kd_layer *bn, kd_layer *act, const float *x, float *y,
+                            size_t B, kd_ctx *ctx) {
+    KD_ASSERT(!ctx->training);
+    KD_ASSERT(!act || act->ops == &kd_layer_relu || act->ops == &kd_layer_relu6);
+    bn_prepare(bn, y, B, 0, ctx);  /* running statistics: reads no input */
+    const int a = !act ? BN_ACT_NONE : act->ops == &kd_layer_relu ? BN_ACT_RELU : BN_ACT_RELU6;
+    const bn_act_sink s = {bn, a, kd_layer_cache(bn, ctx), y};
+    const kd_sample_sink sink = {bn_act_sample, &s};
+    kd_conv2d_forward_to(conv, x, y, &sink, B, ctx);
+}
+
 /* dweight += sum(dy * xhat);  dbias += sum(dy);
  * training: dx = weight * inv_std * (dy - sum(dy)/N - xhat * sum(dy * xhat)/N)
  *   (the mean and variance depend on x, hence the two correction terms);

@@ -12,7 +12,7 @@
 
 /* ---- Units: a fused group or one layer ---- */
 
-size_t kd_model_unit_size(const kd_model *m, size_t i) { return m->graph->unit[i]; }
+size_t kd_model_unit_size(const kd_model *m, size_t i) { return kd_unit_len(m->graph, i); }
 
 /* The unit from layer i; act_shift: floats from replica 0's chunk buffers to the running
  * replica's (a convolution's output inside a fused unit is one of them). */
@@ -28,7 +28,11 @@ static void unit_forward(kd_model *m, size_t i, const float *x, float *y, size_t
         kd_bn_pool_relu_forward(l, &l[1], x, y, m->grads ? m->acts[i] : NULL, B, ctx);
         break;
     default:
-        l->ops->forward(l, x, y, B, ctx);
+        if (m->graph->unit[i] & KD_UNIT_CONV_BN)
+            kd_conv_bn_act_forward(l, &l[1], kd_unit_len(m->graph, i) == 3 ? &l[2] : NULL, x, y,
+                                   B, ctx);
+        else
+            l->ops->forward(l, x, y, B, ctx);
     }
 }
 
@@ -123,7 +127,7 @@ static void forward_range(kd_model *m, const float *x, size_t b_lo, size_t b_hi,
         const size_t nb = b_hi - b0 < m->chunk ? b_hi - b0 : m->chunk;
         ps->val[0] = (float *)(x + b0 * D);  /* read only: no layer writes over the input */
         for (size_t i = 0, n; i < m->n_layers; i += n) {
-            n = m->graph->unit[i];
+            n = kd_unit_len(m->graph, i);
             const size_t j = i + n - 1;  /* the unit's last layer, whose output it writes */
             float *out = j == last ? m->acts[last] + b0 * m->n_classes
                                    : m->acts[j] + ps->act_shift;

@@ -9,7 +9,8 @@
 
 /* ---- The fused batchnorm -> maxpool2d (2x2) -> relu group (model.c runs the three layers
  * as one when they follow each other; batchnorm.c computes it with pool.c's plane kernels). ---- */
-extern const kd_layer_ops kd_layer_batchnorm, kd_layer_maxpool2d, kd_layer_relu, kd_layer_conv2d;
+extern const kd_layer_ops kd_layer_batchnorm, kd_layer_maxpool2d, kd_layer_relu, kd_layer_conv2d,
+    kd_layer_relu6;
 /* Whether l is a maxpool2d with a 2x2 kernel, stride 2, no padding, over even planes. */
 int kd_maxpool_is_2x2(const kd_layer *l);
 /* One (OH*2, OW*2) plane xp pooled into yp (OH, OW) with the first-maximum indices in ap, every
@@ -45,6 +46,11 @@ void kd_conv2d_forward_to(kd_layer *l, const float *x, float *y, const kd_sample
  * group; conv_y is the convolution's output (kept for backward), y and win the group's. */
 void kd_conv_bn_pool_relu_forward(kd_layer *conv, kd_layer *bn, kd_layer *pool, const float *x,
                                   float *conv_y, float *y, float *win, size_t B, kd_ctx *ctx);
+/* Inference: conv2d into y, then batch norm (running statistics) and act (a relu or relu6, or
+ * NULL) in place on each sample while it is in the producing thread's cache. The same bits as
+ * the layers one after another. */
+void kd_conv_bn_act_forward(kd_layer *conv, kd_layer *bn, kd_layer *act, const float *x, float *y,
+                            size_t B, kd_ctx *ctx);
 /* Its backward from dy (relu's output gradient) to dx (batch norm's input gradient, or NULL),
  * accumulating batch norm's parameter gradients: first the sums over the batch (they also keep
  * each channel's dx constants in batch norm's cache), then sample b's dx_b (C, H, W) from them,

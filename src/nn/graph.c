@@ -219,6 +219,17 @@ void kd_graph_decide(kd_model *m) {
     for (size_t i = 0; i + 1 < m->n_layers; i++)
         if (m->layers[i].ops == &kd_layer_conv2d && g->unit[i + 1] == 3 && chained(m, i + 1))
             g->unit[i] = 4;
+    /* Inference only: a convolution whose output only its batch norm reads, with the relu or
+     * relu6 after that when it alone reads the batch norm's output: one pass per sample. */
+    for (size_t i = 0; !m->grads && i + 1 < m->n_layers; i++) {
+        const kd_layer *l = &m->layers[i];
+        if (l->ops != &kd_layer_conv2d || g->unit[i] != 1 || g->unit[i + 1] != 1 ||
+            l[1].ops != &kd_layer_batchnorm || !chained(m, i + 1))
+            continue;
+        const int act = i + 2 < m->n_layers && g->unit[i + 2] == 1 && chained(m, i + 2) &&
+                        (l[2].ops == &kd_layer_relu || l[2].ops == &kd_layer_relu6);
+        g->unit[i] = (unsigned char)(KD_UNIT_CONV_BN | (act ? 3 : 2));
+    }
 }
 
 kd_status kd_graph_init(kd_model *m, kd_err *err) {

@@ -21,7 +21,9 @@ struct kd_graph {
     unsigned char *in_place;  /* (n_layers) a training model gives the layer its input's buffer */
     unsigned char *unit;      /* (n_layers) layers run as one unit from here: 1, 3 (a fused
                                * group), 4 (a convolution and the group after it; the group's
-                               * own entry still says 3) */
+                               * own entry still says 3), or, in an inference-only model,
+                               * KD_UNIT_CONV_BN | 2 or 3 (a convolution, its batch norm and
+                               * the relu or relu6 after it) */
     size_t n_xs;              /* the sum of the layers' n_in */
     const float **xs;         /* (n_xs) merges' input pointers, by layer (no malloc per step) */
     size_t *xs_at;            /* (n_layers) each layer's first entry in xs */
@@ -65,6 +67,15 @@ void kd_graph_free(kd_graph *g);
 int kd_graph_describe(const kd_model *m, size_t i, cJSON *obj);
 /* The value id of layer i's k-th input's producer, as text for messages ("input", a name, "3"). */
 const char *kd_graph_value_label(const kd_model *m, size_t v, char *buf, size_t cap);
+
+/* The flag of a convolution's unit whose batch norm (and activation) each sample passes through
+ * while it is in cache (inference only: batchnorm.c, kd_conv_bn_act_forward); the low bits give
+ * the unit's length. The unit writes only its output's buffer: the convolution's output goes there
+ * and batch norm and the activation work on it in place. */
+#define KD_UNIT_CONV_BN 0x40
+static inline size_t kd_unit_len(const kd_graph *g, size_t i) {
+    return g->unit[i] & (KD_UNIT_CONV_BN - 1);
+}
 
 /* Per-sample floats of value v. */
 static inline size_t kd_value_numel(const kd_model *m, size_t v) {

@@ -185,6 +185,12 @@ static inline float kd_float_if(uint32_t cond, float v) {
     return v;
 }
 
+/* relu and relu6 of one value, the comparisons in this order so a NaN passes through, as in
+ * PyTorch (and the trainer's finite checks see it): the activations' own kernels and the fused
+ * units that apply them (batchnorm.c) use these. */
+static inline float kd_relu(float v) { return v < 0.0f ? 0.0f : v; }
+static inline float kd_relu6(float v) { return v < 0.0f ? 0.0f : v > 6.0f ? 6.0f : v; }
+
 /* Elementwise loop over i in [0, n) that GCC vectorises at -O2: its default "very cheap" cost
  * model only vectorises loops whose trip count is a known multiple of the vector width, so the
  * body runs in fixed blocks of 8 and then a scalar tail. Use restrict-qualified pointers in the

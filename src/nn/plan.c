@@ -86,7 +86,7 @@ static size_t plan_pool(const kd_model *m, int *pool_of) {
     if (!refs) return SIZE_MAX;
     for (size_t v = 0; v <= n; v++) pool_of[v] = -1;
     for (size_t i = 0, u; i < n; i += u) {
-        u = g->unit[i];
+        u = kd_unit_len(g, i);
         const size_t j = i + u - 1;  /* the unit's last layer */
         const kd_layer *l = &m->layers[i];
         if (u == 4 && (pool_of[i + 1] = free_buffer(refs, &n_pool)) >= 0) refs[pool_of[i + 1]]++;
