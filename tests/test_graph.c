@@ -267,3 +267,26 @@ KD_TEST(graph_dead_branch_gets_no_gradient) {
     kd_model_free(&a);
     kd_model_free(&b);
 }
+
+/* Backward's gradient slots are each as wide as the widest value whose gradient they hold, by
+ * the walk from the logits (hand-traced): the add hands its gradient's slot 0 to its branch
+ * [8], the skip "a" [8] takes slot 1, the branch's [32] values slots 2 and 0, and the skip's
+ * second gradient goes through the scratch [8]. The model's gradients still match finite
+ * differences in slots that narrow (and stay within them under ASan). */
+KD_TEST(graph_gradient_slots_are_as_wide_as_their_values) {
+    static const char *json =
+        "[{\"type\":\"dense\",\"units\":8,\"name\":\"a\"},{\"type\":\"dense\",\"units\":32},"
+        "{\"type\":\"relu\"},{\"type\":\"dense\",\"units\":8},{\"type\":\"add\",\"from\":[3,\"a\"]},"
+        "{\"type\":\"dense\",\"units\":3}]";
+    const kd_shape in = {1, {5}};
+    kd_model m;
+    if (build(&m, &in, json, 1, 4)) return;
+    size_t *need = NULL;
+    const size_t n = kd_graph_backward_slots(&m, &need);
+    CHECK_EQ_INT((int)n, 4);
+    const size_t want[4] = {32, 8, 32, 8};
+    for (size_t s = 0; need && s < 4 && s < n; s++) CHECK_EQ_INT((int)need[s], (int)want[s]);
+    free(need);
+    kd_model_free(&m);
+    CHECK_EQ_INT(kd_gradcheck(&in, json, 4, 12, 1, GC_TOL), 0);
+}

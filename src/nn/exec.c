@@ -204,6 +204,8 @@ typedef struct {
     int *gslot;                /* (n_values) */
     unsigned char *busy;       /* (cap) */
     size_t cap, used;          /* slots available / the most taken at once, scratch excluded */
+    size_t *need;              /* (cap + 1) dry walk: the most floats per sample each slot
+                                * holds, the scratch's last; NULL otherwise */
 } bwalk;
 
 static int take_slot(bwalk *w) {
@@ -213,6 +215,14 @@ static int take_slot(bwalk *w) {
     w->busy[s] = 1;
     if (s + 1 > w->used) w->used = s + 1;
     return (int)s;
+}
+
+/* Slot s (or GSLOT_CALLER) now holds value v's gradient. */
+static int hold(bwalk *w, size_t v, int s) {
+    w->gslot[v] = s;
+    const size_t n = kd_value_numel(w->m, v);
+    if (w->need && s >= 0 && n > w->need[s]) w->need[s] = n;
+    return s;
 }
 
 static void release(bwalk *w, int s) {
@@ -250,14 +260,14 @@ static int complete_grad(bwalk *w, size_t v) {
     kd_graph *g = w->m->graph;
     int s = w->gslot[v];
     if (!g->obs_grad || !g->obs_grad[v]) return s;
-    if (s == GSLOT_NONE) return w->gslot[v] = GSLOT_CALLER;
+    if (s == GSLOT_NONE) return hold(w, v, GSLOT_CALLER);
     if (s == GSLOT_CALLER) {  /* the logits, observed: dlogits + the caller's, in a slot */
         int t = take_slot(w);
         if (!w->dry) {
             memcpy(g->slot[t], w->dlogits, w->B * kd_value_numel(w->m, v) * sizeof(float));
             add_into(g->slot[t], g->obs_grad[v], w->B * kd_value_numel(w->m, v));
         }
-        return w->gslot[v] = t;
+        return hold(w, v, t);
     }
     if (!w->dry) add_into(g->slot[s], g->obs_grad[v], w->B * kd_value_numel(w->m, v));
     return s;
@@ -275,11 +285,11 @@ static void merge_backward(bwalk *w, size_t i, int dys, size_t first) {
         if (!wants_grad(w, u, first)) continue;
         const int fresh = w->gslot[u] == GSLOT_NONE;
         if (fresh && l->ops->grad_is_dy && !handed && dys >= 0) {
-            w->gslot[u] = dys;  /* dy is no longer needed after this layer: no copy */
+            hold(w, u, dys);  /* dy is no longer needed after this layer: no copy */
             handed = 1;
             continue;
         }
-        if (fresh) w->gslot[u] = u == 0 ? GSLOT_CALLER : take_slot(w);
+        if (fresh) hold(w, u, u == 0 ? GSLOT_CALLER : take_slot(w));
         if (!w->dry) l->ops->backward_merge(l, k, dy, grad_of(w, u), !fresh, w->B, w->ctx);
     }
     if (!handed) release(w, dys);
@@ -294,17 +304,18 @@ static void unit_backward(bwalk *w, size_t i, size_t j, int dys, size_t first) {
     const size_t u = l->src[0];
     const int need_in = wants_grad(w, u, first);
     if (need_in && u > 0 && w->gslot[u] == GSLOT_NONE && l->ops->view && dys >= 0) {
-        w->gslot[u] = dys;  /* dx is dy, value for value */
+        hold(w, u, dys);  /* dx is dy, value for value */
         return;
     }
     float *dx = NULL;
     int accumulate = 0;
     if (need_in && w->gslot[u] == GSLOT_NONE) {
-        w->gslot[u] = u == 0 ? GSLOT_CALLER : take_slot(w);
+        hold(w, u, u == 0 ? GSLOT_CALLER : take_slot(w));
         dx = w->dry ? NULL : grad_of(w, u);
     } else if (need_in) {
         accumulate = 1;
         dx = w->dry ? NULL : g->slot[g->n_slots - 1];
+        if (w->need && kd_value_numel(m, u) > w->need[w->cap]) w->need[w->cap] = kd_value_numel(m, u);
     }
     if (!w->dry) {
         const float *x = u ? g->val[u] : w->x;
@@ -333,16 +344,41 @@ static void backward_walk(bwalk *w) {
     }
 }
 
-size_t kd_graph_backward_slots(kd_model *m) {
+/* A dry walk from dlogits, with the input's gradient asked for or not (the two walks backward
+ * takes), each slot's need merged into need (n_values + 3 entries, the scratch's last).
+ * Returns the slots taken at once, or SIZE_MAX when out of memory. */
+static size_t dry_walk(kd_model *m, int with_dinput, size_t *need) {
     const size_t nv = m->graph->n_values;
     int *gslot = malloc(nv * sizeof *gslot);
     unsigned char *busy = calloc(nv + 2, 1);
-    float dummy;  /* as if the input's gradient were asked for: the walk through every layer */
-    bwalk w = {m, NULL, NULL, &dummy, 0, NULL, 1, gslot, busy, nv + 2, 0};
-    if (gslot && busy) backward_walk(&w);
+    size_t *walk_need = calloc(nv + 3, sizeof *walk_need);
+    float dummy;
+    bwalk w = {m, NULL, NULL, with_dinput ? &dummy : NULL, 0, NULL, 1, gslot, busy, nv + 2, 0,
+               walk_need};
+    const int ok = gslot && busy && walk_need;
+    if (ok) backward_walk(&w);
+    for (size_t s = 0; ok && s < nv + 3; s++)
+        if (walk_need[s] > need[s]) need[s] = walk_need[s];
     free(gslot);
     free(busy);
-    return w.used + 1;  /* and the scratch for added gradients */
+    free(walk_need);
+    return ok ? w.used : SIZE_MAX;
+}
+
+size_t kd_graph_backward_slots(kd_model *m, size_t **need_out) {
+    const size_t nv = m->graph->n_values;
+    size_t *need = calloc(nv + 3, sizeof *need);
+    *need_out = NULL;
+    if (!need) return 0;
+    const size_t a = dry_walk(m, 1, need), b = dry_walk(m, 0, need);
+    if (a == SIZE_MAX || b == SIZE_MAX) {
+        free(need);
+        return 0;
+    }
+    const size_t used = a > b ? a : b;
+    need[used] = need[nv + 2];  /* the scratch for added gradients, after the slots */
+    *need_out = need;
+    return used + 1;
 }
 
 void kd_model_backward_to(kd_model *m, const float *x, const float *dlogits, float *dinput,
@@ -353,7 +389,7 @@ void kd_model_backward_to(kd_model *m, const float *x, const float *dlogits, flo
     if (!ctx) ctx = &eval_ctx;
     ctx->workspace = m->workspace;
     memset(g->slot_busy, 0, g->n_slots);
-    bwalk w = {m, x, dlogits, dinput, B, ctx, 0, g->gslot, g->slot_busy, g->n_slots - 1, 0};
+    bwalk w = {m, x, dlogits, dinput, B, ctx, 0, g->gslot, g->slot_busy, g->n_slots - 1, 0, NULL};
     backward_walk(&w);
 }
 

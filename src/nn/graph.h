@@ -85,7 +85,9 @@ static inline size_t kd_value_numel(const kd_model *m, size_t v) {
 /* Whether a training model's layer i writes its output over its input's buffer. */
 static inline int kd_runs_in_place(const kd_model *m, size_t i) { return m->graph->in_place[i]; }
 
-/* Gradient slots backward needs for this model (its walk, dry; exec.c). */
-size_t kd_graph_backward_slots(kd_model *m);
+/* Gradient slots backward needs for this model (its walks, dry; exec.c), and in *need (malloc'd,
+ * the caller frees) the floats per sample each holds at most; 0 and NULL when out of memory.
+ * The last slot is the scratch for gradients added into a value's. */
+size_t kd_graph_backward_slots(kd_model *m, size_t **need);
 
 #endif

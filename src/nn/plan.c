@@ -184,16 +184,19 @@ static int alloc_observed(kd_model *m, size_t B) {
     return 0;
 }
 
-/* Backward's gradient slots, (B, max numel) each. */
-static int alloc_slots(kd_model *m, size_t B, size_t max_numel) {
+/* Backward's gradient slots, each (B, the widest value whose gradient it holds). */
+static int alloc_slots(kd_model *m, size_t B) {
     kd_graph *g = m->graph;
+    size_t *need = NULL, n;
     if (!(g->gslot = malloc(g->n_values * sizeof *g->gslot))) return -1;
-    g->n_slots = kd_graph_backward_slots(m);
-    g->slot = calloc(g->n_slots, sizeof *g->slot);
+    g->n_slots = kd_graph_backward_slots(m, &need);
+    g->slot = calloc(g->n_slots ? g->n_slots : 1, sizeof *g->slot);
     g->slot_busy = calloc(g->n_slots ? g->n_slots : 1, 1);
-    if (!g->slot || !g->slot_busy) return -1;
-    for (size_t s = 0; s < g->n_slots; s++)
-        if (!(g->slot[s] = kd_alloc_floats(max_numel * B))) return -1;
+    int bad = !need || !g->slot || !g->slot_busy;
+    for (size_t s = 0; s < g->n_slots && !bad; s++)
+        bad = kd_mul_size(need[s] ? need[s] : 1, B, &n) || !(g->slot[s] = kd_alloc_floats(n));
+    free(need);
+    if (bad) return -1;
     m->grad_a = g->n_slots > 0 ? g->slot[0] : NULL;
     m->grad_b = g->n_slots > 1 ? g->slot[1] : NULL;
     return 0;
@@ -254,7 +257,7 @@ kd_status kd_model_reserve(kd_model *m, size_t B, kd_err *err) {
     }
     if (!m->acts || !g->val || !pool || !m->act_mem || !m->cache_mem || !m->workspace ||
         (p.n_rep > 1 && (!g->rep_val || !g->rep_xs)) ||
-        alloc_observed(m, B) || (m->grads && alloc_slots(m, B, p.max_numel))) {
+        alloc_observed(m, B) || (m->grads && alloc_slots(m, B))) {
         free(pool);
         kd_model_free_batch(m);
         return kd_err_set(err, KD_EIO, "out of memory reserving activations for batch size %zu", B);
