@@ -17,12 +17,16 @@
 #   bash configs/experiments.sh losses  # issue 27: the small CNN and the small ResNet student, each
 #                                       # from its teacher: scratch, KL, DKD, KL + hint, KL + AT,
 #                                       # a small grid per arm chosen on validation
+#   bash configs/experiments.sh ptq     # issue 28: post-training qint8 of the compact, small CNN
+#                                       # and small ResNet students from scratch (SEEDS), float
+#                                       # against integer test accuracy
 #   bash configs/experiments.sh onnx-teacher  # issue 26: the compact and the small CNN student
 #                                       # distilled from the small ResNet teacher's .onnx export
 #                                       # (through the cache) against the same from scratch
 # Environment: DISTILL (binary, default ./distill), RUNS (default runs/exp), SEEDS ("1 2 3"),
 #              EPOCHS (ensemble suite, 100), THREADS (ensemble suite's students, 1; onnx-teacher
-#              suite's every run, 1), TEACHER_EPOCHS (onnx-teacher suite's teacher, 1).
+#              suite's every run, 1), TEACHER_EPOCHS (onnx-teacher suite's teacher, 1),
+#              STUDENTS (ptq suite's configs, default all three).
 # A run is redone only when its log has no summary line; --overwrite then moves the folder of
 # the unfinished attempt to DIR.N (distill never writes over a run folder).
 set -euo pipefail
@@ -38,8 +42,8 @@ cnn) teacher=fmnist-cnn-teacher
      pairs="fmnist-cnn-compact:fmnist-cnn-compact-scratch fmnist-cnn-small:fmnist-cnn-small-scratch" ;;
 cnn-aug) teacher=fmnist-cnn-teacher  # pair fields: kd:scratch:epochs:shift:flip
      pairs="fmnist-cnn-compact:fmnist-cnn-compact-scratch:30:2:true fmnist-cnn-small:fmnist-cnn-small-scratch:24:2:false" ;;
-ensemble|cache|losses|onnx-teacher) ;;
-*) echo "usage: experiments.sh mlp|cnn|cnn-aug|ensemble|cache|losses|onnx-teacher" >&2; exit 2 ;;
+ensemble|cache|losses|onnx-teacher|ptq) ;;
+*) echo "usage: experiments.sh mlp|cnn|cnn-aug|ensemble|cache|losses|onnx-teacher|ptq" >&2; exit 2 ;;
 esac
 mkdir -p "$RUNS"
 summary_field() { grep '^summary:' "$1" | grep -o " $2 [0-9.]*" | head -1 | cut -d' ' -f3; }
@@ -289,6 +293,37 @@ onnx_teacher_suite() {
         done
     done
 }
+# Issue 28: post-training quantization. Each student is trained from scratch per seed (its
+# config with teacher and distill removed: the losses suite's scratch arm, whose runs either
+# suite reuses), exported as qint8 with activation ranges from the first 1,000 training samples
+# (`distill export --dtype qint8 --calibrate 1000`), and both files are evaluated on the test
+# split by `distill eval`: float and integer top-1 and their difference per seed; then the
+# first seed's per-op scales and clamps (`distill info`), which bound the loss.
+ptq_suite() {
+    local student seed out json f q fl ql dl
+    for student in ${STUDENTS:-fmnist-compact fmnist-cnn-small fmnist-resnet-student}; do
+        fl="" ql="" dl=""
+        for seed in $SEEDS; do
+            out="$RUNS/losses-$student-scratch-s$seed"
+            if [ ! -r "$out.log" ] || ! grep -q '^summary:' "$out.log"; then
+                "$DISTILL" train --overwrite --config "configs/$student.json" --seed "$seed" \
+                    --out "$out" --quiet --set teacher=null --set distill=null > "$out.log"
+            fi
+            "$DISTILL" export "$out/best.safetensors" "$out/best-qint8.safetensors" --dtype qint8 \
+                --calibrate 1000 --config "configs/$student.json" > /dev/null
+            json=$("$DISTILL" eval --config "configs/$student.json" --json \
+                "$out/best.safetensors" "$out/best-qint8.safetensors")
+            f=$(grep -o '"top1":[[:space:]]*[0-9.]*' <<< "$json" | sed -n 1p | grep -o '[0-9.]*$')
+            q=$(grep -o '"top1":[[:space:]]*[0-9.]*' <<< "$json" | sed -n 2p | grep -o '[0-9.]*$')
+            fl="$fl $f" ql="$ql $q" dl="$dl $(awk -v a="$q" -v b="$f" 'BEGIN { print a - b }')"
+        done
+        echo "$student-f32$fl" | mean_sd
+        echo "$student-qint8$ql" | mean_sd
+        echo "$student-qint8-minus-f32$dl" | mean_sd
+        "$DISTILL" info "$RUNS/losses-$student-scratch-s${SEEDS%% *}/best-qint8.safetensors"
+    done
+}
+if [ "$suite" = ptq ]; then ptq_suite; exit 0; fi
 if [ "$suite" = onnx-teacher ]; then onnx_teacher_suite; exit 0; fi
 if [ "$suite" = losses ]; then losses_suite; exit 0; fi
 if [ "$suite" = ensemble ]; then ensemble_suite; exit 0; fi
