@@ -6,7 +6,6 @@
  * model; the affine layer's gradients. */
 #include <cJSON.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -699,16 +698,8 @@ cleanup:
 #define E2E_OUT 65536
 static char g_out[E2E_OUT];
 
-static int run_distill(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int run_distill(const char *fmt, ...) {
-    char args[4096], cmd[8192];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(args, sizeof args, fmt, ap);
-    va_end(ap);
-    snprintf(cmd, sizeof cmd, "%s %s", kd_test_distill(), args);
-    return kd_test_run(cmd, g_out, sizeof g_out);
-}
+/* `distill ARGS`; output in g_out; the exit status. */
+#define run_distill(...) kd_test_distillf(g_out, sizeof g_out, "", __VA_ARGS__)
 
 /* A teacher trained by distill, exported to ONNX: `info` describes the file, `eval` gives the
  * checkpoint's accuracy for it, and a student distilled from it (online) ends with the same
