@@ -69,6 +69,9 @@ const char *kd_test_tmpdir(void);
 /* Runs a shell command, capturing stdout+stderr (truncated to cap) into out; returns the exit
  * status (or -1 if it could not run / 128+signal if killed). */
 int kd_test_run(const char *cmd, char *out, size_t cap);
+/* Runs a shell command; a failure is reported with its exit status and output. 1 if it
+ * exited 0. */
+int kd_test_run_ok(const char *cmd);
 /* Path of the distill binary under test (env KD_DISTILL, default ./distill). */
 const char *kd_test_distill(void);
 /* Runs `ENV DISTILL ARGS` (env: variable assignments or ""; ARGS printf-formatted) like

@@ -118,6 +118,13 @@ int kd_test_run(const char *cmd, char *out, size_t cap) {
     return -1;
 }
 
+int kd_test_run_ok(const char *cmd) {
+    static char out[1 << 16];
+    int rc = kd_test_run(cmd, out, sizeof out);
+    if (rc != 0) kd_test_fail(__FILE__, __LINE__, "exit %d: %s\n%s", rc, cmd, out);
+    return rc == 0;
+}
+
 const char *kd_test_distill(void) {
     const char *p = getenv("KD_DISTILL");
     return p && *p ? p : "./distill";
