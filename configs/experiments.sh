@@ -195,7 +195,9 @@ losses_suite() {
             "$DISTILL" train --overwrite --config "configs/$teacher.json" --out "$RUNS/$teacher" \
                 --quiet > "$RUNS/$teacher.log"
         fi
-        local tset="teacher.checkpoint=$(cd "$RUNS/$teacher" && pwd)/best.safetensors"
+        local tdir tset
+        tdir=$(cd "$RUNS/$teacher" && pwd)  # apart from local, so that a failed cd stops the run
+        tset="teacher.checkpoint=$tdir/best.safetensors"
         run() {  # $1 arm name, $2 seed, rest: more train arguments
             local out="$RUNS/losses-$student-$1-s$2" seed=$2; shift 2
             if [ ! -r "$out.log" ] || ! grep -q '^summary:' "$out.log"; then

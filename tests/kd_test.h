@@ -69,8 +69,22 @@ const char *kd_test_tmpdir(void);
 /* Runs a shell command, capturing stdout+stderr (truncated to cap) into out; returns the exit
  * status (or -1 if it could not run / 128+signal if killed). */
 int kd_test_run(const char *cmd, char *out, size_t cap);
+/* Runs a shell command; a failure is reported with its exit status and output. 1 if it
+ * exited 0. */
+int kd_test_run_ok(const char *cmd);
 /* Path of the distill binary under test (env KD_DISTILL, default ./distill). */
 const char *kd_test_distill(void);
+/* Runs `ENV DISTILL ARGS` (env: variable assignments or ""; ARGS printf-formatted) like
+ * kd_test_run, its output into out; returns the exit status. A file wraps it once, e.g.
+ *   #define train(...) kd_test_distillf(g_out, sizeof g_out, "", "train " __VA_ARGS__) */
+int kd_test_distillf(char *out, size_t cap, const char *env, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* 1 if Fashion-MNIST's training images (Debian package dataset-fashion-mnist) and
+ * configs/tiny.json are there; otherwise marks the case skipped and returns 0. */
+int kd_test_have_tiny(void);
+/* A tool the case needs is missing: skips it with the reason, or fails it when CI=true (CI
+ * must run it). Returns 0. */
+int kd_test_missing(const char *what);
 /* 1 if python3 can be run (the reference scripts need it). */
 int kd_test_have_python(void);
 /* Parses the numbers that follow `prefix` on the k-th line (0-based) of out that starts with

@@ -6,7 +6,6 @@
  * not fit, no labels), augmented views with an exact resume, top-k and f16. */
 #include <cJSON.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,30 +18,13 @@
 #include "kd_safetensors.h"
 #include "kd_test.h"
 
-#define FMNIST "/usr/share/datasets/fashion-mnist"
 #define TINY "configs/tiny.json"
 #define OUT_CAP 65536
 
 static char g_out[OUT_CAP];
 
-static int have_data(void) {
-    if (access(FMNIST "/train-images-idx3-ubyte.gz", R_OK) == 0 && access(TINY, R_OK) == 0)
-        return 1;
-    kd_test_skip("%s or %s is absent", FMNIST, TINY);
-    return 0;
-}
-
-/* Runs `distill ARGS`; output in g_out; returns the exit status. */
-static int distill(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int distill(const char *fmt, ...) {
-    char args[6000], cmd[8192];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(args, sizeof args, fmt, ap);
-    va_end(ap);
-    snprintf(cmd, sizeof cmd, "%s %s", kd_test_distill(), args);
-    return kd_test_run(cmd, g_out, sizeof g_out);
-}
+/* `distill ARGS`; output in g_out; the exit status. */
+#define distill(...) kd_test_distillf(g_out, sizeof g_out, "", __VA_ARGS__)
 
 #define MLP(units)                                                                         \
     "'model.layers=[{\"type\":\"flatten\"},{\"type\":\"dense\",\"units\":" #units "},"       \
@@ -60,7 +42,7 @@ static int make_teacher(const char *dir, const char *name, int seed, const char 
                     "\"cache\": {\"path\": \"%s/c.kdc\"}}' "
 
 KD_TEST(cache_build_matches_teacher_and_trains_like_online) {
-    if (!have_data()) return;
+    if (!kd_test_have_tiny()) return;
     const char *d = kd_test_tmpdir();
     CHECK_EQ_INT(make_teacher(d, "t1", 1, MLP(256)), 0);
     CHECK_EQ_INT(distill("logits --config " TINY " " IMAGES ONE_TEACHER, d, d), 0);
@@ -124,7 +106,7 @@ KD_TEST(cache_build_matches_teacher_and_trains_like_online) {
 }
 
 KD_TEST(cache_refusals_name_the_field_and_the_rebuild_command) {
-    if (!have_data()) return;
+    if (!kd_test_have_tiny()) return;
     const char *d = kd_test_tmpdir();
     char p[1024], q[1024];
     CHECK_EQ_INT(make_teacher(d, "t1", 1, MLP(128)), 0);
@@ -197,7 +179,7 @@ KD_TEST(cache_refusals_name_the_field_and_the_rebuild_command) {
     "{\"checkpoint\":\"%s/t2/best.safetensors\", \"weight\": 2}]%s}' "
 
 KD_TEST(ensemble_online_cached_and_without_labels) {
-    if (!have_data()) return;
+    if (!kd_test_have_tiny()) return;
     const char *d = kd_test_tmpdir();
     CHECK_EQ_INT(make_teacher(d, "t1", 1, MLP(128)), 0);
     CHECK_EQ_INT(make_teacher(d, "t2", 2, MLP(96)), 0);
@@ -260,7 +242,7 @@ KD_TEST(ensemble_online_cached_and_without_labels) {
               "\"%s/t1/best.safetensors\", \"cache\": {\"path\": \"%s/v.kdc\", \"views\": %d}}' "
 
 KD_TEST(cache_views_resume_exactly_and_top_k) {
-    if (!have_data()) return;
+    if (!kd_test_have_tiny()) return;
     const char *d = kd_test_tmpdir();
     char a[1024], b[1024];
     CHECK_EQ_INT(make_teacher(d, "t1", 1, MLP(128)), 0);

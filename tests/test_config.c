@@ -195,6 +195,12 @@ static const bad_case bad_corpus[] = {
      "schedule.min_lr: not used by schedule \"step\" (only by \"cosine\")"},
     {BASE ", 'schedule': {'warmup_epochs': 1, 'warmup_steps': 3}}", NULL,
      "schedule.warmup_steps: give warmup_steps or warmup_epochs, not both"},
+    {BASE ", 'schedule': {'warmup_epochs': 0, 'warmup_steps': 3}}", NULL,
+     "schedule.warmup_steps: give warmup_steps or warmup_epochs, not both"},
+    {BASE ", 'schedule': {'warmup_epochs': -1}}", NULL,
+     "schedule.warmup_epochs: expected a number of epochs >= 0, got -1"},
+    {BASE ", 'schedule': {'name': 'step', 'step_epochs': 0}}", NULL,
+     "schedule.step_epochs: expected a number of epochs > 0, got 0"},
     {"{'data': {'train': {'path': 'folder'}}, " MODEL "}", NULL,
      "data.train.format: missing, and \"folder\" does not tell (give \"idx\", \"csv\" or \"images\")"},
     {"{'data': {'train': {'format': 'images'}}, " MODEL "}", NULL,
@@ -601,6 +607,35 @@ KD_TEST(config_resolved_json_round_trips) {
         kd_config_free(&c1);
         kd_config_free(&c2);
     }
+}
+
+/* schedule.warmup_epochs 0 means no warm-up, like warmup_steps 0: accepted, no warm-up steps,
+ * and the resolved config (where it reads warmup_steps: 0) gives the same schedule. */
+KD_TEST(config_warmup_epochs_zero_means_no_warmup) {
+    const char *text = "{\"data\": {\"train\": {\"format\": \"idx\", \"path\": \"x\"}},"
+                       " \"model\": {\"layers\": [{\"type\": \"dense\", \"units\": 10}]},"
+                       " \"schedule\": {\"name\": \"cosine\", \"warmup_epochs\": 0}}";
+    kd_config c = {0}, again = {0};
+    kd_err err;
+    CHECK_EQ_INT(kd_config_parse(&c, text, strlen(text), NULL, "/base", NULL, 0, &err), KD_OK);
+    if (kd_test_failed_now()) {
+        kd_test_fail(__FILE__, __LINE__, "%s", err.msg);
+        return;
+    }
+    kd_sched_cfg s = kd_config_sched(&c, 30);
+    CHECK_EQ_INT(s.warmup_steps, 0);
+    CHECK_EQ_INT(s.kind, KD_SCHED_COSINE);
+    CHECK_EQ_INT(s.total_steps, 300);
+    /* The first step runs at the full rate: no ramp from lr / warmup. */
+    CHECK_CLOSE(kd_sched_lr(&s, 0), c.sched.base_lr, 1e-9, 1e-6);
+    char *json = kd_config_to_json(&c);
+    CHECK(json != NULL);
+    CHECK_CONTAINS(json, "\"warmup_steps\":\t0,");
+    CHECK_EQ_INT(kd_config_parse(&again, json, strlen(json), NULL, "/base", NULL, 0, &err), KD_OK);
+    CHECK_EQ_INT(kd_config_sched(&again, 30).warmup_steps, 0);
+    free(json);
+    kd_config_free(&c);
+    kd_config_free(&again);
 }
 
 KD_TEST(config_parse_from_text) {

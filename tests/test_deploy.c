@@ -10,51 +10,13 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "export_fixture.h"
 #include "kd_checkpoint.h"
 #include "kd_eval.h"
 #include "kd_test.h"
 #include "../src/nn/layer_impl.h"
 
-#define FMNIST_DIR "/usr/share/datasets/fashion-mnist"
-#define TEST_IMAGES FMNIST_DIR "/t10k-images-idx3-ubyte.gz"
-#define TEST_LABELS FMNIST_DIR "/t10k-labels-idx1-ubyte.gz"
-#define ORT_VERSION "1.30.0"
 #define TOL 1e-4  /* absolute and relative, as the issue asks */
-
-/* A tool the test needs is missing: skip with the reason, or fail in CI, which must run it. */
-static int missing(const char *what) {
-    const char *ci = getenv("CI");
-    if (ci && !strcmp(ci, "true")) {
-        kd_test_fail(__FILE__, __LINE__, "%s (CI=true: this test must run)", what);
-        return 1;
-    }
-    kd_test_skip("%s", what);
-    return 1;
-}
-
-/* The onnxruntime-node module folder, or NULL when it is not installed. */
-static const char *ort_module(void) {
-    static char path[1024];
-    char marker[1100];
-    const char *dir = getenv("KD_ORT_DIR"), *home = getenv("HOME");
-    if (dir && *dir) snprintf(path, sizeof path, "%s", dir);
-    else snprintf(path, sizeof path, "%s/.cache/distill-ort/" ORT_VERSION, home ? home : "");
-    snprintf(marker, sizeof marker, "test -f '%s/.complete' && command -v node", path);
-    if (kd_test_run(marker, NULL, 0) != 0) return NULL;
-    strcat(path, "/node_modules/onnxruntime-node");
-    return path;
-}
-
-/* Everything the export tests need, or a skip / failure that says what is missing. */
-static int have_tools(int want_ort) {
-    if (kd_test_run("test -r " TEST_IMAGES, NULL, 0) != 0)
-        return !missing(FMNIST_DIR " not installed (Debian package dataset-fashion-mnist)");
-    if (kd_test_run("/usr/bin/python3 -c 'import onnx'", NULL, 0) != 0)
-        return !missing("/usr/bin/python3 cannot import onnx (Debian package python3-onnx)");
-    if (want_ort && !ort_module())
-        return !missing("ONNX Runtime not installed: run bash tests/export/ort_install.sh");
-    return 1;
-}
 
 /* A seeded model saved as a checkpoint with Fashion-MNIST's classes and preprocessing; the
  * batch-norm running statistics get values other than 0 / 1 so that folding them matters. */
@@ -98,7 +60,7 @@ static float *distill_logits(const char *path, size_t n, size_t *classes) {
     kd_err err = {0};
     int has_pp = 0;
     float *z = NULL;
-    kd_status st = kd_eval_data_from_idx(&d, TEST_IMAGES, TEST_LABELS, &err);
+    kd_status st = kd_eval_data_from_idx(&d, KD_TEST_T10K_IMAGES, KD_TEST_T10K_LABELS, &err);
     if (!st) st = kd_ckpt_load(path, NULL, 0, 0, &m, &pp, &has_pp, NULL, NULL, &err);
     if (!st) st = kd_eval_data_open(&d, &pp, &ds, &err);
     if (!st && !(z = malloc(n * m.n_classes * sizeof *z))) st = KD_EIO;
@@ -114,29 +76,6 @@ static float *distill_logits(const char *path, size_t n, size_t *classes) {
     kd_dataset_close(ds);
     kd_eval_data_free(&d);
     return z;
-}
-
-/* n floats from a file of exactly that size; malloc'd, NULL (after a failure) otherwise. */
-static float *read_floats(const char *path, size_t n) {
-    FILE *f = fopen(path, "rb");
-    float *v = malloc(n * sizeof *v);
-    size_t got = f && v ? fread(v, sizeof *v, n, f) : 0;
-    int extra = f && fgetc(f) != EOF;
-    if (f) fclose(f);
-    if (got != n || extra) {
-        kd_test_fail(__FILE__, __LINE__, "%s: expected %zu floats", path, n);
-        free(v);
-        return NULL;
-    }
-    return v;
-}
-
-/* Runs a shell command; a failure prints its output. */
-static int run_ok(const char *cmd) {
-    char out[4096];
-    int rc = kd_test_run(cmd, out, sizeof out);
-    if (rc != 0) kd_test_fail(__FILE__, __LINE__, "exit %d: %s\n%s", rc, cmd, out);
-    return rc == 0;
 }
 
 /* Checks got against want (n rows of C logits): within TOL when close, and always the same
@@ -161,7 +100,7 @@ static float *onnx_logits(const char *dir, const char *path, const char *dtype, 
     snprintf(out, sizeof out, "%s/ort_%s.f32", dir, dtype);
     snprintf(cmd, sizeof cmd, "'%s' export '%s' '%s' --format onnx --dtype %s", kd_test_distill(),
              path, onnx, dtype);
-    if (!run_ok(cmd)) return NULL;
+    if (!kd_test_run_ok(cmd)) return NULL;
     snprintf(cmd, sizeof cmd, "/usr/bin/python3 tests/export/onnx_check.py '%s'", onnx);
     if (kd_test_run(cmd, check, sizeof check) != 0) {
         kd_test_fail(__FILE__, __LINE__, "onnx.checker rejects %s:\n%s", onnx, check);
@@ -174,11 +113,11 @@ static float *onnx_logits(const char *dir, const char *path, const char *dtype, 
     CHECK_CONTAINS(check, "meta classes [\"T-shirt/top\"");
     CHECK_CONTAINS(check, "meta preprocess {");
     CHECK_CONTAINS(check, "meta distill_version ");
-    snprintf(cmd, sizeof cmd, "KD_ORT_MODULE='%s' node tests/export/ort_run.js '%s' %s --n %zu "
-             "--shape %s --logits '%s'", ort_module(), onnx, TEST_IMAGES, n, shape, out);
-    if (!run_ok(cmd)) return NULL;
+    if (!kd_test_ort_run("'%s' %s --n %zu --shape %s --logits '%s'", onnx, KD_TEST_T10K_IMAGES, n,
+                         shape, out))
+        return NULL;
     (void)C;
-    return read_floats(out, n * C);
+    return kd_test_read_floats(out, n * C);
 }
 
 /* Exports path to a C header "m.h" (dtype), compiles the implementation alone with
@@ -196,19 +135,19 @@ static float *c_logits(const char *dir, const char *path, const char *dtype, siz
              "printf '#define M_IMPLEMENTATION\\n#include \"m.h\"\\n' > impl.c && "
              "%s%s -c impl.c -o impl.o && "
              "%s%s -I. -DMODEL=m -DMODEL_UPPER=M '-DMODEL_HEADER=\"m.h\"' '%s/tests/export/c_harness.c' "
-             "impl.o -lm -o harness && (test -f t10k.idx || gzip -dc " TEST_IMAGES " > t10k.idx) && "
+             "impl.o -lm -o harness && (test -f t10k.idx || gzip -dc " KD_TEST_T10K_IMAGES " > t10k.idx) && "
              "./harness t10k.idx %zu '%s'",
              dir, kd_test_distill(), path, dtype, cc, san, cc, san, repo, n, out);
-    if (!run_ok(cmd)) return NULL;
+    if (!kd_test_run_ok(cmd)) return NULL;
     /* Freestanding apart from <math.h>: no allocation and no stdio in the compiled header
      * (a sanitized object calls the sanitizer's runtime instead, so only the plain build). */
-    if (sanitize) return read_floats(out, n * C);
+    if (sanitize) return kd_test_read_floats(out, n * C);
     snprintf(cmd, sizeof cmd, "nm -u '%s/impl.o'", dir);
     if (kd_test_run(cmd, syms, sizeof syms) != 0) kd_test_fail(__FILE__, __LINE__, "nm failed");
     if (strstr(syms, "malloc") || strstr(syms, "free") || strstr(syms, "printf") ||
         strstr(syms, "alloc") || strstr(syms, "puts"))
         kd_test_fail(__FILE__, __LINE__, "the header needs: %s", syms);
-    return read_floats(out, n * C);
+    return kd_test_read_floats(out, n * C);
 }
 
 /* The whole check for one network: checkpoint and distill's logits, ONNX and C exports
@@ -217,7 +156,7 @@ static float *c_logits(const char *dir, const char *path, const char *dtype, siz
 static void check_network(const kd_shape *input, const char *layers, int flatten, const char *shape,
                           size_t n, int quantized, int sanitize) {
     static const char *const dtypes[] = {"int8", "f16"};
-    if (!have_tools(1)) return;
+    if (!kd_test_have_export_tools(1)) return;
     const char *dir = kd_test_tmpdir();
     char ck[1024], ckq[1024], cmd[4096], what[32];
     size_t C = 0, Cq = 0;
@@ -235,7 +174,7 @@ static void check_network(const kd_shape *input, const char *layers, int flatten
         snprintf(ckq, sizeof ckq, "%s/model_%s.safetensors", dir, dtypes[k]);
         snprintf(cmd, sizeof cmd, "'%s' export '%s' '%s' --dtype %s", kd_test_distill(), ck, ckq,
                  dtypes[k]);
-        if (!run_ok(cmd) || !(refq = distill_logits(ckq, n, &Cq))) break;
+        if (!kd_test_run_ok(cmd) || !(refq = distill_logits(ckq, n, &Cq))) break;
         /* The same weights run three ways: distill on the decoded values, ONNX Runtime through
          * DequantizeLinear / Cast, the C header with its per-row scale after the sum. */
         snprintf(what, sizeof what, "onnx %s", dtypes[k]);
@@ -351,7 +290,7 @@ KD_TEST(deploy_grouped_depthwise_relu6_hardswish_onnx_and_c_match_distill) {
 /* What the files hold and every way the command line can be wrong: each refused with exit 2
  * (usage) / 3 (input) / 1 (I/O), a message naming the problem, and no output file. */
 KD_TEST(deploy_files_and_cli_errors) {
-    if (!have_tools(0)) return;
+    if (!kd_test_have_export_tools(0)) return;
     const char *dir = kd_test_tmpdir();
     const kd_shape in = {1, {784}};
     char ck[1024], cmd[4096], out[8192], path[1024];

@@ -10,15 +10,6 @@
 
 #include "kd_test.h"
 
-/* A tool the test needs is missing: skip with the reason, or fail in CI, which must run it. */
-static void missing(const char *what) {
-    const char *ci = getenv("CI");
-    if (ci && !strcmp(ci, "true"))
-        kd_test_fail(__FILE__, __LINE__, "%s (CI=true: this test must run)", what);
-    else
-        kd_test_skip("%s", what);
-}
-
 /* Counts the lines of out that start with prefix. */
 static int count_lines(const char *out, const char *prefix) {
     int n = 0;
@@ -30,7 +21,7 @@ static int count_lines(const char *out, const char *prefix) {
 
 KD_TEST(docs_name_only_what_exists) {
     if (!kd_test_have_python()) {
-        missing("python3 not available");
+        kd_test_missing("python3 not available");
         return;
     }
     static char out[1 << 16];
@@ -46,7 +37,7 @@ KD_TEST(docs_name_only_what_exists) {
  * use of each: every mistake is reported, with its line, and nothing else is. */
 KD_TEST(docs_check_finds_each_kind_of_mistake) {
     if (!kd_test_have_python()) {
-        missing("python3 not available");
+        kd_test_missing("python3 not available");
         return;
     }
     const char *dir = kd_test_tmpdir();
@@ -102,7 +93,7 @@ KD_TEST(docs_check_finds_each_kind_of_mistake) {
 
 KD_TEST(install_puts_three_files_that_work) {
     if (kd_test_run("command -v groff && command -v man && command -v col", NULL, 0) != 0) {
-        missing("groff or man not installed (groff-base, man-db: bash .ci/setup.sh)");
+        kd_test_missing("groff or man not installed (groff-base, man-db: bash .ci/setup.sh)");
         return;
     }
     static char out[1 << 16];

@@ -4,7 +4,6 @@
  * a run with an adapter that resumes to the bit, whose checkpoint keeps the adapter and whose
  * exports and evaluation drop it; and the config's refusals. */
 #include <math.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -251,29 +250,12 @@ KD_TEST(feature_train_setup_refuses_unknown_values_and_shapes) {
 
 /* ---- Runs from the command line ---- */
 
-#define FMNIST "/usr/share/datasets/fashion-mnist"
 #define TINY "configs/tiny.json"
 
 static char g_out[65536];
 
-static int have_data(void) {
-    if (access(FMNIST "/train-images-idx3-ubyte.gz", R_OK) == 0 && access(TINY, R_OK) == 0)
-        return 1;
-    kd_test_skip("%s or %s is absent", FMNIST, TINY);
-    return 0;
-}
-
-/* Runs `ENV distill ARGS` (env may be ""); output in g_out; returns the exit status. */
-static int distill(const char *env, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int distill(const char *env, const char *fmt, ...) {
-    char args[4096], cmd[8192];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(args, sizeof args, fmt, ap);
-    va_end(ap);
-    snprintf(cmd, sizeof cmd, "%s %s %s", env, kd_test_distill(), args);
-    return kd_test_run(cmd, g_out, sizeof g_out);
-}
+/* `ENV distill ARGS` (env may be ""); output in g_out; the exit status. */
+#define distill(...) kd_test_distillf(g_out, sizeof g_out, __VA_ARGS__)
 
 #define TEACHER_AT "--set 'teacher={\"checkpoint\":\"%s/teacher/best.safetensors\"}' "
 /* kl and ce as distill's defaults, and a hint from the student's hidden layer ([64]) to the
@@ -317,7 +299,7 @@ static int file_contains(const char *path, const char *s) {
 }
 
 KD_TEST(feature_train_hint_run_resumes_to_the_bit_and_exports_drop_adapters) {
-    if (!have_data()) return;
+    if (!kd_test_have_tiny()) return;
     const char *d = kd_test_tmpdir();
     CHECK_EQ_INT(distill("", "train --config " TINY " --out %s/teacher --epochs 1 --quiet --set "
                          "'model.layers=[{\"type\":\"dense\",\"units\":128},{\"type\":\"relu\"},"
@@ -382,7 +364,7 @@ KD_TEST(feature_train_hint_run_resumes_to_the_bit_and_exports_drop_adapters) {
 
 /* Refusals of the config itself (exit 2), before any teacher is read. */
 KD_TEST(feature_train_config_refuses_feature_losses_without_an_online_teacher) {
-    if (!have_data()) return;
+    if (!kd_test_have_tiny()) return;
     const char *d = kd_test_tmpdir();
     static const struct {
         const char *teacher, *loss, *msg;

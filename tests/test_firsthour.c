@@ -3,7 +3,6 @@
  * only with --verbose; --epochs 0 refused by its own range; "1 epoch"; a teacher whose class
  * names differ warned about; eval --set; no top-5 row for 5 classes or fewer; a folder of 32x32
  * RGB PNGs, given by path alone, trains as [3, 32, 32]. */
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -14,26 +13,11 @@
 #include "kd_test.h"
 
 #define TINY "configs/tiny.json"
-#define FMNIST_TRAIN "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"
 
 static char g_out[65536];
 
-static int have_data(void) {
-    if (access(FMNIST_TRAIN, R_OK) == 0 && access(TINY, R_OK) == 0) return 1;
-    kd_test_skip("%s or %s is absent", FMNIST_TRAIN, TINY);
-    return 0;
-}
-
-static int distill(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int distill(const char *fmt, ...) {
-    char args[4096], cmd[8192];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(args, sizeof args, fmt, ap);
-    va_end(ap);
-    snprintf(cmd, sizeof cmd, "%s %s", kd_test_distill(), args);
-    return kd_test_run(cmd, g_out, sizeof g_out);
-}
+/* `distill ARGS`; output in g_out; the exit status. */
+#define distill(...) kd_test_distillf(g_out, sizeof g_out, "", __VA_ARGS__)
 
 static size_t count(const char *s, const char *sub) {
     size_t n = 0;
@@ -42,7 +26,7 @@ static size_t count(const char *s, const char *sub) {
 }
 
 KD_TEST(firsthour_quiet_keeps_epoch_lines_and_verbose_prints_config) {
-    if (!have_data()) return;
+    if (!kd_test_have_tiny()) return;
     const char *dir = kd_test_tmpdir();
     CHECK_EQ_INT(distill("train --config " TINY " --out %s/q --epochs 2 --quiet", dir), 0);
     CHECK_EQ_INT(count(g_out, "epoch 1/2  loss"), 1);
@@ -68,7 +52,7 @@ KD_TEST(firsthour_quiet_keeps_epoch_lines_and_verbose_prints_config) {
 }
 
 KD_TEST(firsthour_teacher_class_names_warned_and_eval_set) {
-    if (!have_data()) return;
+    if (!kd_test_have_tiny()) return;
     const char *dir = kd_test_tmpdir();
     const char *names_a = "--set 'data.classes=[\"a\",\"b\",\"c\",\"d\",\"e\",\"f\",\"g\",\"h\","
                           "\"i\",\"j\"]'";
@@ -98,7 +82,7 @@ KD_TEST(firsthour_teacher_class_names_warned_and_eval_set) {
  * file is not there but is relative to the current folder, the message names both folders and
  * the path to write. */
 KD_TEST(firsthour_missing_teacher_names_the_folder_and_the_path_found) {
-    if (!have_data()) return;
+    if (!kd_test_have_tiny()) return;
     const char *dir = kd_test_tmpdir();
     char cwd[4096];
     CHECK(getcwd(cwd, sizeof cwd) != NULL);

@@ -3,38 +3,19 @@
  * weighted total), the epoch line, `distill plot --metric loss.dkd.tckd` and an unknown
  * metric's message, and a resume in mid-epoch that continues every term's sum exactly. */
 #include <math.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "../src/train/train_impl.h"
 #include "kd_test.h"
 #include "kd_train.h"
 
-#define FMNIST "/usr/share/datasets/fashion-mnist"
 #define TINY "configs/tiny.json"
 
 static char g_out[65536];
 
-static int have_data(void) {
-    if (access(FMNIST "/train-images-idx3-ubyte.gz", R_OK) == 0 && access(TINY, R_OK) == 0)
-        return 1;
-    kd_test_skip("%s or %s is absent", FMNIST, TINY);
-    return 0;
-}
-
-/* Runs `ENV distill train ARGS` (env may be ""); output in g_out; returns the exit status. */
-static int train(const char *env, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int train(const char *env, const char *fmt, ...) {
-    char args[4096], cmd[8192];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(args, sizeof args, fmt, ap);
-    va_end(ap);
-    snprintf(cmd, sizeof cmd, "%s %s train %s", env, kd_test_distill(), args);
-    return kd_test_run(cmd, g_out, sizeof g_out);
-}
+/* `ENV distill train ARGS` (env may be ""); output in g_out; the exit status. */
+#define train(env, ...) kd_test_distillf(g_out, sizeof g_out, env, "train " __VA_ARGS__)
 
 /* A small teacher (784-128-10, one epoch) in DIR/teacher. */
 static int make_teacher(const char *dir) {
@@ -107,7 +88,7 @@ KD_TEST(loss_terms_partial_sums_round_trip_by_key) {
 /* ---- metrics.jsonl, the epoch line and plot ---- */
 
 KD_TEST(loss_terms_flow_into_metrics_epoch_line_and_plot) {
-    if (!have_data()) return;
+    if (!kd_test_have_tiny()) return;
     const char *dir = kd_test_tmpdir();
     CHECK_EQ_INT(make_teacher(dir), 0);
     CHECK_EQ_INT(train("", "--config " TINY " --out %s/kd " TEACHER LOSSES, dir, dir), 0);
@@ -181,7 +162,7 @@ KD_TEST(loss_terms_flow_into_metrics_epoch_line_and_plot) {
 /* A run stopped mid-epoch and resumed writes the terms an uninterrupted run writes, to the bit:
  * the checkpoint carried their partial sums. */
 KD_TEST(loss_terms_resume_mid_epoch_continues_the_sums) {
-    if (!have_data()) return;
+    if (!kd_test_have_tiny()) return;
     const char *dir = kd_test_tmpdir();
     CHECK_EQ_INT(make_teacher(dir), 0);
     CHECK_EQ_INT(train("", "--config " TINY " --out %s/full --quiet " TEACHER LOSSES, dir, dir),

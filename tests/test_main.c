@@ -118,9 +118,43 @@ int kd_test_run(const char *cmd, char *out, size_t cap) {
     return -1;
 }
 
+int kd_test_run_ok(const char *cmd) {
+    static char out[1 << 16];
+    int rc = kd_test_run(cmd, out, sizeof out);
+    if (rc != 0) kd_test_fail(__FILE__, __LINE__, "exit %d: %s\n%s", rc, cmd, out);
+    return rc == 0;
+}
+
 const char *kd_test_distill(void) {
     const char *p = getenv("KD_DISTILL");
     return p && *p ? p : "./distill";
+}
+
+int kd_test_distillf(char *out, size_t cap, const char *env, const char *fmt, ...) {
+    char cmd[8192];
+    int n = snprintf(cmd, sizeof cmd, "%s %s ", env, kd_test_distill());
+    va_list ap;
+    va_start(ap, fmt);
+    if (n > 0 && (size_t)n < sizeof cmd) vsnprintf(cmd + n, sizeof cmd - (size_t)n, fmt, ap);
+    va_end(ap);
+    return kd_test_run(cmd, out, cap);
+}
+
+#define KD_TEST_FMNIST_TRAIN "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"
+int kd_test_have_tiny(void) {
+    if (access(KD_TEST_FMNIST_TRAIN, R_OK) == 0 && access("configs/tiny.json", R_OK) == 0)
+        return 1;
+    kd_test_skip("%s or configs/tiny.json is absent", KD_TEST_FMNIST_TRAIN);
+    return 0;
+}
+
+int kd_test_missing(const char *what) {
+    const char *ci = getenv("CI");
+    if (ci && !strcmp(ci, "true"))
+        kd_test_fail(__FILE__, __LINE__, "%s (CI=true: this test must run)", what);
+    else
+        kd_test_skip("%s", what);
+    return 0;
 }
 
 int kd_test_have_python(void) { return kd_test_run("command -v python3", NULL, 0) == 0; }

@@ -34,30 +34,22 @@ typedef struct {
  * quantization of the raw input meets every pixel value, whichever images follow. */
 #define RAMP 1
 
-/* A tool the test needs is missing: skip with the reason, or fail in CI, which must run it. */
-static int missing(const char *what) {
-    const char *ci = getenv("CI");
-    if (ci && !strcmp(ci, "true")) kd_test_fail(__FILE__, __LINE__, "%s (CI=true: this test "
-                                                "must run)", what);
-    else kd_test_skip("%s", what);
-    return 0;
-}
-
 static int have_tools(void) {
 #if defined(__SANITIZE_ADDRESS__)
     kd_test_skip("not under ASan: the Cortex-M4 code runs in QEMU, out of the sanitizer's sight");
     return 0;
 #endif
     if (access(TEST_IMAGES, R_OK))
-        return missing(FMNIST " not installed (Debian package dataset-fashion-mnist)");
+        return kd_test_missing(FMNIST " not installed (Debian package dataset-fashion-mnist)");
     if (kd_test_run("command -v arm-none-eabi-gcc && command -v arm-none-eabi-size && "
                     "test -f \"$(arm-none-eabi-gcc -mcpu=cortex-m4 -mthumb "
                     "-print-file-name=librdimon.a)\"", NULL, 0))
-        return missing("arm-none-eabi-gcc or newlib's librdimon.a is missing (Debian packages "
-                       "gcc-arm-none-eabi, libnewlib-arm-none-eabi; bash .ci/setup.sh)");
+        return kd_test_missing("arm-none-eabi-gcc or newlib's librdimon.a is missing (Debian "
+                               "packages gcc-arm-none-eabi, libnewlib-arm-none-eabi; bash "
+                               ".ci/setup.sh)");
     if (kd_test_run("command -v qemu-system-arm", NULL, 0))
-        return missing("qemu-system-arm is missing (Debian package qemu-system-arm; bash "
-                       ".ci/setup.sh)");
+        return kd_test_missing("qemu-system-arm is missing (Debian package qemu-system-arm; "
+                               "bash .ci/setup.sh)");
     return 1;
 }
 

@@ -6,10 +6,10 @@
  * model; the affine layer's gradients. */
 #include <cJSON.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "export_fixture.h"
 #include "kd_export.h"
 #include "kd_gradcheck.h"
 #include "kd_onnx.h"
@@ -18,30 +18,7 @@
 #include "onnx.pb-c.h"
 
 #define FIX "tests/fixtures/onnx"
-#define ORT_VERSION "1.30.0"
 #define TOL 1e-4  /* absolute and relative, as the issue asks */
-
-static int missing(const char *what) {
-    const char *ci = getenv("CI");
-    if (ci && !strcmp(ci, "true")) {
-        kd_test_fail(__FILE__, __LINE__, "%s (CI=true: this test must run)", what);
-        return 1;
-    }
-    kd_test_skip("%s", what);
-    return 1;
-}
-
-static const char *ort_module(void) {
-    static char path[1024];
-    char marker[1100];
-    const char *dir = getenv("KD_ORT_DIR"), *home = getenv("HOME");
-    if (dir && *dir) snprintf(path, sizeof path, "%s", dir);
-    else snprintf(path, sizeof path, "%s/.cache/distill-ort/" ORT_VERSION, home ? home : "");
-    snprintf(marker, sizeof marker, "test -f '%s/.complete' && command -v node >/dev/null", path);
-    if (kd_test_run(marker, NULL, 0) != 0) return NULL;
-    strcat(path, "/node_modules/onnxruntime-node");
-    return path;
-}
 
 /* n floats from a file (little-endian f32), or the values of a float32 IDX file (big-endian,
  * after its header) when idx; NULL on error. *n_out the count. */
@@ -82,7 +59,7 @@ static void softmax_rows(float *z, size_t B, size_t C, int log_form) {
 /* Loads fixture name, runs its 8 samples, compares with torch's logits and, when ONNX Runtime
  * is there, with its logits on the same samples. */
 static void check_fixture(const char *name, size_t n_layers_min) {
-    char onnx[256], xp[256], zp[256], cmd[2048], out[256];
+    char onnx[256], xp[256], zp[256], out[256];
     snprintf(onnx, sizeof onnx, FIX "/%s.onnx", name);
     snprintf(xp, sizeof xp, FIX "/%s.x.idx", name);
     snprintf(zp, sizeof zp, FIX "/%s.torch.f32", name);
@@ -106,19 +83,12 @@ static void check_fixture(const char *name, size_t n_layers_min) {
     if (strstr(info.note, "final Softmax") || strstr(info.note, "final LogSoftmax"))
         softmax_rows(y, B, C, strstr(info.note, "LogSoftmax") != NULL);
     if (!CHECK_FLOATS(y, z, B * C, TOL, TOL)) kd_test_fail(__FILE__, __LINE__, "%s vs torch", name);
-    const char *ort = ort_module();
-    if (!ort) {
-        missing("ONNX Runtime not installed: run bash tests/export/ort_install.sh");
+    if (!kd_test_ort_module()) {
+        kd_test_missing("ONNX Runtime not installed: run bash tests/export/ort_install.sh");
         goto cleanup;
     }
     snprintf(out, sizeof out, "%s/%s.ort.f32", kd_test_tmpdir(), name);
-    snprintf(cmd, sizeof cmd, "KD_ORT_MODULE='%s' node tests/export/ort_run.js '%s' '%s' --n %zu "
-             "--logits '%s'", ort, onnx, xp, B, out);
-    char log[2048];
-    if (kd_test_run(cmd, log, sizeof log) != 0) {
-        kd_test_fail(__FILE__, __LINE__, "%s: %s", cmd, log);
-        goto cleanup;
-    }
+    if (!kd_test_ort_run("'%s' '%s' --n %zu --logits '%s'", onnx, xp, B, out)) goto cleanup;
     if ((zo = read_f32(out, 0, &no)) && no == B * C) {
         if (!CHECK_FLOATS(y, zo, B * C, TOL, TOL)) kd_test_fail(__FILE__, __LINE__, "%s vs ORT", name);
     } else {
@@ -699,16 +669,8 @@ cleanup:
 #define E2E_OUT 65536
 static char g_out[E2E_OUT];
 
-static int run_distill(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int run_distill(const char *fmt, ...) {
-    char args[4096], cmd[8192];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(args, sizeof args, fmt, ap);
-    va_end(ap);
-    snprintf(cmd, sizeof cmd, "%s %s", kd_test_distill(), args);
-    return kd_test_run(cmd, g_out, sizeof g_out);
-}
+/* `distill ARGS`; output in g_out; the exit status. */
+#define run_distill(...) kd_test_distillf(g_out, sizeof g_out, "", __VA_ARGS__)
 
 /* A teacher trained by distill, exported to ONNX: `info` describes the file, `eval` gives the
  * checkpoint's accuracy for it, and a student distilled from it (online) ends with the same
@@ -716,7 +678,7 @@ static int run_distill(const char *fmt, ...) {
  * teacher is a config error (2); a broken .onnx file exits 3 naming the tensor. */
 KD_TEST(onnx_teacher_end_to_end) {
     if (kd_test_run("test -r /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz", NULL, 0)) {
-        missing("Fashion-MNIST not installed (Debian package dataset-fashion-mnist)");
+        kd_test_missing("Fashion-MNIST not installed (Debian package dataset-fashion-mnist)");
         return;
     }
     const char *d = kd_test_tmpdir();

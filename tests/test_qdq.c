@@ -12,61 +12,17 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kd_checkpoint.h"
-#include "kd_data.h"
+#include "export_fixture.h"
 #include "kd_export.h"
 #include "kd_rng.h"
 #include "kd_quant.h"
 #include "kd_test.h"
 
-#define FMNIST_DIR "/usr/share/datasets/fashion-mnist"
-#define TEST_IMAGES FMNIST_DIR "/t10k-images-idx3-ubyte.gz"
-#define TEST_LABELS FMNIST_DIR "/t10k-labels-idx1-ubyte.gz"
-#define ORT_VERSION "1.30.0"
 #if defined(__SANITIZE_ADDRESS__)
 #define N_TEST 2000  /* under ASan the paths, not the count: the release suite checks all 10,000 */
 #else
 #define N_TEST 10000
 #endif
-
-static int missing(const char *what) {
-    const char *ci = getenv("CI");
-    if (ci && !strcmp(ci, "true")) {
-        kd_test_fail(__FILE__, __LINE__, "%s (CI=true: this test must run)", what);
-        return 1;
-    }
-    kd_test_skip("%s", what);
-    return 1;
-}
-
-/* The onnxruntime-node module folder, or NULL when it is not installed. */
-static const char *ort_module(void) {
-    static char path[1024];
-    char marker[1100];
-    const char *dir = getenv("KD_ORT_DIR"), *home = getenv("HOME");
-    if (dir && *dir) snprintf(path, sizeof path, "%s", dir);
-    else snprintf(path, sizeof path, "%s/.cache/distill-ort/" ORT_VERSION, home ? home : "");
-    snprintf(marker, sizeof marker, "test -f '%s/.complete' && command -v node", path);
-    if (kd_test_run(marker, NULL, 0) != 0) return NULL;
-    strcat(path, "/node_modules/onnxruntime-node");
-    return path;
-}
-
-static int have_tools(void) {
-    if (kd_test_run("test -r " TEST_IMAGES, NULL, 0) != 0)
-        return !missing(FMNIST_DIR " not installed (Debian package dataset-fashion-mnist)");
-    if (kd_test_run("/usr/bin/python3 -c 'import onnx'", NULL, 0) != 0)
-        return !missing("/usr/bin/python3 cannot import onnx (Debian package python3-onnx)");
-    if (!ort_module()) return !missing("ONNX Runtime not installed: run bash tests/export/ort_install.sh");
-    return 1;
-}
-
-static int run_ok(const char *cmd) {
-    static char out[1 << 16];
-    int rc = kd_test_run(cmd, out, sizeof out);
-    if (rc != 0) kd_test_fail(__FILE__, __LINE__, "exit %d: %s\n%s", rc, cmd, out);
-    return rc == 0;
-}
 
 static void set_number(cJSON *o, const char *key, double v) {
     cJSON_DeleteItemFromObject(o, key);
@@ -101,67 +57,6 @@ static int short_config(const char *shipped, const char *dir, size_t train_n) {
     return ok;
 }
 
-/* distill's integer reference on the n test images: logits (n, C) dequantized; *step the
- * output's scale (one quantization step). */
-static float *reference(const char *path, size_t n, size_t *C, double *step) {
-    kd_st_file f;
-    kd_qmodel q;
-    kd_preprocess pp;
-    int has_pp = 0;
-    kd_err err = {0};
-    kd_dataset *ds = NULL;
-    kd_data_source src;
-    float *z = NULL, *x = NULL;
-    int8_t *zq = NULL;
-    size_t *idx = NULL;
-    memset(&q, 0, sizeof q);
-    if (kd_st_read(&f, path, &err)) {
-        kd_test_fail(__FILE__, __LINE__, "%s", err.msg);
-        return NULL;
-    }
-    kd_status st = kd_qmodel_read(&f, &q, &err);
-    if (!st) st = kd_ckpt_read_meta(&f, &pp, &has_pp, NULL, NULL, &err);
-    kd_st_free(&f);
-    kd_data_source_defaults(&src);
-    src.format = KD_FMT_IDX;
-    snprintf(src.path, sizeof src.path, "%s", TEST_IMAGES);
-    if (!st) st = kd_dataset_open(&ds, &src, &pp, &err);
-    const size_t D = q.values ? q.values[0].numel : 0, B = 500;
-    *C = q.values ? q.values[q.output].numel : 0;
-    *step = q.values ? q.values[q.output].scale : 0;
-    if (!st && (!(z = malloc(n * *C * sizeof *z)) || !(x = malloc(B * D * sizeof *x)) ||
-                !(zq = malloc(B * *C)) || !(idx = malloc(n * sizeof *idx))))
-        st = KD_EIO;
-    for (size_t i = 0; !st && i < n; i++) idx[i] = i;
-    for (size_t off = 0; !st && off < n; off += B) {
-        st = kd_dataset_get(ds, idx + off, B, x, NULL, NULL, &err);
-        if (!st) st = kd_qmodel_forward(&q, x, B, zq, z + off * *C, &err);
-    }
-    if (st) {
-        kd_test_fail(__FILE__, __LINE__, "reference of %s: %s", path, err.msg);
-        free(z);
-        z = NULL;
-    }
-    if (has_pp) kd_preprocess_free(&pp);
-    kd_dataset_close(ds);
-    kd_qmodel_free(&q);
-    free(x), free(zq), free(idx);
-    return z;
-}
-
-static float *read_floats(const char *path, size_t n) {
-    FILE *f = fopen(path, "rb");
-    float *v = malloc(n * sizeof *v);
-    size_t got = f && v ? fread(v, sizeof *v, n, f) : 0;
-    if (f) fclose(f);
-    if (got != n) {
-        kd_test_fail(__FILE__, __LINE__, "%s: expected %zu floats", path, n);
-        free(v);
-        return NULL;
-    }
-    return v;
-}
-
 static size_t argmax(const float *z, size_t C) {
     size_t a = 0;
     for (size_t c = 1; c < C; c++) a = z[c] > z[a] ? c : a;
@@ -171,7 +66,7 @@ static size_t argmax(const float *z, size_t C) {
 /* Trains the shipped config briefly, exports its qint8 model as safetensors and as ONNX, checks
  * the ONNX file, runs it under ONNX Runtime and compares with the reference. */
 static void qdq_agrees(const char *shipped, size_t train_n, const char *ops, const char *fused) {
-    if (!have_tools()) return;
+    if (!kd_test_have_export_tools(1)) return;
     const char *dir = kd_test_tmpdir();
     static char cmd[4096], check[1 << 18];
     const char *d = kd_test_distill();
@@ -182,7 +77,7 @@ static void qdq_agrees(const char *shipped, size_t train_n, const char *ops, con
              "%s export %s/run/best.safetensors %s/q.onnx --format onnx --dtype qint8 "
              "--calibrate 500 --config %s/config.json",
              d, dir, dir, d, dir, dir, dir, d, dir, dir, dir);
-    if (!run_ok(cmd)) return;
+    if (!kd_test_run_ok(cmd)) return;
     snprintf(cmd, sizeof cmd, "/usr/bin/python3 tests/export/onnx_check.py '%s/q.onnx'", dir);
     if (kd_test_run(cmd, check, sizeof check) != 0) {
         kd_test_fail(__FILE__, __LINE__, "onnx.checker rejects the QDQ file:\n%s", check);
@@ -193,10 +88,9 @@ static void qdq_agrees(const char *shipped, size_t train_n, const char *ops, con
     CHECK_CONTAINS(check, ops);
     CHECK_CONTAINS(check, "initializers FLOAT INT32 INT8 UINT8\n");
     CHECK_CONTAINS(check, "meta dtype qint8\n");
-    snprintf(cmd, sizeof cmd, "KD_ORT_MODULE='%s' node tests/export/ort_run.js '%s/q.onnx' %s "
-             "--n %d --logits '%s/ort.f32' --optimized '%s/opt.onnx'", ort_module(), dir,
-             TEST_IMAGES, N_TEST, dir, dir);
-    if (!run_ok(cmd)) return;
+    if (!kd_test_ort_run("'%s/q.onnx' %s --n %d --logits '%s/ort.f32' --optimized '%s/opt.onnx'",
+                         dir, KD_TEST_T10K_IMAGES, N_TEST, dir, dir))
+        return;
     /* ONNX Runtime fused the QDQ groups into its integer kernels. */
     snprintf(cmd, sizeof cmd, "/usr/bin/python3 -c \"import onnx, sys; print(' '.join(sorted("
              "{n.op_type for n in onnx.load(sys.argv[1]).graph.node})))\" '%s/opt.onnx'", dir);
@@ -206,9 +100,9 @@ static void qdq_agrees(const char *shipped, size_t train_n, const char *ops, con
     size_t C = 0;
     double step = 0;
     snprintf(path, sizeof path, "%s/q.safetensors", dir);
-    float *ref = reference(path, N_TEST, &C, &step);
+    float *ref = kd_test_qint8_reference(path, N_TEST, NULL, &C, &step);
     snprintf(path, sizeof path, "%s/ort.f32", dir);
-    float *ort = ref ? read_floats(path, (size_t)N_TEST * C) : NULL;
+    float *ort = ref ? kd_test_read_floats(path, (size_t)N_TEST * C) : NULL;
     if (!ref || !ort) {
         free(ref);
         return;
@@ -285,7 +179,7 @@ static int write_float_idx(const char *path, const float *x, size_t n) {
 }
 
 KD_TEST(qdq_every_op_kind_onnx_runtime_agrees) {
-    if (!have_tools()) return;
+    if (!kd_test_have_export_tools(1)) return;
     enum { N = 1000, CAL = 200, C = 5, D = 192 };
     const kd_shape in = {3, {3, 8, 8}};
     const char *dir = kd_test_tmpdir();
@@ -315,11 +209,10 @@ KD_TEST(qdq_every_op_kind_onnx_runtime_agrees) {
         kd_test_fail(__FILE__, __LINE__, "onnx.checker rejects the QDQ file:\n%s", check);
     CHECK_CONTAINS(check, "ops Add AveragePool Cast Concat Conv DequantizeLinear Flatten "
                           "Gather Gemm Identity MaxPool QuantizeLinear Softmax\n");
-    snprintf(cmd, sizeof cmd, "KD_ORT_MODULE='%s' node tests/export/ort_run.js '%s' '%s' --n %d "
-             "--shape 3,8,8 --logits '%s/ort.f32'", ort_module(), onnx, path, N, dir);
-    if (!kd_test_failed_now() && run_ok(cmd)) {
+    if (!kd_test_failed_now() &&
+        kd_test_ort_run("'%s' '%s' --n %d --shape 3,8,8 --logits '%s/ort.f32'", onnx, path, N, dir)) {
         snprintf(path, sizeof path, "%s/ort.f32", dir);
-        ort = read_floats(path, N * C);
+        ort = kd_test_read_floats(path, N * C);
     }
     if (ort) {
         /* Each op alone agrees within a step, but ten ops deep a step of a wide value becomes

@@ -9,21 +9,16 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "kd_checkpoint.h"
-#include "kd_data.h"
-#include "kd_quant.h"
+#include "export_fixture.h"
 #include "kd_test.h"
 
-#define FMNIST "/usr/share/datasets/fashion-mnist"
-#define T10K FMNIST "/t10k-images-idx3-ubyte.gz"
-#define T10K_LABELS FMNIST "/t10k-labels-idx1-ubyte.gz"
 
 /* Trains configs/tiny.json and exports it as qint8 into dir/q.safetensors; export's output in
  * out. 0 when it could not (the failure already reported) or was skipped. */
 static int trained_qint8(const char *dir, char *out, size_t cap) {
     char cmd[2048];
-    if (access(T10K, R_OK) || access("configs/tiny.json", R_OK)) {
-        kd_test_skip("%s or configs/tiny.json is absent", FMNIST);
+    if (access(KD_TEST_T10K_IMAGES, R_OK) || access("configs/tiny.json", R_OK)) {
+        kd_test_skip("%s or configs/tiny.json is absent", KD_TEST_FMNIST_DIR);
         return 0;
     }
     snprintf(cmd, sizeof cmd, "%s train --config configs/tiny.json --out %s/run --quiet",
@@ -35,42 +30,18 @@ static int trained_qint8(const char *dir, char *out, size_t cap) {
     return !kd_test_failed_now();
 }
 
-/* Reads the qint8 file and runs the reference on the first n test images with the recorded
- * preprocessing: logits (n, 10) dequantized, labels y. */
-static int reference(const char *path, size_t n, float *logits, int32_t *y) {
-    kd_st_file f;
-    kd_qmodel q;
-    kd_preprocess pp;
-    int has_pp = 0;
-    kd_err err = {0};
-    kd_dataset *ds = NULL;
-    kd_data_source src;
-    memset(&q, 0, sizeof q);
-    CHECK_EQ_INT(kd_st_read(&f, path, &err), KD_OK);
-    if (kd_test_failed_now()) return 0;
-    CHECK_EQ_INT(kd_qmodel_read(&f, &q, &err), KD_OK);
-    CHECK_EQ_INT(kd_ckpt_read_meta(&f, &pp, &has_pp, NULL, NULL, &err), KD_OK);
-    kd_st_free(&f);
-    CHECK(has_pp);
-    if (kd_test_failed_now()) return 0;
-    kd_data_source_defaults(&src);
-    src.format = KD_FMT_IDX;
-    snprintf(src.path, sizeof src.path, "%s", T10K);
-    snprintf(src.labels_path, sizeof src.labels_path, "%s", T10K_LABELS);
-    CHECK_EQ_INT(kd_dataset_open(&ds, &src, &pp, &err), KD_OK);
-    size_t *idx = malloc(n * sizeof *idx);
-    float *x = malloc(n * 784 * sizeof *x);
-    int8_t *lq = malloc(n * 10);
-    for (size_t i = 0; i < n; i++) idx[i] = i;
-    if (!kd_test_failed_now()) {
-        CHECK_EQ_INT(kd_dataset_get(ds, idx, n, x, y, NULL, &err), KD_OK);
-        CHECK_EQ_INT(kd_qmodel_forward(&q, x, n, lq, logits, &err), KD_OK);
+/* The integer reference's dequantized logits (n, 10) and labels y of the first n test images;
+ * malloc'd, NULL after a failure. */
+static float *reference(const char *path, size_t n, int32_t *y) {
+    size_t C = 0;
+    double step;
+    float *z = kd_test_qint8_reference(path, n, y, &C, &step);
+    if (z) CHECK_EQ_INT(C, 10);
+    if (z && C != 10) {
+        free(z);
+        return NULL;
     }
-    kd_dataset_close(ds);
-    kd_preprocess_free(&pp);
-    kd_qmodel_free(&q);
-    free(idx), free(x), free(lq);
-    return !kd_test_failed_now();
+    return z;
 }
 
 static const cJSON *item(const cJSON *o, const char *key) {
@@ -87,14 +58,11 @@ KD_TEST(quant_eval_runs_the_integer_reference) {
     const char *qs = acc ? strstr(acc, "qint8 ") : NULL;
     double printed = -1;
     CHECK(qs && sscanf(qs, "qint8 %lf%%", &printed) == 1);
-    float *z = malloc(N * 10 * sizeof *z);
     int32_t y[N];
     char path[1024], cmd[4096];
     snprintf(path, sizeof path, "%s/q.safetensors", dir);
-    if (!reference(path, N, z, y)) {
-        free(z);
-        return;
-    }
+    float *z = reference(path, N, y);
+    if (!z) return;
     size_t hits = 0;
     for (size_t i = 0; i < N; i++) {
         size_t a = 0;
@@ -129,13 +97,13 @@ KD_TEST(quant_predict_gives_the_reference_logits) {
     const char *dir = kd_test_tmpdir();
     if (!trained_qint8(dir, out, sizeof out)) return;
     char path[1024], cmd[4096];
-    float z[N * 10];
     int32_t y[N];
     snprintf(path, sizeof path, "%s/q.safetensors", dir);
-    if (!reference(path, N, z, y)) return;
+    float *z = reference(path, N, y);
+    if (!z) return;
     for (int i = 0; i < N; i++) {
         snprintf(cmd, sizeof cmd, "%s predict --model %s --json --top 10 --index %d %s",
-                 kd_test_distill(), path, i, T10K);
+                 kd_test_distill(), path, i, KD_TEST_T10K_IMAGES);
         CHECK_EQ_INT(kd_test_run(cmd, out, sizeof out), 0);
         cJSON *j = cJSON_Parse(out);
         const cJSON *top = item(cJSON_GetArrayItem(item(j, "predictions"), 0), "top");
@@ -149,8 +117,9 @@ KD_TEST(quant_predict_gives_the_reference_logits) {
             CHECK_CLOSE(item(e, "p")->valuedouble, p[c] / sum, 1e-6, 1e-5);
         }
         cJSON_Delete(j);
-        if (kd_test_failed_now()) return;
+        if (kd_test_failed_now()) break;
     }
+    free(z);
 }
 
 KD_TEST(quant_qint8_teacher_is_refused) {

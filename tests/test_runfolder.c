@@ -2,36 +2,19 @@
  * into a folder holding a finished or an interrupted run is refused with exit 2 and the ways
  * on (--resume only for the interrupted one), the old files untouched; --overwrite moves the
  * folder to DIR.1, then DIR.2, and trains anew; --resume on a finished run says so. */
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include "kd_common.h"
 #include "kd_test.h"
 
 #define TINY "configs/tiny.json"
-#define FMNIST_TRAIN "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"
 
 static char g_out[65536];
 
-static int have_data(void) {
-    if (access(FMNIST_TRAIN, R_OK) == 0 && access(TINY, R_OK) == 0) return 1;
-    kd_test_skip("%s or %s is absent", FMNIST_TRAIN, TINY);
-    return 0;
-}
-
-static int train(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int train(const char *fmt, ...) {
-    char args[4096], cmd[8192];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(args, sizeof args, fmt, ap);
-    va_end(ap);
-    snprintf(cmd, sizeof cmd, "%s train %s", kd_test_distill(), args);
-    return kd_test_run(cmd, g_out, sizeof g_out);
-}
+/* `distill train ARGS`; output in g_out; the exit status. */
+#define train(...) kd_test_distillf(g_out, sizeof g_out, "", "train " __VA_ARGS__)
 
 /* The bytes of a file (malloc'd, NULL if unreadable). */
 static char *slurp(const char *dir, const char *name, size_t *n) {
@@ -54,7 +37,7 @@ static int is_dir(const char *dir, const char *name) {
 }
 
 KD_TEST(runfolder_finished_run_is_refused_then_moved_by_overwrite) {
-    if (!have_data()) return;
+    if (!kd_test_have_tiny()) return;
     const char *dir = kd_test_tmpdir();
     char run[1024], moved[1100];
     snprintf(run, sizeof run, "%s/run", dir);
@@ -95,7 +78,7 @@ KD_TEST(runfolder_finished_run_is_refused_then_moved_by_overwrite) {
 }
 
 KD_TEST(runfolder_interrupted_run_is_refused_offering_resume) {
-    if (!have_data()) return;
+    if (!kd_test_have_tiny()) return;
     const char *dir = kd_test_tmpdir();
     char cmd[4096];
     /* 12 batches per epoch: stopped after 17 steps, mid epoch 2 of 3. */

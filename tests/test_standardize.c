@@ -12,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "export_fixture.h"
 #include "kd_checkpoint.h"
 #include "kd_data.h"
 #include "kd_test.h"
@@ -139,25 +140,12 @@ static size_t mismatches(const int *a, const int *b, size_t n) {
     return bad;
 }
 
-/* ONNX Runtime's module folder, or NULL when tests/export/ort_install.sh has not run. */
-static const char *ort_module(void) {
-    static char path[1024];
-    char probe[1200];
-    const char *dir = getenv("KD_ORT_DIR"), *home = getenv("HOME");
-    if (dir && *dir) snprintf(path, sizeof path, "%s", dir);
-    else snprintf(path, sizeof path, "%s/.cache/distill-ort/1.30.0", home ? home : "");
-    snprintf(probe, sizeof probe, "test -f '%s/.complete' && command -v node", path);
-    if (kd_test_run(probe, NULL, 0) != 0) return NULL;
-    strcat(path, "/node_modules/onnxruntime-node");
-    return path;
-}
-
 /* The exports of dir/s/best.safetensors on the raw test rows against distill's predictions. */
 static void check_exports(const char *dir, const int *want) {
     char repo[1024], path[1200];
     int *got = NULL;
     CHECK(getcwd(repo, sizeof repo) != NULL);
-    const char *ort = ort_module();
+    const char *ort = kd_test_ort_module();
     if (!ort) {
         printf("  (ONNX Runtime not installed: the ONNX export is checked by onnx.checker only in "
                "test_deploy; run tests/export/ort_install.sh)\n");

@@ -8,7 +8,6 @@
  * file equals the uninterrupted run, and a changed file is refused. */
 #include <cJSON.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,17 +27,8 @@
 
 static char g_out[OUT_CAP];
 
-/* Runs `distill ARGS`; output in g_out; returns the exit status. */
-static int distill(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int distill(const char *fmt, ...) {
-    char args[6000], cmd[8192];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(args, sizeof args, fmt, ap);
-    va_end(ap);
-    snprintf(cmd, sizeof cmd, "%s %s", kd_test_distill(), args);
-    return kd_test_run(cmd, g_out, sizeof g_out);
-}
+/* `distill ARGS`; output in g_out; the exit status. */
+#define distill(...) kd_test_distillf(g_out, sizeof g_out, "", __VA_ARGS__)
 
 /* The imported teacher's logit c of source sample s: distinct, irregular, within +-3. */
 static float teacher_logit(size_t s, size_t c) {

@@ -4,7 +4,6 @@
  * checkpoint untouched), a mid-epoch checkpoint with damaged "run" metadata refused, and the
  * config/teacher errors that need the trainer. */
 #include <cJSON.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -13,31 +12,13 @@
 #include "kd_safetensors.h"
 #include "kd_test.h"
 
-#define FMNIST "/usr/share/datasets/fashion-mnist"
 #define TINY "configs/tiny.json"
 #define OUT_CAP 65536
 
 static char g_out[OUT_CAP];
 
-static int have_data(void) {
-    if (access(FMNIST "/train-images-idx3-ubyte.gz", R_OK) == 0 &&
-        access(TINY, R_OK) == 0)
-        return 1;
-    kd_test_skip("%s or %s is absent", FMNIST, TINY);
-    return 0;
-}
-
-/* Runs `distill train ARGS`; output in g_out; returns the exit status. */
-static int train(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int train(const char *fmt, ...) {
-    char args[4096], cmd[8192];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(args, sizeof args, fmt, ap);
-    va_end(ap);
-    snprintf(cmd, sizeof cmd, "%s train %s", kd_test_distill(), args);
-    return kd_test_run(cmd, g_out, sizeof g_out);
-}
+/* `distill train ARGS`; output in g_out; the exit status. */
+#define train(...) kd_test_distillf(g_out, sizeof g_out, "", "train " __VA_ARGS__)
 
 static int same_file(const char *a, const char *b) {
     char *x = NULL, *y = NULL;
@@ -74,7 +55,7 @@ static int make_teacher(const char *dir) {
 #define KD_SET "--set 'teacher={\"checkpoint\":\"%s/teacher/best.safetensors\"}' "
 
 KD_TEST(train_tiny_reaches_accuracy_floor_and_writes_run_folder) {
-    if (!have_data()) return;
+    if (!kd_test_have_tiny()) return;
     const char *dir = kd_test_tmpdir();
     int rc = train("--config " TINY " --out %s/run", dir);
     CHECK_EQ_INT(rc, 0);
@@ -119,7 +100,7 @@ KD_TEST(train_tiny_reaches_accuracy_floor_and_writes_run_folder) {
 }
 
 KD_TEST(train_distillation_reaches_floor_and_prints_teacher) {
-    if (!have_data()) return;
+    if (!kd_test_have_tiny()) return;
     const char *dir = kd_test_tmpdir();
     CHECK_EQ_INT(make_teacher(dir), 0);
     double teacher_test = kd_test_summary(g_out, "best_test_acc");  /* students load best.safetensors */
@@ -137,7 +118,7 @@ KD_TEST(train_distillation_reaches_floor_and_prints_teacher) {
 }
 
 KD_TEST(train_pure_distillation_without_labels) {
-    if (!have_data()) return;
+    if (!kd_test_have_tiny()) return;
     const char *dir = kd_test_tmpdir();
     CHECK_EQ_INT(make_teacher(dir), 0);
     /* Labels withheld from the training set (validation keeps them). */
@@ -210,7 +191,7 @@ static void check_resume(const char *dir, const char *name, const char *extra, i
 /* Augmentation is applied (the weights differ from the same run without it), still learns,
  * and is recorded in the run's resolved config. */
 KD_TEST(train_with_augmentation_learns_and_differs) {
-    if (!have_data()) return;
+    if (!kd_test_have_tiny()) return;
     const char *dir = kd_test_tmpdir();
     CHECK_EQ_INT(train("--config " TINY " --out %s/aug --quiet " AUG_ARGS, dir), 0);
     double acc = kd_test_summary(g_out, "test_acc");
@@ -232,7 +213,7 @@ KD_TEST(train_with_augmentation_learns_and_differs) {
 }
 
 KD_TEST(train_resume_is_bitwise_exact) {
-    if (!have_data()) return;
+    if (!kd_test_have_tiny()) return;
     const char *dir = kd_test_tmpdir();
     /* Dropout in the student so the RNG stream (masks + shuffles) must be restored exactly;
      * 12 batches per epoch: step 17 is mid-epoch 2, step 12 the end of epoch 1. */
@@ -269,7 +250,7 @@ KD_TEST(train_resume_is_bitwise_exact) {
 }
 
 KD_TEST(train_sigint_then_resume_matches_uninterrupted) {
-    if (!have_data()) return;
+    if (!kd_test_have_tiny()) return;
     const char *dir = kd_test_tmpdir();
     /* Long enough (30 epochs, ~2 s) that the signal lands mid-run. It is sent once the first
      * epoch's metrics line exists, so the handler is surely installed however loaded the
@@ -296,7 +277,7 @@ KD_TEST(train_sigint_then_resume_matches_uninterrupted) {
 }
 
 KD_TEST(train_numeric_failure_exits_4_and_keeps_last_checkpoint) {
-    if (!have_data()) return;
+    if (!kd_test_have_tiny()) return;
     const char *dir = kd_test_tmpdir();
     CHECK_EQ_INT(train("--config " TINY " --out %s/run --quiet", dir), 0);
     char last[1024], keep[1024], cmd[4096];
@@ -359,7 +340,7 @@ cleanup:
 }
 
 KD_TEST(train_nan_teacher_exits_4_naming_teacher_logits) {
-    if (!have_data()) return;
+    if (!kd_test_have_tiny()) return;
     const char *dir = kd_test_tmpdir();
     CHECK_EQ_INT(make_teacher(dir), 0);
     char a[1024], b[1024];
@@ -374,7 +355,7 @@ KD_TEST(train_nan_teacher_exits_4_naming_teacher_logits) {
 }
 
 KD_TEST(train_teacher_errors_name_file_and_shapes) {
-    if (!have_data()) return;
+    if (!kd_test_have_tiny()) return;
     const char *dir = kd_test_tmpdir();
     /* Missing teacher file: exit 3 naming it. */
     int rc = train("--config " TINY " --out %s/x --quiet --set "
@@ -422,7 +403,7 @@ KD_TEST(train_teacher_errors_name_file_and_shapes) {
 }
 
 KD_TEST(train_usage_and_setup_errors) {
-    if (!have_data()) return;
+    if (!kd_test_have_tiny()) return;
     const char *dir = kd_test_tmpdir();
     CHECK_EQ_INT(train("--config " TINY " --bogus"), 2);
     CHECK_CONTAINS(g_out, "unknown option '--bogus'");
@@ -457,7 +438,7 @@ KD_TEST(train_usage_and_setup_errors) {
 }
 
 KD_TEST(train_records_class_names_from_config) {
-    if (!have_data()) return;
+    if (!kd_test_have_tiny()) return;
     const char *dir = kd_test_tmpdir();
     /* Shell-quoted JSON array of ten names; a wrong count is a config error naming the key. */
     int rc = train("--config " TINY " --out %s/run --quiet --set train.epochs=1 --set "
@@ -539,7 +520,7 @@ static void check_resume_refused(const char *dir, const char *msg) {
 }
 
 KD_TEST(train_resume_refuses_mid_epoch_checkpoint_with_damaged_run_metadata) {
-    if (!have_data()) return;
+    if (!kd_test_have_tiny()) return;
     const char *dir = kd_test_tmpdir();
     char cut[1024], last[1024], good[1024], cmd[4096];
     snprintf(cut, sizeof cut, "%s/cut", dir);
@@ -584,7 +565,7 @@ KD_TEST(train_resume_refuses_mid_epoch_checkpoint_with_damaged_run_metadata) {
 }
 
 KD_TEST(train_resume_at_epoch_boundary_needs_no_partial_sums) {
-    if (!have_data()) return;
+    if (!kd_test_have_tiny()) return;
     const char *dir = kd_test_tmpdir();
     char cut[1024], last[1024], cmd[4096];
     snprintf(cut, sizeof cut, "%s/edge", dir);

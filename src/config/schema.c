@@ -42,6 +42,7 @@ static const kd_cfg_range R_UNIT_OPEN = {0, 1, 0, 1, 0, "a number in [0, 1)"};
 static const kd_cfg_range R_GAMMA = {0, 1, 1, 0, 0, "a number in (0, 1]"};
 static const kd_cfg_range R_COUNT1 = {1, KD_CFG_MAX_INT53, 0, 0, 1, "an integer >= 1"};
 static const kd_cfg_range R_EPOCHS_REAL = {0, 1e9, 1, 0, 0, "a number of epochs > 0"};
+static const kd_cfg_range R_EPOCHS_REAL0 = {0, 1e9, 0, 0, 0, "a number of epochs >= 0"};
 static const kd_cfg_range R_EPOCHS = {1, 1000000, 0, 0, 1, "an integer in [1, 1000000]"};
 static const kd_cfg_range R_BATCH = {1, 1 << 20, 0, 0, 1, "an integer in [1, 1048576]"};
 static const kd_cfg_range R_THREADS = {0, 1024, 0, 0, 1, "an integer in [0, 1024] (0 = all cores)"};
@@ -445,7 +446,8 @@ static const kd_cfg_section optimizer_section =
 static const kd_cfg_key schedule_keys[] = {
     {"name", CFG_ENUM, .off = CFG(sched.kind), .names = schedule_names,
      .flags = CFG_SELECTOR | CFG_DEFAULT | CFG_CHECK_VARIANTS, .def = KD_SCHED_CONSTANT},
-    {"warmup_epochs", CFG_NUMBER, CFG_DOUBLE, CFG(warmup_epochs), .range = &R_EPOCHS_REAL,
+    /* 0: no warm-up, as warmup_steps 0 (then written back as warmup_steps: 0) */
+    {"warmup_epochs", CFG_NUMBER, CFG_DOUBLE, CFG(warmup_epochs), .range = &R_EPOCHS_REAL0,
      .flags = CFG_NONZERO},
     {"warmup_steps", CFG_NUMBER, CFG_U64, CFG(sched.warmup_steps), .range = &R_COUNT0,
      .flags = CFG_ALT_PREV},
