@@ -552,7 +552,10 @@ static kd_status conv_export_onnx(const kd_layer *l, kd_onnx_emitter *em, kd_err
  * group g = o / (O/G) reading that group's C/G input channels:
  *   y[o, oh, ow] = b[o] + sum_{c,i,j} w[o, c, i, j] x[g*C/G + c, oh*S - P + i, ow*S - P + j]
  * over the taps inside the input (zero padding contributes nothing); int8 rows:
- * b[o] + scale[o] * sum q x. A depthwise layer's sums are those of depthwise.c term for term. */
+ * b[o] + scale[o] * sum q x. A depthwise layer's sums are those of depthwise.c term for term.
+ * Each output sums its taps in (c, i, j) order; the loops run along an output row, each tap
+ * added to every output whose window holds it (a branch-free loop along the row), so the row
+ * of y holds the running sums. */
 static const char conv_c_helper[] =
     "static void $conv2d(const float *x, float *y, const float *w, const signed char *q,\n"
     "                    const float *scale, const float *b, long C, long H, long W, long O,\n"
@@ -560,24 +563,31 @@ static const char conv_c_helper[] =
     "    const long CG = C / G, OG = O / G;\n"
     "    long o, oh, ow, c, i, j;\n"
     "    for (o = 0; o < O; o++)\n"
-    "        for (oh = 0; oh < OH; oh++)\n"
-    "            for (ow = 0; ow < OW; ow++) {\n"
-    "                float s = 0.0f;\n"
-    "                for (c = 0; c < CG; c++)\n"
-    "                    for (i = 0; i < KH; i++) {\n"
-    "                        const long h = oh * S - P + i, k = ((o * CG + c) * KH + i) * KW;\n"
-    "                        const float *xr;\n"
-    "                        if (h < 0 || h >= H) continue;\n"
-    "                        xr = x + ((o / OG * CG + c) * H + h) * W;\n"
-    "                        for (j = 0; j < KW; j++) {\n"
-    "                            const long v = ow * S - P + j;\n"
-    "                            if (v < 0 || v >= W) continue;\n"
-    "                            s += (q ? (float)q[k + j] : w[k + j]) * xr[v];\n"
-    "                        }\n"
+    "        for (oh = 0; oh < OH; oh++) {\n"
+    "            float *yr = y + (o * OH + oh) * OW;\n"
+    "            for (ow = 0; ow < OW; ow++) yr[ow] = 0.0f;\n"
+    "            for (c = 0; c < CG; c++)\n"
+    "                for (i = 0; i < KH; i++) {\n"
+    "                    const long h = oh * S - P + i, k = ((o * CG + c) * KH + i) * KW;\n"
+    "                    const float *xr;\n"
+    "                    if (h < 0 || h >= H) continue;\n"
+    "                    xr = x + ((o / OG * CG + c) * H + h) * W;\n"
+    "                    for (j = 0; j < KW; j++) {\n"
+    "                        /* the outputs whose tap j falls inside the row: ow * S - P + j\n"
+    "                         * in [0, W) */\n"
+    "                        const float wv = q ? (float)q[k + j] : w[k + j];\n"
+    "                        const long lo = P > j ? (P - j + S - 1) / S : 0;\n"
+    "                        const long last = W - 1 + P - j;\n"
+    "                        const long hi = last < 0 ? 0 : last / S + 1 < OW ? last / S + 1 : OW;\n"
+    "                        for (ow = lo; ow < hi; ow++) yr[ow] += wv * xr[ow * S - P + j];\n"
     "                    }\n"
+    "                }\n"
+    "            for (ow = 0; ow < OW; ow++) {\n"
+    "                float s = yr[ow];\n"
     "                if (q) s *= scale[o];\n"
-    "                y[(o * OH + oh) * OW + ow] = b ? s + b[o] : s;\n"
+    "                yr[ow] = b ? s + b[o] : s;\n"
     "            }\n"
+    "        }\n"
     "}\n";
 
 static kd_status conv_export_c(const kd_layer *l, kd_c_emitter *em, kd_err *err) {
