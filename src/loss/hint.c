@@ -43,18 +43,18 @@ kd_status kd_loss_feature_shapes(const char *what, int spatial_only, const kd_sh
     return KD_OK;
 }
 
-/* The adapter's output a = bias + w x, then dL/da in its place: for [D] values a (B, Ct) is one
- * product over the batch (a dense layer's); for [C, H, W] values one (Ct, Cs) by (Cs, P) product
- * per sample (a 1x1 convolution's), the samples shared out by the team. The products are float
- * sgemms as every layer's; the squared errors are summed in double. Each sample's forward and
- * input-gradient products are its own, and the weight gradient's per-sample products are added
- * in sample order, so the bits do not depend on the thread count. */
+/* The adapter's output a = bias + w x, then dL/da in its place. The products are float sgemms
+ * as every layer's (the squared errors are summed in double): for [D] values each is one
+ * product over the batch, as a dense layer's; for [C, H, W] values one per sample, as a 1x1
+ * convolution's, the team sharing out the samples' forward and input-gradient products (each a
+ * sample's own) while the weight gradient adds the samples' products in sample order, so those
+ * bits do not depend on the thread count. */
 double kd_loss_hint(const kd_feature_dims *d, const float *vs, const float *vt, const float *w,
                     const float *bias, size_t B, double weight, float *dvs, float *dw,
                     float *db, float *a) {
     const size_t Cs = d->Cs, Ct = d->Ct, P = d->P, n = Ct * P, m = Cs * P;
     const double inv = 1.0 / ((double)B * (double)n), scale = weight * 2.0 * inv;
-    const int par = KD_PAR(B * n * Cs / P);
+    const int par = KD_PAR(B * n * Cs);  /* a product's multiply-adds */
     if (P == 1) {
         kd_sgemm_linear(B, Ct, Cs, vs, w, bias, a, 0);
     } else {
