@@ -177,7 +177,8 @@ typedef struct {
     const float *aw, *ab;     /* hint: the adapter's weight (Ct, Cs) and bias (Ct) */
     float *daw, *dab;         /* and their gradients */
     double gscale;
-    double *scratch;          /* max(Ct, 2) * P doubles */
+    double *scratch;          /* at: 2 * P doubles */
+    float *adapted;           /* hint: (B, Ct * P) floats, the adapter's output */
 } kd_loss_feature;
 
 /* A batch as the losses see it. */
@@ -214,10 +215,11 @@ kd_status kd_loss_feature_shapes(const char *what, int spatial_only, const kd_sh
  * bias (Ct) or NULL: a 1x1 convolution, or a dense layer at P = 1) against the teacher value,
  * L = mean over B * Ct * P of (a - vt)^2, returned. Adds weight * dL/d(vs) into dvs (B, Cs * P),
  * weight * dL/dw into dw and weight * dL/dbias into db, each when non-NULL (vt is a constant).
- * Sums in double, each gradient element rounded once; scratch holds Ct * P doubles. */
+ * The products are float sgemms (as every layer's), the squared errors summed in double; a
+ * holds B * Ct * P floats (the adapter's output, then its gradient). */
 double kd_loss_hint(const kd_feature_dims *d, const float *vs, const float *vt, const float *w,
                     const float *bias, size_t B, double weight, float *dvs, float *dw,
-                    float *db, double *scratch);
+                    float *db, float *a);
 
 /* at: per sample the attention maps u = q / max(||q||_2, 1e-12), q[p] = mean_c v[c, p]^2, of
  * both values, L = mean over B * P of (u_s - u_t)^2, returned. Adds weight * dL/d(vs) into dvs

@@ -239,6 +239,7 @@ typedef struct {
     kd_feature_slot fslot[KD_MAX_LOSSES];
     kd_loss_feature feat[KD_MAX_LOSSES];
     double *fscratch;
+    float *fadapted;   /* (batch_cap, max Ct * P) the hint adapters' output */
 } kd_trainer;
 
 typedef struct {

@@ -7,9 +7,11 @@
 #include <math.h>
 #include <string.h>
 
+#include "../src/core/test_hooks.h"
 #include "kd_loss.h"
 #include "kd_rng.h"
 #include "kd_test.h"
+#include "kd_threads.h"
 
 static void fill(kd_rng *r, float *x, size_t n, float scale) {
     for (size_t i = 0; i < n; i++) x[i] = (kd_rng_uniform(r) * 2.0f - 1.0f) * scale;
@@ -23,9 +25,8 @@ KD_TEST(feature_hint_by_hand) {
      * (-2.25, -3.75), L = (5.0625 + 14.0625) / 2 = 9.5625, dL/da = e (2 e / 2). */
     const kd_feature_dims d = {2, 1, 2};
     const float vs[4] = {1, 2, 3, 4}, vt[2] = {0, 1}, w[2] = {0.5f, -1}, b[1] = {0.25f};
-    float dvs[4] = {0}, dw[2] = {0}, db[1] = {0};
-    double scratch[2];
-    double L = kd_loss_hint(&d, vs, vt, w, b, 1, 1.0, dvs, dw, db, scratch);
+    float dvs[4] = {0}, dw[2] = {0}, db[1] = {0}, a[2];
+    double L = kd_loss_hint(&d, vs, vt, w, b, 1, 1.0, dvs, dw, db, a);
     CHECK_CLOSE(L, 9.5625, 1e-12, 0);
     CHECK_CLOSE(dw[0], -2.25 * 1 - 3.75 * 2, 1e-6, 0);
     CHECK_CLOSE(dw[1], -2.25 * 3 - 3.75 * 4, 1e-6, 0);
@@ -33,7 +34,7 @@ KD_TEST(feature_hint_by_hand) {
     const double want[4] = {0.5 * -2.25, 0.5 * -3.75, -1 * -2.25, -1 * -3.75};
     for (size_t i = 0; i < 4; i++) CHECK_CLOSE(dvs[i], want[i], 1e-6, 0);
     /* The gradients are added, times the weight: a second call at weight 0.5 adds half. */
-    L = kd_loss_hint(&d, vs, vt, w, b, 1, 0.5, dvs, dw, db, scratch);
+    L = kd_loss_hint(&d, vs, vt, w, b, 1, 0.5, dvs, dw, db, a);
     CHECK_CLOSE(L, 9.5625, 1e-12, 0);
     CHECK_CLOSE(db[0], -9.0, 1e-6, 0);
     CHECK_CLOSE(dvs[3], 1.5 * 3.75, 1e-6, 0);
@@ -92,6 +93,18 @@ static double ref_hint(const float *vs, const float *vt, const float *w, const f
     return se / (B_ * CT * HW);
 }
 
+/* hint on [D] values (D = CS * HW): the dense adapter written as a dot product per output. */
+static double ref_dense(const float *vs, const float *vt, const float *w, const float *b) {
+    double se = 0.0;
+    for (size_t i = 0; i < B_; i++)
+        for (size_t o = 0; o < CT; o++) {
+            double a = b[o];
+            for (size_t k = 0; k < CS * HW; k++) a += (double)w[o * CS * HW + k] * vs[i * CS * HW + k];
+            se += (a - vt[i * CT + o]) * (a - vt[i * CT + o]);
+        }
+    return se / (B_ * CT);
+}
+
 /* at: per sample the channel mean of squares, divided by its Euclidean norm. */
 static double ref_at(const float *vs, const float *vt, size_t cs, size_t ct) {
     double total = 0.0;
@@ -126,11 +139,22 @@ typedef struct {
     float vs[B_ * CS * HW], vt[B_ * CT * HW], w[CT * CS], b[CT];
 } feature_case;
 
-static double hint_value(void *ctx) {
+/* [D] values: the student's [CS * HW] (the same floats as feature_case's), the teacher's [CT]. */
+typedef struct {
+    float vs[B_ * CS * HW], vt[B_ * CT], w[CT * CS * HW], b[CT];
+} dense_case;
+
+/* The hint gradients are checked against central differences of the double references: the
+ * loss's own value comes from float products, whose rounding (~1e-7 of the value) over a step
+ * of 2e-3 would be noise of the gradients' own size. */
+static double hint_ref_value(void *ctx) {
     feature_case *c = ctx;
-    const kd_feature_dims d = {CS, CT, HW};
-    double scratch[CT * HW];
-    return kd_loss_hint(&d, c->vs, c->vt, c->w, c->b, B_, 1.0, NULL, NULL, NULL, scratch);
+    return ref_hint(c->vs, c->vt, c->w, c->b);
+}
+
+static double dense_ref_value(void *ctx) {
+    dense_case *c = ctx;
+    return ref_dense(c->vs, c->vt, c->w, c->b);
 }
 
 static double at_value(void *ctx) {
@@ -159,27 +183,65 @@ KD_TEST(feature_hint_matches_reference_and_finite_differences) {
     fill(&rng, c.w, sizeof c.w / sizeof *c.w, 0.5f);
     fill(&rng, c.b, sizeof c.b / sizeof *c.b, 0.2f);
     const kd_feature_dims d = {CS, CT, HW};
-    float dvs[B_ * CS * HW] = {0}, dw[CT * CS] = {0}, db[CT] = {0};
-    double scratch[CT * HW];
-    double L = kd_loss_hint(&d, c.vs, c.vt, c.w, c.b, B_, 1.0, dvs, dw, db, scratch);
-    CHECK_CLOSE(L, ref_hint(c.vs, c.vt, c.w, c.b), 1e-12, 1e-12);
-    check_grad("hint d/dvs", c.vs, dvs, B_ * CS * HW, hint_value, &c);
-    check_grad("hint d/dw", c.w, dw, CT * CS, hint_value, &c);
-    check_grad("hint d/db", c.b, db, CT, hint_value, &c);
-    /* [D] values: the dense adapter is the same product at one position. */
+    float dvs[B_ * CS * HW] = {0}, dw[CT * CS] = {0}, db[CT] = {0}, a[B_ * CT * HW];
+    double L = kd_loss_hint(&d, c.vs, c.vt, c.w, c.b, B_, 1.0, dvs, dw, db, a);
+    /* The adapter's output is a float product (as a layer's): the value agrees with the double
+     * reference to float rounding, not to double's. */
+    CHECK_CLOSE(L, ref_hint(c.vs, c.vt, c.w, c.b), 0, 1e-6);
+    check_grad("hint d/dvs", c.vs, dvs, B_ * CS * HW, hint_ref_value, &c);
+    check_grad("hint d/dw", c.w, dw, CT * CS, hint_ref_value, &c);
+    check_grad("hint d/db", c.b, db, CT, hint_ref_value, &c);
+    /* [D] values: the dense adapter, one product over the batch (its own path in the code). */
     const kd_feature_dims dd = {CS * HW, CT, 1};
-    float w2[CT * CS * HW], t2[B_ * CT], dv2[B_ * CS * HW] = {0};
-    fill(&rng, w2, CT * CS * HW, 0.3f);
-    fill(&rng, t2, B_ * CT, 1.0f);
-    double want = 0.0;
-    for (size_t i = 0; i < B_; i++)
-        for (size_t o = 0; o < CT; o++) {
-            double a = 0.0;
-            for (size_t k = 0; k < CS * HW; k++) a += (double)w2[o * CS * HW + k] * c.vs[i * CS * HW + k];
-            want += (a - t2[i * CT + o]) * (a - t2[i * CT + o]);
+    dense_case e;
+    memcpy(e.vs, c.vs, sizeof e.vs);
+    fill(&rng, e.w, CT * CS * HW, 0.3f);
+    fill(&rng, e.vt, B_ * CT, 1.0f);
+    fill(&rng, e.b, CT, 0.2f);
+    float dv2[B_ * CS * HW] = {0}, dw2[CT * CS * HW] = {0}, db2[CT] = {0};
+    L = kd_loss_hint(&dd, e.vs, e.vt, e.w, e.b, B_, 1.0, dv2, dw2, db2, a);
+    CHECK_CLOSE(L, ref_dense(e.vs, e.vt, e.w, e.b), 0, 1e-6);
+    check_grad("dense hint d/dvs", e.vs, dv2, B_ * CS * HW, dense_ref_value, &e);
+    check_grad("dense hint d/dw", e.w, dw2, CT * CS * HW, dense_ref_value, &e);
+    check_grad("dense hint d/db", e.b, db2, CT, dense_ref_value, &e);
+    /* Without a bias the adapter's output is w x alone. */
+    float zero[CT] = {0};
+    CHECK_CLOSE(kd_loss_hint(&dd, e.vs, e.vt, e.w, NULL, B_, 1.0, NULL, NULL, NULL, a),
+                ref_dense(e.vs, e.vt, e.w, zero), 0, 1e-6);
+}
+
+/* hint's products share samples out among the team (its parallel loops forced on here): the
+ * value and every gradient have the same bits on one thread and on three. */
+KD_TEST(feature_hint_same_bits_on_any_thread_count) {
+    enum { NB = 9, NS = 7, NT = 11, NP = 13, NV = NB * NS * NP, NU = NB * NT * NP };
+    static float vs[NV], vt[NU], w[NT * NS], b[NT], dv[2][NV], dw[2][NT * NS], db[2][NT], a[NU];
+    kd_rng rng;
+    kd_rng_seed(&rng, 13);
+    fill(&rng, vs, NV, 1.0f);
+    fill(&rng, vt, NU, 1.0f);
+    fill(&rng, w, NT * NS, 0.5f);
+    fill(&rng, b, NT, 0.2f);
+    const int def = kd_threads_get();
+    kd_par_min = 1;
+    /* The same floats as NB * NP [D] values of NS (one product over the batch) and as NB
+     * [NS, NP] values (one product per sample). */
+    for (size_t P = 1; P <= NP; P += NP - 1) {
+        const kd_feature_dims d = {NS, NT, P};
+        double L[2];
+        for (int k = 0; k < 2; k++) {
+            kd_threads_set(k ? 3 : 1);
+            memset(dv[k], 0, sizeof dv[k]);
+            memset(dw[k], 0, sizeof dw[k]);
+            memset(db[k], 0, sizeof db[k]);
+            L[k] = kd_loss_hint(&d, vs, vt, w, b, NB * NP / P, 0.7, dv[k], dw[k], db[k], a);
         }
-    L = kd_loss_hint(&dd, c.vs, t2, w2, NULL, B_, 1.0, dv2, NULL, NULL, scratch);
-    CHECK_CLOSE(L, want / (B_ * CT), 1e-12, 1e-12);
+        CHECK(L[0] == L[1]);
+        CHECK(memcmp(dv[0], dv[1], sizeof dv[0]) == 0);
+        CHECK(memcmp(dw[0], dw[1], sizeof dw[0]) == 0);
+        CHECK(memcmp(db[0], db[1], sizeof db[0]) == 0);
+    }
+    kd_par_min = KD_PAR_MIN;
+    kd_threads_set(def);
 }
 
 KD_TEST(feature_at_matches_reference_and_finite_differences) {

@@ -13,11 +13,13 @@
 /* u = q / max(||q||, eps), q_p = mean_c v[c, p]^2, for one sample's (C, P) value; returns the
  * divisor. */
 static double attention_map(const float *v, size_t C, size_t P, double *u) {
+    /* Along the positions, which are contiguous; each q_p still sums over c in order. */
+    for (size_t p = 0; p < P; p++) u[p] = 0.0;
+    for (size_t c = 0; c < C; c++)
+        for (size_t p = 0; p < P; p++) u[p] += (double)v[c * P + p] * v[c * P + p];
     double ss = 0.0;
     for (size_t p = 0; p < P; p++) {
-        double q = 0.0;
-        for (size_t c = 0; c < C; c++) q += (double)v[c * P + p] * v[c * P + p];
-        u[p] = q / (double)C;
+        u[p] /= (double)C;
         ss += u[p] * u[p];
     }
     const double n = fmax(sqrt(ss), AT_EPS);
@@ -46,11 +48,11 @@ double kd_loss_at(const kd_feature_dims *d, const float *vs, const float *vt, si
         /* du_p/dq_r = (delta_pr - u_p u_r) / n when the norm is above eps (else 1 / eps), and
          * dq_p/dv[c, p] = 2 v[c, p] / C. */
         const int clamped = n == AT_EPS;
-        for (size_t p = 0; p < P; p++) {
-            const double dq = (clamped ? ut[p] : ut[p] - us[p] * ug) / n;
-            for (size_t c = 0; c < Cs; c++)
-                dvs[i * Cs * P + c * P + p] += (float)(dq * 2.0 * x[c * P + p] / (double)Cs);
-        }
+        double *dq = ut;  /* in place of g */
+        for (size_t p = 0; p < P; p++) dq[p] = (clamped ? ut[p] : ut[p] - us[p] * ug) / n;
+        for (size_t c = 0; c < Cs; c++)
+            for (size_t p = 0; p < P; p++)
+                dvs[i * Cs * P + c * P + p] += (float)(dq[p] * 2.0 * x[c * P + p] / (double)Cs);
     }
     return sum * inv;
 }

@@ -5,6 +5,8 @@
  * a constant target. Also the shape rules every feature loss shares. */
 #include <string.h>
 
+#include "kd_gemm.h"
+#include "kd_threads.h"
 #include "loss_impl.h"
 
 /* A value's channels and spatial positions: [C, H, W] is C channels at H * W positions, [D]
@@ -41,62 +43,53 @@ kd_status kd_loss_feature_shapes(const char *what, int spatial_only, const kd_sh
     return KD_OK;
 }
 
-/* Positions whose input gradients are summed together (a block of doubles on the stack). */
-#define HINT_PB 64
-
+/* The adapter's output a = bias + w x, then dL/da in its place. The products are float sgemms
+ * as every layer's (the squared errors are summed in double): for [D] values each is one
+ * product over the batch, as a dense layer's; for [C, H, W] values one per sample, as a 1x1
+ * convolution's, the team sharing out the samples' forward and input-gradient products (each a
+ * sample's own) while the weight gradient adds the samples' products in sample order, so those
+ * bits do not depend on the thread count. */
 double kd_loss_hint(const kd_feature_dims *d, const float *vs, const float *vt, const float *w,
                     const float *bias, size_t B, double weight, float *dvs, float *dw,
-                    float *db, double *scratch) {
-    const size_t Cs = d->Cs, Ct = d->Ct, P = d->P;
-    const double inv = 1.0 / ((double)B * (double)Ct * (double)P);
-    double sum = 0.0;
-    for (size_t i = 0; i < B; i++) {
-        const float *x = vs + i * Cs * P;  /* (Cs, P) */
-        const float *t = vt + i * Ct * P;  /* (Ct, P) */
-        double *g = scratch;                /* (Ct, P): the adapter's output, then its gradient */
-        /* Every sum runs over its index in the same order as sum_c w x, sum_o w g spelled out per
-         * element; the loops run along the positions p, which are contiguous. */
-        for (size_t o = 0; o < Ct; o++) {
-            double *go = g + o * P;
-            for (size_t p = 0; p < P; p++) go[p] = bias ? (double)bias[o] : 0.0;
-            for (size_t c = 0; c < Cs; c++) {
-                const double wc = (double)w[o * Cs + c];
-                const float *xc = x + c * P;
-                for (size_t p = 0; p < P; p++) go[p] += wc * xc[p];
-            }
-            for (size_t p = 0; p < P; p++) {
-                const double e = go[p] - (double)t[o * P + p];
-                sum += e * e;
-                go[p] = weight * 2.0 * e * inv;
-            }
-        }
-        if (dw)
+                    float *db, float *a) {
+    const size_t Cs = d->Cs, Ct = d->Ct, P = d->P, n = Ct * P, m = Cs * P;
+    const double inv = 1.0 / ((double)B * (double)n), scale = weight * 2.0 * inv;
+    const int par = KD_PAR(B * n * Cs);  /* a product's multiply-adds */
+    if (P == 1) {
+        kd_sgemm_linear(B, Ct, Cs, vs, w, bias, a, 0);
+    } else {
+#pragma omp parallel for schedule(static) if (par)
+        for (size_t i = 0; i < B; i++) {
+            float *ai = a + i * n;
             for (size_t o = 0; o < Ct; o++)
-                for (size_t c = 0; c < Cs; c++) {
-                    double s = 0.0;
-                    for (size_t p = 0; p < P; p++) s += g[o * P + p] * x[c * P + p];
-                    dw[o * Cs + c] += (float)s;
-                }
-        if (db)
+                for (size_t p = 0; p < P; p++) ai[o * P + p] = bias ? bias[o] : 0.0f;
+            kd_sgemm_serial(0, 0, Ct, P, Cs, 1.0f, w, Cs, vs + i * m, P, 1.0f, ai, P);
+        }
+    }
+    double sum = 0.0;
+    for (size_t k = 0; k < B * n; k++) {
+        const double e = (double)a[k] - (double)vt[k];
+        sum += e * e;
+        a[k] = (float)(scale * e);
+    }
+    if (db)
+        for (size_t i = 0; i < B; i++)
             for (size_t o = 0; o < Ct; o++) {
-                double s = 0.0;
-                for (size_t p = 0; p < P; p++) s += g[o * P + p];
-                db[o] += (float)s;
+                float s = 0.0f;
+                for (size_t p = 0; p < P; p++) s += a[i * n + o * P + p];
+                db[o] += s;
             }
-        if (dvs)
-            for (size_t c = 0; c < Cs; c++)
-                for (size_t p0 = 0; p0 < P; p0 += HINT_PB) {
-                    const size_t n = P - p0 < HINT_PB ? P - p0 : HINT_PB;
-                    double acc[HINT_PB];
-                    for (size_t k = 0; k < n; k++) acc[k] = 0.0;
-                    for (size_t o = 0; o < Ct; o++) {
-                        const double wc = (double)w[o * Cs + c];
-                        const double *go = g + o * P + p0;
-                        for (size_t k = 0; k < n; k++) acc[k] += wc * go[k];
-                    }
-                    float *dv = dvs + i * Cs * P + c * P + p0;
-                    for (size_t k = 0; k < n; k++) dv[k] += (float)acc[k];
-                }
+    if (P == 1) {
+        if (dw) kd_sgemm(1, 0, Ct, Cs, B, 1.0f, a, Ct, vs, Cs, 1.0f, dw, Cs);
+        if (dvs) kd_sgemm(0, 0, B, Cs, Ct, 1.0f, a, Ct, w, Cs, 1.0f, dvs, Cs);
+        return sum * inv;
+    }
+    for (size_t i = 0; dw && i < B; i++)
+        kd_sgemm_serial(0, 1, Ct, Cs, P, 1.0f, a + i * n, P, vs + i * m, P, 1.0f, dw, Cs);
+    if (dvs) {
+#pragma omp parallel for schedule(static) if (par)
+        for (size_t i = 0; i < B; i++)
+            kd_sgemm_serial(1, 0, Cs, P, Ct, 1.0f, w, Cs, a + i * n, P, 1.0f, dvs + i * m, P);
     }
     return sum * inv;
 }
@@ -105,7 +98,7 @@ static double hint_feature(const kd_loss_entry *e, const kd_loss_feature *f, siz
                            double w) {
     (void)e;
     return kd_loss_hint(&f->d, f->vs, f->vt, f->aw, f->ab, B, w * f->gscale, f->dvs, f->daw,
-                        f->dab, f->scratch);
+                        f->dab, f->adapted);
 }
 
 const kd_loss_ops kd_loss_ops_hint = {

@@ -84,7 +84,8 @@ static kd_status add_adapter(kd_trainer *t, size_t i, const kd_feature_dims *d, 
     return KD_OK;
 }
 
-static kd_status init_entry(kd_trainer *t, size_t i, size_t *scratch, kd_err *err) {
+static kd_status init_entry(kd_trainer *t, size_t i, size_t *scratch, size_t *adapted,
+                            kd_err *err) {
     const kd_loss_entry *e = &t->plan.list.e[i];
     const kd_loss_info *info = kd_loss_type_info(e->type);
     kd_feature_slot *f = &t->fslot[i];
@@ -108,21 +109,24 @@ static kd_status init_entry(kd_trainer *t, size_t i, size_t *scratch, kd_err *er
     if (!st && (info->needs & KD_LOSS_NEEDS_ADAPTER)) st = add_adapter(t, i, &d, ss.rank == 3, err);
     if (st) return st;
     t->feat[i].d = d;
-    const size_t need = (d.Ct > 2 ? d.Ct : 2) * d.P;
-    if (need > *scratch) *scratch = need;
+    if (2 * d.P > *scratch) *scratch = 2 * d.P;
+    if ((info->needs & KD_LOSS_NEEDS_ADAPTER) && d.Ct * d.P > *adapted) *adapted = d.Ct * d.P;
     f->on = 1;
     t->n_feat++;
     return KD_OK;
 }
 
 kd_status kd_features_init(kd_trainer *t, kd_err *err) {
-    size_t scratch = 0;
+    size_t scratch = 0, adapted = 0;  /* per sample: at's maps, a hint adapter's output */
     for (size_t i = 0; i < t->plan.list.n; i++) {
         if (!(kd_loss_type_info(t->plan.list.e[i].type)->needs & KD_LOSS_NEEDS_FEATURES)) continue;
-        kd_status st = init_entry(t, i, &scratch, err);
+        kd_status st = init_entry(t, i, &scratch, &adapted, err);
         if (st) return st;
     }
-    if (t->n_feat && !(t->fscratch = malloc(scratch * sizeof *t->fscratch)))
+    size_t na = 0;
+    if (t->n_feat && (!(t->fscratch = malloc(scratch * sizeof *t->fscratch)) ||
+                      kd_mul_size(t->s.batch_cap, adapted, &na) ||
+                      (na && !(t->fadapted = kd_alloc_floats(na)))))
         return kd_err_set(err, KD_EIO, "out of memory for the feature losses");
     return KD_OK;
 }
@@ -144,11 +148,14 @@ void kd_features_bind(kd_trainer *t, double gscale) {
         x->dab = adapter ? m->grads + f->ab : NULL;
         x->gscale = gscale;
         x->scratch = t->fscratch;
+        x->adapted = t->fadapted;
     }
 }
 
 void kd_features_free(kd_trainer *t) {
     free(t->fscratch);
+    kd_free_aligned(t->fadapted);
     t->fscratch = NULL;
+    t->fadapted = NULL;
     t->n_feat = 0;
 }
