@@ -396,9 +396,14 @@ static void put_forward(FILE *f, const qheader *h) {
                "            /* two roundings, as distill computes it: a volatile product\n"
                "               cannot be contracted into a fused multiply-add */\n"
                "            volatile float p = raw_input[c * %zu + i] * %spre_mul[c];\n"
-               "            float x = p + %spre_add[c];\n            double t;\n"
-               "            t = round((double)x / (double)%s_INPUT_SCALE) + %s_INPUT_ZERO_POINT;\n"
-               "            xq[c * %zu + i] = (signed char)(t < -128 ? -128 : t > 127 ? 127 : t);\n"
+               "            float x = p + %spre_add[c];\n"
+               "            double t = (double)x / (double)%s_INPUT_SCALE;\n            long n;\n"
+               "            /* round(t), halves away from zero, without a library call: beyond\n"
+               "               256 steps the clamp below decides; t - n is exact */\n"
+               "            t = t < -256.0 ? -256.0 : t > 256.0 ? 256.0 : t;\n"
+               "            n = (long)t;\n            t -= (double)n;\n"
+               "            n += (t >= 0.5 ? 1 : 0) - (t <= -0.5 ? 1 : 0) + %s_INPUT_ZERO_POINT;\n"
+               "            xq[c * %zu + i] = (signed char)(n < -128 ? -128 : n > 127 ? 127 : n);\n"
                "        }\n", h->pre.n_ch, h->pre.plane, h->pre.plane, L, L, U, U, h->pre.plane);
     fprintf(f, "    %sforward_q(xq, lq, arena);\n    for (i = 0; i < %s_N_CLASSES; i++)\n"
                "        logits[i] = %s_OUTPUT_SCALE * (float)(lq[i] - %s_OUTPUT_ZERO_POINT);\n}\n",
