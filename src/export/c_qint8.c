@@ -439,8 +439,8 @@ static kd_status write_qheader(FILE *f, void *ctx, kd_err *err) {
     const kd_qmodel *q = h->q;
     const char *L = h->lower, *U = h->upper;
     put_declarations(f, h);
-    fprintf(f, "#if defined(%s_IMPLEMENTATION) && !defined(%s_IMPLEMENTED)\n#define %s_IMPLEMENTED\n"
-               "#include <math.h>\n\n", U, U, U);
+    fprintf(f, "#if defined(%s_IMPLEMENTATION) && !defined(%s_IMPLEMENTED)\n#define %s_IMPLEMENTED\n\n",
+            U, U, U);
     put_kernels(f, h);
     char num[40];
     fprintf(f, "static const float %spre_mul[%zu] = {", L, h->pre.n_ch);
