@@ -189,3 +189,33 @@ KD_TEST(qheader_resnet_student_is_bit_identical_to_the_reference) {
 KD_TEST(qheader_mobilenetv2_is_bit_identical_to_the_reference) {
     header_check("configs/fmnist-mobilenetv2.json", "mbv2_q", 50);
 }
+
+/* The header's int32 sums start at the bias with the zero point folded in: a model handed over
+ * in memory whose bias leaves no room for the products is refused (the reader refuses such a
+ * file before), naming the op, and no header is written. */
+KD_TEST(qheader_refuses_a_bias_that_could_overflow_the_sums) {
+    kd_shape in = {1, {4}};
+    kd_model m = {0};
+    kd_qmodel q = {0};
+    kd_err err = {0};
+    float x[8 * 4];
+    for (size_t i = 0; i < 8 * 4; i++) x[i] = (float)(i % 7) - 3;
+    CHECK_EQ_INT(kd_model_init(&m, &in, "[{\"type\": \"dense\", \"units\": 3}]", 0, &err), KD_OK);
+    if (kd_test_failed_now()) return;
+    random_model(&m, 3);
+    CHECK_EQ_INT(kd_quant_build(&m, x, 8, &q, &err), KD_OK);
+    if (kd_test_failed_now()) return;
+    char path[1100];
+    snprintf(path, sizeof path, "%s/big.h", kd_test_tmpdir());
+    const kd_export_info info = {0};
+    CHECK_EQ_INT(kd_export_c_qint8(path, &q, &in, "big", &info, NULL, &err), KD_OK);
+    q.ops[0].bias[1] = INT32_MAX - 4 * 128 * 127 + 1; /* one short of room for 4 products */
+    q.ops[0].w[4] = 0, q.ops[0].w[5] = 0, q.ops[0].w[6] = 0, q.ops[0].w[7] = 0;
+    unlink(path);
+    CHECK_EQ_INT(kd_export_c_qint8(path, &q, &in, "big", &info, NULL, &err), KD_EINPUT);
+    CHECK_CONTAINS(err.msg, "channel 1: the sums could overflow int32");
+    CHECK(access(path, F_OK) != 0);
+    q.ops[0].bias[1] -= 1; /* exactly room for them */
+    CHECK_EQ_INT(kd_export_c_qint8(path, &q, &in, "big", &info, NULL, &err), KD_OK);
+    kd_qmodel_free(&q), kd_model_free(&m);
+}
