@@ -12,6 +12,8 @@
 #   make bench      benchmarks (sgemm peak, training step, loaders, ...), linked with the hooks
 #                   library (bench_gemm and bench_cnn set hooks), then the C headers' code,
 #                   flash and RAM on a Cortex-M4 (tests/mcu/sizes.sh, arm-none-eabi-size, QEMU)
+#                   and their single-sample speed at cc -O2, f32 against qint8
+#                   (tests/bench/bench_header.sh)
 #   make bench-torch  the same jobs in distill and PyTorch side by side (if python3-torch is
 #                   there): build/bench/bench_jobs, hooks library
 #   make bench-ort  ONNX Runtime and distill on the same exported models (issue 29): build/bench/
@@ -235,6 +237,7 @@ bench: check-deps $(BIN) $(BENCH_BIN)
 	  for b in $(BENCH_RUN); do echo "== $$b"; ./$$b || exit 1; done
 	@echo "== tests/mcu/sizes.sh (Cortex-M4 flash and RAM of the students' C headers)"
 	@bash tests/mcu/sizes.sh $(BIN)
+	@echo "== tests/bench/bench_header.sh (single sample, f32 and qint8 C headers at cc -O2)" && bash tests/bench/bench_header.sh $(BIN)
 
 # One process per job and side, alternating; PyTorch's side only when /usr/bin/python3 has torch.
 bench-torch: check-deps $(BUILD)/bench/bench_jobs

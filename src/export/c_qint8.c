@@ -39,40 +39,91 @@ static const char kernel_core[] =
     "    int32_t y = zp + @apply(acc, mult, shift);\n"
     "    return (signed char)(y < lo ? lo : y > hi ? hi : y);\n"
     "}\n";
-static const char kernel_dense[] =
-    "static void @dense(const signed char *x, int xzp, const signed char *w, const int32_t *b,\n"
-    "                   const int32_t *m, const int32_t *s, long in, long out, int zp, int lo,\n"
-    "                   int hi, signed char *y) {\n"
-    "    long j, i;\n"
-    "    for (j = 0; j < out; j++) {\n"
-    "        const signed char *wj = w + j * in;\n"
-    "        int32_t acc = b[j];\n"
-    "        for (i = 0; i < in; i++) acc += ((int32_t)x[i] - xzp) * wj[i];\n"
-    "        y[j] = @store(acc, m[j], (int)s[j], zp, lo, hi);\n"
+/* Dense and convolution share one product loop: each output channel's accumulator starts at
+ * its bias with the input's zero point folded in (bias - x_zp * sum of the row's weights,
+ * computed by the exporter), so the loop is a plain dot product of the int8 input and weights.
+ * Four rows at a time reuse one int16 copy of 32 (then 16) inputs; the counted loops of int16
+ * products summed in int32 are what compilers vectorise (pmaddwd on SSE2). Integer sums are
+ * exact in any order and the reader bounds them below 2^31, so every compiler gives the same
+ * bytes. */
+static const char kernel_dot[] =
+    "static void @dot4(const signed char *x, const signed char *w, long n, int32_t *a) {\n"
+    "    const signed char *w1 = w + n, *w2 = w1 + n, *w3 = w2 + n;\n"
+    "    long c, k, e32 = n - n % 32, e16 = n - n % 16;\n"
+    "    for (c = 0; c < e32; c += 32) {\n"
+    "        int16_t v[32];\n"
+    "        int32_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;\n"
+    "        for (k = 0; k < 32; k++) v[k] = x[c + k];\n"
+    "        for (k = 0; k < 32; k++) s0 += v[k] * w[c + k];\n"
+    "        for (k = 0; k < 32; k++) s1 += v[k] * w1[c + k];\n"
+    "        for (k = 0; k < 32; k++) s2 += v[k] * w2[c + k];\n"
+    "        for (k = 0; k < 32; k++) s3 += v[k] * w3[c + k];\n"
+    "        a[0] += s0, a[1] += s1, a[2] += s2, a[3] += s3;\n"
     "    }\n"
+    "    for (c = e32; c < e16; c += 16) {\n"
+    "        int16_t v[16];\n"
+    "        int32_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;\n"
+    "        for (k = 0; k < 16; k++) v[k] = x[c + k];\n"
+    "        for (k = 0; k < 16; k++) s0 += v[k] * w[c + k];\n"
+    "        for (k = 0; k < 16; k++) s1 += v[k] * w1[c + k];\n"
+    "        for (k = 0; k < 16; k++) s2 += v[k] * w2[c + k];\n"
+    "        for (k = 0; k < 16; k++) s3 += v[k] * w3[c + k];\n"
+    "        a[0] += s0, a[1] += s1, a[2] += s2, a[3] += s3;\n"
+    "    }\n"
+    "    for (c = e16; c < n; c++) {\n"
+    "        int32_t v = x[c];\n"
+    "        a[0] += v * w[c], a[1] += v * w1[c], a[2] += v * w2[c], a[3] += v * w3[c];\n"
+    "    }\n"
+    "}\n"
+    "static int32_t @dot1(const signed char *x, const signed char *w, long n) {\n"
+    "    long c, k, e32 = n - n % 32;\n"
+    "    int32_t a = 0;\n"
+    "    for (c = 0; c < e32; c += 32) {\n"
+    "        int32_t s = 0;\n"
+    "        for (k = 0; k < 32; k++) s += (int16_t)x[c + k] * w[c + k];\n"
+    "        a += s;\n"
+    "    }\n"
+    "    for (c = e32; c < n; c++) a += (int32_t)x[c] * w[c];\n"
+    "    return a;\n"
+    "}\n"
+    "/* y[r * ys] = the requantized b[r] + x . w[r], for the `rows` rows of n weights. */\n"
+    "static void @rows(const signed char *x, const signed char *w, const int32_t *b,\n"
+    "                  const int32_t *m, const int32_t *s, long n, long rows, long ys, int zp,\n"
+    "                  int lo, int hi, signed char *y) {\n"
+    "    long r, t, e4 = rows - rows % 4;\n"
+    "    for (r = 0; r < e4; r += 4) {\n"
+    "        int32_t a[4];\n"
+    "        for (t = 0; t < 4; t++) a[t] = b[r + t];\n"
+    "        @dot4(x, w + r * n, n, a);\n"
+    "        for (t = 0; t < 4; t++)\n"
+    "            y[(r + t) * ys] = @store(a[t], m[r + t], (int)s[r + t], zp, lo, hi);\n"
+    "    }\n"
+    "    for (r = e4; r < rows; r++)\n"
+    "        y[r * ys] = @store(b[r] + @dot1(x, w + r * n, n), m[r], (int)s[r], zp, lo, hi);\n"
     "}\n";
 static const char kernel_conv[] =
-    "/* g: C, H, W, K, kh, kw, stride, pad, groups, OH, OW */\n"
+    "/* g: C, H, W, K, kh, kw, stride, pad, groups, OH, OW. For each output position and group,\n"
+    "   the input patch is copied into col (a padded tap holds xzp, which the folded bias\n"
+    "   cancels), then the group's output channels are dot products with it. */\n"
     "static void @conv(const signed char *x, int xzp, const signed char *w, const int32_t *b,\n"
     "                  const int32_t *m, const int32_t *s, const long *g, int zp, int lo, int hi,\n"
-    "                  signed char *y) {\n"
-    "    long cg = g[0] / g[8], kg = g[3] / g[8], k, oh, ow, c, r, t;\n"
-    "    for (k = 0; k < g[3]; k++)\n"
+    "                  signed char *col, signed char *y) {\n"
+    "    long cg = g[0] / g[8], kg = g[3] / g[8], n = cg * g[4] * g[5], p, oh, ow, c, r, t;\n"
+    "    for (p = 0; p < g[8]; p++)\n"
     "        for (oh = 0; oh < g[9]; oh++)\n"
     "            for (ow = 0; ow < g[10]; ow++) {\n"
-    "                int32_t acc = b[k];\n"
-    "                for (c = 0; c < cg; c++)\n"
+    "                signed char *o = col;\n"
+    "                for (c = p * cg; c < (p + 1) * cg; c++)\n"
     "                    for (r = 0; r < g[4]; r++) {\n"
     "                        long ih = oh * g[6] + r - g[7];\n"
-    "                        if (ih < 0 || ih >= g[1]) continue;\n"
     "                        for (t = 0; t < g[5]; t++) {\n"
     "                            long iw = ow * g[6] + t - g[7];\n"
-    "                            if (iw < 0 || iw >= g[2]) continue;\n"
-    "                            acc += ((int32_t)x[((k / kg * cg + c) * g[1] + ih) * g[2] + iw] -\n"
-    "                                    xzp) * w[((k * cg + c) * g[4] + r) * g[5] + t];\n"
+    "                            *o++ = ih < 0 || ih >= g[1] || iw < 0 || iw >= g[2]\n"
+    "                                       ? (signed char)xzp : x[(c * g[1] + ih) * g[2] + iw];\n"
     "                        }\n"
     "                    }\n"
-    "                y[(k * g[9] + oh) * g[10] + ow] = @store(acc, m[k], (int)s[k], zp, lo, hi);\n"
+    "                @rows(col, w + p * kg * n, b + p * kg, m + p * kg, s + p * kg, n, kg,\n"
+    "                      g[9] * g[10], zp, lo, hi, y + (p * kg * g[9] + oh) * g[10] + ow);\n"
     "            }\n"
     "}\n";
 static const char kernel_pool[] =
@@ -119,36 +170,50 @@ typedef struct {
     const char *name, *path;
     char lower[64], upper[64];
     size_t *off, arena;        /* per value: its place in the arena; the arena's size */
+    size_t *col;               /* per op: the place of a conv op's patch */
     kd_export_pre pre;
 } qheader;
 
-/* Places every value in the arena by first fit: a value lives from the op that makes it (the
- * input from the start) to the last op that reads it (the output to the end). */
+/* Bytes of the patch a conv op copies for one output position (0 for other ops). */
+static size_t col_bytes(const kd_qop *op) {
+    return op->kind == KD_QOP_CONV ? op->g.C / op->g.groups * op->g.kh * op->g.kw : 0;
+}
+
+/* Places every value, and each conv op's patch, in the arena by first fit. Times: the input is
+ * made at 0, op i runs at i + 1; a value lives from the op that makes it to the last op that
+ * reads it (the output to the end), a patch during its op only. */
 static int plan_arena(qheader *h) {
     const kd_qmodel *q = h->q;
-    size_t n = q->n_values, *last = calloc(n, sizeof *last), *order = calloc(n, sizeof *order);
-    h->off = calloc(n, sizeof *h->off);
-    if (!last || !order || !h->off) return free(last), free(order), -1;
+    size_t n = 2 * q->n_ops + 1, items = 0;
+    size_t *last = calloc(q->n_values, sizeof *last);
+    struct item { size_t size, from, to, *at; } *it = calloc(n, sizeof *it);
+    h->off = calloc(q->n_values, sizeof *h->off), h->col = calloc(q->n_ops, sizeof *h->col);
+    if (!last || !it || !h->off || !h->col) return free(last), free(it), -1;
     for (size_t i = 0; i < q->n_ops; i++)
-        for (size_t k = 0; k < q->ops[i].n_in; k++) last[q->ops[i].in[k]] = i;
-    last[q->output] = q->n_ops;
-    /* order[0] is the input, made "before op 0"; order[i + 1] the value op i makes. */
-    for (size_t i = 0; i < q->n_ops; i++) order[i + 1] = q->ops[i].out;
-    for (size_t i = 0; i <= q->n_ops; i++) {
-        size_t v = order[i], size = q->values[v].numel, at = 0;
-        for (int moved = 1; moved;) { /* the lowest place no live value overlaps */
+        for (size_t k = 0; k < q->ops[i].n_in; k++) last[q->ops[i].in[k]] = i + 1;
+    last[q->output] = q->n_ops + 1;
+    it[items++] = (struct item){q->values[0].numel, 0, last[0], &h->off[0]};
+    for (size_t i = 0; i < q->n_ops; i++) {
+        size_t v = q->ops[i].out;
+        it[items++] = (struct item){q->values[v].numel, i + 1, last[v], &h->off[v]};
+        if (col_bytes(&q->ops[i]))
+            it[items++] = (struct item){col_bytes(&q->ops[i]), i + 1, i + 1, &h->col[i]};
+    }
+    for (size_t i = 0; i < items; i++) {
+        size_t at = 0;
+        for (int moved = 1; moved;) { /* the lowest place no item alive with it overlaps */
             moved = 0;
             for (size_t j = 0; j < i; j++) {
-                size_t u = order[j];
-                if (last[u] + 1 < i) continue; /* read for the last time by an earlier op */
-                if (at < h->off[u] + q->values[u].numel && h->off[u] < at + size)
-                    at = h->off[u] + q->values[u].numel, moved = 1;
+                const struct item *u = &it[j];
+                if (u->to < it[i].from || it[i].to < u->from) continue;
+                if (at < *u->at + u->size && *u->at < at + it[i].size)
+                    at = *u->at + u->size, moved = 1;
             }
         }
-        h->off[v] = at;
-        if (at + size > h->arena) h->arena = at + size;
+        *it[i].at = at;
+        if (at + it[i].size > h->arena) h->arena = at + it[i].size;
     }
-    free(last), free(order);
+    free(last), free(it);
     return 0;
 }
 
@@ -160,6 +225,37 @@ static void put_ints(FILE *f, const char *type, const char *name, const void *v,
         fprintf(f, "%s%s%ld", i ? "," : "", i % 24 ? "" : "\n    ", x);
     }
     fputs("};\n", f);
+}
+
+/* Weights per output channel of a dense or conv op. */
+static size_t row_len(const kd_qop *op) {
+    return op->kind == KD_QOP_CONV ? op->g.C / op->g.groups * op->g.kh * op->g.kw
+                                   : op->in_features;
+}
+
+/* Channel k's bias with the input zero point folded in: bias - xzp * sum of the row, so that
+ * bias + sum (x - xzp) w = folded + sum x w. */
+static long long folded_bias(const kd_qop *op, int xzp, size_t k, size_t row) {
+    long long sum = 0;
+    for (size_t i = 0; i < row; i++) sum += op->w[k * row + i];
+    return op->bias[k] - (long long)xzp * sum;
+}
+
+/* The header's sums stay in int32: the folded bias plus up to 128 * 127 per product. The
+ * reader's bounds (|bias| and 255 * 127 per product each below 2^30) imply it; checked anyway,
+ * as a model handed over in memory has not been through the reader. */
+static kd_status check_sums(const kd_qmodel *q, kd_err *err) {
+    for (size_t i = 0; i < q->n_ops; i++) {
+        const kd_qop *op = &q->ops[i];
+        if (!op->w) continue;
+        size_t row = row_len(op);
+        for (size_t k = 0; k < op->n_ch; k++)
+            if (llabs(folded_bias(op, q->values[op->in[0]].zp, k, row)) +
+                    (long long)row * 128 * 127 >= (1LL << 31))
+                return kd_err_set(err, KD_EINPUT, "C export: op %zu (layer %s), channel %zu: "
+                                  "the sums could overflow int32", i, op->name, k);
+    }
+    return KD_OK;
 }
 
 /* One op's constant arrays. */
@@ -177,19 +273,21 @@ static void put_weights(FILE *f, const qheader *h, size_t i) {
                 g->pad, g->groups, g->OH, g->OW);
     }
     if (!op->w) return;
-    size_t row = op->kind == KD_QOP_CONV ? op->g.C / op->g.groups * op->g.kh * op->g.kw
-                                         : op->in_features;
+    size_t row = row_len(op);
     int32_t *m = malloc(op->n_ch * sizeof *m), *s = malloc(op->n_ch * sizeof *s);
-    for (size_t k = 0; m && s && k < op->n_ch; k++) m[k] = op->mult[k].mult, s[k] = op->mult[k].shift;
+    int32_t *b = malloc(op->n_ch * sizeof *b);
+    for (size_t k = 0; m && s && b && k < op->n_ch; k++)
+        m[k] = op->mult[k].mult, s[k] = op->mult[k].shift,
+        b[k] = (int32_t)folded_bias(op, h->q->values[op->in[0]].zp, k, row);
     snprintf(name, sizeof name, "%sw%zu", h->lower, i);
     put_ints(f, "signed char", name, op->w, op->n_ch * row, 1);
     snprintf(name, sizeof name, "%sb%zu", h->lower, i);
-    put_ints(f, "int32_t", name, op->bias, op->n_ch, 4);
+    if (b) put_ints(f, "int32_t", name, b, op->n_ch, 4);
     snprintf(name, sizeof name, "%sm%zu", h->lower, i);
     if (m) put_ints(f, "int32_t", name, m, op->n_ch, 4);
     snprintf(name, sizeof name, "%ss%zu", h->lower, i);
     if (s) put_ints(f, "int32_t", name, s, op->n_ch, 4);
-    free(m), free(s);
+    free(m), free(s), free(b);
 }
 
 /* Where value v is: the caller's input, or its place in the arena. */
@@ -209,13 +307,14 @@ static void put_op(FILE *f, const qheader *h, size_t i) {
     fprintf(f, "    /* op %zu, layer %s */\n", i, op->name);
     switch (op->kind) {
     case KD_QOP_DENSE:
-        fprintf(f, "    %sdense(%s, %d, %sw%zu, %sb%zu, %sm%zu, %ss%zu, %zu, %zu, %d, %d, %d, %s);\n",
-                L, x, xzp, L, i, L, i, L, i, L, i, op->in_features, op->n_ch, op->o.zp, op->o.lo,
+        fprintf(f, "    %srows(%s, %sw%zu, %sb%zu, %sm%zu, %ss%zu, %zu, %zu, 1, %d, %d, %d, %s);\n",
+                L, x, L, i, L, i, L, i, L, i, op->in_features, op->n_ch, op->o.zp, op->o.lo,
                 op->o.hi, y);
         break;
     case KD_QOP_CONV:
-        fprintf(f, "    %sconv(%s, %d, %sw%zu, %sb%zu, %sm%zu, %ss%zu, %sg%zu, %d, %d, %d, %s);\n", L,
-                x, xzp, L, i, L, i, L, i, L, i, L, i, op->o.zp, op->o.lo, op->o.hi, y);
+        fprintf(f, "    %sconv(%s, %d, %sw%zu, %sb%zu, %sm%zu, %ss%zu, %sg%zu, %d, %d, %d,\n"
+                "           (signed char *)(arena + %zu), %s);\n", L, x, xzp, L, i, L, i, L, i, L,
+                i, L, i, op->o.zp, op->o.lo, op->o.hi, h->col[i], y);
         break;
     case KD_QOP_MAXPOOL:
     case KD_QOP_AVGPOOL:
@@ -297,9 +396,14 @@ static void put_forward(FILE *f, const qheader *h) {
                "            /* two roundings, as distill computes it: a volatile product\n"
                "               cannot be contracted into a fused multiply-add */\n"
                "            volatile float p = raw_input[c * %zu + i] * %spre_mul[c];\n"
-               "            float x = p + %spre_add[c];\n            double t;\n"
-               "            t = round((double)x / (double)%s_INPUT_SCALE) + %s_INPUT_ZERO_POINT;\n"
-               "            xq[c * %zu + i] = (signed char)(t < -128 ? -128 : t > 127 ? 127 : t);\n"
+               "            float x = p + %spre_add[c];\n"
+               "            double t = (double)x / (double)%s_INPUT_SCALE;\n            long n;\n"
+               "            /* round(t), halves away from zero, without a library call: beyond\n"
+               "               256 steps the clamp below decides; t - n is exact */\n"
+               "            t = t < -256.0 ? -256.0 : t > 256.0 ? 256.0 : t;\n"
+               "            n = (long)t;\n            t -= (double)n;\n"
+               "            n += (t >= 0.5 ? 1 : 0) - (t <= -0.5 ? 1 : 0) + %s_INPUT_ZERO_POINT;\n"
+               "            xq[c * %zu + i] = (signed char)(n < -128 ? -128 : n > 127 ? 127 : n);\n"
                "        }\n", h->pre.n_ch, h->pre.plane, h->pre.plane, L, L, U, U, h->pre.plane);
     fprintf(f, "    %sforward_q(xq, lq, arena);\n    for (i = 0; i < %s_N_CLASSES; i++)\n"
                "        logits[i] = %s_OUTPUT_SCALE * (float)(lq[i] - %s_OUTPUT_ZERO_POINT);\n}\n",
@@ -318,7 +422,8 @@ static void put_kernels(FILE *f, const qheader *h) {
     for (size_t i = 0; i < h->q->n_ops; i++) uses[h->q->ops[i].kind] = 1;
     for (int k = 0; k < 8; k++)
         core |= uses[k] && k != KD_QOP_LUT && k != KD_QOP_CLAMP;
-    const char *parts[] = {core ? kernel_core : "", uses[KD_QOP_DENSE] ? kernel_dense : "",
+    const char *parts[] = {core ? kernel_core : "",
+                           uses[KD_QOP_DENSE] || uses[KD_QOP_CONV] ? kernel_dot : "",
                            uses[KD_QOP_CONV] ? kernel_conv : "",
                            uses[KD_QOP_MAXPOOL] || uses[KD_QOP_AVGPOOL] ? kernel_pool : "",
                            uses[KD_QOP_CONCAT] ? kernel_rescale : "",
@@ -334,8 +439,8 @@ static kd_status write_qheader(FILE *f, void *ctx, kd_err *err) {
     const kd_qmodel *q = h->q;
     const char *L = h->lower, *U = h->upper;
     put_declarations(f, h);
-    fprintf(f, "#if defined(%s_IMPLEMENTATION) && !defined(%s_IMPLEMENTED)\n#define %s_IMPLEMENTED\n"
-               "#include <math.h>\n\n", U, U, U);
+    fprintf(f, "#if defined(%s_IMPLEMENTATION) && !defined(%s_IMPLEMENTED)\n#define %s_IMPLEMENTED\n\n",
+            U, U, U);
     put_kernels(f, h);
     char num[40];
     fprintf(f, "static const float %spre_mul[%zu] = {", L, h->pre.n_ch);
@@ -380,9 +485,10 @@ kd_status kd_export_c_qint8(const char *path, const kd_qmodel *q, const kd_shape
     kd_status st = kd_export_pre_init(&h.pre, info->pp, input, err);
     if (st) return st;
     if (plan_arena(&h)) st = kd_err_set(err, KD_EIO, "C export: out of memory");
+    if (!st) st = check_sums(q, err);
     if (!st) st = kd_write_atomic(path, write_qheader, &h, err);
     if (!st && arena) *arena = h.arena;
     kd_export_pre_free(&h.pre);
-    free(h.off);
+    free(h.off), free(h.col);
     return st;
 }
