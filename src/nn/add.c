@@ -34,10 +34,23 @@ static void sum_block(const float *const *x, size_t n_in, float *restrict y, siz
     }
 }
 
+/* In place (y == x[0]): the same sums in the same order, y[i] = ((y[i] + x1[i]) + x2[i]) ... */
+static void sum_into_block(const float *const *x, size_t n_in, float *restrict y, size_t o,
+                           size_t n) {
+    float *restrict out = y + o;
+    for (size_t k = 1; k < n_in; k++) {
+        const float *restrict c = x[k] + o;
+        KD_VEC_FOR(i, n, out[i] += c[i]);
+    }
+}
+
+/* y may be x[0] (the model runs an add in place when input 0 has no other reader). */
 static void add_forward(kd_layer *l, const float *const *x, float *y, size_t B, kd_ctx *ctx) {
     (void)ctx;
     const size_t n_in = l->n_in;
-    KD_PAR_BLOCKS(B * kd_shape_numel(&l->out), o, k, sum_block(x, n_in, y, o, k));
+    const size_t n = B * kd_shape_numel(&l->out);
+    if (y == x[0]) KD_PAR_BLOCKS(n, o, k, sum_into_block(x, n_in, y, o, k));
+    else KD_PAR_BLOCKS(n, o, k, sum_block(x, n_in, y, o, k));
 }
 
 static void acc_block(const float *restrict dy, float *restrict dx, size_t n) {
@@ -80,4 +93,5 @@ const kd_layer_ops kd_layer_add = {
     .export_onnx = add_export_onnx,
     .export_c = add_export_c,
     .grad_is_dy = 1,
+    .in_place = 1,  /* y over x[0]: backward reads no input */
 };
