@@ -56,15 +56,13 @@ static int bn_tensors(const kd_layer *l, kd_tensor_decl *out) {
  * normalised with and how many values they cover (all ranks' under SyncBatchNorm), kept for
  * backward, which recomputes xhat from x rather than storing a copy of the whole input. Then
  * the fused group's backward keeps its per-channel dx constants (bn_dx_coefs, C of them),
- * which the convolution before it reads sample by sample. Then (at an even offset: doubles)
- * the statistics' block terms of every (sample, channel) plane, two doubles per block, which a
- * convolution before a fused group fills sample by sample in its own forward. */
+ * which the convolution before it reads sample by sample. The statistics' block terms, needed
+ * only within one forward, live in the shared workspace (bn_workspace, terms_in_workspace). */
 static size_t plane_blocks(const kd_layer *l);
-static size_t terms_offset(const kd_layer *l) { return 6 * n_channels(l) + 2; }
 static size_t bn_cache(const kd_layer *l, size_t B) {
-    return terms_offset(l) + 4 * B * n_channels(l) * plane_blocks(l);
+    (void)B;
+    return 6 * n_channels(l) + 2;
 }
-static double *stat_terms(const kd_layer *l) { return (double *)(l->cache + terms_offset(l)); }
 
 /* Blocks of kd_reduce's shifted sums per (sample, channel) plane. */
 static size_t plane_blocks(const kd_layer *l) {
@@ -72,10 +70,26 @@ static size_t plane_blocks(const kd_layer *l) {
 }
 
 /* Doubles (two floats each): two sums per channel and a count (SyncBatchNorm sums [s, q, n]
- * over the ranks), and backward's two block terms per block of every (sample, channel) plane
- * (see grad_sums). */
+ * over the ranks), then two block terms per block of every (sample, channel) plane: forward's
+ * statistics terms (sample_terms) or backward's (grad_sums). */
 static size_t bn_workspace(const kd_layer *l, size_t B) {
     return 2 * (2 * n_channels(l) + 1 + 2 * B * n_channels(l) * plane_blocks(l));
+}
+
+/* Where forward's statistics terms start in the workspace, past the sums and count that
+ * bn_prepare writes at its start; a convolution fused before the group lowers its samples into
+ * the workspace while it hands them to sample_terms, so there the terms start past that too. */
+static double *terms_in_workspace(const kd_layer *l, const kd_layer *conv, size_t B,
+                                  const kd_ctx *ctx) {
+    size_t at = 2 * (2 * n_channels(l) + 1);
+    const size_t cw = conv ? conv->ops->workspace_floats(conv, B) : 0;
+    if (cw > at) at = cw + (cw & 1);  /* even: doubles */
+    return (double *)(ctx->workspace + at);
+}
+
+size_t kd_conv_bn_group_workspace(const kd_layer *conv, const kd_layer *bn, size_t B) {
+    const size_t cw = conv->ops->workspace_floats(conv, B), head = 2 * (2 * n_channels(bn) + 1);
+    return (cw > head ? cw + (cw & 1) : head) + 4 * B * n_channels(bn) * plane_blocks(bn);
 }
 
 /* Per channel the block terms (B, C, nblk) in (sample, block) order, the order of one serial
@@ -121,12 +135,12 @@ static void bn_init(kd_layer *l, kd_rng *rng, int xavier) {
     l->count[BN_COUNT] = 0;
 }
 
-/* The statistics' terms of sample b, planes x_b (C, S), into the cache: per plane, the block
+/* The statistics' terms of sample b, planes x_b (C, S), into terms: per plane, the block
  * sums of (x - x0) and then of (x - x0)^2 (nblk doubles each), x0 the plane's own first value,
  * so they can be taken plane by plane, even one sample at a time inside the layer before. */
-static void sample_terms(const kd_layer *l, size_t b, const float *x_b) {
+static void sample_terms(const kd_layer *l, double *terms, size_t b, const float *x_b) {
     const size_t C = n_channels(l), S = n_spatial(l), nblk = plane_blocks(l);
-    double *t = stat_terms(l) + b * C * 2 * nblk;
+    double *t = terms + b * C * 2 * nblk;
     for (size_t c = 0; c < C; c++, t += 2 * nblk)
         kd_sum_sq_shifted_blocks(x_b + c * S, S, x_b[c * S], t, t + nblk);
 }
@@ -137,10 +151,9 @@ static void sample_terms(const kd_layer *l, size_t b, const float *x_b) {
  *   sum(x - r) = s_p + S k,   sum((x - r)^2) = q_p + 2 k s_p + S k^2,
  * in double, the planes added in sample order (the same bits on any thread count). r is the
  * same on every rank of a data-parallel run, so there the ranks' sums just add up. */
-static void fold_to_running_mean(const kd_layer *l, const float *x, size_t B, double *s,
-                                 double *q) {
+static void fold_to_running_mean(const kd_layer *l, const double *terms, const float *x,
+                                 size_t B, double *s, double *q) {
     const size_t C = n_channels(l), S = n_spatial(l), nblk = plane_blocks(l);
-    const double *terms = stat_terms(l);
     const float *r = l->t[BN_MEAN];
 #pragma omp parallel for schedule(static) if (KD_PAR(B * C * nblk * KD_REDUCE_BLOCK))
     for (size_t c = 0; c < C; c++) {
@@ -169,24 +182,26 @@ static void fold_to_running_mean(const kd_layer *l, const float *x, size_t B, do
  * The statistics come from one pass of block sums per plane, shifted by the plane's first
  * value (sample_terms: float partial sums folded into doubles), moved to a common shift, the
  * running mean, and added in a fixed order (fold_to_running_mean: the same bits on any thread
- * count). bn_prepare computes them (unless a convolution before it already took the terms) into
- * the cache (mean, inv_std, N) and returns 0 when there is nothing to normalise (no rank has
- * a sample); normalising then splits the (sample, channel) planes among the threads. */
-static int bn_prepare(kd_layer *l, const float *x, size_t B, int terms_ready, kd_ctx *ctx) {
+ * count). bn_prepare computes them (from terms a convolution before it already took, or its own
+ * pass when terms is NULL) into the cache (mean, inv_std, N) and returns 0 when there is
+ * nothing to normalise (no rank has a sample); normalising then splits the (sample, channel)
+ * planes among the threads. */
+static int bn_prepare(kd_layer *l, const float *x, size_t B, double *terms, kd_ctx *ctx) {
     const bn_hp *hp = l->hp;
     const size_t C = n_channels(l), S = n_spatial(l), N = B * S;
     float *cache = kd_layer_cache(l, ctx), *mean_c = cache, *inv_std = cache + C;
     float *run_mean = l->t[BN_MEAN], *run_var = l->t[BN_VAR];
     double n_all = (double)N;
     if (ctx->training) {
-        if (!terms_ready) {
+        if (!terms) {
+            terms = terms_in_workspace(l, NULL, B, ctx);
 #pragma omp parallel for schedule(static) if (KD_PAR(B * C * S))
-            for (size_t b = 0; b < B; b++) sample_terms(l, b, x + b * C * S);
+            for (size_t b = 0; b < B; b++) sample_terms(l, terms, b, x + b * C * S);
         }
         /* s, q: sums of (x - running_mean) and its square (SyncBatchNorm: over every rank's
          * values, with the count in s[2C]) */
         double *s = (double *)ctx->workspace, *q = s + C;
-        fold_to_running_mean(l, x, B, s, q);
+        fold_to_running_mean(l, terms, x, B, s, q);
         if (l->shard) {
             s[2 * C] = n_all;
             l->shard->sum(s, 2 * C + 1);
@@ -221,7 +236,7 @@ static int bn_prepare(kd_layer *l, const float *x, size_t B, int terms_ready, kd
 /* y = k * (x - mean) + bias with k = weight * inv_std, per channel: these float operations are
  * batch norm's output, fused or not. */
 static void bn_forward(kd_layer *l, const float *x, float *y, size_t B, kd_ctx *ctx) {
-    if (!bn_prepare(l, x, B, 0, ctx)) return;
+    if (!bn_prepare(l, x, B, NULL, ctx)) return;
     const size_t C = n_channels(l), S = n_spatial(l);
     const float *mean_c = kd_layer_cache(l, ctx), *inv_std = mean_c + C;
     const float *w = l->t[BN_W], *bias = l->t[BN_B];
@@ -270,7 +285,7 @@ void kd_conv_bn_act_forward(kd_layer *conv, kd_layer *bn, kd_layer *act, const f
                             size_t B, kd_ctx *ctx) {
     KD_ASSERT(!ctx->training);
     KD_ASSERT(!act || act->ops == &kd_layer_relu || act->ops == &kd_layer_relu6);
-    bn_prepare(bn, y, B, 0, ctx);  /* running statistics: reads no input */
+    bn_prepare(bn, y, B, NULL, ctx);  /* running statistics: reads no input */
     const int a = !act ? BN_ACT_NONE : act->ops == &kd_layer_relu ? BN_ACT_RELU : BN_ACT_RELU6;
     const bn_act_sink s = {bn, a, kd_layer_cache(bn, ctx), y};
     const kd_sample_sink sink = {bn_act_sample, &s};
@@ -340,8 +355,8 @@ static void bn_backward(kd_layer *l, const float *x, const float *y, const float
  * plane by plane while the plane is in cache. ---- */
 
 static void group_forward(kd_layer *bn, kd_layer *pool, const float *x, float *y, float *win,
-                          size_t B, int terms_ready, kd_ctx *ctx) {
-    if (!bn_prepare(bn, x, B, terms_ready, ctx)) return;
+                          size_t B, double *terms, kd_ctx *ctx) {
+    if (!bn_prepare(bn, x, B, terms, ctx)) return;
     const size_t C = n_channels(bn), S = n_spatial(bn), OH = pool->out.d[1],
                  OW = pool->out.d[2];
     const float *mean_c = kd_layer_cache(bn, ctx), *inv_std = mean_c + C;
@@ -358,20 +373,29 @@ static void group_forward(kd_layer *bn, kd_layer *pool, const float *x, float *y
 
 void kd_bn_pool_relu_forward(kd_layer *bn, kd_layer *pool, const float *x, float *y, float *win,
                              size_t B, kd_ctx *ctx) {
-    group_forward(bn, pool, x, y, win, B, 0, ctx);
+    group_forward(bn, pool, x, y, win, B, NULL, ctx);
 }
 
 /* A convolution followed by the group: in training, the convolution hands each sample's output
  * to sample_terms while it is in its thread's cache, so batch norm's statistics need no pass
  * of their own over the convolution's output. */
-static void terms_sink(const void *arg, size_t b, const float *y_b) { sample_terms(arg, b, y_b); }
+typedef struct {
+    const kd_layer *bn;
+    double *terms;
+} terms_dest;
+
+static void terms_sink(const void *arg, size_t b, const float *y_b) {
+    const terms_dest *t = arg;
+    sample_terms(t->bn, t->terms, b, y_b);
+}
 
 void kd_conv_bn_pool_relu_forward(kd_layer *conv, kd_layer *bn, kd_layer *pool, const float *x,
                                   float *conv_y, float *y, float *win, size_t B, kd_ctx *ctx) {
     const int fold = ctx->training != 0;
-    const kd_sample_sink sink = {terms_sink, bn};
+    const terms_dest t = {bn, fold ? terms_in_workspace(bn, conv, B, ctx) : NULL};
+    const kd_sample_sink sink = {terms_sink, &t};
     kd_conv2d_forward_to(conv, x, conv_y, fold ? &sink : NULL, B, ctx);
-    group_forward(bn, pool, conv_y, y, win, B, fold, ctx);
+    group_forward(bn, pool, conv_y, y, win, B, t.terms, ctx);
 }
 
 /* The group's dx constants per channel, after kd_bn_pool_relu_backward_sums. */

@@ -46,6 +46,9 @@ void kd_conv2d_forward_to(kd_layer *l, const float *x, float *y, const kd_sample
  * group; conv_y is the convolution's output (kept for backward), y and win the group's. */
 void kd_conv_bn_pool_relu_forward(kd_layer *conv, kd_layer *bn, kd_layer *pool, const float *x,
                                   float *conv_y, float *y, float *win, size_t B, kd_ctx *ctx);
+/* The workspace floats that forward needs in training: the convolution's, then batch norm's
+ * statistics terms, which it fills while the convolution's columns are in use. */
+size_t kd_conv_bn_group_workspace(const kd_layer *conv, const kd_layer *bn, size_t B);
 /* Inference: conv2d into y, then batch norm (running statistics) and act (a relu or relu6, or
  * NULL) in place on each sample while it is in the producing thread's cache. The same bits as
  * the layers one after another. */
