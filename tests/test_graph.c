@@ -53,7 +53,7 @@ static const char resblock[] =
     "{\"type\":\"batchnorm\",\"name\":\"l.0.bn1\"},{\"type\":\"relu\"},"
     "{\"type\":\"conv2d\",\"channels\":4,\"kernel\":3,\"padding\":1,\"bias\":false,\"name\":\"l.0.conv2\"},"
     "{\"type\":\"batchnorm\",\"name\":\"l.0.bn2\"},"
-    "{\"type\":\"add\",\"from\":[\"l.0.bn2\",\"relu\"]},{\"type\":\"relu\",\"name\":\"l.0.out\"},"
+    "{\"type\":\"add\",\"from\":[\"l.0.bn2\",\"relu\"],\"name\":\"l.0.add\"},{\"type\":\"relu\",\"name\":\"l.0.out\"},"
     "{\"type\":\"conv2d\",\"channels\":6,\"kernel\":3,\"stride\":2,\"padding\":1,\"bias\":false,\"name\":\"l.1.conv1\"},"
     "{\"type\":\"batchnorm\",\"name\":\"l.1.bn1\"},{\"type\":\"relu\"},"
     "{\"type\":\"conv2d\",\"channels\":6,\"kernel\":3,\"padding\":1,\"bias\":false,\"name\":\"l.1.conv2\"},"
@@ -291,10 +291,11 @@ KD_TEST(graph_gradient_slots_are_as_wide_as_their_values) {
     CHECK_EQ_INT(kd_gradcheck(&in, json, 4, 12, 1, GC_TOL), 0);
 }
 
-/* Runs resblock on one batch with or without observing "l.0.bn2" (observing keeps the first
- * add off that value's buffer); logits and parameter gradients out. */
-static int resblock_step(int observe, size_t B, float *logits, float *grads, size_t n_params,
-                         int *add_in_place) {
+/* Runs resblock on one batch, observing the value named observe (or none: NULL), which keeps
+ * it out of in-place writes and fused units; logits and parameter gradients out, and whether
+ * both adds run in place with their relus in place after them, and the first add's unit. */
+static int resblock_step(const char *observe, size_t B, float *logits, float *grads,
+                         size_t n_params, int *add_in_place, size_t *add_unit) {
     const kd_shape in = {3, {2, 6, 6}};
     kd_model m;
     kd_err err;
@@ -302,7 +303,7 @@ static int resblock_step(int observe, size_t B, float *logits, float *grads, siz
     kd_shape sh;
     memset(&m, 0, sizeof m);
     if (kd_model_init(&m, &in, resblock, 1, &err) ||
-        (observe && kd_model_observe(&m, "l.0.bn2", &id, &sh, &err)) ||
+        (observe && kd_model_observe(&m, observe, &id, &sh, &err)) ||
         kd_model_reserve(&m, B, &err) || m.n_params != n_params) {
         kd_test_fail(__FILE__, __LINE__, "%s", err.msg);
         kd_model_free(&m);
@@ -310,6 +311,7 @@ static int resblock_step(int observe, size_t B, float *logits, float *grads, siz
     }
     *add_in_place = kd_runs_in_place(&m, 8) && kd_runs_in_place(&m, 9) &&
                     kd_runs_in_place(&m, 17) && kd_runs_in_place(&m, 18);
+    *add_unit = kd_model_unit_size(&m, 8);
     kd_rng rng;
     kd_rng_seed(&rng, 21);
     kd_model_init_weights(&m, &rng, KD_INIT_HE);
@@ -333,6 +335,7 @@ KD_TEST(graph_add_runs_in_place_over_a_private_input) {
     enum { B = 4, NP = 1024 };
     float z[2][B * 3], g[2][NP];
     int in_place[2];
+    size_t unit[2];
     kd_model m;
     kd_err err;
     const kd_shape in = {3, {2, 6, 6}};
@@ -344,11 +347,38 @@ KD_TEST(graph_add_runs_in_place_over_a_private_input) {
     const size_t np = m.n_params;
     kd_model_free(&m);
     CHECK(np <= NP);
-    if (np > NP || resblock_step(0, B, z[0], g[0], np, &in_place[0]) ||
-        resblock_step(1, B, z[1], g[1], np, &in_place[1]))
+    if (np > NP || resblock_step(NULL, B, z[0], g[0], np, &in_place[0], &unit[0]) ||
+        resblock_step("l.0.bn2", B, z[1], g[1], np, &in_place[1], &unit[1]))
         return;
     CHECK(in_place[0]);
     CHECK(!in_place[1]);
+    CHECK(!memcmp(z[0], z[1], sizeof z[0]));
+    CHECK(!memcmp(g[0], g[1], np * sizeof *g[0]));
+}
+
+/* A training model runs an add and the relu after it (in place over the sum) as one forward
+ * pass; observing the add's output keeps them apart. Both give the same logits and gradients
+ * bit for bit. */
+KD_TEST(graph_add_relu_unit_matches_the_layers_one_by_one) {
+    enum { B = 4, NP = 1024 };
+    float z[2][B * 3], g[2][NP];
+    int in_place[2];
+    size_t unit[2];
+    kd_model m;
+    kd_err err;
+    const kd_shape in = {3, {2, 6, 6}};
+    memset(&m, 0, sizeof m);
+    if (kd_model_init(&m, &in, resblock, 1, &err)) {
+        kd_test_fail(__FILE__, __LINE__, "%s", err.msg);
+        return;
+    }
+    const size_t np = m.n_params;
+    kd_model_free(&m);
+    if (np > NP || resblock_step(NULL, B, z[0], g[0], np, &in_place[0], &unit[0]) ||
+        resblock_step("l.0.add", B, z[1], g[1], np, &in_place[1], &unit[1]))
+        return;
+    CHECK_EQ_INT((int)unit[0], 2);
+    CHECK_EQ_INT((int)unit[1], 1);
     CHECK(!memcmp(z[0], z[1], sizeof z[0]));
     CHECK(!memcmp(g[0], g[1], np * sizeof *g[0]));
 }

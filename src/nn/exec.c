@@ -103,7 +103,8 @@ static void run_unit(kd_model *m, size_t i, float *out, size_t nb, const fwd_pas
     }
     const float **xs = ps->xs + m->graph->xs_at[i];
     for (size_t k = 0; k < l->n_in; k++) xs[k] = ps->val[l->src[k]];
-    l->ops->forward_merge(l, xs, out, nb, ps->ctx);
+    if (m->graph->unit[i] & KD_UNIT_ADD_RELU) kd_add_relu_forward(l, xs, out, nb);
+    else l->ops->forward_merge(l, xs, out, nb, ps->ctx);
 }
 
 /* Copies the chunk [b0, b0 + nb) of every observed value the unit i..j produced into its

@@ -10,7 +10,11 @@
 /* ---- The fused batchnorm -> maxpool2d (2x2) -> relu group (model.c runs the three layers
  * as one when they follow each other; batchnorm.c computes it with pool.c's plane kernels). ---- */
 extern const kd_layer_ops kd_layer_batchnorm, kd_layer_maxpool2d, kd_layer_relu, kd_layer_conv2d,
-    kd_layer_relu6;
+    kd_layer_relu6, kd_layer_add;
+/* Training: an add and the relu after it (running in place over the add's output), forward as
+ * one pass over blocks: y = relu(x[0] + x[1] + ...), y the add's buffer (which may be x[0]).
+ * Backward runs the two layers one by one. */
+void kd_add_relu_forward(kd_layer *l, const float *const *x, float *y, size_t B);
 /* Whether l is a maxpool2d with a 2x2 kernel, stride 2, no padding, over even planes. */
 int kd_maxpool_is_2x2(const kd_layer *l);
 /* One (OH*2, OW*2) plane xp pooled into yp (OH, OW) with the first-maximum indices in ap, every
