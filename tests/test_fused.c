@@ -58,8 +58,12 @@ static void check_case(const fuse_case *c, size_t B, int training, uint64_t seed
     init_twins(&f, &u, seed);
     const size_t L = f.n_layers;
     for (size_t i = 0; i < L; i++) {
+        /* a batch norm with the relu after it (in place over its output): their own unit */
+        const int bn_relu = f.layers[i].ops == &kd_layer_batchnorm && i + 1 < L &&
+                            f.layers[i + 1].ops == &kd_layer_relu;
         const size_t want = is_group(c, i)                                          ? 3
                             : is_group(c, i + 1) && f.layers[i].ops == &kd_layer_conv2d ? 4
+                            : bn_relu                                                   ? 2
                                                                                         : 1;
         if (kd_model_unit_size(&f, i) != want)
             kd_test_fail(__FILE__, __LINE__, "%s: layer %zu runs as a unit of %zu, expected %zu",
@@ -165,8 +169,10 @@ KD_TEST(fused_bn_pool_relu_matches_the_layers_one_by_one) {
     }
 }
 
-/* Runs that look alike but are not the group stay separate layers: an odd plane (the 2x2 pool
- * drops a row), another order, a 1-d batch norm, a pool with stride 1. */
+/* Runs that look alike but are not the group stay out of it: an odd plane (the 2x2 pool
+ * drops a row), another order, a 1-d batch norm, a pool with stride 1. A batch norm and the relu
+ * right after it (another order, the 1-d batch norm) run as their own two-layer unit, compared
+ * with the layers one by one here too. */
 KD_TEST(fused_group_only_for_its_exact_pattern) {
     const fuse_case cases[] = {
         {{3, {2, 7, 8}}, "[" BN_POOL_RELU ",{\"type\":\"flatten\"},{\"type\":\"dense\",\"units\":3}]",

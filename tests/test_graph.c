@@ -292,8 +292,9 @@ KD_TEST(graph_gradient_slots_are_as_wide_as_their_values) {
 }
 
 /* Runs resblock on one batch, observing the value named observe (or none: NULL), which keeps
- * it out of in-place writes and fused units; logits and parameter gradients out, and whether
- * both adds run in place with their relus in place after them, and the first add's unit. */
+ * it out of in-place writes and fused units; logits and parameter gradients out, whether both
+ * adds run in place with their relus in place after them, and the unit sizes at the first add
+ * (layer 8) and at the batch norm l.0.bn1 (layer 4) as 10 * first + second. */
 static int resblock_step(const char *observe, size_t B, float *logits, float *grads,
                          size_t n_params, int *add_in_place, size_t *add_unit) {
     const kd_shape in = {3, {2, 6, 6}};
@@ -311,7 +312,7 @@ static int resblock_step(const char *observe, size_t B, float *logits, float *gr
     }
     *add_in_place = kd_runs_in_place(&m, 8) && kd_runs_in_place(&m, 9) &&
                     kd_runs_in_place(&m, 17) && kd_runs_in_place(&m, 18);
-    *add_unit = kd_model_unit_size(&m, 8);
+    *add_unit = kd_model_unit_size(&m, 8) * 10 + kd_model_unit_size(&m, 4);
     kd_rng rng;
     kd_rng_seed(&rng, 21);
     kd_model_init_weights(&m, &rng, KD_INIT_HE);
@@ -377,8 +378,35 @@ KD_TEST(graph_add_relu_unit_matches_the_layers_one_by_one) {
     if (np > NP || resblock_step(NULL, B, z[0], g[0], np, &in_place[0], &unit[0]) ||
         resblock_step("l.0.add", B, z[1], g[1], np, &in_place[1], &unit[1]))
         return;
-    CHECK_EQ_INT((int)unit[0], 2);
-    CHECK_EQ_INT((int)unit[1], 1);
+    CHECK_EQ_INT((int)unit[0], 22);  /* add + relu, and batchnorm + relu at layer 4 */
+    CHECK_EQ_INT((int)unit[1], 12);
+    CHECK(!memcmp(z[0], z[1], sizeof z[0]));
+    CHECK(!memcmp(g[0], g[1], np * sizeof *g[0]));
+}
+
+/* A training model runs a batch norm and the relu in place after it as one unit, forward and
+ * backward (relu's gradient made on the fly); observing the batch norm's output keeps them
+ * apart. Both give the same logits and gradients bit for bit. */
+KD_TEST(graph_bn_relu_unit_matches_the_layers_one_by_one) {
+    enum { B = 4, NP = 1024 };
+    float z[2][B * 3], g[2][NP];
+    int in_place[2];
+    size_t unit[2];
+    kd_model m;
+    kd_err err;
+    const kd_shape in = {3, {2, 6, 6}};
+    memset(&m, 0, sizeof m);
+    if (kd_model_init(&m, &in, resblock, 1, &err)) {
+        kd_test_fail(__FILE__, __LINE__, "%s", err.msg);
+        return;
+    }
+    const size_t np = m.n_params;
+    kd_model_free(&m);
+    if (np > NP || resblock_step(NULL, B, z[0], g[0], np, &in_place[0], &unit[0]) ||
+        resblock_step("l.0.bn1", B, z[1], g[1], np, &in_place[1], &unit[1]))
+        return;
+    CHECK_EQ_INT((int)unit[0], 22);
+    CHECK_EQ_INT((int)unit[1], 21);
     CHECK(!memcmp(z[0], z[1], sizeof z[0]));
     CHECK(!memcmp(g[0], g[1], np * sizeof *g[0]));
 }

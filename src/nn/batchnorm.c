@@ -234,8 +234,9 @@ static int bn_prepare(kd_layer *l, const float *x, size_t B, double *terms, kd_c
 }
 
 /* y = k * (x - mean) + bias with k = weight * inv_std, per channel: these float operations are
- * batch norm's output, fused or not. */
-static void bn_forward(kd_layer *l, const float *x, float *y, size_t B, kd_ctx *ctx) {
+ * batch norm's output, fused or not; relu: then the relu's, in the same pass. */
+static void bn_normalise(kd_layer *l, const float *x, float *y, size_t B, int relu,
+                         kd_ctx *ctx) {
     if (!bn_prepare(l, x, B, NULL, ctx)) return;
     const size_t C = n_channels(l), S = n_spatial(l);
     const float *mean_c = kd_layer_cache(l, ctx), *inv_std = mean_c + C;
@@ -246,8 +247,17 @@ static void bn_forward(kd_layer *l, const float *x, float *y, size_t B, kd_ctx *
         const float mu = mean_c[c], k = w[c] * inv_std[c], beta = bias[c];
         const float *restrict xp = x + bc * S;
         float *restrict yp = y + bc * S;
-        for (size_t i = 0; i < S; i++) yp[i] = k * (xp[i] - mu) + beta;
+        if (relu) for (size_t i = 0; i < S; i++) yp[i] = kd_relu(k * (xp[i] - mu) + beta);
+        else for (size_t i = 0; i < S; i++) yp[i] = k * (xp[i] - mu) + beta;
     }
+}
+
+static void bn_forward(kd_layer *l, const float *x, float *y, size_t B, kd_ctx *ctx) {
+    bn_normalise(l, x, y, B, 0, ctx);
+}
+
+void kd_bn_relu_forward(kd_layer *bn, const float *x, float *y, size_t B, kd_ctx *ctx) {
+    bn_normalise(bn, x, y, B, 1, ctx);
 }
 
 /* ---- Inference: a convolution's samples through its batch norm (and activation) while each
@@ -346,6 +356,43 @@ static void bn_backward(kd_layer *l, const float *x, const float *y, const float
         const float *restrict dyp = dy + off, *restrict xp = x + off;
         float *restrict dxp = dx + off;
         for (size_t i = 0; i < S; i++) dxp[i] = k.k * (dyp[i] - k.a - (xp[i] - k.mu) * k.bq);
+    }
+}
+
+/* batchnorm -> relu (in place over batch norm's output) in training: relu's gradient
+ * g = (y > 0 ? dy : 0) is made block by block on the stack where batch norm's sums and its dx
+ * read it, never written whole; the same values and sums as the two backwards one by one. */
+void kd_bn_relu_backward(kd_layer *bn, const float *x, const float *y, const float *dy, float *dx,
+                         size_t B, kd_ctx *ctx) {
+    const size_t C = n_channels(bn), S = n_spatial(bn), nblk = plane_blocks(bn);
+    const float *mean_c = bn->cache;
+    double *sdy = (double *)ctx->workspace, *sdyx = sdy + C, *ts = sdyx + C,
+           *tq = ts + B * C * nblk;
+#pragma omp parallel for schedule(static) if (KD_PAR(B * C * S))
+    for (size_t bc = 0; bc < B * C; bc++) {
+        const float *yp = y + bc * S, *dyp = dy + bc * S, *xp = x + bc * S;
+        float g[KD_REDUCE_BLOCK];
+        for (size_t o0 = 0, k = 0; o0 < S; o0 += KD_REDUCE_BLOCK, k++) {
+            const size_t n = S - o0 < KD_REDUCE_BLOCK ? S - o0 : KD_REDUCE_BLOCK;
+            for (size_t j = 0; j < n; j++) g[j] = kd_float_if(yp[o0 + j] > 0.0f, dyp[o0 + j]);
+            kd_sum_dot_shifted_blocks(g, xp + o0, n, mean_c[bc % C], ts + bc * nblk + k,
+                                      tq + bc * nblk + k);
+        }
+    }
+    fold_terms(ts, tq, B, C, nblk, sdy, sdyx);
+    bn_finish_sums(bn, sdy, sdyx, ctx);
+    if (!dx) return;
+    const int training = ctx->training;
+#pragma omp parallel for schedule(static) if (KD_PAR(B * C * S))
+    for (size_t bc = 0; bc < B * C; bc++) {
+        const bn_dx_coefs k = dx_coefs(bn, bc % C, sdy, sdyx, training);
+        const size_t off = bc * S;
+        const float *restrict dyp = dy + off, *restrict xp = x + off, *restrict yp = y + off;
+        float *restrict dxp = dx + off;
+        for (size_t i = 0; i < S; i++) {
+            const float g = kd_float_if(yp[i] > 0.0f, dyp[i]);
+            dxp[i] = k.k * (g - k.a - (xp[i] - k.mu) * k.bq);
+        }
     }
 }
 

@@ -28,7 +28,9 @@ static void unit_forward(kd_model *m, size_t i, const float *x, float *y, size_t
         kd_bn_pool_relu_forward(l, &l[1], x, y, m->grads ? m->acts[i] : NULL, B, ctx);
         break;
     default:
-        if (m->graph->unit[i] & KD_UNIT_CONV_BN)
+        if (m->graph->unit[i] & KD_UNIT_BN_RELU)
+            kd_bn_relu_forward(l, x, y, B, ctx);
+        else if (m->graph->unit[i] & KD_UNIT_CONV_BN)
             kd_conv_bn_act_forward(l, &l[1], kd_unit_len(m->graph, i) == 3 ? &l[2] : NULL, x, y,
                                    B, ctx);
         else
@@ -43,6 +45,7 @@ void kd_model_unit_forward(kd_model *m, size_t i, const float *x, float *y, size
 
 size_t kd_model_backward_unit_start(const kd_model *m, size_t j) {
     const unsigned char *u = m->graph->unit;
+    if (j >= 1 && (u[j - 1] & KD_UNIT_BN_RELU)) return j - 1;
     if (j < 2 || u[j - 2] != 3) return j;
     return j >= 3 && u[j - 3] == 4 ? j - 3 : j - 2;
 }
@@ -53,6 +56,8 @@ void kd_model_unit_backward(kd_model *m, size_t i, size_t j, const float *x, con
     const float *y = m->acts[j];
     if (i == j) {
         l->ops->backward(l, x, y, dy, dx, B, ctx);
+    } else if (m->graph->unit[i] & KD_UNIT_BN_RELU) {
+        kd_bn_relu_backward(l, x, y, dy, dx, B, ctx);
     } else if (m->graph->unit[i] == 3) {
         kd_bn_pool_relu_backward(l, &l[1], x, y, m->acts[i], dy, dx, B, ctx);
     } else {  /* conv2d, then the group */
