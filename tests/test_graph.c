@@ -410,3 +410,60 @@ KD_TEST(graph_bn_relu_unit_matches_the_layers_one_by_one) {
     CHECK(!memcmp(z[0], z[1], sizeof z[0]));
     CHECK(!memcmp(g[0], g[1], np * sizeof *g[0]));
 }
+
+/* bn -> relu6 with outputs past both kinks (batch norm's weight 5, bias 2: about a third of the
+ * values clamp at 6, a third at 0): the fused unit against the layers kept apart by observing
+ * batch norm's output, logits and gradients bit for bit. */
+static int bn_relu6_step(int observe, float *z, float *grads, size_t np, size_t *unit,
+                         size_t *at6) {
+    enum { B = 3 };
+    const kd_shape in = {3, {2, 4, 4}};
+    const char *json = "[{\"type\":\"batchnorm\",\"name\":\"bn\"},{\"type\":\"relu6\"},"
+                       "{\"type\":\"flatten\"},{\"type\":\"dense\",\"units\":3}]";
+    kd_model m;
+    kd_err err;
+    size_t id;
+    kd_shape sh;
+    memset(&m, 0, sizeof m);
+    if (kd_model_init(&m, &in, json, 1, &err) ||
+        (observe && kd_model_observe(&m, "bn", &id, &sh, &err)) ||
+        kd_model_reserve(&m, B, &err) || m.n_params != np) {
+        kd_test_fail(__FILE__, __LINE__, "%s", err.msg);
+        kd_model_free(&m);
+        return -1;
+    }
+    *unit = kd_model_unit_size(&m, 0);
+    kd_rng rng;
+    kd_rng_seed(&rng, 8);
+    kd_model_init_weights(&m, &rng, KD_INIT_HE);
+    for (size_t c = 0; c < 2; c++) {
+        m.layers[0].t[0][c] = 5.0f;
+        m.layers[0].t[1][c] = 2.0f;
+    }
+    float x[B * 32], r[B * 3];
+    for (size_t i = 0; i < B * 32; i++) x[i] = kd_rng_normal(&rng);
+    for (size_t i = 0; i < B * 3; i++) r[i] = kd_rng_normal(&rng);
+    kd_ctx ctx = {1, &rng, NULL, 0};
+    memcpy(z, kd_model_forward(&m, x, B, &ctx), B * 3 * sizeof *z);
+    *at6 = 0;
+    for (size_t i = 0; i < B * 32; i++) *at6 += m.acts[1][i] == 6.0f;
+    kd_model_zero_grad(&m);
+    kd_model_backward(&m, x, r, B, &ctx);
+    memcpy(grads, m.grads, np * sizeof *grads);
+    kd_model_free(&m);
+    return 0;
+}
+
+KD_TEST(graph_bn_relu6_unit_past_both_kinks_matches_the_layers) {
+    const size_t np = 2 + 2 + 3 * 32 + 3;
+    float z[2][9], g[2][2 + 2 + 3 * 32 + 3];
+    size_t unit[2], at6[2];
+    if (bn_relu6_step(0, z[0], g[0], np, &unit[0], &at6[0]) ||
+        bn_relu6_step(1, z[1], g[1], np, &unit[1], &at6[1]))
+        return;
+    CHECK_EQ_INT((int)unit[0], 2);
+    CHECK_EQ_INT((int)unit[1], 1);
+    CHECK(at6[0] > 10 && at6[0] == at6[1]);
+    CHECK(!memcmp(z[0], z[1], sizeof z[0]));
+    CHECK(!memcmp(g[0], g[1], np * sizeof *g[0]));
+}

@@ -233,9 +233,15 @@ static int bn_prepare(kd_layer *l, const float *x, size_t B, double *terms, kd_c
     return 1;
 }
 
+/* The activation a batch norm's unit applies after it (none, or the relu / relu6 after it). */
+enum { BN_ACT_NONE, BN_ACT_RELU, BN_ACT_RELU6 };
+static int act_kind(const kd_layer *act) {
+    return !act ? BN_ACT_NONE : act->ops == &kd_layer_relu ? BN_ACT_RELU : BN_ACT_RELU6;
+}
+
 /* y = k * (x - mean) + bias with k = weight * inv_std, per channel: these float operations are
- * batch norm's output, fused or not; relu: then the relu's, in the same pass. */
-static void bn_normalise(kd_layer *l, const float *x, float *y, size_t B, int relu,
+ * batch norm's output, fused or not; act: then the activation's, in the same pass. */
+static void bn_normalise(kd_layer *l, const float *x, float *y, size_t B, int act,
                          kd_ctx *ctx) {
     if (!bn_prepare(l, x, B, NULL, ctx)) return;
     const size_t C = n_channels(l), S = n_spatial(l);
@@ -247,24 +253,27 @@ static void bn_normalise(kd_layer *l, const float *x, float *y, size_t B, int re
         const float mu = mean_c[c], k = w[c] * inv_std[c], beta = bias[c];
         const float *restrict xp = x + bc * S;
         float *restrict yp = y + bc * S;
-        if (relu) for (size_t i = 0; i < S; i++) yp[i] = kd_relu(k * (xp[i] - mu) + beta);
+        if (act == BN_ACT_RELU)
+            for (size_t i = 0; i < S; i++) yp[i] = kd_relu(k * (xp[i] - mu) + beta);
+        else if (act == BN_ACT_RELU6)
+            for (size_t i = 0; i < S; i++) yp[i] = kd_relu6(k * (xp[i] - mu) + beta);
         else for (size_t i = 0; i < S; i++) yp[i] = k * (xp[i] - mu) + beta;
     }
 }
 
 static void bn_forward(kd_layer *l, const float *x, float *y, size_t B, kd_ctx *ctx) {
-    bn_normalise(l, x, y, B, 0, ctx);
+    bn_normalise(l, x, y, B, BN_ACT_NONE, ctx);
 }
 
-void kd_bn_relu_forward(kd_layer *bn, const float *x, float *y, size_t B, kd_ctx *ctx) {
-    bn_normalise(bn, x, y, B, 1, ctx);
+void kd_bn_act_train_forward(kd_layer *bn, const kd_layer *act, const float *x, float *y, size_t B,
+                             kd_ctx *ctx) {
+    bn_normalise(bn, x, y, B, act_kind(act), ctx);
 }
 
 /* ---- Inference: a convolution's samples through its batch norm (and activation) while each
  * is in cache (exec.c runs the unit that graph.c chose). ---- */
 
 /* The same float operations as bn_forward, then the activation's, in place on one plane. */
-enum { BN_ACT_NONE, BN_ACT_RELU, BN_ACT_RELU6 };
 __attribute__((target_clones("avx2", "default")))
 static void bn_act_plane(float *restrict y, size_t n, float k, float mu, float beta, int act) {
     if (act == BN_ACT_RELU6) KD_VEC_FOR(i, n, y[i] = kd_relu6(k * (y[i] - mu) + beta));
@@ -296,7 +305,7 @@ void kd_conv_bn_act_forward(kd_layer *conv, kd_layer *bn, kd_layer *act, const f
     KD_ASSERT(!ctx->training);
     KD_ASSERT(!act || act->ops == &kd_layer_relu || act->ops == &kd_layer_relu6);
     bn_prepare(bn, y, B, NULL, ctx);  /* running statistics: reads no input */
-    const int a = !act ? BN_ACT_NONE : act->ops == &kd_layer_relu ? BN_ACT_RELU : BN_ACT_RELU6;
+    const int a = act_kind(act);
     const bn_act_sink s = {bn, a, kd_layer_cache(bn, ctx), y};
     const kd_sample_sink sink = {bn_act_sample, &s};
     kd_conv2d_forward_to(conv, x, y, &sink, B, ctx);
@@ -359,11 +368,19 @@ static void bn_backward(kd_layer *l, const float *x, const float *y, const float
     }
 }
 
-/* batchnorm -> relu (in place over batch norm's output) in training: relu's gradient
- * g = (y > 0 ? dy : 0) is made block by block on the stack where batch norm's sums and its dx
- * read it, never written whole; the same values and sums as the two backwards one by one. */
-void kd_bn_relu_backward(kd_layer *bn, const float *x, const float *y, const float *dy, float *dx,
-                         size_t B, kd_ctx *ctx) {
+/* The activation's gradient at one element from its output y (in place over its input, so
+ * y is inside the open range exactly where the input is): relu passes dy where y > 0, relu6
+ * where 0 < y < 6. */
+static float act_grad(int relu6, float y, float dy) {
+    return kd_float_if(y > 0.0f && (!relu6 || y < 6.0f), dy);
+}
+
+/* batchnorm -> relu or relu6 (in place over batch norm's output) in training: the
+ * activation's gradient g is made block by block on the stack where batch norm's sums and its
+ * dx read it, never written whole; the same values and sums as the two backwards one by one. */
+void kd_bn_act_train_backward(kd_layer *bn, const kd_layer *act, const float *x, const float *y,
+                              const float *dy, float *dx, size_t B, kd_ctx *ctx) {
+    const int relu6 = act_kind(act) == BN_ACT_RELU6;
     const size_t C = n_channels(bn), S = n_spatial(bn), nblk = plane_blocks(bn);
     const float *mean_c = bn->cache;
     double *sdy = (double *)ctx->workspace, *sdyx = sdy + C, *ts = sdyx + C,
@@ -374,7 +391,7 @@ void kd_bn_relu_backward(kd_layer *bn, const float *x, const float *y, const flo
         float g[KD_REDUCE_BLOCK];
         for (size_t o0 = 0, k = 0; o0 < S; o0 += KD_REDUCE_BLOCK, k++) {
             const size_t n = S - o0 < KD_REDUCE_BLOCK ? S - o0 : KD_REDUCE_BLOCK;
-            for (size_t j = 0; j < n; j++) g[j] = kd_float_if(yp[o0 + j] > 0.0f, dyp[o0 + j]);
+            for (size_t j = 0; j < n; j++) g[j] = act_grad(relu6, yp[o0 + j], dyp[o0 + j]);
             kd_sum_dot_shifted_blocks(g, xp + o0, n, mean_c[bc % C], ts + bc * nblk + k,
                                       tq + bc * nblk + k);
         }
@@ -390,7 +407,7 @@ void kd_bn_relu_backward(kd_layer *bn, const float *x, const float *y, const flo
         const float *restrict dyp = dy + off, *restrict xp = x + off, *restrict yp = y + off;
         float *restrict dxp = dx + off;
         for (size_t i = 0; i < S; i++) {
-            const float g = kd_float_if(yp[i] > 0.0f, dyp[i]);
+            const float g = act_grad(relu6, yp[i], dyp[i]);
             dxp[i] = k.k * (g - k.a - (xp[i] - k.mu) * k.bq);
         }
     }

@@ -29,7 +29,7 @@ static void unit_forward(kd_model *m, size_t i, const float *x, float *y, size_t
         break;
     default:
         if (m->graph->unit[i] & KD_UNIT_BN_RELU)
-            kd_bn_relu_forward(l, x, y, B, ctx);
+            kd_bn_act_train_forward(l, &l[1], x, y, B, ctx);
         else if (m->graph->unit[i] & KD_UNIT_CONV_BN)
             kd_conv_bn_act_forward(l, &l[1], kd_unit_len(m->graph, i) == 3 ? &l[2] : NULL, x, y,
                                    B, ctx);
@@ -57,7 +57,7 @@ void kd_model_unit_backward(kd_model *m, size_t i, size_t j, const float *x, con
     if (i == j) {
         l->ops->backward(l, x, y, dy, dx, B, ctx);
     } else if (m->graph->unit[i] & KD_UNIT_BN_RELU) {
-        kd_bn_relu_backward(l, x, y, dy, dx, B, ctx);
+        kd_bn_act_train_backward(l, &l[1], x, y, dy, dx, B, ctx);
     } else if (m->graph->unit[i] == 3) {
         kd_bn_pool_relu_backward(l, &l[1], x, y, m->acts[i], dy, dx, B, ctx);
     } else {  /* conv2d, then the group */

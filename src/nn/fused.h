@@ -15,12 +15,14 @@ extern const kd_layer_ops kd_layer_batchnorm, kd_layer_maxpool2d, kd_layer_relu,
  * one pass over blocks: y = relu(x[0] + x[1] + ...), y the add's buffer (which may be x[0]).
  * Backward runs the two layers one by one. */
 void kd_add_relu_forward(kd_layer *l, const float *const *x, float *y, size_t B);
-/* Training: a batchnorm and the relu that runs in place over its output. Forward: y =
- * relu(batch norm(x)) in one pass; backward from relu's output gradient dy (and its output y)
- * to batch norm's dx (or NULL), relu's gradient made on the fly. The same bits as the layers. */
-void kd_bn_relu_forward(kd_layer *bn, const float *x, float *y, size_t B, kd_ctx *ctx);
-void kd_bn_relu_backward(kd_layer *bn, const float *x, const float *y, const float *dy, float *dx,
-                         size_t B, kd_ctx *ctx);
+/* Training: a batchnorm and the relu or relu6 (act) that runs in place over its output.
+ * Forward: y = act(batch norm(x)) in one pass; backward from act's output gradient dy (and its
+ * output y) to batch norm's dx (or NULL), act's gradient made on the fly. The same bits as the
+ * layers one by one. */
+void kd_bn_act_train_forward(kd_layer *bn, const kd_layer *act, const float *x, float *y, size_t B,
+                             kd_ctx *ctx);
+void kd_bn_act_train_backward(kd_layer *bn, const kd_layer *act, const float *x, const float *y,
+                              const float *dy, float *dx, size_t B, kd_ctx *ctx);
 /* Whether l is a maxpool2d with a 2x2 kernel, stride 2, no padding, over even planes. */
 int kd_maxpool_is_2x2(const kd_layer *l);
 /* One (OH*2, OW*2) plane xp pooled into yp (OH, OW) with the first-maximum indices in ap, every

@@ -227,10 +227,11 @@ void kd_graph_decide(kd_model *m) {
         if (m->layers[i].ops == &kd_layer_add && g->unit[i] == 1 && g->unit[i + 1] == 1 &&
             m->layers[i + 1].ops == &kd_layer_relu && chained(m, i + 1) && g->in_place[i + 1])
             g->unit[i] = KD_UNIT_ADD_RELU | 2;
-    /* Training: a batch norm whose output only a relu reads, the relu running in place. */
+    /* Training: a batch norm whose output only a relu or relu6 reads, running in place. */
     for (size_t i = 0; m->grads && i + 1 < m->n_layers; i++)
         if (m->layers[i].ops == &kd_layer_batchnorm && g->unit[i] == 1 && g->unit[i + 1] == 1 &&
-            m->layers[i + 1].ops == &kd_layer_relu && chained(m, i + 1) && g->in_place[i + 1])
+            (m->layers[i + 1].ops == &kd_layer_relu || m->layers[i + 1].ops == &kd_layer_relu6) &&
+            chained(m, i + 1) && g->in_place[i + 1])
             g->unit[i] = KD_UNIT_BN_RELU | 2;
     /* Inference only: a convolution whose output only its batch norm reads, with the relu or
      * relu6 after that when it alone reads the batch norm's output: one pass per sample. */

@@ -76,8 +76,8 @@ const char *kd_graph_value_label(const kd_model *m, size_t v, char *buf, size_t 
 /* The flag of a training model's add whose relu runs in place over its output: forward as one
  * pass (kd_add_relu_forward), backward layer by layer. */
 #define KD_UNIT_ADD_RELU 0x20
-/* The flag of a training model's batchnorm whose relu runs in place over its output: forward
- * and backward as one (kd_bn_relu_forward / _backward). */
+/* The flag of a training model's batchnorm whose relu or relu6 runs in place over its output:
+ * forward and backward as one (kd_bn_act_train_forward / _backward). */
 #define KD_UNIT_BN_RELU 0x80
 static inline size_t kd_unit_len(const kd_graph *g, size_t i) { return g->unit[i] & 0x1f; }
 
