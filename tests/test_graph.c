@@ -467,3 +467,36 @@ KD_TEST(graph_bn_relu6_unit_past_both_kinks_matches_the_layers) {
     CHECK(!memcmp(z[0], z[1], sizeof z[0]));
     CHECK(!memcmp(g[0], g[1], np * sizeof *g[0]));
 }
+
+/* Slots at least as wide as a conv -> bn -> relu stage's 8 x 4 x 4 values: the batch norm
+ * unit writes its input gradient over its output gradient, so one such slot serves both;
+ * observing batch norm's output (keeping the layers apart) needs two. */
+static int wide_slots(int observe) {
+    const kd_shape in = {3, {1, 4, 4}};
+    const char *json = "[{\"type\":\"conv2d\",\"channels\":8,\"kernel\":3,\"padding\":1},"
+                       "{\"type\":\"batchnorm\",\"name\":\"bn\"},{\"type\":\"relu\"},"
+                       "{\"type\":\"conv2d\",\"channels\":2,\"kernel\":3,\"padding\":1},"
+                       "{\"type\":\"flatten\"},{\"type\":\"dense\",\"units\":3}]";
+    kd_model m;
+    kd_err err;
+    size_t id, *need = NULL;
+    kd_shape sh;
+    memset(&m, 0, sizeof m);
+    if (kd_model_init(&m, &in, json, 1, &err) ||
+        (observe && kd_model_observe(&m, "bn", &id, &sh, &err)) || kd_model_reserve(&m, 2, &err)) {
+        kd_test_fail(__FILE__, __LINE__, "%s", err.msg);
+        kd_model_free(&m);
+        return -1;
+    }
+    const size_t n = kd_graph_backward_slots(&m, &need);
+    int wide = 0;
+    for (size_t s = 0; need && s < n; s++) wide += need[s] >= 8 * 16;
+    free(need);
+    kd_model_free(&m);
+    return wide;
+}
+
+KD_TEST(graph_bn_unit_hands_its_gradient_slot_on) {
+    CHECK_EQ_INT(wide_slots(0), 1);
+    CHECK_EQ_INT(wide_slots(1), 2);
+}

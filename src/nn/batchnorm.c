@@ -404,8 +404,9 @@ void kd_bn_act_train_backward(kd_layer *bn, const kd_layer *act, const float *x,
     for (size_t bc = 0; bc < B * C; bc++) {
         const bn_dx_coefs k = dx_coefs(bn, bc % C, sdy, sdyx, training);
         const size_t off = bc * S;
-        const float *restrict dyp = dy + off, *restrict xp = x + off, *restrict yp = y + off;
-        float *restrict dxp = dx + off;
+        /* dx may be dy (exec.c hands the output gradient's slot on): no restrict on them */
+        const float *dyp = dy + off, *restrict xp = x + off, *restrict yp = y + off;
+        float *dxp = dx + off;
         for (size_t i = 0; i < S; i++) {
             const float g = act_grad(relu6, yp[i], dyp[i]);
             dxp[i] = k.k * (g - k.a - (xp[i] - k.mu) * k.bq);

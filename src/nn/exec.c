@@ -313,6 +313,16 @@ static void unit_backward(bwalk *w, size_t i, size_t j, int dys, size_t first) {
         hold(w, u, dys);  /* dx is dy, value for value */
         return;
     }
+    /* A batch norm unit writes its input gradient over its output gradient (it reads each
+     * element of dy before writing dx there): its input takes dy's slot, so the two gradients
+     * never hold two slots at once. */
+    if (need_in && u > 0 && w->gslot[u] == GSLOT_NONE && dys >= 0 &&
+        (g->unit[i] & KD_UNIT_BN_RELU)) {
+        hold(w, u, dys);
+        if (!w->dry)
+            kd_model_unit_backward(m, i, j, g->val[u], g->slot[dys], g->slot[dys], w->B, w->ctx);
+        return;
+    }
     float *dx = NULL;
     int accumulate = 0;
     if (need_in && w->gslot[u] == GSLOT_NONE) {

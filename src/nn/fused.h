@@ -22,7 +22,7 @@ void kd_add_relu_forward(kd_layer *l, const float *const *x, float *y, size_t B)
 void kd_bn_act_train_forward(kd_layer *bn, const kd_layer *act, const float *x, float *y, size_t B,
                              kd_ctx *ctx);
 void kd_bn_act_train_backward(kd_layer *bn, const kd_layer *act, const float *x, const float *y,
-                              const float *dy, float *dx, size_t B, kd_ctx *ctx);
+                              const float *dy, float *dx, size_t B, kd_ctx *ctx);  /* dx may be dy */
 /* Whether l is a maxpool2d with a 2x2 kernel, stride 2, no padding, over even planes. */
 int kd_maxpool_is_2x2(const kd_layer *l);
 /* One (OH*2, OW*2) plane xp pooled into yp (OH, OW) with the first-maximum indices in ap, every
