@@ -371,8 +371,10 @@ static void bn_backward(kd_layer *l, const float *x, const float *y, const float
 /* The activation's gradient at one element from its output y (in place over its input, so
  * y is inside the open range exactly where the input is): relu passes dy where y > 0, relu6
  * where 0 < y < 6. */
-static float act_grad(int relu6, float y, float dy) {
-    return kd_float_if(y > 0.0f && (!relu6 || y < 6.0f), dy);
+static float act_grad(uint32_t relu6, float y, float dy) {
+    /* bitwise, not &&: a branch on the data is mispredicted (MobileNetV2's step took 1.8x) */
+    const uint32_t pos = y > 0.0f, below = y < 6.0f;
+    return kd_float_if(pos & (below | (relu6 ^ 1u)), dy);
 }
 
 /* batchnorm -> relu or relu6 (in place over batch norm's output) in training: the
@@ -380,7 +382,7 @@ static float act_grad(int relu6, float y, float dy) {
  * dx read it, never written whole; the same values and sums as the two backwards one by one. */
 void kd_bn_act_train_backward(kd_layer *bn, const kd_layer *act, const float *x, const float *y,
                               const float *dy, float *dx, size_t B, kd_ctx *ctx) {
-    const int relu6 = act_kind(act) == BN_ACT_RELU6;
+    const uint32_t relu6 = act_kind(act) == BN_ACT_RELU6;
     const size_t C = n_channels(bn), S = n_spatial(bn), nblk = plane_blocks(bn);
     const float *mean_c = bn->cache;
     double *sdy = (double *)ctx->workspace, *sdyx = sdy + C, *ts = sdyx + C,
