@@ -58,8 +58,13 @@ static void check_case(const fuse_case *c, size_t B, int training, uint64_t seed
     init_twins(&f, &u, seed);
     const size_t L = f.n_layers;
     for (size_t i = 0; i < L; i++) {
+        /* a batch norm with the relu after it (in place over its output): their own unit */
+        const int bn_relu = f.layers[i].ops == &kd_layer_batchnorm && i + 1 < L &&
+                            (f.layers[i + 1].ops == &kd_layer_relu ||
+                             f.layers[i + 1].ops == &kd_layer_relu6);
         const size_t want = is_group(c, i)                                          ? 3
                             : is_group(c, i + 1) && f.layers[i].ops == &kd_layer_conv2d ? 4
+                            : bn_relu                                                   ? 2
                                                                                         : 1;
         if (kd_model_unit_size(&f, i) != want)
             kd_test_fail(__FILE__, __LINE__, "%s: layer %zu runs as a unit of %zu, expected %zu",
@@ -165,8 +170,10 @@ KD_TEST(fused_bn_pool_relu_matches_the_layers_one_by_one) {
     }
 }
 
-/* Runs that look alike but are not the group stay separate layers: an odd plane (the 2x2 pool
- * drops a row), another order, a 1-d batch norm, a pool with stride 1. */
+/* Runs that look alike but are not the group stay out of it: an odd plane (the 2x2 pool
+ * drops a row), another order, a 1-d batch norm, a pool with stride 1. A batch norm and the relu
+ * or relu6 right after it (another order, the 1-d batch norm, the last case) run as their own
+ * two-layer unit, compared with the layers one by one here too. */
 KD_TEST(fused_group_only_for_its_exact_pattern) {
     const fuse_case cases[] = {
         {{3, {2, 7, 8}}, "[" BN_POOL_RELU ",{\"type\":\"flatten\"},{\"type\":\"dense\",\"units\":3}]",
@@ -180,6 +187,11 @@ KD_TEST(fused_group_only_for_its_exact_pattern) {
          "{\"type\":\"relu\"},{\"type\":\"flatten\"},{\"type\":\"dense\",\"units\":3}]",
          {SIZE_MAX, SIZE_MAX}},
         {{1, {8}}, "[{\"type\":\"batchnorm\"},{\"type\":\"relu\"},{\"type\":\"dense\",\"units\":3}]",
+         {SIZE_MAX, SIZE_MAX}},
+        /* relu6 (its kink at 0; batch norm outputs of scale up to 1 stay below 6) */
+        {{3, {2, 8, 8}},
+         "[{\"type\":\"batchnorm\"},{\"type\":\"relu6\"},{\"type\":\"flatten\"},"
+         "{\"type\":\"dense\",\"units\":3}]",
          {SIZE_MAX, SIZE_MAX}},
     };
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) check_case(&cases[k], 4, 1, 40 + k);

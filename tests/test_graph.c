@@ -53,7 +53,7 @@ static const char resblock[] =
     "{\"type\":\"batchnorm\",\"name\":\"l.0.bn1\"},{\"type\":\"relu\"},"
     "{\"type\":\"conv2d\",\"channels\":4,\"kernel\":3,\"padding\":1,\"bias\":false,\"name\":\"l.0.conv2\"},"
     "{\"type\":\"batchnorm\",\"name\":\"l.0.bn2\"},"
-    "{\"type\":\"add\",\"from\":[\"l.0.bn2\",\"relu\"]},{\"type\":\"relu\",\"name\":\"l.0.out\"},"
+    "{\"type\":\"add\",\"from\":[\"l.0.bn2\",\"relu\"],\"name\":\"l.0.add\"},{\"type\":\"relu\",\"name\":\"l.0.out\"},"
     "{\"type\":\"conv2d\",\"channels\":6,\"kernel\":3,\"stride\":2,\"padding\":1,\"bias\":false,\"name\":\"l.1.conv1\"},"
     "{\"type\":\"batchnorm\",\"name\":\"l.1.bn1\"},{\"type\":\"relu\"},"
     "{\"type\":\"conv2d\",\"channels\":6,\"kernel\":3,\"padding\":1,\"bias\":false,\"name\":\"l.1.conv2\"},"
@@ -289,4 +289,214 @@ KD_TEST(graph_gradient_slots_are_as_wide_as_their_values) {
     free(need);
     kd_model_free(&m);
     CHECK_EQ_INT(kd_gradcheck(&in, json, 4, 12, 1, GC_TOL), 0);
+}
+
+/* Runs resblock on one batch, observing the value named observe (or none: NULL), which keeps
+ * it out of in-place writes and fused units; logits and parameter gradients out, whether both
+ * adds run in place with their relus in place after them, and the unit sizes at the first add
+ * (layer 8) and at the batch norm l.0.bn1 (layer 4) as 10 * first + second. */
+static int resblock_step(const char *observe, size_t B, float *logits, float *grads,
+                         size_t n_params, int *add_in_place, size_t *add_unit) {
+    const kd_shape in = {3, {2, 6, 6}};
+    kd_model m;
+    kd_err err;
+    size_t id;
+    kd_shape sh;
+    memset(&m, 0, sizeof m);
+    if (kd_model_init(&m, &in, resblock, 1, &err) ||
+        (observe && kd_model_observe(&m, observe, &id, &sh, &err)) ||
+        kd_model_reserve(&m, B, &err) || m.n_params != n_params) {
+        kd_test_fail(__FILE__, __LINE__, "%s", err.msg);
+        kd_model_free(&m);
+        return -1;
+    }
+    *add_in_place = kd_runs_in_place(&m, 8) && kd_runs_in_place(&m, 9) &&
+                    kd_runs_in_place(&m, 17) && kd_runs_in_place(&m, 18);
+    *add_unit = kd_model_unit_size(&m, 8) * 10 + kd_model_unit_size(&m, 4);
+    kd_rng rng;
+    kd_rng_seed(&rng, 21);
+    kd_model_init_weights(&m, &rng, KD_INIT_HE);
+    float x[4 * 72], r[4 * 3];
+    for (size_t i = 0; i < B * 72; i++) x[i] = kd_rng_normal(&rng);
+    for (size_t i = 0; i < B * 3; i++) r[i] = kd_rng_normal(&rng);
+    kd_ctx ctx = {1, &rng, NULL, 0};
+    memcpy(logits, kd_model_forward(&m, x, B, &ctx), B * 3 * sizeof *logits);
+    kd_model_zero_grad(&m);
+    kd_model_backward(&m, x, r, B, &ctx);
+    memcpy(grads, m.grads, n_params * sizeof *grads);
+    kd_model_free(&m);
+    return 0;
+}
+
+/* An add whose first input has no other reader sums into that input's buffer, and the relu
+ * after it still runs in place over the sum; observing the input keeps the add out of place.
+ * Both give the same logits and gradients bit for bit (finite differences: the residual
+ * block's gradcheck above). */
+KD_TEST(graph_add_runs_in_place_over_a_private_input) {
+    enum { B = 4, NP = 1024 };
+    float z[2][B * 3], g[2][NP];
+    int in_place[2];
+    size_t unit[2];
+    kd_model m;
+    kd_err err;
+    const kd_shape in = {3, {2, 6, 6}};
+    memset(&m, 0, sizeof m);
+    if (kd_model_init(&m, &in, resblock, 1, &err)) {
+        kd_test_fail(__FILE__, __LINE__, "%s", err.msg);
+        return;
+    }
+    const size_t np = m.n_params;
+    kd_model_free(&m);
+    CHECK(np <= NP);
+    if (np > NP || resblock_step(NULL, B, z[0], g[0], np, &in_place[0], &unit[0]) ||
+        resblock_step("l.0.bn2", B, z[1], g[1], np, &in_place[1], &unit[1]))
+        return;
+    CHECK(in_place[0]);
+    CHECK(!in_place[1]);
+    CHECK(!memcmp(z[0], z[1], sizeof z[0]));
+    CHECK(!memcmp(g[0], g[1], np * sizeof *g[0]));
+}
+
+/* A training model runs an add and the relu after it (in place over the sum) as one forward
+ * pass; observing the add's output keeps them apart. Both give the same logits and gradients
+ * bit for bit. */
+KD_TEST(graph_add_relu_unit_matches_the_layers_one_by_one) {
+    enum { B = 4, NP = 1024 };
+    float z[2][B * 3], g[2][NP];
+    int in_place[2];
+    size_t unit[2];
+    kd_model m;
+    kd_err err;
+    const kd_shape in = {3, {2, 6, 6}};
+    memset(&m, 0, sizeof m);
+    if (kd_model_init(&m, &in, resblock, 1, &err)) {
+        kd_test_fail(__FILE__, __LINE__, "%s", err.msg);
+        return;
+    }
+    const size_t np = m.n_params;
+    kd_model_free(&m);
+    if (np > NP || resblock_step(NULL, B, z[0], g[0], np, &in_place[0], &unit[0]) ||
+        resblock_step("l.0.add", B, z[1], g[1], np, &in_place[1], &unit[1]))
+        return;
+    CHECK_EQ_INT((int)unit[0], 22);  /* add + relu, and batchnorm + relu at layer 4 */
+    CHECK_EQ_INT((int)unit[1], 12);
+    CHECK(!memcmp(z[0], z[1], sizeof z[0]));
+    CHECK(!memcmp(g[0], g[1], np * sizeof *g[0]));
+}
+
+/* A training model runs a batch norm and the relu in place after it as one unit, forward and
+ * backward (relu's gradient made on the fly); observing the batch norm's output keeps them
+ * apart. Both give the same logits and gradients bit for bit. */
+KD_TEST(graph_bn_relu_unit_matches_the_layers_one_by_one) {
+    enum { B = 4, NP = 1024 };
+    float z[2][B * 3], g[2][NP];
+    int in_place[2];
+    size_t unit[2];
+    kd_model m;
+    kd_err err;
+    const kd_shape in = {3, {2, 6, 6}};
+    memset(&m, 0, sizeof m);
+    if (kd_model_init(&m, &in, resblock, 1, &err)) {
+        kd_test_fail(__FILE__, __LINE__, "%s", err.msg);
+        return;
+    }
+    const size_t np = m.n_params;
+    kd_model_free(&m);
+    if (np > NP || resblock_step(NULL, B, z[0], g[0], np, &in_place[0], &unit[0]) ||
+        resblock_step("l.0.bn1", B, z[1], g[1], np, &in_place[1], &unit[1]))
+        return;
+    CHECK_EQ_INT((int)unit[0], 22);
+    CHECK_EQ_INT((int)unit[1], 21);
+    CHECK(!memcmp(z[0], z[1], sizeof z[0]));
+    CHECK(!memcmp(g[0], g[1], np * sizeof *g[0]));
+}
+
+/* bn -> relu6 with outputs past both kinks (batch norm's weight 5, bias 2: about a third of the
+ * values clamp at 6, a third at 0): the fused unit against the layers kept apart by observing
+ * batch norm's output, logits and gradients bit for bit. */
+static int bn_relu6_step(int observe, float *z, float *grads, size_t np, size_t *unit,
+                         size_t *at6) {
+    enum { B = 3 };
+    const kd_shape in = {3, {2, 4, 4}};
+    const char *json = "[{\"type\":\"batchnorm\",\"name\":\"bn\"},{\"type\":\"relu6\"},"
+                       "{\"type\":\"flatten\"},{\"type\":\"dense\",\"units\":3}]";
+    kd_model m;
+    kd_err err;
+    size_t id;
+    kd_shape sh;
+    memset(&m, 0, sizeof m);
+    if (kd_model_init(&m, &in, json, 1, &err) ||
+        (observe && kd_model_observe(&m, "bn", &id, &sh, &err)) ||
+        kd_model_reserve(&m, B, &err) || m.n_params != np) {
+        kd_test_fail(__FILE__, __LINE__, "%s", err.msg);
+        kd_model_free(&m);
+        return -1;
+    }
+    *unit = kd_model_unit_size(&m, 0);
+    kd_rng rng;
+    kd_rng_seed(&rng, 8);
+    kd_model_init_weights(&m, &rng, KD_INIT_HE);
+    for (size_t c = 0; c < 2; c++) {
+        m.layers[0].t[0][c] = 5.0f;
+        m.layers[0].t[1][c] = 2.0f;
+    }
+    float x[B * 32], r[B * 3];
+    for (size_t i = 0; i < B * 32; i++) x[i] = kd_rng_normal(&rng);
+    for (size_t i = 0; i < B * 3; i++) r[i] = kd_rng_normal(&rng);
+    kd_ctx ctx = {1, &rng, NULL, 0};
+    memcpy(z, kd_model_forward(&m, x, B, &ctx), B * 3 * sizeof *z);
+    *at6 = 0;
+    for (size_t i = 0; i < B * 32; i++) *at6 += m.acts[1][i] == 6.0f;
+    kd_model_zero_grad(&m);
+    kd_model_backward(&m, x, r, B, &ctx);
+    memcpy(grads, m.grads, np * sizeof *grads);
+    kd_model_free(&m);
+    return 0;
+}
+
+KD_TEST(graph_bn_relu6_unit_past_both_kinks_matches_the_layers) {
+    const size_t np = 2 + 2 + 3 * 32 + 3;
+    float z[2][9], g[2][2 + 2 + 3 * 32 + 3];
+    size_t unit[2], at6[2];
+    if (bn_relu6_step(0, z[0], g[0], np, &unit[0], &at6[0]) ||
+        bn_relu6_step(1, z[1], g[1], np, &unit[1], &at6[1]))
+        return;
+    CHECK_EQ_INT((int)unit[0], 2);
+    CHECK_EQ_INT((int)unit[1], 1);
+    CHECK(at6[0] > 10 && at6[0] == at6[1]);
+    CHECK(!memcmp(z[0], z[1], sizeof z[0]));
+    CHECK(!memcmp(g[0], g[1], np * sizeof *g[0]));
+}
+
+/* Slots at least as wide as a conv -> bn -> relu stage's 8 x 4 x 4 values: the batch norm
+ * unit writes its input gradient over its output gradient, so one such slot serves both;
+ * observing batch norm's output (keeping the layers apart) needs two. */
+static int wide_slots(int observe) {
+    const kd_shape in = {3, {1, 4, 4}};
+    const char *json = "[{\"type\":\"conv2d\",\"channels\":8,\"kernel\":3,\"padding\":1},"
+                       "{\"type\":\"batchnorm\",\"name\":\"bn\"},{\"type\":\"relu\"},"
+                       "{\"type\":\"conv2d\",\"channels\":2,\"kernel\":3,\"padding\":1},"
+                       "{\"type\":\"flatten\"},{\"type\":\"dense\",\"units\":3}]";
+    kd_model m;
+    kd_err err;
+    size_t id, *need = NULL;
+    kd_shape sh;
+    memset(&m, 0, sizeof m);
+    if (kd_model_init(&m, &in, json, 1, &err) ||
+        (observe && kd_model_observe(&m, "bn", &id, &sh, &err)) || kd_model_reserve(&m, 2, &err)) {
+        kd_test_fail(__FILE__, __LINE__, "%s", err.msg);
+        kd_model_free(&m);
+        return -1;
+    }
+    const size_t n = kd_graph_backward_slots(&m, &need);
+    int wide = 0;
+    for (size_t s = 0; need && s < n; s++) wide += need[s] >= 8 * 16;
+    free(need);
+    kd_model_free(&m);
+    return wide;
+}
+
+KD_TEST(graph_bn_unit_hands_its_gradient_slot_on) {
+    CHECK_EQ_INT(wide_slots(0), 1);
+    CHECK_EQ_INT(wide_slots(1), 2);
 }

@@ -7,6 +7,7 @@
 
 #include "kd_gradcheck.h"
 #include "kd_nn.h"
+#include "kd_rng.h"
 #include "kd_test.h"
 
 static const kd_shape vec6 = {1, {6}};
@@ -293,4 +294,54 @@ KD_TEST(layers_relu6_in_place_matches) {
     l->ops->backward(l, buf, buf, dy, dx2, 2, NULL);
     CHECK_FLOATS(dx2, dx1, 2 * N, 0, 0);
     kd_model_free(&m);
+}
+
+/* Stride-2 convolutions over rows wide enough for the four-at-a-time gather and scatter of
+ * im2col and col2im (and their scalar tails): forward against the stride-1 layer with the same
+ * weights read at even positions (an independent lowering), gradients by finite differences. */
+KD_TEST(layers_conv2d_stride2_wide_rows) {
+    static const char *const json[][2] = {
+        {"[{\"type\":\"conv2d\",\"channels\":3,\"kernel\":3,\"stride\":2,\"padding\":1}]",
+         "[{\"type\":\"conv2d\",\"channels\":3,\"kernel\":3,\"padding\":1}]"},
+        {"[{\"type\":\"conv2d\",\"channels\":2,\"kernel\":1,\"stride\":2,\"bias\":false}]",
+         "[{\"type\":\"conv2d\",\"channels\":2,\"kernel\":1,\"bias\":false}]"},
+    };
+    enum { B = 2, C = 2, H = 6, W = 23 };
+    const kd_shape in = {3, {C, H, W}};
+    for (size_t t = 0; t < 2; t++) {
+        CHECK_EQ_INT(kd_gradcheck(&in, json[t][0], B, 40 + t, 1, 1e-2), 0);
+        kd_model m[2];
+        kd_err err;
+        memset(m, 0, sizeof m);
+        int bad = 0;
+        for (int s = 0; s < 2; s++)
+            bad = bad || kd_model_init(&m[s], &in, json[t][s], 0, &err) ||
+                  kd_model_reserve(&m[s], B, &err);
+        CHECK(!bad);
+        if (!bad) {
+            kd_rng rng;
+            kd_rng_seed(&rng, 7);
+            kd_model_init_weights(&m[0], &rng, KD_INIT_HE);
+            memcpy(m[1].params, m[0].params, m[0].n_params * sizeof *m[0].params);
+            float x[B * C * H * W];
+            for (size_t i = 0; i < B * C * H * W; i++) x[i] = kd_rng_normal(&rng);
+            kd_ctx ctx = {0, &rng, NULL, 0};
+            const float *y2 = kd_model_forward(&m[0], x, B, &ctx);
+            const float *y1 = kd_model_forward(&m[1], x, B, &ctx);
+            const kd_shape o2 = m[0].layers[0].out, o1 = m[1].layers[0].out;
+            double worst = 0;
+            for (size_t b = 0; b < B; b++)
+                for (size_t o = 0; o < o2.d[0]; o++)
+                    for (size_t h = 0; h < o2.d[1]; h++)
+                        for (size_t w = 0; w < o2.d[2]; w++) {
+                            const float a = y2[((b * o2.d[0] + o) * o2.d[1] + h) * o2.d[2] + w];
+                            const float e = y1[((b * o1.d[0] + o) * o1.d[1] + 2 * h) * o1.d[2] +
+                                               2 * w];
+                            worst = fmax(worst, fabs((double)a - e));
+                        }
+            CHECK(o2.d[2] == (W + 1) / 2 && worst < 1e-5);
+        }
+        kd_model_free(&m[0]);
+        kd_model_free(&m[1]);
+    }
 }

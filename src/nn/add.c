@@ -4,6 +4,7 @@
 #include <cJSON.h>
 #include <string.h>
 
+#include "fused.h"
 #include "layer_impl.h"
 
 static kd_status add_configure(kd_layer *l, const cJSON *spec, kd_err *err) {
@@ -34,10 +35,36 @@ static void sum_block(const float *const *x, size_t n_in, float *restrict y, siz
     }
 }
 
+/* In place (y == x[0]): the same sums in the same order, y[i] = ((y[i] + x1[i]) + x2[i]) ... */
+static void sum_into_block(const float *const *x, size_t n_in, float *restrict y, size_t o,
+                           size_t n) {
+    float *restrict out = y + o;
+    for (size_t k = 1; k < n_in; k++) {
+        const float *restrict c = x[k] + o;
+        KD_VEC_FOR(i, n, out[i] += c[i]);
+    }
+}
+
+/* One block of the sum, then of the relu after it while the block is in cache (the same
+ * float operations as the two layers one after the other). */
+static void add_block(const float *const *x, size_t n_in, float *y, size_t o, size_t n,
+                      int relu) {
+    if (y == x[0]) sum_into_block(x, n_in, y, o, n);
+    else sum_block(x, n_in, y, o, n);
+    float *restrict out = y + o;
+    if (relu) KD_VEC_FOR(i, n, out[i] = kd_relu(out[i]));
+}
+
+/* y may be x[0] (the model runs an add in place when input 0 has no other reader). */
 static void add_forward(kd_layer *l, const float *const *x, float *y, size_t B, kd_ctx *ctx) {
     (void)ctx;
     const size_t n_in = l->n_in;
-    KD_PAR_BLOCKS(B * kd_shape_numel(&l->out), o, k, sum_block(x, n_in, y, o, k));
+    KD_PAR_BLOCKS(B * kd_shape_numel(&l->out), o, k, add_block(x, n_in, y, o, k, 0));
+}
+
+void kd_add_relu_forward(kd_layer *l, const float *const *x, float *y, size_t B) {
+    const size_t n_in = l->n_in;
+    KD_PAR_BLOCKS(B * kd_shape_numel(&l->out), o, k, add_block(x, n_in, y, o, k, 1));
 }
 
 static void acc_block(const float *restrict dy, float *restrict dx, size_t n) {
@@ -80,4 +107,5 @@ const kd_layer_ops kd_layer_add = {
     .export_onnx = add_export_onnx,
     .export_c = add_export_c,
     .grad_is_dy = 1,
+    .in_place = 1,  /* y over x[0]: backward reads no input */
 };

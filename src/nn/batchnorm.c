@@ -56,15 +56,13 @@ static int bn_tensors(const kd_layer *l, kd_tensor_decl *out) {
  * normalised with and how many values they cover (all ranks' under SyncBatchNorm), kept for
  * backward, which recomputes xhat from x rather than storing a copy of the whole input. Then
  * the fused group's backward keeps its per-channel dx constants (bn_dx_coefs, C of them),
- * which the convolution before it reads sample by sample. Then (at an even offset: doubles)
- * the statistics' block terms of every (sample, channel) plane, two doubles per block, which a
- * convolution before a fused group fills sample by sample in its own forward. */
+ * which the convolution before it reads sample by sample. The statistics' block terms, needed
+ * only within one forward, live in the shared workspace (bn_workspace, terms_in_workspace). */
 static size_t plane_blocks(const kd_layer *l);
-static size_t terms_offset(const kd_layer *l) { return 6 * n_channels(l) + 2; }
 static size_t bn_cache(const kd_layer *l, size_t B) {
-    return terms_offset(l) + 4 * B * n_channels(l) * plane_blocks(l);
+    (void)B;
+    return 6 * n_channels(l) + 2;
 }
-static double *stat_terms(const kd_layer *l) { return (double *)(l->cache + terms_offset(l)); }
 
 /* Blocks of kd_reduce's shifted sums per (sample, channel) plane. */
 static size_t plane_blocks(const kd_layer *l) {
@@ -72,10 +70,26 @@ static size_t plane_blocks(const kd_layer *l) {
 }
 
 /* Doubles (two floats each): two sums per channel and a count (SyncBatchNorm sums [s, q, n]
- * over the ranks), and backward's two block terms per block of every (sample, channel) plane
- * (see grad_sums). */
+ * over the ranks), then two block terms per block of every (sample, channel) plane: forward's
+ * statistics terms (sample_terms) or backward's (grad_sums). */
 static size_t bn_workspace(const kd_layer *l, size_t B) {
     return 2 * (2 * n_channels(l) + 1 + 2 * B * n_channels(l) * plane_blocks(l));
+}
+
+/* Where forward's statistics terms start in the workspace, past the sums and count that
+ * bn_prepare writes at its start; a convolution fused before the group lowers its samples into
+ * the workspace while it hands them to sample_terms, so there the terms start past that too. */
+static double *terms_in_workspace(const kd_layer *l, const kd_layer *conv, size_t B,
+                                  const kd_ctx *ctx) {
+    size_t at = 2 * (2 * n_channels(l) + 1);
+    const size_t cw = conv ? conv->ops->workspace_floats(conv, B) : 0;
+    if (cw > at) at = cw + (cw & 1);  /* even: doubles */
+    return (double *)(ctx->workspace + at);
+}
+
+size_t kd_conv_bn_group_workspace(const kd_layer *conv, const kd_layer *bn, size_t B) {
+    const size_t cw = conv->ops->workspace_floats(conv, B), head = 2 * (2 * n_channels(bn) + 1);
+    return (cw > head ? cw + (cw & 1) : head) + 4 * B * n_channels(bn) * plane_blocks(bn);
 }
 
 /* Per channel the block terms (B, C, nblk) in (sample, block) order, the order of one serial
@@ -121,12 +135,12 @@ static void bn_init(kd_layer *l, kd_rng *rng, int xavier) {
     l->count[BN_COUNT] = 0;
 }
 
-/* The statistics' terms of sample b, planes x_b (C, S), into the cache: per plane, the block
+/* The statistics' terms of sample b, planes x_b (C, S), into terms: per plane, the block
  * sums of (x - x0) and then of (x - x0)^2 (nblk doubles each), x0 the plane's own first value,
  * so they can be taken plane by plane, even one sample at a time inside the layer before. */
-static void sample_terms(const kd_layer *l, size_t b, const float *x_b) {
+static void sample_terms(const kd_layer *l, double *terms, size_t b, const float *x_b) {
     const size_t C = n_channels(l), S = n_spatial(l), nblk = plane_blocks(l);
-    double *t = stat_terms(l) + b * C * 2 * nblk;
+    double *t = terms + b * C * 2 * nblk;
     for (size_t c = 0; c < C; c++, t += 2 * nblk)
         kd_sum_sq_shifted_blocks(x_b + c * S, S, x_b[c * S], t, t + nblk);
 }
@@ -137,10 +151,9 @@ static void sample_terms(const kd_layer *l, size_t b, const float *x_b) {
  *   sum(x - r) = s_p + S k,   sum((x - r)^2) = q_p + 2 k s_p + S k^2,
  * in double, the planes added in sample order (the same bits on any thread count). r is the
  * same on every rank of a data-parallel run, so there the ranks' sums just add up. */
-static void fold_to_running_mean(const kd_layer *l, const float *x, size_t B, double *s,
-                                 double *q) {
+static void fold_to_running_mean(const kd_layer *l, const double *terms, const float *x,
+                                 size_t B, double *s, double *q) {
     const size_t C = n_channels(l), S = n_spatial(l), nblk = plane_blocks(l);
-    const double *terms = stat_terms(l);
     const float *r = l->t[BN_MEAN];
 #pragma omp parallel for schedule(static) if (KD_PAR(B * C * nblk * KD_REDUCE_BLOCK))
     for (size_t c = 0; c < C; c++) {
@@ -169,24 +182,26 @@ static void fold_to_running_mean(const kd_layer *l, const float *x, size_t B, do
  * The statistics come from one pass of block sums per plane, shifted by the plane's first
  * value (sample_terms: float partial sums folded into doubles), moved to a common shift, the
  * running mean, and added in a fixed order (fold_to_running_mean: the same bits on any thread
- * count). bn_prepare computes them (unless a convolution before it already took the terms) into
- * the cache (mean, inv_std, N) and returns 0 when there is nothing to normalise (no rank has
- * a sample); normalising then splits the (sample, channel) planes among the threads. */
-static int bn_prepare(kd_layer *l, const float *x, size_t B, int terms_ready, kd_ctx *ctx) {
+ * count). bn_prepare computes them (from terms a convolution before it already took, or its own
+ * pass when terms is NULL) into the cache (mean, inv_std, N) and returns 0 when there is
+ * nothing to normalise (no rank has a sample); normalising then splits the (sample, channel)
+ * planes among the threads. */
+static int bn_prepare(kd_layer *l, const float *x, size_t B, double *terms, kd_ctx *ctx) {
     const bn_hp *hp = l->hp;
     const size_t C = n_channels(l), S = n_spatial(l), N = B * S;
     float *cache = kd_layer_cache(l, ctx), *mean_c = cache, *inv_std = cache + C;
     float *run_mean = l->t[BN_MEAN], *run_var = l->t[BN_VAR];
     double n_all = (double)N;
     if (ctx->training) {
-        if (!terms_ready) {
+        if (!terms) {
+            terms = terms_in_workspace(l, NULL, B, ctx);
 #pragma omp parallel for schedule(static) if (KD_PAR(B * C * S))
-            for (size_t b = 0; b < B; b++) sample_terms(l, b, x + b * C * S);
+            for (size_t b = 0; b < B; b++) sample_terms(l, terms, b, x + b * C * S);
         }
         /* s, q: sums of (x - running_mean) and its square (SyncBatchNorm: over every rank's
          * values, with the count in s[2C]) */
         double *s = (double *)ctx->workspace, *q = s + C;
-        fold_to_running_mean(l, x, B, s, q);
+        fold_to_running_mean(l, terms, x, B, s, q);
         if (l->shard) {
             s[2 * C] = n_all;
             l->shard->sum(s, 2 * C + 1);
@@ -218,10 +233,17 @@ static int bn_prepare(kd_layer *l, const float *x, size_t B, int terms_ready, kd
     return 1;
 }
 
+/* The activation a batch norm's unit applies after it (none, or the relu / relu6 after it). */
+enum { BN_ACT_NONE, BN_ACT_RELU, BN_ACT_RELU6 };
+static int act_kind(const kd_layer *act) {
+    return !act ? BN_ACT_NONE : act->ops == &kd_layer_relu ? BN_ACT_RELU : BN_ACT_RELU6;
+}
+
 /* y = k * (x - mean) + bias with k = weight * inv_std, per channel: these float operations are
- * batch norm's output, fused or not. */
-static void bn_forward(kd_layer *l, const float *x, float *y, size_t B, kd_ctx *ctx) {
-    if (!bn_prepare(l, x, B, 0, ctx)) return;
+ * batch norm's output, fused or not; act: then the activation's, in the same pass. */
+static void bn_normalise(kd_layer *l, const float *x, float *y, size_t B, int act,
+                         kd_ctx *ctx) {
+    if (!bn_prepare(l, x, B, NULL, ctx)) return;
     const size_t C = n_channels(l), S = n_spatial(l);
     const float *mean_c = kd_layer_cache(l, ctx), *inv_std = mean_c + C;
     const float *w = l->t[BN_W], *bias = l->t[BN_B];
@@ -231,15 +253,26 @@ static void bn_forward(kd_layer *l, const float *x, float *y, size_t B, kd_ctx *
         const float mu = mean_c[c], k = w[c] * inv_std[c], beta = bias[c];
         const float *restrict xp = x + bc * S;
         float *restrict yp = y + bc * S;
-        for (size_t i = 0; i < S; i++) yp[i] = k * (xp[i] - mu) + beta;
+        /* fixed 8-wide blocks, so that GCC vectorises the selects */
+        if (act == BN_ACT_RELU) KD_VEC_FOR(i, S, yp[i] = kd_relu(k * (xp[i] - mu) + beta));
+        else if (act == BN_ACT_RELU6) KD_VEC_FOR(i, S, yp[i] = kd_relu6(k * (xp[i] - mu) + beta));
+        else for (size_t i = 0; i < S; i++) yp[i] = k * (xp[i] - mu) + beta;
     }
+}
+
+static void bn_forward(kd_layer *l, const float *x, float *y, size_t B, kd_ctx *ctx) {
+    bn_normalise(l, x, y, B, BN_ACT_NONE, ctx);
+}
+
+void kd_bn_act_train_forward(kd_layer *bn, const kd_layer *act, const float *x, float *y, size_t B,
+                             kd_ctx *ctx) {
+    bn_normalise(bn, x, y, B, act_kind(act), ctx);
 }
 
 /* ---- Inference: a convolution's samples through its batch norm (and activation) while each
  * is in cache (exec.c runs the unit that graph.c chose). ---- */
 
 /* The same float operations as bn_forward, then the activation's, in place on one plane. */
-enum { BN_ACT_NONE, BN_ACT_RELU, BN_ACT_RELU6 };
 __attribute__((target_clones("avx2", "default")))
 static void bn_act_plane(float *restrict y, size_t n, float k, float mu, float beta, int act) {
     if (act == BN_ACT_RELU6) KD_VEC_FOR(i, n, y[i] = kd_relu6(k * (y[i] - mu) + beta));
@@ -270,8 +303,8 @@ void kd_conv_bn_act_forward(kd_layer *conv, kd_layer *bn, kd_layer *act, const f
                             size_t B, kd_ctx *ctx) {
     KD_ASSERT(!ctx->training);
     KD_ASSERT(!act || act->ops == &kd_layer_relu || act->ops == &kd_layer_relu6);
-    bn_prepare(bn, y, B, 0, ctx);  /* running statistics: reads no input */
-    const int a = !act ? BN_ACT_NONE : act->ops == &kd_layer_relu ? BN_ACT_RELU : BN_ACT_RELU6;
+    bn_prepare(bn, y, B, NULL, ctx);  /* running statistics: reads no input */
+    const int a = act_kind(act);
     const bn_act_sink s = {bn, a, kd_layer_cache(bn, ctx), y};
     const kd_sample_sink sink = {bn_act_sample, &s};
     kd_conv2d_forward_to(conv, x, y, &sink, B, ctx);
@@ -334,14 +367,70 @@ static void bn_backward(kd_layer *l, const float *x, const float *y, const float
     }
 }
 
+/* The activation's gradient at one element from its output y (in place over its input, so
+ * y is inside the open range exactly where the input is): relu passes dy where y > 0, relu6
+ * where 0 < y < 6. */
+static float act_grad(uint32_t relu6, float y, float dy) {
+    /* bitwise, not &&: a branch on the data is mispredicted (MobileNetV2's step took 1.8x) */
+    const uint32_t pos = y > 0.0f, below = y < 6.0f;
+    return kd_float_if(pos & (below | (relu6 ^ 1u)), dy);
+}
+
+/* One plane's dx = k (g - a - (x - mu) bq), g the activation's gradient; dx may be dy (exec.c
+ * hands the output gradient's slot on), a case of its own so both loops vectorise. */
+static void act_dx_plane(const float *restrict xp, const float *restrict yp, const float *dyp,
+                         float *dxp, size_t S, bn_dx_coefs k, uint32_t relu6) {
+    if (dxp == dyp) {
+        float *restrict p = dxp;
+        KD_VEC_FOR(i, S, p[i] = k.k * (act_grad(relu6, yp[i], p[i]) - k.a - (xp[i] - k.mu) * k.bq));
+    } else {
+        const float *restrict d = dyp;
+        float *restrict o = dxp;
+        KD_VEC_FOR(i, S, o[i] = k.k * (act_grad(relu6, yp[i], d[i]) - k.a - (xp[i] - k.mu) * k.bq));
+    }
+}
+
+/* batchnorm -> relu or relu6 (in place over batch norm's output) in training: the
+ * activation's gradient g is made block by block on the stack where batch norm's sums and its
+ * dx read it, never written whole; the same values and sums as the two backwards one by one. */
+void kd_bn_act_train_backward(kd_layer *bn, const kd_layer *act, const float *x, const float *y,
+                              const float *dy, float *dx, size_t B, kd_ctx *ctx) {
+    const uint32_t relu6 = act_kind(act) == BN_ACT_RELU6;
+    const size_t C = n_channels(bn), S = n_spatial(bn), nblk = plane_blocks(bn);
+    const float *mean_c = bn->cache;
+    double *sdy = (double *)ctx->workspace, *sdyx = sdy + C, *ts = sdyx + C,
+           *tq = ts + B * C * nblk;
+#pragma omp parallel for schedule(static) if (KD_PAR(B * C * S))
+    for (size_t bc = 0; bc < B * C; bc++) {
+        const float *restrict yp = y + bc * S, *restrict dyp = dy + bc * S, *xp = x + bc * S;
+        float g[KD_REDUCE_BLOCK];
+        for (size_t o0 = 0, k = 0; o0 < S; o0 += KD_REDUCE_BLOCK, k++) {
+            const size_t n = S - o0 < KD_REDUCE_BLOCK ? S - o0 : KD_REDUCE_BLOCK;
+            KD_VEC_FOR(j, n, g[j] = act_grad(relu6, yp[o0 + j], dyp[o0 + j]));
+            kd_sum_dot_shifted_blocks(g, xp + o0, n, mean_c[bc % C], ts + bc * nblk + k,
+                                      tq + bc * nblk + k);
+        }
+    }
+    fold_terms(ts, tq, B, C, nblk, sdy, sdyx);
+    bn_finish_sums(bn, sdy, sdyx, ctx);
+    if (!dx) return;
+    const int training = ctx->training;
+#pragma omp parallel for schedule(static) if (KD_PAR(B * C * S))
+    for (size_t bc = 0; bc < B * C; bc++) {
+        const size_t off = bc * S;
+        act_dx_plane(x + off, y + off, dy + off, dx + off, S,
+                     dx_coefs(bn, bc % C, sdy, sdyx, training), relu6);
+    }
+}
+
 /* ---- batchnorm -> maxpool2d 2x2 -> relu as one pass (model.c decides when). Forward reads x
  * once after the statistics and writes only the pooled output: batch norm's full-size output
  * is never stored. Backward needs only the winners' gradients for the sums, then writes dx
  * plane by plane while the plane is in cache. ---- */
 
 static void group_forward(kd_layer *bn, kd_layer *pool, const float *x, float *y, float *win,
-                          size_t B, int terms_ready, kd_ctx *ctx) {
-    if (!bn_prepare(bn, x, B, terms_ready, ctx)) return;
+                          size_t B, double *terms, kd_ctx *ctx) {
+    if (!bn_prepare(bn, x, B, terms, ctx)) return;
     const size_t C = n_channels(bn), S = n_spatial(bn), OH = pool->out.d[1],
                  OW = pool->out.d[2];
     const float *mean_c = kd_layer_cache(bn, ctx), *inv_std = mean_c + C;
@@ -358,20 +447,29 @@ static void group_forward(kd_layer *bn, kd_layer *pool, const float *x, float *y
 
 void kd_bn_pool_relu_forward(kd_layer *bn, kd_layer *pool, const float *x, float *y, float *win,
                              size_t B, kd_ctx *ctx) {
-    group_forward(bn, pool, x, y, win, B, 0, ctx);
+    group_forward(bn, pool, x, y, win, B, NULL, ctx);
 }
 
 /* A convolution followed by the group: in training, the convolution hands each sample's output
  * to sample_terms while it is in its thread's cache, so batch norm's statistics need no pass
  * of their own over the convolution's output. */
-static void terms_sink(const void *arg, size_t b, const float *y_b) { sample_terms(arg, b, y_b); }
+typedef struct {
+    const kd_layer *bn;
+    double *terms;
+} terms_dest;
+
+static void terms_sink(const void *arg, size_t b, const float *y_b) {
+    const terms_dest *t = arg;
+    sample_terms(t->bn, t->terms, b, y_b);
+}
 
 void kd_conv_bn_pool_relu_forward(kd_layer *conv, kd_layer *bn, kd_layer *pool, const float *x,
                                   float *conv_y, float *y, float *win, size_t B, kd_ctx *ctx) {
     const int fold = ctx->training != 0;
-    const kd_sample_sink sink = {terms_sink, bn};
+    const terms_dest t = {bn, fold ? terms_in_workspace(bn, conv, B, ctx) : NULL};
+    const kd_sample_sink sink = {terms_sink, &t};
     kd_conv2d_forward_to(conv, x, conv_y, fold ? &sink : NULL, B, ctx);
-    group_forward(bn, pool, conv_y, y, win, B, fold, ctx);
+    group_forward(bn, pool, conv_y, y, win, B, t.terms, ctx);
 }
 
 /* The group's dx constants per channel, after kd_bn_pool_relu_backward_sums. */

@@ -28,7 +28,9 @@ static void unit_forward(kd_model *m, size_t i, const float *x, float *y, size_t
         kd_bn_pool_relu_forward(l, &l[1], x, y, m->grads ? m->acts[i] : NULL, B, ctx);
         break;
     default:
-        if (m->graph->unit[i] & KD_UNIT_CONV_BN)
+        if (m->graph->unit[i] & KD_UNIT_BN_RELU)
+            kd_bn_act_train_forward(l, &l[1], x, y, B, ctx);
+        else if (m->graph->unit[i] & KD_UNIT_CONV_BN)
             kd_conv_bn_act_forward(l, &l[1], kd_unit_len(m->graph, i) == 3 ? &l[2] : NULL, x, y,
                                    B, ctx);
         else
@@ -43,6 +45,7 @@ void kd_model_unit_forward(kd_model *m, size_t i, const float *x, float *y, size
 
 size_t kd_model_backward_unit_start(const kd_model *m, size_t j) {
     const unsigned char *u = m->graph->unit;
+    if (j >= 1 && (u[j - 1] & KD_UNIT_BN_RELU)) return j - 1;
     if (j < 2 || u[j - 2] != 3) return j;
     return j >= 3 && u[j - 3] == 4 ? j - 3 : j - 2;
 }
@@ -53,6 +56,8 @@ void kd_model_unit_backward(kd_model *m, size_t i, size_t j, const float *x, con
     const float *y = m->acts[j];
     if (i == j) {
         l->ops->backward(l, x, y, dy, dx, B, ctx);
+    } else if (m->graph->unit[i] & KD_UNIT_BN_RELU) {
+        kd_bn_act_train_backward(l, &l[1], x, y, dy, dx, B, ctx);
     } else if (m->graph->unit[i] == 3) {
         kd_bn_pool_relu_backward(l, &l[1], x, y, m->acts[i], dy, dx, B, ctx);
     } else {  /* conv2d, then the group */
@@ -103,7 +108,8 @@ static void run_unit(kd_model *m, size_t i, float *out, size_t nb, const fwd_pas
     }
     const float **xs = ps->xs + m->graph->xs_at[i];
     for (size_t k = 0; k < l->n_in; k++) xs[k] = ps->val[l->src[k]];
-    l->ops->forward_merge(l, xs, out, nb, ps->ctx);
+    if (m->graph->unit[i] & KD_UNIT_ADD_RELU) kd_add_relu_forward(l, xs, out, nb);
+    else l->ops->forward_merge(l, xs, out, nb, ps->ctx);
 }
 
 /* Copies the chunk [b0, b0 + nb) of every observed value the unit i..j produced into its
@@ -305,6 +311,16 @@ static void unit_backward(bwalk *w, size_t i, size_t j, int dys, size_t first) {
     const int need_in = wants_grad(w, u, first);
     if (need_in && u > 0 && w->gslot[u] == GSLOT_NONE && l->ops->view && dys >= 0) {
         hold(w, u, dys);  /* dx is dy, value for value */
+        return;
+    }
+    /* A batch norm unit writes its input gradient over its output gradient (it reads each
+     * element of dy before writing dx there): its input takes dy's slot, so the two gradients
+     * never hold two slots at once. */
+    if (need_in && u > 0 && w->gslot[u] == GSLOT_NONE && dys >= 0 &&
+        (g->unit[i] & KD_UNIT_BN_RELU)) {
+        hold(w, u, dys);
+        if (!w->dry)
+            kd_model_unit_backward(m, i, j, g->val[u], g->slot[dys], g->slot[dys], w->B, w->ctx);
         return;
     }
     float *dx = NULL;

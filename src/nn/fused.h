@@ -10,7 +10,19 @@
 /* ---- The fused batchnorm -> maxpool2d (2x2) -> relu group (model.c runs the three layers
  * as one when they follow each other; batchnorm.c computes it with pool.c's plane kernels). ---- */
 extern const kd_layer_ops kd_layer_batchnorm, kd_layer_maxpool2d, kd_layer_relu, kd_layer_conv2d,
-    kd_layer_relu6;
+    kd_layer_relu6, kd_layer_add;
+/* Training: an add and the relu after it (running in place over the add's output), forward as
+ * one pass over blocks: y = relu(x[0] + x[1] + ...), y the add's buffer (which may be x[0]).
+ * Backward runs the two layers one by one. */
+void kd_add_relu_forward(kd_layer *l, const float *const *x, float *y, size_t B);
+/* Training: a batchnorm and the relu or relu6 (act) that runs in place over its output.
+ * Forward: y = act(batch norm(x)) in one pass; backward from act's output gradient dy (and its
+ * output y) to batch norm's dx (or NULL), act's gradient made on the fly. The same bits as the
+ * layers one by one. */
+void kd_bn_act_train_forward(kd_layer *bn, const kd_layer *act, const float *x, float *y, size_t B,
+                             kd_ctx *ctx);
+void kd_bn_act_train_backward(kd_layer *bn, const kd_layer *act, const float *x, const float *y,
+                              const float *dy, float *dx, size_t B, kd_ctx *ctx);  /* dx may be dy */
 /* Whether l is a maxpool2d with a 2x2 kernel, stride 2, no padding, over even planes. */
 int kd_maxpool_is_2x2(const kd_layer *l);
 /* One (OH*2, OW*2) plane xp pooled into yp (OH, OW) with the first-maximum indices in ap, every
@@ -46,6 +58,9 @@ void kd_conv2d_forward_to(kd_layer *l, const float *x, float *y, const kd_sample
  * group; conv_y is the convolution's output (kept for backward), y and win the group's. */
 void kd_conv_bn_pool_relu_forward(kd_layer *conv, kd_layer *bn, kd_layer *pool, const float *x,
                                   float *conv_y, float *y, float *win, size_t B, kd_ctx *ctx);
+/* The workspace floats that forward needs in training: the convolution's, then batch norm's
+ * statistics terms, which it fills while the convolution's columns are in use. */
+size_t kd_conv_bn_group_workspace(const kd_layer *conv, const kd_layer *bn, size_t B);
 /* Inference: conv2d into y, then batch norm (running statistics) and act (a relu or relu6, or
  * NULL) in place on each sample while it is in the producing thread's cache. The same bits as
  * the layers one after another. */

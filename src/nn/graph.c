@@ -196,18 +196,21 @@ static int is_group(const kd_model *m, size_t i) {
            chained(m, i + 2);
 }
 
-/* Whether layer i of a training model writes its output over its input's buffer: the layer
- * allows it; the input is private to it; its producer's backward does not read that output and
- * the producer does not itself run in place (its backward reads its own output as its input).
- * A view (flatten) always shares its input's buffer: it writes nothing, so whatever read that
- * buffer still can; a layer after it then does not run in place. */
+/* Whether layer i of a training model writes its output over its (first) input's buffer: the
+ * layer allows it; that input is private to it; its producer's backward does not read that
+ * output and the producer does not itself run in place with a backward that reads its input
+ * (an in-place relu reads its own output as its input; an in-place add reads nothing). A view
+ * (flatten) always shares its input's buffer: it writes nothing, so whatever read that buffer
+ * still can; a layer after it then does not run in place. A merge in place (add) writes over
+ * input 0 only; its other inputs are read before each element is written. */
 static int decide_in_place(const kd_model *m, size_t i) {
     const kd_layer *l = &m->layers[i];
-    if (l->n_in != 1 || l->src[0] == 0) return 0;
-    if (l->ops->view) return 1;
+    if (l->src[0] == 0) return 0;
+    if (l->n_in == 1 && l->ops->view) return 1;
     const size_t p = l->src[0] - 1;
-    return l->ops->in_place && private_value(m, p + 1) &&
-           !m->layers[p].ops->backward_reads_output && !m->graph->in_place[p];
+    const kd_layer_ops *po = m->layers[p].ops;
+    return l->ops->in_place && private_value(m, p + 1) && !po->backward_reads_output &&
+           (!m->graph->in_place[p] || (po->forward_merge && po->grad_is_dy));
 }
 
 void kd_graph_decide(kd_model *m) {
@@ -219,6 +222,17 @@ void kd_graph_decide(kd_model *m) {
     for (size_t i = 0; i + 1 < m->n_layers; i++)
         if (m->layers[i].ops == &kd_layer_conv2d && g->unit[i + 1] == 3 && chained(m, i + 1))
             g->unit[i] = 4;
+    /* Training: an add whose output only a relu reads, the relu running in place over it. */
+    for (size_t i = 0; m->grads && i + 1 < m->n_layers; i++)
+        if (m->layers[i].ops == &kd_layer_add && g->unit[i] == 1 && g->unit[i + 1] == 1 &&
+            m->layers[i + 1].ops == &kd_layer_relu && chained(m, i + 1) && g->in_place[i + 1])
+            g->unit[i] = KD_UNIT_ADD_RELU | 2;
+    /* Training: a batch norm whose output only a relu or relu6 reads, running in place. */
+    for (size_t i = 0; m->grads && i + 1 < m->n_layers; i++)
+        if (m->layers[i].ops == &kd_layer_batchnorm && g->unit[i] == 1 && g->unit[i + 1] == 1 &&
+            (m->layers[i + 1].ops == &kd_layer_relu || m->layers[i + 1].ops == &kd_layer_relu6) &&
+            chained(m, i + 1) && g->in_place[i + 1])
+            g->unit[i] = KD_UNIT_BN_RELU | 2;
     /* Inference only: a convolution whose output only its batch norm reads, with the relu or
      * relu6 after that when it alone reads the batch norm's output: one pass per sample. */
     for (size_t i = 0; !m->grads && i + 1 < m->n_layers; i++) {

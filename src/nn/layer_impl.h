@@ -69,7 +69,8 @@ typedef struct {
     kd_status (*export_c)(const kd_layer *l, kd_c_emitter *em, kd_err *err);
     /* Runs in place: forward accepts y == x (overwriting its input), and backward, handed its
      * output as x too (x == y), computes the same gradients. The model then lets the layer
-     * write over the previous layer's output (kd_model_reserve says when). */
+     * write over the previous layer's output (kd_model_reserve says when). A merge sets it when
+     * forward_merge accepts y == x[0] and backward_merge reads no input (add). */
     int in_place;
     /* backward reads its y (the layer's output), so no later layer may write over it. */
     int backward_reads_output;

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fused.h"
 #include "graph.h"
 
 /* Offsets inside the batch-sized arenas are rounded to 16 floats so every view is 64-byte
@@ -149,6 +150,10 @@ static int plan_sizes_of(const kd_model *m, size_t B, int *pool_of, plan_sizes *
                    add_aligned(&p->act_total, n_act);
         bad |= add_aligned(&p->cache_total, l->ops->cache_floats ? l->ops->cache_floats(l, p->nb) : 0);
         size_t w = l->ops->workspace_floats ? l->ops->workspace_floats(l, p->nb) : 0;
+        if (!chunked && g->unit[i] == 4) {  /* conv -> fused group: see fused.h */
+            const size_t wg = kd_conv_bn_group_workspace(l, &l[1], p->nb);
+            if (wg > w) w = wg;
+        }
         if (w > p->ws) p->ws = w;
     }
     if (chunked) {
