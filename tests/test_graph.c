@@ -328,6 +328,21 @@ static int resblock_step(const char *observe, size_t B, float *logits, float *gr
     return 0;
 }
 
+/* The trainable floats of resblock on a [2, 6, 6] input, or 0 after a failure. */
+static size_t resblock_params(void) {
+    const kd_shape in = {3, {2, 6, 6}};
+    kd_model m;
+    kd_err err;
+    memset(&m, 0, sizeof m);
+    if (kd_model_init(&m, &in, resblock, 1, &err)) {
+        kd_test_fail(__FILE__, __LINE__, "%s", err.msg);
+        return 0;
+    }
+    const size_t np = m.n_params;
+    kd_model_free(&m);
+    return np;
+}
+
 /* An add whose first input has no other reader sums into that input's buffer, and the relu
  * after it still runs in place over the sum; observing the input keeps the add out of place.
  * Both give the same logits and gradients bit for bit (finite differences: the residual
@@ -337,16 +352,8 @@ KD_TEST(graph_add_runs_in_place_over_a_private_input) {
     float z[2][B * 3], g[2][NP];
     int in_place[2];
     size_t unit[2];
-    kd_model m;
-    kd_err err;
-    const kd_shape in = {3, {2, 6, 6}};
-    memset(&m, 0, sizeof m);
-    if (kd_model_init(&m, &in, resblock, 1, &err)) {
-        kd_test_fail(__FILE__, __LINE__, "%s", err.msg);
-        return;
-    }
-    const size_t np = m.n_params;
-    kd_model_free(&m);
+    const size_t np = resblock_params();
+    if (!np) return;
     CHECK(np <= NP);
     if (np > NP || resblock_step(NULL, B, z[0], g[0], np, &in_place[0], &unit[0]) ||
         resblock_step("l.0.bn2", B, z[1], g[1], np, &in_place[1], &unit[1]))
@@ -365,16 +372,8 @@ KD_TEST(graph_add_relu_unit_matches_the_layers_one_by_one) {
     float z[2][B * 3], g[2][NP];
     int in_place[2];
     size_t unit[2];
-    kd_model m;
-    kd_err err;
-    const kd_shape in = {3, {2, 6, 6}};
-    memset(&m, 0, sizeof m);
-    if (kd_model_init(&m, &in, resblock, 1, &err)) {
-        kd_test_fail(__FILE__, __LINE__, "%s", err.msg);
-        return;
-    }
-    const size_t np = m.n_params;
-    kd_model_free(&m);
+    const size_t np = resblock_params();
+    if (!np) return;
     if (np > NP || resblock_step(NULL, B, z[0], g[0], np, &in_place[0], &unit[0]) ||
         resblock_step("l.0.add", B, z[1], g[1], np, &in_place[1], &unit[1]))
         return;
@@ -392,16 +391,8 @@ KD_TEST(graph_bn_relu_unit_matches_the_layers_one_by_one) {
     float z[2][B * 3], g[2][NP];
     int in_place[2];
     size_t unit[2];
-    kd_model m;
-    kd_err err;
-    const kd_shape in = {3, {2, 6, 6}};
-    memset(&m, 0, sizeof m);
-    if (kd_model_init(&m, &in, resblock, 1, &err)) {
-        kd_test_fail(__FILE__, __LINE__, "%s", err.msg);
-        return;
-    }
-    const size_t np = m.n_params;
-    kd_model_free(&m);
+    const size_t np = resblock_params();
+    if (!np) return;
     if (np > NP || resblock_step(NULL, B, z[0], g[0], np, &in_place[0], &unit[0]) ||
         resblock_step("l.0.bn1", B, z[1], g[1], np, &in_place[1], &unit[1]))
         return;
