@@ -26,7 +26,8 @@
 # Environment: DISTILL (binary, default ./distill), RUNS (default runs/exp), SEEDS ("1 2 3"),
 #              EPOCHS (ensemble suite, 100), THREADS (ensemble suite's students, 1; onnx-teacher
 #              suite's every run, 1), TEACHER_EPOCHS (onnx-teacher suite's teacher, 1),
-#              STUDENTS (ptq suite's configs, default all three).
+#              STUDENTS (ptq suite's configs, default all three; losses suite's students, default
+#              both), THREADS (also every run of the losses suite; default: the config's).
 # A run is redone only when its log has no summary line; --overwrite then moves the folder of
 # the unfinished attempt to DIR.N (distill never writes over a run folder).
 set -euo pipefail
@@ -186,14 +187,18 @@ cache_suite() {
 # stage 3 (layer3.0.relu, [64 | 128, 7, 7]) for at.
 losses_suite() {
     local pair student teacher name val best bestv seed accs hs ht as at kl
+    local th=(); [ -n "${THREADS:-}" ] && th=(--threads "$THREADS")
     for pair in fmnist-cnn-small:fmnist-cnn-teacher fmnist-resnet-student:fmnist-resnet-teacher; do
         IFS=: read -r student teacher <<< "$pair"
+        [[ " ${STUDENTS:-fmnist-cnn-small fmnist-resnet-student} " == *" $student "* ]] || continue
         if [ "$student" = fmnist-cnn-small ]; then hs=5 ht=7 as=5 at=7
         else hs='"layer2.0.relu"' ht='"layer2.0.relu"' as='"layer3.0.relu"' at='"layer3.0.relu"'; fi
         kl='{"type":"kl","weight":0.9,"temperature":4},{"type":"ce","weight":0.1}'
-        if [ ! -r "$RUNS/$teacher/best.safetensors" ]; then
+        # a teacher counts as trained when its log has the summary line (a killed run leaves a
+        # best.safetensors of an unfinished run, which must not be distilled from)
+        if [ ! -r "$RUNS/$teacher.log" ] || ! grep -q '^summary:' "$RUNS/$teacher.log"; then
             "$DISTILL" train --overwrite --config "configs/$teacher.json" --out "$RUNS/$teacher" \
-                --quiet > "$RUNS/$teacher.log"
+                "${th[@]+"${th[@]}"}" --quiet > "$RUNS/$teacher.log"
         fi
         local tdir tset
         tdir=$(cd "$RUNS/$teacher" && pwd)  # apart from local, so that a failed cd stops the run
@@ -202,7 +207,7 @@ losses_suite() {
             local out="$RUNS/losses-$student-$1-s$2" seed=$2; shift 2
             if [ ! -r "$out.log" ] || ! grep -q '^summary:' "$out.log"; then
                 "$DISTILL" train --overwrite --config "configs/$student.json" --seed "$seed" \
-                    --out "$out" --quiet "$@" > "$out.log"
+                    --out "$out" "${th[@]+"${th[@]}"}" --quiet "$@" > "$out.log"
             fi
         }
         declare -A grid=(
