@@ -292,11 +292,13 @@ KD_TEST(graph_gradient_slots_are_as_wide_as_their_values) {
 }
 
 /* Runs resblock on one batch, observing the value named observe (or none: NULL), which keeps
- * it out of in-place writes and fused units; logits and parameter gradients out, whether both
- * adds run in place with their relus in place after them, and the unit sizes at the first add
- * (layer 8) and at the batch norm l.0.bn1 (layer 4) as 10 * first + second. */
-static int resblock_step(const char *observe, size_t B, float *logits, float *grads,
-                         size_t n_params, int *add_in_place, size_t *add_unit) {
+ * it out of in-place writes, fused units and recomputation; logits and parameter gradients out,
+ * whether both adds run in place with their relus in place after them, the unit sizes at the
+ * first add (layer 8) and at the batch norm l.0.bn1 (layer 4) as 10 * first + second, and in
+ * *recomputed bit i for each unit i whose output backward recomputes. */
+static int resblock_step_r(const char *observe, size_t B, float *logits, float *grads,
+                           size_t n_params, int *add_in_place, size_t *add_unit,
+                           unsigned long *recomputed) {
     const kd_shape in = {3, {2, 6, 6}};
     kd_model m;
     kd_err err;
@@ -313,6 +315,9 @@ static int resblock_step(const char *observe, size_t B, float *logits, float *gr
     *add_in_place = kd_runs_in_place(&m, 8) && kd_runs_in_place(&m, 9) &&
                     kd_runs_in_place(&m, 17) && kd_runs_in_place(&m, 18);
     *add_unit = kd_model_unit_size(&m, 8) * 10 + kd_model_unit_size(&m, 4);
+    *recomputed = 0;
+    for (size_t i = 0; i < m.n_layers; i++)
+        if (m.graph->recompute[i]) *recomputed |= 1ul << i;
     kd_rng rng;
     kd_rng_seed(&rng, 21);
     kd_model_init_weights(&m, &rng, KD_INIT_HE);
@@ -326,6 +331,13 @@ static int resblock_step(const char *observe, size_t B, float *logits, float *gr
     memcpy(grads, m.grads, n_params * sizeof *grads);
     kd_model_free(&m);
     return 0;
+}
+
+static int resblock_step(const char *observe, size_t B, float *logits, float *grads,
+                         size_t n_params, int *add_in_place, size_t *add_unit) {
+    unsigned long recomputed;
+    return resblock_step_r(observe, B, logits, grads, n_params, add_in_place, add_unit,
+                           &recomputed);
 }
 
 /* The trainable floats of resblock on a [2, 6, 6] input, or 0 after a failure. */
@@ -398,6 +410,29 @@ KD_TEST(graph_bn_relu_unit_matches_the_layers_one_by_one) {
         return;
     CHECK_EQ_INT((int)unit[0], 22);
     CHECK_EQ_INT((int)unit[1], 21);
+    CHECK(!memcmp(z[0], z[1], sizeof z[0]));
+    CHECK(!memcmp(g[0], g[1], np * sizeof *g[0]));
+}
+
+/* A batch norm + relu unit whose output only the next convolution reads keeps no output: its
+ * output shares one buffer with the others' and backward writes it again before that
+ * convolution's backward. Observing the relu's output (layer 5) keeps it: logits and gradients
+ * are the same bits. l.0.bn1 (4) and l.1.bn1 (11) qualify; bn1 (1) does not (the add reads its
+ * relu's output too). The finite-difference check of resblock runs the recomputing model. */
+KD_TEST(graph_bn_relu_output_is_recomputed_in_backward) {
+    enum { B = 4, NP = 1024 };
+    float z[2][B * 3], g[2][NP];
+    int in_place[2];
+    size_t unit[2];
+    unsigned long rec[2];
+    const size_t np = resblock_params();
+    if (!np) return;
+    if (np > NP || resblock_step_r(NULL, B, z[0], g[0], np, &in_place[0], &unit[0], &rec[0]) ||
+        resblock_step_r("5", B, z[1], g[1], np, &in_place[1], &unit[1], &rec[1]))
+        return;
+    CHECK(rec[0] == ((1ul << 4) | (1ul << 11)));
+    CHECK(rec[1] == (1ul << 11));
+    CHECK_EQ_INT((int)unit[1], 22);  /* still one unit: only the recomputation is off */
     CHECK(!memcmp(z[0], z[1], sizeof z[0]));
     CHECK(!memcmp(g[0], g[1], np * sizeof *g[0]));
 }

@@ -241,9 +241,8 @@ static int act_kind(const kd_layer *act) {
 
 /* y = k * (x - mean) + bias with k = weight * inv_std, per channel: these float operations are
  * batch norm's output, fused or not; act: then the activation's, in the same pass. */
-static void bn_normalise(kd_layer *l, const float *x, float *y, size_t B, int act,
-                         kd_ctx *ctx) {
-    if (!bn_prepare(l, x, B, NULL, ctx)) return;
+static void bn_apply(const kd_layer *l, const float *x, float *y, size_t B, int act,
+                     kd_ctx *ctx) {
     const size_t C = n_channels(l), S = n_spatial(l);
     const float *mean_c = kd_layer_cache(l, ctx), *inv_std = mean_c + C;
     const float *w = l->t[BN_W], *bias = l->t[BN_B];
@@ -260,6 +259,11 @@ static void bn_normalise(kd_layer *l, const float *x, float *y, size_t B, int ac
     }
 }
 
+static void bn_normalise(kd_layer *l, const float *x, float *y, size_t B, int act,
+                         kd_ctx *ctx) {
+    if (bn_prepare(l, x, B, NULL, ctx)) bn_apply(l, x, y, B, act, ctx);
+}
+
 static void bn_forward(kd_layer *l, const float *x, float *y, size_t B, kd_ctx *ctx) {
     bn_normalise(l, x, y, B, BN_ACT_NONE, ctx);
 }
@@ -267,6 +271,13 @@ static void bn_forward(kd_layer *l, const float *x, float *y, size_t B, kd_ctx *
 void kd_bn_act_train_forward(kd_layer *bn, const kd_layer *act, const float *x, float *y, size_t B,
                              kd_ctx *ctx) {
     bn_normalise(bn, x, y, B, act_kind(act), ctx);
+}
+
+void kd_bn_act_recompute(const kd_layer *bn, const kd_layer *act, const float *x, float *y,
+                         size_t B, kd_ctx *ctx) {
+    double n_all;  /* 0: no rank had a sample, and forward wrote nothing */
+    memcpy(&n_all, kd_layer_cache(bn, ctx) + 2 * n_channels(bn), sizeof n_all);
+    if (n_all > 0.0) bn_apply(bn, x, y, B, act_kind(act), ctx);
 }
 
 /* ---- Inference: a convolution's samples through its batch norm (and activation) while each

@@ -335,6 +335,10 @@ static void unit_backward(bwalk *w, size_t i, size_t j, int dys, size_t first) {
     }
     if (!w->dry) {
         const float *x = u ? g->val[u] : w->x;
+        if (u >= 2 && g->recompute[u - 2]) {  /* x was not kept: write it again */
+            const kd_layer *bn = &m->layers[u - 2];
+            kd_bn_act_recompute(bn, &bn[1], g->val[bn->src[0]], g->val[u], w->B, w->ctx);
+        }
         kd_model_unit_backward(m, i, j, x, grad_of(w, j + 1), dx, w->B, w->ctx);
         if (accumulate) add_into(grad_of(w, u), dx, w->B * kd_value_numel(m, u));
     }

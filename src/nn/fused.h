@@ -10,7 +10,7 @@
 /* ---- The fused batchnorm -> maxpool2d (2x2) -> relu group (model.c runs the three layers
  * as one when they follow each other; batchnorm.c computes it with pool.c's plane kernels). ---- */
 extern const kd_layer_ops kd_layer_batchnorm, kd_layer_maxpool2d, kd_layer_relu, kd_layer_conv2d,
-    kd_layer_relu6, kd_layer_add;
+    kd_layer_relu6, kd_layer_add, kd_layer_dense;
 /* Training: an add and the relu after it (running in place over the add's output), forward as
  * one pass over blocks: y = relu(x[0] + x[1] + ...), y the add's buffer (which may be x[0]).
  * Backward runs the two layers one by one. */
@@ -23,6 +23,10 @@ void kd_bn_act_train_forward(kd_layer *bn, const kd_layer *act, const float *x, 
                              kd_ctx *ctx);
 void kd_bn_act_train_backward(kd_layer *bn, const kd_layer *act, const float *x, const float *y,
                               const float *dy, float *dx, size_t B, kd_ctx *ctx);  /* dx may be dy */
+/* y = act(batch norm(x)) again, from the statistics forward left in the cache: the same bits as
+ * kd_bn_act_train_forward wrote (a unit whose output is not kept: graph.h, recompute). */
+void kd_bn_act_recompute(const kd_layer *bn, const kd_layer *act, const float *x, float *y,
+                         size_t B, kd_ctx *ctx);
 /* Whether l is a maxpool2d with a 2x2 kernel, stride 2, no padding, over even planes. */
 int kd_maxpool_is_2x2(const kd_layer *l);
 /* One (OH*2, OW*2) plane xp pooled into yp (OH, OW) with the first-maximum indices in ap, every

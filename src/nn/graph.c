@@ -233,6 +233,16 @@ void kd_graph_decide(kd_model *m) {
             (m->layers[i + 1].ops == &kd_layer_relu || m->layers[i + 1].ops == &kd_layer_relu6) &&
             chained(m, i + 1) && g->in_place[i + 1])
             g->unit[i] = KD_UNIT_BN_RELU | 2;
+    /* Training: such a unit's output, when only the convolution or dense layer right after it
+     * reads it, is not kept but recomputed in backward (memory: MobileNetV2's expanded values
+     * are most of its activations). That layer must not run in place nor be a view. */
+    for (size_t i = 0; i < m->n_layers; i++) {
+        const kd_layer *c = i + 2 < m->n_layers ? &m->layers[i + 2] : NULL;
+        g->recompute[i] = (unsigned char)(m->grads && (g->unit[i] & KD_UNIT_BN_RELU) && c &&
+                                          (c->ops == &kd_layer_conv2d || c->ops == &kd_layer_dense) &&
+                                          (g->unit[i + 2] == 1 || g->unit[i + 2] == 4) &&
+                                          chained(m, i + 2) && !g->in_place[i + 2]);
+    }
     /* Inference only: a convolution whose output only its batch norm reads, with the relu or
      * relu6 after that when it alone reads the batch norm's output: one pass per sample. */
     for (size_t i = 0; !m->grads && i + 1 < m->n_layers; i++) {
@@ -258,11 +268,12 @@ kd_status kd_graph_init(kd_model *m, kd_err *err) {
         g->last_reader = malloc(nv * sizeof *g->last_reader);
         g->observed = calloc(nv, 1);
         g->in_place = calloc(nl, 1);
+        g->recompute = calloc(nl, 1);
         g->unit = calloc(nl, 1);
         g->xs = calloc(n_xs, sizeof *g->xs);
         g->xs_at = calloc(nl, sizeof *g->xs_at);
     }
-    if (!g || !g->n_readers || !g->last_reader || !g->observed || !g->in_place || !g->unit ||
+    if (!g || !g->n_readers || !g->last_reader || !g->observed || !g->in_place || !g->recompute || !g->unit ||
         !g->xs || !g->xs_at)
         return kd_err_set(err, KD_EIO, "out of memory building a model of %zu layers", nl);
     for (size_t v = 0; v < nv; v++) g->last_reader[v] = SIZE_MAX;
@@ -313,6 +324,7 @@ void kd_graph_free(kd_graph *g) {
     free(g->last_reader);
     free(g->observed);
     free(g->in_place);
+    free(g->recompute);
     free(g->unit);
     free(g->xs);
     free(g->xs_at);

@@ -24,6 +24,11 @@ struct kd_graph {
                                * own entry still says 3), or, in an inference-only model,
                                * KD_UNIT_CONV_BN | 2 or 3 (a convolution, its batch norm and
                                * the relu or relu6 after it) */
+    unsigned char *recompute; /* (n_layers) training: the batch norm unit at i keeps no output.
+                               * Its output lives in one buffer all such units share, from
+                               * forward until layer i + 2, its only reader, has read it;
+                               * backward writes it again from the kept input just before that
+                               * reader's backward (plan.c, exec.c) */
     size_t n_xs;              /* the sum of the layers' n_in */
     const float **xs;         /* (n_xs) merges' input pointers, by layer (no malloc per step) */
     size_t *xs_at;            /* (n_layers) each layer's first entry in xs */

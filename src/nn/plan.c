@@ -118,6 +118,8 @@ typedef struct {
     size_t n_rep;         /* inference replicas (1 for a training model) */
     size_t act_total;     /* floats of act_mem */
     size_t cache_total, ws, max_numel, pool_floats, n_pool, n_slots;
+    size_t shared_numel, shared_off; /* training: per-sample floats of the buffer recomputed
+                                      * values share, and its offset in act_mem (the end) */
     size_t rep_act;                  /* floats of one replica's chunk buffers */
     size_t cache_all, ws_all;        /* cache_total and ws times n_rep */
 } plan_sizes;
@@ -145,9 +147,12 @@ static int plan_sizes_of(const kd_model *m, size_t B, int *pool_of, plan_sizes *
         const kd_layer *l = &m->layers[i];
         size_t out_n = kd_shape_numel(&l->out), n_act;
         if (out_n > p->max_numel) p->max_numel = out_n;
-        if (chunked ? i + 1 == m->n_layers : !g->in_place[i])
+        if (!chunked && g->recompute[i]) {
+            if (out_n > p->shared_numel) p->shared_numel = out_n;
+        } else if (chunked ? i + 1 == m->n_layers : !g->in_place[i]) {
             bad |= kd_mul_size(chunked ? out_n : kept_floats(m, i), B, &n_act) ||
                    add_aligned(&p->act_total, n_act);
+        }
         bad |= add_aligned(&p->cache_total, l->ops->cache_floats ? l->ops->cache_floats(l, p->nb) : 0);
         size_t w = l->ops->workspace_floats ? l->ops->workspace_floats(l, p->nb) : 0;
         if (!chunked && g->unit[i] == 4) {  /* conv -> fused group: see fused.h */
@@ -170,8 +175,10 @@ static int plan_sizes_of(const kd_model *m, size_t B, int *pool_of, plan_sizes *
     p->ws = ws;
     bad |= kd_mul_size(p->cache_total, p->n_rep, &p->cache_all) ||
            kd_mul_size(p->ws, p->n_rep, &p->ws_all);
-    size_t slot_floats;
-    bad |= kd_mul_size(p->max_numel, B, &slot_floats);
+    size_t slot_floats, shared;
+    p->shared_off = p->act_total;
+    bad |= kd_mul_size(p->max_numel, B, &slot_floats) ||
+           kd_mul_size(p->shared_numel, B, &shared) || add_aligned(&p->act_total, shared);
     return bad;
 }
 
@@ -228,6 +235,8 @@ static void place(kd_model *m, size_t B, const plan_sizes *p, float **pool) {
             m->acts[i] = g->pool_of[i + 1] >= 0 ? pool[g->pool_of[i + 1]] : NULL;
         } else if (!chunked && g->in_place[i]) {
             m->acts[i] = m->acts[l->src[0] - 1];
+        } else if (!chunked && g->recompute[i]) {
+            m->acts[i] = m->act_mem + p->shared_off;
         } else {
             m->acts[i] = m->act_mem + act_off;
             add_aligned(&act_off, (chunked ? kd_shape_numel(&l->out) : kept_floats(m, i)) * B);
