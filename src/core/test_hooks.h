@@ -39,6 +39,10 @@ extern int kd_gemm_row_split;
 /* kd_model_forward: 0 turns inference replicas off (the team runs each layer, the reference
  * path); kd_hook_replica_passes counts the forwards that ran replicas. */
 extern int kd_infer_replicas;
+/* conv2d.c: 0 turns inference's direct convolution off (im2col and sgemm, as in training). */
+extern int kd_direct_conv;
+/* conv_direct.c: which kernels run (0 the CPU's widest, 1 AVX-512, 2 AVX2, 3 portable). */
+extern int kd_direct_conv_isa;
 extern unsigned long kd_hook_replica_passes;
 /* kd_sgemm, kd_sgemm_serial: when set, called with every product's transposes and sizes before
  * it runs (serial: 1 from kd_sgemm_serial, one thread's share of a parallel loop, possibly on

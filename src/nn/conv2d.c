@@ -13,10 +13,12 @@
 #include <omp.h>
 #include <string.h>
 
+#include "conv_direct.h"
 #include "depthwise.h"
 #include "fused.h"
 #include "kd_gemm.h"
 #include "layer_impl.h"
+#include "../core/test_hooks.h"
 
 /* Caps far above useful sizes, low enough that every product below fits in size_t. */
 #define CONV_MAX_CHANNELS ((size_t)1 << 20)
@@ -118,8 +120,23 @@ static kd_dw_dims dw_dims(const conv_dims *d) {
  * piece (weight [O, K], bias [O]); each buffer rounded up to 64 bytes so that every one sgemm
  * touches starts aligned. */
 static size_t round16(size_t n) { return (n + 15) & ~(size_t)15; }
+/* Whether inference runs this convolution directly (conv_direct.h): groups 1, stride 1, a
+ * kernel wider than 1x1 (a 1x1 kernel's columns are the input itself). */
+#ifdef KD_TEST_HOOKS
+int kd_direct_conv = 1;
+#endif
+static int direct_shape(const conv_dims *d) {
+    return d->G == 1 && d->S == 1 && d->KH * d->KW > 1;
+}
+static kd_cd_dims cd_dims(const conv_dims *d) {
+    return (kd_cd_dims){d->C, d->H, d->W, d->O, d->OH, d->OW, d->KH, d->KW, d->P};
+}
 static size_t col_slot(const conv_dims *d) {
-    return 2 * round16(d->K * d->OHW) + round16(d->O * d->OHW);
+    const size_t sgemm = 2 * round16(d->K * d->OHW) + round16(d->O * d->OHW);
+    if (!direct_shape(d)) return sgemm;
+    const kd_cd_dims cd = cd_dims(d);
+    const size_t direct = round16(kd_conv_direct_workspace(&cd));
+    return direct > sgemm ? direct : sgemm;
 }
 static size_t part_slot(const conv_dims *d) { return round16(d->O * d->KG) + round16(d->O); }
 static size_t n_pieces(size_t B) { return B == 0 ? 1 : B < CONV_PIECES ? B : CONV_PIECES; }
@@ -439,6 +456,11 @@ static void forward_impl(kd_layer *l, const float *x, float *y, const kd_sample_
         return;
     }
     const int par = P > 1 && KD_PAR(B * d.K * d.OHW);
+    const int direct = !ctx->training && direct_shape(&d) && KD_HOOK_VALUE(kd_direct_conv, 1);
+    const kd_cd_dims cd = cd_dims(&d);
+    /* one sample with the team free: the direct kernel splits its channels among the team */
+    const int team = !par && !omp_in_parallel() && omp_get_max_threads() > 1 &&
+                     KD_PAR(d.K * d.OHW * d.O);
 #pragma omp parallel for schedule(static) num_threads(team_size(P)) if (par)
     for (size_t p = 0; p < P; p++) {
         float *col = thread_cols(&d, ctx->workspace, P, par);
@@ -446,6 +468,11 @@ static void forward_impl(kd_layer *l, const float *x, float *y, const kd_sample_
         piece_range(B, P, p, &b0, &b1);
         for (size_t b = b0; b < b1; b++) {
             float *yb = y + b * out_n;
+            if (direct) {
+                kd_conv_direct_sample(&cd, x + b * in_n, w, bias, yb, col, team);
+                if (sink) sink->fn(sink->arg, b, yb);
+                continue;
+            }
             const float *cols = sample_cols(&d, x + b * in_n, col);
             if (bias)
                 for (size_t o = 0; o < d.O; o++)

@@ -318,6 +318,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--logits")) logits = argv[i + 1];
         else if (!strcmp(argv[i], "--split")) kd_gemm_row_split = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--replicas")) kd_infer_replicas = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--direct")) kd_direct_conv = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--qint8")) qint8 = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--onnx")) onnx = argv[i + 1];
     }

@@ -1,0 +1,150 @@
+/* test_conv_direct.c - inference's direct convolution (src/nn/conv_direct.c) against a
+ * double-precision loop written here, on shapes that reach every edge of it: channel counts
+ * that are not multiples of its 8-channel blocks, more input channels than one partial sum,
+ * non-square kernels and planes, padding 0 to 2, a plane smaller than the kernel's reach, and
+ * the channel split over the team giving the same bits as one thread; each of the three kernels
+ * (AVX-512, AVX2, portable) this CPU can run. Then a model: eval of
+ * conv2d layers takes the direct path (the im2col path's logits within rounding). */
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../src/core/test_hooks.h"
+#include "../src/nn/conv_direct.h"
+#include "kd_common.h"
+#include "kd_nn.h"
+#include "kd_rng.h"
+#include "kd_test.h"
+
+/* y[o, oh, ow] = bias[o] + sum w[o, c, i, j] x[c, oh - P + i, ow - P + j] in double; scale
+ * gets the same sum of |terms| (the size a rounding error is measured against). */
+static void reference(const kd_cd_dims *d, const float *x, const float *w, const float *bias,
+                      double *y, double *scale) {
+    for (size_t o = 0; o < d->O; o++)
+        for (size_t oh = 0; oh < d->OH; oh++)
+            for (size_t ow = 0; ow < d->OW; ow++) {
+                double s = bias ? bias[o] : 0.0, a = bias ? fabs(bias[o]) : 0.0;
+                for (size_t c = 0; c < d->C; c++)
+                    for (size_t i = 0; i < d->KH; i++)
+                        for (size_t j = 0; j < d->KW; j++) {
+                            const long h = (long)(oh + i) - (long)d->P, v = (long)(ow + j) - (long)d->P;
+                            if (h < 0 || v < 0 || h >= (long)d->H || v >= (long)d->W) continue;
+                            const double t = (double)w[((o * d->C + c) * d->KH + i) * d->KW + j] *
+                                             (double)x[(c * d->H + (size_t)h) * d->W + (size_t)v];
+                            s += t;
+                            a += fabs(t);
+                        }
+                const size_t k = (o * d->OH + oh) * d->OW + ow;
+                y[k] = s;
+                scale[k] = a;
+            }
+}
+
+/* One shape: the kernel against the reference (each output within 2^-20 of its terms' sum of
+ * magnitudes), then with the team (two threads): the same bits. */
+static void check_shape(size_t C, size_t H, size_t W, size_t O, size_t KH, size_t KW, size_t P,
+                        int with_bias) {
+    kd_cd_dims d = {C, H, W, O, H + 2 * P - KH + 1, W + 2 * P - KW + 1, KH, KW, P};
+    const size_t ny = O * d.OH * d.OW, nw = O * C * KH * KW;
+    float *x = malloc(C * H * W * sizeof *x), *w = malloc(nw * sizeof *w), *b = malloc(O * sizeof *b);
+    float *y = malloc(ny * sizeof *y), *y2 = malloc(ny * sizeof *y2);
+    double *ref = malloc(ny * sizeof *ref), *scale = malloc(ny * sizeof *scale);
+    float *ws = kd_alloc_floats(kd_conv_direct_workspace(&d));
+    if (!x || !w || !b || !y || !y2 || !ref || !scale || !ws) {
+        kd_test_fail(__FILE__, __LINE__, "out of memory");
+        goto done;
+    }
+    kd_rng rng;
+    kd_rng_seed(&rng, (uint64_t)(C * 131 + O * 17 + KH * 5 + KW + P));
+    for (size_t i = 0; i < C * H * W; i++) x[i] = kd_rng_normal(&rng);
+    for (size_t i = 0; i < nw; i++) w[i] = kd_rng_normal(&rng);
+    for (size_t i = 0; i < O; i++) b[i] = kd_rng_normal(&rng);
+    const float *bias = with_bias ? b : NULL;
+    reference(&d, x, w, bias, ref, scale);
+    memset(y, 0xff, ny * sizeof *y);  /* NaN: an output the kernel misses shows */
+    kd_conv_direct_sample(&d, x, w, bias, y, ws, 0);
+    size_t bad = 0;
+    for (size_t k = 0; k < ny; k++)
+        if (!(fabs((double)y[k] - ref[k]) <= scale[k] * 0x1p-20 + 1e-30)) {
+            if (!bad)
+                kd_test_fail(__FILE__, __LINE__, "C %zu H %zu W %zu O %zu kernel %zux%zu pad %zu: "
+                             "y[%zu] = %.9g, reference %.9g", C, H, W, O, KH, KW, P, k, y[k], ref[k]);
+            bad++;
+        }
+    CHECK_EQ_INT((int)bad, 0);
+    const int t0 = omp_get_max_threads();
+    omp_set_num_threads(2);
+    memset(y2, 0xff, ny * sizeof *y2);
+    kd_conv_direct_sample(&d, x, w, bias, y2, ws, 1);
+    omp_set_num_threads(t0);
+    CHECK(memcmp(y, y2, ny * sizeof *y) == 0);
+done:
+    free(x), free(w), free(b), free(y), free(y2), free(ref), free(scale);
+    kd_free_aligned(ws);
+}
+
+static void check_shapes(void) {
+    check_shape(1, 28, 28, 8, 3, 3, 1, 0);    /* a first layer: one channel, one block */
+    check_shape(3, 9, 7, 13, 3, 3, 1, 1);     /* a block of 8 and 5 single channels */
+    check_shape(40, 7, 7, 16, 3, 3, 1, 1);    /* three partial sums (16 + 16 + 8 channels) */
+    check_shape(5, 6, 11, 9, 5, 5, 2, 1);     /* 5x5, padding 2, non-square plane */
+    check_shape(4, 8, 10, 8, 1, 3, 0, 1);     /* 1x3, no padding */
+    check_shape(4, 10, 8, 7, 3, 1, 1, 0);     /* 3x1 */
+    check_shape(6, 2, 2, 8, 3, 3, 2, 1);      /* a 2x2 plane inside padding 2: 4x4 outputs */
+    check_shape(17, 1, 1, 3, 3, 3, 1, 1);     /* one pixel: only the centre tap is inside */
+}
+
+/* Every kernel this CPU runs: the portable one always, AVX2 and AVX-512 where the CPU has them
+ * (read from /proc/cpuinfo's flags independently of the kernel's own choice). */
+KD_TEST(conv_direct_matches_a_double_reference) {
+    int isa[3] = {3, 0, 0}, n = 1;
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) isa[n++] = 2;
+    if (__builtin_cpu_supports("avx512f")) isa[n++] = 1;
+#endif
+    for (int k = 0; k < n; k++) {
+        kd_direct_conv_isa = isa[k];
+        check_shapes();
+    }
+    kd_direct_conv_isa = 0;
+    if (n < 3) printf("    %d of the 3 kernels run on this CPU\n", n);
+}
+
+/* Eval of a model of conv2d layers (stride 1, padding 1: direct) and one that is not (stride 2:
+ * im2col) gives the im2col path's logits within rounding; training's forward never takes it. */
+KD_TEST(conv_direct_runs_in_eval_only) {
+    static const char *json =
+        "[{\"type\":\"conv2d\",\"channels\":12,\"kernel\":3,\"padding\":1},{\"type\":\"relu\"},"
+        "{\"type\":\"conv2d\",\"channels\":20,\"kernel\":3,\"padding\":1,\"bias\":false},"
+        "{\"type\":\"conv2d\",\"channels\":8,\"kernel\":3,\"stride\":2},"
+        "{\"type\":\"flatten\"},{\"type\":\"dense\",\"units\":4}]";
+    enum { B = 5 };
+    const kd_shape in = {3, {3, 9, 9}};
+    kd_model m;
+    kd_err err;
+    memset(&m, 0, sizeof m);
+    if (kd_model_init(&m, &in, json, 1, &err) || kd_model_reserve(&m, B, &err)) {
+        kd_test_fail(__FILE__, __LINE__, "%s", err.msg);
+        kd_model_free(&m);
+        return;
+    }
+    kd_rng rng;
+    kd_rng_seed(&rng, 3);
+    kd_model_init_weights(&m, &rng, KD_INIT_HE);
+    float x[B * 243], a[B * 4], b[B * 4], t0[B * 4], t1[B * 4];
+    for (size_t i = 0; i < B * 243; i++) x[i] = kd_rng_normal(&rng);
+    kd_ctx train = {1, &rng, NULL, 0};
+    kd_direct_conv = 0;
+    memcpy(a, kd_model_forward(&m, x, B, NULL), sizeof a);
+    memcpy(t0, kd_model_forward(&m, x, B, &train), sizeof t0);
+    kd_direct_conv = 1;
+    memcpy(b, kd_model_forward(&m, x, B, NULL), sizeof b);
+    memcpy(t1, kd_model_forward(&m, x, B, &train), sizeof t1);
+    CHECK_FLOATS(b, a, B * 4, 1e-5, 1e-5);
+    CHECK(memcmp(a, b, sizeof a) != 0);       /* the direct path ran: its sums differ in order */
+    CHECK(memcmp(t0, t1, sizeof t0) == 0);    /* training: im2col either way */
+    kd_model_free(&m);
+}
