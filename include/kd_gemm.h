@@ -35,6 +35,8 @@ int kd_blas_is_openmp(void);
 const char *kd_blas_config(void);
 /* The name of the kernels OpenBLAS runs (openblas_get_corename: "Haswell", "SkylakeX", ...). */
 const char *kd_blas_corename(void);
+/* The widest vectors OpenBLAS's kernels use: 3 AVX-512, 2 AVX2 + FMA, 1 AVX, 0 older or unknown. */
+int kd_blas_core_level(void);
 /* 1, with a one-line note in buf, when OPENBLAS_CORETYPE pins OpenBLAS to kernels below what
  * this CPU supports (AVX2 kernels on an AVX-512 CPU, say); 0 otherwise, buf untouched. */
 int kd_blas_pin_note(char *buf, size_t cap);

@@ -241,6 +241,8 @@ static int cpu_level(const char **name) {
     return *name = "no AVX", 0;
 }
 
+int kd_blas_core_level(void) { return core_level(kd_blas_corename()); }
+
 /* The pin exists on some machines because older OpenBLAS builds computed wrong results on some
  * CPU families: the note says what runs and what could, and leaves the choice to the user. */
 int kd_blas_pin_note(char *buf, size_t cap) {

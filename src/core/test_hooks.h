@@ -39,7 +39,8 @@ extern int kd_gemm_row_split;
 /* kd_model_forward: 0 turns inference replicas off (the team runs each layer, the reference
  * path); kd_hook_replica_passes counts the forwards that ran replicas. */
 extern int kd_infer_replicas;
-/* conv2d.c: 0 turns inference's direct convolution off (im2col and sgemm, as in training). */
+/* conv2d.c: inference's direct convolution: -1 where it beats sgemm (kd_conv_direct_wins, the
+ * release rule), 0 never (im2col and sgemm, as in training), 1 always. */
 extern int kd_direct_conv;
 /* conv_direct.c: which kernels run (0 the CPU's widest, 1 AVX-512, 2 AVX2, 3 portable). */
 extern int kd_direct_conv_isa;

@@ -121,10 +121,15 @@ static kd_dw_dims dw_dims(const conv_dims *d) {
  * touches starts aligned. */
 static size_t round16(size_t n) { return (n + 15) & ~(size_t)15; }
 /* Whether inference runs this convolution directly (conv_direct.h): groups 1, stride 1, a
- * kernel wider than 1x1 (a 1x1 kernel's columns are the input itself). */
+ * kernel wider than 1x1 (a 1x1 kernel's columns are the input itself), on a machine where the
+ * direct kernel beats sgemm (kd_conv_direct_wins). Tests: 0 never, 1 always, -1 that rule. */
 #ifdef KD_TEST_HOOKS
-int kd_direct_conv = 1;
+int kd_direct_conv = -1;
 #endif
+static int direct_on(void) {
+    const int hook = KD_HOOK_VALUE(kd_direct_conv, -1);
+    return hook < 0 ? kd_conv_direct_wins() : hook;
+}
 static int direct_shape(const conv_dims *d) {
     return d->G == 1 && d->S == 1 && d->KH * d->KW > 1;
 }
@@ -456,7 +461,7 @@ static void forward_impl(kd_layer *l, const float *x, float *y, const kd_sample_
         return;
     }
     const int par = P > 1 && KD_PAR(B * d.K * d.OHW);
-    const int direct = !ctx->training && direct_shape(&d) && KD_HOOK_VALUE(kd_direct_conv, 1);
+    const int direct = !ctx->training && direct_shape(&d) && direct_on();
     const kd_cd_dims cd = cd_dims(&d);
     /* one sample with the team free: the direct kernel splits its channels among the team */
     const int team = !par && !omp_in_parallel() && omp_get_max_threads() > 1 &&

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "../core/test_hooks.h"
+#include "kd_gemm.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -168,6 +169,21 @@ static const cd_kernels *kernels(int want) {
         return &k256;
 #endif
     return &portable;
+}
+
+int kd_conv_direct_wins(void) {
+    static int wins = -1; /* decided once; every thread computes the same answer */
+    int w = __atomic_load_n(&wins, __ATOMIC_RELAXED);
+    if (w < 0) {
+#ifdef CD_X86
+        __builtin_cpu_init();
+        w = __builtin_cpu_supports("avx512f") && kd_blas_core_level() < 3;
+#else
+        w = 0;
+#endif
+        __atomic_store_n(&wins, w, __ATOMIC_RELAXED);
+    }
+    return w;
 }
 
 /* Plane c of x into its zero-padded plane. */

@@ -19,7 +19,8 @@
  *                                          (--split 0: dense layers on the team's sgemm, the
  *                                          path before issue 29, for A/B timings;
  *                                          --replicas 0: every layer on the team, the inference
- *                                          path before replicas)
+ *                                          path before replicas; --direct 0 | 1: direct
+ *                                          convolution never | always, default where it wins)
  *   result samples_per_s=.. single_us=.. gflops=.. sgemm_gflops=.. peak_gflops=.. core=..
  * samples_per_s: batch-B forwards of the first B samples (median pass of those run within the
  * budget); single_us: one-sample forward latency (p50); gflops: 2 * MACs * B / pass time;
