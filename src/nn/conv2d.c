@@ -136,6 +136,32 @@ static size_t col_slot(const conv_dims *d) {
     return direct > sgemm ? direct : sgemm;
 }
 static size_t part_slot(const conv_dims *d) { return round16(d->O * d->KG) + round16(d->O); }
+
+/* Stride 1, ungrouped, square kernel: the input gradient is itself a stride-1 convolution, of
+ * dY padded by KH - 1 - P with the weights flipped and transposed,
+ *   dx[c, h, w] = sum over (o, i, j) of Wt[c, (o, i, j)] dYpad[o, h + i, w + j],
+ *   Wt[c, (o, i, j)] = W[o, c, KH-1-i, KW-1-j],
+ * one product (C, O KH KW) x (O KH KW, H W) written straight into dx[b], instead of the column
+ * gradient (K, OHW) cleared, filled and folded back by col2im: on the small ResNet student's
+ * 3x3 layers that clearing alone was 9% of a training step (sgemm_beta in `perf`). Used where
+ * dY's columns fit the column gradient's slot (they are O/C times its size). */
+static int transposed_dx(const conv_dims *d) {
+    return d->G == 1 && d->S == 1 && d->KH == d->KW && d->P < d->KH &&
+           d->O * d->KH * d->KW * d->H * d->W <= d->K * d->OHW;
+}
+static conv_dims transposed_dims(const conv_dims *d) {
+    conv_dims t = {d->O, d->OH, d->OW, d->C, d->H,  d->W, d->KH, d->KW,
+                   1,    d->KH - 1 - d->P, 1, 0,    0,    d->H * d->W};
+    t.K = t.KG = t.C * t.KH * t.KW;
+    return t;
+}
+static void flip_weights(const conv_dims *d, const float *w, float *wt) {
+    const size_t kk = d->KH * d->KW;
+    for (size_t o = 0; o < d->O; o++)
+        for (size_t c = 0; c < d->C; c++)
+            for (size_t k = 0; k < kk; k++)
+                wt[(c * d->O + o) * kk + k] = w[(o * d->C + c) * kk + (kk - 1 - k)];
+}
 static size_t n_pieces(size_t B) { return B == 0 ? 1 : B < CONV_PIECES ? B : CONV_PIECES; }
 /* Threads with a column slot: the machine's processors (fixed for the process, so the workspace
  * reserved stays right when the thread count changes later), at most one per piece. A larger
@@ -210,7 +236,8 @@ static size_t conv_workspace(const kd_layer *l, size_t B) {
         const kd_dw_dims dd = dw_dims(&d);
         return kd_depthwise_workspace(&dd, P, n_slots(P));
     }
-    return n_slots(P) * col_slot(&d) + P * part_slot(&d);
+    return n_slots(P) * col_slot(&d) + P * part_slot(&d) +
+           (transposed_dx(&d) ? round16(d.O * d.K) : 0);
 }
 
 /* The team for P pieces of a layer that reserved n_slots(P) column slots, and the slot of the
@@ -305,7 +332,7 @@ void kd_conv2d_forward_to(kd_layer *l, const float *x, float *y, const kd_sample
 /* Per sample b of piece p, with dY = dy[b] (O, OHW), or made by src into the thread's slot,
  * and col = im2col(x[b]) rebuilt:
  *   dW_p (O, K) += dY col^T;  db_p (O) += row sums of dY;  dcol (K, OHW) = W^T dY;
- *   dx[b] = col2im(dcol).
+ *   dx[b] = col2im(dcol)   (or, where transposed_dx: dx[b] = Wt im2col'(dY)).
  * Then dW += dW_0 + dW_1 + ... in piece order (db likewise), split by element. With groups,
  * each product per group as in forward: dW rows of g += dY rows of g times g's column rows^T,
  * g's dcol rows = W rows of g^T times dY rows of g. */
@@ -323,8 +350,10 @@ static void backward_impl(kd_layer *l, const float *x, const float *dy, const kd
         kd_depthwise_backward(&dd, x, w, dy, src, dx, dw, db, B, ctx->workspace, P, n_slots(P));
         return;
     }
-    float *parts = ctx->workspace + n_slots(P) * col_slot(&d);
-    const int par = P > 1 && KD_PAR(B * d.K * d.OHW);
+    float *parts = ctx->workspace + n_slots(P) * col_slot(&d), *wt = parts + P * part;
+    const int par = P > 1 && KD_PAR(B * d.K * d.OHW), tdx = dx && transposed_dx(&d);
+    const conv_dims td = transposed_dims(&d);
+    if (tdx) flip_weights(&d, w, wt);
 #pragma omp parallel for schedule(static) num_threads(team_size(P)) if (par)
     for (size_t p = 0; p < P; p++) {
         float *col = thread_cols(&d, ctx->workspace, P, par), *dcol = col + kcols,
@@ -347,6 +376,12 @@ static void backward_impl(kd_layer *l, const float *x, const float *dy, const kd
                 for (size_t o = 0; o < d.O; o++)
                     dbp[o] = (b > b0 ? dbp[o] : 0.0f) + kd_row_sum(g + o * d.OHW, d.OHW);
             if (!dx) continue;
+            if (tdx) {
+                const float *gc = kd_sample_cols(&td, g, dcol);
+                piece_sgemm(par, 0, 0, d.C, td.OHW, td.K, wt, td.K, gc, td.OHW, 0.0f, dx + b * in_n,
+                            td.OHW);
+                continue;
+            }
             for (size_t k = 0; k < d.G; k++)
                 piece_sgemm(par, 1, 0, d.KG, d.OHW, OG, w + k * OG * d.KG, d.KG,
                             g + k * OG * d.OHW, d.OHW, 0.0f, dcol + k * d.KG * d.OHW, d.OHW);
