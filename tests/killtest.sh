@@ -102,9 +102,12 @@ while [ "$kills" -lt "$kills_wanted" ]; do
         fi
         continue
     fi
-    # The run ended before the kill: it must have finished cleanly.
+    # The run ended before the kill: it must have finished cleanly. A resume refused because
+    # its checkpoint is already the last epoch's (the previous kill landed after that write)
+    # is a finished run too: exit 2, said so, and its tensors are checked below.
     wait "$pid"
     rc=$?
+    if [ "$rc" -eq 2 ] && grep -q "the run is finished" "$work/attempt.log"; then rc=0; fi
     [ "$rc" -eq 0 ] || { cat "$work/attempt.log"; fail "a resumed run exited with $rc"; }
     grep -q "removed .* temporary file" "$work/attempt.log" && stale_removed=$((stale_removed + 1))
     ! compgen -G "$run/*.tmp.*" > /dev/null || fail "temporary files left in $run: $(ls "$run")"
