@@ -1,6 +1,7 @@
 /* test_conv_direct.c - inference's direct convolution (src/nn/conv_direct.c) against a
  * double-precision loop written here, on shapes that reach every edge of it: channel counts
- * that are not multiples of its 8-channel blocks, more input channels than one partial sum,
+ * that are not multiples of its channel blocks (8; 4 in AVX2, whose 24-position blocks leave
+ * 8-position tails on 7x7 and 2x2 planes), more input channels than one partial sum,
  * non-square kernels and planes, padding 0 to 2, a plane smaller than the kernel's reach, and
  * the channel split over the team giving the same bits as one thread; each of the three kernels
  * (AVX-512, AVX2, portable) this CPU can run. Then a model: eval of
@@ -87,7 +88,7 @@ done:
 
 static void check_shapes(void) {
     check_shape(1, 28, 28, 8, 3, 3, 1, 0);    /* a first layer: one channel, one block */
-    check_shape(3, 9, 7, 13, 3, 3, 1, 1);     /* a block of 8 and 5 single channels */
+    check_shape(3, 9, 7, 13, 3, 3, 1, 1);     /* 8 + 5 single channels (AVX2: 3 blocks of 4 + 1) */
     check_shape(40, 7, 7, 16, 3, 3, 1, 1);    /* three partial sums (16 + 16 + 8 channels) */
     check_shape(5, 6, 11, 9, 5, 5, 2, 1);     /* 5x5, padding 2, non-square plane */
     check_shape(4, 8, 10, 8, 1, 3, 0, 1);     /* 1x3, no padding */

@@ -5,9 +5,10 @@
  * padded plane's value at q + i * Wp + j, so a run of consecutive q reads consecutive floats for
  * every tap, across row ends too. The grid has Wp - OW columns per row that are not outputs
  * (computed and dropped when the rows are compacted into y): 2 in 30 on a 28x28 plane with a
- * 3x3 kernel, 2 in 9 on a 7x7 one. A kernel call keeps 8 output channels by 32 positions (AVX-512:
- * two vectors per channel; AVX2 8 by 8) in registers over the whole (c, i, j) sum, broadcasting
- * each weight from the weight rows as they are stored. */
+ * 3x3 kernel, 2 in 9 on a 7x7 one. A kernel call keeps a block of output channels by positions
+ * in registers over the whole (c, i, j) sum (AVX-512: 8 channels by 32 positions, two vectors
+ * per channel; AVX2: 4 by 24, three vectors per channel), broadcasting each weight from the
+ * weight rows as they are stored. */
 #include "conv_direct.h"
 
 #include <omp.h>
@@ -23,8 +24,6 @@
 
 /* Output positions per block in every kernel; the padded grid's rows are rounded up to it. */
 #define CD_BLOCK 32
-/* Output channels per kernel call (the rest one at a time). */
-#define CD_MR 8
 /* Input channels per partial sum: each output's taps are summed in register over CD_CHUNK
  * channels at a time, and the partial sums added in channel order (two levels, as sgemm's
  * blocks along its reduction: a long single sum rounds worse). */
@@ -121,11 +120,12 @@ CD_PORTABLE(portable_1, 1)
 CD_AVX512(avx512_8, 8)
 CD_AVX512(avx512_1, 1)
 
-/* AVX2: MR channels by 8 positions (8 accumulators for MR = 8, of 16 registers). */
+/* AVX2: MR channels by 8 positions (8 accumulators for MR = 8, of 16 registers). Each tap
+ * loads one x vector and broadcasts MR weights: about one load per FMA, which bounds it. */
 #define CD_AVX2(NAME, MR)                                                                        \
     __attribute__((target("avx2,fma"))) static void NAME(const cd_args *a, size_t o, size_t c0, \
-                                                          size_t c1, int first) {               \
-        for (size_t q = 0; q < a->qr; q += 8) {                                                      \
+                                                          size_t c1, int first, size_t q0) {    \
+        for (size_t q = q0; q < a->qr; q += 8) {                                                     \
             __m256 acc[MR];                                                                      \
             for (size_t r = 0; r < MR; r++) acc[r] = _mm256_setzero_ps();                        \
             for (size_t c = c0; c < c1; c++)                                                      \
@@ -145,13 +145,53 @@ CD_AVX512(avx512_1, 1)
             }                                                                                    \
         }                                                                                        \
     }
-CD_AVX2(avx2_8, 8)
-CD_AVX2(avx2_1, 1)
+CD_AVX2(avx2_4t, 4)
+CD_AVX2(avx2_1t, 1)
+
+/* AVX2, 4 channels by 24 positions: 12 accumulators, and per tap 3 x loads and 4 broadcasts for
+ * 12 FMAs, so the FMA units rather than the loads bound it. The positions past the last whole
+ * 24 (the grid is a multiple of 32) go to the 4-by-8 kernel; every output sums the same taps
+ * in the same order in both. */
+__attribute__((target("avx2,fma"))) static void avx2_4(const cd_args *a, size_t o, size_t c0,
+                                                       size_t c1, int first) {
+    size_t q = 0;
+    for (; q + 24 <= a->qr; q += 24) {
+        __m256 acc[4][3];
+        for (size_t r = 0; r < 4; r++) acc[r][0] = acc[r][1] = acc[r][2] = _mm256_setzero_ps();
+        for (size_t c = c0; c < c1; c++)
+            for (size_t i = 0; i < a->KH; i++) {
+                const float *xr = a->xp + c * a->ps + i * a->wp + q;
+                const float *wr = a->w + o * a->K + (c * a->KH + i) * a->KW;
+                for (size_t j = 0; j < a->KW; j++) {
+                    const __m256 x0 = _mm256_loadu_ps(xr + j), x1 = _mm256_loadu_ps(xr + j + 8),
+                                 x2 = _mm256_loadu_ps(xr + j + 16);
+                    for (size_t r = 0; r < 4; r++) {
+                        const __m256 s = _mm256_broadcast_ss(wr + r * a->K + j);
+                        acc[r][0] = _mm256_fmadd_ps(s, x0, acc[r][0]);
+                        acc[r][1] = _mm256_fmadd_ps(s, x1, acc[r][1]);
+                        acc[r][2] = _mm256_fmadd_ps(s, x2, acc[r][2]);
+                    }
+                }
+            }
+        for (size_t r = 0; r < 4; r++) {
+            float *out = a->out + (o + r) * a->qr + q;
+            for (size_t v = 0; v < 3; v++) {
+                if (!first) acc[r][v] = _mm256_add_ps(_mm256_loadu_ps(out + 8 * v), acc[r][v]);
+                _mm256_storeu_ps(out + 8 * v, acc[r][v]);
+            }
+        }
+    }
+    if (q < a->qr) avx2_4t(a, o, c0, c1, first, q);
+}
+static void avx2_1(const cd_args *a, size_t o, size_t c0, size_t c1, int first) {
+    avx2_1t(a, o, c0, c1, first, 0);
+}
 #endif
 
 typedef void (*cd_kernel)(const cd_args *, size_t, size_t, size_t, int);
 typedef struct {
-    cd_kernel k8, k1;
+    cd_kernel kb, k1; /* mr channels per call; one channel */
+    size_t mr;
 } cd_kernels;
 
 /* The widest kernels the CPU runs (chosen once), or those a test asks for: 1 AVX-512, 2 AVX2,
@@ -160,9 +200,9 @@ typedef struct {
 int kd_direct_conv_isa = 0;
 #endif
 static const cd_kernels *kernels(int want) {
-    static const cd_kernels portable = {portable_8, portable_1};
+    static const cd_kernels portable = {portable_8, portable_1, 8};
 #ifdef CD_X86
-    static const cd_kernels k512 = {avx512_8, avx512_1}, k256 = {avx2_8, avx2_1};
+    static const cd_kernels k512 = {avx512_8, avx512_1, 8}, k256 = {avx2_4, avx2_1, 4};
     __builtin_cpu_init();
     if (want == 1 || (!want && __builtin_cpu_supports("avx512f"))) return &k512;
     if (want == 2 || (!want && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")))
@@ -203,17 +243,17 @@ static void pad_plane(const kd_cd_dims *d, const float *x, float *xp, size_t ps)
 /* The three passes of one sample over [lo, hi) of their ranges (n parts of each: part `part`). */
 static void pass_part(const kd_cd_dims *d, const cd_kernels *k, const cd_args *a, const float *x,
                       float *y, int pass, size_t part, size_t n) {
-    const size_t n8 = d->O / CD_MR, units = n8 + d->O % CD_MR;
+    const size_t mr = k->mr, nb = d->O / mr, units = nb + d->O % mr;
     const size_t len = pass == 0 ? d->C : pass == 1 ? units : d->O;
     const size_t lo = len * part / n, hi = len * (part + 1) / n;
     for (size_t u = lo; u < hi; u++) {
         if (pass == 0) {
             pad_plane(d, x + u * d->H * d->W, a->xp + u * a->ps, a->ps);
-        } else if (pass == 1) {  /* blocks of 8 channels, then the rest one by one */
+        } else if (pass == 1) {  /* blocks of mr channels, then the rest one by one */
             for (size_t c0 = 0; c0 < d->C; c0 += CD_CHUNK) {
                 const size_t c1 = d->C - c0 < CD_CHUNK ? d->C : c0 + CD_CHUNK;
-                if (u < n8) k->k8(a, u * CD_MR, c0, c1, c0 == 0);
-                else k->k1(a, n8 * CD_MR + (u - n8), c0, c1, c0 == 0);
+                if (u < nb) k->kb(a, u * mr, c0, c1, c0 == 0);
+                else k->k1(a, nb * mr + (u - nb), c0, c1, c0 == 0);
             }
         } else {  /* then the bias, as sgemm adds its product to a bias already in place */
             const float b = a->bias ? a->bias[u] : 0.0f;
