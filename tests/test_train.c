@@ -453,7 +453,12 @@ KD_TEST(train_records_class_names_from_config) {
     CHECK_CONTAINS(out, "\"boot\"");
     rc = train("--config " TINY " --out %s/bad --quiet --set 'data.classes=[\"a\",\"b\"]'", dir);
     CHECK_EQ_INT(rc, 2);
-    CHECK_CONTAINS(g_out, "data.classes: 2 names, but the model gives 10 classes");
+    CHECK_CONTAINS(g_out, TINY ": data.classes: 2 names, but the model gives 10 classes");
+    /* A layer the model cannot build: the message names the config file, then the field. */
+    rc = train("--config " TINY " --out %s/bad2 --quiet --set 'model.layers[0].unit=3'", dir);
+    CHECK_EQ_INT(rc, 2);
+    CHECK_CONTAINS(g_out, TINY ": model.layers: layer 0");
+    CHECK_CONTAINS(g_out, "did you mean \"units\"");
 }
 
 /* Copies checkpoint src to dst with its "run" metadata replaced by run (NULL: left out). */

@@ -203,36 +203,38 @@ kd_status kd_run_open_data(kd_run *t, kd_err *err) {
 
 kd_status kd_run_build_model(kd_run *t, kd_err *err) {
     const kd_config *cfg = t->cfg;
+    const char *cp = cfg->path[0] ? cfg->path : "config"; /* each message names the file */
     const kd_data_info *info = kd_dataset_info(t->train_ds);
     kd_shape in = cfg->has_input ? cfg->input : info->shape;
     char a[64], b[64];
     if (kd_shape_numel(&in) != kd_shape_numel(&info->shape))
-        return kd_err_set(err, KD_EUSAGE, "model.input %s does not match the data's %s (%s)",
-                          kd_shape_str(&in, a, sizeof a), kd_shape_str(&info->shape, b, sizeof b),
+        return kd_err_set(err, KD_EUSAGE, "%s: model.input %s does not match the data's %s (%s)",
+                          cp, kd_shape_str(&in, a, sizeof a), kd_shape_str(&info->shape, b, sizeof b),
                           cfg->train.path);
     char *layers = cJSON_PrintUnformatted(cfg->layers);
     if (!layers) return kd_err_set(err, KD_EIO, "out of memory");
     kd_status st = kd_model_init(&t->model, &in, layers, 1, err);
     free(layers);
     if (st) {
-        kd_err_prefix(err, "model.layers");
+        kd_err_prefix(err, "%s: model.layers", cp);
         return st;
     }
     t->C = t->model.n_classes;
     if (info->n_classes > t->C)
         return kd_err_set(err, KD_EUSAGE,
-                          "model.layers: the last layer gives %zu outputs but the data %s has "
-                          "%zu classes",
-                          t->C, cfg->train.path, info->n_classes);
+                          "%s: model.layers: the last layer gives %zu outputs but the data %s "
+                          "has %zu classes",
+                          cp, t->C, cfg->train.path, info->n_classes);
     if (t->C < 2)
-        return kd_err_set(err, KD_EUSAGE, "model.layers: the last layer gives %zu output; a "
-                          "classifier needs at least 2", t->C);
+        return kd_err_set(err, KD_EUSAGE, "%s: model.layers: the last layer gives %zu output; "
+                          "a classifier needs at least 2", cp, t->C);
     if (cfg->classes) {
         /* Names from the config replace the data's ("0".."9" for IDX files). */
         size_t n = (size_t)cJSON_GetArraySize(cfg->classes);
         if (n != t->C)
             return kd_err_set(err, KD_EUSAGE,
-                              "data.classes: %zu names, but the model gives %zu classes", n, t->C);
+                              "%s: data.classes: %zu names, but the model gives %zu classes", cp,
+                              n, t->C);
         t->class_names = calloc(n, sizeof *t->class_names);
         if (!t->class_names) return kd_err_set(err, KD_EIO, "out of memory");
         size_t i = 0;
