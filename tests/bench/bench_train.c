@@ -152,12 +152,16 @@ static double median(const double *v, int n) {
 /* "; P% of the unpinned peak (CORE)" when the Makefile measured it and it ran other kernels
  * than this process, else "": the same kernels timed a minute apart differ only by the
  * machine's drift, and a ratio of two such timings reads as a gain that is not there. */
+static int unpinned_same_kernels(void) {
+    const char *core = getenv("KD_UNPINNED_CORE");
+    return core && !strcmp(core, kd_blas_corename());
+}
 static const char *unpinned(double gflops) {
     static char buf[96];
     const char *g = getenv("KD_UNPINNED_PEAK"), *core = getenv("KD_UNPINNED_CORE");
     const double peak = g ? atof(g) : 0;
     buf[0] = 0;
-    if (peak > 0 && !(core && !strcmp(core, kd_blas_corename())))
+    if (peak > 0 && !unpinned_same_kernels())
         snprintf(buf, sizeof buf, "; %.0f%% of the unpinned peak (%s)", 100 * gflops / peak,
                  core ? core : "?");
     return buf;
@@ -323,11 +327,9 @@ int main(int argc, char **argv) {
     getrusage(RUSAGE_SELF, &ru);
     printf("%-52s %12s %10s %8s\n", "benchmark (batch 128, best of runs)", "samples/s", "GFLOP/s",
            "ratio");
-    const char *up_core = getenv("KD_UNPINNED_CORE");
     printf("%-52s %12s %10.1f %8s  (%s kernels%s)\n", "sgemm 2048x2048x2048 (machine peak)", "-",
            peak, "1.00", kd_blas_corename(),
-           up_core && !strcmp(up_core, kd_blas_corename()) ? ", as unpinned: nothing pins OpenBLAS"
-                                                           : unpinned(peak));
+           unpinned_same_kernels() ? ", as unpinned: nothing pins OpenBLAS" : unpinned(peak));
     printf("%-52s %12s %10.1f %7.2f%%\n", "sgemm on MLP 784-1200-1200-10 train shapes", "-",
            gemm_rate_t, 100 * gemm_rate_t / peak);
     printf("%-52s %12.0f %10.1f %7.2f%%  (of its sgemm rate: median of %d rounds, %.1f-%.1f%%; "
