@@ -138,12 +138,15 @@ KD_TEST(conv_direct_runs_in_eval_only) {
     float x[B * 243], a[B * 4], b[B * 4], t0[B * 4], t1[B * 4];
     for (size_t i = 0; i < B * 243; i++) x[i] = kd_rng_normal(&rng);
     kd_ctx train = {1, &rng, NULL, 0};
+    kd_conv_gemm_own = 0; /* the other side: im2col and sgemm */
     kd_direct_conv = 0;
     memcpy(a, kd_model_forward(&m, x, B, NULL), sizeof a);
     memcpy(t0, kd_model_forward(&m, x, B, &train), sizeof t0);
     kd_direct_conv = 1;
     memcpy(b, kd_model_forward(&m, x, B, NULL), sizeof b);
     memcpy(t1, kd_model_forward(&m, x, B, &train), sizeof t1);
+    kd_conv_gemm_own = -1;
+    kd_direct_conv = -1;
     CHECK_FLOATS(b, a, B * 4, 1e-5, 1e-5);
     CHECK(memcmp(a, b, sizeof a) != 0);       /* the direct path ran: its sums differ in order */
     CHECK(memcmp(t0, t1, sizeof t0) == 0);    /* training: im2col either way */

@@ -121,7 +121,8 @@ static void count_serial(int ta, int tb, size_t M, size_t N, size_t K, int seria
 /* The config's model with seeded weights on its first n test images, two threads: logits of
  * the plain path (the team runs each layer, its dense products unsplit, its convolutions
  * through im2col and sgemm: the code before these fast paths) against the row split with the
- * direct convolution, and against inference replicas too (each thread the whole model over its
+ * direct convolution, against the release rules (on AVX2 machines the convolutions' own
+ * product, conv_gemm.h), and against inference replicas too (each thread the whole model over its
  * samples, the path eval takes), within |a - b| <= 1e-5 (1 + |b|); the replica path
  * bit-identical on a second run. want_split: whether some dense product of this model is split
  * at batch n. tol: 1e-5, or for the two deep models 2e-5. Seeded (untrained) weights amplify a
@@ -167,6 +168,7 @@ static void check_split(const char *config, size_t n, int want_split, float tol)
     kd_infer_replicas = 0;
     kd_gemm_row_split = 0;
     kd_direct_conv = 0;
+    kd_conv_gemm_own = 0;
     n_serial = 0;
     kd_hook_gemm_shape = count_serial;
     memcpy(ref, kd_model_forward(&m, x, n, NULL), n * C * sizeof *ref);
@@ -179,6 +181,10 @@ static void check_split(const char *config, size_t n, int want_split, float tol)
     /* The split runs one one-thread product per thread where the model has a product for it. */
     CHECK_EQ_INT(n_serial > serial_off, want_split);
     CHECK_FLOATS(got, ref, n * C, tol, tol);
+    kd_direct_conv = -1; /* the release rules: the own product on AVX2 machines */
+    kd_conv_gemm_own = -1;
+    memcpy(got, kd_model_forward(&m, x, n, NULL), n * C * sizeof *got);
+    CHECK_FLOATS(got, ref, n * C, tol, tol);
     kd_infer_replicas = 1;
     const unsigned long passes = kd_hook_replica_passes;
     memcpy(got, kd_model_forward(&m, x, n, NULL), n * C * sizeof *got);
@@ -188,7 +194,8 @@ static void check_split(const char *config, size_t n, int want_split, float tol)
 cleanup:
     kd_infer_replicas = 1;
     kd_gemm_row_split = 1;
-    kd_direct_conv = 1;
+    kd_direct_conv = -1;
+    kd_conv_gemm_own = -1;
     kd_hook_gemm_shape = NULL;
     kd_threads_set(threads0);
     free(x);

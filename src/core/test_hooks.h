@@ -44,6 +44,9 @@ extern int kd_infer_replicas;
 extern int kd_direct_conv;
 /* conv_direct.c: which kernels run (0 the CPU's widest, 1 AVX-512, 2 AVX2, 3 portable). */
 extern int kd_direct_conv_isa;
+/* conv2d.c: inference's own product (conv_gemm.h) where the direct convolution does not run:
+ * -1 where it beats sgemm (kd_conv_gemm_wins, the release rule), 0 never, 1 always. */
+extern int kd_conv_gemm_own;
 extern unsigned long kd_hook_replica_passes;
 /* kd_sgemm, kd_sgemm_serial: when set, called with every product's transposes and sizes before
  * it runs (serial: 1 from kd_sgemm_serial, one thread's share of a parallel loop, possibly on

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "conv_direct.h"
+#include "conv_gemm.h"
 #include "depthwise.h"
 #include "fused.h"
 #include "im2col.h"
@@ -122,6 +123,27 @@ static int direct_on(void) {
     const int hook = KD_HOOK_VALUE(kd_direct_conv, -1);
     return hook < 0 ? kd_conv_direct_wins() : hook;
 }
+/* Whether inference multiplies by conv_gemm.h's kernel instead of sgemm: ungrouped layers
+ * whose weights fit in L2 (256 KiB; the kernel reads them once per panel of 24 columns) and
+ * whose sample's column matrix does too (512 KiB; a panel reads 96 bytes from each of its K
+ * rows, too many streams for the prefetchers once they come from L3). Past either, sgemm's
+ * packing and blocking win (on ResNet-18 the own product made the single-sample forward 1.9x
+ * slower with no weight limit; its 28x28 layers' columns are 1.8 MiB). */
+#define OWN_MAX_WEIGHTS ((size_t)1 << 16)
+#define OWN_MAX_COLUMNS ((size_t)1 << 17)
+/* Samples from which a batch makes the transposed copy (its cost is one pass over the
+ * weights; a narrow panel saves about that much per sample). */
+#define OWN_TRANSPOSE_MIN 4
+#ifdef KD_TEST_HOOKS
+int kd_conv_gemm_own = -1;
+#endif
+static int own_gemm_on(const conv_dims *d) {
+    const int hook = KD_HOOK_VALUE(kd_conv_gemm_own, -1);
+    if (d->G != 1) return 0;
+    return hook < 0 ? d->O * d->K <= OWN_MAX_WEIGHTS && d->K * d->OHW <= OWN_MAX_COLUMNS &&
+                          kd_conv_gemm_wins()
+                    : hook;
+}
 static int direct_shape(const conv_dims *d) {
     return d->G == 1 && d->S == 1 && d->KH * d->KW > 1;
 }
@@ -161,6 +183,12 @@ static void flip_weights(const conv_dims *d, const float *w, float *wt) {
         for (size_t c = 0; c < d->C; c++)
             for (size_t k = 0; k < kk; k++)
                 wt[(c * d->O + o) * kk + k] = w[(o * d->C + c) * kk + (kk - 1 - k)];
+}
+/* After the gradient parts: backward's flipped weights, or inference's transposed copy. */
+static size_t weight_slot(const conv_dims *d) {
+    const size_t flipped = transposed_dx(d) ? d->O * d->K : 0;
+    const size_t wt = d->G == 1 ? kd_conv_gemm_transposed_floats(d->O, d->K) : 0;
+    return flipped > wt ? flipped : wt;
 }
 static size_t n_pieces(size_t B) { return B == 0 ? 1 : B < CONV_PIECES ? B : CONV_PIECES; }
 /* Threads with a column slot: the machine's processors (fixed for the process, so the workspace
@@ -236,8 +264,7 @@ static size_t conv_workspace(const kd_layer *l, size_t B) {
         const kd_dw_dims dd = dw_dims(&d);
         return kd_depthwise_workspace(&dd, P, n_slots(P));
     }
-    return n_slots(P) * col_slot(&d) + P * part_slot(&d) +
-           (transposed_dx(&d) ? round16(d.O * d.K) : 0);
+    return n_slots(P) * col_slot(&d) + P * part_slot(&d) + round16(weight_slot(&d));
 }
 
 /* The team for P pieces of a layer that reserved n_slots(P) column slots, and the slot of the
@@ -295,6 +322,12 @@ static void forward_impl(kd_layer *l, const float *x, float *y, const kd_sample_
     /* one sample with the team free: the direct kernel splits its channels among the team */
     const int team = !par && !omp_in_parallel() && omp_get_max_threads() > 1 &&
                      KD_PAR(d.K * d.OHW * d.O);
+    const int own = !ctx->training && !direct && own_gemm_on(&d);
+    float *wt = NULL; /* the transposed copy for a narrow last panel, once for a batch */
+    if (own && B >= OWN_TRANSPOSE_MIN && kd_conv_gemm_narrow_tail(d.OHW)) {
+        wt = ctx->workspace + n_slots(P) * col_slot(&d) + P * part_slot(&d);
+        kd_conv_gemm_transpose(d.O, d.K, w, wt);
+    }
 #pragma omp parallel for schedule(static) num_threads(team_size(P)) if (par)
     for (size_t p = 0; p < P; p++) {
         float *col = thread_cols(&d, ctx->workspace, P, par);
@@ -308,6 +341,11 @@ static void forward_impl(kd_layer *l, const float *x, float *y, const kd_sample_
                 continue;
             }
             const float *cols = kd_sample_cols(&d, x + b * in_n, col);
+            if (own) {
+                kd_conv_gemm(d.O, d.K, d.OHW, w, wt, bias, cols, d.OHW, yb, d.OHW, team);
+                if (sink) sink->fn(sink->arg, b, yb);
+                continue;
+            }
             if (bias)
                 for (size_t o = 0; o < d.O; o++)
                     for (size_t q = 0; q < d.OHW; q++) yb[o * d.OHW + q] = bias[o];

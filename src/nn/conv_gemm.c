@@ -1,0 +1,268 @@
+/* conv_gemm.c - inference's convolution product (conv_gemm.h).
+ *
+ * A kernel call keeps 4 output channels by up to 24 columns in 12 AVX2 registers over a block
+ * of taps: per tap 3 column loads (from the column matrix as im2col left it, one row of 24
+ * consecutive floats) and 4 weight broadcasts, straight from the 4 weight rows as stored, for
+ * 12 FMAs, so the FMA units bound it, as in sgemm's own kernels; nothing is packed. The columns
+ * are walked in panels of 24 (the last one narrower, masked), and each panel is used by every
+ * channel panel while it is in L1; the taps are cut into blocks of at most CG_KC so that a
+ * panel (KC rows of 96 bytes) stays there. A last panel of at most CG_NARROW columns goes
+ * column by column through the transposed copy instead (up to 64 channels in registers per
+ * tap), where the caller made one. */
+#include "conv_gemm.h"
+
+#include <math.h>
+#include <omp.h>
+#include <string.h>
+
+#include "kd_gemm.h"
+#include "../core/test_hooks.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define CG_X86 1
+#endif
+
+/* Taps per block: a panel of 24 columns by 192 taps is 18 KiB of L1's 32 (conv_gemm.h says
+ * 192 too). */
+#define CG_KC 192
+#define CG_MR 4
+#define CG_NR 24
+/* A last panel this narrow goes column by column (the column kernel) where the caller made
+ * the transposed copy: a masked panel costs as much for one column as for eight. */
+#define CG_NARROW 6
+
+/* Channels of the transposed copy's rows: O rounded up to whole vectors. */
+static size_t round8(size_t n) { return (n + 7) / 8 * 8; }
+
+size_t kd_conv_gemm_transposed_floats(size_t O, size_t K) { return K * round8(O); }
+
+void kd_conv_gemm_transpose(size_t O, size_t K, const float *w, float *wt) {
+    const size_t O8 = round8(O);
+    for (size_t k = 0; k < K; k++)
+        for (size_t o = 0; o < O8; o++) wt[k * O8 + o] = o < O ? w[o * K + k] : 0.0f;
+}
+
+int kd_conv_gemm_narrow_tail(size_t N) { return N % CG_NR && N % CG_NR <= CG_NARROW; }
+
+int kd_conv_gemm_wins(void) {
+    static int wins = -1; /* decided once; every thread computes the same answer */
+    int w = __atomic_load_n(&wins, __ATOMIC_RELAXED);
+    if (w < 0) {
+#ifdef CG_X86
+        __builtin_cpu_init();
+        w = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+            kd_blas_core_level() <= 2;
+#else
+        w = 0;
+#endif
+        __atomic_store_n(&wins, w, __ATOMIC_RELAXED);
+    }
+    return w;
+}
+
+/* One call: weight rows [0, mr) at a (rows lda apart, kc taps each) by columns [0, n) of b
+ * (rows ldb apart) into c (rows ldc apart). first: c = sum + bias (or the sum), else
+ * c += sum. */
+typedef struct {
+    const float *a, *b, *bias;
+    float *c;
+    size_t kc, lda, ldb, ldc, mr, n;
+    int first;
+} cg_call;
+/* One column: channels [0, mo) of the transposed copy at (rows O8 apart) by the column b (rows
+ * ldb apart) into c (rows ldc apart); first as above. */
+typedef struct {
+    const float *at, *b, *bias;
+    float *c;
+    size_t kc, ldb, ldc, O8, mo;
+    int first;
+} cg_col;
+
+#ifdef CG_X86
+/* NV vectors of 8 columns; MASKED: the columns past n are neither read nor written. The 12
+ * accumulators are named variables (an array of them was kept in memory by GCC 12, a store per
+ * FMA); the ones past NV are dead code. */
+#define CG_LOAD(p, v)                                                                            \
+    (masked ? _mm256_maskload_ps((p) + 8 * (v), m##v) : _mm256_loadu_ps((p) + 8 * (v)))
+#define CG_ROW(r)                                                                                \
+    do {                                                                                         \
+        const __m256 s = _mm256_broadcast_ss(a##r + t);                                          \
+        c##r##0 = _mm256_fmadd_ps(s, b0, c##r##0);                                               \
+        if (nv > 1) c##r##1 = _mm256_fmadd_ps(s, b1, c##r##1);                                   \
+        if (nv > 2) c##r##2 = _mm256_fmadd_ps(s, b2, c##r##2);                                   \
+    } while (0)
+#define CG_STORE1(r, v)                                                                          \
+    do {                                                                                         \
+        float *row = k->c + (size_t)(r) * k->ldc;                                                \
+        const __m256 prev = k->first ? bias##r : CG_LOAD(row, v);                                \
+        const __m256 sum = _mm256_add_ps(prev, c##r##v);                                         \
+        if (masked) _mm256_maskstore_ps(row + 8 * (v), m##v, sum);                               \
+        else _mm256_storeu_ps(row + 8 * (v), sum);                                               \
+    } while (0)
+#define CG_STORE(r)                                                                              \
+    do {                                                                                         \
+        if (k->mr <= (r)) break;                                                                 \
+        const __m256 bias##r = _mm256_set1_ps(k->bias ? k->bias[r] : 0.0f);                      \
+        CG_STORE1(r, 0);                                                                         \
+        if (nv > 1) CG_STORE1(r, 1);                                                             \
+        if (nv > 2) CG_STORE1(r, 2);                                                             \
+    } while (0)
+#define CG_KERNEL(NAME, NV, MASKED)                                                              \
+    __attribute__((target("avx2,fma"))) static void NAME(const cg_call *k) {                    \
+        const int nv = NV, masked = MASKED;                                                      \
+        const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);                          \
+        const __m256i m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)k->n), lane);              \
+        const __m256i m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)k->n - 8), lane);          \
+        const __m256i m2 = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)k->n - 16), lane);         \
+        (void)m0, (void)m1, (void)m2;                                                            \
+        __m256 c00 = _mm256_setzero_ps(), c01 = c00, c02 = c00, c10 = c00, c11 = c00, c12 = c00, \
+               c20 = c00, c21 = c00, c22 = c00, c30 = c00, c31 = c00, c32 = c00;                 \
+        /* rows past mr repeat the last one (computed, never stored) */                         \
+        const float *a0 = k->a, *a1 = a0 + (k->mr > 1 ? k->lda : 0),                             \
+                    *a2 = a0 + (k->mr > 2 ? 2 * k->lda : 0), *a3 = a0 + (k->mr > 3 ? 3 * k->lda : 0); \
+        const float *b = k->b;                                                                   \
+        const size_t kc = k->kc, ldb = k->ldb;                                                   \
+        for (size_t t = 0; t < kc; t++, b += ldb) {                                              \
+            const __m256 b0 = CG_LOAD(b, 0);                                                     \
+            const __m256 b1 = nv > 1 ? CG_LOAD(b, 1) : b0;                                       \
+            const __m256 b2 = nv > 2 ? CG_LOAD(b, 2) : b0;                                       \
+            (void)b1, (void)b2;                                                                  \
+            CG_ROW(0);                                                                           \
+            CG_ROW(1);                                                                           \
+            CG_ROW(2);                                                                           \
+            CG_ROW(3);                                                                           \
+        }                                                                                        \
+        CG_STORE(0);                                                                             \
+        CG_STORE(1);                                                                             \
+        CG_STORE(2);                                                                             \
+        CG_STORE(3);                                                                             \
+    }
+CG_KERNEL(k24, 3, 0)
+CG_KERNEL(k24m, 3, 1)
+CG_KERNEL(k16m, 2, 1)
+CG_KERNEL(k8m, 1, 1)
+
+/* One column of the product for channels [0, mo) of the transposed copy (rows of O8 channels):
+ * up to 64 channels in NV accumulators, per tap one broadcast of the column's value and NV
+ * weight loads. Each output's sum is the panel kernels' own, term for term (a fma of the same
+ * two factors from 0, then added to the bias or the previous block), so a column's bits do not
+ * depend on which kernel ran it. For the last few columns of a product, where a masked panel
+ * would spend a whole 8-wide FMA per channel on each. */
+#define CG_CFMA(v)                                                                               \
+    do {                                                                                         \
+        if (nv > (v)) a##v = _mm256_fmadd_ps(_mm256_loadu_ps(at + 8 * (v)), s, a##v);            \
+    } while (0)
+#define CG_CSTORE(v)                                                                             \
+    do {                                                                                         \
+        if (nv > (v)) _mm256_storeu_ps(sum + 8 * (v), a##v);                                     \
+    } while (0)
+#define CG_CKERNEL(NAME, NV)                                                                     \
+    __attribute__((target("avx2,fma"))) static void NAME(const cg_col *k) {                     \
+        const int nv = NV;                                                                       \
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0,   \
+               a7 = a0;                                                                          \
+        const float *at = k->at, *b = k->b;                                                      \
+        const size_t kc = k->kc, ldb = k->ldb, O8 = k->O8;                                       \
+        for (size_t t = 0; t < kc; t++, at += O8, b += ldb) {                                    \
+            const __m256 s = _mm256_broadcast_ss(b);                                             \
+            CG_CFMA(0);                                                                          \
+            CG_CFMA(1);                                                                          \
+            CG_CFMA(2);                                                                          \
+            CG_CFMA(3);                                                                          \
+            CG_CFMA(4);                                                                          \
+            CG_CFMA(5);                                                                          \
+            CG_CFMA(6);                                                                          \
+            CG_CFMA(7);                                                                          \
+        }                                                                                        \
+        float sum[64];                                                                           \
+        CG_CSTORE(0);                                                                            \
+        CG_CSTORE(1);                                                                            \
+        CG_CSTORE(2);                                                                            \
+        CG_CSTORE(3);                                                                            \
+        CG_CSTORE(4);                                                                            \
+        CG_CSTORE(5);                                                                            \
+        CG_CSTORE(6);                                                                            \
+        CG_CSTORE(7);                                                                            \
+        for (size_t r = 0; r < k->mo && r < 8 * NV; r++) {                                       \
+            float *c = k->c + r * k->ldc;                                                        \
+            *c = (k->first ? (k->bias ? k->bias[r] : 0.0f) : *c) + sum[r];                       \
+        }                                                                                        \
+    }
+CG_CKERNEL(col8, 1)
+CG_CKERNEL(col16, 2)
+CG_CKERNEL(col32, 4)
+CG_CKERNEL(col64, 8)
+
+static void column(const cg_col *k) {
+    if (k->mo > 32) col64(k);
+    else if (k->mo > 16) col32(k);
+    else if (k->mo > 8) col16(k);
+    else col8(k);
+}
+
+static void call(const cg_call *k) {
+    if (k->n == CG_NR) k24(k);
+    else if (k->n > 16) k24m(k);
+    else if (k->n > 8) k16m(k);
+    else k8m(k);
+}
+#else
+static void call(const cg_call *k) {
+    for (size_t r = 0; r < k->mr; r++)
+        for (size_t j = 0; j < k->n; j++) {
+            float s = 0.0f;
+            for (size_t t = 0; t < k->kc; t++)
+                s = fmaf(k->a[r * k->lda + t], k->b[t * k->ldb + j], s);
+            float *c = k->c + r * k->ldc + j;
+            *c = (k->first ? (k->bias ? k->bias[r] : 0.0f) : *c) + s;
+        }
+}
+static void column(const cg_col *k) {
+    for (size_t r = 0; r < k->mo; r++) {
+        float s = 0.0f;
+        for (size_t t = 0; t < k->kc; t++) s = fmaf(k->at[t * k->O8 + r], k->b[t * k->ldb], s);
+        float *c = k->c + r * k->ldc;
+        *c = (k->first ? (k->bias ? k->bias[r] : 0.0f) : *c) + s;
+    }
+}
+#endif
+
+
+/* Column panel j of the product, every tap block and channel panel. */
+static void panel(size_t O, size_t K, size_t N, const float *w, const float *wt,
+                  const float *bias, const float *cols, size_t ldb, float *y, size_t ldc,
+                  size_t j) {
+    const size_t n0 = j * CG_NR, n = N - n0 < CG_NR ? N - n0 : CG_NR;
+    const size_t nb = (K + CG_KC - 1) / CG_KC, O8 = round8(O);
+    for (size_t blk = 0; blk < nb; blk++) {
+        const size_t k0 = K * blk / nb, k1 = K * (blk + 1) / nb;
+        if (wt && n <= CG_NARROW) {
+            for (size_t q = n0; q < n0 + n; q++)
+                for (size_t o = 0; o < O; o += 64) {
+                    const cg_col k = {wt + k0 * O8 + o, cols + k0 * ldb + q, bias ? bias + o : NULL,
+                                      y + o * ldc + q, k1 - k0, ldb, ldc, O8,
+                                      O - o < 64 ? O - o : 64, blk == 0};
+                    column(&k);
+                }
+            continue;
+        }
+        for (size_t o = 0; o < O; o += CG_MR) {
+            const cg_call k = {w + o * K + k0, cols + k0 * ldb + n0, bias ? bias + o : NULL,
+                               y + o * ldc + n0, k1 - k0, K, ldb, ldc,
+                               O - o < CG_MR ? O - o : CG_MR, n, blk == 0};
+            call(&k);
+        }
+    }
+}
+
+void kd_conv_gemm(size_t O, size_t K, size_t N, const float *w, const float *wt,
+                  const float *bias, const float *cols, size_t ldb, float *y, size_t ldc,
+                  int team) {
+    const size_t np = (N + CG_NR - 1) / CG_NR;
+#ifdef KD_TEST_HOOKS /* benchmarks time the same product by sgemm (bench_ort's fraction) */
+    if (kd_hook_gemm_shape) kd_hook_gemm_shape(0, 0, O, N, K, !team);
+#endif
+#pragma omp parallel for schedule(static) if (team)
+    for (size_t j = 0; j < np; j++) panel(O, K, N, w, wt, bias, cols, ldb, y, ldc, j);
+}

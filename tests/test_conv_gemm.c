@@ -1,0 +1,151 @@
+/* test_conv_gemm.c - inference's own convolution product (src/nn/conv_gemm.c) against a
+ * double-precision loop written here, on sizes that reach every edge of it: channel counts
+ * that are not multiples of its 4-channel panels, column counts with 1 to 23 columns past the
+ * last whole 24 (its three masked tails, and the column kernel for up to 6 given the
+ * transposed weights, more than 64 channels among them), tap counts over one block of 192 (two and four blocks), a column
+ * matrix wider than the product (ldb > N) and an output wider too (ldc > N, whose extra
+ * floats stay unwritten); the team's split giving the same bits as one thread, and a column's
+ * bits not depending on where it falls in a panel or which kernel ran it. Then a
+ * model: eval takes the own product (the sgemm path's logits within rounding), training never. */
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../src/core/test_hooks.h"
+#include "../src/nn/conv_gemm.h"
+#include "kd_common.h"
+#include "kd_nn.h"
+#include "kd_rng.h"
+#include "kd_test.h"
+
+static int cpu_has_kernel(void) {
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+    return 1; /* the portable loop */
+#endif
+}
+
+/* One size: the product (with the transposed copy) against the double reference (each output
+ * within 2^-20 of its terms' sum of magnitudes); without the copy, on the team (two threads),
+ * the same bits; and columns [s, N) computed alone (cols + s, N - s columns) the same bits as
+ * in the full product. */
+static void check_size(size_t O, size_t K, size_t N, size_t ldb, int with_bias) {
+    const size_t ldc = N + 3; /* y's rows wider than the product, as a chunk of a plane's rows */
+    float *w = malloc(O * K * sizeof *w), *cols = malloc(K * ldb * sizeof *cols),
+          *b = malloc(O * sizeof *b), *y = malloc(O * ldc * sizeof *y),
+          *y2 = malloc(O * ldc * sizeof *y2);
+    float *wt = kd_alloc_floats(kd_conv_gemm_transposed_floats(O, K));
+    if (!w || !cols || !b || !y || !y2 || !wt) {
+        kd_test_fail(__FILE__, __LINE__, "out of memory");
+        goto done;
+    }
+    kd_rng rng;
+    kd_rng_seed(&rng, (uint64_t)(O * 7919 + K * 31 + N));
+    for (size_t i = 0; i < O * K; i++) w[i] = kd_rng_normal(&rng);
+    for (size_t i = 0; i < K * ldb; i++) cols[i] = kd_rng_normal(&rng);
+    for (size_t i = 0; i < O; i++) b[i] = kd_rng_normal(&rng);
+    const float *bias = with_bias ? b : NULL;
+    kd_conv_gemm_transpose(O, K, w, wt);
+    memset(y, 0xff, O * ldc * sizeof *y); /* NaN: an output the kernel misses shows */
+    kd_conv_gemm(O, K, N, w, wt, bias, cols, ldb, y, ldc, 0);
+    size_t bad = 0;
+    for (size_t o = 0; o < O; o++)
+        for (size_t n = 0; n < N; n++) {
+            double s = bias ? bias[o] : 0.0, a = bias ? fabs(bias[o]) : 0.0;
+            for (size_t k = 0; k < K; k++) {
+                const double t = (double)w[o * K + k] * (double)cols[k * ldb + n];
+                s += t;
+                a += fabs(t);
+            }
+            const float got = y[o * ldc + n];
+            if (!(fabs((double)got - s) <= a * 0x1p-20 + 1e-30)) {
+                if (!bad)
+                    kd_test_fail(__FILE__, __LINE__, "O %zu K %zu N %zu: y[%zu, %zu] = %.9g, "
+                                 "reference %.9g", O, K, N, o, n, got, s);
+                bad++;
+            }
+        }
+    CHECK_EQ_INT((int)bad, 0);
+    size_t spill = 0; /* the 3 floats past each row: never written */
+    for (size_t o = 0; o < O; o++)
+        for (size_t n = N; n < ldc; n++) spill += y[o * ldc + n] == y[o * ldc + n];
+    CHECK_EQ_INT((int)spill, 0);
+    const int t0 = omp_get_max_threads();
+    omp_set_num_threads(2);
+    memset(y2, 0xff, O * ldc * sizeof *y2);
+    kd_conv_gemm(O, K, N, w, NULL, bias, cols, ldb, y2, ldc, 1); /* no copy: masked panels */
+    omp_set_num_threads(t0);
+    CHECK(memcmp(y, y2, O * ldc * sizeof *y) == 0); /* NaN bits compare equal with memcmp */
+    const size_t s = N > 5 ? 5 : N - 1, m = N - s; /* columns [s, N) alone: other panels */
+    kd_conv_gemm(O, K, m, w, wt, bias, cols + s, ldb, y2, m, 0);
+    size_t moved = 0;
+    for (size_t o = 0; o < O; o++)
+        moved += memcmp(y2 + o * m, y + o * ldc + s, m * sizeof *y) != 0;
+    CHECK_EQ_INT((int)moved, 0);
+done:
+    free(w), free(cols), free(b), free(y), free(y2);
+    kd_free_aligned(wt);
+}
+
+KD_TEST(conv_gemm_matches_a_double_reference) {
+    if (!cpu_has_kernel()) {
+        printf("    this CPU has no AVX2 + FMA: the kernel is never chosen here\n");
+        return;
+    }
+    check_size(16, 9, 784, 784, 0);    /* a first layer: 32 whole panels and a 16-wide tail */
+    check_size(13, 144, 49, 49, 1);    /* 3 panels of 4 + 1 channel; 2 panels + 1 column */
+    check_size(3, 193, 57, 60, 1);     /* one partial panel; two tap blocks; ldb > N */
+    check_size(7, 577, 31, 31, 0);     /* four tap blocks; a 7-wide tail */
+    check_size(5, 1, 8, 8, 1);         /* one tap; one 8-wide masked panel */
+    check_size(4, 20, 1, 3, 1);        /* one column */
+    check_size(9, 64, 20, 20, 1);      /* a 20-wide tail: three vectors, the last masked */
+    check_size(70, 200, 28, 28, 1);    /* a 4-column tail by columns: 64 + 6 channels, 2 blocks */
+    check_size(33, 30, 6, 6, 0);       /* six columns: the column kernel's 32 + 1 channels */
+}
+
+/* Eval of a model of conv2d layers (padding, stride 2, 1x1, no bias) gives the sgemm path's
+ * logits within rounding, and not its bits (the own product ran); training's forward never
+ * takes it. The direct convolution is off, as on this kind of CPU. */
+KD_TEST(conv_gemm_runs_in_eval_only) {
+    if (!cpu_has_kernel()) return;
+    static const char *json =
+        "[{\"type\":\"conv2d\",\"channels\":12,\"kernel\":3,\"padding\":1},{\"type\":\"relu\"},"
+        "{\"type\":\"conv2d\",\"channels\":20,\"kernel\":3,\"padding\":1,\"bias\":false},"
+        "{\"type\":\"conv2d\",\"channels\":8,\"kernel\":3,\"stride\":2},"
+        "{\"type\":\"conv2d\",\"channels\":6,\"kernel\":1},"
+        "{\"type\":\"flatten\"},{\"type\":\"dense\",\"units\":4}]";
+    enum { B = 5 };
+    const kd_shape in = {3, {3, 30, 30}};
+    kd_model m;
+    kd_err err;
+    memset(&m, 0, sizeof m);
+    if (kd_model_init(&m, &in, json, 1, &err) || kd_model_reserve(&m, B, &err)) {
+        kd_test_fail(__FILE__, __LINE__, "%s", err.msg);
+        kd_model_free(&m);
+        return;
+    }
+    kd_rng rng;
+    kd_rng_seed(&rng, 5);
+    kd_model_init_weights(&m, &rng, KD_INIT_HE);
+    static float x[B * 2700];
+    float a[B * 4], b[B * 4], t0[B * 4], t1[B * 4];
+    for (size_t i = 0; i < B * 2700; i++) x[i] = kd_rng_normal(&rng);
+    kd_ctx train = {1, &rng, NULL, 0};
+    kd_direct_conv = 0;
+    kd_conv_gemm_own = 0;
+    memcpy(a, kd_model_forward(&m, x, B, NULL), sizeof a);
+    memcpy(t0, kd_model_forward(&m, x, B, &train), sizeof t0);
+    kd_conv_gemm_own = 1;
+    memcpy(b, kd_model_forward(&m, x, B, NULL), sizeof b);
+    memcpy(t1, kd_model_forward(&m, x, B, &train), sizeof t1);
+    kd_conv_gemm_own = -1;
+    kd_direct_conv = -1;
+    CHECK_FLOATS(b, a, B * 4, 1e-5, 1e-5);
+    CHECK(memcmp(a, b, sizeof a) != 0);       /* the own product ran: its sums differ in order */
+    CHECK(memcmp(t0, t1, sizeof t0) == 0);    /* training: sgemm either way */
+    kd_model_free(&m);
+}
