@@ -4,8 +4,7 @@
  * 8-position tails on 7x7 and 2x2 planes), more input channels than one partial sum,
  * non-square kernels and planes, padding 0 to 2, a plane smaller than the kernel's reach, and
  * the channel split over the team giving the same bits as one thread; each of the three kernels
- * (AVX-512, AVX2, portable) this CPU can run. Then a model: eval of
- * conv2d layers takes the direct path (the im2col path's logits within rounding). */
+ * (AVX-512, AVX2, portable) this CPU can run. A model's eval through it: tests/test_conv_gemm.c. */
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
@@ -15,7 +14,6 @@
 #include "../src/core/test_hooks.h"
 #include "../src/nn/conv_direct.h"
 #include "kd_common.h"
-#include "kd_nn.h"
 #include "kd_rng.h"
 #include "kd_test.h"
 
@@ -112,43 +110,4 @@ KD_TEST(conv_direct_matches_a_double_reference) {
     }
     kd_direct_conv_isa = 0;
     if (n < 3) printf("    %d of the 3 kernels run on this CPU\n", n);
-}
-
-/* Eval of a model of conv2d layers (stride 1, padding 1: direct) and one that is not (stride 2:
- * im2col) gives the im2col path's logits within rounding; training's forward never takes it. */
-KD_TEST(conv_direct_runs_in_eval_only) {
-    static const char *json =
-        "[{\"type\":\"conv2d\",\"channels\":12,\"kernel\":3,\"padding\":1},{\"type\":\"relu\"},"
-        "{\"type\":\"conv2d\",\"channels\":20,\"kernel\":3,\"padding\":1,\"bias\":false},"
-        "{\"type\":\"conv2d\",\"channels\":8,\"kernel\":3,\"stride\":2},"
-        "{\"type\":\"flatten\"},{\"type\":\"dense\",\"units\":4}]";
-    enum { B = 5 };
-    const kd_shape in = {3, {3, 9, 9}};
-    kd_model m;
-    kd_err err;
-    memset(&m, 0, sizeof m);
-    if (kd_model_init(&m, &in, json, 1, &err) || kd_model_reserve(&m, B, &err)) {
-        kd_test_fail(__FILE__, __LINE__, "%s", err.msg);
-        kd_model_free(&m);
-        return;
-    }
-    kd_rng rng;
-    kd_rng_seed(&rng, 3);
-    kd_model_init_weights(&m, &rng, KD_INIT_HE);
-    float x[B * 243], a[B * 4], b[B * 4], t0[B * 4], t1[B * 4];
-    for (size_t i = 0; i < B * 243; i++) x[i] = kd_rng_normal(&rng);
-    kd_ctx train = {1, &rng, NULL, 0};
-    kd_conv_gemm_own = 0; /* the other side: im2col and sgemm */
-    kd_direct_conv = 0;
-    memcpy(a, kd_model_forward(&m, x, B, NULL), sizeof a);
-    memcpy(t0, kd_model_forward(&m, x, B, &train), sizeof t0);
-    kd_direct_conv = 1;
-    memcpy(b, kd_model_forward(&m, x, B, NULL), sizeof b);
-    memcpy(t1, kd_model_forward(&m, x, B, &train), sizeof t1);
-    kd_conv_gemm_own = -1;
-    kd_direct_conv = -1;
-    CHECK_FLOATS(b, a, B * 4, 1e-5, 1e-5);
-    CHECK(memcmp(a, b, sizeof a) != 0);       /* the direct path ran: its sums differ in order */
-    CHECK(memcmp(t0, t1, sizeof t0) == 0);    /* training: im2col either way */
-    kd_model_free(&m);
 }

@@ -1,12 +1,13 @@
 /* test_conv_gemm.c - inference's own convolution product (src/nn/conv_gemm.c) against a
  * double-precision loop written here, on sizes that reach every edge of it: channel counts
- * that are not multiples of its 4-channel panels, column counts with 1 to 23 columns past the
+ * that are not multiples of its 4-channel panels; column counts with 1 to 23 columns past the
  * last whole 24 (its three masked tails, and the column kernel for up to 6 given the
- * transposed weights, more than 64 channels among them), tap counts over one block of 192 (two and four blocks), a column
- * matrix wider than the product (ldb > N) and an output wider too (ldc > N, whose extra
- * floats stay unwritten); the team's split giving the same bits as one thread, and a column's
- * bits not depending on where it falls in a panel or which kernel ran it. Then a
- * model: eval takes the own product (the sgemm path's logits within rounding), training never. */
+ * transposed weights, more than 64 channels among them); tap counts over one block of 192
+ * (two and four blocks); a column matrix wider than the product (ldb > N) and an output wider
+ * too (ldc > N, whose extra floats stay unwritten); the team's split giving the same bits as
+ * one thread, and a column's bits not depending on where it falls in a panel or which kernel
+ * ran it. Then a model's eval through each of inference's convolution paths (this one and
+ * conv_direct.c's) against the im2col + sgemm path; training never takes them. */
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
@@ -107,11 +108,11 @@ KD_TEST(conv_gemm_matches_a_double_reference) {
     check_size(33, 30, 6, 6, 0);       /* six columns: the column kernel's 32 + 1 channels */
 }
 
-/* Eval of a model of conv2d layers (padding, stride 2, 1x1, no bias) gives the sgemm path's
- * logits within rounding, and not its bits (the own product ran); training's forward never
- * takes it. The direct convolution is off, as on this kind of CPU. */
-KD_TEST(conv_gemm_runs_in_eval_only) {
-    if (!cpu_has_kernel()) return;
+/* Eval of a model of conv2d layers (padding, stride 2, 1x1, no bias) through each of
+ * inference's convolution paths, the own product and the direct convolution, gives the
+ * im2col + sgemm path's logits within rounding, and not its bits (that path ran: its sums
+ * differ in order); training's forward never takes either. */
+KD_TEST(conv_inference_paths_run_in_eval_only) {
     static const char *json =
         "[{\"type\":\"conv2d\",\"channels\":12,\"kernel\":3,\"padding\":1},{\"type\":\"relu\"},"
         "{\"type\":\"conv2d\",\"channels\":20,\"kernel\":3,\"padding\":1,\"bias\":false},"
@@ -132,20 +133,25 @@ KD_TEST(conv_gemm_runs_in_eval_only) {
     kd_rng_seed(&rng, 5);
     kd_model_init_weights(&m, &rng, KD_INIT_HE);
     static float x[B * 2700];
-    float a[B * 4], b[B * 4], t0[B * 4], t1[B * 4];
+    float ref[B * 4], tref[B * 4], got[B * 4], t[B * 4];
     for (size_t i = 0; i < B * 2700; i++) x[i] = kd_rng_normal(&rng);
     kd_ctx train = {1, &rng, NULL, 0};
     kd_direct_conv = 0;
     kd_conv_gemm_own = 0;
-    memcpy(a, kd_model_forward(&m, x, B, NULL), sizeof a);
-    memcpy(t0, kd_model_forward(&m, x, B, &train), sizeof t0);
-    kd_conv_gemm_own = 1;
-    memcpy(b, kd_model_forward(&m, x, B, NULL), sizeof b);
-    memcpy(t1, kd_model_forward(&m, x, B, &train), sizeof t1);
+    memcpy(ref, kd_model_forward(&m, x, B, NULL), sizeof ref);
+    memcpy(tref, kd_model_forward(&m, x, B, &train), sizeof tref);
+    /* {direct, own}: the own product (where the CPU runs it), then the direct convolution */
+    static const int paths[2][2] = {{0, 1}, {1, 0}};
+    for (int p = cpu_has_kernel() ? 0 : 1; p < 2; p++) {
+        kd_direct_conv = paths[p][0];
+        kd_conv_gemm_own = paths[p][1];
+        memcpy(got, kd_model_forward(&m, x, B, NULL), sizeof got);
+        memcpy(t, kd_model_forward(&m, x, B, &train), sizeof t);
+        CHECK_FLOATS(got, ref, B * 4, 1e-5, 1e-5);
+        CHECK(memcmp(got, ref, sizeof got) != 0);
+        CHECK(memcmp(t, tref, sizeof t) == 0);
+    }
     kd_conv_gemm_own = -1;
     kd_direct_conv = -1;
-    CHECK_FLOATS(b, a, B * 4, 1e-5, 1e-5);
-    CHECK(memcmp(a, b, sizeof a) != 0);       /* the own product ran: its sums differ in order */
-    CHECK(memcmp(t0, t1, sizeof t0) == 0);    /* training: sgemm either way */
     kd_model_free(&m);
 }
