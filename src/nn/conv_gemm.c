@@ -189,16 +189,21 @@ CG_KERNEL(k8m, 1, 1)
             *c = (k->first ? (k->bias ? k->bias[r] : 0.0f) : *c) + sum[r];                       \
         }                                                                                        \
     }
-CG_CKERNEL(col8, 1)
-CG_CKERNEL(col16, 2)
-CG_CKERNEL(col32, 4)
-CG_CKERNEL(col64, 8)
+CG_CKERNEL(col1, 1)
+CG_CKERNEL(col2, 2)
+CG_CKERNEL(col3, 3)
+CG_CKERNEL(col4, 4)
+CG_CKERNEL(col5, 5)
+CG_CKERNEL(col6, 6)
+CG_CKERNEL(col7, 7)
+CG_CKERNEL(col8, 8)
 
+/* Exactly the vectors mo channels need: a row of the copy ends at O rounded up to 8, so a
+ * wider read would pass the last row's end. */
 static void column(const cg_col *k) {
-    if (k->mo > 32) col64(k);
-    else if (k->mo > 16) col32(k);
-    else if (k->mo > 8) col16(k);
-    else col8(k);
+    static void (*const by_vectors[8])(const cg_col *) = {col1, col2, col3, col4,
+                                                           col5, col6, col7, col8};
+    by_vectors[(k->mo + 7) / 8 - 1](k);
 }
 
 static void call(const cg_call *k) {
