@@ -118,9 +118,10 @@ typedef struct {
         (void)m0, (void)m1, (void)m2;                                                            \
         __m256 c00 = _mm256_setzero_ps(), c01 = c00, c02 = c00, c10 = c00, c11 = c00, c12 = c00, \
                c20 = c00, c21 = c00, c22 = c00, c30 = c00, c31 = c00, c32 = c00;                 \
-        /* rows past mr repeat the last one (computed, never stored) */                         \
-        const float *a0 = k->a, *a1 = a0 + (k->mr > 1 ? k->lda : 0),                             \
-                    *a2 = a0 + (k->mr > 2 ? 2 * k->lda : 0), *a3 = a0 + (k->mr > 3 ? 3 * k->lda : 0); \
+        /* rows past mr read row 0 again (computed, never stored) */                             \
+        const float *a0 = k->a, *a1 = a0 + (k->mr > 1 ? k->lda : 0);                             \
+        const float *a2 = a0 + (k->mr > 2 ? 2 * k->lda : 0);                                     \
+        const float *a3 = a0 + (k->mr > 3 ? 3 * k->lda : 0);                                     \
         const float *b = k->b;                                                                   \
         const size_t kc = k->kc, ldb = k->ldb;                                                   \
         for (size_t t = 0; t < kc; t++, b += ldb) {                                              \
