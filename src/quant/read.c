@@ -229,8 +229,10 @@ static kd_status read_values(reader *r) {
         const cJSON *e = cJSON_GetArrayItem(a, (int)v);
         double numel = cJSON_IsNumber(e) ? e->valuedouble : 0;
         memcpy(&q->values[v].scale, s->data + 4 * v, 4), memcpy(&q->values[v].zp, z->data + 4 * v, 4);
-        q->values[v].numel = (size_t)numel;
-        if (!(numel == floor(numel) && numel >= 1 && numel <= (double)QR_MAX_NUMEL))
+        const int in_range = numel == floor(numel) && numel >= 1 && numel <= (double)QR_MAX_NUMEL;
+        /* converted only inside the range: a negative or huge double has no size_t */
+        q->values[v].numel = in_range ? (size_t)numel : 0;
+        if (!in_range)
             st = bad(r, "value %zu: size %g outside [1, 2^28]", v, numel);
         else if (!(isfinite(q->values[v].scale) && q->values[v].scale > 0))
             st = bad(r, "tensor qint8.scale, value %zu: scale %g (expected a finite number > 0)", v,
