@@ -203,6 +203,13 @@ static size_t n_slots(size_t P) {
     }
     return P < n ? P : n;
 }
+/* Where the gradient parts and the weight slot start in a layer's workspace for P pieces. */
+static float *parts_at(const conv_dims *d, float *ws, size_t P) {
+    return ws + n_slots(P) * col_slot(d);
+}
+static float *weight_slot_at(const conv_dims *d, float *ws, size_t P) {
+    return parts_at(d, ws, P) + P * part_slot(d);
+}
 
 static kd_status conv_configure(kd_layer *l, const cJSON *spec, kd_err *err) {
     static const char *const fields[] = {"channels", "kernel", "stride", "padding", "groups",
@@ -325,7 +332,7 @@ static void forward_impl(kd_layer *l, const float *x, float *y, const kd_sample_
     const int own = !ctx->training && !direct && own_gemm_on(&d);
     float *wt = NULL; /* the transposed copy for a narrow last panel, once for a batch */
     if (own && B >= OWN_TRANSPOSE_MIN && kd_conv_gemm_narrow_tail(d.OHW)) {
-        wt = ctx->workspace + n_slots(P) * col_slot(&d) + P * part_slot(&d);
+        wt = weight_slot_at(&d, ctx->workspace, P);
         kd_conv_gemm_transpose(d.O, d.K, w, wt);
     }
 #pragma omp parallel for schedule(static) num_threads(team_size(P)) if (par)
@@ -388,7 +395,7 @@ static void backward_impl(kd_layer *l, const float *x, const float *dy, const kd
         kd_depthwise_backward(&dd, x, w, dy, src, dx, dw, db, B, ctx->workspace, P, n_slots(P));
         return;
     }
-    float *parts = ctx->workspace + n_slots(P) * col_slot(&d), *wt = parts + P * part;
+    float *parts = parts_at(&d, ctx->workspace, P), *wt = weight_slot_at(&d, ctx->workspace, P);
     const int par = P > 1 && KD_PAR(B * d.K * d.OHW), tdx = dx && transposed_dx(&d);
     const conv_dims td = transposed_dims(&d);
     if (tdx) flip_weights(&d, w, wt);
