@@ -308,60 +308,84 @@ static void piece_range(size_t B, size_t P, size_t p, size_t *b0, size_t *b1) {
     *b1 = B * (p + 1) / P;
 }
 
+/* What every piece of a forward pass reads. */
+typedef struct {
+    conv_dims d;
+    const float *x, *w, *wt, *bias;
+    float *y, *ws;
+    const kd_sample_sink *sink;
+    size_t B, P;
+    int par, direct, own, team;
+} fwd_job;
+
 /* x (B, C, H, W) -> y (B, O, OH, OW). Per sample b: col (K, OHW) = im2col(x[b]);
  * y[b] (O, OHW) = bias + W (O, K) col, the product written straight into y[b] (beta = 1 on top
  * of the bias, or beta = 0 without one), then handed to sink when there is one. With groups,
  * one product per group g: y[b] rows of g (O/G, OHW) = W rows of g (O/G, K/G) times the column
  * rows of g's input channels (K/G, OHW). */
+static void forward_piece(const fwd_job *j, size_t p) {
+    const conv_dims d = j->d;
+    const size_t in_n = d.C * d.H * d.W, out_n = d.O * d.OHW, OG = d.O / d.G;
+    const kd_cd_dims cd = cd_dims(&d);
+    float *col = thread_cols(&d, j->ws, j->P, j->par);
+    size_t b0, b1;
+    piece_range(j->B, j->P, p, &b0, &b1);
+    for (size_t b = b0; b < b1; b++) {
+        float *yb = j->y + b * out_n;
+        if (j->direct) {
+            kd_conv_direct_sample(&cd, j->x + b * in_n, j->w, j->bias, yb, col, j->team);
+        } else {
+            const float *cols = kd_sample_cols(&d, j->x + b * in_n, col);
+            if (j->own) {
+                kd_conv_gemm(d.O, d.K, d.OHW, j->w, j->wt, j->bias, cols, d.OHW, yb, d.OHW,
+                             j->team);
+            } else {
+                if (j->bias)
+                    for (size_t o = 0; o < d.O; o++)
+                        for (size_t q = 0; q < d.OHW; q++) yb[o * d.OHW + q] = j->bias[o];
+                for (size_t g = 0; g < d.G; g++)
+                    piece_sgemm(j->par, 0, 0, OG, d.OHW, d.KG, j->w + g * OG * d.KG, d.KG,
+                                cols + g * d.KG * d.OHW, d.OHW, j->bias ? 1.0f : 0.0f,
+                                yb + g * OG * d.OHW, d.OHW);
+            }
+        }
+        if (j->sink) j->sink->fn(j->sink->arg, b, yb);
+    }
+}
+
+/* The pieces of a pass run on the team, or in turn on the calling thread outside any parallel
+ * region: an inactive region around them (`omp parallel if (0)`) would make every sgemm or team
+ * kernel inside it a nested region, for which libgomp starts and joins a new thread on each
+ * call (a one-sample ResNet-18 forward made about 800 threads a second, and ran 2x slower on
+ * two threads than on one). */
 static void forward_impl(kd_layer *l, const float *x, float *y, const kd_sample_sink *sink,
                          size_t B, kd_ctx *ctx) {
     const conv_dims d = dims_of(l);
-    const size_t P = n_pieces(B), in_n = d.C * d.H * d.W, out_n = d.O * d.OHW, OG = d.O / d.G;
     const float *w = l->t[CONV_W], *bias = ((const conv_hp *)l->hp)->bias ? l->t[CONV_B] : NULL;
     if (is_depthwise(&d)) {
         const kd_dw_dims dd = dw_dims(&d);
         kd_depthwise_forward(&dd, x, w, bias, y, sink, B);
         return;
     }
-    const int par = P > 1 && KD_PAR(B * d.K * d.OHW);
-    const int direct = !ctx->training && direct_shape(&d) && direct_on();
-    const kd_cd_dims cd = cd_dims(&d);
-    /* one sample with the team free: the direct kernel splits its channels among the team */
-    const int team = !par && !omp_in_parallel() && omp_get_max_threads() > 1 &&
-                     KD_PAR(d.K * d.OHW * d.O);
-    const int own = !ctx->training && !direct && own_gemm_on(&d);
-    float *wt = NULL; /* the transposed copy for a narrow last panel, once for a batch */
-    if (own && B >= OWN_TRANSPOSE_MIN && kd_conv_gemm_narrow_tail(d.OHW)) {
-        wt = weight_slot_at(&d, ctx->workspace, P);
+    fwd_job j = {.d = d, .x = x, .w = w, .bias = bias, .y = y, .ws = ctx->workspace,
+                 .sink = sink, .B = B, .P = n_pieces(B)};
+    j.par = j.P > 1 && KD_PAR(B * d.K * d.OHW);
+    j.direct = !ctx->training && direct_shape(&d) && direct_on();
+    /* one sample with the team free: the kernel splits its channels among the team */
+    j.team = !j.par && !omp_in_parallel() && omp_get_max_threads() > 1 &&
+             KD_PAR(d.K * d.OHW * d.O);
+    j.own = !ctx->training && !j.direct && own_gemm_on(&d);
+    /* the transposed copy for a narrow last panel, once for a batch */
+    if (j.own && B >= OWN_TRANSPOSE_MIN && kd_conv_gemm_narrow_tail(d.OHW)) {
+        float *wt = weight_slot_at(&d, ctx->workspace, j.P);
         kd_conv_gemm_transpose(d.O, d.K, w, wt);
+        j.wt = wt;
     }
-#pragma omp parallel for schedule(static) num_threads(team_size(P)) if (par)
-    for (size_t p = 0; p < P; p++) {
-        float *col = thread_cols(&d, ctx->workspace, P, par);
-        size_t b0, b1;
-        piece_range(B, P, p, &b0, &b1);
-        for (size_t b = b0; b < b1; b++) {
-            float *yb = y + b * out_n;
-            if (direct) {
-                kd_conv_direct_sample(&cd, x + b * in_n, w, bias, yb, col, team);
-                if (sink) sink->fn(sink->arg, b, yb);
-                continue;
-            }
-            const float *cols = kd_sample_cols(&d, x + b * in_n, col);
-            if (own) {
-                kd_conv_gemm(d.O, d.K, d.OHW, w, wt, bias, cols, d.OHW, yb, d.OHW, team);
-                if (sink) sink->fn(sink->arg, b, yb);
-                continue;
-            }
-            if (bias)
-                for (size_t o = 0; o < d.O; o++)
-                    for (size_t q = 0; q < d.OHW; q++) yb[o * d.OHW + q] = bias[o];
-            for (size_t g = 0; g < d.G; g++)
-                piece_sgemm(par, 0, 0, OG, d.OHW, d.KG, w + g * OG * d.KG, d.KG,
-                            cols + g * d.KG * d.OHW, d.OHW, bias ? 1.0f : 0.0f,
-                            yb + g * OG * d.OHW, d.OHW);
-            if (sink) sink->fn(sink->arg, b, yb);
-        }
+    if (j.par) {
+#pragma omp parallel for schedule(static) num_threads(team_size(j.P))
+        for (size_t p = 0; p < j.P; p++) forward_piece(&j, p);
+    } else {
+        for (size_t p = 0; p < j.P; p++) forward_piece(&j, p);
     }
 }
 
@@ -374,20 +398,66 @@ void kd_conv2d_forward_to(kd_layer *l, const float *x, float *y, const kd_sample
     forward_impl(l, x, y, sink, B, ctx);
 }
 
+/* What every piece of a backward pass reads. */
+typedef struct {
+    conv_dims d, td;
+    const float *x, *dy, *w, *wt;
+    const kd_dy_source *src;
+    float *dx, *ws, *parts;
+    int db, par, tdx;
+    size_t B, P;
+} bwd_job;
+
 /* Per sample b of piece p, with dY = dy[b] (O, OHW), or made by src into the thread's slot,
  * and col = im2col(x[b]) rebuilt:
  *   dW_p (O, K) += dY col^T;  db_p (O) += row sums of dY;  dcol (K, OHW) = W^T dY;
  *   dx[b] = col2im(dcol)   (or, where transposed_dx: dx[b] = Wt im2col'(dY)).
- * Then dW += dW_0 + dW_1 + ... in piece order (db likewise), split by element. With groups,
- * each product per group as in forward: dW rows of g += dY rows of g times g's column rows^T,
- * g's dcol rows = W rows of g^T times dY rows of g. */
+ * With groups, each product per group as in forward: dW rows of g += dY rows of g times g's
+ * column rows^T, g's dcol rows = W rows of g^T times dY rows of g. */
+static void backward_piece(const bwd_job *j, size_t p) {
+    const conv_dims d = j->d, td = j->td;
+    const size_t in_n = d.C * d.H * d.W, out_n = d.O * d.OHW, kcols = round16(d.K * d.OHW),
+                 OK = d.O * d.KG, OG = d.O / d.G;
+    float *col = thread_cols(&d, j->ws, j->P, j->par), *dcol = col + kcols,
+          *dy_b = dcol + kcols;
+    float *dwp = j->parts + p * part_slot(&d), *dbp = dwp + round16(OK);
+    size_t b0, b1;
+    piece_range(j->B, j->P, p, &b0, &b1);
+    for (size_t b = b0; b < b1; b++) {
+        const float *g = j->dy + b * out_n;
+        if (j->src) {
+            j->src->fn(j->src->arg, b, dy_b);
+            g = dy_b;
+        }
+        const float *cols = kd_sample_cols(&d, j->x + b * in_n, col);
+        for (size_t k = 0; k < d.G; k++)
+            piece_sgemm(j->par, 0, 1, OG, d.KG, d.OHW, g + k * OG * d.OHW, d.OHW,
+                        cols + k * d.KG * d.OHW, d.OHW, b > b0 ? 1.0f : 0.0f,
+                        dwp + k * OG * d.KG, d.KG);
+        if (j->db)
+            for (size_t o = 0; o < d.O; o++)
+                dbp[o] = (b > b0 ? dbp[o] : 0.0f) + kd_row_sum(g + o * d.OHW, d.OHW);
+        if (!j->dx) continue;
+        if (j->tdx) {
+            const float *gc = kd_sample_cols(&td, g, dcol);
+            piece_sgemm(j->par, 0, 0, d.C, td.OHW, td.K, j->wt, td.K, gc, td.OHW, 0.0f,
+                        j->dx + b * in_n, td.OHW);
+            continue;
+        }
+        for (size_t k = 0; k < d.G; k++)
+            piece_sgemm(j->par, 1, 0, d.KG, d.OHW, OG, j->w + k * OG * d.KG, d.KG,
+                        g + k * OG * d.OHW, d.OHW, 0.0f, dcol + k * d.KG * d.OHW, d.OHW);
+        kd_col2im(&d, dcol, j->dx + b * in_n);
+    }
+}
+
+/* The pieces (on the team, or in turn outside any parallel region: see forward_impl), then
+ * dW += dW_0 + dW_1 + ... in piece order (db likewise), split by element. */
 static void backward_impl(kd_layer *l, const float *x, const float *dy, const kd_dy_source *src,
                           float *dx, size_t B, kd_ctx *ctx) {
     if (B == 0) return;
     const conv_dims d = dims_of(l);
-    const size_t P = n_pieces(B), in_n = d.C * d.H * d.W, out_n = d.O * d.OHW,
-                 kcols = round16(d.K * d.OHW), OK = d.O * d.KG, part = part_slot(&d),
-                 OG = d.O / d.G;
+    const size_t P = n_pieces(B), OK = d.O * d.KG, part = part_slot(&d);
     const float *w = l->t[CONV_W];
     float *dw = l->dt[CONV_W], *db = ((const conv_hp *)l->hp)->bias ? l->dt[CONV_B] : NULL;
     if (is_depthwise(&d)) {
@@ -396,42 +466,16 @@ static void backward_impl(kd_layer *l, const float *x, const float *dy, const kd
         return;
     }
     float *parts = parts_at(&d, ctx->workspace, P), *wt = weight_slot_at(&d, ctx->workspace, P);
-    const int par = P > 1 && KD_PAR(B * d.K * d.OHW), tdx = dx && transposed_dx(&d);
-    const conv_dims td = transposed_dims(&d);
-    if (tdx) flip_weights(&d, w, wt);
-#pragma omp parallel for schedule(static) num_threads(team_size(P)) if (par)
-    for (size_t p = 0; p < P; p++) {
-        float *col = thread_cols(&d, ctx->workspace, P, par), *dcol = col + kcols,
-              *dy_b = dcol + kcols;
-        float *dwp = parts + p * part, *dbp = dwp + round16(OK);
-        size_t b0, b1;
-        piece_range(B, P, p, &b0, &b1);
-        for (size_t b = b0; b < b1; b++) {
-            const float *g = dy + b * out_n;
-            if (src) {
-                src->fn(src->arg, b, dy_b);
-                g = dy_b;
-            }
-            const float *cols = kd_sample_cols(&d, x + b * in_n, col);
-            for (size_t k = 0; k < d.G; k++)
-                piece_sgemm(par, 0, 1, OG, d.KG, d.OHW, g + k * OG * d.OHW, d.OHW,
-                            cols + k * d.KG * d.OHW, d.OHW, b > b0 ? 1.0f : 0.0f,
-                            dwp + k * OG * d.KG, d.KG);
-            if (db)
-                for (size_t o = 0; o < d.O; o++)
-                    dbp[o] = (b > b0 ? dbp[o] : 0.0f) + kd_row_sum(g + o * d.OHW, d.OHW);
-            if (!dx) continue;
-            if (tdx) {
-                const float *gc = kd_sample_cols(&td, g, dcol);
-                piece_sgemm(par, 0, 0, d.C, td.OHW, td.K, wt, td.K, gc, td.OHW, 0.0f, dx + b * in_n,
-                            td.OHW);
-                continue;
-            }
-            for (size_t k = 0; k < d.G; k++)
-                piece_sgemm(par, 1, 0, d.KG, d.OHW, OG, w + k * OG * d.KG, d.KG,
-                            g + k * OG * d.OHW, d.OHW, 0.0f, dcol + k * d.KG * d.OHW, d.OHW);
-            kd_col2im(&d, dcol, dx + b * in_n);
-        }
+    const bwd_job j = {.d = d, .td = transposed_dims(&d), .x = x, .dy = dy, .w = w, .wt = wt,
+                       .src = src, .dx = dx, .ws = ctx->workspace, .parts = parts,
+                       .db = db != NULL, .par = P > 1 && KD_PAR(B * d.K * d.OHW),
+                       .tdx = dx && transposed_dx(&d), .B = B, .P = P};
+    if (j.tdx) flip_weights(&d, w, wt);
+    if (j.par) {
+#pragma omp parallel for schedule(static) num_threads(team_size(P))
+        for (size_t p = 0; p < P; p++) backward_piece(&j, p);
+    } else {
+        for (size_t p = 0; p < P; p++) backward_piece(&j, p);
     }
     /* The pieces' sums, added in piece order by one thread per element. */
 #pragma omp parallel for schedule(static) if (KD_PAR(P * OK))
