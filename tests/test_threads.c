@@ -334,3 +334,56 @@ KD_TEST(threads_one_sample_forward_stays_on_the_calling_thread) {
     kd_model_free(&m);
     kd_threads_set(def);
 }
+
+/* Products that may fork a team (not serial) called from inside an inactive parallel region
+ * (`omp parallel if (0)`): each would be a nested region, for which libgomp starts a new thread
+ * per call. Counted against all products that may fork. */
+static unsigned long g_forking, g_forking_nested;
+static void note_nested(int ta, int tb, size_t M, size_t N, size_t K, int serial) {
+    (void)ta, (void)tb, (void)M, (void)N, (void)K;
+    if (serial || omp_in_parallel()) return;
+    g_forking++;
+    if (omp_get_level() > 0) g_forking_nested++;
+}
+
+/* One sample through a model past the one-thread rule's size (two 64-channel 28 x 28
+ * convolutions: the pieces of one sample run outside the team, each product on the team) and a
+ * training step on one sample: no product is started inside an inactive region. */
+KD_TEST(threads_one_sample_products_are_not_nested_in_an_inactive_region) {
+    static const char *json =
+        "[{\"type\":\"conv2d\",\"channels\":64,\"kernel\":3,\"padding\":1},{\"type\":\"relu\"},"
+        "{\"type\":\"conv2d\",\"channels\":64,\"kernel\":3,\"padding\":1},"
+        "{\"type\":\"flatten\"},{\"type\":\"dense\",\"units\":4}]";
+    const int def = kd_threads_get();
+    kd_threads_set(2);
+    const kd_shape in = {3, {1, 28, 28}};
+    for (int train = 0; train < 2; train++) {
+        kd_model m = {0};
+        kd_err err;
+        if (kd_model_init(&m, &in, json, train, &err) || kd_model_reserve(&m, 1, &err)) {
+            kd_test_fail(__FILE__, __LINE__, "%s", err.msg);
+            kd_model_free(&m);
+            continue;
+        }
+        kd_rng rng;
+        kd_rng_seed(&rng, 9);
+        kd_model_init_weights(&m, &rng, KD_INIT_HE);
+        static float x[784];
+        for (size_t i = 0; i < 784; i++) x[i] = kd_rng_normal(&rng);
+        g_forking = g_forking_nested = 0;
+        kd_hook_gemm_shape = note_nested;
+        if (train) {
+            kd_ctx ctx = {1, &rng, NULL, 0};
+            float dz[4] = {1.0f, -1.0f, 0.5f, 0.0f};
+            kd_model_forward(&m, x, 1, &ctx);
+            kd_model_backward(&m, x, dz, 1, &ctx);
+        } else {
+            kd_model_forward(&m, x, 1, NULL);
+        }
+        kd_hook_gemm_shape = NULL;
+        CHECK(g_forking > 0);  /* the products that could fork ran */
+        CHECK_EQ_INT((int)g_forking_nested, 0);
+        kd_model_free(&m);
+    }
+    kd_threads_set(def);
+}
