@@ -81,6 +81,11 @@ static void check_size(size_t O, size_t K, size_t N, size_t ldb, int with_bias) 
     kd_conv_gemm(O, K, N, w, NULL, bias, cols, ldb, y2, ldc, 1); /* no copy: masked panels */
     omp_set_num_threads(t0);
     CHECK(memcmp(y, y2, O * ldc * sizeof *y) == 0); /* NaN bits compare equal with memcmp */
+    omp_set_num_threads(2);
+    memset(y2, 0xff, O * ldc * sizeof *y2);
+    kd_conv_gemm(O, K, N, w, wt, bias, cols, ldb, y2, ldc, 1); /* the team's blocks, the copy */
+    omp_set_num_threads(t0);
+    CHECK(memcmp(y, y2, O * ldc * sizeof *y) == 0);
     const size_t s = N > 5 ? 5 : N - 1, m = N - s; /* columns [s, N) alone: other panels */
     kd_conv_gemm(O, K, m, w, wt, bias, cols + s, ldb, y2, m, 0);
     size_t moved = 0;
@@ -106,6 +111,8 @@ KD_TEST(conv_gemm_matches_a_double_reference) {
     check_size(9, 64, 20, 20, 1);      /* a 20-wide tail: three vectors, the last masked */
     check_size(70, 200, 28, 28, 1);    /* a 4-column tail by columns: 64 + 6 channels, 2 blocks */
     check_size(33, 30, 6, 6, 0);       /* six columns: the column kernel's 32 + 1 channels */
+    check_size(150, 400, 16, 16, 1);   /* one panel of 16: the team splits 3 channel blocks */
+    check_size(130, 50, 25, 25, 0);    /* a one-column tail over 3 channel blocks */
 }
 
 /* Eval of a model of conv2d layers (padding, stride 2, 1x1, no bias) through each of

@@ -127,8 +127,11 @@ static int direct_on(void) {
  * whose weights fit in L2 (256 KiB; the kernel reads them once per panel of 24 columns) and
  * whose sample's column matrix does too (512 KiB; a panel reads 96 bytes from each of its K
  * rows, too many streams for the prefetchers once they come from L3). Past either, sgemm's
- * packing and blocking win (on ResNet-18 the own product made the single-sample forward 1.9x
- * slower with no weight limit; its 28x28 layers' columns are 1.8 MiB). */
+ * packing and blocking win for a batch. One sample on the team takes the kernel whatever the
+ * size: there sgemm's copy of the weights into its panels was a fifth of ResNet-18's forward
+ * (one pass over 44 MB of weights for one sample), and the kernel's split by channel blocks
+ * reads each weight row on one thread only (2 threads, best of 8 alternating runs: 8.3-9.9 ms
+ * against 9.7-13.8 ms). */
 #define OWN_MAX_WEIGHTS ((size_t)1 << 16)
 #define OWN_MAX_COLUMNS ((size_t)1 << 17)
 /* Samples from which a batch makes the transposed copy (its cost is one pass over the
@@ -137,12 +140,15 @@ static int direct_on(void) {
 #ifdef KD_TEST_HOOKS
 int kd_conv_gemm_own = -1;
 #endif
-static int own_gemm_on(const conv_dims *d) {
+static int own_gemm_on(const conv_dims *d, int team) {
     const int hook = KD_HOOK_VALUE(kd_conv_gemm_own, -1);
     if (d->G != 1) return 0;
-    return hook < 0 ? d->O * d->K <= OWN_MAX_WEIGHTS && d->K * d->OHW <= OWN_MAX_COLUMNS &&
-                          kd_conv_gemm_wins()
-                    : hook;
+    if (hook >= 0) return hook;
+    /* One sample on the team: past the limits too. sgemm copies the weights into its panels on
+     * every call, a pass over all of them for one sample's columns (ResNet-18: 20% of its
+     * one-sample forward); here each thread reads its channel blocks' rows once per panel. */
+    return (team || (d->O * d->K <= OWN_MAX_WEIGHTS && d->K * d->OHW <= OWN_MAX_COLUMNS)) &&
+           kd_conv_gemm_wins();
 }
 static int direct_shape(const conv_dims *d) {
     return d->G == 1 && d->S == 1 && d->KH * d->KW > 1;
@@ -374,7 +380,7 @@ static void forward_impl(kd_layer *l, const float *x, float *y, const kd_sample_
     /* one sample with the team free: the kernel splits its channels among the team */
     j.team = !j.par && !omp_in_parallel() && omp_get_max_threads() > 1 &&
              KD_PAR(d.K * d.OHW * d.O);
-    j.own = !ctx->training && !j.direct && own_gemm_on(&d);
+    j.own = !ctx->training && !j.direct && own_gemm_on(&d, j.team);
     /* the transposed copy for a narrow last panel, once for a batch */
     if (j.own && B >= OWN_TRANSPOSE_MIN && kd_conv_gemm_narrow_tail(d.OHW)) {
         float *wt = weight_slot_at(&d, ctx->workspace, j.P);

@@ -141,7 +141,9 @@ typedef struct {
     }
 CG_KERNEL(k24, 3, 0)
 CG_KERNEL(k24m, 3, 1)
+CG_KERNEL(k16, 2, 0)
 CG_KERNEL(k16m, 2, 1)
+CG_KERNEL(k8, 1, 0)
 CG_KERNEL(k8m, 1, 1)
 
 /* One column of the product for channels [0, mo) of the transposed copy (rows of O8 channels):
@@ -208,9 +210,12 @@ static void column(const cg_col *k) {
 }
 
 static void call(const cg_call *k) {
+    /* whole vectors unmasked (a 4x4 plane's 16 columns, masked, ran 15% slower) */
     if (k->n == CG_NR) k24(k);
     else if (k->n > 16) k24m(k);
+    else if (k->n == 16) k16(k);
     else if (k->n > 8) k16m(k);
+    else if (k->n == 8) k8(k);
     else k8m(k);
 }
 #else
@@ -235,32 +240,38 @@ static void column(const cg_col *k) {
 #endif
 
 
-/* Column panel j of the product, every tap block and channel panel. */
+/* Channels [o0, o1) of column panel j of the product, every tap block: a run of 4-channel
+ * panels (o0 a multiple of 4) or, for a narrow last panel with the copy, of 64-channel column
+ * kernels (o0 a multiple of 64). Each output is computed the same way whatever the run. */
 static void panel(size_t O, size_t K, size_t N, const float *w, const float *wt,
                   const float *bias, const float *cols, size_t ldb, float *y, size_t ldc,
-                  size_t j) {
+                  size_t j, size_t o0, size_t o1) {
     const size_t n0 = j * CG_NR, n = N - n0 < CG_NR ? N - n0 : CG_NR;
     const size_t nb = (K + CG_KC - 1) / CG_KC, O8 = round8(O);
     for (size_t blk = 0; blk < nb; blk++) {
         const size_t k0 = K * blk / nb, k1 = K * (blk + 1) / nb;
         if (wt && n <= CG_NARROW) {
             for (size_t q = n0; q < n0 + n; q++)
-                for (size_t o = 0; o < O; o += 64) {
+                for (size_t o = o0; o < o1; o += 64) {
                     const cg_col k = {wt + k0 * O8 + o, cols + k0 * ldb + q, bias ? bias + o : NULL,
                                       y + o * ldc + q, k1 - k0, ldb, ldc, O8,
-                                      O - o < 64 ? O - o : 64, blk == 0};
+                                      o1 - o < 64 ? o1 - o : 64, blk == 0};
                     column(&k);
                 }
             continue;
         }
-        for (size_t o = 0; o < O; o += CG_MR) {
+        for (size_t o = o0; o < o1; o += CG_MR) {
             const cg_call k = {w + o * K + k0, cols + k0 * ldb + n0, bias ? bias + o : NULL,
                                y + o * ldc + n0, k1 - k0, K, ldb, ldc,
-                               O - o < CG_MR ? O - o : CG_MR, n, blk == 0};
+                               o1 - o < CG_MR ? o1 - o : CG_MR, n, blk == 0};
             call(&k);
         }
     }
 }
+
+/* The team's share-out: (column panel, block of CG_OB channels) pairs, so that a product of
+ * one panel (a 4x4 plane's 16 columns) still splits, each block's weights read by one thread. */
+#define CG_OB 64
 
 void kd_conv_gemm(size_t O, size_t K, size_t N, const float *w, const float *wt,
                   const float *bias, const float *cols, size_t ldb, float *y, size_t ldc,
@@ -269,6 +280,14 @@ void kd_conv_gemm(size_t O, size_t K, size_t N, const float *w, const float *wt,
 #ifdef KD_TEST_HOOKS /* benchmarks time the same product by sgemm (bench_ort's fraction) */
     if (kd_hook_gemm_shape) kd_hook_gemm_shape(0, 0, O, N, K, !team);
 #endif
-#pragma omp parallel for schedule(static) if (team)
-    for (size_t j = 0; j < np; j++) panel(O, K, N, w, wt, bias, cols, ldb, y, ldc, j);
+    if (!team) {
+        for (size_t j = 0; j < np; j++) panel(O, K, N, w, wt, bias, cols, ldb, y, ldc, j, 0, O);
+        return;
+    }
+    const size_t nob = (O + CG_OB - 1) / CG_OB;
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < np * nob; i++) {
+        const size_t o0 = i % nob * CG_OB, o1 = o0 + CG_OB < O ? o0 + CG_OB : O;
+        panel(O, K, N, w, wt, bias, cols, ldb, y, ldc, i / nob, o0, o1);
+    }
 }

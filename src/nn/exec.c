@@ -75,10 +75,10 @@ void kd_model_unit_backward(kd_model *m, size_t i, size_t j, const float *x, con
 static const float *forward_chunks(kd_model *m, const float *x, size_t B, kd_ctx *ctx);
 
 /* A single sample through a small model runs on the calling thread: its products are small
- * and its other loops serial anyway, so the team would only be woken to wait. On this 2-vCPU
- * host the CNN teacher's one-sample forward took 4 ms on average with the team (a worker
- * spinning at the barriers and woken late) against 0.24 ms on one thread. The results do not
- * depend on the thread count, so only the time changes. */
+ * and its other loops serial anyway, so the team would only be woken to wait. On a 2-vCPU Zen 3
+ * host the team was no faster for the small ResNet student and MobileNetV2 and 10-15% slower
+ * for the CNN teacher (docs/benchmarks.md, Threads). The results do not depend on the thread
+ * count, so only the time changes. */
 const float *kd_model_forward(kd_model *m, const float *x, size_t B, kd_ctx *ctx) {
     const int nt = omp_get_max_threads();
     if (B != 1 || nt == 1 || omp_in_parallel() ||
