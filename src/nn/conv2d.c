@@ -314,6 +314,10 @@ static void piece_range(size_t B, size_t P, size_t p, size_t *b0, size_t *b1) {
     *b1 = B * (p + 1) / P;
 }
 
+/* A one-sample product splits among the team from this many multiply-adds: waking the team
+ * costs a few microseconds, and a product of 1M takes about 20 on one core. */
+#define TEAM_MIN_MACS ((size_t)1 << 20)
+
 /* What every piece of a forward pass reads. */
 typedef struct {
     conv_dims d;
@@ -379,7 +383,7 @@ static void forward_impl(kd_layer *l, const float *x, float *y, const kd_sample_
     j.direct = !ctx->training && direct_shape(&d) && direct_on();
     /* one sample with the team free: the kernel splits its channels among the team */
     j.team = !j.par && !omp_in_parallel() && omp_get_max_threads() > 1 &&
-             KD_PAR(d.K * d.OHW * d.O);
+             d.K * d.OHW * d.O >= TEAM_MIN_MACS;
     j.own = !ctx->training && !j.direct && own_gemm_on(&d, j.team);
     /* the transposed copy for a narrow last panel, once for a batch */
     if (j.own && B >= OWN_TRANSPOSE_MIN && kd_conv_gemm_narrow_tail(d.OHW)) {

@@ -70,15 +70,17 @@ void kd_model_unit_backward(kd_model *m, size_t i, size_t j, const float *x, con
 
 /* One sample through a model of at most this many multiply-adds runs on the calling thread
  * alone (kd_model_forward). */
-#define ONE_SAMPLE_SERIAL_MACS 16e6
+#define ONE_SAMPLE_SERIAL_MACS 4e6
 
 static const float *forward_chunks(kd_model *m, const float *x, size_t B, kd_ctx *ctx);
 
 /* A single sample through a small model runs on the calling thread: its products are small
  * and its other loops serial anyway, so the team would only be woken to wait. On a 2-vCPU Zen 3
- * host the team was no faster for the small ResNet student and MobileNetV2 and 10-15% slower
- * for the CNN teacher (docs/benchmarks.md, Threads). The results do not depend on the thread
- * count, so only the time changes. */
+ * host (2 threads, six alternating runs, single-sample p50) the team made MobileNetV2 x0.25
+ * (2.5M multiply-adds) 30% slower, and the CNN teacher (4.6M) 20% faster, its products of 1M
+ * multiply-adds or more split among the team (conv2d.c), the small ResNet student (9.4M)
+ * about the same (docs/benchmarks.md, Threads). The results do not depend on the thread count,
+ * so only the time changes. */
 const float *kd_model_forward(kd_model *m, const float *x, size_t B, kd_ctx *ctx) {
     const int nt = omp_get_max_threads();
     if (B != 1 || nt == 1 || omp_in_parallel() ||
