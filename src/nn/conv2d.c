@@ -328,6 +328,17 @@ typedef struct {
     int par, direct, own, team;
 } fwd_job;
 
+/* kd_sample_cols for one sample whose product runs on the team: the team lowers it too, each
+ * thread the rows of a block of input channels (a copy: the same floats either way). */
+static const float *team_cols(const conv_dims *d, const float *x, float *col) {
+    if (d->KH == 1 && d->KW == 1 && d->S == 1 && d->P == 0) return x;
+    const size_t nblk = d->C < 8 ? d->C : 8;
+#pragma omp parallel for schedule(static)
+    for (size_t k = 0; k < nblk; k++)
+        kd_im2col_channels(d, x, col, d->C * k / nblk, d->C * (k + 1) / nblk);
+    return col;
+}
+
 /* x (B, C, H, W) -> y (B, O, OH, OW). Per sample b: col (K, OHW) = im2col(x[b]);
  * y[b] (O, OHW) = bias + W (O, K) col, the product written straight into y[b] (beta = 1 on top
  * of the bias, or beta = 0 without one), then handed to sink when there is one. With groups,
@@ -345,7 +356,8 @@ static void forward_piece(const fwd_job *j, size_t p) {
         if (j->direct) {
             kd_conv_direct_sample(&cd, j->x + b * in_n, j->w, j->bias, yb, col, j->team);
         } else {
-            const float *cols = kd_sample_cols(&d, j->x + b * in_n, col);
+            const float *cols = j->team ? team_cols(&d, j->x + b * in_n, col)
+                                        : kd_sample_cols(&d, j->x + b * in_n, col);
             if (j->own) {
                 kd_conv_gemm(d.O, d.K, d.OHW, j->w, j->wt, j->bias, cols, d.OHW, yb, d.OHW,
                              j->team);

@@ -105,7 +105,8 @@ static void zero_edges(float *dst, size_t OW, size_t oh_lo, size_t oh_hi, size_t
  * runs kernel offset (i, j) outside and channel inside, so each offset's valid output ranges
  * and copy kind are worked out once per sample rather than once per channel (a plain copy:
  * the order of the writes changes nothing). */
-void kd_im2col(const kd_conv_dims *d, const float *x, float *col) {
+void kd_im2col_channels(const kd_conv_dims *d, const float *x, float *col, size_t c0,
+                        size_t c1) {
     const size_t ld = d->OHW, HW = d->H * d->W, rows = d->KH * d->KW;
     const size_t OW = d->OW, S = d->S, P = d->P, W = d->W;
     /* Stride 1 with OW == W ("same" width): a col row is the input plane shifted by
@@ -120,7 +121,7 @@ void kd_im2col(const kd_conv_dims *d, const float *x, float *col) {
             size_t ow_lo, ow_hi;
             valid_range(W, OW, S, P, j, &ow_lo, &ow_hi);
             const int empty = oh_lo == oh_hi || ow_lo == ow_hi;
-            for (size_t c = 0; c < d->C; c++) {
+            for (size_t c = c0; c < c1; c++) {
                 float *dst = col + (c * rows + i * d->KW + j) * ld;
                 const float *xc = x + c * HW;
                 if (empty) {  /* this kernel offset only ever sees padding */
@@ -146,6 +147,10 @@ void kd_im2col(const kd_conv_dims *d, const float *x, float *col) {
             }
         }
     }
+}
+
+void kd_im2col(const kd_conv_dims *d, const float *x, float *col) {
+    kd_im2col_channels(d, x, col, 0, d->C);
 }
 
 /* One sample's input gradient xs (C, H, W) from its column gradient col (K rows of OH*OW

@@ -19,6 +19,9 @@ typedef struct {
 /* One sample's columns (K rows of OH*OW floats) from its input x (C, H, W):
  * col[(c*KH + i)*KW + j][oh*OW + ow] = x[c][oh*S - P + i][ow*S - P + j], zero outside. */
 void kd_im2col(const kd_conv_dims *d, const float *x, float *col);
+/* Only the rows of input channels [c0, c1) (the team's share of one sample's columns). */
+void kd_im2col_channels(const kd_conv_dims *d, const float *x, float *col, size_t c0,
+                        size_t c1);
 /* One sample's input gradient xs (C, H, W), overwritten, from its column gradient col (K rows
  * of OH*OW floats; used as scratch): the adjoint of kd_im2col. */
 void kd_col2im(const kd_conv_dims *d, float *col, float *xs);
