@@ -133,6 +133,11 @@ static int direct_on(void) {
  * reads each weight row on one thread only (2 threads, best of 8 alternating runs: 8.3-9.9 ms
  * against 9.7-13.8 ms). */
 #define OWN_MAX_WEIGHTS ((size_t)1 << 16)
+/* A sample of at most one panel of output positions (ResNet-18's 4x4 layers) takes the kernel
+ * whatever the size: each weight is read once either way, and sgemm copies all of them into
+ * its panels first, for 16 columns (one thread, 512 x 16 x 4608: 39 GFLOP/s by sgemm, 56 by
+ * the kernel). */
+#define OWN_ONE_PANEL 24
 #define OWN_MAX_COLUMNS ((size_t)1 << 17)
 /* Samples from which a batch makes the transposed copy (its cost is one pass over the
  * weights; a narrow panel saves about that much per sample). */
@@ -147,7 +152,8 @@ static int own_gemm_on(const conv_dims *d, int team) {
     /* One sample on the team: past the limits too. sgemm copies the weights into its panels on
      * every call, a pass over all of them for one sample's columns (ResNet-18: 20% of its
      * one-sample forward); here each thread reads its channel blocks' rows once per panel. */
-    return (team || (d->O * d->K <= OWN_MAX_WEIGHTS && d->K * d->OHW <= OWN_MAX_COLUMNS)) &&
+    return (team || d->OHW <= OWN_ONE_PANEL ||
+            (d->O * d->K <= OWN_MAX_WEIGHTS && d->K * d->OHW <= OWN_MAX_COLUMNS)) &&
            kd_conv_gemm_wins();
 }
 static int direct_shape(const conv_dims *d) {
