@@ -337,7 +337,7 @@ typedef struct {
 /* kd_sample_cols for one sample whose product runs on the team: the team lowers it too, each
  * thread the rows of a block of input channels (a copy: the same floats either way). */
 static const float *team_cols(const conv_dims *d, const float *x, float *col) {
-    if (d->KH == 1 && d->KW == 1 && d->S == 1 && d->P == 0) return x;
+    if (kd_cols_are_input(d)) return x;
     const size_t nblk = d->C < 8 ? d->C : 8;
 #pragma omp parallel for schedule(static)
     for (size_t k = 0; k < nblk; k++)

@@ -193,8 +193,12 @@ void kd_col2im(const kd_conv_dims *d, float *col, float *xs) {
 /* One sample's columns (K, OHW) from its input (C, H, W): written into col, or, for a 1x1
  * kernel at stride 1 without padding (MobileNet's expansions and projections), the input
  * itself, which is already that matrix. */
+int kd_cols_are_input(const kd_conv_dims *d) {
+    return d->KH == 1 && d->KW == 1 && d->S == 1 && d->P == 0;
+}
+
 const float *kd_sample_cols(const kd_conv_dims *d, const float *x, float *col) {
-    if (d->KH == 1 && d->KW == 1 && d->S == 1 && d->P == 0) return x;
+    if (kd_cols_are_input(d)) return x;
     kd_im2col(d, x, col);
     return col;
 }

@@ -25,7 +25,9 @@ void kd_im2col_channels(const kd_conv_dims *d, const float *x, float *col, size_
 /* One sample's input gradient xs (C, H, W), overwritten, from its column gradient col (K rows
  * of OH*OW floats; used as scratch): the adjoint of kd_im2col. */
 void kd_col2im(const kd_conv_dims *d, float *col, float *xs);
-/* kd_im2col into col, or x itself where it already is that matrix (1x1, stride 1, no padding). */
+/* Whether a sample's input already is its column matrix (1x1, stride 1, no padding). */
+int kd_cols_are_input(const kd_conv_dims *d);
+/* kd_im2col into col, or x itself where it already is that matrix (kd_cols_are_input). */
 const float *kd_sample_cols(const kd_conv_dims *d, const float *x, float *col);
 /* Sum of src[0..n) in a fixed order (eight partial sums). */
 float kd_row_sum(const float *src, size_t n);
