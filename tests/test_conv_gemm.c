@@ -6,8 +6,9 @@
  * (two and four blocks); a column matrix wider than the product (ldb > N) and an output wider
  * too (ldc > N, whose extra floats stay unwritten); the team's split giving the same bits as
  * one thread, and a column's bits not depending on where it falls in a panel or which kernel
- * ran it. Then a model's eval through each of inference's convolution paths (this one and
- * conv_direct.c's) against the im2col + sgemm path; training never takes them. */
+ * ran it. Then a model's eval through each of inference's convolution paths (this one,
+ * conv_direct.c's and winograd.c's) against the im2col + sgemm path; training never takes
+ * them. */
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
@@ -145,13 +146,16 @@ KD_TEST(conv_inference_paths_run_in_eval_only) {
     kd_ctx train = {1, &rng, NULL, 0};
     kd_direct_conv = 0;
     kd_conv_gemm_own = 0;
+    kd_conv_winograd = 0;
     memcpy(ref, kd_model_forward(&m, x, B, NULL), sizeof ref);
     memcpy(tref, kd_model_forward(&m, x, B, &train), sizeof tref);
-    /* {direct, own}: the own product (where the CPU runs it), then the direct convolution */
-    static const int paths[2][2] = {{0, 1}, {1, 0}};
-    for (int p = cpu_has_kernel() ? 0 : 1; p < 2; p++) {
+    /* {direct, own, Winograd}: the own product (where the CPU runs it), the direct convolution,
+     * Winograd's F(2x2, 3x3) (winograd.h) */
+    static const int paths[3][3] = {{0, 1, 0}, {1, 0, 0}, {0, 0, 1}};
+    for (int p = cpu_has_kernel() ? 0 : 1; p < 3; p++) {
         kd_direct_conv = paths[p][0];
         kd_conv_gemm_own = paths[p][1];
+        kd_conv_winograd = paths[p][2];
         memcpy(got, kd_model_forward(&m, x, B, NULL), sizeof got);
         memcpy(t, kd_model_forward(&m, x, B, &train), sizeof t);
         CHECK_FLOATS(got, ref, B * 4, 1e-5, 1e-5);
@@ -160,5 +164,6 @@ KD_TEST(conv_inference_paths_run_in_eval_only) {
     }
     kd_conv_gemm_own = -1;
     kd_direct_conv = -1;
+    kd_conv_winograd = -1;
     kd_model_free(&m);
 }

@@ -169,6 +169,7 @@ static void check_split(const char *config, size_t n, int want_split, float tol)
     kd_gemm_row_split = 0;
     kd_direct_conv = 0;
     kd_conv_gemm_own = 0;
+    kd_conv_winograd = 0;
     n_serial = 0;
     kd_hook_gemm_shape = count_serial;
     memcpy(ref, kd_model_forward(&m, x, n, NULL), n * C * sizeof *ref);
@@ -181,8 +182,9 @@ static void check_split(const char *config, size_t n, int want_split, float tol)
     /* The split runs one one-thread product per thread where the model has a product for it. */
     CHECK_EQ_INT(n_serial > serial_off, want_split);
     CHECK_FLOATS(got, ref, n * C, tol, tol);
-    kd_direct_conv = -1; /* the release rules: the own product on AVX2 machines */
+    kd_direct_conv = -1; /* the release rules: the own product on AVX2 machines, Winograd */
     kd_conv_gemm_own = -1;
+    kd_conv_winograd = -1;
     memcpy(got, kd_model_forward(&m, x, n, NULL), n * C * sizeof *got);
     CHECK_FLOATS(got, ref, n * C, tol, tol);
     kd_infer_replicas = 1;
@@ -200,6 +202,7 @@ cleanup:
     kd_gemm_row_split = 1;
     kd_direct_conv = -1;
     kd_conv_gemm_own = -1;
+    kd_conv_winograd = -1;
     kd_hook_gemm_shape = NULL;
     kd_threads_set(threads0);
     free(x);

@@ -47,6 +47,11 @@ extern int kd_direct_conv_isa;
 /* conv2d.c: inference's own product (conv_gemm.h) where the direct convolution does not run:
  * -1 where it beats sgemm (kd_conv_gemm_wins, the release rule), 0 never, 1 always. */
 extern int kd_conv_gemm_own;
+/* conv2d.c: inference's Winograd F(2x2, 3x3) (winograd.h) for 3x3 stride-1 ungrouped layers:
+ * -1 the release rule (enough channels and tiles), 0 never, 1 wherever the shape allows. */
+extern int kd_conv_winograd;
+/* winograd.c: 1 runs the transforms' portable loops where the AVX2 ones would run. */
+extern int kd_winograd_portable;
 extern unsigned long kd_hook_replica_passes;
 /* kd_sgemm, kd_sgemm_serial: when set, called with every product's transposes and sizes before
  * it runs (serial: 1 from kd_sgemm_serial, one thread's share of a parallel loop, possibly on

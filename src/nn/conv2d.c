@@ -9,7 +9,6 @@
  * depthwise layer (groups == in == out channels) runs direct plane kernels instead
  * (depthwise.c): its im2col would copy each input KH*KW times for products of one row. */
 #include <cJSON.h>
-#include <math.h>
 #include <omp.h>
 #include <string.h>
 
@@ -20,11 +19,12 @@
 #include "im2col.h"
 #include "kd_gemm.h"
 #include "layer_impl.h"
+#include "winograd.h"
 #include "../core/test_hooks.h"
 
 /* Caps far above useful sizes, low enough that every product below fits in size_t. */
 #define CONV_MAX_CHANNELS ((size_t)1 << 20)
-#define CONV_MAX_KERNEL ((size_t)1 << 12)
+#define CONV_MAX_KERNEL KD_SPEC_MAX_KERNEL
 
 /* The batch is cut into at most CONV_PIECES pieces of consecutive samples, fixed by the batch
  * alone: each piece sums its samples' weight and bias gradients into its own part of the
@@ -42,49 +42,6 @@ typedef struct {
 
 /* Declared tensors, by position. */
 enum { CONV_W, CONV_B };
-
-int kd_spec_add_kernel(cJSON *obj, size_t kh, size_t kw) {
-    if (kh == kw) return kd_spec_add_size(obj, "kernel", kh);
-    cJSON *k = cJSON_AddArrayToObject(obj, "kernel");
-    for (int i = 0; k && i < 2; i++) {
-        cJSON *v = cJSON_CreateNumber((double)(i ? kw : kh));
-        if (!v || !cJSON_AddItemToArray(k, v)) {
-            cJSON_Delete(v);
-            return -1;
-        }
-    }
-    return k ? 0 : -1;
-}
-
-kd_status kd_spec_kernel(const kd_layer *l, const cJSON *spec, size_t *kh, size_t *kw,
-                         kd_err *err) {
-    const cJSON *it = cJSON_GetObjectItemCaseSensitive(spec, "kernel");
-    if (!it) return kd_layer_err(l, err, "missing \"kernel\" (an integer or [kh, kw])");
-    size_t v[2];
-    int n = 0;
-    if (cJSON_IsNumber(it)) {
-        v[0] = v[1] = 0;
-        double d = it->valuedouble;
-        if (d >= 1 && d <= (double)CONV_MAX_KERNEL && d == floor(d)) v[0] = v[1] = (size_t)d, n = 2;
-    } else if (cJSON_IsArray(it) && cJSON_GetArraySize(it) == 2) {
-        for (const cJSON *e = it->child; e; e = e->next) {
-            double d = cJSON_IsNumber(e) ? e->valuedouble : NAN;
-            if (!(d >= 1 && d <= (double)CONV_MAX_KERNEL && d == floor(d))) break;
-            v[n++] = (size_t)d;
-        }
-    }
-    if (n != 2) {
-        char *s = cJSON_PrintUnformatted(it);
-        kd_status st = kd_layer_err(l, err,
-                                    "kernel: expected an integer in [1, %zu] or [kh, kw], got %s",
-                                    CONV_MAX_KERNEL, s ? s : "?");
-        cJSON_free(s);
-        return st;
-    }
-    *kh = v[0];
-    *kw = v[1];
-    return KD_OK;
-}
 
 typedef kd_conv_dims conv_dims;
 
@@ -145,16 +102,52 @@ static int direct_on(void) {
 #ifdef KD_TEST_HOOKS
 int kd_conv_gemm_own = -1;
 #endif
-static int own_gemm_on(const conv_dims *d, int team) {
+/* For a product y (O, N) = W (O, K) cols (K, N) of one sample. */
+static int own_product_on(size_t O, size_t K, size_t N, int team) {
     const int hook = KD_HOOK_VALUE(kd_conv_gemm_own, -1);
-    if (d->G != 1) return 0;
     if (hook >= 0) return hook;
     /* One sample on the team: past the limits too. sgemm copies the weights into its panels on
      * every call, a pass over all of them for one sample's columns (ResNet-18: 20% of its
      * one-sample forward); here each thread reads its channel blocks' rows once per panel. */
-    return (team || d->OHW <= OWN_ONE_PANEL ||
-            (d->O * d->K <= OWN_MAX_WEIGHTS && d->K * d->OHW <= OWN_MAX_COLUMNS)) &&
+    return (team || N <= OWN_ONE_PANEL ||
+            (O * K <= OWN_MAX_WEIGHTS && K * N <= OWN_MAX_COLUMNS)) &&
            kd_conv_gemm_wins();
+}
+static int own_gemm_on(const conv_dims *d, int team) {
+    return d->G == 1 && own_product_on(d->O, d->K, d->OHW, team);
+}
+
+/* Whether inference runs this convolution by Winograd's F(2x2, 3x3) (winograd.h): 3x3,
+ * stride 1, groups 1. Tests: 0 never, 1 wherever the shape allows, -1 the release rule. */
+#ifdef KD_TEST_HOOKS
+int kd_conv_winograd = -1;
+#endif
+static kd_wg_dims wg_dims(const conv_dims *d) {
+    return (kd_wg_dims){d->C, d->H, d->W, d->O, d->OH, d->OW, d->P};
+}
+static int wg_shape(const conv_dims *d) {
+    const kd_wg_dims wd = wg_dims(d);
+    return d->G == 1 && d->S == 1 && d->KH == 3 && d->KW == 3 && kd_wg_fits(&wd);
+}
+/* The release rule: enough input channels for the products' sums (each of length C), enough
+ * tiles per sample for their columns, and a batch over which the weights' transform (made on
+ * every call: about as much work as one sample's products on a 7x7 plane) is shared. */
+#define WG_MIN_CHANNELS 8
+#define WG_MIN_TILES 12
+#define WG_MIN_BATCH 4
+static int wg_on(const conv_dims *d, size_t B) {
+    const int hook = KD_HOOK_VALUE(kd_conv_winograd, -1);
+    if (!wg_shape(d) || hook == 0) return 0;
+    if (hook > 0) return 1;
+    const kd_wg_dims wd = wg_dims(d);
+    return B >= WG_MIN_BATCH && d->C >= WG_MIN_CHANNELS && d->O >= WG_MIN_CHANNELS &&
+           kd_wg_tiles(&wd) >= WG_MIN_TILES;
+}
+/* The transformed input (16, C, T) and products (16, O, T) of one sample. */
+static size_t wg_slot(const conv_dims *d) {
+    const kd_wg_dims wd = wg_dims(d);
+    const size_t T = kd_wg_tiles(&wd);
+    return round16(16 * d->C * T) + round16(16 * d->O * T);
 }
 static int direct_shape(const conv_dims *d) {
     return d->G == 1 && d->S == 1 && d->KH * d->KW > 1;
@@ -163,11 +156,12 @@ static kd_cd_dims cd_dims(const conv_dims *d) {
     return (kd_cd_dims){d->C, d->H, d->W, d->O, d->OH, d->OW, d->KH, d->KW, d->P};
 }
 static size_t col_slot(const conv_dims *d) {
-    const size_t sgemm = 2 * round16(d->K * d->OHW) + round16(d->O * d->OHW);
-    if (!direct_shape(d)) return sgemm;
+    size_t slot = 2 * round16(d->K * d->OHW) + round16(d->O * d->OHW);
+    if (wg_shape(d) && wg_slot(d) > slot) slot = wg_slot(d);
+    if (!direct_shape(d)) return slot;
     const kd_cd_dims cd = cd_dims(d);
     const size_t direct = round16(kd_conv_direct_workspace(&cd));
-    return direct > sgemm ? direct : sgemm;
+    return direct > slot ? direct : slot;
 }
 static size_t part_slot(const conv_dims *d) { return round16(d->O * d->KG) + round16(d->O); }
 
@@ -196,11 +190,14 @@ static void flip_weights(const conv_dims *d, const float *w, float *wt) {
             for (size_t k = 0; k < kk; k++)
                 wt[(c * d->O + o) * kk + k] = w[(o * d->C + c) * kk + (kk - 1 - k)];
 }
-/* After the gradient parts: backward's flipped weights, or inference's transposed copy. */
+/* After the gradient parts: backward's flipped weights, or inference's transposed copy or
+ * Winograd's transformed weights (16, O, C). */
 static size_t weight_slot(const conv_dims *d) {
-    const size_t flipped = transposed_dx(d) ? d->O * d->K : 0;
+    size_t n = transposed_dx(d) ? d->O * d->K : 0;
     const size_t wt = d->G == 1 ? kd_conv_gemm_transposed_floats(d->O, d->K) : 0;
-    return flipped > wt ? flipped : wt;
+    const size_t wg = wg_shape(d) ? 16 * d->O * d->C : 0;
+    if (wt > n) n = wt;
+    return wg > n ? wg : n;
 }
 static size_t n_pieces(size_t B) { return B == 0 ? 1 : B < CONV_PIECES ? B : CONV_PIECES; }
 /* Threads with a column slot: the machine's processors (fixed for the process, so the workspace
@@ -328,11 +325,46 @@ static void piece_range(size_t B, size_t P, size_t p, size_t *b0, size_t *b1) {
 typedef struct {
     conv_dims d;
     const float *x, *w, *wt, *bias;
+    const float *u; /* Winograd's transformed weights, when wg */
     float *y, *ws;
     const kd_sample_sink *sink;
     size_t B, P;
-    int par, direct, own, team;
+    int par, direct, wg, own, team;
 } fwd_job;
+
+/* Winograd's product xi of one sample: m[xi] (O, T) = u[xi] (O, C) v[xi] (C, T). */
+static void wg_product(const fwd_job *j, size_t xi, size_t T, const float *v, float *m,
+                       int serial) {
+    const size_t O = j->d.O, C = j->d.C;
+    const float *u = j->u + xi * O * C, *vx = v + xi * C * T;
+    float *mx = m + xi * O * T;
+    if (j->own) kd_conv_gemm(O, C, T, u, NULL, NULL, vx, T, mx, T, 0);
+    else piece_sgemm(serial, 0, 0, O, T, C, u, C, vx, T, 0.0f, mx, T);
+}
+
+/* Sample x's output y by Winograd (winograd.h) in the slot col: its input transformed, the 16
+ * products, the output transformed. On the team each stage is shared out (input channel
+ * blocks, the products, output channel blocks): every output is still made by one thread, the
+ * same way. Outside the team, plain loops (no inactive region: see forward_impl). */
+static void wg_sample(const fwd_job *j, const float *x, float *col, float *y) {
+    const conv_dims *d = &j->d;
+    const kd_wg_dims wd = wg_dims(d);
+    const size_t T = kd_wg_tiles(&wd), C = d->C, O = d->O;
+    float *v = col, *m = col + round16(16 * C * T);
+    if (!j->team) {
+        kd_wg_input(&wd, x, v, 0, C);
+        for (size_t xi = 0; xi < 16; xi++) wg_product(j, xi, T, v, m, j->par);
+        kd_wg_output(&wd, m, j->bias, y, 0, O);
+        return;
+    }
+    const size_t nc = C < 8 ? C : 8, no = O < 8 ? O : 8;
+#pragma omp parallel for schedule(static)
+    for (size_t k = 0; k < nc; k++) kd_wg_input(&wd, x, v, C * k / nc, C * (k + 1) / nc);
+#pragma omp parallel for schedule(static)
+    for (size_t xi = 0; xi < 16; xi++) wg_product(j, xi, T, v, m, 1);
+#pragma omp parallel for schedule(static)
+    for (size_t k = 0; k < no; k++) kd_wg_output(&wd, m, j->bias, y, O * k / no, O * (k + 1) / no);
+}
 
 /* kd_sample_cols for one sample whose product runs on the team: the team lowers it too, each
  * thread the rows of a block of input channels (a copy: the same floats either way). */
@@ -359,7 +391,9 @@ static void forward_piece(const fwd_job *j, size_t p) {
     piece_range(j->B, j->P, p, &b0, &b1);
     for (size_t b = b0; b < b1; b++) {
         float *yb = j->y + b * out_n;
-        if (j->direct) {
+        if (j->wg) {
+            wg_sample(j, j->x + b * in_n, col, yb);
+        } else if (j->direct) {
             kd_conv_direct_sample(&cd, j->x + b * in_n, j->w, j->bias, yb, col, j->team);
         } else {
             const float *cols = j->team ? team_cols(&d, j->x + b * in_n, col)
@@ -398,13 +432,22 @@ static void forward_impl(kd_layer *l, const float *x, float *y, const kd_sample_
     fwd_job j = {.d = d, .x = x, .w = w, .bias = bias, .y = y, .ws = ctx->workspace,
                  .sink = sink, .B = B, .P = n_pieces(B)};
     j.par = j.P > 1 && KD_PAR(B * d.K * d.OHW);
-    j.direct = !ctx->training && direct_shape(&d) && direct_on();
+    j.wg = !ctx->training && wg_on(&d, B);
+    j.direct = !ctx->training && !j.wg && direct_shape(&d) && direct_on();
     /* one sample with the team free: the kernel splits its channels among the team */
     j.team = !j.par && !omp_in_parallel() && omp_get_max_threads() > 1 &&
              d.K * d.OHW * d.O >= TEAM_MIN_MACS;
-    j.own = !ctx->training && !j.direct && own_gemm_on(&d, j.team);
+    if (j.wg) {
+        const kd_wg_dims wd = wg_dims(&d);
+        float *u = weight_slot_at(&d, ctx->workspace, j.P);
+        kd_wg_weights(&wd, w, u);
+        j.u = u;
+        j.own = own_product_on(d.O, d.C, kd_wg_tiles(&wd), j.team);
+    } else {
+        j.own = !ctx->training && !j.direct && own_gemm_on(&d, j.team);
+    }
     /* the transposed copy for a narrow last panel, once for a batch */
-    if (j.own && B >= OWN_TRANSPOSE_MIN && kd_conv_gemm_narrow_tail(d.OHW)) {
+    if (j.own && !j.wg && B >= OWN_TRANSPOSE_MIN && kd_conv_gemm_narrow_tail(d.OHW)) {
         float *wt = weight_slot_at(&d, ctx->workspace, j.P);
         kd_conv_gemm_transpose(d.O, d.K, w, wt);
         j.wt = wt;

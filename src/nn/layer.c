@@ -235,3 +235,48 @@ void kd_par_copy(float *dst, const float *src, size_t n) {
 void kd_par_zero(float *dst, size_t n) {
     KD_PAR_BLOCKS(n, o, k, memset(dst + o, 0, k * sizeof *dst));
 }
+
+/* ---- The convolution family's "kernel" (layer_impl.h) ---- */
+
+int kd_spec_add_kernel(cJSON *obj, size_t kh, size_t kw) {
+    if (kh == kw) return kd_spec_add_size(obj, "kernel", kh);
+    cJSON *k = cJSON_AddArrayToObject(obj, "kernel");
+    for (int i = 0; k && i < 2; i++) {
+        cJSON *v = cJSON_CreateNumber((double)(i ? kw : kh));
+        if (!v || !cJSON_AddItemToArray(k, v)) {
+            cJSON_Delete(v);
+            return -1;
+        }
+    }
+    return k ? 0 : -1;
+}
+
+kd_status kd_spec_kernel(const kd_layer *l, const cJSON *spec, size_t *kh, size_t *kw,
+                         kd_err *err) {
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(spec, "kernel");
+    if (!it) return kd_layer_err(l, err, "missing \"kernel\" (an integer or [kh, kw])");
+    size_t v[2];
+    int n = 0;
+    if (cJSON_IsNumber(it)) {
+        v[0] = v[1] = 0;
+        double d = it->valuedouble;
+        if (d >= 1 && d <= (double)KD_SPEC_MAX_KERNEL && d == floor(d)) v[0] = v[1] = (size_t)d, n = 2;
+    } else if (cJSON_IsArray(it) && cJSON_GetArraySize(it) == 2) {
+        for (const cJSON *e = it->child; e; e = e->next) {
+            double d = cJSON_IsNumber(e) ? e->valuedouble : NAN;
+            if (!(d >= 1 && d <= (double)KD_SPEC_MAX_KERNEL && d == floor(d))) break;
+            v[n++] = (size_t)d;
+        }
+    }
+    if (n != 2) {
+        char *s = cJSON_PrintUnformatted(it);
+        kd_status st = kd_layer_err(l, err,
+                                    "kernel: expected an integer in [1, %zu] or [kh, kw], got %s",
+                                    KD_SPEC_MAX_KERNEL, s ? s : "?");
+        cJSON_free(s);
+        return st;
+    }
+    *kh = v[0];
+    *kw = v[1];
+    return KD_OK;
+}

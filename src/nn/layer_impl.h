@@ -156,7 +156,9 @@ int kd_spec_add_float(cJSON *obj, const char *field, float v);
 /* Adds a size / a false bool; 0, or -1 when out of memory (as every kd_spec_add_*). */
 int kd_spec_add_size(cJSON *obj, const char *field, size_t v);
 int kd_spec_add_false(cJSON *obj, const char *field);
-/* The convolution family's "kernel": an integer or [kh, kw] (conv2d.c), read and written back. */
+/* The convolution family's "kernel": an integer or [kh, kw] (conv2d.c, pool.c), each at most
+ * KD_SPEC_MAX_KERNEL, read and written back. */
+#define KD_SPEC_MAX_KERNEL ((size_t)1 << 12)
 kd_status kd_spec_kernel(const kd_layer *l, const cJSON *spec, size_t *kh, size_t *kw,
                          kd_err *err);
 int kd_spec_add_kernel(cJSON *obj, size_t kh, size_t kw);

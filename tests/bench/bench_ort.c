@@ -22,7 +22,9 @@
  *                                          path before replicas; --direct 0 | 1: direct
  *                                          convolution never | always, default where it wins;
  *                                          --own 0 | 1: convolutions' own product never |
- *                                          always, default where it wins)
+ *                                          always, default where it wins; --winograd 0 | 1:
+ *                                          3x3 convolutions by Winograd never | wherever the
+ *                                          shape allows, default by conv2d.c's rule)
  *   result samples_per_s=.. best_samples_per_s=.. single_us=.. gflops=.. sgemm_gflops=..
  *          peak_gflops=.. core=..
  * samples_per_s: batch-B forwards of the first B samples (median pass of those run within the
@@ -327,6 +329,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--replicas")) kd_infer_replicas = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--direct")) kd_direct_conv = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--own")) kd_conv_gemm_own = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--winograd")) kd_conv_winograd = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--qint8")) qint8 = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--onnx")) onnx = argv[i + 1];
     }

@@ -1,0 +1,335 @@
+/* winograd.c - the transforms of F(2x2, 3x3) (winograd.h).
+ *
+ *   B^T = | 1  0 -1  0 |    G = | 1    0    0   |    A^T = | 1  1  1  0 |
+ *         | 0  1  1  0 |        | 1/2  1/2  1/2 |          | 0  1 -1 -1 |
+ *         | 0 -1  1  0 |        | 1/2 -1/2  1/2 |
+ *         | 0  1  0 -1 |        | 0    0    1   |
+ *
+ * Both data transforms run along a whole row of tiles at a time, so every loop reads and writes
+ * consecutive floats (or every other one) and vectorises: the input patch of tile (r, c) is
+ * rows 2r..2r+3 and columns 2c..2c+3 of the zero-padded plane, so a tile row's four padded rows
+ * are combined first (B^T d, whole rows at once), then their columns (the result times B). */
+#include "winograd.h"
+
+#include <string.h>
+
+#include "../core/test_hooks.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define WG_X86 1
+#endif
+
+#ifdef KD_TEST_HOOKS
+int kd_winograd_portable = 0;
+#endif
+
+/* Tiles per row a tile row's scratch holds (output width up to 2 * WG_MAX_TW), a multiple of
+ * the AVX2 kernels' 8; a padded row's floats, with room for the last 8 tiles' reads. */
+#define WG_MAX_TW 256
+#define WG_ROW (2 * WG_MAX_TW + 8)
+
+size_t kd_wg_tiles_w(const kd_wg_dims *d) { return (d->OW + 1) / 2; }
+static size_t tiles_h(const kd_wg_dims *d) { return (d->OH + 1) / 2; }
+size_t kd_wg_tiles(const kd_wg_dims *d) { return kd_wg_tiles_w(d) * tiles_h(d); }
+int kd_wg_fits(const kd_wg_dims *d) { return kd_wg_tiles_w(d) <= WG_MAX_TW; }
+
+__attribute__((target_clones("avx2", "default")))
+void kd_wg_weights(const kd_wg_dims *d, const float *w, float *u) {
+    const size_t OC = d->O * d->C;
+    for (size_t oc = 0; oc < OC; oc++) {
+        const float *g = w + oc * 9;
+        float t[4][3]; /* G g: rows of the 4x3 */
+        for (size_t j = 0; j < 3; j++) {
+            const float g0 = g[j], g1 = g[3 + j], g2 = g[6 + j];
+            t[0][j] = g0;
+            t[1][j] = 0.5f * (g0 + g1 + g2);
+            t[2][j] = 0.5f * (g0 - g1 + g2);
+            t[3][j] = g2;
+        }
+        for (size_t i = 0; i < 4; i++) { /* (G g) G^T */
+            const float a = t[i][0], b = t[i][1], c = t[i][2];
+            u[(i * 4 + 0) * OC + oc] = a;
+            u[(i * 4 + 1) * OC + oc] = 0.5f * (a + b + c);
+            u[(i * 4 + 2) * OC + oc] = 0.5f * (a - b + c);
+            u[(i * 4 + 3) * OC + oc] = c;
+        }
+    }
+}
+
+/* Padded row pr of plane xc into row[0, 2 TW + 2), zero outside the plane. */
+static inline __attribute__((always_inline)) void padded_row(const kd_wg_dims *d,
+                                                             const float *xc, size_t pr,
+                                                             float *row, size_t n) {
+    if (pr < d->P || pr - d->P >= d->H) {
+        memset(row, 0, n * sizeof *row);
+        return;
+    }
+    const size_t P = d->P, W = d->W, in = W < n - P ? W : n - P;
+    memset(row, 0, P * sizeof *row);
+    memcpy(row + P, xc + (pr - d->P) * W, in * sizeof *row);
+    memset(row + P + in, 0, (n - P - in) * sizeof *row);
+}
+
+/* ---- Portable: plain loops (the compiler's baseline vectors) ---- */
+
+static void input_portable(const kd_wg_dims *d, const float *x, float *v, size_t c0, size_t c1) {
+    const size_t TW = kd_wg_tiles_w(d), TH = tiles_h(d), T = TW * TH, n = 2 * TW + 2;
+    const size_t CT = d->C * T;
+    float rows[4][WG_ROW];
+    for (size_t c = c0; c < c1; c++) {
+        const float *xc = x + c * d->H * d->W;
+        for (size_t r = 0; r < TH; r++) {
+            for (size_t i = 0; i < 4; i++) padded_row(d, xc, 2 * r + i, rows[i], n);
+            /* B^T d: rows d0 - d2, d1 + d2, d2 - d1, d1 - d3 */
+            float *r0 = rows[0], *r1 = rows[1], *r2 = rows[2], *r3 = rows[3];
+            for (size_t k = 0; k < n; k++) {
+                const float a0 = r0[k], a1 = r1[k], a2 = r2[k], a3 = r3[k];
+                r0[k] = a0 - a2;
+                r1[k] = a1 + a2;
+                r2[k] = a2 - a1;
+                r3[k] = a1 - a3;
+            }
+            /* (B^T d) B: the same on the patch's columns 2t .. 2t + 3 */
+            for (size_t i = 0; i < 4; i++) {
+                float *v0 = v + (i * 4 + 0) * CT + c * T + r * TW;
+                float *v1 = v0 + CT, *v2 = v1 + CT, *v3 = v2 + CT;
+                const float *a = rows[i];
+                for (size_t t = 0; t < TW; t++) {
+                    v0[t] = a[2 * t] - a[2 * t + 2];
+                    v1[t] = a[2 * t + 1] + a[2 * t + 2];
+                    v2[t] = a[2 * t + 2] - a[2 * t + 1];
+                    v3[t] = a[2 * t + 1] - a[2 * t + 3];
+                }
+            }
+        }
+    }
+}
+
+static void output_portable(const kd_wg_dims *d, const float *m, const float *bias, float *y,
+                            size_t o0, size_t o1) {
+    const size_t TW = kd_wg_tiles_w(d), TH = tiles_h(d), T = TW * TH;
+    const size_t OT = d->O * T, OW = d->OW, even = OW / 2;
+    float y0e[WG_MAX_TW], y0o[WG_MAX_TW], y1e[WG_MAX_TW], y1o[WG_MAX_TW];
+    for (size_t o = o0; o < o1; o++) {
+        const float b = bias ? bias[o] : 0.0f;
+        float *yo = y + o * d->OH * OW;
+        for (size_t r = 0; r < TH; r++) {
+            const float *p = m + o * T + r * TW; /* element xi at p + xi * OT */
+            for (size_t t = 0; t < TW; t++) {
+                float s[2][4]; /* A^T m: rows m0 + m1 + m2 and m1 - m2 - m3 */
+                for (size_t j = 0; j < 4; j++) {
+                    const float m0 = p[j * OT + t], m1 = p[(4 + j) * OT + t],
+                                m2 = p[(8 + j) * OT + t], m3 = p[(12 + j) * OT + t];
+                    s[0][j] = m0 + m1 + m2;
+                    s[1][j] = m1 - m2 - m3;
+                }
+                y0e[t] = s[0][0] + s[0][1] + s[0][2] + b;
+                y0o[t] = s[0][1] - s[0][2] - s[0][3] + b;
+                y1e[t] = s[1][0] + s[1][1] + s[1][2] + b;
+                y1o[t] = s[1][1] - s[1][2] - s[1][3] + b;
+            }
+            float *r0 = yo + 2 * r * OW, *r1 = r0 + OW;
+            const int second = 2 * r + 1 < d->OH;
+            for (size_t t = 0; t < even; t++) {
+                r0[2 * t] = y0e[t];
+                r0[2 * t + 1] = y0o[t];
+            }
+            if (OW & 1) r0[OW - 1] = y0e[TW - 1];
+            if (second) {
+                for (size_t t = 0; t < even; t++) {
+                    r1[2 * t] = y1e[t];
+                    r1[2 * t + 1] = y1o[t];
+                }
+                if (OW & 1) r1[OW - 1] = y1e[TW - 1];
+            }
+        }
+    }
+}
+
+/* ---- AVX2: 8 tiles at a time, the same operations in the same order (the same bits) ---- */
+#ifdef WG_X86
+/* The even and odd floats of a[0, 16): [a0 a2 .. a14] and [a1 a3 .. a15]. */
+__attribute__((target("avx2"))) static inline void split16(const float *a, __m256 *e,
+                                                           __m256 *o) {
+    const __m256 lo = _mm256_loadu_ps(a), hi = _mm256_loadu_ps(a + 8);
+    const __m256 se = _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(2, 0, 2, 0));
+    const __m256 so = _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(3, 1, 3, 1));
+    *e = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(se), _MM_SHUFFLE(3, 1, 2, 0)));
+    *o = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(so), _MM_SHUFFLE(3, 1, 2, 0)));
+}
+
+/* Lanes [0, n) set, for a masked load of the last block of a row. */
+__attribute__((target("avx2"))) static inline __m256i lanes(size_t n) {
+    const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), idx);
+}
+
+__attribute__((target("avx2")))
+static void input_avx2(const kd_wg_dims *d, const float *x, float *v, size_t c0, size_t c1) {
+    const size_t TW = kd_wg_tiles_w(d), TH = tiles_h(d), T = TW * TH, n = 2 * TW + 2;
+    /* floats of a row the blocks read; a padded row holds the input's row at [P, P + W) and
+     * zeros elsewhere (n - P >= W + P: OW = W + 2P - 2), written once */
+    const size_t CT = d->C * T, nr = 2 * ((TW + 7) / 8 * 8) + 2, n8 = (n + 7) / 8 * 8;
+    const size_t end = nr > n8 ? nr : n8, P = d->P, W = d->W;
+    float rows[4][WG_ROW] __attribute__((aligned(32))), zero[WG_ROW];
+    for (size_t i = 0; i < 4; i++) memset(rows[i], 0, end * sizeof(float));
+    memset(zero, 0, W * sizeof(float));
+    for (size_t c = c0; c < c1; c++) {
+        const float *xc = x + c * d->H * d->W;
+        for (size_t r = 0; r < TH; r++) {
+            const float *in[4]; /* the tile row's 4 input rows, or zeros in the padding */
+            for (size_t i = 0; i < 4; i++) {
+                const size_t pr = 2 * r + i;
+                in[i] = pr >= P && pr - P < d->H ? xc + (pr - P) * W : zero;
+            }
+            /* B^T d: rows d0 - d2, d1 + d2, d2 - d1, d1 - d3, straight from the input */
+            float *r0 = rows[0] + P, *r1 = rows[1] + P, *r2 = rows[2] + P, *r3 = rows[3] + P;
+            size_t q = 0;
+            for (; q + 8 <= W; q += 8) {
+                const __m256 a0 = _mm256_loadu_ps(in[0] + q), a1 = _mm256_loadu_ps(in[1] + q),
+                             a2 = _mm256_loadu_ps(in[2] + q), a3 = _mm256_loadu_ps(in[3] + q);
+                _mm256_storeu_ps(r0 + q, _mm256_sub_ps(a0, a2));
+                _mm256_storeu_ps(r1 + q, _mm256_add_ps(a1, a2));
+                _mm256_storeu_ps(r2 + q, _mm256_sub_ps(a2, a1));
+                _mm256_storeu_ps(r3 + q, _mm256_sub_ps(a1, a3));
+            }
+            for (; q < W; q++) {
+                const float a0 = in[0][q], a1 = in[1][q], a2 = in[2][q], a3 = in[3][q];
+                r0[q] = a0 - a2;
+                r1[q] = a1 + a2;
+                r2[q] = a2 - a1;
+                r3[q] = a1 - a3;
+            }
+            for (size_t i = 0; i < 4; i++) {
+                float *v0 = v + (i * 4 + 0) * CT + c * T + r * TW;
+                float *v1 = v0 + CT, *v2 = v1 + CT, *v3 = v2 + CT;
+                const float *a = rows[i];
+                for (size_t t0 = 0; t0 < TW; t0 += 8) {
+                    /* the last block: the 8 tiles ending at TW (rewriting some of the block
+                     * before with the same values), or fewer through a copy when the row has
+                     * fewer than 8 (a masked store costs more than the block on AMD CPUs) */
+                    const size_t t = t0 + 8 <= TW || TW < 8 ? t0 : TW - 8;
+                    __m256 e, o, e2, o2; /* columns 2t.., 2t+1.., 2t+2.., 2t+3.. */
+                    split16(a + 2 * t, &e, &o);
+                    split16(a + 2 * t + 2, &e2, &o2);
+                    const __m256 w0 = _mm256_sub_ps(e, e2), w1 = _mm256_add_ps(o, e2),
+                                 w2 = _mm256_sub_ps(e2, o), w3 = _mm256_sub_ps(o, o2);
+                    if (t + 8 <= TW) {
+                        _mm256_storeu_ps(v0 + t, w0);
+                        _mm256_storeu_ps(v1 + t, w1);
+                        _mm256_storeu_ps(v2 + t, w2);
+                        _mm256_storeu_ps(v3 + t, w3);
+                    } else {
+                        float tmp[4][8];
+                        _mm256_storeu_ps(tmp[0], w0);
+                        _mm256_storeu_ps(tmp[1], w1);
+                        _mm256_storeu_ps(tmp[2], w2);
+                        _mm256_storeu_ps(tmp[3], w3);
+                        for (size_t k = 0; k < TW - t; k++) {
+                            v0[t + k] = tmp[0][k];
+                            v1[t + k] = tmp[1][k];
+                            v2[t + k] = tmp[2][k];
+                            v3[t + k] = tmp[3][k];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* Even floats e and odd floats o interleaved into out[0, k) (k <= 16). */
+__attribute__((target("avx2"))) static inline void store_pairs(float *out, __m256 e, __m256 o,
+                                                               size_t k) {
+    const __m256 lo = _mm256_unpacklo_ps(e, o), hi = _mm256_unpackhi_ps(e, o);
+    const __m256 a = _mm256_permute2f128_ps(lo, hi, 0x20), b = _mm256_permute2f128_ps(lo, hi, 0x31);
+    if (k == 16) {
+        _mm256_storeu_ps(out, a);
+        _mm256_storeu_ps(out + 8, b);
+        return;
+    }
+    float tmp[16];
+    _mm256_storeu_ps(tmp, a);
+    _mm256_storeu_ps(tmp + 8, b);
+    for (size_t q = 0; q < k; q++) out[q] = tmp[q];
+}
+
+__attribute__((target("avx2")))
+static void output_avx2(const kd_wg_dims *d, const float *m, const float *bias, float *y,
+                        size_t o0, size_t o1) {
+    const size_t TW = kd_wg_tiles_w(d), TH = tiles_h(d), T = TW * TH;
+    const size_t OT = d->O * T, OW = d->OW;
+    for (size_t o = o0; o < o1; o++) {
+        const __m256 b = _mm256_set1_ps(bias ? bias[o] : 0.0f);
+        float *yo = y + o * d->OH * OW;
+        for (size_t r = 0; r < TH; r++) {
+            const float *p = m + o * T + r * TW; /* element xi at p + xi * OT */
+            float *row0 = yo + 2 * r * OW, *row1 = row0 + OW;
+            const int second = 2 * r + 1 < d->OH;
+            for (size_t t = 0; t < TW; t += 8) {
+                const int whole = t + 8 <= TW;
+                const __m256i mk = lanes(whole ? 8 : TW - t);
+                __m256 s0[4], s1[4];
+                for (size_t j = 0; j < 4; j++) {
+                    __m256 m0, m1, m2, m3;
+                    if (whole) {
+                        m0 = _mm256_loadu_ps(p + j * OT + t);
+                        m1 = _mm256_loadu_ps(p + (4 + j) * OT + t);
+                        m2 = _mm256_loadu_ps(p + (8 + j) * OT + t);
+                        m3 = _mm256_loadu_ps(p + (12 + j) * OT + t);
+                    } else {
+                        m0 = _mm256_maskload_ps(p + j * OT + t, mk);
+                        m1 = _mm256_maskload_ps(p + (4 + j) * OT + t, mk);
+                        m2 = _mm256_maskload_ps(p + (8 + j) * OT + t, mk);
+                        m3 = _mm256_maskload_ps(p + (12 + j) * OT + t, mk);
+                    }
+                    s0[j] = _mm256_add_ps(_mm256_add_ps(m0, m1), m2);
+                    s1[j] = _mm256_sub_ps(_mm256_sub_ps(m1, m2), m3);
+                }
+                const size_t k = OW - 2 * t < 16 ? OW - 2 * t : 16; /* columns from 2t */
+                const __m256 y0e = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(s0[0], s0[1]), s0[2]), b);
+                const __m256 y0o = _mm256_add_ps(_mm256_sub_ps(_mm256_sub_ps(s0[1], s0[2]), s0[3]), b);
+                store_pairs(row0 + 2 * t, y0e, y0o, k);
+                if (second) {
+                    const __m256 y1e = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(s1[0], s1[1]), s1[2]), b);
+                    const __m256 y1o = _mm256_add_ps(_mm256_sub_ps(_mm256_sub_ps(s1[1], s1[2]), s1[3]), b);
+                    store_pairs(row1 + 2 * t, y1e, y1o, k);
+                }
+            }
+        }
+    }
+}
+
+static int avx2_runs(void) {
+    static int yes = -1; /* decided once; every thread computes the same answer */
+    int w = __atomic_load_n(&yes, __ATOMIC_RELAXED);
+    if (w < 0) {
+        __builtin_cpu_init();
+        w = __builtin_cpu_supports("avx2");
+        __atomic_store_n(&yes, w, __ATOMIC_RELAXED);
+    }
+    return w && !KD_HOOK_VALUE(kd_winograd_portable, 0);
+}
+#endif
+
+void kd_wg_input(const kd_wg_dims *d, const float *x, float *v, size_t c0, size_t c1) {
+#ifdef WG_X86
+    if (avx2_runs()) {
+        input_avx2(d, x, v, c0, c1);
+        return;
+    }
+#endif
+    input_portable(d, x, v, c0, c1);
+}
+
+void kd_wg_output(const kd_wg_dims *d, const float *m, const float *bias, float *y, size_t o0,
+                  size_t o1) {
+#ifdef WG_X86
+    if (avx2_runs()) {
+        output_avx2(d, m, bias, y, o0, o1);
+        return;
+    }
+#endif
+    output_portable(d, m, bias, y, o0, o1);
+}

@@ -1,0 +1,42 @@
+/* winograd.h - private to conv2d.c: inference's 3x3 stride-1 convolution by Winograd's
+ * minimal filtering F(2x2, 3x3) (Lavin & Gray, 2016), the transforms only (winograd.c); the
+ * products between them are conv2d.c's.
+ *
+ * Each 2x2 block of outputs (a tile) is made from the 4x4 input patch above it:
+ *   Y = A^T [ sum over c of (G g_oc G^T) (*) (B^T d_c B) ] A,
+ * (*) elementwise, so the 36 multiply-adds per (tile, input channel, output channel) of the
+ * direct sum become 16, as 16 independent products (one per element xi of the 4x4 domain):
+ *   M[xi] (O, T) = U[xi] (O, C) V[xi] (C, T),   U = G g G^T, V = B^T d B,
+ * T the sample's tiles, numbered row by row. The transforms' coefficients are 0, +-1 and 1/2,
+ * so each output is the direct sum to a few roundings (tests/test_conv.c bounds it against a
+ * double-precision reference); every output is computed the same way whatever the batch, the
+ * thread count or the product that multiplies. */
+#ifndef KD_WINOGRAD_H
+#define KD_WINOGRAD_H
+
+#include <stddef.h>
+
+typedef struct {
+    size_t C, H, W;   /* input */
+    size_t O, OH, OW; /* output: OH = H + 2P - 2, OW likewise */
+    size_t P;         /* symmetric zero padding */
+} kd_wg_dims;
+
+/* Tiles across and down the output (the last one half outside when OW or OH is odd), and in
+ * all: T = kd_wg_tiles_w * kd_wg_tiles_h. */
+size_t kd_wg_tiles_w(const kd_wg_dims *d);
+size_t kd_wg_tiles(const kd_wg_dims *d);
+/* Whether the transforms take this shape: a tile row's scratch lives on the stack, so the
+ * width has a cap (far above the images distill trains on). */
+int kd_wg_fits(const kd_wg_dims *d);
+
+/* u (16, O, C) = G g G^T of every 3x3 filter of w (O, C, 3, 3): u[(xi * O + o) * C + c]. */
+void kd_wg_weights(const kd_wg_dims *d, const float *w, float *u);
+/* Input channels [c0, c1) of one sample x (C, H, W) into v (16, C, T): v[(xi * C + c) * T + t]. */
+void kd_wg_input(const kd_wg_dims *d, const float *x, float *v, size_t c0, size_t c1);
+/* Output channels [o0, o1) of one sample's y (O, OH, OW) from m (16, O, T), plus bias[o]
+ * (bias may be NULL). */
+void kd_wg_output(const kd_wg_dims *d, const float *m, const float *bias, float *y, size_t o0,
+                  size_t o1);
+
+#endif
