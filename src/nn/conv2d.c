@@ -191,11 +191,12 @@ static void flip_weights(const conv_dims *d, const float *w, float *wt) {
                 wt[(c * d->O + o) * kk + k] = w[(o * d->C + c) * kk + (kk - 1 - k)];
 }
 /* After the gradient parts: backward's flipped weights, or inference's transposed copy or
- * Winograd's transformed weights (16, O, C). */
+ * Winograd's transformed weights (16, O, C) and their 16 transposed copies. */
 static size_t weight_slot(const conv_dims *d) {
     size_t n = transposed_dx(d) ? d->O * d->K : 0;
     const size_t wt = d->G == 1 ? kd_conv_gemm_transposed_floats(d->O, d->K) : 0;
-    const size_t wg = wg_shape(d) ? 16 * d->O * d->C : 0;
+    const size_t wg =
+        wg_shape(d) ? 16 * (round16(d->O * d->C) + kd_conv_gemm_transposed_floats(d->O, d->C)) : 0;
     if (wt > n) n = wt;
     return wg > n ? wg : n;
 }
@@ -325,7 +326,7 @@ static void piece_range(size_t B, size_t P, size_t p, size_t *b0, size_t *b1) {
 typedef struct {
     conv_dims d;
     const float *x, *w, *wt, *bias;
-    const float *u; /* Winograd's transformed weights, when wg */
+    const float *u, *ut; /* Winograd's transformed weights (16, O, C), their transposed copies or NULL */
     float *y, *ws;
     const kd_sample_sink *sink;
     size_t B, P;
@@ -338,7 +339,8 @@ static void wg_product(const fwd_job *j, size_t xi, size_t T, const float *v, fl
     const size_t O = j->d.O, C = j->d.C;
     const float *u = j->u + xi * O * C, *vx = v + xi * C * T;
     float *mx = m + xi * O * T;
-    if (j->own) kd_conv_gemm(O, C, T, u, NULL, NULL, vx, T, mx, T, 0);
+    const float *ut = j->ut ? j->ut + xi * kd_conv_gemm_transposed_floats(O, C) : NULL;
+    if (j->own) kd_conv_gemm(O, C, T, u, ut, NULL, vx, T, mx, T, 0);
     else piece_sgemm(serial, 0, 0, O, T, C, u, C, vx, T, 0.0f, mx, T);
 }
 
@@ -443,6 +445,13 @@ static void forward_impl(kd_layer *l, const float *x, float *y, const kd_sample_
         kd_wg_weights(&wd, w, u);
         j.u = u;
         j.own = own_product_on(d.O, d.C, kd_wg_tiles(&wd), j.team);
+        if (j.own && kd_conv_gemm_narrow_tail(kd_wg_tiles(&wd))) { /* 196 tiles: 8 x 24 + 4 */
+            float *ut = u + round16(16 * d.O * d.C);
+            const size_t n = kd_conv_gemm_transposed_floats(d.O, d.C);
+            for (size_t xi = 0; xi < 16; xi++)
+                kd_conv_gemm_transpose(d.O, d.C, u + xi * d.O * d.C, ut + xi * n);
+            j.ut = ut;
+        }
     } else {
         j.own = !ctx->training && !j.direct && own_gemm_on(&d, j.team);
     }

@@ -47,7 +47,8 @@
 #include "kd_quant.h"
 #include "kd_threads.h"
 
-#define MAX_PRODUCTS 8192
+/* Room for every product of one forward: Winograd makes 16 per sample and layer. */
+#define MAX_PRODUCTS ((size_t)1 << 20)
 
 typedef struct {
     int ta, tb, serial;
