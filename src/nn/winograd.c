@@ -159,6 +159,25 @@ __attribute__((target("avx2"))) static inline void split16(const float *a, __m25
     *o = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(so), _MM_SHUFFLE(3, 1, 2, 0)));
 }
 
+/* v's first k < 8 lanes into p[0, k) (plain stores: a masked store costs more than a whole
+ * block on AMD CPUs, and a copy loop becomes a call to memcpy). */
+__attribute__((target("avx2"))) static inline void store_part(float *p, __m256 v, size_t k) {
+    __m128 h = _mm256_castps256_ps128(v);
+    if (k >= 4) {
+        _mm_storeu_ps(p, h);
+        p += 4;
+        k -= 4;
+        h = _mm256_extractf128_ps(v, 1);
+    }
+    if (k >= 2) {
+        _mm_storel_pi((__m64 *)p, h);
+        p += 2;
+        k -= 2;
+        h = _mm_movehl_ps(h, h);
+    }
+    if (k) _mm_store_ss(p, h);
+}
+
 /* Lanes [0, n) set, for a masked load of the last block of a row. */
 __attribute__((target("avx2"))) static inline __m256i lanes(size_t n) {
     const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
@@ -207,8 +226,7 @@ static void input_avx2(const kd_wg_dims *d, const float *x, float *v, size_t c0,
                 const float *a = rows[i];
                 for (size_t t0 = 0; t0 < TW; t0 += 8) {
                     /* the last block: the 8 tiles ending at TW (rewriting some of the block
-                     * before with the same values), or fewer through a copy when the row has
-                     * fewer than 8 (a masked store costs more than the block on AMD CPUs) */
+                     * before with the same values), or part of a block when the row has fewer */
                     const size_t t = t0 + 8 <= TW || TW < 8 ? t0 : TW - 8;
                     __m256 e, o, e2, o2; /* columns 2t.., 2t+1.., 2t+2.., 2t+3.. */
                     split16(a + 2 * t, &e, &o);
@@ -221,17 +239,10 @@ static void input_avx2(const kd_wg_dims *d, const float *x, float *v, size_t c0,
                         _mm256_storeu_ps(v2 + t, w2);
                         _mm256_storeu_ps(v3 + t, w3);
                     } else {
-                        float tmp[4][8];
-                        _mm256_storeu_ps(tmp[0], w0);
-                        _mm256_storeu_ps(tmp[1], w1);
-                        _mm256_storeu_ps(tmp[2], w2);
-                        _mm256_storeu_ps(tmp[3], w3);
-                        for (size_t k = 0; k < TW - t; k++) {
-                            v0[t + k] = tmp[0][k];
-                            v1[t + k] = tmp[1][k];
-                            v2[t + k] = tmp[2][k];
-                            v3[t + k] = tmp[3][k];
-                        }
+                        store_part(v0 + t, w0, TW - t);
+                        store_part(v1 + t, w1, TW - t);
+                        store_part(v2 + t, w2, TW - t);
+                        store_part(v3 + t, w3, TW - t);
                     }
                 }
             }
@@ -249,10 +260,12 @@ __attribute__((target("avx2"))) static inline void store_pairs(float *out, __m25
         _mm256_storeu_ps(out + 8, b);
         return;
     }
-    float tmp[16];
-    _mm256_storeu_ps(tmp, a);
-    _mm256_storeu_ps(tmp + 8, b);
-    for (size_t q = 0; q < k; q++) out[q] = tmp[q];
+    if (k >= 8) {
+        _mm256_storeu_ps(out, a);
+        if (k > 8) store_part(out + 8, b, k - 8);
+    } else {
+        store_part(out, a, k);
+    }
 }
 
 __attribute__((target("avx2")))

@@ -24,7 +24,8 @@
  *                                          --own 0 | 1: convolutions' own product never |
  *                                          always, default where it wins; --winograd 0 | 1:
  *                                          3x3 convolutions by Winograd never | wherever the
- *                                          shape allows, default by conv2d.c's rule)
+ *                                          shape allows, default by conv2d.c's rule; --alone 0:
+ *                                          no products timed alone, for a profile)
  *   result samples_per_s=.. best_samples_per_s=.. single_us=.. gflops=.. sgemm_gflops=..
  *          peak_gflops=.. core=..
  * samples_per_s: batch-B forwards of the first B samples (median pass of those run within the
@@ -57,6 +58,7 @@ typedef struct {
 
 static product products[MAX_PRODUCTS];
 static size_t n_products;
+static int time_alone = 1; /* --alone 0: no sgemm_gflops (a profile of the forward alone) */
 
 /* The gemm hook: the shapes one forward multiplies. Per-chunk loops call it from several
  * threads at once, hence the critical section (the timing pass runs without the hook). */
@@ -266,7 +268,8 @@ static kd_status run(kd_model *m, const char *dir, size_t B, double budget, cons
         goto cleanup;
     }
     for (size_t i = 0; i < cap; i++) a[i] = b[i] = (float)(i % 11) * 0.01f;
-    const double t_alone = products_alone(a, b, c, 3), flops = 2.0 * (double)kd_model_macs(m);
+    const double t_alone = time_alone ? products_alone(a, b, c, 3) : 0.0;
+    const double flops = 2.0 * (double)kd_model_macs(m);
     const double t_single = time_single(m, x, B, budget / 2);
     printf("result samples_per_s=%.1f best_samples_per_s=%.1f single_us=%.2f gflops=%.2f "
            "sgemm_gflops=%.2f peak_gflops=%.2f products=%zu core=%s threads=%d\n",
@@ -331,6 +334,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--direct")) kd_direct_conv = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--own")) kd_conv_gemm_own = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--winograd")) kd_conv_winograd = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--alone")) time_alone = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--qint8")) qint8 = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--onnx")) onnx = argv[i + 1];
     }
