@@ -17,6 +17,7 @@
 
 #include "../src/core/test_hooks.h"
 #include "../src/nn/conv_gemm.h"
+#include "../src/nn/fused.h"
 #include "kd_common.h"
 #include "kd_nn.h"
 #include "kd_rng.h"
@@ -35,7 +36,7 @@ static int cpu_has_kernel(void) {
  * within 2^-20 of its terms' sum of magnitudes); without the copy, on the team (two threads),
  * the same bits; and columns [s, N) computed alone (cols + s, N - s columns) the same bits as
  * in the full product. */
-static void check_size(size_t O, size_t K, size_t N, size_t ldb, int with_bias) {
+static void check_size(size_t O, size_t K, size_t N, size_t ldb, int with_bias, int act) {
     const size_t ldc = N + 3; /* y's rows wider than the product, as a chunk of a plane's rows */
     float *w = malloc(O * K * sizeof *w), *cols = malloc(K * ldb * sizeof *cols),
           *b = malloc(O * sizeof *b), *y = malloc(O * ldc * sizeof *y),
@@ -53,7 +54,7 @@ static void check_size(size_t O, size_t K, size_t N, size_t ldb, int with_bias) 
     const float *bias = with_bias ? b : NULL;
     kd_conv_gemm_transpose(O, K, w, wt);
     memset(y, 0xff, O * ldc * sizeof *y); /* NaN: an output the kernel misses shows */
-    kd_conv_gemm(O, K, N, w, wt, bias, cols, ldb, y, ldc, 0);
+    kd_conv_gemm(O, K, N, w, wt, bias, act, cols, ldb, y, ldc, 0);
     size_t bad = 0;
     for (size_t o = 0; o < O; o++)
         for (size_t n = 0; n < N; n++) {
@@ -63,6 +64,8 @@ static void check_size(size_t O, size_t K, size_t N, size_t ldb, int with_bias) 
                 s += t;
                 a += fabs(t);
             }
+            if (act != KD_ACT_NONE) s = s < 0.0 ? 0.0 : s; /* the activation, as stored */
+            if (act == KD_ACT_RELU6) s = s > 6.0 ? 6.0 : s;
             const float got = y[o * ldc + n];
             if (!(fabs((double)got - s) <= a * 0x1p-20 + 1e-30)) {
                 if (!bad)
@@ -79,16 +82,16 @@ static void check_size(size_t O, size_t K, size_t N, size_t ldb, int with_bias) 
     const int t0 = omp_get_max_threads();
     omp_set_num_threads(2);
     memset(y2, 0xff, O * ldc * sizeof *y2);
-    kd_conv_gemm(O, K, N, w, NULL, bias, cols, ldb, y2, ldc, 1); /* no copy: masked panels */
+    kd_conv_gemm(O, K, N, w, NULL, bias, act, cols, ldb, y2, ldc, 1); /* no copy: masked */
     omp_set_num_threads(t0);
     CHECK(memcmp(y, y2, O * ldc * sizeof *y) == 0); /* NaN bits compare equal with memcmp */
     omp_set_num_threads(2);
     memset(y2, 0xff, O * ldc * sizeof *y2);
-    kd_conv_gemm(O, K, N, w, wt, bias, cols, ldb, y2, ldc, 1); /* the team's blocks, the copy */
+    kd_conv_gemm(O, K, N, w, wt, bias, act, cols, ldb, y2, ldc, 1); /* the team's, the copy */
     omp_set_num_threads(t0);
     CHECK(memcmp(y, y2, O * ldc * sizeof *y) == 0);
     const size_t s = N > 5 ? 5 : N - 1, m = N - s; /* columns [s, N) alone: other panels */
-    kd_conv_gemm(O, K, m, w, wt, bias, cols + s, ldb, y2, m, 0);
+    kd_conv_gemm(O, K, m, w, wt, bias, act, cols + s, ldb, y2, m, 0);
     size_t moved = 0;
     for (size_t o = 0; o < O; o++)
         moved += memcmp(y2 + o * m, y + o * ldc + s, m * sizeof *y) != 0;
@@ -103,17 +106,18 @@ KD_TEST(conv_gemm_matches_a_double_reference) {
         printf("    this CPU has no AVX2 + FMA: the kernel is never chosen here\n");
         return;
     }
-    check_size(16, 9, 784, 784, 0);    /* a first layer: 32 whole panels and a 16-wide tail */
-    check_size(13, 144, 49, 49, 1);    /* 3 panels of 4 + 1 channel; 2 panels + 1 column */
-    check_size(3, 193, 57, 60, 1);     /* one partial panel; two tap blocks; ldb > N */
-    check_size(7, 577, 31, 31, 0);     /* four tap blocks; a 7-wide tail */
-    check_size(5, 1, 8, 8, 1);         /* one tap; one 8-wide masked panel */
-    check_size(4, 20, 1, 3, 1);        /* one column */
-    check_size(9, 64, 20, 20, 1);      /* a 20-wide tail: three vectors, the last masked */
-    check_size(70, 200, 28, 28, 1);    /* a 4-column tail by columns: 64 + 6 channels, 2 blocks */
-    check_size(33, 30, 6, 6, 0);       /* six columns: the column kernel's 32 + 1 channels */
-    check_size(150, 400, 16, 16, 1);   /* one panel of 16: the team splits 3 channel blocks */
-    check_size(130, 50, 25, 25, 0);    /* a one-column tail over 3 channel blocks */
+    /* the activation (applied as the last tap block is stored): none, relu or relu6 */
+    check_size(16, 9, 784, 784, 0, KD_ACT_NONE); /* a first layer: 32 panels, a 16-wide tail */
+    check_size(13, 144, 49, 49, 1, KD_ACT_RELU); /* 3 panels of 4 + 1 channel; 2 + 1 column */
+    check_size(3, 193, 57, 60, 1, KD_ACT_RELU6); /* one partial panel; two tap blocks; ldb > N */
+    check_size(7, 577, 31, 31, 0, KD_ACT_RELU);  /* four tap blocks; a 7-wide tail */
+    check_size(5, 1, 8, 8, 1, KD_ACT_NONE);      /* one tap; one 8-wide masked panel */
+    check_size(4, 20, 1, 3, 1, KD_ACT_RELU6);    /* one column */
+    check_size(9, 64, 20, 20, 1, KD_ACT_RELU6);  /* a 20-wide tail: three vectors, one masked */
+    check_size(70, 200, 28, 28, 1, KD_ACT_RELU6); /* a 4-column tail by columns: 64 + 6, 2 blocks */
+    check_size(33, 30, 6, 6, 0, KD_ACT_RELU);    /* six columns: the column kernel's 32 + 1 */
+    check_size(150, 400, 16, 16, 1, KD_ACT_NONE); /* one panel of 16: the team's 3 channel blocks */
+    check_size(130, 50, 25, 25, 0, KD_ACT_RELU6); /* a one-column tail over 3 channel blocks */
 }
 
 /* Eval of a model of conv2d layers (padding, stride 2, 1x1, no bias) through each of

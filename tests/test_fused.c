@@ -298,9 +298,18 @@ KD_TEST(fused_conv_bn_act_in_an_inference_model_matches_evaluation) {
         kd_rng_seed(&r, 30 + ci);
         fill_ties(&r, x, B * D);
         memcpy(want, kd_model_forward(&t, x, B, NULL), sizeof want);
+        kd_bn_fold = 0;
         CHECK_MSG(memcmp(kd_model_forward(&inf, x, B, NULL), want, sizeof want) == 0,
                   "case %zu (own product %d): inference logits differ from evaluation", ci,
                   kd_conv_gemm_own);
+        /* batch norm folded into the convolution (a batch of 4 or more): the same logits to
+         * rounding, the activation applied as the convolution stores */
+        kd_bn_fold = 1;
+        const float *got = kd_model_forward(&inf, x, B, NULL);
+        CHECK_FLOATS(got, want, B * 3, 1e-5, 1e-5);
+        if (c->size[0] >= 2) /* a folded unit ran: other roundings */
+            CHECK_MSG(memcmp(got, want, sizeof want) != 0, "case %zu: folding changed no bit", ci);
+        kd_bn_fold = -1;
         free(x);
         kd_model_free(&t);
         kd_model_free(&inf);

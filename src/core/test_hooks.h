@@ -50,6 +50,9 @@ extern int kd_conv_gemm_own;
 /* conv2d.c: inference's Winograd F(2x2, 3x3) (winograd.h) for 3x3 stride-1 ungrouped layers:
  * -1 the release rule (enough channels and tiles), 0 never, 1 wherever the shape allows. */
 extern int kd_conv_winograd;
+/* batchnorm.c: inference folds a batch norm into the convolution before it: -1 for a batch of
+ * 4 or more (the release rule), 0 never (the layers' own bits), 1 always. */
+extern int kd_bn_fold;
 /* winograd.c: 1 runs the transforms' portable loops where the AVX2 ones would run. */
 extern int kd_winograd_portable;
 extern unsigned long kd_hook_replica_passes;

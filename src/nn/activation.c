@@ -7,6 +7,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "fused.h"
 #include "layer_impl.h"
 
 /* leaky_relu's hyperparameter; the other activations have none. */
@@ -67,8 +68,15 @@ static void leaky_relu_backward_kernel(const float *restrict x, const float *res
     });
 }
 
+static void relu6_in_place_kernel(float *restrict y, size_t n);
+__attribute__((target_clones("avx2", "default")))
 static void relu_in_place_kernel(float *restrict y, size_t n) {
     KD_VEC_FOR(i, n, y[i] = kd_relu(y[i]));
+}
+
+void kd_act_inplace(float *y, size_t n, int act) {
+    if (act == KD_ACT_RELU) relu_in_place_kernel(y, n);
+    else if (act == KD_ACT_RELU6) relu6_in_place_kernel(y, n);
 }
 
 /* In place (y == x) when the model says so. Backward then reads the output where it reads x:
@@ -201,6 +209,7 @@ static void gelu_backward(kd_layer *l, const float *x, const float *y, const flo
 static void relu6_kernel(const float *restrict x, float *restrict y, size_t n) {
     KD_VEC_FOR(i, n, y[i] = kd_relu6(x[i]));
 }
+__attribute__((target_clones("avx2", "default")))
 static void relu6_in_place_kernel(float *restrict y, size_t n) {
     KD_VEC_FOR(i, n, y[i] = kd_relu6(y[i]));
 }

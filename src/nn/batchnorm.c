@@ -9,6 +9,7 @@
 #include "fused.h"
 #include "kd_reduce.h"
 #include "layer_impl.h"
+#include "../core/test_hooks.h"
 
 typedef struct {
     float momentum;  /* running-statistics update weight (PyTorch's momentum, default 0.1) */
@@ -234,9 +235,8 @@ static int bn_prepare(kd_layer *l, const float *x, size_t B, double *terms, kd_c
 }
 
 /* The activation a batch norm's unit applies after it (none, or the relu / relu6 after it). */
-enum { BN_ACT_NONE, BN_ACT_RELU, BN_ACT_RELU6 };
 static int act_kind(const kd_layer *act) {
-    return !act ? BN_ACT_NONE : act->ops == &kd_layer_relu ? BN_ACT_RELU : BN_ACT_RELU6;
+    return !act ? KD_ACT_NONE : act->ops == &kd_layer_relu ? KD_ACT_RELU : KD_ACT_RELU6;
 }
 
 /* y = k * (x - mean) + bias with k = weight * inv_std, per channel: these float operations are
@@ -253,8 +253,8 @@ static void bn_apply(const kd_layer *l, const float *x, float *y, size_t B, int 
         const float *restrict xp = x + bc * S;
         float *restrict yp = y + bc * S;
         /* fixed 8-wide blocks, so that GCC vectorises the selects */
-        if (act == BN_ACT_RELU) KD_VEC_FOR(i, S, yp[i] = kd_relu(k * (xp[i] - mu) + beta));
-        else if (act == BN_ACT_RELU6) KD_VEC_FOR(i, S, yp[i] = kd_relu6(k * (xp[i] - mu) + beta));
+        if (act == KD_ACT_RELU) KD_VEC_FOR(i, S, yp[i] = kd_relu(k * (xp[i] - mu) + beta));
+        else if (act == KD_ACT_RELU6) KD_VEC_FOR(i, S, yp[i] = kd_relu6(k * (xp[i] - mu) + beta));
         else for (size_t i = 0; i < S; i++) yp[i] = k * (xp[i] - mu) + beta;
     }
 }
@@ -265,7 +265,7 @@ static void bn_normalise(kd_layer *l, const float *x, float *y, size_t B, int ac
 }
 
 static void bn_forward(kd_layer *l, const float *x, float *y, size_t B, kd_ctx *ctx) {
-    bn_normalise(l, x, y, B, BN_ACT_NONE, ctx);
+    bn_normalise(l, x, y, B, KD_ACT_NONE, ctx);
 }
 
 void kd_bn_act_train_forward(kd_layer *bn, const kd_layer *act, const float *x, float *y, size_t B,
@@ -286,8 +286,8 @@ void kd_bn_act_recompute(const kd_layer *bn, const kd_layer *act, const float *x
 /* The same float operations as bn_forward, then the activation's, in place on one plane. */
 __attribute__((target_clones("avx2", "default")))
 static void bn_act_plane(float *restrict y, size_t n, float k, float mu, float beta, int act) {
-    if (act == BN_ACT_RELU6) KD_VEC_FOR(i, n, y[i] = kd_relu6(k * (y[i] - mu) + beta));
-    else if (act == BN_ACT_RELU) KD_VEC_FOR(i, n, y[i] = kd_relu(k * (y[i] - mu) + beta));
+    if (act == KD_ACT_RELU6) KD_VEC_FOR(i, n, y[i] = kd_relu6(k * (y[i] - mu) + beta));
+    else if (act == KD_ACT_RELU) KD_VEC_FOR(i, n, y[i] = kd_relu(k * (y[i] - mu) + beta));
     else KD_VEC_FOR(i, n, y[i] = k * (y[i] - mu) + beta);
 }
 
@@ -310,12 +310,30 @@ static void bn_act_sample(const void *arg, size_t b, const float *y_b) {
                      s->bn->t[BN_B][c], s->act);
 }
 
+/* Batches from which inference folds batch norm into the convolution before it: the folded
+ * weights are made on every call (a pass over the weights, about one sample's work). Tests: 0
+ * never, 1 always, -1 this rule. */
+#define FOLD_MIN_BATCH 4
+#ifdef KD_TEST_HOOKS
+int kd_bn_fold = -1;
+#endif
+
 void kd_conv_bn_act_forward(kd_layer *conv, kd_layer *bn, kd_layer *act, const float *x, float *y,
                             size_t B, kd_ctx *ctx) {
     KD_ASSERT(!ctx->training);
     KD_ASSERT(!act || act->ops == &kd_layer_relu || act->ops == &kd_layer_relu6);
     bn_prepare(bn, y, B, NULL, ctx);  /* running statistics: reads no input */
-    const int a = act_kind(act);
+    const int a = act_kind(act), hook = KD_HOOK_VALUE(kd_bn_fold, -1);
+    if (hook > 0 || (hook < 0 && B >= FOLD_MIN_BATCH)) {
+        /* y = k (conv - mu) + beta with k = weight / sqrt(var + eps): the convolution's weights
+         * times k, its bias k (b - mu) + beta; k after the statistics in the cache (the
+         * training-only backward constants' room) */
+        const size_t C = n_channels(bn);
+        float *cache = kd_layer_cache(bn, ctx), *k = cache + 2 * C + 2;
+        for (size_t c = 0; c < C; c++) k[c] = bn->t[BN_W][c] * cache[C + c];
+        kd_conv2d_forward_folded(conv, k, cache, bn->t[BN_B], a, x, y, B, ctx);
+        return;
+    }
     const bn_act_sink s = {bn, a, kd_layer_cache(bn, ctx), y};
     const kd_sample_sink sink = {bn_act_sample, &s};
     kd_conv2d_forward_to(conv, x, y, &sink, B, ctx);
@@ -406,7 +424,7 @@ static void act_dx_plane(const float *restrict xp, const float *restrict yp, con
  * dx read it, never written whole; the same values and sums as the two backwards one by one. */
 void kd_bn_act_train_backward(kd_layer *bn, const kd_layer *act, const float *x, const float *y,
                               const float *dy, float *dx, size_t B, kd_ctx *ctx) {
-    const uint32_t relu6 = act_kind(act) == BN_ACT_RELU6;
+    const uint32_t relu6 = act_kind(act) == KD_ACT_RELU6;
     const size_t C = n_channels(bn), S = n_spatial(bn), nblk = plane_blocks(bn);
     const float *mean_c = bn->cache;
     double *sdy = (double *)ctx->workspace, *sdyx = sdy + C, *ts = sdyx + C,

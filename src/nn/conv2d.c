@@ -143,12 +143,6 @@ static int wg_on(const conv_dims *d, size_t B) {
     return B >= WG_MIN_BATCH && d->C >= WG_MIN_CHANNELS && d->O >= WG_MIN_CHANNELS &&
            kd_wg_tiles(&wd) >= WG_MIN_TILES;
 }
-/* The transformed input (16, C, T) and products (16, O, T) of one sample. */
-static size_t wg_slot(const conv_dims *d) {
-    const kd_wg_dims wd = wg_dims(d);
-    const size_t T = kd_wg_tiles(&wd);
-    return round16(16 * d->C * T) + round16(16 * d->O * T);
-}
 static int direct_shape(const conv_dims *d) {
     return d->G == 1 && d->S == 1 && d->KH * d->KW > 1;
 }
@@ -157,7 +151,8 @@ static kd_cd_dims cd_dims(const conv_dims *d) {
 }
 static size_t col_slot(const conv_dims *d) {
     size_t slot = 2 * round16(d->K * d->OHW) + round16(d->O * d->OHW);
-    if (wg_shape(d) && wg_slot(d) > slot) slot = wg_slot(d);
+    const kd_wg_dims wd = wg_dims(d);
+    if (wg_shape(d) && kd_wg_sample_floats(&wd) > slot) slot = kd_wg_sample_floats(&wd);
     if (!direct_shape(d)) return slot;
     const kd_cd_dims cd = cd_dims(d);
     const size_t direct = round16(kd_conv_direct_workspace(&cd));
@@ -195,8 +190,8 @@ static void flip_weights(const conv_dims *d, const float *w, float *wt) {
 static size_t weight_slot(const conv_dims *d) {
     size_t n = transposed_dx(d) ? d->O * d->K : 0;
     const size_t wt = d->G == 1 ? kd_conv_gemm_transposed_floats(d->O, d->K) : 0;
-    const size_t wg =
-        wg_shape(d) ? 16 * (round16(d->O * d->C) + kd_conv_gemm_transposed_floats(d->O, d->C)) : 0;
+    const kd_wg_dims wd = wg_dims(d);
+    const size_t wg = wg_shape(d) ? kd_wg_weight_floats(&wd) : 0;
     if (wt > n) n = wt;
     return wg > n ? wg : n;
 }
@@ -219,6 +214,12 @@ static float *parts_at(const conv_dims *d, float *ws, size_t P) {
 }
 static float *weight_slot_at(const conv_dims *d, float *ws, size_t P) {
     return parts_at(d, ws, P) + P * part_slot(d);
+}
+/* Last: inference's weights and bias with a batch norm folded in. */
+static size_t fold_slot(const conv_dims *d) { return round16(d->O * d->KG) + round16(d->O); }
+static size_t base_workspace(const conv_dims *d, size_t P);
+static float *fold_slot_at(const conv_dims *d, float *ws, size_t P) {
+    return ws + round16(base_workspace(d, P));
 }
 
 static kd_status conv_configure(kd_layer *l, const cJSON *spec, kd_err *err) {
@@ -274,14 +275,17 @@ static int conv_tensors(const kd_layer *l, kd_tensor_decl *out) {
     return hp->bias ? 2 : 1;
 }
 
-static size_t conv_workspace(const kd_layer *l, size_t B) {
-    conv_dims d = dims_of(l);
-    const size_t P = n_pieces(B);
-    if (is_depthwise(&d)) {
-        const kd_dw_dims dd = dw_dims(&d);
+/* Everything but the fold slot, which follows it. */
+static size_t base_workspace(const conv_dims *d, size_t P) {
+    if (is_depthwise(d)) {
+        const kd_dw_dims dd = dw_dims(d);
         return kd_depthwise_workspace(&dd, P, n_slots(P));
     }
-    return n_slots(P) * col_slot(&d) + P * part_slot(&d) + round16(weight_slot(&d));
+    return n_slots(P) * col_slot(d) + P * part_slot(d) + round16(weight_slot(d));
+}
+static size_t conv_workspace(const kd_layer *l, size_t B) {
+    const conv_dims d = dims_of(l);
+    return round16(base_workspace(&d, n_pieces(B))) + fold_slot(&d);
 }
 
 /* The team for P pieces of a layer that reserved n_slots(P) column slots, and the slot of the
@@ -331,41 +335,19 @@ typedef struct {
     const kd_sample_sink *sink;
     size_t B, P;
     int par, direct, wg, own, team;
+    int act; /* KD_ACT_* applied to every output (a folded batch norm's activation) */
 } fwd_job;
 
-/* Winograd's product xi of one sample: m[xi] (O, T) = u[xi] (O, C) v[xi] (C, T). */
-static void wg_product(const fwd_job *j, size_t xi, size_t T, const float *v, float *m,
-                       int serial) {
-    const size_t O = j->d.O, C = j->d.C;
+/* Winograd's product xi of one sample (kd_wg_product): own or sgemm, as the layer's rule says. */
+static void wg_product(const void *arg, size_t xi, const float *v, float *m, int serial) {
+    const fwd_job *j = arg;
+    const kd_wg_dims wd = wg_dims(&j->d);
+    const size_t O = j->d.O, C = j->d.C, T = kd_wg_tiles(&wd);
     const float *u = j->u + xi * O * C, *vx = v + xi * C * T;
     float *mx = m + xi * O * T;
     const float *ut = j->ut ? j->ut + xi * kd_conv_gemm_transposed_floats(O, C) : NULL;
-    if (j->own) kd_conv_gemm(O, C, T, u, ut, NULL, vx, T, mx, T, 0);
+    if (j->own) kd_conv_gemm(O, C, T, u, ut, NULL, KD_ACT_NONE, vx, T, mx, T, 0);
     else piece_sgemm(serial, 0, 0, O, T, C, u, C, vx, T, 0.0f, mx, T);
-}
-
-/* Sample x's output y by Winograd (winograd.h) in the slot col: its input transformed, the 16
- * products, the output transformed. On the team each stage is shared out (input channel
- * blocks, the products, output channel blocks): every output is still made by one thread, the
- * same way. Outside the team, plain loops (no inactive region: see forward_impl). */
-static void wg_sample(const fwd_job *j, const float *x, float *col, float *y) {
-    const conv_dims *d = &j->d;
-    const kd_wg_dims wd = wg_dims(d);
-    const size_t T = kd_wg_tiles(&wd), C = d->C, O = d->O;
-    float *v = col, *m = col + round16(16 * C * T);
-    if (!j->team) {
-        kd_wg_input(&wd, x, v, 0, C);
-        for (size_t xi = 0; xi < 16; xi++) wg_product(j, xi, T, v, m, j->par);
-        kd_wg_output(&wd, m, j->bias, y, 0, O);
-        return;
-    }
-    const size_t nc = C < 8 ? C : 8, no = O < 8 ? O : 8;
-#pragma omp parallel for schedule(static)
-    for (size_t k = 0; k < nc; k++) kd_wg_input(&wd, x, v, C * k / nc, C * (k + 1) / nc);
-#pragma omp parallel for schedule(static)
-    for (size_t xi = 0; xi < 16; xi++) wg_product(j, xi, T, v, m, 1);
-#pragma omp parallel for schedule(static)
-    for (size_t k = 0; k < no; k++) kd_wg_output(&wd, m, j->bias, y, O * k / no, O * (k + 1) / no);
 }
 
 /* kd_sample_cols for one sample whose product runs on the team: the team lowers it too, each
@@ -394,15 +376,18 @@ static void forward_piece(const fwd_job *j, size_t p) {
     for (size_t b = b0; b < b1; b++) {
         float *yb = j->y + b * out_n;
         if (j->wg) {
-            wg_sample(j, j->x + b * in_n, col, yb);
+            const kd_wg_dims wd = wg_dims(&d);
+            kd_wg_sample(&wd, j->x + b * in_n, j->bias, j->act, yb, col, wg_product, j, j->team,
+                         j->par);
         } else if (j->direct) {
             kd_conv_direct_sample(&cd, j->x + b * in_n, j->w, j->bias, yb, col, j->team);
+            kd_act_inplace(yb, out_n, j->act);
         } else {
             const float *cols = j->team ? team_cols(&d, j->x + b * in_n, col)
                                         : kd_sample_cols(&d, j->x + b * in_n, col);
             if (j->own) {
-                kd_conv_gemm(d.O, d.K, d.OHW, j->w, j->wt, j->bias, cols, d.OHW, yb, d.OHW,
-                             j->team);
+                kd_conv_gemm(d.O, d.K, d.OHW, j->w, j->wt, j->bias, j->act, cols, d.OHW, yb,
+                             d.OHW, j->team);
             } else {
                 if (j->bias)
                     for (size_t o = 0; o < d.O; o++)
@@ -411,6 +396,7 @@ static void forward_piece(const fwd_job *j, size_t p) {
                     piece_sgemm(j->par, 0, 0, OG, d.OHW, d.KG, j->w + g * OG * d.KG, d.KG,
                                 cols + g * d.KG * d.OHW, d.OHW, j->bias ? 1.0f : 0.0f,
                                 yb + g * OG * d.OHW, d.OHW);
+                kd_act_inplace(yb, out_n, j->act);
             }
         }
         if (j->sink) j->sink->fn(j->sink->arg, b, yb);
@@ -422,17 +408,16 @@ static void forward_piece(const fwd_job *j, size_t p) {
  * kernel inside it a nested region, for which libgomp starts and joins a new thread on each
  * call (a one-sample ResNet-18 forward made about 800 threads a second, and ran 2x slower on
  * two threads than on one). */
-static void forward_impl(kd_layer *l, const float *x, float *y, const kd_sample_sink *sink,
-                         size_t B, kd_ctx *ctx) {
+static void forward_with(kd_layer *l, const float *w, const float *bias, int act, const float *x,
+                         float *y, const kd_sample_sink *sink, size_t B, kd_ctx *ctx) {
     const conv_dims d = dims_of(l);
-    const float *w = l->t[CONV_W], *bias = ((const conv_hp *)l->hp)->bias ? l->t[CONV_B] : NULL;
     if (is_depthwise(&d)) {
         const kd_dw_dims dd = dw_dims(&d);
-        kd_depthwise_forward(&dd, x, w, bias, y, sink, B);
+        kd_depthwise_forward(&dd, x, w, bias, act, y, sink, B);
         return;
     }
     fwd_job j = {.d = d, .x = x, .w = w, .bias = bias, .y = y, .ws = ctx->workspace,
-                 .sink = sink, .B = B, .P = n_pieces(B)};
+                 .sink = sink, .B = B, .P = n_pieces(B), .act = act};
     j.par = j.P > 1 && KD_PAR(B * d.K * d.OHW);
     j.wg = !ctx->training && wg_on(&d, B);
     j.direct = !ctx->training && !j.wg && direct_shape(&d) && direct_on();
@@ -442,16 +427,10 @@ static void forward_impl(kd_layer *l, const float *x, float *y, const kd_sample_
     if (j.wg) {
         const kd_wg_dims wd = wg_dims(&d);
         float *u = weight_slot_at(&d, ctx->workspace, j.P);
-        kd_wg_weights(&wd, w, u);
-        j.u = u;
         j.own = own_product_on(d.O, d.C, kd_wg_tiles(&wd), j.team);
-        if (j.own && kd_conv_gemm_narrow_tail(kd_wg_tiles(&wd))) { /* 196 tiles: 8 x 24 + 4 */
-            float *ut = u + round16(16 * d.O * d.C);
-            const size_t n = kd_conv_gemm_transposed_floats(d.O, d.C);
-            for (size_t xi = 0; xi < 16; xi++)
-                kd_conv_gemm_transpose(d.O, d.C, u + xi * d.O * d.C, ut + xi * n);
-            j.ut = ut;
-        }
+        /* with the transposed copies for a narrow last panel (196 tiles: 8 x 24 + 4) */
+        j.ut = kd_wg_weights(&wd, w, u, j.own && kd_conv_gemm_narrow_tail(kd_wg_tiles(&wd)));
+        j.u = u;
     } else {
         j.own = !ctx->training && !j.direct && own_gemm_on(&d, j.team);
     }
@@ -469,6 +448,12 @@ static void forward_impl(kd_layer *l, const float *x, float *y, const kd_sample_
     }
 }
 
+static void forward_impl(kd_layer *l, const float *x, float *y, const kd_sample_sink *sink,
+                         size_t B, kd_ctx *ctx) {
+    const float *bias = ((const conv_hp *)l->hp)->bias ? l->t[CONV_B] : NULL;
+    forward_with(l, l->t[CONV_W], bias, KD_ACT_NONE, x, y, sink, B, ctx);
+}
+
 static void conv_forward(kd_layer *l, const float *x, float *y, size_t B, kd_ctx *ctx) {
     forward_impl(l, x, y, NULL, B, ctx);
 }
@@ -476,6 +461,20 @@ static void conv_forward(kd_layer *l, const float *x, float *y, size_t B, kd_ctx
 void kd_conv2d_forward_to(kd_layer *l, const float *x, float *y, const kd_sample_sink *sink,
                           size_t B, kd_ctx *ctx) {
     forward_impl(l, x, y, sink, B, ctx);
+}
+
+void kd_conv2d_forward_folded(kd_layer *l, const float *k, const float *mu, const float *beta,
+                              int act, const float *x, float *y, size_t B, kd_ctx *ctx) {
+    KD_ASSERT(!ctx->training);
+    const conv_dims d = dims_of(l);
+    const float *w = l->t[CONV_W], *b = ((const conv_hp *)l->hp)->bias ? l->t[CONV_B] : NULL;
+    float *wf = fold_slot_at(&d, ctx->workspace, n_pieces(B)), *bf = wf + round16(d.O * d.KG);
+    for (size_t o = 0; o < d.O; o++) {
+        const float ko = k[o];
+        for (size_t q = 0; q < d.KG; q++) wf[o * d.KG + q] = ko * w[o * d.KG + q];
+        bf[o] = ko * ((b ? b[o] : 0.0f) - mu[o]) + beta[o];
+    }
+    forward_with(l, wf, bf, act, x, y, NULL, B, ctx);
 }
 
 /* What every piece of a backward pass reads. */

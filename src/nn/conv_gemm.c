@@ -15,6 +15,7 @@
 #include <omp.h>
 #include <string.h>
 
+#include "fused.h"
 #include "kd_gemm.h"
 #include "../core/test_hooks.h"
 
@@ -68,7 +69,7 @@ typedef struct {
     const float *a, *b, *bias;
     float *c;
     size_t kc, lda, ldb, ldc, mr, n;
-    int first;
+    int first, act; /* act: KD_ACT_* applied as the last block is stored, or KD_ACT_NONE */
 } cg_call;
 /* One column: channels [0, mo) of the transposed copy at (rows O8 apart) by the column b (rows
  * ldb apart) into c (rows ldc apart); first as above. */
@@ -76,10 +77,23 @@ typedef struct {
     const float *at, *b, *bias;
     float *c;
     size_t kc, ldb, ldc, O8, mo;
-    int first;
+    int first, act;
 } cg_col;
 
 #ifdef CG_X86
+/* The activation as an output is stored, kd_relu's and kd_relu6's values: max and min return
+ * their second operand when either is NaN, so a NaN passes. One lane without a branch on the
+ * value (a relu6's two compares mispredicted in the column kernel's stores), and 8 lanes. */
+__attribute__((target("avx2,fma"))) static inline float cg_act_ss(float v, int act) {
+    if (act == KD_ACT_NONE) return v;
+    __m128 x = _mm_max_ss(_mm_setzero_ps(), _mm_set_ss(v));
+    if (act == KD_ACT_RELU6) x = _mm_min_ss(_mm_set_ss(6.0f), x);
+    return _mm_cvtss_f32(x);
+}
+__attribute__((target("avx2,fma"))) static inline __m256 cg_act(__m256 v, int act) {
+    v = _mm256_max_ps(_mm256_setzero_ps(), v);
+    return act == KD_ACT_RELU6 ? _mm256_min_ps(_mm256_set1_ps(6.0f), v) : v;
+}
 /* NV vectors of 8 columns; MASKED: the columns past n are neither read nor written. The 12
  * accumulators are named variables (an array of them was kept in memory by GCC 12, a store per
  * FMA); the ones past NV are dead code. */
@@ -96,7 +110,8 @@ typedef struct {
     do {                                                                                         \
         float *row = k->c + (size_t)(r) * k->ldc;                                                \
         const __m256 prev = k->first ? bias##r : CG_LOAD(row, v);                                \
-        const __m256 sum = _mm256_add_ps(prev, c##r##v);                                         \
+        __m256 sum = _mm256_add_ps(prev, c##r##v);                                               \
+        if (k->act) sum = cg_act(sum, k->act);                                                   \
         if (masked) _mm256_maskstore_ps(row + 8 * (v), m##v, sum);                               \
         else _mm256_storeu_ps(row + 8 * (v), sum);                                               \
     } while (0)
@@ -189,7 +204,7 @@ CG_KERNEL(k8m, 1, 1)
         CG_CSTORE(7);                                                                            \
         for (size_t r = 0; r < k->mo && r < 8 * NV; r++) {                                       \
             float *c = k->c + r * k->ldc;                                                        \
-            *c = (k->first ? (k->bias ? k->bias[r] : 0.0f) : *c) + sum[r];                       \
+            *c = cg_act_ss((k->first ? (k->bias ? k->bias[r] : 0.0f) : *c) + sum[r], k->act);   \
         }                                                                                        \
     }
 CG_CKERNEL(col1, 1)
@@ -219,6 +234,10 @@ static void call(const cg_call *k) {
     else k8m(k);
 }
 #else
+/* The activation as an output is stored: kd_relu's and kd_relu6's values, NaN passing. */
+static float cg_act1(float v, int act) {
+    return act == KD_ACT_RELU ? kd_relu(v) : act == KD_ACT_RELU6 ? kd_relu6(v) : v;
+}
 static void call(const cg_call *k) {
     for (size_t r = 0; r < k->mr; r++)
         for (size_t j = 0; j < k->n; j++) {
@@ -226,7 +245,7 @@ static void call(const cg_call *k) {
             for (size_t t = 0; t < k->kc; t++)
                 s = fmaf(k->a[r * k->lda + t], k->b[t * k->ldb + j], s);
             float *c = k->c + r * k->ldc + j;
-            *c = (k->first ? (k->bias ? k->bias[r] : 0.0f) : *c) + s;
+            *c = cg_act1((k->first ? (k->bias ? k->bias[r] : 0.0f) : *c) + s, k->act);
         }
 }
 static void column(const cg_col *k) {
@@ -234,7 +253,7 @@ static void column(const cg_col *k) {
         float s = 0.0f;
         for (size_t t = 0; t < k->kc; t++) s = fmaf(k->at[t * k->O8 + r], k->b[t * k->ldb], s);
         float *c = k->c + r * k->ldc;
-        *c = (k->first ? (k->bias ? k->bias[r] : 0.0f) : *c) + s;
+        *c = cg_act1((k->first ? (k->bias ? k->bias[r] : 0.0f) : *c) + s, k->act);
     }
 }
 #endif
@@ -244,18 +263,19 @@ static void column(const cg_col *k) {
  * panels (o0 a multiple of 4) or, for a narrow last panel with the copy, of 64-channel column
  * kernels (o0 a multiple of 64). Each output is computed the same way whatever the run. */
 static void panel(size_t O, size_t K, size_t N, const float *w, const float *wt,
-                  const float *bias, const float *cols, size_t ldb, float *y, size_t ldc,
-                  size_t j, size_t o0, size_t o1) {
+                  const float *bias, int act, const float *cols, size_t ldb, float *y,
+                  size_t ldc, size_t j, size_t o0, size_t o1) {
     const size_t n0 = j * CG_NR, n = N - n0 < CG_NR ? N - n0 : CG_NR;
     const size_t nb = (K + CG_KC - 1) / CG_KC, O8 = round8(O);
     for (size_t blk = 0; blk < nb; blk++) {
         const size_t k0 = K * blk / nb, k1 = K * (blk + 1) / nb;
+        const int a = blk + 1 == nb ? act : KD_ACT_NONE;
         if (wt && n <= CG_NARROW) {
             for (size_t q = n0; q < n0 + n; q++)
                 for (size_t o = o0; o < o1; o += 64) {
                     const cg_col k = {wt + k0 * O8 + o, cols + k0 * ldb + q, bias ? bias + o : NULL,
                                       y + o * ldc + q, k1 - k0, ldb, ldc, O8,
-                                      o1 - o < 64 ? o1 - o : 64, blk == 0};
+                                      o1 - o < 64 ? o1 - o : 64, blk == 0, a};
                     column(&k);
                 }
             continue;
@@ -263,7 +283,7 @@ static void panel(size_t O, size_t K, size_t N, const float *w, const float *wt,
         for (size_t o = o0; o < o1; o += CG_MR) {
             const cg_call k = {w + o * K + k0, cols + k0 * ldb + n0, bias ? bias + o : NULL,
                                y + o * ldc + n0, k1 - k0, K, ldb, ldc,
-                               o1 - o < CG_MR ? o1 - o : CG_MR, n, blk == 0};
+                               o1 - o < CG_MR ? o1 - o : CG_MR, n, blk == 0, a};
             call(&k);
         }
     }
@@ -274,20 +294,21 @@ static void panel(size_t O, size_t K, size_t N, const float *w, const float *wt,
 #define CG_OB 64
 
 void kd_conv_gemm(size_t O, size_t K, size_t N, const float *w, const float *wt,
-                  const float *bias, const float *cols, size_t ldb, float *y, size_t ldc,
-                  int team) {
+                  const float *bias, int act, const float *cols, size_t ldb, float *y,
+                  size_t ldc, int team) {
     const size_t np = (N + CG_NR - 1) / CG_NR;
 #ifdef KD_TEST_HOOKS /* benchmarks time the same product by sgemm (bench_ort's fraction) */
     if (kd_hook_gemm_shape) kd_hook_gemm_shape(0, 0, O, N, K, !team);
 #endif
     if (!team) {
-        for (size_t j = 0; j < np; j++) panel(O, K, N, w, wt, bias, cols, ldb, y, ldc, j, 0, O);
+        for (size_t j = 0; j < np; j++)
+            panel(O, K, N, w, wt, bias, act, cols, ldb, y, ldc, j, 0, O);
         return;
     }
     const size_t nob = (O + CG_OB - 1) / CG_OB;
 #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < np * nob; i++) {
         const size_t o0 = i % nob * CG_OB, o1 = o0 + CG_OB < O ? o0 + CG_OB : O;
-        panel(O, K, N, w, wt, bias, cols, ldb, y, ldc, i / nob, o0, o1);
+        panel(O, K, N, w, wt, bias, act, cols, ldb, y, ldc, i / nob, o0, o1);
     }
 }

@@ -22,14 +22,15 @@ void kd_conv_gemm_transpose(size_t O, size_t K, const float *w, float *wt);
  * needs the transposed copy (worth making once for a batch, not for one sample). */
 int kd_conv_gemm_narrow_tail(size_t N);
 
-/* y[o, n] = bias[o] + sum over k of w[o, k] cols[k * ldb + n] for o < O, n < N (K >= 1): w's
+/* y[o, n] = act(bias[o] + sum over k of w[o, k] cols[k * ldb + n]) for o < O, n < N (K >= 1),
+ * act a KD_ACT_* of fused.h applied as each output is stored (KD_ACT_NONE: none): w's
  * rows are K floats apart, y's ldc; bias may be NULL; wt the transposed copy or NULL. The sum
  * over k runs in order within blocks of at most 192 taps, and the blocks' sums are added in
  * order, in every kernel, so the bits depend on neither the thread count, nor where a column
  * falls in its panel, nor whether wt was given. `team`: split the columns among the OpenMP
  * team (a one-sample pass outside a parallel region). */
 void kd_conv_gemm(size_t O, size_t K, size_t N, const float *w, const float *wt,
-                  const float *bias, const float *cols, size_t ldb, float *y, size_t ldc,
-                  int team);
+                  const float *bias, int act, const float *cols, size_t ldb, float *y,
+                  size_t ldc, int team);
 
 #endif

@@ -298,17 +298,19 @@ size_t kd_depthwise_workspace(const kd_dw_dims *d, size_t pieces, size_t slots) 
 }
 
 void kd_depthwise_forward(const kd_dw_dims *d, const float *x, const float *w, const float *bias,
-                          float *y, const kd_sample_sink *sink, size_t B) {
+                          int act, float *y, const kd_sample_sink *sink, size_t B) {
     const size_t C = d->C, HW = d->H * d->W, OHW = d->OH * d->OW, KK = d->KH * d->KW;
     const ptrdiff_t P = (ptrdiff_t)d->P;
     const int par = KD_PAR(B * C * OHW * KK);
     if (sink) {  /* whole samples, so each is handed on complete while in cache */
 #pragma omp parallel for schedule(static) if (par && B > 1)
         for (size_t b = 0; b < B; b++) {
-            for (size_t c = 0; c < C; c++)
+            for (size_t c = 0; c < C; c++) {
                 correlate_plane(x + (b * C + c) * HW, d->H, d->W, w + c * KK, d->KH, d->KW, 0,
                                 d->S, P, P, bias ? bias + c : NULL, y + (b * C + c) * OHW,
                                 d->OH, d->OW);
+                kd_act_inplace(y + (b * C + c) * OHW, OHW, act);
+            }
             sink->fn(sink->arg, b, y + b * C * OHW);
         }
         return;
@@ -318,6 +320,7 @@ void kd_depthwise_forward(const kd_dw_dims *d, const float *x, const float *w, c
         const size_t c = q % C;
         correlate_plane(x + q * HW, d->H, d->W, w + c * KK, d->KH, d->KW, 0, d->S, P, P,
                         bias ? bias + c : NULL, y + q * OHW, d->OH, d->OW);
+        kd_act_inplace(y + q * OHW, OHW, act); /* while the plane is in L1 */
     }
 }
 

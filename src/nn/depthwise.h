@@ -19,10 +19,11 @@ size_t kd_depthwise_workspace(const kd_dw_dims *d, size_t pieces, size_t slots);
 /* y (B, C, OH, OW) from x (B, C, H, W), weights w (C, 1, KH, KW) and bias (C) or NULL:
  *   y[b, c, oh, ow] = sum_{i, j} w[c, i, j] x[b, c, oh*S - P + i, ow*S - P + j] + bias[c]
  * the taps inside the input in (i, j) order, then the bias (conv2d's C helper adds the same
- * terms in the same order). Planes are shared by the team; with a sink, whole samples, each
- * handed on once its planes are done. */
+ * terms in the same order), then act (KD_ACT_*, fused.h) over each plane as it is done. Planes
+ * are shared by the team; with a sink, whole samples, each handed on once its planes are
+ * done. */
 void kd_depthwise_forward(const kd_dw_dims *d, const float *x, const float *w, const float *bias,
-                          float *y, const kd_sample_sink *sink, size_t B);
+                          int act, float *y, const kd_sample_sink *sink, size_t B);
 
 /* From dy (B, C, OH, OW), or made one sample at a time by src (dy NULL), ACCUMULATES the weight
  * and bias gradients into dw (C, KH, KW) and db (C; NULL without a bias) and writes dx

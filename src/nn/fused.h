@@ -65,8 +65,18 @@ void kd_conv_bn_pool_relu_forward(kd_layer *conv, kd_layer *bn, kd_layer *pool, 
 /* The workspace floats that forward needs in training: the convolution's, then batch norm's
  * statistics terms, which it fills while the convolution's columns are in use. */
 size_t kd_conv_bn_group_workspace(const kd_layer *conv, const kd_layer *bn, size_t B);
+/* An activation applied as a value is stored (KD_ACT_RELU: as kd_relu, KD_ACT_RELU6: as
+ * kd_relu6, NaN passing through), and in place over y[0, n). */
+enum { KD_ACT_NONE, KD_ACT_RELU, KD_ACT_RELU6 };
+void kd_act_inplace(float *y, size_t n, int act);
+/* Inference: conv2d with a batch norm folded in, y = act(conv(x; k w, k (b - mu) + beta)):
+ * the weights scaled per output channel by k (made on each call, in the layer's workspace),
+ * the bias shifted, and act applied where each output is stored. */
+void kd_conv2d_forward_folded(kd_layer *conv, const float *k, const float *mu, const float *beta,
+                              int act, const float *x, float *y, size_t B, kd_ctx *ctx);
 /* Inference: conv2d into y, then batch norm (running statistics) and act (a relu or relu6, or
- * NULL) in place on each sample while it is in the producing thread's cache. The same bits as
+ * NULL): for a batch of at least 4, folded into the convolution (kd_conv2d_forward_folded);
+ * else in place on each sample while it is in the producing thread's cache, the same bits as
  * the layers one after another. */
 void kd_conv_bn_act_forward(kd_layer *conv, kd_layer *bn, kd_layer *act, const float *x, float *y,
                             size_t B, kd_ctx *ctx);

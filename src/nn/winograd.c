@@ -13,6 +13,8 @@
 
 #include <string.h>
 
+#include "conv_gemm.h"
+#include "fused.h"
 #include "../core/test_hooks.h"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -29,13 +31,24 @@ int kd_winograd_portable = 0;
 #define WG_MAX_TW 256
 #define WG_ROW (2 * WG_MAX_TW + 8)
 
+static size_t round16(size_t n) { return (n + 15) & ~(size_t)15; }
+
 size_t kd_wg_tiles_w(const kd_wg_dims *d) { return (d->OW + 1) / 2; }
 static size_t tiles_h(const kd_wg_dims *d) { return (d->OH + 1) / 2; }
 size_t kd_wg_tiles(const kd_wg_dims *d) { return kd_wg_tiles_w(d) * tiles_h(d); }
 int kd_wg_fits(const kd_wg_dims *d) { return kd_wg_tiles_w(d) <= WG_MAX_TW; }
 
+size_t kd_wg_sample_floats(const kd_wg_dims *d) {
+    const size_t T = kd_wg_tiles(d);
+    return round16(16 * d->C * T) + round16(16 * d->O * T);
+}
+
+size_t kd_wg_weight_floats(const kd_wg_dims *d) {
+    return 16 * (round16(d->O * d->C) + kd_conv_gemm_transposed_floats(d->O, d->C));
+}
+
 __attribute__((target_clones("avx2", "default")))
-void kd_wg_weights(const kd_wg_dims *d, const float *w, float *u) {
+static void transform_weights(const kd_wg_dims *d, const float *w, float *u) {
     const size_t OC = d->O * d->C;
     for (size_t oc = 0; oc < OC; oc++) {
         const float *g = w + oc * 9;
@@ -55,6 +68,21 @@ void kd_wg_weights(const kd_wg_dims *d, const float *w, float *u) {
             u[(i * 4 + 3) * OC + oc] = c;
         }
     }
+}
+
+/* The activation (fused.h) on a value about to be stored. */
+static inline float wg_act(float v, int act) {
+    return act == KD_ACT_RELU ? kd_relu(v) : act == KD_ACT_RELU6 ? kd_relu6(v) : v;
+}
+
+const float *kd_wg_weights(const kd_wg_dims *d, const float *w, float *u, int copies) {
+    transform_weights(d, w, u);
+    if (!copies) return NULL;
+    float *ut = u + round16(16 * d->O * d->C);
+    const size_t n = kd_conv_gemm_transposed_floats(d->O, d->C);
+    for (size_t xi = 0; xi < 16; xi++)
+        kd_conv_gemm_transpose(d->O, d->C, u + xi * d->O * d->C, ut + xi * n);
+    return ut;
 }
 
 /* Padded row pr of plane xc into row[0, 2 TW + 2), zero outside the plane. */
@@ -106,8 +134,8 @@ static void input_portable(const kd_wg_dims *d, const float *x, float *v, size_t
     }
 }
 
-static void output_portable(const kd_wg_dims *d, const float *m, const float *bias, float *y,
-                            size_t o0, size_t o1) {
+static void output_portable(const kd_wg_dims *d, const float *m, const float *bias, int act,
+                            float *y, size_t o0, size_t o1) {
     const size_t TW = kd_wg_tiles_w(d), TH = tiles_h(d), T = TW * TH;
     const size_t OT = d->O * T, OW = d->OW, even = OW / 2;
     float y0e[WG_MAX_TW], y0o[WG_MAX_TW], y1e[WG_MAX_TW], y1o[WG_MAX_TW];
@@ -124,10 +152,10 @@ static void output_portable(const kd_wg_dims *d, const float *m, const float *bi
                     s[0][j] = m0 + m1 + m2;
                     s[1][j] = m1 - m2 - m3;
                 }
-                y0e[t] = s[0][0] + s[0][1] + s[0][2] + b;
-                y0o[t] = s[0][1] - s[0][2] - s[0][3] + b;
-                y1e[t] = s[1][0] + s[1][1] + s[1][2] + b;
-                y1o[t] = s[1][1] - s[1][2] - s[1][3] + b;
+                y0e[t] = wg_act(s[0][0] + s[0][1] + s[0][2] + b, act);
+                y0o[t] = wg_act(s[0][1] - s[0][2] - s[0][3] + b, act);
+                y1e[t] = wg_act(s[1][0] + s[1][1] + s[1][2] + b, act);
+                y1o[t] = wg_act(s[1][1] - s[1][2] - s[1][3] + b, act);
             }
             float *r0 = yo + 2 * r * OW, *r1 = r0 + OW;
             const int second = 2 * r + 1 < d->OH;
@@ -250,6 +278,13 @@ static void input_avx2(const kd_wg_dims *d, const float *x, float *v, size_t c0,
     }
 }
 
+/* wg_act on 8 lanes: max and min return their second operand when either is NaN. */
+__attribute__((target("avx2"))) static inline __m256 act8(__m256 v, int act) {
+    if (act == KD_ACT_NONE) return v;
+    v = _mm256_max_ps(_mm256_setzero_ps(), v);
+    return act == KD_ACT_RELU6 ? _mm256_min_ps(_mm256_set1_ps(6.0f), v) : v;
+}
+
 /* Even floats e and odd floats o interleaved into out[0, k) (k <= 16). */
 __attribute__((target("avx2"))) static inline void store_pairs(float *out, __m256 e, __m256 o,
                                                                size_t k) {
@@ -269,8 +304,8 @@ __attribute__((target("avx2"))) static inline void store_pairs(float *out, __m25
 }
 
 __attribute__((target("avx2")))
-static void output_avx2(const kd_wg_dims *d, const float *m, const float *bias, float *y,
-                        size_t o0, size_t o1) {
+static void output_avx2(const kd_wg_dims *d, const float *m, const float *bias, int act,
+                        float *y, size_t o0, size_t o1) {
     const size_t TW = kd_wg_tiles_w(d), TH = tiles_h(d), T = TW * TH;
     const size_t OT = d->O * T, OW = d->OW;
     for (size_t o = o0; o < o1; o++) {
@@ -301,12 +336,16 @@ static void output_avx2(const kd_wg_dims *d, const float *m, const float *bias, 
                     s1[j] = _mm256_sub_ps(_mm256_sub_ps(m1, m2), m3);
                 }
                 const size_t k = OW - 2 * t < 16 ? OW - 2 * t : 16; /* columns from 2t */
-                const __m256 y0e = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(s0[0], s0[1]), s0[2]), b);
-                const __m256 y0o = _mm256_add_ps(_mm256_sub_ps(_mm256_sub_ps(s0[1], s0[2]), s0[3]), b);
+                const __m256 y0e =
+                    act8(_mm256_add_ps(_mm256_add_ps(_mm256_add_ps(s0[0], s0[1]), s0[2]), b), act);
+                const __m256 y0o =
+                    act8(_mm256_add_ps(_mm256_sub_ps(_mm256_sub_ps(s0[1], s0[2]), s0[3]), b), act);
                 store_pairs(row0 + 2 * t, y0e, y0o, k);
                 if (second) {
-                    const __m256 y1e = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(s1[0], s1[1]), s1[2]), b);
-                    const __m256 y1o = _mm256_add_ps(_mm256_sub_ps(_mm256_sub_ps(s1[1], s1[2]), s1[3]), b);
+                    const __m256 y1e = act8(
+                        _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(s1[0], s1[1]), s1[2]), b), act);
+                    const __m256 y1o = act8(
+                        _mm256_add_ps(_mm256_sub_ps(_mm256_sub_ps(s1[1], s1[2]), s1[3]), b), act);
                     store_pairs(row1 + 2 * t, y1e, y1o, k);
                 }
             }
@@ -336,13 +375,32 @@ void kd_wg_input(const kd_wg_dims *d, const float *x, float *v, size_t c0, size_
     input_portable(d, x, v, c0, c1);
 }
 
-void kd_wg_output(const kd_wg_dims *d, const float *m, const float *bias, float *y, size_t o0,
-                  size_t o1) {
+void kd_wg_output(const kd_wg_dims *d, const float *m, const float *bias, int act, float *y,
+                  size_t o0, size_t o1) {
 #ifdef WG_X86
     if (avx2_runs()) {
-        output_avx2(d, m, bias, y, o0, o1);
+        output_avx2(d, m, bias, act, y, o0, o1);
         return;
     }
 #endif
-    output_portable(d, m, bias, y, o0, o1);
+    output_portable(d, m, bias, act, y, o0, o1);
+}
+
+void kd_wg_sample(const kd_wg_dims *d, const float *x, const float *bias, int act, float *y,
+                  float *ws, kd_wg_product product, const void *arg, int team, int serial) {
+    const size_t C = d->C, O = d->O;
+    float *v = ws, *m = ws + round16(16 * C * kd_wg_tiles(d));
+    if (!team) {
+        kd_wg_input(d, x, v, 0, C);
+        for (size_t xi = 0; xi < 16; xi++) product(arg, xi, v, m, serial);
+        kd_wg_output(d, m, bias, act, y, 0, O);
+        return;
+    }
+    const size_t nc = C < 8 ? C : 8, no = O < 8 ? O : 8;
+#pragma omp parallel for schedule(static)
+    for (size_t k = 0; k < nc; k++) kd_wg_input(d, x, v, C * k / nc, C * (k + 1) / nc);
+#pragma omp parallel for schedule(static)
+    for (size_t xi = 0; xi < 16; xi++) product(arg, xi, v, m, 1);
+#pragma omp parallel for schedule(static)
+    for (size_t k = 0; k < no; k++) kd_wg_output(d, m, bias, act, y, O * k / no, O * (k + 1) / no);
 }

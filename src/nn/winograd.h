@@ -30,13 +30,30 @@ size_t kd_wg_tiles(const kd_wg_dims *d);
  * width has a cap (far above the images distill trains on). */
 int kd_wg_fits(const kd_wg_dims *d);
 
-/* u (16, O, C) = G g G^T of every 3x3 filter of w (O, C, 3, 3): u[(xi * O + o) * C + c]. */
-void kd_wg_weights(const kd_wg_dims *d, const float *w, float *u);
+/* Floats of one sample's transforms (kd_wg_sample's ws): v (16, C, T), then m (16, O, T). */
+size_t kd_wg_sample_floats(const kd_wg_dims *d);
+/* Floats of the transformed weights and their transposed copies (kd_wg_weights's u). */
+size_t kd_wg_weight_floats(const kd_wg_dims *d);
+/* u (16, O, C) = G g G^T of every 3x3 filter of w (O, C, 3, 3): u[(xi * O + o) * C + c];
+ * with copies, also each u[xi]'s transposed copy for conv_gemm.h's column kernel, after them,
+ * returned (else NULL). */
+const float *kd_wg_weights(const kd_wg_dims *d, const float *w, float *u, int copies);
 /* Input channels [c0, c1) of one sample x (C, H, W) into v (16, C, T): v[(xi * C + c) * T + t]. */
 void kd_wg_input(const kd_wg_dims *d, const float *x, float *v, size_t c0, size_t c1);
 /* Output channels [o0, o1) of one sample's y (O, OH, OW) from m (16, O, T), plus bias[o]
- * (bias may be NULL). */
-void kd_wg_output(const kd_wg_dims *d, const float *m, const float *bias, float *y, size_t o0,
-                  size_t o1);
+ * (bias may be NULL), through act (a KD_ACT_* of fused.h) as they are stored. */
+void kd_wg_output(const kd_wg_dims *d, const float *m, const float *bias, int act, float *y,
+                  size_t o0, size_t o1);
+
+/* The product m[xi] (O, T) = u[xi] (O, C) v[xi] (C, T) of one sample, the caller's (its own
+ * kernel or sgemm; serial: on the calling thread alone). */
+typedef void (*kd_wg_product)(const void *arg, size_t xi, const float *v, float *m, int serial);
+/* One sample x (C, H, W) to y (O, OH, OW) through act (KD_ACT_*): its input transformed into
+ * ws (kd_wg_sample_floats), the 16 products, the output transformed with the bias. On the team
+ * (a one-sample pass outside a parallel region) each stage is shared out (input channel blocks,
+ * the products, output channel blocks), every output still made by one thread the same way;
+ * else plain loops, the products with `serial` (no inactive region: conv2d.c's forward). */
+void kd_wg_sample(const kd_wg_dims *d, const float *x, const float *bias, int act, float *y,
+                  float *ws, kd_wg_product product, const void *arg, int team, int serial);
 
 #endif
