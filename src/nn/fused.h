@@ -1,7 +1,8 @@
 /* fused.h - private to src/nn: the fused units' kernels. A conv2d, batchnorm, maxpool2d (2x2)
  * and relu that follow each other run as one pass (graph.c decides, exec.c runs them,
  * batchnorm.c, pool.c and conv2d.c hold the kernels), with the same bits as the layers one by
- * one (tests/test_fused.c). */
+ * one (tests/test_fused.c), but for inference's batch norm folded into a convolution (within
+ * rounding). */
 #ifndef KD_NN_FUSED_H
 #define KD_NN_FUSED_H
 

@@ -9,8 +9,8 @@
  *   M[xi] (O, T) = U[xi] (O, C) V[xi] (C, T),   U = G g G^T, V = B^T d B,
  * T the sample's tiles, numbered row by row. The transforms' coefficients are 0, +-1 and 1/2,
  * so each output is the direct sum to a few roundings (tests/test_conv.c bounds it against a
- * double-precision reference); every output is computed the same way whatever the batch, the
- * thread count or the product that multiplies. */
+ * double-precision reference); every output is computed the same way whatever the batch or
+ * the thread count. */
 #ifndef KD_WINOGRAD_H
 #define KD_WINOGRAD_H
 
