@@ -68,15 +68,9 @@ static void leaky_relu_backward_kernel(const float *restrict x, const float *res
     });
 }
 
-static void relu6_in_place_kernel(float *restrict y, size_t n);
 __attribute__((target_clones("avx2", "default")))
 static void relu_in_place_kernel(float *restrict y, size_t n) {
     KD_VEC_FOR(i, n, y[i] = kd_relu(y[i]));
-}
-
-void kd_act_inplace(float *y, size_t n, int act) {
-    if (act == KD_ACT_RELU) relu_in_place_kernel(y, n);
-    else if (act == KD_ACT_RELU6) relu6_in_place_kernel(y, n);
 }
 
 /* In place (y == x) when the model says so. Backward then reads the output where it reads x:
@@ -213,6 +207,11 @@ __attribute__((target_clones("avx2", "default")))
 static void relu6_in_place_kernel(float *restrict y, size_t n) {
     KD_VEC_FOR(i, n, y[i] = kd_relu6(y[i]));
 }
+void kd_act_inplace(float *y, size_t n, int act) {
+    if (act == KD_ACT_RELU) relu_in_place_kernel(y, n);
+    else if (act == KD_ACT_RELU6) relu6_in_place_kernel(y, n);
+}
+
 static void relu6_backward_kernel(const float *restrict x, const float *restrict dy,
                                   float *restrict dx, size_t n) {
     KD_VEC_FOR(i, n, {
