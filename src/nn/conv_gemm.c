@@ -7,8 +7,8 @@
  * are walked in panels of 24 (the last one narrower, masked), and each panel is used by every
  * channel panel while it is in L1; the taps are cut into blocks of at most CG_KC so that a
  * panel (KC rows of 96 bytes) stays there. A last panel of at most CG_NARROW columns goes
- * column by column through the transposed copy instead (up to 64 channels in registers per
- * tap), where the caller made one. */
+ * through the transposed copy instead (16 channels by all its columns in registers, each weight
+ * vector loaded once per tap for all of them), where the caller made one. */
 #include "conv_gemm.h"
 
 #include <math.h>
@@ -71,12 +71,12 @@ typedef struct {
     size_t kc, lda, ldb, ldc, mr, n;
     int first, act; /* act: KD_ACT_* applied as the last block is stored, or KD_ACT_NONE */
 } cg_call;
-/* One column: channels [0, mo) of the transposed copy at (rows O8 apart) by the column b (rows
- * ldb apart) into c (rows ldc apart); first as above. */
+/* The last few columns: channels [0, mo) (mo <= 16) of the transposed copy at (rows O8 apart)
+ * by the n <= CG_NARROW columns at b (rows ldb apart) into c (rows ldc apart); first as above. */
 typedef struct {
     const float *at, *b, *bias;
     float *c;
-    size_t kc, ldb, ldc, O8, mo;
+    size_t kc, ldb, ldc, O8, mo, n;
     int first, act;
 } cg_col;
 
@@ -161,67 +161,79 @@ CG_KERNEL(k16m, 2, 1)
 CG_KERNEL(k8, 1, 0)
 CG_KERNEL(k8m, 1, 1)
 
-/* One column of the product for channels [0, mo) of the transposed copy (rows of O8 channels):
- * up to 64 channels in NV accumulators, per tap one broadcast of the column's value and NV
- * weight loads. Each output's sum is the panel kernels' own, term for term (a fma of the same
- * two factors from 0, then added to the bias or the previous block), so a column's bits do not
+/* The last n <= 6 columns of a panel for up to 16 channels of the transposed copy (rows of O8
+ * channels): NV vectors of channels by NC columns in registers, per tap NV weight loads and NC
+ * broadcasts of the columns' values for NV * NC FMAs (each weight read once for all the
+ * columns). Each output's sum is the panel kernels' own, term for term (a fma of the same two
+ * factors from 0, then added to the bias or the previous block), so a column's bits do not
  * depend on which kernel ran it. For the last few columns of a product, where a masked panel
  * would spend a whole 8-wide FMA per channel on each. */
-#define CG_CFMA(v)                                                                               \
+#define CG_NFMA(j)                                                                               \
     do {                                                                                         \
-        if (nv > (v)) a##v = _mm256_fmadd_ps(_mm256_loadu_ps(at + 8 * (v)), s, a##v);            \
+        if (nc > (j)) {                                                                          \
+            const __m256 s = _mm256_broadcast_ss(b + (j));                                       \
+            a##j##0 = _mm256_fmadd_ps(w0, s, a##j##0);                                           \
+            if (nv > 1) a##j##1 = _mm256_fmadd_ps(w1, s, a##j##1);                               \
+        }                                                                                        \
     } while (0)
-#define CG_CSTORE(v)                                                                             \
+#define CG_NSTORE(j)                                                                             \
     do {                                                                                         \
-        if (nv > (v)) _mm256_storeu_ps(sum + 8 * (v), a##v);                                     \
+        if (nc > (j)) {                                                                          \
+            _mm256_storeu_ps(sum[j], a##j##0);                                                   \
+            if (nv > 1) _mm256_storeu_ps(sum[j] + 8, a##j##1);                                   \
+        }                                                                                        \
     } while (0)
-#define CG_CKERNEL(NAME, NV)                                                                     \
+#define CG_NKERNEL(NAME, NV, NC)                                                                 \
     __attribute__((target("avx2,fma"))) static void NAME(const cg_col *k) {                     \
-        const int nv = NV;                                                                       \
-        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0,   \
-               a7 = a0;                                                                          \
+        const int nv = NV, nc = NC;                                                              \
+        __m256 a00 = _mm256_setzero_ps(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, \
+               a30 = a00, a31 = a00, a40 = a00, a41 = a00, a50 = a00, a51 = a00;                 \
         const float *at = k->at, *b = k->b;                                                      \
         const size_t kc = k->kc, ldb = k->ldb, O8 = k->O8;                                       \
         for (size_t t = 0; t < kc; t++, at += O8, b += ldb) {                                    \
-            const __m256 s = _mm256_broadcast_ss(b);                                             \
-            CG_CFMA(0);                                                                          \
-            CG_CFMA(1);                                                                          \
-            CG_CFMA(2);                                                                          \
-            CG_CFMA(3);                                                                          \
-            CG_CFMA(4);                                                                          \
-            CG_CFMA(5);                                                                          \
-            CG_CFMA(6);                                                                          \
-            CG_CFMA(7);                                                                          \
+            const __m256 w0 = _mm256_loadu_ps(at);                                               \
+            const __m256 w1 = nv > 1 ? _mm256_loadu_ps(at + 8) : w0;                             \
+            (void)w1;                                                                            \
+            CG_NFMA(0);                                                                          \
+            CG_NFMA(1);                                                                          \
+            CG_NFMA(2);                                                                          \
+            CG_NFMA(3);                                                                          \
+            CG_NFMA(4);                                                                          \
+            CG_NFMA(5);                                                                          \
         }                                                                                        \
-        float sum[64];                                                                           \
-        CG_CSTORE(0);                                                                            \
-        CG_CSTORE(1);                                                                            \
-        CG_CSTORE(2);                                                                            \
-        CG_CSTORE(3);                                                                            \
-        CG_CSTORE(4);                                                                            \
-        CG_CSTORE(5);                                                                            \
-        CG_CSTORE(6);                                                                            \
-        CG_CSTORE(7);                                                                            \
-        for (size_t r = 0; r < k->mo && r < 8 * NV; r++) {                                       \
+        float sum[6][16];                                                                        \
+        CG_NSTORE(0);                                                                            \
+        CG_NSTORE(1);                                                                            \
+        CG_NSTORE(2);                                                                            \
+        CG_NSTORE(3);                                                                            \
+        CG_NSTORE(4);                                                                            \
+        CG_NSTORE(5);                                                                            \
+        for (size_t r = 0; r < k->mo && r < 8 * (size_t)nv; r++) {                               \
             float *c = k->c + r * k->ldc;                                                        \
-            *c = cg_act_ss((k->first ? (k->bias ? k->bias[r] : 0.0f) : *c) + sum[r], k->act);   \
+            const float b0 = k->bias ? k->bias[r] : 0.0f;                                        \
+            for (size_t j = 0; j < (size_t)nc; j++)                                              \
+                c[j] = cg_act_ss((k->first ? b0 : c[j]) + sum[j][r], k->act);                    \
         }                                                                                        \
     }
-CG_CKERNEL(col1, 1)
-CG_CKERNEL(col2, 2)
-CG_CKERNEL(col3, 3)
-CG_CKERNEL(col4, 4)
-CG_CKERNEL(col5, 5)
-CG_CKERNEL(col6, 6)
-CG_CKERNEL(col7, 7)
-CG_CKERNEL(col8, 8)
+CG_NKERNEL(n1v1, 1, 1)
+CG_NKERNEL(n2v1, 1, 2)
+CG_NKERNEL(n3v1, 1, 3)
+CG_NKERNEL(n4v1, 1, 4)
+CG_NKERNEL(n5v1, 1, 5)
+CG_NKERNEL(n6v1, 1, 6)
+CG_NKERNEL(n1v2, 2, 1)
+CG_NKERNEL(n2v2, 2, 2)
+CG_NKERNEL(n3v2, 2, 3)
+CG_NKERNEL(n4v2, 2, 4)
+CG_NKERNEL(n5v2, 2, 5)
+CG_NKERNEL(n6v2, 2, 6)
 
 /* Exactly the vectors mo channels need: a row of the copy ends at O rounded up to 8, so a
  * wider read would pass the last row's end. */
 static void column(const cg_col *k) {
-    static void (*const by_vectors[8])(const cg_col *) = {col1, col2, col3, col4,
-                                                           col5, col6, col7, col8};
-    by_vectors[(k->mo + 7) / 8 - 1](k);
+    static void (*const by_shape[2][CG_NARROW])(const cg_col *) = {
+        {n1v1, n2v1, n3v1, n4v1, n5v1, n6v1}, {n1v2, n2v2, n3v2, n4v2, n5v2, n6v2}};
+    by_shape[k->mo > 8][k->n - 1](k);
 }
 
 static void call(const cg_call *k) {
@@ -249,19 +261,21 @@ static void call(const cg_call *k) {
         }
 }
 static void column(const cg_col *k) {
-    for (size_t r = 0; r < k->mo; r++) {
-        float s = 0.0f;
-        for (size_t t = 0; t < k->kc; t++) s = fmaf(k->at[t * k->O8 + r], k->b[t * k->ldb], s);
-        float *c = k->c + r * k->ldc;
-        *c = cg_act1((k->first ? (k->bias ? k->bias[r] : 0.0f) : *c) + s, k->act);
-    }
+    for (size_t r = 0; r < k->mo; r++)
+        for (size_t j = 0; j < k->n; j++) {
+            float s = 0.0f;
+            for (size_t t = 0; t < k->kc; t++)
+                s = fmaf(k->at[t * k->O8 + r], k->b[t * k->ldb + j], s);
+            float *c = k->c + r * k->ldc + j;
+            *c = cg_act1((k->first ? (k->bias ? k->bias[r] : 0.0f) : *c) + s, k->act);
+        }
 }
 #endif
 
 
 /* Channels [o0, o1) of column panel j of the product, every tap block: a run of 4-channel
- * panels (o0 a multiple of 4) or, for a narrow last panel with the copy, of 64-channel column
- * kernels (o0 a multiple of 64). Each output is computed the same way whatever the run. */
+ * panels (o0 a multiple of 4) or, for a narrow last panel with the copy, of 16-channel column
+ * kernels (o0 a multiple of 16). Each output is computed the same way whatever the run. */
 static void panel(size_t O, size_t K, size_t N, const float *w, const float *wt,
                   const float *bias, int act, const float *cols, size_t ldb, float *y,
                   size_t ldc, size_t j, size_t o0, size_t o1) {
@@ -271,13 +285,12 @@ static void panel(size_t O, size_t K, size_t N, const float *w, const float *wt,
         const size_t k0 = K * blk / nb, k1 = K * (blk + 1) / nb;
         const int a = blk + 1 == nb ? act : KD_ACT_NONE;
         if (wt && n <= CG_NARROW) {
-            for (size_t q = n0; q < n0 + n; q++)
-                for (size_t o = o0; o < o1; o += 64) {
-                    const cg_col k = {wt + k0 * O8 + o, cols + k0 * ldb + q, bias ? bias + o : NULL,
-                                      y + o * ldc + q, k1 - k0, ldb, ldc, O8,
-                                      o1 - o < 64 ? o1 - o : 64, blk == 0, a};
-                    column(&k);
-                }
+            for (size_t o = o0; o < o1; o += 16) {
+                const cg_col k = {wt + k0 * O8 + o, cols + k0 * ldb + n0, bias ? bias + o : NULL,
+                                  y + o * ldc + n0, k1 - k0, ldb, ldc, O8,
+                                  o1 - o < 16 ? o1 - o : 16, n, blk == 0, a};
+                column(&k);
+            }
             continue;
         }
         for (size_t o = o0; o < o1; o += CG_MR) {
