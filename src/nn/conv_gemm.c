@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "fused.h"
+#include "simd.h"
 #include "kd_gemm.h"
 #include "../core/test_hooks.h"
 
@@ -112,7 +113,8 @@ __attribute__((target("avx2,fma"))) static inline __m256 cg_act(__m256 v, int ac
         const __m256 prev = k->first ? bias##r : CG_LOAD(row, v);                                \
         __m256 sum = _mm256_add_ps(prev, c##r##v);                                               \
         if (k->act) sum = cg_act(sum, k->act);                                                   \
-        if (masked) _mm256_maskstore_ps(row + 8 * (v), m##v, sum);                               \
+        if (masked && k->n < 8 * (size_t)(v) + 8)                                               \
+            kd_store_part8(row + 8 * (v), sum, k->n - 8 * (size_t)(v));                         \
         else _mm256_storeu_ps(row + 8 * (v), sum);                                               \
     } while (0)
 #define CG_STORE(r)                                                                              \

@@ -15,6 +15,7 @@
 
 #include "conv_gemm.h"
 #include "fused.h"
+#include "simd.h"
 #include "../core/test_hooks.h"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -187,25 +188,6 @@ __attribute__((target("avx2"))) static inline void split16(const float *a, __m25
     *o = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(so), _MM_SHUFFLE(3, 1, 2, 0)));
 }
 
-/* v's first k < 8 lanes into p[0, k) (plain stores: a masked store costs more than a whole
- * block on AMD CPUs, and a copy loop becomes a call to memcpy). */
-__attribute__((target("avx2"))) static inline void store_part(float *p, __m256 v, size_t k) {
-    __m128 h = _mm256_castps256_ps128(v);
-    if (k >= 4) {
-        _mm_storeu_ps(p, h);
-        p += 4;
-        k -= 4;
-        h = _mm256_extractf128_ps(v, 1);
-    }
-    if (k >= 2) {
-        _mm_storel_pi((__m64 *)p, h);
-        p += 2;
-        k -= 2;
-        h = _mm_movehl_ps(h, h);
-    }
-    if (k) _mm_store_ss(p, h);
-}
-
 /* Lanes [0, n) set, for a masked load of the last block of a row. */
 __attribute__((target("avx2"))) static inline __m256i lanes(size_t n) {
     const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
@@ -267,10 +249,10 @@ static void input_avx2(const kd_wg_dims *d, const float *x, float *v, size_t c0,
                         _mm256_storeu_ps(v2 + t, w2);
                         _mm256_storeu_ps(v3 + t, w3);
                     } else {
-                        store_part(v0 + t, w0, TW - t);
-                        store_part(v1 + t, w1, TW - t);
-                        store_part(v2 + t, w2, TW - t);
-                        store_part(v3 + t, w3, TW - t);
+                        kd_store_part8(v0 + t, w0, TW - t);
+                        kd_store_part8(v1 + t, w1, TW - t);
+                        kd_store_part8(v2 + t, w2, TW - t);
+                        kd_store_part8(v3 + t, w3, TW - t);
                     }
                 }
             }
@@ -297,9 +279,9 @@ __attribute__((target("avx2"))) static inline void store_pairs(float *out, __m25
     }
     if (k >= 8) {
         _mm256_storeu_ps(out, a);
-        if (k > 8) store_part(out + 8, b, k - 8);
+        if (k > 8) kd_store_part8(out + 8, b, k - 8);
     } else {
-        store_part(out, a, k);
+        kd_store_part8(out, a, k);
     }
 }
 
