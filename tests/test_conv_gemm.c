@@ -2,9 +2,11 @@
  * double-precision loop written here, on sizes that reach every edge of it: channel counts
  * that are not multiples of its 4-channel panels; column counts with 1 to 23 columns past the
  * last whole 24 (its three masked tails, and the column kernels for up to 6 given the
- * transposed weights: 16 channels by all the columns, 8 for a last block of channels); tap counts over one block of 192
- * (two and four blocks); a column matrix wider than the product (ldb > N) and an output wider
- * too (ldc > N, whose extra floats stay unwritten); the team's split giving the same bits as
+ * transposed weights: 16 channels by all the columns, 8 for a last block of channels); tap
+ * counts over one block of 192 (two and four blocks); a column matrix wider than the product
+ * (ldb > N) and an output wider too (ldc > N, whose extra floats stay unwritten); each with
+ * an activation (none, relu or relu6) applied as the last block is stored; the team's split
+ * giving the same bits as
  * one thread, and a column's bits not depending on where it falls in a panel or which kernel
  * ran it. Then a model's eval through each of inference's convolution paths (this one,
  * conv_direct.c's and winograd.c's) against the im2col + sgemm path; training never takes
@@ -114,7 +116,7 @@ KD_TEST(conv_gemm_matches_a_double_reference) {
     check_size(5, 1, 8, 8, 1, KD_ACT_NONE);      /* one tap; one 8-wide masked panel */
     check_size(4, 20, 1, 3, 1, KD_ACT_RELU6);    /* one column */
     check_size(9, 64, 20, 20, 1, KD_ACT_RELU6);  /* a 20-wide tail: three vectors, one masked */
-    check_size(70, 200, 28, 28, 1, KD_ACT_RELU6); /* a 4-column tail: 4 x 16 + 6 channels, 2 blocks */
+    check_size(70, 200, 28, 28, 1, KD_ACT_RELU6); /* a 4-column tail: 4 x 16 + 6 channels */
     check_size(33, 30, 6, 6, 0, KD_ACT_RELU);    /* six columns: 16 + 16 + 1 channels */
     check_size(150, 400, 16, 16, 1, KD_ACT_NONE); /* one panel of 16: the team's 3 channel blocks */
     check_size(130, 50, 25, 25, 0, KD_ACT_RELU6); /* a one-column tail over 3 channel blocks */

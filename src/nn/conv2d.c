@@ -330,7 +330,7 @@ static void piece_range(size_t B, size_t P, size_t p, size_t *b0, size_t *b1) {
 typedef struct {
     conv_dims d;
     const float *x, *w, *wt, *bias;
-    const float *u, *ut; /* Winograd's transformed weights (16, O, C), their transposed copies or NULL */
+    const float *u, *ut; /* Winograd's weights (16, O, C), their transposed copies or NULL */
     float *y, *ws;
     const kd_sample_sink *sink;
     size_t B, P;
