@@ -248,10 +248,6 @@ static void call(const cg_call *k) {
     else k8m(k);
 }
 #else
-/* The activation as an output is stored: kd_relu's and kd_relu6's values, NaN passing. */
-static float cg_act1(float v, int act) {
-    return act == KD_ACT_RELU ? kd_relu(v) : act == KD_ACT_RELU6 ? kd_relu6(v) : v;
-}
 static void call(const cg_call *k) {
     for (size_t r = 0; r < k->mr; r++)
         for (size_t j = 0; j < k->n; j++) {
@@ -259,7 +255,7 @@ static void call(const cg_call *k) {
             for (size_t t = 0; t < k->kc; t++)
                 s = fmaf(k->a[r * k->lda + t], k->b[t * k->ldb + j], s);
             float *c = k->c + r * k->ldc + j;
-            *c = cg_act1((k->first ? (k->bias ? k->bias[r] : 0.0f) : *c) + s, k->act);
+            *c = kd_act_value((k->first ? (k->bias ? k->bias[r] : 0.0f) : *c) + s, k->act);
         }
 }
 static void column(const cg_col *k) {
@@ -269,7 +265,7 @@ static void column(const cg_col *k) {
             for (size_t t = 0; t < k->kc; t++)
                 s = fmaf(k->at[t * k->O8 + r], k->b[t * k->ldb + j], s);
             float *c = k->c + r * k->ldc + j;
-            *c = cg_act1((k->first ? (k->bias ? k->bias[r] : 0.0f) : *c) + s, k->act);
+            *c = kd_act_value((k->first ? (k->bias ? k->bias[r] : 0.0f) : *c) + s, k->act);
         }
 }
 #endif

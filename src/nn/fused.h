@@ -70,6 +70,9 @@ size_t kd_conv_bn_group_workspace(const kd_layer *conv, const kd_layer *bn, size
  * kd_relu6, NaN passing through), and in place over y[0, n). */
 enum { KD_ACT_NONE, KD_ACT_RELU, KD_ACT_RELU6 };
 void kd_act_inplace(float *y, size_t n, int act);
+static inline float kd_act_value(float v, int act) {
+    return act == KD_ACT_RELU ? kd_relu(v) : act == KD_ACT_RELU6 ? kd_relu6(v) : v;
+}
 /* Inference: conv2d with a batch norm folded in, y = act(conv(x; k w, k (b - mu) + beta)):
  * the weights scaled per output channel by k (made on each call, in the layer's workspace),
  * the bias shifted, and act applied where each output is stored. */

@@ -71,11 +71,6 @@ static void transform_weights(const kd_wg_dims *d, const float *w, float *u) {
     }
 }
 
-/* The activation (fused.h) on a value about to be stored. */
-static inline float wg_act(float v, int act) {
-    return act == KD_ACT_RELU ? kd_relu(v) : act == KD_ACT_RELU6 ? kd_relu6(v) : v;
-}
-
 const float *kd_wg_weights(const kd_wg_dims *d, const float *w, float *u, int copies) {
     transform_weights(d, w, u);
     if (!copies) return NULL;
@@ -84,6 +79,16 @@ const float *kd_wg_weights(const kd_wg_dims *d, const float *w, float *u, int co
     for (size_t xi = 0; xi < 16; xi++)
         kd_conv_gemm_transpose(d->O, d->C, u + xi * d->O * d->C, ut + xi * n);
     return ut;
+}
+
+/* B^T d at column k of a tile row's four rows a0..a3 (the padded input rows 2r..2r+3): rows
+ * d0 - d2, d1 + d2, d2 - d1, d1 - d3 into r0..r3 (which may be the rows read). */
+static inline void bt_d(float a0, float a1, float a2, float a3, float *r0, float *r1, float *r2,
+                        float *r3, size_t k) {
+    r0[k] = a0 - a2;
+    r1[k] = a1 + a2;
+    r2[k] = a2 - a1;
+    r3[k] = a1 - a3;
 }
 
 /* Padded row pr of plane xc into row[0, 2 TW + 2), zero outside the plane. */
@@ -112,13 +117,7 @@ static void input_portable(const kd_wg_dims *d, const float *x, float *v, size_t
             for (size_t i = 0; i < 4; i++) padded_row(d, xc, 2 * r + i, rows[i], n);
             /* B^T d: rows d0 - d2, d1 + d2, d2 - d1, d1 - d3 */
             float *r0 = rows[0], *r1 = rows[1], *r2 = rows[2], *r3 = rows[3];
-            for (size_t k = 0; k < n; k++) {
-                const float a0 = r0[k], a1 = r1[k], a2 = r2[k], a3 = r3[k];
-                r0[k] = a0 - a2;
-                r1[k] = a1 + a2;
-                r2[k] = a2 - a1;
-                r3[k] = a1 - a3;
-            }
+            for (size_t k = 0; k < n; k++) bt_d(r0[k], r1[k], r2[k], r3[k], r0, r1, r2, r3, k);
             /* (B^T d) B: the same on the patch's columns 2t .. 2t + 3 */
             for (size_t i = 0; i < 4; i++) {
                 float *v0 = v + (i * 4 + 0) * CT + c * T + r * TW;
@@ -153,10 +152,10 @@ static void output_portable(const kd_wg_dims *d, const float *m, const float *bi
                     s[0][j] = m0 + m1 + m2;
                     s[1][j] = m1 - m2 - m3;
                 }
-                y0e[t] = wg_act(s[0][0] + s[0][1] + s[0][2] + b, act);
-                y0o[t] = wg_act(s[0][1] - s[0][2] - s[0][3] + b, act);
-                y1e[t] = wg_act(s[1][0] + s[1][1] + s[1][2] + b, act);
-                y1o[t] = wg_act(s[1][1] - s[1][2] - s[1][3] + b, act);
+                y0e[t] = kd_act_value(s[0][0] + s[0][1] + s[0][2] + b, act);
+                y0o[t] = kd_act_value(s[0][1] - s[0][2] - s[0][3] + b, act);
+                y1e[t] = kd_act_value(s[1][0] + s[1][1] + s[1][2] + b, act);
+                y1o[t] = kd_act_value(s[1][1] - s[1][2] - s[1][3] + b, act);
             }
             float *r0 = yo + 2 * r * OW, *r1 = r0 + OW;
             const int second = 2 * r + 1 < d->OH;
@@ -223,13 +222,7 @@ static void input_avx2(const kd_wg_dims *d, const float *x, float *v, size_t c0,
                 _mm256_storeu_ps(r2 + q, _mm256_sub_ps(a2, a1));
                 _mm256_storeu_ps(r3 + q, _mm256_sub_ps(a1, a3));
             }
-            for (; q < W; q++) {
-                const float a0 = in[0][q], a1 = in[1][q], a2 = in[2][q], a3 = in[3][q];
-                r0[q] = a0 - a2;
-                r1[q] = a1 + a2;
-                r2[q] = a2 - a1;
-                r3[q] = a1 - a3;
-            }
+            for (; q < W; q++) bt_d(in[0][q], in[1][q], in[2][q], in[3][q], r0, r1, r2, r3, q);
             for (size_t i = 0; i < 4; i++) {
                 float *v0 = v + (i * 4 + 0) * CT + c * T + r * TW;
                 float *v1 = v0 + CT, *v2 = v1 + CT, *v3 = v2 + CT;
@@ -260,7 +253,7 @@ static void input_avx2(const kd_wg_dims *d, const float *x, float *v, size_t c0,
     }
 }
 
-/* wg_act on 8 lanes: max and min return their second operand when either is NaN. */
+/* kd_act_value on 8 lanes: max and min return their second operand when either is NaN. */
 __attribute__((target("avx2"))) static inline __m256 act8(__m256 v, int act) {
     if (act == KD_ACT_NONE) return v;
     v = _mm256_max_ps(_mm256_setzero_ps(), v);
