@@ -55,6 +55,8 @@ extern int kd_conv_winograd;
 extern int kd_bn_fold;
 /* winograd.c: 1 runs the transforms' portable loops where the AVX2 ones would run. */
 extern int kd_winograd_portable;
+/* dw_blocked.c: 0 keeps every depthwise forward on the plane kernels (the blocks' reference). */
+extern int kd_dw_blocked;
 extern unsigned long kd_hook_replica_passes;
 /* kd_sgemm, kd_sgemm_serial: when set, called with every product's transposes and sizes before
  * it runs (serial: 1 from kd_sgemm_serial, one thread's share of a parallel loop, possibly on

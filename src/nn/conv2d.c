@@ -279,7 +279,7 @@ static int conv_tensors(const kd_layer *l, kd_tensor_decl *out) {
 static size_t base_workspace(const conv_dims *d, size_t P) {
     if (is_depthwise(d)) {
         const kd_dw_dims dd = dw_dims(d);
-        return kd_depthwise_workspace(&dd, P, n_slots(P));
+        return kd_depthwise_workspace(&dd, P, n_slots(P), n_slots(SIZE_MAX));
     }
     return n_slots(P) * col_slot(d) + P * part_slot(d) + round16(weight_slot(d));
 }
@@ -413,7 +413,8 @@ static void forward_with(kd_layer *l, const float *w, const float *bias, int act
     const conv_dims d = dims_of(l);
     if (is_depthwise(&d)) {
         const kd_dw_dims dd = dw_dims(&d);
-        kd_depthwise_forward(&dd, x, w, bias, act, y, sink, B);
+        kd_depthwise_forward(&dd, x, w, bias, act, y, sink, B, ctx->workspace,
+                             n_slots(SIZE_MAX));
         return;
     }
     fwd_job j = {.d = d, .x = x, .w = w, .bias = bias, .y = y, .ws = ctx->workspace,

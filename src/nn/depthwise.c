@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "depthwise.h"
+#include "dw_blocked.h"
 #include "fused.h"
 
 /* For a kernel tap at signed offset off (k - P) along an axis of input length n and output
@@ -293,34 +294,72 @@ static size_t part_slot(const kd_dw_dims *d) {
     return round16(d->C * d->KH * d->KW) + round16(d->C);
 }
 
-size_t kd_depthwise_workspace(const kd_dw_dims *d, size_t pieces, size_t slots) {
-    return slots * dy_slot(d) + pieces * part_slot(d);
+size_t kd_depthwise_workspace(const kd_dw_dims *d, size_t pieces, size_t slots, size_t threads) {
+    const size_t backward = slots * dy_slot(d) + pieces * part_slot(d);
+    if (!kd_dwb_takes(d)) return backward;
+    const size_t forward = kd_dwb_weight_floats(d) + threads * kd_dwb_scratch_floats(d);
+    return forward > backward ? forward : backward;
 }
 
-void kd_depthwise_forward(const kd_dw_dims *d, const float *x, const float *w, const float *bias,
-                          int act, float *y, const kd_sample_sink *sink, size_t B) {
-    const size_t C = d->C, HW = d->H * d->W, OHW = d->OH * d->OW, KK = d->KH * d->KW;
+/* What every thread of a forward reads. wt: the channel blocks' weights (NULL: planes only). */
+typedef struct {
+    const kd_dw_dims *d;
+    const float *x, *w, *bias, *wt;
+    float *y, *scratch;
+    const kd_sample_sink *sink;
+    int act;
+    size_t B, units; /* units per sample: the channel blocks, then the planes after them */
+} fwd_job;
+
+/* Unit u of sample b: channel block u, or the plane of channel 8 * blocks + (u - blocks). */
+static void forward_unit(const fwd_job *j, size_t b, size_t u, float *scratch) {
+    const kd_dw_dims *d = j->d;
+    const size_t C = d->C, HW = d->H * d->W, OHW = d->OH * d->OW, blocks = j->wt ? C / 8 : 0;
+    if (u < blocks) {
+        const size_t q = b * C + 8 * u;
+        kd_dwb_block(d, j->x + q * HW, j->wt, j->bias != NULL, u, j->act, j->y + q * OHW, scratch);
+        return;
+    }
+    const size_t c = 8 * blocks + (u - blocks), q = b * C + c;
     const ptrdiff_t P = (ptrdiff_t)d->P;
-    const int par = KD_PAR(B * C * OHW * KK);
-    if (sink) {  /* whole samples, so each is handed on complete while in cache */
-#pragma omp parallel for schedule(static) if (par && B > 1)
-        for (size_t b = 0; b < B; b++) {
-            for (size_t c = 0; c < C; c++) {
-                correlate_plane(x + (b * C + c) * HW, d->H, d->W, w + c * KK, d->KH, d->KW, 0,
-                                d->S, P, P, bias ? bias + c : NULL, y + (b * C + c) * OHW,
-                                d->OH, d->OW);
-                kd_act_inplace(y + (b * C + c) * OHW, OHW, act);
-            }
-            sink->fn(sink->arg, b, y + b * C * OHW);
+    correlate_plane(j->x + q * HW, d->H, d->W, j->w + c * d->KH * d->KW, d->KH, d->KW, 0, d->S,
+                    P, P, j->bias ? j->bias + c : NULL, j->y + q * OHW, d->OH, d->OW);
+    kd_act_inplace(j->y + q * OHW, OHW, j->act); /* while the plane is in L1 */
+}
+
+/* Thread t of n: its static share of the samples (with a sink, each handed on once all its
+ * units are done) or of the (sample, unit) pairs. */
+static void forward_share(const fwd_job *j, size_t t, size_t n) {
+    float *scratch = j->scratch + t * kd_dwb_scratch_floats(j->d);
+    if (j->wt) kd_dwb_clear(j->d, scratch);
+    if (j->sink) {
+        for (size_t b = j->B * t / n; b < j->B * (t + 1) / n; b++) {
+            for (size_t u = 0; u < j->units; u++) forward_unit(j, b, u, scratch);
+            j->sink->fn(j->sink->arg, b, j->y + b * j->d->C * j->d->OH * j->d->OW);
         }
         return;
     }
-#pragma omp parallel for schedule(static) if (par)
-    for (size_t q = 0; q < B * C; q++) {
-        const size_t c = q % C;
-        correlate_plane(x + q * HW, d->H, d->W, w + c * KK, d->KH, d->KW, 0, d->S, P, P,
-                        bias ? bias + c : NULL, y + q * OHW, d->OH, d->OW);
-        kd_act_inplace(y + q * OHW, OHW, act); /* while the plane is in L1 */
+    const size_t all = j->B * j->units;
+    for (size_t q = all * t / n; q < all * (t + 1) / n; q++)
+        forward_unit(j, q / j->units, q % j->units, scratch);
+}
+
+void kd_depthwise_forward(const kd_dw_dims *d, const float *x, const float *w, const float *bias,
+                          int act, float *y, const kd_sample_sink *sink, size_t B, float *ws,
+                          size_t threads) {
+    const size_t C = d->C, OHW = d->OH * d->OW, KK = d->KH * d->KW;
+    fwd_job j = {.d = d, .x = x, .w = w, .bias = bias, .y = y, .sink = sink, .act = act, .B = B};
+    if (kd_dwb_takes(d) && kd_dwb_weights(d, w, bias, ws)) {
+        j.wt = ws;
+        j.scratch = ws + kd_dwb_weight_floats(d);
+    }
+    j.units = j.wt ? C / 8 + C % 8 : C;
+    const size_t max = (size_t)omp_get_max_threads(), team = max < threads ? max : threads;
+    if (team > 1 && KD_PAR(B * C * OHW * KK) && (!sink || B > 1)) {
+#pragma omp parallel num_threads((int)team)
+        forward_share(&j, (size_t)omp_get_thread_num(), (size_t)omp_get_num_threads());
+    } else {
+        forward_share(&j, 0, 1);
     }
 }
 
