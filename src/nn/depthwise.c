@@ -330,8 +330,11 @@ static void forward_unit(const fwd_job *j, size_t b, size_t u, float *scratch) {
 /* Thread t of n: its static share of the samples (with a sink, each handed on once all its
  * units are done) or of the (sample, unit) pairs. */
 static void forward_share(const fwd_job *j, size_t t, size_t n) {
-    float *scratch = j->scratch + t * kd_dwb_scratch_floats(j->d);
-    if (j->wt) kd_dwb_clear(j->d, scratch);
+    float *scratch = NULL; /* no blocks: no scratch (and no arithmetic on a null pointer) */
+    if (j->wt) {
+        scratch = j->scratch + t * kd_dwb_scratch_floats(j->d);
+        kd_dwb_clear(j->d, scratch);
+    }
     if (j->sink) {
         for (size_t b = j->B * t / n; b < j->B * (t + 1) / n; b++) {
             for (size_t u = 0; u < j->units; u++) forward_unit(j, b, u, scratch);
