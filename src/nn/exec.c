@@ -165,7 +165,9 @@ static size_t replicas_now(const kd_model *m, size_t B, const kd_ctx *ctx) {
 
 /* Inference runs the batch as one sample range per replica, each thread through the whole
  * model on its own (no barrier per layer: on this 2-vCPU host a layer-by-layer team lost to
- * one thread whenever another process ran). A sample's values do not depend on its replica. */
+ * one thread whenever another process ran). A sample's values depend on its replica only where
+ * a product's bits depend on its row count (OpenBLAS's small-matrix kernels for AVX-512): the
+ * same for a given batch and thread count. */
 static const float *forward_chunks(kd_model *m, const float *x, size_t B, kd_ctx *ctx) {
     KD_ASSERT(B <= m->batch_cap && m->chunk > 0 && m->n_layers > 0);
     kd_graph *g = m->graph;
