@@ -18,8 +18,11 @@ void kd_sgemm_serial(int trans_a, int trans_b, size_t M, size_t N, size_t K, flo
                      size_t ldc);
 /* A dense layer's product: y[M,N] = x[M,K] w[N,K]^T + bias[N] (bias may be NULL). split = 1
  * allows cutting the rows into one block per thread, each a one-thread sgemm, where that is
- * faster (inference over a batch with small weights); split = 0 (training) is always the
- * team's sgemm. Deterministic for a given thread count either way. */
+ * faster (inference over a batch with small weights), and one sample's output rows into one
+ * block per thread, each a one-thread sgemv, for weights of KD_GEMV_SPLIT_MIN floats or more
+ * (the same bits as one sgemv); split = 0 (training) is always the team's sgemm.
+ * Deterministic for a given thread count either way. */
+#define KD_GEMV_SPLIT_MIN ((size_t)1 << 19)
 void kd_sgemm_linear(size_t M, size_t N, size_t K, const float *x, const float *w,
                      const float *bias, float *y, int split);
 /* Same contract, naive triple loop with double accumulation. */

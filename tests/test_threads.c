@@ -4,6 +4,7 @@
  * gives the same bits on 1, 2, 3 and 4 threads, each layer on its own and whole training steps
  * (sgemm included), and two runs at one count are identical. The parallel threshold is lowered
  * to 1 float so every parallel path runs on these tiny shapes. */
+#include <math.h>
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
@@ -331,6 +332,59 @@ KD_TEST(threads_one_sample_forward_stays_on_the_calling_thread) {
     CHECK_FLOATS(z, batch_z + 5 * 5, 5, 1e-5, 1e-5);  /* a one-row product sums otherwise */
     CHECK_EQ_INT(kd_threads_get(), 2);  /* the count is restored */
     kd_hook_gemm_shape = NULL;
+    kd_model_free(&m);
+    kd_threads_set(def);
+}
+
+/* The one-row products of a forward: their output widths, in call order. */
+static size_t g_rows_n[8], g_rows;
+static void note_one_row(int ta, int tb, size_t M, size_t N, size_t K, int serial) {
+    (void)ta, (void)tb, (void)K, (void)serial;
+    if (M == 1 && g_rows < 8) g_rows_n[g_rows++] = N;
+}
+
+/* One sample through a model whose dense weights are too large for a core's cache (the MLP
+ * teacher's case): the team takes the forward, each thread a block of the wide layer's output
+ * rows by its own sgemv (the hook sees the two halves), and the logits are the one-thread
+ * forward's bits; the small output layer stays one product. */
+KD_TEST(threads_one_sample_wide_dense_splits_rows_with_the_same_bits) {
+    const int def = kd_threads_get();
+    static const char *mlp = "[{\"type\":\"dense\",\"units\":720,\"name\":\"wide\"},"
+                             "{\"type\":\"relu\"},{\"type\":\"dense\",\"units\":5}]";
+    kd_model m = {0};
+    kd_err err;
+    kd_shape in = {1, {750}}; /* 720 x 750 = 540,000 weights: past KD_GEMV_SPLIT_MIN */
+    CHECK_EQ_INT(kd_model_init(&m, &in, mlp, 0, &err), KD_OK);
+    CHECK_EQ_INT(kd_model_reserve(&m, 4, &err), KD_OK);
+    kd_rng rng;
+    kd_rng_seed(&rng, 8);
+    kd_model_init_weights(&m, &rng, KD_INIT_HE);
+    for (size_t i = 0; i < m.n_params; i++) m.params[i] += 0.01f * (float)(i % 7); /* biases */
+    float x[750], one[5];
+    for (size_t i = 0; i < 750; i++) x[i] = kd_rng_normal(&rng);
+    kd_threads_set(1);
+    memcpy(one, kd_model_forward(&m, x, 1, NULL), sizeof one);
+    kd_threads_set(2);
+    kd_hook_gemm_shape = note_one_row;
+    g_rows = 0;
+    const float *z = kd_model_forward(&m, x, 1, NULL);
+    kd_hook_gemm_shape = NULL;
+    CHECK(memcmp(z, one, sizeof one) == 0);
+    CHECK_EQ_INT((int)g_rows, 3);
+    CHECK_EQ_INT((int)g_rows_n[0] + (int)g_rows_n[1], 720);
+    CHECK_EQ_INT((int)g_rows_n[0], 360);
+    CHECK_EQ_INT((int)g_rows_n[2], 5);
+    /* against a double-precision product of the same weights (the first logit) */
+    const kd_tensor *w1 = &m.tensors[0], *b1 = &m.tensors[1], *w2 = &m.tensors[2],
+                    *b2 = &m.tensors[3];
+    CHECK(w1->numel == 720 * 750 && b1->numel == 720 && w2->numel == 5 * 720 && b2->numel == 5);
+    double z0 = b2->data[0];
+    for (size_t o = 0; o < 720; o++) {
+        double h = b1->data[o];
+        for (size_t k = 0; k < 750; k++) h += (double)w1->data[o * 750 + k] * x[k];
+        z0 += (h > 0 ? h : 0) * w2->data[o];
+    }
+    CHECK(fabs(z[0] - z0) <= 1e-4 * (1 + fabs(z0)));
     kd_model_free(&m);
     kd_threads_set(def);
 }

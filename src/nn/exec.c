@@ -8,6 +8,7 @@
 
 #include "fused.h"
 #include "graph.h"
+#include "kd_gemm.h"
 #include "../core/test_hooks.h"
 
 /* ---- Units: a fused group or one layer ---- */
@@ -83,8 +84,10 @@ static const float *forward_chunks(kd_model *m, const float *x, size_t B, kd_ctx
  * so only the time changes. */
 const float *kd_model_forward(kd_model *m, const float *x, size_t B, kd_ctx *ctx) {
     const int nt = omp_get_max_threads();
+    /* Weights too large for a core's cache make a one-sample dense product a pass over memory,
+     * which the team reads faster (kd_sgemm_linear): the MLP teacher (2.4M multiply-adds). */
     if (B != 1 || nt == 1 || omp_in_parallel() ||
-        (double)kd_model_macs(m) > ONE_SAMPLE_SERIAL_MACS)
+        (double)kd_model_macs(m) > ONE_SAMPLE_SERIAL_MACS || m->n_params >= KD_GEMV_SPLIT_MIN)
         return forward_chunks(m, x, B, ctx);
     omp_set_num_threads(1);
     const float *z = forward_chunks(m, x, B, ctx);
