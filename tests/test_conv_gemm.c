@@ -21,6 +21,7 @@
 #include "../src/nn/conv_gemm.h"
 #include "../src/nn/fused.h"
 #include "kd_common.h"
+#include "kd_gemm.h"
 #include "kd_nn.h"
 #include "kd_rng.h"
 #include "kd_test.h"
@@ -189,6 +190,48 @@ KD_TEST(conv_inference_paths_run_in_eval_only) {
     kd_hook_gemm_shape = NULL;
     kd_conv_gemm_own = -1;
     kd_direct_conv = -1;
+    kd_conv_winograd = -1;
+    kd_model_free(&m);
+}
+
+/* The release rule for the direct convolution (conv_direct.h): on an AVX-512 CPU, 1 to 3
+ * samples take it whatever OpenBLAS runs, and a batch only where OpenBLAS runs narrower kernels;
+ * elsewhere never. Seen through the first layer's im2col product (K = 27), which the direct
+ * path does not make; Winograd is off so that the batch's 3x3 layers have no other path. */
+KD_TEST(conv_direct_rule_takes_few_samples_on_avx512) {
+    static const char *json =
+        "[{\"type\":\"conv2d\",\"channels\":8,\"kernel\":3,\"padding\":1},"
+        "{\"type\":\"flatten\"},{\"type\":\"dense\",\"units\":3}]";
+    const kd_shape in = {3, {3, 10, 10}};
+    kd_model m = {0};
+    kd_err err;
+    if (kd_model_init(&m, &in, json, 0, &err) || kd_model_reserve(&m, 8, &err)) {
+        kd_test_fail(__FILE__, __LINE__, "%s", err.msg);
+        kd_model_free(&m);
+        return;
+    }
+    kd_rng rng;
+    kd_rng_seed(&rng, 6);
+    kd_model_init_weights(&m, &rng, KD_INIT_HE);
+    static float x[8 * 300];
+    for (size_t i = 0; i < 8 * 300; i++) x[i] = kd_rng_normal(&rng);
+    int avx512 = 0;
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    avx512 = !!__builtin_cpu_supports("avx512f");
+#endif
+    const int batch_direct = avx512 && kd_blas_core_level() < 3;
+    kd_conv_winograd = 0;
+    kd_infer_replicas = 0; /* the whole batch in one pass */
+    kd_hook_gemm_shape = note_first_layer;
+    first_layer_products = 0;
+    kd_model_forward(&m, x, 1, NULL);
+    CHECK_EQ_INT(first_layer_products == 0, avx512);
+    first_layer_products = 0;
+    kd_model_forward(&m, x, 8, NULL);
+    CHECK_EQ_INT(first_layer_products == 0, batch_direct);
+    kd_hook_gemm_shape = NULL;
+    kd_infer_replicas = 1;
     kd_conv_winograd = -1;
     kd_model_free(&m);
 }

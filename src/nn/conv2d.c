@@ -76,9 +76,9 @@ static size_t round16(size_t n) { return (n + 15) & ~(size_t)15; }
 #ifdef KD_TEST_HOOKS
 int kd_direct_conv = -1;
 #endif
-static int direct_on(void) {
+static int direct_on(size_t B) {
     const int hook = KD_HOOK_VALUE(kd_direct_conv, -1);
-    return hook < 0 ? kd_conv_direct_wins() : hook;
+    return hook < 0 ? kd_conv_direct_wins(B) : hook;
 }
 /* Whether inference multiplies by conv_gemm.h's kernel instead of sgemm: ungrouped layers
  * whose weights fit in L2 (256 KiB; the kernel reads them once per panel of 24 columns) and
@@ -421,7 +421,7 @@ static void forward_with(kd_layer *l, const float *w, const float *bias, int act
                  .sink = sink, .B = B, .P = n_pieces(B), .act = act};
     j.par = j.P > 1 && KD_PAR(B * d.K * d.OHW);
     j.wg = !ctx->training && wg_on(&d, B);
-    j.direct = !ctx->training && !j.wg && direct_shape(&d) && direct_on();
+    j.direct = !ctx->training && !j.wg && direct_shape(&d) && direct_on(B);
     /* one sample with the team free: the kernel splits its channels among the team */
     j.team = !j.par && !omp_in_parallel() && omp_get_max_threads() > 1 &&
              d.K * d.OHW * d.O >= TEAM_MIN_MACS;

@@ -211,19 +211,24 @@ static const cd_kernels *kernels(int want) {
     return &portable;
 }
 
-int kd_conv_direct_wins(void) {
-    static int wins = -1; /* decided once; every thread computes the same answer */
+/* Batches this small take the AVX-512 kernel whatever OpenBLAS runs (conv_direct.h). */
+#define CD_FEW_SAMPLES 4
+
+int kd_conv_direct_wins(size_t B) {
+    /* decided once; every thread computes the same answer: 0 never, 1 for a few samples, 2
+     * always */
+    static int wins = -1;
     int w = __atomic_load_n(&wins, __ATOMIC_RELAXED);
     if (w < 0) {
 #ifdef CD_X86
         __builtin_cpu_init();
-        w = __builtin_cpu_supports("avx512f") && kd_blas_core_level() < 3;
+        w = !__builtin_cpu_supports("avx512f") ? 0 : kd_blas_core_level() < 3 ? 2 : 1;
 #else
         w = 0;
 #endif
         __atomic_store_n(&wins, w, __ATOMIC_RELAXED);
     }
-    return w;
+    return w == 2 || (w == 1 && B < CD_FEW_SAMPLES);
 }
 
 /* Plane c of x into its zero-padded plane. */

@@ -25,11 +25,14 @@ size_t kd_conv_direct_workspace(const kd_cd_dims *d);
  * every output is still summed by one thread in the same order, so the bits do not depend on
  * the thread count. Which kernel runs (AVX-512, AVX2 or portable) depends on the CPU; the
  * results agree with the sgemm path to rounding. */
-/* Whether inference should run the direct kernel on this machine: only where its kernel is
- * wider than the one OpenBLAS runs (AVX-512 here, OpenBLAS on AVX2 kernels, as when
- * OPENBLAS_CORETYPE pins it). With equal vector widths OpenBLAS's sgemm was faster (an AVX2 EPYC:
- * the CNN teacher 10.4-12.7k samples/s through im2col + sgemm, 6.4-9.3k direct; docs/internals.md). */
-int kd_conv_direct_wins(void);
+/* Whether inference should run the direct kernel on this machine for a batch of B samples:
+ * where its kernel is wider than the one OpenBLAS runs (AVX-512 here, OpenBLAS on AVX2 kernels,
+ * as when OPENBLAS_CORETYPE pins it), and on an AVX-512 CPU for 1 to 3 samples whatever OpenBLAS
+ * runs (sgemm packs the weights for one sample's columns: one sample of ResNet-18 8.0 -> 5.7 ms
+ * on a Xeon with OpenBLAS's SkylakeX kernels). With equal vector widths OpenBLAS's sgemm was
+ * faster for a batch (an AVX2 EPYC: the CNN teacher 10.4-12.7k samples/s through im2col +
+ * sgemm, 6.4-9.3k direct; the Xeon: 25.3k against 23.4k; docs/internals.md). */
+int kd_conv_direct_wins(size_t B);
 
 void kd_conv_direct_sample(const kd_cd_dims *d, const float *x, const float *w, const float *bias,
                            float *y, float *ws, int team);
