@@ -2,7 +2,8 @@
  * run by conv2d.c) against a double-precision loop written here, on shapes that reach its
  * edges: odd and even planes (a last tile half outside), a one-row and a one-column plane,
  * paddings 0 to 2, channel counts past one block of the products' sums (192), with and without
- * a bias, through the own product and through sgemm, the transforms' AVX2 code giving the
+ * a bias, batches of several groups of samples (one set of products per group, the last group
+ * smaller), through the own product and through sgemm, the transforms' AVX2 code giving the
  * same bits as their portable loops; then the bits: the same on the team (two threads) as on
  * one, and the same for a sample alone as inside a batch (test_conv_gemm.c: training never
  * takes the path). */
@@ -144,6 +145,8 @@ KD_TEST(winograd_conv_matches_a_double_reference) {
         {1, 5, 7, 2, 0, 1, 3},
         {3, 40, 37, 4, 1, 1, 1},   /* 19 tiles a row: two whole 8-tile blocks, a tail of 3 */
         {2, 31, 30, 3, 0, 0, 1},   /* 29 x 28 outputs: a half-outside last tile row */
+        {6, 7, 7, 10, 1, 1, 11},   /* 16 tiles: groups of 8 samples, the last of 3 */
+        {8, 10, 10, 9, 1, 0, 7},   /* 25 tiles: groups of 6, the last of 1 */
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) check_case(&cases[i], 40 + i);
 }

@@ -12,6 +12,7 @@
 #include <omp.h>
 #include <string.h>
 
+#include "conv2d_impl.h"
 #include "conv_direct.h"
 #include "conv_gemm.h"
 #include "depthwise.h"
@@ -32,16 +33,6 @@
  * thread count. Up to 16 threads share out the pieces; each lowers into its own columns. */
 #define CONV_PIECES 16
 
-typedef struct {
-    size_t channels;         /* output channels */
-    size_t kh, kw;           /* kernel */
-    size_t stride, padding;
-    size_t groups;           /* channel groups (default 1); divides in and out channels */
-    int bias;                /* has a bias (default true) */
-} conv_hp;
-
-/* Declared tensors, by position. */
-enum { CONV_W, CONV_B };
 
 typedef kd_conv_dims conv_dims;
 
@@ -152,7 +143,7 @@ static kd_cd_dims cd_dims(const conv_dims *d) {
 static size_t col_slot(const conv_dims *d) {
     size_t slot = 2 * round16(d->K * d->OHW) + round16(d->O * d->OHW);
     const kd_wg_dims wd = wg_dims(d);
-    if (wg_shape(d) && kd_wg_sample_floats(&wd) > slot) slot = kd_wg_sample_floats(&wd);
+    if (wg_shape(d) && kd_wg_group_floats(&wd) > slot) slot = kd_wg_group_floats(&wd);
     if (!direct_shape(d)) return slot;
     const kd_cd_dims cd = cd_dims(d);
     const size_t direct = round16(kd_conv_direct_workspace(&cd));
@@ -338,16 +329,37 @@ typedef struct {
     int act; /* KD_ACT_* applied to every output (a folded batch norm's activation) */
 } fwd_job;
 
-/* Winograd's product xi of one sample (kd_wg_product): own or sgemm, as the layer's rule says. */
-static void wg_product(const void *arg, size_t xi, const float *v, float *m, int serial) {
+/* Winograd's product xi of a group (kd_wg_product): own or sgemm, as the layer's rule says. */
+static void wg_product(const void *arg, size_t xi, const float *v, float *m, size_t ld,
+                       int serial) {
     const fwd_job *j = arg;
-    const kd_wg_dims wd = wg_dims(&j->d);
-    const size_t O = j->d.O, C = j->d.C, T = kd_wg_tiles(&wd);
-    const float *u = j->u + xi * O * C, *vx = v + xi * C * T;
-    float *mx = m + xi * O * T;
+    const size_t O = j->d.O, C = j->d.C;
+    const float *u = j->u + xi * O * C, *vx = v + xi * C * ld;
+    float *mx = m + xi * O * ld;
     const float *ut = j->ut ? j->ut + xi * kd_conv_gemm_transposed_floats(O, C) : NULL;
-    if (j->own) kd_conv_gemm(O, C, T, u, ut, NULL, KD_ACT_NONE, vx, T, mx, T, 0);
-    else piece_sgemm(serial, 0, 0, O, T, C, u, C, vx, T, 0.0f, mx, T);
+    if (j->own) kd_conv_gemm(O, C, ld, u, ut, NULL, KD_ACT_NONE, vx, ld, mx, ld, 0);
+    else piece_sgemm(serial, 0, 0, O, ld, C, u, C, vx, ld, 0.0f, mx, ld);
+}
+
+/* The batch by Winograd in groups of kd_wg_group_size samples (fixed by the batch alone), each
+ * sample handed on after its group; the groups shared out like pieces. */
+static void wg_group(const fwd_job *j, size_t k, size_t g, float *ws) {
+    const kd_wg_dims wd = wg_dims(&j->d);
+    const size_t in_n = j->d.C * j->d.H * j->d.W, out_n = j->d.O * j->d.OHW, b = k * g;
+    const size_t n = j->B - b < g ? j->B - b : g;
+    kd_wg_group(&wd, j->x + b * in_n, n, j->bias, j->act, j->y + b * out_n, ws, wg_product, j,
+                j->par);
+    for (size_t s = b; j->sink && s < b + n; s++) j->sink->fn(j->sink->arg, s, j->y + s * out_n);
+}
+static void wg_batch(const fwd_job *j) {
+    const kd_wg_dims wd = wg_dims(&j->d);
+    const size_t g = kd_wg_group_size(&wd), n = (j->B + g - 1) / g;
+    if (j->par) {
+#pragma omp parallel for schedule(static) num_threads(team_size(j->P))
+        for (size_t k = 0; k < n; k++) wg_group(j, k, g, thread_cols(&j->d, j->ws, j->P, 1));
+    } else {
+        for (size_t k = 0; k < n; k++) wg_group(j, k, g, thread_cols(&j->d, j->ws, j->P, 0));
+    }
 }
 
 /* kd_sample_cols for one sample whose product runs on the team: the team lowers it too, each
@@ -428,9 +440,10 @@ static void forward_with(kd_layer *l, const float *w, const float *bias, int act
     if (j.wg) {
         const kd_wg_dims wd = wg_dims(&d);
         float *u = weight_slot_at(&d, ctx->workspace, j.P);
-        j.own = own_product_on(d.O, d.C, kd_wg_tiles(&wd), j.team);
-        /* with the transposed copies for a narrow last panel (196 tiles: 8 x 24 + 4) */
-        j.ut = kd_wg_weights(&wd, w, u, j.own && kd_conv_gemm_narrow_tail(kd_wg_tiles(&wd)));
+        const size_t T = kd_wg_tiles(&wd), cols = j.team ? T : kd_wg_group_size(&wd) * T;
+        j.own = own_product_on(d.O, d.C, cols, j.team);
+        /* with the transposed copies for a narrow last panel (a group's last one may be) */
+        j.ut = kd_wg_weights(&wd, w, u, j.own);
         j.u = u;
     } else {
         j.own = !ctx->training && !j.direct && own_gemm_on(&d, j.team);
@@ -441,7 +454,9 @@ static void forward_with(kd_layer *l, const float *w, const float *bias, int act
         kd_conv_gemm_transpose(d.O, d.K, w, wt);
         j.wt = wt;
     }
-    if (j.par) {
+    if (j.wg && !j.team) {
+        wg_batch(&j);
+    } else if (j.par) {
 #pragma omp parallel for schedule(static) num_threads(team_size(j.P))
         for (size_t p = 0; p < j.P; p++) forward_piece(&j, p);
     } else {
@@ -600,82 +615,6 @@ static size_t conv_macs(const kd_layer *l) {
     return d.O * d.OHW * d.KG;
 }
 
-/* ONNX: Conv(x, W, b) with the same kernel, stride and symmetric zero padding. */
-static kd_status conv_export_onnx(const kd_layer *l, kd_onnx_emitter *em, kd_err *err) {
-    const conv_hp *hp = l->hp;
-    const char *x = kd_onnx_current(em), *w, *b = NULL;
-    kd_status st = kd_layer_onnx_tensor(l, em, CONV_W, &w, err);
-    if (!st && hp->bias) st = kd_layer_onnx_tensor(l, em, CONV_B, &b, err);
-    if (st) return st;
-    const int64_t s = (int64_t)hp->stride, p = (int64_t)hp->padding;
-    /* "group" only when there are groups: an ungrouped layer's file stays as it was. */
-    const kd_onnx_attr attrs[] = {KD_ONNX_INTS2("kernel_shape", (int64_t)hp->kh, (int64_t)hp->kw),
-                                  KD_ONNX_INTS2("strides", s, s), KD_ONNX_INTS4("pads", p, p, p, p),
-                                  KD_ONNX_INT("group", (int64_t)hp->groups)};
-    return kd_onnx_node(em, "Conv", (const char *[]){x, w, b}, hp->bias ? 3 : 2, attrs,
-                        hp->groups != 1 ? 4 : 3, NULL, err);
-}
-
-/* C: a direct convolution (no im2col buffer, so scratch stays two activations), output o of
- * group g = o / (O/G) reading that group's C/G input channels:
- *   y[o, oh, ow] = b[o] + sum_{c,i,j} w[o, c, i, j] x[g*C/G + c, oh*S - P + i, ow*S - P + j]
- * over the taps inside the input (zero padding contributes nothing); int8 rows:
- * b[o] + scale[o] * sum q x. A depthwise layer's sums are those of depthwise.c term for term.
- * Each output sums its taps in (c, i, j) order; the loops run along an output row, each tap
- * added to every output whose window holds it (a branch-free loop along the row), so the row
- * of y holds the running sums. */
-static const char conv_c_helper[] =
-    "static void $conv2d(const float *x, float *y, const float *w, const signed char *q,\n"
-    "                    const float *scale, const float *b, long C, long H, long W, long O,\n"
-    "                    long G, long KH, long KW, long S, long P, long OH, long OW) {\n"
-    "    const long CG = C / G, OG = O / G;\n"
-    "    long o, oh, ow, c, i, j;\n"
-    "    for (o = 0; o < O; o++)\n"
-    "        for (oh = 0; oh < OH; oh++) {\n"
-    "            float *yr = y + (o * OH + oh) * OW;\n"
-    "            for (ow = 0; ow < OW; ow++) yr[ow] = 0.0f;\n"
-    "            for (c = 0; c < CG; c++)\n"
-    "                for (i = 0; i < KH; i++) {\n"
-    "                    const long h = oh * S - P + i, k = ((o * CG + c) * KH + i) * KW;\n"
-    "                    const float *xr;\n"
-    "                    if (h < 0 || h >= H) continue;\n"
-    "                    xr = x + ((o / OG * CG + c) * H + h) * W;\n"
-    "                    for (j = 0; j < KW; j++) {\n"
-    "                        /* the outputs whose tap j falls inside the row: ow * S - P + j\n"
-    "                         * in [0, W) */\n"
-    "                        const float wv = q ? (float)q[k + j] : w[k + j];\n"
-    "                        const long lo = P > j ? (P - j + S - 1) / S : 0;\n"
-    "                        const long last = W - 1 + P - j;\n"
-    "                        const long hi = last < 0 ? 0 : last / S + 1 < OW ? last / S + 1 : OW;\n"
-    "                        for (ow = lo; ow < hi; ow++) yr[ow] += wv * xr[ow * S - P + j];\n"
-    "                    }\n"
-    "                }\n"
-    "            for (ow = 0; ow < OW; ow++) {\n"
-    "                float s = yr[ow];\n"
-    "                if (q) s *= scale[o];\n"
-    "                yr[ow] = b ? s + b[o] : s;\n"
-    "            }\n"
-    "        }\n"
-    "}\n";
-
-static kd_status conv_export_c(const kd_layer *l, kd_c_emitter *em, kd_err *err) {
-    const conv_hp *hp = l->hp;
-    const conv_dims d = dims_of(l);
-    const char *w, *b = "0";
-    char wq[160];
-    int q, qb;
-    kd_status st = kd_layer_c_tensor(l, em, CONV_W, &w, &q, err);
-    if (!st && hp->bias) st = kd_layer_c_tensor(l, em, CONV_B, &b, &qb, err);
-    if (!st) st = kd_c_helper(em, "conv2d", conv_c_helper, err);
-    if (st) return st;
-    if (q) snprintf(wq, sizeof wq, "0, %s, %s_scale", w, w);
-    else snprintf(wq, sizeof wq, "%s, 0, 0", w);
-    return kd_c_code(em, 0, err,
-                     "$conv2d(x, y, %s, %s, %zuL, %zuL, %zuL, %zuL, %zuL, %zuL, %zuL, %zuL, %zuL, "
-                     "%zuL, %zuL);", wq, b, d.C, d.H, d.W, d.O, d.G, d.KH, d.KW, d.S, d.P, d.OH,
-                     d.OW);
-}
-
 const kd_layer_ops kd_layer_conv2d = {
     .type = "conv2d",
     .hp_size = sizeof(conv_hp),
@@ -687,6 +626,6 @@ const kd_layer_ops kd_layer_conv2d = {
     .backward = conv_backward,
     .describe = conv_describe,
     .macs = conv_macs,
-    .export_onnx = conv_export_onnx,
-    .export_c = conv_export_c,
+    .export_onnx = kd_conv2d_export_onnx,
+    .export_c = kd_conv2d_export_c,
 };

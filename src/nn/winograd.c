@@ -31,6 +31,12 @@ int kd_winograd_portable = 0;
  * the AVX2 kernels' 8; a padded row's floats, with room for the last 8 tiles' reads. */
 #define WG_MAX_TW 256
 #define WG_ROW (2 * WG_MAX_TW + 8)
+/* A group of samples runs as one set of products of at least this many columns (tiles), at
+ * most WG_GROUP_MAX samples: sgemm packs each u[xi] once per product, and a 7x7 layer's 16
+ * tiles per sample left it packing ResNet-18's 512x512 u[xi] for 16 columns (a fifth of its
+ * batch forward in `perf`, sgemm_oncopy). */
+#define WG_GROUP_COLUMNS 128
+#define WG_GROUP_MAX 8
 
 static size_t round16(size_t n) { return (n + 15) & ~(size_t)15; }
 
@@ -107,9 +113,10 @@ static inline __attribute__((always_inline)) void padded_row(const kd_wg_dims *d
 
 /* ---- Portable: plain loops (the compiler's baseline vectors) ---- */
 
-static void input_portable(const kd_wg_dims *d, const float *x, float *v, size_t c0, size_t c1) {
-    const size_t TW = kd_wg_tiles_w(d), TH = tiles_h(d), T = TW * TH, n = 2 * TW + 2;
-    const size_t CT = d->C * T;
+static void input_portable(const kd_wg_dims *d, const float *x, float *v, size_t ld, size_t c0,
+                           size_t c1) {
+    const size_t TW = kd_wg_tiles_w(d), TH = tiles_h(d), n = 2 * TW + 2;
+    const size_t CT = d->C * ld;
     float rows[4][WG_ROW];
     for (size_t c = c0; c < c1; c++) {
         const float *xc = x + c * d->H * d->W;
@@ -120,7 +127,7 @@ static void input_portable(const kd_wg_dims *d, const float *x, float *v, size_t
             for (size_t k = 0; k < n; k++) bt_d(r0[k], r1[k], r2[k], r3[k], r0, r1, r2, r3, k);
             /* (B^T d) B: the same on the patch's columns 2t .. 2t + 3 */
             for (size_t i = 0; i < 4; i++) {
-                float *v0 = v + (i * 4 + 0) * CT + c * T + r * TW;
+                float *v0 = v + (i * 4 + 0) * CT + c * ld + r * TW;
                 float *v1 = v0 + CT, *v2 = v1 + CT, *v3 = v2 + CT;
                 const float *a = rows[i];
                 for (size_t t = 0; t < TW; t++) {
@@ -134,16 +141,16 @@ static void input_portable(const kd_wg_dims *d, const float *x, float *v, size_t
     }
 }
 
-static void output_portable(const kd_wg_dims *d, const float *m, const float *bias, int act,
-                            float *y, size_t o0, size_t o1) {
-    const size_t TW = kd_wg_tiles_w(d), TH = tiles_h(d), T = TW * TH;
-    const size_t OT = d->O * T, OW = d->OW, even = OW / 2;
+static void output_portable(const kd_wg_dims *d, const float *m, size_t ld, const float *bias,
+                            int act, float *y, size_t o0, size_t o1) {
+    const size_t TW = kd_wg_tiles_w(d), TH = tiles_h(d);
+    const size_t OT = d->O * ld, OW = d->OW, even = OW / 2;
     float y0e[WG_MAX_TW], y0o[WG_MAX_TW], y1e[WG_MAX_TW], y1o[WG_MAX_TW];
     for (size_t o = o0; o < o1; o++) {
         const float b = bias ? bias[o] : 0.0f;
         float *yo = y + o * d->OH * OW;
         for (size_t r = 0; r < TH; r++) {
-            const float *p = m + o * T + r * TW; /* element xi at p + xi * OT */
+            const float *p = m + o * ld + r * TW; /* element xi at p + xi * OT */
             for (size_t t = 0; t < TW; t++) {
                 float s[2][4]; /* A^T m: rows m0 + m1 + m2 and m1 - m2 - m3 */
                 for (size_t j = 0; j < 4; j++) {
@@ -194,11 +201,12 @@ __attribute__((target("avx2"))) static inline __m256i lanes(size_t n) {
 }
 
 __attribute__((target("avx2")))
-static void input_avx2(const kd_wg_dims *d, const float *x, float *v, size_t c0, size_t c1) {
-    const size_t TW = kd_wg_tiles_w(d), TH = tiles_h(d), T = TW * TH, n = 2 * TW + 2;
+static void input_avx2(const kd_wg_dims *d, const float *x, float *v, size_t ld, size_t c0,
+                       size_t c1) {
+    const size_t TW = kd_wg_tiles_w(d), TH = tiles_h(d), n = 2 * TW + 2;
     /* floats of a row the blocks read; a padded row holds the input's row at [P, P + W) and
      * zeros elsewhere (n - P >= W + P: OW = W + 2P - 2), written once */
-    const size_t CT = d->C * T, nr = 2 * ((TW + 7) / 8 * 8) + 2, n8 = (n + 7) / 8 * 8;
+    const size_t CT = d->C * ld, nr = 2 * ((TW + 7) / 8 * 8) + 2, n8 = (n + 7) / 8 * 8;
     const size_t end = nr > n8 ? nr : n8, P = d->P, W = d->W;
     float rows[4][WG_ROW] __attribute__((aligned(32))), zero[WG_ROW];
     for (size_t i = 0; i < 4; i++) memset(rows[i], 0, end * sizeof(float));
@@ -224,7 +232,7 @@ static void input_avx2(const kd_wg_dims *d, const float *x, float *v, size_t c0,
             }
             for (; q < W; q++) bt_d(in[0][q], in[1][q], in[2][q], in[3][q], r0, r1, r2, r3, q);
             for (size_t i = 0; i < 4; i++) {
-                float *v0 = v + (i * 4 + 0) * CT + c * T + r * TW;
+                float *v0 = v + (i * 4 + 0) * CT + c * ld + r * TW;
                 float *v1 = v0 + CT, *v2 = v1 + CT, *v3 = v2 + CT;
                 const float *a = rows[i];
                 for (size_t t0 = 0; t0 < TW; t0 += 8) {
@@ -279,15 +287,15 @@ __attribute__((target("avx2"))) static inline void store_pairs(float *out, __m25
 }
 
 __attribute__((target("avx2")))
-static void output_avx2(const kd_wg_dims *d, const float *m, const float *bias, int act,
-                        float *y, size_t o0, size_t o1) {
-    const size_t TW = kd_wg_tiles_w(d), TH = tiles_h(d), T = TW * TH;
-    const size_t OT = d->O * T, OW = d->OW;
+static void output_avx2(const kd_wg_dims *d, const float *m, size_t ld, const float *bias,
+                        int act, float *y, size_t o0, size_t o1) {
+    const size_t TW = kd_wg_tiles_w(d), TH = tiles_h(d);
+    const size_t OT = d->O * ld, OW = d->OW;
     for (size_t o = o0; o < o1; o++) {
         const __m256 b = _mm256_set1_ps(bias ? bias[o] : 0.0f);
         float *yo = y + o * d->OH * OW;
         for (size_t r = 0; r < TH; r++) {
-            const float *p = m + o * T + r * TW; /* element xi at p + xi * OT */
+            const float *p = m + o * ld + r * TW; /* element xi at p + xi * OT */
             float *row0 = yo + 2 * r * OW, *row1 = row0 + OW;
             const int second = 2 * r + 1 < d->OH;
             for (size_t t = 0; t < TW; t += 8) {
@@ -340,42 +348,63 @@ static int avx2_runs(void) {
 }
 #endif
 
-void kd_wg_input(const kd_wg_dims *d, const float *x, float *v, size_t c0, size_t c1) {
+void kd_wg_input(const kd_wg_dims *d, const float *x, float *v, size_t ld, size_t c0,
+                 size_t c1) {
 #ifdef WG_X86
     if (avx2_runs()) {
-        input_avx2(d, x, v, c0, c1);
+        input_avx2(d, x, v, ld, c0, c1);
         return;
     }
 #endif
-    input_portable(d, x, v, c0, c1);
+    input_portable(d, x, v, ld, c0, c1);
 }
 
-void kd_wg_output(const kd_wg_dims *d, const float *m, const float *bias, int act, float *y,
-                  size_t o0, size_t o1) {
+void kd_wg_output(const kd_wg_dims *d, const float *m, size_t ld, const float *bias, int act,
+                  float *y, size_t o0, size_t o1) {
 #ifdef WG_X86
     if (avx2_runs()) {
-        output_avx2(d, m, bias, act, y, o0, o1);
+        output_avx2(d, m, ld, bias, act, y, o0, o1);
         return;
     }
 #endif
-    output_portable(d, m, bias, act, y, o0, o1);
+    output_portable(d, m, ld, bias, act, y, o0, o1);
+}
+
+size_t kd_wg_group_size(const kd_wg_dims *d) {
+    const size_t T = kd_wg_tiles(d), g = (WG_GROUP_COLUMNS + T - 1) / T;
+    return g < WG_GROUP_MAX ? g : WG_GROUP_MAX;
+}
+
+size_t kd_wg_group_floats(const kd_wg_dims *d) {
+    const size_t nT = kd_wg_group_size(d) * kd_wg_tiles(d);
+    return round16(16 * d->C * nT) + round16(16 * d->O * nT);
+}
+
+void kd_wg_group(const kd_wg_dims *d, const float *x, size_t n, const float *bias, int act,
+                 float *y, float *ws, kd_wg_product product, const void *arg, int serial) {
+    const size_t C = d->C, O = d->O, T = kd_wg_tiles(d), ld = n * T;
+    const size_t in_n = C * d->H * d->W, out_n = O * d->OH * d->OW;
+    float *v = ws, *m = ws + round16(16 * C * kd_wg_group_size(d) * T);
+    for (size_t s = 0; s < n; s++) kd_wg_input(d, x + s * in_n, v + s * T, ld, 0, C);
+    for (size_t xi = 0; xi < 16; xi++) product(arg, xi, v, m, ld, serial);
+    for (size_t s = 0; s < n; s++) kd_wg_output(d, m + s * T, ld, bias, act, y + s * out_n, 0, O);
 }
 
 void kd_wg_sample(const kd_wg_dims *d, const float *x, const float *bias, int act, float *y,
                   float *ws, kd_wg_product product, const void *arg, int team, int serial) {
     const size_t C = d->C, O = d->O;
-    float *v = ws, *m = ws + round16(16 * C * kd_wg_tiles(d));
+    const size_t T = kd_wg_tiles(d);
+    float *v = ws, *m = ws + round16(16 * C * T);
     if (!team) {
-        kd_wg_input(d, x, v, 0, C);
-        for (size_t xi = 0; xi < 16; xi++) product(arg, xi, v, m, serial);
-        kd_wg_output(d, m, bias, act, y, 0, O);
+        kd_wg_group(d, x, 1, bias, act, y, ws, product, arg, serial);
         return;
     }
     const size_t nc = C < 8 ? C : 8, no = O < 8 ? O : 8;
 #pragma omp parallel for schedule(static)
-    for (size_t k = 0; k < nc; k++) kd_wg_input(d, x, v, C * k / nc, C * (k + 1) / nc);
+    for (size_t k = 0; k < nc; k++) kd_wg_input(d, x, v, T, C * k / nc, C * (k + 1) / nc);
 #pragma omp parallel for schedule(static)
-    for (size_t xi = 0; xi < 16; xi++) product(arg, xi, v, m, 1);
+    for (size_t xi = 0; xi < 16; xi++) product(arg, xi, v, m, T, 1);
 #pragma omp parallel for schedule(static)
-    for (size_t k = 0; k < no; k++) kd_wg_output(d, m, bias, act, y, O * k / no, O * (k + 1) / no);
+    for (size_t k = 0; k < no; k++)
+        kd_wg_output(d, m, T, bias, act, y, O * k / no, O * (k + 1) / no);
 }

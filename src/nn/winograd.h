@@ -38,21 +38,35 @@ size_t kd_wg_weight_floats(const kd_wg_dims *d);
  * with copies, also each u[xi]'s transposed copy for conv_gemm.h's column kernel, after them,
  * returned (else NULL). */
 const float *kd_wg_weights(const kd_wg_dims *d, const float *w, float *u, int copies);
-/* Input channels [c0, c1) of one sample x (C, H, W) into v (16, C, T): v[(xi * C + c) * T + t]. */
-void kd_wg_input(const kd_wg_dims *d, const float *x, float *v, size_t c0, size_t c1);
-/* Output channels [o0, o1) of one sample's y (O, OH, OW) from m (16, O, T), plus bias[o]
+/* Input channels [c0, c1) of one sample x (C, H, W) into v (16, C, ld): v[(xi * C + c) * ld + t]
+ * for its tiles t < T (ld >= T: a group's samples side by side, each at its own column). */
+void kd_wg_input(const kd_wg_dims *d, const float *x, float *v, size_t ld, size_t c0,
+                 size_t c1);
+/* Output channels [o0, o1) of one sample's y (O, OH, OW) from m (16, O, ld), plus bias[o]
  * (bias may be NULL), through act (a KD_ACT_* of fused.h) as they are stored. */
-void kd_wg_output(const kd_wg_dims *d, const float *m, const float *bias, int act, float *y,
-                  size_t o0, size_t o1);
+void kd_wg_output(const kd_wg_dims *d, const float *m, size_t ld, const float *bias, int act,
+                  float *y, size_t o0, size_t o1);
 
-/* The product m[xi] (O, T) = u[xi] (O, C) v[xi] (C, T) of one sample, the caller's (its own
- * kernel or sgemm; serial: on the calling thread alone). */
-typedef void (*kd_wg_product)(const void *arg, size_t xi, const float *v, float *m, int serial);
-/* One sample x (C, H, W) to y (O, OH, OW) through act (KD_ACT_*): its input transformed into
- * ws (kd_wg_sample_floats), the 16 products, the output transformed with the bias. On the team
- * (a one-sample pass outside a parallel region) each stage is shared out (input channel blocks,
- * the products, output channel blocks), every output still made by one thread the same way;
- * else plain loops, the products with `serial` (no inactive region: conv2d.c's forward). */
+/* The product m[xi] (O, ld) = u[xi] (O, C) v[xi] (C, ld), every row ld floats (the tiles of
+ * ld / T samples), the caller's (its own kernel or sgemm; serial: on the calling thread
+ * alone). */
+typedef void (*kd_wg_product)(const void *arg, size_t xi, const float *v, float *m, size_t ld,
+                              int serial);
+/* Samples a group holds: enough for products of 128 columns (tiles), at most 8; and the floats
+ * of a group's transforms (kd_wg_group's ws: v (16, C, n T), then m (16, O, n T)). */
+size_t kd_wg_group_size(const kd_wg_dims *d);
+size_t kd_wg_group_floats(const kd_wg_dims *d);
+/* n <= kd_wg_group_size samples x (n, C, H, W) to y (n, O, OH, OW) through act (KD_ACT_*):
+ * their inputs transformed side by side, the 16 products over all their tiles at once (each
+ * u[xi] packed once for the group), the outputs transformed with the bias; on the calling
+ * thread (serial as for the product). A sample's bits can depend on n only through the
+ * product's (sgemm's kernels for a few columns may sum otherwise). */
+void kd_wg_group(const kd_wg_dims *d, const float *x, size_t n, const float *bias, int act,
+                 float *y, float *ws, kd_wg_product product, const void *arg, int serial);
+/* One sample x (C, H, W) to y (O, OH, OW) through act (KD_ACT_*): a group of one, in ws
+ * (kd_wg_sample_floats). On the team (a one-sample pass outside a parallel region) each stage
+ * is shared out (input channel blocks, the products, output channel blocks), every output still
+ * made by one thread the same way; else kd_wg_group (no inactive region: conv2d.c's forward). */
 void kd_wg_sample(const kd_wg_dims *d, const float *x, const float *bias, int act, float *y,
                   float *ws, kd_wg_product product, const void *arg, int team, int serial);
 
