@@ -47,6 +47,8 @@ extern int kd_direct_conv_isa;
 /* conv2d.c: inference's own product (conv_gemm.h) where the direct convolution does not run:
  * -1 where it beats sgemm (kd_conv_gemm_wins, the release rule), 0 never, 1 always. */
 extern int kd_conv_gemm_own;
+/* conv_gemm.c: 0 keeps its panels on the AVX2 kernels on an AVX-512 CPU; -1 the CPU's widest. */
+extern int kd_conv_gemm_wide;
 /* conv2d.c: inference's Winograd F(2x2, 3x3) (winograd.h) for 3x3 stride-1 ungrouped layers:
  * -1 the release rule (enough channels and tiles), 0 never, 1 wherever the shape allows. */
 extern int kd_conv_winograd;

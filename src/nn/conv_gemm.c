@@ -1,5 +1,6 @@
 /* conv_gemm.c - inference's convolution product (conv_gemm.h).
  *
+ * (On an AVX-512 CPU the panels are 48 columns, 3 vectors of 16, the same way; below, AVX2's.)
  * A kernel call keeps 4 output channels by up to 24 columns in 12 AVX2 registers over a block
  * of taps: per tap 3 column loads (from the column matrix as im2col left it, one row of 24
  * consecutive floats) and 4 weight broadcasts, straight from the 4 weight rows as stored, for
@@ -45,7 +46,30 @@ void kd_conv_gemm_transpose(size_t O, size_t K, const float *w, float *wt) {
         for (size_t o = 0; o < O8; o++) wt[k * O8 + o] = o < O ? w[o * K + k] : 0.0f;
 }
 
-int kd_conv_gemm_narrow_tail(size_t N) { return N % CG_NR && N % CG_NR <= CG_NARROW; }
+#ifdef KD_TEST_HOOKS
+int kd_conv_gemm_wide = -1;
+#endif
+/* Whether the panels run the AVX-512 kernels (48 columns) instead of the AVX2 ones (24). */
+static int cg_wide(void) {
+    static int wide = -1; /* decided once; every thread computes the same answer */
+    int w = __atomic_load_n(&wide, __ATOMIC_RELAXED);
+    if (w < 0) {
+#ifdef CG_X86
+        __builtin_cpu_init();
+        w = __builtin_cpu_supports("avx512f") != 0;
+#else
+        w = 0;
+#endif
+        __atomic_store_n(&wide, w, __ATOMIC_RELAXED);
+    }
+    return w && KD_HOOK_VALUE(kd_conv_gemm_wide, -1) != 0;
+}
+static size_t cg_nr(void) { return cg_wide() ? 2 * CG_NR : CG_NR; }
+
+int kd_conv_gemm_narrow_tail(size_t N) {
+    const size_t nr = cg_nr();
+    return N % nr && N % nr <= CG_NARROW;
+}
 
 int kd_conv_gemm_wins(void) {
     static int wins = -1; /* decided once; every thread computes the same answer */
@@ -53,8 +77,11 @@ int kd_conv_gemm_wins(void) {
     if (w < 0) {
 #ifdef CG_X86
         __builtin_cpu_init();
-        w = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-            kd_blas_core_level() <= 2;
+        const int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+        w = !avx2                            ? KD_OWN_NEVER
+            : kd_blas_core_level() <= 2      ? KD_OWN_EVERY_PRODUCT
+            : __builtin_cpu_supports("avx512f") ? KD_OWN_BATCH_IM2COL
+                                             : KD_OWN_NEVER;
 #else
         w = 0;
 #endif
@@ -163,6 +190,72 @@ CG_KERNEL(k16m, 2, 1)
 CG_KERNEL(k8, 1, 0)
 CG_KERNEL(k8m, 1, 1)
 
+/* The same on AVX-512: 4 channels by 48 columns (NV vectors of 16) in 12 registers, the loads
+ * and stores masked to the panel's n columns (native masks, no cost for whole vectors). Each
+ * output's sum is the AVX2 kernels' term for term, so a column's bits do not depend on the
+ * vector width either. */
+__attribute__((target("avx512f"))) static inline __m512 cg_act512(__m512 v, int act) {
+    v = _mm512_max_ps(_mm512_setzero_ps(), v);
+    return act == KD_ACT_RELU6 ? _mm512_min_ps(_mm512_set1_ps(6.0f), v) : v;
+}
+static __mmask16 cg_lanes16(size_t n, size_t from) {
+    return n >= from + 16 ? (__mmask16)0xFFFF : n > from ? (__mmask16)((1u << (n - from)) - 1) : 0;
+}
+#define CG5_ROW(r)                                                                               \
+    do {                                                                                         \
+        const __m512 s = _mm512_set1_ps(a##r[t]);                                                \
+        c##r##0 = _mm512_fmadd_ps(s, b0, c##r##0);                                               \
+        if (nv > 1) c##r##1 = _mm512_fmadd_ps(s, b1, c##r##1);                                   \
+        if (nv > 2) c##r##2 = _mm512_fmadd_ps(s, b2, c##r##2);                                   \
+    } while (0)
+#define CG5_STORE1(r, v)                                                                         \
+    do {                                                                                         \
+        float *row = k->c + (size_t)(r) * k->ldc + 16 * (v);                                     \
+        const __m512 prev = k->first ? bias##r : _mm512_maskz_loadu_ps(m##v, row);              \
+        __m512 sum = _mm512_add_ps(prev, c##r##v);                                               \
+        if (k->act) sum = cg_act512(sum, k->act);                                                \
+        _mm512_mask_storeu_ps(row, m##v, sum);                                                   \
+    } while (0)
+#define CG5_STORE(r)                                                                             \
+    do {                                                                                         \
+        if (k->mr <= (r)) break;                                                                 \
+        const __m512 bias##r = _mm512_set1_ps(k->bias ? k->bias[r] : 0.0f);                      \
+        CG5_STORE1(r, 0);                                                                        \
+        if (nv > 1) CG5_STORE1(r, 1);                                                            \
+        if (nv > 2) CG5_STORE1(r, 2);                                                            \
+    } while (0)
+#define CG5_KERNEL(NAME, NV)                                                                     \
+    __attribute__((target("avx512f"))) static void NAME(const cg_call *k) {                     \
+        const int nv = NV;                                                                       \
+        const __mmask16 m0 = cg_lanes16(k->n, 0), m1 = cg_lanes16(k->n, 16),                     \
+                        m2 = cg_lanes16(k->n, 32);                                               \
+        (void)m1, (void)m2;                                                                      \
+        __m512 c00 = _mm512_setzero_ps(), c01 = c00, c02 = c00, c10 = c00, c11 = c00, c12 = c00, \
+               c20 = c00, c21 = c00, c22 = c00, c30 = c00, c31 = c00, c32 = c00;                 \
+        const float *a0 = k->a, *a1 = a0 + (k->mr > 1 ? k->lda : 0);                             \
+        const float *a2 = a0 + (k->mr > 2 ? 2 * k->lda : 0);                                     \
+        const float *a3 = a0 + (k->mr > 3 ? 3 * k->lda : 0);                                     \
+        const float *b = k->b;                                                                   \
+        const size_t kc = k->kc, ldb = k->ldb;                                                   \
+        for (size_t t = 0; t < kc; t++, b += ldb) {                                              \
+            const __m512 b0 = _mm512_maskz_loadu_ps(m0, b);                                      \
+            const __m512 b1 = nv > 1 ? _mm512_maskz_loadu_ps(m1, b + 16) : b0;                   \
+            const __m512 b2 = nv > 2 ? _mm512_maskz_loadu_ps(m2, b + 32) : b0;                   \
+            (void)b1, (void)b2;                                                                  \
+            CG5_ROW(0);                                                                          \
+            CG5_ROW(1);                                                                          \
+            CG5_ROW(2);                                                                          \
+            CG5_ROW(3);                                                                          \
+        }                                                                                        \
+        CG5_STORE(0);                                                                            \
+        CG5_STORE(1);                                                                            \
+        CG5_STORE(2);                                                                            \
+        CG5_STORE(3);                                                                            \
+    }
+CG5_KERNEL(k48, 3)
+CG5_KERNEL(k32, 2)
+CG5_KERNEL(k16w, 1)
+
 /* The last n <= 6 columns of a panel for up to 16 channels of the transposed copy (rows of O8
  * channels): NV vectors of channels by NC columns in registers, per tap NV weight loads and NC
  * broadcasts of the columns' values for NV * NC FMAs (each weight read once for all the
@@ -239,6 +332,12 @@ static void column(const cg_col *k) {
 }
 
 static void call(const cg_call *k) {
+    if (cg_wide()) {
+        if (k->n > 32) k48(k);
+        else if (k->n > 16) k32(k);
+        else k16w(k);
+        return;
+    }
     /* whole vectors unmasked (a 4x4 plane's 16 columns, masked, ran 15% slower) */
     if (k->n == CG_NR) k24(k);
     else if (k->n > 16) k24m(k);
@@ -277,7 +376,7 @@ static void column(const cg_col *k) {
 static void panel(size_t O, size_t K, size_t N, const float *w, const float *wt,
                   const float *bias, int act, const float *cols, size_t ldb, float *y,
                   size_t ldc, size_t j, size_t o0, size_t o1) {
-    const size_t n0 = j * CG_NR, n = N - n0 < CG_NR ? N - n0 : CG_NR;
+    const size_t nr = cg_nr(), n0 = j * nr, n = N - n0 < nr ? N - n0 : nr;
     const size_t nb = (K + CG_KC - 1) / CG_KC, O8 = round8(O);
     for (size_t blk = 0; blk < nb; blk++) {
         const size_t k0 = K * blk / nb, k1 = K * (blk + 1) / nb;
@@ -307,7 +406,7 @@ static void panel(size_t O, size_t K, size_t N, const float *w, const float *wt,
 void kd_conv_gemm(size_t O, size_t K, size_t N, const float *w, const float *wt,
                   const float *bias, int act, const float *cols, size_t ldb, float *y,
                   size_t ldc, int team) {
-    const size_t np = (N + CG_NR - 1) / CG_NR;
+    const size_t np = (N + cg_nr() - 1) / cg_nr();
 #ifdef KD_TEST_HOOKS /* benchmarks time the same product by sgemm (bench_ort's fraction) */
     if (kd_hook_gemm_shape) kd_hook_gemm_shape(0, 0, O, N, K, !team);
 #endif

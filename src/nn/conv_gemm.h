@@ -1,6 +1,6 @@
 /* conv_gemm.h - private to conv2d.c: inference's product of a convolution's weights and one
- * sample's columns, y (O, N) = bias + W (O, K) cols (K, N), by distill's own AVX2 kernel
- * (conv_gemm.c). The weights are read as they are stored and the columns where im2col wrote
+ * sample's columns, y (O, N) = bias + W (O, K) cols (K, N), by distill's own AVX2 or AVX-512
+ * kernel (conv_gemm.c). The weights are read as they are stored and the columns where im2col wrote
  * them (sgemm copies both into its panels on every call), and the bias is added as the sums
  * are stored (no pass over y before the product). */
 #ifndef KD_CONV_GEMM_H
@@ -8,9 +8,11 @@
 
 #include <stddef.h>
 
-/* Whether inference should use it here: a CPU with AVX2 and FMA whose OpenBLAS runs kernels no
- * wider (AVX2 kernels: its own detection on AVX2 CPUs, or a pin). With AVX-512 kernels in
- * OpenBLAS (or the direct convolution, conv_direct.h) the wider vectors win. */
+/* Where inference should use it: KD_OWN_EVERY_PRODUCT on a CPU with AVX2 and FMA whose
+ * OpenBLAS runs kernels no wider (AVX2 kernels: its own detection on AVX2 CPUs, or a pin);
+ * KD_OWN_BATCH_IM2COL on an AVX-512 CPU whose OpenBLAS runs AVX-512 kernels too (conv2d.c's
+ * rule: a batch's im2col products that fit in L2); else 0 (never). */
+enum { KD_OWN_NEVER, KD_OWN_BATCH_IM2COL, KD_OWN_EVERY_PRODUCT };
 int kd_conv_gemm_wins(void);
 
 /* Floats of the transposed copy of an (O, K) weight matrix, and the copy itself: wt (K, O
