@@ -55,7 +55,8 @@ extern int kd_conv_winograd;
 /* batchnorm.c: inference folds a batch norm into the convolution before it: -1 for a batch of
  * 4 or more (the release rule), 0 never (the layers' own bits), 1 always. */
 extern int kd_bn_fold;
-/* winograd.c: 1 runs the transforms' portable loops where the AVX2 ones would run. */
+/* winograd.c: 1 runs the transforms' portable loops where vector ones would run, 2 no wider
+ * than AVX2 (where AVX-512 would run). */
 extern int kd_winograd_portable;
 /* dw_blocked.c: 0 keeps every depthwise forward on the plane kernels (the blocks' reference). */
 extern int kd_dw_blocked;

@@ -261,6 +261,82 @@ static void input_avx2(const kd_wg_dims *d, const float *x, float *v, size_t ld,
     }
 }
 
+/* The same transform 16 tiles at a time on AVX-512, a tile row's last block masked (a 14-tile
+ * row is one block instead of two overlapping ones): the same operations on the same values,
+ * so the same bits. The rows stage runs for WG_ROWS_AT tile rows before their columns are
+ * read: a load right after the (masked) stores it overlaps waits for them to retire (store
+ * forwarding fails), which was a third of this function's time. */
+#define WG_ROWS_AT 8
+__attribute__((target("avx512f")))
+static void input_avx512(const kd_wg_dims *d, const float *x, float *v, size_t ld, size_t c0,
+                         size_t c1) {
+    const size_t TW = kd_wg_tiles_w(d), TH = tiles_h(d), n = 2 * TW + 2;
+    const size_t CT = d->C * ld, P = d->P, W = d->W;
+    /* a block reads 34 floats from 2t: zeros past the padded row, written once */
+    const size_t nr = 2 * ((TW + 15) / 16 * 16) + 4, end = nr > n ? nr : n;
+    /* each row starts pad floats in, so that its input part (from P) is 64-byte aligned: the
+     * rows stage's stores then never straddle two cache lines */
+    static _Thread_local float rows[WG_ROWS_AT][4][WG_ROW + 32] __attribute__((aligned(64)));
+    const size_t pad = (16 - P % 16) % 16;
+    float zero[WG_ROW];
+    for (size_t k = 0; k < WG_ROWS_AT; k++)
+        for (size_t i = 0; i < 4; i++) memset(rows[k][i], 0, (pad + end) * sizeof(float));
+    memset(zero, 0, W * sizeof(float));
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26,
+                                           28, 30);
+    const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+    for (size_t c = c0; c < c1; c++) {
+        const float *xc = x + c * d->H * d->W;
+        for (size_t r0 = 0; r0 < TH; r0 += WG_ROWS_AT) {
+            const size_t r1 = TH - r0 < WG_ROWS_AT ? TH : r0 + WG_ROWS_AT;
+            for (size_t r = r0; r < r1; r++) { /* B^T d of each tile row's four input rows */
+                const float *in[4];
+                for (size_t i = 0; i < 4; i++) {
+                    const size_t pr = 2 * r + i;
+                    in[i] = pr >= P && pr - P < d->H ? xc + (pr - P) * W : zero;
+                }
+                float *b0 = rows[r - r0][0] + pad + P, *b1 = rows[r - r0][1] + pad + P;
+                float *b2 = rows[r - r0][2] + pad + P, *b3 = rows[r - r0][3] + pad + P;
+                for (size_t q = 0; q < W; q += 16) {
+                    const __mmask16 m = W - q >= 16 ? (__mmask16)0xFFFF
+                                                    : (__mmask16)((1u << (W - q)) - 1);
+                    const __m512 a0 = _mm512_maskz_loadu_ps(m, in[0] + q),
+                                 a1 = _mm512_maskz_loadu_ps(m, in[1] + q),
+                                 a2 = _mm512_maskz_loadu_ps(m, in[2] + q),
+                                 a3 = _mm512_maskz_loadu_ps(m, in[3] + q);
+                    _mm512_mask_storeu_ps(b0 + q, m, _mm512_sub_ps(a0, a2));
+                    _mm512_mask_storeu_ps(b1 + q, m, _mm512_add_ps(a1, a2));
+                    _mm512_mask_storeu_ps(b2 + q, m, _mm512_sub_ps(a2, a1));
+                    _mm512_mask_storeu_ps(b3 + q, m, _mm512_sub_ps(a1, a3));
+                }
+            }
+            for (size_t r = r0; r < r1; r++) /* then times B, along each of those rows */
+                for (size_t i = 0; i < 4; i++) {
+                    float *v0 = v + (i * 4 + 0) * CT + c * ld + r * TW;
+                    float *v1 = v0 + CT, *v2 = v1 + CT, *v3 = v2 + CT;
+                    const float *a = rows[r - r0][i] + pad;
+                    for (size_t t = 0; t < TW; t += 16) {
+                        const __mmask16 m = TW - t >= 16 ? (__mmask16)0xFFFF
+                                                         : (__mmask16)((1u << (TW - t)) - 1);
+                        const __m512 lo = _mm512_loadu_ps(a + 2 * t),
+                                     hi = _mm512_loadu_ps(a + 2 * t + 16);
+                        const __m512 lo2 = _mm512_loadu_ps(a + 2 * t + 2),
+                                     hi2 = _mm512_loadu_ps(a + 2 * t + 18);
+                        /* columns 2t.., 2t+1.., 2t+2.., 2t+3.. */
+                        const __m512 e = _mm512_permutex2var_ps(lo, even, hi),
+                                     o = _mm512_permutex2var_ps(lo, odd, hi),
+                                     e2 = _mm512_permutex2var_ps(lo2, even, hi2),
+                                     o2 = _mm512_permutex2var_ps(lo2, odd, hi2);
+                        _mm512_mask_storeu_ps(v0 + t, m, _mm512_sub_ps(e, e2));
+                        _mm512_mask_storeu_ps(v1 + t, m, _mm512_add_ps(o, e2));
+                        _mm512_mask_storeu_ps(v2 + t, m, _mm512_sub_ps(e2, o));
+                        _mm512_mask_storeu_ps(v3 + t, m, _mm512_sub_ps(o, o2));
+                    }
+                }
+        }
+    }
+}
+
 /* kd_act_value on 8 lanes: max and min return their second operand when either is NaN. */
 __attribute__((target("avx2"))) static inline __m256 act8(__m256 v, int act) {
     if (act == KD_ACT_NONE) return v;
@@ -336,21 +412,29 @@ static void output_avx2(const kd_wg_dims *d, const float *m, size_t ld, const fl
     }
 }
 
-static int avx2_runs(void) {
-    static int yes = -1; /* decided once; every thread computes the same answer */
-    int w = __atomic_load_n(&yes, __ATOMIC_RELAXED);
+/* The widest transforms this CPU runs: 2 AVX-512 (the input transform), 1 AVX2, 0 portable;
+ * the hook kd_winograd_portable 1 asks for the portable loops, 2 for no wider than AVX2. */
+static int isa(void) {
+    static int level = -1; /* decided once; every thread computes the same answer */
+    int w = __atomic_load_n(&level, __ATOMIC_RELAXED);
     if (w < 0) {
         __builtin_cpu_init();
-        w = __builtin_cpu_supports("avx2");
-        __atomic_store_n(&yes, w, __ATOMIC_RELAXED);
+        w = __builtin_cpu_supports("avx512f") ? 2 : __builtin_cpu_supports("avx2") ? 1 : 0;
+        __atomic_store_n(&level, w, __ATOMIC_RELAXED);
     }
-    return w && !KD_HOOK_VALUE(kd_winograd_portable, 0);
+    const int hook = KD_HOOK_VALUE(kd_winograd_portable, 0);
+    return hook == 1 ? 0 : hook == 2 && w > 1 ? 1 : w;
 }
+static int avx2_runs(void) { return isa() >= 1; }
 #endif
 
 void kd_wg_input(const kd_wg_dims *d, const float *x, float *v, size_t ld, size_t c0,
                  size_t c1) {
 #ifdef WG_X86
+    if (isa() == 2) {
+        input_avx512(d, x, v, ld, c0, c1);
+        return;
+    }
     if (avx2_runs()) {
         input_avx2(d, x, v, ld, c0, c1);
         return;
