@@ -100,9 +100,10 @@ static void check_case(const fuse_case *c, size_t B, int training, uint64_t seed
     CHECK(memcmp(z, outs[L - 1], B * f.n_classes * sizeof *z) == 0);
     CHECK(memcmp(f.buffers, u.buffers, f.n_buffers * sizeof *f.buffers) == 0);
     /* The pool's indices as the pool computes them; batch norm's output is never stored, its
-     * slot holds each window's winning input instead (the sums of backward read those). */
+     * slot holds each window's winning input instead (the sums of backward read those). An
+     * evaluation writes neither (nothing reads them without a backward). */
     for (size_t i = 0; i < L; i++) {
-        if (!is_group(c, i)) continue;
+        if (!is_group(c, i) || !training) continue;
         const kd_layer *pool = &f.layers[i + 1];
         const size_t OHW = pool->out.d[1] * pool->out.d[2], HW = pool->in.d[1] * pool->in.d[2];
         const uint32_t *arg = (const uint32_t *)pool->cache;

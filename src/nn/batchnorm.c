@@ -464,11 +464,13 @@ static void group_forward(kd_layer *bn, kd_layer *pool, const float *x, float *y
                  OW = pool->out.d[2];
     const float *mean_c = kd_layer_cache(bn, ctx), *inv_std = mean_c + C;
     const float *w = bn->t[BN_W], *bias = bn->t[BN_B];
-    uint32_t *arg = (uint32_t *)kd_layer_cache(pool, ctx);
+    /* the winners' indices for backward: a pass without one never writes them */
+    uint32_t *arg = ctx->training ? (uint32_t *)kd_layer_cache(pool, ctx) : NULL;
 #pragma omp parallel for schedule(static) if (KD_PAR(B * C * S))
     for (size_t bc = 0; bc < B * C; bc++) {
         const size_t c = bc % C;
-        kd_maxpool2x2_affine_relu_plane(x + bc * S, y + bc * OH * OW, arg + bc * OH * OW,
+        kd_maxpool2x2_affine_relu_plane(x + bc * S, y + bc * OH * OW,
+                                        arg ? arg + bc * OH * OW : NULL,
                                         win ? win + bc * OH * OW : NULL, OH, OW,
                                         w[c] * inv_std[c], mean_c[c], bias[c]);
     }

@@ -32,7 +32,7 @@ void kd_bn_act_recompute(const kd_layer *bn, const kd_layer *act, const float *x
 int kd_maxpool_is_2x2(const kd_layer *l);
 /* One (OH*2, OW*2) plane xp pooled into yp (OH, OW) with the first-maximum indices in ap, every
  * input read as k * (x - mu) + beta and every output through ReLU; the winners' own inputs xp
- * into win (OH, OW) when win is not NULL. */
+ * into win (OH, OW) when win is not NULL. ap NULL (inference): no indices, nor win. */
 void kd_maxpool2x2_affine_relu_plane(const float *xp, float *yp, uint32_t *ap, float *win,
                                      size_t OH, size_t OW, float k, float mu, float beta);
 /* The plane's batch-norm input gradient dxp (every element written) from relu's output

@@ -137,6 +137,7 @@ typedef struct {
     int affine;
     float k, mu, beta;
     float *win;  /* the plane's winners' inputs (OH, OW), or NULL */
+    int index;   /* write the winners' indices (backward's); 0: inference, which never reads them */
 } pool_map;
 
 POOL_INLINE pool_v4f v4_map(const pool_map *f, pool_v4f v) {
@@ -176,9 +177,10 @@ POOL_INLINE void maxpool2x2_quad(const float *r0, const float *r1, float *y, uin
         const pool_v4f w = v4_select(lower, v4_select(dc, xd, xc), v4_select(ba, xb, xa));
         memcpy(f->win + o0 + ow, &w, sizeof w);
     }
+    memcpy(y + ow, &out, sizeof out);
+    if (!f->index) return;
     const pool_v4u col = {0, 2, 4, 6}, ba1 = (pool_v4u)-ba, dc1 = (pool_v4u)-dc;
     const pool_v4u idx = base + (uint32_t)(2 * ow) + col + ba1 + ((W + dc1 - ba1) & (pool_v4u)lower);
-    memcpy(y + ow, &out, sizeof out);
     memcpy(a + ow, &idx, sizeof idx);
 }
 
@@ -190,11 +192,12 @@ POOL_INLINE void maxpool2x2_plane_map(const float *restrict xp, float *restrict 
         const float *r0 = xp + 2 * oh * W, *r1 = r0 + W;
         const uint32_t base = (uint32_t)(2 * oh * W);
         const size_t o0 = oh * OW;
+        uint32_t *ar = f->index ? ap + o0 : NULL;
         if (OW >= 4) {
             for (size_t ow = 0; ow + 4 <= OW; ow += 4)
-                maxpool2x2_quad(r0, r1, yp + o0, ap + o0, base, o0, ow, (uint32_t)W, f);
+                maxpool2x2_quad(r0, r1, yp + o0, ar, base, o0, ow, (uint32_t)W, f);
             if (OW % 4)
-                maxpool2x2_quad(r0, r1, yp + o0, ap + o0, base, o0, OW - 4, (uint32_t)W, f);
+                maxpool2x2_quad(r0, r1, yp + o0, ar, base, o0, OW - 4, (uint32_t)W, f);
             continue;
         }
         for (size_t ow = 0; ow < OW; ow++) {
@@ -207,14 +210,15 @@ POOL_INLINE void maxpool2x2_plane_map(const float *restrict xp, float *restrict 
             const uint32_t lower = m2 > m1;
             const float m = m2 > m1 ? m2 : m1;
             yp[o0 + ow] = f->affine && m < 0.0f ? 0.0f : m;
-            ap[o0 + ow] = base + (uint32_t)(2 * ow) + ba + lower * ((uint32_t)W + dc - ba);
+            if (f->index)
+                ar[ow] = base + (uint32_t)(2 * ow) + ba + lower * ((uint32_t)W + dc - ba);
             if (f->win) f->win[o0 + ow] = lower ? (dc ? xd : xc) : (ba ? xb : xa);
         }
     }
 }
 
 static void maxpool2x2_plane(const float *xp, float *yp, uint32_t *ap, size_t OH, size_t OW) {
-    const pool_map plain = {0, 1.0f, 0.0f, 0.0f, NULL};
+    const pool_map plain = {0, 1.0f, 0.0f, 0.0f, NULL, 1};
     maxpool2x2_plane_map(xp, yp, ap, OH, OW, &plain);
 }
 
@@ -223,13 +227,21 @@ static void maxpool2x2_plane(const float *xp, float *yp, uint32_t *ap, size_t OH
 __attribute__((target_clones("avx2", "default")))
 static void affine_relu_plane(const float *xp, float *yp, uint32_t *ap, float *win, size_t OH,
                               size_t OW, float k, float mu, float beta) {
-    const pool_map f = {1, k, mu, beta, win};
+    const pool_map f = {1, k, mu, beta, win, 1};
     maxpool2x2_plane_map(xp, yp, ap, OH, OW, &f);
+}
+/* Inference's: no indices (the same maxima, a fifth fewer operations per window). */
+__attribute__((target_clones("avx2", "default")))
+static void affine_relu_plane_values(const float *xp, float *yp, size_t OH, size_t OW, float k,
+                                     float mu, float beta) {
+    const pool_map f = {1, k, mu, beta, NULL, 0};
+    maxpool2x2_plane_map(xp, yp, NULL, OH, OW, &f);
 }
 
 void kd_maxpool2x2_affine_relu_plane(const float *xp, float *yp, uint32_t *ap, float *win,
                                      size_t OH, size_t OW, float k, float mu, float beta) {
-    affine_relu_plane(xp, yp, ap, win, OH, OW, k, mu, beta);
+    if (!ap) affine_relu_plane_values(xp, yp, OH, OW, k, mu, beta);
+    else affine_relu_plane(xp, yp, ap, win, OH, OW, k, mu, beta);
 }
 
 /* What the pool's backward writes, optionally through batch norm's backward (the fused group
