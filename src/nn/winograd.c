@@ -412,7 +412,67 @@ static void output_avx2(const kd_wg_dims *d, const float *m, size_t ld, const fl
     }
 }
 
-/* The widest transforms this CPU runs: 2 AVX-512 (the input transform), 1 AVX2, 0 portable;
+/* The output transform 16 tiles at a time on AVX-512 (the same operations: the same bits),
+ * the even and odd outputs interleaved by two permutes, a row's last block masked. */
+__attribute__((target("avx512f"))) static inline __mmask16 mask16(size_t n) {
+    return n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1);
+}
+__attribute__((target("avx512f"))) static inline __m512 act16(__m512 v, int act) {
+    if (act == KD_ACT_NONE) return v;
+    v = _mm512_max_ps(_mm512_setzero_ps(), v);
+    return act == KD_ACT_RELU6 ? _mm512_min_ps(_mm512_set1_ps(6.0f), v) : v;
+}
+/* e and o interleaved into out[0, k) (k <= 32). */
+__attribute__((target("avx512f"))) static inline void store_pairs16(float *out, __m512 e,
+                                                                     __m512 o, size_t k) {
+    const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    const __m512i hi = _mm512_add_epi32(lo, _mm512_set1_epi32(8));
+    _mm512_mask_storeu_ps(out, mask16(k), _mm512_permutex2var_ps(e, lo, o));
+    if (k > 16) _mm512_mask_storeu_ps(out + 16, mask16(k - 16), _mm512_permutex2var_ps(e, hi, o));
+}
+
+__attribute__((target("avx512f")))
+static void output_avx512(const kd_wg_dims *d, const float *m, size_t ld, const float *bias,
+                          int act, float *y, size_t o0, size_t o1) {
+    const size_t TW = kd_wg_tiles_w(d), TH = tiles_h(d);
+    const size_t OT = d->O * ld, OW = d->OW;
+    for (size_t o = o0; o < o1; o++) {
+        const __m512 b = _mm512_set1_ps(bias ? bias[o] : 0.0f);
+        float *yo = y + o * d->OH * OW;
+        for (size_t r = 0; r < TH; r++) {
+            const float *p = m + o * ld + r * TW; /* element xi at p + xi * OT */
+            float *row0 = yo + 2 * r * OW, *row1 = row0 + OW;
+            const int second = 2 * r + 1 < d->OH;
+            for (size_t t = 0; t < TW; t += 16) {
+                const __mmask16 mk = mask16(TW - t);
+                __m512 s0[4], s1[4];
+                for (size_t j = 0; j < 4; j++) {
+                    const __m512 m0 = _mm512_maskz_loadu_ps(mk, p + j * OT + t),
+                                 m1 = _mm512_maskz_loadu_ps(mk, p + (4 + j) * OT + t),
+                                 m2 = _mm512_maskz_loadu_ps(mk, p + (8 + j) * OT + t),
+                                 m3 = _mm512_maskz_loadu_ps(mk, p + (12 + j) * OT + t);
+                    s0[j] = _mm512_add_ps(_mm512_add_ps(m0, m1), m2);
+                    s1[j] = _mm512_sub_ps(_mm512_sub_ps(m1, m2), m3);
+                }
+                const size_t k = OW - 2 * t < 32 ? OW - 2 * t : 32; /* columns from 2t */
+                const __m512 y0e =
+                    act16(_mm512_add_ps(_mm512_add_ps(_mm512_add_ps(s0[0], s0[1]), s0[2]), b), act);
+                const __m512 y0o =
+                    act16(_mm512_add_ps(_mm512_sub_ps(_mm512_sub_ps(s0[1], s0[2]), s0[3]), b), act);
+                store_pairs16(row0 + 2 * t, y0e, y0o, k);
+                if (second) {
+                    const __m512 y1e = act16(
+                        _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(s1[0], s1[1]), s1[2]), b), act);
+                    const __m512 y1o = act16(
+                        _mm512_add_ps(_mm512_sub_ps(_mm512_sub_ps(s1[1], s1[2]), s1[3]), b), act);
+                    store_pairs16(row1 + 2 * t, y1e, y1o, k);
+                }
+            }
+        }
+    }
+}
+
+/* The widest transforms this CPU runs: 2 AVX-512, 1 AVX2, 0 portable;
  * the hook kd_winograd_portable 1 asks for the portable loops, 2 for no wider than AVX2. */
 static int isa(void) {
     static int level = -1; /* decided once; every thread computes the same answer */
@@ -446,6 +506,10 @@ void kd_wg_input(const kd_wg_dims *d, const float *x, float *v, size_t ld, size_
 void kd_wg_output(const kd_wg_dims *d, const float *m, size_t ld, const float *bias, int act,
                   float *y, size_t o0, size_t o1) {
 #ifdef WG_X86
+    if (isa() == 2) {
+        output_avx512(d, m, ld, bias, act, y, o0, o1);
+        return;
+    }
     if (avx2_runs()) {
         output_avx2(d, m, ld, bias, act, y, o0, o1);
         return;
