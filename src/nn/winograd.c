@@ -431,6 +431,15 @@ __attribute__((target("avx512f"))) static inline void store_pairs16(float *out, 
     if (k > 16) _mm512_mask_storeu_ps(out + 16, mask16(k - 16), _mm512_permutex2var_ps(e, hi, o));
 }
 
+/* One output row's even and odd outputs from A^T m's row s (times A: s0 + s1 + s2 and
+ * s1 - s2 - s3), plus the bias, through act, into out[0, k). */
+__attribute__((target("avx512f"))) static inline void row_pairs16(float *out, const __m512 s[4],
+                                                                   __m512 b, int act, size_t k) {
+    const __m512 e = act16(_mm512_add_ps(_mm512_add_ps(_mm512_add_ps(s[0], s[1]), s[2]), b), act);
+    const __m512 o = act16(_mm512_add_ps(_mm512_sub_ps(_mm512_sub_ps(s[1], s[2]), s[3]), b), act);
+    store_pairs16(out, e, o, k);
+}
+
 __attribute__((target("avx512f")))
 static void output_avx512(const kd_wg_dims *d, const float *m, size_t ld, const float *bias,
                           int act, float *y, size_t o0, size_t o1) {
@@ -455,18 +464,8 @@ static void output_avx512(const kd_wg_dims *d, const float *m, size_t ld, const 
                     s1[j] = _mm512_sub_ps(_mm512_sub_ps(m1, m2), m3);
                 }
                 const size_t k = OW - 2 * t < 32 ? OW - 2 * t : 32; /* columns from 2t */
-                const __m512 y0e =
-                    act16(_mm512_add_ps(_mm512_add_ps(_mm512_add_ps(s0[0], s0[1]), s0[2]), b), act);
-                const __m512 y0o =
-                    act16(_mm512_add_ps(_mm512_sub_ps(_mm512_sub_ps(s0[1], s0[2]), s0[3]), b), act);
-                store_pairs16(row0 + 2 * t, y0e, y0o, k);
-                if (second) {
-                    const __m512 y1e = act16(
-                        _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(s1[0], s1[1]), s1[2]), b), act);
-                    const __m512 y1o = act16(
-                        _mm512_add_ps(_mm512_sub_ps(_mm512_sub_ps(s1[1], s1[2]), s1[3]), b), act);
-                    store_pairs16(row1 + 2 * t, y1e, y1o, k);
-                }
+                row_pairs16(row0 + 2 * t, s0, b, act, k);
+                if (second) row_pairs16(row1 + 2 * t, s1, b, act, k);
             }
         }
     }
@@ -485,7 +484,6 @@ static int isa(void) {
     const int hook = KD_HOOK_VALUE(kd_winograd_portable, 0);
     return hook == 1 ? 0 : hook == 2 && w > 1 ? 1 : w;
 }
-static int avx2_runs(void) { return isa() >= 1; }
 #endif
 
 void kd_wg_input(const kd_wg_dims *d, const float *x, float *v, size_t ld, size_t c0,
@@ -495,7 +493,7 @@ void kd_wg_input(const kd_wg_dims *d, const float *x, float *v, size_t ld, size_
         input_avx512(d, x, v, ld, c0, c1);
         return;
     }
-    if (avx2_runs()) {
+    if (isa() == 1) {
         input_avx2(d, x, v, ld, c0, c1);
         return;
     }
@@ -510,7 +508,7 @@ void kd_wg_output(const kd_wg_dims *d, const float *m, size_t ld, const float *b
         output_avx512(d, m, ld, bias, act, y, o0, o1);
         return;
     }
-    if (avx2_runs()) {
+    if (isa() == 1) {
         output_avx2(d, m, ld, bias, act, y, o0, o1);
         return;
     }
