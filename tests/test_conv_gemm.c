@@ -241,3 +241,55 @@ KD_TEST(conv_direct_rule_takes_few_samples_on_avx512) {
     kd_conv_winograd = -1;
     kd_model_free(&m);
 }
+
+/* Products other than the dense layer's (K = 64 x 49) in the small-plane model below. */
+static size_t conv_products;
+static void note_conv(int ta, int tb, size_t M, size_t N, size_t K, int serial) {
+    (void)ta, (void)tb, (void)M, (void)N, (void)serial;
+    if (K != 64 * 49) conv_products++;
+}
+static void note_wg(int ta, int tb, size_t M, size_t N, size_t K, int serial) {
+    (void)ta, (void)tb, (void)N, (void)serial;
+    if (M == 64 && K == 512) conv_products++;
+}
+
+/* On an AVX-512 CPU a batch's convolutions with output planes of at most 64 positions and at
+ * least 2^18 weights take the direct kernel, even where Winograd's rule would take them (the
+ * second layer: 16 tiles): none of Winograd's products (K = 512). The first layer (3 channels,
+ * 1,728 weights) and every layer elsewhere do not. */
+KD_TEST(conv_direct_rule_takes_small_planes_on_avx512) {
+    static const char *json =
+        "[{\"type\":\"conv2d\",\"channels\":512,\"kernel\":3,\"padding\":1},"
+        "{\"type\":\"conv2d\",\"channels\":64,\"kernel\":3,\"padding\":1},"
+        "{\"type\":\"flatten\"},{\"type\":\"dense\",\"units\":3}]";
+    const kd_shape in = {3, {3, 7, 7}};
+    kd_model m = {0};
+    kd_err err;
+    if (kd_model_init(&m, &in, json, 0, &err) || kd_model_reserve(&m, 8, &err)) {
+        kd_test_fail(__FILE__, __LINE__, "%s", err.msg);
+        kd_model_free(&m);
+        return;
+    }
+    kd_rng rng;
+    kd_rng_seed(&rng, 7);
+    kd_model_init_weights(&m, &rng, KD_INIT_HE);
+    static float x[8 * 147];
+    for (size_t i = 0; i < 8 * 147; i++) x[i] = kd_rng_normal(&rng);
+    int avx512 = 0;
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    avx512 = !!__builtin_cpu_supports("avx512f");
+#endif
+    kd_infer_replicas = 0;
+    kd_hook_gemm_shape = note_conv;
+    conv_products = 0;
+    kd_model_forward(&m, x, 8, NULL);
+    CHECK_EQ_INT(conv_products == 0, 0);  /* the first layer's, at least */
+    conv_products = 0;
+    kd_hook_gemm_shape = note_wg;
+    kd_model_forward(&m, x, 8, NULL);
+    CHECK_EQ_INT(conv_products == 0, avx512);
+    kd_hook_gemm_shape = NULL;
+    kd_infer_replicas = 1;
+    kd_model_free(&m);
+}

@@ -61,15 +61,17 @@ static kd_dw_dims dw_dims(const conv_dims *d) {
  * piece (weight [O, K], bias [O]); each buffer rounded up to 64 bytes so that every one sgemm
  * touches starts aligned. */
 static size_t round16(size_t n) { return (n + 15) & ~(size_t)15; }
-/* Whether inference runs this convolution directly (conv_direct.h): groups 1, stride 1, a
- * kernel wider than 1x1 (a 1x1 kernel's columns are the input itself), on a machine where the
- * direct kernel beats sgemm (kd_conv_direct_wins). Tests: 0 never, 1 always, -1 that rule. */
+/* Whether inference runs this convolution directly (conv_direct.h): groups 1, a shape the
+ * direct kernel takes (kd_conv_direct_fits), on a machine where it beats sgemm
+ * (kd_conv_direct_wins). Tests: 0 never, 1 always, -1 that rule. */
 #ifdef KD_TEST_HOOKS
 int kd_direct_conv = -1;
 #endif
-static int direct_on(size_t B) {
+static kd_cd_dims cd_dims(const conv_dims *d);
+static int direct_on(const conv_dims *d, size_t B) {
     const int hook = KD_HOOK_VALUE(kd_direct_conv, -1);
-    return hook < 0 ? kd_conv_direct_wins(B) : hook;
+    const kd_cd_dims cd = cd_dims(d);
+    return hook < 0 ? kd_conv_direct_wins(&cd, B) : hook;
 }
 /* Whether inference multiplies by conv_gemm.h's kernel instead of sgemm: ungrouped layers
  * whose weights fit in L2 (256 KiB; the kernel reads them once per panel of 24 columns) and
@@ -135,19 +137,25 @@ static int wg_shape(const conv_dims *d) {
 #define WG_MIN_CHANNELS 8
 #define WG_MIN_TILES 12
 #define WG_MIN_BATCH 4
+static int direct_shape(const conv_dims *d);
 static int wg_on(const conv_dims *d, size_t B) {
     const int hook = KD_HOOK_VALUE(kd_conv_winograd, -1);
     if (!wg_shape(d) || hook == 0) return 0;
     if (hook > 0) return 1;
+    const kd_cd_dims cd = cd_dims(d);
+    if (direct_shape(d) && KD_HOOK_VALUE(kd_direct_conv, -1) < 0 &&
+        kd_conv_direct_beats_winograd(&cd))
+        return 0;
     const kd_wg_dims wd = wg_dims(d);
     return B >= WG_MIN_BATCH && d->C >= WG_MIN_CHANNELS && d->O >= WG_MIN_CHANNELS &&
            kd_wg_tiles(&wd) >= WG_MIN_TILES;
 }
-static int direct_shape(const conv_dims *d) {
-    return d->G == 1 && d->S == 1 && d->KH * d->KW > 1;
-}
 static kd_cd_dims cd_dims(const conv_dims *d) {
-    return (kd_cd_dims){d->C, d->H, d->W, d->O, d->OH, d->OW, d->KH, d->KW, d->P};
+    return (kd_cd_dims){d->C, d->H, d->W, d->O, d->OH, d->OW, d->KH, d->KW, d->P, d->S};
+}
+static int direct_shape(const conv_dims *d) {
+    const kd_cd_dims cd = cd_dims(d);
+    return d->G == 1 && kd_conv_direct_fits(&cd);
 }
 static size_t col_slot(const conv_dims *d) {
     size_t slot = 2 * round16(d->K * d->OHW) + round16(d->O * d->OHW);
@@ -155,7 +163,7 @@ static size_t col_slot(const conv_dims *d) {
     if (wg_shape(d) && kd_wg_group_floats(&wd) > slot) slot = kd_wg_group_floats(&wd);
     if (!direct_shape(d)) return slot;
     const kd_cd_dims cd = cd_dims(d);
-    const size_t direct = round16(kd_conv_direct_workspace(&cd));
+    const size_t direct = round16(kd_conv_direct_workspace(&cd, kd_conv_direct_group(&cd)));
     return direct > slot ? direct : slot;
 }
 static size_t part_slot(const conv_dims *d) { return round16(d->O * d->KG) + round16(d->O); }
@@ -374,6 +382,31 @@ static void wg_batch(const fwd_job *j) {
     }
 }
 
+/* A batch by the direct kernel in groups of kd_conv_direct_group samples (fixed by the layer),
+ * each run as one tall image and handed on after its group; the groups shared out like
+ * pieces. */
+static void direct_group(const fwd_job *j, size_t b, size_t n, float *ws) {
+    const kd_cd_dims cd = cd_dims(&j->d);
+    const size_t in_n = j->d.C * j->d.H * j->d.W, out_n = j->d.O * j->d.OHW;
+    kd_conv_direct(&cd, n, j->x + b * in_n, j->w, j->bias, j->y + b * out_n, ws, 0);
+    kd_act_inplace(j->y + b * out_n, n * out_n, j->act);
+    for (size_t s = b; j->sink && s < b + n; s++) j->sink->fn(j->sink->arg, s, j->y + s * out_n);
+}
+static void direct_batch(const fwd_job *j) {
+    const kd_cd_dims cd = cd_dims(&j->d);
+    const size_t g = kd_conv_direct_group(&cd), n = (j->B + g - 1) / g;
+    if (j->par) {
+#pragma omp parallel for schedule(static) num_threads(team_size(j->P))
+        for (size_t k = 0; k < n; k++)
+            direct_group(j, k * g, j->B - k * g < g ? j->B - k * g : g,
+                         thread_cols(&j->d, j->ws, j->P, 1));
+    } else {
+        for (size_t k = 0; k < n; k++)
+            direct_group(j, k * g, j->B - k * g < g ? j->B - k * g : g,
+                         thread_cols(&j->d, j->ws, j->P, 0));
+    }
+}
+
 /* kd_sample_cols for one sample whose product runs on the team: the team lowers it too, each
  * thread the rows of a block of input channels (a copy: the same floats either way). */
 static const float *team_cols(const conv_dims *d, const float *x, float *col) {
@@ -404,7 +437,8 @@ static void forward_piece(const fwd_job *j, size_t p) {
             kd_wg_sample(&wd, j->x + b * in_n, j->bias, j->act, yb, col, wg_product, j, j->team,
                          j->par);
         } else if (j->direct) {
-            kd_conv_direct_sample(&cd, j->x + b * in_n, j->w, j->bias, yb, col, j->team);
+            kd_conv_direct(&cd, 1, j->x + b * in_n, j->w, j->bias, yb, col,
+                                  j->team ? (size_t)team_size(SIZE_MAX) : 0);
             kd_act_inplace(yb, out_n, j->act);
         } else {
             const float *cols = j->team ? team_cols(&d, j->x + b * in_n, col)
@@ -427,6 +461,10 @@ static void forward_piece(const fwd_job *j, size_t p) {
     }
 }
 
+/* Batches from this size run the direct kernel in groups (fewer run a sample per piece, on
+ * the threads side by side). */
+#define DIRECT_GROUP_MIN 4
+
 /* The pieces of a pass run on the team, or in turn on the calling thread outside any parallel
  * region: an inactive region around them (`omp parallel if (0)`) would make every sgemm or team
  * kernel inside it a nested region, for which libgomp starts and joins a new thread on each
@@ -445,7 +483,7 @@ static void forward_with(kd_layer *l, const float *w, const float *bias, int act
                  .sink = sink, .B = B, .P = n_pieces(B), .act = act};
     j.par = j.P > 1 && KD_PAR(B * d.K * d.OHW);
     j.wg = !ctx->training && wg_on(&d, B);
-    j.direct = !ctx->training && !j.wg && direct_shape(&d) && direct_on(B);
+    j.direct = !ctx->training && !j.wg && direct_shape(&d) && direct_on(&d, B);
     /* one sample with the team free: the kernel splits its channels among the team */
     j.team = !j.par && !omp_in_parallel() && omp_get_max_threads() > 1 &&
              d.K * d.OHW * d.O >= TEAM_MIN_MACS;
@@ -468,6 +506,8 @@ static void forward_with(kd_layer *l, const float *w, const float *bias, int act
     }
     if (j.wg && !j.team) {
         wg_batch(&j);
+    } else if (j.direct && !j.team && B >= DIRECT_GROUP_MIN) {
+        direct_batch(&j);
     } else if (j.par) {
 #pragma omp parallel for schedule(static) num_threads(team_size(j.P))
         for (size_t p = 0; p < j.P; p++) forward_piece(&j, p);

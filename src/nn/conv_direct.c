@@ -1,20 +1,24 @@
 /* conv_direct.c - inference's direct convolution (conv_direct.h).
  *
- * The input planes are copied into zero-padded planes of width Wp = W + 2P. An output position
- * is then computed on that padded grid, q = oh * Wp + ow: its tap (i, j) of channel c is the
- * padded plane's value at q + i * Wp + j, so a run of consecutive q reads consecutive floats for
- * every tap, across row ends too. The grid has Wp - OW columns per row that are not outputs
- * (computed and dropped when the rows are compacted into y): 2 in 30 on a 28x28 plane with a
- * 3x3 kernel, 2 in 9 on a 7x7 one. A kernel call keeps a block of output channels by positions
- * in registers over the whole (c, i, j) sum (AVX-512: 8 channels by 32 positions, two vectors
- * per channel; AVX2: 4 by 24, three vectors per channel), broadcasting each weight from the
- * weight rows as they are stored. */
+ * The input planes are copied into zero-padded phase planes: for stride S, phase (a, b) holds
+ * the padded plane's rows S r + a and columns S u + b, Wq = ceil((W + 2P) / S) columns wide (for
+ * stride 1 there is one phase, the padded plane itself). An output position is then computed on
+ * the phase planes' grid, q = oh * Wq + ow: its tap (i, j) of channel c is phase
+ * (i mod S, j mod S)'s value at q + (i / S) Wq + j / S, so a run of consecutive q reads
+ * consecutive floats for every tap, across row ends too. The grid has Wq - OW columns per row
+ * that are not outputs (computed and dropped when the rows are compacted into y): 2 in 30 on a
+ * 28x28 plane with a 3x3 kernel, 2 in 9 on a 7x7 one, 1 in 15 for stride 2 from 28x28. A kernel
+ * call keeps a block of output channels by positions in registers over the whole (c, i, j) sum
+ * (AVX-512: 8 channels by 32 positions, two vectors per channel; AVX2: 4 by 24, three vectors
+ * per channel), broadcasting each weight from the weight rows as they are stored, and reading
+ * each tap's floats at its offset in the channel's phase planes (a table made per call). */
 #include "conv_direct.h"
 
 #include <omp.h>
 #include <string.h>
 
 #include "../core/test_hooks.h"
+#include "kd_common.h"
 #include "kd_gemm.h"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -22,8 +26,9 @@
 #define CD_X86 1
 #endif
 
-/* Output positions per block in every kernel; the padded grid's rows are rounded up to it. */
-#define CD_BLOCK 32
+/* The grid's positions are rounded up to CD_BLOCK: the kernels take blocks of 32 (AVX-512), 24
+ * (AVX2) or 4 positions, and a last 16 (AVX-512) or 8 (AVX2). */
+#define CD_BLOCK 16
 /* Input channels per partial sum: each output's taps are summed in register over CD_CHUNK
  * channels at a time, and the partial sums added in channel order (two levels, as sgemm's
  * blocks along its reduction: a long single sum rounds worse). */
@@ -32,25 +37,79 @@
 static size_t round_up(size_t n, size_t m) { return (n + m - 1) / m * m; }
 
 typedef struct {
-    float *xp;         /* padded planes, ps floats apart */
-    size_t ps, wp;     /* plane stride, padded width */
-    size_t C, KH, KW, K;
+    float *xp;         /* each channel's phase planes, cs floats apart */
+    size_t cs, wg;     /* channel stride, the grid's (and planes') width */
+    size_t C, T, K;    /* channels, taps KH KW, C T */
+    const size_t *tap; /* (T): tap t's offset in its channel's phase planes */
     const float *w;    /* (O, K) */
     const float *bias; /* (O) or NULL */
-    float *out;        /* (O, qr): the padded grid's outputs */
+    float *out;        /* (O, qr): the grid's outputs */
     size_t qr;         /* positions per output row of out: the grid rounded up to CD_BLOCK */
 } cd_args;
 
-static size_t grid_positions(const kd_cd_dims *d) {
-    return round_up(d->OH * (d->W + 2 * d->P), CD_BLOCK);
+static size_t ceil_div(size_t n, size_t m) { return (n + m - 1) / m; }
+/* Whether the grid is compact: one plane per kernel column j (each shifted by j), OW wide, so
+ * that no grid position falls outside the outputs; rather than one plane per column phase,
+ * ceil((W + 2P) / S) wide. Compact where that cuts the grid by more than a tenth (a 4x4 output
+ * plane of a 3x3 kernel: 16 positions instead of 24 rounded to 32), its planes costing KW
+ * copies of the input instead of one. */
+static int compact(const kd_cd_dims *d) {
+    const size_t wide = round_up(d->OH * ceil_div(d->W + 2 * d->P, d->S), CD_BLOCK);
+    return round_up(d->OH * d->OW, CD_BLOCK) * 10 < wide * 9;
 }
-static size_t plane_stride(const kd_cd_dims *d) {
-    /* the last block's last tap reads up to qr - 1 + (KH - 1) Wp + KW - 1 */
-    return round_up(grid_positions(d) + (d->KH - 1) * (d->W + 2 * d->P) + d->KW, 16);
+/* The grid's width, and the planes a channel has: rows phases by column phases (or columns). */
+static size_t grid_width(const kd_cd_dims *d) {
+    return compact(d) ? d->OW : ceil_div(d->W + 2 * d->P, d->S);
+}
+static size_t phase_rows(const kd_cd_dims *d) { return d->KH < d->S ? d->KH : d->S; }
+static size_t phase_cols(const kd_cd_dims *d) {
+    return compact(d) ? d->KW : d->KW < d->S ? d->KW : d->S;
 }
 
-size_t kd_conv_direct_workspace(const kd_cd_dims *d) {
-    return d->C * plane_stride(d) + d->O * grid_positions(d);
+/* Several samples run as one tall image: sample s's padded rows start at s Hs, Hs = S rows_out
+ * (its top padding, its rows, zeros), the next sample's top padding serving as its bottom
+ * padding, so that a run of grid positions crosses from one sample into the next and each
+ * weight broadcast serves them all. Grid rows per sample, the last one's only OH. */
+static size_t rows_out(const kd_cd_dims *d) {
+    const size_t r = ceil_div(d->H + d->P, d->S);
+    return r > d->OH ? r : d->OH;
+}
+static size_t grid_rows(const kd_cd_dims *d, size_t n) { return (n - 1) * rows_out(d) + d->OH; }
+static size_t grid_positions(const kd_cd_dims *d, size_t n) {
+    return round_up(grid_rows(d, n) * grid_width(d), CD_BLOCK);
+}
+static size_t phase_height(const kd_cd_dims *d, size_t n) {
+    return ceil_div(n * d->S * rows_out(d) + d->P, d->S);
+}
+static size_t phase_stride(const kd_cd_dims *d, size_t n) {
+    /* the last block's last tap reads up to qr - 1 + ((KH - 1) / S) Wg + (KW - 1) / pc */
+    const size_t wg = grid_width(d);
+    const size_t reach =
+        grid_positions(d, n) + (d->KH - 1) / d->S * wg + (d->KW - 1) / phase_cols(d) + 1;
+    const size_t held = phase_height(d, n) * wg;
+    return round_up(reach > held ? reach : held, 16);
+}
+static size_t channel_stride(const kd_cd_dims *d, size_t n) {
+    return phase_rows(d) * phase_cols(d) * phase_stride(d, n);
+}
+
+int kd_conv_direct_fits(const kd_cd_dims *d) {
+    const size_t T = d->KH * d->KW;
+    return T <= KD_CD_MAX_TAPS && (d->S == 1 ? T > 1 : compact(d));
+}
+
+size_t kd_conv_direct_workspace(const kd_cd_dims *d, size_t n) {
+    return d->C * channel_stride(d, n) + d->O * grid_positions(d, n);
+}
+
+/* Samples per call in a batch: as many as keep the workspace within CD_GROUP_FLOATS (the planes
+ * of a chunk of channels and a block of channels' grid stay in L2), at most CD_GROUP_MAX. */
+#define CD_GROUP_FLOATS ((size_t)1 << 20)
+#define CD_GROUP_MAX 16
+size_t kd_conv_direct_group(const kd_cd_dims *d) {
+    size_t n = 1;
+    while (n < CD_GROUP_MAX && kd_conv_direct_workspace(d, n + 1) <= CD_GROUP_FLOATS) n++;
+    return n;
 }
 
 /* ---- Kernels: channels [o, o + MR) over positions [q0, q1), a multiple of their block ---- */
@@ -59,25 +118,23 @@ size_t kd_conv_direct_workspace(const kd_cd_dims *d) {
 typedef float cd_v4 __attribute__((vector_size(16)));
 #define CD_PORTABLE(NAME, MR)                                                                    \
     static void NAME(const cd_args *a, size_t o, size_t c0, size_t c1, int first) {            \
-        for (size_t q = 0; q < a->qr; q += 4) {                                                      \
+        for (size_t q = 0; q < a->qr; q += 4) {                                                 \
             cd_v4 acc[MR];                                                                       \
             for (size_t r = 0; r < MR; r++) acc[r] = (cd_v4){0.0f, 0.0f, 0.0f, 0.0f};            \
-            for (size_t c = c0; c < c1; c++)                                                      \
-                for (size_t i = 0; i < a->KH; i++) {                                             \
-                    const float *xr = a->xp + c * a->ps + i * a->wp + q;                         \
-                    const float *wr = a->w + o * a->K + (c * a->KH + i) * a->KW;                 \
-                    for (size_t j = 0; j < a->KW; j++) {                                         \
-                        cd_v4 xv;                                                                \
-                        memcpy(&xv, xr + j, sizeof xv);                                          \
-                        for (size_t r = 0; r < MR; r++) acc[r] += wr[r * a->K + j] * xv;         \
-                    }                                                                            \
+            for (size_t c = c0; c < c1; c++) {                                                   \
+                const float *xc = a->xp + c * a->cs + q, *wc = a->w + o * a->K + c * a->T;      \
+                for (size_t t = 0; t < a->T; t++) {                                              \
+                    cd_v4 xv;                                                                    \
+                    memcpy(&xv, xc + a->tap[t], sizeof xv);                                      \
+                    for (size_t r = 0; r < MR; r++) acc[r] += wc[r * a->K + t] * xv;             \
                 }                                                                                \
+            }                                                                                    \
             for (size_t r = 0; r < MR; r++) {                                                    \
                 float *out = a->out + (o + r) * a->qr + q;                                       \
-                cd_v4 t = {0.0f, 0.0f, 0.0f, 0.0f};                                              \
-                if (!first) memcpy(&t, out, sizeof t);                                           \
-                t += acc[r];                                                                     \
-                memcpy(out, &t, sizeof t);                                                       \
+                cd_v4 s = {0.0f, 0.0f, 0.0f, 0.0f};                                              \
+                if (!first) memcpy(&s, out, sizeof s);                                           \
+                s += acc[r];                                                                     \
+                memcpy(out, &s, sizeof s);                                                       \
             }                                                                                    \
         }                                                                                        \
     }
@@ -85,59 +142,72 @@ CD_PORTABLE(portable_8, 8)
 CD_PORTABLE(portable_1, 1)
 
 #ifdef CD_X86
-/* AVX-512: MR channels by 32 positions (two vectors each: 16 accumulators for MR = 8). */
-#define CD_AVX512(NAME, MR)                                                                      \
-    __attribute__((target("avx512f,fma"))) static void NAME(const cd_args *a, size_t o,         \
-                                                             size_t c0, size_t c1, int first) { \
-        for (size_t q = 0; q < a->qr; q += 32) {                                                    \
-            __m512 acc[MR][2];                                                                   \
+/* AVX-512: MR channels by 16 NV positions (NV vectors each), from q while a whole block fits.
+ * For MR = 8 and NV = 3, 24 accumulators and per tap 3 input loads and 8 broadcasts for 24
+ * FMAs (against 10 loads for 16 FMAs at NV = 2: one sample of a 64-channel 28x28 layer 511 ->
+ * 438 us, 128 channels at 14x14 531 -> 446 us on one thread of a Xeon). */
+#define CD_AVX512(NAME, MR, NV)                                                                  \
+    __attribute__((target("avx512f,fma"))) static size_t NAME(const cd_args *a, size_t o,       \
+                                                               size_t c0, size_t c1, int first, \
+                                                               size_t q) {                      \
+        for (; q + 16 * NV <= a->qr; q += 16 * NV) {                                             \
+            __m512 acc[MR][NV];                                                                  \
             for (size_t r = 0; r < MR; r++)                                                      \
-                acc[r][0] = acc[r][1] = _mm512_setzero_ps();                                     \
-            for (size_t c = c0; c < c1; c++)                                                      \
-                for (size_t i = 0; i < a->KH; i++) {                                             \
-                    const float *xr = a->xp + c * a->ps + i * a->wp + q;                         \
-                    const float *wr = a->w + o * a->K + (c * a->KH + i) * a->KW;                 \
-                    for (size_t j = 0; j < a->KW; j++) {                                         \
-                        const __m512 x0 = _mm512_loadu_ps(xr + j), x1 = _mm512_loadu_ps(xr + j + 16); \
-                        for (size_t r = 0; r < MR; r++) {                                        \
-                            const __m512 s = _mm512_set1_ps(wr[r * a->K + j]);                   \
-                            acc[r][0] = _mm512_fmadd_ps(s, x0, acc[r][0]);                       \
-                            acc[r][1] = _mm512_fmadd_ps(s, x1, acc[r][1]);                       \
-                        }                                                                        \
+                for (size_t v = 0; v < NV; v++) acc[r][v] = _mm512_setzero_ps();                 \
+            for (size_t c = c0; c < c1; c++) {                                                   \
+                const float *xc = a->xp + c * a->cs + q, *wc = a->w + o * a->K + c * a->T;      \
+                for (size_t t = 0; t < a->T; t++) {                                              \
+                    const float *xt = xc + a->tap[t];                                            \
+                    __m512 xv[NV];                                                               \
+                    for (size_t v = 0; v < NV; v++) xv[v] = _mm512_loadu_ps(xt + 16 * v);        \
+                    for (size_t r = 0; r < MR; r++) {                                            \
+                        const __m512 s = _mm512_set1_ps(wc[r * a->K + t]);                       \
+                        for (size_t v = 0; v < NV; v++)                                          \
+                            acc[r][v] = _mm512_fmadd_ps(s, xv[v], acc[r][v]);                    \
                     }                                                                            \
                 }                                                                                \
+            }                                                                                    \
             for (size_t r = 0; r < MR; r++) {                                                    \
                 float *out = a->out + (o + r) * a->qr + q;                                       \
-                if (!first) {                                                                    \
-                    acc[r][0] = _mm512_add_ps(_mm512_loadu_ps(out), acc[r][0]);                  \
-                    acc[r][1] = _mm512_add_ps(_mm512_loadu_ps(out + 16), acc[r][1]);             \
+                for (size_t v = 0; v < NV; v++) {                                                \
+                    if (!first)                                                                  \
+                        acc[r][v] = _mm512_add_ps(_mm512_loadu_ps(out + 16 * v), acc[r][v]);     \
+                    _mm512_storeu_ps(out + 16 * v, acc[r][v]);                                   \
                 }                                                                                \
-                _mm512_storeu_ps(out, acc[r][0]);                                                \
-                _mm512_storeu_ps(out + 16, acc[r][1]);                                           \
             }                                                                                    \
         }                                                                                        \
+        return q;                                                                                \
     }
-CD_AVX512(avx512_8, 8)
-CD_AVX512(avx512_1, 1)
+CD_AVX512(avx512_8x3, 8, 3)
+CD_AVX512(avx512_8w, 8, 2)
+CD_AVX512(avx512_8n, 8, 1)
+CD_AVX512(avx512_1w, 1, 2)
+CD_AVX512(avx512_1n, 1, 1)
+/* Blocks of 48 positions, then 32 and 16 as they fit (the grid is a multiple of 16). */
+static void avx512_8(const cd_args *a, size_t o, size_t c0, size_t c1, int first) {
+    const size_t q = avx512_8x3(a, o, c0, c1, first, 0);
+    avx512_8n(a, o, c0, c1, first, avx512_8w(a, o, c0, c1, first, q));
+}
+static void avx512_1(const cd_args *a, size_t o, size_t c0, size_t c1, int first) {
+    avx512_1n(a, o, c0, c1, first, avx512_1w(a, o, c0, c1, first, 0));
+}
 
 /* AVX2: MR channels by 8 positions (8 accumulators for MR = 8, of 16 registers). Each tap
  * loads one x vector and broadcasts MR weights: about one load per FMA, which bounds it. */
 #define CD_AVX2(NAME, MR)                                                                        \
     __attribute__((target("avx2,fma"))) static void NAME(const cd_args *a, size_t o, size_t c0, \
                                                           size_t c1, int first, size_t q0) {    \
-        for (size_t q = q0; q < a->qr; q += 8) {                                                     \
+        for (size_t q = q0; q < a->qr; q += 8) {                                                 \
             __m256 acc[MR];                                                                      \
             for (size_t r = 0; r < MR; r++) acc[r] = _mm256_setzero_ps();                        \
-            for (size_t c = c0; c < c1; c++)                                                      \
-                for (size_t i = 0; i < a->KH; i++) {                                             \
-                    const float *xr = a->xp + c * a->ps + i * a->wp + q;                         \
-                    const float *wr = a->w + o * a->K + (c * a->KH + i) * a->KW;                 \
-                    for (size_t j = 0; j < a->KW; j++) {                                         \
-                        const __m256 xv = _mm256_loadu_ps(xr + j);                               \
-                        for (size_t r = 0; r < MR; r++)                                          \
-                            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(wr[r * a->K + j]), xv, acc[r]); \
-                    }                                                                            \
+            for (size_t c = c0; c < c1; c++) {                                                   \
+                const float *xc = a->xp + c * a->cs + q, *wc = a->w + o * a->K + c * a->T;      \
+                for (size_t t = 0; t < a->T; t++) {                                              \
+                    const __m256 xv = _mm256_loadu_ps(xc + a->tap[t]);                           \
+                    for (size_t r = 0; r < MR; r++)                                              \
+                        acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(wc[r * a->K + t]), xv, acc[r]);  \
                 }                                                                                \
+            }                                                                                    \
             for (size_t r = 0; r < MR; r++) {                                                    \
                 float *out = a->out + (o + r) * a->qr + q;                                       \
                 if (!first) acc[r] = _mm256_add_ps(_mm256_loadu_ps(out), acc[r]);                \
@@ -158,21 +228,20 @@ __attribute__((target("avx2,fma"))) static void avx2_4(const cd_args *a, size_t 
     for (; q + 24 <= a->qr; q += 24) {
         __m256 acc[4][3];
         for (size_t r = 0; r < 4; r++) acc[r][0] = acc[r][1] = acc[r][2] = _mm256_setzero_ps();
-        for (size_t c = c0; c < c1; c++)
-            for (size_t i = 0; i < a->KH; i++) {
-                const float *xr = a->xp + c * a->ps + i * a->wp + q;
-                const float *wr = a->w + o * a->K + (c * a->KH + i) * a->KW;
-                for (size_t j = 0; j < a->KW; j++) {
-                    const __m256 x0 = _mm256_loadu_ps(xr + j), x1 = _mm256_loadu_ps(xr + j + 8),
-                                 x2 = _mm256_loadu_ps(xr + j + 16);
-                    for (size_t r = 0; r < 4; r++) {
-                        const __m256 s = _mm256_broadcast_ss(wr + r * a->K + j);
-                        acc[r][0] = _mm256_fmadd_ps(s, x0, acc[r][0]);
-                        acc[r][1] = _mm256_fmadd_ps(s, x1, acc[r][1]);
-                        acc[r][2] = _mm256_fmadd_ps(s, x2, acc[r][2]);
-                    }
+        for (size_t c = c0; c < c1; c++) {
+            const float *xc = a->xp + c * a->cs + q, *wc = a->w + o * a->K + c * a->T;
+            for (size_t t = 0; t < a->T; t++) {
+                const float *xt = xc + a->tap[t];
+                const __m256 x0 = _mm256_loadu_ps(xt), x1 = _mm256_loadu_ps(xt + 8),
+                             x2 = _mm256_loadu_ps(xt + 16);
+                for (size_t r = 0; r < 4; r++) {
+                    const __m256 s = _mm256_broadcast_ss(wc + r * a->K + t);
+                    acc[r][0] = _mm256_fmadd_ps(s, x0, acc[r][0]);
+                    acc[r][1] = _mm256_fmadd_ps(s, x1, acc[r][1]);
+                    acc[r][2] = _mm256_fmadd_ps(s, x2, acc[r][2]);
                 }
             }
+        }
         for (size_t r = 0; r < 4; r++) {
             float *out = a->out + (o + r) * a->qr + q;
             for (size_t v = 0; v < 3; v++) {
@@ -186,6 +255,7 @@ __attribute__((target("avx2,fma"))) static void avx2_4(const cd_args *a, size_t 
 static void avx2_1(const cd_args *a, size_t o, size_t c0, size_t c1, int first) {
     avx2_1t(a, o, c0, c1, first, 0);
 }
+
 #endif
 
 typedef void (*cd_kernel)(const cd_args *, size_t, size_t, size_t, int);
@@ -211,14 +281,17 @@ static const cd_kernels *kernels(int want) {
     return &portable;
 }
 
-/* Batches this small take the AVX-512 kernel whatever OpenBLAS runs (conv_direct.h). */
+/* Batches this small, and layers of output planes this small with this many weights, take the
+ * AVX-512 kernel whatever OpenBLAS runs (conv_direct.h). */
 #define CD_FEW_SAMPLES 4
+#define CD_SMALL_PLANE 64
+#define CD_LARGE_WEIGHTS ((size_t)1 << 18)
 
-int kd_conv_direct_wins(size_t B) {
-    /* decided once; every thread computes the same answer: 0 never, 1 for a few samples, 2
-     * always */
-    static int wins = -1;
-    int w = __atomic_load_n(&wins, __ATOMIC_RELAXED);
+/* 0 never, 1 for a few samples and small planes, 2 always; decided once (every thread computes
+ * the same answer). */
+static int direct_level(void) {
+    static int level = -1;
+    int w = __atomic_load_n(&level, __ATOMIC_RELAXED);
     if (w < 0) {
 #ifdef CD_X86
         __builtin_cpu_init();
@@ -226,34 +299,62 @@ int kd_conv_direct_wins(size_t B) {
 #else
         w = 0;
 #endif
-        __atomic_store_n(&wins, w, __ATOMIC_RELAXED);
+        __atomic_store_n(&level, w, __ATOMIC_RELAXED);
     }
-    return w == 2 || (w == 1 && B < CD_FEW_SAMPLES);
+    return w;
 }
 
-/* Plane c of x into its zero-padded plane. */
-static void pad_plane(const kd_cd_dims *d, const float *x, float *xp, size_t ps) {
-    const size_t wp = d->W + 2 * d->P;
-    memset(xp, 0, d->P * wp * sizeof *xp);
-    for (size_t h = 0; h < d->H; h++) {
-        float *row = xp + (d->P + h) * wp;
-        memset(row, 0, d->P * sizeof *row);
-        memcpy(row + d->P, x + h * d->W, d->W * sizeof *row);
-        memset(row + d->P + d->W, 0, d->P * sizeof *row);
-    }
-    const size_t used = (d->H + d->P) * wp;
-    memset(xp + used, 0, (ps - used) * sizeof *xp);
+int kd_conv_direct_beats_winograd(const kd_cd_dims *d) {
+    return direct_level() > 0 && d->OH * d->OW <= CD_SMALL_PLANE &&
+           d->O * d->C * d->KH * d->KW >= CD_LARGE_WEIGHTS;
 }
 
-/* The three passes of one sample over [lo, hi) of their ranges (n parts of each: part `part`). */
-static void pass_part(const kd_cd_dims *d, const cd_kernels *k, const cd_args *a, const float *x,
-                      float *y, int pass, size_t part, size_t n) {
+int kd_conv_direct_wins(const kd_cd_dims *d, size_t B) {
+    const int w = direct_level();
+    return w == 2 || (w == 1 && (B < CD_FEW_SAMPLES || kd_conv_direct_beats_winograd(d)));
+}
+
+/* Channel c of n samples into its planes, cs floats from xp: plane (a, b) holds the stacked
+ * zero-padded image's rows S r + a and columns S u + b (u < Wg). x: sample 0's plane c; the
+ * samples xs floats apart. */
+static void pad_plane(const kd_cd_dims *d, size_t n, const float *x, size_t xs, float *xp) {
+    const size_t wg = grid_width(d), hq = phase_height(d, n), pst = phase_stride(d, n);
+    const size_t S = d->S, P = d->P, pc = phase_cols(d), np = phase_rows(d) * pc;
+    const size_t hs = S * rows_out(d); /* stacked rows per sample */
+    for (size_t ph = 0; ph < np; ph++) {
+        float *pl = xp + ph * pst;
+        const size_t pa = ph / pc, pb = ph % pc;
+        /* columns u0 .. ue - 1 read the input (S u + pb - P in [0, W)), the rest padding */
+        const size_t u0 = pb >= P ? 0 : ceil_div(P - pb, S);
+        const size_t u1 = d->W + P > pb ? ceil_div(d->W + P - pb, S) : 0;
+        const size_t ue = u1 < wg ? u1 : wg;
+        for (size_t r = 0; r < hq; r++) {
+            const size_t h = S * r + pa, s = h / hs, hl = h % hs; /* sample s's padded row hl */
+            float *row = pl + r * wg;
+            if (s >= n || hl < P || hl - P >= d->H || u0 >= ue) {
+                memset(row, 0, wg * sizeof *row);
+                continue;
+            }
+            const float *xr = x + s * xs + (hl - P) * d->W + (S * u0 + pb - P);
+            memset(row, 0, u0 * sizeof *row);
+            if (S == 1) memcpy(row + u0, xr, (ue - u0) * sizeof *row);
+            else
+                for (size_t u = u0; u < ue; u++) row[u] = xr[S * (u - u0)];
+            memset(row + ue, 0, (wg - ue) * sizeof *row);
+        }
+        memset(pl + hq * wg, 0, (pst - hq * wg) * sizeof *pl);
+    }
+}
+
+/* The three passes of ns samples over [lo, hi) of their ranges (n parts of each: part `part`). */
+static void pass_part(const kd_cd_dims *d, size_t ns, const cd_kernels *k, const cd_args *a,
+                      const float *x, float *y, int pass, size_t part, size_t n) {
     const size_t mr = k->mr, nb = d->O / mr, units = nb + d->O % mr;
     const size_t len = pass == 0 ? d->C : pass == 1 ? units : d->O;
     const size_t lo = len * part / n, hi = len * (part + 1) / n;
     for (size_t u = lo; u < hi; u++) {
         if (pass == 0) {
-            pad_plane(d, x + u * d->H * d->W, a->xp + u * a->ps, a->ps);
+            pad_plane(d, ns, x + u * d->H * d->W, d->C * d->H * d->W, a->xp + u * a->cs);
         } else if (pass == 1) {  /* blocks of mr channels, then the rest one by one */
             for (size_t c0 = 0; c0 < d->C; c0 += CD_CHUNK) {
                 const size_t c1 = d->C - c0 < CD_CHUNK ? d->C : c0 + CD_CHUNK;
@@ -262,17 +363,19 @@ static void pass_part(const kd_cd_dims *d, const cd_kernels *k, const cd_args *a
             }
         } else {  /* then the bias, as sgemm adds its product to a bias already in place */
             const float b = a->bias ? a->bias[u] : 0.0f;
-            for (size_t oh = 0; oh < d->OH; oh++) {
-                float *restrict yr = y + (u * d->OH + oh) * d->OW;
-                const float *restrict src = a->out + u * a->qr + oh * a->wp;
-                for (size_t ow = 0; ow < d->OW; ow++) yr[ow] = src[ow] + b;
-            }
+            for (size_t sm = 0; sm < ns; sm++)
+                for (size_t oh = 0; oh < d->OH; oh++) {
+                    float *restrict yr = y + ((sm * d->O + u) * d->OH + oh) * d->OW;
+                    const float *restrict src =
+                        a->out + u * a->qr + (sm * rows_out(d) + oh) * a->wg;
+                    for (size_t ow = 0; ow < d->OW; ow++) yr[ow] = src[ow] + b;
+                }
         }
     }
 }
 
-void kd_conv_direct_sample(const kd_cd_dims *d, const float *x, const float *w, const float *bias,
-                           float *y, float *ws, int team) {
+void kd_conv_direct(const kd_cd_dims *d, size_t ns, const float *x, const float *w,
+                    const float *bias, float *y, float *ws, size_t team) {
     static const cd_kernels *ks;
     const cd_kernels *k = __atomic_load_n(&ks, __ATOMIC_RELAXED);
     if (!k) {
@@ -280,18 +383,24 @@ void kd_conv_direct_sample(const kd_cd_dims *d, const float *x, const float *w, 
         __atomic_store_n(&ks, k, __ATOMIC_RELAXED);
     }
     if (KD_HOOK_VALUE(kd_direct_conv_isa, 0)) k = kernels(KD_HOOK_VALUE(kd_direct_conv_isa, 0));
-    const size_t ps = plane_stride(d);
-    const cd_args a = {ws, ps, d->W + 2 * d->P, d->C, d->KH, d->KW, d->C * d->KH * d->KW, w,
-                       bias, ws + d->C * ps, grid_positions(d)};
-    if (!team) {
-        for (int pass = 0; pass < 3; pass++) pass_part(d, k, &a, x, y, pass, 0, 1);
+    const size_t cs = channel_stride(d, ns), wg = grid_width(d), pst = phase_stride(d, ns);
+    const size_t S = d->S, pc = phase_cols(d), T = d->KH * d->KW;
+    size_t tap[KD_CD_MAX_TAPS];
+    KD_ASSERT(T <= KD_CD_MAX_TAPS);
+    for (size_t i = 0; i < d->KH; i++)
+        for (size_t j = 0; j < d->KW; j++)
+            tap[i * d->KW + j] = ((i % S) * pc + j % pc) * pst + i / S * wg + j / pc;
+    const cd_args a = {ws, cs, wg, d->C, T, d->C * T, tap, w, bias, ws + d->C * cs,
+                       grid_positions(d, ns)};
+    if (team < 2) {
+        for (int pass = 0; pass < 3; pass++) pass_part(d, ns, k, &a, x, y, pass, 0, 1);
         return;
     }
-#pragma omp parallel
+#pragma omp parallel num_threads((int)team)
     {
         const size_t t = (size_t)omp_get_thread_num(), n = (size_t)omp_get_num_threads();
         for (int pass = 0; pass < 3; pass++) {
-            pass_part(d, k, &a, x, y, pass, t, n);
+            pass_part(d, ns, k, &a, x, y, pass, t, n);
 #pragma omp barrier
         }
     }
