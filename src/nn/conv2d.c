@@ -67,6 +67,9 @@ static size_t round16(size_t n) { return (n + 15) & ~(size_t)15; }
 #ifdef KD_TEST_HOOKS
 int kd_direct_conv = -1;
 #endif
+/* Batches from this size run the direct kernel in groups (fewer run a sample per piece, on
+ * the threads side by side). */
+#define DIRECT_GROUP_MIN 4
 static kd_cd_dims cd_dims(const conv_dims *d);
 static int direct_on(const conv_dims *d, size_t B) {
     const int hook = KD_HOOK_VALUE(kd_direct_conv, -1);
@@ -157,13 +160,20 @@ static int direct_shape(const conv_dims *d) {
     const kd_cd_dims cd = cd_dims(d);
     return d->G == 1 && kd_conv_direct_fits(&cd);
 }
+/* Samples per direct call in a batch: kd_conv_direct_group for a layer this machine's rule
+ * runs directly in batches, else one (the workspace stays a sample's where the group would
+ * never run; a test forcing the direct kernel gets one sample per call there). */
+static size_t direct_group(const conv_dims *d) {
+    const kd_cd_dims cd = cd_dims(d);
+    return kd_conv_direct_wins(&cd, DIRECT_GROUP_MIN) ? kd_conv_direct_group(&cd) : 1;
+}
 static size_t col_slot(const conv_dims *d) {
     size_t slot = 2 * round16(d->K * d->OHW) + round16(d->O * d->OHW);
     const kd_wg_dims wd = wg_dims(d);
     if (wg_shape(d) && kd_wg_group_floats(&wd) > slot) slot = kd_wg_group_floats(&wd);
     if (!direct_shape(d)) return slot;
     const kd_cd_dims cd = cd_dims(d);
-    const size_t direct = round16(kd_conv_direct_workspace(&cd, kd_conv_direct_group(&cd)));
+    const size_t direct = round16(kd_conv_direct_workspace(&cd, direct_group(d)));
     return direct > slot ? direct : slot;
 }
 static size_t part_slot(const conv_dims *d) { return round16(d->O * d->KG) + round16(d->O); }
@@ -385,7 +395,7 @@ static void wg_batch(const fwd_job *j) {
 /* A batch by the direct kernel in groups of kd_conv_direct_group samples (fixed by the layer),
  * each run as one tall image and handed on after its group; the groups shared out like
  * pieces. */
-static void direct_group(const fwd_job *j, size_t b, size_t n, float *ws) {
+static void direct_run(const fwd_job *j, size_t b, size_t n, float *ws) {
     const kd_cd_dims cd = cd_dims(&j->d);
     const size_t in_n = j->d.C * j->d.H * j->d.W, out_n = j->d.O * j->d.OHW;
     kd_conv_direct(&cd, n, j->x + b * in_n, j->w, j->bias, j->y + b * out_n, ws, 0);
@@ -393,16 +403,15 @@ static void direct_group(const fwd_job *j, size_t b, size_t n, float *ws) {
     for (size_t s = b; j->sink && s < b + n; s++) j->sink->fn(j->sink->arg, s, j->y + s * out_n);
 }
 static void direct_batch(const fwd_job *j) {
-    const kd_cd_dims cd = cd_dims(&j->d);
-    const size_t g = kd_conv_direct_group(&cd), n = (j->B + g - 1) / g;
+    const size_t g = direct_group(&j->d), n = (j->B + g - 1) / g;
     if (j->par) {
 #pragma omp parallel for schedule(static) num_threads(team_size(j->P))
         for (size_t k = 0; k < n; k++)
-            direct_group(j, k * g, j->B - k * g < g ? j->B - k * g : g,
+            direct_run(j, k * g, j->B - k * g < g ? j->B - k * g : g,
                          thread_cols(&j->d, j->ws, j->P, 1));
     } else {
         for (size_t k = 0; k < n; k++)
-            direct_group(j, k * g, j->B - k * g < g ? j->B - k * g : g,
+            direct_run(j, k * g, j->B - k * g < g ? j->B - k * g : g,
                          thread_cols(&j->d, j->ws, j->P, 0));
     }
 }
@@ -460,10 +469,6 @@ static void forward_piece(const fwd_job *j, size_t p) {
         if (j->sink) j->sink->fn(j->sink->arg, b, yb);
     }
 }
-
-/* Batches from this size run the direct kernel in groups (fewer run a sample per piece, on
- * the threads side by side). */
-#define DIRECT_GROUP_MIN 4
 
 /* The pieces of a pass run on the team, or in turn on the calling thread outside any parallel
  * region: an inactive region around them (`omp parallel if (0)`) would make every sgemm or team

@@ -102,9 +102,11 @@ size_t kd_conv_direct_workspace(const kd_cd_dims *d, size_t n) {
     return d->C * channel_stride(d, n) + d->O * grid_positions(d, n);
 }
 
-/* Samples per call in a batch: as many as keep the workspace within CD_GROUP_FLOATS (the planes
- * of a chunk of channels and a block of channels' grid stay in L2), at most CD_GROUP_MAX. */
-#define CD_GROUP_FLOATS ((size_t)1 << 20)
+/* Samples per call in a batch: as many as keep the workspace within CD_GROUP_FLOATS, at most
+ * CD_GROUP_MAX: each block of output channels reads all the group's planes, which should stay
+ * in L2 (one thread of a Xeon, 2 MiB L2, per sample of ResNet-18's 512-channel 4x4 layer: one
+ * sample a call 821 us, 5 samples (2^18 floats) 651 us, 16 samples (2^20) 820 us). */
+#define CD_GROUP_FLOATS ((size_t)1 << 18)
 #define CD_GROUP_MAX 16
 size_t kd_conv_direct_group(const kd_cd_dims *d) {
     size_t n = 1;

@@ -26,7 +26,7 @@ typedef struct {
 int kd_conv_direct_fits(const kd_cd_dims *d);
 
 /* Workspace floats for n samples (kd_conv_direct) and the samples per call a batch should
- * take (their workspace within 2^20 floats, at most 16). */
+ * take (their workspace within 2^18 floats, at most 16). */
 size_t kd_conv_direct_workspace(const kd_cd_dims *d, size_t n);
 size_t kd_conv_direct_group(const kd_cd_dims *d);
 
