@@ -395,6 +395,45 @@ KD_TEST(graph_add_relu_unit_matches_the_layers_one_by_one) {
     CHECK(!memcmp(g[0], g[1], np * sizeof *g[0]));
 }
 
+/* An inference model (no gradients) runs the add and the relu after it as one unit too, and
+ * its evaluation gives the same logits as with the add's output observed (which keeps them
+ * apart), bit for bit. */
+static int resblock_eval(const char *observe, size_t B, float *logits, size_t *add_unit) {
+    const kd_shape in = {3, {2, 6, 6}};
+    kd_model m;
+    kd_err err;
+    size_t id;
+    kd_shape sh;
+    memset(&m, 0, sizeof m);
+    if (kd_model_init(&m, &in, resblock, 0, &err) ||
+        (observe && kd_model_observe(&m, observe, &id, &sh, &err)) ||
+        kd_model_reserve(&m, B, &err)) {
+        kd_test_fail(__FILE__, __LINE__, "%s", err.msg);
+        kd_model_free(&m);
+        return -1;
+    }
+    *add_unit = kd_model_unit_size(&m, 8);
+    kd_rng rng;
+    kd_rng_seed(&rng, 21);
+    kd_model_init_weights(&m, &rng, KD_INIT_HE);
+    float x[4 * 72];
+    for (size_t i = 0; i < B * 72; i++) x[i] = kd_rng_normal(&rng);
+    memcpy(logits, kd_model_forward(&m, x, B, NULL), B * 3 * sizeof *logits);
+    kd_model_free(&m);
+    return 0;
+}
+
+KD_TEST(graph_add_relu_unit_runs_in_inference) {
+    enum { B = 4 };
+    float z[2][B * 3];
+    size_t unit[2];
+    if (resblock_eval(NULL, B, z[0], &unit[0]) || resblock_eval("l.0.add", B, z[1], &unit[1]))
+        return;
+    CHECK_EQ_INT((int)unit[0], 2);
+    CHECK_EQ_INT((int)unit[1], 1);
+    CHECK(!memcmp(z[0], z[1], sizeof z[0]));
+}
+
 /* A training model runs a batch norm and the relu in place after it as one unit, forward and
  * backward (relu's gradient made on the fly); observing the batch norm's output keeps them
  * apart. Both give the same logits and gradients bit for bit. */

@@ -222,8 +222,8 @@ void kd_graph_decide(kd_model *m) {
     for (size_t i = 0; i + 1 < m->n_layers; i++)
         if (m->layers[i].ops == &kd_layer_conv2d && g->unit[i + 1] == 3 && chained(m, i + 1))
             g->unit[i] = 4;
-    /* Training: an add whose output only a relu reads, the relu running in place over it. */
-    for (size_t i = 0; m->grads && i + 1 < m->n_layers; i++)
+    /* An add whose output only a relu reads, the relu running in place over it: one pass. */
+    for (size_t i = 0; i + 1 < m->n_layers; i++)
         if (m->layers[i].ops == &kd_layer_add && g->unit[i] == 1 && g->unit[i + 1] == 1 &&
             m->layers[i + 1].ops == &kd_layer_relu && chained(m, i + 1) && g->in_place[i + 1])
             g->unit[i] = KD_UNIT_ADD_RELU | 2;
