@@ -326,3 +326,41 @@ KD_TEST(fused_conv_bn_act_in_an_inference_model_matches_evaluation) {
     }
     kd_conv_gemm_own = -1;
 }
+
+/* Inference's batchnorm -> maxpool 2x2 -> relu plane 8 windows at a time (pool_affine.c:
+ * the window's largest or smallest input mapped once) gives the general path's bits (every
+ * input mapped, 4 windows at a time): rows of 4 to 23 windows (an overlapping last vector),
+ * k above and below 0, ties, signed zeros, infinities and NaNs among the inputs. */
+KD_TEST(fused_pool_eight_windows_match_the_general_path) {
+    static const size_t widths[] = {4, 7, 8, 9, 14, 16, 23};
+    static const float ks[] = {0.75f, -1.5f, 3e-3f, -2e4f};
+    enum { OH = 5, MAXW = 23 };
+    static float x[2 * OH * 2 * MAXW], y0[OH * MAXW], y1[OH * MAXW];
+    kd_rng rng;
+    kd_rng_seed(&rng, 99);
+    int ran = 0;
+    for (size_t wi = 0; wi < sizeof widths / sizeof *widths; wi++)
+        for (size_t ki = 0; ki < sizeof ks / sizeof *ks; ki++) {
+            const size_t OW = widths[wi], n = 4 * OH * OW;
+            for (size_t i = 0; i < n; i++) {
+                const uint64_t r = kd_rng_below(&rng, 16);
+                x[i] = r == 0 ? -0.0f : r == 1 ? 0.0f : r == 2 ? NAN : r == 3 ? INFINITY
+                     : r == 4 ? -INFINITY : r == 5 && i ? x[i - 1] : kd_rng_normal(&rng);
+            }
+            const float k = ks[ki], mu = 0.25f, beta = ki % 2 ? -0.0f : 0.5f;
+            kd_pool_affine_fast = 0;
+            kd_maxpool2x2_affine_relu_plane(x, y0, NULL, NULL, OH, OW, k, mu, beta);
+            kd_pool_affine_fast = 1;
+            memset(y1, 0x5a, sizeof y1);
+            kd_maxpool2x2_affine_relu_plane(x, y1, NULL, NULL, OH, OW, k, mu, beta);
+            ran += kd_maxpool2x2_affine_relu_fast(x, y1, OH, OW, k, mu, beta);
+            if (memcmp(y0, y1, OH * OW * sizeof *y0) != 0)
+                kd_test_fail(__FILE__, __LINE__, "OW %zu k %g: other bits than the general path",
+                             OW, (double)k);
+        }
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2")) CHECK_EQ_INT(ran, 28);
+#endif
+    (void)ran;
+}

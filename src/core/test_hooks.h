@@ -42,6 +42,9 @@ extern int kd_infer_replicas;
 /* conv2d.c: inference's direct convolution: -1 where it beats sgemm (kd_conv_direct_wins, the
  * release rule), 0 never (im2col and sgemm, as in training), 1 always. */
 extern int kd_direct_conv;
+/* pool_affine.c: inference's batchnorm -> maxpool 2x2 -> relu 8 windows at a time (1), or the
+ * general path's 4 (0). */
+extern int kd_pool_affine_fast;
 /* conv_direct.c: which kernels run (0 the CPU's widest, 1 AVX-512, 2 AVX2, 3 portable). */
 extern int kd_direct_conv_isa;
 /* conv2d.c: inference's own product (conv_gemm.h) where the direct convolution does not run:

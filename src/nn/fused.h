@@ -35,6 +35,10 @@ int kd_maxpool_is_2x2(const kd_layer *l);
  * into win (OH, OW) when win is not NULL. ap NULL (inference): no indices, nor win. */
 void kd_maxpool2x2_affine_relu_plane(const float *xp, float *yp, uint32_t *ap, float *win,
                                      size_t OH, size_t OW, float k, float mu, float beta);
+/* Its values-only case 8 windows at a time (pool_affine.c), the same bits: 1 when it ran, 0
+ * where it does not apply (no AVX2, OW < 4, k = 0). */
+int kd_maxpool2x2_affine_relu_fast(const float *xp, float *yp, size_t OH, size_t OW, float k,
+                                   float mu, float beta);
 /* The plane's batch-norm input gradient dxp (every element written) from relu's output
  * gradient dyp, relu's output yp (a gradient passes where yp > 0), the indices ap and batch
  * norm's input xp: dx = k * (e - a - (x - mu) * bq), e the gradient routed to each window's

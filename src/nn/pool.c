@@ -240,8 +240,12 @@ static void affine_relu_plane_values(const float *xp, float *yp, size_t OH, size
 
 void kd_maxpool2x2_affine_relu_plane(const float *xp, float *yp, uint32_t *ap, float *win,
                                      size_t OH, size_t OW, float k, float mu, float beta) {
-    if (!ap) affine_relu_plane_values(xp, yp, OH, OW, k, mu, beta);
-    else affine_relu_plane(xp, yp, ap, win, OH, OW, k, mu, beta);
+    if (!ap) {
+        if (!kd_maxpool2x2_affine_relu_fast(xp, yp, OH, OW, k, mu, beta))
+            affine_relu_plane_values(xp, yp, OH, OW, k, mu, beta);
+    } else {
+        affine_relu_plane(xp, yp, ap, win, OH, OW, k, mu, beta);
+    }
 }
 
 /* What the pool's backward writes, optionally through batch norm's backward (the fused group
