@@ -36,7 +36,8 @@ size_t kd_conv_direct_group(const kd_cd_dims *d);
  * for 1 to 3 samples (sgemm packs the weights for one sample's columns: one sample of ResNet-18
  * 8.0 -> 5.7 ms on a Xeon with OpenBLAS's SkylakeX kernels), and for a layer of at most 64
  * output positions and 2^18 weights or more (Winograd's products repack their weights for every
- * group of tiles: ResNet-18 batch 256 213-219 -> 229-238 samples/s there). With equal vector
+ * group of tiles: ResNet-18 batch 256 235-248 -> 276-285 samples/s with the direct kernel there
+ * in groups of samples). With equal vector
  * widths OpenBLAS's sgemm or Winograd was faster for the other layers of a batch (an AVX2 EPYC:
  * the CNN teacher 10.4-12.7k samples/s through im2col + sgemm, 6.4-9.3k direct; the Xeon:
  * 25.3k against 23.4k; docs/internals.md). */
