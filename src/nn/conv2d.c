@@ -408,11 +408,11 @@ static void direct_batch(const fwd_job *j) {
 #pragma omp parallel for schedule(static) num_threads(team_size(j->P))
         for (size_t k = 0; k < n; k++)
             direct_run(j, k * g, j->B - k * g < g ? j->B - k * g : g,
-                         thread_cols(&j->d, j->ws, j->P, 1));
+                       thread_cols(&j->d, j->ws, j->P, 1));
     } else {
         for (size_t k = 0; k < n; k++)
             direct_run(j, k * g, j->B - k * g < g ? j->B - k * g : g,
-                         thread_cols(&j->d, j->ws, j->P, 0));
+                       thread_cols(&j->d, j->ws, j->P, 0));
     }
 }
 
@@ -447,7 +447,7 @@ static void forward_piece(const fwd_job *j, size_t p) {
                          j->par);
         } else if (j->direct) {
             kd_conv_direct(&cd, 1, j->x + b * in_n, j->w, j->bias, yb, col,
-                                  j->team ? (size_t)team_size(SIZE_MAX) : 0);
+                           j->team ? (size_t)team_size(SIZE_MAX) : 0);
             kd_act_inplace(yb, out_n, j->act);
         } else {
             const float *cols = j->team ? team_cols(&d, j->x + b * in_n, col)

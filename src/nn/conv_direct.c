@@ -7,11 +7,13 @@
  * (i mod S, j mod S)'s value at q + (i / S) Wq + j / S, so a run of consecutive q reads
  * consecutive floats for every tap, across row ends too. The grid has Wq - OW columns per row
  * that are not outputs (computed and dropped when the rows are compacted into y): 2 in 30 on a
- * 28x28 plane with a 3x3 kernel, 2 in 9 on a 7x7 one, 1 in 15 for stride 2 from 28x28. A kernel
- * call keeps a block of output channels by positions in registers over the whole (c, i, j) sum
- * (AVX-512: 8 channels by 32 positions, two vectors per channel; AVX2: 4 by 24, three vectors
- * per channel), broadcasting each weight from the weight rows as they are stored, and reading
- * each tap's floats at its offset in the channel's phase planes (a table made per call). */
+ * 28x28 plane with a 3x3 kernel, 2 in 9 on a 7x7 one, 1 in 15 for stride 2 from 28x28. Where
+ * that waste is large the grid is compact instead (compact(): one plane per kernel column, OW
+ * wide), and several samples can run as one tall image (rows_out()). A kernel call keeps a
+ * block of output channels by positions in registers over the whole (c, i, j) sum (AVX-512: 8
+ * channels by 48 positions, three vectors per channel, then 32 and 16; AVX2: 4 by 24, three
+ * vectors per channel), broadcasting each weight from the weight rows as they are stored, and
+ * reading each tap's floats at its offset in the channel's planes (a table made per call). */
 #include "conv_direct.h"
 
 #include <omp.h>
@@ -388,7 +390,7 @@ void kd_conv_direct(const kd_cd_dims *d, size_t ns, const float *x, const float 
     const size_t cs = channel_stride(d, ns), wg = grid_width(d), pst = phase_stride(d, ns);
     const size_t S = d->S, pc = phase_cols(d), T = d->KH * d->KW;
     size_t tap[KD_CD_MAX_TAPS];
-    KD_ASSERT(T <= KD_CD_MAX_TAPS);
+    KD_ASSERT(ns >= 1 && T <= KD_CD_MAX_TAPS);
     for (size_t i = 0; i < d->KH; i++)
         for (size_t j = 0; j < d->KW; j++)
             tap[i * d->KW + j] = ((i % S) * pc + j % pc) * pst + i / S * wg + j / pc;

@@ -47,7 +47,7 @@ int kd_conv_direct_wins(const kd_cd_dims *d, size_t B);
  * would (an AVX-512 CPU, at most 64 output positions, 2^18 weights or more). */
 int kd_conv_direct_beats_winograd(const kd_cd_dims *d);
 
-/* y (n, O, OH, OW) of n samples from x (n, C, H, W), weights w (O, C, KH, KW) and bias (O) or
+/* y (n, O, OH, OW) of n >= 1 samples from x (n, C, H, W), weights w (O, C, KH, KW), bias (O) or
  * NULL, for each sample:
  *   y[o, oh, ow] = bias[o] + sum over (c, i, j) in that order of w[o, c, i, j]
  *                  x[c, S oh - P + i, S ow - P + j]
