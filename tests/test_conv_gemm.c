@@ -200,6 +200,31 @@ KD_TEST(conv_inference_paths_run_in_eval_only) {
     kd_model_free(&m);
 }
 
+/* An inference model of these layers on a (3, H, H) input for batches of up to 8, seeded
+ * weights and 8 samples of seeded input in x; 0 after a failure (reported). */
+static int rule_model(kd_model *m, const char *json, size_t H, uint64_t seed, float *x) {
+    const kd_shape in = {3, {3, H, H}};
+    kd_err err;
+    if (kd_model_init(m, &in, json, 0, &err) || kd_model_reserve(m, 8, &err)) {
+        kd_test_fail(__FILE__, __LINE__, "%s", err.msg);
+        kd_model_free(m);
+        return 0;
+    }
+    kd_rng rng;
+    kd_rng_seed(&rng, seed);
+    kd_model_init_weights(m, &rng, KD_INIT_HE);
+    for (size_t i = 0; i < 8 * 3 * H * H; i++) x[i] = kd_rng_normal(&rng);
+    return 1;
+}
+static int cpu_avx512(void) {
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    return !!__builtin_cpu_supports("avx512f");
+#else
+    return 0;
+#endif
+}
+
 /* The release rule for the direct convolution (conv_direct.h): on an AVX-512 CPU, 1 to 3
  * samples take it whatever OpenBLAS runs, and a batch only where OpenBLAS runs narrower kernels;
  * elsewhere never. Seen through the first layer's im2col product (K = 27), which the direct
@@ -208,24 +233,10 @@ KD_TEST(conv_direct_rule_takes_few_samples_on_avx512) {
     static const char *json =
         "[{\"type\":\"conv2d\",\"channels\":8,\"kernel\":3,\"padding\":1},"
         "{\"type\":\"flatten\"},{\"type\":\"dense\",\"units\":3}]";
-    const kd_shape in = {3, {3, 10, 10}};
     kd_model m = {0};
-    kd_err err;
-    if (kd_model_init(&m, &in, json, 0, &err) || kd_model_reserve(&m, 8, &err)) {
-        kd_test_fail(__FILE__, __LINE__, "%s", err.msg);
-        kd_model_free(&m);
-        return;
-    }
-    kd_rng rng;
-    kd_rng_seed(&rng, 6);
-    kd_model_init_weights(&m, &rng, KD_INIT_HE);
     static float x[8 * 300];
-    for (size_t i = 0; i < 8 * 300; i++) x[i] = kd_rng_normal(&rng);
-    int avx512 = 0;
-#if defined(__x86_64__)
-    __builtin_cpu_init();
-    avx512 = !!__builtin_cpu_supports("avx512f");
-#endif
+    if (!rule_model(&m, json, 10, 6, x)) return;
+    const int avx512 = cpu_avx512();
     const int batch_direct = avx512 && kd_blas_core_level() < 3;
     kd_conv_winograd = 0;
     kd_infer_replicas = 0; /* the whole batch in one pass */
@@ -262,24 +273,10 @@ KD_TEST(conv_direct_rule_takes_small_planes_on_avx512) {
         "[{\"type\":\"conv2d\",\"channels\":512,\"kernel\":3,\"padding\":1},"
         "{\"type\":\"conv2d\",\"channels\":64,\"kernel\":3,\"padding\":1},"
         "{\"type\":\"flatten\"},{\"type\":\"dense\",\"units\":3}]";
-    const kd_shape in = {3, {3, 7, 7}};
     kd_model m = {0};
-    kd_err err;
-    if (kd_model_init(&m, &in, json, 0, &err) || kd_model_reserve(&m, 8, &err)) {
-        kd_test_fail(__FILE__, __LINE__, "%s", err.msg);
-        kd_model_free(&m);
-        return;
-    }
-    kd_rng rng;
-    kd_rng_seed(&rng, 7);
-    kd_model_init_weights(&m, &rng, KD_INIT_HE);
     static float x[8 * 147];
-    for (size_t i = 0; i < 8 * 147; i++) x[i] = kd_rng_normal(&rng);
-    int avx512 = 0;
-#if defined(__x86_64__)
-    __builtin_cpu_init();
-    avx512 = !!__builtin_cpu_supports("avx512f");
-#endif
+    if (!rule_model(&m, json, 7, 7, x)) return;
+    const int avx512 = cpu_avx512();
     kd_infer_replicas = 0;
     kd_hook_gemm_shape = note_conv;
     conv_products = 0;

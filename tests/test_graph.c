@@ -296,19 +296,31 @@ KD_TEST(graph_gradient_slots_are_as_wide_as_their_values) {
  * whether both adds run in place with their relus in place after them, the unit sizes at the
  * first add (layer 8) and at the batch norm l.0.bn1 (layer 4) as 10 * first + second, and in
  * *recomputed bit i for each unit i whose output backward recomputes. */
-static int resblock_step_r(const char *observe, size_t B, float *logits, float *grads,
-                           size_t n_params, int *add_in_place, size_t *add_unit,
-                           unsigned long *recomputed) {
+/* resblock on a [2, 6, 6] input, reserved for B, with the value `observe` observed (or none);
+ * -1 after a failure (reported). */
+static int resblock_model(kd_model *m, const char *observe, int with_grads, size_t B) {
     const kd_shape in = {3, {2, 6, 6}};
-    kd_model m;
     kd_err err;
     size_t id;
     kd_shape sh;
-    memset(&m, 0, sizeof m);
-    if (kd_model_init(&m, &in, resblock, 1, &err) ||
-        (observe && kd_model_observe(&m, observe, &id, &sh, &err)) ||
-        kd_model_reserve(&m, B, &err) || m.n_params != n_params) {
+    memset(m, 0, sizeof *m);
+    if (kd_model_init(m, &in, resblock, with_grads, &err) ||
+        (observe && kd_model_observe(m, observe, &id, &sh, &err)) ||
+        kd_model_reserve(m, B, &err)) {
         kd_test_fail(__FILE__, __LINE__, "%s", err.msg);
+        kd_model_free(m);
+        return -1;
+    }
+    return 0;
+}
+
+static int resblock_step_r(const char *observe, size_t B, float *logits, float *grads,
+                           size_t n_params, int *add_in_place, size_t *add_unit,
+                           unsigned long *recomputed) {
+    kd_model m;
+    if (resblock_model(&m, observe, 1, B)) return -1;
+    if (m.n_params != n_params) {
+        kd_test_fail(__FILE__, __LINE__, "%zu parameters, expected %zu", m.n_params, n_params);
         kd_model_free(&m);
         return -1;
     }
@@ -399,19 +411,8 @@ KD_TEST(graph_add_relu_unit_matches_the_layers_one_by_one) {
  * its evaluation gives the same logits as with the add's output observed (which keeps them
  * apart), bit for bit. */
 static int resblock_eval(const char *observe, size_t B, float *logits, size_t *add_unit) {
-    const kd_shape in = {3, {2, 6, 6}};
     kd_model m;
-    kd_err err;
-    size_t id;
-    kd_shape sh;
-    memset(&m, 0, sizeof m);
-    if (kd_model_init(&m, &in, resblock, 0, &err) ||
-        (observe && kd_model_observe(&m, observe, &id, &sh, &err)) ||
-        kd_model_reserve(&m, B, &err)) {
-        kd_test_fail(__FILE__, __LINE__, "%s", err.msg);
-        kd_model_free(&m);
-        return -1;
-    }
+    if (resblock_model(&m, observe, 0, B)) return -1;
     *add_unit = kd_model_unit_size(&m, 8);
     kd_rng rng;
     kd_rng_seed(&rng, 21);
