@@ -166,6 +166,7 @@ static kd_status forward_model(eval_ctx *e, const char *path, size_t batch, load
     } else {
         st = kd_eval_load_model(path, d, &e->data_shape, m, &pp, &has_pp, &names, &n_cls_names,
                                 err);
+        if (!st) st = kd_model_freeze(m, err);
     }
     if (st) return st;
     L->net = L->qn.net.self ? L->qn.net : kd_eval_net_model(m);

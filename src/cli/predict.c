@@ -409,6 +409,7 @@ static int run(int argc, char **argv) {
         kd_onnx_info info;
         const kd_onnx_opts oo = {NULL, 0, NULL, 0, NULL, NULL};
         st = kd_onnx_load(o.model_path, &oo, &pr.m, &info, &err);
+        if (!st) st = kd_model_freeze(&pr.m, &err);
         if (!st && info.from_distill) {
             kd_preprocess_defaults(&pr.pp);
             pr.pp.scale = 1.0f;
@@ -421,6 +422,7 @@ static int run(int argc, char **argv) {
     } else {
         st = kd_eval_load_model(o.model_path, NULL, NULL, &pr.m, &pr.pp, &pr.has_pp, &pr.names,
                                 &pr.n_names, &err);
+        if (!st) st = kd_model_freeze(&pr.m, &err);
     }
     if (st) goto cleanup;
     pr.net = pr.qn.net.self ? pr.qn.net : kd_eval_net_model(&pr.m);

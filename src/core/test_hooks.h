@@ -55,6 +55,9 @@ extern int kd_conv_gemm_wide;
 /* conv2d.c: inference's Winograd F(2x2, 3x3) (winograd.h) for 3x3 stride-1 ungrouped layers:
  * -1 the release rule (enough channels and tiles), 0 never, 1 wherever the shape allows. */
 extern int kd_conv_winograd;
+/* conv_packed.c: a frozen model's packed convolution: -1 where it fits (kd_conv_packed_fits:
+ * an AVX-512 CPU, whole blocks of 64 output channels), 0 never (kd_model_freeze packs nothing). */
+extern int kd_conv_packed_on;
 /* batchnorm.c: inference folds a batch norm into the convolution before it: -1 for a batch of
  * 4 or more (the release rule), 0 never (the layers' own bits), 1 always. */
 extern int kd_bn_fold;

@@ -311,8 +311,9 @@ static void bn_act_sample(const void *arg, size_t b, const float *y_b) {
 }
 
 /* Batches from which inference folds batch norm into the convolution before it: the folded
- * weights are made on every call (a pass over the weights, about one sample's work). Tests: 0
- * never, 1 always, -1 this rule. */
+ * weights are made on every call (a pass over the weights, about one sample's work), except for
+ * a frozen convolution, which applies the fold after its sums (any batch). Tests: 0 never, 1
+ * always, -1 this rule. */
 #define FOLD_MIN_BATCH 4
 #ifdef KD_TEST_HOOKS
 int kd_bn_fold = -1;
@@ -324,7 +325,7 @@ void kd_conv_bn_act_forward(kd_layer *conv, kd_layer *bn, kd_layer *act, const f
     KD_ASSERT(!act || act->ops == &kd_layer_relu || act->ops == &kd_layer_relu6);
     bn_prepare(bn, y, B, NULL, ctx);  /* running statistics: reads no input */
     const int a = act_kind(act), hook = KD_HOOK_VALUE(kd_bn_fold, -1);
-    if (hook > 0 || (hook < 0 && B >= FOLD_MIN_BATCH)) {
+    if (hook > 0 || (hook < 0 && (B >= FOLD_MIN_BATCH || conv->frozen))) {
         /* y = k (conv - mu) + beta with k = weight / sqrt(var + eps): the convolution's weights
          * times k, its bias k (b - mu) + beta; k after the statistics in the cache (the
          * training-only backward constants' room) */

@@ -33,7 +33,6 @@
  * thread count. Up to 16 threads share out the pieces; each lowers into its own columns. */
 #define CONV_PIECES 16
 
-
 typedef kd_conv_dims conv_dims;
 
 static conv_dims dims_of(const kd_layer *l) {
@@ -41,11 +40,8 @@ static conv_dims dims_of(const kd_layer *l) {
     conv_dims d;
     d.C = l->in.d[0], d.H = l->in.d[1], d.W = l->in.d[2];
     d.O = hp->channels, d.OH = l->out.d[1], d.OW = l->out.d[2];
-    d.KH = hp->kh, d.KW = hp->kw, d.S = hp->stride, d.P = hp->padding;
-    d.G = hp->groups;
-    d.K = d.C * d.KH * d.KW;
-    d.KG = d.K / d.G;
-    d.OHW = d.OH * d.OW;
+    d.KH = hp->kh, d.KW = hp->kw, d.S = hp->stride, d.P = hp->padding, d.G = hp->groups;
+    d.K = d.C * d.KH * d.KW, d.KG = d.K / d.G, d.OHW = d.OH * d.OW;
     return d;
 }
 
@@ -303,7 +299,8 @@ static size_t base_workspace(const conv_dims *d, size_t P) {
 }
 static size_t conv_workspace(const kd_layer *l, size_t B) {
     const conv_dims d = dims_of(l);
-    return round16(base_workspace(&d, n_pieces(B))) + fold_slot(&d);
+    return round16(base_workspace(&d, n_pieces(B))) + fold_slot(&d) +
+           kd_conv2d_frozen_workspace(l, B);
 }
 
 /* The team for P pieces of a layer that reserved n_slots(P) column slots, and the slot of the
@@ -470,6 +467,17 @@ static void forward_piece(const fwd_job *j, size_t p) {
     }
 }
 
+/* A frozen layer's forward, its workspace past the fold slot, unless Winograd takes the batch
+ * (conv2d_impl.h says why); 0 where it did not run. */
+static int frozen_ran(kd_layer *l, const conv_dims *d, const float *scale, const float *shift,
+                      int act, const float *x, float *y, const kd_sample_sink *sink, size_t B,
+                      kd_ctx *ctx) {
+    if (!l->frozen || ctx->training || wg_on(d, B)) return 0;
+    float *ws = fold_slot_at(d, ctx->workspace, n_pieces(B)) + fold_slot(d);
+    kd_conv2d_frozen_forward(l, scale, shift, act, x, y, sink, B, ws);
+    return 1;
+}
+
 /* The pieces of a pass run on the team, or in turn on the calling thread outside any parallel
  * region: an inactive region around them (`omp parallel if (0)`) would make every sgemm or team
  * kernel inside it a nested region, for which libgomp starts and joins a new thread on each
@@ -478,6 +486,7 @@ static void forward_piece(const fwd_job *j, size_t p) {
 static void forward_with(kd_layer *l, const float *w, const float *bias, int act, const float *x,
                          float *y, const kd_sample_sink *sink, size_t B, kd_ctx *ctx) {
     const conv_dims d = dims_of(l);
+    if (frozen_ran(l, &d, NULL, bias, act, x, y, sink, B, ctx)) return;
     if (is_depthwise(&d)) {
         const kd_dw_dims dd = dw_dims(&d);
         kd_depthwise_forward(&dd, x, w, bias, act, y, sink, B, ctx->workspace,
@@ -542,11 +551,10 @@ void kd_conv2d_forward_folded(kd_layer *l, const float *k, const float *mu, cons
     const conv_dims d = dims_of(l);
     const float *w = l->t[CONV_W], *b = ((const conv_hp *)l->hp)->bias ? l->t[CONV_B] : NULL;
     float *wf = fold_slot_at(&d, ctx->workspace, n_pieces(B)), *bf = wf + round16(d.O * d.KG);
-    for (size_t o = 0; o < d.O; o++) {
-        const float ko = k[o];
-        for (size_t q = 0; q < d.KG; q++) wf[o * d.KG + q] = ko * w[o * d.KG + q];
-        bf[o] = ko * ((b ? b[o] : 0.0f) - mu[o]) + beta[o];
-    }
+    for (size_t o = 0; o < d.O; o++) bf[o] = k[o] * ((b ? b[o] : 0.0f) - mu[o]) + beta[o];
+    if (frozen_ran(l, &d, k, bf, act, x, y, NULL, B, ctx)) return; /* k after the sums */
+    for (size_t o = 0; o < d.O; o++)
+        for (size_t q = 0; q < d.KG; q++) wf[o * d.KG + q] = k[o] * w[o * d.KG + q];
     forward_with(l, wf, bf, act, x, y, NULL, B, ctx);
 }
 
@@ -683,6 +691,8 @@ const kd_layer_ops kd_layer_conv2d = {
     .backward = conv_backward,
     .describe = conv_describe,
     .macs = conv_macs,
+    .frozen_floats = kd_conv2d_frozen_floats,
+    .freeze = kd_conv2d_freeze,
     .export_onnx = kd_conv2d_export_onnx,
     .export_c = kd_conv2d_export_c,
 };

@@ -90,6 +90,11 @@ typedef struct {
     /* Every input's gradient is dy itself (add): backward may hand dy's buffer on to one input
      * instead of copying it. */
     int grad_is_dy;
+    /* A frozen model's copy of the layer's weights in its inference kernel's order
+     * (kd_model_freeze): frozen_floats says how many floats (0: none, nothing gained here),
+     * freeze writes them into dst from the layer's tensors. */
+    size_t (*frozen_floats)(const kd_layer *l);
+    void (*freeze)(const kd_layer *l, float *dst);
 } kd_layer_ops;
 
 #define KD_LAYER_MAX_TENSORS 5
@@ -114,6 +119,8 @@ struct kd_layer {
     float *cache;          /* cache_floats(l, batch_cap) floats, owned by the model; a forward
                             * writes kd_layer_cache(l, ctx) (an inference replica's own copy) */
     const kd_shard *shard; /* data-parallel replica (kd_model_set_shard) or NULL */
+    float *frozen;         /* ops->freeze's copy (kd_model_freeze; owned, 64-byte aligned) or
+                            * NULL: an inference forward reads it instead of l->t */
 };
 
 

@@ -282,6 +282,29 @@ cleanup:
     return out;
 }
 
+kd_status kd_model_freeze(kd_model *m, kd_err *err) {
+    KD_ASSERT(!m->grads);
+    float **copy = calloc(m->n_layers ? m->n_layers : 1, sizeof *copy);
+    int failed = !copy;
+    for (size_t i = 0; !failed && i < m->n_layers; i++) {
+        const kd_layer *l = &m->layers[i];
+        const size_t n = l->frozen || !l->ops->frozen_floats ? 0 : l->ops->frozen_floats(l);
+        if (n && !(copy[i] = kd_alloc_floats(n))) failed = 1;
+        else if (n) l->ops->freeze(l, copy[i]);
+    }
+    for (size_t i = 0; copy && i < m->n_layers; i++) {
+        if (failed) kd_free_aligned(copy[i]);
+        else if (copy[i]) m->layers[i].frozen = copy[i];
+    }
+    free(copy);
+    if (failed) return kd_err_set(err, KD_EIO, "out of memory freezing the model's weights");
+    /* the frozen kernels' workspace: reserve again for the same batch */
+    const size_t cap = m->batch_cap;
+    if (!cap) return KD_OK;
+    kd_model_free_batch(m);
+    return kd_model_reserve(m, cap, err);
+}
+
 void kd_model_free(kd_model *m) {
     if (!m) return;
     kd_model_free_batch(m);
@@ -291,6 +314,7 @@ void kd_model_free(kd_model *m) {
         free(m->layers[i].name);
         free(m->layers[i].src);
         free(m->layers[i].ins);
+        kd_free_aligned(m->layers[i].frozen);
     }
     free(m->layers);
     free(m->tensors);

@@ -40,7 +40,7 @@ kd_status kd_teacher_load_onnx(const char *path, const char *output, int pp_mode
     kd_status st = kd_onnx_load(path, &opt, m, info, err);
     if (st) return st;
     if (pp_mode == KD_TEACHER_PP_DATA && info->from_distill) pp_mode = KD_TEACHER_PP_RAW;
-    if (pp_mode == KD_TEACHER_PP_DATA) return KD_OK;
+    if (pp_mode == KD_TEACHER_PP_DATA) return kd_model_freeze(m, err);
     /* The graph's channels, then the model again with the affine layer in front. */
     const size_t C = m->input.d[0];
     kd_model_free(m);
@@ -68,6 +68,7 @@ kd_status kd_teacher_load_onnx(const char *path, const char *output, int pp_mode
     opt.in_w = w;
     opt.in_b = b;
     st = kd_onnx_load(path, &opt, m, info, err);
+    if (!st) st = kd_model_freeze(m, err);
 cleanup:
     if (st && !strstr(err->msg, path)) kd_err_prefix(err, "%s: teacher.preprocess", path);
     free(w);

@@ -187,6 +187,7 @@ kd_status kd_teacher_load(const kd_config *cfg, size_t i, const kd_shape *shape,
         kd_preprocess_defaults(&tpp);
     } else {
         st = kd_ckpt_load(tc->path, arch, 0, 0, m, &tpp, &has_pp, &tnames, &n_tnames, err);
+        if (!st) st = kd_model_freeze(m, err);
     }
     free(arch);
     if (st == KD_OK) check_names(name, tnames, n_tnames, names, n_names, warning, warning_cap);

@@ -430,6 +430,7 @@ static kd_status test_accuracy_of_file(kd_run *t, const char *path, double *acc,
     kd_status st = KD_OK;
     if (kd_dist_rank() == 0) {
         st = kd_ckpt_load(path, NULL, 0, 0, &m, NULL, NULL, NULL, NULL, err);
+        if (st == KD_OK) st = kd_model_freeze(&m, err);
         if (st == KD_OK) st = kd_model_reserve(&m, t->B, err);
         if (st == KD_OK)
             st = accuracy(&m, t->test_ds, NULL, kd_dataset_info(t->test_ds)->n, 0, acc, err);

@@ -322,7 +322,7 @@ int main(int argc, char **argv) {
     const char *logits = NULL, *onnx = NULL;
     size_t B = 1000, n = 1000;
     double budget = 1.0;
-    int threads = 2, rc = 1, qint8 = 0;
+    int threads = 2, rc = 1, qint8 = 0, freeze = 1;
     for (int i = 4; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--batch")) B = (size_t)atol(argv[i + 1]);
         else if (!strcmp(argv[i], "--n")) n = (size_t)atol(argv[i + 1]);
@@ -337,12 +337,14 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--alone")) time_alone = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--qint8")) qint8 = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--onnx")) onnx = argv[i + 1];
+        else if (!strcmp(argv[i], "--freeze")) freeze = atoi(argv[i + 1]);
     }
     const int prep = argc >= 4 && !strcmp(argv[1], "prepare");
     const int only = argc >= 4 && !strcmp(argv[1], "logits");
     if (argc < 4 || (!prep && !only && strcmp(argv[1], "run")) || !B || !n || (only && !logits)) {
         fprintf(stderr, "usage: bench_ort prepare|run CONFIG DIR [--n N] [--batch B] "
                         "[--budget S] [--threads T] [--logits OUT] [--qint8 1] [--onnx FILE]\n"
+                        "       [--freeze 0|1]\n"
                         "       bench_ort logits MODEL.onnx DIR --n N --logits OUT\n");
         return 2;
     }
@@ -354,12 +356,15 @@ int main(int argc, char **argv) {
     kd_status st;
     if (only) {
         st = load_onnx(argv[2], &m, n < 100 ? n : 100, &err);
+        if (!st && freeze) st = kd_model_freeze(&m, &err);
         if (!st) st = logits_only(&m, argv[3], n, n < 100 ? n : 100, logits, &err);
         if (st) fprintf(stderr, "bench_ort: %s\n", err.msg);
         kd_model_free(&m);
         return st ? 1 : 0;
     }
     st = onnx && !prep ? load_onnx(onnx, &m, B, &err) : build(argv[2], &m, &d, &ds, prep ? 0 : B, &err);
+    /* as distill's inference commands run a model: frozen (--freeze 0: not, for A/B runs) */
+    if (!st && !prep && freeze) st = kd_model_freeze(&m, &err);
     if (!st)
         st = prep ? prepare(&m, ds, argv[3], n, qint8, &err)
                   : run(&m, argv[3], B, budget, logits, &err);

@@ -1,0 +1,295 @@
+/* conv_packed.c - a frozen model's convolution with packed weights (conv_packed.h).
+ *
+ * Each sample's input is copied into zero-padded planes (H + 2P by W + 2P, cs floats apart).
+ * Output position q of the n samples (q = s OH OW + oh OW + ow) reads its tap (i, j) of channel
+ * c at c cs + off[q] + tap[i KW + j], off[q] = s C cs + S oh (W + 2P) + S ow, so any stride is
+ * only an address. A tile keeps 6 positions by 64 output channels in 24 AVX-512 registers over
+ * a block of input channels: per tap, 4 aligned weight loads and 6 broadcasts for 24 FMAs. The
+ * sums go to t (positions by channels: the registers' order), carried from one channel block
+ * to the next, and a last pass transposes t into y 16 by 16, applying scale, shift and the
+ * activation. Loops: a block of 64 output channels, then input channel blocks (their packed
+ * weights, CB T 64 floats, stay in L1 while every tile of the call reads them), then tiles. */
+#include "conv_packed.h"
+
+#include <omp.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "../core/test_hooks.h"
+#include "fused.h"
+#include "kd_common.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define CP_X86 1
+#endif
+
+#define CP_LANES 64 /* output channels per tile: four vectors */
+#define CP_POS 6    /* positions per tile */
+/* A channel block's packed weights (CB T 64 floats) within this many floats: 32 KiB of a 48 KiB
+ * L1 (on a Xeon, one sample of a 64-channel 28x28 layer: blocks of 14 channels 385 us, of 32
+ * channels 420 us). */
+#define CP_L1_FLOATS 8192
+/* A batch's samples per call: as many as keep a call's planes and one block's sums (what a
+ * channel block's tiles read) within CP_GROUP_FLOATS, at most CP_GROUP_MAX. */
+#define CP_GROUP_FLOATS ((size_t)1 << 18)
+#define CP_GROUP_MAX 16
+
+#ifdef KD_TEST_HOOKS
+int kd_conv_packed_on = -1;
+#endif
+
+static size_t round_up(size_t n, size_t m) { return (n + m - 1) / m * m; }
+static size_t plane_floats(const kd_cd_dims *d) {
+    return round_up((d->H + 2 * d->P) * (d->W + 2 * d->P), 16);
+}
+static size_t taps(const kd_cd_dims *d) { return d->KH * d->KW; }
+static size_t channel_block(const kd_cd_dims *d) {
+    const size_t cb = CP_L1_FLOATS / (taps(d) * CP_LANES);
+    return cb ? cb : 1;
+}
+/* Positions of n samples, rounded up to whole tiles. */
+static size_t tile_positions(const kd_cd_dims *d, size_t n) {
+    return round_up(n * d->OH * d->OW, CP_POS);
+}
+
+int kd_conv_packed_fits(const kd_cd_dims *d) {
+    if (!KD_HOOK_VALUE(kd_conv_packed_on, -1)) return 0;
+    if (d->O % CP_LANES || taps(d) > KD_CD_MAX_TAPS) return 0;
+#ifdef CP_X86
+    __builtin_cpu_init();
+    return !!__builtin_cpu_supports("avx512f");
+#else
+    return 0;
+#endif
+}
+
+size_t kd_conv_packed_floats(const kd_cd_dims *d) { return d->O * d->C * taps(d); }
+
+void kd_conv_packed_pack(const kd_cd_dims *d, const float *w, float *wp) {
+    const size_t T = taps(d), C = d->C;
+    for (size_t o = 0; o < d->O; o++) {
+        const size_t g = o / CP_LANES, l = o % CP_LANES;
+        for (size_t c = 0; c < C; c++)
+            for (size_t t = 0; t < T; t++)
+                wp[((g * C + c) * T + t) * CP_LANES + l] = w[(o * C + c) * T + t];
+    }
+}
+
+/* Workspace: the planes (n C cs), the sums t (tile positions + 16 rows of O: the transpose reads
+ * whole 16-row blocks), the offsets off (tile positions) and tap (T), as uint32. */
+static size_t sums_floats(const kd_cd_dims *d, size_t n) {
+    return (tile_positions(d, n) + 16) * d->O;
+}
+size_t kd_conv_packed_workspace(const kd_cd_dims *d, size_t n) {
+    return n * d->C * plane_floats(d) + sums_floats(d, n) + round_up(tile_positions(d, n), 16) +
+           round_up(taps(d), 16);
+}
+
+size_t kd_conv_packed_group(const kd_cd_dims *d) {
+    const size_t per = channel_block(d) * plane_floats(d) + d->OH * d->OW * CP_LANES;
+    size_t n = CP_GROUP_FLOATS / per;
+    return n < 1 ? 1 : n > CP_GROUP_MAX ? CP_GROUP_MAX : n;
+}
+
+typedef struct {
+    const kd_cd_dims *d;
+    size_t n, cs, T, OHW;
+    float *xp, *t;
+    const uint32_t *off, *tap;
+    const float *wp, *scale, *shift;
+    int act;
+    float *y;
+} cp_args;
+
+#ifdef CP_X86
+/* Tile: positions [q, q + 6) by channels [64 g, 64 g + 64), summing channels [c0, c1) onto the
+ * sums in t (or from zero when first). */
+__attribute__((target("avx512f"))) static void tile(const cp_args *a, size_t g, size_t c0,
+                                                    size_t c1, size_t q, int first) {
+    const size_t T = a->T, O = a->d->O;
+    float *t = a->t + q * O + g * CP_LANES;
+    const float *wg = a->wp + g * a->d->C * T * CP_LANES;
+    __m512 acc[CP_POS][4];
+    for (size_t p = 0; p < CP_POS; p++)
+        for (size_t k = 0; k < 4; k++)
+            acc[p][k] = first ? _mm512_setzero_ps() : _mm512_loadu_ps(t + p * O + 16 * k);
+    const uint32_t *off = a->off + q;
+    for (size_t c = c0; c < c1; c++) {
+        const float *xc = a->xp + c * a->cs, *wc = wg + c * T * CP_LANES;
+        const float *x0 = xc + off[0], *x1 = xc + off[1], *x2 = xc + off[2], *x3 = xc + off[3],
+                    *x4 = xc + off[4], *x5 = xc + off[5];
+        for (size_t k = 0; k < T; k++) {
+            const size_t o = a->tap[k];
+            const float *wk = wc + k * CP_LANES;
+            const __m512 w0 = _mm512_load_ps(wk), w1 = _mm512_load_ps(wk + 16),
+                         w2 = _mm512_load_ps(wk + 32), w3 = _mm512_load_ps(wk + 48);
+#define CP_ROW(P, X)                                                                             \
+    do {                                                                                         \
+        const __m512 b = _mm512_set1_ps(X[o]);                                                   \
+        acc[P][0] = _mm512_fmadd_ps(b, w0, acc[P][0]);                                           \
+        acc[P][1] = _mm512_fmadd_ps(b, w1, acc[P][1]);                                           \
+        acc[P][2] = _mm512_fmadd_ps(b, w2, acc[P][2]);                                           \
+        acc[P][3] = _mm512_fmadd_ps(b, w3, acc[P][3]);                                           \
+    } while (0)
+            CP_ROW(0, x0);
+            CP_ROW(1, x1);
+            CP_ROW(2, x2);
+            CP_ROW(3, x3);
+            CP_ROW(4, x4);
+            CP_ROW(5, x5);
+#undef CP_ROW
+        }
+    }
+    for (size_t p = 0; p < CP_POS; p++)
+        for (size_t k = 0; k < 4; k++) _mm512_storeu_ps(t + p * O + 16 * k, acc[p][k]);
+}
+
+/* r[i][l] -> r[l][i] for 16 vectors of 16 (unpack pairs, then 2x2 blocks of pairs, then 128-bit
+ * lanes twice). */
+__attribute__((target("avx512f"))) static void transpose16(__m512 r[16]) {
+    __m512 u[16], v[16];
+    for (size_t i = 0; i < 16; i += 2) {
+        u[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        u[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (size_t i = 0; i < 16; i += 4) { /* v[i + m], 128-bit lane L: rows i..i+3 of column 4L + m */
+        v[i] = _mm512_shuffle_ps(u[i], u[i + 2], 0x44);
+        v[i + 1] = _mm512_shuffle_ps(u[i], u[i + 2], 0xEE);
+        v[i + 2] = _mm512_shuffle_ps(u[i + 1], u[i + 3], 0x44);
+        v[i + 3] = _mm512_shuffle_ps(u[i + 1], u[i + 3], 0xEE);
+    }
+    for (size_t m = 0; m < 4; m++) {
+        const __m512 a = _mm512_shuffle_f32x4(v[m], v[4 + m], 0x88),
+                     b = _mm512_shuffle_f32x4(v[m], v[4 + m], 0xDD),
+                     c = _mm512_shuffle_f32x4(v[8 + m], v[12 + m], 0x88),
+                     e = _mm512_shuffle_f32x4(v[8 + m], v[12 + m], 0xDD);
+        r[m] = _mm512_shuffle_f32x4(a, c, 0x88);
+        r[4 + m] = _mm512_shuffle_f32x4(b, e, 0x88);
+        r[8 + m] = _mm512_shuffle_f32x4(a, c, 0xDD);
+        r[12 + m] = _mm512_shuffle_f32x4(b, e, 0xDD);
+    }
+}
+
+/* y for positions [q0, q1) and channels [o0, o1): t transposed 16 by 16, then
+ * act(scale s + shift) (kd_act_value's rules: NaN passes, ReLU keeps -0). */
+__attribute__((target("avx512f"))) static void epilogue(const cp_args *a, size_t q0, size_t q1,
+                                                        size_t o0, size_t o1) {
+    const size_t O = a->d->O, OHW = a->OHW;
+    const __m512 zero = _mm512_setzero_ps(), six = _mm512_set1_ps(6.0f);
+    for (size_t s = q0 / OHW; s * OHW < q1; s++) {
+        const size_t pb = (q0 > s * OHW ? q0 : s * OHW) - s * OHW;
+        const size_t pe = (q1 < (s + 1) * OHW ? q1 : (s + 1) * OHW) - s * OHW;
+        for (size_t p = pb; p < pe; p += 16) {
+            const size_t nv = pe - p < 16 ? pe - p : 16;
+            const __mmask16 keep = (__mmask16)((1u << nv) - 1);
+            const float *tp = a->t + (s * OHW + p) * O;
+            for (size_t o = o0; o < o1; o += 16) {
+                __m512 r[16];
+                for (size_t i = 0; i < 16; i++)
+                    r[i] = i < nv ? _mm512_loadu_ps(tp + i * O + o) : zero;
+                transpose16(r);
+                for (size_t i = 0; i < 16; i++) {
+                    __m512 v = r[i];
+                    if (a->scale) v = _mm512_mul_ps(v, _mm512_set1_ps(a->scale[o + i]));
+                    if (a->shift) v = _mm512_add_ps(v, _mm512_set1_ps(a->shift[o + i]));
+                    if (a->act != KD_ACT_NONE)
+                        v = _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask(v, zero, _CMP_LT_OQ), zero);
+                    if (a->act == KD_ACT_RELU6)
+                        v = _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask(v, six, _CMP_GT_OQ), six);
+                    _mm512_mask_storeu_ps(a->y + (s * O + o + i) * OHW + p, keep, v);
+                }
+            }
+        }
+    }
+}
+#else
+static void tile(const cp_args *a, size_t g, size_t c0, size_t c1, size_t q, int first) {
+    (void)a, (void)g, (void)c0, (void)c1, (void)q, (void)first;
+    KD_ASSERT(!"conv_packed: no AVX-512 kernel on this architecture");
+}
+static void epilogue(const cp_args *a, size_t q0, size_t q1, size_t o0, size_t o1) {
+    (void)a, (void)q0, (void)q1, (void)o0, (void)o1;
+}
+#endif
+
+static void prefetch_l2(const float *p) {
+#ifdef CP_X86
+    _mm_prefetch((const char *)p, _MM_HINT_T1);
+#else
+    (void)p;
+#endif
+}
+
+/* Channels [c0, c1) of each sample into its zero-padded planes. */
+static void pad_planes(const cp_args *a, const float *x, size_t c0, size_t c1) {
+    const kd_cd_dims *d = a->d;
+    const size_t Wp = d->W + 2 * d->P;
+    for (size_t s = 0; s < a->n; s++)
+        for (size_t c = c0; c < c1; c++) {
+            float *pl = a->xp + (s * d->C + c) * a->cs;
+            const float *xc = x + (s * d->C + c) * d->H * d->W;
+            memset(pl, 0, d->P * Wp * sizeof *pl);
+            for (size_t h = 0; h < d->H; h++) {
+                float *row = pl + (h + d->P) * Wp;
+                memset(row, 0, d->P * sizeof *row);
+                memcpy(row + d->P, xc + h * d->W, d->W * sizeof *row);
+                memset(row + d->P + d->W, 0, d->P * sizeof *row);
+            }
+            memset(pl + (d->H + d->P) * Wp, 0, (a->cs - (d->H + d->P) * Wp) * sizeof *pl);
+        }
+}
+
+/* Output blocks [g0, g1) of 64 channels over tiles [k0, k1) of 6 positions, then their y. */
+static void run_part(const cp_args *a, size_t g0, size_t g1, size_t k0, size_t k1) {
+    const size_t C = a->d->C, cb = channel_block(a->d), end = a->n * a->OHW;
+    const size_t T = a->T, blk = C * T * CP_LANES;
+    for (size_t g = g0; g < g1; g++)
+        for (size_t c0 = 0; c0 < C; c0 += cb) {
+            const size_t c1 = c0 + cb < C ? c0 + cb : C;
+            /* the next block's weights into L2, a share before each tile */
+            const float *next = a->wp + g * blk + c1 * T * CP_LANES;
+            const float *stop = a->wp + (g + 1 < g1 || c1 < C ? g * blk + (c1 + cb) * T * CP_LANES : 0);
+            if (stop > a->wp + g1 * blk) stop = a->wp + g1 * blk;
+            const size_t lines = stop > next ? (size_t)(stop - next) / 16 : 0;
+            for (size_t k = k0; k < k1; k++) {
+                for (size_t z = lines * (k - k0) / (k1 - k0); z < lines * (k - k0 + 1) / (k1 - k0); z++)
+                    prefetch_l2(next + 16 * z);
+                tile(a, g, c0, c1, k * CP_POS, c0 == 0);
+            }
+        }
+    const size_t q1 = k1 * CP_POS < end ? k1 * CP_POS : end;
+    if (k0 * CP_POS < q1) epilogue(a, k0 * CP_POS, q1, g0 * CP_LANES, g1 * CP_LANES);
+}
+
+void kd_conv_packed(const kd_cd_dims *d, size_t n, const float *x, const float *wp,
+                    const float *scale, const float *shift, int act, float *y, float *ws,
+                    size_t team) {
+    KD_ASSERT(n >= 1 && d->O % CP_LANES == 0 && n * d->C * plane_floats(d) < UINT32_MAX);
+    const size_t cs = plane_floats(d), nq = tile_positions(d, n), OHW = d->OH * d->OW;
+    const size_t Wp = d->W + 2 * d->P;
+    float *t = ws + n * d->C * cs;
+    uint32_t *off = (uint32_t *)(t + sums_floats(d, n)), *tap = off + round_up(nq, 16);
+    for (size_t q = 0; q < nq; q++) { /* positions past the last repeat it (never stored) */
+        const size_t r = q < n * OHW ? q : n * OHW - 1, s = r / OHW, oh = r % OHW / d->OW;
+        off[q] = (uint32_t)(s * d->C * cs + d->S * (oh * Wp + r % d->OW));
+    }
+    for (size_t i = 0; i < d->KH; i++)
+        for (size_t j = 0; j < d->KW; j++) tap[i * d->KW + j] = (uint32_t)(i * Wp + j);
+    const cp_args a = {d, n, cs, taps(d), OHW, ws, t, off, tap, wp, scale, shift, act, y};
+    const size_t G = d->O / CP_LANES, K = nq / CP_POS;
+    if (team <= 1) {
+        pad_planes(&a, x, 0, d->C);
+        run_part(&a, 0, G, 0, K);
+        return;
+    }
+#pragma omp parallel num_threads((int)team)
+    {
+        const size_t k = (size_t)omp_get_thread_num(), nt = (size_t)omp_get_num_threads();
+        pad_planes(&a, x, d->C * k / nt, d->C * (k + 1) / nt);
+#pragma omp barrier
+        /* blocks of channels per thread where they share out evenly, else runs of tiles */
+        if (G % nt == 0) run_part(&a, G * k / nt, G * (k + 1) / nt, 0, K);
+        else run_part(&a, 0, G, K * k / nt, K * (k + 1) / nt);
+    }
+}

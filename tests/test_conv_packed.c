@@ -1,0 +1,252 @@
+/* test_conv_packed.c - a frozen model's convolution (src/nn/conv_packed.c: weights packed once,
+ * 64 output channels in the vector lanes) against a double-precision loop written here, on
+ * shapes that reach every edge of it: positions that end inside a tile of 6 and inside the
+ * transpose's blocks of 16, input channels over several channel blocks (14 for a 3x3 kernel,
+ * 128 for 1x1, 5 for 5x5), strides 2 and 3, non-square kernels and planes, padding 0 to 2,
+ * one pixel; scale, shift and both activations (NaN passing, -0 kept, as kd_act_value); the
+ * team (by channel blocks, or by positions where the blocks do not share out) and several
+ * samples per call giving the bits of one thread and one sample. Then models: a frozen model's
+ * logits against the same model unfrozen, alone and in a batch, on one thread and on two. All
+ * on CPUs with AVX-512 (elsewhere kd_conv_packed_fits says no and nothing is frozen: checked). */
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../src/core/test_hooks.h"
+#include "../src/nn/conv_packed.h"
+#include "../src/nn/fused.h"
+#include "kd_common.h"
+#include "kd_nn.h"
+#include "kd_rng.h"
+#include "kd_test.h"
+
+static int cpu_avx512(void) {
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    return !!__builtin_cpu_supports("avx512f");
+#else
+    return 0;
+#endif
+}
+
+/* The sum over (c, i, j) in double, and the sum of the terms' magnitudes. */
+static void reference(const kd_cd_dims *d, const float *x, const float *w, double *y,
+                      double *mag) {
+    for (size_t o = 0; o < d->O; o++)
+        for (size_t oh = 0; oh < d->OH; oh++)
+            for (size_t ow = 0; ow < d->OW; ow++) {
+                double s = 0.0, a = 0.0;
+                for (size_t c = 0; c < d->C; c++)
+                    for (size_t i = 0; i < d->KH; i++)
+                        for (size_t j = 0; j < d->KW; j++) {
+                            const long h = (long)(d->S * oh + i) - (long)d->P,
+                                       v = (long)(d->S * ow + j) - (long)d->P;
+                            if (h < 0 || v < 0 || h >= (long)d->H || v >= (long)d->W) continue;
+                            const double t = (double)w[((o * d->C + c) * d->KH + i) * d->KW + j] *
+                                             (double)x[(c * d->H + (size_t)h) * d->W + (size_t)v];
+                            s += t;
+                            a += fabs(t);
+                        }
+                const size_t k = (o * d->OH + oh) * d->OW + ow;
+                y[k] = s;
+                mag[k] = a;
+            }
+}
+
+/* One shape with scale, shift and act: y within 2^-20 of the terms' magnitudes (times |scale|)
+ * of act(scale s + shift); the team of two the same bits; NS samples in one call the bits of
+ * each alone, on one thread and on two. */
+#define NS 3
+static void check_shape(size_t C, size_t H, size_t W, size_t O, size_t KH, size_t KW, size_t P,
+                        size_t S, int act) {
+    const kd_cd_dims d = {C, H, W, O, (H + 2 * P - KH) / S + 1, (W + 2 * P - KW) / S + 1,
+                          KH, KW, P, S};
+    const size_t ny = O * d.OH * d.OW, nx = C * H * W, nw = O * C * KH * KW;
+    float *x = malloc(NS * nx * sizeof *x), *w = malloc(nw * sizeof *w);
+    float *wp = kd_alloc_floats(kd_conv_packed_floats(&d)), *sc = malloc(2 * O * sizeof *sc);
+    float *y = malloc(NS * ny * sizeof *y), *y2 = malloc(NS * ny * sizeof *y2);
+    double *ref = malloc(ny * sizeof *ref), *mag = malloc(ny * sizeof *mag);
+    float *ws = kd_alloc_floats(kd_conv_packed_workspace(&d, NS));
+    if (!x || !w || !wp || !sc || !y || !y2 || !ref || !mag || !ws) {
+        kd_test_fail(__FILE__, __LINE__, "out of memory");
+        goto done;
+    }
+    kd_rng rng;
+    kd_rng_seed(&rng, (uint64_t)(C * 131 + O * 17 + KH * 5 + KW + P + S));
+    for (size_t i = 0; i < NS * nx; i++) x[i] = kd_rng_normal(&rng);
+    for (size_t i = 0; i < nw; i++) w[i] = kd_rng_normal(&rng);
+    float *scale = sc, *shift = sc + O;
+    for (size_t i = 0; i < O; i++) scale[i] = 0.5f + kd_rng_uniform(&rng), shift[i] = kd_rng_normal(&rng);
+    kd_conv_packed_pack(&d, w, wp);
+    reference(&d, x, w, ref, mag);
+    memset(y, 0xff, ny * sizeof *y); /* NaN: an output the kernel misses shows */
+    kd_conv_packed(&d, 1, x, wp, scale, shift, act, y, ws, 0);
+    size_t bad = 0;
+    for (size_t k = 0; k < ny; k++) {
+        const size_t o = k / (d.OH * d.OW);
+        const double want = kd_act_value((float)(scale[o] * ref[k] + shift[o]), act);
+        if (!(fabs((double)y[k] - want) <= scale[o] * mag[k] * 0x1p-20 + 1e-6)) {
+            if (!bad)
+                kd_test_fail(__FILE__, __LINE__, "C %zu H %zu W %zu O %zu kernel %zux%zu pad %zu "
+                             "stride %zu act %d: y[%zu] = %.9g, reference %.9g", C, H, W, O, KH,
+                             KW, P, S, act, k, y[k], want);
+            bad++;
+        }
+    }
+    CHECK_EQ_INT((int)bad, 0);
+    const int t0 = omp_get_max_threads();
+    omp_set_num_threads(2);
+    memset(y2, 0xff, ny * sizeof *y2);
+    kd_conv_packed(&d, 1, x, wp, scale, shift, act, y2, ws, 2);
+    CHECK(memcmp(y, y2, ny * sizeof *y) == 0);
+    for (size_t s = 1; s < NS; s++)
+        kd_conv_packed(&d, 1, x + s * nx, wp, scale, shift, act, y + s * ny, ws, 0);
+    for (size_t team = 0; team <= 2; team += 2) {
+        memset(y2, 0xff, NS * ny * sizeof *y2);
+        kd_conv_packed(&d, NS, x, wp, scale, shift, act, y2, ws, team);
+        if (memcmp(y, y2, NS * ny * sizeof *y) != 0)
+            kd_test_fail(__FILE__, __LINE__, "C %zu H %zu W %zu O %zu kernel %zux%zu: %d samples "
+                         "at once (team %zu) give other bits than each alone", C, H, W, O, KH, KW,
+                         NS, team);
+    }
+    omp_set_num_threads(t0);
+done:
+    free(x), free(w), free(sc), free(y), free(y2), free(ref), free(mag);
+    kd_free_aligned(wp);
+    kd_free_aligned(ws);
+}
+
+KD_TEST(conv_packed_matches_a_double_reference) {
+    if (!cpu_avx512()) {
+        printf("    no AVX-512 on this CPU: the packed kernel does not run\n");
+        return;
+    }
+    check_shape(3, 28, 28, 64, 3, 3, 1, 1, KD_ACT_NONE); /* a first layer */
+    check_shape(20, 9, 7, 64, 3, 3, 1, 1, KD_ACT_RELU);  /* 63 positions: a tile of 3, a block
+                                                          * of 15; channel blocks 14 + 6 */
+    check_shape(16, 28, 28, 128, 3, 3, 1, 2, KD_ACT_RELU6); /* stride 2, two channel blocks */
+    check_shape(24, 4, 4, 64, 3, 3, 1, 1, KD_ACT_RELU);  /* ResNet-18's last stage: 16 positions */
+    check_shape(5, 6, 11, 64, 5, 5, 2, 1, KD_ACT_NONE);  /* 5x5, padding 2, non-square plane */
+    check_shape(6, 8, 9, 192, 1, 1, 0, 2, KD_ACT_RELU);  /* 1x1, stride 2; three blocks: the
+                                                          * team splits the positions */
+    check_shape(4, 13, 12, 64, 5, 4, 2, 3, KD_ACT_NONE); /* stride 3, 5x4 kernel */
+    check_shape(17, 1, 1, 64, 3, 3, 1, 1, KD_ACT_RELU);  /* one pixel: only the centre tap */
+    check_shape(130, 3, 3, 64, 1, 1, 0, 1, KD_ACT_NONE); /* 1x1: channel blocks 128 + 2 */
+}
+
+/* The epilogue's activations follow kd_act_value: ReLU passes NaN and keeps -0, ReLU6 clips
+ * at 6 and passes NaN. One 1x1 layer of one input channel, weights 1, scale -1 and shift -0:
+ * y = act(-x - 0), so x = +0 gives -0. */
+KD_TEST(conv_packed_activations_keep_nan_and_signed_zero) {
+    if (!cpu_avx512()) return;
+    const kd_cd_dims d = {1, 1, 4, 64, 1, 4, 1, 1, 0, 1};
+    const float x[4] = {NAN, 0.0f, 2.0f, -7.5f};
+    float w[64], scale[64], shift[64], y[256];
+    for (size_t o = 0; o < 64; o++) w[o] = 1.0f, scale[o] = -1.0f, shift[o] = -0.0f;
+    float *wp = kd_alloc_floats(kd_conv_packed_floats(&d));
+    float *ws = kd_alloc_floats(kd_conv_packed_workspace(&d, 1));
+    if (!wp || !ws) {
+        kd_test_fail(__FILE__, __LINE__, "out of memory");
+    } else {
+        kd_conv_packed_pack(&d, w, wp);
+        for (int act = KD_ACT_RELU; act <= KD_ACT_RELU6; act++) {
+            kd_conv_packed(&d, 1, x, wp, scale, shift, act, y, ws, 0);
+            for (size_t o = 0; o < 64; o += 21) {
+                CHECK(isnan(y[4 * o]));
+                CHECK(y[4 * o + 1] == 0.0f && signbit(y[4 * o + 1]));
+                CHECK(y[4 * o + 2] == 0.0f && !signbit(y[4 * o + 2]));
+                CHECK(y[4 * o + 3] == (act == KD_ACT_RELU ? 7.5f : 6.0f));
+            }
+        }
+    }
+    kd_free_aligned(wp);
+    kd_free_aligned(ws);
+}
+
+/* He-initialised weights, and batch norms with weights, biases and statistics away from 1 and
+ * 0 (the fold then changes every output; running variances positive). */
+static void randomise(kd_model *m, kd_rng *rng) {
+    kd_model_init_weights(m, rng, KD_INIT_HE);
+    for (size_t i = 0; i < m->n_tensors; i++) {
+        kd_tensor *t = &m->tensors[i];
+        if (!t->data || strcmp(kd_model_layer_type(m, t->layer), "batchnorm")) continue;
+        const int var = strstr(t->name, "running_var") != NULL;
+        const int weight = strstr(t->name, "weight") != NULL;
+        for (size_t k = 0; k < t->numel; k++) {
+            const float v = 0.3f * kd_rng_normal(rng);
+            t->data[k] = var ? 0.5f + fabsf(v) : weight ? 1.0f + v : v;
+        }
+    }
+}
+
+/* A residual block with a stride-2 downsample, batch norms folded (conv -> bn -> relu units),
+ * a 1x1 layer without batch norm, layers of 64 and 128 channels and one of 24 (never frozen):
+ * frozen logits within 1e-5 of the unfrozen model's for one sample and a batch of 6 (Winograd
+ * keeps its layers there), the same bits on one thread and on two. */
+KD_TEST(frozen_model_matches_the_unfrozen_one) {
+    static const char *json =
+        "[{\"type\":\"conv2d\",\"channels\":64,\"kernel\":3,\"padding\":1,\"bias\":false},"
+        "{\"type\":\"batchnorm\"},{\"type\":\"relu\",\"name\":\"r0\"},"
+        "{\"type\":\"conv2d\",\"channels\":128,\"kernel\":3,\"stride\":2,\"padding\":1},"
+        "{\"type\":\"batchnorm\"},{\"type\":\"relu\"},"
+        "{\"type\":\"conv2d\",\"channels\":128,\"kernel\":3,\"padding\":1,\"bias\":false},"
+        "{\"type\":\"batchnorm\",\"name\":\"main\"},"
+        "{\"type\":\"conv2d\",\"channels\":128,\"kernel\":1,\"stride\":2,\"name\":\"ds\","
+        "\"from\":\"r0\"},{\"type\":\"add\",\"from\":[\"main\",\"ds\"]},{\"type\":\"relu\"},"
+        "{\"type\":\"conv2d\",\"channels\":64,\"kernel\":1},{\"type\":\"relu\"},"
+        "{\"type\":\"conv2d\",\"channels\":24,\"kernel\":3,\"padding\":1},"
+        "{\"type\":\"flatten\"},{\"type\":\"dense\",\"units\":10}]";
+    enum { B = 6, H = 10, D = 3 * H * H };
+    const kd_shape in = {3, {3, H, H}};
+    kd_model m, f;
+    kd_err err;
+    memset(&m, 0, sizeof m);
+    memset(&f, 0, sizeof f);
+    if (kd_model_init(&m, &in, json, 0, &err) || kd_model_init(&f, &in, json, 0, &err) ||
+        kd_model_reserve(&m, B, &err) || kd_model_reserve(&f, B, &err)) {
+        kd_test_fail(__FILE__, __LINE__, "%s", err.msg);
+        goto done;
+    }
+    kd_rng rng;
+    kd_rng_seed(&rng, 11);
+    randomise(&m, &rng);
+    memcpy(f.params, m.params, m.n_params * sizeof *m.params);
+    memcpy(f.buffers, m.buffers, m.n_buffers * sizeof *m.buffers);
+    CHECK_EQ_INT(kd_model_freeze(&f, &err), KD_OK);
+    static float x[B * D];
+    float ref[B * 10], got[B * 10], two[B * 10];
+    for (size_t i = 0; i < B * D; i++) x[i] = kd_rng_normal(&rng);
+    if (!cpu_avx512()) { /* nothing to freeze: the same path, the same bits */
+        memcpy(ref, kd_model_forward(&m, x, B, NULL), sizeof ref);
+        CHECK(memcmp(kd_model_forward(&f, x, B, NULL), ref, sizeof ref) == 0);
+        goto done;
+    }
+    const int t0 = omp_get_max_threads();
+    for (size_t n = 1; n <= B; n += B - 1) {
+        memcpy(ref, kd_model_forward(&m, x, n, NULL), n * 10 * sizeof *ref);
+        omp_set_num_threads(1);
+        memcpy(got, kd_model_forward(&f, x, n, NULL), n * 10 * sizeof *got);
+        omp_set_num_threads(2);
+        memcpy(two, kd_model_forward(&f, x, n, NULL), n * 10 * sizeof *two);
+        omp_set_num_threads(t0);
+        CHECK_FLOATS(got, ref, n * 10, 1e-5, 1e-5);
+        CHECK(memcmp(got, two, n * 10 * sizeof *got) == 0);
+        CHECK(memcmp(got, ref, n * 10 * sizeof *got) != 0); /* the frozen path ran */
+    }
+done:
+    kd_model_free(&m);
+    kd_model_free(&f);
+}
+
+/* The rule: output channels a multiple of 64 on an AVX-512 CPU, never elsewhere; the hook off
+ * turns it off. */
+KD_TEST(conv_packed_fits_only_whole_blocks_on_avx512) {
+    const kd_cd_dims a = {8, 8, 8, 64, 8, 8, 3, 3, 1, 1}, b = {8, 8, 8, 48, 8, 8, 3, 3, 1, 1};
+    CHECK_EQ_INT(kd_conv_packed_fits(&a), cpu_avx512());
+    CHECK_EQ_INT(kd_conv_packed_fits(&b), 0);
+    kd_conv_packed_on = 0;
+    CHECK_EQ_INT(kd_conv_packed_fits(&a), 0);
+    kd_conv_packed_on = -1;
+}
