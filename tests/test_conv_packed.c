@@ -1,6 +1,7 @@
 /* test_conv_packed.c - a frozen model's convolution (src/nn/conv_packed.c: weights packed once,
  * 64 output channels in the vector lanes) against a double-precision loop written here, on
- * shapes that reach every edge of it: positions that end inside a tile of 6 and inside the
+ * shapes that reach every edge of it: tiles of 64 and 32 channels (output channels in 64s or
+ * 32s), positions that end inside a tile (of 6 or 12) and inside the
  * transpose's blocks of 16, input channels over several channel blocks (14 for a 3x3 kernel,
  * 128 for 1x1, 5 for 5x5), strides 2 and 3, non-square kernels and planes, padding 0 to 2,
  * one pixel; scale, shift and both activations (NaN passing, -0 kept, as kd_act_value); the
@@ -134,6 +135,12 @@ KD_TEST(conv_packed_matches_a_double_reference) {
     check_shape(4, 13, 12, 64, 5, 4, 2, 3, KD_ACT_NONE); /* stride 3, 5x4 kernel */
     check_shape(17, 1, 1, 64, 3, 3, 1, 1, KD_ACT_RELU);  /* one pixel: only the centre tap */
     check_shape(130, 3, 3, 64, 1, 1, 0, 1, KD_ACT_NONE); /* 1x1: channel blocks 128 + 2 */
+    /* tiles of 2 vectors by 12 positions (32s) */
+    check_shape(16, 14, 14, 32, 3, 3, 1, 1, KD_ACT_RELU); /* 196 positions: a tile of 4 */
+    check_shape(40, 7, 7, 96, 3, 3, 1, 2, KD_ACT_RELU6);  /* 3 blocks of 32: the team splits
+                                                           * positions; channel blocks 28 + 12 */
+    check_shape(300, 5, 5, 32, 1, 1, 0, 2, KD_ACT_RELU);  /* 1x1 stride 2: channel blocks
+                                                           * 256 + 44 */
 }
 
 /* The epilogue's activations follow kd_act_value: ReLU passes NaN and keeps -0, ReLU6 clips
@@ -240,12 +247,15 @@ done:
     kd_model_free(&f);
 }
 
-/* The rule: output channels a multiple of 64 on an AVX-512 CPU, never elsewhere; the hook off
- * turns it off. */
-KD_TEST(conv_packed_fits_only_whole_blocks_on_avx512) {
-    const kd_cd_dims a = {8, 8, 8, 64, 8, 8, 3, 3, 1, 1}, b = {8, 8, 8, 48, 8, 8, 3, 3, 1, 1};
+/* The rule: on an AVX-512 CPU, output channels a multiple of 32 and sums of 128 terms or more
+ * (C KH KW); never elsewhere; the hook off turns it off. */
+KD_TEST(conv_packed_fits_whole_tiles_and_long_sums_on_avx512) {
+    const kd_cd_dims a = {16, 8, 8, 32, 8, 8, 3, 3, 1, 1}, b = {16, 8, 8, 48, 8, 8, 3, 3, 1, 1},
+                     c = {8, 8, 8, 64, 8, 8, 3, 3, 1, 1}, e = {128, 8, 8, 64, 8, 8, 1, 1, 0, 1};
     CHECK_EQ_INT(kd_conv_packed_fits(&a), cpu_avx512());
+    CHECK_EQ_INT(kd_conv_packed_fits(&e), cpu_avx512());
     CHECK_EQ_INT(kd_conv_packed_fits(&b), 0);
+    CHECK_EQ_INT(kd_conv_packed_fits(&c), 0);
     kd_conv_packed_on = 0;
     CHECK_EQ_INT(kd_conv_packed_fits(&a), 0);
     kd_conv_packed_on = -1;

@@ -2,13 +2,18 @@
  *
  * Each sample's input is copied into zero-padded planes (H + 2P by W + 2P, cs floats apart).
  * Output position q of the n samples (q = s OH OW + oh OW + ow) reads its tap (i, j) of channel
- * c at c cs + off[q] + tap[i KW + j], off[q] = s C cs + S oh (W + 2P) + S ow, so any stride is
- * only an address. A tile keeps 6 positions by 64 output channels in 24 AVX-512 registers over
- * a block of input channels: per tap, 4 aligned weight loads and 6 broadcasts for 24 FMAs. The
- * sums go to t (positions by channels: the registers' order), carried from one channel block
- * to the next, and a last pass transposes t into y 16 by 16, applying scale, shift and the
- * activation. Loops: a block of 64 output channels, then input channel blocks (their packed
- * weights, CB T 64 floats, stay in L1 while every tile of the call reads them), then tiles. */
+ * c at off[q] + tap[(c KH + i) KW + j], off[q] = s C cs + S oh (W + 2P) + S ow and tap = c cs +
+ * i (W + 2P) + j, so a stride is only an address and the sum over (c, i, j) one loop over the
+ * tap table. A tile keeps 6 positions by 64 output channels (or 12 by 32) in 24 AVX-512
+ * registers over a block of input channels: per tap, 4 aligned weight loads and 6 broadcasts
+ * for 24 FMAs. The sums go to t (positions by channels: the registers' order), carried from
+ * one channel block to the next, and a last pass transposes t into y 16 by 16, applying scale,
+ * shift and the activation. Loops: a block of output channels, then input channel blocks (their
+ * packed weights, CB T 64 floats, stay in L1 while every tile of the call reads them), then
+ * tiles, each prefetching a share of the next block's weights into L2 as it runs: the layers
+ * with most weights read them from memory once per call (ResNet-18's 512-channel 4x4 layers,
+ * one sample on one thread of a Xeon: 1080 us with the next block fetched in bursts between
+ * tiles, 635 us spread over the tiles' steps). */
 #include "conv_packed.h"
 
 #include <omp.h>
@@ -24,8 +29,13 @@
 #define CP_X86 1
 #endif
 
-#define CP_LANES 64 /* output channels per tile: four vectors */
-#define CP_POS 6    /* positions per tile */
+/* A tile: NB vectors of 16 output channels by NP positions, NB NP accumulators. Four vectors
+ * by 6 positions where the output channels come in 64s (4 weight loads and 6 broadcasts per
+ * 24 FMAs), else two by 12 (more broadcast addresses than 12 no longer stay in registers).
+ * One vector by 12 (16s) made the small ResNet's 16-channel 28x28 layers slower than the
+ * direct kernel (one sample: 32 -> 42 us), so those are not packed. */
+static size_t lanes(const kd_cd_dims *d) { return d->O % 64 == 0 ? 64 : 32; }
+static size_t tile_pos(const kd_cd_dims *d) { return lanes(d) == 64 ? 6 : 12; }
 /* A channel block's packed weights (CB T 64 floats) within this many floats: 32 KiB of a 48 KiB
  * L1 (on a Xeon, one sample of a 64-channel 28x28 layer: blocks of 14 channels 385 us, of 32
  * channels 420 us). */
@@ -34,6 +44,12 @@
  * channel block's tiles read) within CP_GROUP_FLOATS, at most CP_GROUP_MAX. */
 #define CP_GROUP_FLOATS ((size_t)1 << 18)
 #define CP_GROUP_MAX 16
+
+/* Shorter sums (C KH KW) leave each output too little work beside its share of the tile's
+ * setup and of the transpose into y (one sample of ResNet-18's 64-channel 1x1 downsample, 2
+ * threads of a Xeon: 48 us unpacked, 67 packed; 128 channels: 66 and 64; 256: 130 and 92;
+ * MobileNetV2's 8 -> 48 1x1 layers 2.7x slower packed). */
+#define CP_MIN_SUM 128
 
 #ifdef KD_TEST_HOOKS
 int kd_conv_packed_on = -1;
@@ -45,17 +61,17 @@ static size_t plane_floats(const kd_cd_dims *d) {
 }
 static size_t taps(const kd_cd_dims *d) { return d->KH * d->KW; }
 static size_t channel_block(const kd_cd_dims *d) {
-    const size_t cb = CP_L1_FLOATS / (taps(d) * CP_LANES);
+    const size_t cb = CP_L1_FLOATS / (taps(d) * lanes(d));
     return cb ? cb : 1;
 }
 /* Positions of n samples, rounded up to whole tiles. */
 static size_t tile_positions(const kd_cd_dims *d, size_t n) {
-    return round_up(n * d->OH * d->OW, CP_POS);
+    return round_up(n * d->OH * d->OW, tile_pos(d));
 }
 
 int kd_conv_packed_fits(const kd_cd_dims *d) {
     if (!KD_HOOK_VALUE(kd_conv_packed_on, -1)) return 0;
-    if (d->O % CP_LANES || taps(d) > KD_CD_MAX_TAPS) return 0;
+    if (d->O % 32 || taps(d) > KD_CD_MAX_TAPS || d->C * taps(d) < CP_MIN_SUM) return 0;
 #ifdef CP_X86
     __builtin_cpu_init();
     return !!__builtin_cpu_supports("avx512f");
@@ -67,27 +83,30 @@ int kd_conv_packed_fits(const kd_cd_dims *d) {
 size_t kd_conv_packed_floats(const kd_cd_dims *d) { return d->O * d->C * taps(d); }
 
 void kd_conv_packed_pack(const kd_cd_dims *d, const float *w, float *wp) {
-    const size_t T = taps(d), C = d->C;
+    const size_t T = taps(d), C = d->C, L = lanes(d);
     for (size_t o = 0; o < d->O; o++) {
-        const size_t g = o / CP_LANES, l = o % CP_LANES;
+        const size_t g = o / L, l = o % L;
         for (size_t c = 0; c < C; c++)
-            for (size_t t = 0; t < T; t++)
-                wp[((g * C + c) * T + t) * CP_LANES + l] = w[(o * C + c) * T + t];
+            for (size_t t = 0; t < T; t++) wp[((g * C + c) * T + t) * L + l] = w[(o * C + c) * T + t];
     }
 }
 
-/* Workspace: the planes (n C cs), the sums t (tile positions + 16 rows of O: the transpose reads
- * whole 16-row blocks), the offsets off (tile positions) and tap (T), as uint32. */
+/* Workspace: the sums t (tile positions + 16 rows of O: the transpose reads whole 16-row
+ * blocks), the offsets off (tile positions) and tap (C T), as uint32, then the planes (n C cs).
+ * (A copy of the planes per thread of a team, each thread reading the input where the previous
+ * layer left it, was slower: ResNet-18, one sample on 2 threads, 3.97 -> 4.40 ms.) */
 static size_t sums_floats(const kd_cd_dims *d, size_t n) {
     return (tile_positions(d, n) + 16) * d->O;
 }
+static size_t tables_floats(const kd_cd_dims *d, size_t n) {
+    return sums_floats(d, n) + round_up(tile_positions(d, n), 16) + round_up(d->C * taps(d), 16);
+}
 size_t kd_conv_packed_workspace(const kd_cd_dims *d, size_t n) {
-    return n * d->C * plane_floats(d) + sums_floats(d, n) + round_up(tile_positions(d, n), 16) +
-           round_up(taps(d), 16);
+    return tables_floats(d, n) + n * d->C * plane_floats(d);
 }
 
 size_t kd_conv_packed_group(const kd_cd_dims *d) {
-    const size_t per = channel_block(d) * plane_floats(d) + d->OH * d->OW * CP_LANES;
+    const size_t per = channel_block(d) * plane_floats(d) + d->OH * d->OW * lanes(d);
     size_t n = CP_GROUP_FLOATS / per;
     return n < 1 ? 1 : n > CP_GROUP_MAX ? CP_GROUP_MAX : n;
 }
@@ -103,46 +122,43 @@ typedef struct {
 } cp_args;
 
 #ifdef CP_X86
-/* Tile: positions [q, q + 6) by channels [64 g, 64 g + 64), summing channels [c0, c1) onto the
- * sums in t (or from zero when first). */
-__attribute__((target("avx512f"))) static void tile(const cp_args *a, size_t g, size_t c0,
-                                                    size_t c1, size_t q, int first) {
-    const size_t T = a->T, O = a->d->O;
-    float *t = a->t + q * O + g * CP_LANES;
-    const float *wg = a->wp + g * a->d->C * T * CP_LANES;
-    __m512 acc[CP_POS][4];
-    for (size_t p = 0; p < CP_POS; p++)
-        for (size_t k = 0; k < 4; k++)
-            acc[p][k] = first ? _mm512_setzero_ps() : _mm512_loadu_ps(t + p * O + 16 * k);
-    const uint32_t *off = a->off + q;
-    for (size_t c = c0; c < c1; c++) {
-        const float *xc = a->xp + c * a->cs, *wc = wg + c * T * CP_LANES;
-        const float *x0 = xc + off[0], *x1 = xc + off[1], *x2 = xc + off[2], *x3 = xc + off[3],
-                    *x4 = xc + off[4], *x5 = xc + off[5];
-        for (size_t k = 0; k < T; k++) {
-            const size_t o = a->tap[k];
-            const float *wk = wc + k * CP_LANES;
-            const __m512 w0 = _mm512_load_ps(wk), w1 = _mm512_load_ps(wk + 16),
-                         w2 = _mm512_load_ps(wk + 32), w3 = _mm512_load_ps(wk + 48);
-#define CP_ROW(P, X)                                                                             \
-    do {                                                                                         \
-        const __m512 b = _mm512_set1_ps(X[o]);                                                   \
-        acc[P][0] = _mm512_fmadd_ps(b, w0, acc[P][0]);                                           \
-        acc[P][1] = _mm512_fmadd_ps(b, w1, acc[P][1]);                                           \
-        acc[P][2] = _mm512_fmadd_ps(b, w2, acc[P][2]);                                           \
-        acc[P][3] = _mm512_fmadd_ps(b, w3, acc[P][3]);                                           \
-    } while (0)
-            CP_ROW(0, x0);
-            CP_ROW(1, x1);
-            CP_ROW(2, x2);
-            CP_ROW(3, x3);
-            CP_ROW(4, x4);
-            CP_ROW(5, x5);
-#undef CP_ROW
-        }
+/* Tile: positions [q, q + NP) by channels [L g, L g + L), L = 16 NB, summing channels [c0, c1)
+ * onto the sums in t (or from zero when first). */
+#define CP_TILE(NAME, NB, NP)                                                                    \
+    __attribute__((target("avx512f"))) static void NAME(const cp_args *a, size_t g, size_t c0, \
+                                                        size_t c1, size_t q, int first,         \
+                                                        const float *pf, const float *pf_end) {  \
+        const size_t T = a->T, O = a->d->O, L = 16 * NB;                                         \
+        float *t = a->t + q * O + g * L;                                                         \
+        const float *wg = a->wp + g * a->d->C * T * L;                                           \
+        __m512 acc[NP][NB];                                                                      \
+        for (size_t p = 0; p < NP; p++)                                                          \
+            for (size_t k = 0; k < NB; k++)                                                      \
+                acc[p][k] = first ? _mm512_setzero_ps() : _mm512_loadu_ps(t + p * O + 16 * k);   \
+        const float *xs[NP];                                                                     \
+        for (size_t p = 0; p < NP; p++) xs[p] = a->xp + a->off[q + p];                           \
+        for (size_t k = c0 * T; k < c1 * T; k++) {                                               \
+            const size_t o = a->tap[k];                                                          \
+            for (size_t z = 0; z < 2 && pf < pf_end; z++, pf += 16)                              \
+                _mm_prefetch((const char *)pf, _MM_HINT_T1);                                     \
+            __m512 w[NB];                                                                        \
+            for (size_t v = 0; v < NB; v++) w[v] = _mm512_load_ps(wg + k * L + 16 * v);          \
+            for (size_t p = 0; p < NP; p++) {                                                    \
+                const __m512 b = _mm512_set1_ps(xs[p][o]);                                       \
+                for (size_t v = 0; v < NB; v++) acc[p][v] = _mm512_fmadd_ps(b, w[v], acc[p][v]); \
+            }                                                                                    \
+        }                                                                                        \
+        for (size_t p = 0; p < NP; p++)                                                          \
+            for (size_t k = 0; k < NB; k++) _mm512_storeu_ps(t + p * O + 16 * k, acc[p][k]);     \
     }
-    for (size_t p = 0; p < CP_POS; p++)
-        for (size_t k = 0; k < 4; k++) _mm512_storeu_ps(t + p * O + 16 * k, acc[p][k]);
+CP_TILE(tile_4x6, 4, 6)
+CP_TILE(tile_2x12, 2, 12)
+/* pf: weights to prefetch into L2 during the tile, up to two lines a step. */
+static void tile(const cp_args *a, size_t g, size_t c0, size_t c1, size_t q, int first,
+                 const float *pf, const float *pf_end) {
+    const size_t L = lanes(a->d);
+    if (L == 64) tile_4x6(a, g, c0, c1, q, first, pf, pf_end);
+    else tile_2x12(a, g, c0, c1, q, first, pf, pf_end);
 }
 
 /* r[i][l] -> r[l][i] for 16 vectors of 16 (unpack pairs, then 2x2 blocks of pairs, then 128-bit
@@ -204,8 +220,9 @@ __attribute__((target("avx512f"))) static void epilogue(const cp_args *a, size_t
     }
 }
 #else
-static void tile(const cp_args *a, size_t g, size_t c0, size_t c1, size_t q, int first) {
-    (void)a, (void)g, (void)c0, (void)c1, (void)q, (void)first;
+static void tile(const cp_args *a, size_t g, size_t c0, size_t c1, size_t q, int first,
+                 const float *pf, const float *pf_end) {
+    (void)a, (void)g, (void)c0, (void)c1, (void)q, (void)first, (void)pf, (void)pf_end;
     KD_ASSERT(!"conv_packed: no AVX-512 kernel on this architecture");
 }
 static void epilogue(const cp_args *a, size_t q0, size_t q1, size_t o0, size_t o1) {
@@ -213,15 +230,8 @@ static void epilogue(const cp_args *a, size_t q0, size_t q1, size_t o0, size_t o
 }
 #endif
 
-static void prefetch_l2(const float *p) {
-#ifdef CP_X86
-    _mm_prefetch((const char *)p, _MM_HINT_T1);
-#else
-    (void)p;
-#endif
-}
-
-/* Channels [c0, c1) of each sample into its zero-padded planes. */
+/* Channels [c0, c1) of each sample into its zero-padded planes. (Padding by rows where the team
+ * splits the positions, each thread what it reads most, measured the same.) */
 static void pad_planes(const cp_args *a, const float *x, size_t c0, size_t c1) {
     const kd_cd_dims *d = a->d;
     const size_t Wp = d->W + 2 * d->P;
@@ -240,55 +250,58 @@ static void pad_planes(const cp_args *a, const float *x, size_t c0, size_t c1) {
         }
 }
 
-/* Output blocks [g0, g1) of 64 channels over tiles [k0, k1) of 6 positions, then their y. */
+/* Output blocks [g0, g1) over tiles [k0, k1), then their y. Before each tile, a share of the
+ * next channel block's weights is prefetched into L2 (they stream from memory for the layers
+ * with most weights). */
 static void run_part(const cp_args *a, size_t g0, size_t g1, size_t k0, size_t k1) {
-    const size_t C = a->d->C, cb = channel_block(a->d), end = a->n * a->OHW;
-    const size_t T = a->T, blk = C * T * CP_LANES;
+    const size_t C = a->d->C, cb = channel_block(a->d), np = tile_pos(a->d);
+    const size_t L = lanes(a->d), row = a->T * L, end = a->n * a->OHW;
+    const float *last = a->wp + g1 * C * row;
     for (size_t g = g0; g < g1; g++)
         for (size_t c0 = 0; c0 < C; c0 += cb) {
             const size_t c1 = c0 + cb < C ? c0 + cb : C;
-            /* the next block's weights into L2, a share before each tile */
-            const float *next = a->wp + g * blk + c1 * T * CP_LANES;
-            const float *stop = a->wp + (g + 1 < g1 || c1 < C ? g * blk + (c1 + cb) * T * CP_LANES : 0);
-            if (stop > a->wp + g1 * blk) stop = a->wp + g1 * blk;
-            const size_t lines = stop > next ? (size_t)(stop - next) / 16 : 0;
+            const float *next = a->wp + (g * C + c1) * row;
+            const size_t lines = next < last ? ((size_t)(last - next) < cb * row
+                                                    ? (size_t)(last - next) : cb * row) / 16
+                                             : 0;
             for (size_t k = k0; k < k1; k++) {
-                for (size_t z = lines * (k - k0) / (k1 - k0); z < lines * (k - k0 + 1) / (k1 - k0); z++)
-                    prefetch_l2(next + 16 * z);
-                tile(a, g, c0, c1, k * CP_POS, c0 == 0);
+                const size_t z0 = lines * (k - k0) / (k1 - k0), z1 = lines * (k - k0 + 1) / (k1 - k0);
+                tile(a, g, c0, c1, k * np, c0 == 0, next + 16 * z0, next + 16 * z1);
             }
         }
-    const size_t q1 = k1 * CP_POS < end ? k1 * CP_POS : end;
-    if (k0 * CP_POS < q1) epilogue(a, k0 * CP_POS, q1, g0 * CP_LANES, g1 * CP_LANES);
+    const size_t q1 = k1 * np < end ? k1 * np : end;
+    if (k0 * np < q1) epilogue(a, k0 * np, q1, g0 * L, g1 * L);
 }
 
 void kd_conv_packed(const kd_cd_dims *d, size_t n, const float *x, const float *wp,
                     const float *scale, const float *shift, int act, float *y, float *ws,
                     size_t team) {
-    KD_ASSERT(n >= 1 && d->O % CP_LANES == 0 && n * d->C * plane_floats(d) < UINT32_MAX);
+    KD_ASSERT(n >= 1 && d->O % 32 == 0 && n * d->C * plane_floats(d) < UINT32_MAX);
     const size_t cs = plane_floats(d), nq = tile_positions(d, n), OHW = d->OH * d->OW;
     const size_t Wp = d->W + 2 * d->P;
-    float *t = ws + n * d->C * cs;
+    float *t = ws, *planes = ws + tables_floats(d, n);
     uint32_t *off = (uint32_t *)(t + sums_floats(d, n)), *tap = off + round_up(nq, 16);
     for (size_t q = 0; q < nq; q++) { /* positions past the last repeat it (never stored) */
         const size_t r = q < n * OHW ? q : n * OHW - 1, s = r / OHW, oh = r % OHW / d->OW;
         off[q] = (uint32_t)(s * d->C * cs + d->S * (oh * Wp + r % d->OW));
     }
-    for (size_t i = 0; i < d->KH; i++)
-        for (size_t j = 0; j < d->KW; j++) tap[i * d->KW + j] = (uint32_t)(i * Wp + j);
-    const cp_args a = {d, n, cs, taps(d), OHW, ws, t, off, tap, wp, scale, shift, act, y};
-    const size_t G = d->O / CP_LANES, K = nq / CP_POS;
+    for (size_t c = 0; c < d->C; c++)
+        for (size_t i = 0; i < d->KH; i++)
+            for (size_t j = 0; j < d->KW; j++)
+                tap[(c * d->KH + i) * d->KW + j] = (uint32_t)(c * cs + i * Wp + j);
+    const cp_args a = {d, n, cs, taps(d), OHW, planes, t, off, tap, wp, scale, shift, act, y};
+    const size_t G = d->O / lanes(d), K = nq / tile_pos(d);
     if (team <= 1) {
         pad_planes(&a, x, 0, d->C);
         run_part(&a, 0, G, 0, K);
         return;
     }
+    /* blocks of channels per thread where they share out evenly, else runs of tiles */
 #pragma omp parallel num_threads((int)team)
     {
         const size_t k = (size_t)omp_get_thread_num(), nt = (size_t)omp_get_num_threads();
         pad_planes(&a, x, d->C * k / nt, d->C * (k + 1) / nt);
 #pragma omp barrier
-        /* blocks of channels per thread where they share out evenly, else runs of tiles */
         if (G % nt == 0) run_part(&a, G * k / nt, G * (k + 1) / nt, 0, K);
         else run_part(&a, 0, G, K * k / nt, K * (k + 1) / nt);
     }

@@ -22,7 +22,7 @@ size_t kd_conv_packed_floats(const kd_cd_dims *d);
 void kd_conv_packed_pack(const kd_cd_dims *d, const float *w, float *wp);
 
 /* Workspace floats for n samples a call, and the samples per call a batch should take (the
- * planes and partial sums of one channel block of 64 outputs within L2). */
+ * planes and sums one block of channels reads within L2). */
 size_t kd_conv_packed_workspace(const kd_cd_dims *d, size_t n);
 size_t kd_conv_packed_group(const kd_cd_dims *d);
 
