@@ -4,7 +4,7 @@
  * 32s), positions that end inside a tile (of 6 or 12) and inside the
  * transpose's blocks of 16, input channels over several channel blocks (14 for a 3x3 kernel,
  * 128 for 1x1, 5 for 5x5), strides 2 and 3, non-square kernels and planes, padding 0 to 2,
- * one pixel; scale, shift and both activations (NaN passing, -0 kept, as kd_act_value); the
+ * one pixel, padded rows of several 16-float pieces; scale, shift and both activations (NaN passing, -0 kept, as kd_act_value); the
  * team (by channel blocks, or by positions where the blocks do not share out) and several
  * samples per call giving the bits of one thread and one sample. Then models: a frozen model's
  * logits against the same model unfrozen, alone and in a batch, on one thread and on two. All
@@ -141,6 +141,8 @@ KD_TEST(conv_packed_matches_a_double_reference) {
                                                            * positions; channel blocks 28 + 12 */
     check_shape(300, 5, 5, 32, 1, 1, 0, 2, KD_ACT_RELU);  /* 1x1 stride 2: channel blocks
                                                            * 256 + 44 */
+    check_shape(6, 5, 40, 32, 3, 5, 2, 1, KD_ACT_NONE);   /* padded rows of 44: three
+                                                           * 16-float pieces, the last partial */
 }
 
 /* The epilogue's activations follow kd_act_value: ReLU passes NaN and keeps -0, ReLU6 clips

@@ -468,11 +468,12 @@ static void forward_piece(const fwd_job *j, size_t p) {
 }
 
 /* A frozen layer's forward, its workspace past the fold slot, unless Winograd takes the batch
- * (conv2d_impl.h says why); 0 where it did not run. */
+ * and the plane is larger than FROZEN_OVER_WG (conv2d_impl.h says why); 0 where it did not run. */
+#define FROZEN_OVER_WG 64
 static int frozen_ran(kd_layer *l, const conv_dims *d, const float *scale, const float *shift,
                       int act, const float *x, float *y, const kd_sample_sink *sink, size_t B,
                       kd_ctx *ctx) {
-    if (!l->frozen || ctx->training || wg_on(d, B)) return 0;
+    if (!l->frozen || ctx->training || (wg_on(d, B) && d->OHW > FROZEN_OVER_WG)) return 0;
     float *ws = fold_slot_at(d, ctx->workspace, n_pieces(B)) + fold_slot(d);
     kd_conv2d_frozen_forward(l, scale, shift, act, x, y, sink, B, ws);
     return 1;
