@@ -145,6 +145,8 @@ kd_status kd_model_reserve(kd_model *m, size_t B, kd_err *err);
  * those copies' memory (ResNet-18: its 44 MB of weights again) and re-reserves the batch memory
  * for the kernels' workspace. Errors: KD_EIO out of memory (the model unchanged). */
 kd_status kd_model_freeze(kd_model *m, kd_err *err);
+/* Layers holding a frozen copy (0 before kd_model_freeze, or where no layer gains one). */
+size_t kd_model_frozen_layers(const kd_model *m);
 
 /* Inner values. Before the first kd_model_reserve, a caller declares the layer outputs it wants
  * to observe, by layer name or index as text ("3"); *id is the value's handle and *shape its

@@ -19,7 +19,10 @@
 #include "../src/nn/conv_packed.h"
 #include "../src/nn/fused.h"
 #include "kd_common.h"
+#include "kd_export.h"
 #include "kd_nn.h"
+#include "kd_onnx.h"
+#include "kd_teacher.h"
 #include "kd_rng.h"
 #include "kd_test.h"
 
@@ -261,4 +264,46 @@ KD_TEST(conv_packed_fits_whole_tiles_and_long_sums_on_avx512) {
     kd_conv_packed_on = 0;
     CHECK_EQ_INT(kd_conv_packed_fits(&a), 0);
     kd_conv_packed_on = -1;
+}
+
+/* A teacher from an ONNX file comes frozen (kd_teacher_load_onnx, as `train` and `eval` load
+ * one): its 64-channel convolution holds a packed copy on an AVX-512 CPU, its 16-channel one
+ * (too few output channels) and its dense layer none, and its logits are the exported model's
+ * within rounding. */
+KD_TEST(onnx_teacher_loads_frozen) {
+    static const char *json =
+        "[{\"type\":\"conv2d\",\"channels\":16,\"kernel\":3,\"padding\":1},{\"type\":\"relu\"},"
+        "{\"type\":\"conv2d\",\"channels\":64,\"kernel\":3,\"stride\":2,\"padding\":1},"
+        "{\"type\":\"relu\"},{\"type\":\"flatten\"},{\"type\":\"dense\",\"units\":10}]";
+    const kd_shape in = {3, {1, 8, 8}};
+    kd_model m, t;
+    kd_onnx_info info;
+    kd_err err;
+    memset(&m, 0, sizeof m);
+    memset(&t, 0, sizeof t);
+    memset(&info, 0, sizeof info);
+    kd_preprocess pp;
+    kd_preprocess_defaults(&pp);
+    char path[600];
+    snprintf(path, sizeof path, "%s/t.onnx", kd_test_tmpdir());
+    const kd_export_info ei = {.pp = &pp};
+    kd_rng rng;
+    kd_rng_seed(&rng, 3);
+    if (kd_model_init(&m, &in, json, 0, &err) || (kd_model_init_weights(&m, &rng, KD_INIT_HE), 0) ||
+        kd_export_onnx(path, &m, &ei, &err) || kd_model_reserve(&m, 2, &err) ||
+        kd_teacher_load_onnx(path, NULL, KD_TEACHER_PP_DATA, NULL, &pp, &t, &info, &err) ||
+        kd_model_reserve(&t, 2, &err)) {
+        kd_test_fail(__FILE__, __LINE__, "%s", err.msg);
+        goto done;
+    }
+    CHECK_EQ_INT((int)kd_model_frozen_layers(&m), 0);
+    CHECK_EQ_INT((int)kd_model_frozen_layers(&t), cpu_avx512());
+    float x[2 * 64], ref[20];
+    for (size_t i = 0; i < 2 * 64; i++) x[i] = kd_rng_normal(&rng);
+    memcpy(ref, kd_model_forward(&m, x, 2, NULL), sizeof ref);
+    CHECK_FLOATS(kd_model_forward(&t, x, 2, NULL), ref, 20, 1e-5, 1e-5);
+done:
+    kd_onnx_info_free(&info);
+    kd_model_free(&m);
+    kd_model_free(&t);
 }

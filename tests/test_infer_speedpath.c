@@ -124,7 +124,8 @@ static void count_serial(int ta, int tb, size_t M, size_t N, size_t K, int seria
  * direct convolution, against the release rules (on AVX2 machines the convolutions' own
  * product, conv_gemm.h), and against inference replicas too (each thread the whole model over its
  * samples, the path eval takes), within |a - b| <= 1e-5 (1 + |b|); the replica path
- * bit-identical on a second run; four samples one at a time, within the same bound. want_split: whether some dense product of this model is split
+ * bit-identical on a second run; four samples one at a time, within the same bound; then the
+ * model frozen (kd_model_freeze), the batch and four samples, within it too. want_split: whether some dense product of this model is split
  * at batch n. tol: 1e-5, or for the two deep models 2e-5. Seeded (untrained) weights amplify a
  * rounding in the first layers to about 1e-5 at their logits: the plain path itself moves by
  * 1.04e-5 (MobileNetV2) and 1.25e-5 (ResNet-18) between OpenBLAS's Haswell and Cooperlake
@@ -195,6 +196,13 @@ static void check_split(const char *config, size_t n, int want_split, float tol)
     CHECK(memcmp(kd_model_forward(&m, x, n, NULL), got, n * C * sizeof *got) == 0);
     /* One sample at a time, the one-sample rules: the calling thread alone for a small model,
      * else the convolutions' larger products on the team (the own product's channel blocks). */
+    for (size_t i = 0; i < 4; i++)
+        CHECK_FLOATS(kd_model_forward(&m, x + i * D, 1, NULL), ref + i * C, C, tol, tol);
+    /* Frozen, as eval, predict and teachers run it (kd_model_freeze: on AVX-512 CPUs the packed
+     * convolutions), the batch and one sample at a time. */
+    CHECK_EQ_INT(kd_model_freeze(&m, &err), KD_OK);
+    memcpy(got, kd_model_forward(&m, x, n, NULL), n * C * sizeof *got);
+    CHECK_FLOATS(got, ref, n * C, tol, tol);
     for (size_t i = 0; i < 4; i++)
         CHECK_FLOATS(kd_model_forward(&m, x + i * D, 1, NULL), ref + i * C, C, tol, tol);
 cleanup:

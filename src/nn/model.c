@@ -305,6 +305,12 @@ kd_status kd_model_freeze(kd_model *m, kd_err *err) {
     return kd_model_reserve(m, cap, err);
 }
 
+size_t kd_model_frozen_layers(const kd_model *m) {
+    size_t n = 0;
+    for (size_t i = 0; i < m->n_layers; i++) n += m->layers[i].frozen != NULL;
+    return n;
+}
+
 void kd_model_free(kd_model *m) {
     if (!m) return;
     kd_model_free_batch(m);
