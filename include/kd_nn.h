@@ -140,10 +140,12 @@ void kd_model_set_shard(kd_model *m, const kd_shard *sh);
 kd_status kd_model_reserve(kd_model *m, size_t B, kd_err *err);
 /* Freezes an inference-only model (no gradients) whose parameters and buffers are final: layers
  * whose inference kernels read their weights in another order keep a copy in that order, made
- * here once instead of on every forward (conv2d on an AVX-512 CPU: 64 output channels in the
- * vector lanes). Nothing may write the parameters afterwards (a forward would not see it). Costs
- * those copies' memory (ResNet-18: its 44 MB of weights again) and re-reserves the batch memory
- * for the kernels' workspace. Errors: KD_EIO out of memory (the model unchanged). */
+ * here once instead of on every forward (conv2d on an AVX-512 CPU: 32 or 64 output channels in
+ * the vector lanes). Nothing may write the parameters afterwards (a forward would not see it).
+ * Costs those copies' memory (ResNet-18: its 44 MB of weights again) and, when the model was
+ * reserved, reserves its batch memory again for the kernels' workspace. Freezing twice changes
+ * nothing. Errors: KD_EIO out of memory (copying: nothing frozen; reserving again: the batch
+ * memory released, as a failed kd_model_reserve leaves it). */
 kd_status kd_model_freeze(kd_model *m, kd_err *err);
 /* Layers holding a frozen copy (0 before kd_model_freeze, or where no layer gains one). */
 size_t kd_model_frozen_layers(const kd_model *m);

@@ -46,9 +46,10 @@ kd_status kd_teacher_logits(kd_teacher_set *ts, const float *x, const size_t *id
 /* How a config names teacher i in messages: "teacher PATH" or "teacher.ensemble[i] PATH". */
 const char *kd_teacher_name(const kd_config *cfg, size_t i, char *buf, size_t cap);
 
-/* Loads the config's teacher i (inference only) for samples shaped `shape` with `n_data_classes`
- * classes (0: unknown) and checks it fits: the same number of input values, exactly the data's
- * classes, exactly n_classes outputs (the model being trained; 0: not checked). A checkpoint
+/* Loads the config's teacher i (inference only, frozen: kd_model_freeze) for samples shaped
+ * `shape` with `n_data_classes` classes (0: unknown) and checks it fits: the same number of
+ * input values, exactly the data's classes, exactly n_classes outputs (the model being
+ * trained; 0: not checked). A checkpoint
  * whose recorded preprocessing or class names (names: the run's, n_names of them, or NULL)
  * differ writes a warning into `warning` (else ""), as does a tensor-name prefix stripped. Errors
  * are KD_EINPUT naming the teacher (kd_teacher_name) and what did not fit. */
@@ -57,8 +58,8 @@ kd_status kd_teacher_load(const kd_config *cfg, size_t i, const kd_shape *shape,
                           const kd_preprocess *pp, size_t n_classes, kd_model *m, char *warning,
                           size_t warning_cap, kd_err *err);
 
-/* Loads the ONNX file at path (src/onnx) as an inference-only model that takes the data as
- * preprocessed by data_pp: output the graph output to use (NULL or "": the default), pp_mode
+/* Loads the ONNX file at path (src/onnx) as an inference-only, frozen model that takes the data
+ * as preprocessed by data_pp: output the graph output to use (NULL or "": the default), pp_mode
  * (KD_TEACHER_PP_*) what the graph expects (given: the raw sample under `given`). A file
  * written by `distill export` in the default mode is fed the raw sample. A first affine layer
  * maps the data's values onto the expected ones when they differ. info is filled (caller frees

@@ -1,14 +1,15 @@
 /* test_conv_packed.c - a frozen model's convolution (src/nn/conv_packed.c: weights packed once,
- * 64 output channels in the vector lanes) against a double-precision loop written here, on
- * shapes that reach every edge of it: tiles of 64 and 32 channels (output channels in 64s or
- * 32s), positions that end inside a tile (of 6 or 12) and inside the
- * transpose's blocks of 16, input channels over several channel blocks (14 for a 3x3 kernel,
- * 128 for 1x1, 5 for 5x5), strides 2 and 3, non-square kernels and planes, padding 0 to 2,
- * one pixel, padded rows of several 16-float pieces; scale, shift and both activations (NaN passing, -0 kept, as kd_act_value); the
- * team (by channel blocks, or by positions where the blocks do not share out) and several
- * samples per call giving the bits of one thread and one sample. Then models: a frozen model's
- * logits against the same model unfrozen, alone and in a batch, on one thread and on two. All
- * on CPUs with AVX-512 (elsewhere kd_conv_packed_fits says no and nothing is frozen: checked). */
+ * 64 or 32 output channels in the vector lanes) against a double-precision loop written here,
+ * on shapes that reach every edge of it: tiles of 64 and 32 channels, positions that end
+ * inside a tile (of 6 or 12) and inside the transpose's blocks of 16, input channels over
+ * several channel blocks (14 for a 3x3 kernel, 128 or 256 for 1x1, 5 for 5x5), strides 2 and
+ * 3, non-square kernels and planes, padding 0 to 2, one pixel, padded rows of several 16-float
+ * pieces; scale, shift and both activations (NaN passing, -0 kept, as kd_act_value); the team
+ * (by channel blocks, or by positions where the blocks do not share out) and several samples
+ * per call giving the bits of one thread and one sample. Then models: a frozen model's logits
+ * against the same model unfrozen, alone and in a batch, on one thread and on two, and an ONNX
+ * teacher loaded frozen. All on CPUs with AVX-512 (elsewhere kd_conv_packed_fits says no and
+ * nothing is frozen: checked). */
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
@@ -82,7 +83,8 @@ static void check_shape(size_t C, size_t H, size_t W, size_t O, size_t KH, size_
     for (size_t i = 0; i < NS * nx; i++) x[i] = kd_rng_normal(&rng);
     for (size_t i = 0; i < nw; i++) w[i] = kd_rng_normal(&rng);
     float *scale = sc, *shift = sc + O;
-    for (size_t i = 0; i < O; i++) scale[i] = 0.5f + kd_rng_uniform(&rng), shift[i] = kd_rng_normal(&rng);
+    for (size_t i = 0; i < O; i++)
+        scale[i] = 0.5f + kd_rng_uniform(&rng), shift[i] = kd_rng_normal(&rng);
     kd_conv_packed_pack(&d, w, wp);
     reference(&d, x, w, ref, mag);
     memset(y, 0xff, ny * sizeof *y); /* NaN: an output the kernel misses shows */

@@ -125,8 +125,8 @@ static void count_serial(int ta, int tb, size_t M, size_t N, size_t K, int seria
  * product, conv_gemm.h), and against inference replicas too (each thread the whole model over its
  * samples, the path eval takes), within |a - b| <= 1e-5 (1 + |b|); the replica path
  * bit-identical on a second run; four samples one at a time, within the same bound; then the
- * model frozen (kd_model_freeze), the batch and four samples, within it too. want_split: whether some dense product of this model is split
- * at batch n. tol: 1e-5, or for the two deep models 2e-5. Seeded (untrained) weights amplify a
+ * model frozen (kd_model_freeze), the batch and four samples, within it too. want_split:
+ * whether some dense product of this model is split at batch n. tol: 1e-5, or for the two deep models 2e-5. Seeded (untrained) weights amplify a
  * rounding in the first layers to about 1e-5 at their logits: the plain path itself moves by
  * 1.04e-5 (MobileNetV2) and 1.25e-5 (ResNet-18) between OpenBLAS's Haswell and Cooperlake
  * kernels on these weights (bench_ort --direct 0, pinned against unpinned, 2026-12-06). Each

@@ -87,7 +87,8 @@ void kd_conv_packed_pack(const kd_cd_dims *d, const float *w, float *wp) {
     for (size_t o = 0; o < d->O; o++) {
         const size_t g = o / L, l = o % L;
         for (size_t c = 0; c < C; c++)
-            for (size_t t = 0; t < T; t++) wp[((g * C + c) * T + t) * L + l] = w[(o * C + c) * T + t];
+            for (size_t t = 0; t < T; t++)
+                wp[((g * C + c) * T + t) * L + l] = w[(o * C + c) * T + t];
     }
 }
 
@@ -169,7 +170,8 @@ __attribute__((target("avx512f"))) static void transpose16(__m512 r[16]) {
         u[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
         u[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
     }
-    for (size_t i = 0; i < 16; i += 4) { /* v[i + m], 128-bit lane L: rows i..i+3 of column 4L + m */
+    /* v[i + m], 128-bit lane L: rows i..i+3 of column 4L + m */
+    for (size_t i = 0; i < 16; i += 4) {
         v[i] = _mm512_shuffle_ps(u[i], u[i + 2], 0x44);
         v[i + 1] = _mm512_shuffle_ps(u[i], u[i + 2], 0xEE);
         v[i + 2] = _mm512_shuffle_ps(u[i + 1], u[i + 3], 0x44);
@@ -252,7 +254,8 @@ __attribute__((target("avx512f"))) static void pad_planes(const cp_args *a, cons
                     /* lane l: padded column j + l, x's column j + l - P where in [0, W): lanes
                      * [lo, hi), loaded from x's column j + lo - P on */
                     const size_t lo = d->P > j ? d->P - j : 0;
-                    const size_t hi = d->W + d->P > j ? (d->W + d->P - j < 16 ? d->W + d->P - j : 16) : 0;
+                    const size_t end = d->W + d->P > j ? d->W + d->P - j : 0;
+                    const size_t hi = end < 16 ? end : 16;
                     const __mmask16 m = inside && hi > lo ? lane_mask(hi) & ~lane_mask(lo) : 0;
                     const __m512 v = _mm512_maskz_expandloadu_ps(m, src + (m ? j + lo - d->P : 0));
                     _mm512_mask_storeu_ps(row + j, lane_mask(Wp - j < 16 ? Wp - j : 16), v);
@@ -282,7 +285,8 @@ static void run_part(const cp_args *a, size_t g0, size_t g1, size_t k0, size_t k
                                                     ? (size_t)(last - next) : cb * row) / 16
                                              : 0;
             for (size_t k = k0; k < k1; k++) {
-                const size_t z0 = lines * (k - k0) / (k1 - k0), z1 = lines * (k - k0 + 1) / (k1 - k0);
+                const size_t z0 = lines * (k - k0) / (k1 - k0);
+                const size_t z1 = lines * (k - k0 + 1) / (k1 - k0);
                 tile(a, g, c0, c1, k * np, c0 == 0, next + 16 * z0, next + 16 * z1);
             }
         }

@@ -79,6 +79,8 @@ static int load_data(const job *j, const kd_model *m, size_t n, batches *b) {
     return 0;
 }
 
+/* A model with seeded weights; without gradients, frozen as distill's inference commands and
+ * teachers run it (kd_model_freeze). */
 static int build(kd_model *m, const char *arch, int with_grads, size_t batch, uint64_t seed) {
     kd_err err;
     kd_rng rng;
@@ -88,6 +90,10 @@ static int build(kd_model *m, const char *arch, int with_grads, size_t batch, ui
     }
     kd_rng_seed(&rng, seed);
     kd_model_init_weights(m, &rng, KD_INIT_HE);
+    if (!with_grads && kd_model_freeze(m, &err)) {
+        fprintf(stderr, "bench_jobs: %s\n", err.msg);
+        return -1;
+    }
     return 0;
 }
 
