@@ -1,12 +1,12 @@
 /* test_conv_direct.c - inference's direct convolution (src/nn/conv_direct.c) against a
- * double-precision loop written here, on shapes that reach every edge of it: channel counts
- * that are not multiples of its channel blocks (8; 4 in AVX2, whose 24-position blocks leave
- * 8-position tails on 7x7 and 2x2 planes), more input channels than one partial sum,
- * non-square kernels and planes, padding 0 to 2, a plane smaller than the kernel's reach,
- * strides 2 and 3 (the input split into phase planes, 1x1 to 5x4 kernels), compact grids
- * (one plane per kernel column: 4x4 outputs), several samples as one tall image, and
- * the channel split over the team giving the same bits as one thread; each of the three kernels
- * (AVX-512, AVX2, portable) this CPU can run. A model's eval through it: tests/test_conv_gemm.c. */
+ * double-precision loop (tests/conv_reference.c), on shapes that reach every edge of it:
+ * channel counts that are not multiples of its channel blocks (8; 4 in AVX2, whose 24-position
+ * blocks leave 8-position tails on 7x7 and 2x2 planes), more input channels than one partial
+ * sum, non-square kernels and planes, padding 0 to 2, a plane smaller than the kernel's reach,
+ * strides 2 and 3 (the input split into phase planes, 1x1 to 5x4 kernels), compact grids (one
+ * plane per kernel column: 4x4 outputs), several samples as one tall image, and the channel
+ * split over the team giving the same bits as one thread; each of the three kernels (AVX-512,
+ * AVX2, portable) this CPU can run. A model's eval through it: tests/test_conv_gemm.c. */
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
@@ -15,34 +15,10 @@
 
 #include "../src/core/test_hooks.h"
 #include "../src/nn/conv_direct.h"
+#include "conv_reference.h"
 #include "kd_common.h"
 #include "kd_rng.h"
 #include "kd_test.h"
-
-/* y[o, oh, ow] = bias[o] + sum w[o, c, i, j] x[c, oh - P + i, ow - P + j] in double; scale
- * gets the same sum of |terms| (the size a rounding error is measured against). */
-static void reference(const kd_cd_dims *d, const float *x, const float *w, const float *bias,
-                      double *y, double *scale) {
-    for (size_t o = 0; o < d->O; o++)
-        for (size_t oh = 0; oh < d->OH; oh++)
-            for (size_t ow = 0; ow < d->OW; ow++) {
-                double s = bias ? bias[o] : 0.0, a = bias ? fabs(bias[o]) : 0.0;
-                for (size_t c = 0; c < d->C; c++)
-                    for (size_t i = 0; i < d->KH; i++)
-                        for (size_t j = 0; j < d->KW; j++) {
-                            const long h = (long)(d->S * oh + i) - (long)d->P,
-                                       v = (long)(d->S * ow + j) - (long)d->P;
-                            if (h < 0 || v < 0 || h >= (long)d->H || v >= (long)d->W) continue;
-                            const double t = (double)w[((o * d->C + c) * d->KH + i) * d->KW + j] *
-                                             (double)x[(c * d->H + (size_t)h) * d->W + (size_t)v];
-                            s += t;
-                            a += fabs(t);
-                        }
-                const size_t k = (o * d->OH + oh) * d->OW + ow;
-                y[k] = s;
-                scale[k] = a;
-            }
-}
 
 /* One shape: the kernel against the reference (each output within 2^-20 of its terms' sum of
  * magnitudes), then with the team (two threads): the same bits; then NS samples as one tall
@@ -68,7 +44,7 @@ static void check_shape_s(size_t C, size_t H, size_t W, size_t O, size_t KH, siz
     for (size_t i = 0; i < nw; i++) w[i] = kd_rng_normal(&rng);
     for (size_t i = 0; i < O; i++) b[i] = kd_rng_normal(&rng);
     const float *bias = with_bias ? b : NULL;
-    reference(&d, x, w, bias, ref, scale);
+    kd_conv_reference(&d, x, w, bias, ref, scale);
     memset(y, 0xff, ny * sizeof *y);  /* NaN: an output the kernel misses shows */
     kd_conv_direct(&d, 1, x, w, bias, y, ws, 0);
     size_t bad = 0;

@@ -20,6 +20,7 @@
 #include "../src/core/test_hooks.h"
 #include "../src/nn/conv_gemm.h"
 #include "../src/nn/fused.h"
+#include "conv_reference.h"
 #include "kd_common.h"
 #include "kd_gemm.h"
 #include "kd_nn.h"
@@ -216,14 +217,6 @@ static int rule_model(kd_model *m, const char *json, size_t H, uint64_t seed, fl
     for (size_t i = 0; i < 8 * 3 * H * H; i++) x[i] = kd_rng_normal(&rng);
     return 1;
 }
-static int cpu_avx512(void) {
-#if defined(__x86_64__)
-    __builtin_cpu_init();
-    return !!__builtin_cpu_supports("avx512f");
-#else
-    return 0;
-#endif
-}
 
 /* The release rule for the direct convolution (conv_direct.h): on an AVX-512 CPU, 1 to 3
  * samples take it whatever OpenBLAS runs, and a batch only where OpenBLAS runs narrower kernels;
@@ -236,7 +229,7 @@ KD_TEST(conv_direct_rule_takes_few_samples_on_avx512) {
     kd_model m = {0};
     static float x[8 * 300];
     if (!rule_model(&m, json, 10, 6, x)) return;
-    const int avx512 = cpu_avx512();
+    const int avx512 = kd_test_cpu_avx512();
     const int batch_direct = avx512 && kd_blas_core_level() < 3;
     kd_conv_winograd = 0;
     kd_infer_replicas = 0; /* the whole batch in one pass */
@@ -276,7 +269,7 @@ KD_TEST(conv_direct_rule_takes_small_planes_on_avx512) {
     kd_model m = {0};
     static float x[8 * 147];
     if (!rule_model(&m, json, 7, 7, x)) return;
-    const int avx512 = cpu_avx512();
+    const int avx512 = kd_test_cpu_avx512();
     kd_infer_replicas = 0;
     kd_hook_gemm_shape = note_conv;
     conv_products = 0;

@@ -1,15 +1,15 @@
 /* test_conv_packed.c - a frozen model's convolution (src/nn/conv_packed.c: weights packed once,
- * 64 or 32 output channels in the vector lanes) against a double-precision loop written here,
- * on shapes that reach every edge of it: tiles of 64 and 32 channels, positions that end
- * inside a tile (of 6 or 12) and inside the transpose's blocks of 16, input channels over
- * several channel blocks (14 for a 3x3 kernel, 128 or 256 for 1x1, 5 for 5x5), strides 2 and
- * 3, non-square kernels and planes, padding 0 to 2, one pixel, padded rows of several 16-float
- * pieces; scale, shift and both activations (NaN passing, -0 kept, as kd_act_value); the team
- * (by channel blocks, or by positions where the blocks do not share out) and several samples
- * per call giving the bits of one thread and one sample. Then models: a frozen model's logits
- * against the same model unfrozen, alone and in a batch, on one thread and on two, and an ONNX
- * teacher loaded frozen. All on CPUs with AVX-512 (elsewhere kd_conv_packed_fits says no and
- * nothing is frozen: checked). */
+ * 64 or 32 output channels in the vector lanes) against a double-precision loop
+ * (tests/conv_reference.c), on shapes that reach every edge of it: tiles of 64 and 32
+ * channels, positions that end inside a tile (of 6 or 12) and inside the transpose's blocks of
+ * 16, input channels over several channel blocks (14 for a 3x3 kernel, 128 or 256 for 1x1, 5
+ * for 5x5), strides 2 and 3, non-square kernels and planes, padding 0 to 2, one pixel, padded
+ * rows of several 16-float pieces; scale, shift and both activations (NaN passing, -0 kept, as
+ * kd_act_value); the team (by channel blocks, or by positions where the blocks do not share
+ * out) and several samples per call giving the bits of one thread and one sample. Then models:
+ * a frozen model's logits against the same model unfrozen, alone and in a batch, on one thread
+ * and on two, and an ONNX teacher loaded frozen. All on CPUs with AVX-512 (elsewhere
+ * kd_conv_packed_fits says no and nothing is frozen: checked). */
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
@@ -19,46 +19,14 @@
 #include "../src/core/test_hooks.h"
 #include "../src/nn/conv_packed.h"
 #include "../src/nn/fused.h"
+#include "conv_reference.h"
 #include "kd_common.h"
 #include "kd_export.h"
 #include "kd_nn.h"
 #include "kd_onnx.h"
-#include "kd_teacher.h"
 #include "kd_rng.h"
+#include "kd_teacher.h"
 #include "kd_test.h"
-
-static int cpu_avx512(void) {
-#if defined(__x86_64__)
-    __builtin_cpu_init();
-    return !!__builtin_cpu_supports("avx512f");
-#else
-    return 0;
-#endif
-}
-
-/* The sum over (c, i, j) in double, and the sum of the terms' magnitudes. */
-static void reference(const kd_cd_dims *d, const float *x, const float *w, double *y,
-                      double *mag) {
-    for (size_t o = 0; o < d->O; o++)
-        for (size_t oh = 0; oh < d->OH; oh++)
-            for (size_t ow = 0; ow < d->OW; ow++) {
-                double s = 0.0, a = 0.0;
-                for (size_t c = 0; c < d->C; c++)
-                    for (size_t i = 0; i < d->KH; i++)
-                        for (size_t j = 0; j < d->KW; j++) {
-                            const long h = (long)(d->S * oh + i) - (long)d->P,
-                                       v = (long)(d->S * ow + j) - (long)d->P;
-                            if (h < 0 || v < 0 || h >= (long)d->H || v >= (long)d->W) continue;
-                            const double t = (double)w[((o * d->C + c) * d->KH + i) * d->KW + j] *
-                                             (double)x[(c * d->H + (size_t)h) * d->W + (size_t)v];
-                            s += t;
-                            a += fabs(t);
-                        }
-                const size_t k = (o * d->OH + oh) * d->OW + ow;
-                y[k] = s;
-                mag[k] = a;
-            }
-}
 
 /* One shape with scale, shift and act: y within 2^-20 of the terms' magnitudes (times |scale|)
  * of act(scale s + shift); the team of two the same bits; NS samples in one call the bits of
@@ -86,7 +54,7 @@ static void check_shape(size_t C, size_t H, size_t W, size_t O, size_t KH, size_
     for (size_t i = 0; i < O; i++)
         scale[i] = 0.5f + kd_rng_uniform(&rng), shift[i] = kd_rng_normal(&rng);
     kd_conv_packed_pack(&d, w, wp);
-    reference(&d, x, w, ref, mag);
+    kd_conv_reference(&d, x, w, NULL, ref, mag);
     memset(y, 0xff, ny * sizeof *y); /* NaN: an output the kernel misses shows */
     kd_conv_packed(&d, 1, x, wp, scale, shift, act, y, ws, 0);
     size_t bad = 0;
@@ -125,7 +93,7 @@ done:
 }
 
 KD_TEST(conv_packed_matches_a_double_reference) {
-    if (!cpu_avx512()) {
+    if (!kd_test_cpu_avx512()) {
         printf("    no AVX-512 on this CPU: the packed kernel does not run\n");
         return;
     }
@@ -154,7 +122,7 @@ KD_TEST(conv_packed_matches_a_double_reference) {
  * at 6 and passes NaN. One 1x1 layer of one input channel, weights 1, scale -1 and shift -0:
  * y = act(-x - 0), so x = +0 gives -0. */
 KD_TEST(conv_packed_activations_keep_nan_and_signed_zero) {
-    if (!cpu_avx512()) return;
+    if (!kd_test_cpu_avx512()) return;
     const kd_cd_dims d = {1, 1, 4, 64, 1, 4, 1, 1, 0, 1};
     const float x[4] = {NAN, 0.0f, 2.0f, -7.5f};
     float w[64], scale[64], shift[64], y[256];
@@ -232,7 +200,7 @@ KD_TEST(frozen_model_matches_the_unfrozen_one) {
     static float x[B * D];
     float ref[B * 10], got[B * 10], two[B * 10];
     for (size_t i = 0; i < B * D; i++) x[i] = kd_rng_normal(&rng);
-    if (!cpu_avx512()) { /* nothing to freeze: the same path, the same bits */
+    if (!kd_test_cpu_avx512()) { /* nothing to freeze: the same path, the same bits */
         memcpy(ref, kd_model_forward(&m, x, B, NULL), sizeof ref);
         CHECK(memcmp(kd_model_forward(&f, x, B, NULL), ref, sizeof ref) == 0);
         goto done;
@@ -259,8 +227,8 @@ done:
 KD_TEST(conv_packed_fits_whole_tiles_and_long_sums_on_avx512) {
     const kd_cd_dims a = {16, 8, 8, 32, 8, 8, 3, 3, 1, 1}, b = {16, 8, 8, 48, 8, 8, 3, 3, 1, 1},
                      c = {8, 8, 8, 64, 8, 8, 3, 3, 1, 1}, e = {128, 8, 8, 64, 8, 8, 1, 1, 0, 1};
-    CHECK_EQ_INT(kd_conv_packed_fits(&a), cpu_avx512());
-    CHECK_EQ_INT(kd_conv_packed_fits(&e), cpu_avx512());
+    CHECK_EQ_INT(kd_conv_packed_fits(&a), kd_test_cpu_avx512());
+    CHECK_EQ_INT(kd_conv_packed_fits(&e), kd_test_cpu_avx512());
     CHECK_EQ_INT(kd_conv_packed_fits(&b), 0);
     CHECK_EQ_INT(kd_conv_packed_fits(&c), 0);
     kd_conv_packed_on = 0;
@@ -299,7 +267,7 @@ KD_TEST(onnx_teacher_loads_frozen) {
         goto done;
     }
     CHECK_EQ_INT((int)kd_model_frozen_layers(&m), 0);
-    CHECK_EQ_INT((int)kd_model_frozen_layers(&t), cpu_avx512());
+    CHECK_EQ_INT((int)kd_model_frozen_layers(&t), kd_test_cpu_avx512());
     float x[2 * 64], ref[20];
     for (size_t i = 0; i < 2 * 64; i++) x[i] = kd_rng_normal(&rng);
     memcpy(ref, kd_model_forward(&m, x, 2, NULL), sizeof ref);
