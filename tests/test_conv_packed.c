@@ -5,8 +5,8 @@
  * 16, input channels over several channel blocks (14 for a 3x3 kernel, 128 or 256 for 1x1, 5
  * for 5x5), strides 2 and 3, non-square kernels and planes, padding 0 to 2, one pixel, padded
  * rows of several 16-float pieces; scale, shift and both activations (NaN passing, -0 kept, as
- * kd_act_value); the team (by channel blocks, or by positions where the blocks do not share
- * out) and several samples per call giving the bits of one thread and one sample. Then models:
+ * kd_act_value); the team (by channel blocks, or by positions where a thread would get fewer
+ * than two) and several samples per call giving the bits of one thread and one sample. Then models:
  * a frozen model's logits against the same model unfrozen, alone and in a batch, on one thread
  * and on two, and an ONNX teacher loaded frozen. All on CPUs with AVX-512 (elsewhere
  * kd_conv_packed_fits says no and nothing is frozen: checked). */
@@ -102,6 +102,7 @@ KD_TEST(conv_packed_matches_a_double_reference) {
                                                           * of 15; channel blocks 14 + 6 */
     check_shape(16, 28, 28, 128, 3, 3, 1, 2, KD_ACT_RELU6); /* stride 2, two channel blocks */
     check_shape(24, 4, 4, 64, 3, 3, 1, 1, KD_ACT_RELU);  /* ResNet-18's last stage: 16 positions */
+    check_shape(20, 6, 6, 256, 3, 3, 1, 1, KD_ACT_RELU); /* 4 blocks: the team splits them */
     check_shape(5, 6, 11, 64, 5, 5, 2, 1, KD_ACT_NONE);  /* 5x5, padding 2, non-square plane */
     check_shape(6, 8, 9, 192, 1, 1, 0, 2, KD_ACT_RELU);  /* 1x1, stride 2; three blocks: the
                                                           * team splits the positions */

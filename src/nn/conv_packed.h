@@ -33,7 +33,7 @@ size_t kd_conv_packed_group(const kd_cd_dims *d);
  * norm folds in as scale k and shift k (bias - mean) + beta, after the sum, so its weights are
  * packed as they are. ws: kd_conv_packed_workspace(d, n) floats, 64-byte aligned. `team`: run
  * on that many threads (outside a parallel region; 0 or 1: the calling thread), each taking
- * blocks of 64 output channels, or with fewer blocks than threads runs of positions; every
+ * blocks of output channels, or with fewer than two blocks a thread runs of positions; every
  * output is summed by one thread in the same order, so the bits do not depend on the thread
  * count or on n. */
 void kd_conv_packed(const kd_cd_dims *d, size_t n, const float *x, const float *wp,
