@@ -56,6 +56,9 @@ typedef struct {
     kd_rng *rng;         /* dropout masks (only used when training) */
     float *workspace;    /* shared scratch (set by kd_model_forward/backward from the model) */
     size_t cache_shift;  /* an inference replica's layer caches: floats past l->cache (src/nn) */
+    /* One sample's inference split among a team (src/nn/exec.c): this thread computes band
+     * `band` of `bands` of every banded unit's output; bands 0: not split. */
+    size_t band, bands;
 } kd_ctx;
 
 /* Data-parallel training (src/train/dataparallel.c over kd_dist.h): the model is one rank's

@@ -74,7 +74,7 @@ KD_TEST(cache_build_matches_teacher_and_trains_like_online) {
     float *x = malloc(NB * 784 * sizeof *x), *got = malloc(NB * 10 * sizeof *got);
     CHECK_EQ_INT(kd_model_reserve(&tm, NB, &err), KD_OK);
     CHECK_EQ_INT(kd_dataset_get(ds, train_idx + 200, NB, x, NULL, NULL, &err), KD_OK);
-    kd_ctx ctx = {0, NULL, NULL, 0};
+    kd_ctx ctx = {0, NULL, NULL, 0, 0, 0};
     const float *want = kd_model_forward(&tm, x, NB, &ctx);
     CHECK_EQ_INT(kd_cache_logits(cache, train_idx + 200, NULL, NB, got, &err), KD_OK);
     /* Equal up to the order of the products' sums: the cache was built at another batch size,

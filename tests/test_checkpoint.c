@@ -185,7 +185,7 @@ KD_TEST(ckpt_loads_python_files_and_matches_python_logits) {
             continue;
         }
         CHECK_EQ_INT(kd_model_reserve(&m, 3, &err), KD_OK);
-        kd_ctx ctx = {0, NULL, NULL, 0};
+        kd_ctx ctx = {0, NULL, NULL, 0, 0, 0};
         const float *z = kd_model_forward(&m, &PY_INPUTS[0][0], 3, &ctx);
         for (int s = 0; s < 3; s++) {
             double want[2] = {NAN, NAN};

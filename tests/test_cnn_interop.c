@@ -51,7 +51,7 @@ KD_TEST(cnn_pytorch_checkpoint_logits_match_python) {
             ok &= kd_test_line_values(out, "logits ", s, want + 3 * s, 3) == 3;
         }
         CHECK(ok);
-        kd_ctx eval = {0, NULL, NULL, 0};
+        kd_ctx eval = {0, NULL, NULL, 0, 0, 0};
         const float *z = kd_model_forward(&m, x, 3, &eval);
         float wantf[9];
         for (int i = 0; i < 9; i++) wantf[i] = (float)want[i];

@@ -126,7 +126,7 @@ static void check_conv_vs_naive(const conv_case *c, uint64_t seed) {
     /* dx starts as garbage: backward must overwrite, not accumulate. */
     for (size_t i = 0; i < nx; i++) dx[i] = 1e6f;
 
-    kd_ctx ctx = {1, NULL, NULL, 0};
+    kd_ctx ctx = {1, NULL, NULL, 0, 0, 0};
     const float *y = kd_model_forward(&m, x, c->B, &ctx);
     naive_conv(c, x, m.layers[0].t[0], c->bias ? m.layers[0].t[1] : NULL, yd);
     to_float(yd, f, ny);
@@ -291,7 +291,7 @@ KD_TEST(maxpool_ties_route_gradient_to_first_max) {
     CHECK(build(&m, &in, "[{\"type\":\"maxpool2d\",\"kernel\":2}]", 1, &err) == KD_OK);
     /* Window 0 = {x0,x1,x4,x5} all 3 (tie: first, index 0); window 1 = {2,7,7,1} (tie at 3 and 6). */
     const float x[] = {3, 3, 2, 7, 3, 3, 7, 1};
-    kd_ctx ctx = {1, NULL, NULL, 0};
+    kd_ctx ctx = {1, NULL, NULL, 0, 0, 0};
     const float *y = kd_model_forward(&m, x, 1, &ctx);
     CHECK(y[0] == 3.0f && y[1] == 7.0f);
     const float dy[] = {0.5f, -2.0f};
@@ -339,7 +339,7 @@ KD_TEST(maxpool2x2_rows_of_any_width_match_the_scan_rule) {
                     want_y[o] = x[best];
                     want_dx[best] = dy[o];
                 }
-        kd_ctx ctx = {1, NULL, NULL, 0};
+        kd_ctx ctx = {1, NULL, NULL, 0, 0, 0};
         const float *y = kd_model_forward(&m, x, B, &ctx);
         CHECK_FLOATS(y, want_y, ny, 0, 0);
         kd_layer *l = &m.layers[0];
@@ -439,7 +439,7 @@ static void check_bn_semantics(const kd_shape *in, const char *json, double mome
     double *yd = malloc(n * sizeof *yd), *mean = malloc(C * sizeof *mean), *var = malloc(C * sizeof *var);
     double *rm = malloc(C * sizeof *rm), *rv = malloc(C * sizeof *rv);
     for (size_t c = 0; c < C; c++) rm[c] = 0.0, rv[c] = 1.0;
-    kd_ctx train = {1, NULL, NULL, 0};
+    kd_ctx train = {1, NULL, NULL, 0, 0, 0};
     for (int step = 0; step < 2; step++) {
         /* Channel-dependent offset and scale so the statistics differ per channel. */
         for (size_t i = 0; i < n; i++) {
@@ -462,7 +462,7 @@ static void check_bn_semantics(const kd_shape *in, const char *json, double mome
     }
     CHECK_EQ_INT(*n_batches, 2);
     /* Eval: the running statistics normalise, and nothing is updated. */
-    kd_ctx eval = {0, NULL, NULL, 0};
+    kd_ctx eval = {0, NULL, NULL, 0, 0, 0};
     const float *y = kd_model_forward(&m, x, B, &eval);
     naive_bn(x, B, C, S, w, b, 0, rm, rv, eps, mean, var, yd);
     to_float(yd, f, n);
@@ -496,7 +496,7 @@ KD_TEST(batchnorm_hand_computed_1d) {
     kd_rng_seed(&r, 1);
     kd_model_init_weights(&m, &r, KD_INIT_HE);
     const float x[] = {1, 2, 3, 6};
-    kd_ctx train = {1, NULL, NULL, 0};
+    kd_ctx train = {1, NULL, NULL, 0, 0, 0};
     const float *y = kd_model_forward(&m, x, 4, &train);
     /* (x - 3) / sqrt(3.5 + 0.5) = (x - 3) / 2 */
     const float want[] = {-1.0f, -0.5f, 0.0f, 1.5f};

@@ -170,7 +170,7 @@ KD_TEST(conv_inference_paths_run_in_eval_only) {
     static float x[B * 2700];
     float ref[B * 4], tref[B * 4], got[B * 4], t[B * 4];
     for (size_t i = 0; i < B * 2700; i++) x[i] = kd_rng_normal(&rng);
-    kd_ctx train = {1, &rng, NULL, 0};
+    kd_ctx train = {1, &rng, NULL, 0, 0, 0};
     kd_direct_conv = 0;
     kd_conv_gemm_own = 0;
     kd_conv_winograd = 0;

@@ -1,12 +1,13 @@
 /* test_conv_packed.c - a frozen model's convolution (src/nn/conv_packed.c: weights packed once,
- * 64 or 32 output channels in the vector lanes) against a double-precision loop
+ * 64, 32 or 16 output channels in the vector lanes) against a double-precision loop
  * (tests/conv_reference.c), on shapes that reach every edge of it: tiles of 64 and 32
  * channels, positions that end inside a tile (of 6 or 12) and inside the transpose's blocks of
  * 16, input channels over several channel blocks (14 for a 3x3 kernel, 128 or 256 for 1x1, 5
  * for 5x5), strides 2 and 3, non-square kernels and planes, padding 0 to 2, one pixel, padded
  * rows of several 16-float pieces; scale, shift and both activations (NaN passing, -0 kept, as
  * kd_act_value); the team (by channel blocks, or by positions where a thread would get fewer
- * than two) and several samples per call giving the bits of one thread and one sample. Then models:
+ * than two), parts of the positions and several samples per call giving the bits of one thread and one
+ * sample. Then models:
  * a frozen model's logits against the same model unfrozen, alone and in a batch, on one thread
  * and on two, and an ONNX teacher loaded frozen. All on CPUs with AVX-512 (elsewhere
  * kd_conv_packed_fits says no and nothing is frozen: checked). */
@@ -28,8 +29,8 @@
 #include "kd_teacher.h"
 #include "kd_test.h"
 
-/* One shape with scale, shift and act: y within 2^-20 of the terms' magnitudes (times |scale|)
- * of act(scale s + shift); the team of two the same bits; NS samples in one call the bits of
+/* One shape with scale, shift, act and (for half the shapes) a residual: y within 2^-20 of the
+ * terms' magnitudes (times |scale|) of act(scale s + shift + res); the team of two the same bits; NS samples in one call the bits of
  * each alone, on one thread and on two. */
 #define NS 3
 static void check_shape(size_t C, size_t H, size_t W, size_t O, size_t KH, size_t KW, size_t P,
@@ -40,9 +41,10 @@ static void check_shape(size_t C, size_t H, size_t W, size_t O, size_t KH, size_
     float *x = malloc(NS * nx * sizeof *x), *w = malloc(nw * sizeof *w);
     float *wp = kd_alloc_floats(kd_conv_packed_floats(&d)), *sc = malloc(2 * O * sizeof *sc);
     float *y = malloc(NS * ny * sizeof *y), *y2 = malloc(NS * ny * sizeof *y2);
+    float *res = malloc(NS * ny * sizeof *res);
     double *ref = malloc(ny * sizeof *ref), *mag = malloc(ny * sizeof *mag);
     float *ws = kd_alloc_floats(kd_conv_packed_workspace(&d, NS));
-    if (!x || !w || !wp || !sc || !y || !y2 || !ref || !mag || !ws) {
+    if (!x || !w || !wp || !sc || !y || !y2 || !res || !ref || !mag || !ws) {
         kd_test_fail(__FILE__, __LINE__, "out of memory");
         goto done;
     }
@@ -53,14 +55,20 @@ static void check_shape(size_t C, size_t H, size_t W, size_t O, size_t KH, size_
     float *scale = sc, *shift = sc + O;
     for (size_t i = 0; i < O; i++)
         scale[i] = 0.5f + kd_rng_uniform(&rng), shift[i] = kd_rng_normal(&rng);
+    for (size_t i = 0; i < NS * ny; i++) res[i] = kd_rng_normal(&rng);
+    const int with_res = (C + KH) % 2 == 0; /* a residual joins half the shapes' outputs */
     kd_conv_packed_pack(&d, w, wp);
     kd_conv_reference(&d, x, w, NULL, ref, mag);
     memset(y, 0xff, ny * sizeof *y); /* NaN: an output the kernel misses shows */
-    kd_conv_packed(&d, 1, x, wp, scale, shift, act, y, ws, 0);
+    const kd_cp_out one = {scale, shift, with_res ? res : NULL, act, y};
+    kd_cp_out two = one;
+    two.y = y2;
+    kd_conv_packed(&d, 1, x, wp, &one, ws, 0);
     size_t bad = 0;
     for (size_t k = 0; k < ny; k++) {
         const size_t o = k / (d.OH * d.OW);
-        const double want = kd_act_value((float)(scale[o] * ref[k] + shift[o]), act);
+        const double r = with_res ? res[k] : 0.0;
+        const double want = kd_act_value((float)(scale[o] * ref[k] + shift[o] + r), act);
         if (!(fabs((double)y[k] - want) <= scale[o] * mag[k] * 0x1p-20 + 1e-6)) {
             if (!bad)
                 kd_test_fail(__FILE__, __LINE__, "C %zu H %zu W %zu O %zu kernel %zux%zu pad %zu "
@@ -73,13 +81,33 @@ static void check_shape(size_t C, size_t H, size_t W, size_t O, size_t KH, size_
     const int t0 = omp_get_max_threads();
     omp_set_num_threads(2);
     memset(y2, 0xff, ny * sizeof *y2);
-    kd_conv_packed(&d, 1, x, wp, scale, shift, act, y2, ws, 2);
+    kd_conv_packed(&d, 1, x, wp, &two, ws, 2);
     CHECK(memcmp(y, y2, ny * sizeof *y) == 0);
-    for (size_t s = 1; s < NS; s++)
-        kd_conv_packed(&d, 1, x + s * nx, wp, scale, shift, act, y + s * ny, ws, 0);
+    /* parts, each padding only the rows it reads: positions [0, cut) and [cut, OH OW) (a row,
+     * one position, half a plane), the second in two: the first block of output channels, the
+     * others */
+    const size_t Q = d.OH * d.OW, cuts[] = {d.OW, 1, Q / 2};
+    for (size_t k = 0; k < 3; k++) {
+        const size_t cut = cuts[k], G = kd_conv_packed_blocks(&d);
+        if (cut == 0 || cut >= Q) continue;
+        memset(y2, 0xff, ny * sizeof *y2);
+        kd_conv_packed_part(&d, x, wp, &two, ws, 0, cut, 0, G);
+        kd_conv_packed_part(&d, x, wp, &two, ws, cut, Q, 0, 1);
+        kd_conv_packed_part(&d, x, wp, &two, ws, cut, Q, 1, G);
+        if (memcmp(y, y2, ny * sizeof *y) != 0)
+            kd_test_fail(__FILE__, __LINE__, "C %zu H %zu W %zu O %zu kernel %zux%zu: positions "
+                         "[0, %zu) and [%zu, %zu) (by blocks) give other bits than the whole "
+                         "sample", C, H, W, O, KH, KW, cut, cut, Q);
+    }
+    for (size_t s = 1; s < NS; s++) {
+        kd_cp_out o = one;
+        o.y += s * ny;
+        if (o.res) o.res += s * ny;
+        kd_conv_packed(&d, 1, x + s * nx, wp, &o, ws, 0);
+    }
     for (size_t team = 0; team <= 2; team += 2) {
         memset(y2, 0xff, NS * ny * sizeof *y2);
-        kd_conv_packed(&d, NS, x, wp, scale, shift, act, y2, ws, team);
+        kd_conv_packed(&d, NS, x, wp, &two, ws, team);
         if (memcmp(y, y2, NS * ny * sizeof *y) != 0)
             kd_test_fail(__FILE__, __LINE__, "C %zu H %zu W %zu O %zu kernel %zux%zu: %d samples "
                          "at once (team %zu) give other bits than each alone", C, H, W, O, KH, KW,
@@ -87,7 +115,7 @@ static void check_shape(size_t C, size_t H, size_t W, size_t O, size_t KH, size_
     }
     omp_set_num_threads(t0);
 done:
-    free(x), free(w), free(sc), free(y), free(y2), free(ref), free(mag);
+    free(x), free(w), free(sc), free(y), free(y2), free(res), free(ref), free(mag);
     kd_free_aligned(wp);
     kd_free_aligned(ws);
 }
@@ -117,6 +145,11 @@ KD_TEST(conv_packed_matches_a_double_reference) {
                                                            * 256 + 44 */
     check_shape(6, 5, 40, 32, 3, 5, 2, 1, KD_ACT_NONE);   /* padded rows of 44: three
                                                            * 16-float pieces, the last partial */
+    /* tiles of one vector by 12 positions (16s; banded forwards only), thin sums */
+    check_shape(16, 28, 28, 16, 3, 3, 1, 1, KD_ACT_RELU); /* the small ResNet's 16-channel layer */
+    check_shape(1, 28, 28, 16, 3, 3, 1, 1, KD_ACT_NONE);  /* its first layer: 9 terms */
+    check_shape(16, 28, 28, 32, 1, 1, 0, 2, KD_ACT_NONE); /* its 1x1 stride-2 downsample */
+    check_shape(3, 11, 9, 48, 3, 3, 1, 2, KD_ACT_RELU6);  /* three blocks of 16, odd plane */
 }
 
 /* The epilogue's activations follow kd_act_value: ReLU passes NaN and keeps -0, ReLU6 clips
@@ -135,7 +168,8 @@ KD_TEST(conv_packed_activations_keep_nan_and_signed_zero) {
     } else {
         kd_conv_packed_pack(&d, w, wp);
         for (int act = KD_ACT_RELU; act <= KD_ACT_RELU6; act++) {
-            kd_conv_packed(&d, 1, x, wp, scale, shift, act, y, ws, 0);
+            const kd_cp_out out = {scale, shift, NULL, act, y};
+            kd_conv_packed(&d, 1, x, wp, &out, ws, 0);
             for (size_t o = 0; o < 64; o += 21) {
                 CHECK(isnan(y[4 * o]));
                 CHECK(y[4 * o + 1] == 0.0f && signbit(y[4 * o + 1]));
@@ -167,7 +201,8 @@ static void randomise(kd_model *m, kd_rng *rng) {
 /* A residual block with a stride-2 downsample, batch norms folded (conv -> bn -> relu units),
  * a 1x1 layer without batch norm, layers of 64 and 128 channels and one of 24 (never frozen):
  * frozen logits within 1e-5 of the unfrozen model's for one sample and a batch of 6 (Winograd
- * keeps its layers there), the same bits on one thread and on two. */
+ * keeps its layers there), the batch's the same bits on one thread and on two; one sample on
+ * two threads runs banded. */
 KD_TEST(frozen_model_matches_the_unfrozen_one) {
     static const char *json =
         "[{\"type\":\"conv2d\",\"channels\":64,\"kernel\":3,\"padding\":1,\"bias\":false},"
@@ -212,11 +247,17 @@ KD_TEST(frozen_model_matches_the_unfrozen_one) {
         omp_set_num_threads(1);
         memcpy(got, kd_model_forward(&f, x, n, NULL), n * 10 * sizeof *got);
         omp_set_num_threads(2);
+        const unsigned long banded = kd_hook_banded_passes;
         memcpy(two, kd_model_forward(&f, x, n, NULL), n * 10 * sizeof *two);
         omp_set_num_threads(t0);
         CHECK_FLOATS(got, ref, n * 10, 1e-5, 1e-5);
-        CHECK(memcmp(got, two, n * 10 * sizeof *got) == 0);
         CHECK(memcmp(got, ref, n * 10 * sizeof *got) != 0); /* the frozen path ran */
+        if (n == 1) { /* two threads: banded, its thin layers packed too (exec.c) */
+            CHECK_EQ_INT((int)(kd_hook_banded_passes - banded), 1);
+            CHECK_FLOATS(two, ref, n * 10, 1e-5, 1e-5);
+        } else {
+            CHECK(memcmp(got, two, n * 10 * sizeof *got) == 0);
+        }
     }
 done:
     kd_model_free(&m);
@@ -238,9 +279,9 @@ KD_TEST(conv_packed_fits_whole_tiles_and_long_sums_on_avx512) {
 }
 
 /* A teacher from an ONNX file comes frozen (kd_teacher_load_onnx, as `train` and `eval` load
- * one): its 64-channel convolution holds a packed copy on an AVX-512 CPU, its 16-channel one
- * (too few output channels) and its dense layer none, and its logits are the exported model's
- * within rounding. */
+ * one): its two convolutions hold packed copies on an AVX-512 CPU (the 16-channel one for
+ * banded forwards), its dense layer none, and its logits are the exported model's within
+ * rounding. */
 KD_TEST(onnx_teacher_loads_frozen) {
     static const char *json =
         "[{\"type\":\"conv2d\",\"channels\":16,\"kernel\":3,\"padding\":1},{\"type\":\"relu\"},"
@@ -268,7 +309,7 @@ KD_TEST(onnx_teacher_loads_frozen) {
         goto done;
     }
     CHECK_EQ_INT((int)kd_model_frozen_layers(&m), 0);
-    CHECK_EQ_INT((int)kd_model_frozen_layers(&t), kd_test_cpu_avx512());
+    CHECK_EQ_INT((int)kd_model_frozen_layers(&t), 2 * kd_test_cpu_avx512());
     float x[2 * 64], ref[20];
     for (size_t i = 0; i < 2 * 64; i++) x[i] = kd_rng_normal(&rng);
     memcpy(ref, kd_model_forward(&m, x, 2, NULL), sizeof ref);
@@ -277,4 +318,67 @@ done:
     kd_onnx_info_free(&info);
     kd_model_free(&m);
     kd_model_free(&t);
+}
+
+/* Residual units (graph.c, KD_UNIT_CONV_ADD): a block whose second convolution's batch norm
+ * feeds the add of the identity (with its relu), and one whose downsample's does (the add's
+ * other input the main branch, without relu after it). Fused, the unit's kernel adds the
+ * residual as it stores each output: the same bits as the two units unfused, frozen or not, for
+ * a batch and for one sample (banded on two threads when frozen). */
+static void residual_logits(int fuse, int freeze, size_t n, float *out) {
+    static const char *json =
+        "[{\"type\":\"conv2d\",\"channels\":32,\"kernel\":3,\"padding\":1,\"bias\":false},"
+        "{\"type\":\"batchnorm\"},{\"type\":\"relu\",\"name\":\"r0\"},"
+        "{\"type\":\"conv2d\",\"channels\":32,\"kernel\":3,\"padding\":1,\"bias\":false},"
+        "{\"type\":\"batchnorm\"},{\"type\":\"relu\"},"
+        "{\"type\":\"conv2d\",\"channels\":32,\"kernel\":3,\"padding\":1},"
+        "{\"type\":\"batchnorm\",\"name\":\"b2\"},{\"type\":\"add\",\"from\":[\"b2\",\"r0\"]},"
+        "{\"type\":\"relu\",\"name\":\"r1\"},"
+        "{\"type\":\"conv2d\",\"channels\":64,\"kernel\":3,\"stride\":2,\"padding\":1},"
+        "{\"type\":\"batchnorm\",\"name\":\"main\"},"
+        "{\"type\":\"conv2d\",\"channels\":64,\"kernel\":1,\"stride\":2,\"from\":\"r1\"},"
+        "{\"type\":\"batchnorm\",\"name\":\"ds\"},{\"type\":\"add\",\"from\":[\"main\",\"ds\"]},"
+        "{\"type\":\"flatten\"},{\"type\":\"dense\",\"units\":10}]";
+    enum { B = 6, H = 14, D = 16 * H * H };
+    const kd_shape in = {3, {16, H, H}};
+    kd_model m;
+    kd_err err;
+    memset(&m, 0, sizeof m);
+    kd_fuse_residual = fuse;
+    if (kd_model_init(&m, &in, json, 0, &err) || kd_model_reserve(&m, B, &err)) {
+        kd_fuse_residual = 1;
+        kd_test_fail(__FILE__, __LINE__, "%s", err.msg);
+        goto done;
+    }
+    kd_fuse_residual = 1;
+    kd_rng rng;
+    kd_rng_seed(&rng, 5);
+    randomise(&m, &rng);
+    if (freeze) CHECK_EQ_INT(kd_model_freeze(&m, &err), KD_OK);
+    CHECK_EQ_INT((int)kd_model_unit_size(&m, 6), fuse ? 4 : 2); /* conv, bn, add, relu */
+    CHECK_EQ_INT((int)kd_model_unit_size(&m, 12), fuse ? 3 : 2); /* conv, bn, add */
+    static float x[B * D];
+    for (size_t i = 0; i < B * D; i++) x[i] = kd_rng_normal(&rng);
+    const int t0 = omp_get_max_threads();
+    omp_set_num_threads(2);
+    memcpy(out, kd_model_forward(&m, x, n, NULL), n * 10 * sizeof *out);
+    omp_set_num_threads(t0);
+done:
+    kd_model_free(&m);
+}
+
+KD_TEST(residual_unit_gives_the_bits_of_the_two_units) {
+    for (int freeze = 0; freeze <= 1; freeze++)
+        for (size_t n = 1; n <= 6; n += 5) {
+            float fused[60], apart[60];
+            const unsigned long banded = kd_hook_banded_passes;
+            residual_logits(1, freeze, n, fused);
+            residual_logits(0, freeze, n, apart);
+            if (memcmp(fused, apart, n * 10 * sizeof *fused) != 0)
+                kd_test_fail(__FILE__, __LINE__, "%s, %zu sample(s): the fused residual units "
+                             "give other logits than the units apart (%.9g vs %.9g)",
+                             freeze ? "frozen" : "not frozen", n, fused[0], apart[0]);
+            if (freeze && n == 1) /* both banded where the packed kernel runs */
+                CHECK_EQ_INT((int)(kd_hook_banded_passes - banded), 2 * kd_test_cpu_avx512());
+        }
 }

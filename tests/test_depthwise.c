@@ -127,7 +127,7 @@ static void check_gconv(const gconv_case *c, uint64_t seed) {
     fill(&r, x, nx);
     fill(&r, dy, ny);
     for (size_t i = 0; i < nx; i++) dx[i] = 1e6f;  /* backward writes dx, never adds to it */
-    kd_ctx ctx = {1, NULL, NULL, 0};
+    kd_ctx ctx = {1, NULL, NULL, 0, 0, 0};
     const float *y = kd_model_forward(&m, x, c->B, &ctx);
     naive_gconv(c, x, l->t[0], c->bias ? l->t[1] : NULL, dy, yd, dwd, dbd, dxd);
     to_float(yd, f, ny);
@@ -248,7 +248,7 @@ static size_t run_layer(const char *layers, const kd_shape *in, float *out, size
     float *x = kd_alloc_floats(nx), *dy = kd_alloc_floats(ny), *dx = kd_alloc_floats(nx);
     for (size_t i = 0; i < nx; i++) x[i] = kd_rng_normal(&rng);
     for (size_t i = 0; i < ny; i++) dy[i] = kd_rng_normal(&rng);
-    kd_ctx ctx = {1, &rng, m.workspace, 0};
+    kd_ctx ctx = {1, &rng, m.workspace, 0, 0, 0};
     l->ops->forward(l, x, m.acts[0], LB, &ctx);
     l->ops->backward(l, x, m.acts[0], dy, dx, LB, &ctx);
     size_t n = 0;

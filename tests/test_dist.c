@@ -100,7 +100,7 @@ KD_TEST(dist_dropout_shard_masks_are_rows_of_the_whole_batch) {
     for (size_t i = 0; i < ROWS * F; i++) x[i] = 1.0f + (float)i;
     kd_rng rng, after;
     kd_rng_seed(&rng, 11);
-    kd_ctx ctx = {1, &rng, NULL, 0};
+    kd_ctx ctx = {1, &rng, NULL, 0, 0, 0};
     memcpy(want, kd_model_forward(&whole, x, ROWS, &ctx), sizeof want);
     after = rng;
     kd_shard sh = {0, ROWS, NULL};
@@ -226,7 +226,7 @@ static void *replica_main(void *arg) {
     p->sh.row0 = lo;
     p->sh.rows = p->rows;
     kd_model_set_shard(p->m, &p->sh);
-    kd_ctx ctx = {1, &p->rng, NULL, 0};
+    kd_ctx ctx = {1, &p->rng, NULL, 0, 0, 0};
     const size_t C = p->m->n_classes;
     p->out = kd_model_forward(p->m, p->x + lo * p->per_row, hi - lo, &ctx);
     kd_model_zero_grad(p->m);
@@ -270,7 +270,7 @@ KD_TEST(dist_sync_batchnorm_two_replicas_equal_one_model) {
 
         kd_rng rng;
         kd_rng_seed(&rng, 9);
-        kd_ctx ctx = {1, &rng, NULL, 0};
+        kd_ctx ctx = {1, &rng, NULL, 0, 0, 0};
         const float *z = kd_model_forward(&whole, x, rows, &ctx);
         kd_model_zero_grad(&whole);
         kd_model_backward(&whole, x, dy, rows, &ctx);

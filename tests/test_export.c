@@ -299,7 +299,7 @@ int kd_test_eval_train_fmnist(const char *path, size_t n_train) {
     for (size_t i = 0; i < n; i++) order[i] = i;
     kd_rng_shuffle(&rng, order, n);
     if (kd_model_reserve(&m, B, &err) || kd_loader_open(&ld, ds, order, n, B, &err)) goto cleanup;
-    kd_ctx ctx = {1, &rng, NULL, 0};
+    kd_ctx ctx = {1, &rng, NULL, 0, 0, 0};
     for (;;) {
         kd_batch b;
         if (kd_loader_next(ld, &b, &err)) goto cleanup;

@@ -85,13 +85,13 @@ static void check_case(const fuse_case *c, size_t B, int training, uint64_t seed
     }
 
     /* Fused, through the model. */
-    kd_ctx ctx = {training, NULL, NULL, 0};
+    kd_ctx ctx = {training, NULL, NULL, 0, 0, 0};
     const float *z = kd_model_forward(&f, x, B, &ctx);
     kd_model_zero_grad(&f);
     if (training) kd_model_backward(&f, x, dy, B, &ctx);
 
     /* Layer by layer, each layer's own forward and backward. */
-    kd_ctx uctx = {training, NULL, u.workspace, 0};
+    kd_ctx uctx = {training, NULL, u.workspace, 0, 0, 0};
     const float *in = x;
     for (size_t i = 0; i < L; i++) {
         u.layers[i].ops->forward(&u.layers[i], in, outs[i], B, &uctx);

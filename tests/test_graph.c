@@ -106,7 +106,7 @@ KD_TEST(graph_observed_value_takes_a_gradient) {
     for (size_t i = 0; i < B * 6; i++) x[i] = kd_rng_normal(&rng);
     for (size_t i = 0; i < B * 2; i++) r[i] = kd_rng_normal(&rng);
     for (size_t i = 0; i < B * 5; i++) q[i] = kd_rng_normal(&rng);
-    kd_ctx ctx = {1, &rng, NULL, 0};
+    kd_ctx ctx = {1, &rng, NULL, 0, 0, 0};
     kd_model_forward(&m, x, B, &ctx);
     float *g = kd_model_value_grad(&m, id);
     for (size_t i = 0; i < B * 5; i++) CHECK(g[i] == 0.0f);  /* zeroed by the forward */
@@ -255,7 +255,7 @@ KD_TEST(graph_dead_branch_gets_no_gradient) {
     float x[B * 6], r[B * 3];
     for (size_t i = 0; i < B * 6; i++) x[i] = kd_rng_normal(&rng);
     for (size_t i = 0; i < B * 3; i++) r[i] = kd_rng_normal(&rng);
-    kd_ctx ctx = {1, &rng, NULL, 0};
+    kd_ctx ctx = {1, &rng, NULL, 0, 0, 0};
     CHECK_FLOATS(kd_model_forward(&a, x, B, &ctx), kd_model_forward(&b, x, B, &ctx), B * 3, 0, 0);
     kd_model_zero_grad(&a);
     kd_model_zero_grad(&b);
@@ -336,7 +336,7 @@ static int resblock_step_r(const char *observe, size_t B, float *logits, float *
     float x[4 * 72], r[4 * 3];
     for (size_t i = 0; i < B * 72; i++) x[i] = kd_rng_normal(&rng);
     for (size_t i = 0; i < B * 3; i++) r[i] = kd_rng_normal(&rng);
-    kd_ctx ctx = {1, &rng, NULL, 0};
+    kd_ctx ctx = {1, &rng, NULL, 0, 0, 0};
     memcpy(logits, kd_model_forward(&m, x, B, &ctx), B * 3 * sizeof *logits);
     kd_model_zero_grad(&m);
     kd_model_backward(&m, x, r, B, &ctx);
@@ -509,7 +509,7 @@ static int bn_relu6_step(int observe, float *z, float *grads, size_t np, size_t 
     float x[B * 32], r[B * 3];
     for (size_t i = 0; i < B * 32; i++) x[i] = kd_rng_normal(&rng);
     for (size_t i = 0; i < B * 3; i++) r[i] = kd_rng_normal(&rng);
-    kd_ctx ctx = {1, &rng, NULL, 0};
+    kd_ctx ctx = {1, &rng, NULL, 0, 0, 0};
     memcpy(z, kd_model_forward(&m, x, B, &ctx), B * 3 * sizeof *z);
     *at6 = 0;
     for (size_t i = 0; i < B * 32; i++) *at6 += m.acts[1][i] == 6.0f;

@@ -72,7 +72,7 @@ KD_TEST(layernorm_hand_computed) {
      *   [  0,   0,   0,   0] -> [ .5,    0,  -.5,    1];  [-.8, .8, -.8, .8] -> [-.3, 1.6, -2.9,  4.2] */
     const float want[] = {1.3f, -1.6f, 1.9f, -2.2f, -0.3f, 1.6f, 1.9f, -2.2f,
                           0.5f, 0.0f, -0.5f, 1.0f, -0.3f, 1.6f, -2.9f, 4.2f};
-    kd_ctx train = {1, NULL, NULL, 0}, eval = {0, NULL, NULL, 0};
+    kd_ctx train = {1, NULL, NULL, 0, 0, 0}, eval = {0, NULL, NULL, 0, 0, 0};
     CHECK_FLOATS(kd_model_forward(&m, x, 2, &train), want, 16, 1e-6, 1e-6);
     /* No running statistics: evaluation computes the same. */
     CHECK_FLOATS(kd_model_forward(&m, x, 2, &eval), want, 16, 1e-6, 1e-6);
@@ -136,7 +136,7 @@ KD_TEST(layernorm_matches_double_reference) {
     for (int i = 0; i < N; i++) dy[i] = 2.0f * kd_rng_uniform(&rng) - 1.0f;
     ref_layernorm(x, w, b, dy, ROWS, D, 1e-3, y_ref, dx_ref, dw_ref, db_ref);
 
-    kd_ctx train = {1, NULL, NULL, 0};
+    kd_ctx train = {1, NULL, NULL, 0, 0, 0};
     const float *y = kd_model_forward(&m, x, B, &train);
     to_float(y_ref, f, N);
     CHECK_FLOATS(y, f, N, 1e-5, 1e-5);

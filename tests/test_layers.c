@@ -135,13 +135,13 @@ KD_TEST(layers_dropout_eval_identity_and_training_statistics) {
     for (size_t i = 0; i < 2 * N; i++) x[i] = 0.5f + kd_rng_uniform(&rng);  /* never 0 */
 
     /* Eval: identity, RNG untouched. */
-    kd_ctx eval = {0, &rng, NULL, 0};
+    kd_ctx eval = {0, &rng, NULL, 0, 0, 0};
     kd_rng before = rng;
     CHECK_FLOATS(kd_model_forward(&m, x, 2, &eval), x, 2 * N, 0, 0);
     CHECK(memcmp(&before, &rng, sizeof rng) == 0);
 
     /* Training: about p zeroed, survivors scaled by exactly 1 / (1 - p). */
-    kd_ctx train = {1, &rng, NULL, 0};
+    kd_ctx train = {1, &rng, NULL, 0, 0, 0};
     kd_rng_seed(&rng, 5);
     const float *y = kd_model_forward(&m, x, 2, &train);
     size_t zeros = 0, bad_scale = 0;
@@ -325,7 +325,7 @@ KD_TEST(layers_conv2d_stride2_wide_rows) {
             memcpy(m[1].params, m[0].params, m[0].n_params * sizeof *m[0].params);
             float x[B * C * H * W];
             for (size_t i = 0; i < B * C * H * W; i++) x[i] = kd_rng_normal(&rng);
-            kd_ctx ctx = {0, &rng, NULL, 0};
+            kd_ctx ctx = {0, &rng, NULL, 0, 0, 0};
             const float *y2 = kd_model_forward(&m[0], x, B, &ctx);
             const float *y1 = kd_model_forward(&m[1], x, B, &ctx);
             const kd_shape o2 = m[0].layers[0].out, o1 = m[1].layers[0].out;

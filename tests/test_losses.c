@@ -317,7 +317,7 @@ KD_TEST(losses_step_reports_the_lists_terms_and_refuses_missing_labels) {
     l.e[0].warmup_epochs = 2;
     /* What the step should report: the list on the same logits (no dropout, no augmentation:
      * the forwards repeat exactly), at epoch 1 of the warm-up. */
-    kd_ctx train = {1, &rng, NULL, 0}, eval = {0, NULL, NULL, 0};
+    kd_ctx train = {1, &rng, NULL, 0, 0, 0}, eval = {0, NULL, NULL, 0, 0, 0};
     float zs[RB * RC], zt[RB * RC];
     memcpy(zt, kd_model_forward(&teacher, x, RB, &eval), sizeof zt);
     memcpy(zs, kd_model_forward(&s, x, RB, &train), sizeof zs);

@@ -329,7 +329,7 @@ static double train_mlp(uint64_t seed, float **params_out, size_t *n_params, dou
     }
     kd_rng_seed(&rng, seed);
     kd_model_init_weights(&m, &rng, KD_INIT_HE);
-    kd_ctx ctx = {1, &rng, NULL, 0};
+    kd_ctx ctx = {1, &rng, NULL, 0, 0, 0};
     for (size_t i = 0; i < TR_N; i++) order[i] = i;
     for (int epoch = 0; epoch < TR_EPOCHS; epoch++) {
         double sum = 0;
@@ -348,7 +348,7 @@ static double train_mlp(uint64_t seed, float **params_out, size_t *n_params, dou
         if (epoch == 0) *first_loss = sum / (TR_N / TR_B);
         *last_loss = sum / (TR_N / TR_B);
     }
-    kd_ctx eval = {0, NULL, NULL, 0};
+    kd_ctx eval = {0, NULL, NULL, 0, 0, 0};
     const float *z = kd_model_forward(&m, x, TR_N, &eval);
     size_t correct = 0;
     for (size_t i = 0; i < TR_N; i++) {

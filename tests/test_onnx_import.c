@@ -77,7 +77,7 @@ static void check_fixture(const char *name, size_t n_layers_min) {
     CHECK(m.n_layers >= n_layers_min);
     CHECK(x && z && nz == B * C && nx == B * kd_shape_numel(&m.input));
     if (!x || !z || nz != B * C || kd_model_reserve(&m, B, &err)) goto cleanup;
-    kd_ctx ctx = {0, NULL, NULL, 0};
+    kd_ctx ctx = {0, NULL, NULL, 0, 0, 0};
     float *y = (float *)kd_model_forward(&m, x, B, &ctx);
     /* The reader removed a final (Log)Softmax, which torch and ORT still apply. */
     if (strstr(info.note, "final Softmax") || strstr(info.note, "final LogSoftmax"))
@@ -311,7 +311,7 @@ static kd_status load_bytes(const uint8_t *buf, size_t len, const char *dir,
          * [.25 .5 -.5 -.25] -> 1 + 1.5 - 1 - .25 = 1.25 */
         const float x[4] = {4, 3, 2, 1};
         const float want[3] = {0.0f, 0.0f, 1.25f};
-        kd_ctx ctx = {0, NULL, NULL, 0};
+        kd_ctx ctx = {0, NULL, NULL, 0, 0, 0};
         if (kd_model_reserve(&m, 1, err) == KD_OK) CHECK_FLOATS(kd_model_forward(&m, x, 1, &ctx), want, 3, 1e-6, 0);
         kd_model_free(&m);
     }
@@ -343,7 +343,7 @@ KD_TEST(onnx_mini_model_loads) {
     if (kd_onnx_load_buf(buf, len, NULL, &opt, &m, NULL, &err) == KD_OK &&
         kd_model_reserve(&m, 1, &err) == KD_OK) {
         const float x[4] = {1, 0, 0, 0}, want[3] = {0.0f, 0.5f, 0.25f};
-        kd_ctx ctx = {0, NULL, NULL, 0};
+        kd_ctx ctx = {0, NULL, NULL, 0, 0, 0};
         CHECK_FLOATS(kd_model_forward(&m, x, 1, &ctx), want, 3, 1e-6, 0);
         CHECK(!strcmp(kd_model_layer_type(&m, 0), "dense") && !strcmp(kd_model_layer_name(&m, 0), "h"));
     }
@@ -618,7 +618,7 @@ KD_TEST(onnx_distill_export_loads_back) {
         raw[i] = (float)((i * 37) % 256);
         x[i] = (raw[i] * pp.scale - pp.mean[0]) / pp.std[0];
     }
-    kd_ctx ctx = {0, NULL, NULL, 0};
+    kd_ctx ctx = {0, NULL, NULL, 0, 0, 0};
     if (kd_export_onnx(path, &m, &ei, &err) || kd_model_reserve(&m, 4, &err) ||
         kd_teacher_load_onnx(path, NULL, KD_TEACHER_PP_DATA, NULL, &pp, &t, &info, &err) ||
         kd_model_reserve(&t, 4, &err)) {

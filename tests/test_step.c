@@ -87,7 +87,7 @@ static void check_step_matches_manual(int with_teacher) {
     CHECK_EQ_INT(t.step, 4);
 
     /* The same step by hand. */
-    kd_ctx train = {1, &rng2, NULL, 0}, eval = {0, NULL, NULL, 0};
+    kd_ctx train = {1, &rng2, NULL, 0, 0, 0}, eval = {0, NULL, NULL, 0, 0, 0};
     kd_augment_batch(&aug_cfg, &s2.input, x, aug, B, &rng2);
     kd_loss_terms lt = {0};
     const float *zs;

@@ -58,7 +58,7 @@ static size_t run_layer(const char *spec, float *out, size_t cap) {
     float *x = kd_alloc_floats(nx), *dy = kd_alloc_floats(ny), *dx = kd_alloc_floats(nx);
     for (size_t i = 0; i < nx; i++) x[i] = kd_rng_normal(&rng);
     for (size_t i = 0; i < ny; i++) dy[i] = kd_rng_normal(&rng);
-    kd_ctx ctx = {1, &rng, m.workspace, 0};
+    kd_ctx ctx = {1, &rng, m.workspace, 0, 0, 0};
     l->ops->forward(l, x, m.acts[0], LB, &ctx);
     l->ops->backward(l, x, m.acts[0], dy, dx, LB, &ctx);
     const float *parts[] = {m.acts[0], dx, m.grads, m.buffers};
@@ -427,7 +427,7 @@ KD_TEST(threads_one_sample_products_are_not_nested_in_an_inactive_region) {
         g_forking = g_forking_nested = 0;
         kd_hook_gemm_shape = note_nested;
         if (train) {
-            kd_ctx ctx = {1, &rng, NULL, 0};
+            kd_ctx ctx = {1, &rng, NULL, 0, 0, 0};
             float dz[4] = {1.0f, -1.0f, 0.5f, 0.0f};
             kd_model_forward(&m, x, 1, &ctx);
             kd_model_backward(&m, x, dz, 1, &ctx);

@@ -39,6 +39,13 @@ extern int kd_gemm_row_split;
 /* kd_model_forward: 0 turns inference replicas off (the team runs each layer, the reference
  * path); kd_hook_replica_passes counts the forwards that ran replicas. */
 extern int kd_infer_replicas;
+/* kd_model_forward: 0 turns the banded one-sample forward off (exec.c); kd_hook_banded_passes
+ * counts the forwards that ran banded. */
+extern int kd_banded_forward;
+extern unsigned long kd_hook_banded_passes;
+/* graph.c: 0 leaves an inference model's convolution -> batch norm -> add (-> relu) as two
+ * units (the add's own pass), 1 fuses them (KD_UNIT_CONV_ADD). */
+extern int kd_fuse_residual;
 /* conv2d.c: inference's direct convolution: -1 where it beats sgemm (kd_conv_direct_wins, the
  * release rule), 0 never (im2col and sgemm, as in training), 1 always. */
 extern int kd_direct_conv;

@@ -11,7 +11,7 @@ static kd_status model_reserve(void *self, size_t B, kd_err *err) {
 }
 
 static const float *model_forward(void *self, const float *x, size_t B) {
-    kd_ctx ctx = {0, NULL, NULL, 0};
+    kd_ctx ctx = {0, NULL, NULL, 0, 0, 0};
     return kd_model_forward(self, x, B, &ctx);
 }
 

@@ -56,15 +56,28 @@ static void add_block(const float *const *x, size_t n_in, float *y, size_t o, si
 }
 
 /* y may be x[0] (the model runs an add in place when input 0 has no other reader). */
-static void add_forward(kd_layer *l, const float *const *x, float *y, size_t B, kd_ctx *ctx) {
-    (void)ctx;
+/* The sum (and relu) of a batch, or in a banded forward (exec.c) this thread's positions of
+ * each channel plane of the one sample. */
+static void add_run(const kd_layer *l, const float *const *x, float *y, size_t B,
+                    const kd_ctx *ctx, int relu) {
     const size_t n_in = l->n_in;
-    KD_PAR_BLOCKS(B * kd_shape_numel(&l->out), o, k, add_block(x, n_in, y, o, k, 0));
+    if (!ctx->bands) {
+        KD_PAR_BLOCKS(B * kd_shape_numel(&l->out), o, k, add_block(x, n_in, y, o, k, relu));
+        return;
+    }
+    KD_ASSERT(B == 1 && l->out.rank == 3);
+    const size_t Q = l->out.d[1] * l->out.d[2];
+    const size_t q0 = Q * ctx->band / ctx->bands, q1 = Q * (ctx->band + 1) / ctx->bands;
+    for (size_t c = 0; c < l->out.d[0] && q0 < q1; c++) add_block(x, n_in, y, c * Q + q0, q1 - q0, relu);
 }
 
-void kd_add_relu_forward(kd_layer *l, const float *const *x, float *y, size_t B) {
-    const size_t n_in = l->n_in;
-    KD_PAR_BLOCKS(B * kd_shape_numel(&l->out), o, k, add_block(x, n_in, y, o, k, 1));
+static void add_forward(kd_layer *l, const float *const *x, float *y, size_t B, kd_ctx *ctx) {
+    add_run(l, x, y, B, ctx, 0);
+}
+
+void kd_add_relu_forward(kd_layer *l, const float *const *x, float *y, size_t B,
+                         const kd_ctx *ctx) {
+    add_run(l, x, y, B, ctx, 1);
 }
 
 static void acc_block(const float *restrict dy, float *restrict dx, size_t n) {

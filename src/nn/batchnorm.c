@@ -311,9 +311,9 @@ static void bn_act_sample(const void *arg, size_t b, const float *y_b) {
 }
 
 /* Batches from which inference folds batch norm into the convolution before it: the folded
- * weights are made on every call (a pass over the weights, about one sample's work), except for
- * a frozen convolution, which applies the fold after its sums (any batch). Tests: 0 never, 1
- * always, -1 this rule. */
+ * weights are made on every call (a pass over the weights, about one sample's work), except where
+ * the packed kernel runs a frozen convolution (kd_conv2d_frozen_takes: the fold after its sums,
+ * any batch). Tests: 0 never, 1 always, -1 this rule. */
 #define FOLD_MIN_BATCH 4
 #ifdef KD_TEST_HOOKS
 int kd_bn_fold = -1;
@@ -325,7 +325,7 @@ void kd_conv_bn_act_forward(kd_layer *conv, kd_layer *bn, kd_layer *act, const f
     KD_ASSERT(!act || act->ops == &kd_layer_relu || act->ops == &kd_layer_relu6);
     bn_prepare(bn, y, B, NULL, ctx);  /* running statistics: reads no input */
     const int a = act_kind(act), hook = KD_HOOK_VALUE(kd_bn_fold, -1);
-    if (hook > 0 || (hook < 0 && (B >= FOLD_MIN_BATCH || conv->frozen))) {
+    if (hook > 0 || (hook < 0 && (B >= FOLD_MIN_BATCH || kd_conv2d_frozen_takes(conv, ctx)))) {
         /* y = k (conv - mu) + beta with k = weight / sqrt(var + eps): the convolution's weights
          * times k, its bias k (b - mu) + beta; k after the statistics in the cache (the
          * training-only backward constants' room) */
@@ -338,6 +338,26 @@ void kd_conv_bn_act_forward(kd_layer *conv, kd_layer *bn, kd_layer *act, const f
     const bn_act_sink s = {bn, a, kd_layer_cache(bn, ctx), y};
     const kd_sample_sink sink = {bn_act_sample, &s};
     kd_conv2d_forward_to(conv, x, y, &sink, B, ctx);
+}
+
+static void add_act_block(float *restrict y, const float *restrict res, size_t n, int act) {
+    if (act == KD_ACT_NONE) KD_VEC_FOR(i, n, y[i] = y[i] + res[i]);
+    else KD_VEC_FOR(i, n, y[i] = kd_relu(y[i] + res[i]));
+}
+
+void kd_conv_bn_add_forward(kd_layer *conv, kd_layer *bn, kd_layer *act, const float *x,
+                            const float *res, float *y, size_t B, kd_ctx *ctx) {
+    KD_ASSERT(!ctx->training && (!act || act->ops == &kd_layer_relu));
+    bn_prepare(bn, y, B, NULL, ctx);
+    const int a = act_kind(act);
+    const size_t C = n_channels(bn);
+    float *cache = kd_layer_cache(bn, ctx), *k = cache + 2 * C + 2; /* as kd_conv_bn_act_forward */
+    for (size_t c = 0; c < C; c++) k[c] = bn->t[BN_W][c] * cache[C + c];
+    if (kd_conv2d_frozen_fused(conv, k, cache, bn->t[BN_B], res, a, x, y, B, ctx)) return;
+    KD_ASSERT(ctx->bands < 2);
+    /* the two units' passes, the same float operations */
+    kd_conv_bn_act_forward(conv, bn, NULL, x, y, B, ctx);
+    KD_PAR_BLOCKS(B * kd_shape_numel(&conv->out), o, len, add_act_block(y + o, res + o, len, a));
 }
 
 /* dweight += sum(dy * xhat);  dbias += sum(dy);

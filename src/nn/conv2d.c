@@ -473,10 +473,10 @@ static void forward_piece(const fwd_job *j, size_t p) {
 static int frozen_ran(kd_layer *l, const conv_dims *d, const float *scale, const float *shift,
                       int act, const float *x, float *y, const kd_sample_sink *sink, size_t B,
                       kd_ctx *ctx) {
-    if (!l->frozen || ctx->training || (wg_on(d, B) && d->OHW > FROZEN_OVER_WG)) return 0;
+    if (!l->frozen || ctx->training || (!ctx->bands && wg_on(d, B) && d->OHW > FROZEN_OVER_WG))
+        return 0;
     float *ws = fold_slot_at(d, ctx->workspace, n_pieces(B)) + fold_slot(d);
-    kd_conv2d_frozen_forward(l, scale, shift, act, x, y, sink, B, ws);
-    return 1;
+    return kd_conv2d_frozen_forward(l, scale, shift, NULL, act, x, y, sink, B, ws, ctx);
 }
 
 /* The pieces of a pass run on the team, or in turn on the calling thread outside any parallel

@@ -20,7 +20,7 @@ static kd_cd_dims cd_of(const kd_layer *l) {
 
 size_t kd_conv2d_frozen_floats(const kd_layer *l) {
     const kd_cd_dims d = cd_of(l);
-    return ((const conv_hp *)l->hp)->groups == 1 && kd_conv_packed_fits(&d)
+    return ((const conv_hp *)l->hp)->groups == 1 && kd_conv_packed_rows_fit(&d)
                ? kd_conv_packed_floats(&d)
                : 0;
 }
@@ -52,10 +52,8 @@ size_t kd_conv2d_frozen_workspace(const kd_layer *l, size_t B) {
 typedef struct {
     const kd_layer *l;
     const kd_cd_dims *d;
-    const float *scale, *shift;
-    int act;
+    kd_cp_out out; /* sample 0's */
     const float *x;
-    float *y;
     const kd_sample_sink *sink;
     size_t B, g;
 } frozen_job;
@@ -65,30 +63,72 @@ static void run_group(const frozen_job *j, size_t k, float *ws) {
     const kd_cd_dims *d = j->d;
     const size_t in_n = d->C * d->H * d->W, out_n = d->O * d->OH * d->OW, b = k * j->g;
     const size_t m = j->B - b < j->g ? j->B - b : j->g;
-    kd_conv_packed(d, m, j->x + b * in_n, j->l->frozen, j->scale, j->shift, j->act,
-                   j->y + b * out_n, ws, 0);
-    for (size_t s = b; j->sink && s < b + m; s++) j->sink->fn(j->sink->arg, s, j->y + s * out_n);
+    kd_cp_out o = j->out;
+    o.y += b * out_n;
+    if (o.res) o.res += b * out_n;
+    kd_conv_packed(d, m, j->x + b * in_n, j->l->frozen, &o, ws, 0);
+    for (size_t s = b; j->sink && s < b + m; s++) j->sink->fn(j->sink->arg, s, o.y + (s - b) * out_n);
 }
 
-void kd_conv2d_frozen_forward(const kd_layer *l, const float *scale, const float *shift, int act,
-                              const float *x, float *y, const kd_sample_sink *sink, size_t B,
-                              float *ws) {
+/* In a banded forward, a layer whose weights outweigh its planes (input and output) twice or
+ * more splits its blocks of output channels among the team, each thread reading its share of
+ * the weights, rather than its rows (each thread reading them all): ResNet-18's 512-channel 7x7
+ * layers, one sample on 2 threads of a Xeon, 450-460 us by rows, 345-380 by blocks. The
+ * planes are small there, so that the next layer's rows reading every channel costs little. */
+static int by_blocks(const kd_cd_dims *d, size_t G, size_t n) {
+    const size_t w = d->O * d->C * d->KH * d->KW;
+    return G >= n && w >= 2 * (d->C * d->H * d->W + d->O * d->OH * d->OW);
+}
+
+int kd_conv2d_frozen_takes(const kd_layer *l, const kd_ctx *ctx) {
+    if (!l->frozen || ctx->training) return 0;
     const kd_cd_dims d = cd_of(l);
+    return ctx->bands > 1 || kd_conv_packed_fits(&d);
+}
+
+int kd_conv2d_frozen_forward(const kd_layer *l, const float *scale, const float *shift,
+                             const float *res, int act, const float *x, float *y,
+                             const kd_sample_sink *sink, size_t B, float *ws, const kd_ctx *ctx) {
+    const kd_cd_dims d = cd_of(l);
+    const kd_cp_out out = {scale, shift, res, act, y};
+    if (ctx->bands > 1) { /* this thread's part of the one sample */
+        KD_ASSERT(B == 1 && !sink);
+        const size_t k = ctx->band, n = ctx->bands, G = kd_conv_packed_blocks(&d);
+        const size_t Q = d.OH * d.OW;
+        if (by_blocks(&d, G, n))
+            kd_conv_packed_part(&d, x, l->frozen, &out, ws, 0, Q, G * k / n, G * (k + 1) / n);
+        else if (Q * k / n < Q * (k + 1) / n)
+            kd_conv_packed_part(&d, x, l->frozen, &out, ws, Q * k / n, Q * (k + 1) / n, 0, G);
+        return 1;
+    }
+    if (!kd_conv2d_frozen_takes(l, ctx)) return 0;
     if (B == 1) {
         const int team = !omp_in_parallel() && omp_get_max_threads() > 1 &&
                          d.O * d.C * d.KH * d.KW * d.OH * d.OW >= FROZEN_TEAM_MACS;
-        kd_conv_packed(&d, 1, x, l->frozen, scale, shift, act, y, ws,
-                       team ? (size_t)omp_get_max_threads() : 0);
+        kd_conv_packed(&d, 1, x, l->frozen, &out, ws, team ? (size_t)omp_get_max_threads() : 0);
         if (sink) sink->fn(sink->arg, 0, y);
-        return;
+        return 1;
     }
     const size_t g = group_of(&d, B), n = (B + g - 1) / g, slot = slot_floats(&d, B);
     const size_t slots = n_slots(B), threads = (size_t)omp_get_max_threads();
-    const frozen_job j = {l, &d, scale, shift, act, x, y, sink, B, g};
+    const frozen_job j = {l, &d, out, x, sink, B, g};
     if (slots > 1 && threads > 1 && !omp_in_parallel()) {
 #pragma omp parallel for schedule(static) num_threads((int)(threads < slots ? threads : slots))
         for (size_t k = 0; k < n; k++) run_group(&j, k, ws + (size_t)omp_get_thread_num() * slot);
     } else {
         for (size_t k = 0; k < n; k++) run_group(&j, k, ws);
     }
+    return 1;
+}
+
+int kd_conv2d_frozen_fused(const kd_layer *l, const float *k, const float *mu, const float *beta,
+                           const float *res, int act, const float *x, float *y, size_t B,
+                           kd_ctx *ctx) {
+    if (!kd_conv2d_frozen_takes(l, ctx)) return 0;
+    const conv_hp *hp = l->hp;
+    const float *b = hp->bias ? l->t[CONV_B] : NULL;
+    float *shift = ctx->workspace; /* then the kernel's: within the layer's workspace */
+    for (size_t o = 0; o < hp->channels; o++) shift[o] = k[o] * ((b ? b[o] : 0.0f) - mu[o]) + beta[o];
+    float *ws = ctx->workspace + ((hp->channels + 15) & ~(size_t)15);
+    return kd_conv2d_frozen_forward(l, k, shift, res, act, x, y, NULL, B, ws, ctx);
 }

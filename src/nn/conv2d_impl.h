@@ -34,8 +34,8 @@ kd_status kd_conv2d_export_c(const kd_layer *l, kd_c_emitter *em, kd_err *err);
 size_t kd_conv2d_frozen_floats(const kd_layer *l);
 void kd_conv2d_freeze(const kd_layer *l, float *dst);
 size_t kd_conv2d_frozen_workspace(const kd_layer *l, size_t B);
-void kd_conv2d_frozen_forward(const kd_layer *l, const float *scale, const float *shift, int act,
-                              const float *x, float *y, const kd_sample_sink *sink, size_t B,
-                              float *ws);
+int kd_conv2d_frozen_forward(const kd_layer *l, const float *scale, const float *shift,
+                             const float *res, int act, const float *x, float *y,
+                             const kd_sample_sink *sink, size_t B, float *ws, const kd_ctx *ctx);
 
 #endif

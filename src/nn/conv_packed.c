@@ -34,7 +34,7 @@
  * 24 FMAs), else two by 12 (more broadcast addresses than 12 no longer stay in registers).
  * One vector by 12 (16s) made the small ResNet's 16-channel 28x28 layers slower than the
  * direct kernel (one sample: 32 -> 42 us), so those are not packed. */
-static size_t lanes(const kd_cd_dims *d) { return d->O % 64 == 0 ? 64 : 32; }
+static size_t lanes(const kd_cd_dims *d) { return d->O % 64 == 0 ? 64 : d->O % 32 == 0 ? 32 : 16; }
 static size_t tile_pos(const kd_cd_dims *d) { return lanes(d) == 64 ? 6 : 12; }
 /* A channel block's packed weights (CB T 64 floats) within this many floats: 32 KiB of a 48 KiB
  * L1 (on a Xeon, one sample of a 64-channel 28x28 layer: blocks of 14 channels 385 us, of 32
@@ -80,6 +80,17 @@ int kd_conv_packed_fits(const kd_cd_dims *d) {
 #endif
 }
 
+int kd_conv_packed_rows_fit(const kd_cd_dims *d) {
+    if (!KD_HOOK_VALUE(kd_conv_packed_on, -1)) return 0;
+    if (d->O % 16 || taps(d) > KD_CD_MAX_TAPS) return 0;
+#ifdef CP_X86
+    __builtin_cpu_init();
+    return !!__builtin_cpu_supports("avx512f");
+#else
+    return 0;
+#endif
+}
+
 size_t kd_conv_packed_floats(const kd_cd_dims *d) { return d->O * d->C * taps(d); }
 
 void kd_conv_packed_pack(const kd_cd_dims *d, const float *w, float *wp) {
@@ -112,12 +123,15 @@ size_t kd_conv_packed_group(const kd_cd_dims *d) {
     return n < 1 ? 1 : n > CP_GROUP_MAX ? CP_GROUP_MAX : n;
 }
 
+/* A call: n samples, or output positions [q0, q1) of one. Its planes hold hb padded rows from
+ * padded row pr0, cs floats apart; OHW positions per sample; y (and res) point at position q0
+ * of sample 0's first channel, ys floats between their channel planes. */
 typedef struct {
     const kd_cd_dims *d;
-    size_t n, cs, T, OHW;
+    size_t n, cs, T, OHW, ys, pr0, hb;
     float *xp, *t;
     const uint32_t *off, *tap;
-    const float *wp, *scale, *shift;
+    const float *wp, *scale, *shift, *res;
     int act;
     float *y;
 } cp_args;
@@ -154,12 +168,14 @@ typedef struct {
     }
 CP_TILE(tile_4x6, 4, 6)
 CP_TILE(tile_2x12, 2, 12)
+CP_TILE(tile_1x12, 1, 12)
 /* pf: weights to prefetch into L2 during the tile, up to two lines a step. */
 static void tile(const cp_args *a, size_t g, size_t c0, size_t c1, size_t q, int first,
                  const float *pf, const float *pf_end) {
     const size_t L = lanes(a->d);
     if (L == 64) tile_4x6(a, g, c0, c1, q, first, pf, pf_end);
-    else tile_2x12(a, g, c0, c1, q, first, pf, pf_end);
+    else if (L == 32) tile_2x12(a, g, c0, c1, q, first, pf, pf_end);
+    else tile_1x12(a, g, c0, c1, q, first, pf, pf_end);
 }
 
 /* r[i][l] -> r[l][i] for 16 vectors of 16 (unpack pairs, then 2x2 blocks of pairs, then 128-bit
@@ -211,11 +227,13 @@ __attribute__((target("avx512f"))) static void epilogue(const cp_args *a, size_t
                     __m512 v = r[i];
                     if (a->scale) v = _mm512_mul_ps(v, _mm512_set1_ps(a->scale[o + i]));
                     if (a->shift) v = _mm512_add_ps(v, _mm512_set1_ps(a->shift[o + i]));
+                    const size_t at = (s * O + o + i) * a->ys + p;
+                    if (a->res) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(keep, a->res + at));
                     if (a->act != KD_ACT_NONE)
                         v = _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask(v, zero, _CMP_LT_OQ), zero);
                     if (a->act == KD_ACT_RELU6)
                         v = _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask(v, six, _CMP_GT_OQ), six);
-                    _mm512_mask_storeu_ps(a->y + (s * O + o + i) * OHW + p, keep, v);
+                    _mm512_mask_storeu_ps(a->y + at, keep, v);
                 }
             }
         }
@@ -241,27 +259,28 @@ static __mmask16 lane_mask(size_t n) { return (__mmask16)((1u << n) - 1); }
 __attribute__((target("avx512f"))) static void pad_planes(const cp_args *a, const float *x,
                                                           size_t c0, size_t c1) {
     const kd_cd_dims *d = a->d;
-    const size_t Wp = d->W + 2 * d->P, Hp = d->H + 2 * d->P;
+    const size_t Wp = d->W + 2 * d->P;
     for (size_t s = 0; s < a->n; s++)
         for (size_t c = c0; c < c1; c++) {
             float *pl = a->xp + (s * d->C + c) * a->cs;
             const float *xc = x + (s * d->C + c) * d->H * d->W;
-            for (size_t r = 0; r < Hp; r++) {
-                float *row = pl + r * Wp;
-                const int inside = r >= d->P && r < d->H + d->P;
-                const float *src = xc + (inside ? (r - d->P) * d->W : 0);
-                for (size_t j = 0; j < Wp; j += 16) {
-                    /* lane l: padded column j + l, x's column j + l - P where in [0, W): lanes
-                     * [lo, hi), loaded from x's column j + lo - P on */
-                    const size_t lo = d->P > j ? d->P - j : 0;
-                    const size_t end = d->W + d->P > j ? d->W + d->P - j : 0;
-                    const size_t hi = end < 16 ? end : 16;
-                    const __mmask16 m = inside && hi > lo ? lane_mask(hi) & ~lane_mask(lo) : 0;
-                    const __m512 v = _mm512_maskz_expandloadu_ps(m, src + (m ? j + lo - d->P : 0));
-                    _mm512_mask_storeu_ps(row + j, lane_mask(Wp - j < 16 ? Wp - j : 16), v);
+            for (size_t j = 0; j < Wp; j += 16) {
+                /* lane l: padded column j + l, x's column j + l - P where in [0, W): lanes
+                 * [lo, hi), loaded from x's column j + lo - P on */
+                const size_t lo = d->P > j ? d->P - j : 0;
+                const size_t end = d->W + d->P > j ? d->W + d->P - j : 0;
+                const size_t hi = end < 16 ? end : 16, from = hi > lo ? j + lo - d->P : 0;
+                const __mmask16 m = hi > lo ? lane_mask(hi) & ~lane_mask(lo) : 0;
+                const __mmask16 keep = lane_mask(Wp - j < 16 ? Wp - j : 16);
+                for (size_t r = 0; r < a->hb; r++) {
+                    const size_t pr = a->pr0 + r; /* padded row: x's row pr - P */
+                    const __mmask16 in = pr >= d->P && pr < d->H + d->P ? m : 0;
+                    const float *src = xc + (in ? (pr - d->P) * d->W + from : 0);
+                    _mm512_mask_storeu_ps(pl + r * Wp + j, keep,
+                                          _mm512_maskz_expandloadu_ps(in, src));
                 }
             }
-            memset(pl + Hp * Wp, 0, (a->cs - Hp * Wp) * sizeof *pl);
+            memset(pl + a->hb * Wp, 0, (a->cs - a->hb * Wp) * sizeof *pl);
         }
 }
 #else
@@ -294,23 +313,50 @@ static void run_part(const cp_args *a, size_t g0, size_t g1, size_t k0, size_t k
     if (k0 * np < q1) epilogue(a, k0 * np, q1, g0 * L, g1 * L);
 }
 
-void kd_conv_packed(const kd_cd_dims *d, size_t n, const float *x, const float *wp,
-                    const float *scale, const float *shift, int act, float *y, float *ws,
-                    size_t team) {
-    KD_ASSERT(n >= 1 && d->O % 32 == 0 && n * d->C * plane_floats(d) < UINT32_MAX);
-    const size_t cs = plane_floats(d), nq = tile_positions(d, n), OHW = d->OH * d->OW;
-    const size_t Wp = d->W + 2 * d->P;
-    float *t = ws, *planes = ws + tables_floats(d, n);
-    uint32_t *off = (uint32_t *)(t + sums_floats(d, n)), *tap = off + round_up(nq, 16);
-    for (size_t q = 0; q < nq; q++) { /* positions past the last repeat it (never stored) */
-        const size_t r = q < n * OHW ? q : n * OHW - 1, s = r / OHW, oh = r % OHW / d->OW;
-        off[q] = (uint32_t)(s * d->C * cs + d->S * (oh * Wp + r % d->OW));
-    }
+/* The call's args and tables for n samples' output positions [q0, q1) (all of them unless n is
+ * 1): the sums, then off (a position's first tap), tap (a tap's offset), then the planes, which
+ * hold the padded rows the positions' rows read. */
+static cp_args setup(const kd_cd_dims *d, size_t n, size_t q0, size_t q1, const float *wp,
+                     const kd_cp_out *out, float *ws) {
+    const size_t r0 = q0 / d->OW, r1 = (q1 + d->OW - 1) / d->OW; /* the positions' rows */
+    const size_t Wp = d->W + 2 * d->P, hb = d->S * (r1 - r0 - 1) + d->KH;
+    const size_t cs = round_up(hb * Wp, 16), OHW = q1 - q0;
+    const size_t nq = round_up(n * OHW, tile_pos(d));
+    KD_ASSERT(n >= 1 && d->O % 16 == 0 && q0 < q1 && q1 <= d->OH * d->OW &&
+              (n == 1 || OHW == d->OH * d->OW));
+    KD_ASSERT(n * d->C * cs < UINT32_MAX && cs <= plane_floats(d));
+    uint32_t *off = (uint32_t *)(ws + (nq + 16) * d->O), *tap = off + round_up(nq, 16);
+    size_t q = 0;
+    for (size_t s = 0; s < n; s++)
+        for (size_t oh = r0, ow = q0 % d->OW, k = 0; k < OHW; k++) {
+            off[q++] = (uint32_t)(s * d->C * cs + d->S * ((oh - r0) * Wp + ow));
+            if (++ow == d->OW) ow = 0, oh++;
+        }
+    for (; q < nq; q++) off[q] = off[q - 1]; /* past the last position: repeat it (never stored) */
     for (size_t c = 0; c < d->C; c++)
         for (size_t i = 0; i < d->KH; i++)
             for (size_t j = 0; j < d->KW; j++)
                 tap[(c * d->KH + i) * d->KW + j] = (uint32_t)(c * cs + i * Wp + j);
-    const cp_args a = {d, n, cs, taps(d), OHW, planes, t, off, tap, wp, scale, shift, act, y};
+    float *planes = (float *)(tap + round_up(d->C * taps(d), 16));
+    return (cp_args){d, n, cs, taps(d), OHW, d->OH * d->OW, d->S * r0, hb, planes, ws, off, tap,
+                     wp, out->scale, out->shift, out->res ? out->res + q0 : NULL, out->act,
+                     out->y + q0};
+}
+
+size_t kd_conv_packed_blocks(const kd_cd_dims *d) { return d->O / lanes(d); }
+
+void kd_conv_packed_part(const kd_cd_dims *d, const float *x, const float *wp,
+                         const kd_cp_out *out, float *ws, size_t q0, size_t q1, size_t g0,
+                         size_t g1) {
+    const cp_args a = setup(d, 1, q0, q1, wp, out, ws);
+    pad_planes(&a, x, 0, d->C);
+    run_part(&a, g0, g1, 0, round_up(a.OHW, tile_pos(d)) / tile_pos(d));
+}
+
+void kd_conv_packed(const kd_cd_dims *d, size_t n, const float *x, const float *wp,
+                    const kd_cp_out *out, float *ws, size_t team) {
+    const cp_args a = setup(d, n, 0, d->OH * d->OW, wp, out, ws);
+    const size_t nq = tile_positions(d, n);
     const size_t G = d->O / lanes(d), K = nq / tile_pos(d);
     if (team <= 1) {
         pad_planes(&a, x, 0, d->C);

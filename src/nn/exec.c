@@ -16,10 +16,17 @@
 size_t kd_model_unit_size(const kd_model *m, size_t i) { return kd_unit_len(m->graph, i); }
 
 /* The unit from layer i; act_shift: floats from replica 0's chunk buffers to the running
- * replica's (a convolution's output inside a fused unit is one of them). */
-static void unit_forward(kd_model *m, size_t i, const float *x, float *y, size_t B,
-                         size_t act_shift, kd_ctx *ctx) {
+ * replica's (a convolution's output inside a fused unit is one of them); res: the residual of a
+ * KD_UNIT_CONV_ADD unit. */
+static void unit_forward(kd_model *m, size_t i, const float *x, const float *res, float *y,
+                         size_t B, size_t act_shift, kd_ctx *ctx) {
     kd_layer *l = &m->layers[i];
+    if (kd_unit_is_conv_add(m->graph, i)) {
+        KD_ASSERT(res);
+        kd_conv_bn_add_forward(l, &l[1], kd_unit_len(m->graph, i) == 4 ? &l[3] : NULL, x, res, y,
+                               B, ctx);
+        return;
+    }
     switch (m->graph->unit[i]) {
     case 4:
         kd_conv_bn_pool_relu_forward(l, &l[1], &l[2], x, m->acts[i] + act_shift, y,
@@ -41,7 +48,7 @@ static void unit_forward(kd_model *m, size_t i, const float *x, float *y, size_t
 
 void kd_model_unit_forward(kd_model *m, size_t i, const float *x, float *y, size_t B,
                            kd_ctx *ctx) {
-    unit_forward(m, i, x, y, B, 0, ctx);
+    unit_forward(m, i, x, NULL, y, B, 0, ctx);
 }
 
 size_t kd_model_backward_unit_start(const kd_model *m, size_t j) {
@@ -73,6 +80,122 @@ void kd_model_unit_backward(kd_model *m, size_t i, size_t j, const float *x, con
  * alone (kd_model_forward). */
 #define ONE_SAMPLE_SERIAL_MACS 4e6
 
+/* One replica's view of a forward pass: its value table, merges' input pointers, chunk
+ * buffers (act_shift floats past replica 0's) and context. */
+typedef struct {
+    float **val;
+    const float **xs;
+    size_t act_shift;
+    kd_ctx *ctx;
+} fwd_pass;
+static void run_unit(kd_model *m, size_t i, float *out, size_t nb, const fwd_pass *ps);
+
+/* ---- One sample split among the team: a banded forward ----
+ * The whole forward is one parallel region. A thread computes the same band of every banded
+ * unit's output, its share of the positions of each channel plane, so that a convolution reads
+ * what the same thread wrote but for the rows its kernel reaches across the band's edge (on
+ * this 2-core Xeon, a layer whose input the other core wrote spent much of its time fetching
+ * it: the small ResNet's 16-channel 28x28 layers on 2 threads split by channels took 42 us, on
+ * one 40). A layer whose weights outweigh its planes splits its channels instead (each thread
+ * reading half the weights: conv2d_frozen.c). Each thread runs with its replica's workspace
+ * and layer caches (a batch norm folds into its own copy), a barrier after each unit; the
+ * other units (pooling to a vector, dense) run on one thread of the team. One sample on 2
+ * threads of a Xeon (fused residual units both ways): the small ResNet 175-184 us layer by
+ * layer, 147-154 banded; ResNet-18 3.90-3.96 ms and 3.63-3.75. */
+
+/* Whether unit i runs banded: a frozen convolution (with its batch norm, activation or
+ * residual add: the packed kernel by positions), an add of planes (with its relu). */
+static int unit_banded(const kd_model *m, size_t i) {
+    const kd_layer *l = &m->layers[i];
+    const unsigned char u = m->graph->unit[i];
+    if (l->ops == &kd_layer_conv2d) return l->frozen && (u == 1 || (u & KD_UNIT_CONV_BN));
+    return l->ops == &kd_layer_add && l->out.rank == 3 && (u == 1 || (u & KD_UNIT_ADD_RELU));
+}
+
+/* Floats of every unit's output but the logits, each 16-aligned: a banded forward gives each
+ * its own buffer, in the replicas' chunk buffers (which it does not use otherwise), so that a
+ * thread writes the lines it wrote on the previous sample (with buffers shared by turns, its
+ * rows of one value are lines another thread wrote as rows of a value of another shape: the
+ * small ResNet's adds took 5-6 us a band for 6K floats). */
+static size_t band_floats(const kd_model *m) {
+    size_t n = 0;
+    for (size_t i = 0; i + kd_unit_len(m->graph, i) < m->n_layers; i += kd_unit_len(m->graph, i))
+        n += (kd_shape_numel(&m->layers[i + kd_unit_len(m->graph, i) - 1].out) + 15) & ~(size_t)15;
+    return n;
+}
+
+/* Threads a one-sample forward runs banded on, or 0: a frozen model whose banded units hold
+ * nearly all of its multiply-adds (BANDED_MIN_SHARE), of more than ONE_SAMPLE_SERIAL_MACS, with
+ * a replica's memory for each thread, no observed values and the team free. */
+#define BANDED_MIN_SHARE 0.9
+#ifdef KD_TEST_HOOKS
+int kd_banded_forward = 1;
+unsigned long kd_hook_banded_passes;
+#endif
+static size_t band_threads(const kd_model *m, const kd_ctx *ctx) {
+    const kd_graph *g = m->graph;
+    const size_t t = (size_t)omp_get_max_threads(), n = t < g->n_rep ? t : g->n_rep;
+    if (n < 2 || (ctx && ctx->training) || omp_in_parallel() ||
+        omp_get_max_active_levels() > 1 || !KD_HOOK_VALUE(kd_banded_forward, 1))
+        return 0;
+    for (size_t v = 1; g->gathered && v < g->n_values; v++)
+        if (g->gathered[v]) return 0;
+    double all = 0, banded = 0;
+    for (size_t i = 0, len; i < m->n_layers; i += len) {
+        len = kd_unit_len(g, i);
+        double macs = 0;
+        for (size_t k = i; k < i + len; k++)
+            if (m->layers[k].ops->macs) macs += (double)m->layers[k].ops->macs(&m->layers[k]);
+        all += macs;
+        if (unit_banded(m, i)) banded += macs;
+    }
+    return all > ONE_SAMPLE_SERIAL_MACS && banded >= BANDED_MIN_SHARE * all &&
+                   band_floats(m) <= g->n_rep * g->rep_act
+               ? n
+               : 0;
+}
+
+static const float *forward_banded(kd_model *m, const float *x, kd_ctx *ctx, size_t nt) {
+    kd_graph *g = m->graph;
+    kd_ctx eval_ctx = {0, NULL, NULL, 0, 0, 0};
+    if (!ctx) ctx = &eval_ctx;
+    const size_t last = m->n_layers - 1;
+    KD_HOOK_RUN(kd_hook_banded_passes++);
+#pragma omp parallel num_threads((int)nt)
+    {
+        const size_t r = (size_t)omp_get_thread_num(), T = (size_t)omp_get_num_threads();
+        kd_ctx band = *ctx, one;
+        band.workspace = m->workspace + r * g->rep_ws;
+        band.cache_shift = r * g->rep_cache;
+        band.band = r;
+        band.bands = T > 1 ? T : 0;
+        one = band;
+        one.band = one.bands = 0;
+        float **val = r ? g->rep_val + (r - 1) * g->n_values : g->val;
+        const float **xs = r ? g->rep_xs + (r - 1) * g->n_xs : g->xs;
+        const fwd_pass pb = {val, xs, 0, &band}, p1 = {val, xs, 0, &one};
+        val[0] = (float *)x;
+        float *next = m->act_mem;  /* band_floats: each unit's output its own buffer */
+        for (size_t i = 0, n; i < m->n_layers; i += n) {
+            n = kd_unit_len(g, i);
+            const size_t j = i + n - 1;
+            float *out = j == last ? m->acts[last] : next;
+            next += (kd_shape_numel(&m->layers[j].out) + 15) & ~(size_t)15;
+            if (unit_banded(m, i)) {
+                run_unit(m, i, out, 1, &pb);
+#pragma omp barrier
+            } else {
+#pragma omp single
+                run_unit(m, i, out, 1, &p1);
+            }
+            val[j + 1] = out;
+        }
+    }
+    g->val[m->n_layers] = m->acts[last];
+    return m->acts[last];
+}
+
+
 static const float *forward_chunks(kd_model *m, const float *x, size_t B, kd_ctx *ctx);
 
 /* A single sample through a small model runs on the calling thread: its products are small
@@ -84,6 +207,8 @@ static const float *forward_chunks(kd_model *m, const float *x, size_t B, kd_ctx
  * so only the time changes. */
 const float *kd_model_forward(kd_model *m, const float *x, size_t B, kd_ctx *ctx) {
     const int nt = omp_get_max_threads();
+    const size_t bands = B == 1 ? band_threads(m, ctx) : 0;
+    if (bands > 1) return forward_banded(m, x, ctx, bands);
     /* Weights too large for a core's cache make a one-sample dense product a pass over memory,
      * which the team reads faster (kd_sgemm_linear): the MLP teacher (2.4M multiply-adds). */
     if (B != 1 || nt == 1 || omp_in_parallel() ||
@@ -95,25 +220,22 @@ const float *kd_model_forward(kd_model *m, const float *x, size_t B, kd_ctx *ctx
     return z;
 }
 
-/* One replica's view of a forward pass: its value table, merges' input pointers, chunk
- * buffers (act_shift floats past replica 0's) and context. */
-typedef struct {
-    float **val;
-    const float **xs;
-    size_t act_shift;
-    kd_ctx *ctx;
-} fwd_pass;
 
 /* The unit starting at layer i on the chunk's values, its last layer's output into out. */
 static void run_unit(kd_model *m, size_t i, float *out, size_t nb, const fwd_pass *ps) {
     kd_layer *l = &m->layers[i];
     if (!l->ops->forward_merge) {
-        unit_forward(m, i, ps->val[l->src[0]], out, nb, ps->act_shift, ps->ctx);
+        const float *res = NULL;
+        if (kd_unit_is_conv_add(m->graph, i)) { /* its add's input that is not the unit's */
+            const size_t *src = l[2].src;
+            res = ps->val[src[src[0] == i + 2 ? 1 : 0]];
+        }
+        unit_forward(m, i, ps->val[l->src[0]], res, out, nb, ps->act_shift, ps->ctx);
         return;
     }
     const float **xs = ps->xs + m->graph->xs_at[i];
     for (size_t k = 0; k < l->n_in; k++) xs[k] = ps->val[l->src[k]];
-    if (m->graph->unit[i] & KD_UNIT_ADD_RELU) kd_add_relu_forward(l, xs, out, nb);
+    if (m->graph->unit[i] & KD_UNIT_ADD_RELU) kd_add_relu_forward(l, xs, out, nb, ps->ctx);
     else l->ops->forward_merge(l, xs, out, nb, ps->ctx);
 }
 
@@ -174,7 +296,7 @@ static size_t replicas_now(const kd_model *m, size_t B, const kd_ctx *ctx) {
 static const float *forward_chunks(kd_model *m, const float *x, size_t B, kd_ctx *ctx) {
     KD_ASSERT(B <= m->batch_cap && m->chunk > 0 && m->n_layers > 0);
     kd_graph *g = m->graph;
-    kd_ctx eval_ctx = {0, NULL, NULL, 0};
+    kd_ctx eval_ctx = {0, NULL, NULL, 0, 0, 0};
     if (!ctx) ctx = &eval_ctx;
     /* Training statistics (batch norm) need the whole batch in one pass. */
     KD_ASSERT(!ctx->training || B <= m->chunk);
@@ -412,7 +534,7 @@ void kd_model_backward_to(kd_model *m, const float *x, const float *dlogits, flo
                           size_t B, kd_ctx *ctx) {
     KD_ASSERT(m->grads && B <= m->batch_cap);
     kd_graph *g = m->graph;
-    kd_ctx eval_ctx = {0, NULL, NULL, 0};
+    kd_ctx eval_ctx = {0, NULL, NULL, 0, 0, 0};
     if (!ctx) ctx = &eval_ctx;
     ctx->workspace = m->workspace;
     memset(g->slot_busy, 0, g->n_slots);

@@ -12,10 +12,11 @@
  * as one when they follow each other; batchnorm.c computes it with pool.c's plane kernels). ---- */
 extern const kd_layer_ops kd_layer_batchnorm, kd_layer_maxpool2d, kd_layer_relu, kd_layer_conv2d,
     kd_layer_relu6, kd_layer_add, kd_layer_dense;
-/* Training: an add and the relu after it (running in place over the add's output), forward as
- * one pass over blocks: y = relu(x[0] + x[1] + ...), y the add's buffer (which may be x[0]).
- * Backward runs the two layers one by one. */
-void kd_add_relu_forward(kd_layer *l, const float *const *x, float *y, size_t B);
+/* An add and the relu after it (running in place over the add's output), forward as one pass
+ * over blocks: y = relu(x[0] + x[1] + ...), y the add's buffer (which may be x[0]); in a banded
+ * forward (ctx->bands, exec.c) this thread's rows. Backward runs the two layers one by one. */
+void kd_add_relu_forward(kd_layer *l, const float *const *x, float *y, size_t B,
+                         const kd_ctx *ctx);
 /* Training: a batchnorm and the relu or relu6 (act) that runs in place over its output.
  * Forward: y = act(batch norm(x)) in one pass; backward from act's output gradient dy (and its
  * output y) to batch norm's dx (or NULL), act's gradient made on the fly. The same bits as the
@@ -82,6 +83,22 @@ static inline float kd_act_value(float v, int act) {
  * the bias shifted, and act applied where each output is stored. */
 void kd_conv2d_forward_folded(kd_layer *conv, const float *k, const float *mu, const float *beta,
                               int act, const float *x, float *y, size_t B, kd_ctx *ctx);
+/* Inference: a KD_UNIT_CONV_ADD unit, y = act(batch norm(conv(x)) + res), act a relu or NULL,
+ * res of y's shape: on a frozen convolution the packed kernel adds res as it stores each output
+ * (kd_conv2d_frozen_fused), else the unit's layers in turn; the same bits as the two units the
+ * graph would run unfused. */
+void kd_conv_bn_add_forward(kd_layer *conv, kd_layer *bn, kd_layer *act, const float *x,
+                            const float *res, float *y, size_t B, kd_ctx *ctx);
+/* A frozen convolution with batch norm folded (y = act(k (conv(x) + b - mu) + beta + res), res
+ * NULL for none), run by the packed kernel with the layer's workspace from its start; 0 where
+ * that kernel does not take it (kd_conv2d_frozen_takes). */
+int kd_conv2d_frozen_fused(const kd_layer *conv, const float *k, const float *mu,
+                           const float *beta, const float *res, int act, const float *x, float *y,
+                           size_t B, kd_ctx *ctx);
+/* Whether a frozen model's packed kernel runs this convolution (conv2d_frozen.c): in a banded
+ * forward, or where it takes whole samples (conv_packed.h); it applies a batch norm's fold
+ * after its sums, so the fold costs nothing there at any batch size. */
+int kd_conv2d_frozen_takes(const kd_layer *conv, const kd_ctx *ctx);
 /* Inference: conv2d into y, then batch norm (running statistics) and act (a relu or relu6, or
  * NULL): for a batch of at least 4, folded into the convolution (kd_conv2d_forward_folded);
  * else in place on each sample while it is in the producing thread's cache, the same bits as

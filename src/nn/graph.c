@@ -7,6 +7,7 @@
 
 #include "fused.h"
 #include "graph.h"
+#include "../core/test_hooks.h"
 
 /* First components a layer name may not have: the checkpoint's own tensors (optimizer moments,
  * run state) and the loss adapters' live under them. */
@@ -174,6 +175,10 @@ int kd_graph_describe(const kd_model *m, size_t i, cJSON *obj) {
 
 /* ---- Decisions ---- */
 
+#ifdef KD_TEST_HOOKS
+int kd_fuse_residual = 1;
+#endif
+
 /* Whether value v may be written over or fused away: exactly one reader, not observed, not the
  * model's input. */
 static int private_value(const kd_model *m, size_t v) {
@@ -253,6 +258,17 @@ void kd_graph_decide(kd_model *m) {
         const int act = i + 2 < m->n_layers && g->unit[i + 2] == 1 && chained(m, i + 2) &&
                         (l[2].ops == &kd_layer_relu || l[2].ops == &kd_layer_relu6);
         g->unit[i] = (unsigned char)(KD_UNIT_CONV_BN | (act ? 3 : 2));
+    }
+    /* Inference only: such a unit without activation whose output only the add of two values
+     * right after it reads (with that add's relu): the add's other value joins each output as
+     * it is stored (kd_conv_bn_add_forward). */
+    for (size_t i = 0; !m->grads && i + 2 < m->n_layers; i++) {
+        const kd_layer *a = &m->layers[i + 2];
+        if (g->unit[i] != (KD_UNIT_CONV_BN | 2) || a->ops != &kd_layer_add || a->n_in != 2 ||
+            (a->src[0] != i + 2 && a->src[1] != i + 2) || a->src[0] == a->src[1] ||
+            !private_value(m, i + 2) || !KD_HOOK_VALUE(kd_fuse_residual, 1))
+            continue;
+        g->unit[i] = (unsigned char)(KD_UNIT_CONV_ADD | (g->unit[i + 2] & KD_UNIT_ADD_RELU ? 4 : 3));
     }
 }
 

@@ -84,6 +84,14 @@ const char *kd_graph_value_label(const kd_model *m, size_t v, char *buf, size_t 
 /* The flag of a training model's batchnorm whose relu or relu6 runs in place over its output:
  * forward and backward as one (kd_bn_act_train_forward / _backward). */
 #define KD_UNIT_BN_RELU 0x80
+/* Both flags a convolution's unit never has otherwise: an inference model's convolution, its
+ * batch norm and the add of two values after them, with the add's relu (length 3 or 4); the
+ * add's other value (the residual) is added to each output as it is stored
+ * (kd_conv_bn_add_forward). */
+#define KD_UNIT_CONV_ADD (KD_UNIT_CONV_BN | KD_UNIT_ADD_RELU)
+static inline int kd_unit_is_conv_add(const kd_graph *g, size_t i) {
+    return (g->unit[i] & KD_UNIT_CONV_ADD) == KD_UNIT_CONV_ADD;
+}
 static inline size_t kd_unit_len(const kd_graph *g, size_t i) { return g->unit[i] & 0x1f; }
 
 /* Per-sample floats of value v. */

@@ -68,7 +68,7 @@ kd_status kd_teacher_logits(kd_teacher_set *ts, const float *x, const size_t *id
         return st;
     }
     for (size_t k = 0; k < ts->n; k++) {
-        kd_ctx ctx = {0, NULL, NULL, 0};
+        kd_ctx ctx = {0, NULL, NULL, 0, 0, 0};
         zt[k] = kd_model_forward(ts->model[k], x, n, &ctx);
         if (!kd_all_finite(zt[k], n * ts->n_classes)) {
             if (ts->n == 1) return kd_err_set(err, KD_ENUMERIC, "teacher logits contain NaN/Inf");
@@ -252,7 +252,7 @@ kd_status kd_teacher_accuracy(kd_teacher_set *ts, kd_dataset *ds, const size_t *
         if ((st = kd_loader_next(ld, &b, err)) || b.n == 0) break;
         /* Plain forwards: NaN logits only make a wrong argmax here; the step refuses them. */
         for (size_t k = 0; k < ts->n; k++) {
-            kd_ctx ctx = {0, NULL, NULL, 0};
+            kd_ctx ctx = {0, NULL, NULL, 0, 0, 0};
             zt[k] = kd_model_forward(ts->model[k], b.x, b.n, &ctx);
         }
         for (size_t i = 0; i < b.n; i++) {

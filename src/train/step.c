@@ -113,7 +113,7 @@ kd_status kd_trainer_step(kd_trainer *t, const float *x, const int32_t *y, const
     const kd_trainer_setup *s = &t->s;
     kd_model *m = s->model;
     const size_t C = t->n_classes;
-    kd_ctx sctx = {1, s->rng, NULL, 0};
+    kd_ctx sctx = {1, s->rng, NULL, 0, 0, 0};
     /* Data-parallel (several ranks): x is this rank's shard, rows row0.. of `rows`; a
      * non-finite value is flagged in `bad` and told to every rank by the step's allreduce. */
     const int dp = t->dp.on;

@@ -212,7 +212,7 @@ static double train_step_split(kd_model *m, const float *x, const int32_t *y, fl
 
 /* Best-of forward-only time at batch 128 (eval mode, as a teacher or at inference). */
 static double forward_time(kd_model *m, const float *x, int reps) {
-    kd_ctx ctx = {0, NULL, NULL, 0};
+    kd_ctx ctx = {0, NULL, NULL, 0, 0, 0};
     kd_model_forward(m, x, BATCH, &ctx);
     double best = 1e30;
     for (int i = 0; i < reps; i++) {
@@ -235,7 +235,7 @@ int main(int argc, char **argv) {
     kd_model teacher = {0}, tinf = {0}, small = {0}, compact = {0};
     float *x = NULL;
     kd_trainer tr = {0};
-    kd_ctx ctx = {1, &rng, NULL, 0};
+    kd_ctx ctx = {1, &rng, NULL, 0, 0, 0};
     int32_t y[BATCH];
     if (build(&teacher, "fmnist-cnn-teacher", 1, &rng) || build(&tinf, "fmnist-cnn-teacher", 0, &rng) ||
         build(&small, "fmnist-cnn-small-scratch", 0, &rng) ||

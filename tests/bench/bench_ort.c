@@ -25,7 +25,9 @@
  *                                          always, default where it wins; --winograd 0 | 1:
  *                                          3x3 convolutions by Winograd never | wherever the
  *                                          shape allows, default by conv2d.c's rule; --alone 0:
- *                                          no products timed alone, for a profile)
+ *                                          no products timed alone, for a profile;
+ *                                          --banded 0: one sample never split by rows among
+ *                                          the team (exec.c); --single-only 1: only single_us)
  *   result samples_per_s=.. best_samples_per_s=.. single_us=.. gflops=.. sgemm_gflops=..
  *          peak_gflops=.. core=..
  * samples_per_s: batch-B forwards of the first B samples (median pass of those run within the
@@ -59,6 +61,7 @@ typedef struct {
 static product products[MAX_PRODUCTS];
 static size_t n_products;
 static int time_alone = 1; /* --alone 0: no sgemm_gflops (a profile of the forward alone) */
+static int single_only;    /* --single-only 1: the one-sample p50 alone, over the whole budget */
 
 /* The gemm hook: the shapes one forward multiplies. Per-chunk loops call it from several
  * threads at once, hence the critical section (the timing pass runs without the hook). */
@@ -246,6 +249,11 @@ static kd_status run(kd_model *m, const char *dir, size_t B, double budget, cons
     }
     fclose(f);
     f = NULL;
+    if (single_only) { /* an A/B of the one-sample latency alone */
+        printf("result single_us=%.2f threads=%d\n", time_single(m, x, B, budget) * 1e6,
+               kd_threads_get());
+        goto cleanup;
+    }
     double t_best;
     const double t_batch = time_batch(m, x, B, budget, &t_best);
     if (logits) {
@@ -338,13 +346,15 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--qint8")) qint8 = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--onnx")) onnx = argv[i + 1];
         else if (!strcmp(argv[i], "--freeze")) freeze = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--banded")) kd_banded_forward = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--single-only")) single_only = atoi(argv[i + 1]);
     }
     const int prep = argc >= 4 && !strcmp(argv[1], "prepare");
     const int only = argc >= 4 && !strcmp(argv[1], "logits");
     if (argc < 4 || (!prep && !only && strcmp(argv[1], "run")) || !B || !n || (only && !logits)) {
         fprintf(stderr, "usage: bench_ort prepare|run CONFIG DIR [--n N] [--batch B] "
                         "[--budget S] [--threads T] [--logits OUT] [--qint8 1] [--onnx FILE]\n"
-                        "       [--freeze 0|1]\n"
+                        "       [--freeze 0|1] [--banded 0|1] [--single-only 1]\n"
                         "       bench_ort logits MODEL.onnx DIR --n N --logits OUT\n");
         return 2;
     }

@@ -33,7 +33,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         kd_model_reserve(&m, 2, &err) == KD_OK) {
         float *x = calloc(2 * kd_shape_numel(&m.input), sizeof *x);
         FUZZ_CHECK(x != NULL);
-        kd_ctx ctx = {0, NULL, NULL, 0};
+        kd_ctx ctx = {0, NULL, NULL, 0, 0, 0};
         const float *y = kd_model_forward(&m, x, 2, &ctx);
         FUZZ_CHECK(y != NULL);
         volatile float sink = 0.0f;
