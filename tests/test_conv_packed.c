@@ -1,5 +1,6 @@
 /* test_conv_packed.c - a frozen model's convolution (src/nn/conv_packed.c: weights packed once,
- * 64, 32 or 16 output channels in the vector lanes) against a double-precision loop
+ * 64, 32 or 16 output channels in the vector lanes, or positions in them for 16s at stride 1)
+ * against a double-precision loop
  * (tests/conv_reference.c), on shapes that reach every edge of it: tiles of 64 and 32
  * channels, positions that end inside a tile (of 6 or 12) and inside the transpose's blocks of
  * 16, input channels over several channel blocks (14 for a 3x3 kernel, 128 or 256 for 1x1, 5
@@ -145,9 +146,12 @@ KD_TEST(conv_packed_matches_a_double_reference) {
                                                            * 256 + 44 */
     check_shape(6, 5, 40, 32, 3, 5, 2, 1, KD_ACT_NONE);   /* padded rows of 44: three
                                                            * 16-float pieces, the last partial */
-    /* tiles of one vector by 12 positions (16s; banded forwards only), thin sums */
+    /* 16s (banded forwards only), thin sums: at stride 1 grid tiles (positions in the lanes,
+     * runs of 48 then 16), else tiles of one vector by 8 positions */
     check_shape(16, 28, 28, 16, 3, 3, 1, 1, KD_ACT_RELU); /* the small ResNet's 16-channel layer */
     check_shape(1, 28, 28, 16, 3, 3, 1, 1, KD_ACT_NONE);  /* its first layer: 9 terms */
+    check_shape(5, 9, 13, 48, 5, 5, 2, 1, KD_ACT_RELU6);  /* 5x5, padding 2: grid rows of 17 */
+    check_shape(20, 6, 7, 16, 1, 1, 0, 1, KD_ACT_RELU);   /* 1x1: the grid is the plane */
     check_shape(16, 28, 28, 32, 1, 1, 0, 2, KD_ACT_NONE); /* its 1x1 stride-2 downsample */
     check_shape(3, 11, 9, 48, 3, 3, 1, 2, KD_ACT_RELU6);  /* three blocks of 16, odd plane */
 }

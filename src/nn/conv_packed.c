@@ -4,11 +4,14 @@
  * Output position q of the n samples (q = s OH OW + oh OW + ow) reads its tap (i, j) of channel
  * c at off[q] + tap[(c KH + i) KW + j], off[q] = s C cs + S oh (W + 2P) + S ow and tap = c cs +
  * i (W + 2P) + j, so a stride is only an address and the sum over (c, i, j) one loop over the
- * tap table. A tile keeps 6 positions by 64 output channels (or 12 by 32) in 24 AVX-512
- * registers over a block of input channels: per tap, 4 aligned weight loads and 6 broadcasts
- * for 24 FMAs. The sums go to t (positions by channels: the registers' order), carried from
- * one channel block to the next, and a last pass transposes t into y 16 by 16, applying scale,
- * shift and the activation. Loops: a block of output channels, then input channel blocks (their
+ * tap table. A tile keeps 6 positions by 64 output channels (or 12 by 32, 8 by 16) in 24
+ * AVX-512 registers over a block of input channels: per tap, 4 aligned weight loads and 6
+ * broadcasts for 24 FMAs. The sums go to t (positions by channels: the registers' order),
+ * carried from one channel block to the next, and a last pass transposes t into y 16 by 16,
+ * applying scale, shift, the residual and the activation. (16-channel layers at stride 1 turn
+ * it around: grid tiles, positions in the lanes.) A call takes n whole samples, or a part of
+ * one: a range of positions (padding only the rows they read) and of output channel blocks,
+ * for a banded forward's threads (exec.c). Loops: a block of output channels, then input channel blocks (their
  * packed weights, CB T 64 floats, stay in L1 while every tile of the call reads them), then
  * tiles, each prefetching a share of the next block's weights into L2 as it runs: the layers
  * with most weights read them from memory once per call (ResNet-18's 512-channel 4x4 layers,
@@ -31,15 +34,17 @@
 
 /* A tile: NB vectors of 16 output channels by NP positions, NB NP accumulators. Four vectors
  * by 6 positions where the output channels come in 64s (4 weight loads and 6 broadcasts per
- * 24 FMAs), else two by 12 (more broadcast addresses than 12 no longer stay in registers).
- * One vector by 12 (16s) made the small ResNet's 16-channel 28x28 layers slower than the
- * direct kernel (one sample: 32 -> 42 us), so those are not packed. */
+ * 24 FMAs), two by 12 in 32s (more broadcast addresses than 12 no longer stay in registers),
+ * one by 8 in 16s at strides above 1 (at stride 1, grid tiles: grid_tiles). */
 static size_t lanes(const kd_cd_dims *d) { return d->O % 64 == 0 ? 64 : d->O % 32 == 0 ? 32 : 16; }
-static size_t tile_pos(const kd_cd_dims *d) { return lanes(d) == 64 ? 6 : 12; }
+static size_t tile_pos(const kd_cd_dims *d) { return lanes(d) == 64 ? 6 : lanes(d) == 32 ? 12 : 8; }
 /* A channel block's packed weights (CB T 64 floats) within this many floats: 32 KiB of a 48 KiB
  * L1 (on a Xeon, one sample of a 64-channel 28x28 layer: blocks of 14 channels 385 us, of 32
  * channels 420 us). */
 #define CP_L1_FLOATS 8192
+/* A call whose packed weights are at most this many floats (a quarter of a 2 MiB L2) finds
+ * them in L2 from the last call: its tiles prefetch nothing. */
+#define CP_L2_FLOATS ((size_t)1 << 17)
 /* A batch's samples per call: as many as keep a call's planes and one block's sums (what a
  * channel block's tiles read) within CP_GROUP_FLOATS, at most CP_GROUP_MAX. */
 #define CP_GROUP_FLOATS ((size_t)1 << 18)
@@ -91,10 +96,21 @@ int kd_conv_packed_rows_fit(const kd_cd_dims *d) {
 #endif
 }
 
+/* Output channels in 16s at stride 1 put positions in the lanes instead (grid tiles): a run of
+ * 48 positions of the padded rows' grid by 8 channels, per tap 3 loads and 8 broadcasts for 24
+ * FMAs, where channels in the lanes would take a broadcast per FMA (the small ResNet's
+ * 16-channel 28x28 layers, half a sample on one thread of a Xeon: 13.8 us, 15.7 by tiles of 16
+ * channels by 8 positions, 16.0 by 12 positions). The grid is the padded planes' rows, W + 2P
+ * wide: its last 2P columns are computed and dropped. */
+static int grid_tiles(const kd_cd_dims *d) { return d->O % 32 != 0 && d->S == 1; }
+static size_t grid_len(const kd_cd_dims *d, size_t rows) {
+    return round_up(rows * (d->W + 2 * d->P), 16);
+}
+
 size_t kd_conv_packed_floats(const kd_cd_dims *d) { return d->O * d->C * taps(d); }
 
 void kd_conv_packed_pack(const kd_cd_dims *d, const float *w, float *wp) {
-    const size_t T = taps(d), C = d->C, L = lanes(d);
+    const size_t T = taps(d), C = d->C, L = grid_tiles(d) ? 8 : lanes(d);
     for (size_t o = 0; o < d->O; o++) {
         const size_t g = o / L, l = o % L;
         for (size_t c = 0; c < C; c++)
@@ -108,13 +124,15 @@ void kd_conv_packed_pack(const kd_cd_dims *d, const float *w, float *wp) {
  * (A copy of the planes per thread of a team, each thread reading the input where the previous
  * layer left it, was slower: ResNet-18, one sample on 2 threads, 3.97 -> 4.40 ms.) */
 static size_t sums_floats(const kd_cd_dims *d, size_t n) {
-    return (tile_positions(d, n) + 16) * d->O;
+    return grid_tiles(d) ? n * d->O * grid_len(d, d->OH) : (tile_positions(d, n) + 16) * d->O;
 }
+/* Zeros after the last plane: a grid tile's last run reads up to 15 + KW floats past it. */
+#define CP_SLACK 96
 static size_t tables_floats(const kd_cd_dims *d, size_t n) {
     return sums_floats(d, n) + round_up(tile_positions(d, n), 16) + round_up(d->C * taps(d), 16);
 }
 size_t kd_conv_packed_workspace(const kd_cd_dims *d, size_t n) {
-    return tables_floats(d, n) + n * d->C * plane_floats(d);
+    return tables_floats(d, n) + n * d->C * plane_floats(d) + CP_SLACK;
 }
 
 size_t kd_conv_packed_group(const kd_cd_dims *d) {
@@ -128,7 +146,7 @@ size_t kd_conv_packed_group(const kd_cd_dims *d) {
  * of sample 0's first channel, ys floats between their channel planes. */
 typedef struct {
     const kd_cd_dims *d;
-    size_t n, cs, T, OHW, ys, pr0, hb;
+    size_t n, cs, T, OHW, ys, pr0, hb, q0;
     float *xp, *t;
     const uint32_t *off, *tap;
     const float *wp, *scale, *shift, *res;
@@ -139,7 +157,7 @@ typedef struct {
 #ifdef CP_X86
 /* Tile: positions [q, q + NP) by channels [L g, L g + L), L = 16 NB, summing channels [c0, c1)
  * onto the sums in t (or from zero when first). */
-#define CP_TILE(NAME, NB, NP)                                                                    \
+#define CP_TILE(NAME, NB, NP, PF)                                                                \
     __attribute__((target("avx512f"))) static void NAME(const cp_args *a, size_t g, size_t c0, \
                                                         size_t c1, size_t q, int first,         \
                                                         const float *pf, const float *pf_end) {  \
@@ -154,7 +172,7 @@ typedef struct {
         for (size_t p = 0; p < NP; p++) xs[p] = a->xp + a->off[q + p];                           \
         for (size_t k = c0 * T; k < c1 * T; k++) {                                               \
             const size_t o = a->tap[k];                                                          \
-            for (size_t z = 0; z < 2 && pf < pf_end; z++, pf += 16)                              \
+            for (size_t z = 0; PF && z < 2 && pf < pf_end; z++, pf += 16)                        \
                 _mm_prefetch((const char *)pf, _MM_HINT_T1);                                     \
             __m512 w[NB];                                                                        \
             for (size_t v = 0; v < NB; v++) w[v] = _mm512_load_ps(wg + k * L + 16 * v);          \
@@ -166,16 +184,28 @@ typedef struct {
         for (size_t p = 0; p < NP; p++)                                                          \
             for (size_t k = 0; k < NB; k++) _mm512_storeu_ps(t + p * O + 16 * k, acc[p][k]);     \
     }
-CP_TILE(tile_4x6, 4, 6)
-CP_TILE(tile_2x12, 2, 12)
-CP_TILE(tile_1x12, 1, 12)
-/* pf: weights to prefetch into L2 during the tile, up to two lines a step. */
+CP_TILE(tile_4x6, 4, 6, 1)
+CP_TILE(tile_2x12, 2, 12, 1)
+CP_TILE(tile_1x8, 1, 8, 1)
+CP_TILE(tile_4x6_np, 4, 6, 0)
+CP_TILE(tile_2x12_np, 2, 12, 0)
+CP_TILE(tile_1x8_np, 1, 8, 0)
+/* pf: weights to prefetch into L2 during the tile, up to two lines a step; none (pf == pf_end):
+ * a tile without the prefetch's steps in its loop. */
 static void tile(const cp_args *a, size_t g, size_t c0, size_t c1, size_t q, int first,
                  const float *pf, const float *pf_end) {
     const size_t L = lanes(a->d);
-    if (L == 64) tile_4x6(a, g, c0, c1, q, first, pf, pf_end);
-    else if (L == 32) tile_2x12(a, g, c0, c1, q, first, pf, pf_end);
-    else tile_1x12(a, g, c0, c1, q, first, pf, pf_end);
+    if (pf == pf_end) {
+        if (L == 64) tile_4x6_np(a, g, c0, c1, q, first, pf, pf_end);
+        else if (L == 32) tile_2x12_np(a, g, c0, c1, q, first, pf, pf_end);
+        else tile_1x8_np(a, g, c0, c1, q, first, pf, pf_end);
+    } else if (L == 64) {
+        tile_4x6(a, g, c0, c1, q, first, pf, pf_end);
+    } else if (L == 32) {
+        tile_2x12(a, g, c0, c1, q, first, pf, pf_end);
+    } else {
+        tile_1x8(a, g, c0, c1, q, first, pf, pf_end);
+    }
 }
 
 /* r[i][l] -> r[l][i] for 16 vectors of 16 (unpack pairs, then 2x2 blocks of pairs, then 128-bit
@@ -239,7 +269,76 @@ __attribute__((target("avx512f"))) static void epilogue(const cp_args *a, size_t
         }
     }
 }
+
+/* Grid tile: channels [8 ob, 8 ob + 8) by grid positions [g, g + 16 NV) of the planes at xs,
+ * the whole sum (c, i, j) in that order, into sums (8 rows per block, gl floats apart). */
+#define CP_GRID(NAME, NV)                                                                        \
+    __attribute__((target("avx512f"))) static void NAME(const cp_args *a, size_t ob,           \
+                                                        const float *xs, size_t g, float *sums, \
+                                                        size_t gl) {                            \
+        const size_t K = a->d->C * a->T;                                                         \
+        const float *w = a->wp + ob * K * 8;                                                     \
+        __m512 acc[8][NV];                                                                       \
+        for (size_t r = 0; r < 8; r++)                                                           \
+            for (size_t v = 0; v < NV; v++) acc[r][v] = _mm512_setzero_ps();                     \
+        for (size_t k = 0; k < K; k++) {                                                         \
+            const float *xt = xs + a->tap[k] + g;                                                \
+            __m512 xv[NV];                                                                       \
+            for (size_t v = 0; v < NV; v++) xv[v] = _mm512_loadu_ps(xt + 16 * v);                \
+            for (size_t r = 0; r < 8; r++) {                                                     \
+                const __m512 b = _mm512_set1_ps(w[k * 8 + r]);                                   \
+                for (size_t v = 0; v < NV; v++) acc[r][v] = _mm512_fmadd_ps(b, xv[v], acc[r][v]); \
+            }                                                                                    \
+        }                                                                                        \
+        for (size_t r = 0; r < 8; r++)                                                           \
+            for (size_t v = 0; v < NV; v++)                                                      \
+                _mm512_storeu_ps(sums + (8 * ob + r) * gl + g + 16 * v, acc[r][v]);              \
+    }
+CP_GRID(grid_8x3, 3)
+CP_GRID(grid_8x1, 1)
+
+/* Channels [16 g0, 16 g1) of each sample by grid tiles, then y from the grid's columns that
+ * are outputs: act(scale s + shift + res), as epilogue. */
+__attribute__((target("avx512f"))) static void run_grid(const cp_args *a, size_t g0, size_t g1) {
+    const kd_cd_dims *d = a->d;
+    const size_t O = d->O, OW = d->OW, Wp = d->W + 2 * d->P;
+    const size_t gl = grid_len(d, a->hb - d->KH + 1); /* the call's rows, stride 1 */
+    const __m512 zero = _mm512_setzero_ps(), six = _mm512_set1_ps(6.0f);
+    for (size_t s = 0; s < a->n; s++) {
+        const float *xs = a->xp + s * d->C * a->cs;
+        float *sums = a->t + s * O * gl;
+        for (size_t ob = 2 * g0; ob < 2 * g1; ob++) {
+            size_t g = 0;
+            for (; g + 48 <= gl; g += 48) grid_8x3(a, ob, xs, g, sums, gl);
+            for (; g < gl; g += 16) grid_8x1(a, ob, xs, g, sums, gl);
+        }
+        for (size_t o = 16 * g0; o < 16 * g1; o++) {
+            const __m512 sc = _mm512_set1_ps(a->scale ? a->scale[o] : 1.0f);
+            const __m512 sh = _mm512_set1_ps(a->shift ? a->shift[o] : 0.0f);
+            /* a row's run of the call's positions at a time: grid row oh - pr0 (stride 1) */
+            for (size_t p = 0, oh = a->q0 / OW, ow = a->q0 % OW; p < a->OHW; oh++, ow = 0) {
+                const size_t len = OW - ow < a->OHW - p ? OW - ow : a->OHW - p;
+                const float *src = sums + o * gl + (oh - a->pr0) * Wp + ow;
+                const size_t at = (s * O + o) * a->ys + p;
+                for (size_t j = 0; j < len; j += 16) {
+                    const __mmask16 keep = (__mmask16)((1u << (len - j < 16 ? len - j : 16)) - 1);
+                    __m512 v = _mm512_maskz_loadu_ps(keep, src + j);
+                    if (a->scale) v = _mm512_mul_ps(v, sc);
+                    if (a->shift) v = _mm512_add_ps(v, sh);
+                    if (a->res) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(keep, a->res + at + j));
+                    if (a->act != KD_ACT_NONE)
+                        v = _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask(v, zero, _CMP_LT_OQ), zero);
+                    if (a->act == KD_ACT_RELU6)
+                        v = _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask(v, six, _CMP_GT_OQ), six);
+                    _mm512_mask_storeu_ps(a->y + at + j, keep, v);
+                }
+                p += len;
+            }
+        }
+    }
+}
 #else
+static void run_grid(const cp_args *a, size_t g0, size_t g1) { (void)a, (void)g0, (void)g1; }
 static void tile(const cp_args *a, size_t g, size_t c0, size_t c1, size_t q, int first,
                  const float *pf, const float *pf_end) {
     (void)a, (void)g, (void)c0, (void)c1, (void)q, (void)first, (void)pf, (void)pf_end;
@@ -281,6 +380,7 @@ __attribute__((target("avx512f"))) static void pad_planes(const cp_args *a, cons
                 }
             }
             memset(pl + a->hb * Wp, 0, (a->cs - a->hb * Wp) * sizeof *pl);
+            if (s + 1 == a->n && c + 1 == d->C) memset(pl + a->cs, 0, CP_SLACK * sizeof *pl);
         }
 }
 #else
@@ -296,13 +396,15 @@ static void run_part(const cp_args *a, size_t g0, size_t g1, size_t k0, size_t k
     const size_t C = a->d->C, cb = channel_block(a->d), np = tile_pos(a->d);
     const size_t L = lanes(a->d), row = a->T * L, end = a->n * a->OHW;
     const float *last = a->wp + g1 * C * row;
+    const int fits_l2 = (g1 - g0) * C * row <= CP_L2_FLOATS; /* then no prefetch */
     for (size_t g = g0; g < g1; g++)
         for (size_t c0 = 0; c0 < C; c0 += cb) {
             const size_t c1 = c0 + cb < C ? c0 + cb : C;
             const float *next = a->wp + (g * C + c1) * row;
-            const size_t lines = next < last ? ((size_t)(last - next) < cb * row
-                                                    ? (size_t)(last - next) : cb * row) / 16
-                                             : 0;
+            const size_t lines = next < last && !fits_l2
+                                     ? ((size_t)(last - next) < cb * row ? (size_t)(last - next)
+                                                                         : cb * row) / 16
+                                     : 0;
             for (size_t k = k0; k < k1; k++) {
                 const size_t z0 = lines * (k - k0) / (k1 - k0);
                 const size_t z1 = lines * (k - k0 + 1) / (k1 - k0);
@@ -325,7 +427,8 @@ static cp_args setup(const kd_cd_dims *d, size_t n, size_t q0, size_t q1, const 
     KD_ASSERT(n >= 1 && d->O % 16 == 0 && q0 < q1 && q1 <= d->OH * d->OW &&
               (n == 1 || OHW == d->OH * d->OW));
     KD_ASSERT(n * d->C * cs < UINT32_MAX && cs <= plane_floats(d));
-    uint32_t *off = (uint32_t *)(ws + (nq + 16) * d->O), *tap = off + round_up(nq, 16);
+    const size_t sums = grid_tiles(d) ? n * d->O * grid_len(d, r1 - r0) : (nq + 16) * d->O;
+    uint32_t *off = (uint32_t *)(ws + sums), *tap = off + round_up(nq, 16);
     size_t q = 0;
     for (size_t s = 0; s < n; s++)
         for (size_t oh = r0, ow = q0 % d->OW, k = 0; k < OHW; k++) {
@@ -338,7 +441,7 @@ static cp_args setup(const kd_cd_dims *d, size_t n, size_t q0, size_t q1, const 
             for (size_t j = 0; j < d->KW; j++)
                 tap[(c * d->KH + i) * d->KW + j] = (uint32_t)(c * cs + i * Wp + j);
     float *planes = (float *)(tap + round_up(d->C * taps(d), 16));
-    return (cp_args){d, n, cs, taps(d), OHW, d->OH * d->OW, d->S * r0, hb, planes, ws, off, tap,
+    return (cp_args){d, n, cs, taps(d), OHW, d->OH * d->OW, d->S * r0, hb, q0, planes, ws, off, tap,
                      wp, out->scale, out->shift, out->res ? out->res + q0 : NULL, out->act,
                      out->y + q0};
 }
@@ -350,7 +453,8 @@ void kd_conv_packed_part(const kd_cd_dims *d, const float *x, const float *wp,
                          size_t g1) {
     const cp_args a = setup(d, 1, q0, q1, wp, out, ws);
     pad_planes(&a, x, 0, d->C);
-    run_part(&a, g0, g1, 0, round_up(a.OHW, tile_pos(d)) / tile_pos(d));
+    if (grid_tiles(d)) run_grid(&a, g0, g1);
+    else run_part(&a, g0, g1, 0, round_up(a.OHW, tile_pos(d)) / tile_pos(d));
 }
 
 void kd_conv_packed(const kd_cd_dims *d, size_t n, const float *x, const float *wp,
@@ -360,7 +464,8 @@ void kd_conv_packed(const kd_cd_dims *d, size_t n, const float *x, const float *
     const size_t G = d->O / lanes(d), K = nq / tile_pos(d);
     if (team <= 1) {
         pad_planes(&a, x, 0, d->C);
-        run_part(&a, 0, G, 0, K);
+        if (grid_tiles(d)) run_grid(&a, 0, G);
+        else run_part(&a, 0, G, 0, K);
         return;
     }
     /* Blocks of channels per thread where each gets two or more (ResNet-18's 256-channel 7x7
@@ -372,7 +477,8 @@ void kd_conv_packed(const kd_cd_dims *d, size_t n, const float *x, const float *
         const size_t k = (size_t)omp_get_thread_num(), nt = (size_t)omp_get_num_threads();
         pad_planes(&a, x, d->C * k / nt, d->C * (k + 1) / nt);
 #pragma omp barrier
-        if (G % nt == 0 && G >= 2 * nt) run_part(&a, G * k / nt, G * (k + 1) / nt, 0, K);
+        if (grid_tiles(d)) run_grid(&a, G * k / nt, G * (k + 1) / nt);
+        else if (G % nt == 0 && G >= 2 * nt) run_part(&a, G * k / nt, G * (k + 1) / nt, 0, K);
         else run_part(&a, 0, G, K * k / nt, K * (k + 1) / nt);
     }
 }

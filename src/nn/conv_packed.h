@@ -2,9 +2,10 @@
  * (conv_packed.c). A frozen model (kd_model_freeze) promises that its parameters no longer
  * change, so a layer may keep its weights in the order its kernel reads them instead of
  * repacking them on every call: here 64 output channels in the vector lanes (four AVX-512
- * vectors), each input value broadcast against them, as ONNX Runtime's NCHWc kernels do. Every
- * position is an output (no grid columns dropped, no phase planes), every weight load aligned
- * and from L1, and a stride is only a step in the broadcasts' addresses. */
+ * vectors; 32 or 16 where the channels come so), each input value broadcast against them, as
+ * ONNX Runtime's NCHWc kernels do. Every position is an output (no grid columns dropped, no
+ * phase planes), every weight load aligned and from L1, and a stride is only a step in the
+ * broadcasts' addresses. Only 16 channels at stride 1 put positions in the lanes instead. */
 #ifndef KD_CONV_PACKED_H
 #define KD_CONV_PACKED_H
 

@@ -99,7 +99,7 @@ static void run_unit(kd_model *m, size_t i, float *out, size_t nb, const fwd_pas
  * one 40). A layer whose weights outweigh its planes splits its channels instead (each thread
  * reading half the weights: conv2d_frozen.c). Each thread runs with its replica's workspace
  * and layer caches (a batch norm folds into its own copy), a barrier after each unit; the
- * other units (pooling to a vector, dense) run on one thread of the team. One sample on 2
+ * other units (pooling to a vector, dense) run on thread 0, in a row without barriers. One sample on 2
  * threads of a Xeon (fused residual units both ways): the small ResNet 175-184 us layer by
  * layer, 147-154 banded; ResNet-18 3.90-3.96 ms and 3.63-3.75. */
 
@@ -184,9 +184,11 @@ static const float *forward_banded(kd_model *m, const float *x, kd_ctx *ctx, siz
             if (unit_banded(m, i)) {
                 run_unit(m, i, out, 1, &pb);
 #pragma omp barrier
-            } else {
-#pragma omp single
-                run_unit(m, i, out, 1, &p1);
+            } else { /* on thread 0, a barrier only before the next banded unit */
+                if (r == 0) run_unit(m, i, out, 1, &p1);
+                if (j + 1 < m->n_layers && unit_banded(m, j + 1)) {
+#pragma omp barrier
+                }
             }
             val[j + 1] = out;
         }
