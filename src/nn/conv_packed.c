@@ -172,8 +172,12 @@ typedef struct {
         for (size_t p = 0; p < NP; p++) xs[p] = a->xp + a->off[q + p];                           \
         for (size_t k = c0 * T; k < c1 * T; k++) {                                               \
             const size_t o = a->tap[k];                                                          \
-            for (size_t z = 0; PF && z < 2 && pf < pf_end; z++, pf += 16)                        \
-                _mm_prefetch((const char *)pf, _MM_HINT_T1);                                     \
+            if (PF) { /* two lines a step, branch-free: past the end, the last two again */    \
+                const uintptr_t at = (uintptr_t)pf;                                              \
+                _mm_prefetch((const char *)at, _MM_HINT_T1);                                     \
+                _mm_prefetch((const char *)(at + 64), _MM_HINT_T1);                              \
+                pf += at + 128 < (uintptr_t)pf_end ? 32 : 0;                                     \
+            }                                                                                    \
             __m512 w[NB];                                                                        \
             for (size_t v = 0; v < NB; v++) w[v] = _mm512_load_ps(wg + k * L + 16 * v);          \
             for (size_t p = 0; p < NP; p++) {                                                    \
