@@ -21,6 +21,7 @@
 #include "../src/core/test_hooks.h"
 #include "../src/nn/conv_packed.h"
 #include "../src/nn/fused.h"
+#include "../src/nn/graph.h"
 #include "conv_reference.h"
 #include "kd_common.h"
 #include "kd_export.h"
@@ -328,8 +329,8 @@ done:
  * feeds the add of the identity (with its relu), and one whose downsample's does (the add's
  * other input the main branch, without relu after it). Fused, the unit's kernel adds the
  * residual as it stores each output: the same bits as the two units unfused, frozen or not, for
- * a batch and for one sample (banded on two threads when frozen). */
-static void residual_logits(int fuse, int freeze, size_t n, float *out) {
+ * a batch and for one sample (banded on two threads when frozen), in as many chunk buffers. */
+static void residual_logits(int fuse, int freeze, size_t n, float *out, size_t *n_pool) {
     static const char *json =
         "[{\"type\":\"conv2d\",\"channels\":32,\"kernel\":3,\"padding\":1,\"bias\":false},"
         "{\"type\":\"batchnorm\"},{\"type\":\"relu\",\"name\":\"r0\"},"
@@ -359,6 +360,10 @@ static void residual_logits(int fuse, int freeze, size_t n, float *out) {
     kd_rng_seed(&rng, 5);
     randomise(&m, &rng);
     if (freeze) CHECK_EQ_INT(kd_model_freeze(&m, &err), KD_OK);
+    *n_pool = m.graph->n_pool;
+    /* the fused unit's inner values (the convolution's output among them) share its output's
+     * buffer: nothing writes them */
+    if (fuse) CHECK_EQ_INT(m.graph->pool_of[7], m.graph->pool_of[10]);
     CHECK_EQ_INT((int)kd_model_unit_size(&m, 6), fuse ? 4 : 2); /* conv, bn, add, relu */
     CHECK_EQ_INT((int)kd_model_unit_size(&m, 12), fuse ? 3 : 2); /* conv, bn, add */
     static float x[B * D];
@@ -375,9 +380,12 @@ KD_TEST(residual_unit_gives_the_bits_of_the_two_units) {
     for (int freeze = 0; freeze <= 1; freeze++)
         for (size_t n = 1; n <= 6; n += 5) {
             float fused[60], apart[60];
+            size_t pool_fused = 0, pool_apart = 0;
             const unsigned long banded = kd_hook_banded_passes;
-            residual_logits(1, freeze, n, fused);
-            residual_logits(0, freeze, n, apart);
+            residual_logits(1, freeze, n, fused, &pool_fused);
+            residual_logits(0, freeze, n, apart, &pool_apart);
+            /* a unit of 4 layers is not a convolution's group: no buffer kept for its conv */
+            CHECK_EQ_INT((int)pool_fused, (int)pool_apart);
             if (memcmp(fused, apart, n * 10 * sizeof *fused) != 0)
                 kd_test_fail(__FILE__, __LINE__, "%s, %zu sample(s): the fused residual units "
                              "give other logits than the units apart (%.9g vs %.9g)",

@@ -332,7 +332,7 @@ void kd_conv_bn_act_forward(kd_layer *conv, kd_layer *bn, kd_layer *act, const f
         const size_t C = n_channels(bn);
         float *cache = kd_layer_cache(bn, ctx), *k = cache + 2 * C + 2;
         for (size_t c = 0; c < C; c++) k[c] = bn->t[BN_W][c] * cache[C + c];
-        kd_conv2d_forward_folded(conv, k, cache, bn->t[BN_B], a, x, y, B, ctx);
+        kd_conv2d_forward_folded(conv, k, cache, bn->t[BN_B], a, NULL, x, y, B, ctx);
         return;
     }
     const bn_act_sink s = {bn, a, kd_layer_cache(bn, ctx), y};
@@ -353,10 +353,14 @@ void kd_conv_bn_add_forward(kd_layer *conv, kd_layer *bn, kd_layer *act, const f
     const size_t C = n_channels(bn);
     float *cache = kd_layer_cache(bn, ctx), *k = cache + 2 * C + 2; /* as kd_conv_bn_act_forward */
     for (size_t c = 0; c < C; c++) k[c] = bn->t[BN_W][c] * cache[C + c];
-    if (kd_conv2d_frozen_fused(conv, k, cache, bn->t[BN_B], res, a, x, y, B, ctx)) return;
+    /* as the two units would: the packed kernel where it takes the convolution (its fold),
+     * else the convolution unit, then the add's pass */
+    if (kd_conv2d_frozen_takes(conv, ctx)) {
+        if (kd_conv2d_forward_folded(conv, k, cache, bn->t[BN_B], a, res, x, y, B, ctx)) return;
+    } else {
+        kd_conv_bn_act_forward(conv, bn, NULL, x, y, B, ctx);
+    }
     KD_ASSERT(ctx->bands < 2);
-    /* the two units' passes, the same float operations */
-    kd_conv_bn_act_forward(conv, bn, NULL, x, y, B, ctx);
     KD_PAR_BLOCKS(B * kd_shape_numel(&conv->out), o, len, add_act_block(y + o, res + o, len, a));
 }
 

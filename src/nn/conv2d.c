@@ -471,12 +471,12 @@ static void forward_piece(const fwd_job *j, size_t p) {
  * and the plane is larger than FROZEN_OVER_WG (conv2d_impl.h says why); 0 where it did not run. */
 #define FROZEN_OVER_WG 64
 static int frozen_ran(kd_layer *l, const conv_dims *d, const float *scale, const float *shift,
-                      int act, const float *x, float *y, const kd_sample_sink *sink, size_t B,
-                      kd_ctx *ctx) {
+                      const float *res, int act, const float *x, float *y,
+                      const kd_sample_sink *sink, size_t B, kd_ctx *ctx) {
     if (!l->frozen || ctx->training || (!ctx->bands && wg_on(d, B) && d->OHW > FROZEN_OVER_WG))
         return 0;
     float *ws = fold_slot_at(d, ctx->workspace, n_pieces(B)) + fold_slot(d);
-    return kd_conv2d_frozen_forward(l, scale, shift, NULL, act, x, y, sink, B, ws, ctx);
+    return kd_conv2d_frozen_forward(l, scale, shift, res, act, x, y, sink, B, ws, ctx);
 }
 
 /* The pieces of a pass run on the team, or in turn on the calling thread outside any parallel
@@ -487,7 +487,7 @@ static int frozen_ran(kd_layer *l, const conv_dims *d, const float *scale, const
 static void forward_with(kd_layer *l, const float *w, const float *bias, int act, const float *x,
                          float *y, const kd_sample_sink *sink, size_t B, kd_ctx *ctx) {
     const conv_dims d = dims_of(l);
-    if (frozen_ran(l, &d, NULL, bias, act, x, y, sink, B, ctx)) return;
+    if (frozen_ran(l, &d, NULL, bias, NULL, act, x, y, sink, B, ctx)) return;
     if (is_depthwise(&d)) {
         const kd_dw_dims dd = dw_dims(&d);
         kd_depthwise_forward(&dd, x, w, bias, act, y, sink, B, ctx->workspace,
@@ -546,17 +546,18 @@ void kd_conv2d_forward_to(kd_layer *l, const float *x, float *y, const kd_sample
     forward_impl(l, x, y, sink, B, ctx);
 }
 
-void kd_conv2d_forward_folded(kd_layer *l, const float *k, const float *mu, const float *beta,
-                              int act, const float *x, float *y, size_t B, kd_ctx *ctx) {
-    KD_ASSERT(!ctx->training);
+int kd_conv2d_forward_folded(kd_layer *l, const float *k, const float *mu, const float *beta,
+                             int act, const float *res, const float *x, float *y, size_t B,
+                             kd_ctx *ctx) {
     const conv_dims d = dims_of(l);
     const float *w = l->t[CONV_W], *b = ((const conv_hp *)l->hp)->bias ? l->t[CONV_B] : NULL;
     float *wf = fold_slot_at(&d, ctx->workspace, n_pieces(B)), *bf = wf + round16(d.O * d.KG);
     for (size_t o = 0; o < d.O; o++) bf[o] = k[o] * ((b ? b[o] : 0.0f) - mu[o]) + beta[o];
-    if (frozen_ran(l, &d, k, bf, act, x, y, NULL, B, ctx)) return; /* k after the sums */
+    if (frozen_ran(l, &d, k, bf, res, act, x, y, NULL, B, ctx)) return 1; /* k after the sums */
     for (size_t o = 0; o < d.O; o++)
         for (size_t q = 0; q < d.KG; q++) wf[o * d.KG + q] = k[o] * w[o * d.KG + q];
-    forward_with(l, wf, bf, act, x, y, NULL, B, ctx);
+    forward_with(l, wf, bf, res ? KD_ACT_NONE : act, x, y, NULL, B, ctx);
+    return 0;
 }
 
 /* What every piece of a backward pass reads. */

@@ -46,6 +46,7 @@ static size_t slot_floats(const kd_cd_dims *d, size_t B) {
 size_t kd_conv2d_frozen_workspace(const kd_layer *l, size_t B) {
     if (!l->frozen) return 0;
     const kd_cd_dims d = cd_of(l);
+    if (!kd_conv_packed_fits(&d)) return kd_conv_packed_workspace(&d, 1); /* banded only */
     return n_slots(B) * slot_floats(&d, B);
 }
 
@@ -119,16 +120,4 @@ int kd_conv2d_frozen_forward(const kd_layer *l, const float *scale, const float 
         for (size_t k = 0; k < n; k++) run_group(&j, k, ws);
     }
     return 1;
-}
-
-int kd_conv2d_frozen_fused(const kd_layer *l, const float *k, const float *mu, const float *beta,
-                           const float *res, int act, const float *x, float *y, size_t B,
-                           kd_ctx *ctx) {
-    if (!kd_conv2d_frozen_takes(l, ctx)) return 0;
-    const conv_hp *hp = l->hp;
-    const float *b = hp->bias ? l->t[CONV_B] : NULL;
-    float *shift = ctx->workspace; /* then the kernel's: within the layer's workspace */
-    for (size_t o = 0; o < hp->channels; o++) shift[o] = k[o] * ((b ? b[o] : 0.0f) - mu[o]) + beta[o];
-    float *ws = ctx->workspace + ((hp->channels + 15) & ~(size_t)15);
-    return kd_conv2d_frozen_forward(l, k, shift, res, act, x, y, NULL, B, ws, ctx);
 }

@@ -80,21 +80,19 @@ static inline float kd_act_value(float v, int act) {
 }
 /* Inference: conv2d with a batch norm folded in, y = act(conv(x; k w, k (b - mu) + beta)):
  * the weights scaled per output channel by k (made on each call, in the layer's workspace),
- * the bias shifted, and act applied where each output is stored. */
-void kd_conv2d_forward_folded(kd_layer *conv, const float *k, const float *mu, const float *beta,
-                              int act, const float *x, float *y, size_t B, kd_ctx *ctx);
+ * the bias shifted, and act applied where each output is stored; or, where the packed kernel
+ * runs a frozen convolution (k after its sums), y = act(k conv(x) + k (b - mu) + beta + res).
+ * Returns 1 where that kernel ran; 0 otherwise, and then with res given, y is the convolution
+ * alone (no res, no act: the caller adds them). */
+int kd_conv2d_forward_folded(kd_layer *conv, const float *k, const float *mu, const float *beta,
+                             int act, const float *res, const float *x, float *y, size_t B,
+                             kd_ctx *ctx);
 /* Inference: a KD_UNIT_CONV_ADD unit, y = act(batch norm(conv(x)) + res), act a relu or NULL,
- * res of y's shape: on a frozen convolution the packed kernel adds res as it stores each output
- * (kd_conv2d_frozen_fused), else the unit's layers in turn; the same bits as the two units the
- * graph would run unfused. */
+ * res of y's shape: where the packed kernel runs the convolution it adds res as it stores each
+ * output, else the unit's layers in turn; the same bits as the two units the graph would run
+ * unfused. */
 void kd_conv_bn_add_forward(kd_layer *conv, kd_layer *bn, kd_layer *act, const float *x,
                             const float *res, float *y, size_t B, kd_ctx *ctx);
-/* A frozen convolution with batch norm folded (y = act(k (conv(x) + b - mu) + beta + res), res
- * NULL for none), run by the packed kernel with the layer's workspace from its start; 0 where
- * that kernel does not take it (kd_conv2d_frozen_takes). */
-int kd_conv2d_frozen_fused(const kd_layer *conv, const float *k, const float *mu,
-                           const float *beta, const float *res, int act, const float *x, float *y,
-                           size_t B, kd_ctx *ctx);
 /* Whether a frozen model's packed kernel runs this convolution (conv2d_frozen.c): in a banded
  * forward, or where it takes whole samples (conv_packed.h); it applies a batch norm's fold
  * after its sums, so the fold costs nothing there at any batch size. */

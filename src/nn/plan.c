@@ -95,18 +95,19 @@ static size_t plan_pool(const kd_model *m, int *pool_of) {
         u = kd_unit_len(g, i);
         const size_t j = i + u - 1;  /* the unit's last layer */
         const kd_layer *l = &m->layers[i];
-        if (u == 4 && (pool_of[i + 1] = free_buffer(refs, &n_pool)) >= 0) refs[pool_of[i + 1]]++;
+        const int grp = g->unit[i] == 4; /* a convolution and its group: its output kept */
+        if (grp && (pool_of[i + 1] = free_buffer(refs, &n_pool)) >= 0) refs[pool_of[i + 1]]++;
         if (j + 1 < n) {
             if (u == 1 && l->ops->eval_identity && l->n_in == 1 && l->src[0] > 0)
                 pool_of[j + 1] = pool_of[l->src[0]];
             else
                 pool_of[j + 1] = free_buffer(refs, &n_pool);
             refs[pool_of[j + 1]]++;
-            for (size_t v = (u == 4 ? i + 2 : i + 1); v <= j; v++) pool_of[v] = pool_of[j + 1];
+            for (size_t v = (grp ? i + 2 : i + 1); v <= j; v++) pool_of[v] = pool_of[j + 1];
         }
         /* Buffers read for the last time in this unit: its inputs', the convolution's. */
         for (size_t v = 0; v <= n; v++) {
-            const int input_or_conv = v <= i || (u == 4 && v == i + 1);
+            const int input_or_conv = v <= i || (grp && v == i + 1);
             if (pool_of[v] >= 0 && input_or_conv && g->last_reader[v] >= i &&
                 g->last_reader[v] <= j)
                 refs[pool_of[v]]--;
