@@ -20,7 +20,7 @@ static kd_cd_dims cd_of(const kd_layer *l) {
 
 size_t kd_conv2d_frozen_floats(const kd_layer *l) {
     const kd_cd_dims d = cd_of(l);
-    return ((const conv_hp *)l->hp)->groups == 1 && kd_conv_packed_rows_fit(&d)
+    return ((const conv_hp *)l->hp)->groups == 1 && kd_conv_packed_part_fits(&d)
                ? kd_conv_packed_floats(&d)
                : 0;
 }

@@ -74,18 +74,7 @@ static size_t tile_positions(const kd_cd_dims *d, size_t n) {
     return round_up(n * d->OH * d->OW, tile_pos(d));
 }
 
-int kd_conv_packed_fits(const kd_cd_dims *d) {
-    if (!KD_HOOK_VALUE(kd_conv_packed_on, -1)) return 0;
-    if (d->O % 32 || taps(d) > KD_CD_MAX_TAPS || d->C * taps(d) < CP_MIN_SUM) return 0;
-#ifdef CP_X86
-    __builtin_cpu_init();
-    return !!__builtin_cpu_supports("avx512f");
-#else
-    return 0;
-#endif
-}
-
-int kd_conv_packed_rows_fit(const kd_cd_dims *d) {
+int kd_conv_packed_part_fits(const kd_cd_dims *d) {
     if (!KD_HOOK_VALUE(kd_conv_packed_on, -1)) return 0;
     if (d->O % 16 || taps(d) > KD_CD_MAX_TAPS) return 0;
 #ifdef CP_X86
@@ -94,6 +83,10 @@ int kd_conv_packed_rows_fit(const kd_cd_dims *d) {
 #else
     return 0;
 #endif
+}
+
+int kd_conv_packed_fits(const kd_cd_dims *d) {
+    return d->O % 32 == 0 && d->C * taps(d) >= CP_MIN_SUM && kd_conv_packed_part_fits(d);
 }
 
 /* Output channels in 16s at stride 1 put positions in the lanes instead (grid tiles): a run of

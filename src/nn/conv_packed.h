@@ -15,10 +15,11 @@
 
 /* Whether the packed kernel takes this shape on this CPU for whole samples (kd_conv_packed): an
  * AVX-512 CPU, output channels a multiple of 32, sums (C KH KW) of CP_MIN_SUM terms or more, at
- * most KD_CD_MAX_TAPS taps; and for a band of rows (kd_conv_packed_rows): output channels a
- * multiple of 16, any sum. Tests: kd_conv_packed_on (0 never, -1 these rules). */
+ * most KD_CD_MAX_TAPS taps; and for the parts of a banded forward (kd_conv_packed_part):
+ * output channels a multiple of 16, any sum. Tests: kd_conv_packed_on (0 never, -1 these
+ * rules). */
 int kd_conv_packed_fits(const kd_cd_dims *d);
-int kd_conv_packed_rows_fit(const kd_cd_dims *d);
+int kd_conv_packed_part_fits(const kd_cd_dims *d);
 
 /* Floats of the packed weights, and packing: wp[g][c][t][L] = w[L g + l][c][t] for lane l, L
  * = 64, 32 or 16 as the output channels divide. */
