@@ -150,7 +150,8 @@ int kd_gradcheck(const kd_shape *input, const char *layers_json, size_t B, uint6
             goto cleanup;
         }
     }
-    s = (gc_state){&m, x, r, B, seed ^ 0x9e3779b97f4a7c15ull, {{0}}, {training, NULL, NULL, 0, 0, 0}};
+    s = (gc_state){&m, x, r, B, seed ^ 0x9e3779b97f4a7c15ull, {{0}},
+                   {training, NULL, NULL, 0, 0, 0}};
     s.ctx.rng = &s.rng;
 
     /* Analytic: the model's backward through every layer down to the input's gradient. */

@@ -1,17 +1,17 @@
 /* test_conv_packed.c - a frozen model's convolution (src/nn/conv_packed.c: weights packed once,
  * 64, 32 or 16 output channels in the vector lanes, or positions in them for 16s at stride 1)
- * against a double-precision loop
- * (tests/conv_reference.c), on shapes that reach every edge of it: tiles of 64 and 32
- * channels, positions that end inside a tile (of 6 or 12) and inside the transpose's blocks of
- * 16, input channels over several channel blocks (14 for a 3x3 kernel, 128 or 256 for 1x1, 5
- * for 5x5), strides 2 and 3, non-square kernels and planes, padding 0 to 2, one pixel, padded
- * rows of several 16-float pieces; scale, shift and both activations (NaN passing, -0 kept, as
- * kd_act_value); the team (by channel blocks, or by positions where a thread would get fewer
- * than two), parts of the positions and several samples per call giving the bits of one thread and one
- * sample. Then models:
- * a frozen model's logits against the same model unfrozen, alone and in a batch, on one thread
- * and on two, and an ONNX teacher loaded frozen. All on CPUs with AVX-512 (elsewhere
- * kd_conv_packed_fits says no and nothing is frozen: checked). */
+ * against a double-precision loop (tests/conv_reference.c), on shapes that reach every edge of
+ * it: tiles of 64, 32 and 16 channels and grid tiles, positions that end inside a tile and
+ * inside the transpose's blocks of 16, input channels over several channel blocks (14 for a 3x3
+ * kernel, 128 or 256 for 1x1, 5 for 5x5), strides 2 and 3, non-square kernels and planes,
+ * padding 0 to 2, one pixel, padded rows of several 16-float pieces; scale, shift, a residual
+ * and both activations (NaN passing, -0 kept, as kd_act_value); the team (by channel blocks, or
+ * by positions where a thread would get fewer than two), parts of the positions and of the
+ * channel blocks, and several samples per call giving the bits of one thread and one sample.
+ * Then models: a frozen model's logits against the same model unfrozen, alone and in a batch,
+ * on one thread and on two (banded), an ONNX teacher loaded frozen, and residual units against
+ * the units apart. All on CPUs with AVX-512 (elsewhere kd_conv_packed_fits says no and nothing
+ * is frozen: checked). */
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
@@ -32,8 +32,8 @@
 #include "kd_test.h"
 
 /* One shape with scale, shift, act and (for half the shapes) a residual: y within 2^-20 of the
- * terms' magnitudes (times |scale|) of act(scale s + shift + res); the team of two the same bits; NS samples in one call the bits of
- * each alone, on one thread and on two. */
+ * terms' magnitudes (times |scale|) of act(scale s + shift + res); the team of two the same
+ * bits; NS samples in one call the bits of each alone, on one thread and on two. */
 #define NS 3
 static void check_shape(size_t C, size_t H, size_t W, size_t O, size_t KH, size_t KW, size_t P,
                         size_t S, int act) {

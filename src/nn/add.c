@@ -68,7 +68,8 @@ static void add_run(const kd_layer *l, const float *const *x, float *y, size_t B
     KD_ASSERT(B == 1 && l->out.rank == 3);
     const size_t Q = l->out.d[1] * l->out.d[2];
     const size_t q0 = Q * ctx->band / ctx->bands, q1 = Q * (ctx->band + 1) / ctx->bands;
-    for (size_t c = 0; c < l->out.d[0] && q0 < q1; c++) add_block(x, n_in, y, c * Q + q0, q1 - q0, relu);
+    for (size_t c = 0; c < l->out.d[0] && q0 < q1; c++)
+        add_block(x, n_in, y, c * Q + q0, q1 - q0, relu);
 }
 
 static void add_forward(kd_layer *l, const float *const *x, float *y, size_t B, kd_ctx *ctx) {

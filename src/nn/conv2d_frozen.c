@@ -68,7 +68,8 @@ static void run_group(const frozen_job *j, size_t k, float *ws) {
     o.y += b * out_n;
     if (o.res) o.res += b * out_n;
     kd_conv_packed(d, m, j->x + b * in_n, j->l->frozen, &o, ws, 0);
-    for (size_t s = b; j->sink && s < b + m; s++) j->sink->fn(j->sink->arg, s, o.y + (s - b) * out_n);
+    for (size_t s = b; j->sink && s < b + m; s++)
+        j->sink->fn(j->sink->arg, s, o.y + (s - b) * out_n);
 }
 
 /* In a banded forward, a layer whose weights outweigh its planes (input and output) twice or

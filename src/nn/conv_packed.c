@@ -11,12 +11,12 @@
  * applying scale, shift, the residual and the activation. (16-channel layers at stride 1 turn
  * it around: grid tiles, positions in the lanes.) A call takes n whole samples, or a part of
  * one: a range of positions (padding only the rows they read) and of output channel blocks,
- * for a banded forward's threads (exec.c). Loops: a block of output channels, then input channel blocks (their
- * packed weights, CB T 64 floats, stay in L1 while every tile of the call reads them), then
- * tiles, each prefetching a share of the next block's weights into L2 as it runs: the layers
- * with most weights read them from memory once per call (ResNet-18's 512-channel 4x4 layers,
- * one sample on one thread of a Xeon: 1080 us with the next block fetched in bursts between
- * tiles, 635 us spread over the tiles' steps). */
+ * for a banded forward's threads (exec.c). Loops: a block of output channels, then input
+ * channel blocks (their packed weights, CB T 64 floats, stay in L1 while every tile of the
+ * call reads them), then tiles, each prefetching a share of the next block's weights into L2
+ * as it runs: the layers with most weights read them from memory once per call (ResNet-18's
+ * 512-channel 4x4 layers, one sample on one thread of a Xeon: 1080 us with the next block
+ * fetched in bursts between tiles, 635 us spread over the tiles' steps). */
 #include "conv_packed.h"
 
 #include <omp.h>

@@ -99,9 +99,9 @@ static void run_unit(kd_model *m, size_t i, float *out, size_t nb, const fwd_pas
  * one 40). A layer whose weights outweigh its planes splits its channels instead (each thread
  * reading half the weights: conv2d_frozen.c). Each thread runs with its replica's workspace
  * and layer caches (a batch norm folds into its own copy), a barrier after each unit; the
- * other units (pooling to a vector, dense) run on thread 0, in a row without barriers. One sample on 2
- * threads of a Xeon (fused residual units both ways): the small ResNet 175-184 us layer by
- * layer, 147-154 banded; ResNet-18 3.90-3.96 ms and 3.63-3.75. */
+ * other units (pooling to a vector, dense) run on thread 0, in a row without barriers. One
+ * sample on 2 threads of a Xeon: the small ResNet student 175-184 us layer by layer, 128-135
+ * banded; ResNet-18 3.90-3.96 ms and 3.63-3.75 (docs/design.md). */
 
 /* Whether unit i runs banded: a frozen convolution (with its batch norm, activation or
  * residual add: the packed kernel by positions), an add of planes (with its relu). */
@@ -115,8 +115,7 @@ static int unit_banded(const kd_model *m, size_t i) {
 /* Floats of every unit's output but the logits, each 16-aligned: a banded forward gives each
  * its own buffer, in the replicas' chunk buffers (which it does not use otherwise), so that a
  * thread writes the lines it wrote on the previous sample (with buffers shared by turns, its
- * rows of one value are lines another thread wrote as rows of a value of another shape: the
- * small ResNet's adds took 5-6 us a band for 6K floats). */
+ * part of one value is lines another thread wrote as part of a value of another shape). */
 static size_t band_floats(const kd_model *m) {
     size_t n = 0;
     for (size_t i = 0; i + kd_unit_len(m->graph, i) < m->n_layers; i += kd_unit_len(m->graph, i))

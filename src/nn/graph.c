@@ -268,7 +268,8 @@ void kd_graph_decide(kd_model *m) {
             (a->src[0] != i + 2 && a->src[1] != i + 2) || a->src[0] == a->src[1] ||
             !private_value(m, i + 2) || !KD_HOOK_VALUE(kd_fuse_residual, 1))
             continue;
-        g->unit[i] = (unsigned char)(KD_UNIT_CONV_ADD | (g->unit[i + 2] & KD_UNIT_ADD_RELU ? 4 : 3));
+        const int relu = (g->unit[i + 2] & KD_UNIT_ADD_RELU) != 0;
+        g->unit[i] = (unsigned char)(KD_UNIT_CONV_ADD | (relu ? 4 : 3));
     }
 }
 

@@ -239,10 +239,10 @@ static inline float kd_relu6(float v) { return v < 0.0f ? 0.0f : v > 6.0f ? 6.0f
 /* The units kd_model_forward / kd_model_backward run, for code that walks a model's layers
  * itself (the per-layer benchmark). Forward: kd_model_unit_size layers from layer i on (3 for a
  * fused batchnorm -> maxpool2d 2x2 -> relu group, 4 for a conv2d and the group after it, else
- * 1), from x (the input of layer i) to y (the output of its last layer); not a unit that ends
- * with an add (an inference model's residual unit: only kd_model_forward runs those). Backward: the same
- * units, layers kd_model_backward_unit_start(m, j) = i to j, from dy (the gradient of layer
- * j's output) to dx (that of layer i's input x, or NULL). */
+ * 1), from x (the input of layer i) to y (the output of its last layer); not a unit that
+ * ends with an add (an inference model's residual unit: only kd_model_forward runs those).
+ * Backward: the same units, layers kd_model_backward_unit_start(m, j) = i to j, from dy (the
+ * gradient of layer j's output) to dx (that of layer i's input x, or NULL). */
 size_t kd_model_unit_size(const kd_model *m, size_t i);
 void kd_model_unit_forward(kd_model *m, size_t i, const float *x, float *y, size_t B,
                            kd_ctx *ctx);
