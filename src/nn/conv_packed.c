@@ -232,12 +232,27 @@ __attribute__((target("avx512f"))) static void transpose16(__m512 r[16]) {
     }
 }
 
-/* y for positions [q0, q1) and channels [o0, o1): t transposed 16 by 16, then
- * act(scale s + shift) (kd_act_value's rules: NaN passes, ReLU keeps -0). */
+/* An output vector of channel o: act(scale v + shift + res), res read under keep (kd_act_value's
+ * rules: NaN passes, ReLU keeps -0). */
+__attribute__((target("avx512f"))) static inline __m512 finish(const cp_args *a, __m512 v,
+                                                               size_t o, const float *res,
+                                                               __mmask16 keep) {
+    const __m512 zero = _mm512_setzero_ps(), six = _mm512_set1_ps(6.0f);
+    if (a->scale) v = _mm512_mul_ps(v, _mm512_set1_ps(a->scale[o]));
+    if (a->shift) v = _mm512_add_ps(v, _mm512_set1_ps(a->shift[o]));
+    if (a->res) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(keep, res));
+    if (a->act != KD_ACT_NONE)
+        v = _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask(v, zero, _CMP_LT_OQ), zero);
+    if (a->act == KD_ACT_RELU6)
+        v = _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask(v, six, _CMP_GT_OQ), six);
+    return v;
+}
+
+/* y for positions [q0, q1) and channels [o0, o1): t transposed 16 by 16, then finish. */
 __attribute__((target("avx512f"))) static void epilogue(const cp_args *a, size_t q0, size_t q1,
                                                         size_t o0, size_t o1) {
     const size_t O = a->d->O, OHW = a->OHW;
-    const __m512 zero = _mm512_setzero_ps(), six = _mm512_set1_ps(6.0f);
+    const __m512 zero = _mm512_setzero_ps();
     for (size_t s = q0 / OHW; s * OHW < q1; s++) {
         const size_t pb = (q0 > s * OHW ? q0 : s * OHW) - s * OHW;
         const size_t pe = (q1 < (s + 1) * OHW ? q1 : (s + 1) * OHW) - s * OHW;
@@ -251,16 +266,9 @@ __attribute__((target("avx512f"))) static void epilogue(const cp_args *a, size_t
                     r[i] = i < nv ? _mm512_loadu_ps(tp + i * O + o) : zero;
                 transpose16(r);
                 for (size_t i = 0; i < 16; i++) {
-                    __m512 v = r[i];
-                    if (a->scale) v = _mm512_mul_ps(v, _mm512_set1_ps(a->scale[o + i]));
-                    if (a->shift) v = _mm512_add_ps(v, _mm512_set1_ps(a->shift[o + i]));
                     const size_t at = (s * O + o + i) * a->ys + p;
-                    if (a->res) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(keep, a->res + at));
-                    if (a->act != KD_ACT_NONE)
-                        v = _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask(v, zero, _CMP_LT_OQ), zero);
-                    if (a->act == KD_ACT_RELU6)
-                        v = _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask(v, six, _CMP_GT_OQ), six);
-                    _mm512_mask_storeu_ps(a->y + at, keep, v);
+                    const float *res = a->res ? a->res + at : NULL;
+                    _mm512_mask_storeu_ps(a->y + at, keep, finish(a, r[i], o + i, res, keep));
                 }
             }
         }
@@ -300,7 +308,6 @@ __attribute__((target("avx512f"))) static void run_grid(const cp_args *a, size_t
     const kd_cd_dims *d = a->d;
     const size_t O = d->O, OW = d->OW, Wp = d->W + 2 * d->P;
     const size_t gl = grid_len(d, a->hb - d->KH + 1); /* the call's rows, stride 1 */
-    const __m512 zero = _mm512_setzero_ps(), six = _mm512_set1_ps(6.0f);
     for (size_t s = 0; s < a->n; s++) {
         const float *xs = a->xp + s * d->C * a->cs;
         float *sums = a->t + s * O * gl;
@@ -310,8 +317,6 @@ __attribute__((target("avx512f"))) static void run_grid(const cp_args *a, size_t
             for (; g < gl; g += 16) grid_8x1(a, ob, xs, g, sums, gl);
         }
         for (size_t o = 16 * g0; o < 16 * g1; o++) {
-            const __m512 sc = _mm512_set1_ps(a->scale ? a->scale[o] : 1.0f);
-            const __m512 sh = _mm512_set1_ps(a->shift ? a->shift[o] : 0.0f);
             /* a row's run of the call's positions at a time: grid row oh - pr0 (stride 1) */
             for (size_t p = 0, oh = a->q0 / OW, ow = a->q0 % OW; p < a->OHW; oh++, ow = 0) {
                 const size_t len = OW - ow < a->OHW - p ? OW - ow : a->OHW - p;
@@ -319,15 +324,9 @@ __attribute__((target("avx512f"))) static void run_grid(const cp_args *a, size_t
                 const size_t at = (s * O + o) * a->ys + p;
                 for (size_t j = 0; j < len; j += 16) {
                     const __mmask16 keep = (__mmask16)((1u << (len - j < 16 ? len - j : 16)) - 1);
-                    __m512 v = _mm512_maskz_loadu_ps(keep, src + j);
-                    if (a->scale) v = _mm512_mul_ps(v, sc);
-                    if (a->shift) v = _mm512_add_ps(v, sh);
-                    if (a->res) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(keep, a->res + at + j));
-                    if (a->act != KD_ACT_NONE)
-                        v = _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask(v, zero, _CMP_LT_OQ), zero);
-                    if (a->act == KD_ACT_RELU6)
-                        v = _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask(v, six, _CMP_GT_OQ), six);
-                    _mm512_mask_storeu_ps(a->y + at + j, keep, v);
+                    const __m512 v = _mm512_maskz_loadu_ps(keep, src + j);
+                    const float *res = a->res ? a->res + at + j : NULL;
+                    _mm512_mask_storeu_ps(a->y + at + j, keep, finish(a, v, o, res, keep));
                 }
                 p += len;
             }

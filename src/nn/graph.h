@@ -78,8 +78,8 @@ const char *kd_graph_value_label(const kd_model *m, size_t v, char *buf, size_t 
  * the unit's length. The unit writes only its output's buffer: the convolution's output goes there
  * and batch norm and the activation work on it in place. */
 #define KD_UNIT_CONV_BN 0x40
-/* The flag of a training model's add whose relu runs in place over its output: forward as one
- * pass (kd_add_relu_forward), backward layer by layer. */
+/* The flag of an add whose relu runs in place over its output: forward as one pass
+ * (kd_add_relu_forward), backward layer by layer. */
 #define KD_UNIT_ADD_RELU 0x20
 /* The flag of a training model's batchnorm whose relu or relu6 runs in place over its output:
  * forward and backward as one (kd_bn_act_train_forward / _backward). */
