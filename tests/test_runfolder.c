@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "kd_common.h"
 #include "kd_test.h"
@@ -54,9 +56,20 @@ KD_TEST(runfolder_finished_run_is_refused_then_moved_by_overwrite) {
     char *again = slurp(run, "best.safetensors", &n_again);
     CHECK(same_bytes(best, n_best, again, n_again));
     free(again);
-    /* --resume on the finished run: nothing to continue, said so. */
+    /* --resume on the finished run: nothing to continue, said so; a temporary that a write
+     * killed after the last checkpoint left (its process gone) is removed all the same. */
+    const pid_t dead = fork();
+    if (dead == 0) _exit(0);
+    waitpid(dead, NULL, 0);
+    char stale[1200];
+    snprintf(stale, sizeof stale, "%s/metrics.jsonl.tmp.%ld", run, (long)dead);
+    FILE *sf = fopen(stale, "w");
+    CHECK(sf != NULL);
+    if (sf) fputs("{\"epoch\":", sf), fclose(sf);
     CHECK_EQ_INT(train("--resume %s --quiet", run), 2);
     CHECK_CONTAINS(g_out, "the run is finished (2 of 2 epochs done)");
+    CHECK_CONTAINS(g_out, "removed a temporary file left by an interrupted write");
+    CHECK(access(stale, F_OK) != 0);
     CHECK(strstr(g_out, "samples_per_s") == NULL);
     CHECK_EQ_INT(train("--resume %s --overwrite", run), 2);
     CHECK_CONTAINS(g_out, "give one of them");

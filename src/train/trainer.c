@@ -148,11 +148,15 @@ static kd_status run_resume(kd_run *t, kd_err *err) {
         return st;
     }
     if (r.ts.batch_in_epoch == 0 && r.ts.epoch >= t->cfg->epochs) {
+        /* a write the run was killed in after its last checkpoint leaves a temporary: gone */
+        char first[300];
+        const size_t stale = kd_runfolder_remove_stale(t->cfg->out_dir, first, sizeof first);
         st = kd_err_set(err, KD_EUSAGE, "resume %s: the run is finished (%llu of %zu epochs "
                         "done); nothing to continue. To train it further give more epochs "
-                        "(--resume ... --epochs %llu); to start anew, --overwrite or --out DIR",
+                        "(--resume ... --epochs %llu); to start anew, --overwrite or --out DIR%s",
                         path, (unsigned long long)r.ts.epoch, t->cfg->epochs,
-                        (unsigned long long)r.ts.epoch + 1);
+                        (unsigned long long)r.ts.epoch + 1,
+                        stale ? " (removed a temporary file left by an interrupted write)" : "");
         kd_resume_free(&r);
         return st;
     }
