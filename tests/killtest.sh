@@ -130,7 +130,12 @@ while :; do
     else
         args+=(--overwrite)
     fi
-    "$distill" "${args[@]}" > "$work/attempt.log" 2>&1 || { cat "$work/attempt.log"; fail "final resume"; }
+    # As above: a resume refused because the last kill landed after the final checkpoint
+    # (during the metrics write) is a finished run.
+    "$distill" "${args[@]}" > "$work/attempt.log" 2>&1
+    rc=$?
+    if [ "$rc" -eq 2 ] && grep -q "the run is finished" "$work/attempt.log"; then rc=0; fi
+    [ "$rc" -eq 0 ] || { cat "$work/attempt.log"; fail "final resume"; }
     grep -q "removed .* temporary file" "$work/attempt.log" && stale_removed=$((stale_removed + 1))
     ! compgen -G "$run/*.tmp.*" > /dev/null || fail "temporary files left in $run"
     same_tensors ref/last.safetensors "$run/last.safetensors" || fail "$run differs from the reference"
