@@ -319,6 +319,15 @@ static void bn_act_sample(const void *arg, size_t b, const float *y_b) {
 int kd_bn_fold = -1;
 #endif
 
+/* Inference's fold of a prepared batch norm: k = weight / sqrt(var + eps) per channel, written
+ * after the statistics in its cache (the training-only backward constants' room). */
+static const float *fold_scale(kd_layer *bn, kd_ctx *ctx) {
+    const size_t C = n_channels(bn);
+    float *cache = kd_layer_cache(bn, ctx), *k = cache + 2 * C + 2;
+    for (size_t c = 0; c < C; c++) k[c] = bn->t[BN_W][c] * cache[C + c];
+    return k;
+}
+
 void kd_conv_bn_act_forward(kd_layer *conv, kd_layer *bn, kd_layer *act, const float *x, float *y,
                             size_t B, kd_ctx *ctx) {
     KD_ASSERT(!ctx->training);
@@ -326,13 +335,10 @@ void kd_conv_bn_act_forward(kd_layer *conv, kd_layer *bn, kd_layer *act, const f
     bn_prepare(bn, y, B, NULL, ctx);  /* running statistics: reads no input */
     const int a = act_kind(act), hook = KD_HOOK_VALUE(kd_bn_fold, -1);
     if (hook > 0 || (hook < 0 && (B >= FOLD_MIN_BATCH || kd_conv2d_frozen_takes(conv, ctx)))) {
-        /* y = k (conv - mu) + beta with k = weight / sqrt(var + eps): the convolution's weights
-         * times k, its bias k (b - mu) + beta; k after the statistics in the cache (the
-         * training-only backward constants' room) */
-        const size_t C = n_channels(bn);
-        float *cache = kd_layer_cache(bn, ctx), *k = cache + 2 * C + 2;
-        for (size_t c = 0; c < C; c++) k[c] = bn->t[BN_W][c] * cache[C + c];
-        kd_conv2d_forward_folded(conv, k, cache, bn->t[BN_B], a, NULL, x, y, B, ctx);
+        /* y = k (conv - mu) + beta: the convolution's weights times k, its bias k (b - mu) + beta */
+        const float *cache = kd_layer_cache(bn, ctx);
+        kd_conv2d_forward_folded(conv, fold_scale(bn, ctx), cache, bn->t[BN_B], a, NULL, x, y, B,
+                                 ctx);
         return;
     }
     const bn_act_sink s = {bn, a, kd_layer_cache(bn, ctx), y};
@@ -350,13 +356,12 @@ void kd_conv_bn_add_forward(kd_layer *conv, kd_layer *bn, kd_layer *act, const f
     KD_ASSERT(!ctx->training && (!act || act->ops == &kd_layer_relu));
     bn_prepare(bn, y, B, NULL, ctx);
     const int a = act_kind(act);
-    const size_t C = n_channels(bn);
-    float *cache = kd_layer_cache(bn, ctx), *k = cache + 2 * C + 2; /* as kd_conv_bn_act_forward */
-    for (size_t c = 0; c < C; c++) k[c] = bn->t[BN_W][c] * cache[C + c];
     /* as the two units would: the packed kernel where it takes the convolution (its fold),
      * else the convolution unit, then the add's pass */
     if (kd_conv2d_frozen_takes(conv, ctx)) {
-        if (kd_conv2d_forward_folded(conv, k, cache, bn->t[BN_B], a, res, x, y, B, ctx)) return;
+        if (kd_conv2d_forward_folded(conv, fold_scale(bn, ctx), kd_layer_cache(bn, ctx),
+                                     bn->t[BN_B], a, res, x, y, B, ctx))
+            return;
     } else {
         kd_conv_bn_act_forward(conv, bn, NULL, x, y, B, ctx);
     }
