@@ -329,7 +329,8 @@ done:
  * feeds the add of the identity (with its relu), and one whose downsample's does (the add's
  * other input the main branch, without relu after it). Fused, the unit's kernel adds the
  * residual as it stores each output: the same bits as the two units unfused, frozen or not, for
- * a batch and for one sample (banded on two threads when frozen), in as many chunk buffers. */
+ * a batch and for one sample (banded on two threads when frozen, its 3x3 layers by Winograd:
+ * the residual joins in its output transform), in as many chunk buffers. */
 static void residual_logits(int fuse, int freeze, size_t n, float *out, size_t *n_pool) {
     static const char *json =
         "[{\"type\":\"conv2d\",\"channels\":32,\"kernel\":3,\"padding\":1,\"bias\":false},"
@@ -381,7 +382,7 @@ KD_TEST(residual_unit_gives_the_bits_of_the_two_units) {
         for (size_t n = 1; n <= 6; n += 5) {
             float fused[60], apart[60];
             size_t pool_fused = 0, pool_apart = 0;
-            const unsigned long banded = kd_hook_banded_passes;
+            const unsigned long banded = kd_hook_banded_passes, wg = kd_hook_wgf_parts;
             residual_logits(1, freeze, n, fused, &pool_fused);
             residual_logits(0, freeze, n, apart, &pool_apart);
             /* a unit of 4 layers is not a convolution's group: no buffer kept for its conv */
@@ -390,7 +391,10 @@ KD_TEST(residual_unit_gives_the_bits_of_the_two_units) {
                 kd_test_fail(__FILE__, __LINE__, "%s, %zu sample(s): the fused residual units "
                              "give other logits than the units apart (%.9g vs %.9g)",
                              freeze ? "frozen" : "not frozen", n, fused[0], apart[0]);
-            if (freeze && n == 1) /* both banded where the packed kernel runs */
+            if (freeze && n == 1) { /* both banded where the packed kernel runs, the 3x3
+                                     * layers at stride 1 by Winograd (wg_frozen.c) */
                 CHECK_EQ_INT((int)(kd_hook_banded_passes - banded), 2 * kd_test_cpu_avx512());
+                CHECK_EQ_INT(kd_hook_wgf_parts > wg, kd_test_cpu_avx512());
+            }
         }
 }

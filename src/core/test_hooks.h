@@ -42,6 +42,10 @@ extern int kd_infer_replicas;
 /* kd_model_forward: 0 turns the banded one-sample forward off (exec.c); kd_hook_banded_passes
  * counts the forwards that ran banded. */
 extern int kd_banded_forward;
+/* wg_frozen.c: a frozen 3x3 convolution's one sample by Winograd (0 never, 1 wherever the shape
+ * allows, -1 the release rule); kd_hook_wgf_parts counts its calls. */
+extern int kd_wg_frozen_on;
+extern unsigned long kd_hook_wgf_parts;
 extern unsigned long kd_hook_banded_passes;
 /* graph.c: 0 leaves an inference model's convolution -> batch norm -> add (-> relu) as two
  * units (the add's own pass), 1 fuses them (KD_UNIT_CONV_ADD). */

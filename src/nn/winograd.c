@@ -15,6 +15,7 @@
 
 #include "conv_gemm.h"
 #include "fused.h"
+#include "kd_common.h"
 #include "simd.h"
 #include "../core/test_hooks.h"
 
@@ -114,20 +115,19 @@ static inline __attribute__((always_inline)) void padded_row(const kd_wg_dims *d
 /* ---- Portable: plain loops (the compiler's baseline vectors) ---- */
 
 static void input_portable(const kd_wg_dims *d, const float *x, float *v, size_t ld, size_t c0,
-                           size_t c1) {
-    const size_t TW = kd_wg_tiles_w(d), TH = tiles_h(d), n = 2 * TW + 2;
-    const size_t CT = d->C * ld;
+                           size_t c1, size_t rb, size_t re, size_t CT) {
+    const size_t TW = kd_wg_tiles_w(d), n = 2 * TW + 2;
     float rows[4][WG_ROW];
     for (size_t c = c0; c < c1; c++) {
         const float *xc = x + c * d->H * d->W;
-        for (size_t r = 0; r < TH; r++) {
+        for (size_t r = rb; r < re; r++) {
             for (size_t i = 0; i < 4; i++) padded_row(d, xc, 2 * r + i, rows[i], n);
             /* B^T d: rows d0 - d2, d1 + d2, d2 - d1, d1 - d3 */
             float *r0 = rows[0], *r1 = rows[1], *r2 = rows[2], *r3 = rows[3];
             for (size_t k = 0; k < n; k++) bt_d(r0[k], r1[k], r2[k], r3[k], r0, r1, r2, r3, k);
             /* (B^T d) B: the same on the patch's columns 2t .. 2t + 3 */
             for (size_t i = 0; i < 4; i++) {
-                float *v0 = v + (i * 4 + 0) * CT + c * ld + r * TW;
+                float *v0 = v + (i * 4 + 0) * CT + c * ld + (r - rb) * TW;
                 float *v1 = v0 + CT, *v2 = v1 + CT, *v3 = v2 + CT;
                 const float *a = rows[i];
                 for (size_t t = 0; t < TW; t++) {
@@ -202,18 +202,18 @@ __attribute__((target("avx2"))) static inline __m256i lanes(size_t n) {
 
 __attribute__((target("avx2")))
 static void input_avx2(const kd_wg_dims *d, const float *x, float *v, size_t ld, size_t c0,
-                       size_t c1) {
-    const size_t TW = kd_wg_tiles_w(d), TH = tiles_h(d), n = 2 * TW + 2;
+                       size_t c1, size_t rb, size_t re, size_t CT) {
+    const size_t TW = kd_wg_tiles_w(d), n = 2 * TW + 2;
     /* floats of a row the blocks read; a padded row holds the input's row at [P, P + W) and
      * zeros elsewhere (n - P >= W + P: OW = W + 2P - 2), written once */
-    const size_t CT = d->C * ld, nr = 2 * ((TW + 7) / 8 * 8) + 2, n8 = (n + 7) / 8 * 8;
+    const size_t nr = 2 * ((TW + 7) / 8 * 8) + 2, n8 = (n + 7) / 8 * 8;
     const size_t end = nr > n8 ? nr : n8, P = d->P, W = d->W;
     float rows[4][WG_ROW] __attribute__((aligned(32))), zero[WG_ROW];
     for (size_t i = 0; i < 4; i++) memset(rows[i], 0, end * sizeof(float));
     memset(zero, 0, W * sizeof(float));
     for (size_t c = c0; c < c1; c++) {
         const float *xc = x + c * d->H * d->W;
-        for (size_t r = 0; r < TH; r++) {
+        for (size_t r = rb; r < re; r++) {
             const float *in[4]; /* the tile row's 4 input rows, or zeros in the padding */
             for (size_t i = 0; i < 4; i++) {
                 const size_t pr = 2 * r + i;
@@ -232,7 +232,7 @@ static void input_avx2(const kd_wg_dims *d, const float *x, float *v, size_t ld,
             }
             for (; q < W; q++) bt_d(in[0][q], in[1][q], in[2][q], in[3][q], r0, r1, r2, r3, q);
             for (size_t i = 0; i < 4; i++) {
-                float *v0 = v + (i * 4 + 0) * CT + c * ld + r * TW;
+                float *v0 = v + (i * 4 + 0) * CT + c * ld + (r - rb) * TW;
                 float *v1 = v0 + CT, *v2 = v1 + CT, *v3 = v2 + CT;
                 const float *a = rows[i];
                 for (size_t t0 = 0; t0 < TW; t0 += 8) {
@@ -269,9 +269,9 @@ static void input_avx2(const kd_wg_dims *d, const float *x, float *v, size_t ld,
 #define WG_ROWS_AT 8
 __attribute__((target("avx512f")))
 static void input_avx512(const kd_wg_dims *d, const float *x, float *v, size_t ld, size_t c0,
-                         size_t c1) {
-    const size_t TW = kd_wg_tiles_w(d), TH = tiles_h(d), n = 2 * TW + 2;
-    const size_t CT = d->C * ld, P = d->P, W = d->W;
+                         size_t c1, size_t rb, size_t re, size_t CT) {
+    const size_t TW = kd_wg_tiles_w(d), n = 2 * TW + 2;
+    const size_t P = d->P, W = d->W;
     /* a block reads 34 floats from 2t: zeros past the padded row, written once */
     const size_t nr = 2 * ((TW + 15) / 16 * 16) + 4, end = nr > n ? nr : n;
     /* each row starts pad floats in, so that its input part (from P) is 64-byte aligned: the
@@ -287,8 +287,8 @@ static void input_avx512(const kd_wg_dims *d, const float *x, float *v, size_t l
     const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
     for (size_t c = c0; c < c1; c++) {
         const float *xc = x + c * d->H * d->W;
-        for (size_t r0 = 0; r0 < TH; r0 += WG_ROWS_AT) {
-            const size_t r1 = TH - r0 < WG_ROWS_AT ? TH : r0 + WG_ROWS_AT;
+        for (size_t r0 = rb; r0 < re; r0 += WG_ROWS_AT) {
+            const size_t r1 = re - r0 < WG_ROWS_AT ? re : r0 + WG_ROWS_AT;
             for (size_t r = r0; r < r1; r++) { /* B^T d of each tile row's four input rows */
                 const float *in[4];
                 for (size_t i = 0; i < 4; i++) {
@@ -312,7 +312,7 @@ static void input_avx512(const kd_wg_dims *d, const float *x, float *v, size_t l
             }
             for (size_t r = r0; r < r1; r++) /* then times B, along each of those rows */
                 for (size_t i = 0; i < 4; i++) {
-                    float *v0 = v + (i * 4 + 0) * CT + c * ld + r * TW;
+                    float *v0 = v + (i * 4 + 0) * CT + c * ld + (r - rb) * TW;
                     float *v1 = v0 + CT, *v2 = v1 + CT, *v3 = v2 + CT;
                     const float *a = rows[r - r0][i] + pad;
                     for (size_t t = 0; t < TW; t += 16) {
@@ -422,35 +422,55 @@ __attribute__((target("avx512f"))) static inline __m512 act16(__m512 v, int act)
     v = _mm512_max_ps(_mm512_setzero_ps(), v);
     return act == KD_ACT_RELU6 ? _mm512_min_ps(_mm512_set1_ps(6.0f), v) : v;
 }
-/* e and o interleaved into out[0, k) (k <= 32). */
+/* e and o interleaved, plus res (the same columns of a residual row, or NULL), through act,
+ * into out[0, k) (k <= 32). */
 __attribute__((target("avx512f"))) static inline void store_pairs16(float *out, __m512 e,
-                                                                     __m512 o, size_t k) {
+                                                                     __m512 o, const float *res,
+                                                                     int act, size_t k) {
     const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
     const __m512i hi = _mm512_add_epi32(lo, _mm512_set1_epi32(8));
-    _mm512_mask_storeu_ps(out, mask16(k), _mm512_permutex2var_ps(e, lo, o));
-    if (k > 16) _mm512_mask_storeu_ps(out + 16, mask16(k - 16), _mm512_permutex2var_ps(e, hi, o));
+    __m512 a = _mm512_permutex2var_ps(e, lo, o), b = _mm512_permutex2var_ps(e, hi, o);
+    const __mmask16 ka = mask16(k), kb = k > 16 ? mask16(k - 16) : 0;
+    if (res) {
+        a = _mm512_add_ps(a, _mm512_maskz_loadu_ps(ka, res));
+        b = _mm512_add_ps(b, _mm512_maskz_loadu_ps(kb, res + 16));
+    }
+    _mm512_mask_storeu_ps(out, ka, act16(a, act));
+    if (kb) _mm512_mask_storeu_ps(out + 16, kb, act16(b, act));
 }
+
+/* What the AVX-512 output transform adds as it stores: y = act(k s + b + res), k and res
+ * optional (kd_wg_output: the bias alone). */
+typedef struct {
+    const float *scale, *shift, *res;
+    int act;
+    float *y;
+} wg_epi;
 
 /* One output row's even and odd outputs from A^T m's row s (times A: s0 + s1 + s2 and
- * s1 - s2 - s3), plus the bias, through act, into out[0, k). */
+ * s1 - s2 - s3), times k, plus b, then res and act, into out[0, k). */
 __attribute__((target("avx512f"))) static inline void row_pairs16(float *out, const __m512 s[4],
-                                                                   __m512 b, int act, size_t k) {
-    const __m512 e = act16(_mm512_add_ps(_mm512_add_ps(_mm512_add_ps(s[0], s[1]), s[2]), b), act);
-    const __m512 o = act16(_mm512_add_ps(_mm512_sub_ps(_mm512_sub_ps(s[1], s[2]), s[3]), b), act);
-    store_pairs16(out, e, o, k);
+                                                                   const __m512 *k, __m512 b,
+                                                                   const float *res, int act,
+                                                                   size_t n) {
+    __m512 e = _mm512_add_ps(_mm512_add_ps(s[0], s[1]), s[2]);
+    __m512 o = _mm512_sub_ps(_mm512_sub_ps(s[1], s[2]), s[3]);
+    if (k) e = _mm512_mul_ps(e, *k), o = _mm512_mul_ps(o, *k);
+    store_pairs16(out, _mm512_add_ps(e, b), _mm512_add_ps(o, b), res, act, n);
 }
 
+/* Output channels [o0, o1) of tile rows [rb, re) (in m from row rb on). */
 __attribute__((target("avx512f")))
-static void output_avx512(const kd_wg_dims *d, const float *m, size_t ld, const float *bias,
-                          int act, float *y, size_t o0, size_t o1) {
-    const size_t TW = kd_wg_tiles_w(d), TH = tiles_h(d);
-    const size_t OT = d->O * ld, OW = d->OW;
+static void output_avx512(const kd_wg_dims *d, const float *m, size_t ld, size_t OT,
+                          const wg_epi *ep, size_t o0, size_t o1, size_t rb, size_t re) {
+    const size_t TW = kd_wg_tiles_w(d), OW = d->OW, OHW = d->OH * OW;
     for (size_t o = o0; o < o1; o++) {
-        const __m512 b = _mm512_set1_ps(bias ? bias[o] : 0.0f);
-        float *yo = y + o * d->OH * OW;
-        for (size_t r = 0; r < TH; r++) {
-            const float *p = m + o * ld + r * TW; /* element xi at p + xi * OT */
-            float *row0 = yo + 2 * r * OW, *row1 = row0 + OW;
+        const __m512 b = _mm512_set1_ps(ep->shift ? ep->shift[o] : 0.0f);
+        const __m512 k = _mm512_set1_ps(ep->scale ? ep->scale[o] : 1.0f);
+        const __m512 *kp = ep->scale ? &k : NULL;
+        for (size_t r = rb; r < re; r++) {
+            const float *p = m + o * ld + (r - rb) * TW; /* element xi at p + xi * OT */
+            const size_t at0 = o * OHW + 2 * r * OW, at1 = at0 + OW;
             const int second = 2 * r + 1 < d->OH;
             for (size_t t = 0; t < TW; t += 16) {
                 const __mmask16 mk = mask16(TW - t);
@@ -463,9 +483,12 @@ static void output_avx512(const kd_wg_dims *d, const float *m, size_t ld, const 
                     s0[j] = _mm512_add_ps(_mm512_add_ps(m0, m1), m2);
                     s1[j] = _mm512_sub_ps(_mm512_sub_ps(m1, m2), m3);
                 }
-                const size_t k = OW - 2 * t < 32 ? OW - 2 * t : 32; /* columns from 2t */
-                row_pairs16(row0 + 2 * t, s0, b, act, k);
-                if (second) row_pairs16(row1 + 2 * t, s1, b, act, k);
+                const size_t n = OW - 2 * t < 32 ? OW - 2 * t : 32; /* columns from 2t */
+                const float *res0 = ep->res ? ep->res + at0 + 2 * t : NULL;
+                row_pairs16(ep->y + at0 + 2 * t, s0, kp, b, res0, ep->act, n);
+                if (second)
+                    row_pairs16(ep->y + at1 + 2 * t, s1, kp, b, res0 ? res0 + OW : NULL, ep->act,
+                                n);
             }
         }
     }
@@ -486,26 +509,31 @@ static int isa(void) {
 }
 #endif
 
-void kd_wg_input(const kd_wg_dims *d, const float *x, float *v, size_t ld, size_t c0,
-                 size_t c1) {
+void kd_wg_input_rows(const kd_wg_dims *d, const float *x, float *v, size_t ld, size_t xs,
+                      size_t c0, size_t c1, size_t r0, size_t r1) {
 #ifdef WG_X86
     if (isa() == 2) {
-        input_avx512(d, x, v, ld, c0, c1);
+        input_avx512(d, x, v, ld, c0, c1, r0, r1, xs);
         return;
     }
     if (isa() == 1) {
-        input_avx2(d, x, v, ld, c0, c1);
+        input_avx2(d, x, v, ld, c0, c1, r0, r1, xs);
         return;
     }
 #endif
-    input_portable(d, x, v, ld, c0, c1);
+    input_portable(d, x, v, ld, c0, c1, r0, r1, xs);
+}
+void kd_wg_input(const kd_wg_dims *d, const float *x, float *v, size_t ld, size_t c0,
+                 size_t c1) {
+    kd_wg_input_rows(d, x, v, ld, d->C * ld, c0, c1, 0, tiles_h(d));
 }
 
 void kd_wg_output(const kd_wg_dims *d, const float *m, size_t ld, const float *bias, int act,
                   float *y, size_t o0, size_t o1) {
 #ifdef WG_X86
     if (isa() == 2) {
-        output_avx512(d, m, ld, bias, act, y, o0, o1);
+        const wg_epi ep = {NULL, bias, NULL, act, y};
+        output_avx512(d, m, ld, d->O * ld, &ep, o0, o1, 0, tiles_h(d));
         return;
     }
     if (isa() == 1) {
@@ -514,6 +542,21 @@ void kd_wg_output(const kd_wg_dims *d, const float *m, size_t ld, const float *b
     }
 #endif
     output_portable(d, m, ld, bias, act, y, o0, o1);
+}
+
+void kd_wg_output_rows(const kd_wg_dims *d, const float *m, size_t ld, size_t xs,
+                       const float *scale,
+                       const float *shift, const float *res, int act, float *y, size_t o0,
+                       size_t o1, size_t r0, size_t r1) {
+#ifdef WG_X86
+    KD_ASSERT(isa() == 2);
+    const wg_epi ep = {scale, shift, res, act, y};
+    output_avx512(d, m, ld, xs, &ep, o0, o1, r0, r1);
+#else
+    (void)d, (void)m, (void)ld, (void)xs, (void)scale, (void)shift, (void)res, (void)act, (void)y;
+    (void)o0, (void)o1, (void)r0, (void)r1;
+    KD_ASSERT(!"winograd: no AVX-512 output transform on this architecture");
+#endif
 }
 
 size_t kd_wg_group_size(const kd_wg_dims *d) {

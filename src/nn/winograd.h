@@ -42,10 +42,24 @@ const float *kd_wg_weights(const kd_wg_dims *d, const float *w, float *u, int co
  * for its tiles t < T (ld >= T: a group's samples side by side, each at its own column). */
 void kd_wg_input(const kd_wg_dims *d, const float *x, float *v, size_t ld, size_t c0,
                  size_t c1);
+/* The same for tile rows [r0, r1) alone (tile t of row r at v's column (r - r0) TW + t), each
+ * element xi's rows xs floats after the last's (kd_wg_input: C ld; a little more keeps the 16
+ * rows one input row's stores go to out of one cache set). */
+void kd_wg_input_rows(const kd_wg_dims *d, const float *x, float *v, size_t ld, size_t xs,
+                      size_t c0, size_t c1, size_t r0, size_t r1);
 /* Output channels [o0, o1) of one sample's y (O, OH, OW) from m (16, O, ld), plus bias[o]
  * (bias may be NULL), through act (a KD_ACT_* of fused.h) as they are stored. */
 void kd_wg_output(const kd_wg_dims *d, const float *m, size_t ld, const float *bias, int act,
                   float *y, size_t o0, size_t o1);
+
+/* Output channels [o0, o1) of tile rows [r0, r1) (in m from row r0 on, as kd_wg_input_rows
+ * left them, element xi at m + xi xs) into y (O, OH, OW): y = act(scale[o] s + shift[o] + res), scale and shift per
+ * output channel or NULL (1, 0), res of y's shape or NULL, in that order (a frozen model's
+ * folded batch norm and residual add: wg_frozen.h). AVX-512 CPUs only. */
+void kd_wg_output_rows(const kd_wg_dims *d, const float *m, size_t ld, size_t xs,
+                       const float *scale,
+                       const float *shift, const float *res, int act, float *y, size_t o0,
+                       size_t o1, size_t r0, size_t r1);
 
 /* The product m[xi] (O, ld) = u[xi] (O, C) v[xi] (C, ld), every row ld floats (the tiles of
  * ld / T samples), the caller's (its own kernel or sgemm; serial: on the calling thread

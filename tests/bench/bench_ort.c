@@ -27,7 +27,10 @@
  *                                          shape allows, default by conv2d.c's rule; --alone 0:
  *                                          no products timed alone, for a profile;
  *                                          --banded 0: one sample never split by rows among
- *                                          the team (exec.c); --single-only 1: only single_us)
+ *                                          the team (exec.c); --wg-frozen 0 | 1: a frozen
+ *                                          model's one sample never | wherever the shape allows
+ *                                          by Winograd (wg_frozen.c); --single-only 1: only
+ *                                          single_us)
  *   result samples_per_s=.. best_samples_per_s=.. single_us=.. gflops=.. sgemm_gflops=..
  *          peak_gflops=.. core=..
  * samples_per_s: batch-B forwards of the first B samples (median pass of those run within the
@@ -347,6 +350,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--onnx")) onnx = argv[i + 1];
         else if (!strcmp(argv[i], "--freeze")) freeze = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--banded")) kd_banded_forward = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--wg-frozen")) kd_wg_frozen_on = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--single-only")) single_only = atoi(argv[i + 1]);
     }
     const int prep = argc >= 4 && !strcmp(argv[1], "prepare");
@@ -354,7 +358,7 @@ int main(int argc, char **argv) {
     if (argc < 4 || (!prep && !only && strcmp(argv[1], "run")) || !B || !n || (only && !logits)) {
         fprintf(stderr, "usage: bench_ort prepare|run CONFIG DIR [--n N] [--batch B] "
                         "[--budget S] [--threads T] [--logits OUT] [--qint8 1] [--onnx FILE]\n"
-                        "       [--freeze 0|1] [--banded 0|1] [--single-only 1]\n"
+                        "       [--freeze 0|1] [--banded 0|1] [--wg-frozen 0|1] [--single-only 1]\n"
                         "       bench_ort logits MODEL.onnx DIR --n N --logits OUT\n");
         return 2;
     }
