@@ -361,8 +361,8 @@ static void wg_product(const void *arg, size_t xi, const float *v, float *m, siz
                        int serial) {
     const fwd_job *j = arg;
     const size_t O = j->d.O, C = j->d.C;
-    const float *u = j->u + xi * O * C, *vx = v + xi * C * ld;
-    float *mx = m + xi * O * ld;
+    const float *u = j->u + xi * O * C, *vx = v + xi * kd_wg_step(C, ld);
+    float *mx = m + xi * kd_wg_step(O, ld);
     const float *ut = j->ut ? j->ut + xi * kd_conv_gemm_transposed_floats(O, C) : NULL;
     if (j->own) kd_conv_gemm(O, C, ld, u, ut, NULL, KD_ACT_NONE, vx, ld, mx, ld, 0);
     else piece_sgemm(serial, 0, 0, O, ld, C, u, C, vx, ld, 0.0f, mx, ld);

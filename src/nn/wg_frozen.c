@@ -72,12 +72,8 @@ static size_t chunk_rows(const kd_cd_dims *d) {
     return n ? n : 1;
 }
 static size_t chunk_ld(const kd_cd_dims *d) { return round16(chunk_rows(d) * ((d->OW + 1) / 2)); }
-/* Floats from one element xi's rows of v (or m) to the next's: a cache line more than its rows,
- * so that the 16 stores of one input row's transform (and the 16 loads of an output's) fall in
- * different L1 sets: C ld floats apart, ResNet-18's 64 channels by 48 columns put them all in
- * one set 12 KiB apart (the input transform 73 ns per channel and tile row; 16 channels 34). */
-static size_t v_step(const kd_cd_dims *d) { return d->C * chunk_ld(d) + 16; }
-static size_t m_step(const kd_cd_dims *d) { return d->O * chunk_ld(d) + 16; }
+static size_t v_step(const kd_cd_dims *d) { return kd_wg_step(d->C, chunk_ld(d)); }
+static size_t m_step(const kd_cd_dims *d) { return kd_wg_step(d->O, chunk_ld(d)); }
 
 size_t kd_wgf_workspace(const kd_cd_dims *d) { return 16 * (v_step(d) + m_step(d)); }
 
@@ -151,8 +147,8 @@ void kd_wgf_part(const kd_cd_dims *d, const float *x, const float *u, const kd_c
         kd_wg_input_rows(&wd, x, v, ld, v_step(d), 0, d->C, r, re);
         zero_tail(d, v, ld, nt, n);
         products(d, u, v, m, ld, n, o0, o1);
-        kd_wg_output_rows(&wd, m, ld, m_step(d), out->scale, out->shift, out->res, out->act, out->y, o0, o1,
-                          r, re);
+        kd_wg_output_rows(&wd, m, ld, m_step(d), out->scale, out->shift, out->res, out->act,
+                          out->y, o0, o1, r, re);
     }
 #else
     (void)d, (void)x, (void)u, (void)out, (void)ws, (void)r0, (void)r1, (void)o0, (void)o1;

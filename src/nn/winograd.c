@@ -41,6 +41,9 @@ int kd_winograd_portable = 0;
 
 static size_t round16(size_t n) { return (n + 15) & ~(size_t)15; }
 
+/* A cache line more than the rows: kd_wg_step's reason (winograd.h). */
+size_t kd_wg_step(size_t rows, size_t ld) { return rows * ld + 16; }
+
 size_t kd_wg_tiles_w(const kd_wg_dims *d) { return (d->OW + 1) / 2; }
 static size_t tiles_h(const kd_wg_dims *d) { return (d->OH + 1) / 2; }
 size_t kd_wg_tiles(const kd_wg_dims *d) { return kd_wg_tiles_w(d) * tiles_h(d); }
@@ -48,7 +51,7 @@ int kd_wg_fits(const kd_wg_dims *d) { return kd_wg_tiles_w(d) <= WG_MAX_TW; }
 
 size_t kd_wg_sample_floats(const kd_wg_dims *d) {
     const size_t T = kd_wg_tiles(d);
-    return round16(16 * d->C * T) + round16(16 * d->O * T);
+    return round16(16 * kd_wg_step(d->C, T)) + round16(16 * kd_wg_step(d->O, T));
 }
 
 size_t kd_wg_weight_floats(const kd_wg_dims *d) {
@@ -144,7 +147,7 @@ static void input_portable(const kd_wg_dims *d, const float *x, float *v, size_t
 static void output_portable(const kd_wg_dims *d, const float *m, size_t ld, const float *bias,
                             int act, float *y, size_t o0, size_t o1) {
     const size_t TW = kd_wg_tiles_w(d), TH = tiles_h(d);
-    const size_t OT = d->O * ld, OW = d->OW, even = OW / 2;
+    const size_t OT = kd_wg_step(d->O, ld), OW = d->OW, even = OW / 2;
     float y0e[WG_MAX_TW], y0o[WG_MAX_TW], y1e[WG_MAX_TW], y1o[WG_MAX_TW];
     for (size_t o = o0; o < o1; o++) {
         const float b = bias ? bias[o] : 0.0f;
@@ -366,7 +369,7 @@ __attribute__((target("avx2")))
 static void output_avx2(const kd_wg_dims *d, const float *m, size_t ld, const float *bias,
                         int act, float *y, size_t o0, size_t o1) {
     const size_t TW = kd_wg_tiles_w(d), TH = tiles_h(d);
-    const size_t OT = d->O * ld, OW = d->OW;
+    const size_t OT = kd_wg_step(d->O, ld), OW = d->OW;
     for (size_t o = o0; o < o1; o++) {
         const __m256 b = _mm256_set1_ps(bias ? bias[o] : 0.0f);
         float *yo = y + o * d->OH * OW;
@@ -525,7 +528,7 @@ void kd_wg_input_rows(const kd_wg_dims *d, const float *x, float *v, size_t ld, 
 }
 void kd_wg_input(const kd_wg_dims *d, const float *x, float *v, size_t ld, size_t c0,
                  size_t c1) {
-    kd_wg_input_rows(d, x, v, ld, d->C * ld, c0, c1, 0, tiles_h(d));
+    kd_wg_input_rows(d, x, v, ld, kd_wg_step(d->C, ld), c0, c1, 0, tiles_h(d));
 }
 
 void kd_wg_output(const kd_wg_dims *d, const float *m, size_t ld, const float *bias, int act,
@@ -533,7 +536,7 @@ void kd_wg_output(const kd_wg_dims *d, const float *m, size_t ld, const float *b
 #ifdef WG_X86
     if (isa() == 2) {
         const wg_epi ep = {NULL, bias, NULL, act, y};
-        output_avx512(d, m, ld, d->O * ld, &ep, o0, o1, 0, tiles_h(d));
+        output_avx512(d, m, ld, kd_wg_step(d->O, ld), &ep, o0, o1, 0, tiles_h(d));
         return;
     }
     if (isa() == 1) {
@@ -566,14 +569,14 @@ size_t kd_wg_group_size(const kd_wg_dims *d) {
 
 size_t kd_wg_group_floats(const kd_wg_dims *d) {
     const size_t nT = kd_wg_group_size(d) * kd_wg_tiles(d);
-    return round16(16 * d->C * nT) + round16(16 * d->O * nT);
+    return round16(16 * kd_wg_step(d->C, nT)) + round16(16 * kd_wg_step(d->O, nT));
 }
 
 void kd_wg_group(const kd_wg_dims *d, const float *x, size_t n, const float *bias, int act,
                  float *y, float *ws, kd_wg_product product, const void *arg, int serial) {
     const size_t C = d->C, O = d->O, T = kd_wg_tiles(d), ld = n * T;
     const size_t in_n = C * d->H * d->W, out_n = O * d->OH * d->OW;
-    float *v = ws, *m = ws + round16(16 * C * kd_wg_group_size(d) * T);
+    float *v = ws, *m = ws + round16(16 * kd_wg_step(C, kd_wg_group_size(d) * T));
     for (size_t s = 0; s < n; s++) kd_wg_input(d, x + s * in_n, v + s * T, ld, 0, C);
     for (size_t xi = 0; xi < 16; xi++) product(arg, xi, v, m, ld, serial);
     for (size_t s = 0; s < n; s++) kd_wg_output(d, m + s * T, ld, bias, act, y + s * out_n, 0, O);
@@ -583,7 +586,7 @@ void kd_wg_sample(const kd_wg_dims *d, const float *x, const float *bias, int ac
                   float *ws, kd_wg_product product, const void *arg, int team, int serial) {
     const size_t C = d->C, O = d->O;
     const size_t T = kd_wg_tiles(d);
-    float *v = ws, *m = ws + round16(16 * C * T);
+    float *v = ws, *m = ws + round16(16 * kd_wg_step(C, T));
     if (!team) {
         kd_wg_group(d, x, 1, bias, act, y, ws, product, arg, serial);
         return;

@@ -30,7 +30,14 @@ size_t kd_wg_tiles(const kd_wg_dims *d);
  * width has a cap (far above the images distill trains on). */
 int kd_wg_fits(const kd_wg_dims *d);
 
-/* Floats of one sample's transforms (kd_wg_sample's ws): v (16, C, T), then m (16, O, T). */
+/* Floats from one element xi's rows of v (rows C) or m (rows O), ld floats each, to the next
+ * element's: a cache line more than the rows, so that the 16 stores of one input row's
+ * transform (and the 16 loads of an output's) fall in different L1 sets (rows ld a multiple of
+ * 1024 floats put them all in one: ResNet-18's 64 channels by 48 tiles, the input transform
+ * 73 ns per channel and tile row, 34 with the line). */
+size_t kd_wg_step(size_t rows, size_t ld);
+/* Floats of one sample's transforms (kd_wg_sample's ws): v (16 kd_wg_step(C, T)), then m
+ * (16 kd_wg_step(O, T)). */
 size_t kd_wg_sample_floats(const kd_wg_dims *d);
 /* Floats of the transformed weights and their transposed copies (kd_wg_weights's u). */
 size_t kd_wg_weight_floats(const kd_wg_dims *d);
@@ -38,36 +45,36 @@ size_t kd_wg_weight_floats(const kd_wg_dims *d);
  * with copies, also each u[xi]'s transposed copy for conv_gemm.h's column kernel, after them,
  * returned (else NULL). */
 const float *kd_wg_weights(const kd_wg_dims *d, const float *w, float *u, int copies);
-/* Input channels [c0, c1) of one sample x (C, H, W) into v (16, C, ld): v[(xi * C + c) * ld + t]
- * for its tiles t < T (ld >= T: a group's samples side by side, each at its own column). */
+/* Input channels [c0, c1) of one sample x (C, H, W) into v: element xi of channel c's tile t
+ * at v[xi kd_wg_step(C, ld) + c ld + t], t < T (ld >= T: a group's samples side by side, each
+ * at its own column). */
 void kd_wg_input(const kd_wg_dims *d, const float *x, float *v, size_t ld, size_t c0,
                  size_t c1);
 /* The same for tile rows [r0, r1) alone (tile t of row r at v's column (r - r0) TW + t), each
- * element xi's rows xs floats after the last's (kd_wg_input: C ld; a little more keeps the 16
- * rows one input row's stores go to out of one cache set). */
+ * element xi's rows xs floats after the last's (kd_wg_input: kd_wg_step(C, ld)). */
 void kd_wg_input_rows(const kd_wg_dims *d, const float *x, float *v, size_t ld, size_t xs,
                       size_t c0, size_t c1, size_t r0, size_t r1);
-/* Output channels [o0, o1) of one sample's y (O, OH, OW) from m (16, O, ld), plus bias[o]
+/* Output channels [o0, o1) of one sample's y (O, OH, OW) from m (element xi's rows at m + xi
+ * kd_wg_step(O, ld), ld floats each), plus bias[o]
  * (bias may be NULL), through act (a KD_ACT_* of fused.h) as they are stored. */
 void kd_wg_output(const kd_wg_dims *d, const float *m, size_t ld, const float *bias, int act,
                   float *y, size_t o0, size_t o1);
 
 /* Output channels [o0, o1) of tile rows [r0, r1) (in m from row r0 on, as kd_wg_input_rows
- * left them, element xi at m + xi xs) into y (O, OH, OW): y = act(scale[o] s + shift[o] + res), scale and shift per
- * output channel or NULL (1, 0), res of y's shape or NULL, in that order (a frozen model's
- * folded batch norm and residual add: wg_frozen.h). AVX-512 CPUs only. */
+ * left them, element xi at m + xi xs) into y (O, OH, OW): y = act(scale[o] s + shift[o] +
+ * res), scale and shift per output channel or NULL (1, 0), res of y's shape or NULL, in that
+ * order (a frozen model's folded batch norm and residual add: wg_frozen.h). AVX-512 only. */
 void kd_wg_output_rows(const kd_wg_dims *d, const float *m, size_t ld, size_t xs,
-                       const float *scale,
-                       const float *shift, const float *res, int act, float *y, size_t o0,
-                       size_t o1, size_t r0, size_t r1);
+                       const float *scale, const float *shift, const float *res, int act,
+                       float *y, size_t o0, size_t o1, size_t r0, size_t r1);
 
 /* The product m[xi] (O, ld) = u[xi] (O, C) v[xi] (C, ld), every row ld floats (the tiles of
- * ld / T samples), the caller's (its own kernel or sgemm; serial: on the calling thread
- * alone). */
+ * ld / T samples), v[xi] and m[xi] kd_wg_step(C or O, ld) floats apart, the caller's (its own
+ * kernel or sgemm; serial: on the calling thread alone). */
 typedef void (*kd_wg_product)(const void *arg, size_t xi, const float *v, float *m, size_t ld,
                               int serial);
 /* Samples a group holds: enough for products of 128 columns (tiles), at most 8; and the floats
- * of a group's transforms (kd_wg_group's ws: v (16, C, n T), then m (16, O, n T)). */
+ * of a group's transforms (kd_wg_group's ws: v, then m, for n T columns). */
 size_t kd_wg_group_size(const kd_wg_dims *d);
 size_t kd_wg_group_floats(const kd_wg_dims *d);
 /* n <= kd_wg_group_size samples x (n, C, H, W) to y (n, O, OH, OW) through act (KD_ACT_*):
