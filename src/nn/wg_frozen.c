@@ -29,7 +29,10 @@ unsigned long kd_hook_wgf_parts;
 
 /* Tiles per chunk (whole tile rows, at least one). */
 #define WGF_CHUNK_TILES 112
-/* The release rule's limits (measured in docs/benchmarks.md, "Winograd for one sample"). */
+/* The release rule's limits. One thread of a Xeon, a whole sample against the packed kernel:
+ * 64 channels at 28x28 210 against 332 us, 128 at 14x14 263 against 344, 16 at 28x28 23 against
+ * 26, 32 at 14x14 23 and 23; 64 at 7x7 25 against 24 (49 tiles pad to 64), 256 at 7x7 390
+ * against 385, and in a model its 4 MB of transformed weights stream from memory. */
 #define WGF_MIN_CHANNELS 16
 #define WGF_MIN_PLANE 100
 #define WGF_MAX_WEIGHTS ((size_t)1 << 18)
