@@ -3,6 +3,8 @@
 
 #include <math.h>
 
+#include "../src/nn/fused.h"
+
 void kd_conv_reference(const kd_cd_dims *d, const float *x, const float *w, const float *bias,
                        double *y, double *mag) {
     for (size_t o = 0; o < d->O; o++)
@@ -24,6 +26,20 @@ void kd_conv_reference(const kd_cd_dims *d, const float *x, const float *w, cons
                 y[k] = s;
                 mag[k] = a;
             }
+}
+
+size_t kd_conv_epilogue_misses(const kd_cd_dims *d, const float *y, const double *ref,
+                               const double *mag, const float *scale, const float *shift,
+                               const float *res, int act, double bound, size_t *first) {
+    size_t bad = 0;
+    for (size_t k = 0; k < d->O * d->OH * d->OW; k++) {
+        const size_t o = k / (d->OH * d->OW);
+        const double want = kd_act_value((float)(scale[o] * ref[k] + shift[o] +
+                                                 (res ? res[k] : 0.0)), act);
+        if (!(fabs((double)y[k] - want) <= scale[o] * mag[k] * bound + 1e-6) && !bad++)
+            *first = k;
+    }
+    return bad;
 }
 
 int kd_test_cpu_avx512(void) {

@@ -66,19 +66,13 @@ static void check_shape(size_t C, size_t H, size_t W, size_t O, size_t KH, size_
     kd_cp_out two = one;
     two.y = y2;
     kd_conv_packed(&d, 1, x, wp, &one, ws, 0);
-    size_t bad = 0;
-    for (size_t k = 0; k < ny; k++) {
-        const size_t o = k / (d.OH * d.OW);
-        const double r = with_res ? res[k] : 0.0;
-        const double want = kd_act_value((float)(scale[o] * ref[k] + shift[o] + r), act);
-        if (!(fabs((double)y[k] - want) <= scale[o] * mag[k] * 0x1p-20 + 1e-6)) {
-            if (!bad)
-                kd_test_fail(__FILE__, __LINE__, "C %zu H %zu W %zu O %zu kernel %zux%zu pad %zu "
-                             "stride %zu act %d: y[%zu] = %.9g, reference %.9g", C, H, W, O, KH,
-                             KW, P, S, act, k, y[k], want);
-            bad++;
-        }
-    }
+    size_t first = 0;
+    const size_t bad = kd_conv_epilogue_misses(&d, y, ref, mag, scale, shift, one.res, act,
+                                               0x1p-20, &first);
+    if (bad)
+        kd_test_fail(__FILE__, __LINE__, "C %zu H %zu W %zu O %zu kernel %zux%zu pad %zu stride "
+                     "%zu act %d: y[%zu] = %.9g, reference (without the epilogue) %.9g", C, H, W,
+                     O, KH, KW, P, S, act, first, y[first], ref[first]);
     CHECK_EQ_INT((int)bad, 0);
     const int t0 = omp_get_max_threads();
     omp_set_num_threads(2);

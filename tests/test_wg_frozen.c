@@ -52,18 +52,13 @@ static void check_shape(size_t C, size_t H, size_t W, size_t O, size_t P, int ac
     const size_t TR = kd_wgf_tile_rows(&d);
     CHECK_EQ_INT((int)TR, (int)((d.OH + 1) / 2));
     kd_wgf_part(&d, x, u, &one, ws, 0, TR, 0, O);
-    size_t bad = 0;
-    for (size_t k = 0; k < ny; k++) {
-        const size_t o = k / (d.OH * d.OW);
-        const double r = with_res ? res[k] : 0.0;
-        const double want = kd_act_value((float)(scale[o] * ref[k] + shift[o] + r), act);
-        if (!(fabs((double)y[k] - want) <= scale[o] * mag[k] * WGF_BOUND + 1e-6)) {
-            if (!bad)
-                kd_test_fail(__FILE__, __LINE__, "C %zu H %zu W %zu O %zu pad %zu act %d: "
-                             "y[%zu] = %.9g, reference %.9g", C, H, W, O, P, act, k, y[k], want);
-            bad++;
-        }
-    }
+    size_t first = 0;
+    const size_t bad = kd_conv_epilogue_misses(&d, y, ref, mag, scale, shift, one.res, act,
+                                               WGF_BOUND, &first);
+    if (bad)
+        kd_test_fail(__FILE__, __LINE__, "C %zu H %zu W %zu O %zu pad %zu act %d: y[%zu] = "
+                     "%.9g, reference (without the epilogue) %.9g", C, H, W, O, P, act, first,
+                     y[first], ref[first]);
     CHECK_EQ_INT((int)bad, 0);
     /* parts: tile rows [0, cut) and [cut, TR), the second in two blocks of output channels */
     for (size_t cut = 1; cut < TR; cut += TR / 2 ? TR / 2 : 1) {
