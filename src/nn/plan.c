@@ -18,14 +18,16 @@
 #define KD_ALIGN_FLOATS 16
 
 /* An inference-only model's chunk: samples whose widest activation fits in INFER_CHUNK_FLOATS
- * (8 MiB: two such buffers stay in a server CPU's last-level cache). The Fashion-MNIST CNN
- * teacher (25,088 floats per sample after its first convolution) runs 83 samples at a time; an
- * MLP's whole batch fits. A model with more parameters than that gets as many floats as it has
- * parameters, up to 4 times as many: each chunk passes over the weights (sgemm packs them, a
- * folded batch norm and Winograd transform them), and ResNet-18's 11.7M parameters were
- * passed over for every 5 samples (Xeon, batch 256 on 2 threads, alternating: 229-233 ->
- * 261-268 samples/s with 20-sample chunks; MobileNetV2 x0.25 and the small ResNet student,
- * 0.25M and 0.08M parameters, ran 5-17% slower with larger chunks, so they keep theirs). */
+ * (8 MiB: two such buffers stay in a server CPU's last-level cache); an MLP's whole batch fits.
+ * A model with more than a quarter as many parameters gets four floats per parameter, up to 4
+ * times INFER_CHUNK_FLOATS: each chunk passes over the weights (sgemm packs them, a folded
+ * batch norm and Winograd transform them). ResNet-18's 11.7M parameters were passed over for
+ * every 5 samples (Xeon, batch 256 on 2 threads, alternating: 229-233 -> 261-268 samples/s with
+ * 20-sample chunks); the Fashion-MNIST CNN teacher (25,088 floats per sample after its first
+ * convolution, 0.82M parameters) had its dense layer's 3.2 MB of weights packed every 41
+ * samples of each of 2 replicas (Xeon, batch 1000, alternating: 23.6-24.3k -> 25.0-26.1k
+ * samples/s at 65); MobileNetV2 x0.25 and the small ResNet student, 0.25M and 0.08M
+ * parameters, ran 5-17% slower with larger chunks, so they keep theirs. */
 #define INFER_CHUNK_FLOATS ((size_t)1 << 21)
 
 /* An inference-only model runs its batch as sample ranges, one per replica and thread, each
@@ -143,7 +145,8 @@ static int plan_sizes_of(const kd_model *m, size_t B, int *pool_of, plan_sizes *
         size_t r = (size_t)omp_get_num_procs();
         r = r > INFER_REPLICAS_MAX ? INFER_REPLICAS_MAX : r < 1 ? 1 : r;
         p->n_rep = B < 2 ? 1 : r < B ? r : B;
-        size_t budget = m->n_params > INFER_CHUNK_FLOATS ? m->n_params : INFER_CHUNK_FLOATS;
+        size_t budget = m->n_params > INFER_CHUNK_FLOATS / 4 ? 4 * m->n_params
+                                                             : INFER_CHUNK_FLOATS;
         if (budget > 4 * INFER_CHUNK_FLOATS) budget = 4 * INFER_CHUNK_FLOATS;
         const size_t per = budget / widest_inner(m) / p->n_rep;
         const size_t share = (B + p->n_rep - 1) / p->n_rep;
