@@ -24,7 +24,9 @@ static kd_cd_dims cd_of(const kd_layer *l) {
  * ones), the packed weights, then Winograd's (wg_frozen.h) for a one-sample forward. The header
  * keeps what freezing decided with the copy. */
 #define FROZEN_HEAD 16
-static size_t packed_floats(const kd_cd_dims *d) { return (kd_conv_packed_floats(d) + 15) & ~15u; }
+static size_t packed_floats(const kd_cd_dims *d) {
+    return (kd_conv_packed_floats(d) + 15) & ~(size_t)15;
+}
 size_t kd_conv2d_frozen_floats(const kd_layer *l) {
     const kd_cd_dims d = cd_of(l);
     if (((const conv_hp *)l->hp)->groups != 1 || !kd_conv_packed_part_fits(&d)) return 0;
